@@ -1,0 +1,2 @@
+//! Effects.
+pub mod remove;

@@ -1,0 +1,18 @@
+//! boo-reconciler: a level-triggered reconciliation controller for agent
+//! chats, their processes, opencode sessions and git worktrees.
+//!
+//! The shape of a pass: [`store`] reads the desired state, [`observe`] the
+//! actual state, [`plan`] (pure) turns both into ordered actions with
+//! reasons, [`act`] carries them out, [`controller`] runs passes on an
+//! interval and on demand.
+
+pub mod act;
+pub mod config;
+pub mod controller;
+pub mod git;
+pub mod model;
+pub mod observe;
+pub mod plan;
+pub mod risk;
+pub mod root;
+pub mod store;

@@ -1,0 +1,419 @@
+//! The domain: what the database says should exist (desired state) and what
+//! the host has (actual state). Every other module speaks these types; this
+//! module does no I/O.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+/// Lifecycle of a session or chat row, as the orchestrator writes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Open,
+    Archived,
+    Deleted,
+}
+
+impl Status {
+    pub fn parse(s: &str) -> Option<Status> {
+        match s {
+            "open" => Some(Status::Open),
+            "archived" => Some(Status::Archived),
+            "deleted" => Some(Status::Deleted),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Open => "open",
+            Status::Archived => "archived",
+            Status::Deleted => "deleted",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A `sessions` row as far as liveness is concerned.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SessionRow {
+    pub id: String,
+    pub status: Status,
+    pub created_at: SystemTime,
+    pub updated_at: SystemTime,
+}
+
+/// A `chats` row as far as liveness is concerned.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ChatRow {
+    pub id: String,
+    pub session_id: String,
+    pub status: Status,
+    pub created_at: SystemTime,
+    pub updated_at: SystemTime,
+}
+
+/// Everything the database says about one chat id: the chat row if it
+/// exists and the row of the session it belongs to if that exists.
+///
+/// A chat is live iff its row exists, is `open`, and its session's row
+/// exists and is `open` (DESIGN.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ChatState {
+    pub chat_id: String,
+    pub chat: Option<ChatRow>,
+    pub session: Option<SessionRow>,
+}
+
+impl ChatState {
+    pub fn is_live(&self) -> bool {
+        matches!(
+            (&self.chat, &self.session),
+            (Some(c), Some(s)) if c.status == Status::Open && s.status == Status::Open
+        )
+    }
+
+    /// Why the chat is not live, for humans ("chat c1 archived 4m ago"), or
+    /// `None` when it is live.
+    pub fn not_live_because(&self, now: SystemTime) -> Option<String> {
+        match (&self.chat, &self.session) {
+            (None, _) => Some(format!("chat {} has no row", self.chat_id)),
+            (Some(c), _) if c.status != Status::Open => Some(format!(
+                "chat {} {} {}",
+                c.id,
+                c.status,
+                ago(now, c.updated_at)
+            )),
+            (Some(c), None) => Some(format!(
+                "session {} of chat {} has no row",
+                c.session_id, c.id
+            )),
+            (Some(c), Some(s)) if s.status != Status::Open => Some(format!(
+                "session {} of chat {} {} {}",
+                s.id,
+                c.id,
+                s.status,
+                ago(now, s.updated_at)
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// Everything the database says about one session id: its row if any and
+/// how many of its chats are live.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SessionState {
+    pub session_id: String,
+    pub session: Option<SessionRow>,
+    /// Chats of the session whose own status is `open`.
+    pub open_chats: u64,
+    /// Chat rows of the session in any status.
+    pub total_chats: u64,
+    /// The newest `updated_at` among the session's chat rows, if any.
+    pub last_chat_change: Option<SystemTime>,
+}
+
+impl SessionState {
+    /// Whether the session still has a live chat. A session that is open
+    /// but has no chat row at all is treated as live until it is older
+    /// than `young`: the orchestrator creates the worktree before the first
+    /// chat row is committed.
+    pub fn keeps_worktree(&self, now: SystemTime, young: Duration) -> bool {
+        match &self.session {
+            Some(s) if s.status == Status::Open => {
+                self.open_chats > 0 || (self.total_chats == 0 && age(now, s.created_at) < young)
+            }
+            _ => false,
+        }
+    }
+
+    /// Why the worktree of this session may go, for humans, or `None` when
+    /// the session keeps it.
+    pub fn releases_worktree_because(&self, now: SystemTime, young: Duration) -> Option<String> {
+        if self.keeps_worktree(now, young) {
+            return None;
+        }
+        Some(match &self.session {
+            None => format!("session {} has no row", self.session_id),
+            Some(s) if s.status != Status::Open => {
+                format!("session {} {} {}", s.id, s.status, ago(now, s.updated_at))
+            }
+            Some(s) if self.total_chats == 0 => format!(
+                "session {} has had no chat since it was created {}",
+                s.id,
+                ago(now, s.created_at)
+            ),
+            Some(s) => format!(
+                "session {} has no open chat (last of {} closed {})",
+                s.id,
+                self.total_chats,
+                self.last_chat_change
+                    .map(|t| ago(now, t))
+                    .unwrap_or_else(|| "at an unknown time".into())
+            ),
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    Acp,
+    OpencodeServer,
+}
+
+impl Backend {
+    pub fn parse(s: &str) -> Option<Backend> {
+        match s {
+            "acp" => Some(Backend::Acp),
+            "opencode_server" => Some(Backend::OpencodeServer),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Acp => "acp",
+            Backend::OpencodeServer => "opencode_server",
+        }
+    }
+}
+
+/// An open `agent_sessions` row of this host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AgentSessionRow {
+    pub id: String,
+    pub chat_id: String,
+    pub session_id: String,
+    pub agent: String,
+    pub backend: Backend,
+    pub agent_session_id: Option<String>,
+    pub worktree_id: Option<String>,
+    pub pid: Option<i32>,
+    pub pid_start_time: Option<u64>,
+    pub created_at: SystemTime,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorktreeState {
+    Active,
+    AtRisk,
+    Removed,
+}
+
+impl WorktreeState {
+    pub fn parse(s: &str) -> Option<WorktreeState> {
+        match s {
+            "active" => Some(WorktreeState::Active),
+            "at_risk" => Some(WorktreeState::AtRisk),
+            "removed" => Some(WorktreeState::Removed),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorktreeState::Active => "active",
+            WorktreeState::AtRisk => "at_risk",
+            WorktreeState::Removed => "removed",
+        }
+    }
+}
+
+/// A `worktrees` row of this host that is not `removed`. `path` and
+/// `repo_path` are untrusted input: see [`crate::root`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WorktreeRow {
+    pub id: String,
+    pub session_id: String,
+    pub repo_path: PathBuf,
+    pub path: PathBuf,
+    pub branch: Option<String>,
+    pub base_ref: Option<String>,
+    pub state: WorktreeState,
+    pub created_at: SystemTime,
+}
+
+/// The desired state of one host for one pass, read with a constant number
+/// of queries.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DesiredState {
+    /// Worktree rows of this host not yet `removed`.
+    pub worktrees: Vec<WorktreeRow>,
+    /// Open agent_sessions rows of this host.
+    pub agent_sessions: Vec<AgentSessionRow>,
+    /// Every session named by a worktree row or an agent row, or asked for.
+    pub sessions: HashMap<String, SessionState>,
+    /// Every chat named by an agent row or a process label, or asked for.
+    pub chats: HashMap<String, ChatState>,
+}
+
+/// What kind of thing sits directly under the worktree root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    Directory,
+    Symlink,
+    File,
+    Other,
+}
+
+/// An entry directly under the worktree root.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WorktreeDir {
+    /// The entry's file name, which by the layout contract is the worktree id.
+    pub name: String,
+    pub path: PathBuf,
+    pub kind: EntryKind,
+    /// Birth time where the file system records it, else last modification.
+    pub created: SystemTime,
+    /// The main repository named by the entry's `.git` file, if it has one.
+    pub repo_path: Option<PathBuf>,
+}
+
+/// A main repository's `.git/worktrees/<name>` entry whose `gitdir` points
+/// into the root at a directory that no longer exists.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StaleAdminEntry {
+    pub repo_path: PathBuf,
+    pub name: String,
+    /// Where the entry says its worktree was.
+    pub worktree_path: PathBuf,
+    /// The commit the entry's HEAD resolves to, if it resolves.
+    pub head: Option<String>,
+    /// The branch the entry's HEAD names, if it is symbolic.
+    pub branch: Option<String>,
+}
+
+/// The verdict on a worktree row's untrusted path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum PathCheck {
+    /// The path is a direct child of the root; it may or may not exist.
+    Inside { path: PathBuf, exists: bool },
+    /// The path leaves the root, or is not a plain directory entry in it.
+    Refused { why: String },
+}
+
+/// The actual state of one host for one pass.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ActualState {
+    pub dirs: Vec<WorktreeDir>,
+    pub stale_admin_entries: Vec<StaleAdminEntry>,
+    /// The verdict on each worktree row's path, by worktree row id.
+    pub row_paths: HashMap<String, PathCheck>,
+}
+
+/// `now - then`, zero when `then` is in the future (clock skew between the
+/// database and this host).
+pub fn age(now: SystemTime, then: SystemTime) -> Duration {
+    now.duration_since(then).unwrap_or_default()
+}
+
+/// "4m ago", rounded to whole seconds so that reasons stay readable.
+pub fn ago(now: SystemTime, then: SystemTime) -> String {
+    let secs = age(now, then).as_secs();
+    format!("{} ago", humantime::format_duration(Duration::from_secs(secs)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    fn session(status: Status) -> SessionRow {
+        SessionRow {
+            id: "s1".into(),
+            status,
+            created_at: t(1000),
+            updated_at: t(1000),
+        }
+    }
+
+    fn chat(status: Status) -> ChatRow {
+        ChatRow {
+            id: "c1".into(),
+            session_id: "s1".into(),
+            status,
+            created_at: t(1000),
+            updated_at: t(1060),
+        }
+    }
+
+    #[test]
+    fn chat_is_live_only_when_chat_and_session_are_open() {
+        let cases = [
+            (Some(Status::Open), Some(Status::Open), true),
+            (Some(Status::Archived), Some(Status::Open), false),
+            (Some(Status::Deleted), Some(Status::Open), false),
+            (Some(Status::Open), Some(Status::Archived), false),
+            (Some(Status::Open), Some(Status::Deleted), false),
+            (Some(Status::Open), None, false),
+            (None, Some(Status::Open), false),
+            (None, None, false),
+        ];
+        for (c, s, live) in cases {
+            let st = ChatState {
+                chat_id: "c1".into(),
+                chat: c.map(chat),
+                session: s.map(session),
+            };
+            assert_eq!(st.is_live(), live, "{c:?} {s:?}");
+            assert_eq!(st.not_live_because(t(1300)).is_none(), live);
+        }
+    }
+
+    #[test]
+    fn reason_names_the_chat_and_its_age() {
+        let st = ChatState {
+            chat_id: "c1".into(),
+            chat: Some(chat(Status::Archived)),
+            session: Some(session(Status::Open)),
+        };
+        assert_eq!(
+            st.not_live_because(t(1300)).unwrap(),
+            "chat c1 archived 4m ago"
+        );
+    }
+
+    #[test]
+    fn open_session_without_chats_keeps_worktree_only_while_young() {
+        let st = SessionState {
+            session_id: "s1".into(),
+            session: Some(session(Status::Open)),
+            open_chats: 0,
+            total_chats: 0,
+            last_chat_change: None,
+        };
+        let young = Duration::from_secs(600);
+        assert!(st.keeps_worktree(t(1100), young));
+        assert!(!st.keeps_worktree(t(1000 + 601), young));
+    }
+
+    #[test]
+    fn session_with_only_closed_chats_releases_worktree() {
+        let st = SessionState {
+            session_id: "s1".into(),
+            session: Some(session(Status::Open)),
+            open_chats: 0,
+            total_chats: 2,
+            last_chat_change: Some(t(1060)),
+        };
+        let why = st
+            .releases_worktree_because(t(1300), Duration::from_secs(600))
+            .unwrap();
+        assert_eq!(why, "session s1 has no open chat (last of 2 closed 4m ago)");
+    }
+}
