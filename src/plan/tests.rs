@@ -1,0 +1,394 @@
+//! Every drift case of the planner, without I/O.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::model::{
+    ChatRow, ChatState, SessionRow, SessionState, Status, WorktreeDir, WorktreeRow,
+};
+
+const ROOT: &str = "/tmp/booworktrees";
+
+fn t(secs: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + secs)
+}
+
+fn now() -> SystemTime {
+    t(3600)
+}
+
+fn policy() -> Policy {
+    Policy {
+        worktree_orphan_min_age: Duration::from_secs(600),
+    }
+}
+
+fn wt_path(id: &str) -> PathBuf {
+    PathBuf::from(ROOT).join(id)
+}
+
+struct Fixture {
+    desired: DesiredState,
+    actual: ActualState,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        Fixture {
+            desired: DesiredState::default(),
+            actual: ActualState::default(),
+        }
+    }
+
+    /// A session with `open` open chats out of `total`, in `status`,
+    /// updated at t(3360) (4m before now).
+    fn session(&mut self, id: &str, status: Status, open: u64, total: u64) -> &mut Self {
+        self.desired.sessions.insert(
+            id.into(),
+            SessionState {
+                session_id: id.into(),
+                session: Some(SessionRow {
+                    id: id.into(),
+                    status,
+                    created_at: t(0),
+                    updated_at: t(3360),
+                }),
+                open_chats: open,
+                total_chats: total,
+                last_chat_change: (total > 0).then(|| t(3360)),
+            },
+        );
+        self
+    }
+
+    fn chat(&mut self, id: &str, session: &str, status: Status) -> &mut Self {
+        let s = self.desired.sessions[session].session.clone();
+        self.desired.chats.insert(
+            id.into(),
+            ChatState {
+                chat_id: id.into(),
+                chat: Some(ChatRow {
+                    id: id.into(),
+                    session_id: session.into(),
+                    status,
+                    created_at: t(0),
+                    updated_at: t(3360),
+                }),
+                session: s,
+            },
+        );
+        self
+    }
+
+    /// A worktree row whose directory exists under the root.
+    fn worktree(&mut self, id: &str, session: &str) -> &mut Self {
+        self.row(id, session, wt_path(id), WorktreeState::Active);
+        self.dir(id, 0)
+    }
+
+    fn row(&mut self, id: &str, session: &str, path: PathBuf, state: WorktreeState) -> &mut Self {
+        self.desired.worktrees.push(WorktreeRow {
+            id: id.into(),
+            session_id: session.into(),
+            repo_path: "/srv/repo".into(),
+            path: path.clone(),
+            branch: Some(format!("boo/{id}")),
+            base_ref: Some("main".into()),
+            state,
+            created_at: t(0),
+        });
+        let exists = self.actual.dirs.iter().any(|d| d.path == path);
+        self.actual.row_paths.insert(
+            id.into(),
+            if path.parent() == Some(PathBuf::from(ROOT).as_path()) {
+                PathCheck::Inside { path, exists }
+            } else {
+                PathCheck::Refused {
+                    why: "outside the root".into(),
+                }
+            },
+        );
+        self
+    }
+
+    fn dir(&mut self, name: &str, created: u64) -> &mut Self {
+        self.entry(name, created, EntryKind::Directory)
+    }
+
+    fn entry(&mut self, name: &str, created: u64, kind: EntryKind) -> &mut Self {
+        self.actual.dirs.push(WorktreeDir {
+            name: name.into(),
+            path: wt_path(name),
+            kind,
+            created: t(created),
+            repo_path: Some("/srv/repo".into()),
+        });
+        // Rows planned earlier for this path now see it exist.
+        for check in self.actual.row_paths.values_mut() {
+            if let PathCheck::Inside { path, exists } = check {
+                if *path == wt_path(name) {
+                    *exists = true;
+                }
+            }
+        }
+        self
+    }
+
+    fn plan(&self) -> Plan {
+        self.plan_scoped(&Scope::Host)
+    }
+
+    fn plan_scoped(&self, scope: &Scope) -> Plan {
+        plan(&self.desired, &self.actual, &policy(), now(), scope)
+    }
+}
+
+fn names(p: &Plan) -> Vec<(&'static str, String)> {
+    p.actions.iter().map(|a| (a.name(), a.target())).collect()
+}
+
+#[test]
+fn live_session_keeps_its_worktree() {
+    let mut f = Fixture::new();
+    f.session("s1", Status::Open, 1, 1).worktree("w1", "s1");
+    assert_eq!(f.plan(), Plan::default());
+}
+
+#[test]
+fn archived_session_worktree_is_removed_with_reason() {
+    let mut f = Fixture::new();
+    f.session("s1", Status::Archived, 1, 1).worktree("w1", "s1");
+    let p = f.plan();
+    assert_eq!(
+        names(&p),
+        [("remove_worktree", "worktree:/tmp/booworktrees/w1".into())]
+    );
+    assert_eq!(p.actions[0].reason, "session s1 archived 4m ago");
+    assert_eq!(p.actions[0].owner.session_id.as_deref(), Some("s1"));
+    let ActionKind::RemoveWorktree { worktree } = &p.actions[0].kind else {
+        panic!()
+    };
+    assert_eq!(worktree.row_id.as_deref(), Some("w1"));
+    assert_eq!(worktree.branch.as_deref(), Some("boo/w1"));
+    assert_eq!(worktree.base_ref.as_deref(), Some("main"));
+}
+
+#[test]
+fn deleted_session_worktree_is_removed() {
+    let mut f = Fixture::new();
+    f.session("s1", Status::Deleted, 0, 1).worktree("w1", "s1");
+    assert_eq!(f.plan().actions[0].reason, "session s1 deleted 4m ago");
+}
+
+#[test]
+fn worktree_of_session_without_row_is_removed() {
+    let mut f = Fixture::new();
+    f.worktree("w1", "gone");
+    let p = f.plan();
+    assert_eq!(p.actions.len(), 1);
+    assert_eq!(p.actions[0].reason, "session gone has no row");
+}
+
+#[test]
+fn open_session_whose_chats_are_all_closed_releases_worktree() {
+    let mut f = Fixture::new();
+    f.session("s1", Status::Open, 0, 2).worktree("w1", "s1");
+    let p = f.plan();
+    assert_eq!(
+        p.actions[0].reason,
+        "session s1 has no open chat (last of 2 closed 4m ago)"
+    );
+}
+
+#[test]
+fn open_session_without_any_chat_keeps_worktree_while_young() {
+    let mut f = Fixture::new();
+    f.session("s1", Status::Open, 0, 0).worktree("w1", "s1");
+    // Created at t(0), now is t(3600): older than 10m, so released.
+    assert_eq!(f.plan().actions.len(), 1);
+    f.desired.sessions.get_mut("s1").unwrap().session.as_mut().unwrap().created_at = t(3500);
+    assert!(f.plan().actions.is_empty());
+}
+
+#[test]
+fn row_whose_directory_is_gone_is_marked_removed() {
+    let mut f = Fixture::new();
+    f.session("s1", Status::Archived, 0, 1)
+        .row("w1", "s1", wt_path("w1"), WorktreeState::Active);
+    let p = f.plan();
+    assert_eq!(names(&p), [("mark_worktree_removed", "worktree-row:w1".into())]);
+    assert_eq!(
+        p.actions[0].reason,
+        "session s1 archived 4m ago; directory already gone"
+    );
+}
+
+#[test]
+fn row_path_outside_root_is_only_refused() {
+    for path in ["/etc", "/tmp/booworktrees/../../etc", "/tmp/booworktrees/a/b"] {
+        let mut f = Fixture::new();
+        f.session("s1", Status::Archived, 0, 1)
+            .row("w1", "s1", PathBuf::from(path), WorktreeState::Active);
+        let p = f.plan();
+        assert_eq!(names(&p), [("refuse_path", "worktree-row:w1".into())], "{path}");
+        assert!(!p.actions[0].is_destructive());
+    }
+}
+
+#[test]
+fn directory_named_by_a_refused_row_is_not_reaped_as_orphan() {
+    let mut f = Fixture::new();
+    f.session("s1", Status::Archived, 0, 1)
+        .row("w1", "s1", "/etc".into(), WorktreeState::Active)
+        .dir("w1", 0);
+    assert_eq!(names(&f.plan()), [("refuse_path", "worktree-row:w1".into())]);
+}
+
+#[test]
+fn at_risk_worktree_of_live_session_is_marked_active_again() {
+    let mut f = Fixture::new();
+    f.session("s1", Status::Open, 1, 1)
+        .row("w1", "s1", wt_path("w1"), WorktreeState::AtRisk)
+        .dir("w1", 0);
+    let p = f.plan();
+    assert_eq!(names(&p), [("mark_worktree_active", "worktree-row:w1".into())]);
+    assert!(!p.actions[0].is_destructive());
+}
+
+#[test]
+fn at_risk_worktree_of_dead_session_is_planned_again_every_pass() {
+    let mut f = Fixture::new();
+    f.session("s1", Status::Archived, 0, 1)
+        .row("w1", "s1", wt_path("w1"), WorktreeState::AtRisk)
+        .dir("w1", 0);
+    assert_eq!(names(&f.plan())[0].0, "remove_worktree");
+}
+
+#[test]
+fn young_orphan_directory_is_pending_not_removed() {
+    let mut f = Fixture::new();
+    f.dir("stray", 3300); // 5m old, minimum 10m
+    let p = f.plan();
+    assert!(p.actions.is_empty());
+    assert_eq!(p.pending.len(), 1);
+    assert_eq!(
+        p.pending[0].why,
+        "no row for this directory, 5m old: reaped once 10m old"
+    );
+}
+
+#[test]
+fn old_orphan_directory_is_removed_with_its_age() {
+    let mut f = Fixture::new();
+    f.dir("stray", 0);
+    let p = f.plan();
+    assert_eq!(
+        names(&p),
+        [("remove_worktree", "worktree:/tmp/booworktrees/stray".into())]
+    );
+    assert_eq!(p.actions[0].reason, "no row for this directory, 1h old");
+    assert_eq!(p.actions[0].owner, Owner::default());
+}
+
+#[test]
+fn symlink_or_file_under_root_is_never_planned() {
+    let mut f = Fixture::new();
+    f.entry("link", 0, EntryKind::Symlink).entry("file", 0, EntryKind::File);
+    let p = f.plan();
+    assert!(p.actions.is_empty());
+    assert_eq!(p.pending.len(), 2);
+}
+
+#[test]
+fn stale_admin_entry_is_pruned() {
+    let mut f = Fixture::new();
+    f.actual.stale_admin_entries.push(StaleAdminEntry {
+        repo_path: "/srv/repo".into(),
+        name: "w9".into(),
+        worktree_path: wt_path("w9"),
+        head: Some("abc".into()),
+        branch: None,
+    });
+    let p = f.plan();
+    assert_eq!(
+        names(&p),
+        [("prune_admin_entry", "admin-entry:/srv/repo/.git/worktrees/w9".into())]
+    );
+    assert!(p.actions[0].is_destructive());
+}
+
+#[test]
+fn stale_admin_entry_of_live_session_is_left_pending() {
+    let mut f = Fixture::new();
+    f.session("s1", Status::Open, 1, 1)
+        .row("w9", "s1", wt_path("w9"), WorktreeState::Active);
+    f.actual.stale_admin_entries.push(StaleAdminEntry {
+        repo_path: "/srv/repo".into(),
+        name: "w9".into(),
+        worktree_path: wt_path("w9"),
+        head: None,
+        branch: None,
+    });
+    let p = f.plan();
+    assert!(p.actions.is_empty());
+    assert_eq!(p.pending.len(), 1);
+}
+
+#[test]
+fn chat_scope_takes_its_sessions_worktree_only() {
+    let mut f = Fixture::new();
+    f.session("s1", Status::Archived, 0, 1)
+        .chat("c1", "s1", Status::Archived)
+        .worktree("w1", "s1")
+        .session("s2", Status::Archived, 0, 1)
+        .worktree("w2", "s2")
+        .dir("stray", 0);
+    let p = f.plan_scoped(&Scope::Chat("c1".into()));
+    assert_eq!(
+        names(&p),
+        [("remove_worktree", "worktree:/tmp/booworktrees/w1".into())]
+    );
+    assert!(p.pending.is_empty());
+    // An unknown chat scopes to nothing of the worktrees.
+    assert!(f.plan_scoped(&Scope::Chat("nope".into())).actions.is_empty());
+}
+
+#[test]
+fn session_scope_takes_that_session_only() {
+    let mut f = Fixture::new();
+    f.session("s1", Status::Archived, 0, 1)
+        .worktree("w1", "s1")
+        .session("s2", Status::Archived, 0, 1)
+        .worktree("w2", "s2");
+    let p = f.plan_scoped(&Scope::Session("s2".into()));
+    assert_eq!(
+        names(&p),
+        [("remove_worktree", "worktree:/tmp/booworktrees/w2".into())]
+    );
+}
+
+#[test]
+fn actions_are_grouped_by_session_and_ordered_by_stage() {
+    let mut f = Fixture::new();
+    f.session("s1", Status::Archived, 0, 1)
+        .worktree("w1", "s1")
+        .row("w2", "s1", wt_path("w2"), WorktreeState::Active);
+    f.actual.stale_admin_entries.push(StaleAdminEntry {
+        repo_path: "/srv/repo".into(),
+        name: "w2".into(),
+        worktree_path: wt_path("w2"),
+        head: None,
+        branch: None,
+    });
+    let p = f.plan();
+    let stages: Vec<Stage> = p.actions.iter().map(|a| a.stage()).collect();
+    assert_eq!(stages, [Stage::Rows, Stage::Worktree, Stage::Admin]);
+    assert!(p.actions.iter().all(|a| a.group() == "session:s1"));
+}
+
+#[test]
+fn plan_is_empty_when_nothing_drifted() {
+    let f = Fixture::new();
+    assert_eq!(f.plan(), Plan::default());
+}

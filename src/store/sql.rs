@@ -1,0 +1,95 @@
+//! The statements of each database, side by side. They differ only where
+//! the dialects do: epoch extraction, the id-list parameter, `now()`, JSON.
+//! Timestamps are read as float seconds since the epoch so that one decoder
+//! serves both.
+
+pub struct Dialect {
+    pub worktrees_of_host: &'static str,
+    pub open_agent_rows_of_host: &'static str,
+    pub chats_by_id: &'static str,
+    pub sessions_by_id: &'static str,
+    pub worktrees_naming: &'static str,
+    pub mark_at_risk: &'static str,
+    pub mark_active: &'static str,
+    pub mark_removed: &'static str,
+    pub close_agent_row: &'static str,
+    pub append_audit: &'static str,
+}
+
+pub static POSTGRES: Dialect = Dialect {
+    worktrees_of_host: "SELECT id, session_id, repo_path, path, branch, base_ref, state, \
+         EXTRACT(EPOCH FROM created_at)::float8 AS created \
+         FROM worktrees WHERE host = $1 AND state <> 'removed' ORDER BY id",
+    open_agent_rows_of_host: "SELECT id, chat_id, session_id, agent, backend, agent_session_id, \
+         worktree_id, pid, pid_start_time, EXTRACT(EPOCH FROM created_at)::float8 AS created \
+         FROM agent_sessions WHERE host = $1 AND status = 'open' ORDER BY id",
+    chats_by_id: "SELECT c.id, c.session_id, c.status, \
+         EXTRACT(EPOCH FROM c.created_at)::float8 AS created, \
+         EXTRACT(EPOCH FROM c.updated_at)::float8 AS updated, \
+         s.status AS s_status, \
+         EXTRACT(EPOCH FROM s.created_at)::float8 AS s_created, \
+         EXTRACT(EPOCH FROM s.updated_at)::float8 AS s_updated \
+         FROM chats c LEFT JOIN sessions s ON s.id = c.session_id \
+         WHERE c.id IN (SELECT jsonb_array_elements_text($1::jsonb))",
+    sessions_by_id: "WITH ids(id) AS (SELECT jsonb_array_elements_text($1::jsonb)) \
+         SELECT ids.id AS id, s.status AS status, \
+         EXTRACT(EPOCH FROM s.created_at)::float8 AS created, \
+         EXTRACT(EPOCH FROM s.updated_at)::float8 AS updated, \
+         c.open_chats, c.total_chats, c.last_chat_change \
+         FROM ids LEFT JOIN sessions s ON s.id = ids.id \
+         LEFT JOIN LATERAL (SELECT count(*) FILTER (WHERE status = 'open') AS open_chats, \
+             count(*) AS total_chats, \
+             EXTRACT(EPOCH FROM max(updated_at))::float8 AS last_chat_change \
+             FROM chats WHERE session_id = ids.id) c ON true",
+    worktrees_naming: "SELECT id FROM worktrees WHERE (path = $1 OR id = $2) AND state <> 'removed'",
+    mark_at_risk: "UPDATE worktrees SET state = 'at_risk', at_risk_reasons = $2::jsonb \
+         WHERE id = $1 AND state <> 'removed'",
+    mark_active: "UPDATE worktrees SET state = 'active', at_risk_reasons = NULL \
+         WHERE id = $1 AND state = 'at_risk'",
+    mark_removed: "UPDATE worktrees SET state = 'removed', removed_at = now(), at_risk_reasons = NULL \
+         WHERE id = $1 AND state <> 'removed'",
+    close_agent_row: "UPDATE agent_sessions SET status = 'closed', closed_at = now() \
+         WHERE id = $1 AND status = 'open'",
+    append_audit: "INSERT INTO reconciler_audit \
+         (host, chat_id, session_id, action, target, outcome, reason, detail) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)",
+};
+
+pub static SQLITE: Dialect = Dialect {
+    worktrees_of_host: "SELECT id, session_id, repo_path, path, branch, base_ref, state, \
+         CAST(unixepoch(created_at, 'subsec') AS REAL) AS created \
+         FROM worktrees WHERE host = $1 AND state <> 'removed' ORDER BY id",
+    open_agent_rows_of_host: "SELECT id, chat_id, session_id, agent, backend, agent_session_id, \
+         worktree_id, pid, pid_start_time, CAST(unixepoch(created_at, 'subsec') AS REAL) AS created \
+         FROM agent_sessions WHERE host = $1 AND status = 'open' ORDER BY id",
+    chats_by_id: "SELECT c.id, c.session_id, c.status, \
+         CAST(unixepoch(c.created_at, 'subsec') AS REAL) AS created, \
+         CAST(unixepoch(c.updated_at, 'subsec') AS REAL) AS updated, \
+         s.status AS s_status, \
+         CAST(unixepoch(s.created_at, 'subsec') AS REAL) AS s_created, \
+         CAST(unixepoch(s.updated_at, 'subsec') AS REAL) AS s_updated \
+         FROM chats c LEFT JOIN sessions s ON s.id = c.session_id \
+         WHERE c.id IN (SELECT value FROM json_each($1))",
+    sessions_by_id: "WITH ids(id) AS (SELECT value FROM json_each($1)) \
+         SELECT ids.id AS id, s.status AS status, \
+         CAST(unixepoch(s.created_at, 'subsec') AS REAL) AS created, \
+         CAST(unixepoch(s.updated_at, 'subsec') AS REAL) AS updated, \
+         (SELECT count(*) FROM chats c WHERE c.session_id = ids.id AND c.status = 'open') AS open_chats, \
+         (SELECT count(*) FROM chats c WHERE c.session_id = ids.id) AS total_chats, \
+         (SELECT CAST(unixepoch(max(c.updated_at), 'subsec') AS REAL) FROM chats c \
+             WHERE c.session_id = ids.id) AS last_chat_change \
+         FROM ids LEFT JOIN sessions s ON s.id = ids.id",
+    worktrees_naming: "SELECT id FROM worktrees WHERE (path = $1 OR id = $2) AND state <> 'removed'",
+    mark_at_risk: "UPDATE worktrees SET state = 'at_risk', at_risk_reasons = $2 \
+         WHERE id = $1 AND state <> 'removed'",
+    mark_active: "UPDATE worktrees SET state = 'active', at_risk_reasons = NULL \
+         WHERE id = $1 AND state = 'at_risk'",
+    mark_removed: "UPDATE worktrees SET state = 'removed', \
+         removed_at = strftime('%Y-%m-%d %H:%M:%f', 'now'), at_risk_reasons = NULL \
+         WHERE id = $1 AND state <> 'removed'",
+    close_agent_row: "UPDATE agent_sessions SET status = 'closed', \
+         closed_at = strftime('%Y-%m-%d %H:%M:%f', 'now') WHERE id = $1 AND status = 'open'",
+    append_audit: "INSERT INTO reconciler_audit \
+         (host, chat_id, session_id, action, target, outcome, reason, detail) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+};
