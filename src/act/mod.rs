@@ -1,2 +1,633 @@
-//! Effects.
+//! The executor: carries out a [`Plan`], one group at a time per session,
+//! many groups at once.
+//!
+//! # Guarantees
+//! - At most `max_parallel_actions` actions run at once; groups (sessions,
+//!   orphans) run concurrently, and within a group each [`Stage`] starts only
+//!   once the previous one finished without failing.
+//! - Liveness is re-read from the database right before every destructive
+//!   action, and again after the preflight: a chat reopened mid-pass keeps
+//!   everything.
+//! - The preflight runs right before removal, never from a cached verdict.
+//! - Every action taken is recorded in the audit table with its reason and
+//!   outcome; a worktree kept at risk or a refused path is recorded when its
+//!   verdict changes, not on every pass.
+//! - A failing target backs off on its own ([`backoff`]); others go on.
+//! - Once cancelled, no new action starts; those in flight finish.
+
+pub mod backoff;
 pub mod remove;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use globset::GlobSet;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::git;
+use crate::model::PathCheck;
+use crate::plan::{Action, ActionKind, Plan, Stage, WorktreeTarget};
+use crate::risk::AtRisk;
+use crate::root::WorktreeRoot;
+use crate::store::{AuditRecord, Store};
+use backoff::Backoff;
+
+/// What became of one action.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Done now (or found already done).
+    Done { note: String },
+    /// The worktree holds work; it was kept and marked.
+    KeptAtRisk { reasons: Vec<AtRisk> },
+    /// Nothing to do after all: the owner is live again, or the target is
+    /// no longer there.
+    Skipped { why: String },
+    /// Not attempted this pass: backing off, an earlier stage failed, or
+    /// the controller is stopping. Still drift.
+    Deferred { why: String },
+    /// Refused as unsafe (a path outside the root).
+    Refused { why: String },
+    /// Attempted and failed; the target backs off.
+    Failed { error: String },
+}
+
+impl Outcome {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::Done { .. } => "done",
+            Outcome::KeptAtRisk { .. } => "kept_at_risk",
+            Outcome::Skipped { .. } => "skipped",
+            Outcome::Deferred { .. } => "deferred",
+            Outcome::Refused { .. } => "refused",
+            Outcome::Failed { .. } => "failed",
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            Outcome::Done { note } => note.clone(),
+            Outcome::KeptAtRisk { reasons } => reasons
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+            Outcome::Skipped { why } | Outcome::Deferred { why } | Outcome::Refused { why } => {
+                why.clone()
+            }
+            Outcome::Failed { error } => error.clone(),
+        }
+    }
+}
+
+/// One action and what became of it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ActionResult {
+    pub action: Action,
+    pub target: String,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    /// Extra facts: the archive ref of a forced removal, and the like.
+    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+    pub detail: serde_json::Value,
+    pub duration_ms: u64,
+}
+
+/// Per-run choices.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunOptions {
+    /// Archive, then remove, worktrees that are at risk.
+    pub force: bool,
+}
+
+/// Everything the executor needs; cheap to share between passes.
+pub struct Executor {
+    pub store: Store,
+    pub root: WorktreeRoot,
+    pub host: String,
+    pub precious: GlobSet,
+    pub orphan_min_age: std::time::Duration,
+    limit: Arc<Semaphore>,
+    backoff: Mutex<Backoff>,
+    /// The last verdict recorded per target for repeated outcomes (kept at
+    /// risk, refused), so that the audit table gets changes, not repeats.
+    recorded: Mutex<HashMap<String, String>>,
+}
+
+impl Executor {
+    pub fn new(
+        store: Store,
+        root: WorktreeRoot,
+        host: String,
+        precious: GlobSet,
+        orphan_min_age: std::time::Duration,
+        max_parallel_actions: usize,
+    ) -> Executor {
+        Executor {
+            store,
+            root,
+            host,
+            precious,
+            orphan_min_age,
+            limit: Arc::new(Semaphore::new(max_parallel_actions.max(1))),
+            backoff: Mutex::new(Backoff::default()),
+            recorded: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Targets currently backing off: (target, failures, next attempt in,
+    /// last error).
+    pub fn backoff_snapshot(&self) -> Vec<(String, u32, std::time::Duration, String)> {
+        let now = Instant::now();
+        let b = self.backoff.lock().expect("backoff lock");
+        let mut v: Vec<_> = b
+            .entries()
+            .map(|(k, e)| {
+                (
+                    k.clone(),
+                    e.failures,
+                    e.next_attempt.saturating_duration_since(now),
+                    e.last_error.clone(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Carries out `plan`. Results come back in plan order.
+    pub async fn execute(
+        self: &Arc<Self>,
+        plan: &Plan,
+        opts: RunOptions,
+        cancel: &CancellationToken,
+    ) -> Vec<ActionResult> {
+        let mut groups: BTreeMap<String, Vec<(usize, Action)>> = BTreeMap::new();
+        for (i, a) in plan.actions.iter().enumerate() {
+            groups.entry(a.group()).or_default().push((i, a.clone()));
+        }
+        let mut set = JoinSet::new();
+        for (_, actions) in groups {
+            let me = Arc::clone(self);
+            let cancel = cancel.clone();
+            set.spawn(async move { me.run_group(actions, opts, cancel).await });
+        }
+        let mut results: Vec<(usize, ActionResult)> = Vec::with_capacity(plan.actions.len());
+        while let Some(done) = set.join_next().await {
+            match done {
+                Ok(mut r) => results.append(&mut r),
+                // A panic in one group must not take the pass down; its
+                // actions are missing from the results and re-planned next
+                // pass.
+                Err(e) => tracing::error!(error = %e, "an action group panicked"),
+            }
+        }
+        results.sort_by_key(|(i, _)| *i);
+        results.into_iter().map(|(_, r)| r).collect()
+    }
+
+    async fn run_group(
+        self: Arc<Self>,
+        actions: Vec<(usize, Action)>,
+        opts: RunOptions,
+        cancel: CancellationToken,
+    ) -> Vec<(usize, ActionResult)> {
+        let mut stages: BTreeMap<Stage, Vec<(usize, Action)>> = BTreeMap::new();
+        for (i, a) in actions {
+            stages.entry(a.stage()).or_default().push((i, a));
+        }
+        let mut out = Vec::new();
+        let mut blocked: Option<String> = None;
+        for (_, actions) in stages {
+            let mut set = JoinSet::new();
+            for (i, action) in actions {
+                if let Some(why) = &blocked {
+                    out.push((i, self.deferred(action, why.clone())));
+                    continue;
+                }
+                let me = Arc::clone(&self);
+                let cancel = cancel.clone();
+                set.spawn(async move { (i, me.run_one(action, opts, &cancel).await) });
+            }
+            while let Some(done) = set.join_next().await {
+                let Ok((i, r)) = done else { continue };
+                if matches!(r.outcome, Outcome::Failed { .. } | Outcome::Deferred { .. }) {
+                    blocked.get_or_insert_with(|| format!("waiting on {}: {}", r.target, r.outcome.text()));
+                }
+                out.push((i, r));
+            }
+        }
+        out
+    }
+
+    fn deferred(&self, action: Action, why: String) -> ActionResult {
+        ActionResult {
+            target: action.target(),
+            action,
+            outcome: Outcome::Deferred { why },
+            detail: serde_json::Value::Null,
+            duration_ms: 0,
+        }
+    }
+
+    async fn run_one(
+        &self,
+        action: Action,
+        opts: RunOptions,
+        cancel: &CancellationToken,
+    ) -> ActionResult {
+        let target = action.target();
+        if cancel.is_cancelled() {
+            return self.deferred(action, "the controller is stopping".into());
+        }
+        if let Some(e) = self
+            .backoff
+            .lock()
+            .expect("backoff lock")
+            .blocking(&target, Instant::now())
+        {
+            let why = format!(
+                "backing off after {} failure(s), next attempt in {}: {}",
+                e.failures,
+                humantime::format_duration(std::time::Duration::from_secs(
+                    e.next_attempt
+                        .saturating_duration_since(Instant::now())
+                        .as_secs()
+                )),
+                e.last_error
+            );
+            return self.deferred(action, why);
+        }
+        let _permit = self.limit.acquire().await.expect("semaphore never closed");
+        let started = Instant::now();
+        let (outcome, detail) = match self.apply(&action, opts).await {
+            Ok(r) => r,
+            Err(error) => (Outcome::Failed { error }, serde_json::Value::Null),
+        };
+        {
+            let mut b = self.backoff.lock().expect("backoff lock");
+            match &outcome {
+                Outcome::Failed { error } => {
+                    b.failed(&target, Instant::now(), error);
+                }
+                _ => b.succeeded(&target),
+            }
+        }
+        let result = ActionResult {
+            target,
+            action,
+            outcome,
+            detail,
+            duration_ms: started.elapsed().as_millis() as u64,
+        };
+        self.record(&result).await;
+        result
+    }
+
+    /// Writes the audit record of a result (and logs it), unless it repeats
+    /// the verdict last recorded for the same target.
+    async fn record(&self, r: &ActionResult) {
+        let text = r.outcome.text();
+        match &r.outcome {
+            Outcome::Failed { .. } => tracing::warn!(action = r.action.name(), target = %r.target, reason = %r.action.reason, outcome = r.outcome.name(), "{text}"),
+            _ => tracing::info!(action = r.action.name(), target = %r.target, reason = %r.action.reason, outcome = r.outcome.name(), "{text}"),
+        }
+        if matches!(r.outcome, Outcome::Deferred { .. }) {
+            return;
+        }
+        let fingerprint = format!("{}:{text}", r.outcome.name());
+        {
+            let mut rec = self.recorded.lock().expect("recorded lock");
+            let repeats = matches!(
+                r.outcome,
+                Outcome::KeptAtRisk { .. } | Outcome::Refused { .. }
+            );
+            if repeats && rec.get(&r.target) == Some(&fingerprint) {
+                return;
+            }
+            rec.insert(r.target.clone(), fingerprint);
+        }
+        let detail = serde_json::json!({
+            "action": &r.action.kind,
+            "outcome": &r.outcome,
+            "detail": &r.detail,
+        });
+        let audit = AuditRecord {
+            host: self.host.clone(),
+            chat_id: r.action.owner.chat_id.clone(),
+            session_id: r.action.owner.session_id.clone(),
+            action: r.action.name().to_string(),
+            target: r.target.clone(),
+            outcome: r.outcome.name().to_string(),
+            reason: if text.is_empty() {
+                r.action.reason.clone()
+            } else {
+                format!("{}: {text}", r.action.reason)
+            },
+            detail,
+        };
+        if let Err(e) = self.store.append_audit(&audit).await {
+            tracing::error!(error = %e, target = %r.target, "cannot write audit record");
+        }
+    }
+
+    async fn apply(
+        &self,
+        action: &Action,
+        opts: RunOptions,
+    ) -> Result<(Outcome, serde_json::Value), String> {
+        let none = serde_json::Value::Null;
+        match &action.kind {
+            ActionKind::RemoveWorktree { worktree } => self.remove_worktree(action, worktree, opts).await,
+            ActionKind::MarkWorktreeRemoved { worktree_id, path } => {
+                if let Some(why) = self.owner_is_live(action).await? {
+                    return Ok((Outcome::Skipped { why }, none));
+                }
+                if path.exists() || path.is_symlink() {
+                    return Ok((
+                        Outcome::Skipped {
+                            why: format!("{} exists again", path.display()),
+                        },
+                        none,
+                    ));
+                }
+                self.store
+                    .mark_worktree_removed(worktree_id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok((
+                    Outcome::Done {
+                        note: "row marked removed".into(),
+                    },
+                    none,
+                ))
+            }
+            ActionKind::MarkWorktreeActive { worktree_id } => {
+                self.store
+                    .mark_worktree_active(worktree_id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok((
+                    Outcome::Done {
+                        note: "row marked active".into(),
+                    },
+                    none,
+                ))
+            }
+            ActionKind::PruneAdminEntry { entry } => {
+                if let Some(why) = self.owner_is_live(action).await? {
+                    return Ok((Outcome::Skipped { why }, none));
+                }
+                let entry = entry.clone();
+                let force = opts.force;
+                blocking(move || prune_admin_entry(&entry, force)).await
+            }
+            ActionKind::RefusePath { why, path, .. } => Ok((
+                Outcome::Refused {
+                    why: format!("path {} refused: {why}; nothing touched", path.display()),
+                },
+                none,
+            )),
+        }
+    }
+
+    /// `Some(why)` when the action's owner became live again since the plan.
+    async fn owner_is_live(&self, action: &Action) -> Result<Option<String>, String> {
+        if let Some(chat) = &action.owner.chat_id {
+            let st = self.store.chat_state(chat).await.map_err(|e| e.to_string())?;
+            if st.is_live() {
+                return Ok(Some(format!("chat {chat} is live again")));
+            }
+        }
+        if let Some(session) = &action.owner.session_id {
+            let st = self
+                .store
+                .session_state(session)
+                .await
+                .map_err(|e| e.to_string())?;
+            if st.keeps_worktree(SystemTime::now(), self.orphan_min_age) {
+                return Ok(Some(format!("session {session} is live again")));
+            }
+        }
+        Ok(None)
+    }
+
+    /// `Some(why)` when the worktree must be kept after all: its owner is
+    /// live again or, for an orphan, a row now names it.
+    async fn worktree_claimed(
+        &self,
+        action: &Action,
+        wt: &WorktreeTarget,
+    ) -> Result<Option<String>, String> {
+        if wt.row_id.is_some() {
+            return self.owner_is_live(action).await;
+        }
+        let rows = self
+            .store
+            .worktree_rows_naming(&wt.path.to_string_lossy(), &wt.name)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((!rows.is_empty()).then(|| format!("row {} now names this directory", rows.join(", "))))
+    }
+
+    async fn remove_worktree(
+        &self,
+        action: &Action,
+        wt: &WorktreeTarget,
+        opts: RunOptions,
+    ) -> Result<(Outcome, serde_json::Value), String> {
+        let none = serde_json::Value::Null;
+        if let Some(why) = self.worktree_claimed(action, wt).await? {
+            return Ok((Outcome::Skipped { why }, none));
+        }
+        let verdict = {
+            let (root, wt, precious) = (self.root.clone(), wt.clone(), self.precious.clone());
+            blocking(move || Ok(inspect(&root, &wt, &precious))).await?
+        };
+        let reasons = match verdict {
+            Inspection::Refused(why) => return Ok((Outcome::Refused { why }, none)),
+            Inspection::Gone => {
+                if let Some(id) = &wt.row_id {
+                    self.store
+                        .mark_worktree_removed(id)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                return Ok((
+                    Outcome::Done {
+                        note: "directory already gone".into(),
+                    },
+                    none,
+                ));
+            }
+            Inspection::Reasons(r) => r,
+        };
+        let archive = !reasons.is_empty();
+        if archive && !(opts.force && reasons.iter().all(AtRisk::force_overrides)) {
+            if let Some(id) = &wt.row_id {
+                self.store
+                    .mark_worktree_at_risk(id, &reasons)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            return Ok((Outcome::KeptAtRisk { reasons }, none));
+        }
+        // The preflight may have taken a while: ask again right before
+        // destroying anything.
+        if let Some(why) = self.worktree_claimed(action, wt).await? {
+            return Ok((Outcome::Skipped { why }, none));
+        }
+        let (root, target, precious) = (self.root.clone(), wt.clone(), self.precious.clone());
+        let (outcome, detail) =
+            blocking(move || Ok(archive_and_remove(&root, &target, &precious, archive, &reasons)))
+                .await?;
+        if matches!(outcome, Outcome::Done { .. }) {
+            if let Some(id) = &wt.row_id {
+                self.store
+                    .mark_worktree_removed(id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok((outcome, detail))
+    }
+}
+
+/// The preflight's verdict on a worktree directory.
+enum Inspection {
+    Refused(String),
+    Gone,
+    Reasons(Vec<AtRisk>),
+}
+
+/// Confines the path again and runs every check that decides whether the
+/// directory may go: mount points, then the git preflight.
+fn inspect(root: &WorktreeRoot, wt: &WorktreeTarget, precious: &GlobSet) -> Inspection {
+    match root.check(&wt.path) {
+        PathCheck::Refused { why } => {
+            return Inspection::Refused(format!("path {} refused: {why}", wt.path.display()))
+        }
+        PathCheck::Inside { exists: false, .. } => return Inspection::Gone,
+        PathCheck::Inside { .. } => {}
+    }
+    let mut reasons = match remove::mount_points_inside(&wt.path) {
+        Ok(mounts) => mounts
+            .into_iter()
+            .map(|m| AtRisk::MountPoint {
+                path: m.display().to_string(),
+            })
+            .collect(),
+        Err(e) => vec![AtRisk::PreflightFailed {
+            error: format!("looking for mount points: {e}"),
+        }],
+    };
+    reasons.extend(git::preflight::preflight(&git::preflight::Preflight {
+        worktree: &wt.path,
+        branch: wt.branch.as_deref(),
+        base_ref: wt.base_ref.as_deref(),
+        precious,
+    }));
+    Inspection::Reasons(reasons)
+}
+
+/// Archives the worktree when asked to, then removes the directory and its
+/// admin entry. Nothing is removed when the archive fails.
+fn archive_and_remove(
+    root: &WorktreeRoot,
+    wt: &WorktreeTarget,
+    precious: &GlobSet,
+    archive: bool,
+    reasons: &[AtRisk],
+) -> (Outcome, serde_json::Value) {
+    let mut detail = serde_json::Map::new();
+    // Read before deletion: the `.git` file is the only trustworthy link to
+    // the main repository (the row's repo_path is untrusted input).
+    let repo = git::admin::main_repository_of(&wt.path);
+    if archive {
+        match git::archive::archive(&wt.path, &wt.name, SystemTime::now(), precious) {
+            Ok(a) => {
+                detail.insert("archive".into(), serde_json::json!(a));
+                detail.insert("forced_over".into(), serde_json::json!(reasons));
+            }
+            Err(e) => {
+                return (
+                    Outcome::Failed {
+                        error: format!("archiving before forced removal failed, nothing removed: {e}"),
+                    },
+                    serde_json::Value::Object(detail),
+                )
+            }
+        }
+    }
+    if let Err(e) = remove::remove_dir(root, &wt.path) {
+        return (
+            Outcome::Failed {
+                error: e.to_string(),
+            },
+            serde_json::Value::Object(detail),
+        );
+    }
+    let mut note = match detail.get("archive") {
+        Some(a) => format!(
+            "archived to {} and removed",
+            a["reference"].as_str().unwrap_or("?")
+        ),
+        None => "removed".to_string(),
+    };
+    if let Some(repo) = repo {
+        match git::admin::prune_for(&repo, &wt.path) {
+            Ok(n) => {
+                detail.insert("admin_entries_pruned".into(), n.into());
+            }
+            // The directory is gone; the stale entry is found and pruned
+            // by a later pass.
+            Err(e) => note.push_str(&format!("; admin entry not pruned yet: {e}")),
+        }
+    }
+    (Outcome::Done { note }, serde_json::Value::Object(detail))
+}
+
+/// Keeps the commits only a stale admin entry's HEAD reaches, then prunes it.
+fn prune_admin_entry(
+    entry: &crate::model::StaleAdminEntry,
+    _force: bool,
+) -> Result<(Outcome, serde_json::Value), String> {
+    if Path::new(&entry.worktree_path).exists() {
+        return Ok((
+            Outcome::Skipped {
+                why: format!("{} exists again", entry.worktree_path.display()),
+            },
+            serde_json::Value::Null,
+        ));
+    }
+    let mut detail = serde_json::Map::new();
+    let unreachable = git::admin::unreachable_commits(entry).map_err(|e| e.to_string())?;
+    if !unreachable.is_empty() {
+        let a = git::admin::archive_head(entry, SystemTime::now()).map_err(|e| e.to_string())?;
+        detail.insert("archive".into(), serde_json::json!(a));
+        detail.insert("unreachable_commits".into(), serde_json::json!(unreachable));
+    }
+    let n = git::admin::prune_for(&entry.repo_path, &entry.worktree_path).map_err(|e| e.to_string())?;
+    let note = match detail.get("archive") {
+        Some(a) => format!(
+            "{} commit(s) kept under {}; {n} admin entry pruned",
+            unreachable.len(),
+            a["reference"].as_str().unwrap_or("?")
+        ),
+        None => format!("{n} admin entry pruned"),
+    };
+    Ok((Outcome::Done { note }, serde_json::Value::Object(detail)))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("worker thread failed: {e}"))?
+}

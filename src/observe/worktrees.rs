@@ -1,0 +1,106 @@
+//! Worktrees on disk: the entries directly under the root, the verdict on
+//! every row's untrusted path, and the main repositories' admin entries
+//! that point into the root at directories that no longer exist.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::PathBuf;
+
+use crate::git;
+use crate::model::{EntryKind, WorktreeDir, WorktreeRow};
+use crate::model::{PathCheck, StaleAdminEntry};
+use crate::root::WorktreeRoot;
+
+/// What one observation of the worktree root found.
+#[derive(Debug, Default)]
+pub struct Observed {
+    pub dirs: Vec<WorktreeDir>,
+    pub row_paths: Vec<(String, PathCheck)>,
+    pub stale_admin_entries: Vec<StaleAdminEntry>,
+    /// Things that could not be read; the pass goes on without them.
+    pub errors: Vec<String>,
+}
+
+/// Observes the root and the rows of this host. Blocking: call it from a
+/// blocking thread.
+pub fn observe(root: &WorktreeRoot, rows: &[WorktreeRow]) -> Observed {
+    let mut out = Observed::default();
+    match fs::read_dir(root.path()) {
+        Ok(entries) => {
+            for entry in entries {
+                match entry.and_then(|e| {
+                    let meta = fs::symlink_metadata(e.path())?;
+                    Ok((e, meta))
+                }) {
+                    Ok((e, meta)) => out.dirs.push(entry_of(e.path(), &meta)),
+                    // Vanished between listing and stat: nothing to do.
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(err) => out
+                        .errors
+                        .push(format!("reading {}: {err}", root.path().display())),
+                }
+            }
+        }
+        Err(err) => out
+            .errors
+            .push(format!("listing worktree root {}: {err}", root.path().display())),
+    }
+    out.dirs.sort_by(|a, b| a.name.cmp(&b.name));
+
+    for row in rows {
+        out.row_paths.push((row.id.clone(), root.check(&row.path)));
+    }
+
+    // Every main repository this host's worktrees belong to, by their own
+    // `.git` files and by the rows.
+    let repos: BTreeSet<PathBuf> = out
+        .dirs
+        .iter()
+        .filter_map(|d| d.repo_path.clone())
+        .chain(rows.iter().map(|r| r.repo_path.clone()))
+        .collect();
+    for repo in repos {
+        if !repo.join(".git").is_dir() {
+            // A row naming a repository that is gone or not a main
+            // repository: nothing to prune there.
+            continue;
+        }
+        match git::admin::stale_entries(&repo, root.path()) {
+            Ok(mut stale) => out.stale_admin_entries.append(&mut stale),
+            Err(err) => out.errors.push(err.to_string()),
+        }
+    }
+    out
+}
+
+fn entry_of(path: PathBuf, meta: &fs::Metadata) -> WorktreeDir {
+    let ft = meta.file_type();
+    let kind = if ft.is_symlink() {
+        EntryKind::Symlink
+    } else if ft.is_dir() {
+        EntryKind::Directory
+    } else if ft.is_file() {
+        EntryKind::File
+    } else {
+        EntryKind::Other
+    };
+    // Without a time the entry counts as new: doubt must never make a
+    // directory look old enough to reap.
+    let created = meta
+        .created()
+        .or_else(|_| meta.modified())
+        .unwrap_or_else(|_| std::time::SystemTime::now());
+    let repo_path = (kind == EntryKind::Directory)
+        .then(|| git::admin::main_repository_of(&path))
+        .flatten();
+    WorktreeDir {
+        name: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        path,
+        kind,
+        created,
+        repo_path,
+    }
+}

@@ -1,0 +1,183 @@
+//! What a pass saw and did, for people (tables) and programs (JSON), and
+//! the exit code it maps to.
+
+use std::fmt::Write as _;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::act::{ActionResult, Outcome};
+use crate::plan::{Action, Pending, Scope};
+use crate::risk::AtRisk;
+
+/// Exit codes of `once` (and of `plan`, by what it would do).
+pub mod exit {
+    /// Converged: nothing left to do.
+    pub const CONVERGED: u8 = 0;
+    /// An error: an action failed or was refused, or the pass could not run.
+    pub const ERROR: u8 = 1;
+    /// Bad usage or configuration.
+    pub const USAGE: u8 = 2;
+    /// Converged except worktrees kept at risk.
+    pub const AT_RISK: u8 = 3;
+}
+
+/// Counts of what a pass observed, by kind.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Observed {
+    pub worktree_rows: usize,
+    pub agent_rows: usize,
+    pub root_entries: usize,
+    pub stale_admin_entries: usize,
+}
+
+/// A worktree kept because removing it would lose work.
+#[derive(Clone, Debug, Serialize)]
+pub struct KeptWorktree {
+    pub target: String,
+    pub worktree_id: Option<String>,
+    pub session_id: Option<String>,
+    pub reasons: Vec<AtRisk>,
+}
+
+/// One pass, start to end.
+#[derive(Clone, Debug, Serialize)]
+pub struct PassReport {
+    pub trigger: String,
+    pub scope: Scope,
+    /// `plan`: what would be done; nothing was.
+    pub dry_run: bool,
+    pub force: bool,
+    #[serde(serialize_with = "rfc3339")]
+    pub started_at: SystemTime,
+    pub duration_ms: u64,
+    pub observed: Observed,
+    /// Planned actions (dry run only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub planned: Vec<Action>,
+    /// What each action came to.
+    pub results: Vec<ActionResult>,
+    /// Drift seen and left for later on purpose (too young, ...).
+    pub pending: Vec<Pending>,
+    pub at_risk: Vec<KeptWorktree>,
+    /// Failures of the pass itself (observation, database).
+    pub errors: Vec<String>,
+}
+
+fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_millis(*t))
+}
+
+impl PassReport {
+    /// Collects the worktrees kept at risk from the results.
+    pub fn collect_at_risk(&mut self) {
+        self.at_risk = self
+            .results
+            .iter()
+            .filter_map(|r| match &r.outcome {
+                Outcome::KeptAtRisk { reasons } => Some(KeptWorktree {
+                    target: r.target.clone(),
+                    worktree_id: match &r.action.kind {
+                        crate::plan::ActionKind::RemoveWorktree { worktree } => {
+                            worktree.row_id.clone()
+                        }
+                        _ => None,
+                    },
+                    session_id: r.action.owner.session_id.clone(),
+                    reasons: reasons.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+    }
+
+    /// 1 on any error, failure, refusal or deferral; else 3 when something
+    /// is kept at risk; else 0. A dry run answers by its plan: 0 when there
+    /// is nothing to do, 1 on errors.
+    pub fn exit_code(&self) -> u8 {
+        let failed = !self.errors.is_empty()
+            || self.results.iter().any(|r| {
+                matches!(
+                    r.outcome,
+                    Outcome::Failed { .. } | Outcome::Refused { .. } | Outcome::Deferred { .. }
+                )
+            });
+        if failed {
+            exit::ERROR
+        } else if !self.at_risk.is_empty() {
+            exit::AT_RISK
+        } else {
+            exit::CONVERGED
+        }
+    }
+
+    /// A readable account: one line per action with its reason and outcome.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{} pass ({}, {}) in {} ms: {} worktree row(s), {} root entr(ies), {} stale admin entr(ies)",
+            if self.dry_run { "planned" } else { "reconcile" },
+            self.trigger,
+            scope_text(&self.scope),
+            self.duration_ms,
+            self.observed.worktree_rows,
+            self.observed.root_entries,
+            self.observed.stale_admin_entries,
+        );
+        if self.dry_run {
+            if self.planned.is_empty() {
+                let _ = writeln!(s, "nothing to do");
+            }
+            for a in &self.planned {
+                let _ = writeln!(s, "  would {:<22} {}  — {}", a.name(), a.target(), a.reason);
+            }
+        } else if self.results.is_empty() {
+            let _ = writeln!(s, "nothing to do");
+        }
+        for r in &self.results {
+            let _ = writeln!(
+                s,
+                "  {:<12} {:<22} {}  — {}",
+                r.outcome.name(),
+                r.action.name(),
+                r.target,
+                r.action.reason
+            );
+            match &r.outcome {
+                Outcome::KeptAtRisk { reasons } => {
+                    for why in reasons {
+                        let _ = writeln!(s, "      at risk: {why}");
+                    }
+                }
+                Outcome::Done { note } if !note.is_empty() => {
+                    let _ = writeln!(s, "      {note}");
+                }
+                Outcome::Skipped { why }
+                | Outcome::Deferred { why }
+                | Outcome::Refused { why } => {
+                    let _ = writeln!(s, "      {why}");
+                }
+                Outcome::Failed { error } => {
+                    let _ = writeln!(s, "      error: {error}");
+                }
+                _ => {}
+            }
+        }
+        for p in &self.pending {
+            let _ = writeln!(s, "  pending {}  — {}", p.target, p.why);
+        }
+        for e in &self.errors {
+            let _ = writeln!(s, "  error: {e}");
+        }
+        s
+    }
+}
+
+fn scope_text(scope: &Scope) -> String {
+    match scope {
+        Scope::Host => "whole host".into(),
+        Scope::Chat(id) => format!("chat {id}"),
+        Scope::Session(id) => format!("session {id}"),
+    }
+}
