@@ -1,9 +1,73 @@
 //! Configuration: built-in defaults < file < environment < command line.
+//!
+//! # Sources and precedence
+//!
+//! Every setting is identified as `section.key` (e.g. `loop.interval`) and
+//! is taken from the first of these that sets it:
+//!
+//! 1. the command line: [`Sources::overrides`], keys written `section.key`;
+//! 2. the environment: `BOO_RECONCILER_<SECTION>_<KEY>` in upper case, e.g.
+//!    `BOO_RECONCILER_DATABASE_URL`, `BOO_RECONCILER_LOOP_MAX_PARALLEL_ACTIONS`
+//!    (see [`Key::env_var`]);
+//! 3. the config file: [`Sources::file`] if given (it must exist), otherwise
+//!    [`DEFAULT_FILE`] relative to the working directory if it exists,
+//!    otherwise no file;
+//! 4. the built-in default, from [`KEYS`], the one place defaults live.
+//!
+//! Every value that is given is checked, even one that a higher source
+//! shadows: a bad value anywhere stops start-up ([`ConfigError`], which the
+//! binary maps to exit code 2).
+//!
+//! # Value syntax
+//!
+//! In the file, values are TOML: booleans and integers unquoted, durations,
+//! paths, URLs and names as strings, lists as arrays of strings. On the
+//! command line and in the environment every value is a string, parsed per
+//! [`Kind`]:
+//!
+//! - boolean: `true/false`, `1/0`, `yes/no`, `on/off` (any case);
+//! - duration: humantime form, `30s`, `10m`, `1h 30m`, `0s`;
+//! - positive integer: `1` or more;
+//! - list: comma-separated, items trimmed, empty items dropped (so an empty
+//!   string is an empty list). A comma cannot be escaped: a glob with a
+//!   `{a,b}` alternation must be set in the file.
+//!
+//! # Unknown names
+//!
+//! An unknown section or key in the file is an error that names it, the
+//! file, and the valid names (operators mistype). An unknown `section.key`
+//! on the command line is an error too. Unknown `BOO_RECONCILER_*`
+//! environment variables are **ignored**, deliberately: other variables
+//! share the prefix without being settings of this table (`BOO_RECONCILER_TOKEN`
+//! is planned as a separate secret), and a stale variable in a service
+//! environment must not stop the daemon. [`Sources::unrecognized_env`] lists
+//! them, for a caller that wants to log them at debug level.
+//!
+//! # Adding a setting
+//!
+//! Add the field to its struct, a row to [`KEYS`] (kind, default, one-line
+//! doc), a line in `Config::build` and in [`Config::summary`], and the
+//! setting with its default and the same doc as a comment to
+//! `config/boo-reconciler.toml`. File, environment and command-line parsing
+//! follow from the row. The tests fail if any of these is forgotten: a row
+//! without a field, a summary without the key, an example file that does
+//! not mention the key or whose values differ from the defaults.
 
-use std::path::PathBuf;
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-#[derive(Clone, Debug)]
+use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
+
+/// The config file read when [`Sources::file`] is `None`, relative to the
+/// working directory; not finding it there is not an error.
+pub const DEFAULT_FILE: &str = "config/boo-reconciler.toml";
+
+/// The prefix of the environment variables read as settings.
+pub const ENV_PREFIX: &str = "BOO_RECONCILER_";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub database: Database,
     pub host: Host,
@@ -11,18 +75,28 @@ pub struct Config {
     pub worktrees: Worktrees,
 }
 
-#[derive(Clone, Debug)]
+/// `[database]`. `Debug` hides a password in the URL (see [`redact_url`]).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Database {
     pub url: String,
     pub auto_migrate: bool,
 }
 
-#[derive(Clone, Debug)]
+impl fmt::Debug for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Database")
+            .field("url", &redact_url(&self.url))
+            .field("auto_migrate", &self.auto_migrate)
+            .finish()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Host {
     pub id: String,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Loop {
     pub interval: Duration,
     pub jitter: Duration,
@@ -30,7 +104,7 @@ pub struct Loop {
     pub max_parallel_actions: usize,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Worktrees {
     pub root: PathBuf,
     pub orphan_min_age: Duration,
@@ -42,27 +116,1700 @@ pub struct Worktrees {
 pub struct Sources {
     /// `--config FILE`; `None` means `./config/boo-reconciler.toml` if present.
     pub file: Option<PathBuf>,
-    /// The process environment (only `BOO_RECONCILER_*` is read).
+    /// The process environment (only `BOO_RECONCILER_*` is read). When a
+    /// name occurs twice, the last occurrence wins.
     pub env: Vec<(String, String)>,
-    /// Command-line settings as `section.key` = value.
+    /// Command-line settings as `section.key` = value. When a key occurs
+    /// twice, the last occurrence wins.
     pub overrides: Vec<(String, String)>,
 }
 
+impl Sources {
+    /// The `BOO_RECONCILER_*` variables of this process, for [`Sources::env`].
+    /// A value that is not UTF-8 is converted lossily (and then most likely
+    /// rejected by validation, naming the variable).
+    pub fn process_env() -> Vec<(String, String)> {
+        std::env::vars_os()
+            .filter_map(|(name, value)| {
+                let name = name.into_string().ok()?;
+                name.starts_with(ENV_PREFIX)
+                    .then(|| (name, value.to_string_lossy().into_owned()))
+            })
+            .collect()
+    }
+
+    /// The `BOO_RECONCILER_*` names in [`Sources::env`] that are not
+    /// settings, and so are ignored by [`Config::load`]. Some are expected
+    /// (variables outside this table, like a token), so log these at debug
+    /// level at most.
+    pub fn unrecognized_env(&self) -> Vec<&str> {
+        let known: BTreeSet<String> = KEYS.iter().map(Key::env_var).collect();
+        self.env
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .filter(|name| name.starts_with(ENV_PREFIX) && !known.contains(*name))
+            .collect()
+    }
+}
+
+/// What values a setting accepts; drives parsing from the file, the
+/// environment and the command line, and the "expected …" part of errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Kind {
+    /// `true/false` (file); also `1/0`, `yes/no`, `on/off` (env, command line).
+    Bool,
+    /// A humantime duration, `0s` allowed.
+    Duration,
+    /// A humantime duration greater than zero.
+    NonZeroDuration,
+    /// An integer, 1 or more.
+    PositiveInt,
+    /// Any string.
+    String,
+    /// A non-empty string without whitespace (an identifier such as a host name).
+    Name,
+    /// A non-empty path.
+    Path,
+    /// An absolute path.
+    AbsolutePath,
+    /// A URL starting with `sqlite://`, `postgres://` or `postgresql://`;
+    /// shown redacted in errors.
+    DatabaseUrl,
+    /// A list of strings.
+    StringList,
+    /// A list of glob patterns, each of which must compile.
+    GlobList,
+}
+
+impl Kind {
+    /// What the kind accepts, as shown after "expected" in errors.
+    pub fn expected(self) -> &'static str {
+        match self {
+            Kind::Bool => "a boolean: true/false, 1/0, yes/no or on/off",
+            Kind::Duration => "a duration like 30s or 10m",
+            Kind::NonZeroDuration => "a duration like 30s or 10m",
+            Kind::PositiveInt => "a positive integer (1 or more)",
+            Kind::String => "a string",
+            Kind::Name => "a non-empty name without whitespace",
+            Kind::Path => "a non-empty path",
+            Kind::AbsolutePath => "an absolute path like /tmp/booworktrees",
+            Kind::DatabaseUrl => {
+                "a database URL starting with sqlite://, postgres:// or postgresql://"
+            }
+            Kind::StringList => "a list of strings",
+            Kind::GlobList => "a list of glob patterns",
+        }
+    }
+
+    fn is_list(self) -> bool {
+        matches!(self, Kind::StringList | Kind::GlobList)
+    }
+}
+
+/// A built-in default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DefaultValue {
+    /// Parsed like an environment value of the key's kind.
+    Text(&'static str),
+    /// The items of a list.
+    List(&'static [&'static str]),
+    /// The machine's hostname, computed only when nothing else sets the key.
+    Hostname,
+}
+
+/// One setting: the table row that drives its parsing from every source.
+#[derive(Clone, Copy, Debug)]
+pub struct Key {
+    pub section: &'static str,
+    pub key: &'static str,
+    pub kind: Kind,
+    pub default: DefaultValue,
+    /// One line, repeated as the comment above the setting in
+    /// `config/boo-reconciler.toml`.
+    pub doc: &'static str,
+}
+
+impl Key {
+    /// `section.key`, as used on the command line and in errors.
+    pub fn name(&self) -> String {
+        format!("{}.{}", self.section, self.key)
+    }
+
+    /// `BOO_RECONCILER_<SECTION>_<KEY>`.
+    pub fn env_var(&self) -> String {
+        format!(
+            "{ENV_PREFIX}{}_{}",
+            self.section.to_ascii_uppercase(),
+            self.key.to_ascii_uppercase()
+        )
+    }
+
+    /// The row for `section.key`.
+    pub fn find(name: &str) -> Option<&'static Key> {
+        let (section, key) = name.split_once('.')?;
+        KEYS.iter().find(|k| k.section == section && k.key == key)
+    }
+}
+
+/// Every setting, with its built-in default: the one place defaults live.
+pub static KEYS: &[Key] = &[
+    Key {
+        section: "database",
+        key: "url",
+        kind: Kind::DatabaseUrl,
+        // Embedded SQLite file, relative to the working directory; the store
+        // creates it if missing. PostgreSQL in production.
+        default: DefaultValue::Text("sqlite://boo-reconciler.db"),
+        doc: "Database: sqlite://FILE (embedded, relative to the working directory, created if missing) or postgres://USER:PASSWORD@HOST/DB.",
+    },
+    Key {
+        section: "database",
+        key: "auto_migrate",
+        kind: Kind::Bool,
+        default: DefaultValue::Text("true"),
+        doc: "Apply pending schema migrations at start-up.",
+    },
+    Key {
+        section: "host",
+        key: "id",
+        kind: Kind::Name,
+        default: DefaultValue::Hostname,
+        doc: "This host's name in the shared database (host columns); defaults to the machine's hostname.",
+    },
+    Key {
+        section: "loop",
+        key: "interval",
+        kind: Kind::NonZeroDuration,
+        default: DefaultValue::Text("30s"),
+        doc: "Time between two reconciliation passes (must be more than 0s).",
+    },
+    Key {
+        section: "loop",
+        key: "jitter",
+        kind: Kind::Duration,
+        default: DefaultValue::Text("3s"),
+        doc: "A random extra delay in [0, jitter) added to each pass; 0s for none.",
+    },
+    Key {
+        section: "loop",
+        key: "pass_timeout",
+        kind: Kind::NonZeroDuration,
+        default: DefaultValue::Text("2m"),
+        doc: "A pass still running after this long is abandoned (must be more than 0s).",
+    },
+    Key {
+        section: "loop",
+        key: "max_parallel_actions",
+        kind: Kind::PositiveInt,
+        default: DefaultValue::Text("4"),
+        doc: "Most actions carried out at the same time within a pass (1 or more).",
+    },
+    Key {
+        section: "worktrees",
+        key: "root",
+        kind: Kind::AbsolutePath,
+        default: DefaultValue::Text("/tmp/booworktrees"),
+        doc: "Absolute directory holding the worktrees, <root>/<worktree id>; nothing outside it is ever removed.",
+    },
+    Key {
+        section: "worktrees",
+        key: "orphan_min_age",
+        kind: Kind::Duration,
+        default: DefaultValue::Text("10m"),
+        doc: "A resource younger than this is never reaped as an orphan (absorbs creation races).",
+    },
+    Key {
+        section: "worktrees",
+        key: "precious",
+        kind: Kind::GlobList,
+        default: DefaultValue::List(&[".env", ".env.*"]),
+        doc: "Ignored files matching these globs are work: a worktree holding one is kept. A glob without / matches at any depth.",
+    },
+];
+
+/// Where a value came from, as shown in errors: `(from <origin>)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The built-in default in [`KEYS`].
+    Default,
+    /// The machine's hostname (default of `host.id`).
+    Hostname,
+    /// The config file, as its path was given or found.
+    File(PathBuf),
+    /// The named environment variable.
+    Env(String),
+    /// [`Sources::overrides`].
+    CommandLine,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => f.write_str("the built-in default"),
+            Origin::Hostname => f.write_str("the machine's hostname"),
+            Origin::File(path) => write!(f, "{}", path.display()),
+            Origin::Env(name) => f.write_str(name),
+            Origin::CommandLine => f.write_str("the command line"),
+        }
+    }
+}
+
+/// Why the configuration could not be loaded. Every variant stops start-up
+/// (exit code 2). Values of [`Kind::DatabaseUrl`] keys are stored
+/// already redacted, so displaying an error never shows a password.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
-    #[error("{0}")]
-    Todo(String),
+    /// The file given explicitly ([`Sources::file`]) does not exist.
+    #[error("config file {} not found", path.display())]
+    FileNotFound { path: PathBuf },
+
+    /// The config file exists but could not be read.
+    #[error("cannot read config file {}: {error}", path.display())]
+    ReadFile {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+
+    /// The config file is not valid TOML (the message has line and column).
+    #[error("config file {} is not valid TOML: {message}", path.display())]
+    ParseFile { path: PathBuf, message: String },
+
+    /// A `[section]` of the file is not one of the known sections.
+    #[error(
+        "unknown section [{section}] in config file {}; valid sections are {}",
+        path.display(),
+        fmt_sections(valid)
+    )]
+    UnknownSection {
+        path: PathBuf,
+        section: String,
+        valid: Vec<String>,
+    },
+
+    /// A top-level entry of the file is a value, not a section (a setting
+    /// written before any `[section]` header, or `loop = 3`).
+    #[error(
+        "`{name}` at the top level of config file {} is not a section; settings belong in one of the sections {}",
+        path.display(),
+        fmt_sections(valid)
+    )]
+    NotASection {
+        path: PathBuf,
+        name: String,
+        valid: Vec<String>,
+    },
+
+    /// A key of a known section of the file is not one of its keys.
+    #[error(
+        "unknown key `{key}` in section [{section}] of config file {}; valid keys in [{section}] are {}",
+        path.display(),
+        valid.join(", ")
+    )]
+    UnknownKey {
+        path: PathBuf,
+        section: String,
+        key: String,
+        valid: Vec<String>,
+    },
+
+    /// A command-line override names no setting.
+    #[error(
+        "unknown setting `{key}` (from the command line); expected section.key, one of {}",
+        valid.join(", ")
+    )]
+    UnknownOverride { key: String, valid: Vec<String> },
+
+    /// A value does not parse as its key's kind or breaks its constraint.
+    #[error("invalid value {value:?} for {key} (from {origin}): expected {expected}")]
+    InvalidValue {
+        /// `section.key`.
+        key: String,
+        /// The value as given (TOML syntax for a non-string file value);
+        /// redacted for database URLs.
+        value: String,
+        origin: Origin,
+        expected: String,
+    },
+
+    /// A pattern of a glob list does not compile.
+    #[error("invalid glob {glob:?} in {key} (from {origin}): {reason}")]
+    InvalidGlob {
+        /// `section.key`.
+        key: String,
+        glob: String,
+        origin: Origin,
+        reason: String,
+    },
+
+    /// `host.id` is set nowhere and the hostname cannot be read.
+    #[error(
+        "cannot determine host.id from the machine's hostname: {reason}; set host.id in the config file, BOO_RECONCILER_HOST_ID or on the command line"
+    )]
+    Hostname { reason: String },
+}
+
+fn fmt_sections(valid: &[String]) -> String {
+    valid
+        .iter()
+        .map(|s| format!("[{s}]"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Config {
+    /// Resolves every setting from `sources` (see the module docs for the
+    /// precedence) and validates it.
     pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
-        let _ = sources;
-        todo!()
+        Self::load_with_default_file(sources, Path::new(DEFAULT_FILE))
+    }
+
+    /// The built-in defaults alone: no file, no environment, no overrides.
+    /// Fails only if the hostname (default of `host.id`) cannot be read.
+    pub fn defaults() -> Result<Config, ConfigError> {
+        Self::resolve(None, &[], &[])
+    }
+
+    fn load_with_default_file(
+        sources: &Sources,
+        default_file: &Path,
+    ) -> Result<Config, ConfigError> {
+        let file = match &sources.file {
+            Some(path) => Some((path.clone(), read_file(path)?)),
+            None => match std::fs::read_to_string(default_file) {
+                Ok(text) => Some((default_file.to_path_buf(), text)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(error) => {
+                    return Err(ConfigError::ReadFile {
+                        path: default_file.to_path_buf(),
+                        error,
+                    })
+                }
+            },
+        };
+        let file = file.as_ref().map(|(p, t)| (p.as_path(), t.as_str()));
+        Self::resolve(file, &sources.env, &sources.overrides)
+    }
+
+    fn resolve(
+        file: Option<(&Path, &str)>,
+        env: &[(String, String)],
+        overrides: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let mut slots = Slots(vec![None; KEYS.len()]);
+
+        if let Some((path, text)) = file {
+            read_toml(path, text, &mut slots)?;
+        }
+
+        for (i, key) in KEYS.iter().enumerate() {
+            let var = key.env_var();
+            if let Some((_, value)) = env.iter().rev().find(|(name, _)| *name == var) {
+                let origin = Origin::Env(var);
+                slots.0[i] = Some((parse_text(key, value, &origin)?, origin));
+            }
+        }
+
+        for (name, value) in overrides {
+            let key = Key::find(name).ok_or_else(|| ConfigError::UnknownOverride {
+                key: name.clone(),
+                valid: KEYS.iter().map(Key::name).collect(),
+            })?;
+            let origin = Origin::CommandLine;
+            slots.0[index(key)] = Some((parse_text(key, value, &origin)?, origin));
+        }
+
+        for (i, key) in KEYS.iter().enumerate() {
+            if slots.0[i].is_none() {
+                slots.0[i] = Some(default_value(key)?);
+            }
+        }
+
+        Ok(Self::build(slots))
+    }
+
+    /// Maps the resolved values to the structs. Listing every field here
+    /// makes a field without a row a compile error; a row without a field
+    /// trips the assertion at the end.
+    fn build(mut s: Slots) -> Config {
+        let config = Config {
+            database: Database {
+                url: s.string("database", "url"),
+                auto_migrate: s.bool("database", "auto_migrate"),
+            },
+            host: Host {
+                id: s.string("host", "id"),
+            },
+            r#loop: Loop {
+                interval: s.duration("loop", "interval"),
+                jitter: s.duration("loop", "jitter"),
+                pass_timeout: s.duration("loop", "pass_timeout"),
+                max_parallel_actions: s.int("loop", "max_parallel_actions"),
+            },
+            worktrees: Worktrees {
+                root: s.path("worktrees", "root"),
+                orphan_min_age: s.duration("worktrees", "orphan_min_age"),
+                precious: s.list("worktrees", "precious"),
+            },
+        };
+        if let Some(i) = s.0.iter().position(Option::is_some) {
+            panic!("config key {} is in KEYS but not in Config", KEYS[i].name());
+        }
+        config
+    }
+
+    /// The effective settings without secrets (the database password is
+    /// redacted), shaped like the config file: `{section: {key: value}}`,
+    /// durations in humantime form. Serialize it with `toml::to_string` for
+    /// a file-like dump or with `serde_json` for a status endpoint.
+    pub fn summary(&self) -> toml::Table {
+        fn dur(d: Duration) -> toml::Value {
+            humantime::format_duration(d).to_string().into()
+        }
+        let mut t = toml::Table::new();
+        let mut put = |section: &str, key: &str, value: toml::Value| {
+            t.entry(section)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .expect("summary sections are tables")
+                .insert(key.to_owned(), value);
+        };
+        put("database", "url", redact_url(&self.database.url).into());
+        put(
+            "database",
+            "auto_migrate",
+            self.database.auto_migrate.into(),
+        );
+        put("host", "id", self.host.id.clone().into());
+        put("loop", "interval", dur(self.r#loop.interval));
+        put("loop", "jitter", dur(self.r#loop.jitter));
+        put("loop", "pass_timeout", dur(self.r#loop.pass_timeout));
+        let parallel = i64::try_from(self.r#loop.max_parallel_actions).unwrap_or(i64::MAX);
+        put("loop", "max_parallel_actions", parallel.into());
+        let root = self.worktrees.root.to_string_lossy().into_owned();
+        put("worktrees", "root", root.into());
+        put(
+            "worktrees",
+            "orphan_min_age",
+            dur(self.worktrees.orphan_min_age),
+        );
+        let precious: Vec<toml::Value> = self
+            .worktrees
+            .precious
+            .iter()
+            .map(|g| g.clone().into())
+            .collect();
+        put("worktrees", "precious", precious.into());
+        t
     }
 
     /// The `worktrees.precious` globs, compiled.
-    pub fn precious_globs(&self) -> globset::GlobSet {
-        todo!()
+    ///
+    /// Match it against a path relative to the worktree root, with `/`
+    /// separators and no leading `./` (`sub/dir/.env`); an absolute path
+    /// also works for globs without a `/`. The semantics follow
+    /// `.gitignore`:
+    ///
+    /// - globs are compiled with `literal_separator(true)`, so `*`, `?` and
+    ///   `[...]` never match `/` (globset's default lets `*` cross
+    ///   directories, which would make `*.key` match `a/b.key` while `.env`
+    ///   matched only the top level);
+    /// - a glob without `/` is a file-name glob: it is also added as
+    ///   `**/<glob>`, so `.env` matches `.env` and `a/b/.env`, and `.env.*`
+    ///   matches `.env.local` at any depth (never `.envrc`);
+    /// - a glob with `/` is anchored at the worktree root (`config/*.key`);
+    ///   use `**/` explicitly to match it at any depth.
+    ///
+    /// # Panics
+    ///
+    /// If a glob does not compile. [`Config::load`] has already rejected
+    /// such a glob, naming it; only a hand-built `Config` can panic here.
+    pub fn precious_globs(&self) -> GlobSet {
+        let mut builder = GlobSetBuilder::new();
+        for pattern in &self.worktrees.precious {
+            for glob in precious_glob(pattern)
+                .unwrap_or_else(|e| panic!("invalid worktrees.precious glob {pattern:?}: {e}"))
+            {
+                builder.add(glob);
+            }
+        }
+        builder
+            .build()
+            .unwrap_or_else(|e| panic!("cannot build the worktrees.precious glob set: {e}"))
+    }
+}
+
+/// The globs one `worktrees.precious` pattern stands for (see
+/// [`Config::precious_globs`]).
+fn precious_glob(pattern: &str) -> Result<Vec<Glob>, String> {
+    if pattern.is_empty() {
+        return Err("empty pattern".to_owned());
+    }
+    let build = |p: &str| {
+        GlobBuilder::new(p)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| e.kind().to_string())
+    };
+    let mut globs = vec![build(pattern)?];
+    if !pattern.contains('/') {
+        globs.push(build(&format!("**/{pattern}"))?);
+    }
+    Ok(globs)
+}
+
+/// Hides the password of a database URL, for logs and error messages:
+/// `postgres://u:secret@h/db` → `postgres://u:***@h/db`; a `password=`
+/// query parameter is hidden too. A URL without a password comes back
+/// unchanged. When the URL is ambiguous (an unencoded `@`, `/` or `?` in the
+/// password), it errs on the side of hiding too much: everything between
+/// the first `:` after the scheme and the last `@` is hidden.
+pub fn redact_url(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[start..];
+    let mut out = String::with_capacity(url.len());
+    out.push_str(&url[..start]);
+    let tail = match rest.rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            match userinfo.find(':') {
+                Some(colon) => {
+                    out.push_str(&userinfo[..=colon]);
+                    out.push_str("***");
+                }
+                None => out.push_str(userinfo),
+            }
+            &rest[at..]
+        }
+        None => rest,
+    };
+    match tail.split_once('?') {
+        Some((before, query)) => {
+            out.push_str(before);
+            out.push('?');
+            let params: Vec<String> = query
+                .split('&')
+                .map(|param| match param.split_once('=') {
+                    Some((name, _)) if name.eq_ignore_ascii_case("password") => {
+                        format!("{name}=***")
+                    }
+                    _ => param.to_owned(),
+                })
+                .collect();
+            out.push_str(&params.join("&"));
+        }
+        None => out.push_str(tail),
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Resolution internals
+
+/// A parsed value of some [`Kind`].
+#[derive(Clone, Debug)]
+enum Value {
+    Bool(bool),
+    Duration(Duration),
+    Int(usize),
+    Str(String),
+    Path(PathBuf),
+    List(Vec<String>),
+}
+
+/// One resolved value per row of [`KEYS`], same order.
+struct Slots(Vec<Option<(Value, Origin)>>);
+
+impl Slots {
+    fn take(&mut self, section: &str, key: &str) -> Value {
+        let i = KEYS
+            .iter()
+            .position(|k| k.section == section && k.key == key)
+            .unwrap_or_else(|| panic!("config key {section}.{key} is not in KEYS"));
+        let (value, _) = self.0[i]
+            .take()
+            .unwrap_or_else(|| panic!("config key {section}.{key} taken twice"));
+        value
+    }
+
+    fn mismatch(section: &str, key: &str, value: &Value) -> ! {
+        panic!("config key {section}.{key} has a value of the wrong kind: {value:?}")
+    }
+
+    fn bool(&mut self, section: &str, key: &str) -> bool {
+        match self.take(section, key) {
+            Value::Bool(b) => b,
+            other => Self::mismatch(section, key, &other),
+        }
+    }
+
+    fn duration(&mut self, section: &str, key: &str) -> Duration {
+        match self.take(section, key) {
+            Value::Duration(d) => d,
+            other => Self::mismatch(section, key, &other),
+        }
+    }
+
+    fn int(&mut self, section: &str, key: &str) -> usize {
+        match self.take(section, key) {
+            Value::Int(n) => n,
+            other => Self::mismatch(section, key, &other),
+        }
+    }
+
+    fn string(&mut self, section: &str, key: &str) -> String {
+        match self.take(section, key) {
+            Value::Str(s) => s,
+            other => Self::mismatch(section, key, &other),
+        }
+    }
+
+    fn path(&mut self, section: &str, key: &str) -> PathBuf {
+        match self.take(section, key) {
+            Value::Path(p) => p,
+            other => Self::mismatch(section, key, &other),
+        }
+    }
+
+    fn list(&mut self, section: &str, key: &str) -> Vec<String> {
+        match self.take(section, key) {
+            Value::List(l) => l,
+            other => Self::mismatch(section, key, &other),
+        }
+    }
+}
+
+fn index(key: &Key) -> usize {
+    KEYS.iter()
+        .position(|k| std::ptr::eq(k, key))
+        .expect("keys come from KEYS")
+}
+
+fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|error| {
+        if error.kind() == std::io::ErrorKind::NotFound {
+            ConfigError::FileNotFound {
+                path: path.to_path_buf(),
+            }
+        } else {
+            ConfigError::ReadFile {
+                path: path.to_path_buf(),
+                error,
+            }
+        }
+    })
+}
+
+fn sections() -> Vec<String> {
+    let mut seen = Vec::new();
+    for key in KEYS {
+        if !seen.iter().any(|s| s == key.section) {
+            seen.push(key.section.to_owned());
+        }
+    }
+    seen
+}
+
+fn read_toml(path: &Path, text: &str, slots: &mut Slots) -> Result<(), ConfigError> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::ParseFile {
+        path: path.to_path_buf(),
+        message: e.to_string().trim_end().to_owned(),
+    })?;
+    let origin = Origin::File(path.to_path_buf());
+    for (section, entries) in &table {
+        let Some(entries) = entries.as_table() else {
+            return Err(ConfigError::NotASection {
+                path: path.to_path_buf(),
+                name: section.clone(),
+                valid: sections(),
+            });
+        };
+        if !KEYS.iter().any(|k| k.section == section) {
+            return Err(ConfigError::UnknownSection {
+                path: path.to_path_buf(),
+                section: section.clone(),
+                valid: sections(),
+            });
+        }
+        for (name, value) in entries {
+            let key = KEYS
+                .iter()
+                .find(|k| k.section == section && k.key == name)
+                .ok_or_else(|| ConfigError::UnknownKey {
+                    path: path.to_path_buf(),
+                    section: section.clone(),
+                    key: name.clone(),
+                    valid: KEYS
+                        .iter()
+                        .filter(|k| k.section == section)
+                        .map(|k| k.key.to_owned())
+                        .collect(),
+                })?;
+            slots.0[index(key)] = Some((parse_toml(key, value, &origin)?, origin.clone()));
+        }
+    }
+    Ok(())
+}
+
+fn invalid(key: &Key, value: &str, origin: &Origin, expected: &str) -> ConfigError {
+    let value = if key.kind == Kind::DatabaseUrl {
+        redact_url(value)
+    } else {
+        value.to_owned()
+    };
+    ConfigError::InvalidValue {
+        key: key.name(),
+        value,
+        origin: origin.clone(),
+        expected: expected.to_owned(),
+    }
+}
+
+/// Parses a value given as a string: environment, command line, built-in
+/// default, and string values of the file.
+fn parse_text(key: &Key, text: &str, origin: &Origin) -> Result<Value, ConfigError> {
+    if key.kind.is_list() {
+        let items = text
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(str::to_owned)
+            .collect();
+        return list(key, items, origin);
+    }
+    scalar(key.kind, text).map_err(|expected| invalid(key, text, origin, expected))
+}
+
+/// Parses a value of the file.
+fn parse_toml(key: &Key, value: &toml::Value, origin: &Origin) -> Result<Value, ConfigError> {
+    // A string is shown as it was written; anything else in TOML syntax.
+    let shown = value
+        .as_str()
+        .map_or_else(|| value.to_string(), str::to_owned);
+    let wrong = |expected: &str| invalid(key, &shown, origin, expected);
+    match (key.kind, value) {
+        (Kind::Bool, toml::Value::Boolean(b)) => Ok(Value::Bool(*b)),
+        (Kind::Bool, _) => Err(wrong("true or false (a TOML boolean, without quotes)")),
+        (Kind::PositiveInt, toml::Value::Integer(n)) => match usize::try_from(*n) {
+            Ok(n) if n >= 1 => Ok(Value::Int(n)),
+            _ => Err(wrong(Kind::PositiveInt.expected())),
+        },
+        (Kind::PositiveInt, _) => Err(wrong(
+            "a positive integer (1 or more, a TOML integer without quotes)",
+        )),
+        (kind, toml::Value::Array(items)) if kind.is_list() => {
+            let strings: Option<Vec<String>> = items
+                .iter()
+                .map(|item| item.as_str().map(str::to_owned))
+                .collect();
+            match strings {
+                Some(strings) => list(key, strings, origin),
+                None => Err(wrong("an array of strings like [\".env\", \".env.*\"]")),
+            }
+        }
+        (kind, _) if kind.is_list() => {
+            Err(wrong("an array of strings like [\".env\", \".env.*\"]"))
+        }
+        (kind, toml::Value::String(s)) => {
+            scalar(kind, s).map_err(|expected| invalid(key, s, origin, expected))
+        }
+        (kind, _) => Err(wrong(&format!(
+            "{} (a quoted TOML string)",
+            kind.expected()
+        ))),
+    }
+}
+
+/// Checks the items of a list kind.
+fn list(key: &Key, items: Vec<String>, origin: &Origin) -> Result<Value, ConfigError> {
+    if key.kind == Kind::GlobList {
+        for item in &items {
+            precious_glob(item).map_err(|reason| ConfigError::InvalidGlob {
+                key: key.name(),
+                glob: item.clone(),
+                origin: origin.clone(),
+                reason,
+            })?;
+        }
+    }
+    Ok(Value::List(items))
+}
+
+/// Parses a scalar from a string; the error is what was expected.
+fn scalar(kind: Kind, text: &str) -> Result<Value, &'static str> {
+    let expected = kind.expected();
+    match kind {
+        Kind::Bool => match text.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(Value::Bool(true)),
+            "false" | "0" | "no" | "off" => Ok(Value::Bool(false)),
+            _ => Err(expected),
+        },
+        Kind::Duration => humantime::parse_duration(text.trim())
+            .map(Value::Duration)
+            .map_err(|_| expected),
+        Kind::NonZeroDuration => match humantime::parse_duration(text.trim()) {
+            Ok(d) if d.is_zero() => Err("a duration greater than zero, like 30s or 10m"),
+            Ok(d) => Ok(Value::Duration(d)),
+            Err(_) => Err(expected),
+        },
+        Kind::PositiveInt => match text.trim().parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(Value::Int(n)),
+            _ => Err(expected),
+        },
+        Kind::String => Ok(Value::Str(text.to_owned())),
+        Kind::Name => {
+            if text.is_empty() || text.chars().any(char::is_whitespace) {
+                Err(expected)
+            } else {
+                Ok(Value::Str(text.to_owned()))
+            }
+        }
+        Kind::Path => {
+            if text.is_empty() {
+                Err(expected)
+            } else {
+                Ok(Value::Path(PathBuf::from(text)))
+            }
+        }
+        Kind::AbsolutePath => {
+            let path = Path::new(text);
+            if path.is_absolute() {
+                Ok(Value::Path(path.to_path_buf()))
+            } else {
+                Err(expected)
+            }
+        }
+        Kind::DatabaseUrl => {
+            let ok = ["sqlite://", "postgres://", "postgresql://"]
+                .iter()
+                .any(|scheme| text.len() > scheme.len() && text.starts_with(scheme));
+            if ok {
+                Ok(Value::Str(text.to_owned()))
+            } else {
+                Err(expected)
+            }
+        }
+        Kind::StringList | Kind::GlobList => unreachable!("lists are parsed by list()"),
+    }
+}
+
+fn default_value(key: &Key) -> Result<(Value, Origin), ConfigError> {
+    match key.default {
+        DefaultValue::Text(text) => {
+            let origin = Origin::Default;
+            Ok((parse_text(key, text, &origin)?, origin))
+        }
+        DefaultValue::List(items) => {
+            let origin = Origin::Default;
+            let items = items.iter().map(|s| (*s).to_owned()).collect();
+            Ok((list(key, items, &origin)?, origin))
+        }
+        DefaultValue::Hostname => {
+            let name = nix::unistd::gethostname()
+                .map_err(|e| ConfigError::Hostname {
+                    reason: e.to_string(),
+                })?
+                .into_string()
+                .map_err(|_| ConfigError::Hostname {
+                    reason: "the hostname is not valid UTF-8".to_owned(),
+                })?;
+            let origin = Origin::Hostname;
+            Ok((parse_text(key, &name, &origin)?, origin))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/boo-reconciler.toml");
+
+    fn s(a: &str, b: &str) -> (String, String) {
+        (a.to_owned(), b.to_owned())
+    }
+
+    /// Sets `host.id` on the command line, so tests don't depend on the
+    /// machine's hostname.
+    fn with_host(mut overrides: Vec<(String, String)>) -> Vec<(String, String)> {
+        overrides.insert(0, s("host.id", "test-host"));
+        overrides
+    }
+
+    fn defaults() -> Config {
+        Config::resolve(None, &[], &with_host(vec![])).unwrap()
+    }
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+        f
+    }
+
+    fn load(
+        file: Option<&str>,
+        env: &[(&str, &str)],
+        overrides: &[(&str, &str)],
+    ) -> Result<Config, ConfigError> {
+        let tmp = file.map(write);
+        let sources = Sources {
+            file: tmp.as_ref().map(|f| f.path().to_path_buf()),
+            env: env.iter().map(|(a, b)| s(a, b)).collect(),
+            overrides: with_host(overrides.iter().map(|(a, b)| s(a, b)).collect()),
+        };
+        Config::load(&sources)
+    }
+
+    fn load_err(
+        file: Option<&str>,
+        env: &[(&str, &str)],
+        overrides: &[(&str, &str)],
+    ) -> ConfigError {
+        load(file, env, overrides).expect_err("expected a config error")
+    }
+
+    fn setting(config: &Config, name: &str) -> toml::Value {
+        let (section, key) = name.split_once('.').unwrap();
+        config.summary()[section][key].clone()
+    }
+
+    // -- defaults, example file, table ------------------------------------
+
+    #[test]
+    fn defaults_are_the_documented_values() {
+        let c = defaults();
+        assert_eq!(c.database.url, "sqlite://boo-reconciler.db");
+        assert!(c.database.auto_migrate);
+        assert_eq!(c.host.id, "test-host");
+        assert_eq!(c.r#loop.interval, Duration::from_secs(30));
+        assert_eq!(c.r#loop.jitter, Duration::from_secs(3));
+        assert_eq!(c.r#loop.pass_timeout, Duration::from_secs(120));
+        assert_eq!(c.r#loop.max_parallel_actions, 4);
+        assert_eq!(c.worktrees.root, PathBuf::from("/tmp/booworktrees"));
+        assert_eq!(c.worktrees.orphan_min_age, Duration::from_secs(600));
+        assert_eq!(c.worktrees.precious, vec![".env", ".env.*"]);
+    }
+
+    #[test]
+    fn host_id_defaults_to_the_hostname() {
+        let c = Config::defaults().unwrap();
+        let hostname = nix::unistd::gethostname().unwrap();
+        assert_eq!(c.host.id, hostname.to_string_lossy());
+    }
+
+    #[test]
+    fn example_file_equals_defaults() {
+        let sources = Sources {
+            file: Some(PathBuf::from(EXAMPLE)),
+            env: vec![],
+            overrides: with_host(vec![]),
+        };
+        assert_eq!(Config::load(&sources).unwrap(), defaults());
+    }
+
+    #[test]
+    fn example_file_shows_every_key_with_its_doc() {
+        let text = std::fs::read_to_string(EXAMPLE).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for key in KEYS {
+            let header = format!("[{}]", key.section);
+            let start = lines
+                .iter()
+                .position(|l| l.trim() == header)
+                .unwrap_or_else(|| panic!("example file lacks {header}"));
+            let end = lines[start + 1..]
+                .iter()
+                .position(|l| l.trim_start().starts_with('['))
+                .map_or(lines.len(), |p| start + 1 + p);
+            let assignment = format!("{} =", key.key);
+            let at = (start + 1..end)
+                .find(|&i| {
+                    let l = lines[i].trim();
+                    l.strip_prefix("# ").unwrap_or(l).starts_with(&assignment)
+                })
+                .unwrap_or_else(|| panic!("example file lacks {} in {header}", key.key));
+            // host.id is the one commented-out setting: its default is computed.
+            let commented = lines[at].trim_start().starts_with('#');
+            assert_eq!(
+                commented,
+                key.default == DefaultValue::Hostname,
+                "{}",
+                key.name()
+            );
+            assert_eq!(
+                lines[at - 1].trim(),
+                format!("# {}", key.doc),
+                "comment above {} differs from its doc in KEYS",
+                key.name()
+            );
+        }
+    }
+
+    #[test]
+    fn key_table_is_consistent() {
+        let names: BTreeSet<String> = KEYS.iter().map(Key::name).collect();
+        assert_eq!(names.len(), KEYS.len(), "duplicate key");
+        let vars: BTreeSet<String> = KEYS.iter().map(Key::env_var).collect();
+        assert_eq!(
+            vars.len(),
+            KEYS.len(),
+            "two keys share an environment variable"
+        );
+        assert_eq!(
+            Key::find("worktrees.orphan_min_age").unwrap().env_var(),
+            "BOO_RECONCILER_WORKTREES_ORPHAN_MIN_AGE"
+        );
+        assert_eq!(
+            Key::find("loop.max_parallel_actions").unwrap().env_var(),
+            "BOO_RECONCILER_LOOP_MAX_PARALLEL_ACTIONS"
+        );
+        for key in KEYS {
+            assert!(
+                !key.doc.contains('\n'),
+                "{}: doc must be one line",
+                key.name()
+            );
+        }
+    }
+
+    #[test]
+    fn summary_covers_every_key_and_round_trips() {
+        let c = defaults();
+        let summary = c.summary();
+        let mut names = BTreeSet::new();
+        for (section, keys) in &summary {
+            for key in keys.as_table().unwrap().keys() {
+                names.insert(format!("{section}.{key}"));
+            }
+        }
+        let expected: BTreeSet<String> = KEYS.iter().map(Key::name).collect();
+        assert_eq!(names, expected);
+
+        let dumped = toml::to_string(&summary).unwrap();
+        let reloaded = load(Some(&dumped), &[], &[]).unwrap();
+        assert_eq!(reloaded, c);
+    }
+
+    #[test]
+    fn summary_and_debug_hide_the_database_password() {
+        let c = load(None, &[], &[("database.url", "postgres://u:secret@h/db")]).unwrap();
+        assert_eq!(c.database.url, "postgres://u:secret@h/db");
+        assert_eq!(
+            setting(&c, "database.url").as_str(),
+            Some("postgres://u:***@h/db")
+        );
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("secret"), "{debug}");
+        assert!(debug.contains("postgres://u:***@h/db"), "{debug}");
+    }
+
+    // -- precedence -------------------------------------------------------
+
+    /// Three values for each kind, each different from the one before and
+    /// from the default: (file as TOML, environment, command line), and
+    /// what the summary shows for each.
+    fn samples(kind: Kind) -> [(&'static str, &'static str, toml::Value); 3] {
+        use toml::Value as V;
+        let strs = |v: &[&str]| V::Array(v.iter().map(|s| V::from(*s)).collect());
+        match kind {
+            Kind::Bool => [
+                ("false", "", V::Boolean(false)),
+                ("", "yes", V::Boolean(true)),
+                ("", "off", V::Boolean(false)),
+            ],
+            Kind::Duration | Kind::NonZeroDuration => [
+                ("\"1h 30m\"", "", V::from("1h 30m")),
+                ("", "7s", V::from("7s")),
+                ("", "11m", V::from("11m")),
+            ],
+            Kind::PositiveInt => [
+                ("7", "", V::Integer(7)),
+                ("", "8", V::Integer(8)),
+                ("", "9", V::Integer(9)),
+            ],
+            Kind::Name => [
+                ("\"file-host\"", "", V::from("file-host")),
+                ("", "env-host", V::from("env-host")),
+                ("", "cli-host", V::from("cli-host")),
+            ],
+            Kind::AbsolutePath => [
+                ("\"/srv/file\"", "", V::from("/srv/file")),
+                ("", "/srv/env", V::from("/srv/env")),
+                ("", "/srv/cli", V::from("/srv/cli")),
+            ],
+            Kind::DatabaseUrl => [
+                ("\"sqlite://file.db\"", "", V::from("sqlite://file.db")),
+                ("", "postgres://h/env", V::from("postgres://h/env")),
+                ("", "postgresql://h/cli", V::from("postgresql://h/cli")),
+            ],
+            Kind::GlobList | Kind::StringList => [
+                ("[\"*.file\"]", "", strs(&["*.file"])),
+                ("", " *.env1 , *.env2 ,", strs(&["*.env1", "*.env2"])),
+                ("", "*.cli", strs(&["*.cli"])),
+            ],
+            other => panic!("add samples for {other:?}"),
+        }
+    }
+
+    #[test]
+    fn precedence_override_env_file_default_for_every_key() {
+        for key in KEYS {
+            let name = key.name();
+            let var = key.env_var();
+            let [(file_toml, _, file_v), (_, env_s, env_v), (_, cli_s, cli_v)] = samples(key.kind);
+            let file = format!("[{}]\n{} = {}\n", key.section, key.key, file_toml);
+            // host.id is set on the command line by `load`; drop that for it.
+            let run = |file: Option<&str>, env: &[(&str, &str)], cli: &[(&str, &str)]| {
+                let tmp = file.map(write);
+                let mut overrides: Vec<_> = with_host(vec![]);
+                if key.name() == "host.id" {
+                    overrides.clear();
+                }
+                overrides.extend(cli.iter().map(|(a, b)| s(a, b)));
+                let c = Config::load(&Sources {
+                    file: tmp.as_ref().map(|f| f.path().to_path_buf()),
+                    env: env.iter().map(|(a, b)| s(a, b)).collect(),
+                    overrides,
+                })
+                .unwrap();
+                setting(&c, &name)
+            };
+            let default = setting(&Config::defaults().unwrap(), &name);
+            assert_eq!(run(None, &[], &[]), default, "{name}: default");
+            assert_ne!(file_v, default, "{name}: sample equals default");
+            assert_eq!(
+                run(Some(&file), &[], &[]),
+                file_v,
+                "{name}: file beats default"
+            );
+            assert_eq!(
+                run(Some(&file), &[(&var, env_s)], &[]),
+                env_v,
+                "{name}: env beats file"
+            );
+            assert_eq!(
+                run(Some(&file), &[(&var, env_s)], &[(&name, cli_s)]),
+                cli_v,
+                "{name}: override beats env"
+            );
+            assert_eq!(
+                run(None, &[], &[(&name, cli_s)]),
+                cli_v,
+                "{name}: override alone"
+            );
+        }
+    }
+
+    #[test]
+    fn last_occurrence_wins_within_a_source() {
+        let c = load(
+            None,
+            &[
+                ("BOO_RECONCILER_LOOP_JITTER", "1s"),
+                ("BOO_RECONCILER_LOOP_JITTER", "2s"),
+            ],
+            &[("loop.interval", "5s"), ("loop.interval", "6s")],
+        )
+        .unwrap();
+        assert_eq!(c.r#loop.jitter, Duration::from_secs(2));
+        assert_eq!(c.r#loop.interval, Duration::from_secs(6));
+    }
+
+    #[test]
+    fn value_syntax() {
+        for (text, expected) in [
+            ("1", true),
+            ("ON", true),
+            ("Yes", true),
+            ("0", false),
+            ("no", false),
+            ("off", false),
+            ("FALSE", false),
+        ] {
+            let c = load(None, &[("BOO_RECONCILER_DATABASE_AUTO_MIGRATE", text)], &[]).unwrap();
+            assert_eq!(c.database.auto_migrate, expected, "{text}");
+        }
+        let c = load(
+            None,
+            &[("BOO_RECONCILER_WORKTREES_PRECIOUS", "")],
+            &[
+                ("loop.jitter", "0s"),
+                ("worktrees.orphan_min_age", "1h 30m"),
+            ],
+        )
+        .unwrap();
+        assert!(
+            c.worktrees.precious.is_empty(),
+            "empty env list is an empty list"
+        );
+        assert_eq!(c.r#loop.jitter, Duration::ZERO, "jitter may be 0");
+        assert_eq!(c.worktrees.orphan_min_age, Duration::from_secs(5400));
+    }
+
+    #[test]
+    fn unknown_env_vars_are_ignored() {
+        let sources = Sources {
+            file: None,
+            env: vec![
+                s("BOO_RECONCILER_TOKEN", "t0ken"),
+                s("BOO_RECONCILER_LOOP_INTERVALL", "soon"),
+                s("BOO_RECONCILER_LOOP_INTERVAL", "9s"),
+                s("PATH", "/bin"),
+            ],
+            overrides: with_host(vec![]),
+        };
+        let c = Config::resolve(None, &sources.env, &sources.overrides).unwrap();
+        assert_eq!(c.r#loop.interval, Duration::from_secs(9));
+        assert_eq!(
+            sources.unrecognized_env(),
+            vec!["BOO_RECONCILER_TOKEN", "BOO_RECONCILER_LOOP_INTERVALL"]
+        );
+    }
+
+    // -- files ------------------------------------------------------------
+
+    #[test]
+    fn missing_explicit_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nope.toml");
+        let err = Config::load(&Sources {
+            file: Some(path.clone()),
+            ..Sources::default()
+        })
+        .unwrap_err();
+        assert!(matches!(&err, ConfigError::FileNotFound { path: p } if *p == path));
+        assert_eq!(
+            err.to_string(),
+            format!("config file {} not found", path.display())
+        );
+    }
+
+    #[test]
+    fn default_file_is_optional_and_read_when_present() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("boo-reconciler.toml");
+        let sources = Sources {
+            overrides: with_host(vec![]),
+            ..Sources::default()
+        };
+        let c = Config::load_with_default_file(&sources, &path).unwrap();
+        assert_eq!(c, defaults());
+        std::fs::write(&path, "[loop]\ninterval = \"1m\"\n").unwrap();
+        let c = Config::load_with_default_file(&sources, &path).unwrap();
+        assert_eq!(c.r#loop.interval, Duration::from_secs(60));
+        // A bad value in it names it.
+        std::fs::write(&path, "[loop]\ninterval = \"soon\"\n").unwrap();
+        let err = Config::load_with_default_file(&sources, &path).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(&format!("(from {})", path.display())),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn invalid_toml_names_the_file() {
+        let f = write("[loop\ninterval = 30s\n");
+        let err = Config::load(&Sources {
+            file: Some(f.path().to_path_buf()),
+            ..Sources::default()
+        })
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::ParseFile { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!(
+                "config file {} is not valid TOML: ",
+                f.path().display()
+            )),
+            "{msg}"
+        );
+        assert!(msg.contains("line 1"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_file_key_is_named_with_the_valid_keys() {
+        let f = write("[loop]\nintervall = \"30s\"\n");
+        let err = Config::load(&Sources {
+            file: Some(f.path().to_path_buf()),
+            ..Sources::default()
+        })
+        .unwrap_err();
+        match &err {
+            ConfigError::UnknownKey {
+                path,
+                section,
+                key,
+                valid,
+            } => {
+                assert_eq!(path, f.path());
+                assert_eq!(section, "loop");
+                assert_eq!(key, "intervall");
+                assert_eq!(
+                    valid,
+                    &["interval", "jitter", "pass_timeout", "max_parallel_actions"]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "unknown key `intervall` in section [loop] of config file {}; valid keys in [loop] are interval, jitter, pass_timeout, max_parallel_actions",
+                f.path().display()
+            )
+        );
+    }
+
+    #[test]
+    fn unknown_file_section_is_named_with_the_valid_sections() {
+        let f = write("[worktree]\nroot = \"/x\"\n");
+        let err = Config::load(&Sources {
+            file: Some(f.path().to_path_buf()),
+            ..Sources::default()
+        })
+        .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::UnknownSection { section, .. } if section == "worktree")
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "unknown section [worktree] in config file {}; valid sections are [database], [host], [loop], [worktrees]",
+                f.path().display()
+            )
+        );
+    }
+
+    #[test]
+    fn top_level_value_in_file_is_rejected() {
+        for text in ["interval = \"30s\"\n", "loop = 3\n"] {
+            let err = load_err(Some(text), &[], &[]);
+            assert!(matches!(err, ConfigError::NotASection { .. }), "{err:?}");
+            assert!(err.to_string().contains("is not a section"), "{err}");
+        }
+    }
+
+    #[test]
+    fn unknown_override_is_an_error() {
+        let err = load_err(None, &[], &[("loop.intervall", "30s")]);
+        assert!(
+            matches!(&err, ConfigError::UnknownOverride { key, .. } if key == "loop.intervall")
+        );
+        assert!(err.to_string().starts_with(
+            "unknown setting `loop.intervall` (from the command line); expected section.key, one of database.url, "
+        ), "{err}");
+        let err = load_err(None, &[], &[("interval", "30s")]);
+        assert!(matches!(err, ConfigError::UnknownOverride { .. }));
+    }
+
+    // -- bad values -------------------------------------------------------
+
+    fn assert_invalid(err: ConfigError, key: &str, value: &str, origin: Origin, expected: &str) {
+        let msg = err.to_string();
+        match err {
+            ConfigError::InvalidValue {
+                key: k,
+                value: v,
+                origin: o,
+                expected: e,
+            } => {
+                assert_eq!(
+                    (k.as_str(), v.as_str(), &o, e.as_str()),
+                    (key, value, &origin, expected),
+                    "{msg}"
+                );
+            }
+            other => panic!("expected InvalidValue, got {other:?}"),
+        }
+        assert_eq!(
+            msg,
+            format!("invalid value {value:?} for {key} (from {origin}): expected {expected}")
+        );
+    }
+
+    #[test]
+    fn bad_duration_from_env_names_key_value_and_variable() {
+        let err = load_err(None, &[("BOO_RECONCILER_LOOP_INTERVAL", "soon")], &[]);
+        assert_eq!(
+            err.to_string(),
+            "invalid value \"soon\" for loop.interval (from BOO_RECONCILER_LOOP_INTERVAL): expected a duration like 30s or 10m"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_key_value_and_source() {
+        let file = |text: &str| {
+            let f = write(text);
+            let path = f.path().to_path_buf();
+            let err = Config::load(&Sources {
+                file: Some(path.clone()),
+                ..Sources::default()
+            })
+            .unwrap_err();
+            (err, Origin::File(path))
+        };
+        let env = |var: &str, value: &str| {
+            (
+                load_err(None, &[(var, value)], &[]),
+                Origin::Env(var.to_owned()),
+            )
+        };
+        let cli =
+            |key: &str, value: &str| (load_err(None, &[], &[(key, value)]), Origin::CommandLine);
+
+        let (e, o) = cli("database.auto_migrate", "maybe");
+        assert_invalid(
+            e,
+            "database.auto_migrate",
+            "maybe",
+            o,
+            "a boolean: true/false, 1/0, yes/no or on/off",
+        );
+        let (e, o) = file("[database]\nauto_migrate = \"yes\"\n");
+        assert_invalid(
+            e,
+            "database.auto_migrate",
+            "yes",
+            o,
+            "true or false (a TOML boolean, without quotes)",
+        );
+
+        let (e, o) = cli("loop.interval", "0s");
+        assert_invalid(
+            e,
+            "loop.interval",
+            "0s",
+            o,
+            "a duration greater than zero, like 30s or 10m",
+        );
+        let (e, o) = env("BOO_RECONCILER_LOOP_PASS_TIMEOUT", "0");
+        assert_invalid(
+            e,
+            "loop.pass_timeout",
+            "0",
+            o,
+            "a duration greater than zero, like 30s or 10m",
+        );
+        let (e, o) = env("BOO_RECONCILER_WORKTREES_ORPHAN_MIN_AGE", "-5m");
+        assert_invalid(
+            e,
+            "worktrees.orphan_min_age",
+            "-5m",
+            o,
+            "a duration like 30s or 10m",
+        );
+        let (e, o) = file("[loop]\njitter = 3\n");
+        assert_invalid(
+            e,
+            "loop.jitter",
+            "3",
+            o,
+            "a duration like 30s or 10m (a quoted TOML string)",
+        );
+
+        let (e, o) = env("BOO_RECONCILER_LOOP_MAX_PARALLEL_ACTIONS", "0");
+        assert_invalid(
+            e,
+            "loop.max_parallel_actions",
+            "0",
+            o,
+            "a positive integer (1 or more)",
+        );
+        let (e, o) = cli("loop.max_parallel_actions", "lots");
+        assert_invalid(
+            e,
+            "loop.max_parallel_actions",
+            "lots",
+            o,
+            "a positive integer (1 or more)",
+        );
+        let (e, o) = file("[loop]\nmax_parallel_actions = 0\n");
+        assert_invalid(
+            e,
+            "loop.max_parallel_actions",
+            "0",
+            o,
+            "a positive integer (1 or more)",
+        );
+        let (e, o) = file("[loop]\nmax_parallel_actions = \"4\"\n");
+        assert_invalid(
+            e,
+            "loop.max_parallel_actions",
+            "4",
+            o,
+            "a positive integer (1 or more, a TOML integer without quotes)",
+        );
+
+        let (e, o) = env("BOO_RECONCILER_HOST_ID", "my host");
+        assert_invalid(
+            e,
+            "host.id",
+            "my host",
+            o,
+            "a non-empty name without whitespace",
+        );
+        let (e, o) = cli("host.id", "");
+        assert_invalid(e, "host.id", "", o, "a non-empty name without whitespace");
+
+        let (e, o) = file("[worktrees]\nroot = \"booworktrees\"\n");
+        assert_invalid(
+            e,
+            "worktrees.root",
+            "booworktrees",
+            o,
+            "an absolute path like /tmp/booworktrees",
+        );
+        let (e, o) = file("[worktrees]\nprecious = \".env\"\n");
+        assert_invalid(
+            e,
+            "worktrees.precious",
+            ".env",
+            o,
+            "an array of strings like [\".env\", \".env.*\"]",
+        );
+    }
+
+    #[test]
+    fn bad_database_url_is_named_and_redacted() {
+        let err = load_err(
+            None,
+            &[("BOO_RECONCILER_DATABASE_URL", "mysql://u:secret@h/db")],
+            &[],
+        );
+        assert_invalid(
+            err,
+            "database.url",
+            "mysql://u:***@h/db",
+            Origin::Env("BOO_RECONCILER_DATABASE_URL".to_owned()),
+            "a database URL starting with sqlite://, postgres:// or postgresql://",
+        );
+        for bad in ["boo.db", "sqlite://", "sqlite:boo.db", "http://h/db"] {
+            let err = load_err(None, &[], &[("database.url", bad)]);
+            assert!(
+                matches!(err, ConfigError::InvalidValue { .. }),
+                "{bad}: {err:?}"
+            );
+        }
+        for good in [
+            "sqlite://boo.db",
+            "sqlite:///var/lib/boo.db",
+            "postgres://h/db",
+            "postgresql://u:p@h:5432/db",
+        ] {
+            load(None, &[], &[("database.url", good)]).unwrap();
+        }
+    }
+
+    #[test]
+    fn bad_glob_is_named() {
+        let err = load_err(
+            None,
+            &[("BOO_RECONCILER_WORKTREES_PRECIOUS", ".env,[oops")],
+            &[],
+        );
+        match &err {
+            ConfigError::InvalidGlob {
+                key, glob, origin, ..
+            } => {
+                assert_eq!(key, "worktrees.precious");
+                assert_eq!(glob, "[oops");
+                assert_eq!(
+                    origin,
+                    &Origin::Env("BOO_RECONCILER_WORKTREES_PRECIOUS".to_owned())
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            err.to_string()
+                .starts_with("invalid glob \"[oops\" in worktrees.precious (from BOO_RECONCILER_WORKTREES_PRECIOUS): "),
+            "{err}"
+        );
+        let err = load_err(Some("[worktrees]\nprecious = [\".env\", \"\"]\n"), &[], &[]);
+        assert!(
+            matches!(&err, ConfigError::InvalidGlob { glob, .. } if glob.is_empty()),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_shadowed_bad_value_still_fails() {
+        let err = load_err(
+            Some("[loop]\ninterval = \"soon\"\n"),
+            &[],
+            &[("loop.interval", "30s")],
+        );
+        assert!(matches!(err, ConfigError::InvalidValue { .. }), "{err:?}");
+    }
+
+    // -- redact_url -------------------------------------------------------
+
+    #[test]
+    fn redact_url_cases() {
+        for (url, redacted) in [
+            ("postgres://u:secret@h/db", "postgres://u:***@h/db"),
+            (
+                "postgresql://u:secret@h:5432/db?sslmode=require",
+                "postgresql://u:***@h:5432/db?sslmode=require",
+            ),
+            ("postgres://u:p@ss/w?rd@h/db", "postgres://u:***@h/db"),
+            ("postgres://:secret@h/db", "postgres://:***@h/db"),
+            (
+                "postgres://h/db?user=u&password=secret&sslmode=require",
+                "postgres://h/db?user=u&password=***&sslmode=require",
+            ),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+            ("postgres://h:5432/db", "postgres://h:5432/db"),
+            ("sqlite://boo-reconciler.db", "sqlite://boo-reconciler.db"),
+            ("soon", "soon"),
+            ("", ""),
+        ] {
+            assert_eq!(redact_url(url), redacted, "{url}");
+        }
+    }
+
+    // -- precious globs ---------------------------------------------------
+
+    #[test]
+    fn precious_globs_match_env_files_at_any_depth() {
+        let set = defaults().precious_globs();
+        for path in [
+            ".env",
+            "a/.env",
+            "a/b/c/.env",
+            ".env.local",
+            "sub/.env.local",
+            ".env.production",
+            "/tmp/booworktrees/w1/.env",
+        ] {
+            assert!(set.is_match(path), "{path} should be precious");
+        }
+        for path in [
+            ".envrc",
+            "a/.envrc",
+            "env",
+            "x.env",
+            ".env/file",
+            "a/.env.d/file",
+            "README.md",
+        ] {
+            assert!(!set.is_match(path), "{path} should not be precious");
+        }
+    }
+
+    #[test]
+    fn precious_globs_with_a_slash_are_anchored_and_star_stays_in_one_directory() {
+        let mut c = defaults();
+        c.worktrees.precious = vec!["config/*.key".into(), "*.pem".into()];
+        let set = c.precious_globs();
+        assert!(set.is_match("config/a.key"));
+        assert!(!set.is_match("config/sub/a.key"), "* must not cross /");
+        assert!(!set.is_match("x/config/a.key"), "a glob with / is anchored");
+        assert!(set.is_match("a.pem"));
+        assert!(set.is_match("deep/dir/a.pem"));
     }
 }
 
