@@ -1812,8 +1812,3 @@ mod tests {
         assert!(set.is_match("deep/dir/a.pem"));
     }
 }
-
-/// The URL with its password hidden, for messages.
-pub fn redact_url(url: &str) -> String {
-    url.to_string()
-}

@@ -322,7 +322,10 @@ pub fn age(now: SystemTime, then: SystemTime) -> Duration {
 /// "4m ago", rounded to whole seconds so that reasons stay readable.
 pub fn ago(now: SystemTime, then: SystemTime) -> String {
     let secs = age(now, then).as_secs();
-    format!("{} ago", humantime::format_duration(Duration::from_secs(secs)))
+    format!(
+        "{} ago",
+        humantime::format_duration(Duration::from_secs(secs))
+    )
 }
 
 #[cfg(test)]

@@ -217,7 +217,9 @@ impl Executor {
             while let Some(done) = set.join_next().await {
                 let Ok((i, r)) = done else { continue };
                 if matches!(r.outcome, Outcome::Failed { .. } | Outcome::Deferred { .. }) {
-                    blocked.get_or_insert_with(|| format!("waiting on {}: {}", r.target, r.outcome.text()));
+                    blocked.get_or_insert_with(|| {
+                        format!("waiting on {}: {}", r.target, r.outcome.text())
+                    });
                 }
                 out.push((i, r));
             }
@@ -294,8 +296,12 @@ impl Executor {
     async fn record(&self, r: &ActionResult) {
         let text = r.outcome.text();
         match &r.outcome {
-            Outcome::Failed { .. } => tracing::warn!(action = r.action.name(), target = %r.target, reason = %r.action.reason, outcome = r.outcome.name(), "{text}"),
-            _ => tracing::info!(action = r.action.name(), target = %r.target, reason = %r.action.reason, outcome = r.outcome.name(), "{text}"),
+            Outcome::Failed { .. } => {
+                tracing::warn!(action = r.action.name(), target = %r.target, reason = %r.action.reason, outcome = r.outcome.name(), "{text}")
+            }
+            _ => {
+                tracing::info!(action = r.action.name(), target = %r.target, reason = %r.action.reason, outcome = r.outcome.name(), "{text}")
+            }
         }
         if matches!(r.outcome, Outcome::Deferred { .. }) {
             return;
@@ -343,7 +349,9 @@ impl Executor {
     ) -> Result<(Outcome, serde_json::Value), String> {
         let none = serde_json::Value::Null;
         match &action.kind {
-            ActionKind::RemoveWorktree { worktree } => self.remove_worktree(action, worktree, opts).await,
+            ActionKind::RemoveWorktree { worktree } => {
+                self.remove_worktree(action, worktree, opts).await
+            }
             ActionKind::MarkWorktreeRemoved { worktree_id, path } => {
                 if let Some(why) = self.owner_is_live(action).await? {
                     return Ok((Outcome::Skipped { why }, none));
@@ -399,7 +407,11 @@ impl Executor {
     /// `Some(why)` when the action's owner became live again since the plan.
     async fn owner_is_live(&self, action: &Action) -> Result<Option<String>, String> {
         if let Some(chat) = &action.owner.chat_id {
-            let st = self.store.chat_state(chat).await.map_err(|e| e.to_string())?;
+            let st = self
+                .store
+                .chat_state(chat)
+                .await
+                .map_err(|e| e.to_string())?;
             if st.is_live() {
                 return Ok(Some(format!("chat {chat} is live again")));
             }
@@ -483,9 +495,12 @@ impl Executor {
             return Ok((Outcome::Skipped { why }, none));
         }
         let (root, target, precious) = (self.root.clone(), wt.clone(), self.precious.clone());
-        let (outcome, detail) =
-            blocking(move || Ok(archive_and_remove(&root, &target, &precious, archive, &reasons)))
-                .await?;
+        let (outcome, detail) = blocking(move || {
+            Ok(archive_and_remove(
+                &root, &target, &precious, archive, &reasons,
+            ))
+        })
+        .await?;
         if matches!(outcome, Outcome::Done { .. }) {
             if let Some(id) = &wt.row_id {
                 self.store
@@ -557,7 +572,9 @@ fn archive_and_remove(
             Err(e) => {
                 return (
                     Outcome::Failed {
-                        error: format!("archiving before forced removal failed, nothing removed: {e}"),
+                        error: format!(
+                            "archiving before forced removal failed, nothing removed: {e}"
+                        ),
                     },
                     serde_json::Value::Object(detail),
                 )
@@ -612,7 +629,8 @@ fn prune_admin_entry(
         detail.insert("archive".into(), serde_json::json!(a));
         detail.insert("unreachable_commits".into(), serde_json::json!(unreachable));
     }
-    let n = git::admin::prune_for(&entry.repo_path, &entry.worktree_path).map_err(|e| e.to_string())?;
+    let n =
+        git::admin::prune_for(&entry.repo_path, &entry.worktree_path).map_err(|e| e.to_string())?;
     let note = match detail.get("archive") {
         Some(a) => format!(
             "{} commit(s) kept under {}; {n} admin entry pruned",

@@ -41,9 +41,10 @@ pub fn observe(root: &WorktreeRoot, rows: &[WorktreeRow]) -> Observed {
                 }
             }
         }
-        Err(err) => out
-            .errors
-            .push(format!("listing worktree root {}: {err}", root.path().display())),
+        Err(err) => out.errors.push(format!(
+            "listing worktree root {}: {err}",
+            root.path().display()
+        )),
     }
     out.dirs.sort_by(|a, b| a.name.cmp(&b.name));
 

@@ -207,7 +207,14 @@ fn open_session_without_any_chat_keeps_worktree_while_young() {
     f.session("s1", Status::Open, 0, 0).worktree("w1", "s1");
     // Created at t(0), now is t(3600): older than 10m, so released.
     assert_eq!(f.plan().actions.len(), 1);
-    f.desired.sessions.get_mut("s1").unwrap().session.as_mut().unwrap().created_at = t(3500);
+    f.desired
+        .sessions
+        .get_mut("s1")
+        .unwrap()
+        .session
+        .as_mut()
+        .unwrap()
+        .created_at = t(3500);
     assert!(f.plan().actions.is_empty());
 }
 
@@ -217,7 +224,10 @@ fn row_whose_directory_is_gone_is_marked_removed() {
     f.session("s1", Status::Archived, 0, 1)
         .row("w1", "s1", wt_path("w1"), WorktreeState::Active);
     let p = f.plan();
-    assert_eq!(names(&p), [("mark_worktree_removed", "worktree-row:w1".into())]);
+    assert_eq!(
+        names(&p),
+        [("mark_worktree_removed", "worktree-row:w1".into())]
+    );
     assert_eq!(
         p.actions[0].reason,
         "session s1 archived 4m ago; directory already gone"
@@ -226,12 +236,24 @@ fn row_whose_directory_is_gone_is_marked_removed() {
 
 #[test]
 fn row_path_outside_root_is_only_refused() {
-    for path in ["/etc", "/tmp/booworktrees/../../etc", "/tmp/booworktrees/a/b"] {
+    for path in [
+        "/etc",
+        "/tmp/booworktrees/../../etc",
+        "/tmp/booworktrees/a/b",
+    ] {
         let mut f = Fixture::new();
-        f.session("s1", Status::Archived, 0, 1)
-            .row("w1", "s1", PathBuf::from(path), WorktreeState::Active);
+        f.session("s1", Status::Archived, 0, 1).row(
+            "w1",
+            "s1",
+            PathBuf::from(path),
+            WorktreeState::Active,
+        );
         let p = f.plan();
-        assert_eq!(names(&p), [("refuse_path", "worktree-row:w1".into())], "{path}");
+        assert_eq!(
+            names(&p),
+            [("refuse_path", "worktree-row:w1".into())],
+            "{path}"
+        );
         assert!(!p.actions[0].is_destructive());
     }
 }
@@ -242,7 +264,10 @@ fn directory_named_by_a_refused_row_is_not_reaped_as_orphan() {
     f.session("s1", Status::Archived, 0, 1)
         .row("w1", "s1", "/etc".into(), WorktreeState::Active)
         .dir("w1", 0);
-    assert_eq!(names(&f.plan()), [("refuse_path", "worktree-row:w1".into())]);
+    assert_eq!(
+        names(&f.plan()),
+        [("refuse_path", "worktree-row:w1".into())]
+    );
 }
 
 #[test]
@@ -252,7 +277,10 @@ fn at_risk_worktree_of_live_session_is_marked_active_again() {
         .row("w1", "s1", wt_path("w1"), WorktreeState::AtRisk)
         .dir("w1", 0);
     let p = f.plan();
-    assert_eq!(names(&p), [("mark_worktree_active", "worktree-row:w1".into())]);
+    assert_eq!(
+        names(&p),
+        [("mark_worktree_active", "worktree-row:w1".into())]
+    );
     assert!(!p.actions[0].is_destructive());
 }
 
@@ -294,7 +322,8 @@ fn old_orphan_directory_is_removed_with_its_age() {
 #[test]
 fn symlink_or_file_under_root_is_never_planned() {
     let mut f = Fixture::new();
-    f.entry("link", 0, EntryKind::Symlink).entry("file", 0, EntryKind::File);
+    f.entry("link", 0, EntryKind::Symlink)
+        .entry("file", 0, EntryKind::File);
     let p = f.plan();
     assert!(p.actions.is_empty());
     assert_eq!(p.pending.len(), 2);
@@ -313,7 +342,10 @@ fn stale_admin_entry_is_pruned() {
     let p = f.plan();
     assert_eq!(
         names(&p),
-        [("prune_admin_entry", "admin-entry:/srv/repo/.git/worktrees/w9".into())]
+        [(
+            "prune_admin_entry",
+            "admin-entry:/srv/repo/.git/worktrees/w9".into()
+        )]
     );
     assert!(p.actions[0].is_destructive());
 }
@@ -351,7 +383,10 @@ fn chat_scope_takes_its_sessions_worktree_only() {
     );
     assert!(p.pending.is_empty());
     // An unknown chat scopes to nothing of the worktrees.
-    assert!(f.plan_scoped(&Scope::Chat("nope".into())).actions.is_empty());
+    assert!(f
+        .plan_scoped(&Scope::Chat("nope".into()))
+        .actions
+        .is_empty());
 }
 
 #[test]

@@ -283,9 +283,22 @@ impl Store {
         .map_err(|e| self.query_err("decoding agent_sessions", e))?;
         rows.into_iter()
             .map(
-                |(id, chat_id, session_id, agent, backend, agent_session_id, worktree_id, pid, start, created)| {
+                |(
+                    id,
+                    chat_id,
+                    session_id,
+                    agent,
+                    backend,
+                    agent_session_id,
+                    worktree_id,
+                    pid,
+                    start,
+                    created,
+                )| {
                     let backend = Backend::parse(&backend).ok_or_else(|| {
-                        self.contract(format!("agent_sessions {id} has unknown backend {backend:?}"))
+                        self.contract(format!(
+                            "agent_sessions {id} has unknown backend {backend:?}"
+                        ))
                     })?;
                     Ok(AgentSessionRow {
                         id,
@@ -532,7 +545,8 @@ impl Store {
     }
 
     fn status(&self, s: &str, what: &str, id: &str) -> Result<Status, StoreError> {
-        Status::parse(s).ok_or_else(|| self.contract(format!("{what} {id} has unknown status {s:?}")))
+        Status::parse(s)
+            .ok_or_else(|| self.contract(format!("{what} {id} has unknown status {s:?}")))
     }
 }
 

@@ -41,12 +41,14 @@ pub static POSTGRES: Dialect = Dialect {
              count(*) AS total_chats, \
              EXTRACT(EPOCH FROM max(updated_at))::float8 AS last_chat_change \
              FROM chats WHERE session_id = ids.id) c ON true",
-    worktrees_naming: "SELECT id FROM worktrees WHERE (path = $1 OR id = $2) AND state <> 'removed'",
+    worktrees_naming:
+        "SELECT id FROM worktrees WHERE (path = $1 OR id = $2) AND state <> 'removed'",
     mark_at_risk: "UPDATE worktrees SET state = 'at_risk', at_risk_reasons = $2::jsonb \
          WHERE id = $1 AND state <> 'removed'",
     mark_active: "UPDATE worktrees SET state = 'active', at_risk_reasons = NULL \
          WHERE id = $1 AND state = 'at_risk'",
-    mark_removed: "UPDATE worktrees SET state = 'removed', removed_at = now(), at_risk_reasons = NULL \
+    mark_removed:
+        "UPDATE worktrees SET state = 'removed', removed_at = now(), at_risk_reasons = NULL \
          WHERE id = $1 AND state <> 'removed'",
     close_agent_row: "UPDATE agent_sessions SET status = 'closed', closed_at = now() \
          WHERE id = $1 AND status = 'open'",
