@@ -7,12 +7,15 @@
 //! interval and on demand.
 
 pub mod act;
+pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod controller;
 pub mod git;
 pub mod model;
 pub mod observe;
 pub mod plan;
+pub mod report;
 pub mod risk;
 pub mod root;
 pub mod store;

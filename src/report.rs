@@ -153,9 +153,7 @@ impl PassReport {
                 Outcome::Done { note } if !note.is_empty() => {
                     let _ = writeln!(s, "      {note}");
                 }
-                Outcome::Skipped { why }
-                | Outcome::Deferred { why }
-                | Outcome::Refused { why } => {
+                Outcome::Skipped { why } | Outcome::Deferred { why } | Outcome::Refused { why } => {
                     let _ = writeln!(s, "      {why}");
                 }
                 Outcome::Failed { error } => {

@@ -99,7 +99,7 @@ pub struct ActionResult {
 }
 
 /// Per-run choices.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RunOptions {
     /// Archive, then remove, worktrees that are at risk.
     pub force: bool,

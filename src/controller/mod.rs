@@ -1,1 +1,260 @@
-//! Loop.
+//! The control loop: one pass = read desired state, observe actual state,
+//! plan, act, report. Passes run on an interval with jitter, and on demand.
+//!
+//! # Guarantees
+//! - A pass needs no memory of earlier passes: restarted anywhere, the next
+//!   pass converges (the backoff of failing targets is the only state kept,
+//!   and losing it only means an earlier retry).
+//! - A pass is bounded by `loop.pass_timeout`: when it runs out, no new
+//!   action starts and the pass ends once the actions in flight finish.
+//! - Once cancelled (SIGINT/SIGTERM), the loop starts no new pass and no new
+//!   action; the actions in flight finish.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::act::{ActionResult, Executor, RunOptions};
+use crate::config::Config;
+use crate::observe;
+use crate::plan::{self, Plan, Policy, Scope};
+use crate::report::{Observed, PassReport};
+use crate::root::WorktreeRoot;
+use crate::store::{Interest, Store};
+
+/// Why a pass ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    Startup,
+    Interval,
+    Nudge,
+    Notification,
+    Command,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Startup => "startup",
+            Trigger::Interval => "interval",
+            Trigger::Nudge => "nudge",
+            Trigger::Notification => "notification",
+            Trigger::Command => "command",
+        }
+    }
+}
+
+/// Plan only, or plan and act.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Write nothing: not the database, not the disk, not the audit table.
+    DryRun,
+    Act(RunOptions),
+}
+
+/// The controller of one host.
+pub struct Controller {
+    pub config: Config,
+    pub store: Store,
+    pub root: WorktreeRoot,
+    executor: Arc<Executor>,
+    policy: Policy,
+}
+
+impl Controller {
+    pub fn new(config: Config, store: Store, root: WorktreeRoot) -> Controller {
+        let executor = Arc::new(Executor::new(
+            store.clone(),
+            root.clone(),
+            config.host.id.clone(),
+            config.precious_globs(),
+            config.worktrees.orphan_min_age,
+            config.r#loop.max_parallel_actions,
+        ));
+        let policy = Policy {
+            worktree_orphan_min_age: config.worktrees.orphan_min_age,
+        };
+        Controller {
+            config,
+            store,
+            root,
+            executor,
+            policy,
+        }
+    }
+
+    pub fn executor(&self) -> &Arc<Executor> {
+        &self.executor
+    }
+
+    /// Reads both states and plans, writing nothing.
+    pub async fn plan(
+        &self,
+        scope: &Scope,
+        errors: &mut Vec<String>,
+    ) -> Result<(Plan, Observed), crate::store::StoreError> {
+        let mut interest = Interest::default();
+        match scope {
+            Scope::Host => {}
+            Scope::Chat(id) => {
+                interest.chats = BTreeSet::from([id.clone()]);
+            }
+            Scope::Session(id) => {
+                interest.sessions = BTreeSet::from([id.clone()]);
+            }
+        }
+        let desired = self
+            .store
+            .desired_state(&self.config.host.id, &interest)
+            .await?;
+        let observed = {
+            let root = self.root.clone();
+            let rows = desired.worktrees.clone();
+            tokio::task::spawn_blocking(move || observe::worktrees::observe(&root, &rows))
+                .await
+                .unwrap_or_else(|e| observe::worktrees::Observed {
+                    errors: vec![format!("observing worktrees failed: {e}")],
+                    ..Default::default()
+                })
+        };
+        errors.extend(observed.errors);
+        let counts = Observed {
+            worktree_rows: desired.worktrees.len(),
+            agent_rows: desired.agent_sessions.len(),
+            root_entries: observed.dirs.len(),
+            stale_admin_entries: observed.stale_admin_entries.len(),
+        };
+        let actual = crate::model::ActualState {
+            dirs: observed.dirs,
+            stale_admin_entries: observed.stale_admin_entries,
+            row_paths: observed.row_paths.into_iter().collect(),
+        };
+        let plan = plan::plan(&desired, &actual, &self.policy, SystemTime::now(), scope);
+        Ok((plan, counts))
+    }
+
+    /// One pass over `scope`.
+    pub async fn pass(
+        &self,
+        scope: Scope,
+        mode: Mode,
+        trigger: Trigger,
+        cancel: &CancellationToken,
+    ) -> PassReport {
+        let started_at = SystemTime::now();
+        let t0 = Instant::now();
+        let mut errors = Vec::new();
+        let (plan, observed) = match self.plan(&scope, &mut errors).await {
+            Ok(p) => p,
+            Err(e) => {
+                errors.push(e.to_string());
+                (Plan::default(), Observed::default())
+            }
+        };
+        let (planned, results) = match mode {
+            Mode::DryRun => (plan.actions.clone(), Vec::new()),
+            Mode::Act(opts) => (Vec::new(), self.act(&plan, opts, cancel).await),
+        };
+        let mut report = PassReport {
+            trigger: trigger.as_str().into(),
+            scope,
+            dry_run: mode == Mode::DryRun,
+            force: matches!(mode, Mode::Act(o) if o.force),
+            started_at,
+            duration_ms: t0.elapsed().as_millis() as u64,
+            observed,
+            planned,
+            results,
+            pending: plan.pending,
+            at_risk: Vec::new(),
+            errors,
+        };
+        report.collect_at_risk();
+        report
+    }
+
+    /// Executes a plan within the pass timeout: when time runs out, no new
+    /// action starts and the ones in flight are waited for.
+    async fn act(
+        &self,
+        plan: &Plan,
+        opts: RunOptions,
+        cancel: &CancellationToken,
+    ) -> Vec<ActionResult> {
+        let stop = cancel.child_token();
+        let run = self.executor.execute(plan, opts, &stop);
+        tokio::pin!(run);
+        tokio::select! {
+            r = &mut run => r,
+            _ = tokio::time::sleep(self.config.r#loop.pass_timeout) => {
+                tracing::warn!(timeout = %humantime::format_duration(self.config.r#loop.pass_timeout),
+                    "pass timed out: no new actions, waiting for those in flight");
+                stop.cancel();
+                run.await
+            }
+        }
+    }
+
+    /// Runs passes until `cancel` fires: one at start, then one every
+    /// `loop.interval` plus a random jitter.
+    pub async fn run(&self, cancel: CancellationToken) {
+        let mut trigger = Trigger::Startup;
+        loop {
+            let report = self
+                .pass(
+                    Scope::Host,
+                    Mode::Act(RunOptions::default()),
+                    trigger,
+                    &cancel,
+                )
+                .await;
+            log_summary(&report);
+            let delay = self.next_delay();
+            tracing::debug!(next_in = %humantime::format_duration(delay), "waiting for next pass");
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            trigger = Trigger::Interval;
+        }
+        tracing::info!("stopped");
+    }
+
+    fn next_delay(&self) -> Duration {
+        let l = &self.config.r#loop;
+        let jitter_ms = l.jitter.as_millis() as u64;
+        let extra = if jitter_ms == 0 {
+            0
+        } else {
+            fastrand::u64(0..jitter_ms)
+        };
+        l.interval + Duration::from_millis(extra)
+    }
+}
+
+fn log_summary(r: &PassReport) {
+    let counts = r.results.iter().fold(
+        std::collections::BTreeMap::<&str, usize>::new(),
+        |mut m, x| {
+            *m.entry(x.outcome.name()).or_default() += 1;
+            m
+        },
+    );
+    tracing::info!(
+        trigger = %r.trigger,
+        duration_ms = r.duration_ms,
+        actions = r.results.len(),
+        outcomes = ?counts,
+        at_risk = r.at_risk.len(),
+        pending = r.pending.len(),
+        errors = r.errors.len(),
+        "pass finished"
+    );
+    for e in &r.errors {
+        tracing::error!("{e}");
+    }
+}

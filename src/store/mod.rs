@@ -102,6 +102,11 @@ pub struct Interest {
 impl Store {
     /// Connects to `sqlite://PATH` (created if missing) or `postgres://…`.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Store::open(url, true).await
+    }
+
+    /// Connects; a missing SQLite file is created only when `create`.
+    pub async fn open(url: &str, create: bool) -> Result<Store, StoreError> {
         let shown = redact_url(url);
         let connect = |source| StoreError::Connect {
             url: shown.clone(),
@@ -110,7 +115,7 @@ impl Store {
         let pool = if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)
                 .map_err(connect)?
-                .create_if_missing(true)
+                .create_if_missing(create)
                 .journal_mode(SqliteJournalMode::Wal)
                 // The orchestrator may write while a pass reads.
                 .busy_timeout(Duration::from_secs(5));

@@ -1,0 +1,123 @@
+//! The command line: every flag documented once, here.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Reconciles agent chats with what the host runs: stops the agent
+/// processes, closes the opencode sessions and removes the git worktrees of
+/// chats and sessions that are no longer live, without ever losing work.
+#[derive(Debug, Parser)]
+#[command(name = "boo-reconciler", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Configuration file [default: ./config/boo-reconciler.toml if present]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Log format on standard error
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+
+    /// Sets database.url (sqlite://PATH or postgres://…)
+    #[arg(long, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
+
+    /// Sets host.id
+    #[arg(long, global = true, value_name = "ID")]
+    pub host_id: Option<String>,
+
+    /// Sets worktrees.root
+    #[arg(long, global = true, value_name = "DIR")]
+    pub worktree_root: Option<String>,
+
+    /// Sets any setting, as section.key=value (repeatable; wins over the
+    /// environment and the file)
+    #[arg(long = "set", global = true, value_name = "SECTION.KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the controller: a pass every loop.interval until SIGINT/SIGTERM.
+    Run,
+    /// Run one pass now and print what it did.
+    ///
+    /// Exit codes: 0 converged, 3 converged except worktrees kept at risk,
+    /// 1 error, 2 bad usage or configuration.
+    Once {
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// Archive, then remove, worktrees kept at risk (never for mount
+        /// points or worktrees in use)
+        #[arg(long)]
+        force: bool,
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print what a pass would do, with reasons; writes nothing.
+    Plan {
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// Print the plan as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply the database migrations and exit.
+    Migrate,
+}
+
+#[derive(Debug, Args)]
+#[group(multiple = false)]
+pub struct ScopeArgs {
+    /// Only this chat (and its session's worktree if it was the last live chat)
+    #[arg(long, value_name = "ID")]
+    pub chat: Option<String>,
+    /// Only this session's chats and worktree
+    #[arg(long, value_name = "ID")]
+    pub session: Option<String>,
+}
+
+impl Global {
+    /// The command-line settings as `section.key` overrides, or the
+    /// malformed `--set` argument.
+    pub fn overrides(&self) -> Result<Vec<(String, String)>, String> {
+        let mut out = Vec::new();
+        let named = [
+            ("database.url", &self.database_url),
+            ("host.id", &self.host_id),
+            ("worktrees.root", &self.worktree_root),
+        ];
+        for (key, value) in named {
+            if let Some(v) = value {
+                out.push((key.to_string(), v.clone()));
+            }
+        }
+        for s in &self.set {
+            match s.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => {
+                    out.push((k.trim().to_string(), v.to_string()))
+                }
+                _ => return Err(format!(
+                    "invalid --set {s:?}: expected SECTION.KEY=VALUE, e.g. --set loop.interval=10s"
+                )),
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,140 @@
+//! What each subcommand does, given a loaded configuration.
+
+use tokio_util::sync::CancellationToken;
+
+use crate::act::RunOptions;
+use crate::cli::{Command, ScopeArgs};
+use crate::config::Config;
+use crate::controller::{Controller, Mode, Trigger};
+use crate::plan::Scope;
+use crate::report::PassReport;
+use crate::root::WorktreeRoot;
+use crate::store::Store;
+
+/// How a command failed: bad usage/configuration (exit 2) or at run time
+/// (exit 1).
+#[derive(Debug)]
+pub enum Error {
+    Usage(String),
+    Runtime(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Error {
+    fn from(e: E) -> Error {
+        Error::Runtime(e.into())
+    }
+}
+
+/// Runs `command`; returns the exit code.
+pub async fn dispatch(command: Command, config: Config) -> Result<u8, Error> {
+    match command {
+        Command::Migrate => {
+            let store = Store::connect(&config.database.url).await?;
+            store.migrate().await?;
+            println!("migrations applied to {}", store.url());
+            Ok(0)
+        }
+        Command::Plan { scope, json } => {
+            let root = prepare_root(&config)?;
+            // Plan writes nothing, so it neither creates nor migrates the
+            // database.
+            let store = Store::open(&config.database.url, false).await?;
+            let controller = Controller::new(config, store, root);
+            let report = controller
+                .pass(
+                    scope_of(&scope),
+                    Mode::DryRun,
+                    Trigger::Command,
+                    &CancellationToken::new(),
+                )
+                .await;
+            print_report(&report, json)?;
+            Ok(report.exit_code())
+        }
+        Command::Once { scope, force, json } => {
+            let controller = start(config).await?;
+            let cancel = CancellationToken::new();
+            let stop = shutdown_on_signal(cancel.clone());
+            let report = controller
+                .pass(
+                    scope_of(&scope),
+                    Mode::Act(RunOptions { force }),
+                    Trigger::Command,
+                    &cancel,
+                )
+                .await;
+            stop.abort();
+            print_report(&report, json)?;
+            Ok(report.exit_code())
+        }
+        Command::Run => {
+            let controller = start(config).await?;
+            let cancel = CancellationToken::new();
+            let _stop = shutdown_on_signal(cancel.clone());
+            tracing::info!(
+                host = %controller.config.host.id,
+                database = %controller.store.url(),
+                root = %controller.root.path().display(),
+                interval = %humantime::format_duration(controller.config.r#loop.interval),
+                "controller started"
+            );
+            controller.run(cancel).await;
+            Ok(0)
+        }
+    }
+}
+
+/// Validates the root, connects, and migrates when `database.auto_migrate`.
+async fn start(config: Config) -> Result<Controller, Error> {
+    let root = prepare_root(&config)?;
+    let store = Store::connect(&config.database.url).await?;
+    if config.database.auto_migrate {
+        store.migrate().await?;
+    }
+    Ok(Controller::new(config, store, root))
+}
+
+fn prepare_root(config: &Config) -> Result<WorktreeRoot, Error> {
+    WorktreeRoot::prepare(&config.worktrees.root).map_err(|e| {
+        Error::Usage(format!(
+            "{e} (set worktrees.root to a dedicated directory such as /tmp/booworktrees)"
+        ))
+    })
+}
+
+fn scope_of(args: &ScopeArgs) -> Scope {
+    match (&args.chat, &args.session) {
+        (Some(c), _) => Scope::Chat(c.clone()),
+        (None, Some(s)) => Scope::Session(s.clone()),
+        (None, None) => Scope::Host,
+    }
+}
+
+fn print_report(report: &PassReport, json: bool) -> Result<(), Error> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(())
+}
+
+/// Cancels `token` on SIGINT or SIGTERM: no new action starts, the ones in
+/// flight finish.
+fn shutdown_on_signal(token: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping after the actions in flight"),
+            _ = term.recv() => tracing::info!("SIGTERM: stopping after the actions in flight"),
+        }
+        token.cancel();
+    })
+}
