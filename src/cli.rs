@@ -113,9 +113,11 @@ impl Global {
                 Some((k, v)) if !k.trim().is_empty() => {
                     out.push((k.trim().to_string(), v.to_string()))
                 }
-                _ => return Err(format!(
+                _ => {
+                    return Err(format!(
                     "invalid --set {s:?}: expected SECTION.KEY=VALUE, e.g. --set loop.interval=10s"
-                )),
+                ))
+                }
             }
         }
         Ok(out)

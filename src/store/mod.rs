@@ -549,6 +549,22 @@ impl Store {
             .map_err(|e| self.query_err("executing statement", e))
     }
 
+    /// Runs a query and returns every column of every row as text (for
+    /// tests and fixtures).
+    pub async fn query_strings(
+        &self,
+        statement: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, StoreError> {
+        with_pool!(self, p => {
+            sqlx::query(statement).fetch_all(p).await.and_then(|rows| {
+                rows.into_iter()
+                    .map(|r| (0..r.len()).map(|i| r.try_get::<Option<String>, _>(i)).collect())
+                    .collect()
+            })
+        })
+        .map_err(|e| self.query_err("running query", e))
+    }
+
     fn status(&self, s: &str, what: &str, id: &str) -> Result<Status, StoreError> {
         Status::parse(s)
             .ok_or_else(|| self.contract(format!("{what} {id} has unknown status {s:?}")))

@@ -1,0 +1,300 @@
+//! Worktree teardown end to end: real repositories and worktrees, a real
+//! database of each kind, the controller's own pass.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::sync::Arc;
+use std::time::Duration;
+
+use boo_reconciler::act::{Outcome, RunOptions};
+use boo_reconciler::plan::Scope;
+use boo_reconciler::report::exit;
+use common::{git, git_ok, Db, World};
+use tokio_util::sync::CancellationToken;
+
+both_databases!(
+    clean_worktree_of_archived_session_is_removed_and_its_branch_survives,
+    dirty_worktree_is_kept_at_risk_and_forced_removal_archives_it,
+    symlink_inside_worktree_to_file_outside_root_survives_removal,
+    untrusted_row_paths_are_refused_and_nothing_outside_is_touched,
+    session_reopened_between_plan_and_act_keeps_its_worktree,
+    orphan_directory_is_reaped_only_when_old_and_clean,
+    second_pass_after_convergence_does_nothing_and_plan_writes_nothing,
+    worktree_of_live_session_survives,
+);
+
+async fn clean_worktree_of_archived_session_is_removed_and_its_branch_survives(db: Db) {
+    let w = World::new(db).await;
+    w.session("s1", "archived").await;
+    w.chat("c1", "s1", "archived").await;
+    let path = w.worktree("w1", "s1").await;
+    // A commit on the branch, reachable from the branch only.
+    fs::write(path.join("work.txt"), "done\n").unwrap();
+    git(&path, &["add", "work.txt"]);
+    git(&path, &["commit", "-q", "-m", "work"]);
+    let tip = git(&path, &["rev-parse", "HEAD"]);
+
+    let report = w.once(Scope::Host, false).await;
+    assert_eq!(report.exit_code(), exit::AT_RISK, "{}", report.render());
+    // The branch's commit is reachable from the branch itself, which is
+    // never deleted: but it is reachable from no *other* ref, so it is work.
+    assert!(path.exists());
+
+    // Merge it into main: now the worktree is clean and may go.
+    git(&w.repo, &["merge", "-q", "--ff-only", "boo/w1"]);
+    let report = w.once(Scope::Host, false).await;
+    assert_eq!(report.exit_code(), exit::CONVERGED, "{}", report.render());
+    assert!(!path.exists(), "worktree directory removed");
+    assert_eq!(w.row_state("w1").await.0, "removed");
+    assert_eq!(git(&w.repo, &["rev-parse", "boo/w1"]), tip, "branch kept");
+    assert!(git_ok(&w.repo, &["cat-file", "-e", &tip]));
+    assert!(
+        !git(&w.repo, &["worktree", "list"]).contains("w1"),
+        "admin entry pruned"
+    );
+    let audit = w.audit().await;
+    assert!(audit.iter().any(|a| a.action == "remove_worktree"
+        && a.outcome == "done"
+        && a.session_id.as_deref() == Some("s1")
+        && a.reason.contains("session s1 archived")));
+}
+
+async fn worktree_of_live_session_survives(db: Db) {
+    let w = World::new(db).await;
+    w.session("s1", "open").await;
+    w.chat("c1", "s1", "open").await;
+    w.chat("c2", "s1", "archived").await;
+    let path = w.worktree("w1", "s1").await;
+    let report = w.once(Scope::Host, true).await;
+    assert!(report.results.is_empty(), "{}", report.render());
+    assert!(path.exists());
+    assert_eq!(w.row_state("w1").await.0, "active");
+}
+
+async fn dirty_worktree_is_kept_at_risk_and_forced_removal_archives_it(db: Db) {
+    let w = World::new(db).await;
+    w.session("s1", "archived").await;
+    let path = w.worktree("w1", "s1").await;
+    fs::write(path.join("README.md"), "changed\n").unwrap();
+    fs::write(path.join("new.txt"), "untracked\n").unwrap();
+    fs::write(path.join(".env"), "SECRET=1\n").unwrap();
+    fs::create_dir_all(path.join("target")).unwrap();
+    fs::write(path.join("target/out.o"), "build output").unwrap();
+    fs::write(path.join("run.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    fs::set_permissions(path.join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    symlink("README.md", path.join("link")).unwrap();
+
+    let report = w.once(Scope::Host, false).await;
+    assert_eq!(report.exit_code(), exit::AT_RISK, "{}", report.render());
+    assert!(path.exists());
+    let (state, reasons) = w.row_state("w1").await;
+    assert_eq!(state, "at_risk");
+    let reasons = reasons.unwrap();
+    for kind in ["unstaged", "untracked", "precious_ignored"] {
+        assert!(reasons.contains(kind), "{kind} in {reasons}");
+    }
+    assert!(
+        !reasons.contains("target/out.o"),
+        "build output is not work"
+    );
+    assert_eq!(report.at_risk.len(), 1);
+
+    // Reported again on the next pass, but recorded in the audit only once.
+    let again = w.once(Scope::Host, false).await;
+    assert_eq!(again.at_risk.len(), 1);
+    let kept = w
+        .audit()
+        .await
+        .into_iter()
+        .filter(|a| a.outcome == "kept_at_risk")
+        .count();
+    assert_eq!(kept, 1);
+
+    let report = w.once(Scope::Host, true).await;
+    assert_eq!(report.exit_code(), exit::CONVERGED, "{}", report.render());
+    assert!(!path.exists());
+    assert_eq!(w.row_state("w1").await.0, "removed");
+    let archive = report.results[0].detail["archive"]["reference"]
+        .as_str()
+        .expect("archive ref in the result")
+        .to_string();
+    assert!(archive.starts_with("refs/boo/archive/w1/"), "{archive}");
+
+    // Bring it back as the README says, and compare.
+    let restored = w.tmp.path().join("restored");
+    git(
+        &w.repo,
+        &[
+            "worktree",
+            "add",
+            "-q",
+            "--detach",
+            restored.to_str().unwrap(),
+            &format!("{archive}^1"),
+        ],
+    );
+    git(&restored, &["stash", "apply", "--index", &archive]);
+    assert_eq!(
+        fs::read_to_string(restored.join("README.md")).unwrap(),
+        "changed\n"
+    );
+    assert_eq!(
+        fs::read_to_string(restored.join("new.txt")).unwrap(),
+        "untracked\n"
+    );
+    assert_eq!(
+        fs::read_to_string(restored.join(".env")).unwrap(),
+        "SECRET=1\n"
+    );
+    let mode = fs::metadata(restored.join("run.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o111, 0o111, "executable bit restored");
+    assert_eq!(
+        fs::read_link(restored.join("link")).unwrap().to_str(),
+        Some("README.md")
+    );
+    git(&w.repo, &["gc", "-q", "--prune=now"]);
+    assert!(git_ok(&w.repo, &["cat-file", "-e", &archive]));
+}
+
+async fn symlink_inside_worktree_to_file_outside_root_survives_removal(db: Db) {
+    let w = World::new(db).await;
+    w.session("s1", "deleted").await;
+    let path = w.worktree("w1", "s1").await;
+    let precious = w.outside.join("precious.txt");
+    fs::write(&precious, "keep me\n").unwrap();
+    let outside_dir = w.outside.join("dir");
+    fs::create_dir(&outside_dir).unwrap();
+    fs::write(outside_dir.join("inner.txt"), "keep me too\n").unwrap();
+    // Ignored, so the worktree is otherwise clean.
+    fs::create_dir_all(path.join("target")).unwrap();
+    symlink(&precious, path.join("target/link-to-file")).unwrap();
+    symlink(&outside_dir, path.join("target/link-to-dir")).unwrap();
+
+    let report = w.once(Scope::Host, false).await;
+    assert_eq!(report.exit_code(), exit::CONVERGED, "{}", report.render());
+    assert!(!path.exists());
+    assert_eq!(fs::read_to_string(&precious).unwrap(), "keep me\n");
+    assert_eq!(
+        fs::read_to_string(outside_dir.join("inner.txt")).unwrap(),
+        "keep me too\n"
+    );
+}
+
+async fn untrusted_row_paths_are_refused_and_nothing_outside_is_touched(db: Db) {
+    let w = World::new(db).await;
+    w.session("s1", "archived").await;
+    // A victim directory outside the root, reachable three ways.
+    let victim = w.outside.join("victim");
+    fs::create_dir(&victim).unwrap();
+    fs::write(victim.join("data"), "x").unwrap();
+    let dotdot = format!("{}/../outside/victim", w.root.display());
+    w.worktree_row("w-dotdot", "s1", &dotdot).await;
+    w.worktree_row("w-abs", "s1", victim.to_str().unwrap())
+        .await;
+    w.worktree_row("w-etc", "s1", "/etc").await;
+    symlink(&victim, w.root.join("w-link")).unwrap();
+    w.worktree_row("w-link", "s1", w.root.join("w-link").to_str().unwrap())
+        .await;
+
+    let report = w.once(Scope::Host, true).await;
+    assert_eq!(report.exit_code(), exit::ERROR, "{}", report.render());
+    let refused: Vec<_> = report
+        .results
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Refused { .. }))
+        .map(|r| r.target.clone())
+        .collect();
+    assert_eq!(refused.len(), 4, "{}", report.render());
+    assert_eq!(fs::read_to_string(victim.join("data")).unwrap(), "x");
+    assert!(std::path::Path::new("/etc/passwd").exists());
+    assert!(
+        w.root.join("w-link").is_symlink(),
+        "the link itself is left too"
+    );
+    let audit = w.audit().await;
+    for id in ["w-dotdot", "w-abs", "w-etc", "w-link"] {
+        assert!(
+            audit
+                .iter()
+                .any(|a| a.outcome == "refused" && a.target == format!("worktree-row:{id}")),
+            "audit record for {id}"
+        );
+        assert_eq!(w.row_state(id).await.0, "active", "{id} row untouched");
+    }
+}
+
+async fn session_reopened_between_plan_and_act_keeps_its_worktree(db: Db) {
+    let w = World::new(db).await;
+    w.session("s1", "archived").await;
+    w.chat("c1", "s1", "archived").await;
+    let path = w.worktree("w1", "s1").await;
+    let controller = w.controller();
+    let mut errors = Vec::new();
+    let (plan, _) = controller.plan(&Scope::Host, &mut errors).await.unwrap();
+    assert_eq!(plan.actions.len(), 1);
+
+    w.sql("UPDATE sessions SET status = 'open' WHERE id = 's1'")
+        .await;
+    w.sql("UPDATE chats SET status = 'open' WHERE id = 'c1'")
+        .await;
+    let results = Arc::clone(controller.executor())
+        .execute(&plan, RunOptions { force: true }, &CancellationToken::new())
+        .await;
+    assert!(
+        matches!(&results[0].outcome, Outcome::Skipped { why } if why.contains("live again")),
+        "{:?}",
+        results[0].outcome
+    );
+    assert!(path.join("README.md").exists());
+    assert_eq!(w.row_state("w1").await.0, "active");
+}
+
+async fn orphan_directory_is_reaped_only_when_old_and_clean(db: Db) {
+    let mut w = World::new(db).await;
+    // Worktrees with no row at all.
+    let clean = w.add_worktree("orphan-clean");
+    let dirty = w.add_worktree("orphan-dirty");
+    fs::write(dirty.join("notes.txt"), "unsaved\n").unwrap();
+    let plain = w.root.join("orphan-plain");
+    fs::create_dir(&plain).unwrap();
+
+    let report = w.once(Scope::Host, false).await;
+    assert!(report.results.is_empty(), "{}", report.render());
+    assert_eq!(report.pending.len(), 3);
+    assert!(clean.exists() && dirty.exists() && plain.exists());
+
+    w.orphan_min_age = Duration::ZERO;
+    let report = w.once(Scope::Host, false).await;
+    assert_eq!(report.exit_code(), exit::AT_RISK, "{}", report.render());
+    assert!(!clean.exists(), "old clean orphan removed");
+    assert!(!plain.exists(), "old empty directory removed");
+    assert!(dirty.join("notes.txt").exists(), "old dirty orphan kept");
+    assert_eq!(report.at_risk.len(), 1);
+    assert!(!git(&w.repo, &["worktree", "list"]).contains("orphan-clean"));
+}
+
+async fn second_pass_after_convergence_does_nothing_and_plan_writes_nothing(db: Db) {
+    let w = World::new(db).await;
+    w.session("s1", "archived").await;
+    let path = w.worktree("w1", "s1").await;
+
+    let before_audit = w.audit().await.len();
+    let plan = w.plan().await;
+    assert_eq!(plan.planned.len(), 1, "{}", plan.render());
+    assert!(path.exists(), "plan removed nothing");
+    assert_eq!(w.row_state("w1").await.0, "active");
+    assert_eq!(w.audit().await.len(), before_audit, "plan wrote no audit");
+
+    let first = w.once(Scope::Host, false).await;
+    assert_eq!(first.exit_code(), exit::CONVERGED, "{}", first.render());
+    let audit_after_first = w.audit().await.len();
+    let second = w.once(Scope::Host, false).await;
+    assert!(second.results.is_empty(), "{}", second.render());
+    assert_eq!(second.exit_code(), exit::CONVERGED);
+    assert_eq!(w.audit().await.len(), audit_after_first);
+}
