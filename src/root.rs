@@ -1,8 +1,23 @@
 //! The worktree root: the one directory the controller may delete in.
 //! Paths from the database are untrusted; this module decides whether one
 //! names an entry of the root.
+//!
+//! Two rules of DESIGN.md live here and in [`crate::act::remove`]: "never act
+//! outside the root" and "symlinks are never followed when deleting".
+//!
+//! - [`WorktreeRoot::prepare`] refuses a root whose entries must never be
+//!   deleted (`/`, a home directory or an ancestor of one, a system
+//!   directory such as `/tmp` or `/etc`), a root that is itself a symlink,
+//!   and anything that is not a directory.
+//! - [`WorktreeRoot::check`] accepts an untrusted path only when, after
+//!   *lexical* normalization, it names a direct child of the root
+//!   (`<root>/<worktree id>`) that is not a symlink.
 
-use std::path::{Path, PathBuf};
+use std::ffi::OsStr;
+use std::fs::{self, Metadata};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
 
 use crate::model::PathCheck;
 
@@ -21,24 +36,673 @@ pub enum RootError {
 /// A validated worktree root.
 #[derive(Clone, Debug)]
 pub struct WorktreeRoot {
+    /// The canonical path (no symlink, no `.` or `..` anywhere).
     path: PathBuf,
+    /// The path as configured, made absolute and lexically normalized. It
+    /// names the same directory as `path` (checked by `prepare`), and is
+    /// accepted as an alias of it by `check`.
+    configured: PathBuf,
+    /// `st_dev` of the root directory.
+    dev: u64,
+    /// `st_ino` of the root directory: with `dev`, detects a root that was
+    /// replaced after `prepare`.
+    ino: u64,
 }
+
+/// Directories that are never a worktree root: every entry of a root is a
+/// deletion candidate, so a shared directory such as `/tmp` would offer
+/// other users' files. A dedicated directory below them (`/tmp/booworktrees`)
+/// is fine.
+const SYSTEM_DIRS: &[&str] = &[
+    "/bin",
+    "/boot",
+    "/dev",
+    "/dev/shm",
+    "/etc",
+    "/home",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/media",
+    "/mnt",
+    "/opt",
+    "/proc",
+    "/root",
+    "/run",
+    "/run/user",
+    "/sbin",
+    "/srv",
+    "/sys",
+    "/tmp",
+    "/usr",
+    "/usr/local",
+    "/var",
+    "/var/cache",
+    "/var/lib",
+    "/var/log",
+    "/var/tmp",
+];
 
 impl WorktreeRoot {
     /// Creates the root if missing and refuses `/`, a home directory, a
     /// symlink, or anything that is not a directory.
+    ///
+    /// In detail, the root is refused when it
+    /// - is empty, or is `/`;
+    /// - is a system directory (`/tmp`, `/etc`, `/var`, … see `SYSTEM_DIRS`);
+    /// - is a home directory — the current `$HOME`, `/root`, `/home`, or any
+    ///   home directory listed in `/etc/passwd` — or an ancestor of one;
+    /// - is itself a symlink (checked with `symlink_metadata` before anything
+    ///   is canonicalized). Symlinks among its *ancestors* are accepted
+    ///   (`/tmp` may be a symlink on some systems); the canonical path is kept;
+    /// - exists and is not a directory;
+    /// - contains a `..` whose lexical reading (drop the previous component)
+    ///   differs from the kernel's (`x/..` where `x` is a symlink), because
+    ///   then the configured form and the canonical form would name two
+    ///   different directories.
+    ///
+    /// A relative path is accepted and resolved against the current
+    /// directory. The checks run on the configured form before anything is
+    /// created and again on the canonical form afterwards. A missing root is
+    /// created with its parents (`create_dir_all`, default permissions).
     pub fn prepare(path: &Path) -> Result<WorktreeRoot, RootError> {
-        let _ = path;
-        todo!()
+        let refuse = |why: String| RootError::Refused {
+            path: path.to_path_buf(),
+            why,
+        };
+        let io_err = |source: io::Error| RootError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        if path.as_os_str().is_empty() {
+            return Err(refuse("the path is empty".into()));
+        }
+        let absolute = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            std::env::current_dir().map_err(io_err)?.join(path)
+        };
+        let configured = normalize_lexically(&absolute);
+        let homes = home_dirs();
+        if let Some(why) = protected_because(&configured, &homes) {
+            return Err(refuse(why));
+        }
+        if !lexical_matches_physical(&absolute).map_err(io_err)? {
+            return Err(refuse(format!(
+                "a `..` in it follows a symlink, so the kernel resolves it elsewhere \
+                 than {}; configure the path without `..`",
+                configured.display()
+            )));
+        }
+        let meta = match fs::symlink_metadata(&configured) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(&configured).map_err(io_err)?;
+                fs::symlink_metadata(&configured).map_err(io_err)?
+            }
+            Err(e) => return Err(io_err(e)),
+        };
+        if let Some(why) = not_a_plain_dir(&configured, &meta) {
+            return Err(refuse(why));
+        }
+        let canonical = fs::canonicalize(&configured).map_err(io_err)?;
+        if let Some(why) = protected_because(&canonical, &homes) {
+            return Err(refuse(format!(
+                "resolves to {}, which {why}",
+                canonical.display()
+            )));
+        }
+        // `canonical` has no symlink left in it: this is the directory itself.
+        let meta = fs::symlink_metadata(&canonical).map_err(io_err)?;
+        if let Some(why) = not_a_plain_dir(&canonical, &meta) {
+            return Err(refuse(why));
+        }
+        Ok(WorktreeRoot {
+            path: canonical,
+            configured,
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
     }
 
+    /// The canonical path of the root.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// The root as configured, made absolute and lexically normalized; the
+    /// same directory as [`WorktreeRoot::path`], possibly spelled through a
+    /// symlinked ancestor.
+    pub fn configured_path(&self) -> &Path {
+        &self.configured
+    }
+
+    /// `st_dev` of the root directory.
+    pub fn dev(&self) -> u64 {
+        self.dev
+    }
+
+    /// `st_ino` of the root directory when it was prepared.
+    pub fn ino(&self) -> u64 {
+        self.ino
+    }
+
     /// Whether an untrusted path names a direct entry of the root.
+    ///
+    /// The path is normalized *lexically* (`.` and `..` are resolved without
+    /// touching the file system; `..` at `/` stays at `/`). It is `Inside`
+    /// only if the result is `<root>/<name>`, where `<root>` is the canonical
+    /// root or the configured one (both name the same directory), and the
+    /// entry, if it exists, is not a symlink (checked with
+    /// `symlink_metadata`, never followed). The returned path is always
+    /// spelled with the canonical root. Refused: an empty or relative path,
+    /// the root itself, anything outside the root or nested below an entry,
+    /// a symlink entry ("symlink to <target>"), an entry that cannot be
+    /// inspected.
+    ///
+    /// A regular file entry is `Inside` (it is not a symlink);
+    /// [`crate::act::remove::remove_dir`] refuses to delete it as a
+    /// directory.
     pub fn check(&self, untrusted: &Path) -> PathCheck {
-        let _ = untrusted;
-        todo!()
+        let refused = |why: String| PathCheck::Refused { why };
+        if untrusted.as_os_str().is_empty() {
+            return refused("empty path".into());
+        }
+        if !untrusted.is_absolute() {
+            return refused(format!(
+                "relative path {}: only absolute paths are accepted",
+                untrusted.display()
+            ));
+        }
+        let normalized = normalize_lexically(untrusted);
+        let name = match (normalized.parent(), normalized.file_name()) {
+            (Some(parent), Some(name)) if self.is_root(parent) => name,
+            _ => return refused(self.why_not_a_child(untrusted, &normalized)),
+        };
+        let path = self.path.join(name);
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => refused(format!(
+                "symlink to {}",
+                fs::read_link(&path)
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_else(|e| format!("<unreadable: {e}>"))
+            )),
+            Ok(_) => PathCheck::Inside { path, exists: true },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => PathCheck::Inside {
+                path,
+                exists: false,
+            },
+            Err(e) => refused(format!("cannot inspect {}: {e}", path.display())),
+        }
+    }
+
+    fn is_root(&self, p: &Path) -> bool {
+        p == self.path || p == self.configured
+    }
+
+    fn why_not_a_child(&self, untrusted: &Path, normalized: &Path) -> String {
+        let shown = if untrusted == normalized {
+            untrusted.display().to_string()
+        } else {
+            format!(
+                "{} (normalized: {})",
+                untrusted.display(),
+                normalized.display()
+            )
+        };
+        if self.is_root(normalized) {
+            format!("{shown} is the worktree root itself")
+        } else if normalized.starts_with(&self.path) || normalized.starts_with(&self.configured) {
+            format!(
+                "{shown} is nested below an entry of the worktree root {}, \
+                 not a direct child (layout: <root>/<worktree id>)",
+                self.path.display()
+            )
+        } else {
+            format!(
+                "{shown} is outside the worktree root {}",
+                self.path.display()
+            )
+        }
+    }
+}
+
+/// Resolves `.` and `..` without touching the file system. `..` at the root
+/// stays at the root; leading `..` of a relative path are kept.
+pub fn normalize_lexically(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::Prefix(_) | Component::RootDir => out.push(component.as_os_str()),
+            Component::CurDir => {}
+            Component::ParentDir => match out.components().next_back() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                Some(Component::RootDir) | Some(Component::Prefix(_)) => {}
+                _ => out.push(".."),
+            },
+            Component::Normal(name) => out.push(name),
+        }
+    }
+    out
+}
+
+/// Whether the kernel resolves the absolute path `path` to the same place as
+/// its lexical normalization. Only a `..` can make them differ (after a
+/// symlink, `..` is the parent of the symlink's target): compare the prefix
+/// up to the last `..` both ways; the rest is plain names, resolved alike.
+fn lexical_matches_physical(path: &Path) -> io::Result<bool> {
+    let components: Vec<Component> = path.components().collect();
+    let Some(last_dotdot) = components.iter().rposition(|c| *c == Component::ParentDir) else {
+        return Ok(true);
+    };
+    let prefix: PathBuf = components[..=last_dotdot].iter().collect();
+    let physical = fs::metadata(&prefix)?;
+    let lexical = fs::metadata(normalize_lexically(&prefix))?;
+    Ok((physical.dev(), physical.ino()) == (lexical.dev(), lexical.ino()))
+}
+
+fn not_a_plain_dir(path: &Path, meta: &Metadata) -> Option<String> {
+    if meta.file_type().is_symlink() {
+        let target = fs::read_link(path)
+            .map(|t| t.display().to_string())
+            .unwrap_or_else(|e| format!("<unreadable: {e}>"));
+        Some(format!(
+            "is a symlink (to {target}); configure the real directory"
+        ))
+    } else if !meta.is_dir() {
+        Some("exists and is not a directory".into())
+    } else {
+        None
+    }
+}
+
+/// A home directory and whose it is.
+struct Home {
+    path: PathBuf,
+    owner: String,
+}
+
+/// `$HOME`, `/root`, `/home` and every home directory of `/etc/passwd`, each
+/// lexically normalized and, when it exists, canonicalized too.
+fn home_dirs() -> Vec<Home> {
+    let mut raw: Vec<(PathBuf, String)> = vec![
+        (PathBuf::from("/root"), "root".into()),
+        (PathBuf::from("/home"), "all users".into()),
+    ];
+    if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        raw.push((PathBuf::from(home), "the current user ($HOME)".into()));
+    }
+    match fs::read("/etc/passwd") {
+        Ok(passwd) => {
+            for line in passwd.split(|&b| b == b'\n') {
+                let fields: Vec<&[u8]> = line.split(|&b| b == b':').collect();
+                if let (Some(user), Some(home)) = (fields.first(), fields.get(5)) {
+                    if home.starts_with(b"/") {
+                        use std::os::unix::ffi::OsStrExt;
+                        raw.push((
+                            PathBuf::from(OsStr::from_bytes(home)),
+                            format!("user {}", String::from_utf8_lossy(user)),
+                        ));
+                    }
+                }
+            }
+        }
+        Err(e) => tracing::warn!("cannot read /etc/passwd to protect home directories: {e}"),
+    }
+    let mut homes = Vec::new();
+    for (path, owner) in raw {
+        if let Ok(canonical) = fs::canonicalize(&path) {
+            homes.push(Home {
+                path: canonical,
+                owner: owner.clone(),
+            });
+        }
+        homes.push(Home {
+            path: normalize_lexically(&path),
+            owner,
+        });
+    }
+    homes
+}
+
+/// Why `path` (absolute, normalized) must not be a worktree root, if it
+/// must not.
+fn protected_because(path: &Path, homes: &[Home]) -> Option<String> {
+    if path.parent().is_none() {
+        return Some("is the file system root `/`".into());
+    }
+    for home in homes {
+        if home.path == path {
+            return Some(format!("is the home directory of {}", home.owner));
+        }
+        if home.path.starts_with(path) {
+            return Some(format!(
+                "contains the home directory {} of {}",
+                home.path.display(),
+                home.owner
+            ));
+        }
+    }
+    if SYSTEM_DIRS.iter().any(|d| path == Path::new(d)) {
+        return Some(format!(
+            "is the system directory {}; use a dedicated directory below it",
+            path.display()
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn temp() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
+    }
+
+    fn refused_why(r: Result<WorktreeRoot, RootError>) -> String {
+        match r {
+            Err(RootError::Refused { why, .. }) => why,
+            other => panic!("expected Refused, got {other:?}"),
+        }
+    }
+
+    fn check_why(c: PathCheck) -> String {
+        match c {
+            PathCheck::Refused { why } => why,
+            other => panic!("expected Refused, got {other:?}"),
+        }
+    }
+
+    /// A prepared root `<tmp>/root` with a worktree `wt1` holding a file.
+    fn root_with_wt1() -> (tempfile::TempDir, WorktreeRoot) {
+        let t = temp();
+        let root = WorktreeRoot::prepare(&t.path().join("root")).unwrap();
+        fs::create_dir(root.path().join("wt1")).unwrap();
+        fs::write(root.path().join("wt1/f"), "x").unwrap();
+        (t, root)
+    }
+
+    #[test]
+    fn normalize_lexically_resolves_dot_and_dotdot_without_the_file_system() {
+        let n = |s: &str| normalize_lexically(Path::new(s));
+        assert_eq!(n("/a/./b/../c"), PathBuf::from("/a/c"));
+        assert_eq!(n("/../../etc"), PathBuf::from("/etc"));
+        assert_eq!(n("/a/b/"), PathBuf::from("/a/b"));
+        assert_eq!(n("//a//b"), PathBuf::from("/a/b"));
+        assert_eq!(n("../../etc"), PathBuf::from("../../etc"));
+        assert_eq!(n("a/../.."), PathBuf::from(".."));
+        assert_eq!(n("/"), PathBuf::from("/"));
+    }
+
+    #[test]
+    fn prepare_refuses_filesystem_root() {
+        let why = refused_why(WorktreeRoot::prepare(Path::new("/")));
+        assert!(why.contains("file system root"), "{why}");
+        let why = refused_why(WorktreeRoot::prepare(Path::new("/tmp/../..")));
+        assert!(why.contains("file system root"), "{why}");
+    }
+
+    #[test]
+    fn prepare_refuses_home_directory() {
+        let home = std::env::var_os("HOME").expect("HOME is set for tests");
+        let why = refused_why(WorktreeRoot::prepare(Path::new(&home)));
+        assert!(why.contains("home directory"), "{why}");
+        for p in ["/root", "/home", "/home/../root"] {
+            let why = refused_why(WorktreeRoot::prepare(Path::new(p)));
+            assert!(
+                why.contains("home") || why.contains("system directory"),
+                "{p}: {why}"
+            );
+        }
+    }
+
+    #[test]
+    fn prepare_refuses_home_directory_from_passwd_and_its_ancestors() {
+        let homes = home_dirs();
+        assert!(homes.iter().any(|h| h.path == Path::new("/root")));
+        // A home directory of /etc/passwd other than $HOME and /root, if any.
+        let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
+        let other = passwd
+            .lines()
+            .filter_map(|l| l.split(':').nth(5))
+            .find(|h| h.len() > 1 && !["/root", "/home"].contains(h));
+        if let Some(h) = other {
+            let why = refused_why(WorktreeRoot::prepare(Path::new(h)));
+            assert!(why.contains("home") || why.contains("system"), "{h}: {why}");
+        }
+        let fake = [Home {
+            path: PathBuf::from("/srv/users/alice"),
+            owner: "user alice".into(),
+        }];
+        assert!(protected_because(Path::new("/srv/users/alice"), &fake)
+            .unwrap()
+            .contains("home directory of user alice"));
+        assert!(protected_because(Path::new("/srv/users"), &fake)
+            .unwrap()
+            .contains("contains the home directory"));
+        assert_eq!(
+            protected_because(Path::new("/srv/users/alice/wt"), &fake),
+            None
+        );
+    }
+
+    #[test]
+    fn prepare_refuses_shared_system_directories() {
+        for p in ["/tmp", "/etc", "/var/tmp", "/dev/shm"] {
+            let why = refused_why(WorktreeRoot::prepare(Path::new(p)));
+            assert!(why.contains("system directory"), "{p}: {why}");
+        }
+    }
+
+    #[test]
+    fn prepare_refuses_symlink_root() {
+        let t = temp();
+        let real = t.path().join("real");
+        fs::create_dir(&real).unwrap();
+        fs::write(real.join("keep"), "x").unwrap();
+        let link = t.path().join("link");
+        symlink(&real, &link).unwrap();
+        let why = refused_why(WorktreeRoot::prepare(&link));
+        assert!(why.contains("symlink"), "{why}");
+        // A dangling symlink is not replaced by a fresh directory either.
+        let dangling = t.path().join("dangling");
+        symlink(t.path().join("nowhere"), &dangling).unwrap();
+        let why = refused_why(WorktreeRoot::prepare(&dangling));
+        assert!(why.contains("symlink"), "{why}");
+        assert!(!t.path().join("nowhere").exists());
+        assert_eq!(fs::read_to_string(real.join("keep")).unwrap(), "x");
+    }
+
+    #[test]
+    fn prepare_refuses_a_file() {
+        let t = temp();
+        let file = t.path().join("file");
+        fs::write(&file, "x").unwrap();
+        let why = refused_why(WorktreeRoot::prepare(&file));
+        assert!(why.contains("not a directory"), "{why}");
+        assert_eq!(fs::read_to_string(&file).unwrap(), "x");
+    }
+
+    #[test]
+    fn prepare_refuses_dotdot_after_a_symlink() {
+        let t = temp();
+        fs::create_dir_all(t.path().join("elsewhere/deep")).unwrap();
+        symlink(t.path().join("elsewhere/deep"), t.path().join("x")).unwrap();
+        // Lexically <t>/booworktrees, physically <t>/elsewhere/booworktrees.
+        let why = refused_why(WorktreeRoot::prepare(&t.path().join("x/../booworktrees")));
+        assert!(why.contains("`..`"), "{why}");
+        assert!(!t.path().join("booworktrees").exists());
+        assert!(!t.path().join("elsewhere/booworktrees").exists());
+    }
+
+    #[test]
+    fn prepare_creates_missing_root() {
+        let t = temp();
+        let p = t.path().join("a/b/booworktrees");
+        let root = WorktreeRoot::prepare(&p).unwrap();
+        assert!(p.is_dir());
+        assert_eq!(root.path(), fs::canonicalize(&p).unwrap());
+        assert_eq!(root.dev(), fs::metadata(&p).unwrap().dev());
+        assert_eq!(root.ino(), fs::metadata(&p).unwrap().ino());
+        // Preparing again is fine.
+        WorktreeRoot::prepare(&p).unwrap();
+    }
+
+    #[test]
+    fn prepare_keeps_canonical_path_behind_symlinked_ancestor() {
+        let t = temp();
+        fs::create_dir_all(t.path().join("real/x")).unwrap();
+        symlink(t.path().join("real"), t.path().join("alias")).unwrap();
+        let root = WorktreeRoot::prepare(&t.path().join("alias/./x/../root")).unwrap();
+        let canonical = fs::canonicalize(t.path()).unwrap().join("real/root");
+        assert_eq!(root.path(), canonical);
+        assert_eq!(root.configured_path(), t.path().join("alias/root"));
+    }
+
+    #[test]
+    fn prepare_accepts_relative_path_and_canonicalizes_it() {
+        let t = temp();
+        let cwd = std::env::current_dir().unwrap();
+        let ups = cwd.components().count() - 1;
+        let mut rel = PathBuf::new();
+        for _ in 0..ups {
+            rel.push("..");
+        }
+        rel.push(t.path().strip_prefix("/").unwrap());
+        rel.push("rel-root");
+        assert!(rel.is_relative());
+        let root = WorktreeRoot::prepare(&rel).unwrap();
+        assert_eq!(
+            root.path(),
+            fs::canonicalize(t.path()).unwrap().join("rel-root")
+        );
+    }
+
+    #[test]
+    fn check_refuses_parent_traversal() {
+        let (_t, root) = root_with_wt1();
+        let why = check_why(root.check(&root.path().join("../../etc")));
+        assert!(why.contains("outside the worktree root"), "{why}");
+        let why = check_why(root.check(&root.path().join("wt1/../../root/wt1/../../etc")));
+        assert!(why.contains("outside"), "{why}");
+        let why = check_why(root.check(Path::new("../../etc")));
+        assert!(why.contains("relative"), "{why}");
+    }
+
+    #[test]
+    fn check_refuses_absolute_path_outside_root() {
+        let (_t, root) = root_with_wt1();
+        let why = check_why(root.check(Path::new("/etc")));
+        assert!(why.contains("outside the worktree root"), "{why}");
+        // A sibling of the root sharing its name as a string prefix.
+        let mut evil = root.path().as_os_str().to_owned();
+        evil.push("-evil/wt1");
+        let why = check_why(root.check(Path::new(&evil)));
+        assert!(why.contains("outside"), "{why}");
+    }
+
+    #[test]
+    fn check_refuses_relative_path() {
+        let (_t, root) = root_with_wt1();
+        for p in ["wt1", "./wt1", "root/wt1"] {
+            let why = check_why(root.check(Path::new(p)));
+            assert!(why.contains("relative path"), "{p}: {why}");
+        }
+    }
+
+    #[test]
+    fn check_refuses_empty_path() {
+        let (_t, root) = root_with_wt1();
+        assert_eq!(check_why(root.check(Path::new(""))), "empty path");
+    }
+
+    #[test]
+    fn check_refuses_root_itself() {
+        let (_t, root) = root_with_wt1();
+        for p in [
+            root.path().to_path_buf(),
+            root.path().join("."),
+            root.path().join("wt1/.."),
+        ] {
+            let why = check_why(root.check(&p));
+            assert!(why.contains("the worktree root itself"), "{why}");
+        }
+    }
+
+    #[test]
+    fn check_refuses_grandchild() {
+        let (_t, root) = root_with_wt1();
+        let why = check_why(root.check(&root.path().join("wt1/f")));
+        assert!(why.contains("not a direct child"), "{why}");
+        let why = check_why(root.check(&root.path().join("wt1/sub/../f")));
+        assert!(why.contains("not a direct child"), "{why}");
+    }
+
+    #[test]
+    fn check_refuses_symlink_under_root_pointing_outside() {
+        let (t, root) = root_with_wt1();
+        let outside = t.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("precious"), "keep").unwrap();
+        symlink(&outside, root.path().join("evil")).unwrap();
+        let why = check_why(root.check(&root.path().join("evil")));
+        assert_eq!(why, format!("symlink to {}", outside.display()));
+        // A symlink is refused wherever it points, even inside the root.
+        symlink(root.path().join("wt1"), root.path().join("alias")).unwrap();
+        let why = check_why(root.check(&root.path().join("alias")));
+        assert!(why.starts_with("symlink to "), "{why}");
+        assert_eq!(
+            fs::read_to_string(outside.join("precious")).unwrap(),
+            "keep"
+        );
+        assert!(root.path().join("wt1/f").exists());
+    }
+
+    #[test]
+    fn check_accepts_direct_child_and_normalizations() {
+        let (_t, root) = root_with_wt1();
+        let want = PathCheck::Inside {
+            path: root.path().join("wt1"),
+            exists: true,
+        };
+        for p in [
+            root.path().join("wt1"),
+            root.path().join("./wt1"),
+            root.path().join("wt1/"),
+            root.path().join("x/../wt1"),
+            root.path().join("wt1/./sub/.."),
+        ] {
+            assert_eq!(root.check(&p), want, "{}", p.display());
+        }
+        assert_eq!(
+            root.check(&root.path().join("wt2")),
+            PathCheck::Inside {
+                path: root.path().join("wt2"),
+                exists: false
+            }
+        );
+    }
+
+    #[test]
+    fn check_accepts_child_written_through_configured_form() {
+        let t = temp();
+        fs::create_dir(t.path().join("real")).unwrap();
+        fs::create_dir(t.path().join("x")).unwrap();
+        symlink(t.path().join("real"), t.path().join("alias")).unwrap();
+        let root = WorktreeRoot::prepare(&t.path().join("x/../alias/root")).unwrap();
+        fs::create_dir(root.path().join("wt1")).unwrap();
+        let want = PathCheck::Inside {
+            path: root.path().join("wt1"),
+            exists: true,
+        };
+        assert_ne!(root.path(), root.configured_path());
+        assert_eq!(root.check(&t.path().join("alias/root/wt1")), want);
+        assert_eq!(root.check(&t.path().join("x/../alias/root/wt1")), want);
+        assert_eq!(root.check(&root.path().join("wt1")), want);
     }
 }
