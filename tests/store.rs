@@ -1,0 +1,119 @@
+//! The store against real databases: the desired-state queries, row
+//! updates, and the append-only audit table.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use boo_reconciler::model::{Status, WorktreeState};
+use boo_reconciler::store::{AuditRecord, Interest};
+use common::{Db, World, HOST};
+
+both_databases!(
+    desired_state_reads_this_hosts_rows_and_liveness,
+    audit_table_is_append_only,
+    worktree_row_marks_are_idempotent,
+);
+
+async fn desired_state_reads_this_hosts_rows_and_liveness(db: Db) {
+    let w = World::new(db).await;
+    w.session("s1", "open").await;
+    w.chat("c1", "s1", "open").await;
+    w.chat("c2", "s1", "archived").await;
+    w.session("s2", "archived").await;
+    w.chat("c3", "s2", "open").await;
+    w.worktree_row("w1", "s1", "/tmp/booworktrees/w1").await;
+    w.worktree_row("w2", "s2", "/tmp/booworktrees/w2").await;
+    w.worktree_row("w3", "ghost", "/tmp/booworktrees/w3").await;
+    w.sql("INSERT INTO worktrees (id, session_id, repo_path, path, host) VALUES ('other', 's1', '/r', '/p', 'another-host')").await;
+    w.sql("INSERT INTO worktrees (id, session_id, repo_path, path, host, state) VALUES ('gone', 's1', '/r', '/p', 'test-host', 'removed')").await;
+    w.sql(&format!("INSERT INTO agent_sessions (id, chat_id, session_id, agent, backend, host, pid, pid_start_time) VALUES ('a1', 'c3', 's2', 'goose', 'acp', '{HOST}', 42, 123456)")).await;
+    w.sql(&format!("INSERT INTO agent_sessions (id, chat_id, session_id, agent, backend, host, status) VALUES ('a2', 'c1', 's1', 'goose', 'acp', '{HOST}', 'closed')")).await;
+
+    let interest = Interest {
+        chats: BTreeSet::from(["nobody".to_string()]),
+        sessions: BTreeSet::new(),
+    };
+    let d = w.store.desired_state(HOST, &interest).await.unwrap();
+    let ids: Vec<_> = d.worktrees.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["w1", "w2", "w3"]);
+    assert!(d.worktrees.iter().all(|r| r.state == WorktreeState::Active));
+    assert_eq!(d.agent_sessions.len(), 1);
+    assert_eq!(d.agent_sessions[0].pid, Some(42));
+    assert_eq!(d.agent_sessions[0].pid_start_time, Some(123456));
+
+    // c3 is open but its session is archived: not live.
+    let c3 = &d.chats["c3"];
+    assert!(!c3.is_live());
+    assert_eq!(c3.session.as_ref().unwrap().status, Status::Archived);
+    assert!(d.chats["nobody"].chat.is_none());
+
+    let s1 = &d.sessions["s1"];
+    assert_eq!((s1.open_chats, s1.total_chats), (1, 2));
+    assert!(s1.last_chat_change.is_some());
+    assert!(d.sessions["ghost"].session.is_none());
+    assert_eq!(
+        d.sessions["s2"].session.as_ref().unwrap().status,
+        Status::Archived
+    );
+
+    // Timestamps defaulted by the database come back as recent times.
+    let age = std::time::SystemTime::now()
+        .duration_since(s1.session.as_ref().unwrap().created_at)
+        .unwrap();
+    assert!(age.as_secs() < 300, "created_at read back as {age:?} ago");
+}
+
+async fn audit_table_is_append_only(db: Db) {
+    let w = World::new(db).await;
+    w.store
+        .append_audit(&AuditRecord {
+            host: HOST.into(),
+            chat_id: Some("c1".into()),
+            session_id: None,
+            action: "remove_worktree".into(),
+            target: "worktree:/x".into(),
+            outcome: "done".into(),
+            reason: "test".into(),
+            detail: serde_json::json!({"k": 1}),
+        })
+        .await
+        .unwrap();
+    assert_eq!(w.audit().await.len(), 1);
+    assert!(w
+        .store
+        .execute_raw("UPDATE reconciler_audit SET outcome = 'x'")
+        .await
+        .is_err());
+    assert!(w
+        .store
+        .execute_raw("DELETE FROM reconciler_audit")
+        .await
+        .is_err());
+    assert_eq!(w.audit().await[0].outcome, "done");
+}
+
+async fn worktree_row_marks_are_idempotent(db: Db) {
+    let w = World::new(db).await;
+    w.worktree_row("w1", "s1", "/tmp/booworktrees/w1").await;
+    let reasons = vec![boo_reconciler::risk::AtRisk::Locked { reason: None }];
+    w.store.mark_worktree_at_risk("w1", &reasons).await.unwrap();
+    let (state, json) = w.row_state("w1").await;
+    assert_eq!(state, "at_risk");
+    assert!(json.unwrap().contains("locked"));
+    w.store.mark_worktree_active("w1").await.unwrap();
+    assert_eq!(w.row_state("w1").await, ("active".to_string(), None));
+    w.store.mark_worktree_removed("w1").await.unwrap();
+    w.store.mark_worktree_removed("w1").await.unwrap();
+    assert_eq!(w.row_state("w1").await.0, "removed");
+    // A removed row is never brought back to at_risk.
+    w.store.mark_worktree_at_risk("w1", &reasons).await.unwrap();
+    assert_eq!(w.row_state("w1").await.0, "removed");
+    assert_eq!(
+        w.store
+            .worktree_rows_naming("/tmp/booworktrees/w1", "w1")
+            .await
+            .unwrap(),
+        Vec::<String>::new()
+    );
+}
