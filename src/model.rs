@@ -304,6 +304,32 @@ pub enum PathCheck {
     Refused { why: String },
 }
 
+/// A process on this host that carries the chat label in its environment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AgentProcess {
+    pub pid: i32,
+    pub ppid: i32,
+    /// Process group id; the agent leads its group when `pgid == pid`.
+    pub pgid: i32,
+    /// Session id (setsid) of the process.
+    pub sid: i32,
+    /// Field 22 of `/proc/<pid>/stat`, in clock ticks since boot: with the
+    /// pid, the identity of the process.
+    pub start_time: u64,
+    /// When the process started, from the start time and the boot time.
+    pub started_at: SystemTime,
+    /// The state letter of `/proc/<pid>/stat` (`R`, `S`, `D`, …).
+    pub state: char,
+    /// The value of the chat label (`BOO_CHAT_ID`).
+    pub chat_id: String,
+    pub session_id: Option<String>,
+    pub agent: Option<String>,
+    /// The command line, arguments joined by spaces.
+    pub command: String,
+    /// The working directory, when readable.
+    pub cwd: Option<PathBuf>,
+}
+
 /// The actual state of one host for one pass.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ActualState {
