@@ -60,11 +60,16 @@ pub enum AtRisk {
 impl AtRisk {
     /// Whether `force` may override this reason (after archiving). A mount
     /// point or a process in the directory is not work to preserve: removal
-    /// would be wrong, not just lossy, so force does not override them.
+    /// would be wrong, not just lossy. A directory that is not a worktree
+    /// has no repository to archive into. A failed preflight gives no
+    /// verdict to override. Force overrides none of these.
     pub fn force_overrides(&self) -> bool {
         !matches!(
             self,
-            AtRisk::MountPoint { .. } | AtRisk::InUse { .. } | AtRisk::PreflightFailed { .. }
+            AtRisk::MountPoint { .. }
+                | AtRisk::InUse { .. }
+                | AtRisk::PreflightFailed { .. }
+                | AtRisk::NotAWorktree { .. }
         )
     }
 
