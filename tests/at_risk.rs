@@ -230,8 +230,6 @@ const CASES: &[Case] = &[
     },
 ];
 
-both_databases!(every_at_risk_reason_is_kept_then_archived_with_force);
-
 async fn every_at_risk_reason_is_kept_then_archived_with_force(db: Db) {
     let mut failures = Vec::new();
     for case in CASES {
@@ -352,6 +350,7 @@ async fn run_case(db: Db, case: &Case) -> Result<(), String> {
 }
 
 both_databases!(
+    every_at_risk_reason_is_kept_then_archived_with_force,
     directory_that_is_not_a_worktree_is_kept_even_with_force,
     mount_point_inside_a_worktree_is_kept_even_with_force,
 );
