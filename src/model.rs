@@ -337,6 +337,19 @@ pub struct ActualState {
     pub stale_admin_entries: Vec<StaleAdminEntry>,
     /// The verdict on each worktree row's path, by worktree row id.
     pub row_paths: HashMap<String, PathCheck>,
+    /// Live processes carrying the chat label.
+    pub processes: Vec<AgentProcess>,
+    /// What runs now at each pid recorded in an open `acp` row of this
+    /// host: `None` when nothing (or only a zombie) does.
+    pub recorded_pids: HashMap<i32, Option<PidIdentity>>,
+}
+
+/// Who a pid is right now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PidIdentity {
+    pub start_time: u64,
+    /// The value of the chat label in its environment, if any.
+    pub chat_label: Option<String>,
 }
 
 /// `now - then`, zero when `then` is in the future (clock skew between the

@@ -22,7 +22,8 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::model::{
-    age, ActualState, DesiredState, EntryKind, PathCheck, StaleAdminEntry, WorktreeState,
+    age, ActualState, AgentProcess, Backend, DesiredState, EntryKind, PathCheck, StaleAdminEntry,
+    WorktreeState,
 };
 
 /// The settings the planner applies.
@@ -32,6 +33,9 @@ pub struct Policy {
     /// this old; an open session without any chat keeps its worktree this
     /// long.
     pub worktree_orphan_min_age: Duration,
+    /// A labelled process whose chat has no row is left alone while younger
+    /// than this: the row may not be committed yet.
+    pub process_orphan_min_age: Duration,
 }
 
 /// Which part of the host a pass looks at.
@@ -65,10 +69,33 @@ pub struct WorktreeTarget {
     pub base_ref: Option<String>,
 }
 
+/// A process to stop, as observed: `(pid, start_time)` is its identity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProcessTarget {
+    pub pid: i32,
+    pub start_time: u64,
+    pub pgid: i32,
+    pub chat_id: String,
+    pub agent: Option<String>,
+    pub command: String,
+    /// Seconds the process had been running when observed.
+    pub age_secs: u64,
+}
+
 /// What to do. Each kind is idempotent.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ActionKind {
+    /// Stop a labelled agent process and every descendant: SIGTERM, a
+    /// grace, SIGKILL; identity re-checked before every signal.
+    TerminateProcess { process: ProcessTarget },
+    /// Mark an open `agent_sessions` row closed.
+    CloseAgentRow {
+        row_id: String,
+        backend: Backend,
+        /// Why this row in particular (pid gone, pid reused, …).
+        why: String,
+    },
     /// Preflight the worktree right before acting; remove it when nothing
     /// would be lost (with force: archive, then remove); otherwise keep it
     /// and mark it at risk.
@@ -114,6 +141,8 @@ impl Action {
     /// The short name used in the audit table and metrics.
     pub fn name(&self) -> &'static str {
         match self.kind {
+            ActionKind::TerminateProcess { .. } => "terminate_process",
+            ActionKind::CloseAgentRow { .. } => "close_agent_row",
             ActionKind::RemoveWorktree { .. } => "remove_worktree",
             ActionKind::MarkWorktreeRemoved { .. } => "mark_worktree_removed",
             ActionKind::MarkWorktreeActive { .. } => "mark_worktree_active",
@@ -125,6 +154,10 @@ impl Action {
     /// What the action acts on, as a stable key for backoff and audit.
     pub fn target(&self) -> String {
         match &self.kind {
+            ActionKind::TerminateProcess { process } => {
+                format!("process:{}@{}", process.pid, process.start_time)
+            }
+            ActionKind::CloseAgentRow { row_id, .. } => format!("agent-row:{row_id}"),
             ActionKind::RemoveWorktree { worktree } => {
                 format!("worktree:{}", worktree.path.display())
             }
@@ -143,19 +176,22 @@ impl Action {
 
     pub fn stage(&self) -> Stage {
         match self.kind {
-            ActionKind::MarkWorktreeActive { .. } | ActionKind::MarkWorktreeRemoved { .. } => {
-                Stage::Rows
-            }
+            ActionKind::TerminateProcess { .. } => Stage::Processes,
+            ActionKind::CloseAgentRow { .. }
+            | ActionKind::MarkWorktreeActive { .. }
+            | ActionKind::MarkWorktreeRemoved { .. } => Stage::Rows,
             ActionKind::RemoveWorktree { .. } | ActionKind::RefusePath { .. } => Stage::Worktree,
             ActionKind::PruneAdminEntry { .. } => Stage::Admin,
         }
     }
 
-    /// The group whose stages run in order: the session, else the target.
+    /// The group whose stages run in order: the session, else the chat,
+    /// else the target.
     pub fn group(&self) -> String {
-        match &self.owner.session_id {
-            Some(s) => format!("session:{s}"),
-            None => self.target(),
+        match (&self.owner.session_id, &self.owner.chat_id) {
+            (Some(s), _) => format!("session:{s}"),
+            (None, Some(c)) => format!("chat:{c}"),
+            (None, None) => self.target(),
         }
     }
 
@@ -164,7 +200,10 @@ impl Action {
     pub fn is_destructive(&self) -> bool {
         matches!(
             self.kind,
-            ActionKind::RemoveWorktree { .. } | ActionKind::PruneAdminEntry { .. }
+            ActionKind::TerminateProcess { .. }
+                | ActionKind::CloseAgentRow { .. }
+                | ActionKind::RemoveWorktree { .. }
+                | ActionKind::PruneAdminEntry { .. }
         )
     }
 }
@@ -192,6 +231,8 @@ pub fn plan(
     scope: &Scope,
 ) -> Plan {
     let mut out = Plan::default();
+    plan_processes(desired, actual, policy, now, &mut out);
+    plan_agent_rows(desired, actual, now, &mut out);
     let claimed = plan_worktree_rows(desired, actual, policy, now, &mut out);
     plan_orphan_dirs(actual, &claimed, policy, now, &mut out);
     plan_admin_entries(desired, actual, policy, now, &mut out);
@@ -200,6 +241,134 @@ pub fn plan(
     out.actions
         .sort_by(|a, b| (a.group(), a.stage()).cmp(&(b.group(), b.stage())));
     out
+}
+
+/// Labelled processes whose chat is not live.
+fn plan_processes(
+    desired: &DesiredState,
+    actual: &ActualState,
+    policy: &Policy,
+    now: SystemTime,
+    out: &mut Plan,
+) {
+    for p in &actual.processes {
+        let state = desired.chats.get(&p.chat_id);
+        if state.is_some_and(|s| s.is_live()) {
+            continue;
+        }
+        let up = age(now, p.started_at);
+        let up_text = humantime::format_duration(Duration::from_secs(up.as_secs()));
+        let has_row = state.is_some_and(|s| s.chat.is_some());
+        if !has_row && up < policy.process_orphan_min_age {
+            out.pending.push(Pending {
+                target: format!("process:{}@{}", p.pid, p.start_time),
+                why: format!(
+                    "pid {} ({}) is labelled with chat {} which has no row, {up_text} old: \
+                     stopped once {} old",
+                    p.pid,
+                    p.agent.as_deref().unwrap_or("agent"),
+                    p.chat_id,
+                    humantime::format_duration(policy.process_orphan_min_age)
+                ),
+            });
+            continue;
+        }
+        let why = state
+            .and_then(|s| s.not_live_because(now))
+            .unwrap_or_else(|| format!("chat {} has no row", p.chat_id));
+        out.actions.push(Action {
+            kind: ActionKind::TerminateProcess {
+                process: process_target(p, up),
+            },
+            owner: Owner {
+                session_id: state
+                    .and_then(|s| s.chat.as_ref().map(|c| c.session_id.clone()))
+                    .or_else(|| p.session_id.clone()),
+                chat_id: Some(p.chat_id.clone()),
+            },
+            reason: format!(
+                "{why}; {} pid {} up {up_text}",
+                p.agent.as_deref().unwrap_or("agent"),
+                p.pid
+            ),
+        });
+    }
+}
+
+fn process_target(p: &AgentProcess, up: Duration) -> ProcessTarget {
+    ProcessTarget {
+        pid: p.pid,
+        start_time: p.start_time,
+        pgid: p.pgid,
+        chat_id: p.chat_id.clone(),
+        agent: p.agent.clone(),
+        command: p.command.clone(),
+        age_secs: up.as_secs(),
+    }
+}
+
+/// Open `acp` rows of chats that are not live: closed once the chat's
+/// processes are stopped (a later stage of the same group). A recorded pid
+/// is never signalled on the row's word alone: only a labelled process is.
+fn plan_agent_rows(desired: &DesiredState, actual: &ActualState, now: SystemTime, out: &mut Plan) {
+    for row in &desired.agent_sessions {
+        if row.backend != Backend::Acp {
+            continue;
+        }
+        let state = desired.chats.get(&row.chat_id);
+        if state.is_some_and(|s| s.is_live()) {
+            continue;
+        }
+        let why = state
+            .and_then(|s| s.not_live_because(now))
+            .unwrap_or_else(|| format!("chat {} has no row", row.chat_id));
+        let detail = match (row.pid, row.pid_start_time) {
+            (None, _) => "no pid recorded".to_string(),
+            (Some(pid), recorded) => match actual.recorded_pids.get(&pid).cloned().flatten() {
+                None => format!("recorded pid {pid} is gone"),
+                Some(now_at_pid) if recorded.is_some_and(|r| r != now_at_pid.start_time) => {
+                    format!(
+                        "recorded pid {pid} was reused (start time {} now, {} recorded): \
+                         not signalled",
+                        now_at_pid.start_time,
+                        recorded.unwrap_or_default()
+                    )
+                }
+                Some(id) if id.chat_label.as_deref() == Some(row.chat_id.as_str()) => {
+                    format!("agent pid {pid} stopped first")
+                }
+                Some(id) => {
+                    // The recorded process runs but does not carry this
+                    // chat's label: it is never signalled, and the row stays
+                    // open as evidence until it exits.
+                    out.pending.push(Pending {
+                        target: format!("agent-row:{}", row.id),
+                        why: format!(
+                            "{why}; recorded pid {pid} is running without chat {}'s label \
+                             ({}): never signalled; the row stays open until it exits",
+                            row.chat_id,
+                            id.chat_label
+                                .map(|l| format!("label {l}"))
+                                .unwrap_or_else(|| "no label".into())
+                        ),
+                    });
+                    continue;
+                }
+            },
+        };
+        out.actions.push(Action {
+            kind: ActionKind::CloseAgentRow {
+                row_id: row.id.clone(),
+                backend: row.backend,
+                why: detail.clone(),
+            },
+            owner: Owner {
+                session_id: Some(row.session_id.clone()),
+                chat_id: Some(row.chat_id.clone()),
+            },
+            reason: format!("{why}; {detail}"),
+        });
+    }
 }
 
 /// Plans the rows of this host; returns the directories the rows claim so

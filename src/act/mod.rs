@@ -349,6 +349,31 @@ impl Executor {
     ) -> Result<(Outcome, serde_json::Value), String> {
         let none = serde_json::Value::Null;
         match &action.kind {
+            ActionKind::TerminateProcess { .. } => {
+                Err("process termination is not available".into())
+            }
+            ActionKind::CloseAgentRow { row_id, .. } => {
+                if let Some(why) = self.owner_is_live(action).await? {
+                    return Ok((Outcome::Skipped { why }, none));
+                }
+                let closed = self
+                    .store
+                    .close_agent_row(row_id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok((
+                    if closed {
+                        Outcome::Done {
+                            note: "row closed".into(),
+                        }
+                    } else {
+                        Outcome::Skipped {
+                            why: "row already closed".into(),
+                        }
+                    },
+                    none,
+                ))
+            }
             ActionKind::RemoveWorktree { worktree } => {
                 self.remove_worktree(action, worktree, opts).await
             }
@@ -404,7 +429,9 @@ impl Executor {
         }
     }
 
-    /// `Some(why)` when the action's owner became live again since the plan.
+    /// `Some(why)` when the action's owner became live again since the plan:
+    /// the chat for a chat's action, else the session (any live chat of it)
+    /// for a session's action.
     async fn owner_is_live(&self, action: &Action) -> Result<Option<String>, String> {
         if let Some(chat) = &action.owner.chat_id {
             let st = self
@@ -412,9 +439,7 @@ impl Executor {
                 .chat_state(chat)
                 .await
                 .map_err(|e| e.to_string())?;
-            if st.is_live() {
-                return Ok(Some(format!("chat {chat} is live again")));
-            }
+            return Ok(st.is_live().then(|| format!("chat {chat} is live again")));
         }
         if let Some(session) = &action.owner.session_id {
             let st = self

@@ -77,6 +77,7 @@ impl Controller {
         ));
         let policy = Policy {
             worktree_orphan_min_age: config.worktrees.orphan_min_age,
+            process_orphan_min_age: std::time::Duration::from_secs(120),
         };
         Controller {
             config,
@@ -132,6 +133,7 @@ impl Controller {
             dirs: observed.dirs,
             stale_admin_entries: observed.stale_admin_entries,
             row_paths: observed.row_paths.into_iter().collect(),
+            ..Default::default()
         };
         let plan = plan::plan(&desired, &actual, &self.policy, SystemTime::now(), scope);
         Ok((plan, counts))

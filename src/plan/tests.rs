@@ -21,6 +21,7 @@ fn now() -> SystemTime {
 fn policy() -> Policy {
     Policy {
         worktree_orphan_min_age: Duration::from_secs(600),
+        process_orphan_min_age: Duration::from_secs(120),
     }
 }
 
@@ -426,4 +427,218 @@ fn actions_are_grouped_by_session_and_ordered_by_stage() {
 fn plan_is_empty_when_nothing_drifted() {
     let f = Fixture::new();
     assert_eq!(f.plan(), Plan::default());
+}
+
+mod processes {
+    use super::*;
+    use crate::model::{AgentProcess, AgentSessionRow, Backend, PidIdentity};
+
+    fn process(pid: i32, chat: &str, started: u64) -> AgentProcess {
+        AgentProcess {
+            pid,
+            ppid: 1,
+            pgid: pid,
+            sid: pid,
+            start_time: 5000 + pid as u64,
+            started_at: t(started),
+            state: 'S',
+            chat_id: chat.into(),
+            session_id: Some("s1".into()),
+            agent: Some("goose".into()),
+            command: "goose acp".into(),
+            cwd: None,
+        }
+    }
+
+    fn acp_row(id: &str, chat: &str, pid: Option<i32>, start: Option<u64>) -> AgentSessionRow {
+        AgentSessionRow {
+            id: id.into(),
+            chat_id: chat.into(),
+            session_id: "s1".into(),
+            agent: "goose".into(),
+            backend: Backend::Acp,
+            agent_session_id: None,
+            worktree_id: None,
+            pid,
+            pid_start_time: start,
+            created_at: t(0),
+        }
+    }
+
+    #[test]
+    fn process_of_archived_chat_is_terminated_with_reason() {
+        let mut f = Fixture::new();
+        f.session("s1", Status::Open, 0, 1)
+            .chat("c1", "s1", Status::Archived);
+        f.actual.processes.push(process(100, "c1", 0));
+        let p = f.plan();
+        assert_eq!(
+            names(&p),
+            [("terminate_process", "process:100@5100".into())]
+        );
+        assert_eq!(
+            p.actions[0].reason,
+            "chat c1 archived 4m ago; goose pid 100 up 1h"
+        );
+        assert_eq!(p.actions[0].stage(), Stage::Processes);
+        assert_eq!(p.actions[0].group(), "session:s1");
+    }
+
+    #[test]
+    fn process_of_live_chat_is_left_alone() {
+        let mut f = Fixture::new();
+        f.session("s1", Status::Open, 1, 1)
+            .chat("c1", "s1", Status::Open);
+        f.actual.processes.push(process(100, "c1", 0));
+        assert_eq!(f.plan(), Plan::default());
+    }
+
+    #[test]
+    fn process_of_open_chat_in_archived_session_is_terminated() {
+        let mut f = Fixture::new();
+        f.session("s1", Status::Archived, 1, 1)
+            .chat("c1", "s1", Status::Open);
+        f.actual.processes.push(process(100, "c1", 0));
+        let p = f.plan();
+        assert_eq!(p.actions.len(), 1);
+        assert!(p.actions[0]
+            .reason
+            .starts_with("session s1 of chat c1 archived"));
+    }
+
+    #[test]
+    fn process_whose_chat_has_no_row_waits_for_the_minimum_age() {
+        let mut f = Fixture::new();
+        f.actual.processes.push(process(100, "ghost", 3590)); // 10s old
+        f.actual.processes.push(process(200, "ghost", 0)); // 1h old
+        let p = f.plan();
+        assert_eq!(
+            names(&p),
+            [("terminate_process", "process:200@5200".into())]
+        );
+        assert_eq!(
+            p.actions[0].reason,
+            "chat ghost has no row; goose pid 200 up 1h"
+        );
+        // No chat row: grouped by the session label.
+        assert_eq!(p.actions[0].group(), "session:s1");
+        assert_eq!(p.pending.len(), 1);
+        assert!(p.pending[0].why.contains("10s old"), "{}", p.pending[0].why);
+    }
+
+    #[test]
+    fn row_of_archived_chat_with_its_agent_running_closes_after_the_kill() {
+        let mut f = Fixture::new();
+        f.session("s1", Status::Open, 0, 1)
+            .chat("c1", "s1", Status::Archived);
+        f.actual.processes.push(process(100, "c1", 0));
+        f.desired
+            .agent_sessions
+            .push(acp_row("a1", "c1", Some(100), Some(5100)));
+        f.actual.recorded_pids.insert(
+            100,
+            Some(PidIdentity {
+                start_time: 5100,
+                chat_label: Some("c1".into()),
+            }),
+        );
+        let p = f.plan();
+        assert_eq!(
+            names(&p),
+            [
+                ("terminate_process", "process:100@5100".into()),
+                ("close_agent_row", "agent-row:a1".into())
+            ]
+        );
+        assert_eq!(p.actions[0].group(), p.actions[1].group());
+        assert!(p.actions[0].stage() < p.actions[1].stage());
+    }
+
+    #[test]
+    fn row_whose_pid_is_gone_is_closed_with_that_reason() {
+        let mut f = Fixture::new();
+        f.session("s1", Status::Open, 0, 1)
+            .chat("c1", "s1", Status::Archived);
+        f.desired
+            .agent_sessions
+            .push(acp_row("a1", "c1", Some(7), Some(1)));
+        f.actual.recorded_pids.insert(7, None);
+        let p = f.plan();
+        assert_eq!(names(&p), [("close_agent_row", "agent-row:a1".into())]);
+        assert_eq!(
+            p.actions[0].reason,
+            "chat c1 archived 4m ago; recorded pid 7 is gone"
+        );
+    }
+
+    #[test]
+    fn reused_pid_is_never_signalled_and_its_row_is_closed() {
+        let mut f = Fixture::new();
+        f.session("s1", Status::Open, 0, 1)
+            .chat("c1", "s1", Status::Archived);
+        f.desired
+            .agent_sessions
+            .push(acp_row("a1", "c1", Some(7), Some(1)));
+        f.actual.recorded_pids.insert(
+            7,
+            Some(PidIdentity {
+                start_time: 999,
+                chat_label: None,
+            }),
+        );
+        let p = f.plan();
+        assert_eq!(names(&p), [("close_agent_row", "agent-row:a1".into())]);
+        assert!(p.actions[0].reason.contains("recorded pid 7 was reused"));
+        assert!(p.actions.iter().all(|a| a.name() != "terminate_process"));
+    }
+
+    #[test]
+    fn recorded_process_without_the_label_is_never_signalled_and_keeps_its_row() {
+        let mut f = Fixture::new();
+        f.session("s1", Status::Open, 0, 1)
+            .chat("c1", "s1", Status::Archived);
+        f.desired
+            .agent_sessions
+            .push(acp_row("a1", "c1", Some(7), Some(1)));
+        f.actual.recorded_pids.insert(
+            7,
+            Some(PidIdentity {
+                start_time: 1,
+                chat_label: None,
+            }),
+        );
+        let p = f.plan();
+        assert!(p.actions.is_empty());
+        assert!(p.pending[0].why.contains("never signalled"));
+    }
+
+    #[test]
+    fn row_of_live_chat_and_opencode_rows_are_not_closed_here() {
+        let mut f = Fixture::new();
+        f.session("s1", Status::Open, 1, 2)
+            .chat("c1", "s1", Status::Open)
+            .chat("c2", "s1", Status::Archived);
+        f.desired
+            .agent_sessions
+            .push(acp_row("a1", "c1", None, None));
+        let mut oc = acp_row("a2", "c2", None, None);
+        oc.backend = Backend::OpencodeServer;
+        f.desired.agent_sessions.push(oc);
+        assert!(f.plan().actions.is_empty());
+    }
+
+    #[test]
+    fn chat_scope_takes_that_chats_processes_only() {
+        let mut f = Fixture::new();
+        f.session("s1", Status::Open, 0, 2)
+            .chat("c1", "s1", Status::Archived)
+            .chat("c2", "s1", Status::Archived);
+        f.actual.processes.push(process(100, "c1", 0));
+        f.actual.processes.push(process(200, "c2", 0));
+        let p = f.plan_scoped(&Scope::Chat("c1".into()));
+        assert_eq!(
+            names(&p),
+            [("terminate_process", "process:100@5100".into())]
+        );
+    }
 }
