@@ -1234,11 +1234,18 @@ mod tests {
         write(&wt.join(".env"), "SECRET=1\n");
         write(&wt.join("sub/.env.local"), "SECRET=2\n");
         write(&wt.join("target/.env"), "SECRET=3\n");
+        // An ignored directory matching a glob is precious as a whole.
+        write(&wt.join(".env.d/db"), "SECRET=4\n");
         assert_eq!(
             only(check(&wt)),
             AtRisk::PreciousIgnored {
-                count: 3,
-                paths: vec![".env".into(), "sub/.env.local".into(), "target/.env".into()]
+                count: 4,
+                paths: vec![
+                    ".env".into(),
+                    ".env.d/db".into(),
+                    "sub/.env.local".into(),
+                    "target/.env".into()
+                ]
             }
         );
     }

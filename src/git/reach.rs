@@ -1,9 +1,9 @@
 //! Which commits would become unreachable, and which of those a base ref
 //! already holds in another shape (rebased or squashed).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
-use git2::{Commit, Oid, Repository, Sort};
+use git2::{Commit, Diff, Oid, Repository, Sort};
 
 /// Refs that live in a worktree's own git directory and go away with it:
 /// they keep nothing alive once the worktree is removed.
@@ -52,10 +52,9 @@ pub fn unreachable(repo: &Repository, tips: &[Oid], hide: &[Oid]) -> Result<Vec<
     walk.collect()
 }
 
-/// The patch id of a non-merge commit: of its diff against its parent (or
-/// the empty tree for a root commit). `None` for merges, which `git cherry`
-/// does not compare either.
-pub fn commit_patch_id(repo: &Repository, c: &Commit<'_>) -> Result<Option<Oid>, git2::Error> {
+/// The diff a non-merge commit introduces: against its parent, or against
+/// the empty tree for a root commit. `None` for merges.
+fn commit_diff<'r>(repo: &'r Repository, c: &Commit<'_>) -> Result<Option<Diff<'r>>, git2::Error> {
     if c.parent_count() > 1 {
         return Ok(None);
     }
@@ -65,16 +64,38 @@ pub fn commit_patch_id(repo: &Repository, c: &Commit<'_>) -> Result<Option<Oid>,
     } else {
         None
     };
-    let diff = repo.diff_tree_to_tree(old.as_ref(), Some(&new), None)?;
-    Ok(Some(diff.patchid(None)?))
+    Ok(Some(repo.diff_tree_to_tree(
+        old.as_ref(),
+        Some(&new),
+        None,
+    )?))
+}
+
+/// The paths a diff touches, sorted: patch-equivalent changes touch the
+/// same paths, and listing them only compares trees, while a patch id
+/// needs the content diff.
+fn touched(diff: &Diff<'_>) -> Vec<Vec<u8>> {
+    let mut paths: Vec<Vec<u8>> = diff
+        .deltas()
+        .filter_map(|d| {
+            d.new_file()
+                .path_bytes()
+                .or(d.old_file().path_bytes())
+                .map(<[u8]>::to_vec)
+        })
+        .collect();
+    paths.sort();
+    paths
 }
 
 /// Patch ids of the non-merge commits of `base` that none of `tips` reaches
-/// (the "upstream" side of `git cherry <base> <tip>`).
+/// (the "upstream" side of `git cherry <base> <tip>`), computed only for
+/// commits touching one of the `wanted` path sets.
 fn upstream_patch_ids(
     repo: &Repository,
     base: Oid,
     tips: &[Oid],
+    wanted: &HashSet<Vec<Vec<u8>>>,
 ) -> Result<HashSet<Oid>, git2::Error> {
     let mut walk = repo.revwalk()?;
     walk.push(base)?;
@@ -84,8 +105,10 @@ fn upstream_patch_ids(
     let mut ids = HashSet::new();
     for oid in walk {
         let c = repo.find_commit(oid?)?;
-        if let Some(id) = commit_patch_id(repo, &c)? {
-            ids.insert(id);
+        if let Some(diff) = commit_diff(repo, &c)? {
+            if wanted.contains(&touched(&diff)) {
+                ids.insert(diff.patchid(None)?);
+            }
         }
     }
     Ok(ids)
@@ -133,14 +156,16 @@ pub fn not_in_base(
     if lost.is_empty() {
         return Ok(Vec::new());
     }
-    let upstream = upstream_patch_ids(repo, base, tips)?;
-    if upstream.is_empty() {
-        return Ok(lost.to_vec());
-    }
     let lost_set: HashSet<Oid> = lost.iter().copied().collect();
-    let mut covered: HashSet<Oid> = HashSet::new();
 
-    // Squash rule, per tip.
+    // What each lost commit changes (None for merges) and what each tip
+    // changes since its merge base with `base` (the squash candidates).
+    let mut commits: Vec<(Oid, Option<Diff<'_>>)> = Vec::new();
+    for &oid in lost {
+        let c = repo.find_commit(oid)?;
+        commits.push((oid, commit_diff(repo, &c)?));
+    }
+    let mut squashes: Vec<(Oid, Oid, Diff<'_>)> = Vec::new();
     for &tip in tips {
         let Ok(mb) = repo.merge_base(base, tip) else {
             continue;
@@ -151,39 +176,42 @@ pub fn not_in_base(
         let old = repo.find_commit(mb)?.tree()?;
         let new = repo.find_commit(tip)?.tree()?;
         let diff = repo.diff_tree_to_tree(Some(&old), Some(&new), None)?;
-        if diff.deltas().len() == 0 {
-            continue;
+        if diff.deltas().len() > 0 {
+            squashes.push((tip, mb, diff));
         }
-        if upstream.contains(&diff.patchid(None)?) {
-            for c in unreachable(repo, &[tip], &[mb])? {
-                if lost_set.contains(&c) {
-                    covered.insert(c);
+    }
+    let wanted: HashSet<Vec<Vec<u8>>> = commits
+        .iter()
+        .filter_map(|(_, d)| d.as_ref().map(touched))
+        .chain(squashes.iter().map(|(_, _, d)| touched(d)))
+        .collect();
+    let upstream = upstream_patch_ids(repo, base, tips, &wanted)?;
+
+    // Squash rule, per tip.
+    let mut covered: HashSet<Oid> = HashSet::new();
+    if !upstream.is_empty() {
+        for (tip, mb, diff) in &squashes {
+            if upstream.contains(&diff.patchid(None)?) {
+                for c in unreachable(repo, &[*tip], &[*mb])? {
+                    if lost_set.contains(&c) {
+                        covered.insert(c);
+                    }
                 }
             }
         }
     }
 
     // git cherry rule, per commit.
-    let mut memo: HashMap<Oid, Option<Oid>> = HashMap::new();
     let mut out = Vec::new();
-    for &oid in lost {
-        if covered.contains(&oid) {
+    for (oid, diff) in &commits {
+        if covered.contains(oid) {
             continue;
         }
-        let c = repo.find_commit(oid)?;
-        let pid = match memo.get(&oid) {
-            Some(p) => *p,
-            None => {
-                let p = commit_patch_id(repo, &c)?;
-                memo.insert(oid, p);
-                p
-            }
-        };
-        match pid {
-            None if is_clean_merge(repo, &c)? => {}
-            None => out.push(oid),
-            Some(p) if upstream.contains(&p) => {}
-            Some(_) => out.push(oid),
+        match diff {
+            None if is_clean_merge(repo, &repo.find_commit(*oid)?)? => {}
+            None => out.push(*oid),
+            Some(d) if !upstream.is_empty() && upstream.contains(&d.patchid(None)?) => {}
+            Some(_) => out.push(*oid),
         }
     }
     Ok(out)
