@@ -194,14 +194,13 @@ fn inspect(p: &Preflight<'_>, out: &mut Vec<AtRisk>) {
             let mut s = s;
             if let (Some(index), Some(c)) = (&index, head_stand_in) {
                 // HEAD is unborn because its branch was deleted: what is
-                // staged is what the index adds to the branch's last commit,
-                // not the whole index.
+                // staged is what the index adds to the branch's last commit
+                // (gitlinks included), not the whole index.
                 match staged_against(&repo, index, c) {
                     Ok(staged) => s.staged = staged,
                     Err(e) => failed(out, "staged against reflog HEAD", e),
                 }
-            }
-            if let Some(index) = &index {
+            } else if let Some(index) = &index {
                 match staged_gitlinks(&repo, index) {
                     Ok(g) => s.staged.extend(g),
                     Err(e) => failed(out, "submodule index", e),
