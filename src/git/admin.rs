@@ -1,43 +1,450 @@
 //! A main repository's worktree admin entries (`.git/worktrees/<name>`).
+//!
+//! These functions read git's bookkeeping files by hand and never run
+//! repository discovery upward: a directory under the worktree root must
+//! not resolve to a repository that happens to enclose the root.
 
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::archive::Archived;
+use git2::{Oid, Repository};
+
+use super::archive::{create_archive_ref, unix_secs, Archived};
+use super::paths::{
+    admin_entries, common_dir_of_admin, common_dir_of_repo, dot_git, is_inside, open_exact,
+    read_head_file, ref_component, same_location, workdir_of_common, AdminEntry, DotGit, HeadFile,
+};
+use super::reach::{ref_tips, unreachable};
 use super::GitError;
 use crate::model::StaleAdminEntry;
 
 /// The main repository (its working directory) that the linked worktree at
 /// `dir` belongs to, read from `dir/.git`; `None` if `dir` is not a linked
 /// worktree.
+///
+/// `dir/.git` must be a file `gitdir: <repo>/.git/worktrees/<name>`; the
+/// admin directory's `commondir` names the common git directory, and when
+/// the admin directory is gone the layout `<common>/worktrees/<name>`
+/// still tells. A `.git` file of a submodule (pointing at
+/// `.git/modules/<name>`) is not a linked worktree. For a bare main
+/// repository the common git directory itself is returned.
 pub fn main_repository_of(dir: &Path) -> Option<PathBuf> {
-    let _ = dir;
-    todo!()
+    match dot_git(dir) {
+        DotGit::File { gitdir } => common_dir_of_admin(&gitdir).map(|c| workdir_of_common(&c)),
+        _ => None,
+    }
+}
+
+fn invalid(path: &Path, detail: impl Into<String>) -> GitError {
+    GitError::Invalid {
+        path: path.to_path_buf(),
+        detail: detail.into(),
+    }
+}
+
+fn io_invalid(path: &Path, what: &str, e: io::Error) -> GitError {
+    invalid(path, format!("{what}: {e}"))
+}
+
+fn common_dir(repo: &Path) -> Result<PathBuf, GitError> {
+    common_dir_of_repo(repo).ok_or_else(|| invalid(repo, "not a git repository"))
+}
+
+fn open_common(common: &Path) -> Result<Repository, GitError> {
+    open_exact(common).map_err(|source| GitError::Open {
+        path: common.to_path_buf(),
+        source,
+    })
+}
+
+/// What an admin entry's `HEAD` says, resolved in `repo`:
+/// `(commit, branch)`. The commit is `None` when the branch does not exist
+/// or the object is missing.
+fn entry_head(repo: &Repository, entry: &AdminEntry) -> (Option<Oid>, Option<String>) {
+    match read_head_file(&entry.dir.join("HEAD")) {
+        Ok(HeadFile::Symbolic(r)) => {
+            let id = repo.refname_to_id(&r).ok();
+            let branch = r.strip_prefix("refs/heads/").unwrap_or(&r).to_string();
+            (id, Some(branch))
+        }
+        Ok(HeadFile::Detached(id)) => (repo.find_commit(id).is_ok().then_some(id), None),
+        Err(_) => (None, None),
+    }
 }
 
 /// Admin entries of `repo` whose worktree path lies inside `root` but no
 /// longer exists.
+///
+/// `repo` is the main repository's working directory (or its git
+/// directory). An entry qualifies when its `gitdir` file names
+/// `<something>/.git` with `<something>` inside `root` (compared after
+/// lexical normalization, and also with existing ancestors canonicalized)
+/// and `<something>` does not exist (not even as a dangling symlink).
 pub fn stale_entries(repo: &Path, root: &Path) -> Result<Vec<StaleAdminEntry>, GitError> {
-    let _ = (repo, root);
-    todo!()
+    let common = common_dir(repo)?;
+    let entries =
+        admin_entries(&common).map_err(|e| io_invalid(&common, "reading worktrees", e))?;
+    let mut git: Option<Repository> = None;
+    let mut out = Vec::new();
+    for entry in entries {
+        let Some(wt) = entry.worktree_path() else {
+            continue;
+        };
+        if !is_inside(&wt, root) || entry.worktree_exists() {
+            continue;
+        }
+        if git.is_none() {
+            git = Some(open_common(&common)?);
+        }
+        let (head, branch) = entry_head(git.as_ref().expect("opened above"), &entry);
+        out.push(StaleAdminEntry {
+            repo_path: workdir_of_common(&common),
+            name: entry.name.clone(),
+            worktree_path: wt,
+            head: head.map(|o| o.to_string()),
+            branch,
+        });
+    }
+    Ok(out)
+}
+
+/// The commits that keep things alive in the repository whose common git
+/// directory is `common`: every ref, the main worktree's HEAD, and the
+/// HEADs of linked worktrees that still exist, except the entry `except`.
+/// (A stale entry's HEAD is about to go, so it keeps nothing alive.)
+fn live_tips(repo: &Repository, common: &Path, except: &str) -> Result<Vec<Oid>, GitError> {
+    let op = |source| GitError::Op {
+        op: "list refs",
+        path: common.to_path_buf(),
+        source,
+    };
+    let mut tips = ref_tips(repo, &|_| false).map_err(op)?;
+    if let Ok(c) = repo.head().and_then(|h| h.peel_to_commit()) {
+        tips.push(c.id());
+    }
+    let entries = admin_entries(common).map_err(|e| io_invalid(common, "reading worktrees", e))?;
+    for e in entries {
+        if e.name == except || !e.worktree_exists() {
+            continue;
+        }
+        if let (Some(id), _) = entry_head(repo, &e) {
+            tips.push(id);
+        }
+    }
+    Ok(tips)
 }
 
 /// Commits reachable from the entry's HEAD and from no ref of the repository.
+///
+/// Every ref counts (branches, tags, remote refs, `refs/stash`,
+/// `refs/boo/archive/*`, …), and so do the HEADs of the main worktree and
+/// of the other linked worktrees whose directories still exist; the HEADs
+/// of other stale entries do not, since they are about to go too. Newest
+/// first; empty when the entry has no resolvable HEAD.
 pub fn unreachable_commits(entry: &StaleAdminEntry) -> Result<Vec<String>, GitError> {
-    let _ = entry;
-    todo!()
+    let Some(head) = &entry.head else {
+        return Ok(Vec::new());
+    };
+    let common = common_dir(&entry.repo_path)?;
+    let repo = open_common(&common)?;
+    let head = Oid::from_str(head).map_err(|source| GitError::Op {
+        op: "parse head",
+        path: common.clone(),
+        source,
+    })?;
+    let hide = live_tips(&repo, &common, &entry.name)?;
+    let lost = unreachable(&repo, &[head], &hide).map_err(|source| GitError::Op {
+        op: "revwalk",
+        path: common.clone(),
+        source,
+    })?;
+    Ok(lost.iter().map(Oid::to_string).collect())
 }
 
 /// Keeps the entry's HEAD reachable under
-/// `refs/boo/archive/<entry name>/<unix seconds>`.
+/// `refs/boo/archive/<entry name>/<unix seconds>` (a `-<n>` suffix when
+/// that ref exists already; characters a ref name cannot hold become `_`).
 pub fn archive_head(entry: &StaleAdminEntry, now: SystemTime) -> Result<Archived, GitError> {
-    let _ = (entry, now);
-    todo!()
+    let common = common_dir(&entry.repo_path)?;
+    let Some(head) = &entry.head else {
+        return Err(invalid(
+            &common,
+            format!("admin entry {} has no HEAD commit", entry.name),
+        ));
+    };
+    let repo = open_common(&common)?;
+    let id = Oid::from_str(head).map_err(|source| GitError::Op {
+        op: "parse head",
+        path: common.clone(),
+        source,
+    })?;
+    let base = format!(
+        "refs/boo/archive/{}/{}",
+        ref_component(&entry.name),
+        unix_secs(now)
+    );
+    let reference = create_archive_ref(
+        &repo,
+        &base,
+        id,
+        &format!("boo-reconciler: HEAD of stale worktree {}", entry.name),
+    )
+    .map_err(|source| GitError::Op {
+        op: "create archive ref",
+        path: common.clone(),
+        source,
+    })?;
+    Ok(Archived {
+        reference,
+        commit: id.to_string(),
+    })
 }
 
 /// Removes the admin entries of `repo` that point at `worktree_path`, once
 /// that directory is gone. Returns how many were pruned.
+///
+/// Refuses (an error) while `worktree_path` exists, even as a dangling
+/// symlink. A lock on the entry is ignored: the caller decided.
 pub fn prune_for(repo: &Path, worktree_path: &Path) -> Result<usize, GitError> {
-    let _ = (repo, worktree_path);
-    todo!()
+    if fs::symlink_metadata(worktree_path).is_ok() {
+        return Err(invalid(
+            worktree_path,
+            "still exists; refusing to prune its worktree admin entry",
+        ));
+    }
+    let common = common_dir(repo)?;
+    let entries =
+        admin_entries(&common).map_err(|e| io_invalid(&common, "reading worktrees", e))?;
+    let target = worktree_path.join(".git");
+    let mut pruned = 0;
+    for e in entries {
+        let Some(g) = &e.gitdir_target else { continue };
+        if !same_location(g, &target) {
+            continue;
+        }
+        fs::remove_dir_all(&e.dir)
+            .map_err(|err| io_invalid(&e.dir, "removing admin entry", err))?;
+        pruned += 1;
+    }
+    Ok(pruned)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::git::testutil::{write, Fixture};
+
+    fn now() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+    }
+
+    #[test]
+    fn main_repository_of_reads_the_gitfile_only() {
+        let f = Fixture::new();
+        let wt = f.worktree("w", "b");
+        assert_eq!(main_repository_of(&wt), Some(f.repo.clone()));
+        // The main repository itself, a plain directory, a directory
+        // inside a repository: not linked worktrees, and no discovery
+        // upward finds the enclosing one.
+        assert_eq!(main_repository_of(&f.repo), None);
+        assert_eq!(main_repository_of(&f.root), None);
+        fs::create_dir_all(f.repo.join("inner")).unwrap();
+        assert_eq!(main_repository_of(&f.repo.join("inner")), None);
+        assert_eq!(main_repository_of(&f.root.join("missing")), None);
+        // A relative gitdir and a pruned admin directory still tell.
+        let other = f.root.join("rel");
+        fs::create_dir_all(&other).unwrap();
+        write(
+            &other.join(".git"),
+            "gitdir: ../../repo/.git/worktrees/gone\n",
+        );
+        assert_eq!(main_repository_of(&other), Some(f.repo.clone()));
+        // A submodule's gitfile names .git/modules/<name>: not a worktree.
+        write(
+            &other.join(".git"),
+            &format!("gitdir: {}/.git/modules/sub\n", f.repo.display()),
+        );
+        fs::create_dir_all(f.repo.join(".git/modules/sub")).unwrap();
+        assert_eq!(main_repository_of(&other), None);
+    }
+
+    #[test]
+    fn stale_entries_inside_the_root_only() {
+        let f = Fixture::new();
+        let gone = f.worktree("gone", "g");
+        let kept = f.worktree("kept", "k");
+        let detached = f.root.join("det");
+        f.git(
+            &f.repo,
+            &[
+                "worktree",
+                "add",
+                "-q",
+                "--detach",
+                detached.to_str().unwrap(),
+                "main",
+            ],
+        );
+        write(&detached.join("d.txt"), "d\n");
+        let d = f.commit_all(&detached, "detached");
+        let outside = f.tmp.path().join("outside");
+        f.git(
+            &f.repo,
+            &[
+                "worktree",
+                "add",
+                "-q",
+                "-b",
+                "o",
+                outside.to_str().unwrap(),
+                "main",
+            ],
+        );
+        for dir in [&gone, &detached, &outside] {
+            fs::remove_dir_all(dir).unwrap();
+        }
+        let main = f.rev(&f.repo, "main");
+        let stale = stale_entries(&f.repo, &f.root).unwrap();
+        assert_eq!(
+            stale,
+            vec![
+                StaleAdminEntry {
+                    repo_path: f.repo.clone(),
+                    name: "det".into(),
+                    worktree_path: detached.clone(),
+                    head: Some(d.clone()),
+                    branch: None,
+                },
+                StaleAdminEntry {
+                    repo_path: f.repo.clone(),
+                    name: "gone".into(),
+                    worktree_path: gone.clone(),
+                    head: Some(main.clone()),
+                    branch: Some("g".into()),
+                },
+            ]
+        );
+        assert!(kept.exists());
+        // The git directory works as well as the working directory.
+        assert_eq!(stale_entries(&f.repo.join(".git"), &f.root).unwrap(), stale);
+        // A root spelled with `..` is the same root.
+        let spelled = f.root.join("../root");
+        assert_eq!(stale_entries(&f.repo, &spelled).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn unreachable_commits_of_stale_entries() {
+        let f = Fixture::new();
+        let det = f.root.join("det");
+        f.git(
+            &f.repo,
+            &[
+                "worktree",
+                "add",
+                "-q",
+                "--detach",
+                det.to_str().unwrap(),
+                "main",
+            ],
+        );
+        write(&det.join("d.txt"), "d\n");
+        let d1 = f.commit_all(&det, "d1");
+        write(&det.join("d.txt"), "d2\n");
+        let d2 = f.commit_all(&det, "d2");
+        let on_branch = f.worktree("br", "br");
+        write(&on_branch.join("x.txt"), "x\n");
+        f.commit_all(&on_branch, "on branch");
+        fs::remove_dir_all(&det).unwrap();
+        fs::remove_dir_all(&on_branch).unwrap();
+        let stale = stale_entries(&f.repo, &f.root).unwrap();
+        let by_name = |n: &str| stale.iter().find(|e| e.name == n).unwrap().clone();
+        assert_eq!(
+            unreachable_commits(&by_name("det")).unwrap(),
+            vec![d2.clone(), d1.clone()]
+        );
+        // The branch survives the entry.
+        assert_eq!(
+            unreachable_commits(&by_name("br")).unwrap(),
+            Vec::<String>::new()
+        );
+        // A live worktree whose HEAD is there keeps it.
+        let live = f.root.join("live");
+        f.git(
+            &f.repo,
+            &[
+                "worktree",
+                "add",
+                "-q",
+                "--detach",
+                live.to_str().unwrap(),
+                &d1,
+            ],
+        );
+        assert_eq!(
+            unreachable_commits(&by_name("det")).unwrap(),
+            vec![d2.clone()]
+        );
+        // So does any ref.
+        f.git(&f.repo, &["tag", "t", &d2]);
+        assert_eq!(
+            unreachable_commits(&by_name("det")).unwrap(),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn archive_head_keeps_the_commit_through_prune_and_gc() {
+        let f = Fixture::new();
+        let det = f.root.join("det");
+        f.git(
+            &f.repo,
+            &[
+                "worktree",
+                "add",
+                "-q",
+                "--detach",
+                det.to_str().unwrap(),
+                "main",
+            ],
+        );
+        write(&det.join("d.txt"), "d\n");
+        let d = f.commit_all(&det, "d");
+        fs::remove_dir_all(&det).unwrap();
+        let entry = stale_entries(&f.repo, &f.root).unwrap().remove(0);
+        let a = archive_head(&entry, now()).unwrap();
+        assert_eq!(a.reference, "refs/boo/archive/det/1700000000");
+        assert_eq!(a.commit, d);
+        let again = archive_head(&entry, now()).unwrap();
+        assert_eq!(again.reference, "refs/boo/archive/det/1700000000-1");
+        assert_eq!(unreachable_commits(&entry).unwrap(), Vec::<String>::new());
+
+        assert_eq!(prune_for(&f.repo, &det).unwrap(), 1);
+        f.git(&f.repo, &["reflog", "expire", "--expire=now", "--all"]);
+        f.git(&f.repo, &["gc", "-q", "--prune=now"]);
+        assert!(f.try_git(&f.repo, &["cat-file", "-e", &d]).status.success());
+    }
+
+    #[test]
+    fn prune_for_refuses_while_the_directory_exists() {
+        let f = Fixture::new();
+        let a = f.worktree("a", "a");
+        let b = f.worktree("b", "b");
+        f.git(&f.repo, &["worktree", "lock", a.to_str().unwrap()]);
+        assert!(prune_for(&f.repo, &a).is_err());
+        assert!(f.repo.join(".git/worktrees/a").is_dir());
+        fs::remove_dir_all(&a).unwrap();
+        // Locked, but the caller decided.
+        assert_eq!(prune_for(&f.repo, &a).unwrap(), 1);
+        assert!(!f.repo.join(".git/worktrees/a").exists());
+        assert!(f.repo.join(".git/worktrees/b").is_dir());
+        assert_eq!(prune_for(&f.repo, &a).unwrap(), 0);
+        let list = f.git(&f.repo, &["worktree", "list", "--porcelain"]);
+        assert!(!list.contains(a.to_str().unwrap()), "{list}");
+        assert!(list.contains(b.to_str().unwrap()), "{list}");
+    }
 }

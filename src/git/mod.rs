@@ -2,7 +2,13 @@
 
 pub mod admin;
 pub mod archive;
+pub mod paths;
 pub mod preflight;
+pub(crate) mod reach;
+pub(crate) mod scan;
+
+#[cfg(test)]
+pub(crate) mod testutil;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,171 @@
+//! Fixtures for the git tests: real repositories and worktrees built with
+//! the `git` CLI in temporary directories, isolated from the machine's git
+//! configuration.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Once;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
+/// The default precious globs of the tests.
+pub fn precious() -> GlobSet {
+    let mut b = GlobSetBuilder::new();
+    b.add(Glob::new(".env").unwrap());
+    b.add(Glob::new(".env.*").unwrap());
+    b.build().unwrap()
+}
+
+/// Keeps libgit2 (in this process) away from the user's and the system's
+/// git configuration.
+fn isolate_libgit2() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        for level in [
+            git2::ConfigLevel::System,
+            git2::ConfigLevel::XDG,
+            git2::ConfigLevel::Global,
+            git2::ConfigLevel::ProgramData,
+        ] {
+            // SAFETY: called once, before any test of this process opens a
+            // repository through this fixture module.
+            unsafe {
+                let _ = git2::opts::set_search_path(level, "/nonexistent-boo-test-config");
+            }
+        }
+    });
+}
+
+pub fn git_cmd(dir: &Path, home: &Path) -> Command {
+    let mut c = Command::new("git");
+    c.current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "Test Author")
+        .env("GIT_AUTHOR_EMAIL", "author@example.com")
+        .env("GIT_COMMITTER_NAME", "Test Author")
+        .env("GIT_COMMITTER_EMAIL", "author@example.com")
+        .env("GIT_EDITOR", "true")
+        .env("LC_ALL", "C")
+        .args([
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "protocol.file.allow=always",
+            "-c",
+            "advice.detachedHead=false",
+            "-c",
+            "core.autocrlf=false",
+            "-c",
+            "commit.gpgsign=false",
+        ]);
+    c
+}
+
+/// A main repository with one commit on `main` and a root directory for
+/// worktrees, all in one temporary directory.
+pub struct Fixture {
+    pub tmp: tempfile::TempDir,
+    pub repo: PathBuf,
+    pub root: PathBuf,
+    pub home: PathBuf,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        isolate_libgit2();
+        let tmp = tempfile::tempdir().unwrap();
+        let base = fs::canonicalize(tmp.path()).unwrap();
+        let repo = base.join("repo");
+        let root = base.join("root");
+        let home = base.join("home");
+        for d in [&repo, &root, &home] {
+            fs::create_dir_all(d).unwrap();
+        }
+        let f = Fixture {
+            tmp,
+            repo,
+            root,
+            home,
+        };
+        f.git(&f.repo, &["init", "-q"]);
+        write(&f.repo.join("README"), "hello\n");
+        write(&f.repo.join("lib.txt"), "one\ntwo\nthree\nfour\nfive\n");
+        write(
+            &f.repo.join(".gitignore"),
+            "target/\nnode_modules/\n.env\n.env.*\n",
+        );
+        f.git(&f.repo, &["add", "-A"]);
+        f.git(&f.repo, &["commit", "-q", "-m", "initial"]);
+        f
+    }
+
+    pub fn cmd(&self, dir: &Path) -> Command {
+        git_cmd(dir, &self.home)
+    }
+
+    pub fn try_git(&self, dir: &Path, args: &[&str]) -> Output {
+        self.cmd(dir).args(args).output().unwrap()
+    }
+
+    /// Runs git in `dir`, panicking with its output when it fails; returns
+    /// stdout, trimmed.
+    pub fn git(&self, dir: &Path, args: &[&str]) -> String {
+        let out = self.try_git(dir, args);
+        assert!(
+            out.status.success(),
+            "git {args:?} in {} failed:\n{}\n{}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// `git worktree add -b <branch> <root>/<name> main`.
+    pub fn worktree(&self, name: &str, branch: &str) -> PathBuf {
+        let p = self.root.join(name);
+        self.git(
+            &self.repo,
+            &[
+                "worktree",
+                "add",
+                "-q",
+                "-b",
+                branch,
+                p.to_str().unwrap(),
+                "main",
+            ],
+        );
+        p
+    }
+
+    /// Commits everything in `dir` with `msg`; returns the commit id.
+    pub fn commit_all(&self, dir: &Path, msg: &str) -> String {
+        self.git(dir, &["add", "-A"]);
+        self.git(dir, &["commit", "-q", "-m", msg]);
+        self.git(dir, &["rev-parse", "HEAD"])
+    }
+
+    pub fn rev(&self, dir: &Path, rev: &str) -> String {
+        self.git(dir, &["rev-parse", rev])
+    }
+}
+
+pub fn write(path: &Path, content: &str) {
+    if let Some(p) = path.parent() {
+        fs::create_dir_all(p).unwrap();
+    }
+    fs::write(path, content).unwrap();
+}
+
+pub fn set_exec(path: &Path) {
+    let mut perm = fs::metadata(path).unwrap().permissions();
+    perm.set_mode(0o755);
+    fs::set_permissions(path, perm).unwrap();
+}
