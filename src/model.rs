@@ -255,6 +255,10 @@ pub struct DesiredState {
     pub sessions: HashMap<String, SessionState>,
     /// Every chat named by an agent row or a process label, or asked for.
     pub chats: HashMap<String, ChatState>,
+    /// Every main repository named by a worktree row of this host, removed
+    /// or not: where stale admin entries may hide once their directory and
+    /// row are gone.
+    pub repositories: Vec<PathBuf>,
 }
 
 /// What kind of thing sits directly under the worktree root.
@@ -292,6 +296,9 @@ pub struct StaleAdminEntry {
     pub head: Option<String>,
     /// The branch the entry's HEAD names, if it is symbolic.
     pub branch: Option<String>,
+    /// The entry's `locked` file, if any: its reason (may be empty). git
+    /// itself locks an entry while `git worktree add` runs.
+    pub locked: Option<String>,
 }
 
 /// The verdict on a worktree row's untrusted path.

@@ -75,7 +75,7 @@ impl PassReport {
             .results
             .iter()
             .filter_map(|r| match &r.outcome {
-                Outcome::KeptAtRisk { reasons } => Some(KeptWorktree {
+                Outcome::KeptAtRisk { reasons, .. } => Some(KeptWorktree {
                     target: r.target.clone(),
                     worktree_id: match &r.action.kind {
                         crate::plan::ActionKind::RemoveWorktree { worktree } => {
@@ -145,7 +145,7 @@ impl PassReport {
                 r.action.reason
             );
             match &r.outcome {
-                Outcome::KeptAtRisk { reasons } => {
+                Outcome::KeptAtRisk { reasons, .. } => {
                     for why in reasons {
                         let _ = writeln!(s, "      at risk: {why}");
                     }

@@ -23,6 +23,8 @@ both_databases!(
     orphan_directory_is_reaped_only_when_old_and_clean,
     second_pass_after_convergence_does_nothing_and_plan_writes_nothing,
     worktree_of_live_session_survives,
+    stale_admin_entry_keeps_its_lost_commits_under_an_archive_ref_then_is_pruned,
+    locked_stale_admin_entry_is_pruned_only_with_force,
 );
 
 async fn clean_worktree_of_archived_session_is_removed_and_its_branch_survives(db: Db) {
@@ -297,4 +299,82 @@ async fn second_pass_after_convergence_does_nothing_and_plan_writes_nothing(db: 
     assert!(second.results.is_empty(), "{}", second.render());
     assert_eq!(second.exit_code(), exit::CONVERGED);
     assert_eq!(w.audit().await.len(), audit_after_first);
+}
+
+async fn stale_admin_entry_keeps_its_lost_commits_under_an_archive_ref_then_is_pruned(db: Db) {
+    let w = World::new(db).await;
+    w.session("s1", "archived").await;
+    let path = w.worktree("w1", "s1").await;
+    git(&path, &["checkout", "-q", "--detach"]);
+    fs::write(path.join("lost.txt"), "only here\n").unwrap();
+    git(&path, &["add", "lost.txt"]);
+    git(&path, &["commit", "-q", "-m", "detached work"]);
+    let lost = git(&path, &["rev-parse", "HEAD"]);
+    // Someone deletes the directory behind git's back.
+    fs::remove_dir_all(&path).unwrap();
+
+    let report = w.once(Scope::Host, false).await;
+    assert_eq!(report.exit_code(), exit::CONVERGED, "{}", report.render());
+    assert_eq!(w.row_state("w1").await.0, "removed");
+    assert!(
+        !w.repo.join(".git/worktrees/w1").exists(),
+        "admin entry pruned"
+    );
+    let refs = git(
+        &w.repo,
+        &[
+            "for-each-ref",
+            "--format=%(refname) %(objectname)",
+            "refs/boo/archive/",
+        ],
+    );
+    assert!(refs.contains(&lost), "archive ref keeps {lost}: {refs}");
+    git(&w.repo, &["gc", "-q", "--prune=now"]);
+    assert!(git_ok(&w.repo, &["cat-file", "-e", &lost]));
+    let audit = w.audit().await;
+    assert!(audit
+        .iter()
+        .any(|a| a.action == "prune_admin_entry" && a.outcome == "done"));
+    assert!(audit
+        .iter()
+        .any(|a| a.action == "mark_worktree_removed" && a.outcome == "done"));
+}
+
+async fn locked_stale_admin_entry_is_pruned_only_with_force(db: Db) {
+    let w = World::new(db).await;
+    // Only a removed row of another worktree tells that the repository is
+    // this host's.
+    w.worktree_row("w0", "s0", "/gone").await;
+    w.sql("UPDATE worktrees SET state = 'removed' WHERE id = 'w0'")
+        .await;
+    let path = w.add_worktree("w1");
+    git(
+        &w.repo,
+        &[
+            "worktree",
+            "lock",
+            "--reason",
+            "on a USB disk",
+            path.to_str().unwrap(),
+        ],
+    );
+    fs::remove_dir_all(&path).unwrap();
+
+    let report = w.once(Scope::Host, false).await;
+    assert!(
+        w.repo.join(".git/worktrees/w1").exists(),
+        "{}",
+        report.render()
+    );
+    assert!(
+        report.render().contains("on a USB disk"),
+        "{}",
+        report.render()
+    );
+
+    let report = w.once(Scope::Host, true).await;
+    assert_eq!(report.exit_code(), exit::CONVERGED, "{}", report.render());
+    assert!(!w.repo.join(".git/worktrees/w1").exists());
+    // The branch is never deleted.
+    assert!(git_ok(&w.repo, &["rev-parse", "--verify", "boo/w1"]));
 }

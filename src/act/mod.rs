@@ -44,7 +44,12 @@ pub enum Outcome {
     /// Done now (or found already done).
     Done { note: String },
     /// The worktree holds work; it was kept and marked.
-    KeptAtRisk { reasons: Vec<AtRisk> },
+    KeptAtRisk {
+        reasons: Vec<AtRisk>,
+        /// The row already carried exactly these reasons: nothing new to
+        /// record.
+        unchanged: bool,
+    },
     /// Nothing to do after all: the owner is live again, or the target is
     /// no longer there.
     Skipped { why: String },
@@ -72,7 +77,7 @@ impl Outcome {
     fn text(&self) -> String {
         match self {
             Outcome::Done { note } => note.clone(),
-            Outcome::KeptAtRisk { reasons } => reasons
+            Outcome::KeptAtRisk { reasons, .. } => reasons
                 .iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
@@ -306,12 +311,21 @@ impl Executor {
         if matches!(r.outcome, Outcome::Deferred { .. }) {
             return;
         }
+        if matches!(
+            r.outcome,
+            Outcome::KeptAtRisk {
+                unchanged: true,
+                ..
+            }
+        ) {
+            return;
+        }
         let fingerprint = format!("{}:{text}", r.outcome.name());
         {
             let mut rec = self.recorded.lock().expect("recorded lock");
             let repeats = matches!(
                 r.outcome,
-                Outcome::KeptAtRisk { .. } | Outcome::Refused { .. }
+                Outcome::KeptAtRisk { .. } | Outcome::Refused { .. } | Outcome::Skipped { .. }
             );
             if repeats && rec.get(&r.target) == Some(&fingerprint) {
                 return;
@@ -506,13 +520,23 @@ impl Executor {
         };
         let archive = !reasons.is_empty();
         if archive && !(opts.force && reasons.iter().all(AtRisk::force_overrides)) {
-            if let Some(id) = &wt.row_id {
-                self.store
+            let changed = match &wt.row_id {
+                Some(id) => self
+                    .store
                     .mark_worktree_at_risk(id, &reasons)
                     .await
-                    .map_err(|e| e.to_string())?;
-            }
-            return Ok((Outcome::KeptAtRisk { reasons }, none));
+                    .map_err(|e| e.to_string())?,
+                // No row to compare with: the executor's memory of what it
+                // recorded decides.
+                None => true,
+            };
+            return Ok((
+                Outcome::KeptAtRisk {
+                    reasons,
+                    unchanged: !changed,
+                },
+                none,
+            ));
         }
         // The preflight may have taken a while: ask again right before
         // destroying anything.
@@ -637,8 +661,23 @@ fn archive_and_remove(
 /// Keeps the commits only a stale admin entry's HEAD reaches, then prunes it.
 fn prune_admin_entry(
     entry: &crate::model::StaleAdminEntry,
-    _force: bool,
+    force: bool,
 ) -> Result<(Outcome, serde_json::Value), String> {
+    if let (Some(reason), false) = (&entry.locked, force) {
+        return Ok((
+            Outcome::Skipped {
+                why: format!(
+                    "admin entry is locked ({}): pruned only with force",
+                    if reason.is_empty() {
+                        "no reason given"
+                    } else {
+                        reason
+                    }
+                ),
+            },
+            serde_json::Value::Null,
+        ));
+    }
     if Path::new(&entry.worktree_path).exists() {
         return Ok((
             Outcome::Skipped {

@@ -115,7 +115,8 @@ impl Controller {
         let observed = {
             let root = self.root.clone();
             let rows = desired.worktrees.clone();
-            tokio::task::spawn_blocking(move || observe::worktrees::observe(&root, &rows))
+            let repos = desired.repositories.clone();
+            tokio::task::spawn_blocking(move || observe::worktrees::observe(&root, &rows, &repos))
                 .await
                 .unwrap_or_else(|e| observe::worktrees::Observed {
                     errors: vec![format!("observing worktrees failed: {e}")],

@@ -105,6 +105,9 @@ pub fn stale_entries(repo: &Path, root: &Path) -> Result<Vec<StaleAdminEntry>, G
             worktree_path: wt,
             head: head.map(|o| o.to_string()),
             branch,
+            locked: fs::read_to_string(entry.dir.join("locked"))
+                .ok()
+                .map(|r| r.trim().to_string()),
         });
     }
     Ok(out)
@@ -319,6 +322,7 @@ mod tests {
                     worktree_path: detached.clone(),
                     head: Some(d.clone()),
                     branch: None,
+                    locked: None,
                 },
                 StaleAdminEntry {
                     repo_path: f.repo.clone(),
@@ -326,6 +330,7 @@ mod tests {
                     worktree_path: gone.clone(),
                     head: Some(main.clone()),
                     branch: Some("g".into()),
+                    locked: None,
                 },
             ]
         );

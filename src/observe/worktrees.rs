@@ -21,9 +21,11 @@ pub struct Observed {
     pub errors: Vec<String>,
 }
 
-/// Observes the root and the rows of this host. Blocking: call it from a
+/// Observes the root and the rows of this host; `repositories` are main
+/// repositories known from elsewhere (rows of removed worktrees, earlier
+/// passes) whose admin entries are checked too. Blocking: call it from a
 /// blocking thread.
-pub fn observe(root: &WorktreeRoot, rows: &[WorktreeRow]) -> Observed {
+pub fn observe(root: &WorktreeRoot, rows: &[WorktreeRow], repositories: &[PathBuf]) -> Observed {
     let mut out = Observed::default();
     match fs::read_dir(root.path()) {
         Ok(entries) => {
@@ -59,6 +61,7 @@ pub fn observe(root: &WorktreeRoot, rows: &[WorktreeRow]) -> Observed {
         .iter()
         .filter_map(|d| d.repo_path.clone())
         .chain(rows.iter().map(|r| r.repo_path.clone()))
+        .chain(repositories.iter().cloned())
         .collect();
     for repo in repos {
         if !repo.join(".git").is_dir() {

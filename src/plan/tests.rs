@@ -339,6 +339,7 @@ fn stale_admin_entry_is_pruned() {
         worktree_path: wt_path("w9"),
         head: Some("abc".into()),
         branch: None,
+        locked: None,
     });
     let p = f.plan();
     assert_eq!(
@@ -362,6 +363,7 @@ fn stale_admin_entry_of_live_session_is_left_pending() {
         worktree_path: wt_path("w9"),
         head: None,
         branch: None,
+        locked: None,
     });
     let p = f.plan();
     assert!(p.actions.is_empty());
@@ -416,6 +418,7 @@ fn actions_are_grouped_by_session_and_ordered_by_stage() {
         worktree_path: wt_path("w2"),
         head: None,
         branch: None,
+        locked: None,
     });
     let p = f.plan();
     let stages: Vec<Stage> = p.actions.iter().map(|a| a.stage()).collect();

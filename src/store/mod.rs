@@ -2,7 +2,7 @@
 //! the controller makes (row states, audit records).
 //!
 //! # Guarantees
-//! - A pass reads its desired state with a constant number of queries (four),
+//! - A pass reads its desired state with a constant number of queries (five),
 //!   whatever the number of chats: rows are scoped to this host and to the
 //!   ids a pass actually met.
 //! - The audit table is append-only (a trigger refuses UPDATE and DELETE).
@@ -194,7 +194,8 @@ impl Store {
 
     /// The desired state of `host`: its worktree rows not yet removed, its
     /// open agent rows, and the liveness of every chat and session they or
-    /// `interest` name. Four queries, whatever the size of the tables.
+    /// `interest` name, and the repositories its worktrees belong to. Five
+    /// queries, whatever the size of the tables.
     pub async fn desired_state(
         &self,
         host: &str,
@@ -216,12 +217,21 @@ impl Store {
                 .filter_map(|c| c.chat.as_ref().map(|c| c.session_id.clone())),
         );
         let sessions = self.session_states(&session_ids).await?;
+        let repositories = with_pool!(self, p => {
+            sqlx::query(self.sql().repositories_of_host).bind(host).fetch_all(p).await
+                .and_then(|rows| rows.into_iter().map(|r| r.try_get::<String, _>("repo_path")).collect::<Result<Vec<_>, _>>())
+        })
+        .map_err(|e| self.query_err("reading repositories", e))?
+        .into_iter()
+        .map(PathBuf::from)
+        .collect();
 
         Ok(DesiredState {
             worktrees,
             agent_sessions,
             sessions,
             chats,
+            repositories,
         })
     }
 
@@ -476,14 +486,15 @@ impl Store {
         .map_err(|e| self.query_err("reading worktrees by path", e))
     }
 
-    /// Marks a worktree row `at_risk` with its reasons.
+    /// Marks a worktree row `at_risk` with its reasons. Returns whether the
+    /// row changed (false: it already carried exactly these reasons).
     pub async fn mark_worktree_at_risk(
         &self,
         id: &str,
         reasons: &[AtRisk],
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let json = serde_json::to_string(reasons).expect("reasons serialize");
-        with_pool!(self, p => sqlx::query(self.sql().mark_at_risk).bind(id).bind(&json).execute(p).await.map(|_| ()))
+        with_pool!(self, p => sqlx::query(self.sql().mark_at_risk).bind(id).bind(&json).execute(p).await.map(|r| r.rows_affected() > 0))
             .map_err(|e| self.query_err("marking worktree at risk", e))
     }
 

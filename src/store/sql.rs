@@ -4,6 +4,7 @@
 //! serves both.
 
 pub struct Dialect {
+    pub repositories_of_host: &'static str,
     pub worktrees_of_host: &'static str,
     pub open_agent_rows_of_host: &'static str,
     pub chats_by_id: &'static str,
@@ -17,6 +18,8 @@ pub struct Dialect {
 }
 
 pub static POSTGRES: Dialect = Dialect {
+    repositories_of_host:
+        "SELECT DISTINCT repo_path FROM worktrees WHERE host = $1 ORDER BY repo_path",
     worktrees_of_host: "SELECT id, session_id, repo_path, path, branch, base_ref, state, \
          EXTRACT(EPOCH FROM created_at)::float8 AS created \
          FROM worktrees WHERE host = $1 AND state <> 'removed' ORDER BY id",
@@ -44,7 +47,8 @@ pub static POSTGRES: Dialect = Dialect {
     worktrees_naming:
         "SELECT id FROM worktrees WHERE (path = $1 OR id = $2) AND state <> 'removed'",
     mark_at_risk: "UPDATE worktrees SET state = 'at_risk', at_risk_reasons = $2::jsonb \
-         WHERE id = $1 AND state <> 'removed'",
+         WHERE id = $1 AND state <> 'removed' \
+         AND (state <> 'at_risk' OR at_risk_reasons IS DISTINCT FROM $2::jsonb)",
     mark_active: "UPDATE worktrees SET state = 'active', at_risk_reasons = NULL \
          WHERE id = $1 AND state = 'at_risk'",
     mark_removed:
@@ -58,6 +62,7 @@ pub static POSTGRES: Dialect = Dialect {
 };
 
 pub static SQLITE: Dialect = Dialect {
+    repositories_of_host: "SELECT DISTINCT repo_path FROM worktrees WHERE host = $1 ORDER BY repo_path",
     worktrees_of_host: "SELECT id, session_id, repo_path, path, branch, base_ref, state, \
          CAST(unixepoch(created_at, 'subsec') AS REAL) AS created \
          FROM worktrees WHERE host = $1 AND state <> 'removed' ORDER BY id",
@@ -83,7 +88,8 @@ pub static SQLITE: Dialect = Dialect {
          FROM ids LEFT JOIN sessions s ON s.id = ids.id",
     worktrees_naming: "SELECT id FROM worktrees WHERE (path = $1 OR id = $2) AND state <> 'removed'",
     mark_at_risk: "UPDATE worktrees SET state = 'at_risk', at_risk_reasons = $2 \
-         WHERE id = $1 AND state <> 'removed'",
+         WHERE id = $1 AND state <> 'removed' \
+         AND (state <> 'at_risk' OR at_risk_reasons IS NOT $2)",
     mark_active: "UPDATE worktrees SET state = 'active', at_risk_reasons = NULL \
          WHERE id = $1 AND state = 'at_risk'",
     mark_removed: "UPDATE worktrees SET state = 'removed', \
