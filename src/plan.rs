@@ -238,8 +238,8 @@ pub fn plan(
     plan_admin_entries(desired, actual, policy, now, &mut out);
     out.actions.retain(|a| in_scope(a, scope, desired));
     out.pending.retain(|_| *scope == Scope::Host);
-    out.actions
-        .sort_by(|a, b| (a.group(), a.stage()).cmp(&(b.group(), b.stage())));
+    // Stable: within a stage, actions keep the order they were planned in.
+    out.actions.sort_by_cached_key(|a| (a.group(), a.stage()));
     out
 }
 
