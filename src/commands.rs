@@ -35,7 +35,8 @@ pub async fn dispatch(command: Command, config: Config) -> Result<u8, Error> {
             Ok(0)
         }
         Command::Plan { scope, json } => {
-            let root = prepare_root(&config)?;
+            let root = WorktreeRoot::open(&config.worktrees.root)
+                .map_err(|e| Error::Usage(e.to_string()))?;
             // Plan writes nothing, so it neither creates nor migrates the
             // database.
             let store = Store::open(&config.database.url, false).await?;

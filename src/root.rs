@@ -107,6 +107,16 @@ impl WorktreeRoot {
     /// created and again on the canonical form afterwards. A missing root is
     /// created with its parents (`create_dir_all`, default permissions).
     pub fn prepare(path: &Path) -> Result<WorktreeRoot, RootError> {
+        WorktreeRoot::validate(path, true)
+    }
+
+    /// The same checks as [`WorktreeRoot::prepare`], but a missing root is
+    /// an error instead of being created: for commands that write nothing.
+    pub fn open(path: &Path) -> Result<WorktreeRoot, RootError> {
+        WorktreeRoot::validate(path, false)
+    }
+
+    fn validate(path: &Path, create: bool) -> Result<WorktreeRoot, RootError> {
         let refuse = |why: String| RootError::Refused {
             path: path.to_path_buf(),
             why,
@@ -137,6 +147,12 @@ impl WorktreeRoot {
         }
         let meta = match fs::symlink_metadata(&configured) {
             Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !create => {
+                return Err(refuse(
+                    "does not exist (this command creates nothing; `once` or `run` creates it)"
+                        .into(),
+                ))
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 fs::create_dir_all(&configured).map_err(io_err)?;
                 fs::symlink_metadata(&configured).map_err(io_err)?
