@@ -413,6 +413,21 @@ fn plan_worktree_rows(
             }
             continue;
         };
+        // A session row that does not exist yet may simply not be committed
+        // yet: the worktree row is young, so wait (rule 7).
+        let session_missing = session.is_none_or(|s| s.session.is_none());
+        let row_age = age(now, row.created_at);
+        if session_missing && row_age < policy.worktree_orphan_min_age {
+            out.pending.push(Pending {
+                target: format!("worktree-row:{}", row.id),
+                why: format!(
+                    "{reason}, but the worktree row is {} old: released once {} old",
+                    humantime::format_duration(Duration::from_secs(row_age.as_secs())),
+                    humantime::format_duration(policy.worktree_orphan_min_age)
+                ),
+            });
+            continue;
+        }
         let kind = match check {
             Some(PathCheck::Inside { path, exists: true }) => ActionKind::RemoveWorktree {
                 worktree: WorktreeTarget {

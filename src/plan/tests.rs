@@ -192,6 +192,18 @@ fn worktree_of_session_without_row_is_removed() {
 }
 
 #[test]
+fn worktree_of_session_without_row_waits_while_the_row_is_young() {
+    let mut f = Fixture::new();
+    f.worktree("w1", "not-yet");
+    f.desired.worktrees[0].created_at = t(3500); // 100s old, minimum 10m
+    let p = f.plan();
+    assert!(p.actions.is_empty());
+    assert!(p.pending[0]
+        .why
+        .starts_with("session not-yet has no row, but the worktree row is 1m 40s old"));
+}
+
+#[test]
 fn open_session_whose_chats_are_all_closed_releases_worktree() {
     let mut f = Fixture::new();
     f.session("s1", Status::Open, 0, 2).worktree("w1", "s1");
