@@ -10,6 +10,8 @@
 //! - Once cancelled (SIGINT/SIGTERM), the loop starts no new pass and no new
 //!   action; the actions in flight finish.
 
+pub mod queue;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
