@@ -14,18 +14,21 @@
 //!   verdict changes, not on every pass.
 //! - A failing target backs off on its own ([`backoff`]); others go on.
 //! - Once cancelled, no new action starts; those in flight finish.
+//! - Two runs (a nudge beside the interval pass) never act on the same
+//!   target at once: the later one waits, then leaves the target to the
+//!   first.
 
 pub mod backoff;
 pub mod remove;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use globset::GlobSet;
 use serde::Serialize;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -122,6 +125,26 @@ pub struct Executor {
     /// The last verdict recorded per target for repeated outcomes (kept at
     /// risk, refused), so that the audit table gets changes, not repeats.
     recorded: Mutex<HashMap<String, String>>,
+    /// Targets an action is running on now, across concurrent runs.
+    inflight: Mutex<HashSet<String>>,
+    released: Notify,
+}
+
+/// A target held by one action; released on drop.
+struct Claim<'a> {
+    executor: &'a Executor,
+    target: String,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.executor
+            .inflight
+            .lock()
+            .expect("inflight lock")
+            .remove(&self.target);
+        self.executor.released.notify_waiters();
+    }
 }
 
 impl Executor {
@@ -142,6 +165,8 @@ impl Executor {
             limit: Arc::new(Semaphore::new(max_parallel_actions.max(1))),
             backoff: Mutex::new(Backoff::default()),
             recorded: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashSet::new()),
+            released: Notify::new(),
         }
     }
 
@@ -270,6 +295,20 @@ impl Executor {
             );
             return self.deferred(action, why);
         }
+        // Another run (a nudge beside the interval pass) acting on the same
+        // target: wait for it, then leave the target to it. The plan this
+        // action came from predates that run's effect.
+        let Some(_claim) = self.claim(&target).await else {
+            return ActionResult {
+                target,
+                action,
+                outcome: Outcome::Skipped {
+                    why: "handled by a concurrent run".into(),
+                },
+                detail: serde_json::Value::Null,
+                duration_ms: 0,
+            };
+        };
         let _permit = self.limit.acquire().await.expect("semaphore never closed");
         let started = Instant::now();
         let (outcome, detail) = match self.apply(&action, opts).await {
@@ -294,6 +333,30 @@ impl Executor {
         };
         self.record(&result).await;
         result
+    }
+
+    /// Claims `target` for this run; `None` after waiting for another run
+    /// that held it.
+    async fn claim(&self, target: &str) -> Option<Claim<'_>> {
+        let mut waited = false;
+        loop {
+            let notified = self.released.notified();
+            {
+                let mut inflight = self.inflight.lock().expect("inflight lock");
+                if !inflight.contains(target) {
+                    if waited {
+                        return None;
+                    }
+                    inflight.insert(target.to_string());
+                    return Some(Claim {
+                        executor: self,
+                        target: target.to_string(),
+                    });
+                }
+            }
+            waited = true;
+            notified.await;
+        }
     }
 
     /// Writes the audit record of a result (and logs it), unless it repeats

@@ -240,7 +240,9 @@ mod tests {
         assert_eq!(q.depth(), 1);
         assert_eq!(first.await.unwrap().0, 1);
         let answers = futures_join(later).await;
-        assert!(answers.iter().all(|a| **a.as_ref().unwrap() == (2, "nudge")));
+        assert!(answers
+            .iter()
+            .all(|a| **a.as_ref().unwrap() == (2, "nudge")));
         assert_eq!(runs.load(Ordering::SeqCst), 2);
         assert_eq!(overlap.load(Ordering::SeqCst), 1, "never twice at once");
         assert_eq!(q.depth(), 0);
