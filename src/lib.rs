@@ -12,6 +12,7 @@ pub mod commands;
 pub mod config;
 pub mod controller;
 pub mod git;
+pub mod metrics;
 pub mod model;
 pub mod observe;
 pub mod plan;

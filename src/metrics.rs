@@ -1,0 +1,226 @@
+//! Prometheus metrics, named in the style of controller-runtime
+//! (`*_reconcile_total`, `*_reconcile_time_seconds`, `*_workqueue_depth`).
+//!
+//! Every series exists from start-up with the value zero: each label value
+//! the controller can produce is touched when the registry is built, so a
+//! dashboard or an alert never sees a series appear out of nowhere.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::report::PassReport;
+
+/// Why a pass ran, as label values.
+pub const TRIGGERS: &[&str] = &["startup", "interval", "nudge", "notification", "command"];
+/// How a pass ended, as label values.
+pub const RESULTS: &[&str] = &["converged", "at_risk", "error"];
+/// Every action kind, as label values.
+pub const ACTION_KINDS: &[&str] = &[
+    "terminate_process",
+    "close_agent_row",
+    "delete_opencode_session",
+    "remove_worktree",
+    "mark_worktree_removed",
+    "mark_worktree_active",
+    "prune_admin_entry",
+    "refuse_path",
+];
+/// Every outcome, as label values.
+pub const OUTCOMES: &[&str] = &[
+    "done",
+    "kept_at_risk",
+    "skipped",
+    "deferred",
+    "refused",
+    "failed",
+];
+/// The HTTP routes that nudge, as label values.
+pub const NUDGE_ROUTES: &[&str] = &["chat", "session", "host", "chat_close", "session_close"];
+
+pub struct Metrics {
+    registry: Registry,
+    pub reconcile_total: IntCounterVec,
+    pub reconcile_time: HistogramVec,
+    pub reconcile_errors: IntCounterVec,
+    pub actions_total: IntCounterVec,
+    pub drift_items: IntGaugeVec,
+    pub worktrees_at_risk: IntGauge,
+    pub workqueue_depth: IntGauge,
+    pub nudges_total: IntCounterVec,
+    pub leader: IntGauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new_custom(Some("boo_reconciler".into()), None)
+            .expect("valid registry prefix");
+        let reconcile_total = IntCounterVec::new(
+            Opts::new("reconcile_total", "Passes by trigger and result."),
+            &["trigger", "result"],
+        )
+        .expect("metric");
+        let reconcile_time = HistogramVec::new(
+            HistogramOpts::new("reconcile_time_seconds", "Duration of a pass, by trigger.")
+                .buckets(vec![
+                    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                    60.0, 120.0,
+                ]),
+            &["trigger"],
+        )
+        .expect("metric");
+        let reconcile_errors = IntCounterVec::new(
+            Opts::new(
+                "reconcile_errors_total",
+                "Errors of passes (state unreadable, actions failed or refused), by trigger.",
+            ),
+            &["trigger"],
+        )
+        .expect("metric");
+        let actions_total = IntCounterVec::new(
+            Opts::new("actions_total", "Actions carried out, by kind and outcome."),
+            &["kind", "outcome"],
+        )
+        .expect("metric");
+        let drift_items = IntGaugeVec::new(
+            Opts::new(
+                "drift_items",
+                "Drift seen by the last host pass: planned actions by kind, and pending items.",
+            ),
+            &["kind"],
+        )
+        .expect("metric");
+        let worktrees_at_risk = IntGauge::new(
+            "worktrees_at_risk",
+            "Worktrees kept at risk by the last host pass.",
+        )
+        .expect("metric");
+        let workqueue_depth =
+            IntGauge::new("workqueue_depth", "Keys waiting to be reconciled.").expect("metric");
+        let nudges_total = IntCounterVec::new(
+            Opts::new("nudges_total", "Nudges received over HTTP, by route."),
+            &["route"],
+        )
+        .expect("metric");
+        let leader = IntGauge::new(
+            "leader",
+            "1 while this instance holds the host's lock and acts; 0 on standby.",
+        )
+        .expect("metric");
+        for c in [
+            Box::new(reconcile_total.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(reconcile_time.clone()),
+            Box::new(reconcile_errors.clone()),
+            Box::new(actions_total.clone()),
+            Box::new(drift_items.clone()),
+            Box::new(worktrees_at_risk.clone()),
+            Box::new(workqueue_depth.clone()),
+            Box::new(nudges_total.clone()),
+            Box::new(leader.clone()),
+        ] {
+            registry.register(c).expect("unique metric");
+        }
+        for t in TRIGGERS {
+            for r in RESULTS {
+                reconcile_total.with_label_values(&[t, r]);
+            }
+            reconcile_time.with_label_values(&[t]);
+            reconcile_errors.with_label_values(&[t]);
+        }
+        for k in ACTION_KINDS {
+            for o in OUTCOMES {
+                actions_total.with_label_values(&[k, o]);
+            }
+            drift_items.with_label_values(&[k]);
+        }
+        drift_items.with_label_values(&["pending"]);
+        for r in NUDGE_ROUTES {
+            nudges_total.with_label_values(&[r]);
+        }
+        Metrics {
+            registry,
+            reconcile_total,
+            reconcile_time,
+            reconcile_errors,
+            actions_total,
+            drift_items,
+            worktrees_at_risk,
+            workqueue_depth,
+            nudges_total,
+            leader,
+        }
+    }
+
+    /// Counts a finished pass.
+    pub fn observe_pass(&self, r: &PassReport) {
+        let result = match r.exit_code() {
+            crate::report::exit::CONVERGED => "converged",
+            crate::report::exit::AT_RISK => "at_risk",
+            _ => "error",
+        };
+        self.reconcile_total
+            .with_label_values(&[&r.trigger, result])
+            .inc();
+        let secs = r.duration_ms as f64 / 1000.0;
+        self.reconcile_time
+            .with_label_values(&[&r.trigger])
+            .observe(secs);
+        if result == "error" {
+            self.reconcile_errors.with_label_values(&[&r.trigger]).inc();
+        }
+        for a in &r.results {
+            self.actions_total
+                .with_label_values(&[a.action.name(), a.outcome.name()])
+                .inc();
+        }
+        if r.scope == crate::plan::Scope::Host && !r.dry_run {
+            for k in ACTION_KINDS {
+                let n = r.results.iter().filter(|a| a.action.name() == *k).count();
+                self.drift_items.with_label_values(&[k]).set(n as i64);
+            }
+            self.drift_items
+                .with_label_values(&["pending"])
+                .set(r.pending.len() as i64);
+            self.worktrees_at_risk.set(r.at_risk.len() as i64);
+        }
+    }
+
+    /// The Prometheus text exposition format (0.0.4).
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding cannot fail");
+        String::from_utf8(buf).expect("text format is UTF-8")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_series_exists_from_start_up() {
+        let text = Metrics::new().render();
+        for t in TRIGGERS {
+            for r in RESULTS {
+                let line =
+                    format!("boo_reconciler_reconcile_total{{result=\"{r}\",trigger=\"{t}\"}} 0");
+                assert!(text.contains(&line), "missing {line}");
+            }
+        }
+        assert!(text.contains(
+            "boo_reconciler_actions_total{kind=\"remove_worktree\",outcome=\"failed\"} 0"
+        ));
+        assert!(text.contains("boo_reconciler_workqueue_depth 0"));
+        assert!(text.contains("boo_reconciler_nudges_total{route=\"chat\"} 0"));
+        assert!(text.contains("# TYPE boo_reconciler_reconcile_time_seconds histogram"));
+    }
+}
