@@ -19,4 +19,5 @@ pub mod plan;
 pub mod report;
 pub mod risk;
 pub mod root;
+pub mod service;
 pub mod store;

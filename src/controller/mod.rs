@@ -229,7 +229,7 @@ impl Controller {
         tracing::info!("stopped");
     }
 
-    fn next_delay(&self) -> Duration {
+    pub fn next_delay(&self) -> Duration {
         let l = &self.config.r#loop;
         let jitter_ms = l.jitter.as_millis() as u64;
         let extra = if jitter_ms == 0 {
@@ -241,7 +241,8 @@ impl Controller {
     }
 }
 
-fn log_summary(r: &PassReport) {
+/// Logs a pass's summary line and its errors.
+pub fn log_summary(r: &PassReport) {
     let counts = r.results.iter().fold(
         std::collections::BTreeMap::<&str, usize>::new(),
         |mut m, x| {

@@ -1,0 +1,337 @@
+//! The running controller: the queue every trigger goes through, the
+//! interval loop, and what `/status`, `/readyz` and `/metrics` show.
+//!
+//! # Guarantees
+//! - Every pass that acts goes through the one [`Queue`]: nudges,
+//!   notifications and the interval never run the same key twice at once.
+//! - A dry run (`?dry_run=true`) bypasses the queue: it writes nothing.
+//! - The status snapshot is updated after every pass, and the metrics count
+//!   every pass and every action.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::act::{ActionResult, Outcome, RunOptions};
+use crate::controller::queue::{Queue, QueueError};
+use crate::controller::{Controller, Mode, Trigger};
+use crate::metrics::Metrics;
+use crate::plan::{Pending, Scope};
+use crate::report::{KeptWorktree, PassReport};
+
+/// How many recent passes `/status` lists.
+const RECENT: usize = 20;
+
+/// What the queue runs: a scope, with or without force.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Key {
+    pub scope: Scope,
+    pub force: bool,
+}
+
+/// Whether this instance acts for its host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "role", rename_all = "snake_case")]
+pub enum Role {
+    /// Holds the host's lock and acts.
+    Leader,
+    /// Another instance holds the host's lock: this one does not act.
+    Standby { why: String },
+}
+
+/// One line of the pass history.
+#[derive(Clone, Debug, Serialize)]
+pub struct RecentPass {
+    pub trigger: String,
+    pub scope: Scope,
+    pub started_at: String,
+    pub duration_ms: u64,
+    pub result: &'static str,
+    pub actions: usize,
+}
+
+#[derive(Default)]
+struct State {
+    last_pass: Option<Arc<PassReport>>,
+    last_host_pass: Option<Arc<PassReport>>,
+    last_host_pass_done: Option<Instant>,
+    recent: VecDeque<RecentPass>,
+    next_pass_at: Option<SystemTime>,
+}
+
+/// The service of one host.
+pub struct Service {
+    pub controller: Arc<Controller>,
+    pub metrics: Arc<Metrics>,
+    queue: Queue<Key, Trigger, PassReport>,
+    state: Arc<Mutex<State>>,
+    role: Arc<Mutex<Role>>,
+    started: Instant,
+    started_at: SystemTime,
+    cancel: CancellationToken,
+}
+
+impl Service {
+    /// A service whose runs stop starting actions once `cancel` fires.
+    pub fn new(controller: Controller, cancel: CancellationToken) -> Arc<Service> {
+        let controller = Arc::new(controller);
+        let metrics = Arc::new(Metrics::new());
+        let state = Arc::new(Mutex::new(State::default()));
+        // A run may take the pass timeout plus the actions in flight after
+        // it: bound the wait at twice the pass timeout.
+        let bound = controller.config.r#loop.pass_timeout * 2;
+        let queue = {
+            let (c, m, s, cancel) = (
+                Arc::clone(&controller),
+                Arc::clone(&metrics),
+                Arc::clone(&state),
+                cancel.clone(),
+            );
+            Queue::new(bound, move |key: Key, trigger: Trigger| {
+                let (c, m, s, cancel) = (c.clone(), m.clone(), s.clone(), cancel.clone());
+                async move {
+                    let report = c
+                        .pass(
+                            key.scope,
+                            Mode::Act(RunOptions { force: key.force }),
+                            trigger,
+                            &cancel,
+                        )
+                        .await;
+                    m.observe_pass(&report);
+                    record(&s, &report);
+                    report
+                }
+            })
+        };
+        Arc::new(Service {
+            controller,
+            metrics,
+            queue,
+            state,
+            role: Arc::new(Mutex::new(Role::Leader)),
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            cancel,
+        })
+    }
+
+    /// Reconciles `scope` now and answers with what was done (or, for a dry
+    /// run, what would be).
+    pub async fn reconcile(
+        &self,
+        scope: Scope,
+        force: bool,
+        dry_run: bool,
+        trigger: Trigger,
+    ) -> Result<Arc<PassReport>, QueueError> {
+        if dry_run {
+            let report = self
+                .controller
+                .pass(scope, Mode::DryRun, trigger, &self.cancel)
+                .await;
+            return Ok(Arc::new(report));
+        }
+        let answer = self.queue.request(Key { scope, force }, trigger);
+        self.metrics.workqueue_depth.set(self.queue.depth() as i64);
+        let r = answer.await;
+        self.metrics.workqueue_depth.set(self.queue.depth() as i64);
+        r
+    }
+
+    /// Runs a host pass every `loop.interval` (plus jitter) until cancelled;
+    /// `each_pass` is called after every pass (systemd's notifications).
+    pub async fn run_interval(&self, mut each_pass: impl FnMut(&PassReport)) {
+        let mut trigger = Trigger::Startup;
+        loop {
+            if self.cancel.is_cancelled() {
+                break;
+            }
+            match self.reconcile(Scope::Host, false, false, trigger).await {
+                Ok(report) => {
+                    crate::controller::log_summary(&report);
+                    each_pass(&report);
+                }
+                Err(e) => tracing::error!(error = %e, "host pass did not finish"),
+            }
+            let delay = self.controller.next_delay();
+            self.state.lock().expect("state lock").next_pass_at = Some(SystemTime::now() + delay);
+            tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            trigger = Trigger::Interval;
+        }
+    }
+
+    pub fn set_role(&self, role: Role) {
+        self.metrics
+            .leader
+            .set(i64::from(matches!(role, Role::Leader)));
+        *self.role.lock().expect("role lock") = role;
+    }
+
+    pub fn role(&self) -> Role {
+        self.role.lock().expect("role lock").clone()
+    }
+
+    /// `Ok` when the database answers, this instance leads, and a host pass
+    /// finished within three intervals; otherwise why not.
+    pub async fn ready(&self) -> Result<(), String> {
+        if let Role::Standby { why } = self.role() {
+            return Err(format!("standby: {why}"));
+        }
+        self.controller
+            .store
+            .ping()
+            .await
+            .map_err(|e| e.to_string())?;
+        let limit = self.controller.config.r#loop.interval * 3;
+        let last = self.state.lock().expect("state lock").last_host_pass_done;
+        match last {
+            Some(t) if t.elapsed() <= limit => Ok(()),
+            Some(t) => Err(format!(
+                "the last host pass finished {} ago, more than three intervals",
+                humantime::format_duration(Duration::from_secs(t.elapsed().as_secs()))
+            )),
+            None => Err("no host pass has finished yet".into()),
+        }
+    }
+
+    /// Everything `/status` shows.
+    pub fn status(&self) -> Status {
+        let st = self.state.lock().expect("state lock");
+        let host = st.last_host_pass.clone();
+        let drift: Vec<DriftItem> = host
+            .as_deref()
+            .map(|r| {
+                r.results
+                    .iter()
+                    .filter(|a| {
+                        !matches!(a.outcome, Outcome::Done { .. } | Outcome::Skipped { .. })
+                    })
+                    .map(DriftItem::from_result)
+                    .chain(r.pending.iter().map(DriftItem::from_pending))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Status {
+            version: env!("CARGO_PKG_VERSION"),
+            host: self.controller.config.host.id.clone(),
+            role: self.role(),
+            started_at: humantime::format_rfc3339_seconds(self.started_at).to_string(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            config: toml_to_json(self.controller.config.summary()),
+            last_pass: st.last_pass.clone(),
+            last_host_pass: host.clone(),
+            pending_drift: drift,
+            at_risk: host.map(|r| r.at_risk.clone()).unwrap_or_default(),
+            backoff: self
+                .controller
+                .executor()
+                .backoff_snapshot()
+                .into_iter()
+                .map(|(target, failures, next_in, last_error)| Backoff {
+                    target,
+                    failures,
+                    next_attempt_in_secs: next_in.as_secs(),
+                    last_error,
+                })
+                .collect(),
+            next_pass_at: st
+                .next_pass_at
+                .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+            queue_depth: self.queue.depth(),
+            recent_passes: st.recent.iter().cloned().collect(),
+        }
+    }
+}
+
+/// Keeps the last passes and their triggers.
+fn record(state: &Mutex<State>, report: &PassReport) {
+    let report = Arc::new(report.clone());
+    let mut st = state.lock().expect("state lock");
+    if report.scope == Scope::Host {
+        st.last_host_pass = Some(Arc::clone(&report));
+        st.last_host_pass_done = Some(Instant::now());
+    }
+    st.recent.push_front(RecentPass {
+        trigger: report.trigger.clone(),
+        scope: report.scope.clone(),
+        started_at: humantime::format_rfc3339_millis(report.started_at).to_string(),
+        duration_ms: report.duration_ms,
+        result: match report.exit_code() {
+            0 => "converged",
+            3 => "at_risk",
+            _ => "error",
+        },
+        actions: report.results.len(),
+    });
+    st.recent.truncate(RECENT);
+    st.last_pass = Some(report);
+}
+
+fn toml_to_json(t: toml::Table) -> serde_json::Value {
+    serde_json::to_value(t).unwrap_or(serde_json::Value::Null)
+}
+
+/// Drift that the last host pass left: not done, with the reason.
+#[derive(Clone, Debug, Serialize)]
+pub struct DriftItem {
+    pub target: String,
+    pub kind: String,
+    pub state: String,
+    pub reason: String,
+}
+
+impl DriftItem {
+    fn from_result(a: &ActionResult) -> DriftItem {
+        DriftItem {
+            target: a.target.clone(),
+            kind: a.action.name().into(),
+            state: a.outcome.name().into(),
+            reason: a.action.reason.clone(),
+        }
+    }
+
+    fn from_pending(p: &Pending) -> DriftItem {
+        DriftItem {
+            target: p.target.clone(),
+            kind: "pending".into(),
+            state: "pending".into(),
+            reason: p.why.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Backoff {
+    pub target: String,
+    pub failures: u32,
+    pub next_attempt_in_secs: u64,
+    pub last_error: String,
+}
+
+/// The `/status` document.
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    pub version: &'static str,
+    pub host: String,
+    #[serde(flatten)]
+    pub role: Role,
+    pub started_at: String,
+    pub uptime_secs: u64,
+    /// The settings, secrets left out.
+    pub config: serde_json::Value,
+    pub last_pass: Option<Arc<PassReport>>,
+    pub last_host_pass: Option<Arc<PassReport>>,
+    pub pending_drift: Vec<DriftItem>,
+    pub at_risk: Vec<KeptWorktree>,
+    pub backoff: Vec<Backoff>,
+    pub next_pass_at: Option<String>,
+    pub queue_depth: usize,
+    pub recent_passes: Vec<RecentPass>,
+}
