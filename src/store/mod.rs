@@ -8,6 +8,8 @@
 //! - The audit table is append-only (a trigger refuses UPDATE and DELETE).
 //! - Errors name the database URL without its password.
 
+pub mod listen;
+pub mod lock;
 mod sql;
 
 use std::collections::{BTreeSet, HashMap};
