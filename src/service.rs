@@ -24,6 +24,8 @@ use crate::report::{KeptWorktree, PassReport};
 
 /// How many recent passes `/status` lists.
 const RECENT: usize = 20;
+/// How often a standby instance tries to take the host's lock.
+pub const STANDBY_RETRY: Duration = Duration::from_secs(2);
 
 /// What the queue runs: a scope, with or without force.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -128,6 +130,9 @@ impl Service {
         dry_run: bool,
         trigger: Trigger,
     ) -> Result<Arc<PassReport>, QueueError> {
+        if let (Role::Standby { why }, false) = (self.role(), dry_run) {
+            return Err(QueueError::Standby(why));
+        }
         if dry_run {
             let report = self
                 .controller
@@ -142,28 +147,102 @@ impl Service {
         r
     }
 
-    /// Runs a host pass every `loop.interval` (plus jitter) until cancelled;
-    /// `each_pass` is called after every pass (systemd's notifications).
-    pub async fn run_interval(&self, mut each_pass: impl FnMut(&PassReport)) {
+    /// Acts for the host until cancelled: takes the host's lock (standing by
+    /// while another instance holds it), then runs a host pass at once and
+    /// every `loop.interval` (plus jitter) while the lock is held. Tells
+    /// systemd READY=1 after the first pass and pets its watchdog from the
+    /// loop (no-ops without systemd).
+    pub async fn run(&self) {
+        let host = self.controller.config.host.id.clone();
+        let mut ready_sent = false;
         let mut trigger = Trigger::Startup;
-        loop {
-            if self.cancel.is_cancelled() {
+        while !self.cancel.is_cancelled() {
+            let Some(mut lock) = self.acquire(&host).await else {
                 break;
-            }
-            match self.reconcile(Scope::Host, false, false, trigger).await {
-                Ok(report) => {
-                    crate::controller::log_summary(&report);
-                    each_pass(&report);
+            };
+            tracing::info!(host, lock = ?lock, "acting for this host");
+            self.set_role(Role::Leader);
+            loop {
+                if !lock.still_held().await {
+                    tracing::error!(
+                        host,
+                        "lost the host lock (its connection ended); standing by"
+                    );
+                    self.set_role(Role::Standby {
+                        why: "the host lock was lost; taking it again".into(),
+                    });
+                    trigger = Trigger::Startup;
+                    break;
                 }
-                Err(e) => tracing::error!(error = %e, "host pass did not finish"),
+                match self.reconcile(Scope::Host, false, false, trigger).await {
+                    Ok(report) => crate::controller::log_summary(&report),
+                    Err(e) => tracing::error!(error = %e, "host pass did not finish"),
+                }
+                if !ready_sent {
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+                    ready_sent = true;
+                }
+                let delay = self.controller.next_delay();
+                self.state.lock().expect("state lock").next_pass_at =
+                    Some(SystemTime::now() + delay);
+                if !self.sleep_petting_watchdog(delay).await {
+                    return;
+                }
+                trigger = Trigger::Interval;
             }
-            let delay = self.controller.next_delay();
-            self.state.lock().expect("state lock").next_pass_at = Some(SystemTime::now() + delay);
+        }
+    }
+
+    /// Waits for the host's lock; `None` once cancelled.
+    async fn acquire(&self, host: &str) -> Option<crate::store::lock::HostLock> {
+        let mut said = false;
+        loop {
+            match self.controller.store.try_lock_host(host).await {
+                Ok(Some(lock)) => return Some(lock),
+                Ok(None) => {
+                    let why = format!("another instance holds the lock of host {host}");
+                    if !said {
+                        tracing::warn!("{why}; standing by until it goes away");
+                        said = true;
+                    }
+                    self.set_role(Role::Standby { why });
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot take the host lock; retrying");
+                    self.set_role(Role::Standby {
+                        why: format!("cannot take the host lock: {e}"),
+                    });
+                }
+            }
+            if !self.sleep_petting_watchdog(STANDBY_RETRY).await {
+                return None;
+            }
+        }
+    }
+
+    /// Sleeps `d`, petting systemd's watchdog at least twice per watchdog
+    /// period; false when cancelled.
+    async fn sleep_petting_watchdog(&self, d: Duration) -> bool {
+        let mut usec = 0;
+        let period = if sd_notify::watchdog_enabled(false, &mut usec) {
+            Some(Duration::from_micros(usec / 2).max(Duration::from_millis(100)))
+        } else {
+            None
+        };
+        let until = tokio::time::Instant::now() + d;
+        loop {
+            if period.is_some() {
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= until {
+                return true;
+            }
+            let step = period.map_or(until - now, |p| p.min(until - now));
             tokio::select! {
-                _ = self.cancel.cancelled() => break,
-                _ = tokio::time::sleep(delay) => {}
+                _ = self.cancel.cancelled() => return false,
+                _ = tokio::time::sleep(step) => {}
             }
-            trigger = Trigger::Interval;
         }
     }
 

@@ -35,6 +35,9 @@ pub enum QueueError {
     /// The queue was dropped before the run finished.
     #[error("the controller is shutting down")]
     Closed,
+    /// This instance does not act for its host: another one does.
+    #[error("standby: {0}")]
+    Standby(String),
 }
 
 type Runner<K, T, R> = dyn Fn(K, T) -> Pin<Box<dyn Future<Output = R> + Send>> + Send + Sync;
