@@ -21,6 +21,7 @@ use crate::controller::{Controller, Mode, Trigger};
 use crate::metrics::Metrics;
 use crate::plan::{Pending, Scope};
 use crate::report::{KeptWorktree, PassReport};
+use crate::store::listen::Notice;
 
 /// How many recent passes `/status` lists.
 const RECENT: usize = 20;
@@ -191,6 +192,32 @@ impl Service {
                 trigger = Trigger::Interval;
             }
         }
+    }
+
+    /// Turns database notifications on `channel` into requests until
+    /// cancelled (PostgreSQL only; returns at once with SQLite). After a
+    /// lost connection it asks for a full pass.
+    pub async fn listen(self: &Arc<Self>, channel: &str) {
+        let me = Arc::clone(self);
+        self.controller
+            .store
+            .listen(channel, self.cancel.clone(), move |notice| {
+                let scope = match notice {
+                    Notice::Reconcile(scope) => scope,
+                    Notice::Reconnected => Scope::Host,
+                };
+                let me = Arc::clone(&me);
+                tokio::spawn(async move {
+                    tracing::debug!(?scope, "notification");
+                    if let Err(e) = me
+                        .reconcile(scope.clone(), false, false, Trigger::Notification)
+                        .await
+                    {
+                        tracing::warn!(?scope, error = %e, "notification not acted on");
+                    }
+                });
+            })
+            .await;
     }
 
     /// Waits for the host's lock; `None` once cancelled.

@@ -121,6 +121,7 @@ pub struct World {
     pub store: Store,
     pub url: String,
     pub orphan_min_age: Duration,
+    pub interval: Duration,
     schema: Option<String>,
 }
 
@@ -155,6 +156,7 @@ impl World {
             store,
             url,
             orphan_min_age: Duration::from_secs(600),
+            interval: Duration::from_secs(30),
             schema,
         }
     }
@@ -165,6 +167,8 @@ impl World {
         c.host.id = HOST.into();
         c.worktrees.root = self.root.clone();
         c.worktrees.orphan_min_age = self.orphan_min_age;
+        c.r#loop.interval = self.interval;
+        c.r#loop.jitter = Duration::ZERO;
         c
     }
 
