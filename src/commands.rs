@@ -56,6 +56,10 @@ pub async fn dispatch(command: Command, config: Config) -> Result<u8, Error> {
             let controller = start(config).await?;
             let cancel = CancellationToken::new();
             let stop = shutdown_on_signal(cancel.clone());
+            // Never act beside a running controller of the same host.
+            let Some(_lock) = wait_for_host_lock(&controller, &cancel).await? else {
+                return Ok(crate::report::exit::ERROR);
+            };
             let report = controller
                 .pass(
                     scope_of(&scope),
@@ -81,6 +85,32 @@ pub async fn dispatch(command: Command, config: Config) -> Result<u8, Error> {
             );
             controller.run(cancel).await;
             Ok(0)
+        }
+    }
+}
+
+/// Takes the host's lock, waiting while another instance holds it; `None`
+/// when interrupted first.
+async fn wait_for_host_lock(
+    controller: &Controller,
+    cancel: &CancellationToken,
+) -> Result<Option<crate::store::lock::HostLock>, Error> {
+    let host = &controller.config.host.id;
+    let mut said = false;
+    loop {
+        if let Some(lock) = controller.store.try_lock_host(host).await? {
+            return Ok(Some(lock));
+        }
+        if !said {
+            tracing::warn!(
+                host,
+                "another instance is acting for this host; waiting for it to finish or stop"
+            );
+            said = true;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(crate::service::STANDBY_RETRY) => {}
         }
     }
 }
