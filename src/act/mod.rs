@@ -17,6 +17,7 @@
 
 pub mod backoff;
 pub mod remove;
+pub mod terminate;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
