@@ -73,6 +73,7 @@ pub struct Config {
     pub host: Host,
     pub r#loop: Loop,
     pub worktrees: Worktrees,
+    pub processes: Processes,
 }
 
 /// `[database]`. `Debug` hides a password in the URL (see [`redact_url`]).
@@ -109,6 +110,22 @@ pub struct Worktrees {
     pub root: PathBuf,
     pub orphan_min_age: Duration,
     pub precious: Vec<String>,
+}
+
+/// `[processes]`: how agent processes are recognised and stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Processes {
+    /// The environment variable naming an agent's chat (`BOO_CHAT_ID`).
+    pub chat_label: String,
+    /// The environment variable naming an agent's session (`BOO_SESSION_ID`).
+    pub session_label: String,
+    /// The environment variable naming the agent (`BOO_AGENT`).
+    pub agent_label: String,
+    /// A labelled process whose chat has no row is left alone while younger
+    /// than this.
+    pub orphan_min_age: Duration,
+    /// Time between SIGTERM and SIGKILL.
+    pub term_grace: Duration,
 }
 
 /// Where settings come from besides the built-in defaults.
@@ -326,6 +343,41 @@ pub static KEYS: &[Key] = &[
         kind: Kind::GlobList,
         default: DefaultValue::List(&[".env", ".env.*"]),
         doc: "Ignored files matching these globs are work: a worktree holding one is kept. A glob without / matches at any depth.",
+    },
+    Key {
+        section: "processes",
+        key: "chat_label",
+        kind: Kind::Name,
+        default: DefaultValue::Text("BOO_CHAT_ID"),
+        doc: "Environment variable that marks an agent process and names its chat; a process without it (or with it empty) is never an agent.",
+    },
+    Key {
+        section: "processes",
+        key: "session_label",
+        kind: Kind::Name,
+        default: DefaultValue::Text("BOO_SESSION_ID"),
+        doc: "Environment variable naming the agent's session (informative).",
+    },
+    Key {
+        section: "processes",
+        key: "agent_label",
+        kind: Kind::Name,
+        default: DefaultValue::Text("BOO_AGENT"),
+        doc: "Environment variable naming the agent, e.g. goose or qwen (informative).",
+    },
+    Key {
+        section: "processes",
+        key: "orphan_min_age",
+        kind: Kind::Duration,
+        default: DefaultValue::Text("2m"),
+        doc: "A labelled process whose chat has no row is left alone while younger than this (the launcher may start it before the row is committed).",
+    },
+    Key {
+        section: "processes",
+        key: "term_grace",
+        kind: Kind::Duration,
+        default: DefaultValue::Text("5s"),
+        doc: "Time an agent and its descendants get to exit after SIGTERM before whatever survives gets SIGKILL.",
     },
 ];
 
@@ -553,6 +605,13 @@ impl Config {
                 orphan_min_age: s.duration("worktrees", "orphan_min_age"),
                 precious: s.list("worktrees", "precious"),
             },
+            processes: Processes {
+                chat_label: s.string("processes", "chat_label"),
+                session_label: s.string("processes", "session_label"),
+                agent_label: s.string("processes", "agent_label"),
+                orphan_min_age: s.duration("processes", "orphan_min_age"),
+                term_grace: s.duration("processes", "term_grace"),
+            },
         };
         if let Some(i) = s.0.iter().position(Option::is_some) {
             panic!("config key {} is in KEYS but not in Config", KEYS[i].name());
@@ -602,6 +661,12 @@ impl Config {
             .map(|g| g.clone().into())
             .collect();
         put("worktrees", "precious", precious.into());
+        let p = &self.processes;
+        put("processes", "chat_label", p.chat_label.clone().into());
+        put("processes", "session_label", p.session_label.clone().into());
+        put("processes", "agent_label", p.agent_label.clone().into());
+        put("processes", "orphan_min_age", dur(p.orphan_min_age));
+        put("processes", "term_grace", dur(p.term_grace));
         t
     }
 
@@ -1090,6 +1155,15 @@ mod tests {
         assert_eq!(c.worktrees.root, PathBuf::from("/tmp/booworktrees"));
         assert_eq!(c.worktrees.orphan_min_age, Duration::from_secs(600));
         assert_eq!(c.worktrees.precious, vec![".env", ".env.*"]);
+        assert_eq!(c.processes.chat_label, "BOO_CHAT_ID");
+        assert_eq!(c.processes.session_label, "BOO_SESSION_ID");
+        assert_eq!(c.processes.agent_label, "BOO_AGENT");
+        assert_eq!(c.processes.orphan_min_age, Duration::from_secs(120));
+        assert_eq!(c.processes.term_grace, Duration::from_secs(5));
+        assert_eq!(
+            Key::find("processes.term_grace").unwrap().env_var(),
+            "BOO_RECONCILER_PROCESSES_TERM_GRACE"
+        );
     }
 
     #[test]
@@ -1477,7 +1551,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "unknown section [worktree] in config file {}; valid sections are [database], [host], [loop], [worktrees]",
+                "unknown section [worktree] in config file {}; valid sections are [database], [host], [loop], [worktrees], [processes]",
                 f.path().display()
             )
         );

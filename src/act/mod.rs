@@ -20,6 +20,7 @@
 
 pub mod backoff;
 pub mod remove;
+pub mod terminate;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;

@@ -2,4 +2,5 @@
 //! resource and never fails the whole pass for one unreadable item: what
 //! cannot be read is reported and left out.
 
+pub mod processes;
 pub mod worktrees;

@@ -1,0 +1,1203 @@
+//! Stopping an agent process and everything it started.
+//!
+//! See [`terminate`] for the guarantees. The two failures this module
+//! exists to prevent: killing only the direct child (which left hundreds of
+//! orphaned MCP servers behind), and signalling a stale pid (which killed an
+//! unrelated process).
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use procfs::process::Process;
+use serde::Serialize;
+
+use crate::observe::processes::{is_alive_state, LabelNames, Snapshot};
+
+/// How often the processes are checked for exit.
+const POLL: Duration = Duration::from_millis(50);
+
+/// How long SIGKILL is given to take effect before the processes still
+/// there are reported as survivors (a process in `D` state, say).
+const KILL_WAIT: Duration = Duration::from_secs(1);
+
+/// The agent process to stop, as observed: the pid alone is never enough.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Target {
+    pub pid: i32,
+    /// Field 22 of `/proc/<pid>/stat` when the process was observed.
+    pub start_time: u64,
+    /// The value of the chat label when the process was observed.
+    pub chat_id: String,
+}
+
+impl From<&crate::model::AgentProcess> for Target {
+    fn from(p: &crate::model::AgentProcess) -> Self {
+        Target {
+            pid: p.pid,
+            start_time: p.start_time,
+            chat_id: p.chat_id.clone(),
+        }
+    }
+}
+
+/// Why the agent itself was not signalled.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum NotSignalled {
+    /// No process has the pid any more, or it is a zombie: nothing to do.
+    Gone,
+    /// The pid belongs to a process that started at another time: the pid
+    /// was reused by an unrelated process.
+    StartTimeDiffers { found: u64, expected: u64 },
+    /// The process's chat label is not the one observed (or is missing).
+    LabelDiffers {
+        found: Option<String>,
+        expected: String,
+    },
+    /// The pid is one this controller never signals: 0 or negative (they
+    /// address groups), 1, its own, or one of its ancestors.
+    Protected { why: String },
+}
+
+impl fmt::Display for NotSignalled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NotSignalled::Gone => f.write_str("process already gone"),
+            NotSignalled::StartTimeDiffers { found, expected } => write!(
+                f,
+                "identity mismatch: start time {found}, expected {expected} (pid reused); not signalled"
+            ),
+            NotSignalled::LabelDiffers { found, expected } => write!(
+                f,
+                "identity mismatch: chat label {}, expected {expected:?}; not signalled",
+                found
+                    .as_deref()
+                    .map_or_else(|| "missing".to_owned(), |v| format!("{v:?}"))
+            ),
+            NotSignalled::Protected { why } => write!(f, "refused: {why}"),
+        }
+    }
+}
+
+/// A process still there after SIGKILL and [`KILL_WAIT`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Survivor {
+    pub pid: i32,
+    /// Its state letter when last seen (`D`: uninterruptible sleep, …).
+    pub state: char,
+}
+
+/// What [`terminate`] did. Every pid is one that was identified as the
+/// agent or one of its descendants (or a member of the group it leads).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Terminated {
+    /// The agent's pid.
+    pub pid: i32,
+    /// The process group signalled as a whole (the agent's pid, when it
+    /// leads its group).
+    pub group: Option<i32>,
+    /// Every process sent SIGTERM, directly or through the group.
+    pub signalled: Vec<i32>,
+    /// Of those, the ones gone before the grace ran out.
+    pub exited_on_term: Vec<i32>,
+    /// Sent SIGKILL after the grace, and gone.
+    pub killed: Vec<i32>,
+    /// Still there after SIGKILL: not forgotten, reported.
+    pub survivors: Vec<Survivor>,
+    /// Tracked processes whose pid belonged to another process (or whose
+    /// label changed) at a later re-check, and so were not signalled again.
+    pub identity_changed: Vec<i32>,
+    /// Why the agent itself was not signalled; `None` when it was.
+    pub not_signalled: Option<NotSignalled>,
+}
+
+impl Terminated {
+    fn new(pid: i32) -> Self {
+        Terminated {
+            pid,
+            ..Terminated::default()
+        }
+    }
+
+    /// Whether nothing of the agent is left: it was stopped with all its
+    /// processes, or it was already gone.
+    pub fn all_gone(&self) -> bool {
+        self.survivors.is_empty() && matches!(self.not_signalled, None | Some(NotSignalled::Gone))
+    }
+}
+
+impl fmt::Display for Terminated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(why) = &self.not_signalled {
+            return write!(f, "pid {}: {why}", self.pid);
+        }
+        write!(
+            f,
+            "pid {}: SIGTERM to {} process(es)",
+            self.pid,
+            self.signalled.len()
+        )?;
+        if let Some(g) = self.group {
+            write!(f, " (group {g})")?;
+        }
+        write!(f, "; {} exited", self.exited_on_term.len())?;
+        if !self.killed.is_empty() {
+            write!(f, ", {} killed after the grace", self.killed.len())?;
+        }
+        if !self.survivors.is_empty() {
+            let s: Vec<String> = self
+                .survivors
+                .iter()
+                .map(|s| format!("{} ({})", s.pid, s.state))
+                .collect();
+            write!(f, "; still there after SIGKILL: {}", s.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// Stops the agent `target` and every process it started: SIGTERM, up to
+/// `grace` to exit, then SIGKILL for whatever is left.
+///
+/// # Guarantees
+///
+/// 1. **Identity is re-checked right before every signal.** The agent is
+///    signalled only while its pid names a process with the observed start
+///    time (field 22 of `/proc/<pid>/stat`) *and* the observed chat label
+///    value (`labels.chat`); a pid reused by another process, or whose
+///    label changed, is never signalled, and [`Terminated::not_signalled`]
+///    says why. Every other process is re-identified by (pid, start time)
+///    before each signal. The check and the signal go through one pidfd
+///    (`pidfd_open` before the check, `pidfd_send_signal` after it), so a
+///    pid reused between the two cannot be hit; kernels without pidfds
+///    (before 5.3) fall back to `kill(2)` right after the check.
+///    Test: `identity_is_rechecked_before_every_signal_*`.
+///
+/// 2. **The whole process group and every descendant.** When the agent
+///    leads its group (pgid == pid, the launcher contract), the group is
+///    signalled with `killpg`, right after the leader is re-verified: a
+///    process is in the agent's group only because the agent (or one of
+///    its descendants) put it there, so the group is the agent's by
+///    contract, labelled or not. The group id cannot name another group
+///    while the verified leader lives. Besides the group, every descendant
+///    (by parent links in `/proc`, transitively, labels not needed) is
+///    signalled, including those that left the group or the session
+///    (`setsid`). Descendants are collected *before* the first signal, so
+///    that those re-parented to pid 1 when their parent dies are still
+///    known, and before SIGKILL the descendants of any survivor are
+///    collected again (children forked during the grace). A group the
+///    agent does not lead is never signalled: then each process is
+///    signalled on its own. Nothing else is signalled: an unrelated
+///    process, a sibling, the caller. Test:
+///    `whole_group_and_every_descendant_are_signalled_*`.
+///
+/// 3. **Never pid 1, 0 or a negative pid, this process, one of its
+///    ancestors, or this process's own group.** These are refused before
+///    any signal (the agent then gets [`NotSignalled::Protected`]); `killpg`
+///    of the controller's own group (or of a group holding one of its
+///    ancestors) cannot happen, whatever the target. Test:
+///    `never_signals_pid_1_0_negatives_itself_its_ancestors_or_its_own_group`.
+///
+/// 4. **TERM, grace, KILL, never blocking a thread.** After SIGTERM the
+///    processes are polled every 50 ms with `tokio::time::sleep` until all
+///    are gone or `grace` has passed; the survivors (re-identified) get
+///    SIGKILL and up to one more second; whatever is still there then is
+///    reported in [`Terminated::survivors`] with its state (`D`, …), not
+///    forgotten. A zombie counts as gone: its parent (or init) reaps it,
+///    not this controller. Many terminations run concurrently in about
+///    one grace. Tests: `term_then_grace_then_kill_*`,
+///    `exits_on_sigterm_is_reported_exited_on_term`.
+///
+/// 5. **A full report.** [`Terminated`] lists what was signalled, what
+///    exited on SIGTERM, what was killed, what survived and why the agent
+///    was not signalled; it serializes for reports and audit records.
+///    Test: `outcome_is_a_serializable_report`.
+///
+/// Anything that still escapes (a process forked after the last
+/// collection into a new session) keeps the inherited chat label and is
+/// found by the next pass's scan.
+pub async fn terminate(target: &Target, grace: Duration, labels: &LabelNames) -> Terminated {
+    run(target, grace, labels, |_| {}).await
+}
+
+/// What is being stopped: the expected identities.
+struct Tracking {
+    /// The chat label value the agent must still carry.
+    chat_id: String,
+    /// pid -> start time, the agent included.
+    procs: BTreeMap<i32, u64>,
+}
+
+/// [`terminate`], with a hook run right before the SIGKILL phase (tests
+/// use it to simulate a pid being reused during the grace).
+async fn run(
+    target: &Target,
+    grace: Duration,
+    labels: &LabelNames,
+    before_kill: impl FnOnce(&mut Tracking),
+) -> Terminated {
+    let mut out = Terminated::new(target.pid);
+    let me = Me::current();
+    if let Err(why) = guard(target.pid, &me) {
+        out.not_signalled = Some(NotSignalled::Protected { why });
+        return out;
+    }
+    let snap = snapshot().await;
+    let ancestors: HashSet<i32> = snap.ancestors_of(me.pid).into_iter().collect();
+    if ancestors.contains(&target.pid) {
+        out.not_signalled = Some(NotSignalled::Protected {
+            why: format!(
+                "pid {} is an ancestor of this controller (pid {})",
+                target.pid, me.pid
+            ),
+        });
+        return out;
+    }
+
+    // Whom to track: the agent, its descendants, and its group if it leads
+    // one, as the snapshot shows them. Parent links are only meaningful if
+    // the snapshot saw the same agent process.
+    let mut track = Tracking {
+        chat_id: target.chat_id.clone(),
+        procs: BTreeMap::from([(target.pid, target.start_time)]),
+    };
+    let seen = snap.entries.get(&target.pid).copied();
+    let same = seen.is_some_and(|e| e.start_time == target.start_time);
+    let mut group = None;
+    if same {
+        track.procs.extend(snap.descendants_of(target.pid));
+        if seen.is_some_and(|e| e.pgid == target.pid) {
+            match guard_group(target.pid, &me, &snap, &ancestors) {
+                Ok(()) => {
+                    group = Some(target.pid);
+                    track.procs.extend(snap.group_members(target.pid));
+                }
+                Err(why) => tracing::warn!(pid = target.pid, %why, "group not signalled"),
+            }
+        }
+    }
+    track
+        .procs
+        .retain(|pid, _| *pid > 1 && *pid != me.pid && !ancestors.contains(pid));
+
+    // SIGTERM. Verify everything first (pidfds pin the processes), the
+    // agent last, right before the group signal.
+    let others = verify_all(&track, target.pid, &me, &mut out.identity_changed);
+    let leader = match verify_agent(target.pid, target.start_time, &track.chat_id, labels, &me) {
+        Ok(v) => v,
+        Err(why) => {
+            out.not_signalled = Some(why);
+            return out;
+        }
+    };
+    let group = group.filter(|g| leader.pgid == *g);
+    out.group = group;
+    let mut signalled = vec![target.pid];
+    match group {
+        Some(g) => send_group(g, Signal::SIGTERM, &me),
+        None => send(&leader, Signal::SIGTERM),
+    }
+    for v in &others {
+        if group != Some(v.pgid) {
+            send(v, Signal::SIGTERM);
+        }
+        signalled.push(v.pid);
+    }
+    drop(others);
+    signalled.sort_unstable();
+    tracing::info!(pid = target.pid, ?group, processes = ?signalled, "SIGTERM sent");
+    out.signalled = signalled.clone();
+
+    // The grace.
+    let deadline = Instant::now() + grace;
+    let mut alive = still_alive(&track);
+    while !alive.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(POLL.min(deadline.saturating_duration_since(Instant::now()))).await;
+        alive = still_alive(&track);
+    }
+    out.exited_on_term = signalled
+        .iter()
+        .copied()
+        .filter(|p| !alive.contains_key(p))
+        .collect();
+    if alive.is_empty() {
+        return out;
+    }
+
+    // SIGKILL. Children forked during the grace are collected too.
+    before_kill(&mut track);
+    let snap = snapshot().await;
+    let mut more = Vec::new();
+    for (&pid, &start) in &track.procs {
+        if snap
+            .entries
+            .get(&pid)
+            .is_some_and(|e| e.start_time == start && is_alive_state(e.state))
+        {
+            more.extend(snap.descendants_of(pid));
+            if group.is_some() && snap.entries[&pid].pgid == target.pid {
+                more.extend(snap.group_members(target.pid));
+            }
+        }
+    }
+    for (pid, start) in more {
+        if pid > 1 && pid != me.pid && !ancestors.contains(&pid) {
+            track.procs.entry(pid).or_insert(start);
+        }
+    }
+    let mut changed = Vec::new();
+    let others = verify_all(&track, target.pid, &me, &mut changed);
+    let mut kill_group = None;
+    let mut sent_kill: Vec<i32> = others.iter().map(|v| v.pid).collect();
+    if let Some(&start) = track.procs.get(&target.pid) {
+        match verify_agent(target.pid, start, &track.chat_id, labels, &me) {
+            Ok(leader) => {
+                // The group again (processes that joined it during the
+                // grace are the agent's too), if the agent still leads it.
+                kill_group = group.filter(|g| {
+                    leader.pgid == *g && guard_group(*g, &me, &snap, &ancestors).is_ok()
+                });
+                match kill_group {
+                    Some(g) => send_group(g, Signal::SIGKILL, &me),
+                    None => send(&leader, Signal::SIGKILL),
+                }
+                sent_kill.push(target.pid);
+            }
+            Err(NotSignalled::Gone) => {}
+            Err(why) => {
+                tracing::warn!(pid = target.pid, %why, "agent not killed");
+                changed.push(target.pid);
+            }
+        }
+    }
+    for v in &others {
+        if kill_group != Some(v.pgid) {
+            send(v, Signal::SIGKILL);
+        }
+    }
+    drop(others);
+    sent_kill.sort_unstable();
+    tracing::warn!(pid = target.pid, group = ?kill_group, processes = ?sent_kill, "SIGKILL sent after the grace");
+    for pid in &changed {
+        track.procs.remove(pid);
+    }
+    out.identity_changed.extend(changed);
+    out.identity_changed.sort_unstable();
+    out.identity_changed.dedup();
+
+    let deadline = Instant::now() + KILL_WAIT;
+    let mut alive = still_alive(&track);
+    while !alive.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(POLL).await;
+        alive = still_alive(&track);
+    }
+    out.killed = sent_kill
+        .iter()
+        .copied()
+        .filter(|p| !alive.contains_key(p))
+        .collect();
+    out.survivors = alive
+        .into_iter()
+        .map(|(pid, state)| Survivor { pid, state })
+        .collect();
+    if !out.survivors.is_empty() {
+        tracing::warn!(pid = target.pid, survivors = ?out.survivors, "processes survived SIGKILL");
+    }
+    out
+}
+
+/// This process: never signalled, nor its group.
+struct Me {
+    pid: i32,
+    pgid: i32,
+}
+
+impl Me {
+    fn current() -> Me {
+        Me {
+            pid: std::process::id() as i32,
+            pgid: nix::unistd::getpgrp().as_raw(),
+        }
+    }
+}
+
+/// Refuses the pids that are never signalled alone: 0 and negatives
+/// (`kill(2)` reads them as groups), 1 (init), and this process.
+fn guard(pid: i32, me: &Me) -> Result<(), String> {
+    if pid <= 0 {
+        Err(format!(
+            "pid {pid} names no single process (0 and negative pids address process groups)"
+        ))
+    } else if pid == 1 {
+        Err("pid 1 is init".to_owned())
+    } else if pid == me.pid {
+        Err(format!("pid {pid} is this controller"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Refuses the groups that are never signalled: 0, 1 and negatives, this
+/// process's own group, and a group holding one of its ancestors.
+fn guard_group(
+    pgid: i32,
+    me: &Me,
+    snap: &Snapshot,
+    ancestors: &HashSet<i32>,
+) -> Result<(), String> {
+    if pgid <= 1 {
+        return Err(format!("process group {pgid} is never signalled"));
+    }
+    if pgid == me.pgid || pgid == me.pid {
+        return Err(format!(
+            "process group {pgid} is this controller's own (pid {})",
+            me.pid
+        ));
+    }
+    if let Some(a) = snap
+        .entries
+        .values()
+        .find(|e| e.pgid == pgid && (ancestors.contains(&e.pid) || e.pid == me.pid))
+    {
+        return Err(format!(
+            "process group {pgid} holds pid {}, an ancestor of this controller",
+            a.pid
+        ));
+    }
+    Ok(())
+}
+
+/// A process verified to be the one expected, with a pidfd on it when the
+/// kernel has them: a signal sent through it reaches that process or none.
+struct Verified {
+    pid: i32,
+    pidfd: Option<OwnedFd>,
+    pgid: i32,
+}
+
+enum Check {
+    Same(Verified),
+    Gone,
+    Differs(NotSignalled),
+}
+
+/// Opens a pidfd on `pid`, then checks through `/proc` that it is still
+/// the process that started at `start_time`, alive, and (for the agent)
+/// carrying the chat label `chat`. Opening first makes the check bind the
+/// pidfd: had the pid been reused before the open, the check would see the
+/// other process's start time.
+fn check(pid: i32, start_time: u64, chat: Option<(&str, &LabelNames)>, me: &Me) -> Check {
+    if let Err(why) = guard(pid, me) {
+        return Check::Differs(NotSignalled::Protected { why });
+    }
+    let pidfd = match rustix::process::Pid::from_raw(pid)
+        .map(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()))
+    {
+        Some(Ok(fd)) => Some(fd),
+        Some(Err(rustix::io::Errno::SRCH)) | None => return Check::Gone,
+        Some(Err(e)) => {
+            tracing::debug!(pid, error = %e, "pidfd_open failed; falling back to kill(2)");
+            None
+        }
+    };
+    let Ok(process) = Process::new(pid) else {
+        return Check::Gone;
+    };
+    let Ok(stat) = process.stat() else {
+        return Check::Gone;
+    };
+    if stat.starttime != start_time {
+        return Check::Differs(NotSignalled::StartTimeDiffers {
+            found: stat.starttime,
+            expected: start_time,
+        });
+    }
+    if !is_alive_state(stat.state) {
+        return Check::Gone;
+    }
+    if let Some((expected, labels)) = chat {
+        let found = process.environ().ok().and_then(|env| {
+            env.get(std::ffi::OsStr::new(&labels.chat))
+                .and_then(|v| v.to_str())
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        });
+        if found.as_deref() != Some(expected) {
+            // A process that exits while being read loses its environment.
+            if crate::observe::processes::identity_of(&process, labels)
+                .map_or(true, |i| !is_alive_state(i.state))
+            {
+                return Check::Gone;
+            }
+            return Check::Differs(NotSignalled::LabelDiffers {
+                found,
+                expected: expected.to_owned(),
+            });
+        }
+    }
+    Check::Same(Verified {
+        pid,
+        pidfd,
+        pgid: stat.pgrp,
+    })
+}
+
+fn verify_agent(
+    pid: i32,
+    start_time: u64,
+    chat: &str,
+    labels: &LabelNames,
+    me: &Me,
+) -> Result<Verified, NotSignalled> {
+    match check(pid, start_time, Some((chat, labels)), me) {
+        Check::Same(v) => Ok(v),
+        Check::Gone => Err(NotSignalled::Gone),
+        Check::Differs(why) => Err(why),
+    }
+}
+
+/// Verifies every tracked process but the agent; those whose pid now names
+/// another process are added to `changed`.
+fn verify_all(track: &Tracking, agent: i32, me: &Me, changed: &mut Vec<i32>) -> Vec<Verified> {
+    let mut out = Vec::new();
+    for (&pid, &start) in &track.procs {
+        if pid == agent {
+            continue;
+        }
+        match check(pid, start, None, me) {
+            Check::Same(v) => out.push(v),
+            Check::Gone => {}
+            Check::Differs(why) => {
+                tracing::info!(pid, %why, "not signalled");
+                changed.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// Sends `sig` to a verified process. Failure (it exited meanwhile, or we
+/// may not signal it) is logged; what survives is reported by the caller.
+fn send(v: &Verified, sig: Signal) {
+    let result = match &v.pidfd {
+        Some(fd) => {
+            rustix::process::pidfd_send_signal(fd, rustix_signal(sig)).map_err(|e| e.to_string())
+        }
+        None => nix::sys::signal::kill(Pid::from_raw(v.pid), sig).map_err(|e| e.to_string()),
+    };
+    if let Err(error) = result {
+        tracing::debug!(pid = v.pid, signal = %sig, %error, "signal not delivered");
+    }
+}
+
+/// `killpg(pgid, sig)`, refused for the groups [`guard_group`] protects
+/// (checked again here, so no code path can signal our own group).
+fn send_group(pgid: i32, sig: Signal, me: &Me) {
+    if pgid <= 1 || pgid == me.pgid || pgid == me.pid {
+        tracing::error!(pgid, "refusing to signal a protected process group");
+        return;
+    }
+    if let Err(error) = nix::sys::signal::killpg(Pid::from_raw(pgid), sig) {
+        tracing::debug!(pgid, signal = %sig, %error, "group signal not delivered");
+    }
+}
+
+fn rustix_signal(sig: Signal) -> rustix::process::Signal {
+    match sig {
+        Signal::SIGKILL => rustix::process::Signal::KILL,
+        _ => rustix::process::Signal::TERM,
+    }
+}
+
+/// The tracked processes still alive (same start time, not a zombie), with
+/// their states.
+fn still_alive(track: &Tracking) -> BTreeMap<i32, char> {
+    track
+        .procs
+        .iter()
+        .filter_map(|(&pid, &start)| {
+            let stat = Process::new(pid).ok()?.stat().ok()?;
+            (stat.starttime == start && is_alive_state(stat.state)).then_some((pid, stat.state))
+        })
+        .collect()
+}
+
+/// A `/proc` snapshot, taken on the blocking pool (thousands of reads).
+async fn snapshot() -> Snapshot {
+    tokio::task::spawn_blocking(Snapshot::take)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "process snapshot failed");
+            Snapshot::default()
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::processes::{descendants, identity};
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::process::CommandExt;
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+
+    /// A process spawned by the test, killed (if need be) and reaped when
+    /// the test ends, pass or fail: it is the test's child, so once dead it
+    /// stays a zombie until reaped here (terminate counts zombies as gone).
+    /// Its descendants are re-parented to init, which reaps them.
+    struct Spawned(Child);
+
+    impl Spawned {
+        fn pid(&self) -> i32 {
+            self.0.id() as i32
+        }
+    }
+
+    impl Drop for Spawned {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn unique_chat() -> String {
+        format!("chat-{}-{}", std::process::id(), fastrand::u64(..))
+    }
+
+    fn labels() -> LabelNames {
+        LabelNames::default()
+    }
+
+    /// `sh -c script` started as a launcher starts an agent: its own
+    /// process group, the labels in its environment.
+    fn agent(script: &str, chat: &str) -> Spawned {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", script])
+            .process_group(0)
+            .env("BOO_CHAT_ID", chat)
+            .env("BOO_SESSION_ID", "s-test")
+            .env("BOO_AGENT", "sh")
+            .stdin(Stdio::null());
+        spawned(&mut cmd)
+    }
+
+    fn spawned(cmd: &mut Command) -> Spawned {
+        let child = Spawned(cmd.spawn().expect("spawn"));
+        crate::observe::processes::tests::wait_exec(child.pid());
+        child
+    }
+
+    fn target_of(child: &Spawned, chat: &str) -> Target {
+        let id = identity(child.pid(), &labels()).expect("agent is running");
+        Target {
+            pid: child.pid(),
+            start_time: id.start_time,
+            chat_id: chat.to_owned(),
+        }
+    }
+
+    /// Whether the process (pid, start time) is still there and not a zombie.
+    fn alive(pid: i32, start_time: u64) -> bool {
+        identity(pid, &labels())
+            .is_some_and(|i| i.start_time == start_time && is_alive_state(i.state))
+    }
+
+    /// Waits until `pid` has `n` live descendants (they are started in the
+    /// background by the agent's shell) and returns them.
+    async fn wait_for_descendants(pid: i32, n: usize) -> Vec<(i32, u64)> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let d = descendants(pid);
+            if d.len() >= n {
+                return d;
+            }
+            assert!(Instant::now() < deadline, "only {d:?} under {pid}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    // -- guarantee 1 ----------------------------------------------------
+
+    #[tokio::test]
+    async fn identity_is_rechecked_before_every_signal_a_reused_pid_is_never_signalled() {
+        let chat = unique_chat();
+        let a = agent("exec sleep 1000", &chat);
+        let right = target_of(&a, &chat);
+
+        // The pid now names a process that started at another time.
+        let reused = Target {
+            start_time: right.start_time - 1,
+            ..right.clone()
+        };
+        let out = terminate(&reused, Duration::from_millis(200), &labels()).await;
+        assert_eq!(
+            out.not_signalled,
+            Some(NotSignalled::StartTimeDiffers {
+                found: right.start_time,
+                expected: right.start_time - 1
+            })
+        );
+        assert!(out.signalled.is_empty() && out.killed.is_empty(), "{out:?}");
+        assert!(out.to_string().contains("identity mismatch"), "{out}");
+        assert!(!out.all_gone());
+        assert!(
+            alive(right.pid, right.start_time),
+            "the process must survive"
+        );
+
+        // Right start time, another chat's label.
+        let other_chat = Target {
+            chat_id: "another-chat".into(),
+            ..right.clone()
+        };
+        let out = terminate(&other_chat, Duration::from_millis(200), &labels()).await;
+        assert_eq!(
+            out.not_signalled,
+            Some(NotSignalled::LabelDiffers {
+                found: Some(chat.clone()),
+                expected: "another-chat".into()
+            })
+        );
+        assert!(alive(right.pid, right.start_time));
+
+        // Right start time, no label at all (an unrelated process).
+        let mut cmd = Command::new("sleep");
+        cmd.arg("1000").process_group(0).env_remove("BOO_CHAT_ID");
+        let plain = spawned(&mut cmd);
+        let plain_target = Target {
+            pid: plain.pid(),
+            start_time: identity(plain.pid(), &labels()).unwrap().start_time,
+            chat_id: chat.clone(),
+        };
+        let out = terminate(&plain_target, Duration::from_millis(200), &labels()).await;
+        assert!(
+            matches!(
+                &out.not_signalled,
+                Some(NotSignalled::LabelDiffers { found: None, .. })
+            ),
+            "{out:?}"
+        );
+        assert!(alive(plain_target.pid, plain_target.start_time));
+
+        // And the right identity is stopped.
+        let out = terminate(&right, Duration::from_secs(2), &labels()).await;
+        assert_eq!(out.not_signalled, None);
+        assert!(!alive(right.pid, right.start_time));
+    }
+
+    #[tokio::test]
+    async fn identity_is_rechecked_before_every_signal_including_the_kill() {
+        // The agent and its child ignore SIGTERM; during the grace, the
+        // hook makes the child's pid (and then the agent's label) look
+        // taken by another process, as a reused pid would be. Neither may
+        // then get SIGKILL.
+        // The child left the group (setsid): the group signal cannot
+        // reach it, only a signal of its own could.
+        let chat = unique_chat();
+        let a = agent("trap '' TERM; setsid sleep 1000 & wait", &chat);
+        let target = target_of(&a, &chat);
+        let kids = wait_for_descendants(target.pid, 1).await;
+        let (kid, kid_start) = kids[0];
+
+        let out = run(&target, Duration::from_millis(300), &labels(), |t| {
+            *t.procs.get_mut(&kid).unwrap() += 1;
+        })
+        .await;
+        assert_eq!(out.identity_changed, vec![kid], "{out:?}");
+        assert!(!out.killed.contains(&kid), "{out:?}");
+        assert!(alive(kid, kid_start), "a reused pid must not be killed");
+        assert_eq!(out.killed, vec![target.pid], "{out:?}");
+        nix::sys::signal::kill(Pid::from_raw(kid), Signal::SIGKILL).unwrap();
+
+        // The agent execs into a TERM-ignoring sleep, so that it outlives
+        // its child.
+        let chat = unique_chat();
+        let a = agent("trap '' TERM; sleep 1000 & exec sleep 1000", &chat);
+        let target = target_of(&a, &chat);
+        let (kid, kid_start) = wait_for_descendants(target.pid, 1).await[0];
+        let out = run(&target, Duration::from_millis(300), &labels(), |t| {
+            t.chat_id = "relabelled".into();
+        })
+        .await;
+        assert_eq!(out.identity_changed, vec![target.pid], "{out:?}");
+        assert!(
+            alive(target.pid, target.start_time),
+            "relabelled: not killed"
+        );
+        // No killpg either: the descendant was killed on its own identity.
+        assert_eq!(out.killed, vec![kid], "{out:?}");
+        assert!(!alive(kid, kid_start));
+    }
+
+    // -- guarantee 2 ----------------------------------------------------
+
+    #[tokio::test]
+    async fn whole_group_and_every_descendant_are_signalled_even_those_that_called_setsid() {
+        let chat = unique_chat();
+        // sh ─┬─ sleep
+        //     ├─ sh ── sleep                      (grandchild)
+        //     └─ setsid sleep                     (own session and group)
+        //     └─ setsid sh (ignores TERM) ── sleep (re-parented to init once
+        //        sh dies on SIGTERM: must still get SIGKILL)
+        let a = agent(
+            "sleep 1000 & sh -c 'sleep 1000 & wait' & setsid sleep 1000 & \
+             setsid sh -c \"trap '' TERM; sleep 1000 & wait\" & wait",
+            &chat,
+        );
+        let target = target_of(&a, &chat);
+        let kids = wait_for_descendants(target.pid, 6).await;
+        let snap = Snapshot::take();
+        let own_sessions = kids
+            .iter()
+            .filter(|(p, _)| snap.entries[p].sid == *p)
+            .count();
+        assert_eq!(own_sessions, 2, "two setsid descendants: {kids:?}");
+
+        let out = terminate(&target, Duration::from_secs(1), &labels()).await;
+        assert_eq!(out.not_signalled, None);
+        assert_eq!(out.group, Some(target.pid));
+        assert!(out.survivors.is_empty(), "{out:?}");
+        for (p, st) in kids.iter().chain([(target.pid, target.start_time)].iter()) {
+            assert!(!alive(*p, *st), "pid {p} survived: {out:?}");
+            assert!(out.signalled.contains(p), "{p} not in {out:?}");
+        }
+        // The TERM-ignoring setsid pair outlived its parent and was killed.
+        assert_eq!(out.killed.len(), 2, "{out:?}");
+        assert_eq!(out.exited_on_term.len(), 5, "{out:?}");
+    }
+
+    #[tokio::test]
+    async fn whole_group_and_every_descendant_are_signalled_and_nothing_else() {
+        // A sibling that is neither labelled nor a descendant survives, and
+        // so does this test process.
+        let chat = unique_chat();
+        let a = agent("sleep 1000 & wait", &chat);
+        let mut sib = Command::new("sleep");
+        sib.arg("1000").process_group(0);
+        let sibling = spawned(&mut sib);
+        let sib_start = identity(sibling.pid(), &labels()).unwrap().start_time;
+        let target = target_of(&a, &chat);
+        wait_for_descendants(target.pid, 1).await;
+
+        let out = terminate(&target, Duration::from_secs(2), &labels()).await;
+        assert!(out.all_gone(), "{out:?}");
+        assert!(!out.signalled.contains(&sibling.pid()));
+        assert!(alive(sibling.pid(), sib_start), "the sibling must survive");
+        let me = std::process::id() as i32;
+        assert!(!out.signalled.contains(&me));
+        assert!(identity(me, &labels()).is_some());
+    }
+
+    #[tokio::test]
+    async fn whole_group_and_every_descendant_are_signalled_but_not_a_group_the_agent_does_not_lead(
+    ) {
+        // Spawned without its own group, the agent shares this test's
+        // group: it and its child are signalled one by one, never killpg.
+        let chat = unique_chat();
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "sleep 1000 & wait"])
+            .env("BOO_CHAT_ID", &chat);
+        let a = spawned(&mut cmd);
+        let target = target_of(&a, &chat);
+        let kids = wait_for_descendants(target.pid, 1).await;
+        let out = terminate(&target, Duration::from_secs(2), &labels()).await;
+        assert_eq!(out.group, None, "{out:?}");
+        assert!(out.all_gone(), "{out:?}");
+        assert!(!alive(kids[0].0, kids[0].1));
+        assert_eq!(out.exited_on_term.len(), 2, "{out:?}");
+    }
+
+    // -- guarantee 3 ----------------------------------------------------
+
+    #[tokio::test]
+    async fn never_signals_pid_1_0_negatives_itself_its_ancestors_or_its_own_group() {
+        let me = Me::current();
+        let snap = Snapshot::take();
+        let ancestors: HashSet<i32> = snap.ancestors_of(me.pid).into_iter().collect();
+        let parent = nix::unistd::getppid().as_raw();
+        for pid in [0, -1, -me.pgid, 1, me.pid, parent] {
+            let start = identity(pid, &labels()).map_or(0, |i| i.start_time);
+            let out = terminate(
+                &Target {
+                    pid,
+                    start_time: start,
+                    chat_id: "c".into(),
+                },
+                Duration::from_millis(100),
+                &labels(),
+            )
+            .await;
+            assert!(
+                matches!(out.not_signalled, Some(NotSignalled::Protected { .. })),
+                "pid {pid}: {out:?}"
+            );
+            assert!(out.signalled.is_empty());
+        }
+        for pgid in [0, 1, -5, me.pgid, me.pid] {
+            assert!(guard_group(pgid, &me, &snap, &ancestors).is_err(), "{pgid}");
+        }
+        if let Some(&a) = ancestors.iter().find(|&&a| a > 1) {
+            let pgid = snap.entries[&a].pgid;
+            assert!(guard_group(pgid, &me, &snap, &ancestors).is_err());
+        }
+        // send_group itself refuses, whatever the caller checked.
+        send_group(me.pgid, Signal::SIGTERM, &me);
+        send_group(1, Signal::SIGTERM, &me);
+        send_group(0, Signal::SIGTERM, &me);
+        // Still here.
+    }
+
+    // -- guarantee 4 ----------------------------------------------------
+
+    #[tokio::test]
+    async fn exits_on_sigterm_is_reported_exited_on_term() {
+        let chat = unique_chat();
+        let a = agent("sleep 1000 & wait", &chat);
+        let target = target_of(&a, &chat);
+        let kids = wait_for_descendants(target.pid, 1).await;
+        let started = Instant::now();
+        let out = terminate(&target, Duration::from_secs(5), &labels()).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        let mut both = vec![target.pid, kids[0].0];
+        both.sort();
+        assert_eq!(out.signalled, both);
+        assert_eq!(out.exited_on_term, both);
+        assert!(out.killed.is_empty() && out.survivors.is_empty(), "{out:?}");
+        assert!(!alive(target.pid, target.start_time));
+        assert!(!alive(kids[0].0, kids[0].1));
+    }
+
+    #[tokio::test]
+    async fn term_then_grace_then_kill_and_concurrent_terminations_take_one_grace() {
+        let grace = Duration::from_secs(1);
+        let (c1, c2) = (unique_chat(), unique_chat());
+        let a1 = agent("trap '' TERM; sleep 1000", &c1);
+        let a2 = agent("trap '' TERM; sleep 1000", &c2);
+        let (t1, t2) = (target_of(&a1, &c1), target_of(&a2, &c2));
+        let k1 = wait_for_descendants(t1.pid, 1).await;
+        let k2 = wait_for_descendants(t2.pid, 1).await;
+
+        let started = Instant::now();
+        let l = labels();
+        let (o1, o2) = tokio::join!(terminate(&t1, grace, &l), terminate(&t2, grace, &l));
+        let took = started.elapsed();
+        assert!(took >= grace, "SIGKILL came before the grace: {took:?}");
+        assert!(
+            took < grace.mul_f64(1.8),
+            "two concurrent terminations took {took:?}, more than one grace"
+        );
+        for (out, t, k) in [(&o1, &t1, &k1), (&o2, &t2, &k2)] {
+            assert!(out.exited_on_term.is_empty(), "{out:?}");
+            let mut both = vec![t.pid, k[0].0];
+            both.sort();
+            assert_eq!(out.killed, both, "{out:?}");
+            assert!(out.survivors.is_empty());
+            assert!(!alive(t.pid, t.start_time) && !alive(k[0].0, k[0].1));
+            assert!(
+                out.to_string().contains("2 killed after the grace"),
+                "{out}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn term_then_grace_then_kill_reports_an_already_gone_agent() {
+        let chat = unique_chat();
+        let mut a = agent("exit 0", &chat);
+        let pid = a.pid();
+        a.0.wait().unwrap();
+        let out = terminate(
+            &Target {
+                pid,
+                start_time: 1,
+                chat_id: chat,
+            },
+            Duration::from_millis(100),
+            &labels(),
+        )
+        .await;
+        // Gone, or (if the pid was taken already) another process.
+        assert!(
+            matches!(
+                out.not_signalled,
+                Some(NotSignalled::Gone | NotSignalled::StartTimeDiffers { .. })
+            ),
+            "{out:?}"
+        );
+    }
+
+    // -- guarantee 5 ----------------------------------------------------
+
+    #[test]
+    fn outcome_is_a_serializable_report() {
+        let out = Terminated {
+            pid: 10,
+            group: Some(10),
+            signalled: vec![10, 11, 12],
+            exited_on_term: vec![10, 11],
+            killed: vec![],
+            survivors: vec![Survivor {
+                pid: 12,
+                state: 'D',
+            }],
+            identity_changed: vec![],
+            not_signalled: None,
+        };
+        let v = serde_json::to_value(&out).unwrap();
+        assert_eq!(v["survivors"][0]["state"], "D");
+        assert_eq!(v["signalled"], serde_json::json!([10, 11, 12]));
+        assert_eq!(v["not_signalled"], serde_json::Value::Null);
+        assert!(!out.all_gone());
+        assert_eq!(
+            out.to_string(),
+            "pid 10: SIGTERM to 3 process(es) (group 10); 2 exited; still there after SIGKILL: 12 (D)"
+        );
+        let refused = Terminated {
+            pid: 10,
+            not_signalled: Some(NotSignalled::StartTimeDiffers {
+                found: 5,
+                expected: 4,
+            }),
+            ..Terminated::default()
+        };
+        let v = serde_json::to_value(&refused).unwrap();
+        assert_eq!(v["not_signalled"]["reason"], "start_time_differs");
+        assert_eq!(v["not_signalled"]["found"], 5);
+    }
+
+    // -- a real ACP agent -------------------------------------------------
+
+    const QWEN_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/agents");
+
+    /// `npm ci` in tests/agents when its node_modules is missing, so that a
+    /// fresh clone (CI) installs the pinned qwen-code; failing is fatal.
+    fn ensure_qwen() -> PathBuf {
+        let dir = Path::new(QWEN_DIR);
+        let bin = dir.join("node_modules/.bin/qwen");
+        if !bin.exists() {
+            let status = Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(dir)
+                .stdin(Stdio::null())
+                .status()
+                .expect("npm must be installed to run the real ACP agent test");
+            assert!(status.success(), "npm ci in {QWEN_DIR} failed: {status}");
+        }
+        assert!(bin.exists(), "{} missing after npm ci", bin.display());
+        bin
+    }
+
+    /// qwen-code (`@qwen-code/qwen-code`, pinned in tests/agents) as a warm
+    /// ACP agent. What it does, as observed on 0.15.10 (Node 20):
+    ///
+    /// - `qwen --acp` is `node cli.js --acp`. Unless `QWEN_CODE_NO_RELAUNCH`
+    ///   or `SANDBOX` is set, it relaunches itself at start-up
+    ///   (`relaunchAppInChildProcess`): it spawns `node cli.js --acp` again
+    ///   with `QWEN_CODE_NO_RELAUNCH=true`, stdio inherited and the rest of
+    ///   the environment (our labels too), and then only waits for it. The
+    ///   child is the one that speaks ACP on stdin/stdout.
+    /// - The parent installs no SIGTERM handler while it waits: SIGTERM to
+    ///   the parent alone ends it and leaves the child re-parented to pid 1
+    ///   and alive (still reading the stdin pipe) — the orphaned-agent leak.
+    /// - It needs no credentials to start and answer `initialize`.
+    ///
+    /// The test starts it as a launcher would (own process group, labels,
+    /// stdin piped), asks `initialize`, checks that both node processes run
+    /// and carry the label, then terminates the agent and proves both gone.
+    #[tokio::test]
+    async fn real_qwen_acp_agent_and_its_relaunched_child_are_both_gone() {
+        let bin = ensure_qwen();
+        let home = tempfile::tempdir().unwrap();
+        let chat = unique_chat();
+        let mut cmd = Command::new(&bin);
+        cmd.arg("--acp")
+            .current_dir(home.path())
+            .process_group(0)
+            .env("HOME", home.path())
+            .env("BOO_CHAT_ID", &chat)
+            .env("BOO_SESSION_ID", "s-qwen")
+            .env("BOO_AGENT", "qwen")
+            .env_remove("QWEN_CODE_NO_RELAUNCH")
+            .env_remove("SANDBOX")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut a = spawned(&mut cmd);
+        let target = target_of(&a, &chat);
+
+        // initialize over stdio JSON-RPC: proves the agent is up.
+        let mut stdin = a.0.stdin.take().unwrap();
+        let stdout = a.0.stdout.take().unwrap();
+        writeln!(
+            stdin,
+            r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":1,"clientCapabilities":{{}}}}}}"#
+        )
+        .unwrap();
+        stdin.flush().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let answer = rx
+            .recv_timeout(Duration::from_secs(90))
+            .expect("qwen --acp did not answer initialize");
+        let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(answer["id"], 1, "{answer}");
+        assert_eq!(
+            answer["result"]["agentInfo"]["name"], "qwen-code",
+            "{answer}"
+        );
+
+        // The relaunched child: a node process under the agent, labelled.
+        let kids = wait_for_descendants(target.pid, 1).await;
+        let child: Vec<(i32, u64)> = kids
+            .iter()
+            .copied()
+            .filter(|(p, _)| {
+                let cmdline =
+                    std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default();
+                cmdline.contains("qwen") && cmdline.contains("--acp")
+            })
+            .collect();
+        assert_eq!(child.len(), 1, "relaunched child not found among {kids:?}");
+        let (child_pid, child_start) = child[0];
+        let id = identity(child_pid, &labels()).unwrap();
+        assert_eq!(
+            id.chat_label.as_deref(),
+            Some(chat.as_str()),
+            "label inherited"
+        );
+        assert_eq!(id.ppid, target.pid);
+        assert_eq!(id.pgid, target.pid, "in the agent's group");
+
+        let out = terminate(&target, Duration::from_secs(5), &labels()).await;
+        eprintln!("qwen: {out}");
+        assert_eq!(out.not_signalled, None, "{out:?}");
+        assert!(out.survivors.is_empty(), "{out:?}");
+        assert!(
+            !alive(target.pid, target.start_time),
+            "qwen parent still alive"
+        );
+        assert!(
+            !alive(child_pid, child_start),
+            "qwen's relaunched child survived: {out:?}"
+        );
+        for (p, st) in kids {
+            assert!(!alive(p, st), "descendant {p} survived");
+        }
+        drop(stdin);
+    }
+}
