@@ -25,6 +25,7 @@ pub mod exit {
 /// Counts of what a pass observed, by kind.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Observed {
+    pub processes: usize,
     pub worktree_rows: usize,
     pub agent_rows: usize,
     pub root_entries: usize,
@@ -116,11 +117,13 @@ impl PassReport {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "{} pass ({}, {}) in {} ms: {} worktree row(s), {} root entr(ies), {} stale admin entr(ies)",
+            "{} pass ({}, {}) in {} ms: {} labelled process(es), {} agent row(s), {} worktree row(s), {} root entr(ies), {} stale admin entr(ies)",
             if self.dry_run { "planned" } else { "reconcile" },
             self.trigger,
             scope_text(&self.scope),
             self.duration_ms,
+            self.observed.processes,
+            self.observed.agent_rows,
             self.observed.worktree_rows,
             self.observed.root_entries,
             self.observed.stale_admin_entries,

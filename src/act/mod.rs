@@ -33,8 +33,10 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Config;
 use crate::git;
 use crate::model::PathCheck;
+use crate::observe::processes::{self, LabelNames};
 use crate::plan::{Action, ActionKind, Plan, Stage, WorktreeTarget};
 use crate::risk::AtRisk;
 use crate::root::WorktreeRoot;
@@ -121,6 +123,8 @@ pub struct Executor {
     pub host: String,
     pub precious: GlobSet,
     pub orphan_min_age: std::time::Duration,
+    pub labels: LabelNames,
+    pub term_grace: std::time::Duration,
     limit: Arc<Semaphore>,
     backoff: Mutex<Backoff>,
     /// The last verdict recorded per target for repeated outcomes (kept at
@@ -149,21 +153,16 @@ impl Drop for Claim<'_> {
 }
 
 impl Executor {
-    pub fn new(
-        store: Store,
-        root: WorktreeRoot,
-        host: String,
-        precious: GlobSet,
-        orphan_min_age: std::time::Duration,
-        max_parallel_actions: usize,
-    ) -> Executor {
+    pub fn new(store: Store, root: WorktreeRoot, config: &Config) -> Executor {
         Executor {
             store,
             root,
-            host,
-            precious,
-            orphan_min_age,
-            limit: Arc::new(Semaphore::new(max_parallel_actions.max(1))),
+            host: config.host.id.clone(),
+            precious: config.precious_globs(),
+            orphan_min_age: config.worktrees.orphan_min_age,
+            labels: LabelNames::from(&config.processes),
+            term_grace: config.processes.term_grace,
+            limit: Arc::new(Semaphore::new(config.r#loop.max_parallel_actions.max(1))),
             backoff: Mutex::new(Backoff::default()),
             recorded: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashSet::new()),
@@ -427,8 +426,17 @@ impl Executor {
     ) -> Result<(Outcome, serde_json::Value), String> {
         let none = serde_json::Value::Null;
         match &action.kind {
-            ActionKind::TerminateProcess { .. } => {
-                Err("process termination is not available".into())
+            ActionKind::TerminateProcess { process } => {
+                if let Some(why) = self.owner_is_live(action).await? {
+                    return Ok((Outcome::Skipped { why }, none));
+                }
+                let target = terminate::Target {
+                    pid: process.pid,
+                    start_time: process.start_time,
+                    chat_id: process.chat_id.clone(),
+                };
+                let t = terminate::terminate(&target, self.term_grace, &self.labels).await;
+                Ok((terminated_outcome(&t), serde_json::json!(t)))
             }
             ActionKind::CloseAgentRow { row_id, .. } => {
                 if let Some(why) = self.owner_is_live(action).await? {
@@ -560,6 +568,7 @@ impl Executor {
         if let Some(why) = self.worktree_claimed(action, wt).await? {
             return Ok((Outcome::Skipped { why }, none));
         }
+        let in_use = self.clear_worktree_of_agents(wt).await?;
         let verdict = {
             let (root, wt, precious) = (self.root.clone(), wt.clone(), self.precious.clone());
             blocking(move || Ok(inspect(&root, &wt, &precious))).await?
@@ -580,7 +589,10 @@ impl Executor {
                     none,
                 ));
             }
-            Inspection::Reasons(r) => r,
+            Inspection::Reasons(mut r) => {
+                r.extend(in_use);
+                r
+            }
         };
         let archive = !reasons.is_empty();
         if archive && !(opts.force && reasons.iter().all(AtRisk::force_overrides)) {
@@ -623,6 +635,79 @@ impl Executor {
             }
         }
         Ok((outcome, detail))
+    }
+}
+
+impl Executor {
+    /// Processes whose working directory is inside the worktree: labelled
+    /// agents of chats that are not live are terminated first (as any
+    /// agent); every other process keeps the worktree, as an `InUse`
+    /// reason.
+    async fn clear_worktree_of_agents(&self, wt: &WorktreeTarget) -> Result<Vec<AtRisk>, String> {
+        let dir = wt.path.clone();
+        let users = blocking(move || Ok(processes::processes_in(&dir))).await?;
+        let mut stopped_any = false;
+        for (pid, command) in &users {
+            let labels = self.labels.clone();
+            let pid = *pid;
+            let Some(id) = blocking(move || Ok(processes::identity(pid, &labels))).await? else {
+                continue;
+            };
+            let Some(chat) = id.chat_label else { continue };
+            let state = self
+                .store
+                .chat_state(&chat)
+                .await
+                .map_err(|e| e.to_string())?;
+            if state.is_live() {
+                continue;
+            }
+            tracing::info!(pid, command = %command, chat = %chat, worktree = %wt.path.display(),
+                "stopping an agent of a chat that is not live before removing its worktree");
+            let target = terminate::Target {
+                pid,
+                start_time: id.start_time,
+                chat_id: chat,
+            };
+            terminate::terminate(&target, self.term_grace, &self.labels).await;
+            stopped_any = true;
+        }
+        let remaining = if stopped_any {
+            let dir = wt.path.clone();
+            blocking(move || Ok(processes::processes_in(&dir))).await?
+        } else {
+            users
+        };
+        Ok(remaining
+            .into_iter()
+            .map(|(pid, command)| AtRisk::InUse { pid, command })
+            .collect())
+    }
+}
+
+/// What a termination came to, as an outcome.
+fn terminated_outcome(t: &terminate::Terminated) -> Outcome {
+    match &t.not_signalled {
+        Some(terminate::NotSignalled::Gone) => Outcome::Done {
+            note: format!("pid {} already gone", t.pid),
+        },
+        Some(other) => Outcome::Skipped {
+            why: format!("pid {}: {other}", t.pid),
+        },
+        None if !t.survivors.is_empty() => Outcome::Failed {
+            error: format!(
+                "{} process(es) survived SIGKILL: {}; retried next pass",
+                t.survivors.len(),
+                t.survivors
+                    .iter()
+                    .map(|s| format!("pid {} (state {})", s.pid, s.state))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
+        None => Outcome::Done {
+            note: t.to_string(),
+        },
     }
 }
 

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::act::{ActionResult, Executor, RunOptions};
 use crate::config::Config;
 use crate::observe;
+use crate::observe::processes::{self, LabelNames};
 use crate::plan::{self, Plan, Policy, Scope};
 use crate::report::{Observed, PassReport};
 use crate::root::WorktreeRoot;
@@ -69,17 +70,10 @@ pub struct Controller {
 
 impl Controller {
     pub fn new(config: Config, store: Store, root: WorktreeRoot) -> Controller {
-        let executor = Arc::new(Executor::new(
-            store.clone(),
-            root.clone(),
-            config.host.id.clone(),
-            config.precious_globs(),
-            config.worktrees.orphan_min_age,
-            config.r#loop.max_parallel_actions,
-        ));
+        let executor = Arc::new(Executor::new(store.clone(), root.clone(), &config));
         let policy = Policy {
             worktree_orphan_min_age: config.worktrees.orphan_min_age,
-            process_orphan_min_age: std::time::Duration::from_secs(120),
+            process_orphan_min_age: config.processes.orphan_min_age,
         };
         Controller {
             config,
@@ -110,10 +104,47 @@ impl Controller {
                 interest.sessions = BTreeSet::from([id.clone()]);
             }
         }
+        // Processes first: their labels name chats whose liveness the
+        // desired state must include.
+        let labels = LabelNames::from(&self.config.processes);
+        let scan = {
+            let labels = labels.clone();
+            tokio::task::spawn_blocking(move || processes::scan(&labels))
+                .await
+                .unwrap_or_else(|e| {
+                    errors.push(format!("scanning processes failed: {e}"));
+                    Default::default()
+                })
+        };
+        interest
+            .chats
+            .extend(scan.processes.iter().map(|p| p.chat_id.clone()));
         let desired = self
             .store
             .desired_state(&self.config.host.id, &interest)
             .await?;
+        let recorded_pids = {
+            let pids: Vec<i32> = desired
+                .agent_sessions
+                .iter()
+                .filter_map(|r| r.pid)
+                .collect();
+            tokio::task::spawn_blocking(move || {
+                pids.into_iter()
+                    .map(|pid| {
+                        let id = processes::identity(pid, &labels)
+                            .filter(|id| processes::is_alive_state(id.state))
+                            .map(|id| crate::model::PidIdentity {
+                                start_time: id.start_time,
+                                chat_label: id.chat_label,
+                            });
+                        (pid, id)
+                    })
+                    .collect()
+            })
+            .await
+            .unwrap_or_default()
+        };
         let observed = {
             let root = self.root.clone();
             let rows = desired.worktrees.clone();
@@ -127,6 +158,7 @@ impl Controller {
         };
         errors.extend(observed.errors);
         let counts = Observed {
+            processes: scan.processes.len(),
             worktree_rows: desired.worktrees.len(),
             agent_rows: desired.agent_sessions.len(),
             root_entries: observed.dirs.len(),
@@ -136,7 +168,8 @@ impl Controller {
             dirs: observed.dirs,
             stale_admin_entries: observed.stale_admin_entries,
             row_paths: observed.row_paths.into_iter().collect(),
-            ..Default::default()
+            processes: scan.processes,
+            recorded_pids,
         };
         let plan = plan::plan(&desired, &actual, &self.policy, SystemTime::now(), scope);
         Ok((plan, counts))
