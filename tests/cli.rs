@@ -10,6 +10,12 @@ fn bin() -> Command {
             c.env_remove(k);
         }
     }
+    // A label no process carries: these passes must never see (let alone
+    // stop) the agents other tests spawn.
+    c.env(
+        "BOO_RECONCILER_PROCESSES_CHAT_LABEL",
+        format!("BOO_TEST_NOBODY_{}", fastrand::u64(..)),
+    );
     c
 }
 

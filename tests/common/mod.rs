@@ -122,6 +122,11 @@ pub struct World {
     pub url: String,
     pub orphan_min_age: Duration,
     pub interval: Duration,
+    pub process_orphan_min_age: Duration,
+    pub term_grace: Duration,
+    /// This world's label names: unique, so that no other test's agents
+    /// are ever seen (or stopped) by this world's controller.
+    pub labels: [String; 3],
     schema: Option<String>,
 }
 
@@ -157,6 +162,16 @@ impl World {
             url,
             orphan_min_age: Duration::from_secs(600),
             interval: Duration::from_secs(30),
+            process_orphan_min_age: Duration::from_secs(120),
+            term_grace: Duration::from_secs(5),
+            labels: {
+                let n = fastrand::u64(..);
+                [
+                    format!("BOO_TEST_CHAT_{n}"),
+                    format!("BOO_TEST_SESSION_{n}"),
+                    format!("BOO_TEST_AGENT_{n}"),
+                ]
+            },
             schema,
         }
     }
@@ -169,6 +184,11 @@ impl World {
         c.worktrees.orphan_min_age = self.orphan_min_age;
         c.r#loop.interval = self.interval;
         c.r#loop.jitter = Duration::ZERO;
+        c.processes.chat_label = self.labels[0].clone();
+        c.processes.session_label = self.labels[1].clone();
+        c.processes.agent_label = self.labels[2].clone();
+        c.processes.orphan_min_age = self.process_orphan_min_age;
+        c.processes.term_grace = self.term_grace;
         c
     }
 
@@ -264,6 +284,50 @@ impl World {
         (r[0].clone().unwrap(), r[1].clone())
     }
 
+    /// `sh -c script` started as a launcher starts an agent: its own
+    /// process group, this world's labels in its environment, in `cwd`.
+    pub fn agent(&self, chat: &str, session: &str, script: &str, cwd: &Path) -> Agent {
+        use std::os::unix::process::CommandExt;
+        let child = Command::new("sh")
+            .args(["-c", script])
+            .current_dir(cwd)
+            .process_group(0)
+            .env(&self.labels[0], chat)
+            .env(&self.labels[1], session)
+            .env(&self.labels[2], "test-agent")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn agent");
+        let agent = Agent(child);
+        agent.wait_started();
+        agent
+    }
+
+    /// Records an open `acp` row for an agent.
+    pub async fn acp_row(&self, id: &str, chat: &str, session: &str, pid: Option<(i32, u64)>) {
+        let (pid, start) = match pid {
+            Some((p, s)) => (p.to_string(), s.to_string()),
+            None => ("NULL".into(), "NULL".into()),
+        };
+        self.sql(&format!(
+            "INSERT INTO agent_sessions (id, chat_id, session_id, agent, backend, host, pid, pid_start_time) \
+             VALUES ('{id}', '{chat}', '{session}', 'goose', 'acp', '{HOST}', {pid}, {start})"
+        ))
+        .await;
+    }
+
+    /// `(status, closed_at is set)` of an agent row.
+    pub async fn agent_row(&self, id: &str) -> (String, bool) {
+        let rows = self
+            .store
+            .query_strings(&format!(
+                "SELECT status, CAST(closed_at AS TEXT) FROM agent_sessions WHERE id = '{id}'"
+            ))
+            .await
+            .expect("query");
+        (rows[0][0].clone().unwrap(), rows[0][1].is_some())
+    }
+
     pub async fn audit(&self) -> Vec<boo_reconciler::store::AuditRecord> {
         self.store.audit_records().await.expect("audit")
     }
@@ -286,4 +350,73 @@ macro_rules! both_databases {
             )*
         }
     };
+}
+
+/// A process spawned by a test; killed (if need be) and reaped on drop. It
+/// is the test's child, so once dead it stays a zombie until reaped here.
+pub struct Agent(pub std::process::Child);
+
+impl Agent {
+    pub fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+
+    /// Field 22 of /proc/<pid>/stat.
+    pub fn start_time(&self) -> u64 {
+        start_time_of(self.pid()).expect("agent is running")
+    }
+
+    /// Waits until the shell has exec'd (its environment is readable).
+    fn wait_started(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::fs::read(format!("/proc/{}/environ", self.pid())).map_or(true, |e| e.is_empty())
+        {
+            assert!(std::time::Instant::now() < deadline, "agent never started");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Field 22 of /proc/<pid>/stat, if the process exists.
+pub fn start_time_of(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split(' ').nth(19)?.parse().ok()
+}
+
+/// Whether `pid` runs and is not a zombie (nor the same pid reused).
+pub fn alive(pid: i32, start: u64) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let state = after.chars().next().unwrap_or('X');
+    start_time_of(pid) == Some(start) && !matches!(state, 'Z' | 'X' | 'x')
+}
+
+/// Live processes whose environment carries `label` = `value`.
+pub fn labelled(label: &str, value: &str) -> Vec<i32> {
+    let needle = format!("{label}={value}\0");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&env).contains(&needle)
+            && start_time_of(pid).is_some_and(|s| alive(pid, s))
+        {
+            out.push(pid);
+        }
+    }
+    out
 }

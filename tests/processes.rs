@@ -1,0 +1,240 @@
+//! Agent processes end to end: real labelled processes spawned as a
+//! launcher would, the controller's own pass, both databases.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use boo_reconciler::plan::Scope;
+use boo_reconciler::report::exit;
+use common::{alive, labelled, Db, World};
+
+both_databases!(
+    agent_of_archived_chat_that_exits_on_term_is_gone_and_its_rows_closed,
+    agents_ignoring_term_are_killed_after_one_grace_for_all_chats_at_once,
+    every_descendant_is_gone_even_one_that_left_the_group,
+    recorded_pid_with_another_start_time_is_never_signalled_and_its_row_closed,
+    live_chat_agent_survives_deleted_chat_agent_is_stopped_young_orphan_survives,
+    process_in_a_worktree_keeps_it_unless_it_is_an_agent_of_a_dead_chat,
+);
+
+async fn agent_of_archived_chat_that_exits_on_term_is_gone_and_its_rows_closed(db: Db) {
+    let w = World::new(db).await;
+    w.session("s1", "open").await;
+    w.chat("c1", "s1", "archived").await;
+    w.chat("c2", "s1", "open").await;
+    let a = w.agent("c1", "s1", "exec sleep 1000", w.tmp.path());
+    let (pid, start) = (a.pid(), a.start_time());
+    w.acp_row("a1", "c1", "s1", Some((pid, start))).await;
+    w.acp_row("a2", "c1", "s1", None).await;
+
+    let report = w.once(Scope::Host, false).await;
+    assert_eq!(report.exit_code(), exit::CONVERGED, "{}", report.render());
+    assert!(!alive(pid, start), "agent gone");
+    assert_eq!(w.agent_row("a1").await, ("closed".into(), true));
+    assert_eq!(w.agent_row("a2").await, ("closed".into(), true));
+    let audit = w.audit().await;
+    let term = audit
+        .iter()
+        .find(|a| a.action == "terminate_process")
+        .expect("audit record of the termination");
+    assert_eq!(term.outcome, "done");
+    assert_eq!(term.chat_id.as_deref(), Some("c1"));
+    assert!(term.reason.contains("chat c1 archived"), "{}", term.reason);
+    assert!(term.target.starts_with(&format!("process:{pid}@")));
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|a| a.action == "close_agent_row" && a.outcome == "done")
+            .count(),
+        2
+    );
+    // The report lists the process with pid, agent, chat, age and reason.
+    let json = serde_json::to_value(&report).unwrap();
+    let p = &json["results"][0]["action"]["process"];
+    assert_eq!(p["pid"], pid);
+    assert_eq!(p["chat_id"], "c1");
+    assert_eq!(p["agent"], "test-agent");
+    assert!(p["age_secs"].is_u64());
+
+    // Idempotent: nothing left to do.
+    let again = w.once(Scope::Host, false).await;
+    assert!(again.results.is_empty(), "{}", again.render());
+}
+
+async fn agents_ignoring_term_are_killed_after_one_grace_for_all_chats_at_once(db: Db) {
+    let mut w = World::new(db).await;
+    w.term_grace = Duration::from_secs(2);
+    let mut agents = Vec::new();
+    for (s, c) in [("s1", "c1"), ("s2", "c2")] {
+        w.session(s, "archived").await;
+        w.chat(c, s, "open").await;
+        let a = w.agent(
+            c,
+            s,
+            "trap '' TERM; while :; do sleep 0.1; done",
+            w.tmp.path(),
+        );
+        agents.push((a.pid(), a.start_time(), a));
+    }
+    let t0 = Instant::now();
+    let report = w.once(Scope::Host, false).await;
+    let took = t0.elapsed();
+    assert_eq!(report.exit_code(), exit::CONVERGED, "{}", report.render());
+    for (pid, start, _) in &agents {
+        assert!(!alive(*pid, *start), "pid {pid} killed");
+    }
+    let notes: Vec<String> = report
+        .results
+        .iter()
+        .map(|r| serde_json::to_string(&r.detail).unwrap())
+        .collect();
+    assert!(
+        notes.iter().all(|n| n.contains("\"killed\":[")),
+        "{notes:?}"
+    );
+    // Both graces ran side by side: the pass took less than the two
+    // terminations added up (about one grace, not two).
+    let sum: u64 = report.results.iter().map(|r| r.duration_ms).sum();
+    assert!(
+        (took.as_millis() as u64) < sum,
+        "the pass took {took:?}; its terminations {sum} ms in all: they ran one after the other"
+    );
+    println!("two TERM-ignoring agents, 2s grace: {took:?}");
+}
+
+async fn every_descendant_is_gone_even_one_that_left_the_group(db: Db) {
+    let w = World::new(db).await;
+    w.session("s1", "archived").await;
+    w.chat("c1", "s1", "archived").await;
+    let a = w.agent(
+        "c1",
+        "s1",
+        "sleep 1000 & sh -c 'sleep 1000 & wait' & setsid sleep 1000 & wait",
+        w.tmp.path(),
+    );
+    // The shell, its two children, a grandchild: all labelled (inherited).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while labelled(&w.labels[0], "c1").len() < 5 {
+        assert!(Instant::now() < deadline, "descendants never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let before = labelled(&w.labels[0], "c1");
+    let report = w.once(Scope::Host, false).await;
+    assert_eq!(report.exit_code(), exit::CONVERGED, "{}", report.render());
+    assert_eq!(
+        labelled(&w.labels[0], "c1"),
+        Vec::<i32>::new(),
+        "all of {before:?} gone"
+    );
+    drop(a);
+}
+
+async fn recorded_pid_with_another_start_time_is_never_signalled_and_its_row_closed(db: Db) {
+    let w = World::new(db).await;
+    w.session("s1", "archived").await;
+    w.chat("c1", "s1", "archived").await;
+    // An unrelated, unlabelled process now holds the recorded pid.
+    let mut bystander = std::process::Command::new("sleep")
+        .arg("1000")
+        .spawn()
+        .unwrap();
+    let pid = bystander.id() as i32;
+    let start = common::start_time_of(pid).unwrap();
+    w.acp_row("a1", "c1", "s1", Some((pid, start + 1))).await;
+
+    let report = w.once(Scope::Host, false).await;
+    assert_eq!(report.exit_code(), exit::CONVERGED, "{}", report.render());
+    assert!(alive(pid, start), "the process at the reused pid survives");
+    assert_eq!(w.agent_row("a1").await, ("closed".into(), true));
+    let audit = w.audit().await;
+    let close = audit
+        .iter()
+        .find(|a| a.action == "close_agent_row")
+        .unwrap();
+    assert!(close.reason.contains("was reused"), "{}", close.reason);
+    assert!(!audit.iter().any(|a| a.action == "terminate_process"));
+    bystander.kill().unwrap();
+    bystander.wait().unwrap();
+}
+
+async fn live_chat_agent_survives_deleted_chat_agent_is_stopped_young_orphan_survives(db: Db) {
+    let mut w = World::new(db).await;
+    w.session("s1", "open").await;
+    w.chat("live", "s1", "open").await;
+    w.chat("gone", "s1", "open").await;
+    let live = w.agent("live", "s1", "exec sleep 1000", w.tmp.path());
+    let gone = w.agent("gone", "s1", "exec sleep 1000", w.tmp.path());
+    let young = w.agent("never-had-a-row", "s1", "exec sleep 1000", w.tmp.path());
+    w.sql("DELETE FROM chats WHERE id = 'gone'").await;
+
+    // Young: both no-row agents are younger than the minimum age.
+    let report = w.once(Scope::Host, false).await;
+    assert!(report.results.is_empty(), "{}", report.render());
+    assert_eq!(report.pending.len(), 2, "{}", report.render());
+    assert!(alive(gone.pid(), gone.start_time()));
+
+    // Once old enough (minimum age 1s), both are stopped; the live one stays.
+    w.process_orphan_min_age = Duration::from_secs(1);
+    std::thread::sleep(Duration::from_millis(1100));
+    let (gp, gs, yp, ys) = (
+        gone.pid(),
+        gone.start_time(),
+        young.pid(),
+        young.start_time(),
+    );
+    let report = w.once(Scope::Host, false).await;
+    assert_eq!(report.exit_code(), exit::CONVERGED, "{}", report.render());
+    assert!(
+        alive(live.pid(), live.start_time()),
+        "live chat's agent survives"
+    );
+    assert!(!alive(gp, gs), "deleted chat's agent stopped");
+    assert!(!alive(yp, ys), "no-row agent stopped once old");
+    assert!(report
+        .results
+        .iter()
+        .any(|r| r.action.reason.starts_with("chat gone has no row")));
+}
+
+async fn process_in_a_worktree_keeps_it_unless_it_is_an_agent_of_a_dead_chat(db: Db) {
+    let w = World::new(db).await;
+    w.session("s1", "archived").await;
+    w.chat("c1", "s1", "archived").await;
+    let path = w.worktree("w1", "s1").await;
+    // An unlabelled process (an editor, a shell) working in the worktree.
+    let mut editor = std::process::Command::new("sleep")
+        .arg("1000")
+        .current_dir(&path)
+        .spawn()
+        .unwrap();
+    let report = w.once(Scope::Host, false).await;
+    assert_eq!(report.exit_code(), exit::AT_RISK, "{}", report.render());
+    assert!(path.exists());
+    let (state, reasons) = w.row_state("w1").await;
+    assert_eq!(state, "at_risk");
+    let reasons = reasons.unwrap();
+    assert!(reasons.contains("in_use"), "{reasons}");
+    assert!(reasons.contains(&editor.id().to_string()), "{reasons}");
+    assert!(report
+        .render()
+        .contains(&format!("in use by pid {} (sleep", editor.id())));
+    // Force does not override a process in the directory.
+    let forced = w.once(Scope::Host, true).await;
+    assert!(path.exists(), "{}", forced.render());
+    editor.kill().unwrap();
+    editor.wait().unwrap();
+
+    // A labelled agent of the dead chat in the worktree: stopped, then the
+    // worktree goes. Its label names a chat of another session, so the
+    // worktree removal itself has to clear it.
+    w.session("s9", "archived").await;
+    w.chat("c9", "s9", "archived").await;
+    let agent = w.agent("c9", "s9", "exec sleep 1000", &path);
+    let (pid, start) = (agent.pid(), agent.start_time());
+    let report = w.once(Scope::Session("s1".into()), false).await;
+    assert_eq!(report.exit_code(), exit::CONVERGED, "{}", report.render());
+    assert!(!alive(pid, start));
+    assert!(!path.exists());
+    assert_eq!(w.row_state("w1").await.0, "removed");
+}
