@@ -14,6 +14,7 @@ pub mod controller;
 pub mod git;
 pub mod model;
 pub mod observe;
+pub mod opencode;
 pub mod plan;
 pub mod report;
 pub mod risk;
