@@ -9,6 +9,9 @@
 //! 2. the environment: `BOO_RECONCILER_<SECTION>_<KEY>` in upper case, e.g.
 //!    `BOO_RECONCILER_DATABASE_URL`, `BOO_RECONCILER_LOOP_MAX_PARALLEL_ACTIONS`
 //!    (see [`Key::env_var`]);
+//!    A few settings also read a variable of the program they talk to when
+//!    their own is not set ([`ENV_FALLBACKS`]: `OPENCODE_SERVER_PASSWORD`,
+//!    `OPENCODE_SERVER_USERNAME`, the variables `opencode serve` reads);
 //! 3. the config file: [`Sources::file`] if given (it must exist), otherwise
 //!    [`DEFAULT_FILE`] relative to the working directory if it exists,
 //!    otherwise no file;
@@ -74,6 +77,7 @@ pub struct Config {
     pub r#loop: Loop,
     pub worktrees: Worktrees,
     pub processes: Processes,
+    pub opencode: Opencode,
 }
 
 /// `[database]`. `Debug` hides a password in the URL (see [`redact_url`]).
@@ -128,6 +132,56 @@ pub struct Processes {
     pub term_grace: Duration,
 }
 
+/// `[opencode]`: the shared `opencode serve` whose sessions are reaped.
+/// `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Opencode {
+    /// The server's base URL; `None` (an empty `opencode.url`) turns the
+    /// opencode part off. Never carries credentials (rejected at load).
+    pub url: Option<url::Url>,
+    /// The basic-auth user name; sent only when a password is set.
+    pub username: String,
+    /// The basic-auth password; empty means no authentication. A secret:
+    /// shown as `***` by [`Config::summary`] and `Debug`.
+    pub password: String,
+    /// The limit on each request, from connecting to the last byte.
+    pub timeout: Duration,
+    /// A server session with no agent row is deleted only once this old.
+    pub orphan_min_age: Duration,
+}
+
+impl fmt::Debug for Opencode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Opencode")
+            .field("url", &self.url.as_ref().map(display_url))
+            .field("username", &self.username)
+            .field("password", &redact_secret(&self.password))
+            .field("timeout", &self.timeout)
+            .field("orphan_min_age", &self.orphan_min_age)
+            .finish()
+    }
+}
+
+/// A URL as operators write it: `http://127.0.0.1:4096`, without the `/`
+/// that parsing adds to an empty path.
+pub fn display_url(url: &url::Url) -> String {
+    let s = url.as_str();
+    if url.path() == "/" && url.query().is_none() && url.fragment().is_none() {
+        s.strip_suffix('/').unwrap_or(s).to_owned()
+    } else {
+        s.to_owned()
+    }
+}
+
+/// `***` for a secret that is set, empty for one that is not.
+fn redact_secret(secret: &str) -> &'static str {
+    if secret.is_empty() {
+        ""
+    } else {
+        "***"
+    }
+}
+
 /// Where settings come from besides the built-in defaults.
 #[derive(Clone, Debug, Default)]
 pub struct Sources {
@@ -142,15 +196,17 @@ pub struct Sources {
 }
 
 impl Sources {
-    /// The `BOO_RECONCILER_*` variables of this process, for [`Sources::env`].
+    /// The `BOO_RECONCILER_*` variables of this process, and those of
+    /// [`ENV_FALLBACKS`], for [`Sources::env`].
     /// A value that is not UTF-8 is converted lossily (and then most likely
     /// rejected by validation, naming the variable).
     pub fn process_env() -> Vec<(String, String)> {
         std::env::vars_os()
             .filter_map(|(name, value)| {
                 let name = name.into_string().ok()?;
-                name.starts_with(ENV_PREFIX)
-                    .then(|| (name, value.to_string_lossy().into_owned()))
+                let wanted = name.starts_with(ENV_PREFIX)
+                    || ENV_FALLBACKS.iter().any(|(_, var)| *var == name);
+                wanted.then(|| (name, value.to_string_lossy().into_owned()))
             })
             .collect()
     }
@@ -193,6 +249,11 @@ pub enum Kind {
     /// A URL starting with `sqlite://`, `postgres://` or `postgresql://`;
     /// shown redacted in errors.
     DatabaseUrl,
+    /// An `http://` or `https://` URL without credentials, or an empty
+    /// string for none.
+    HttpUrl,
+    /// Any string, a secret: never shown, not even in errors.
+    Secret,
     /// A list of strings.
     StringList,
     /// A list of glob patterns, each of which must compile.
@@ -214,6 +275,10 @@ impl Kind {
             Kind::DatabaseUrl => {
                 "a database URL starting with sqlite://, postgres:// or postgresql://"
             }
+            Kind::HttpUrl => {
+                "an http:// or https:// URL without user or password, like http://127.0.0.1:4096, or an empty string for none"
+            }
+            Kind::Secret => "a string",
             Kind::StringList => "a list of strings",
             Kind::GlobList => "a list of glob patterns",
         }
@@ -261,6 +326,15 @@ impl Key {
             self.section.to_ascii_uppercase(),
             self.key.to_ascii_uppercase()
         )
+    }
+
+    /// The variable read when [`Key::env_var`] is not set, if any (see
+    /// [`ENV_FALLBACKS`]).
+    pub fn fallback_env(&self) -> Option<&'static str> {
+        ENV_FALLBACKS
+            .iter()
+            .find(|(name, _)| *name == self.name())
+            .map(|(_, var)| *var)
     }
 
     /// The row for `section.key`.
@@ -379,6 +453,51 @@ pub static KEYS: &[Key] = &[
         default: DefaultValue::Text("5s"),
         doc: "Time an agent and its descendants get to exit after SIGTERM before whatever survives gets SIGKILL.",
     },
+    Key {
+        section: "opencode",
+        key: "url",
+        kind: Kind::HttpUrl,
+        default: DefaultValue::Text("http://127.0.0.1:4096"),
+        doc: "Base URL of the shared opencode serve whose sessions are reaped; empty turns the opencode part off.",
+    },
+    Key {
+        section: "opencode",
+        key: "username",
+        kind: Kind::Name,
+        default: DefaultValue::Text("opencode"),
+        doc: "Basic-auth user name, sent only with a password (opencode serve's OPENCODE_SERVER_USERNAME, default opencode).",
+    },
+    Key {
+        section: "opencode",
+        key: "password",
+        kind: Kind::Secret,
+        default: DefaultValue::Text(""),
+        doc: "Basic-auth password (opencode serve's OPENCODE_SERVER_PASSWORD, also read from that variable); empty for none.",
+    },
+    Key {
+        section: "opencode",
+        key: "timeout",
+        kind: Kind::NonZeroDuration,
+        default: DefaultValue::Text("3s"),
+        doc: "Limit on each request to opencode, from connecting to the last byte (must be more than 0s).",
+    },
+    Key {
+        section: "opencode",
+        key: "orphan_min_age",
+        kind: Kind::Duration,
+        default: DefaultValue::Text("10m"),
+        doc: "An opencode session that no agent row names is deleted only once this old (absorbs creation races).",
+    },
+];
+
+/// Environment variables read for a setting when its own
+/// `BOO_RECONCILER_*` variable is not set: `(section.key, variable)`. They
+/// rank with the environment (above the file); `BOO_RECONCILER_*` wins over
+/// them. These are the variables `opencode serve` itself reads, so one
+/// service environment can configure both.
+pub static ENV_FALLBACKS: &[(&str, &str)] = &[
+    ("opencode.username", "OPENCODE_SERVER_USERNAME"),
+    ("opencode.password", "OPENCODE_SERVER_PASSWORD"),
 ];
 
 /// Where a value came from, as shown in errors: `(from <origin>)`.
@@ -409,8 +528,9 @@ impl fmt::Display for Origin {
 }
 
 /// Why the configuration could not be loaded. Every variant stops start-up
-/// (exit code 2). Values of [`Kind::DatabaseUrl`] keys are stored
-/// already redacted, so displaying an error never shows a password.
+/// (exit code 2). Values of [`Kind::DatabaseUrl`] and [`Kind::HttpUrl`]
+/// keys are stored already redacted and those of [`Kind::Secret`] keys as
+/// `***`, so displaying an error never shows a password.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
@@ -480,7 +600,7 @@ pub enum ConfigError {
         /// `section.key`.
         key: String,
         /// The value as given (TOML syntax for a non-string file value);
-        /// redacted for database URLs.
+        /// redacted for URLs, `***` for secrets.
         value: String,
         origin: Origin,
         expected: String,
@@ -557,8 +677,13 @@ impl Config {
         }
 
         for (i, key) in KEYS.iter().enumerate() {
-            let var = key.env_var();
-            if let Some((_, value)) = env.iter().rev().find(|(name, _)| *name == var) {
+            let own = key.env_var();
+            let find = |var: &str| env.iter().rev().find(|(name, _)| name == var);
+            let found = find(&own).map(|(_, v)| (own.clone(), v)).or_else(|| {
+                let var = key.fallback_env()?;
+                find(var).map(|(_, v)| (var.to_owned(), v))
+            });
+            if let Some((var, value)) = found {
                 let origin = Origin::Env(var);
                 slots.0[i] = Some((parse_text(key, value, &origin)?, origin));
             }
@@ -612,6 +737,13 @@ impl Config {
                 orphan_min_age: s.duration("processes", "orphan_min_age"),
                 term_grace: s.duration("processes", "term_grace"),
             },
+            opencode: Opencode {
+                url: s.url("opencode", "url"),
+                username: s.string("opencode", "username"),
+                password: s.string("opencode", "password"),
+                timeout: s.duration("opencode", "timeout"),
+                orphan_min_age: s.duration("opencode", "orphan_min_age"),
+            },
         };
         if let Some(i) = s.0.iter().position(Option::is_some) {
             panic!("config key {} is in KEYS but not in Config", KEYS[i].name());
@@ -619,8 +751,9 @@ impl Config {
         config
     }
 
-    /// The effective settings without secrets (the database password is
-    /// redacted), shaped like the config file: `{section: {key: value}}`,
+    /// The effective settings without secrets (the database password and
+    /// `opencode.password` are redacted: `***` when set, empty when not),
+    /// shaped like the config file: `{section: {key: value}}`,
     /// durations in humantime form. Serialize it with `toml::to_string` for
     /// a file-like dump or with `serde_json` for a status endpoint.
     pub fn summary(&self) -> toml::Table {
@@ -667,6 +800,13 @@ impl Config {
         put("processes", "agent_label", p.agent_label.clone().into());
         put("processes", "orphan_min_age", dur(p.orphan_min_age));
         put("processes", "term_grace", dur(p.term_grace));
+        let oc = &self.opencode;
+        let url = oc.url.as_ref().map(display_url).unwrap_or_default();
+        put("opencode", "url", url.into());
+        put("opencode", "username", oc.username.clone().into());
+        put("opencode", "password", redact_secret(&oc.password).into());
+        put("opencode", "timeout", dur(oc.timeout));
+        put("opencode", "orphan_min_age", dur(oc.orphan_min_age));
         t
     }
 
@@ -781,6 +921,7 @@ enum Value {
     Int(usize),
     Str(String),
     Path(PathBuf),
+    Url(Option<url::Url>),
     List(Vec<String>),
 }
 
@@ -834,6 +975,13 @@ impl Slots {
     fn path(&mut self, section: &str, key: &str) -> PathBuf {
         match self.take(section, key) {
             Value::Path(p) => p,
+            other => Self::mismatch(section, key, &other),
+        }
+    }
+
+    fn url(&mut self, section: &str, key: &str) -> Option<url::Url> {
+        match self.take(section, key) {
+            Value::Url(u) => u,
             other => Self::mismatch(section, key, &other),
         }
     }
@@ -919,10 +1067,10 @@ fn read_toml(path: &Path, text: &str, slots: &mut Slots) -> Result<(), ConfigErr
 }
 
 fn invalid(key: &Key, value: &str, origin: &Origin, expected: &str) -> ConfigError {
-    let value = if key.kind == Kind::DatabaseUrl {
-        redact_url(value)
-    } else {
-        value.to_owned()
+    let value = match key.kind {
+        Kind::DatabaseUrl | Kind::HttpUrl => redact_url(value),
+        Kind::Secret => "***".to_owned(),
+        _ => value.to_owned(),
     };
     ConfigError::InvalidValue {
         key: key.name(),
@@ -1023,7 +1171,8 @@ fn scalar(kind: Kind, text: &str) -> Result<Value, &'static str> {
             Ok(n) if n >= 1 => Ok(Value::Int(n)),
             _ => Err(expected),
         },
-        Kind::String => Ok(Value::Str(text.to_owned())),
+        Kind::String | Kind::Secret => Ok(Value::Str(text.to_owned())),
+        Kind::HttpUrl => http_url(text).map(Value::Url).ok_or(expected),
         Kind::Name => {
             if text.is_empty() || text.chars().any(char::is_whitespace) {
                 Err(expected)
@@ -1058,6 +1207,23 @@ fn scalar(kind: Kind, text: &str) -> Result<Value, &'static str> {
         }
         Kind::StringList | Kind::GlobList => unreachable!("lists are parsed by list()"),
     }
+}
+
+/// An [`Kind::HttpUrl`]: `Some(None)` for an empty string, `None` when
+/// invalid (not http(s), no host, credentials, a query or a fragment).
+fn http_url(text: &str) -> Option<Option<url::Url>> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Some(None);
+    }
+    let url = url::Url::parse(text).ok()?;
+    let ok = matches!(url.scheme(), "http" | "https")
+        && url.host().is_some()
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.query().is_none()
+        && url.fragment().is_none();
+    ok.then_some(Some(url))
 }
 
 fn default_value(key: &Key) -> Result<(Value, Origin), ConfigError> {
@@ -1164,6 +1330,14 @@ mod tests {
             Key::find("processes.term_grace").unwrap().env_var(),
             "BOO_RECONCILER_PROCESSES_TERM_GRACE"
         );
+        assert_eq!(
+            c.opencode.url.as_ref().map(|u| u.as_str()),
+            Some("http://127.0.0.1:4096/")
+        );
+        assert_eq!(c.opencode.username, "opencode");
+        assert_eq!(c.opencode.password, "");
+        assert_eq!(c.opencode.timeout, Duration::from_secs(3));
+        assert_eq!(c.opencode.orphan_min_age, Duration::from_secs(600));
     }
 
     #[test]
@@ -1317,6 +1491,21 @@ mod tests {
                 ("\"sqlite://file.db\"", "", V::from("sqlite://file.db")),
                 ("", "postgres://h/env", V::from("postgres://h/env")),
                 ("", "postgresql://h/cli", V::from("postgresql://h/cli")),
+            ],
+            Kind::HttpUrl => [
+                ("\"http://file:1\"", "", V::from("http://file:1")),
+                (
+                    "",
+                    "https://env.example/oc/",
+                    V::from("https://env.example/oc/"),
+                ),
+                ("", "", V::from("")),
+            ],
+            // A secret shows as *** whatever its value.
+            Kind::Secret => [
+                ("\"file-secret\"", "", V::from("***")),
+                ("", "env-secret", V::from("***")),
+                ("", "cli-secret", V::from("***")),
             ],
             Kind::GlobList | Kind::StringList => [
                 ("[\"*.file\"]", "", strs(&["*.file"])),
@@ -1551,7 +1740,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "unknown section [worktree] in config file {}; valid sections are [database], [host], [loop], [worktrees], [processes]",
+                "unknown section [worktree] in config file {}; valid sections are [database], [host], [loop], [worktrees], [processes], [opencode]",
                 f.path().display()
             )
         );
@@ -1843,6 +2032,82 @@ mod tests {
         ] {
             assert_eq!(redact_url(url), redacted, "{url}");
         }
+    }
+
+    // -- opencode -----------------------------------------------------------
+
+    #[test]
+    fn empty_opencode_url_turns_it_off() {
+        let c = load(Some("[opencode]\nurl = \"\"\n"), &[], &[]).unwrap();
+        assert_eq!(c.opencode.url, None);
+        assert_eq!(setting(&c, "opencode.url").as_str(), Some(""));
+        let c = load(None, &[("BOO_RECONCILER_OPENCODE_URL", "")], &[]).unwrap();
+        assert_eq!(c.opencode.url, None);
+        let c = load(None, &[], &[("opencode.url", "http://127.0.0.1:4097")]).unwrap();
+        assert_eq!(
+            setting(&c, "opencode.url").as_str(),
+            Some("http://127.0.0.1:4097")
+        );
+    }
+
+    #[test]
+    fn bad_opencode_url_is_named_and_redacted() {
+        let expected = Kind::HttpUrl.expected();
+        for (bad, shown) in [
+            ("127.0.0.1:4096", "127.0.0.1:4096"),
+            ("ftp://h/", "ftp://h/"),
+            ("http://", "http://"),
+            ("http://h/?x=1", "http://h/?x=1"),
+            (
+                "http://opencode:secret@h:4096",
+                "http://opencode:***@h:4096",
+            ),
+        ] {
+            let err = load_err(None, &[], &[("opencode.url", bad)]);
+            assert_invalid(err, "opencode.url", shown, Origin::CommandLine, expected);
+        }
+    }
+
+    #[test]
+    fn opencode_password_falls_back_to_opencode_server_password() {
+        let c = load(None, &[("OPENCODE_SERVER_PASSWORD", "from-opencode")], &[]).unwrap();
+        assert_eq!(c.opencode.password, "from-opencode");
+        let c = load(
+            Some("[opencode]\npassword = \"from-file\"\n"),
+            &[("OPENCODE_SERVER_PASSWORD", "from-opencode")],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.opencode.password, "from-opencode", "env beats file");
+        let c = load(
+            None,
+            &[
+                ("BOO_RECONCILER_OPENCODE_PASSWORD", "ours"),
+                ("OPENCODE_SERVER_PASSWORD", "from-opencode"),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.opencode.password, "ours", "our own variable wins");
+        let c = load(None, &[("OPENCODE_SERVER_USERNAME", "boo")], &[]).unwrap();
+        assert_eq!(c.opencode.username, "boo");
+        let sources = Sources {
+            env: vec![s("OPENCODE_SERVER_PASSWORD", "x")],
+            ..Sources::default()
+        };
+        assert!(sources.unrecognized_env().is_empty());
+    }
+
+    #[test]
+    fn summary_debug_and_errors_hide_the_opencode_password() {
+        let c = load(None, &[], &[("opencode.password", "hunter2")]).unwrap();
+        assert_eq!(c.opencode.password, "hunter2");
+        assert_eq!(setting(&c, "opencode.password").as_str(), Some("***"));
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(!toml::to_string(&c.summary()).unwrap().contains("hunter2"));
+        let err = load_err(Some("[opencode]\npassword = 12345\n"), &[], &[]);
+        assert!(!err.to_string().contains("12345"), "{err}");
     }
 
     // -- precious globs ---------------------------------------------------

@@ -15,6 +15,7 @@ pub mod git;
 pub mod metrics;
 pub mod model;
 pub mod observe;
+pub mod opencode;
 pub mod plan;
 pub mod report;
 pub mod risk;
