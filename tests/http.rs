@@ -514,6 +514,26 @@ async fn nudge_during_a_full_pass_acts_once_per_target(db: Db) {
     }
     assert_eq!(done.len(), paths.len(), "{chat:#} {host:#}");
     assert!(done.values().all(|n| *n == 1), "{done:?}");
+    // What the nudge did to its worktree depends on when it came: it removed
+    // it (the full pass then left it alone), left it to the full pass that
+    // was removing it, or found the directory gone and only the row left to
+    // mark. Never a second removal.
+    for a in chat["actions"].as_array().unwrap() {
+        let seen = (a["kind"].as_str().unwrap(), a["outcome"].as_str().unwrap());
+        assert!(
+            matches!(
+                seen,
+                ("remove_worktree", "done")
+                    | ("remove_worktree", "skipped")
+                    | ("mark_worktree_removed", "done")
+                    | ("mark_worktree_removed", "skipped")
+            ),
+            "{a:#}"
+        );
+        if seen.1 == "skipped" && seen.0 == "remove_worktree" {
+            assert_eq!(a["message"], "handled by a concurrent run");
+        }
+    }
     Arc::into_inner(srv).expect("last reference").stop().await;
 }
 
