@@ -12,6 +12,7 @@ pub mod commands;
 pub mod config;
 pub mod controller;
 pub mod git;
+pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod observe;
