@@ -220,6 +220,11 @@ pub struct Pending {
 pub struct Plan {
     pub actions: Vec<Action>,
     pub pending: Vec<Pending>,
+    /// When the state this plan rests on began to be read (set by the
+    /// caller; the planner is pure). An action whose target another run
+    /// has acted on since then is stale and left to that run.
+    #[serde(skip)]
+    pub observed_at: Option<std::time::Instant>,
 }
 
 /// Plans the actions of one pass. Pure.

@@ -70,6 +70,17 @@ fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error
 }
 
 impl PassReport {
+    /// This report as the answer to requests that arrived while `before`
+    /// was acting: `before`'s actions first (their effects are what the
+    /// requests asked about), then this run's; everything else (what is
+    /// pending, at risk, the errors) as this run found it.
+    pub fn after(mut self, before: &PassReport) -> PassReport {
+        let mut results = before.results.clone();
+        results.append(&mut self.results);
+        self.results = results;
+        self
+    }
+
     /// Collects the worktrees kept at risk from the results.
     pub fn collect_at_risk(&mut self) {
         self.at_risk = self

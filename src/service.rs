@@ -93,22 +93,28 @@ impl Service {
                 Arc::clone(&state),
                 cancel.clone(),
             );
-            Queue::new(bound, move |key: Key, trigger: Trigger| {
-                let (c, m, s, cancel) = (c.clone(), m.clone(), s.clone(), cancel.clone());
-                async move {
-                    let report = c
-                        .pass(
-                            key.scope,
-                            Mode::Act(RunOptions { force: key.force }),
-                            trigger,
-                            &cancel,
-                        )
-                        .await;
-                    m.observe_pass(&report);
-                    record(&s, &report);
-                    report
-                }
-            })
+            Queue::new(
+                bound,
+                move |key: Key, trigger: Trigger, overlapped: Option<Arc<PassReport>>| {
+                    let (c, m, s, cancel) = (c.clone(), m.clone(), s.clone(), cancel.clone());
+                    async move {
+                        let report = c
+                            .pass(
+                                key.scope,
+                                Mode::Act(RunOptions { force: key.force }),
+                                trigger,
+                                &cancel,
+                            )
+                            .await;
+                        m.observe_pass(&report);
+                        record(&s, &report);
+                        match overlapped {
+                            Some(before) => report.after(&before),
+                            None => report,
+                        }
+                    }
+                },
+            )
         };
         Arc::new(Service {
             controller,

@@ -72,7 +72,7 @@ impl Server {
             base,
             shutdown,
             handle,
-            client: reqwest::Client::new(),
+            client: http_client(),
             token: token.map(String::from),
         }
     }
@@ -429,27 +429,26 @@ async fn concurrent_nudges_for_one_chat_tear_down_once(db: Db) {
     assert_eq!(removals.len(), 1, "{removals:?}");
     assert_eq!(removals.values().sum::<usize>(), 1, "{removals:?}");
 
-    // The answers come from few runs: each is one run's answer, shared by
-    // every nudge that run served. The run that removed the worktree says
-    // so; a follow-up run (for nudges that arrived while it was under way,
-    // which must see the database as it is after their request) found
-    // nothing left.
+    // 200 identical answers: the nudges that arrived while the teardown was
+    // under way wait for a follow-up run (it must see the database as it is
+    // after their request), and that run's answer includes the teardown
+    // they overlapped. Timing fields (started_at, duration) differ between
+    // the runs and are left out of the comparison.
     let mut groups: BTreeMap<String, usize> = BTreeMap::new();
     for a in &answers {
-        assert_eq!(a["ok"], true, "{a:#}");
-        assert_eq!(a["live"], false);
-        *groups.entry(a["actions"].to_string()).or_default() += 1;
+        let same = serde_json::json!({
+            "ok": a["ok"], "live": a["live"], "actions": a["actions"],
+            "at_risk": a["at_risk"], "errors": a["errors"],
+        });
+        *groups.entry(same.to_string()).or_default() += 1;
     }
-    let with_removal: Vec<_> = groups
-        .keys()
-        .filter(|k| k.contains(r#""kind":"remove_worktree""#))
-        .collect();
-    assert_eq!(with_removal.len(), 1, "one run removed it: {groups:#?}");
-    for k in groups.keys().filter(|k| !k.contains("remove_worktree")) {
-        assert_eq!(k, "[]", "a follow-up run does nothing");
-    }
-    let removal: Value = serde_json::from_str(with_removal[0]).unwrap();
-    assert_eq!(removal[0]["outcome"], "done");
+    assert_eq!(groups.len(), 1, "one answer for all: {groups:#?}");
+    let answer = &answers[0];
+    assert_eq!(answer["ok"], true, "{answer:#}");
+    assert_eq!(answer["live"], false);
+    let removal = &answer["actions"][0];
+    assert_eq!(removal["kind"], "remove_worktree", "{answer:#}");
+    assert_eq!(removal["outcome"], "done");
     let m = srv.metrics().await;
     assert_eq!(m[r#"boo_reconciler_nudges_total{route="chat"}"#], N as f64);
     let passes: f64 = m
@@ -999,7 +998,7 @@ async fn a_run_that_does_not_finish_answers_503() {
         .execute(&mut blocker)
         .await
         .unwrap();
-    let resp = reqwest::Client::new()
+    let resp = http_client()
         .post(format!("{base}/reconcile/c1"))
         .send()
         .await
@@ -1190,4 +1189,12 @@ fn parse_prometheus(text: &str) -> Result<HashMap<String, f64>, String> {
         return Err("no samples".into());
     }
     Ok(samples)
+}
+
+/// A plain-HTTP client. The crate's reqwest is built without a default
+/// TLS provider (the opencode client brings its own), so one is installed
+/// for the tests' clients.
+fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
 }

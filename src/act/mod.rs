@@ -43,6 +43,9 @@ use crate::root::WorktreeRoot;
 use crate::store::{AuditRecord, Store};
 use backoff::Backoff;
 
+/// How long the executor remembers that a target was acted on.
+const ACTED_MEMORY: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// What became of one action.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
@@ -132,6 +135,9 @@ pub struct Executor {
     recorded: Mutex<HashMap<String, String>>,
     /// Targets an action is running on now, across concurrent runs.
     inflight: Mutex<HashSet<String>>,
+    /// When an action last finished on each target: a run whose plan is
+    /// older leaves the target alone.
+    acted: Mutex<HashMap<String, Instant>>,
     released: Notify,
 }
 
@@ -143,6 +149,14 @@ struct Claim<'a> {
 
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
+        {
+            let mut acted = self.executor.acted.lock().expect("acted lock");
+            let now = Instant::now();
+            // Only plans older than a pass timeout could still be running:
+            // forget older entries so that the map stays small.
+            acted.retain(|_, t| now.duration_since(*t) < ACTED_MEMORY);
+            acted.insert(self.target.clone(), now);
+        }
         self.executor
             .inflight
             .lock()
@@ -166,6 +180,7 @@ impl Executor {
             backoff: Mutex::new(Backoff::default()),
             recorded: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashSet::new()),
+            acted: Mutex::new(HashMap::new()),
             released: Notify::new(),
         }
     }
@@ -197,6 +212,7 @@ impl Executor {
         opts: RunOptions,
         cancel: &CancellationToken,
     ) -> Vec<ActionResult> {
+        let observed_at = plan.observed_at.unwrap_or_else(Instant::now);
         let mut groups: BTreeMap<String, Vec<(usize, Action)>> = BTreeMap::new();
         for (i, a) in plan.actions.iter().enumerate() {
             groups.entry(a.group()).or_default().push((i, a.clone()));
@@ -205,7 +221,7 @@ impl Executor {
         for (_, actions) in groups {
             let me = Arc::clone(self);
             let cancel = cancel.clone();
-            set.spawn(async move { me.run_group(actions, opts, cancel).await });
+            set.spawn(async move { me.run_group(actions, opts, observed_at, cancel).await });
         }
         let mut results: Vec<(usize, ActionResult)> = Vec::with_capacity(plan.actions.len());
         while let Some(done) = set.join_next().await {
@@ -225,6 +241,7 @@ impl Executor {
         self: Arc<Self>,
         actions: Vec<(usize, Action)>,
         opts: RunOptions,
+        observed_at: Instant,
         cancel: CancellationToken,
     ) -> Vec<(usize, ActionResult)> {
         let mut stages: BTreeMap<Stage, Vec<(usize, Action)>> = BTreeMap::new();
@@ -242,7 +259,7 @@ impl Executor {
                 }
                 let me = Arc::clone(&self);
                 let cancel = cancel.clone();
-                set.spawn(async move { (i, me.run_one(action, opts, &cancel).await) });
+                set.spawn(async move { (i, me.run_one(action, opts, observed_at, &cancel).await) });
             }
             while let Some(done) = set.join_next().await {
                 let Ok((i, r)) = done else { continue };
@@ -271,6 +288,7 @@ impl Executor {
         &self,
         action: Action,
         opts: RunOptions,
+        observed_at: Instant,
         cancel: &CancellationToken,
     ) -> ActionResult {
         let target = action.target();
@@ -298,7 +316,7 @@ impl Executor {
         // Another run (a nudge beside the interval pass) acting on the same
         // target: wait for it, then leave the target to it. The plan this
         // action came from predates that run's effect.
-        let Some(_claim) = self.claim(&target).await else {
+        let Some(_claim) = self.claim(&target, observed_at).await else {
             return ActionResult {
                 target,
                 action,
@@ -335,16 +353,22 @@ impl Executor {
         result
     }
 
-    /// Claims `target` for this run; `None` after waiting for another run
-    /// that held it.
-    async fn claim(&self, target: &str) -> Option<Claim<'_>> {
+    /// Claims `target` for this run; `None` when another run held it, or
+    /// acted on it after `observed_at` (this run's plan is then stale).
+    async fn claim(&self, target: &str, observed_at: Instant) -> Option<Claim<'_>> {
         let mut waited = false;
         loop {
             let notified = self.released.notified();
             {
                 let mut inflight = self.inflight.lock().expect("inflight lock");
                 if !inflight.contains(target) {
-                    if waited {
+                    let acted_since = self
+                        .acted
+                        .lock()
+                        .expect("acted lock")
+                        .get(target)
+                        .is_some_and(|t| *t > observed_at);
+                    if waited || acted_since {
                         return None;
                     }
                     inflight.insert(target.to_string());

@@ -104,6 +104,7 @@ impl Controller {
                 interest.sessions = BTreeSet::from([id.clone()]);
             }
         }
+        let observed_at = std::time::Instant::now();
         // Processes first: their labels name chats whose liveness the
         // desired state must include.
         let labels = LabelNames::from(&self.config.processes);
@@ -171,7 +172,8 @@ impl Controller {
             processes: scan.processes,
             recorded_pids,
         };
-        let plan = plan::plan(&desired, &actual, &self.policy, SystemTime::now(), scope);
+        let mut plan = plan::plan(&desired, &actual, &self.policy, SystemTime::now(), scope);
+        plan.observed_at = Some(observed_at);
         Ok((plan, counts))
     }
 

@@ -9,6 +9,10 @@
 //!   (a run already under way may have read the database before the change
 //!   that prompted the request).
 //! - A run carries the trigger of the first request that created it.
+//! - A follow-up run is handed the outcome of the run it followed: its
+//!   waiters asked while that run was acting, so what it did is part of
+//!   their answer (200 close calls for one chat all hear of the one
+//!   teardown, not one of them and 199 empty answers).
 //! - Each run is bounded by a timeout; on timeout its waiters get an error
 //!   and the key is free again.
 //!
@@ -40,11 +44,14 @@ pub enum QueueError {
     Standby(String),
 }
 
-type Runner<K, T, R> = dyn Fn(K, T) -> Pin<Box<dyn Future<Output = R> + Send>> + Send + Sync;
+type Runner<K, T, R> =
+    dyn Fn(K, T, Option<Arc<R>>) -> Pin<Box<dyn Future<Output = R> + Send>> + Send + Sync;
 
 struct Waiting<T, R> {
     trigger: T,
     waiters: Vec<oneshot::Sender<Answer<R>>>,
+    /// For a follow-up: the outcome of the run it followed.
+    overlapped: Option<Arc<R>>,
 }
 
 enum Slot<T, R> {
@@ -79,16 +86,18 @@ where
     T: Clone + Send + Sync + 'static,
     R: Send + Sync + 'static,
 {
-    /// A queue whose runs call `run(key, trigger)`, each bounded by `timeout`.
+    /// A queue whose runs call `run(key, trigger, overlapped)`, each bounded
+    /// by `timeout`; `overlapped` is, for a follow-up run, the outcome of the
+    /// run its requests arrived during.
     pub fn new<F, Fut>(timeout: Duration, run: F) -> Self
     where
-        F: Fn(K, T) -> Fut + Send + Sync + 'static,
+        F: Fn(K, T, Option<Arc<R>>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = R> + Send + 'static,
     {
         Queue {
             inner: Arc::new(Inner {
                 slots: Mutex::new(HashMap::new()),
-                run: Box::new(move |k, t| Box::pin(run(k, t))),
+                run: Box::new(move |k, t, o| Box::pin(run(k, t, o))),
                 timeout,
             }),
         }
@@ -109,6 +118,7 @@ where
                     next.get_or_insert_with(|| Waiting {
                         trigger: trigger.clone(),
                         waiters: Vec::new(),
+                        overlapped: None,
                     })
                     .waiters
                     .push(tx);
@@ -120,6 +130,7 @@ where
                         Slot::Pending(Waiting {
                             trigger,
                             waiters: vec![tx],
+                            overlapped: None,
                         }),
                     );
                     true
@@ -172,20 +183,23 @@ where
                 None => return,
             }
         };
-        let answer =
-            match tokio::time::timeout(inner.timeout, (inner.run)(key.clone(), waiting.trigger))
-                .await
-            {
-                Ok(r) => Ok(Arc::new(r)),
-                Err(_) => Err(QueueError::Timeout(inner.timeout)),
-            };
+        let answer = match tokio::time::timeout(
+            inner.timeout,
+            (inner.run)(key.clone(), waiting.trigger, waiting.overlapped),
+        )
+        .await
+        {
+            Ok(r) => Ok(Arc::new(r)),
+            Err(_) => Err(QueueError::Timeout(inner.timeout)),
+        };
         for w in waiting.waiters {
             // A waiter that gave up (dropped its future) is fine.
             let _ = w.send(answer.clone());
         }
         let mut slots = inner.slots.lock().expect("queue lock");
         match slots.remove(&key) {
-            Some(Slot::Running(Some(next))) => {
+            Some(Slot::Running(Some(mut next))) => {
+                next.overlapped = answer.ok();
                 slots.insert(key.clone(), Slot::Pending(next));
             }
             _ => return,
@@ -198,11 +212,14 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    /// (run number, trigger, run number of the run it followed)
+    type Out = (usize, &'static str, Option<usize>);
+
     /// A runner that counts runs, tracks overlap per key and takes `d`.
     fn counting(
         d: Duration,
     ) -> (
-        Queue<&'static str, &'static str, (usize, &'static str)>,
+        Queue<&'static str, &'static str, Out>,
         Arc<AtomicUsize>,
         Arc<AtomicUsize>,
     ) {
@@ -210,17 +227,20 @@ mod tests {
         let running = Arc::new(AtomicUsize::new(0));
         let max_overlap = Arc::new(AtomicUsize::new(0));
         let (r2, g2, m2) = (runs.clone(), running.clone(), max_overlap.clone());
-        let q = Queue::new(Duration::from_secs(60), move |_k, trig| {
-            let (r, g, m) = (r2.clone(), g2.clone(), m2.clone());
-            async move {
-                let n = r.fetch_add(1, Ordering::SeqCst) + 1;
-                let now = g.fetch_add(1, Ordering::SeqCst) + 1;
-                m.fetch_max(now, Ordering::SeqCst);
-                tokio::time::sleep(d).await;
-                g.fetch_sub(1, Ordering::SeqCst);
-                (n, trig)
-            }
-        });
+        let q = Queue::new(
+            Duration::from_secs(60),
+            move |_k, trig, prev: Option<Arc<Out>>| {
+                let (r, g, m) = (r2.clone(), g2.clone(), m2.clone());
+                async move {
+                    let n = r.fetch_add(1, Ordering::SeqCst) + 1;
+                    let now = g.fetch_add(1, Ordering::SeqCst) + 1;
+                    m.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(d).await;
+                    g.fetch_sub(1, Ordering::SeqCst);
+                    (n, trig, prev.map(|p| p.0))
+                }
+            },
+        );
         (q, runs, max_overlap)
     }
 
@@ -243,9 +263,10 @@ mod tests {
         assert_eq!(q.depth(), 1);
         assert_eq!(first.await.unwrap().0, 1);
         let answers = futures_join(later).await;
+        // The follow-up hears of the run its requests overlapped.
         assert!(answers
             .iter()
-            .all(|a| **a.as_ref().unwrap() == (2, "nudge")));
+            .all(|a| **a.as_ref().unwrap() == (2, "nudge", Some(1))));
         assert_eq!(runs.load(Ordering::SeqCst), 2);
         assert_eq!(overlap.load(Ordering::SeqCst), 1, "never twice at once");
         assert_eq!(q.depth(), 0);
@@ -274,7 +295,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_run_past_the_timeout_answers_an_error_and_frees_the_key() {
-        let q: Queue<&str, (), ()> = Queue::new(Duration::from_secs(2), |_k, ()| async {
+        let q: Queue<&str, (), ()> = Queue::new(Duration::from_secs(2), |_k, (), _| async {
             tokio::time::sleep(Duration::from_secs(3600)).await;
         });
         let a = q.request("c1", ()).await;
