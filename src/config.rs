@@ -78,6 +78,7 @@ pub struct Config {
     pub worktrees: Worktrees,
     pub processes: Processes,
     pub opencode: Opencode,
+    pub http: Http,
 }
 
 /// `[database]`. `Debug` hides a password in the URL (see [`redact_url`]).
@@ -85,6 +86,8 @@ pub struct Config {
 pub struct Database {
     pub url: String,
     pub auto_migrate: bool,
+    /// The PostgreSQL channel listened on for `chat:<id>` / `session:<id>`.
+    pub notify_channel: String,
 }
 
 impl fmt::Debug for Database {
@@ -92,6 +95,7 @@ impl fmt::Debug for Database {
         f.debug_struct("Database")
             .field("url", &redact_url(&self.url))
             .field("auto_migrate", &self.auto_migrate)
+            .field("notify_channel", &self.notify_channel)
             .finish()
     }
 }
@@ -130,6 +134,28 @@ pub struct Processes {
     pub orphan_min_age: Duration,
     /// Time between SIGTERM and SIGKILL.
     pub term_grace: Duration,
+}
+
+/// `[http]`: the nudge, status and metrics endpoint. `Debug` hides the
+/// token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Http {
+    pub listen: std::net::SocketAddr,
+    /// The bearer token every route but `/healthz` requires; empty for
+    /// none. A secret.
+    pub token: String,
+    /// Allow a non-loopback `listen` without a token.
+    pub allow_insecure_remote: bool,
+}
+
+impl fmt::Debug for Http {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Http")
+            .field("listen", &self.listen)
+            .field("token", &redact_secret(&self.token))
+            .field("allow_insecure_remote", &self.allow_insecure_remote)
+            .finish()
+    }
 }
 
 /// `[opencode]`: the shared `opencode serve` whose sessions are reaped.
@@ -254,6 +280,8 @@ pub enum Kind {
     HttpUrl,
     /// Any string, a secret: never shown, not even in errors.
     Secret,
+    /// An IP address and port.
+    SocketAddr,
     /// A list of strings.
     StringList,
     /// A list of glob patterns, each of which must compile.
@@ -279,6 +307,7 @@ impl Kind {
                 "an http:// or https:// URL without user or password, like http://127.0.0.1:4096, or an empty string for none"
             }
             Kind::Secret => "a string",
+            Kind::SocketAddr => "an address and port like 127.0.0.1:7878",
             Kind::StringList => "a list of strings",
             Kind::GlobList => "a list of glob patterns",
         }
@@ -361,6 +390,13 @@ pub static KEYS: &[Key] = &[
         kind: Kind::Bool,
         default: DefaultValue::Text("true"),
         doc: "Apply pending schema migrations at start-up.",
+    },
+    Key {
+        section: "database",
+        key: "notify_channel",
+        kind: Kind::Name,
+        default: DefaultValue::Text("boo_reconcile"),
+        doc: "PostgreSQL channel listened on for chat:<id> / session:<id> notifications (unused with SQLite).",
     },
     Key {
         section: "host",
@@ -488,6 +524,27 @@ pub static KEYS: &[Key] = &[
         default: DefaultValue::Text("10m"),
         doc: "An opencode session that no agent row names is deleted only once this old (absorbs creation races).",
     },
+    Key {
+        section: "http",
+        key: "listen",
+        kind: Kind::SocketAddr,
+        default: DefaultValue::Text("127.0.0.1:7878"),
+        doc: "Address of the HTTP API (nudges, /status, /metrics) served by run.",
+    },
+    Key {
+        section: "http",
+        key: "token",
+        kind: Kind::Secret,
+        default: DefaultValue::Text(""),
+        doc: "Bearer token every route but /healthz requires (also read from BOO_RECONCILER_TOKEN); empty for none.",
+    },
+    Key {
+        section: "http",
+        key: "allow_insecure_remote",
+        kind: Kind::Bool,
+        default: DefaultValue::Text("false"),
+        doc: "Allow a non-loopback listen address without a token (anyone who can reach it could tear down chats).",
+    },
 ];
 
 /// Environment variables read for a setting when its own
@@ -498,6 +555,7 @@ pub static KEYS: &[Key] = &[
 pub static ENV_FALLBACKS: &[(&str, &str)] = &[
     ("opencode.username", "OPENCODE_SERVER_USERNAME"),
     ("opencode.password", "OPENCODE_SERVER_PASSWORD"),
+    ("http.token", "BOO_RECONCILER_TOKEN"),
 ];
 
 /// Where a value came from, as shown in errors: `(from <origin>)`.
@@ -715,6 +773,7 @@ impl Config {
             database: Database {
                 url: s.string("database", "url"),
                 auto_migrate: s.bool("database", "auto_migrate"),
+                notify_channel: s.string("database", "notify_channel"),
             },
             host: Host {
                 id: s.string("host", "id"),
@@ -743,6 +802,14 @@ impl Config {
                 password: s.string("opencode", "password"),
                 timeout: s.duration("opencode", "timeout"),
                 orphan_min_age: s.duration("opencode", "orphan_min_age"),
+            },
+            http: Http {
+                listen: s
+                    .string("http", "listen")
+                    .parse()
+                    .expect("validated as an address when parsed"),
+                token: s.string("http", "token"),
+                allow_insecure_remote: s.bool("http", "allow_insecure_remote"),
             },
         };
         if let Some(i) = s.0.iter().position(Option::is_some) {
@@ -773,6 +840,11 @@ impl Config {
             "database",
             "auto_migrate",
             self.database.auto_migrate.into(),
+        );
+        put(
+            "database",
+            "notify_channel",
+            self.database.notify_channel.clone().into(),
         );
         put("host", "id", self.host.id.clone().into());
         put("loop", "interval", dur(self.r#loop.interval));
@@ -807,6 +879,13 @@ impl Config {
         put("opencode", "password", redact_secret(&oc.password).into());
         put("opencode", "timeout", dur(oc.timeout));
         put("opencode", "orphan_min_age", dur(oc.orphan_min_age));
+        put("http", "listen", self.http.listen.to_string().into());
+        put("http", "token", redact_secret(&self.http.token).into());
+        put(
+            "http",
+            "allow_insecure_remote",
+            self.http.allow_insecure_remote.into(),
+        );
         t
     }
 
@@ -1172,6 +1251,11 @@ fn scalar(kind: Kind, text: &str) -> Result<Value, &'static str> {
             _ => Err(expected),
         },
         Kind::String | Kind::Secret => Ok(Value::Str(text.to_owned())),
+        Kind::SocketAddr => text
+            .trim()
+            .parse::<std::net::SocketAddr>()
+            .map(|a| Value::Str(a.to_string()))
+            .map_err(|_| expected),
         Kind::HttpUrl => http_url(text).map(Value::Url).ok_or(expected),
         Kind::Name => {
             if text.is_empty() || text.chars().any(char::is_whitespace) {
@@ -1512,6 +1596,11 @@ mod tests {
                 ("", " *.env1 , *.env2 ,", strs(&["*.env1", "*.env2"])),
                 ("", "*.cli", strs(&["*.cli"])),
             ],
+            Kind::SocketAddr => [
+                ("\"127.0.0.1:1\"", "", V::from("127.0.0.1:1")),
+                ("", "0.0.0.0:2", V::from("0.0.0.0:2")),
+                ("", "[::1]:3", V::from("[::1]:3")),
+            ],
             other => panic!("add samples for {other:?}"),
         }
     }
@@ -1521,7 +1610,16 @@ mod tests {
         for key in KEYS {
             let name = key.name();
             let var = key.env_var();
-            let [(file_toml, _, file_v), (_, env_s, env_v), (_, cli_s, cli_v)] = samples(key.kind);
+            let [(file_toml, _, file_v), (_, env_s, env_v), (_, cli_s, cli_v)] =
+                match (key.kind, key.default) {
+                    // The samples must differ from the default at each step.
+                    (Kind::Bool, DefaultValue::Text("false")) => [
+                        ("true", "", toml::Value::Boolean(true)),
+                        ("", "no", toml::Value::Boolean(false)),
+                        ("", "on", toml::Value::Boolean(true)),
+                    ],
+                    _ => samples(key.kind),
+                };
             let file = format!("[{}]\n{} = {}\n", key.section, key.key, file_toml);
             // host.id is set on the command line by `load`; drop that for it.
             let run = |file: Option<&str>, env: &[(&str, &str)], cli: &[(&str, &str)]| {
@@ -1740,7 +1838,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "unknown section [worktree] in config file {}; valid sections are [database], [host], [loop], [worktrees], [processes], [opencode]",
+                "unknown section [worktree] in config file {}; valid sections are [database], [host], [loop], [worktrees], [processes], [opencode], [http]",
                 f.path().display()
             )
         );
@@ -2066,6 +2164,26 @@ mod tests {
             let err = load_err(None, &[], &[("opencode.url", bad)]);
             assert_invalid(err, "opencode.url", shown, Origin::CommandLine, expected);
         }
+    }
+
+    #[test]
+    fn http_token_is_read_from_boo_reconciler_token() {
+        let c = load(None, &[("BOO_RECONCILER_TOKEN", "t0k")], &[]).unwrap();
+        assert_eq!(c.http.token, "t0k");
+        assert_eq!(setting(&c, "http.token").as_str(), Some("***"));
+        assert!(!format!("{:?}", c.http).contains("t0k"));
+        let c = load(
+            None,
+            &[
+                ("BOO_RECONCILER_TOKEN", "t0k"),
+                ("BOO_RECONCILER_HTTP_TOKEN", "ours"),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.http.token, "ours");
+        let err = load_err(None, &[("BOO_RECONCILER_HTTP_LISTEN", "localhost")], &[]);
+        assert!(err.to_string().contains("http.listen"), "{err}");
     }
 
     #[test]
