@@ -9,7 +9,9 @@ use crate::controller::{Controller, Mode, Trigger};
 use crate::plan::Scope;
 use crate::report::PassReport;
 use crate::root::WorktreeRoot;
+use crate::service::Service;
 use crate::store::Store;
+use std::sync::Arc;
 
 /// How a command failed: bad usage/configuration (exit 2) or at run time
 /// (exit 1).
@@ -73,6 +75,19 @@ pub async fn dispatch(command: Command, config: Config) -> Result<u8, Error> {
             Ok(report.exit_code())
         }
         Command::Run => {
+            let http = &config.http;
+            let token = (!http.token.is_empty()).then(|| http.token.clone());
+            crate::http::check_listen(http.listen, token.as_deref(), http.allow_insecure_remote)
+                .map_err(Error::Usage)?;
+            let listener = tokio::net::TcpListener::bind(http.listen)
+                .await
+                .map_err(|e| {
+                    Error::Usage(format!(
+                        "cannot listen on {} (http.listen): {e}",
+                        http.listen
+                    ))
+                })?;
+            let channel = config.database.notify_channel.clone();
             let controller = start(config).await?;
             let cancel = CancellationToken::new();
             let _stop = shutdown_on_signal(cancel.clone());
@@ -80,10 +95,29 @@ pub async fn dispatch(command: Command, config: Config) -> Result<u8, Error> {
                 host = %controller.config.host.id,
                 database = %controller.store.url(),
                 root = %controller.root.path().display(),
+                listen = %controller.config.http.listen,
                 interval = %humantime::format_duration(controller.config.r#loop.interval),
                 "controller started"
             );
-            controller.run(cancel).await;
+            let service = Service::new(controller, cancel.clone());
+            let server = tokio::spawn(crate::http::serve(
+                listener,
+                crate::http::router(Arc::clone(&service), token),
+                cancel.clone(),
+            ));
+            let notifications = tokio::spawn({
+                let service = Arc::clone(&service);
+                async move { service.listen(&channel).await }
+            });
+            service.run().await;
+            // The loop ends on a signal: let the server finish the requests
+            // in flight and the listener let go of its connection.
+            cancel.cancel();
+            if let Ok(Err(e)) = server.await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+            let _ = notifications.await;
+            tracing::info!("stopped");
             Ok(0)
         }
     }

@@ -137,7 +137,15 @@ fn run_stops_cleanly_on_sigterm_and_logs_json() {
         .current_dir(dir.path())
         .arg("--worktree-root")
         .arg(dir.path().join("root"))
-        .args(["--set", "loop.interval=1h", "--log-format", "json", "run"])
+        .args([
+            "--set",
+            "loop.interval=1h",
+            "--set",
+            "http.listen=127.0.0.1:0",
+            "--log-format",
+            "json",
+            "run",
+        ])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -167,4 +175,20 @@ fn run_stops_cleanly_on_sigterm_and_logs_json() {
     assert_eq!(status.code(), Some(0));
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
+}
+
+#[test]
+fn run_refuses_a_remote_listen_address_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .current_dir(dir.path())
+        .arg("--worktree-root")
+        .arg(dir.path().join("root"))
+        .args(["--set", "http.listen=0.0.0.0:0", "run"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("http.token"), "{err}");
+    assert!(err.contains("allow_insecure_remote"), "{err}");
 }

@@ -239,31 +239,6 @@ impl Controller {
         }
     }
 
-    /// Runs passes until `cancel` fires: one at start, then one every
-    /// `loop.interval` plus a random jitter.
-    pub async fn run(&self, cancel: CancellationToken) {
-        let mut trigger = Trigger::Startup;
-        loop {
-            let report = self
-                .pass(
-                    Scope::Host,
-                    Mode::Act(RunOptions::default()),
-                    trigger,
-                    &cancel,
-                )
-                .await;
-            log_summary(&report);
-            let delay = self.next_delay();
-            tracing::debug!(next_in = %humantime::format_duration(delay), "waiting for next pass");
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = tokio::time::sleep(delay) => {}
-            }
-            trigger = Trigger::Interval;
-        }
-        tracing::info!("stopped");
-    }
-
     pub fn next_delay(&self) -> Duration {
         let l = &self.config.r#loop;
         let jitter_ms = l.jitter.as_millis() as u64;
