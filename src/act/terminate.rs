@@ -664,6 +664,27 @@ mod tests {
         }
     }
 
+    /// Kills whatever still carries the chat label when a test ends, so a
+    /// failing test (a regression that lets a descendant escape) leaves
+    /// nothing running behind it.
+    struct Sweep(String);
+
+    impl Drop for Sweep {
+        fn drop(&mut self) {
+            for p in crate::observe::processes::scan(&labels()).processes {
+                if p.chat_id == self.0 {
+                    let _ = nix::sys::signal::kill(Pid::from_raw(p.pid), Signal::SIGKILL);
+                }
+            }
+        }
+    }
+
+    /// A fresh chat id, and its sweep (keep it alive for the whole test).
+    fn new_chat() -> (String, Sweep) {
+        let c = unique_chat();
+        (c.clone(), Sweep(c))
+    }
+
     fn unique_chat() -> String {
         format!("chat-{}-{}", std::process::id(), fastrand::u64(..))
     }
@@ -724,7 +745,7 @@ mod tests {
 
     #[tokio::test]
     async fn identity_is_rechecked_before_every_signal_a_reused_pid_is_never_signalled() {
-        let chat = unique_chat();
+        let (chat, _sweep) = new_chat();
         let a = agent("exec sleep 1000", &chat);
         let right = target_of(&a, &chat);
 
@@ -797,7 +818,7 @@ mod tests {
         // then get SIGKILL.
         // The child left the group (setsid): the group signal cannot
         // reach it, only a signal of its own could.
-        let chat = unique_chat();
+        let (chat, _sweep) = new_chat();
         let a = agent("trap '' TERM; setsid sleep 1000 & wait", &chat);
         let target = target_of(&a, &chat);
         let kids = wait_for_descendants(target.pid, 1).await;
@@ -815,7 +836,7 @@ mod tests {
 
         // The agent execs into a TERM-ignoring sleep, so that it outlives
         // its child.
-        let chat = unique_chat();
+        let (chat, _sweep) = new_chat();
         let a = agent("trap '' TERM; sleep 1000 & exec sleep 1000", &chat);
         let target = target_of(&a, &chat);
         let (kid, kid_start) = wait_for_descendants(target.pid, 1).await[0];
@@ -837,7 +858,7 @@ mod tests {
 
     #[tokio::test]
     async fn whole_group_and_every_descendant_are_signalled_even_those_that_called_setsid() {
-        let chat = unique_chat();
+        let (chat, _sweep) = new_chat();
         // sh ─┬─ sleep
         //     ├─ sh ── sleep                      (grandchild)
         //     └─ setsid sleep                     (own session and group)
@@ -874,7 +895,7 @@ mod tests {
     async fn whole_group_and_every_descendant_are_signalled_and_nothing_else() {
         // A sibling that is neither labelled nor a descendant survives, and
         // so does this test process.
-        let chat = unique_chat();
+        let (chat, _sweep) = new_chat();
         let a = agent("sleep 1000 & wait", &chat);
         let mut sib = Command::new("sleep");
         sib.arg("1000").process_group(0);
@@ -897,7 +918,7 @@ mod tests {
     ) {
         // Spawned without its own group, the agent shares this test's
         // group: it and its child are signalled one by one, never killpg.
-        let chat = unique_chat();
+        let (chat, _sweep) = new_chat();
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "sleep 1000 & wait"])
             .env("BOO_CHAT_ID", &chat);
@@ -955,7 +976,7 @@ mod tests {
 
     #[tokio::test]
     async fn exits_on_sigterm_is_reported_exited_on_term() {
-        let chat = unique_chat();
+        let (chat, _sweep) = new_chat();
         let a = agent("sleep 1000 & wait", &chat);
         let target = target_of(&a, &chat);
         let kids = wait_for_descendants(target.pid, 1).await;
@@ -978,7 +999,7 @@ mod tests {
     #[tokio::test]
     async fn term_then_grace_then_kill_and_concurrent_terminations_take_one_grace() {
         let grace = Duration::from_secs(1);
-        let (c1, c2) = (unique_chat(), unique_chat());
+        let ((c1, _s1), (c2, _s2)) = (new_chat(), new_chat());
         let a1 = agent("trap '' TERM; sleep 1000", &c1);
         let a2 = agent("trap '' TERM; sleep 1000", &c2);
         let (t1, t2) = (target_of(&a1, &c1), target_of(&a2, &c2));
@@ -1010,7 +1031,7 @@ mod tests {
 
     #[tokio::test]
     async fn term_then_grace_then_kill_reports_an_already_gone_agent() {
-        let chat = unique_chat();
+        let (chat, _sweep) = new_chat();
         let mut a = agent("exit 0", &chat);
         let pid = a.pid();
         a.0.wait().unwrap();
@@ -1095,8 +1116,9 @@ mod tests {
         bin
     }
 
-    /// qwen-code (`@qwen-code/qwen-code`, pinned in tests/agents) as a warm
-    /// ACP agent. What it does, as observed on 0.15.10 (Node 20):
+    /// qwen-code (`@qwen-code/qwen-code`, pinned to 0.10.1 in tests/agents)
+    /// as a warm ACP agent. What it does, as observed on 0.10.1 (and the
+    /// same on 0.15.10) with Node 20:
     ///
     /// - `qwen --acp` is `node cli.js --acp`. Unless `QWEN_CODE_NO_RELAUNCH`
     ///   or `SANDBOX` is set, it relaunches itself at start-up
@@ -1109,6 +1131,13 @@ mod tests {
     ///   and alive (still reading the stdin pipe) — the orphaned-agent leak.
     /// - It needs no credentials to start and answer `initialize`.
     ///
+    /// Why 0.10.1: from 0.12.0 on, qwen-code has an optional dependency on
+    /// `@teddyzhu/clipboard`, whose platform packages other than
+    /// linux-x64-gnu are not in the registry; `npm install` then writes a
+    /// lock file that `npm ci` rejects as out of sync. 0.24.4 relaunches
+    /// twice (an entry wrapper, then this same relaunch) and asks for Node
+    /// 22.
+    ///
     /// The test starts it as a launcher would (own process group, labels,
     /// stdin piped), asks `initialize`, checks that both node processes run
     /// and carry the label, then terminates the agent and proves both gone.
@@ -1116,7 +1145,7 @@ mod tests {
     async fn real_qwen_acp_agent_and_its_relaunched_child_are_both_gone() {
         let bin = ensure_qwen();
         let home = tempfile::tempdir().unwrap();
-        let chat = unique_chat();
+        let (chat, _sweep) = new_chat();
         let mut cmd = Command::new(&bin);
         cmd.arg("--acp")
             .current_dir(home.path())
@@ -1138,7 +1167,7 @@ mod tests {
         let stdout = a.0.stdout.take().unwrap();
         writeln!(
             stdin,
-            r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":1,"clientCapabilities":{{}}}}}}"#
+            r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":1,"clientCapabilities":{{"fs":{{"readTextFile":false,"writeTextFile":false}}}}}}}}"#
         )
         .unwrap();
         stdin.flush().unwrap();

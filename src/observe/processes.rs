@@ -683,6 +683,17 @@ pub(crate) mod tests {
             .process_group(0);
         let root = Spawned(cmd.spawn().unwrap());
         let pid = root.0.id() as i32;
+        // Whatever happens, the grandchildren go with the group.
+        struct Group(i32);
+        impl Drop for Group {
+            fn drop(&mut self) {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(self.0),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        let _group = Group(pid);
         let deadline = Instant::now() + Duration::from_secs(10);
         let found = loop {
             let d = descendants(pid);
@@ -698,11 +709,5 @@ pub(crate) mod tests {
         let snap = Snapshot::take();
         assert!(snap.ancestors_of(found[2].0).contains(&pid));
         assert_eq!(snap.group_members(pid).len(), 4);
-        // Clean up the grandchildren: the group.
-        nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
     }
 }
