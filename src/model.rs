@@ -337,6 +337,57 @@ pub struct AgentProcess {
     pub cwd: Option<PathBuf>,
 }
 
+/// A session on the shared opencode server whose directory lies under the
+/// worktree root (sessions elsewhere are other users' and never touched).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OpencodeSession {
+    pub id: String,
+    pub directory: PathBuf,
+    pub parent_id: Option<String>,
+    pub created: SystemTime,
+    /// The entry of the root the directory is in (`<root>/<worktree id>`).
+    pub worktree_dir: PathBuf,
+}
+
+/// What the opencode server looked like to this pass.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum OpencodeView {
+    /// `opencode.url` is empty: this host has no opencode.
+    #[default]
+    Off,
+    /// Nothing listens (connection refused): no session can be active, so
+    /// nothing waits on opencode; its sessions are deleted once it is back.
+    NotRunning { why: String },
+    /// It runs but does not answer usably: the opencode part waits (and
+    /// backs off), and so do the worktrees whose chats have opencode rows.
+    Failing { why: String },
+    /// The sessions it has under the root.
+    Listed { sessions: Vec<OpencodeSession> },
+}
+
+/// Whether `id` can be sent to the server as a session id.
+///
+/// The server generates ids as `ses_` + 12 lowercase hex digits (time and
+/// counter) + 14 base62 characters, e.g. `ses_df4003625ffecleddWGg81mkxB`;
+/// its API validates only the `ses` prefix (it answers 500 for an id
+/// without it), and the v2 API creates sessions with a caller-chosen id of
+/// that form. So this accepts what the server accepts and what cannot change
+/// the request's path: `ses` followed by 1 to 125 ASCII letters, digits, `_`
+/// or `-`. Ids come from the database, which is untrusted input.
+pub fn is_wellformed_opencode_id(id: &str) -> bool {
+    match id.strip_prefix("ses") {
+        Some(rest) => {
+            !rest.is_empty()
+                && id.len() <= 128
+                && rest
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        }
+        None => false,
+    }
+}
+
 /// The actual state of one host for one pass.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ActualState {
@@ -349,6 +400,7 @@ pub struct ActualState {
     /// What runs now at each pid recorded in an open `acp` row of this
     /// host: `None` when nothing (or only a zombie) does.
     pub recorded_pids: HashMap<i32, Option<PidIdentity>>,
+    pub opencode: OpencodeView,
 }
 
 /// Who a pid is right now.

@@ -233,26 +233,10 @@ fn shown_status_and_type(status: u16, content_type: &Option<String>) -> String {
     }
 }
 
-/// Whether `id` can be sent to the server as a session id.
-///
-/// The server generates ids as `ses_` + 12 lowercase hex digits (time and
-/// counter) + 14 base62 characters, e.g. `ses_df4003625ffecleddWGg81mkxB`;
-/// its API validates only the `ses` prefix (it answers 500 for an id
-/// without it), and the v2 API creates sessions with a caller-chosen id of
-/// that form. So this accepts what the server accepts and what cannot change
-/// the request's path: `ses` followed by 1 to 125 ASCII letters, digits, `_`
-/// or `-`. Ids come from the database, which is untrusted input.
+/// Whether `id` can be sent to the server as a session id; see
+/// [`crate::model::is_wellformed_opencode_id`].
 pub fn is_wellformed_session_id(id: &str) -> bool {
-    match id.strip_prefix("ses") {
-        Some(rest) => {
-            !rest.is_empty()
-                && id.len() <= 128
-                && rest
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        }
-        None => false,
-    }
+    crate::model::is_wellformed_opencode_id(id)
 }
 
 /// A client of one opencode server. Cheap to clone (the connection pool is

@@ -15,15 +15,15 @@
 //! - Actions come out grouped and ordered (see [`Stage`]) so the executor
 //!   can run groups concurrently and stages in order.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
 use crate::model::{
-    age, ActualState, AgentProcess, Backend, DesiredState, EntryKind, PathCheck, StaleAdminEntry,
-    WorktreeState,
+    age, is_wellformed_opencode_id, ActualState, AgentProcess, Backend, DesiredState, EntryKind,
+    OpencodeView, PathCheck, StaleAdminEntry, WorktreeState,
 };
 
 /// The settings the planner applies.
@@ -36,6 +36,9 @@ pub struct Policy {
     /// A labelled process whose chat has no row is left alone while younger
     /// than this: the row may not be committed yet.
     pub process_orphan_min_age: Duration,
+    /// An opencode session that no open row of a live chat names is deleted
+    /// only once this old.
+    pub opencode_orphan_min_age: Duration,
 }
 
 /// Which part of the host a pass looks at.
@@ -82,6 +85,21 @@ pub struct ProcessTarget {
     pub age_secs: u64,
 }
 
+/// An opencode session to delete (abort, then delete; its children go
+/// with it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OpencodeTarget {
+    pub id: String,
+    /// Where the server says it works, when listed.
+    pub directory: Option<PathBuf>,
+    /// The root entry the directory is in, when listed.
+    pub worktree_dir: Option<PathBuf>,
+    /// The chat whose rows name it, if any.
+    pub chat_id: Option<String>,
+    /// Seconds since the server created it, when listed.
+    pub age_secs: Option<u64>,
+}
+
 /// What to do. Each kind is idempotent.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -89,6 +107,9 @@ pub enum ActionKind {
     /// Stop a labelled agent process and every descendant: SIGTERM, a
     /// grace, SIGKILL; identity re-checked before every signal.
     TerminateProcess { process: ProcessTarget },
+    /// Abort, then delete, a session on the opencode server; "not found"
+    /// counts as done.
+    DeleteOpencodeSession { session: OpencodeTarget },
     /// Mark an open `agent_sessions` row closed.
     CloseAgentRow {
         row_id: String,
@@ -142,6 +163,7 @@ impl Action {
     pub fn name(&self) -> &'static str {
         match self.kind {
             ActionKind::TerminateProcess { .. } => "terminate_process",
+            ActionKind::DeleteOpencodeSession { .. } => "delete_opencode_session",
             ActionKind::CloseAgentRow { .. } => "close_agent_row",
             ActionKind::RemoveWorktree { .. } => "remove_worktree",
             ActionKind::MarkWorktreeRemoved { .. } => "mark_worktree_removed",
@@ -158,6 +180,7 @@ impl Action {
                 format!("process:{}@{}", process.pid, process.start_time)
             }
             ActionKind::CloseAgentRow { row_id, .. } => format!("agent-row:{row_id}"),
+            ActionKind::DeleteOpencodeSession { session } => format!("opencode:{}", session.id),
             ActionKind::RemoveWorktree { worktree } => {
                 format!("worktree:{}", worktree.path.display())
             }
@@ -177,6 +200,7 @@ impl Action {
     pub fn stage(&self) -> Stage {
         match self.kind {
             ActionKind::TerminateProcess { .. } => Stage::Processes,
+            ActionKind::DeleteOpencodeSession { .. } => Stage::Opencode,
             ActionKind::CloseAgentRow { .. }
             | ActionKind::MarkWorktreeActive { .. }
             | ActionKind::MarkWorktreeRemoved { .. } => Stage::Rows,
@@ -188,10 +212,18 @@ impl Action {
     /// The group whose stages run in order: the session, else the chat,
     /// else the target.
     pub fn group(&self) -> String {
-        match (&self.owner.session_id, &self.owner.chat_id) {
-            (Some(s), _) => format!("session:{s}"),
-            (None, Some(c)) => format!("chat:{c}"),
-            (None, None) => self.target(),
+        match (&self.owner.session_id, &self.owner.chat_id, &self.kind) {
+            (Some(s), _, _) => format!("session:{s}"),
+            (None, Some(c), _) => format!("chat:{c}"),
+            // An orphan session in an orphan directory goes before the
+            // directory: same group as the directory's removal.
+            (None, None, ActionKind::DeleteOpencodeSession { session }) => {
+                match &session.worktree_dir {
+                    Some(dir) => format!("worktree:{}", dir.display()),
+                    None => self.target(),
+                }
+            }
+            (None, None, _) => self.target(),
         }
     }
 
@@ -201,6 +233,7 @@ impl Action {
         matches!(
             self.kind,
             ActionKind::TerminateProcess { .. }
+                | ActionKind::DeleteOpencodeSession { .. }
                 | ActionKind::CloseAgentRow { .. }
                 | ActionKind::RemoveWorktree { .. }
                 | ActionKind::PruneAdminEntry { .. }
@@ -238,8 +271,9 @@ pub fn plan(
     let mut out = Plan::default();
     plan_processes(desired, actual, policy, now, &mut out);
     plan_agent_rows(desired, actual, now, &mut out);
-    let claimed = plan_worktree_rows(desired, actual, policy, now, &mut out);
-    plan_orphan_dirs(actual, &claimed, policy, now, &mut out);
+    let waits = plan_opencode(desired, actual, policy, now, &mut out);
+    let claimed = plan_worktree_rows(desired, actual, policy, now, &waits, &mut out);
+    plan_orphan_dirs(actual, &claimed, policy, now, &waits, &mut out);
     plan_admin_entries(desired, actual, policy, now, &mut out);
     out.actions.retain(|a| in_scope(a, scope, desired));
     out.pending.retain(|_| *scope == Scope::Host);
@@ -256,7 +290,17 @@ fn plan_processes(
     now: SystemTime,
     out: &mut Plan,
 ) {
+    // Stopping a process stops its descendants: target the top of each
+    // chat's labelled tree only (a child whose leader died becomes a top).
+    let labelled: HashSet<(i32, &str)> = actual
+        .processes
+        .iter()
+        .map(|p| (p.pid, p.chat_id.as_str()))
+        .collect();
     for p in &actual.processes {
+        if labelled.contains(&(p.ppid, p.chat_id.as_str())) {
+            continue;
+        }
         let state = desired.chats.get(&p.chat_id);
         if state.is_some_and(|s| s.is_live()) {
             continue;
@@ -376,6 +420,198 @@ fn plan_agent_rows(desired: &DesiredState, actual: &ActualState, now: SystemTime
     }
 }
 
+/// Worktrees that must wait this pass, with why: by directory (an opencode
+/// session still works in it) and by session (opencode is failing and the
+/// session's chats have opencode rows).
+#[derive(Debug, Default)]
+struct Waits {
+    dirs: HashMap<PathBuf, String>,
+    sessions: HashMap<String, String>,
+}
+
+impl Waits {
+    fn for_worktree(&self, path: &Path, session: Option<&str>) -> Option<&String> {
+        self.dirs
+            .get(path)
+            .or_else(|| session.and_then(|s| self.sessions.get(s)))
+    }
+}
+
+/// Opencode sessions: those named by open rows of chats that are not live
+/// (deleted, then their rows closed), and those under the root that no open
+/// row names (deleted once older than the minimum age). Returns what the
+/// worktrees must wait for.
+fn plan_opencode(
+    desired: &DesiredState,
+    actual: &ActualState,
+    policy: &Policy,
+    now: SystemTime,
+    out: &mut Plan,
+) -> Waits {
+    let mut waits = Waits::default();
+    let mut deleting: HashSet<String> = HashSet::new();
+    let listed = match &actual.opencode {
+        OpencodeView::Listed { sessions } => Some(sessions),
+        _ => None,
+    };
+    let find = |id: &str| listed.and_then(|l| l.iter().find(|s| s.id == id));
+    let rows = desired
+        .agent_sessions
+        .iter()
+        .filter(|r| r.backend == Backend::OpencodeServer);
+    for row in rows.clone() {
+        let state = desired.chats.get(&row.chat_id);
+        if state.is_some_and(|s| s.is_live()) {
+            continue;
+        }
+        let why = state
+            .and_then(|s| s.not_live_because(now))
+            .unwrap_or_else(|| format!("chat {} has no row", row.chat_id));
+        let owner = Owner {
+            session_id: Some(row.session_id.clone()),
+            chat_id: Some(row.chat_id.clone()),
+        };
+        let close = |detail: String| Action {
+            kind: ActionKind::CloseAgentRow {
+                row_id: row.id.clone(),
+                backend: row.backend,
+                why: detail.clone(),
+            },
+            owner: owner.clone(),
+            reason: format!("{why}; {detail}"),
+        };
+        let id = match row.agent_session_id.as_deref() {
+            None => {
+                out.actions
+                    .push(close("no opencode session id recorded".into()));
+                continue;
+            }
+            Some(id) if !is_wellformed_opencode_id(id) => {
+                out.actions.push(close(format!(
+                    "malformed opencode session id {id:?}: the server would answer 500, so it is never sent"
+                )));
+                continue;
+            }
+            Some(id) => id,
+        };
+        match &actual.opencode {
+            OpencodeView::Off => out.actions.push(close(
+                "opencode is off on this host (opencode.url is empty)".into(),
+            )),
+            OpencodeView::NotRunning { why: down } => out.pending.push(Pending {
+                target: format!("opencode:{id}"),
+                why: format!(
+                    "{why}; opencode is not running ({down}): session {id} is deleted once it is \
+                     back, and row {} stays open until then",
+                    row.id
+                ),
+            }),
+            OpencodeView::Failing { why: failing } => {
+                out.pending.push(Pending {
+                    target: format!("opencode:{id}"),
+                    why: format!("{why}; waiting for opencode: {failing}"),
+                });
+                waits.sessions.insert(
+                    row.session_id.clone(),
+                    format!("waiting for opencode to delete session {id}: {failing}"),
+                );
+            }
+            OpencodeView::Listed { .. } => {
+                if deleting.insert(id.to_string()) {
+                    let listed = find(id);
+                    out.actions.push(Action {
+                        kind: ActionKind::DeleteOpencodeSession {
+                            session: OpencodeTarget {
+                                id: id.to_string(),
+                                directory: listed.map(|s| s.directory.clone()),
+                                worktree_dir: listed.map(|s| s.worktree_dir.clone()),
+                                chat_id: Some(row.chat_id.clone()),
+                                age_secs: listed.map(|s| age(now, s.created).as_secs()),
+                            },
+                        },
+                        owner: owner.clone(),
+                        reason: why.clone(),
+                    });
+                }
+                out.actions
+                    .push(close(format!("opencode session {id} deleted first")));
+            }
+        }
+    }
+
+    let Some(sessions) = listed else {
+        return waits;
+    };
+    let named: HashSet<&str> = rows.filter_map(|r| r.agent_session_id.as_deref()).collect();
+    let on_server: HashSet<&str> = sessions.iter().map(|s| s.id.as_str()).collect();
+    let session_of_dir: HashMap<&PathBuf, &str> = desired
+        .worktrees
+        .iter()
+        .filter_map(|w| match actual.row_paths.get(&w.id) {
+            Some(PathCheck::Inside { path, .. }) => Some((path, w.session_id.as_str())),
+            _ => None,
+        })
+        .collect();
+    for s in sessions {
+        if named.contains(s.id.as_str()) || deleting.contains(&s.id) {
+            continue;
+        }
+        // A child goes with its parent.
+        if s.parent_id
+            .as_deref()
+            .is_some_and(|p| on_server.contains(p))
+        {
+            continue;
+        }
+        let old = age(now, s.created);
+        let shown = humantime::format_duration(Duration::from_secs(old.as_secs()));
+        if old < policy.opencode_orphan_min_age {
+            out.pending.push(Pending {
+                target: format!("opencode:{}", s.id),
+                why: format!(
+                    "no open row names opencode session {} in {}, {shown} old: deleted once {} old",
+                    s.id,
+                    s.directory.display(),
+                    humantime::format_duration(policy.opencode_orphan_min_age)
+                ),
+            });
+            continue;
+        }
+        deleting.insert(s.id.clone());
+        out.actions.push(Action {
+            kind: ActionKind::DeleteOpencodeSession {
+                session: OpencodeTarget {
+                    id: s.id.clone(),
+                    directory: Some(s.directory.clone()),
+                    worktree_dir: Some(s.worktree_dir.clone()),
+                    chat_id: None,
+                    age_secs: Some(old.as_secs()),
+                },
+            },
+            owner: Owner {
+                session_id: session_of_dir.get(&s.worktree_dir).map(|s| s.to_string()),
+                chat_id: None,
+            },
+            reason: format!(
+                "no open row names this session in {}, {shown} old",
+                s.directory.display()
+            ),
+        });
+    }
+    // Whatever stays on the server keeps its worktree.
+    for s in sessions {
+        let goes = deleting.contains(&s.id)
+            || s.parent_id.as_deref().is_some_and(|p| deleting.contains(p));
+        if !goes {
+            waits
+                .dirs
+                .entry(s.worktree_dir.clone())
+                .or_insert_with(|| format!("opencode session {} still works in it", s.id));
+        }
+    }
+    waits
+}
+
 /// Plans the rows of this host; returns the directories the rows claim so
 /// that they are not taken for orphans.
 fn plan_worktree_rows(
@@ -383,6 +619,7 @@ fn plan_worktree_rows(
     actual: &ActualState,
     policy: &Policy,
     now: SystemTime,
+    waits: &Waits,
     out: &mut Plan,
 ) -> HashSet<PathBuf> {
     let mut claimed = HashSet::new();
@@ -433,6 +670,15 @@ fn plan_worktree_rows(
             });
             continue;
         }
+        if let Some(PathCheck::Inside { path, exists: true }) = check {
+            if let Some(wait) = waits.for_worktree(path, Some(&row.session_id)) {
+                out.pending.push(Pending {
+                    target: format!("worktree:{}", path.display()),
+                    why: format!("{reason}; {wait}"),
+                });
+                continue;
+            }
+        }
         let kind = match check {
             Some(PathCheck::Inside { path, exists: true }) => ActionKind::RemoveWorktree {
                 worktree: WorktreeTarget {
@@ -480,6 +726,7 @@ fn plan_orphan_dirs(
     claimed: &HashSet<PathBuf>,
     policy: &Policy,
     now: SystemTime,
+    waits: &Waits,
     out: &mut Plan,
 ) {
     for dir in &actual.dirs {
@@ -507,6 +754,13 @@ fn plan_orphan_dirs(
                     "no row for this directory, {shown} old: reaped once {} old",
                     humantime::format_duration(policy.worktree_orphan_min_age)
                 ),
+            });
+            continue;
+        }
+        if let Some(wait) = waits.for_worktree(&dir.path, None) {
+            out.pending.push(Pending {
+                target,
+                why: format!("no row for this directory, {shown} old; {wait}"),
             });
             continue;
         }

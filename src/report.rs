@@ -26,6 +26,7 @@ pub mod exit {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Observed {
     pub processes: usize,
+    pub opencode_sessions: usize,
     pub worktree_rows: usize,
     pub agent_rows: usize,
     pub root_entries: usize,
@@ -61,8 +62,11 @@ pub struct PassReport {
     /// Drift seen and left for later on purpose (too young, ...).
     pub pending: Vec<Pending>,
     pub at_risk: Vec<KeptWorktree>,
-    /// Failures of the pass itself (observation, database).
+    /// Failures of the pass itself (observation, database, opencode
+    /// failing).
     pub errors: Vec<String>,
+    /// What deserves attention but is no failure (opencode not running).
+    pub warnings: Vec<String>,
 }
 
 fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -178,6 +182,9 @@ impl PassReport {
         }
         for p in &self.pending {
             let _ = writeln!(s, "  pending {}  — {}", p.target, p.why);
+        }
+        for w in &self.warnings {
+            let _ = writeln!(s, "  warning: {w}");
         }
         for e in &self.errors {
             let _ = writeln!(s, "  error: {e}");

@@ -122,6 +122,8 @@ async fn every_descendant_is_gone_even_one_that_left_the_group(db: Db) {
     let before = labelled(&w.labels[0], "c1");
     let report = w.once(Scope::Host, false).await;
     assert_eq!(report.exit_code(), exit::CONVERGED, "{}", report.render());
+    // One action for the tree: the descendants go with their agent.
+    assert_eq!(report.results.len(), 1, "{}", report.render());
     assert_eq!(
         labelled(&w.labels[0], "c1"),
         Vec::<i32>::new(),

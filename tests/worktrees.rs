@@ -236,8 +236,8 @@ async fn session_reopened_between_plan_and_act_keeps_its_worktree(db: Db) {
     w.chat("c1", "s1", "archived").await;
     let path = w.worktree("w1", "s1").await;
     let controller = w.controller();
-    let mut errors = Vec::new();
-    let (plan, _) = controller.plan(&Scope::Host, &mut errors).await.unwrap();
+    let mut notes = Default::default();
+    let (plan, _) = controller.plan(&Scope::Host, &mut notes).await.unwrap();
     assert_eq!(plan.actions.len(), 1);
 
     w.sql("UPDATE sessions SET status = 'open' WHERE id = 's1'")

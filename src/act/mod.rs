@@ -128,6 +128,8 @@ pub struct Executor {
     pub orphan_min_age: std::time::Duration,
     pub labels: LabelNames,
     pub term_grace: std::time::Duration,
+    /// `None` when this host has no opencode (`opencode.url` empty).
+    pub opencode: Option<crate::opencode::Client>,
     limit: Arc<Semaphore>,
     backoff: Mutex<Backoff>,
     /// The last verdict recorded per target for repeated outcomes (kept at
@@ -176,6 +178,7 @@ impl Executor {
             orphan_min_age: config.worktrees.orphan_min_age,
             labels: LabelNames::from(&config.processes),
             term_grace: config.processes.term_grace,
+            opencode: crate::opencode::Client::new(&config.opencode),
             limit: Arc::new(Semaphore::new(config.r#loop.max_parallel_actions.max(1))),
             backoff: Mutex::new(Backoff::default()),
             recorded: Mutex::new(HashMap::new()),
@@ -462,6 +465,9 @@ impl Executor {
                 let t = terminate::terminate(&target, self.term_grace, &self.labels).await;
                 Ok((terminated_outcome(&t), serde_json::json!(t)))
             }
+            ActionKind::DeleteOpencodeSession { session } => {
+                self.delete_opencode_session(action, session).await
+            }
             ActionKind::CloseAgentRow { row_id, .. } => {
                 if let Some(why) = self.owner_is_live(action).await? {
                     return Ok((Outcome::Skipped { why }, none));
@@ -663,6 +669,59 @@ impl Executor {
 }
 
 impl Executor {
+    /// Aborts, then deletes, a session on the opencode server, once sure
+    /// that no live chat owns it now.
+    async fn delete_opencode_session(
+        &self,
+        action: &Action,
+        session: &crate::plan::OpencodeTarget,
+    ) -> Result<(Outcome, serde_json::Value), String> {
+        let none = serde_json::Value::Null;
+        let Some(client) = &self.opencode else {
+            return Ok((
+                Outcome::Skipped {
+                    why: "opencode is off on this host".into(),
+                },
+                none,
+            ));
+        };
+        if let Some(why) = self.owner_is_live(action).await? {
+            return Ok((Outcome::Skipped { why }, none));
+        }
+        // An orphan may have been claimed by a row since the plan.
+        for chat in self
+            .store
+            .chats_with_open_rows_naming(&session.id)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            if self
+                .store
+                .chat_state(&chat)
+                .await
+                .map_err(|e| e.to_string())?
+                .is_live()
+            {
+                return Ok((
+                    Outcome::Skipped {
+                        why: format!("live chat {chat} has an open row naming it"),
+                    },
+                    none,
+                ));
+            }
+        }
+        client.abort(&session.id).await.map_err(|e| e.to_string())?;
+        let note = match client
+            .delete(&session.id)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            crate::opencode::Deleted::Deleted => "aborted and deleted (with its child sessions)",
+            crate::opencode::Deleted::AlreadyGone => "already gone on the server (404)",
+        };
+        Ok((Outcome::Done { note: note.into() }, none))
+    }
+
     /// Processes whose working directory is inside the worktree: labelled
     /// agents of chats that are not live are terminated first (as any
     /// agent); every other process keeps the worktree, as an `InUse`
@@ -714,6 +773,9 @@ fn terminated_outcome(t: &terminate::Terminated) -> Outcome {
     match &t.not_signalled {
         Some(terminate::NotSignalled::Gone) => Outcome::Done {
             note: format!("pid {} already gone", t.pid),
+        },
+        Some(terminate::NotSignalled::Protected { why }) => Outcome::Refused {
+            why: format!("pid {}: {why}", t.pid),
         },
         Some(other) => Outcome::Skipped {
             why: format!("pid {}: {other}", t.pid),

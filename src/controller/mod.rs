@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::act::{ActionResult, Executor, RunOptions};
 use crate::config::Config;
+use crate::model::{OpencodeSession, OpencodeView};
 use crate::observe;
 use crate::observe::processes::{self, LabelNames};
 use crate::plan::{self, Plan, Policy, Scope};
@@ -66,6 +67,15 @@ pub struct Controller {
     pub root: WorktreeRoot,
     executor: Arc<Executor>,
     policy: Policy,
+    /// The opencode part backs off as a whole while its server fails.
+    opencode_backoff: std::sync::Mutex<crate::act::backoff::Backoff>,
+}
+
+/// What a pass noticed besides its plan: errors (exit 1) and warnings.
+#[derive(Clone, Debug, Default)]
+pub struct Notes {
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
 }
 
 impl Controller {
@@ -74,6 +84,7 @@ impl Controller {
         let policy = Policy {
             worktree_orphan_min_age: config.worktrees.orphan_min_age,
             process_orphan_min_age: config.processes.orphan_min_age,
+            opencode_orphan_min_age: config.opencode.orphan_min_age,
         };
         Controller {
             config,
@@ -81,6 +92,7 @@ impl Controller {
             root,
             executor,
             policy,
+            opencode_backoff: Default::default(),
         }
     }
 
@@ -92,7 +104,7 @@ impl Controller {
     pub async fn plan(
         &self,
         scope: &Scope,
-        errors: &mut Vec<String>,
+        notes: &mut Notes,
     ) -> Result<(Plan, Observed), crate::store::StoreError> {
         let mut interest = Interest::default();
         match scope {
@@ -113,7 +125,7 @@ impl Controller {
             tokio::task::spawn_blocking(move || processes::scan(&labels))
                 .await
                 .unwrap_or_else(|e| {
-                    errors.push(format!("scanning processes failed: {e}"));
+                    notes.errors.push(format!("scanning processes failed: {e}"));
                     Default::default()
                 })
         };
@@ -157,8 +169,13 @@ impl Controller {
                     ..Default::default()
                 })
         };
-        errors.extend(observed.errors);
+        notes.errors.extend(observed.errors);
+        let opencode = self.observe_opencode(notes).await;
         let counts = Observed {
+            opencode_sessions: match &opencode {
+                OpencodeView::Listed { sessions } => sessions.len(),
+                _ => 0,
+            },
             processes: scan.processes.len(),
             worktree_rows: desired.worktrees.len(),
             agent_rows: desired.agent_sessions.len(),
@@ -171,6 +188,7 @@ impl Controller {
             row_paths: observed.row_paths.into_iter().collect(),
             processes: scan.processes,
             recorded_pids,
+            opencode,
         };
         let mut plan = plan::plan(&desired, &actual, &self.policy, SystemTime::now(), scope);
         plan.observed_at = Some(observed_at);
@@ -187,11 +205,11 @@ impl Controller {
     ) -> PassReport {
         let started_at = SystemTime::now();
         let t0 = Instant::now();
-        let mut errors = Vec::new();
-        let (plan, observed) = match self.plan(&scope, &mut errors).await {
+        let mut notes = Notes::default();
+        let (plan, observed) = match self.plan(&scope, &mut notes).await {
             Ok(p) => p,
             Err(e) => {
-                errors.push(e.to_string());
+                notes.errors.push(e.to_string());
                 (Plan::default(), Observed::default())
             }
         };
@@ -211,7 +229,8 @@ impl Controller {
             results,
             pending: plan.pending,
             at_risk: Vec::new(),
-            errors,
+            errors: notes.errors,
+            warnings: notes.warnings,
         };
         report.collect_at_risk();
         report
@@ -237,6 +256,79 @@ impl Controller {
                 run.await
             }
         }
+    }
+
+    /// The sessions the opencode server has under the root. A server that
+    /// is not running is a warning (nothing waits on it); one that fails is
+    /// an error, and is not asked again until its backoff has passed.
+    async fn observe_opencode(&self, notes: &mut Notes) -> OpencodeView {
+        let Some(client) = &self.executor().opencode else {
+            return OpencodeView::Off;
+        };
+        if let Some(e) = self
+            .opencode_backoff
+            .lock()
+            .expect("backoff lock")
+            .blocking("opencode", Instant::now())
+        {
+            let why = format!(
+                "backing off after {} failure(s), next attempt in {}: {}",
+                e.failures,
+                humantime::format_duration(Duration::from_secs(
+                    e.next_attempt
+                        .saturating_duration_since(Instant::now())
+                        .as_secs()
+                )),
+                e.last_error
+            );
+            notes.errors.push(format!("opencode: {why}"));
+            return OpencodeView::Failing { why };
+        }
+        let listed = client.list_all_sessions().await;
+        let mut backoff = self.opencode_backoff.lock().expect("backoff lock");
+        match listed {
+            Ok(all) => {
+                backoff.succeeded("opencode");
+                OpencodeView::Listed {
+                    sessions: all
+                        .into_iter()
+                        .filter_map(|s| {
+                            let worktree_dir = self.root_entry_of(&s.directory)?;
+                            Some(OpencodeSession {
+                                id: s.id,
+                                directory: s.directory,
+                                parent_id: s.parent_id,
+                                created: s.created,
+                                worktree_dir,
+                            })
+                        })
+                        .collect(),
+                }
+            }
+            Err(e) if e.kind() == crate::opencode::FailureKind::NotRunning => {
+                backoff.succeeded("opencode");
+                notes.warnings.push(e.to_string());
+                OpencodeView::NotRunning { why: e.to_string() }
+            }
+            Err(e) => {
+                backoff.failed("opencode", Instant::now(), &e.to_string());
+                notes.errors.push(format!("opencode: {e}"));
+                OpencodeView::Failing { why: e.to_string() }
+            }
+        }
+    }
+
+    /// `<root>/<entry>` when `dir` is that entry or below it (as the root is
+    /// configured or canonically); `None` for anything outside the root.
+    fn root_entry_of(&self, dir: &std::path::Path) -> Option<std::path::PathBuf> {
+        let dir = crate::root::normalize_lexically(dir);
+        [self.root.configured_path(), self.root.path()]
+            .into_iter()
+            .find_map(|root| {
+                let rel = dir.strip_prefix(root).ok()?;
+                let first = rel.components().next()?;
+                Some(self.root.path().join(first))
+            })
     }
 
     pub fn next_delay(&self) -> Duration {

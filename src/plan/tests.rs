@@ -22,6 +22,7 @@ fn policy() -> Policy {
     Policy {
         worktree_orphan_min_age: Duration::from_secs(600),
         process_orphan_min_age: Duration::from_secs(120),
+        opencode_orphan_min_age: Duration::from_secs(600),
     }
 }
 
@@ -500,6 +501,26 @@ mod processes {
     }
 
     #[test]
+    fn only_the_top_of_a_chats_labelled_tree_is_targeted() {
+        let mut f = Fixture::new();
+        f.session("s1", Status::Open, 0, 1)
+            .chat("c1", "s1", Status::Archived);
+        let mut child = process(101, "c1", 0);
+        child.ppid = 100;
+        let mut orphaned = process(300, "c1", 0); // its leader died: ppid 1
+        orphaned.ppid = 1;
+        f.actual.processes = vec![process(100, "c1", 0), child, orphaned];
+        let p = f.plan();
+        assert_eq!(
+            names(&p),
+            [
+                ("terminate_process", "process:100@5100".into()),
+                ("terminate_process", "process:300@5300".into())
+            ]
+        );
+    }
+
+    #[test]
     fn process_of_live_chat_is_left_alone() {
         let mut f = Fixture::new();
         f.session("s1", Status::Open, 1, 1)
@@ -628,17 +649,13 @@ mod processes {
     }
 
     #[test]
-    fn row_of_live_chat_and_opencode_rows_are_not_closed_here() {
+    fn row_of_live_chat_is_not_closed() {
         let mut f = Fixture::new();
-        f.session("s1", Status::Open, 1, 2)
-            .chat("c1", "s1", Status::Open)
-            .chat("c2", "s1", Status::Archived);
+        f.session("s1", Status::Open, 1, 1)
+            .chat("c1", "s1", Status::Open);
         f.desired
             .agent_sessions
             .push(acp_row("a1", "c1", None, None));
-        let mut oc = acp_row("a2", "c2", None, None);
-        oc.backend = Backend::OpencodeServer;
-        f.desired.agent_sessions.push(oc);
         assert!(f.plan().actions.is_empty());
     }
 
@@ -655,5 +672,193 @@ mod processes {
             names(&p),
             [("terminate_process", "process:100@5100".into())]
         );
+    }
+}
+
+mod opencode {
+    use super::*;
+    use crate::model::{AgentSessionRow, Backend, OpencodeSession, OpencodeView};
+
+    fn oc_row(id: &str, chat: &str, session: &str, ses: Option<&str>) -> AgentSessionRow {
+        AgentSessionRow {
+            id: id.into(),
+            chat_id: chat.into(),
+            session_id: session.into(),
+            agent: "opencode".into(),
+            backend: Backend::OpencodeServer,
+            agent_session_id: ses.map(Into::into),
+            worktree_id: None,
+            pid: None,
+            pid_start_time: None,
+            created_at: t(0),
+        }
+    }
+
+    fn listed(id: &str, wt: &str, created: u64, parent: Option<&str>) -> OpencodeSession {
+        OpencodeSession {
+            id: id.into(),
+            directory: wt_path(wt).join("sub"),
+            parent_id: parent.map(Into::into),
+            created: t(created),
+            worktree_dir: wt_path(wt),
+        }
+    }
+
+    fn archived_chat_with_session(f: &mut Fixture) {
+        f.session("s1", Status::Archived, 0, 1)
+            .chat("c1", "s1", Status::Archived)
+            .worktree("w1", "s1");
+        f.desired
+            .agent_sessions
+            .push(oc_row("r1", "c1", "s1", Some("ses_abc")));
+    }
+
+    #[test]
+    fn session_of_archived_chat_is_deleted_then_its_row_closed_then_the_worktree_removed() {
+        let mut f = Fixture::new();
+        archived_chat_with_session(&mut f);
+        f.actual.opencode = OpencodeView::Listed {
+            sessions: vec![
+                listed("ses_abc", "w1", 0, None),
+                listed("ses_kid", "w1", 0, Some("ses_abc")),
+            ],
+        };
+        let p = f.plan();
+        assert_eq!(
+            names(&p),
+            [
+                ("delete_opencode_session", "opencode:ses_abc".into()),
+                ("close_agent_row", "agent-row:r1".into()),
+                ("remove_worktree", "worktree:/tmp/booworktrees/w1".into()),
+            ],
+            "the child goes with its parent: {p:#?}"
+        );
+        assert!(p.actions.iter().all(|a| a.group() == "session:s1"));
+        let stages: Vec<_> = p.actions.iter().map(|a| a.stage()).collect();
+        assert_eq!(stages, [Stage::Opencode, Stage::Rows, Stage::Worktree]);
+        assert_eq!(p.actions[0].reason, "chat c1 archived 4m ago");
+    }
+
+    #[test]
+    fn a_session_already_gone_from_the_listing_is_still_deleted_to_be_confirmed() {
+        let mut f = Fixture::new();
+        archived_chat_with_session(&mut f);
+        f.actual.opencode = OpencodeView::Listed { sessions: vec![] };
+        let p = f.plan();
+        assert_eq!(p.actions[0].name(), "delete_opencode_session");
+        assert_eq!(p.actions[1].name(), "close_agent_row");
+    }
+
+    #[test]
+    fn malformed_session_id_closes_the_row_and_sends_nothing() {
+        let mut f = Fixture::new();
+        archived_chat_with_session(&mut f);
+        f.desired.agent_sessions[0].agent_session_id = Some("../../etc".into());
+        f.actual.opencode = OpencodeView::Listed { sessions: vec![] };
+        let p = f.plan();
+        assert_eq!(names(&p)[0], ("close_agent_row", "agent-row:r1".into()));
+        assert!(p.actions[0]
+            .reason
+            .contains("malformed opencode session id"));
+        assert!(p
+            .actions
+            .iter()
+            .all(|a| a.name() != "delete_opencode_session"));
+    }
+
+    #[test]
+    fn opencode_not_running_keeps_rows_open_but_nothing_waits() {
+        let mut f = Fixture::new();
+        archived_chat_with_session(&mut f);
+        f.actual.opencode = OpencodeView::NotRunning {
+            why: "connection refused".into(),
+        };
+        let p = f.plan();
+        assert_eq!(
+            names(&p),
+            [("remove_worktree", "worktree:/tmp/booworktrees/w1".into())]
+        );
+        assert!(p.pending[0].why.contains("deleted once it is back"));
+    }
+
+    #[test]
+    fn opencode_failing_holds_the_worktree_of_chats_with_opencode_rows_only() {
+        let mut f = Fixture::new();
+        archived_chat_with_session(&mut f);
+        // Another archived session without opencode rows proceeds.
+        f.session("s2", Status::Archived, 0, 1).worktree("w2", "s2");
+        f.actual.opencode = OpencodeView::Failing {
+            why: "answered 500".into(),
+        };
+        let p = f.plan();
+        assert_eq!(
+            names(&p),
+            [("remove_worktree", "worktree:/tmp/booworktrees/w2".into())]
+        );
+        assert!(p
+            .pending
+            .iter()
+            .any(|x| x.target == "worktree:/tmp/booworktrees/w1"
+                && x.why.contains("waiting for opencode")));
+    }
+
+    #[test]
+    fn orphan_session_under_the_root_is_deleted_once_old_and_holds_its_directory_until_then() {
+        let mut f = Fixture::new();
+        f.dir("stray", 0);
+        f.actual.opencode = OpencodeView::Listed {
+            sessions: vec![listed("ses_young", "stray", 3500, None)],
+        };
+        let p = f.plan();
+        assert!(p.actions.is_empty(), "{p:#?}");
+        assert!(p.pending.iter().any(|x| x.target == "opencode:ses_young"));
+        assert!(p
+            .pending
+            .iter()
+            .any(|x| x.target == "worktree:/tmp/booworktrees/stray"));
+
+        f.actual.opencode = OpencodeView::Listed {
+            sessions: vec![listed("ses_old", "stray", 0, None)],
+        };
+        let p = f.plan();
+        assert_eq!(
+            names(&p),
+            [
+                ("delete_opencode_session", "opencode:ses_old".into()),
+                ("remove_worktree", "worktree:/tmp/booworktrees/stray".into())
+            ]
+        );
+        assert_eq!(p.actions[0].group(), p.actions[1].group());
+        assert!(p.actions[0]
+            .reason
+            .starts_with("no open row names this session"));
+    }
+
+    #[test]
+    fn session_named_by_a_live_chats_row_is_kept_and_keeps_its_directory() {
+        let mut f = Fixture::new();
+        f.session("s1", Status::Archived, 0, 1).worktree("w1", "s1");
+        f.session("s2", Status::Open, 1, 1)
+            .chat("c2", "s2", Status::Open);
+        f.desired
+            .agent_sessions
+            .push(oc_row("r2", "c2", "s2", Some("ses_live")));
+        f.actual.opencode = OpencodeView::Listed {
+            sessions: vec![listed("ses_live", "w1", 0, None)],
+        };
+        let p = f.plan();
+        assert!(p.actions.is_empty(), "{p:#?}");
+        assert!(p.pending[0]
+            .why
+            .contains("opencode session ses_live still works in it"));
+    }
+
+    #[test]
+    fn with_opencode_off_rows_are_closed() {
+        let mut f = Fixture::new();
+        archived_chat_with_session(&mut f);
+        let p = f.plan();
+        assert_eq!(names(&p)[0], ("close_agent_row", "agent-row:r1".into()));
+        assert!(p.actions[0].reason.contains("opencode is off"));
     }
 }

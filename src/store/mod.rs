@@ -488,6 +488,19 @@ impl Store {
         .map_err(|e| self.query_err("reading worktrees by path", e))
     }
 
+    /// The chats whose open opencode rows name `session`: the re-check
+    /// before deleting a session found with no row.
+    pub async fn chats_with_open_rows_naming(
+        &self,
+        session: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        with_pool!(self, p => {
+            sqlx::query(self.sql().chats_naming_opencode_session).bind(session).fetch_all(p).await
+                .and_then(|rows| rows.into_iter().map(|r| r.try_get::<String, _>("chat_id")).collect())
+        })
+        .map_err(|e| self.query_err("reading agent_sessions by opencode session", e))
+    }
+
     /// Marks a worktree row `at_risk` with its reasons. Returns whether the
     /// row changed (false: it already carried exactly these reasons).
     pub async fn mark_worktree_at_risk(

@@ -4,6 +4,7 @@
 //! serves both.
 
 pub struct Dialect {
+    pub chats_naming_opencode_session: &'static str,
     pub repositories_of_host: &'static str,
     pub worktrees_of_host: &'static str,
     pub open_agent_rows_of_host: &'static str,
@@ -18,6 +19,8 @@ pub struct Dialect {
 }
 
 pub static POSTGRES: Dialect = Dialect {
+    chats_naming_opencode_session: "SELECT DISTINCT chat_id FROM agent_sessions \
+         WHERE agent_session_id = $1 AND status = 'open' AND backend = 'opencode_server'",
     repositories_of_host:
         "SELECT DISTINCT repo_path FROM worktrees WHERE host = $1 ORDER BY repo_path",
     worktrees_of_host: "SELECT id, session_id, repo_path, path, branch, base_ref, state, \
@@ -62,6 +65,8 @@ pub static POSTGRES: Dialect = Dialect {
 };
 
 pub static SQLITE: Dialect = Dialect {
+    chats_naming_opencode_session: "SELECT DISTINCT chat_id FROM agent_sessions \
+         WHERE agent_session_id = $1 AND status = 'open' AND backend = 'opencode_server'",
     repositories_of_host: "SELECT DISTINCT repo_path FROM worktrees WHERE host = $1 ORDER BY repo_path",
     worktrees_of_host: "SELECT id, session_id, repo_path, path, branch, base_ref, state, \
          CAST(unixepoch(created_at, 'subsec') AS REAL) AS created \
