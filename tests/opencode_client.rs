@@ -4,6 +4,8 @@
 
 #[path = "support/opencode_server.rs"]
 mod opencode_server;
+#[path = "support/stub.rs"]
+mod stub;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -14,8 +16,7 @@ use boo_reconciler::opencode::{
     is_wellformed_session_id, Client, Deleted, Error, FailureKind, Session,
 };
 use opencode_server::{free_port, OpencodeServer, OPENCODE_VERSION};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use stub::{http, stub};
 
 fn config(url: &str) -> Opencode {
     Opencode {
@@ -256,52 +257,6 @@ async fn basic_auth_user_is_opencode() {
 }
 
 // -- fault-injecting stubs -----------------------------------------------------
-
-/// A server on a loopback port that reads each request's head and then
-/// sends `answer` (raw bytes), or, when `answer` is `None`, never answers
-/// and keeps the connection open.
-async fn stub(answer: Option<&'static str>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match socket.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                match answer {
-                    Some(answer) => {
-                        let _ = socket.write_all(answer.as_bytes()).await;
-                        let _ = socket.shutdown().await;
-                    }
-                    None => {
-                        tokio::time::sleep(Duration::from_secs(60)).await;
-                        drop(socket);
-                    }
-                }
-            });
-        }
-    });
-    url
-}
-
-fn http(status: &str, content_type: &str, body: &str) -> &'static str {
-    Box::leak(
-        format!(
-            "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .into_boxed_str(),
-    )
-}
 
 /// Every call of the client, each giving an error.
 async fn every_call_fails(c: &Client) -> Vec<Error> {

@@ -685,8 +685,13 @@ impl Executor {
                 none,
             ));
         };
-        if let Some(why) = self.owner_is_live(action).await? {
-            return Ok((Outcome::Skipped { why }, none));
+        // A row's session goes only while its chat is not live. (An orphan's
+        // owner session only orders it before that session's worktree: the
+        // session itself may well be live.)
+        if session.chat_id.is_some() {
+            if let Some(why) = self.owner_is_live(action).await? {
+                return Ok((Outcome::Skipped { why }, none));
+            }
         }
         // An orphan may have been claimed by a row since the plan.
         for chat in self

@@ -127,6 +127,9 @@ pub struct World {
     /// This world's label names: unique, so that no other test's agents
     /// are ever seen (or stopped) by this world's controller.
     pub labels: [String; 3],
+    /// `opencode.url`; off unless a test sets it.
+    pub opencode_url: Option<String>,
+    pub opencode_orphan_min_age: Duration,
     schema: Option<String>,
 }
 
@@ -172,6 +175,8 @@ impl World {
                     format!("BOO_TEST_AGENT_{n}"),
                 ]
             },
+            opencode_url: None,
+            opencode_orphan_min_age: Duration::from_secs(600),
             schema,
         }
     }
@@ -189,6 +194,12 @@ impl World {
         c.processes.agent_label = self.labels[2].clone();
         c.processes.orphan_min_age = self.process_orphan_min_age;
         c.processes.term_grace = self.term_grace;
+        c.opencode.url = self
+            .opencode_url
+            .as_ref()
+            .map(|u| u.parse().expect("opencode URL"));
+        c.opencode.orphan_min_age = self.opencode_orphan_min_age;
+        c.opencode.timeout = Duration::from_secs(1);
         c
     }
 
@@ -312,6 +323,15 @@ impl World {
         self.sql(&format!(
             "INSERT INTO agent_sessions (id, chat_id, session_id, agent, backend, host, pid, pid_start_time) \
              VALUES ('{id}', '{chat}', '{session}', 'goose', 'acp', '{HOST}', {pid}, {start})"
+        ))
+        .await;
+    }
+
+    /// Records an open `opencode_server` row naming `ses`.
+    pub async fn opencode_row(&self, id: &str, chat: &str, session: &str, ses: &str) {
+        self.sql(&format!(
+            "INSERT INTO agent_sessions (id, chat_id, session_id, agent, backend, agent_session_id, host) \
+             VALUES ('{id}', '{chat}', '{session}', 'opencode', 'opencode_server', '{ses}', '{HOST}')"
         ))
         .await;
     }
