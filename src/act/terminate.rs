@@ -529,7 +529,7 @@ fn check(pid: i32, start_time: u64, chat: Option<(&str, &LabelNames)>, me: &Me) 
         if found.as_deref() != Some(expected) {
             // A process that exits while being read loses its environment.
             if crate::observe::processes::identity_of(&process, labels)
-                .map_or(true, |i| !is_alive_state(i.state))
+                .is_none_or(|i| !is_alive_state(i.state))
             {
                 return Check::Gone;
             }

@@ -470,7 +470,7 @@ pub(crate) mod tests {
     /// is readable in /proc (it reads empty until then).
     pub(crate) fn wait_exec(pid: i32) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        let exited = || identity(pid, &LabelNames::default()).map_or(true, |i| i.state == 'Z');
+        let exited = || identity(pid, &LabelNames::default()).is_none_or(|i| i.state == 'Z');
         while std::fs::read(format!("/proc/{pid}/environ")).map_or(true, |e| e.is_empty())
             && !exited()
         {
