@@ -240,3 +240,91 @@ async fn process_in_a_worktree_keeps_it_unless_it_is_an_agent_of_a_dead_chat(db:
     assert!(!path.exists());
     assert_eq!(w.row_state("w1").await.0, "removed");
 }
+
+/// The real ACP agent the orchestrator runs: qwen-code (pinned in
+/// tests/agents), started as a launcher would — its own process group, the
+/// labels, stdin piped. `qwen --acp` relaunches itself as a second node
+/// process, and SIGTERM to the parent alone would leave that child alive
+/// under pid 1 (see act::terminate's tests). Archiving the chat and running
+/// a pass must leave neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_qwen_agent_and_its_relaunched_child_are_gone_after_the_chat_is_archived() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+
+    let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/agents/node_modules/.bin/qwen");
+    if !bin.exists() {
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(bin.ancestors().nth(3).unwrap())
+            .status()
+            .expect("run npm");
+        assert!(status.success(), "npm ci in tests/agents failed");
+    }
+    let w = World::new(Db::Postgres).await;
+    w.session("s1", "open").await;
+    w.chat("c1", "s1", "open").await;
+    let home = tempfile::tempdir().unwrap();
+    let child = Command::new(&bin)
+        .arg("--acp")
+        .current_dir(home.path())
+        .process_group(0)
+        .env("HOME", home.path())
+        .env(&w.labels[0], "c1")
+        .env(&w.labels[1], "s1")
+        .env(&w.labels[2], "qwen")
+        .env_remove("QWEN_CODE_NO_RELAUNCH")
+        .env_remove("SANDBOX")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn qwen");
+    let mut agent = common::Agent(child);
+    // Up and answering: initialize over stdio JSON-RPC.
+    let mut stdin = agent.0.stdin.take().unwrap();
+    let stdout = agent.0.stdout.take().unwrap();
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":1,"clientCapabilities":{{"fs":{{"readTextFile":false,"writeTextFile":false}}}}}}}}"#
+    )
+    .unwrap();
+    stdin.flush().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let answer = rx
+        .recv_timeout(Duration::from_secs(90))
+        .expect("qwen --acp answers initialize");
+    assert!(answer.contains("\"id\":1"), "{answer}");
+    let node_procs = labelled(&w.labels[0], "c1");
+    assert_eq!(
+        node_procs.len(),
+        2,
+        "qwen and its relaunched child: {node_procs:?}"
+    );
+
+    // While the chat is live, the pass leaves both alone.
+    let report = w.once(Scope::Host, false).await;
+    assert!(report.results.is_empty(), "{}", report.render());
+    assert_eq!(labelled(&w.labels[0], "c1").len(), 2);
+
+    w.sql("UPDATE chats SET status = 'archived' WHERE id = 'c1'")
+        .await;
+    let report = w.once(Scope::Host, false).await;
+    assert_eq!(report.exit_code(), exit::CONVERGED, "{}", report.render());
+    assert_eq!(
+        labelled(&w.labels[0], "c1"),
+        Vec::<i32>::new(),
+        "both node processes gone: {}",
+        report.render()
+    );
+    drop(stdin);
+}
