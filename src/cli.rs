@@ -80,6 +80,15 @@ pub enum Command {
     },
     /// Apply the database migrations and exit.
     Migrate,
+    /// Show what the running controller sees (its GET /status).
+    Status {
+        /// The controller's HTTP address [default: http://<http.listen>]
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// Print the status document as JSON
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -36,6 +36,17 @@ pub async fn dispatch(command: Command, config: Config) -> Result<u8, Error> {
             println!("migrations applied to {}", store.url());
             Ok(0)
         }
+        Command::Status { url, json } => {
+            let url = url.unwrap_or_else(|| format!("http://{}", config.http.listen));
+            let token = (!config.http.token.is_empty()).then_some(config.http.token.as_str());
+            let status = crate::status::fetch(&url, token).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", crate::status::render(&status));
+            }
+            Ok(0)
+        }
         Command::Plan { scope, json } => {
             let root = WorktreeRoot::open(&config.worktrees.root)
                 .map_err(|e| Error::Usage(e.to_string()))?;

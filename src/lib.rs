@@ -22,4 +22,5 @@ pub mod report;
 pub mod risk;
 pub mod root;
 pub mod service;
+pub mod status;
 pub mod store;
