@@ -4,6 +4,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::act::RunOptions;
 use crate::cli::{Command, ScopeArgs};
+use crate::client::{Client, ClientError};
 use crate::config::Config;
 use crate::controller::{Controller, Mode, Trigger};
 use crate::plan::Scope;
@@ -12,6 +13,7 @@ use crate::root::WorktreeRoot;
 use crate::service::Service;
 use crate::store::Store;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// How a command failed: bad usage/configuration (exit 2) or at run time
 /// (exit 1).
@@ -37,9 +39,11 @@ pub async fn dispatch(command: Command, config: Config) -> Result<u8, Error> {
             Ok(0)
         }
         Command::Status { url, json } => {
-            let url = url.unwrap_or_else(|| format!("http://{}", config.http.listen));
+            let url = url.unwrap_or_else(|| Client::base_for(config.http.listen));
             let token = (!config.http.token.is_empty()).then_some(config.http.token.as_str());
-            let status = crate::status::fetch(&url, token).await?;
+            let status = Client::new(&url, token, Duration::from_secs(10))?
+                .status()
+                .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
@@ -69,13 +73,31 @@ pub async fn dispatch(command: Command, config: Config) -> Result<u8, Error> {
             let controller = start(config).await?;
             let cancel = CancellationToken::new();
             let stop = shutdown_on_signal(cancel.clone());
-            // Never act beside a running controller of the same host.
-            let Some(_lock) = wait_for_host_lock(&controller, &cancel).await? else {
+            let scope = scope_of(&scope);
+            // Never act beside a running controller of the same host: ask
+            // it to do the work, or wait for it to let go.
+            let lock = match controller
+                .store
+                .try_lock_host(&controller.config.host.id)
+                .await?
+            {
+                Some(lock) => Some(lock),
+                None => {
+                    if let Some(code) =
+                        nudge_daemon(&controller.config, &scope, force, json).await?
+                    {
+                        stop.abort();
+                        return Ok(code);
+                    }
+                    wait_for_host_lock(&controller, &cancel).await?
+                }
+            };
+            let Some(_lock) = lock else {
                 return Ok(crate::report::exit::ERROR);
             };
             let report = controller
                 .pass(
-                    scope_of(&scope),
+                    scope,
                     Mode::Act(RunOptions { force }),
                     Trigger::Command,
                     &cancel,
@@ -131,6 +153,59 @@ pub async fn dispatch(command: Command, config: Config) -> Result<u8, Error> {
             tracing::info!("stopped");
             Ok(0)
         }
+    }
+}
+
+/// Hands `scope` to the daemon that holds the host's lock, over its HTTP
+/// API at `http.listen`; prints its answer and returns the exit code it
+/// stands for. `None` when no daemon answers there (the holder may be
+/// another `once`): the caller then waits for the lock.
+async fn nudge_daemon(
+    config: &Config,
+    scope: &Scope,
+    force: bool,
+    json: bool,
+) -> Result<Option<u8>, Error> {
+    let base = Client::base_for(config.http.listen);
+    let token = (!config.http.token.is_empty()).then_some(config.http.token.as_str());
+    // The daemon bounds each run by loop.pass_timeout; leave it room to
+    // answer after that.
+    let client = Client::new(
+        &base,
+        token,
+        config.r#loop.pass_timeout + Duration::from_secs(30),
+    )?;
+    tracing::info!(
+        host = %config.host.id,
+        url = %base,
+        "another instance holds this host's lock; asking it to reconcile"
+    );
+    match client.nudge(scope, force).await {
+        Ok(answer) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                print!("{}", crate::client::render_answer(&base, &answer));
+            }
+            Ok(Some(crate::client::exit_code_of(&answer)))
+        }
+        // Nothing there, or a daemon that is stopping or timed out: the
+        // lock will come free.
+        Err(e @ ClientError::Unreachable { .. })
+        | Err(
+            e @ ClientError::Refused {
+                status: reqwest::StatusCode::SERVICE_UNAVAILABLE,
+                ..
+            },
+        ) => {
+            tracing::warn!(error = %e, "the instance holding the lock did not take the nudge; waiting for the lock");
+            Ok(None)
+        }
+        // A daemon that answers but refuses (a wrong token, say) will go on
+        // holding the lock: waiting would never end.
+        Err(e) => Err(Error::Runtime(anyhow::anyhow!(
+            "the running controller refused the nudge: {e} (check http.token)"
+        ))),
     }
 }
 

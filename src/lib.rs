@@ -8,6 +8,7 @@
 
 pub mod act;
 pub mod cli;
+pub mod client;
 pub mod commands;
 pub mod config;
 pub mod controller;

@@ -1,35 +1,8 @@
 //! `boo-reconciler status`: the running controller's `/status`, as tables
 //! for people or as JSON.
 
-use std::fmt::Write as _;
-use std::time::Duration;
-
 use serde_json::Value;
-
-/// Fetches `/status` from `base` (with the bearer token, if any).
-pub async fn fetch(base: &str, token: Option<&str>) -> anyhow::Result<Value> {
-    // reqwest is built without a default TLS provider (the opencode client
-    // brings its own): install one for this process.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let url = format!("{}/status", base.trim_end_matches('/'));
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()?;
-    let mut req = client.get(&url);
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach the controller at {url}: {e}"))?;
-    let status = resp.status();
-    let body = resp.text().await?;
-    if !status.is_success() {
-        anyhow::bail!("{url} answered {status}: {body}");
-    }
-    serde_json::from_str(&body).map_err(|e| anyhow::anyhow!("{url} answered non-JSON: {e}"))
-}
+use std::fmt::Write as _;
 
 /// The status document as readable tables.
 pub fn render(s: &Value) -> String {

@@ -1,0 +1,234 @@
+//! Talking to a running controller over its HTTP API: `status` reads
+//! `/status`; `once` beside a live daemon nudges it instead of acting.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::plan::Scope;
+
+/// A running controller's HTTP API at `base` (with the bearer token, if
+/// any).
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+/// Why a request did not produce an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing answered: no daemon there, or not reachable.
+    #[error("cannot reach the controller at {url}: {source}")]
+    Unreachable { url: String, source: reqwest::Error },
+    /// Something answered, but not with a success.
+    #[error("{url} answered {status}: {body}")]
+    Refused {
+        url: String,
+        status: reqwest::StatusCode,
+        body: String,
+    },
+    #[error("{url} answered non-JSON: {source}")]
+    NotJson {
+        url: String,
+        source: serde_json::Error,
+    },
+}
+
+impl Client {
+    /// `timeout` bounds each request as a whole, so it must exceed the
+    /// daemon's own bound on a run for a nudge to see the answer.
+    pub fn new(base: &str, token: Option<&str>, timeout: Duration) -> anyhow::Result<Client> {
+        // reqwest is built without a default TLS provider (the opencode
+        // client brings its own): install one for this process.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Ok(Client {
+            base: base.trim_end_matches('/').to_string(),
+            token: token.map(str::to_string),
+            http: reqwest::Client::builder().timeout(timeout).build()?,
+        })
+    }
+
+    /// The base address for a listen address: an unspecified address
+    /// (`0.0.0.0`, `[::]`) is reached over loopback.
+    pub fn base_for(listen: std::net::SocketAddr) -> String {
+        let mut addr = listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr {
+                std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        format!("http://{addr}")
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// `GET /status`.
+    pub async fn status(&self) -> Result<Value, ClientError> {
+        self.send(self.http.get(format!("{}/status", self.base)))
+            .await
+    }
+
+    /// Asks the controller to reconcile `scope` now and returns its answer.
+    pub async fn nudge(&self, scope: &Scope, force: bool) -> Result<Value, ClientError> {
+        let path = match scope {
+            Scope::Host => "/reconcile".to_string(),
+            Scope::Chat(id) => format!("/reconcile/{id}"),
+            Scope::Session(id) => format!("/sessions/{id}/reconcile"),
+        };
+        let url = format!("{}{path}?force={force}", self.base);
+        self.send(self.http.post(url)).await
+    }
+
+    async fn send(&self, mut req: reqwest::RequestBuilder) -> Result<Value, ClientError> {
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let req = req.build().map_err(|source| ClientError::Unreachable {
+            url: self.base.clone(),
+            source,
+        })?;
+        let url = req.url().to_string();
+        let resp = self
+            .http
+            .execute(req)
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                url: url.clone(),
+                source,
+            })?;
+        let status = resp.status();
+        let body = resp
+            .text()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                url: url.clone(),
+                source,
+            })?;
+        if !status.is_success() {
+            return Err(ClientError::Refused { url, status, body });
+        }
+        serde_json::from_str(&body).map_err(|source| ClientError::NotJson { url, source })
+    }
+}
+
+/// The exit code a nudge's answer stands for, as `once` would have
+/// returned had it acted itself.
+pub fn exit_code_of(answer: &Value) -> u8 {
+    match answer["result"].as_str() {
+        Some("converged") => crate::report::exit::CONVERGED,
+        Some("at_risk") => crate::report::exit::AT_RISK,
+        _ => crate::report::exit::ERROR,
+    }
+}
+
+/// A nudge's answer as readable lines: one per action with its outcome.
+pub fn render_answer(base: &str, answer: &Value) -> String {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    let mut out = String::new();
+    let actions = answer["actions"].as_array().map_or(&[][..], Vec::as_slice);
+    let _ = writeln!(
+        out,
+        "reconciled by the running controller at {base} ({} {}) in {} ms: {}, {} action(s)",
+        text(&answer["scope"]),
+        text(
+            answer
+                .get("chat_id")
+                .or(answer.get("session_id"))
+                .unwrap_or(&Value::Null)
+        ),
+        text(&answer["duration_ms"]),
+        text(&answer["result"]),
+        actions.len(),
+    );
+    for a in actions {
+        let message = a["message"].as_str().filter(|m| !m.is_empty());
+        let _ = writeln!(
+            out,
+            "  {:<8} {} {} — {}{}",
+            text(&a["outcome"]),
+            text(&a["kind"]),
+            text(&a["target"]),
+            text(&a["reason"]),
+            message.map(|m| format!(" ({m})")).unwrap_or_default(),
+        );
+    }
+    for k in answer["at_risk"].as_array().into_iter().flatten() {
+        let reasons: Vec<String> = k["reasons"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| text(&r["kind"]))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  kept at risk: {} ({})",
+            text(&k["target"]),
+            reasons.join(", ")
+        );
+    }
+    for e in answer["errors"].as_array().into_iter().flatten() {
+        let _ = writeln!(out, "  error: {}", text(e));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unspecified_listen_addresses_are_reached_over_loopback() {
+        assert_eq!(
+            Client::base_for("0.0.0.0:7878".parse().unwrap()),
+            "http://127.0.0.1:7878"
+        );
+        assert_eq!(
+            Client::base_for("[::]:7878".parse().unwrap()),
+            "http://[::1]:7878"
+        );
+        assert_eq!(
+            Client::base_for("10.1.2.3:80".parse().unwrap()),
+            "http://10.1.2.3:80"
+        );
+    }
+
+    #[test]
+    fn the_answer_maps_to_the_exit_code_once_would_give() {
+        use serde_json::json;
+        assert_eq!(exit_code_of(&json!({"result": "converged"})), 0);
+        assert_eq!(exit_code_of(&json!({"result": "at_risk"})), 3);
+        assert_eq!(exit_code_of(&json!({"result": "error"})), 1);
+        assert_eq!(exit_code_of(&json!({})), 1);
+    }
+
+    #[test]
+    fn an_answer_renders_each_action_and_what_was_kept() {
+        let a = serde_json::json!({
+            "scope": "chat", "chat_id": "c1", "duration_ms": 12, "result": "at_risk",
+            "actions": [{"outcome": "done", "kind": "terminate_process",
+                "target": "process:42", "reason": "chat archived", "message": ""}],
+            "at_risk": [{"target": "worktree:/r/w", "reasons": [{"kind": "untracked"}]}],
+            "errors": ["x"]
+        });
+        let s = render_answer("http://127.0.0.1:7878", &a);
+        assert!(
+            s.contains("(chat c1) in 12 ms: at_risk, 1 action(s)"),
+            "{s}"
+        );
+        assert!(
+            s.contains("done     terminate_process process:42 — chat archived\n"),
+            "{s}"
+        );
+        assert!(s.contains("kept at risk: worktree:/r/w (untracked)"), "{s}");
+        assert!(s.contains("error: x"), "{s}");
+    }
+}
