@@ -803,7 +803,8 @@ fn terminated_outcome(t: &terminate::Terminated) -> Outcome {
 }
 
 /// The preflight's verdict on a worktree directory.
-enum Inspection {
+#[derive(Debug)]
+pub enum Inspection {
     Refused(String),
     Gone,
     Reasons(Vec<AtRisk>),
@@ -811,7 +812,7 @@ enum Inspection {
 
 /// Confines the path again and runs every check that decides whether the
 /// directory may go: mount points, then the git preflight.
-fn inspect(root: &WorktreeRoot, wt: &WorktreeTarget, precious: &GlobSet) -> Inspection {
+pub fn inspect(root: &WorktreeRoot, wt: &WorktreeTarget, precious: &GlobSet) -> Inspection {
     match root.check(&wt.path) {
         PathCheck::Refused { why } => {
             return Inspection::Refused(format!("path {} refused: {why}", wt.path.display()))
@@ -840,8 +841,9 @@ fn inspect(root: &WorktreeRoot, wt: &WorktreeTarget, precious: &GlobSet) -> Insp
 }
 
 /// Archives the worktree when asked to, then removes the directory and its
-/// admin entry. Nothing is removed when the archive fails.
-fn archive_and_remove(
+/// admin entry. Nothing is removed when the archive fails. Call only after
+/// [`inspect`] has cleared the worktree (or `archive` keeps what it found).
+pub fn archive_and_remove(
     root: &WorktreeRoot,
     wt: &WorktreeTarget,
     precious: &GlobSet,

@@ -256,8 +256,9 @@ struct Level {
     path: PathBuf,
     /// Its name in the parent level.
     name: OsString,
-    /// Entries still to remove.
-    pending: Vec<OsString>,
+    /// Entries still to remove, each with whether the listing said it is
+    /// a directory.
+    pending: Vec<(OsString, bool)>,
 }
 
 /// Empties the directory `top` (opened with [`dir_flags`]), depth first,
@@ -276,7 +277,7 @@ fn remove_contents(top: OwnedFd, top_path: &Path, fs: FsId) -> Result<(), Remove
         pending,
     }];
     while let Some(level) = stack.last_mut() {
-        let Some(name) = level.pending.pop() else {
+        let Some((name, listed_as_dir)) = level.pending.pop() else {
             let done = stack.pop().expect("the stack is not empty");
             if let Some(parent) = stack.last() {
                 drop(done.fd);
@@ -285,6 +286,16 @@ fn remove_contents(top: OwnedFd, top_path: &Path, fs: FsId) -> Result<(), Remove
             }
             continue;
         };
+        // Most entries are files: unlink them straight away (unlinkat never
+        // follows a symlink). One listed as something else that has become
+        // a directory answers EISDIR and is opened below like any other.
+        if !listed_as_dir {
+            match unlink(&level.fd, &name, UnlinkatFlags::NoRemoveDir, true) {
+                Ok(()) => continue,
+                Err(Errno::EISDIR) => {}
+                Err(e) => return Err(io_at(&level.path.join(&name), e.into())),
+            }
+        }
         let path = level.path.join(&name);
         match open_child(&level.fd, &name, true).map_err(|e| io_at(&path, e.into()))? {
             Child::Gone => {}
@@ -413,9 +424,18 @@ fn add_owner_rwx_at(parent: &OwnedFd, name: &OsStr) -> Result<bool, Errno> {
 /// `/proc/self/fd/N` resolves to the very directory the descriptor holds
 /// (not to a path looked up again), so this lists what was opened with
 /// `O_NOFOLLOW`.
-fn list(dir: &OwnedFd) -> io::Result<Vec<OsString>> {
+/// Each name comes with whether the listing (`d_type`) says it is a
+/// directory: a hint that saves a system call per file, never trusted for
+/// safety (see [`remove_contents`]).
+fn list(dir: &OwnedFd) -> io::Result<Vec<(OsString, bool)>> {
     let mut names = fs::read_dir(format!("/proc/self/fd/{}", dir.as_fd().as_raw_fd()))?
-        .map(|entry| entry.map(|e| e.file_name()))
+        .map(|entry| {
+            entry.map(|e| {
+                // Unknown type: assume a directory, the path that checks.
+                let is_dir = e.file_type().map_or(true, |t| t.is_dir());
+                (e.file_name(), is_dir)
+            })
+        })
         .collect::<io::Result<Vec<_>>>()?;
     names.sort_unstable();
     Ok(names)

@@ -17,8 +17,11 @@ use serde::Serialize;
 
 use crate::observe::processes::{is_alive_state, LabelNames, Snapshot};
 
-/// How often the processes are checked for exit.
+/// The longest wait between two checks for exit.
 const POLL: Duration = Duration::from_millis(50);
+/// Most agents exit within milliseconds of SIGTERM: look again soon, then
+/// back off to [`POLL`], so that a nudge does not wait a whole poll.
+const FIRST_POLL: Duration = Duration::from_millis(1);
 
 /// How long SIGKILL is given to take effect before the processes still
 /// there are reported as survivors (a process in `D` state, say).
@@ -203,7 +206,8 @@ impl fmt::Display for Terminated {
 ///    `never_signals_pid_1_0_negatives_itself_its_ancestors_or_its_own_group`.
 ///
 /// 4. **TERM, grace, KILL, never blocking a thread.** After SIGTERM the
-///    processes are polled every 50 ms with `tokio::time::sleep` until all
+///    processes are polled (after 1 ms, then twice as long each time up to
+///    every 50 ms) with `tokio::time::sleep` until all
 ///    are gone or `grace` has passed; the survivors (re-identified) get
 ///    SIGKILL and up to one more second; whatever is still there then is
 ///    reported in [`Terminated::survivors`] with its state (`D`, …), not
@@ -315,8 +319,10 @@ async fn run(
     // The grace.
     let deadline = Instant::now() + grace;
     let mut alive = still_alive(&track);
+    let mut poll = FIRST_POLL;
     while !alive.is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(POLL.min(deadline.saturating_duration_since(Instant::now()))).await;
+        tokio::time::sleep(poll.min(deadline.saturating_duration_since(Instant::now()))).await;
+        poll = (poll * 2).min(POLL);
         alive = still_alive(&track);
     }
     out.exited_on_term = signalled
@@ -391,8 +397,10 @@ async fn run(
 
     let deadline = Instant::now() + KILL_WAIT;
     let mut alive = still_alive(&track);
+    let mut poll = FIRST_POLL;
     while !alive.is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(poll).await;
+        poll = (poll * 2).min(POLL);
         alive = still_alive(&track);
     }
     out.killed = sent_kill

@@ -12,7 +12,7 @@
 
 pub mod queue;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -117,60 +117,24 @@ impl Controller {
             }
         }
         let observed_at = std::time::Instant::now();
-        // Processes first: their labels name chats whose liveness the
-        // desired state must include.
         let labels = LabelNames::from(&self.config.processes);
-        let scan = {
-            let labels = labels.clone();
-            tokio::task::spawn_blocking(move || processes::scan(&labels))
-                .await
-                .unwrap_or_else(|e| {
-                    notes.errors.push(format!("scanning processes failed: {e}"));
-                    Default::default()
-                })
-        };
-        interest
-            .chats
-            .extend(scan.processes.iter().map(|p| p.chat_id.clone()));
-        let desired = self
-            .store
-            .desired_state(&self.config.host.id, &interest)
-            .await?;
-        let recorded_pids = {
-            let pids: Vec<i32> = desired
-                .agent_sessions
-                .iter()
-                .filter_map(|r| r.pid)
-                .collect();
-            tokio::task::spawn_blocking(move || {
-                pids.into_iter()
-                    .map(|pid| {
-                        let id = processes::identity(pid, &labels)
-                            .filter(|id| processes::is_alive_state(id.state))
-                            .map(|id| crate::model::PidIdentity {
-                                start_time: id.start_time,
-                                chat_label: id.chat_label,
-                            });
-                        (pid, id)
-                    })
-                    .collect()
-            })
-            .await
-            .unwrap_or_default()
-        };
-        let observed = {
-            let root = self.root.clone();
-            let rows = desired.worktrees.clone();
-            let repos = desired.repositories.clone();
-            tokio::task::spawn_blocking(move || observe::worktrees::observe(&root, &rows, &repos))
-                .await
-                .unwrap_or_else(|e| observe::worktrees::Observed {
-                    errors: vec![format!("observing worktrees failed: {e}")],
-                    ..Default::default()
-                })
-        };
-        notes.errors.extend(observed.errors);
-        let opencode = self.observe_opencode(notes).await;
+        // The opencode server is asked while the host is observed.
+        let mut opencode_notes = Notes::default();
+        let (host, opencode) = tokio::join!(
+            self.observe_host(interest, labels),
+            self.observe_opencode(&mut opencode_notes)
+        );
+        let HostView {
+            scan,
+            desired,
+            recorded_pids,
+            observed,
+            errors,
+        } = host?;
+        notes.errors.extend(errors);
+        notes.errors.extend(observed.errors.iter().cloned());
+        notes.errors.extend(opencode_notes.errors);
+        notes.warnings.extend(opencode_notes.warnings);
         let counts = Observed {
             opencode_sessions: match &opencode {
                 OpencodeView::Listed { sessions } => sessions.len(),
@@ -193,6 +157,52 @@ impl Controller {
         let mut plan = plan::plan(&desired, &actual, &self.policy, SystemTime::now(), scope);
         plan.observed_at = Some(observed_at);
         Ok((plan, counts))
+    }
+
+    /// The processes, the database and the worktrees, overlapped where one
+    /// does not need another: the scan runs beside the reading of the
+    /// host's rows; the worktrees are observed beside the liveness queries
+    /// (which need the chats the scan found).
+    async fn observe_host(
+        &self,
+        mut interest: Interest,
+        labels: LabelNames,
+    ) -> Result<HostView, crate::store::StoreError> {
+        let scan_task = {
+            let labels = labels.clone();
+            tokio::task::spawn_blocking(move || processes::scan(&labels))
+        };
+        let rows = self.store.host_rows(&self.config.host.id).await?;
+        let observe_task = {
+            let root = self.root.clone();
+            let (rows, repos) = (rows.worktrees.clone(), rows.repositories.clone());
+            tokio::task::spawn_blocking(move || observe::worktrees::observe(&root, &rows, &repos))
+        };
+        let mut errors = Vec::new();
+        let scan = scan_task.await.unwrap_or_else(|e| {
+            errors.push(format!("scanning processes failed: {e}"));
+            Default::default()
+        });
+        // The labels name chats whose liveness the desired state must
+        // include.
+        interest
+            .chats
+            .extend(scan.processes.iter().map(|p| p.chat_id.clone()));
+        let desired = self.store.liveness(rows, &interest).await?;
+        let recorded_pids = recorded_pids(&scan, &desired, labels).await;
+        let observed = observe_task
+            .await
+            .unwrap_or_else(|e| observe::worktrees::Observed {
+                errors: vec![format!("observing worktrees failed: {e}")],
+                ..Default::default()
+            });
+        Ok(HostView {
+            scan,
+            desired,
+            recorded_pids,
+            observed,
+            errors,
+        })
     }
 
     /// One pass over `scope`.
@@ -344,6 +354,69 @@ impl Controller {
 }
 
 /// Logs a pass's summary line and its errors.
+/// What one observation of the host found.
+struct HostView {
+    scan: processes::Scan,
+    desired: crate::model::DesiredState,
+    recorded_pids: HashMap<i32, Option<crate::model::PidIdentity>>,
+    observed: observe::worktrees::Observed,
+    /// Observations that failed; the pass goes on without them.
+    errors: Vec<String>,
+}
+
+/// Who each pid recorded in an open agent row is now. A pid the scan just
+/// read as a labelled agent needs no second read; only the others (gone,
+/// reused, unlabelled) are looked up.
+async fn recorded_pids(
+    scan: &processes::Scan,
+    desired: &crate::model::DesiredState,
+    labels: LabelNames,
+) -> HashMap<i32, Option<crate::model::PidIdentity>> {
+    let scanned: HashMap<i32, crate::model::PidIdentity> = scan
+        .processes
+        .iter()
+        .map(|p| {
+            (
+                p.pid,
+                crate::model::PidIdentity {
+                    start_time: p.start_time,
+                    chat_label: Some(p.chat_id.clone()),
+                },
+            )
+        })
+        .collect();
+    let (known, unknown): (Vec<i32>, Vec<i32>) = desired
+        .agent_sessions
+        .iter()
+        .filter_map(|r| r.pid)
+        .partition(|pid| scanned.contains_key(pid));
+    let mut out: HashMap<i32, Option<crate::model::PidIdentity>> = known
+        .into_iter()
+        .map(|pid| (pid, scanned.get(&pid).cloned()))
+        .collect();
+    if unknown.is_empty() {
+        return out;
+    }
+    let looked_up = tokio::task::spawn_blocking(move || {
+        unknown
+            .into_iter()
+            .map(|pid| {
+                let id = processes::identity(pid, &labels)
+                    .filter(|id| processes::is_alive_state(id.state))
+                    .map(|id| crate::model::PidIdentity {
+                        start_time: id.start_time,
+                        chat_label: id.chat_label,
+                    });
+                (pid, id)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    out.extend(looked_up);
+    out
+}
+
 pub fn log_summary(r: &PassReport) {
     let counts = r.results.iter().fold(
         std::collections::BTreeMap::<&str, usize>::new(),

@@ -12,7 +12,8 @@
 //!
 //! Cost: [`scan`] runs every pass on hosts with thousands of processes. It
 //! reads each process's environment first (one small read through an
-//! already open `/proc/<pid>` handle) and reads `stat`, `cmdline` and `cwd`
+//! already open `/proc/<pid>` handle into a reused buffer, searched in
+//! place) and reads `stat`, `cmdline` and `cwd`
 //! only for the few that carry the label. [`Snapshot::take`] reads `stat`
 //! alone; [`processes_in`] reads `cwd` alone and `stat`/`cmdline` only for
 //! the processes that match.
@@ -93,36 +94,69 @@ pub fn is_alive_state(state: char) -> bool {
 /// non-empty value, except the calling process. See the module docs for
 /// what is skipped and what it costs.
 pub fn scan(labels: &LabelNames) -> Scan {
-    let me = std::process::id() as i32;
-    let mut out = Scan::default();
-    let all = match procfs::process::all_processes() {
-        Ok(all) => all,
+    let pids = match list_pids() {
+        Ok(pids) => pids,
         Err(e) => {
             tracing::warn!(error = %e, "cannot list /proc; no agent process observed");
-            return out;
+            return Scan::default();
         }
     };
     let boot = boot_time();
-    for entry in all {
-        let process = match entry {
+    // Reading environments is most of a pass's cost on a busy host, and
+    // each read is independent: split them over the cores.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let chunk = pids.len().div_ceil(threads).max(64);
+    let mut out = Scan::default();
+    std::thread::scope(|s| {
+        let parts: Vec<_> = pids
+            .chunks(chunk)
+            .skip(1)
+            .map(|part| s.spawn(move || scan_part(part, labels, boot)))
+            .collect();
+        let first = scan_part(pids.chunks(chunk).next().unwrap_or(&[]), labels, boot);
+        // A thread that panicked is redone here rather than leave agents
+        // unseen.
+        let rest = parts
+            .into_iter()
+            .zip(pids.chunks(chunk).skip(1))
+            .map(|(h, part)| h.join().unwrap_or_else(|_| scan_part(part, labels, boot)));
+        for part in std::iter::once(first).chain(rest) {
+            out.processes.extend(part.processes);
+            out.skipped += part.skipped;
+        }
+    });
+    out.processes.sort_by_key(|p| p.pid);
+    out
+}
+
+/// Every pid in `/proc` except this process's.
+fn list_pids() -> std::io::Result<Vec<i32>> {
+    let me = std::process::id() as i32;
+    Ok(std::fs::read_dir("/proc")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid != me)
+        .collect())
+}
+
+fn scan_part(pids: &[i32], labels: &LabelNames, boot: Option<u64>) -> Scan {
+    let mut out = Scan::default();
+    // One buffer for every environment read: most processes are not
+    // agents.
+    let mut environ = Vec::with_capacity(8192);
+    for &pid in pids {
+        let process = match Process::new(pid) {
             Ok(p) => p,
             Err(e) => {
-                tracing::debug!(error = %e, "process vanished or unreadable; skipped");
+                tracing::debug!(pid, error = %e, "process vanished or unreadable; skipped");
                 out.skipped += 1;
                 continue;
             }
         };
-        if process.pid == me {
+        if let Err(e) = read_environ(&process, &mut environ) {
+            tracing::debug!(pid, error = %e, "environment unreadable; skipped");
+            out.skipped += 1;
             continue;
         }
-        let environ = match process.environ() {
-            Ok(env) => env,
-            Err(e) => {
-                tracing::debug!(pid = process.pid, error = %e, "environment unreadable; skipped");
-                out.skipped += 1;
-                continue;
-            }
-        };
         let Some(chat_id) = label(&environ, &labels.chat) else {
             continue;
         };
@@ -130,19 +164,18 @@ pub fn scan(labels: &LabelNames) -> Scan {
             Ok(Some(agent)) => out.processes.push(agent),
             Ok(None) => {} // a zombie
             Err(e) => {
-                tracing::debug!(pid = process.pid, error = %e, "labelled process unreadable; skipped");
+                tracing::debug!(pid, error = %e, "labelled process unreadable; skipped");
                 out.skipped += 1;
             }
         }
     }
-    out.processes.sort_by_key(|p| p.pid);
     out
 }
 
 fn read_agent(
     process: &Process,
     chat_id: String,
-    environ: &HashMap<std::ffi::OsString, std::ffi::OsString>,
+    environ: &[u8],
     labels: &LabelNames,
     boot: Option<u64>,
 ) -> procfs::ProcResult<Option<AgentProcess>> {
@@ -183,10 +216,10 @@ pub fn identity(pid: i32, labels: &LabelNames) -> Option<Identity> {
 pub(crate) fn identity_of(process: &Process, labels: &LabelNames) -> Option<Identity> {
     let stat = process.stat().ok()?;
     // A zombie's environment reads empty; any error means no label either.
-    let chat_label = process
-        .environ()
+    let mut environ = Vec::new();
+    let chat_label = read_environ(process, &mut environ)
         .ok()
-        .and_then(|env| label(&env, &labels.chat));
+        .and_then(|()| label(&environ, &labels.chat));
     Some(Identity {
         start_time: stat.starttime,
         state: stat.state,
@@ -386,11 +419,30 @@ impl Snapshot {
     }
 }
 
-/// The value of `name` in `environ` when present, valid UTF-8 and non-empty.
-fn label(environ: &HashMap<std::ffi::OsString, std::ffi::OsString>, name: &str) -> Option<String> {
+/// Reads the raw environment (`NAME=value` entries, each ending in NUL)
+/// through the process's open `/proc/<pid>` handle into `buf`.
+fn read_environ(process: &Process, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    use std::io::Read;
+    buf.clear();
+    process
+        .open_relative("environ")
+        .map_err(std::io::Error::other)?
+        .read_to_end(buf)?;
+    Ok(())
+}
+
+/// The value of `name` in a raw environment when present, valid UTF-8 and
+/// non-empty. The first entry of that name wins, as with `getenv`.
+fn label(environ: &[u8], name: &str) -> Option<String> {
+    let name = name.as_bytes();
     environ
-        .get(OsStr::new(name))
-        .and_then(|v| v.to_str())
+        .split(|b| *b == 0)
+        .find_map(|entry| {
+            entry
+                .strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix(b"="))
+        })
+        .and_then(|v| std::str::from_utf8(v).ok())
         .filter(|v| !v.is_empty())
         .map(str::to_owned)
 }

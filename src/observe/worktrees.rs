@@ -27,32 +27,62 @@ pub struct Observed {
 /// blocking thread.
 pub fn observe(root: &WorktreeRoot, rows: &[WorktreeRow], repositories: &[PathBuf]) -> Observed {
     let mut out = Observed::default();
-    match fs::read_dir(root.path()) {
-        Ok(entries) => {
-            for entry in entries {
-                match entry.and_then(|e| {
-                    let meta = fs::symlink_metadata(e.path())?;
-                    Ok((e, meta))
-                }) {
-                    Ok((e, meta)) => out.dirs.push(entry_of(e.path(), &meta)),
+    let paths: Vec<PathBuf> = match fs::read_dir(root.path()) {
+        Ok(entries) => entries
+            .filter_map(|entry| match entry {
+                Ok(e) => Some(e.path()),
+                Err(err) => {
+                    out.errors
+                        .push(format!("reading {}: {err}", root.path().display()));
+                    None
+                }
+            })
+            .collect(),
+        Err(err) => {
+            out.errors.push(format!(
+                "listing worktree root {}: {err}",
+                root.path().display()
+            ));
+            Vec::new()
+        }
+    };
+    // Each entry and each row path is a handful of small reads, all
+    // independent: with hundreds of worktrees, split them over the cores.
+    std::thread::scope(|s| {
+        let checks = s.spawn(|| {
+            rows.iter()
+                .map(|row| (row.id.clone(), root.check(&row.path)))
+                .collect::<Vec<_>>()
+        });
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        let chunk = paths.len().div_ceil(threads).max(32);
+        let parts: Vec<_> = paths
+            .chunks(chunk)
+            .map(|part| s.spawn(move || part.iter().map(|p| entry_at(p)).collect::<Vec<_>>()))
+            .collect();
+        // A thread that panicked is redone here: a partial view could make
+        // an owned directory look like an orphan. (Should it panic again,
+        // the whole observation fails and the pass reaps nothing.)
+        for (part, paths) in parts.into_iter().zip(paths.chunks(chunk)) {
+            let part = part
+                .join()
+                .unwrap_or_else(|_| paths.iter().map(|p| entry_at(p)).collect());
+            for entry in part {
+                match entry {
+                    Ok(Some(dir)) => out.dirs.push(dir),
                     // Vanished between listing and stat: nothing to do.
-                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(err) => out
-                        .errors
-                        .push(format!("reading {}: {err}", root.path().display())),
+                    Ok(None) => {}
+                    Err(err) => out.errors.push(err),
                 }
             }
         }
-        Err(err) => out.errors.push(format!(
-            "listing worktree root {}: {err}",
-            root.path().display()
-        )),
-    }
+        out.row_paths = checks.join().unwrap_or_else(|_| {
+            rows.iter()
+                .map(|row| (row.id.clone(), root.check(&row.path)))
+                .collect()
+        });
+    });
     out.dirs.sort_by(|a, b| a.name.cmp(&b.name));
-
-    for row in rows {
-        out.row_paths.push((row.id.clone(), root.check(&row.path)));
-    }
 
     // Every main repository this host's worktrees belong to, by their own
     // `.git` files and by the rows.
@@ -75,6 +105,15 @@ pub fn observe(root: &WorktreeRoot, rows: &[WorktreeRow], repositories: &[PathBu
         }
     }
     out
+}
+
+/// The entry at `path`; `None` when it vanished since the listing.
+fn entry_at(path: &std::path::Path) -> Result<Option<WorktreeDir>, String> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) => Ok(Some(entry_of(path.to_path_buf(), &meta))),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(format!("reading {}: {err}", path.display())),
+    }
 }
 
 fn entry_of(path: PathBuf, meta: &fs::Metadata) -> WorktreeDir {

@@ -94,6 +94,17 @@ pub struct AuditRecord {
     pub detail: serde_json::Value,
 }
 
+/// The rows of one host: the first half of its desired state.
+#[derive(Clone, Debug, Default)]
+pub struct HostRows {
+    /// Worktree rows not yet `removed`.
+    pub worktrees: Vec<WorktreeRow>,
+    /// Open agent_sessions rows.
+    pub agent_sessions: Vec<AgentSessionRow>,
+    /// Main repositories named by any worktree row, removed or not.
+    pub repositories: Vec<PathBuf>,
+}
+
 /// The ids a pass met besides the rows of its host, whose liveness it needs.
 #[derive(Clone, Debug, Default)]
 pub struct Interest {
@@ -197,15 +208,49 @@ impl Store {
     /// The desired state of `host`: its worktree rows not yet removed, its
     /// open agent rows, and the liveness of every chat and session they or
     /// `interest` name, and the repositories its worktrees belong to. Five
-    /// queries, whatever the size of the tables.
+    /// queries, whatever the size of the tables: [`Store::host_rows`] then
+    /// [`Store::liveness`].
     pub async fn desired_state(
         &self,
         host: &str,
         interest: &Interest,
     ) -> Result<DesiredState, StoreError> {
+        let rows = self.host_rows(host).await?;
+        self.liveness(rows, interest).await
+    }
+
+    /// What `host` has: its worktree rows not yet removed, its open agent
+    /// rows and the repositories of its worktrees. Three queries.
+    pub async fn host_rows(&self, host: &str) -> Result<HostRows, StoreError> {
         let worktrees = self.worktree_rows(host).await?;
         let agent_sessions = self.open_agent_rows(host).await?;
+        let repositories = with_pool!(self, p => {
+            sqlx::query(self.sql().repositories_of_host).bind(host).fetch_all(p).await
+                .and_then(|rows| rows.into_iter().map(|r| r.try_get::<String, _>("repo_path")).collect::<Result<Vec<_>, _>>())
+        })
+        .map_err(|e| self.query_err("reading repositories", e))?
+        .into_iter()
+        .map(PathBuf::from)
+        .collect();
+        Ok(HostRows {
+            worktrees,
+            agent_sessions,
+            repositories,
+        })
+    }
 
+    /// Completes `rows` into the desired state: the liveness of every chat
+    /// and session the rows or `interest` name. Two queries.
+    pub async fn liveness(
+        &self,
+        rows: HostRows,
+        interest: &Interest,
+    ) -> Result<DesiredState, StoreError> {
+        let HostRows {
+            worktrees,
+            agent_sessions,
+            repositories,
+        } = rows;
         let mut chat_ids = interest.chats.clone();
         chat_ids.extend(agent_sessions.iter().map(|r| r.chat_id.clone()));
         let chats = self.chat_states(&chat_ids).await?;
@@ -219,14 +264,6 @@ impl Store {
                 .filter_map(|c| c.chat.as_ref().map(|c| c.session_id.clone())),
         );
         let sessions = self.session_states(&session_ids).await?;
-        let repositories = with_pool!(self, p => {
-            sqlx::query(self.sql().repositories_of_host).bind(host).fetch_all(p).await
-                .and_then(|rows| rows.into_iter().map(|r| r.try_get::<String, _>("repo_path")).collect::<Result<Vec<_>, _>>())
-        })
-        .map_err(|e| self.query_err("reading repositories", e))?
-        .into_iter()
-        .map(PathBuf::from)
-        .collect();
 
         Ok(DesiredState {
             worktrees,
