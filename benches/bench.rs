@@ -1251,6 +1251,54 @@ fn git_loop(host: &Host, script: &str) -> anyhow::Result<f64> {
     Ok(took)
 }
 
+/// Where the check of one worktree goes, one worktree after the other on
+/// one core (medians over the live worktrees, logged): the controller's
+/// mount-point walk and git preflight, and git's two commands.
+fn preflight_breakdown(host: &Host, config: &Config) -> anyhow::Result<()> {
+    use boo_reconciler::git::preflight::{preflight, Preflight};
+    let precious = config.precious_globs();
+    let (mut mounts, mut ours, mut status, mut revlist) = (vec![], vec![], vec![], vec![]);
+    for (_, path) in &host.live {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let t = Instant::now();
+        std::hint::black_box(act::remove::mount_points_inside(path)?);
+        mounts.push(ms(t.elapsed()));
+        let t = Instant::now();
+        std::hint::black_box(preflight(&Preflight {
+            worktree: path,
+            branch: Some(&format!("boo/{name}")),
+            base_ref: Some("main"),
+            precious: &precious,
+        }));
+        ours.push(ms(t.elapsed()));
+        let t = Instant::now();
+        git(path, &["status", "--porcelain=v2", "--untracked-files=all"])?;
+        status.push(ms(t.elapsed()));
+        let t = Instant::now();
+        git(
+            path,
+            &[
+                "rev-list",
+                "HEAD",
+                "--not",
+                &format!("--exclude=boo/{name}"),
+                "--branches",
+                "--tags",
+                "--remotes",
+            ],
+        )?;
+        revlist.push(ms(t.elapsed()));
+    }
+    eprintln!(
+        "    preflight breakdown per worktree (one core): controller mount walk {}, git preflight (libgit2) {}; git status {}, git rev-list {}",
+        fmt_ms(spread(&mounts).median),
+        fmt_ms(spread(&ours).median),
+        fmt_ms(spread(&status).median),
+        fmt_ms(spread(&revlist).median),
+    );
+    Ok(())
+}
+
 async fn preflight_and_removal(
     args: &Args,
     host: &Host,
@@ -1266,6 +1314,7 @@ async fn preflight_and_removal(
         ours.push(controller_preflight(host, config).await?);
         theirs.push(git_loop(host, &script)?);
     }
+    preflight_breakdown(host, config)?;
     let (o, g) = (spread(&ours), spread(&theirs));
     let w = host.live.len();
     table.timed(format!("4. preflight of W={w}: controller"), "-", o, None);
