@@ -540,6 +540,23 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn labels_are_read_from_the_raw_environment_by_exact_name() {
+        let env = b"PATH=/bin\0BOO_CHAT_ID_OLD=x\0XBOO_CHAT_ID=y\0BOO_CHAT_ID=c1\0BOO_CHAT_ID=c2\0EMPTY=\0BAD=\xff\0NOEQUALS\0";
+        // Not a longer name that starts with it, nor one that ends with it;
+        // the first of two entries wins, as with getenv.
+        assert_eq!(label(env, "BOO_CHAT_ID").as_deref(), Some("c1"));
+        assert_eq!(label(env, "EMPTY"), None);
+        assert_eq!(label(env, "BAD"), None);
+        assert_eq!(label(env, "NOEQUALS"), None);
+        assert_eq!(label(env, "MISSING"), None);
+        assert_eq!(label(b"", "BOO_CHAT_ID"), None);
+        assert_eq!(
+            label(b"BOO_CHAT_ID=last", "BOO_CHAT_ID").as_deref(),
+            Some("last")
+        );
+    }
+
+    #[test]
     fn alive_states() {
         for s in ['R', 'S', 'D', 'T', 't', 'I', 'W'] {
             assert!(is_alive_state(s), "{s}");
