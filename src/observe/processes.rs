@@ -12,8 +12,8 @@
 //!
 //! Cost: [`scan`] runs every pass on hosts with thousands of processes. It
 //! reads each process's environment first (one small read through an
-//! already open `/proc/<pid>` handle into a reused buffer, searched in
-//! place) and reads `stat`, `cmdline` and `cwd`
+//! already open `/proc/<pid>` handle, searched in place, the processes
+//! spread over the cores) and reads `stat`, `cmdline` and `cwd`
 //! only for the few that carry the label. [`Snapshot::take`] reads `stat`
 //! alone; [`processes_in`] reads `cwd` alone and `stat`/`cmdline` only for
 //! the processes that match.
@@ -102,29 +102,15 @@ pub fn scan(labels: &LabelNames) -> Scan {
         }
     };
     let boot = boot_time();
-    // Reading environments is most of a pass's cost on a busy host, and
-    // each read is independent: split them over the cores.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-    let chunk = pids.len().div_ceil(threads).max(64);
+    // Reading environments is most of a pass's cost on a busy host.
     let mut out = Scan::default();
-    std::thread::scope(|s| {
-        let parts: Vec<_> = pids
-            .chunks(chunk)
-            .skip(1)
-            .map(|part| s.spawn(move || scan_part(part, labels, boot)))
-            .collect();
-        let first = scan_part(pids.chunks(chunk).next().unwrap_or(&[]), labels, boot);
-        // A thread that panicked is redone here rather than leave agents
-        // unseen.
-        let rest = parts
-            .into_iter()
-            .zip(pids.chunks(chunk).skip(1))
-            .map(|(h, part)| h.join().unwrap_or_else(|_| scan_part(part, labels, boot)));
-        for part in std::iter::once(first).chain(rest) {
-            out.processes.extend(part.processes);
-            out.skipped += part.skipped;
+    for seen in super::on_cores(&pids, 64, |pid| scan_one(*pid, labels, boot)) {
+        match seen {
+            Seen::Agent(agent) => out.processes.push(*agent),
+            Seen::NotAnAgent => {}
+            Seen::Skipped => out.skipped += 1,
         }
-    });
+    }
     out.processes.sort_by_key(|p| p.pid);
     out
 }
@@ -138,38 +124,56 @@ fn list_pids() -> std::io::Result<Vec<i32>> {
         .collect())
 }
 
-fn scan_part(pids: &[i32], labels: &LabelNames, boot: Option<u64>) -> Scan {
-    let mut out = Scan::default();
-    // One buffer for every environment read: most processes are not
-    // agents.
-    let mut environ = Vec::with_capacity(8192);
-    for &pid in pids {
-        let process = match Process::new(pid) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::debug!(pid, error = %e, "process vanished or unreadable; skipped");
-                out.skipped += 1;
-                continue;
-            }
-        };
-        if let Err(e) = read_environ(&process, &mut environ) {
-            tracing::debug!(pid, error = %e, "environment unreadable; skipped");
-            out.skipped += 1;
-            continue;
+/// What the scan made of one pid.
+enum Seen {
+    Agent(Box<AgentProcess>),
+    /// Unlabelled, or a zombie.
+    NotAnAgent,
+    /// Gone mid-read, or not ours to read.
+    Skipped,
+}
+
+fn scan_one(pid: i32, labels: &LabelNames, boot: Option<u64>) -> Seen {
+    let process = match Process::new(pid) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::debug!(pid, error = %e, "process vanished or unreadable; skipped");
+            return Seen::Skipped;
         }
-        let Some(chat_id) = label(&environ, &labels.chat) else {
-            continue;
+    };
+    thread_local! {
+        // One buffer per scanning thread: most processes are not agents,
+        // and growing a fresh buffer for each would cost more than the read.
+        static ENVIRON: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    ENVIRON.with_borrow_mut(|environ| {
+        if let Err(e) = read_environ(&process, environ) {
+            tracing::debug!(pid, error = %e, "environment unreadable; skipped");
+            return Seen::Skipped;
+        }
+        let Some(chat_id) = label(environ, &labels.chat) else {
+            return Seen::NotAnAgent;
         };
-        match read_agent(&process, chat_id, &environ, labels, boot) {
-            Ok(Some(agent)) => out.processes.push(agent),
-            Ok(None) => {} // a zombie
-            Err(e) => {
-                tracing::debug!(pid, error = %e, "labelled process unreadable; skipped");
-                out.skipped += 1;
-            }
+        agent_of(&process, chat_id, environ, labels, boot)
+    })
+}
+
+fn agent_of(
+    process: &Process,
+    chat_id: String,
+    environ: &[u8],
+    labels: &LabelNames,
+    boot: Option<u64>,
+) -> Seen {
+    let pid = process.pid;
+    match read_agent(process, chat_id, environ, labels, boot) {
+        Ok(Some(agent)) => Seen::Agent(Box::new(agent)),
+        Ok(None) => Seen::NotAnAgent, // a zombie
+        Err(e) => {
+            tracing::debug!(pid, error = %e, "labelled process unreadable; skipped");
+            Seen::Skipped
         }
     }
-    out
 }
 
 fn read_agent(

@@ -46,42 +46,16 @@ pub fn observe(root: &WorktreeRoot, rows: &[WorktreeRow], repositories: &[PathBu
             Vec::new()
         }
     };
-    // Each entry and each row path is a handful of small reads, all
-    // independent: with hundreds of worktrees, split them over the cores.
-    std::thread::scope(|s| {
-        let checks = s.spawn(|| {
-            rows.iter()
-                .map(|row| (row.id.clone(), root.check(&row.path)))
-                .collect::<Vec<_>>()
-        });
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-        let chunk = paths.len().div_ceil(threads).max(32);
-        let parts: Vec<_> = paths
-            .chunks(chunk)
-            .map(|part| s.spawn(move || part.iter().map(|p| entry_at(p)).collect::<Vec<_>>()))
-            .collect();
-        // A thread that panicked is redone here: a partial view could make
-        // an owned directory look like an orphan. (Should it panic again,
-        // the whole observation fails and the pass reaps nothing.)
-        for (part, paths) in parts.into_iter().zip(paths.chunks(chunk)) {
-            let part = part
-                .join()
-                .unwrap_or_else(|_| paths.iter().map(|p| entry_at(p)).collect());
-            for entry in part {
-                match entry {
-                    Ok(Some(dir)) => out.dirs.push(dir),
-                    // Vanished between listing and stat: nothing to do.
-                    Ok(None) => {}
-                    Err(err) => out.errors.push(err),
-                }
-            }
+    // Hundreds of entries and row paths, each a handful of small reads.
+    for entry in super::on_cores(&paths, 32, |p| entry_at(p)) {
+        match entry {
+            Ok(Some(dir)) => out.dirs.push(dir),
+            // Vanished between listing and stat: nothing to do.
+            Ok(None) => {}
+            Err(err) => out.errors.push(err),
         }
-        out.row_paths = checks.join().unwrap_or_else(|_| {
-            rows.iter()
-                .map(|row| (row.id.clone(), root.check(&row.path)))
-                .collect()
-        });
-    });
+    }
+    out.row_paths = super::on_cores(rows, 32, |row| (row.id.clone(), root.check(&row.path)));
     out.dirs.sort_by(|a, b| a.name.cmp(&b.name));
 
     // Every main repository this host's worktrees belong to, by their own
