@@ -1,7 +1,7 @@
 //! Talking to a running controller over its HTTP API: `status` reads
 //! `/status`; `once` beside a live daemon nudges it instead of acting.
+//! [`crate::status`] renders what comes back for people.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -63,10 +63,6 @@ impl Client {
         format!("http://{addr}")
     }
 
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
     /// `GET /status`.
     pub async fn status(&self) -> Result<Value, ClientError> {
         self.send(self.http.get(format!("{}/status", self.base)))
@@ -126,61 +122,6 @@ pub fn exit_code_of(answer: &Value) -> u8 {
     }
 }
 
-/// A nudge's answer as readable lines: one per action with its outcome.
-pub fn render_answer(base: &str, answer: &Value) -> String {
-    let text = |v: &Value| match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    };
-    let mut out = String::new();
-    let actions = answer["actions"].as_array().map_or(&[][..], Vec::as_slice);
-    let _ = writeln!(
-        out,
-        "reconciled by the running controller at {base} ({} {}) in {} ms: {}, {} action(s)",
-        text(&answer["scope"]),
-        text(
-            answer
-                .get("chat_id")
-                .or(answer.get("session_id"))
-                .unwrap_or(&Value::Null)
-        ),
-        text(&answer["duration_ms"]),
-        text(&answer["result"]),
-        actions.len(),
-    );
-    for a in actions {
-        let message = a["message"].as_str().filter(|m| !m.is_empty());
-        let _ = writeln!(
-            out,
-            "  {:<8} {} {} — {}{}",
-            text(&a["outcome"]),
-            text(&a["kind"]),
-            text(&a["target"]),
-            text(&a["reason"]),
-            message.map(|m| format!(" ({m})")).unwrap_or_default(),
-        );
-    }
-    for k in answer["at_risk"].as_array().into_iter().flatten() {
-        let reasons: Vec<String> = k["reasons"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|r| text(&r["kind"]))
-            .collect();
-        let _ = writeln!(
-            out,
-            "  kept at risk: {} ({})",
-            text(&k["target"]),
-            reasons.join(", ")
-        );
-    }
-    for e in answer["errors"].as_array().into_iter().flatten() {
-        let _ = writeln!(out, "  error: {}", text(e));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,27 +149,5 @@ mod tests {
         assert_eq!(exit_code_of(&json!({"result": "at_risk"})), 3);
         assert_eq!(exit_code_of(&json!({"result": "error"})), 1);
         assert_eq!(exit_code_of(&json!({})), 1);
-    }
-
-    #[test]
-    fn an_answer_renders_each_action_and_what_was_kept() {
-        let a = serde_json::json!({
-            "scope": "chat", "chat_id": "c1", "duration_ms": 12, "result": "at_risk",
-            "actions": [{"outcome": "done", "kind": "terminate_process",
-                "target": "process:42", "reason": "chat archived", "message": ""}],
-            "at_risk": [{"target": "worktree:/r/w", "reasons": [{"kind": "untracked"}]}],
-            "errors": ["x"]
-        });
-        let s = render_answer("http://127.0.0.1:7878", &a);
-        assert!(
-            s.contains("(chat c1) in 12 ms: at_risk, 1 action(s)"),
-            "{s}"
-        );
-        assert!(
-            s.contains("done     terminate_process process:42 — chat archived\n"),
-            "{s}"
-        );
-        assert!(s.contains("kept at risk: worktree:/r/w (untracked)"), "{s}");
-        assert!(s.contains("error: x"), "{s}");
     }
 }

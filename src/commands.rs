@@ -185,7 +185,7 @@ async fn nudge_daemon(
             if json {
                 println!("{}", serde_json::to_string_pretty(&answer)?);
             } else {
-                print!("{}", crate::client::render_answer(&base, &answer));
+                print!("{}", crate::status::render_answer(&base, &answer));
             }
             Ok(Some(crate::client::exit_code_of(&answer)))
         }

@@ -1,5 +1,6 @@
-//! `boo-reconciler status`: the running controller's `/status`, as tables
-//! for people or as JSON.
+//! What a running controller answers, for people: `boo-reconciler status`
+//! renders its `/status` as tables, and `once` beside a daemon renders the
+//! daemon's answer to its nudge.
 
 use serde_json::Value;
 use std::fmt::Write as _;
@@ -7,40 +8,35 @@ use std::fmt::Write as _;
 /// The status document as readable tables.
 pub fn render(s: &Value) -> String {
     let mut out = String::new();
-    let str_of = |v: &Value| match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    };
     let _ = writeln!(
         out,
         "boo-reconciler {} on host {} — {} (up {}s, queue {})",
-        str_of(&s["version"]),
-        str_of(&s["host"]),
+        text(&s["version"]),
+        text(&s["host"]),
         match s["role"].as_str() {
-            Some("standby") => format!("STANDBY: {}", str_of(&s["why"])),
+            Some("standby") => format!("STANDBY: {}", text(&s["why"])),
             Some(r) => r.to_string(),
             None => "-".into(),
         },
-        str_of(&s["uptime_secs"]),
-        str_of(&s["queue_depth"]),
+        text(&s["uptime_secs"]),
+        text(&s["queue_depth"]),
     );
-    let _ = writeln!(out, "next pass: {}", str_of(&s["next_pass_at"]));
+    let _ = writeln!(out, "next pass: {}", text(&s["next_pass_at"]));
     if let Some(p) = s.get("last_host_pass").filter(|p| !p.is_null()) {
         let _ = writeln!(
             out,
             "last host pass: {} ({}), {} ms, {} action(s), {} error(s)",
-            str_of(&p["started_at"]),
-            str_of(&p["trigger"]),
-            str_of(&p["duration_ms"]),
+            text(&p["started_at"]),
+            text(&p["trigger"]),
+            text(&p["duration_ms"]),
             p["results"].as_array().map_or(0, Vec::len),
             p["errors"].as_array().map_or(0, Vec::len),
         );
         for e in p["errors"].as_array().into_iter().flatten() {
-            let _ = writeln!(out, "  error: {}", str_of(e));
+            let _ = writeln!(out, "  error: {}", text(e));
         }
         for e in p["warnings"].as_array().into_iter().flatten() {
-            let _ = writeln!(out, "  warning: {}", str_of(e));
+            let _ = writeln!(out, "  warning: {}", text(e));
         }
     }
     table(
@@ -52,10 +48,10 @@ pub fn render(s: &Value) -> String {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .map(|r| str_of(&r["kind"]))
+                .map(|r| text(&r["kind"]))
                 .collect::<Vec<_>>()
                 .join(", ");
-            vec![str_of(&w["target"]), str_of(&w["session_id"]), reasons]
+            vec![text(&w["target"]), text(&w["session_id"]), reasons]
         }),
     );
     table(
@@ -68,10 +64,10 @@ pub fn render(s: &Value) -> String {
             .flatten()
             .map(|d| {
                 vec![
-                    str_of(&d["target"]),
-                    str_of(&d["kind"]),
-                    str_of(&d["state"]),
-                    str_of(&d["reason"]),
+                    text(&d["target"]),
+                    text(&d["kind"]),
+                    text(&d["state"]),
+                    text(&d["reason"]),
                 ]
             }),
     );
@@ -81,10 +77,10 @@ pub fn render(s: &Value) -> String {
         &["TARGET", "FAILURES", "NEXT IN", "LAST ERROR"],
         s["backoff"].as_array().into_iter().flatten().map(|b| {
             vec![
-                str_of(&b["target"]),
-                str_of(&b["failures"]),
-                format!("{}s", str_of(&b["next_attempt_in_secs"])),
-                str_of(&b["last_error"]),
+                text(&b["target"]),
+                text(&b["failures"]),
+                format!("{}s", text(&b["next_attempt_in_secs"])),
+                text(&b["last_error"]),
             ]
         }),
     );
@@ -103,15 +99,74 @@ pub fn render(s: &Value) -> String {
                     _ => "-".into(),
                 };
                 vec![
-                    str_of(&p["started_at"]),
-                    str_of(&p["trigger"]),
+                    text(&p["started_at"]),
+                    text(&p["trigger"]),
                     scope,
-                    str_of(&p["duration_ms"]),
-                    str_of(&p["actions"]),
-                    str_of(&p["result"]),
+                    text(&p["duration_ms"]),
+                    text(&p["actions"]),
+                    text(&p["result"]),
                 ]
             }),
     );
+    out
+}
+
+/// A JSON value as a cell: strings bare, null as `-`.
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// A nudge's answer as readable lines: one per action with its outcome.
+pub fn render_answer(base: &str, answer: &Value) -> String {
+    let mut out = String::new();
+    let actions = answer["actions"].as_array().map_or(&[][..], Vec::as_slice);
+    let _ = writeln!(
+        out,
+        "reconciled by the running controller at {base} ({} {}) in {} ms: {}, {} action(s)",
+        text(&answer["scope"]),
+        text(
+            answer
+                .get("chat_id")
+                .or(answer.get("session_id"))
+                .unwrap_or(&Value::Null)
+        ),
+        text(&answer["duration_ms"]),
+        text(&answer["result"]),
+        actions.len(),
+    );
+    for a in actions {
+        let message = a["message"].as_str().filter(|m| !m.is_empty());
+        let _ = writeln!(
+            out,
+            "  {:<8} {} {} — {}{}",
+            text(&a["outcome"]),
+            text(&a["kind"]),
+            text(&a["target"]),
+            text(&a["reason"]),
+            message.map(|m| format!(" ({m})")).unwrap_or_default(),
+        );
+    }
+    for k in answer["at_risk"].as_array().into_iter().flatten() {
+        let reasons: Vec<String> = k["reasons"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| text(&r["kind"]))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  kept at risk: {} ({})",
+            text(&k["target"]),
+            reasons.join(", ")
+        );
+    }
+    for e in answer["errors"].as_array().into_iter().flatten() {
+        let _ = writeln!(out, "  error: {}", text(e));
+    }
     out
 }
 
@@ -181,5 +236,27 @@ mod tests {
         );
         assert!(text.contains("PENDING DRIFT\n  (none)"), "{text}");
         assert!(text.contains("chat c1"), "{text}");
+    }
+
+    #[test]
+    fn an_answer_renders_each_action_and_what_was_kept() {
+        let a = serde_json::json!({
+            "scope": "chat", "chat_id": "c1", "duration_ms": 12, "result": "at_risk",
+            "actions": [{"outcome": "done", "kind": "terminate_process",
+                "target": "process:42", "reason": "chat archived", "message": ""}],
+            "at_risk": [{"target": "worktree:/r/w", "reasons": [{"kind": "untracked"}]}],
+            "errors": ["x"]
+        });
+        let s = render_answer("http://127.0.0.1:7878", &a);
+        assert!(
+            s.contains("(chat c1) in 12 ms: at_risk, 1 action(s)"),
+            "{s}"
+        );
+        assert!(
+            s.contains("done     terminate_process process:42 — chat archived\n"),
+            "{s}"
+        );
+        assert!(s.contains("kept at risk: worktree:/r/w (untracked)"), "{s}");
+        assert!(s.contains("error: x"), "{s}");
     }
 }
