@@ -128,11 +128,11 @@ impl Controller {
             scan,
             desired,
             recorded_pids,
-            observed,
+            mut observed,
             errors,
         } = host?;
         notes.errors.extend(errors);
-        notes.errors.extend(observed.errors.iter().cloned());
+        notes.errors.append(&mut observed.errors);
         notes.errors.extend(opencode_notes.errors);
         notes.warnings.extend(opencode_notes.warnings);
         let counts = Observed {
@@ -353,7 +353,6 @@ impl Controller {
     }
 }
 
-/// Logs a pass's summary line and its errors.
 /// What one observation of the host found.
 struct HostView {
     scan: processes::Scan,
@@ -417,6 +416,7 @@ async fn recorded_pids(
     out
 }
 
+/// Logs a pass's summary line and its errors.
 pub fn log_summary(r: &PassReport) {
     let counts = r.results.iter().fold(
         std::collections::BTreeMap::<&str, usize>::new(),
