@@ -916,36 +916,44 @@ async fn rss(host: &Host, db: &Db, chats: usize, table: &mut Table) -> anyhow::R
     Ok(())
 }
 
-/// D archived sessions, each with one clean worktree, one chat whose agent
-/// is two processes that exit on TERM (a shell and its child), and rows.
-struct Drift {
+/// Sessions `tag-s<k>` for `k` in `ks`, each with one clean worktree
+/// `tag-w<k>`, one chat `tag-c<k>` whose agent runs `script` in the
+/// worktree, and their rows (session and chat with `status`, the worktree
+/// active, the agent row open with the agent's pid). The agents are killed
+/// and reaped on drop.
+struct Sessions {
     children: Vec<Child>,
 }
 
-impl Drift {
-    async fn make(host: &Host, db: &Db, tag: &str, d: usize) -> anyhow::Result<Drift> {
+impl Sessions {
+    async fn make(
+        host: &Host,
+        db: &Db,
+        tag: &str,
+        ks: std::ops::Range<usize>,
+        status: &str,
+        script: &str,
+    ) -> anyhow::Result<Sessions> {
         let mut children = Vec::new();
-        let mut sessions = Vec::new();
-        let mut chats = Vec::new();
-        let mut worktrees = Vec::new();
-        let mut agents = Vec::new();
+        let (mut sessions, mut chats, mut worktrees, mut agents) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let repo = host.repo.display();
-        for k in 0..d {
+        for k in ks {
             let (s, c, w) = (
                 format!("{tag}-s{k}"),
                 format!("{tag}-c{k}"),
                 format!("{tag}-w{k}"),
             );
             let path = add_worktree(&host.repo, &host.root, &w)?;
-            let child = spawn_agent(&host.labels, &c, &s, "sleep 1000000 & wait", &path)?;
+            let child = spawn_agent(&host.labels, &c, &s, script, &path)?;
             let pid = child.id() as i32;
             agents.push(format!(
                 "('{tag}-a{k}','{c}','{s}','goose','acp','{HOST}',{pid},{},'open')",
                 start_time(pid)?
             ));
             children.push(child);
-            sessions.push(format!("('{s}','archived')"));
-            chats.push(format!("('{c}','{s}','archived')"));
+            sessions.push(format!("('{s}','{status}')"));
+            chats.push(format!("('{c}','{s}','{status}')"));
             worktrees.push(format!(
                 "('{w}','{s}','{repo}','{}','boo/{w}','main','{HOST}','active')",
                 path.display()
@@ -968,11 +976,11 @@ impl Drift {
             agents.into_iter(),
         )
         .await?;
-        Ok(Drift { children })
+        Ok(Sessions { children })
     }
 }
 
-impl Drop for Drift {
+impl Drop for Sessions {
     fn drop(&mut self) {
         for c in &mut self.children {
             let _ = c.kill();
@@ -989,7 +997,10 @@ async fn drifted(args: &Args, host: &Host, db: &Db, table: &mut Table) -> anyhow
         let mut totals = Vec::new();
         for run in 0..args.runs {
             let tag = format!("{}-drift{d}r{run}", db.kind);
-            let drift = Drift::make(host, db, &tag, d).await?;
+            // Two processes per agent that exit on TERM: a shell and its
+            // child.
+            let drift =
+                Sessions::make(host, db, &tag, 0..d, "archived", "sleep 1000000 & wait").await?;
             nix::unistd::sync();
             let t = Instant::now();
             let r = pass(&controller, Scope::Host).await;
@@ -1046,47 +1057,7 @@ async fn nudges(args: &Args, host: &Host, db: &Db, table: &mut Table) -> anyhow:
     let mut i = 0;
     while i < args.nudges {
         let n = batch.min(args.nudges - i);
-        let mut children = Vec::new();
-        let mut rows = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let repo = host.repo.display();
-        for k in i..i + n {
-            let (s, c, w) = (
-                format!("{tag}-s{k}"),
-                format!("{tag}-c{k}"),
-                format!("{tag}-w{k}"),
-            );
-            let path = add_worktree(&host.repo, &host.root, &w)?;
-            let child = spawn_agent(&host.labels, &c, &s, "exec sleep 1000000", &path)?;
-            let pid = child.id() as i32;
-            rows.0.push(format!("('{s}','open')"));
-            rows.1.push(format!("('{c}','{s}','open')"));
-            rows.2.push(format!(
-                "('{w}','{s}','{repo}','{}','boo/{w}','main','{HOST}','active')",
-                path.display()
-            ));
-            rows.3.push(format!(
-                "('{tag}-a{k}','{c}','{s}','goose','acp','{HOST}',{pid},{},'open')",
-                start_time(pid)?
-            ));
-            children.push(child);
-        }
-        db.insert("INSERT INTO sessions (id, status)", rows.0.into_iter())
-            .await?;
-        db.insert(
-            "INSERT INTO chats (id, session_id, status)",
-            rows.1.into_iter(),
-        )
-        .await?;
-        db.insert(
-            "INSERT INTO worktrees (id, session_id, repo_path, path, branch, base_ref, host, state)",
-            rows.2.into_iter(),
-        )
-        .await?;
-        db.insert(
-            "INSERT INTO agent_sessions (id, chat_id, session_id, agent, backend, host, pid, pid_start_time, status)",
-            rows.3.into_iter(),
-        )
-        .await?;
+        let agents = Sessions::make(host, db, &tag, i..i + n, "open", "exec sleep 1000000").await?;
         // The fixture's own writes are flushed first: the nudges must not
         // pay for the write-back of the worktrees just checked out.
         nix::unistd::sync();
@@ -1137,10 +1108,7 @@ async fn nudges(args: &Args, host: &Host, db: &Db, table: &mut Table) -> anyhow:
                 bail!("nudge {k} did not tear the chat down: {status} {answer:#}");
             }
         }
-        for mut c in children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        drop(agents);
         i += n;
     }
     shutdown.cancel();

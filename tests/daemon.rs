@@ -136,8 +136,10 @@ impl Drop for Daemon {
     }
 }
 
-/// Runs a short command to completion on a blocking thread.
-async fn output(mut c: Command) -> Output {
+/// Runs `boo-reconciler args…` for `w` to completion, on a blocking thread.
+async fn cli(w: &World, port: u16, args: &[&str]) -> Output {
+    let mut c = bin(w, port);
+    c.args(args);
     tokio::task::spawn_blocking(move || c.output().unwrap())
         .await
         .unwrap()
@@ -169,23 +171,13 @@ async fn once_beside_a_running_daemon_nudges_it_and_status_shows_it(db: Db) {
     daemon.wait_for("pass finished", Duration::from_secs(30));
 
     // `status` reads the daemon: as JSON, and as tables.
-    let out = output({
-        let mut c = bin(&w, port);
-        c.args(["status", "--json"]);
-        c
-    })
-    .await;
+    let out = cli(&w, port, &["status", "--json"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
     let status: Value = serde_json::from_str(&stdout(&out)).expect("status JSON");
     assert_eq!(status["host"], HOST);
     assert_eq!(status["role"], "leader");
     assert_eq!(status["last_host_pass"]["trigger"], "startup");
-    let out = output({
-        let mut c = bin(&w, port);
-        c.arg("status");
-        c
-    })
-    .await;
+    let out = cli(&w, port, &["status"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
     let text = stdout(&out);
     assert!(text.contains(&format!("on host {HOST} — leader")), "{text}");
@@ -194,12 +186,7 @@ async fn once_beside_a_running_daemon_nudges_it_and_status_shows_it(db: Db) {
 
     // A daemon that refuses the nudge (a wrong token) will hold the lock
     // for good: `once` says so and fails instead of waiting for ever.
-    let out = output({
-        let mut c = bin(&w, port);
-        c.args(["--set", "http.token=wrong", "once"]);
-        c
-    })
-    .await;
+    let out = cli(&w, port, &["--set", "http.token=wrong", "once"]).await;
     assert_eq!(out.status.code(), Some(1), "{}", explain(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("refused the nudge"), "{err}");
@@ -212,12 +199,7 @@ async fn once_beside_a_running_daemon_nudges_it_and_status_shows_it(db: Db) {
         .await;
     w.sql("UPDATE sessions SET status = 'archived' WHERE id = 's1'")
         .await;
-    let out = output({
-        let mut c = bin(&w, port);
-        c.args(["once", "--session", "s1", "--json"]);
-        c
-    })
-    .await;
+    let out = cli(&w, port, &["once", "--session", "s1", "--json"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
     let answer: Value = serde_json::from_str(&stdout(&out)).expect("answer JSON");
     assert_eq!(answer["trigger"], "nudge", "the daemon ran it: {answer:#}");
@@ -241,12 +223,7 @@ async fn once_beside_a_running_daemon_nudges_it_and_status_shows_it(db: Db) {
     assert!(err.contains("asking it to reconcile"), "{err}");
 
     // Nothing left: the human answer says so, from the daemon again.
-    let out = output({
-        let mut c = bin(&w, port);
-        c.arg("once");
-        c
-    })
-    .await;
+    let out = cli(&w, port, &["once"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
     let text = stdout(&out);
     assert!(
@@ -277,12 +254,7 @@ async fn once_beside_a_running_daemon_nudges_it_and_status_shows_it(db: Db) {
     assert_eq!(daemon.stop(), Some(0));
     w.session("s2", "archived").await;
     let path2 = w.worktree("w2", "s2").await;
-    let out = output({
-        let mut c = bin(&w, port);
-        c.args(["once", "--json"]);
-        c
-    })
-    .await;
+    let out = cli(&w, port, &["once", "--json"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
     let report: Value = serde_json::from_str(&stdout(&out)).expect("report JSON");
     assert_eq!(report["trigger"], "command", "{report:#}");
