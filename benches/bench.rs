@@ -1146,6 +1146,7 @@ fn target_of(path: &Path) -> WorktreeTarget {
         row_id: Some(name.clone()),
         branch: Some(format!("boo/{name}")),
         base_ref: Some("main".into()),
+        repo_path: None,
         name,
         path: path.to_path_buf(),
     }
@@ -1237,7 +1238,9 @@ fn preflight_breakdown(host: &Host, config: &Config) -> anyhow::Result<()> {
             worktree: path,
             branch: Some(&format!("boo/{name}")),
             base_ref: Some("main"),
+            repo_path: None,
             precious: &precious,
+            timeout: boo_reconciler::git::cli::DEFAULT_TIMEOUT,
         }));
         ours.push(ms(t.elapsed()));
         let t = Instant::now();

@@ -70,6 +70,9 @@ pub struct WorktreeTarget {
     pub path: PathBuf,
     pub branch: Option<String>,
     pub base_ref: Option<String>,
+    /// The main repository the row names (untrusted: the preflight checks
+    /// that the directory is a worktree of exactly this repository).
+    pub repo_path: Option<PathBuf>,
 }
 
 /// A process to stop, as observed: `(pid, start_time)` is its identity.
@@ -687,6 +690,7 @@ fn plan_worktree_rows(
                     path: path.clone(),
                     branch: row.branch.clone(),
                     base_ref: row.base_ref.clone(),
+                    repo_path: Some(row.repo_path.clone()),
                 },
             },
             Some(PathCheck::Inside {
@@ -772,6 +776,7 @@ fn plan_orphan_dirs(
                     path: dir.path.clone(),
                     branch: None,
                     base_ref: None,
+                    repo_path: None,
                 },
             },
             owner: Owner::default(),

@@ -52,6 +52,11 @@ pub enum AtRisk {
     MountPoint { path: String },
     /// A process whose working directory is inside the worktree.
     InUse { pid: i32, command: String },
+    /// Entries the preflight (or git, as the worktree's owner) could not
+    /// read: what they hold is unknown, so the worktree is kept. Never
+    /// chmod'ed to get at them; `--force` does not override (an archive
+    /// could not hold them either).
+    Unreadable { count: usize, paths: Vec<String> },
     /// The preflight itself could not finish; without a verdict the
     /// worktree is kept.
     PreflightFailed { error: String },
@@ -70,6 +75,7 @@ impl AtRisk {
                 | AtRisk::InUse { .. }
                 | AtRisk::PreflightFailed { .. }
                 | AtRisk::NotAWorktree { .. }
+                | AtRisk::Unreadable { .. }
         )
     }
 
@@ -91,6 +97,7 @@ impl AtRisk {
             AtRisk::NotAWorktree { .. } => "not_a_worktree",
             AtRisk::MountPoint { .. } => "mount_point",
             AtRisk::InUse { .. } => "in_use",
+            AtRisk::Unreadable { .. } => "unreadable",
             AtRisk::PreflightFailed { .. } => "preflight_failed",
         }
     }
@@ -138,6 +145,7 @@ impl fmt::Display for AtRisk {
             AtRisk::NotAWorktree { detail } => write!(f, "not a git worktree: {detail}"),
             AtRisk::MountPoint { path } => write!(f, "mount point inside: {path}"),
             AtRisk::InUse { pid, command } => write!(f, "in use by pid {pid} ({command})"),
+            AtRisk::Unreadable { count, paths: p } => paths(f, "unreadable entr(y/ies)", *count, p),
             AtRisk::PreflightFailed { error } => write!(f, "preflight failed: {error}"),
         }
     }

@@ -835,7 +835,9 @@ pub fn inspect(root: &WorktreeRoot, wt: &WorktreeTarget, precious: &GlobSet) -> 
         worktree: &wt.path,
         branch: wt.branch.as_deref(),
         base_ref: wt.base_ref.as_deref(),
+        repo_path: wt.repo_path.as_deref(),
         precious,
+        timeout: git::cli::DEFAULT_TIMEOUT,
     }));
     Inspection::Reasons(reasons)
 }
@@ -855,7 +857,21 @@ pub fn archive_and_remove(
     // the main repository (the row's repo_path is untrusted input).
     let repo = git::admin::main_repository_of(&wt.path);
     if archive {
-        match git::archive::archive(&wt.path, &wt.name, SystemTime::now(), precious) {
+        let archived = git::archive::archive(&wt.path, &wt.name, SystemTime::now(), precious)
+            .map_err(|e| e.to_string())
+            .and_then(|a| {
+                // Built through libgit2: git's own view must find all of
+                // its work in it before anything is deleted.
+                git::verify::check_archive(
+                    &wt.path,
+                    &a.reference,
+                    precious,
+                    git::cli::DEFAULT_TIMEOUT,
+                )
+                .map(|()| a)
+                .map_err(|e| format!("the archive is incomplete: {e}"))
+            });
+        match archived {
             Ok(a) => {
                 detail.insert("archive".into(), serde_json::json!(a));
                 detail.insert("forced_over".into(), serde_json::json!(reasons));
@@ -870,6 +886,27 @@ pub fn archive_and_remove(
                     serde_json::Value::Object(detail),
                 )
             }
+        }
+    }
+    // Commits only the worktree's reflog and per-worktree refs reach would
+    // go with it: keep them first (not a reason to keep the worktree).
+    let timeout = git::cli::DEFAULT_TIMEOUT;
+    match git::preflight::unreferenced_history(&wt.path, timeout).and_then(|commits| {
+        git::keep::keep_history(&wt.path, &wt.name, &commits, SystemTime::now(), timeout)
+    }) {
+        Ok(Some(kept)) => {
+            detail.insert("history".into(), serde_json::json!(kept));
+        }
+        Ok(None) => {}
+        Err(e) => {
+            return (
+                Outcome::Failed {
+                    error: format!(
+                        "keeping the commits only its reflog reaches failed, nothing removed: {e}"
+                    ),
+                },
+                serde_json::Value::Object(detail),
+            )
         }
     }
     if let Err(e) = remove::remove_dir(root, &wt.path) {
@@ -887,6 +924,12 @@ pub fn archive_and_remove(
         ),
         None => "removed".to_string(),
     };
+    if let Some(h) = detail.get("history") {
+        note.push_str(&format!(
+            "; commits only its reflog reached kept under {}",
+            h["reference"].as_str().unwrap_or("?")
+        ));
+    }
     if let Some(repo) = repo {
         match git::admin::prune_for(&repo, &wt.path) {
             Ok(n) => {

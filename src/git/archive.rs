@@ -56,7 +56,7 @@ use super::paths::{
     common_dir_of_admin, dot_git, has_dot_git, is_inside, join_rel, open_exact, ref_component,
     rel_str, DotGit,
 };
-use super::preflight::{local_only_commits, reflog_head};
+use super::reach::{ref_tips, unreachable};
 use super::scan::scan;
 use super::GitError;
 
@@ -107,6 +107,28 @@ pub(crate) fn create_archive_ref(
         }
     }
     Err(git2::Error::from_str("no free archive ref name"))
+}
+
+/// The newest commit HEAD's reflog recorded, if the reflog has one that
+/// still exists.
+fn reflog_head(repo: &Repository) -> Option<Oid> {
+    let log = repo.reflog("HEAD").ok()?;
+    log.iter()
+        .map(|e| e.id_new())
+        .find(|id| !id.is_zero())
+        .filter(|id| repo.find_commit(*id).is_ok())
+}
+
+/// Commits of HEAD and the local branches of `repo` that no
+/// remote-tracking ref reaches.
+fn local_only_commits(repo: &Repository) -> Result<usize, git2::Error> {
+    let mut tips = Vec::new();
+    if let Ok(c) = repo.head().and_then(|h| h.peel_to_commit()) {
+        tips.push(c.id());
+    }
+    tips.extend(ref_tips(repo, &|n| !n.starts_with("refs/heads/"))?);
+    let hide = ref_tips(repo, &|n| !n.starts_with("refs/remotes/"))?;
+    Ok(unreachable(repo, &tips, &hide)?.len())
 }
 
 fn entry(path: &[u8], id: Oid, mode: u32) -> IndexEntry {

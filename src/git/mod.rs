@@ -2,10 +2,14 @@
 
 pub mod admin;
 pub mod archive;
+pub mod cli;
+pub mod keep;
 pub mod paths;
 pub mod preflight;
 pub(crate) mod reach;
 pub(crate) mod scan;
+pub mod status;
+pub mod verify;
 
 #[cfg(test)]
 pub(crate) mod testutil;

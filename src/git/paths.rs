@@ -284,7 +284,23 @@ pub fn admin_entries(common: &Path) -> io::Result<Vec<AdminEntry>> {
 
 /// Opens exactly the repository at `path` (a worktree directory or a git
 /// directory): no search upward, no `$GIT_DIR`.
+///
+/// Without libgit2's owner check: a root controller reads repositories that
+/// belong to the orchestrator's user, which the configuration makes it
+/// responsible for. The check exists to stop git from running a
+/// repository's configured programs (hooks, fsmonitor, filters, pagers) as
+/// the wrong user; libgit2 runs none of those, so reading through it runs
+/// no code of the repository's. (The git CLI, which would, is run as the
+/// owner instead: see [`super::cli`].)
 pub fn open_exact(path: &Path) -> Result<Repository, git2::Error> {
+    static OWNER_CHECK_OFF: std::sync::Once = std::sync::Once::new();
+    OWNER_CHECK_OFF.call_once(|| {
+        // SAFETY: a process-wide libgit2 option, set once before the first
+        // repository is opened through this function.
+        unsafe {
+            let _ = git2::opts::set_verify_owner_validation(false);
+        }
+    });
     Repository::open_ext(
         path,
         RepositoryOpenFlags::NO_SEARCH,

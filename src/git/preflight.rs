@@ -1,76 +1,93 @@
 //! The preflight: every reason removing a worktree would lose work.
 //!
+//! **Git's own view is the authority** (DESIGN rule 8). What `git status`
+//! shows the worktree's owner is what counts as work; the preflight asks
+//! the git CLI itself ([`super::cli`]: as the owner, hooks and fsmonitor
+//! off, bounded) and adds checks of its own for what git does not report.
+//! An added check can only keep a worktree, never clear one that git says
+//! holds work. libgit2 decides nothing here: where it diverges from git
+//! (whitespace in ignore rules, a `.GIT` directory, a symlinked
+//! `.gitignore`, sha256 or reftable repositories, split or sparse indexes,
+//! clean filters) it would decide wrongly.
+//!
 //! What counts as work, and the choices made where git leaves room:
 //!
-//! * **Files**: staged, unstaged, untracked (not ignored; untracked
-//!   directories are recursed), conflicted, and ignored files matching a
-//!   `precious` glob (by relative path or by file name, so `.env` matches
-//!   `sub/.env`). Other ignored files (`target/`, `node_modules/`) are build
-//!   output, not work. Status never writes the index.
+//! * **Identity first.** The directory judged is exactly the directory that
+//!   would be deleted: its `.git` file names an admin entry whose `gitdir`
+//!   names this very `.git` file back (same inode), git agrees on the top
+//!   level and both git directories, and the main repository is the row's
+//!   `repo_path`. A copy (`cp -a`) of a worktree, a moved worktree whose
+//!   admin entry still names its old place, or a worktree of another
+//!   repository is `not_a_worktree`: kept, and `--force` does not override.
+//! * **Files**, from `git status --porcelain=v2 -z --untracked-files=all
+//!   --ignored=matching --ignore-submodules=none` (the command line
+//!   overrides `status.showUntrackedFiles=no` and a submodule's `ignore`
+//!   setting): staged, unstaged, untracked, conflicted; and ignored files
+//!   matching a `precious` glob (by relative path or by file name, so
+//!   `.env` matches `sub/.env`; everything inside an ignored directory that
+//!   itself matches). Other ignored files (`target/`, `node_modules/`) are
+//!   build output, not work. A directory git says it could not open is
+//!   `unreadable`.
+//! * **The controller's own walk** of the whole directory (no symlink
+//!   followed) finds what git does not report: nested repositories
+//!   anywhere — in tracked directories too — that are not submodules, and
+//!   entries that cannot be read (`unreadable`; never chmod'ed to get at
+//!   them).
 //! * **Hidden changes**: index entries marked assume-unchanged or
-//!   skip-worktree are compared by hand (mode and content hash of the file
-//!   against the index blob, no clean filters applied, so a filter can only
-//!   cause a false alarm). A skip-worktree entry whose file is absent is
-//!   sparse checkout, not a change; an absent assume-unchanged file loses
-//!   nothing either (its content is in the index, which the staged check
-//!   covers).
+//!   skip-worktree (`git ls-files -v`) are compared by hand: mode, and the
+//!   file's `git hash-object` against the index's object. A skip-worktree
+//!   entry whose file is absent is sparse checkout, not a change; an absent
+//!   assume-unchanged file loses nothing (its content is in the index).
 //! * **Commits**: the tips are HEAD and the worktree's own branch (HEAD's
-//!   symbolic target, or the row's `branch` when HEAD is detached). A commit
-//!   is lost when no other ref reaches it: every branch, tag, remote ref,
-//!   `refs/stash`, `refs/boo/archive/*`, notes… and `base_ref` are hidden,
-//!   except the own branch and the per-worktree refs (`refs/bisect/*`,
-//!   `refs/worktree/*`, `refs/rewritten/*`) that vanish with the worktree.
+//!   branch, or the row's `branch` when HEAD is detached). A commit is lost
+//!   when no other ref reaches it (`git rev-list <tips> --not --glob=refs/*`
+//!   less the own branch and the per-worktree refs `refs/worktree/*`,
+//!   `refs/bisect/*`, `refs/rewritten/*`, which vanish with the worktree).
 //!   **Other worktrees' HEADs are not counted**: a detached HEAD is
 //!   transient, and two worktrees detached on the same commit and removed
-//!   in one pass would each rely on the other. (Their symbolic HEADs name
-//!   branches, which count anyway.)
-//! * **Merged elsewhere**: with a `base_ref`, a lost commit is not at risk
-//!   when `base_ref` holds it in another shape, by `git cherry`'s rule (a
-//!   non-merge commit whose patch id equals that of a commit of `base_ref`
-//!   not reachable from the tips: rebase-merge, cherry-pick), or by the
-//!   squash rule (the whole `merge-base..tip` diff has the patch id of one
-//!   commit of `base_ref`: squash-merge). Lost merge commits are skipped as
-//!   `git cherry` skips them only when they are clean merges of their
-//!   parents; an "evil" merge (conflict resolution, extra edits) is work.
-//!   See [`super::reach::not_in_base`].
-//! * **Branch deleted**: HEAD names a branch that does not exist. Reported
-//!   when there is evidence the branch had commits (a HEAD reflog entry, or
-//!   the row's `branch` is that branch); the newest commit of the HEAD
-//!   reflog then stands for HEAD in the commit check. An orphan branch that
-//!   never had a commit is not a deleted branch.
+//!   in one pass would each rely on the other.
+//! * **Merged elsewhere**: with a base (the row's `base_ref`, else the main
+//!   repository's HEAD branch and each remote's default branch), a lost
+//!   commit is not at risk when the base holds it in another shape: by
+//!   `git cherry` (rebase-merge, cherry-pick), or when the whole
+//!   `merge-base..tip` diff has the patch id of one commit of the base
+//!   (squash-merge). A lost merge commit is work unless it is a clean merge
+//!   of its two parents (`git merge-tree` gives its tree): an "evil" merge
+//!   holds a resolution.
+//! * **Commits only the HEAD reflog or `refs/worktree/*` reach** are not a
+//!   reason to keep a worktree (an amended commit would be a false alarm
+//!   on every worktree), but they are not dropped either: the removal keeps
+//!   them under an archive ref ([`unreferenced_history`]).
+//! * **Branch deleted**: HEAD names a branch that does not exist, and there
+//!   is evidence it had commits (a HEAD reflog entry, or the row's `branch`
+//!   is that branch); the newest commit of the HEAD reflog then stands for
+//!   HEAD in the commit check, and staged means "differs from it".
 //! * **Operations**: merge, rebase (also stopped on a clean tree), am,
-//!   cherry-pick, revert (also a stopped sequence) and bisect, read from
-//!   the worktree's own git directory, plus anything else
-//!   `Repository::state` reports.
-//! * **Submodules** (gitlinks in the index): each initialized one is
-//!   checked for its own staged, unstaged, untracked, conflicted and
-//!   precious files, nested repositories, operations, and — when its git
-//!   directory lives inside the worktree or the worktree's admin directory,
-//!   so that it goes away with them — commits of its HEAD and local
-//!   branches that none of its remote-tracking refs reaches. A submodule
-//!   checked out at a commit other than the recorded one is not by itself
-//!   work (the commit check covers commits that exist nowhere else).
-//! * **Nested repositories**: a directory (untracked or ignored, at any
-//!   depth) holding its own `.git` that is not a submodule.
-//! * **Not a worktree**: a non-empty directory that is not a linked
-//!   worktree (no `.git`, a `.git` directory of a standalone repository, a
-//!   gitfile whose admin directory is gone, or that libgit2 cannot open).
-//!   A directory that does not exist, or is empty, has nothing to lose.
+//!   cherry-pick, revert (also a stopped sequence) and bisect, read from the
+//!   worktree's own git directory; `git worktree lock`.
+//! * **Submodules**: git's status says which have new commits, modified or
+//!   untracked content; the controller adds operations in progress and —
+//!   when the submodule's git directory goes away with the worktree —
+//!   commits of its HEAD and local branches that none of its remote-tracking
+//!   refs reaches.
+//! * **Not a worktree**: a non-empty directory with no `.git`, a standalone
+//!   repository, a `.git` file whose admin entry is gone. A directory that
+//!   does not exist, or is empty, has nothing to lose.
 
+use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use git2::{ObjectType, Oid, Repository, RepositoryState};
 use globset::GlobSet;
 
-use super::paths::{
-    common_dir_of_admin, dot_git, has_dot_git, is_inside, join_rel, open_exact, rel_str, DotGit,
-};
-use super::reach::{is_per_worktree_ref, not_in_base, ref_tips, unreachable};
-use super::scan::{scan, Scan};
+use super::cli::{Git, GitCliError};
+use super::paths::{common_dir_of_admin, dot_git, join_rel, read_line_file, rel_str, DotGit};
+use super::scan::is_precious;
+use super::status::{self, Status};
 use crate::risk::{sample, AtRisk, SAMPLE};
 
 /// What the preflight needs to know about one worktree.
@@ -81,8 +98,13 @@ pub struct Preflight<'a> {
     pub branch: Option<&'a str>,
     /// The ref the worktree was created from (`worktrees.base_ref`), if any.
     pub base_ref: Option<&'a str>,
+    /// The main repository the row names (`worktrees.repo_path`); `None`
+    /// for a directory no row names.
+    pub repo_path: Option<&'a Path>,
     /// Ignored files matching these globs are work (`.env`).
     pub precious: &'a GlobSet,
+    /// The bound on each git command.
+    pub timeout: Duration,
 }
 
 /// Every reason removing the worktree would lose work; empty means safe.
@@ -94,12 +116,10 @@ pub fn preflight(p: &Preflight<'_>) -> Vec<AtRisk> {
     out
 }
 
-const GITLINK: u32 = 0o160000;
-const SYMLINK: u32 = 0o120000;
-const ENTRY_VALID: u16 = 0x8000; // assume-unchanged
-const ENTRY_SKIP_WORKTREE: u16 = 1 << 14;
-const ENTRY_INTENT_TO_ADD: u16 = 1 << 13;
-const STAGE_MASK: u16 = 0x3000;
+pub(crate) const GITLINK: &str = "160000";
+pub(crate) const SYMLINK: &str = "120000";
+const EXEC: &str = "100755";
+const MAX_SUBMODULE_DEPTH: usize = 4;
 
 fn failed(out: &mut Vec<AtRisk>, check: &str, e: impl std::fmt::Display) {
     out.push(AtRisk::PreflightFailed {
@@ -115,15 +135,52 @@ fn is_empty_dir(dir: &Path) -> io::Result<bool> {
     Ok(fs::read_dir(dir)?.next().is_none())
 }
 
-fn inspect(p: &Preflight<'_>, out: &mut Vec<AtRisk>) {
+/// `(device, inode)`: what makes two spellings one file.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    matches!((file_id(a), file_id(b)), (Some(x), Some(y)) if x == y)
+}
+
+/// The git directory of a main repository named by a row: `<path>/.git`
+/// for a repository with a working tree, the path itself when bare.
+fn git_dir_of_main(repo_path: &Path) -> PathBuf {
+    let dot = repo_path.join(".git");
+    if fs::symlink_metadata(&dot).is_ok_and(|m| m.is_dir()) {
+        dot
+    } else {
+        repo_path.to_path_buf()
+    }
+}
+
+/// A linked worktree whose identity has been confirmed both ways.
+struct Linked {
+    /// The worktree's own git directory (`<common>/worktrees/<name>`).
+    admin: PathBuf,
+    git: Git,
+}
+
+/// Confirms that `dir` is exactly the linked worktree its admin entry
+/// describes, of the repository the row names. `None` when it is not (the
+/// reason is pushed) or when there is nothing to judge.
+fn identify(p: &Preflight<'_>, out: &mut Vec<AtRisk>) -> Option<Linked> {
     let dir = p.worktree;
     match fs::symlink_metadata(dir) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
-        Err(e) => return failed(out, "stat", e),
-        Ok(m) if m.file_type().is_symlink() => {
-            return not_a_worktree(out, "a symbolic link, not a directory".into())
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            failed(out, "stat", e);
+            return None;
         }
-        Ok(m) if !m.is_dir() => return not_a_worktree(out, "not a directory".into()),
+        Ok(m) if m.file_type().is_symlink() => {
+            not_a_worktree(out, "a symbolic link, not a directory".into());
+            return None;
+        }
+        Ok(m) if !m.is_dir() => {
+            not_a_worktree(out, "not a directory".into());
+            return None;
+        }
         Ok(_) => {}
     }
     let admin = match dot_git(dir) {
@@ -133,85 +190,200 @@ fn inspect(p: &Preflight<'_>, out: &mut Vec<AtRisk>) {
                 Ok(false) => {
                     not_a_worktree(out, "no .git file, but the directory is not empty".into())
                 }
-                Err(e) => failed(out, "read directory", e),
+                Err(e) => out.push(AtRisk::Unreadable {
+                    count: 1,
+                    paths: vec![format!(". ({e})")],
+                }),
             }
-            return;
+            return None;
         }
         DotGit::Directory => {
-            return not_a_worktree(
+            not_a_worktree(
                 out,
                 "a standalone repository (.git is a directory), not a linked worktree".into(),
-            )
+            );
+            return None;
         }
-        DotGit::Broken { detail } => return not_a_worktree(out, detail),
+        DotGit::Broken { detail } => {
+            not_a_worktree(out, detail);
+            return None;
+        }
         DotGit::File { gitdir } => gitdir,
     };
     if !admin.is_dir() {
-        return not_a_worktree(
+        not_a_worktree(
             out,
             format!(
                 "its git directory {} is gone (worktree pruned?)",
                 admin.display()
             ),
         );
+        return None;
     }
-    if common_dir_of_admin(&admin).is_none() {
-        return not_a_worktree(
+    let Some(common) = common_dir_of_admin(&admin) else {
+        not_a_worktree(
             out,
             format!(
                 ".git points at {}, which is not a linked worktree's git directory",
                 admin.display()
             ),
         );
-    }
-    let repo = match open_exact(dir) {
-        Ok(r) => r,
-        Err(e) => return not_a_worktree(out, format!("cannot open it as a repository: {e}")),
+        return None;
     };
-    // libgit2's own idea of the per-worktree git directory wins.
-    let gitdir = repo.path().to_path_buf();
-
-    locked(&gitdir, out);
-    for op in operations(&repo, &gitdir) {
-        out.push(AtRisk::OperationInProgress { operation: op });
-    }
-    let head_stand_in = match commits(p, &repo, out) {
-        Ok(h) => h,
+    // The link back: the admin entry must name this directory's `.git`,
+    // not the original a copy was made from, nor the old place of a
+    // worktree that was moved.
+    let dot = dir.join(".git");
+    match read_line_file(&admin.join("gitdir")) {
+        Ok(back) if same_file(Path::new(&back), &dot) => {}
+        Ok(back) => {
+            not_a_worktree(
+                out,
+                format!(
+                    "its admin entry {} belongs to {back}, not to this directory: a copy, or a \
+                     worktree moved without `git worktree repair`",
+                    admin.display()
+                ),
+            );
+            return None;
+        }
         Err(e) => {
-            failed(out, "commits", e);
-            None
+            not_a_worktree(
+                out,
+                format!("cannot read {}: {e}", admin.join("gitdir").display()),
+            );
+            return None;
+        }
+    }
+    if let Some(repo) = p.repo_path {
+        if !same_file(&git_dir_of_main(repo), &common) {
+            not_a_worktree(
+                out,
+                format!(
+                    "a worktree of {}, not of the repository its row names ({})",
+                    common.display(),
+                    repo.display()
+                ),
+            );
+            return None;
+        }
+    }
+    let git = match Git::for_dir(dir, p.timeout) {
+        Ok(g) => g,
+        Err(e) => {
+            failed(out, "git", e);
+            return None;
         }
     };
-    let index = match repo.index() {
+    // And git's own reading of the same links.
+    match git.run(&[
+        "rev-parse",
+        "--path-format=absolute",
+        "--show-toplevel",
+        "--absolute-git-dir",
+        "--git-common-dir",
+    ]) {
+        Ok(o) => {
+            let text = o.stdout_str();
+            let lines: Vec<&str> = text.lines().collect();
+            let agrees = lines.len() == 3
+                && same_file(Path::new(lines[0]), dir)
+                && same_file(Path::new(lines[1]), &admin)
+                && same_file(Path::new(lines[2]), &common);
+            if !agrees {
+                not_a_worktree(
+                    out,
+                    format!(
+                        "git reads its links differently (top level, git directory, common \
+                         directory: {})",
+                        lines.join(", ")
+                    ),
+                );
+                return None;
+            }
+        }
+        Err(e) => {
+            not_a_worktree(out, format!("git cannot use it as a worktree: {e}"));
+            return None;
+        }
+    }
+    Some(Linked { admin, git })
+}
+
+fn inspect(p: &Preflight<'_>, out: &mut Vec<AtRisk>) {
+    let Some(Linked { admin, git }) = identify(p, out) else {
+        return;
+    };
+    let dir = p.worktree;
+    locked(&admin, out);
+    for op in operations(&admin) {
+        out.push(AtRisk::OperationInProgress { operation: op });
+    }
+    let index = match index_entries(&git) {
         Ok(i) => Some(i),
         Err(e) => {
             failed(out, "index", e);
             None
         }
     };
-    match scan(&repo, p.precious, false) {
-        Ok(s) => {
-            let mut s = s;
-            if let (Some(index), Some(c)) = (&index, head_stand_in) {
-                // HEAD is unborn because its branch was deleted: what is
-                // staged is what the index adds to the branch's last commit
-                // (gitlinks included), not the whole index.
-                match staged_against(&repo, index, c) {
-                    Ok(staged) => s.staged = staged,
-                    Err(e) => failed(out, "staged against reflog HEAD", e),
-                }
-            } else if let Some(index) = &index {
-                match staged_gitlinks(&repo, index) {
-                    Ok(g) => s.staged.extend(g),
-                    Err(e) => failed(out, "submodule index", e),
-                }
+    let gitlinks: HashSet<Vec<u8>> = index
+        .iter()
+        .flatten()
+        .filter(|e| e.mode == GITLINK)
+        .map(|e| e.path.clone())
+        .collect();
+    let status = match git_status(&git) {
+        Ok((s, unreadable)) => {
+            if !unreadable.is_empty() {
+                let (count, paths) = sample(unreadable);
+                out.push(AtRisk::Unreadable { count, paths });
             }
-            push_scan(&s, out);
+            Some(s)
         }
-        Err(e) => failed(out, "status", e),
+        Err(e) => {
+            failed(out, "status", e);
+            None
+        }
+    };
+    let stand_in = match &status {
+        Some(s) => match commits(p, &git, &admin, s, out) {
+            Ok(h) => h,
+            Err(e) => {
+                failed(out, "commits", e);
+                None
+            }
+        },
+        None => None,
+    };
+    if let Some(s) = &status {
+        let mut staged = s.staged.clone();
+        if let Some(c) = &stand_in {
+            // HEAD is unborn because its branch was deleted: what is staged
+            // is what the index adds to the branch's last commit, not the
+            // whole index.
+            match git.run(&[
+                "diff-index",
+                "--cached",
+                "--name-only",
+                "-z",
+                c.as_str(),
+                "--",
+            ]) {
+                Ok(o) => staged = nul_fields(&o.stdout),
+                Err(e) => failed(out, "staged against reflog HEAD", e),
+            }
+        }
+        let walked = walk(dir, s, &gitlinks, p.precious);
+        push_files(s, staged, &walked, out);
+    }
+    // Per submodule, what git's status says of it and what the
+    // controller's own checks add, as one reason.
+    let mut subs: std::collections::BTreeMap<Vec<u8>, Vec<String>> = Default::default();
+    for (path, state) in status.iter().flat_map(|s| s.submodules.iter()) {
+        subs.entry(path.clone()).or_default().push(state.describe());
     }
     if let Some(index) = &index {
-        match hidden_changes(&repo, index) {
+        match hidden_changes(&git, dir, index) {
             Ok(h) if !h.is_empty() => {
                 let (count, paths) = sample(h);
                 out.push(AtRisk::HiddenChanges { count, paths });
@@ -219,27 +391,232 @@ fn inspect(p: &Preflight<'_>, out: &mut Vec<AtRisk>) {
             Ok(_) => {}
             Err(e) => failed(out, "assume-unchanged/skip-worktree", e),
         }
-        let workdir = repo.workdir().unwrap_or(dir).to_path_buf();
-        for e in index.iter() {
-            if e.mode != GITLINK || e.flags & STAGE_MASK != 0 {
-                continue;
-            }
-            let path = rel_str(&e.path);
-            let sub = join_rel(&workdir, &e.path);
+        for path in &gitlinks {
             let mut problems = Vec::new();
-            submodule_problems(&sub, dir, &gitdir, p.precious, 0, &mut problems);
+            submodule_problems(&git, &join_rel(dir, path), dir, &admin, 0, &mut problems);
             if !problems.is_empty() {
-                out.push(AtRisk::Submodule {
-                    path,
-                    detail: problems.join("; "),
-                });
+                subs.entry(path.clone()).or_default().extend(problems);
             }
         }
     }
+    for (path, details) in subs {
+        out.push(AtRisk::Submodule {
+            path: rel_str(&path),
+            detail: details.join("; "),
+        });
+    }
 }
 
-fn locked(gitdir: &Path, out: &mut Vec<AtRisk>) {
-    let lock = gitdir.join("locked");
+/// `git status` as the owner sees it, and the directories it could not
+/// read.
+pub(crate) fn git_status(git: &Git) -> Result<(Status, Vec<String>), String> {
+    let o = git
+        .run(&[
+            "status",
+            "--porcelain=v2",
+            "-z",
+            "--branch",
+            "--untracked-files=all",
+            "--ignored=matching",
+            "--ignore-submodules=none",
+            "--no-renames",
+        ])
+        .map_err(|e| e.to_string())?;
+    let s = status::parse(&o.stdout).map_err(|e| e.to_string())?;
+    Ok((s, status::unreadable(&o.stderr_str())))
+}
+
+fn nul_fields(out: &[u8]) -> Vec<Vec<u8>> {
+    out.split(|b| *b == 0)
+        .filter(|f| !f.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// One index entry, as `git ls-files -s -v` prints it.
+#[derive(Debug)]
+pub(crate) struct IndexEntry {
+    /// `H` cached, `S` skip-worktree, lower case for assume-unchanged, …
+    pub tag: u8,
+    pub mode: String,
+    pub object: String,
+    pub stage: u8,
+    pub path: Vec<u8>,
+}
+
+pub(crate) fn index_entries(git: &Git) -> Result<Vec<IndexEntry>, String> {
+    let o = git
+        .run(&["ls-files", "-z", "-s", "-v"])
+        .map_err(|e| e.to_string())?;
+    nul_fields(&o.stdout)
+        .into_iter()
+        .map(|f| {
+            let tab = f.iter().position(|b| *b == b'\t');
+            let parsed = tab.and_then(|t| {
+                let head = std::str::from_utf8(&f[..t]).ok()?;
+                let mut it = head.split(' ');
+                let tag = it.next()?.bytes().next()?;
+                let mode = it.next()?.to_string();
+                let object = it.next()?.to_string();
+                let stage = it.next()?.parse().ok()?;
+                Some(IndexEntry {
+                    tag,
+                    mode,
+                    object,
+                    stage,
+                    path: f[t + 1..].to_vec(),
+                })
+            });
+            parsed.ok_or_else(|| format!("unexpected ls-files line {:?}", rel_str(&f)))
+        })
+        .collect()
+}
+
+/// What the controller's own walk found.
+#[derive(Default)]
+pub(crate) struct Walked {
+    pub nested: Vec<String>,
+    pub precious: Vec<String>,
+    pub unreadable: Vec<String>,
+}
+
+fn rel_of(dir: &Path, p: &Path) -> Vec<u8> {
+    p.strip_prefix(dir)
+        .map(|r| r.as_os_str().as_bytes().to_vec())
+        .unwrap_or_default()
+}
+
+/// Walks the whole worktree without following symlinks: nested
+/// repositories that are not submodules (untracked, ignored or inside
+/// tracked directories), ignored files that are precious, and anything
+/// that cannot be read. Submodules are git's business (status looks into
+/// them); a nested repository's insides are its own work and are not
+/// walked further.
+pub(crate) fn walk(
+    dir: &Path,
+    s: &Status,
+    gitlinks: &HashSet<Vec<u8>>,
+    precious: &GlobSet,
+) -> Walked {
+    let ignored_files: HashSet<&[u8]> = s
+        .ignored
+        .iter()
+        .filter(|p| !p.ends_with(b"/"))
+        .map(|p| p.as_slice())
+        .collect();
+    let ignored_dirs: Vec<&[u8]> = s
+        .ignored
+        .iter()
+        .filter(|p| p.ends_with(b"/"))
+        .map(|p| p.strip_suffix(b"/").unwrap_or(p))
+        .collect();
+    let under_ignored = |rel: &[u8]| -> Option<&[u8]> {
+        ignored_dirs
+            .iter()
+            .find(|d| rel.starts_with(d) && rel.get(d.len()) == Some(&b'/'))
+            .copied()
+    };
+    let mut w = Walked::default();
+    let mut it = walkdir::WalkDir::new(dir).follow_links(false).into_iter();
+    while let Some(entry) = it.next() {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                let at = e.path().map(|p| rel_of(dir, p)).unwrap_or_default();
+                w.unreadable.push(format!("{} ({})", rel_str(&at), e));
+                continue;
+            }
+        };
+        if entry.depth() == 0 {
+            continue;
+        }
+        let rel = rel_of(dir, entry.path());
+        let ft = entry.file_type();
+        if ft.is_dir() {
+            if gitlinks.contains(&rel) {
+                it.skip_current_dir();
+                continue;
+            }
+            if rel.ends_with(b"/.git") || rel == b".git" {
+                it.skip_current_dir();
+                continue;
+            }
+            if fs::symlink_metadata(entry.path().join(".git")).is_ok() {
+                w.nested.push(rel_str(&rel));
+                it.skip_current_dir();
+                continue;
+            }
+            if let Err(e) = fs::read_dir(entry.path()) {
+                w.unreadable.push(format!("{} ({e})", rel_str(&rel)));
+            }
+            continue;
+        }
+        if entry.depth() == 1 && rel == b".git" {
+            continue;
+        }
+        let ignored = ignored_files.contains(rel.as_slice());
+        let in_ignored_dir = under_ignored(&rel);
+        let precious_here = (ignored && is_precious(precious, &rel))
+            || in_ignored_dir
+                .is_some_and(|d| is_precious(precious, d) || is_precious(precious, &rel));
+        if precious_here {
+            w.precious.push(rel_str(&rel));
+        }
+    }
+    w
+}
+
+fn push_files(s: &Status, staged: Vec<Vec<u8>>, w: &Walked, out: &mut Vec<AtRisk>) {
+    let strs = |v: &[Vec<u8>]| v.iter().map(|p| rel_str(p)).collect::<Vec<_>>();
+    let lists = [
+        (strs(&staged), 0),
+        (strs(&s.unstaged), 1),
+        (
+            s.untracked
+                .iter()
+                .filter(|p| !p.ends_with(b"/"))
+                .map(|p| rel_str(p))
+                .collect(),
+            2,
+        ),
+        (strs(&s.conflicts), 3),
+        (w.precious.clone(), 4),
+    ];
+    for (list, which) in lists {
+        if list.is_empty() {
+            continue;
+        }
+        let (count, paths) = sample(list);
+        out.push(match which {
+            0 => AtRisk::Staged { count, paths },
+            1 => AtRisk::Unstaged { count, paths },
+            2 => AtRisk::Untracked { count, paths },
+            3 => AtRisk::Conflicts { count, paths },
+            _ => AtRisk::PreciousIgnored { count, paths },
+        });
+    }
+    // A directory git lists as untracked without descending holds a
+    // repository of its own; the walk names it.
+    let mut nested = w.nested.clone();
+    for p in s.untracked.iter().filter(|p| p.ends_with(b"/")) {
+        let p = rel_str(p.strip_suffix(b"/").unwrap_or(p));
+        if !nested.contains(&p) {
+            nested.push(p);
+        }
+    }
+    nested.sort();
+    nested.dedup();
+    for path in nested {
+        out.push(AtRisk::NestedRepository { path });
+    }
+    if !w.unreadable.is_empty() {
+        let (count, paths) = sample(w.unreadable.clone());
+        out.push(AtRisk::Unreadable { count, paths });
+    }
+}
+
+fn locked(admin: &Path, out: &mut Vec<AtRisk>) {
+    let lock = admin.join("locked");
     match fs::read_to_string(&lock) {
         Ok(s) => {
             let r = s.trim();
@@ -253,8 +630,9 @@ fn locked(gitdir: &Path, out: &mut Vec<AtRisk>) {
 }
 
 /// The operations in progress in the worktree whose git directory is
-/// `gitdir` (each worktree keeps its own `MERGE_HEAD`, `rebase-merge/`, …).
-pub(crate) fn operations(repo: &Repository, gitdir: &Path) -> Vec<String> {
+/// `gitdir` (each worktree keeps its own `MERGE_HEAD`, `rebase-merge/`, …),
+/// read from the files git itself keeps for them.
+pub(crate) fn operations(gitdir: &Path) -> Vec<String> {
     let has = |n: &str| fs::symlink_metadata(gitdir.join(n)).is_ok();
     let mut ops = Vec::new();
     if has("MERGE_HEAD") {
@@ -284,12 +662,6 @@ pub(crate) fn operations(repo: &Repository, gitdir: &Path) -> Vec<String> {
     }
     let mut ops: Vec<String> = ops.into_iter().map(String::from).collect();
     ops.dedup();
-    if ops.is_empty() {
-        let st = repo.state();
-        if st != RepositoryState::Clean {
-            ops.push(format!("{st:?}").to_lowercase());
-        }
-    }
     ops
 }
 
@@ -301,86 +673,273 @@ fn branch_ref(b: &str) -> String {
     }
 }
 
-fn short_branch(r: &str) -> &str {
-    r.strip_prefix("refs/heads/").unwrap_or(r)
+/// The commit `rev` names, if it names one.
+fn commit_of(git: &Git, rev: &str) -> Result<Option<String>, GitCliError> {
+    let (st, o) = git.run_status(
+        &[
+            "rev-parse",
+            "--verify",
+            "-q",
+            "--end-of-options",
+            &format!("{rev}^{{commit}}"),
+        ],
+        &[],
+    )?;
+    Ok(st
+        .success()
+        .then(|| o.stdout_str().trim().to_string())
+        .filter(|s| !s.is_empty()))
 }
 
-/// The newest commit HEAD's reflog recorded, if the reflog has one that
-/// still exists.
-pub(crate) fn reflog_head(repo: &Repository) -> Option<Oid> {
-    let log = repo.reflog("HEAD").ok()?;
-    log.iter()
-        .map(|e| e.id_new())
-        .find(|id| !id.is_zero())
-        .filter(|id| repo.find_commit(*id).is_ok())
+/// The commits HEAD's reflog names, newest first. Read by git when HEAD
+/// resolves; when it does not (its branch was deleted), git refuses to
+/// show the reflog, and the file it keeps is read instead.
+fn head_reflog(git: &Git, admin: &Path) -> Result<Vec<String>, String> {
+    let (st, o) = git
+        .run_status(&["reflog", "show", "--format=%H", "HEAD", "--"], &[])
+        .map_err(|e| e.to_string())?;
+    if st.success() {
+        return Ok(o.stdout_str().lines().map(str::to_string).collect());
+    }
+    let (exists, _) = git
+        .run_status(&["reflog", "exists", "HEAD"], &[])
+        .map_err(|e| e.to_string())?;
+    if !exists.success() {
+        return Ok(Vec::new());
+    }
+    match fs::read_to_string(admin.join("logs/HEAD")) {
+        Ok(text) => Ok(text
+            .lines()
+            .rev()
+            .filter_map(|l| l.split(' ').nth(1))
+            .filter(|id| id.bytes().any(|b| b != b'0'))
+            .map(str::to_string)
+            .collect()),
+        Err(e) => Err(format!("HEAD has a reflog git will not show, and: {e}")),
+    }
 }
 
-/// Paths where `index` differs from the tree of commit `c`.
-fn staged_against(
-    repo: &Repository,
-    index: &git2::Index,
-    c: Oid,
-) -> Result<Vec<Vec<u8>>, git2::Error> {
-    let tree = repo.find_commit(c)?.tree()?;
-    let diff = repo.diff_tree_to_index(Some(&tree), Some(index), None)?;
-    Ok(diff
-        .deltas()
-        .filter_map(|d| {
-            d.new_file()
-                .path_bytes()
-                .or(d.old_file().path_bytes())
-                .map(<[u8]>::to_vec)
-        })
-        .collect())
+/// The refs that keep commits after the worktree is gone, as `rev-list`
+/// arguments: every ref but the per-worktree ones and `except`.
+fn keeper_args(except: Option<&str>) -> Vec<String> {
+    let mut v = vec!["--not".to_string()];
+    if let Some(e) = except {
+        v.push(format!("--exclude={e}"));
+    }
+    for per in ["refs/worktree/*", "refs/bisect/*", "refs/rewritten/*"] {
+        v.push(format!("--exclude={per}"));
+    }
+    v.push("--glob=refs/*".into());
+    v
+}
+
+fn rev_list(git: &Git, tips: &[String], rest: &[String]) -> Result<Vec<String>, String> {
+    let mut args: Vec<String> = vec!["rev-list".into()];
+    args.extend(tips.iter().cloned());
+    args.extend(rest.iter().cloned());
+    let o = git.run(&args).map_err(|e| e.to_string())?;
+    Ok(o.stdout_str().lines().map(str::to_string).collect())
+}
+
+/// The bases a lost commit may have been merged into: the row's
+/// `base_ref`, else the main repository's own HEAD branch and each
+/// remote's default branch.
+fn bases(p: &Preflight<'_>, git: &Git) -> Result<Vec<String>, GitCliError> {
+    let mut names: Vec<String> = Vec::new();
+    match p.base_ref {
+        Some(b) => names.push(b.to_string()),
+        None => {
+            // The main worktree's HEAD, seen from a linked worktree.
+            let (st, o) = git.run_status(&["symbolic-ref", "-q", "main-worktree/HEAD"], &[])?;
+            if st.success() {
+                names.push(o.stdout_str().trim().to_string());
+            }
+            let o = git.run(&["for-each-ref", "--format=%(symref)", "refs/remotes/*/HEAD"])?;
+            names.extend(
+                o.stdout_str()
+                    .lines()
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string),
+            );
+        }
+    }
+    let mut out = Vec::new();
+    for n in names {
+        if let Some(c) = commit_of(git, &n)? {
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Of `lost`, the commits of `tip` that `base` does not hold in another
+/// shape (see the module's "Merged elsewhere").
+fn not_in_base(git: &Git, lost: &[String], tip: &str, base: &str) -> Result<Vec<String>, String> {
+    let err = |e: GitCliError| e.to_string();
+    let merges: HashSet<String> = rev_list(
+        git,
+        &[tip.to_string()],
+        &["--merges".into(), format!("^{base}")],
+    )?
+    .into_iter()
+    .collect();
+    let cherry = git.run(&["cherry", base, tip]).map_err(err)?;
+    let equivalent: HashSet<String> = cherry
+        .stdout_str()
+        .lines()
+        .filter_map(|l| l.strip_prefix("- "))
+        .map(str::to_string)
+        .collect();
+    let mut rest: Vec<String> = Vec::new();
+    for c in lost {
+        if equivalent.contains(c) {
+            continue;
+        }
+        if merges.contains(c) {
+            if !clean_merge(git, c)? {
+                rest.push(c.clone());
+            }
+            continue;
+        }
+        rest.push(c.clone());
+    }
+    let singles: Vec<&String> = rest.iter().filter(|c| !merges.contains(*c)).collect();
+    if !singles.is_empty() && squashed(git, tip, base)? {
+        rest.retain(|c| merges.contains(c));
+    }
+    Ok(rest)
+}
+
+/// Whether merge commit `c` is exactly what merging its two parents gives.
+fn clean_merge(git: &Git, c: &str) -> Result<bool, String> {
+    let parents = rev_list(git, &[c.to_string()], &["--parents".into(), "-n1".into()])?;
+    let ids: Vec<&str> = parents
+        .first()
+        .map(|l| l.split(' ').collect())
+        .unwrap_or_default();
+    if ids.len() != 3 {
+        return Ok(false);
+    }
+    let (st, o) = git
+        .run_status(
+            &[
+                "merge-tree",
+                "--write-tree",
+                "--no-messages",
+                ids[1],
+                ids[2],
+            ],
+            &[],
+        )
+        .map_err(|e| e.to_string())?;
+    if !st.success() {
+        return Ok(false);
+    }
+    let merged = o.stdout_str().lines().next().unwrap_or("").to_string();
+    Ok(commit_tree(git, c)? == merged)
+}
+
+fn commit_tree(git: &Git, c: &str) -> Result<String, String> {
+    Ok(git
+        .run(&["rev-parse", "--verify", &format!("{c}^{{tree}}")])
+        .map_err(|e| e.to_string())?
+        .stdout_str()
+        .trim()
+        .to_string())
+}
+
+/// Whether the whole `merge-base..tip` diff is one commit of `base`.
+fn squashed(git: &Git, tip: &str, base: &str) -> Result<bool, String> {
+    let err = |e: GitCliError| e.to_string();
+    let mb = git.run(&["merge-base", base, tip]).map_err(err)?;
+    let mb = mb.stdout_str().trim().to_string();
+    if mb.is_empty() {
+        return Ok(false);
+    }
+    let diff = git
+        .run(&["diff-tree", "-p", "--no-color", "--no-ext-diff", &mb, tip])
+        .map_err(err)?;
+    let id = git
+        .run_with_input(&["patch-id", "--stable"], &diff.stdout)
+        .map_err(err)?;
+    let Some(want) = id.stdout_str().split(' ').next().map(str::to_string) else {
+        return Ok(false);
+    };
+    if want.trim().is_empty() {
+        return Ok(false);
+    }
+    let log = git
+        .run(&[
+            "log",
+            "--no-merges",
+            "-p",
+            "--no-color",
+            "--no-ext-diff",
+            "--format=commit %H",
+            &format!("{mb}..{base}"),
+        ])
+        .map_err(err)?;
+    let ids = git
+        .run_with_input(&["patch-id", "--stable"], &log.stdout)
+        .map_err(err)?;
+    Ok(ids
+        .stdout_str()
+        .lines()
+        .any(|l| l.split(' ').next() == Some(want.trim())))
 }
 
 /// Checks HEAD and the own branch for lost commits. Returns the commit
 /// that stands in for an unborn HEAD whose branch was deleted, if any.
 fn commits(
     p: &Preflight<'_>,
-    repo: &Repository,
+    git: &Git,
+    admin: &Path,
+    s: &Status,
     out: &mut Vec<AtRisk>,
-) -> Result<Option<Oid>, git2::Error> {
-    let head = repo.find_reference("HEAD")?;
-    let mut tips: Vec<Oid> = Vec::new();
-    let mut own: Option<String> = None;
-    let mut head_id: Option<Oid> = None;
-    let mut stand_in: Option<Oid> = None;
-    match head.symbolic_target()? {
-        Some(target) => {
-            let target = target.to_string();
-            match repo.refname_to_id(&target) {
-                Ok(id) => {
-                    tips.push(id);
-                    head_id = Some(id);
-                }
-                Err(_) => {
-                    let from_reflog = reflog_head(repo);
-                    let row_says = p.branch.map(branch_ref).as_deref() == Some(target.as_str());
-                    if from_reflog.is_some() || row_says {
-                        out.push(AtRisk::BranchDeleted {
-                            branch: short_branch(&target).to_string(),
-                        });
-                    }
-                    if let Some(id) = from_reflog {
-                        tips.push(id);
-                        head_id = Some(id);
-                        stand_in = Some(id);
-                    }
-                }
-            }
-            own = Some(target);
+) -> Result<Option<String>, String> {
+    let mut tips: Vec<String> = Vec::new();
+    let mut stand_in = None;
+    let own: Option<String>;
+    match (&s.head_branch, &s.head_oid) {
+        (Some(b), Some(id)) => {
+            tips.push(id.clone());
+            own = Some(branch_ref(b));
         }
-        None => {
-            let id = head.peel_to_commit()?.id();
-            tips.push(id);
-            head_id = Some(id);
-            if let Some(b) = p.branch.map(branch_ref) {
-                if let Ok(bid) = repo.refname_to_id(&b) {
-                    tips.push(bid);
-                    own = Some(b);
-                }
+        (Some(b), None) => {
+            let reflog = head_reflog(git, admin)?;
+            let newest = reflog.first().cloned();
+            let from_reflog = match newest {
+                Some(id) => commit_of(git, &id).map_err(|e| e.to_string())?,
+                None => None,
+            };
+            let row_says = p.branch.map(branch_ref) == Some(branch_ref(b));
+            if from_reflog.is_some() || row_says {
+                out.push(AtRisk::BranchDeleted { branch: b.clone() });
             }
+            if let Some(id) = from_reflog {
+                tips.push(id.clone());
+                stand_in = Some(id);
+            }
+            own = Some(branch_ref(b));
+        }
+        (None, head) => {
+            let head = match head {
+                Some(h) => h.clone(),
+                None => return Err("detached HEAD without a commit".into()),
+            };
+            tips.push(head);
+            own = match p.branch.map(branch_ref) {
+                Some(b) => match commit_of(git, &b).map_err(|e| e.to_string())? {
+                    Some(id) => {
+                        tips.push(id);
+                        Some(b)
+                    }
+                    None => None,
+                },
+                None => None,
+            };
         }
     }
     tips.sort();
@@ -388,132 +947,114 @@ fn commits(
     if tips.is_empty() {
         return Ok(stand_in);
     }
-    let mut hide = ref_tips(repo, &|name| {
-        Some(name) == own.as_deref() || is_per_worktree_ref(name)
-    })?;
-    let base = match p.base_ref {
-        Some(b) => repo
-            .revparse_single(b)
-            .and_then(|o| o.peel_to_commit())
-            .ok()
-            .map(|c| c.id()),
-        None => None,
-    };
-    hide.extend(base);
-    let mut lost = unreachable(repo, &tips, &hide)?;
-    if let Some(base) = base {
-        lost = not_in_base(repo, &lost, &tips, base)?;
+    let bases = bases(p, git).map_err(|e| e.to_string())?;
+    let mut rest = keeper_args(own.as_deref());
+    rest.extend(bases.iter().cloned());
+    let mut lost = rev_list(git, &tips, &rest)?;
+    for base in &bases {
+        if lost.is_empty() {
+            break;
+        }
+        for tip in &tips {
+            let of_tip: HashSet<String> =
+                rev_list(git, std::slice::from_ref(tip), &keeper_args(own.as_deref()))?
+                    .into_iter()
+                    .collect();
+            let mine: Vec<String> = lost
+                .iter()
+                .filter(|c| of_tip.contains(*c))
+                .cloned()
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let kept = not_in_base(git, &mine, tip, base)?;
+            lost.retain(|c| !mine.contains(c) || kept.contains(c));
+        }
     }
     if !lost.is_empty() {
         out.push(AtRisk::UnmergedCommits {
             count: lost.len(),
-            head: head_id
-                .or(tips.first().copied())
-                .map(|o| o.to_string())
+            head: s
+                .head_oid
+                .clone()
+                .or_else(|| tips.first().cloned())
                 .unwrap_or_default(),
-            commits: lost.iter().take(SAMPLE).map(|o| o.to_string()).collect(),
+            commits: lost.iter().take(SAMPLE).cloned().collect(),
         });
     }
     Ok(stand_in)
 }
 
-fn push_scan(s: &Scan, out: &mut Vec<AtRisk>) {
-    let strs = |v: &[Vec<u8>]| v.iter().map(|p| rel_str(p)).collect::<Vec<_>>();
-    if !s.staged.is_empty() {
-        let (count, paths) = sample(strs(&s.staged));
-        out.push(AtRisk::Staged { count, paths });
-    }
-    if !s.unstaged.is_empty() {
-        let (count, paths) = sample(strs(&s.unstaged));
-        out.push(AtRisk::Unstaged { count, paths });
-    }
-    if !s.untracked.is_empty() {
-        let (count, paths) = sample(strs(&s.untracked));
-        out.push(AtRisk::Untracked { count, paths });
-    }
-    if !s.conflicts.is_empty() {
-        let (count, paths) = sample(strs(&s.conflicts));
-        out.push(AtRisk::Conflicts { count, paths });
-    }
-    if !s.precious.is_empty() {
-        let (count, paths) = sample(strs(&s.precious));
-        out.push(AtRisk::PreciousIgnored { count, paths });
-    }
-    let mut nested = strs(&s.nested);
-    nested.sort();
-    nested.dedup();
-    for path in nested {
-        out.push(AtRisk::NestedRepository { path });
-    }
-}
-
-/// Gitlinks whose index entry differs from HEAD's: status excludes
-/// submodules, and with them their staged pointer moves.
-fn staged_gitlinks(repo: &Repository, index: &git2::Index) -> Result<Vec<Vec<u8>>, git2::Error> {
-    let mut in_head: Vec<(Vec<u8>, Oid)> = Vec::new();
-    if let Ok(tree) = repo.head().and_then(|h| h.peel_to_tree()) {
-        tree.walk(git2::TreeWalkMode::PreOrder, |root, e| {
-            if e.filemode() as u32 == GITLINK {
-                let mut p = root.as_bytes().to_vec();
-                p.extend_from_slice(e.name_bytes());
-                in_head.push((p, e.id()));
+/// The commits that only the worktree's HEAD reflog and its
+/// `refs/worktree/*` reach: once the worktree goes, nothing would keep
+/// them from `git gc`. The removal keeps them under an archive ref first.
+/// These are not reasons to keep the worktree (every amended commit would
+/// be one).
+pub fn unreferenced_history(worktree: &Path, timeout: Duration) -> Result<Vec<String>, String> {
+    let DotGit::File { gitdir: admin } = dot_git(worktree) else {
+        return Ok(Vec::new());
+    };
+    let git = Git::for_dir(worktree, timeout).map_err(|e| e.to_string())?;
+    let mut tips = head_reflog(&git, &admin)?;
+    let per = git
+        .run(&[
+            "for-each-ref",
+            "--format=%(objectname)",
+            "refs/worktree/",
+            "refs/bisect/",
+            "refs/rewritten/",
+        ])
+        .map_err(|e| e.to_string())?;
+    tips.extend(per.stdout_str().lines().map(str::to_string));
+    let mut commits = Vec::new();
+    for t in tips {
+        if let Some(c) = commit_of(&git, &t).map_err(|e| e.to_string())? {
+            if !commits.contains(&c) {
+                commits.push(c);
             }
-            git2::TreeWalkResult::Ok
-        })?;
+        }
     }
-    let in_index: Vec<(Vec<u8>, Oid)> = index
-        .iter()
-        .filter(|e| e.mode == GITLINK && e.flags & STAGE_MASK == 0)
-        .map(|e| (e.path.clone(), e.id))
+    if commits.is_empty() {
+        return Ok(Vec::new());
+    }
+    // The tips themselves, of those not reachable from a keeper: keeping
+    // them keeps everything they reach.
+    let lost: HashSet<String> = rev_list(&git, &commits, &keeper_args(None))?
+        .into_iter()
         .collect();
-    let mut out = Vec::new();
-    for (p, id) in &in_head {
-        if !in_index.iter().any(|(q, jd)| q == p && jd == id) {
-            out.push(p.clone());
-        }
-    }
-    for (p, id) in &in_index {
-        if !in_head.iter().any(|(q, jd)| q == p && jd == id) {
-            out.push(p.clone());
-        }
-    }
-    out.sort();
-    out.dedup();
-    Ok(out)
+    Ok(commits.into_iter().filter(|c| lost.contains(c)).collect())
 }
 
 /// Index entries marked assume-unchanged or skip-worktree whose file is
 /// present and differs from the index (mode or content).
-fn hidden_changes(repo: &Repository, index: &git2::Index) -> Result<Vec<String>, io::Error> {
-    let Some(workdir) = repo.workdir() else {
-        return Ok(Vec::new());
-    };
-    let filemode = repo
-        .config()
-        .and_then(|c| c.get_bool("core.filemode"))
-        .unwrap_or(true);
+fn hidden_changes(git: &Git, dir: &Path, index: &[IndexEntry]) -> Result<Vec<String>, String> {
+    let filemode = git
+        .run_status(&["config", "--type=bool", "core.filemode"], &[])
+        .map(|(st, o)| !st.success() || o.stdout_str().trim() != "false")
+        .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
-    for e in index.iter() {
-        let hidden = e.flags & ENTRY_VALID != 0 || e.flags_extended & ENTRY_SKIP_WORKTREE != 0;
-        if !hidden || e.flags & STAGE_MASK != 0 || e.mode == GITLINK {
+    for e in index {
+        let hidden = e.tag.is_ascii_lowercase() || e.tag == b'S' || e.tag == b's';
+        if !hidden || e.stage != 0 || e.mode == GITLINK {
             continue;
         }
-        if e.flags_extended & ENTRY_INTENT_TO_ADD != 0 {
-            continue;
-        }
-        let path = join_rel(workdir, &e.path);
+        let path = join_rel(dir, &e.path);
         let meta = match fs::symlink_metadata(&path) {
             Ok(m) => m,
             Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
-            Err(err) => return Err(err),
+            Err(err) => return Err(format!("{}: {err}", rel_str(&e.path))),
         };
         let differs = if meta.file_type().is_symlink() {
-            let target = fs::read_link(&path)?;
-            e.mode != SYMLINK || blob_id(target.as_os_str().as_bytes())? != e.id
+            let target = fs::read_link(&path).map_err(|err| err.to_string())?;
+            e.mode != SYMLINK || hash(git, &["--stdin"], target.as_os_str().as_bytes())? != e.object
         } else if meta.is_file() {
             let exec = meta.permissions().mode() & 0o100 != 0;
-            let mode_differs = e.mode == SYMLINK || (filemode && exec != (e.mode == 0o100755));
-            mode_differs || file_blob_id(&path)? != e.id
+            let mode_differs = e.mode == SYMLINK || (filemode && exec != (e.mode == EXEC));
+            let rel = std::ffi::OsStr::from_bytes(&e.path)
+                .to_string_lossy()
+                .into_owned();
+            mode_differs || hash(git, &["--", &rel], &[])? != e.object
         } else {
             true
         };
@@ -524,31 +1065,43 @@ fn hidden_changes(repo: &Repository, index: &git2::Index) -> Result<Vec<String>,
     Ok(out)
 }
 
-fn blob_id(bytes: &[u8]) -> io::Result<Oid> {
-    Oid::hash_object(ObjectType::Blob, bytes).map_err(io::Error::other)
+fn hash(git: &Git, args: &[&str], input: &[u8]) -> Result<String, String> {
+    let mut a = vec!["hash-object"];
+    a.extend_from_slice(args);
+    Ok(git
+        .run_with_input(&a, input)
+        .map_err(|e| e.to_string())?
+        .stdout_str()
+        .trim()
+        .to_string())
 }
 
-fn file_blob_id(path: &Path) -> io::Result<Oid> {
-    Oid::hash_file(ObjectType::Blob, path).map_err(io::Error::other)
+/// Whether `path` lies inside `dir`, compared after resolving both (they
+/// exist: they come from git and from the caller).
+fn inside(path: &Path, dir: &Path) -> bool {
+    match (fs::canonicalize(path), fs::canonicalize(dir)) {
+        (Ok(p), Ok(d)) => p.starts_with(d),
+        _ => false,
+    }
 }
 
-/// What a submodule checked out at `sub` would lose, as short phrases.
-/// `worktree` and `admin` are the superproject worktree and its git
-/// directory: a submodule git directory inside either goes away with the
-/// worktree, and only then do its local-only commits count.
+/// What a submodule checked out at `sub` would lose beyond what the
+/// superproject's status reports, as short phrases. `worktree` and `admin`
+/// are the superproject worktree and its git directory: a submodule git
+/// directory inside either goes away with the worktree, and only then do
+/// its local-only commits count.
 fn submodule_problems(
+    git: &Git,
     sub: &Path,
     worktree: &Path,
     admin: &Path,
-    precious: &GlobSet,
     depth: usize,
     problems: &mut Vec<String>,
 ) {
     match fs::symlink_metadata(sub) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return,
         Err(e) => return problems.push(format!("cannot stat: {e}")),
-        // A typechange (file or symlink where the submodule was); the
-        // superproject's status reports it.
+        // A typechange; the superproject's status reports it.
         Ok(m) if !m.is_dir() => return,
         Ok(_) => {}
     }
@@ -557,83 +1110,54 @@ fn submodule_problems(
         Ok(true) => return, // not initialized
         Ok(false) => {}
     }
-    if !has_dot_git(sub) {
+    if fs::symlink_metadata(sub.join(".git")).is_err() {
         return problems.push("not initialized, but its directory holds files".into());
     }
-    let repo = match open_exact(sub) {
-        Ok(r) => r,
+    let g = git.at(sub);
+    let gitdir = match g.run(&["rev-parse", "--absolute-git-dir"]) {
+        Ok(o) => PathBuf::from(o.stdout_str().trim()),
         Err(e) => return problems.push(format!("cannot open: {e}")),
     };
-    match scan(&repo, precious, false) {
-        Ok(s) => {
-            let mut parts = Vec::new();
-            for (n, what) in [
-                (s.staged.len(), "staged"),
-                (s.unstaged.len(), "unstaged"),
-                (s.untracked.len(), "untracked"),
-                (s.conflicts.len(), "conflicted"),
-                (s.precious.len(), "precious ignored"),
-                (s.nested.len(), "nested repositories"),
-            ] {
-                if n > 0 {
-                    parts.push(format!("{n} {what}"));
-                }
-            }
-            if !parts.is_empty() {
-                problems.push(parts.join(", "));
-            }
-        }
-        Err(e) => problems.push(format!("status failed: {e}")),
-    }
-    let ops = operations(&repo, repo.path());
+    let ops = operations(&gitdir);
     if !ops.is_empty() {
         problems.push(format!("{} in progress", ops.join(", ")));
     }
-    let goes_away = is_inside(repo.path(), worktree) || is_inside(repo.path(), admin);
-    if goes_away {
-        match local_only_commits(&repo) {
-            Ok(0) => {}
-            Ok(n) => problems.push(format!("{n} commit(s) on no remote-tracking ref")),
+    if inside(&gitdir, worktree) || inside(&gitdir, admin) {
+        match rev_list(
+            &g,
+            &["HEAD".into(), "--branches".into()],
+            &["--not".into(), "--remotes".into()],
+        ) {
+            Ok(v) if v.is_empty() => {}
+            Ok(v) => problems.push(format!("{} commit(s) on no remote-tracking ref", v.len())),
             Err(e) => problems.push(format!("commit check failed: {e}")),
         }
     }
-    if depth < 4 {
-        if let (Ok(index), Some(wd)) = (repo.index(), repo.workdir()) {
-            for e in index.iter() {
-                if e.mode != GITLINK || e.flags & STAGE_MASK != 0 {
-                    continue;
-                }
-                let mut inner = Vec::new();
-                submodule_problems(
-                    &join_rel(wd, &e.path),
-                    worktree,
-                    admin,
-                    precious,
-                    depth + 1,
-                    &mut inner,
-                );
-                if !inner.is_empty() {
-                    problems.push(format!(
-                        "submodule {}: {}",
-                        rel_str(&e.path),
-                        inner.join(", ")
-                    ));
+    if depth < MAX_SUBMODULE_DEPTH {
+        match index_entries(&g) {
+            Ok(entries) => {
+                for e in entries.iter().filter(|e| e.mode == GITLINK && e.stage == 0) {
+                    let mut inner = Vec::new();
+                    submodule_problems(
+                        &g,
+                        &join_rel(sub, &e.path),
+                        worktree,
+                        admin,
+                        depth + 1,
+                        &mut inner,
+                    );
+                    if !inner.is_empty() {
+                        problems.push(format!(
+                            "submodule {}: {}",
+                            rel_str(&e.path),
+                            inner.join(", ")
+                        ));
+                    }
                 }
             }
+            Err(e) => problems.push(format!("index: {e}")),
         }
     }
-}
-
-/// Commits of HEAD and the local branches of `repo` that no
-/// remote-tracking ref reaches.
-pub(crate) fn local_only_commits(repo: &Repository) -> Result<usize, git2::Error> {
-    let mut tips = Vec::new();
-    if let Ok(c) = repo.head().and_then(|h| h.peel_to_commit()) {
-        tips.push(c.id());
-    }
-    tips.extend(ref_tips(repo, &|n| !n.starts_with("refs/heads/"))?);
-    let hide = ref_tips(repo, &|n| !n.starts_with("refs/remotes/"))?;
-    Ok(unreachable(repo, &tips, &hide)?.len())
 }
 
 #[cfg(test)]
@@ -651,7 +1175,9 @@ mod tests {
             worktree: wt,
             branch,
             base_ref: base,
+            repo_path: None,
             precious: &globs,
+            timeout: crate::git::cli::DEFAULT_TIMEOUT,
         })
     }
 
@@ -864,7 +1390,12 @@ mod tests {
         f.git(&f.repo, &["cherry-pick", "main..b"]);
         assert_ne!(f.rev(&f.repo, "main^"), f.rev(&wt, "HEAD"));
         assert_eq!(check(&wt), vec![]);
-        // Without the base ref, nothing says they were merged.
+        // Without the base ref, the main repository's HEAD branch is the
+        // base.
+        assert_eq!(run(&wt, Some("b"), None), vec![]);
+        // With that HEAD elsewhere and no remote, nothing says they were
+        // merged.
+        f.git(&f.repo, &["checkout", "-q", "--detach"]);
         assert_eq!(kinds(&run(&wt, Some("b"), None)), vec!["unmerged_commits"]);
     }
 
@@ -1042,8 +1573,8 @@ mod tests {
         match only(check(&wt)) {
             AtRisk::Submodule { path, detail } => {
                 assert_eq!(path, "sub");
-                assert!(detail.contains("1 unstaged"), "{detail}");
-                assert!(detail.contains("1 untracked"), "{detail}");
+                assert!(detail.contains("modified content"), "{detail}");
+                assert!(detail.contains("untracked content"), "{detail}");
             }
             other => panic!("{other:?}"),
         }
@@ -1285,5 +1816,259 @@ mod tests {
         assert_eq!(kinds(&r), vec!["unstaged", "untracked"]);
         assert_eq!(fs::read(&index).unwrap(), before);
         assert_eq!(fs::metadata(&index).unwrap().modified().unwrap(), mtime);
+    }
+
+    // --- Each state the libgit2 preflight judged differently from git ---
+
+    fn run_for(wt: &Path, repo: &Path) -> Vec<AtRisk> {
+        let globs = precious();
+        preflight(&Preflight {
+            worktree: wt,
+            branch: Some("b"),
+            base_ref: Some("main"),
+            repo_path: Some(repo),
+            precious: &globs,
+            timeout: crate::git::cli::DEFAULT_TIMEOUT,
+        })
+    }
+
+    fn cp_a(from: &Path, to: &Path) {
+        let st = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(from)
+            .arg(to)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    #[test]
+    fn a_copy_of_a_worktree_is_not_a_worktree() {
+        let f = Fixture::new();
+        let wt = f.worktree("w", "b");
+        let copy = f.root.join("copy");
+        cp_a(&wt, &copy);
+        write(&copy.join("README"), "edited in the copy\n");
+        assert_eq!(kinds(&check(&copy)), vec!["not_a_worktree"]);
+        assert!(!AtRisk::NotAWorktree {
+            detail: String::new()
+        }
+        .force_overrides());
+        // The original is judged by its own files.
+        assert_eq!(check(&wt), vec![]);
+    }
+
+    #[test]
+    fn a_moved_worktree_is_not_a_worktree_until_repaired() {
+        let f = Fixture::new();
+        let wt = f.worktree("w", "b");
+        let moved = f.root.join("moved");
+        fs::rename(&wt, &moved).unwrap();
+        assert_eq!(kinds(&check(&moved)), vec!["not_a_worktree"]);
+        f.git(&moved, &["worktree", "repair"]);
+        assert_eq!(check(&moved), vec![]);
+    }
+
+    #[test]
+    fn a_worktree_of_another_repository_than_its_row_names_is_not_a_worktree() {
+        let f = Fixture::new();
+        let wt = f.worktree("w", "b");
+        assert_eq!(run_for(&wt, &f.repo), vec![]);
+        assert_eq!(run_for(&wt, &f.repo.join(".git")), vec![]);
+        let other = Fixture::new();
+        assert_eq!(kinds(&run_for(&wt, &other.repo)), vec!["not_a_worktree"]);
+        assert_eq!(
+            kinds(&run_for(&wt, &f.root.join("nothing-here"))),
+            vec!["not_a_worktree"]
+        );
+    }
+
+    #[test]
+    fn an_ignore_rule_ending_in_a_tab_does_not_hide_a_file() {
+        let f = Fixture::new();
+        write(&f.repo.join(".gitignore"), "target/\nnotes.md\t\n");
+        f.commit_all(&f.repo, "ignore rule with a tab");
+        let wt = f.worktree("w", "b");
+        write(&wt.join("notes.md"), "my notes\n");
+        assert_eq!(
+            only(check(&wt)),
+            AtRisk::Untracked {
+                count: 1,
+                paths: vec!["notes.md".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn an_untracked_dot_git_in_other_letter_case_is_untracked() {
+        let f = Fixture::new();
+        let wt = f.worktree("w", "b");
+        write(&wt.join(".GIT/notes.txt"), "n\n");
+        assert_eq!(
+            only(check(&wt)),
+            AtRisk::Untracked {
+                count: 1,
+                paths: vec![".GIT/notes.txt".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn a_symlinked_gitignore_is_not_followed() {
+        let f = Fixture::new();
+        write(&f.repo.join("rules"), "s/\n");
+        fs::remove_file(f.repo.join(".gitignore")).unwrap();
+        symlink("rules", f.repo.join(".gitignore")).unwrap();
+        f.commit_all(&f.repo, "gitignore as a symlink");
+        let wt = f.worktree("w", "b");
+        write(&wt.join("s/todo.txt"), "todo\n");
+        assert_eq!(
+            only(check(&wt)),
+            AtRisk::Untracked {
+                count: 1,
+                paths: vec!["s/todo.txt".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn a_nested_repository_inside_a_tracked_directory_is_found() {
+        let f = Fixture::new();
+        let wt = f.worktree("w", "b");
+        write(&wt.join("src/main.txt"), "tracked\n");
+        f.commit_all(&wt, "src");
+        let inner = wt.join("src/inner");
+        write(&inner.join("i.txt"), "inner\n");
+        f.git(&inner, &["init", "-q"]);
+        f.commit_all(&inner, "inner work");
+        assert!(
+            kinds(&check(&wt)).contains(&"nested_repository"),
+            "{:?}",
+            check(&wt)
+        );
+        let tracked_dir_nested = check(&wt).into_iter().any(|r| {
+            r == AtRisk::NestedRepository {
+                path: "src/inner".into(),
+            }
+        });
+        assert!(tracked_dir_nested);
+    }
+
+    #[test]
+    fn untracked_files_are_found_whatever_status_show_untracked_files_says() {
+        let f = Fixture::new();
+        let wt = f.worktree("w", "b");
+        f.git(&f.repo, &["config", "status.showUntrackedFiles", "no"]);
+        write(&wt.join("deep/er/new.txt"), "n\n");
+        assert_eq!(kinds(&check(&wt)), vec!["untracked"]);
+    }
+
+    #[test]
+    fn commits_only_the_reflog_or_per_worktree_refs_reach_are_kept_not_reasons() {
+        let f = Fixture::new();
+        let wt = f.worktree("w", "b");
+        f.git(&wt, &["checkout", "-q", "--detach"]);
+        write(&wt.join("x.txt"), "x\n");
+        let dropped = f.commit_all(&wt, "dropped by reset");
+        f.git(&wt, &["reset", "-q", "--hard", "HEAD~1"]);
+        f.git(&wt, &["checkout", "-q", "b"]);
+        assert_eq!(check(&wt), vec![]);
+        let t = crate::git::cli::DEFAULT_TIMEOUT;
+        assert_eq!(unreferenced_history(&wt, t).unwrap(), vec![dropped.clone()]);
+        // Once another ref holds it, nothing is left to keep.
+        f.git(&f.repo, &["branch", "keeper", &dropped]);
+        assert_eq!(unreferenced_history(&wt, t).unwrap(), Vec::<String>::new());
+        f.git(&f.repo, &["branch", "-q", "-D", "keeper"]);
+        // A per-worktree ref alone keeps nothing once the worktree goes.
+        f.git(&wt, &["reflog", "expire", "--expire=now", "--all"]);
+        f.git(&wt, &["update-ref", "refs/worktree/keep", &dropped]);
+        assert_eq!(check(&wt), vec![]);
+        assert_eq!(unreferenced_history(&wt, t).unwrap(), vec![dropped]);
+    }
+
+    #[test]
+    fn sha256_and_reftable_repositories_are_judged_by_git() {
+        for init in [
+            &["--object-format=sha256"][..],
+            &["--ref-format=reftable"][..],
+        ] {
+            let f = Fixture::new_with(init);
+            let wt = f.worktree("w", "b");
+            assert_eq!(check(&wt), vec![], "{init:?}");
+            write(&wt.join("new.txt"), "n\n");
+            assert_eq!(kinds(&check(&wt)), vec!["untracked"], "{init:?}");
+            f.commit_all(&wt, "work");
+            assert_eq!(kinds(&check(&wt)), vec!["unmerged_commits"], "{init:?}");
+        }
+    }
+
+    #[test]
+    fn split_and_sparse_indexes_are_clean() {
+        let f = Fixture::new();
+        write(&f.repo.join("a/one.txt"), "1\n");
+        write(&f.repo.join("b/two.txt"), "2\n");
+        f.commit_all(&f.repo, "dirs");
+        let wt = f.worktree("w", "b");
+        f.git(&wt, &["update-index", "--split-index"]);
+        assert_eq!(check(&wt), vec![]);
+        f.git(
+            &wt,
+            &["sparse-checkout", "set", "--cone", "--sparse-index", "a"],
+        );
+        assert!(!wt.join("b/two.txt").exists());
+        assert_eq!(check(&wt), vec![]);
+        write(&wt.join("a/one.txt"), "changed\n");
+        assert_eq!(kinds(&check(&wt)), vec!["unstaged"]);
+    }
+
+    #[test]
+    fn a_clean_filter_makes_no_false_change() {
+        let f = Fixture::new();
+        f.git(&f.repo, &["config", "filter.tagged.clean", "sed s/^/X/"]);
+        f.git(&f.repo, &["config", "filter.tagged.smudge", "sed s/^X//"]);
+        write(&f.repo.join(".gitattributes"), "*.dat filter=tagged\n");
+        write(&f.repo.join("a.dat"), "hello\n");
+        f.commit_all(&f.repo, "filtered file");
+        let wt = f.worktree("w", "b");
+        assert_eq!(fs::read_to_string(wt.join("a.dat")).unwrap(), "hello\n");
+        assert_eq!(check(&wt), vec![]);
+        write(&wt.join("a.dat"), "changed\n");
+        assert_eq!(kinds(&check(&wt)), vec!["unstaged"]);
+    }
+
+    /// `chown -R nobody:nogroup`, and a parent every user can traverse.
+    fn give_to_nobody(f: &Fixture) {
+        let mode = fs::Permissions::from_mode(0o755);
+        fs::set_permissions(f.tmp.path(), mode).unwrap();
+        let st = std::process::Command::new("chown")
+            .args(["-R", "nobody:nogroup"])
+            .arg(f.tmp.path())
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    #[test]
+    fn as_root_git_runs_as_the_owner_and_judges_as_for_anyone() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test switches users: run the suite as root (as CI does)"
+        );
+        let f = Fixture::new();
+        let clean = f.worktree("clean", "c");
+        let dirty = f.worktree("dirty", "b");
+        write(&dirty.join("todo.txt"), "t\n");
+        let locked_out = f.worktree("locked-out", "l");
+        write(&locked_out.join("d/secret.txt"), "s\n");
+        give_to_nobody(&f);
+        fs::set_permissions(locked_out.join("d"), fs::Permissions::from_mode(0o000)).unwrap();
+        let g = crate::git::cli::Git::for_dir(&clean, crate::git::cli::DEFAULT_TIMEOUT).unwrap();
+        assert_eq!(g.run_as().map(|r| r.uid), Some(65534));
+        assert_eq!(run(&clean, Some("c"), Some("main")), vec![]);
+        assert_eq!(kinds(&check(&dirty)), vec!["untracked"]);
+        // Root could read it, its owner cannot: git as the owner says so.
+        let r = run(&locked_out, Some("l"), Some("main"));
+        assert!(kinds(&r).contains(&"unreadable"), "{r:?}");
+        fs::set_permissions(locked_out.join("d"), fs::Permissions::from_mode(0o755)).unwrap();
     }
 }

@@ -78,6 +78,12 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new() -> Fixture {
+        Fixture::new_with(&[])
+    }
+
+    /// A fixture whose main repository is made by `git init -q <init…>`
+    /// (`--object-format=sha256`, `--ref-format=reftable`).
+    pub fn new_with(init: &[&str]) -> Fixture {
         isolate_libgit2();
         let tmp = tempfile::tempdir().unwrap();
         let base = fs::canonicalize(tmp.path()).unwrap();
@@ -93,7 +99,9 @@ impl Fixture {
             root,
             home,
         };
-        f.git(&f.repo, &["init", "-q"]);
+        let mut args = vec!["init", "-q"];
+        args.extend_from_slice(init);
+        f.git(&f.repo, &args);
         write(&f.repo.join("README"), "hello\n");
         write(&f.repo.join("lib.txt"), "one\ntwo\nthree\nfour\nfive\n");
         write(

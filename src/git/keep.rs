@@ -1,0 +1,153 @@
+//! Keeping the history a removal would drop: commits that only the
+//! worktree's HEAD reflog and its `refs/worktree/*` reach
+//! ([`super::preflight::unreferenced_history`]) are put under one archive
+//! ref in the main repository before the worktree goes.
+//!
+//! # Guarantees
+//!
+//! 1. **Nothing dropped, nothing moved.** One new ref,
+//!    `refs/boo/archive/<worktree id>/<unix seconds>-history` (`-<n>` added
+//!    when taken), points at a parentless-tree commit whose parents are the
+//!    kept commits; an existing ref is never overwritten (`update-ref` with
+//!    an empty old value), no branch or other ref is touched.
+//!    Test: `history_only_the_reflog_reaches_survives_removal_and_gc`.
+//! 2. **Written by git as the repository's owner** ([`super::cli`]), so a
+//!    root controller leaves no root-owned object or ref file in another
+//!    user's repository.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use super::archive::{unix_secs, Archived, ARCHIVE_EMAIL, ARCHIVE_NAME};
+use super::cli::Git;
+use super::paths::ref_component;
+
+/// Commits `commits` (reachable from nothing that outlives the worktree)
+/// under a new archive ref; `Ok(None)` when there is nothing to keep.
+pub fn keep_history(
+    worktree: &Path,
+    worktree_id: &str,
+    commits: &[String],
+    now: SystemTime,
+    timeout: Duration,
+) -> Result<Option<Archived>, String> {
+    if commits.is_empty() {
+        return Ok(None);
+    }
+    let git = Git::for_dir(worktree, timeout).map_err(|e| e.to_string())?;
+    let err = |e: super::cli::GitCliError| e.to_string();
+    let empty = git
+        .run(&["hash-object", "-w", "-t", "tree", "/dev/null"])
+        .map_err(err)?
+        .stdout_str()
+        .trim()
+        .to_string();
+    let name = format!("user.name={ARCHIVE_NAME}");
+    let email = format!("user.email={ARCHIVE_EMAIL}");
+    let message = format!(
+        "boo-reconciler: {} commit(s) of worktree {worktree_id} that only its HEAD reflog or \
+         refs/worktree/* reached",
+        commits.len()
+    );
+    let mut args: Vec<&str> = vec![
+        "-c",
+        &name,
+        "-c",
+        &email,
+        "commit-tree",
+        &empty,
+        "-m",
+        &message,
+    ];
+    for c in commits {
+        args.push("-p");
+        args.push(c);
+    }
+    let commit = git.run(&args).map_err(err)?.stdout_str().trim().to_string();
+    let base = format!(
+        "refs/boo/archive/{}/{}-history",
+        ref_component(worktree_id),
+        unix_secs(now)
+    );
+    for n in 0..1000u32 {
+        let reference = if n == 0 {
+            base.clone()
+        } else {
+            format!("{base}-{n}")
+        };
+        let (st, _) = git
+            .run_status(
+                &[
+                    "update-ref",
+                    "-m",
+                    "boo-reconciler: history kept before removal",
+                    &reference,
+                    &commit,
+                    "",
+                ],
+                &[],
+            )
+            .map_err(err)?;
+        if st.success() {
+            return Ok(Some(Archived { reference, commit }));
+        }
+        let (exists, _) = git
+            .run_status(&["show-ref", "--verify", "-q", &reference], &[])
+            .map_err(err)?;
+        if !exists.success() {
+            return Err(format!("cannot create {reference}"));
+        }
+    }
+    Err(format!("no free name for {base}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::git::cli::DEFAULT_TIMEOUT;
+    use crate::git::preflight::unreferenced_history;
+    use crate::git::testutil::{write, Fixture};
+
+    #[test]
+    fn history_only_the_reflog_reaches_survives_removal_and_gc() {
+        let f = Fixture::new();
+        let wt = f.worktree("w", "b");
+        f.git(&wt, &["checkout", "-q", "--detach"]);
+        write(&wt.join("x.txt"), "x\n");
+        let dropped = f.commit_all(&wt, "dropped");
+        f.git(&wt, &["reset", "-q", "--hard", "HEAD~1"]);
+        let lost = unreferenced_history(&wt, DEFAULT_TIMEOUT).unwrap();
+        assert_eq!(lost, vec![dropped.clone()]);
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let a = keep_history(&wt, "w", &lost, now, DEFAULT_TIMEOUT)
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.reference, "refs/boo/archive/w/1700000000-history");
+        let again = keep_history(&wt, "w", &lost, now, DEFAULT_TIMEOUT)
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.reference, "refs/boo/archive/w/1700000000-history-1");
+        f.git(
+            &f.repo,
+            &["worktree", "remove", "--force", wt.to_str().unwrap()],
+        );
+        f.git(&f.repo, &["reflog", "expire", "--expire=now", "--all"]);
+        f.git(&f.repo, &["gc", "-q", "--prune=now"]);
+        assert_eq!(f.git(&f.repo, &["cat-file", "-t", &dropped]), "commit");
+        assert_eq!(f.git(&f.repo, &["show", &format!("{dropped}:x.txt")]), "x");
+        // Nothing else moved.
+        assert_eq!(f.rev(&f.repo, "b"), f.rev(&f.repo, "main"));
+    }
+
+    #[test]
+    fn nothing_to_keep_writes_nothing() {
+        let f = Fixture::new();
+        let wt = f.worktree("w", "b");
+        let refs = f.git(&f.repo, &["for-each-ref"]);
+        assert_eq!(
+            keep_history(&wt, "w", &[], SystemTime::now(), DEFAULT_TIMEOUT).unwrap(),
+            None
+        );
+        assert_eq!(f.git(&f.repo, &["for-each-ref"]), refs);
+    }
+}

@@ -1,0 +1,239 @@
+//! Checking a force archive against git's own view before anything is
+//! deleted: the archive is built through libgit2 ([`super::archive`]),
+//! and where libgit2 and git disagree about what is there, git wins.
+//!
+//! # Guarantees
+//!
+//! 1. **Every file git shows is in the archive, byte for byte.** Each
+//!    untracked file `git status` lists and each precious ignored file is
+//!    in the archive's untracked tree, and each tracked file present on
+//!    disk is in its working-tree tree, with the blob of its raw bytes (a
+//!    symlink: of its target). Otherwise the force is refused and nothing
+//!    is removed. Test: `an_archive_missing_a_file_git_shows_is_refused`.
+//! 2. **A path git refuses to store refuses the force.** `.git` in any
+//!    letter case (and the names git's NTFS protection treats as it,
+//!    `git~1`, `.git.`, `.git `) cannot be restored by git from any
+//!    archive, so a worktree holding one is kept with the reason.
+//!    Test: `paths_git_refuses_are_named`.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::Duration;
+
+use globset::GlobSet;
+
+use super::cli::Git;
+use super::paths::{join_rel, rel_str};
+use super::preflight::{git_status, index_entries, walk, GITLINK};
+
+/// Whether git refuses `path` (a `/`-separated path relative to the
+/// worktree) as an index or tree entry.
+pub fn refused_by_git(path: &[u8]) -> bool {
+    path.split(|b| *b == b'/').any(|c| {
+        let lower = c.to_ascii_lowercase();
+        let trimmed = {
+            let mut t: &[u8] = &lower;
+            while let Some(r) = t.strip_suffix(b".").or_else(|| t.strip_suffix(b" ")) {
+                t = r;
+            }
+            t
+        };
+        trimmed == b".git" || trimmed == b"git~1"
+    })
+}
+
+/// `path -> object id` of every blob (and symlink) in `tree`.
+fn tree_blobs(git: &Git, tree: &str) -> Result<HashMap<Vec<u8>, String>, String> {
+    let o = git
+        .run(&["ls-tree", "-r", "-z", "--end-of-options", tree])
+        .map_err(|e| e.to_string())?;
+    let mut out = HashMap::new();
+    for f in o.stdout.split(|b| *b == 0).filter(|f| !f.is_empty()) {
+        let Some(tab) = f.iter().position(|b| *b == b'\t') else {
+            return Err(format!("unexpected ls-tree line {:?}", rel_str(f)));
+        };
+        let head = String::from_utf8_lossy(&f[..tab]);
+        let mut it = head.split(' ');
+        let (_mode, kind, id) = (it.next(), it.next(), it.next());
+        if kind == Some("blob") {
+            out.insert(f[tab + 1..].to_vec(), id.unwrap_or("").to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// The blob id of a file's raw bytes, or of a symlink's target.
+fn raw_blob(git: &Git, dir: &Path, rel: &[u8]) -> Result<String, String> {
+    let path = join_rel(dir, rel);
+    let meta = fs::symlink_metadata(&path).map_err(|e| format!("{}: {e}", rel_str(rel)))?;
+    let bytes = if meta.file_type().is_symlink() {
+        fs::read_link(&path)
+            .map_err(|e| format!("{}: {e}", rel_str(rel)))?
+            .as_os_str()
+            .as_bytes()
+            .to_vec()
+    } else {
+        fs::read(&path).map_err(|e| format!("{}: {e}", rel_str(rel)))?
+    };
+    Ok(git
+        .run_with_input(&["hash-object", "--no-filters", "--stdin"], &bytes)
+        .map_err(|e| e.to_string())?
+        .stdout_str()
+        .trim()
+        .to_string())
+}
+
+/// Confirms that archive `reference` (made by [`super::archive::archive`]
+/// for `worktree`) holds everything git shows there (guarantees 1 and 2).
+pub fn check_archive(
+    worktree: &Path,
+    reference: &str,
+    precious: &GlobSet,
+    timeout: Duration,
+) -> Result<(), String> {
+    let git = Git::for_dir(worktree, timeout).map_err(|e| e.to_string())?;
+    let (status, unreadable) = git_status(&git)?;
+    if !unreadable.is_empty() {
+        return Err(format!("git cannot read {}", unreadable.join(", ")));
+    }
+    let index = index_entries(&git)?;
+    let gitlinks: HashSet<Vec<u8>> = index
+        .iter()
+        .filter(|e| e.mode == GITLINK)
+        .map(|e| e.path.clone())
+        .collect();
+    let walked = walk(worktree, &status, &gitlinks, precious);
+    let mut untracked: Vec<Vec<u8>> = status
+        .untracked
+        .iter()
+        .filter(|p| !p.ends_with(b"/"))
+        .cloned()
+        .collect();
+    untracked.extend(walked.precious.iter().map(|p| p.as_bytes().to_vec()));
+    let tracked: Vec<Vec<u8>> = index
+        .iter()
+        .filter(|e| e.mode != GITLINK && e.stage == 0)
+        .map(|e| e.path.clone())
+        .filter(|p| fs::symlink_metadata(join_rel(worktree, p)).is_ok_and(|m| !m.is_dir()))
+        .collect();
+    if let Some(p) = untracked
+        .iter()
+        .chain(tracked.iter())
+        .find(|p| refused_by_git(p))
+    {
+        return Err(format!(
+            "{} is a path git refuses to store, so no archive could bring it back",
+            rel_str(p)
+        ));
+    }
+    let parents = git
+        .run(&[
+            "rev-list",
+            "--parents",
+            "-n1",
+            "--end-of-options",
+            reference,
+        ])
+        .map_err(|e| e.to_string())?
+        .stdout_str();
+    let has_untracked_part = parents.split_whitespace().count() >= 4;
+    let u = if has_untracked_part {
+        tree_blobs(&git, &format!("{reference}^3^{{tree}}"))?
+    } else {
+        HashMap::new()
+    };
+    let w = tree_blobs(&git, &format!("{reference}^{{tree}}"))?;
+    for (list, tree, what) in [
+        (&untracked, &u, "untracked"),
+        (&tracked, &w, "working tree"),
+    ] {
+        for p in list {
+            let want = raw_blob(&git, worktree, p)?;
+            match tree.get(p) {
+                Some(id) if *id == want => {}
+                Some(_) => {
+                    return Err(format!(
+                        "the archive's {what} part holds other content for {}",
+                        rel_str(p)
+                    ))
+                }
+                None => {
+                    return Err(format!(
+                        "the archive's {what} part lacks {}, which git shows",
+                        rel_str(p)
+                    ))
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::git::archive::archive;
+    use crate::git::cli::DEFAULT_TIMEOUT;
+    use crate::git::testutil::{precious, write, Fixture};
+    use std::time::SystemTime;
+
+    #[test]
+    fn paths_git_refuses_are_named() {
+        for p in [
+            ".git",
+            ".GIT/notes",
+            "a/.Git/x",
+            "git~1/x",
+            "a/.git./b",
+            "a/.git /b",
+        ] {
+            assert!(refused_by_git(p.as_bytes()), "{p}");
+        }
+        for p in [".gitignore", "a/.github/x", "git", "x.git", ".gitx/y"] {
+            assert!(!refused_by_git(p.as_bytes()), "{p}");
+        }
+    }
+
+    #[test]
+    fn a_complete_archive_passes() {
+        let f = Fixture::new();
+        let wt = f.worktree("w", "b");
+        write(&wt.join("README"), "changed\n");
+        write(&wt.join("new dir/untracked.txt"), "u\n");
+        write(&wt.join(".env"), "SECRET=1\n");
+        let a = archive(&wt, "w", SystemTime::now(), &precious()).unwrap();
+        check_archive(&wt, &a.reference, &precious(), DEFAULT_TIMEOUT).unwrap();
+    }
+
+    #[test]
+    fn an_archive_missing_a_file_git_shows_is_refused() {
+        let f = Fixture::new();
+        let wt = f.worktree("w", "b");
+        write(&wt.join("README"), "changed\n");
+        let a = archive(&wt, "w", SystemTime::now(), &precious()).unwrap();
+        // Written after the archive: exactly what a divergent archive
+        // would have missed.
+        write(&wt.join("late.txt"), "late\n");
+        let e = check_archive(&wt, &a.reference, &precious(), DEFAULT_TIMEOUT).unwrap_err();
+        assert!(e.contains("lacks late.txt"), "{e}");
+        write(&wt.join("late.txt"), "");
+        std::fs::remove_file(wt.join("late.txt")).unwrap();
+        write(&wt.join("README"), "changed again\n");
+        let e = check_archive(&wt, &a.reference, &precious(), DEFAULT_TIMEOUT).unwrap_err();
+        assert!(e.contains("other content for README"), "{e}");
+    }
+
+    #[test]
+    fn an_untracked_dot_git_in_other_letter_case_refuses_the_archive() {
+        let f = Fixture::new();
+        let wt = f.worktree("w", "b");
+        write(&wt.join(".GIT/notes.txt"), "n\n");
+        let e = match archive(&wt, "w", SystemTime::now(), &precious()) {
+            Ok(a) => check_archive(&wt, &a.reference, &precious(), DEFAULT_TIMEOUT).unwrap_err(),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.contains(".GIT"), "{e}");
+    }
+}
