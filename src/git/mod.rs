@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod archive;
+pub mod base;
 pub mod paths;
 pub mod preflight;
 pub(crate) mod reach;
