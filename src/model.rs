@@ -282,6 +282,10 @@ pub struct WorktreeDir {
     pub created: SystemTime,
     /// The main repository named by the entry's `.git` file, if it has one.
     pub repo_path: Option<PathBuf>,
+    /// The git directory the entry's `.git` file names (for a linked
+    /// worktree, its admin entry `<repo>/.git/worktrees/<name>`), if it has
+    /// such a file.
+    pub gitdir: Option<PathBuf>,
 }
 
 /// A main repository's `.git/worktrees/<name>` entry whose `gitdir` points
@@ -299,6 +303,20 @@ pub struct StaleAdminEntry {
     /// The entry's `locked` file, if any: its reason (may be empty). git
     /// itself locks an entry while `git worktree add` runs.
     pub locked: Option<String>,
+}
+
+/// A main repository's admin entry whose recorded directory is gone but
+/// that a directory under the root points at through its `.git` file: a
+/// worktree moved without `git worktree move`. It is not stale, and is left
+/// alone (`git worktree repair <now_at>` updates the entry).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MovedAdminEntry {
+    pub repo_path: PathBuf,
+    pub name: String,
+    /// Where the entry says its worktree is (no longer there).
+    pub worktree_path: PathBuf,
+    /// The directory whose `.git` file names the entry.
+    pub now_at: PathBuf,
 }
 
 /// The verdict on a worktree row's untrusted path.
@@ -393,6 +411,8 @@ pub fn is_wellformed_opencode_id(id: &str) -> bool {
 pub struct ActualState {
     pub dirs: Vec<WorktreeDir>,
     pub stale_admin_entries: Vec<StaleAdminEntry>,
+    /// Admin entries of worktrees moved inside the root: never pruned.
+    pub moved_admin_entries: Vec<MovedAdminEntry>,
     /// The verdict on each worktree row's path, by worktree row id.
     pub row_paths: HashMap<String, PathCheck>,
     /// Live processes carrying the chat label.

@@ -8,10 +8,16 @@
 //!
 //! # Guarantees
 //! - Nothing owned by a live chat is ever planned for teardown.
+//! - A path claimed by any live row is never planned for removal: when two
+//!   rows name one directory, the one whose session is gone does not speak
+//!   for the other (test `a_path_claimed_by_a_live_row_is_never_removed`).
 //! - A directory with no row is planned only once older than the orphan
 //!   minimum age; until then it is listed as pending.
 //! - A row whose path leaves the root is planned only as a refusal, which
 //!   touches nothing.
+//! - An admin entry of a worktree moved inside the root is never planned
+//!   for pruning, only listed as pending (test
+//!   `admin_entry_of_a_moved_worktree_is_not_pruned`).
 //! - Actions come out grouped and ordered (see [`Stage`]) so the executor
 //!   can run groups concurrently and stages in order.
 
@@ -23,7 +29,7 @@ use serde::Serialize;
 
 use crate::model::{
     age, is_wellformed_opencode_id, ActualState, AgentProcess, Backend, DesiredState, EntryKind,
-    OpencodeView, PathCheck, StaleAdminEntry, WorktreeState,
+    OpencodeView, PathCheck, StaleAdminEntry, WorktreeRow, WorktreeState,
 };
 
 /// The settings the planner applies.
@@ -626,6 +632,7 @@ fn plan_worktree_rows(
     out: &mut Plan,
 ) -> HashSet<PathBuf> {
     let mut claimed = HashSet::new();
+    let live_claims = live_claims(desired, actual, policy, now);
     for row in &desired.worktrees {
         let check = actual.row_paths.get(&row.id);
         if let Some(PathCheck::Inside { path, .. }) = check {
@@ -674,6 +681,19 @@ fn plan_worktree_rows(
             continue;
         }
         if let Some(PathCheck::Inside { path, exists: true }) = check {
+            let other = live_claims
+                .get(path)
+                .and_then(|rows| rows.iter().find(|r| r.id != row.id));
+            if let Some(other) = other {
+                out.pending.push(Pending {
+                    target: format!("worktree:{}", path.display()),
+                    why: format!(
+                        "{reason}; but row {} of live session {} names this directory too: kept",
+                        other.id, other.session_id
+                    ),
+                });
+                continue;
+            }
             if let Some(wait) = waits.for_worktree(path, Some(&row.session_id)) {
                 out.pending.push(Pending {
                     target: format!("worktree:{}", path.display()),
@@ -722,6 +742,45 @@ fn plan_worktree_rows(
         });
     }
     claimed
+}
+
+/// The directories that rows of live sessions claim, with those rows: a
+/// row claims its confined path and the directory named after its id (the
+/// layout `<root>/<worktree id>`).
+fn live_claims<'a>(
+    desired: &'a DesiredState,
+    actual: &ActualState,
+    policy: &Policy,
+    now: SystemTime,
+) -> HashMap<PathBuf, Vec<&'a WorktreeRow>> {
+    let by_name: HashMap<&str, &PathBuf> = actual
+        .dirs
+        .iter()
+        .map(|d| (d.name.as_str(), &d.path))
+        .collect();
+    let mut out: HashMap<PathBuf, Vec<&WorktreeRow>> = HashMap::new();
+    for row in &desired.worktrees {
+        let live = desired
+            .sessions
+            .get(&row.session_id)
+            .is_some_and(|s| s.keeps_worktree(now, policy.worktree_orphan_min_age));
+        if !live {
+            continue;
+        }
+        let mut paths: Vec<&PathBuf> = Vec::with_capacity(2);
+        if let Some(PathCheck::Inside { path, .. }) = actual.row_paths.get(&row.id) {
+            paths.push(path);
+        }
+        if let Some(p) = by_name.get(row.id.as_str()) {
+            if !paths.contains(p) {
+                paths.push(p);
+            }
+        }
+        for p in paths {
+            out.entry(p.clone()).or_default().push(row);
+        }
+    }
+    out
 }
 
 /// Directories under the root that no row claims.
@@ -794,6 +853,22 @@ fn plan_admin_entries(
     now: SystemTime,
     out: &mut Plan,
 ) {
+    for moved in &actual.moved_admin_entries {
+        out.pending.push(Pending {
+            target: format!(
+                "admin-entry:{}/.git/worktrees/{}",
+                moved.repo_path.display(),
+                moved.name
+            ),
+            why: format!(
+                "directory {} is gone but {} points at this entry: a moved worktree, \
+                 never pruned (`git worktree repair {}` updates the entry)",
+                moved.worktree_path.display(),
+                moved.now_at.display(),
+                moved.now_at.display()
+            ),
+        });
+    }
     for entry in &actual.stale_admin_entries {
         let live_row = desired.worktrees.iter().find(|row| {
             matches!(actual.row_paths.get(&row.id),

@@ -13,6 +13,7 @@ both_databases!(
     desired_state_reads_this_hosts_rows_and_liveness,
     audit_table_is_append_only,
     worktree_row_marks_are_idempotent,
+    rows_naming_a_directory_are_this_hosts_present_rows_by_path_or_id,
 );
 
 async fn desired_state_reads_this_hosts_rows_and_liveness(db: Db) {
@@ -115,5 +116,44 @@ async fn worktree_row_marks_are_idempotent(db: Db) {
             .await
             .unwrap(),
         Vec::<String>::new()
+    );
+}
+
+async fn rows_naming_a_directory_are_this_hosts_present_rows_by_path_or_id(db: Db) {
+    let w = World::new(db).await;
+    let dir = "/tmp/booworktrees/w1";
+    w.worktree_row("w1", "s1", dir).await;
+    w.worktree_row("w2", "s2", dir).await;
+    // Named as `<root>/<its id>` whatever its path says.
+    w.worktree_row("w3", "s3", "/elsewhere").await;
+    w.sql("UPDATE worktrees SET id = 'w1x' WHERE id = 'w3'")
+        .await;
+    w.worktree_row("w4", "s4", &format!("{dir}/")).await;
+    w.worktree_row("gone", "s5", dir).await;
+    w.store.mark_worktree_removed("gone").await.unwrap();
+    w.worktree_row("other-host", "s6", dir).await;
+    w.sql("UPDATE worktrees SET host = 'elsewhere' WHERE id = 'other-host'")
+        .await;
+    let paths = [dir.to_string(), format!("{dir}/")];
+    let rows = w
+        .store
+        .host_worktree_rows_naming(HOST, &paths, "w1x")
+        .await
+        .unwrap();
+    let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        rows,
+        pairs(&[("w1", "s1"), ("w1x", "s3"), ("w2", "s2"), ("w4", "s4")])
+    );
+    assert_eq!(
+        w.store
+            .host_worktree_rows_naming(HOST, &[], "none")
+            .await
+            .unwrap(),
+        Vec::<(String, String)>::new()
     );
 }

@@ -25,7 +25,30 @@ both_databases!(
     worktree_of_live_session_survives,
     stale_admin_entry_keeps_its_lost_commits_under_an_archive_ref_then_is_pruned,
     locked_stale_admin_entry_is_pruned_only_with_force,
+    a_path_claimed_by_a_live_row_is_never_removed,
+    a_path_claimed_by_a_live_row_added_after_the_plan_is_never_removed,
+    admin_entry_of_a_moved_worktree_is_not_pruned,
 );
+
+/// Every file under `dir` (the `.git` file too) with its contents, sorted.
+fn files(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let meta = fs::symlink_metadata(&p).unwrap();
+            if meta.is_dir() {
+                todo.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                out.push((rel, fs::read(&p).unwrap_or_default()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
 
 async fn clean_worktree_of_archived_session_is_removed_and_its_branch_survives(db: Db) {
     let w = World::new(db).await;
@@ -377,4 +400,116 @@ async fn locked_stale_admin_entry_is_pruned_only_with_force(db: Db) {
     assert!(!w.repo.join(".git/worktrees/w1").exists());
     // The branch is never deleted.
     assert!(git_ok(&w.repo, &["rev-parse", "--verify", "boo/w1"]));
+}
+
+async fn a_path_claimed_by_a_live_row_is_never_removed(db: Db) {
+    let w = World::new(db).await;
+    w.session("s1", "archived").await;
+    w.chat("c1", "s1", "archived").await;
+    w.session("s2", "open").await;
+    w.chat("c2", "s2", "open").await;
+    // Two rows name one directory: w1's session is gone, w2's is live.
+    let path = w.worktree("w1", "s1").await;
+    w.worktree_row("w2", "s2", path.to_str().unwrap()).await;
+    // Clean by the preflight's standards (ignored build output only): only
+    // the live row stands between it and removal.
+    fs::create_dir_all(path.join("target")).unwrap();
+    fs::write(path.join("target/out.o"), "build output").unwrap();
+    let before = files(&path);
+
+    for force in [false, true] {
+        let report = w.once(Scope::Host, force).await;
+        assert!(report.results.is_empty(), "{}", report.render());
+        assert!(
+            report.pending.iter().any(|p| p.target.ends_with("/w1")
+                && p.why
+                    .contains("row w2 of live session s2 names this directory too")),
+            "force {force}: {}",
+            report.render()
+        );
+        assert_eq!(files(&path), before, "force {force}: files untouched");
+        assert_eq!(w.row_state("w2").await.0, "active");
+        assert_eq!(w.row_state("w1").await.0, "active");
+        assert!(git_ok(&path, &["status", "--porcelain"]));
+    }
+}
+
+async fn a_path_claimed_by_a_live_row_added_after_the_plan_is_never_removed(db: Db) {
+    let w = World::new(db).await;
+    w.session("s1", "archived").await;
+    w.chat("c1", "s1", "archived").await;
+    let path = w.worktree("w1", "s1").await;
+    let before = files(&path);
+    let controller = w.controller();
+    let mut notes = Default::default();
+    let (plan, _) = controller.plan(&Scope::Host, &mut notes).await.unwrap();
+    assert_eq!(plan.actions.len(), 1, "{:?}", plan.actions);
+
+    // A live session's row claims the directory while the pass runs.
+    w.session("s2", "open").await;
+    w.chat("c2", "s2", "open").await;
+    w.worktree_row("w2", "s2", path.to_str().unwrap()).await;
+    let results = Arc::clone(controller.executor())
+        .execute(&plan, RunOptions { force: true }, &CancellationToken::new())
+        .await;
+    assert!(
+        matches!(&results[0].outcome, Outcome::Skipped { why }
+            if why.contains("row w2 of live session s2 names this directory too")),
+        "{:?}",
+        results[0].outcome
+    );
+    assert_eq!(files(&path), before);
+    assert_eq!(w.row_state("w1").await.0, "active");
+    assert_eq!(w.row_state("w2").await.0, "active");
+    let audit = w.audit().await;
+    assert!(audit.iter().any(|a| a.action == "remove_worktree"
+        && a.outcome == "skipped"
+        && a.reason.contains("row w2 of live session s2")));
+}
+
+async fn admin_entry_of_a_moved_worktree_is_not_pruned(db: Db) {
+    let mut w = World::new(db).await;
+    w.orphan_min_age = Duration::ZERO;
+    let a = w.add_worktree("a");
+    fs::write(a.join("notes.txt"), "moved along\n").unwrap();
+    // Moved by hand, not with `git worktree move`: the entry still names
+    // <root>/a, and <root>/b's `.git` file still names the entry.
+    let b = w.root.join("b");
+    fs::rename(&a, &b).unwrap();
+    let before = files(&b);
+    let entry = w.repo.join(".git/worktrees/a");
+
+    let report = w.once(Scope::Host, false).await;
+    assert!(entry.is_dir(), "admin entry kept: {}", report.render());
+    assert!(
+        report
+            .results
+            .iter()
+            .all(|r| r.action.name() != "prune_admin_entry"),
+        "{}",
+        report.render()
+    );
+    assert!(
+        report
+            .pending
+            .iter()
+            .any(|p| p.target.ends_with("/.git/worktrees/a") && p.why.contains("moved worktree")),
+        "{}",
+        report.render()
+    );
+    // Whatever the preflight decided about b itself, nothing of it is lost.
+    if b.exists() {
+        assert_eq!(files(&b), before);
+        assert!(git_ok(&b, &["status", "--porcelain"]));
+    } else {
+        let refs = git(
+            &w.repo,
+            &["for-each-ref", "--format=%(refname)", "refs/boo/archive/"],
+        );
+        assert!(
+            !refs.is_empty(),
+            "b removed without an archive: {}",
+            report.render()
+        );
+    }
 }

@@ -8,6 +8,11 @@
 //! - Liveness is re-read from the database right before every destructive
 //!   action, and again after the preflight: a chat reopened mid-pass keeps
 //!   everything.
+//! - A path claimed by any live row is never removed: both re-checks before
+//!   a worktree removal look at every row of this host naming the same
+//!   directory, not only the row acted on (test
+//!   `a_path_claimed_by_a_live_row_is_never_removed`, and
+//!   `a_path_claimed_by_a_live_row_added_after_the_plan_is_never_removed`).
 //! - The preflight runs right before removal, never from a cached verdict.
 //! - Every action taken is recorded in the audit table with its reason and
 //!   outcome; a worktree kept at risk or a refused path is recorded when its
@@ -532,9 +537,9 @@ impl Executor {
                 if let Some(why) = self.owner_is_live(action).await? {
                     return Ok((Outcome::Skipped { why }, none));
                 }
-                let entry = entry.clone();
+                let (entry, root) = (entry.clone(), self.root.clone());
                 let force = opts.force;
-                blocking(move || prune_admin_entry(&entry, force)).await
+                blocking(move || prune_admin_entry(&entry, root.path(), force)).await
             }
             ActionKind::RefusePath { why, path, .. } => Ok((
                 Outcome::Refused {
@@ -571,14 +576,18 @@ impl Executor {
     }
 
     /// `Some(why)` when the worktree must be kept after all: its owner is
-    /// live again or, for an orphan, a row now names it.
+    /// live again, another row of a live session names the same directory,
+    /// or, for an orphan, a row now names it.
     async fn worktree_claimed(
         &self,
         action: &Action,
         wt: &WorktreeTarget,
     ) -> Result<Option<String>, String> {
         if wt.row_id.is_some() {
-            return self.owner_is_live(action).await;
+            if let Some(why) = self.owner_is_live(action).await? {
+                return Ok(Some(why));
+            }
+            return self.live_row_naming(wt).await;
         }
         let rows = self
             .store
@@ -586,6 +595,50 @@ impl Executor {
             .await
             .map_err(|e| e.to_string())?;
         Ok((!rows.is_empty()).then(|| format!("row {} now names this directory", rows.join(", "))))
+    }
+
+    /// `Some(why)` when a row of this host other than the one acted on
+    /// names the same directory and its session keeps its worktree (the
+    /// rule of [`Executor::owner_is_live`]): a path claimed by any live row
+    /// is never removed. Two rows may name one directory (the orchestrator
+    /// reusing a path, a row copied by hand); the row acted on speaks only
+    /// for its own session.
+    ///
+    /// The directory is looked up as spelled by the plan (lexically and
+    /// canonically, with and without a trailing `/`) and as `<root>/<id>`;
+    /// the planner compares every row through its confined path, so a
+    /// spelling missed here was already seen there.
+    async fn live_row_naming(&self, wt: &WorktreeTarget) -> Result<Option<String>, String> {
+        let mut paths: Vec<String> = git::paths::spellings(&wt.path)
+            .into_iter()
+            .chain([self.root.path().join(&wt.name)])
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        paths.extend(paths.clone().into_iter().map(|p| format!("{p}/")));
+        paths.sort();
+        paths.dedup();
+        let rows = self
+            .store
+            .host_worktree_rows_naming(&self.host, &paths, &wt.name)
+            .await
+            .map_err(|e| e.to_string())?;
+        let now = SystemTime::now();
+        for (id, session) in rows {
+            if wt.row_id.as_deref() == Some(id.as_str()) {
+                continue;
+            }
+            let st = self
+                .store
+                .session_state(&session)
+                .await
+                .map_err(|e| e.to_string())?;
+            if st.keeps_worktree(now, self.orphan_min_age) {
+                return Ok(Some(format!(
+                    "row {id} of live session {session} names this directory too"
+                )));
+            }
+        }
+        Ok(None)
     }
 
     async fn remove_worktree(
@@ -943,9 +996,12 @@ pub fn archive_and_remove(
     (Outcome::Done { note }, serde_json::Value::Object(detail))
 }
 
-/// Keeps the commits only a stale admin entry's HEAD reaches, then prunes it.
+/// Keeps the commits only a stale admin entry's HEAD reaches, then prunes
+/// it, unless a directory under `root` points at it now (a worktree moved
+/// since the observation: pruning would break it).
 fn prune_admin_entry(
     entry: &crate::model::StaleAdminEntry,
+    root: &Path,
     force: bool,
 ) -> Result<(Outcome, serde_json::Value), String> {
     if let (Some(reason), false) = (&entry.locked, force) {
@@ -967,6 +1023,17 @@ fn prune_admin_entry(
         return Ok((
             Outcome::Skipped {
                 why: format!("{} exists again", entry.worktree_path.display()),
+            },
+            serde_json::Value::Null,
+        ));
+    }
+    if let Some(dir) = git::admin::moved_to(entry, root) {
+        return Ok((
+            Outcome::Skipped {
+                why: format!(
+                    "{} points at this entry: a moved worktree, left alone",
+                    dir.display()
+                ),
             },
             serde_json::Value::Null,
         ));

@@ -149,6 +149,7 @@ impl Controller {
         let actual = crate::model::ActualState {
             dirs: observed.dirs,
             stale_admin_entries: observed.stale_admin_entries,
+            moved_admin_entries: observed.moved_admin_entries,
             row_paths: observed.row_paths.into_iter().collect(),
             processes: scan.processes,
             recorded_pids,

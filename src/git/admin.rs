@@ -3,7 +3,15 @@
 //! These functions read git's bookkeeping files by hand and never run
 //! repository discovery upward: a directory under the worktree root must
 //! not resolve to a repository that happens to enclose the root.
+//!
+//! # Guarantees
+//! - An entry is stale only when its recorded directory is gone *and* no
+//!   directory under the root points at it: a worktree moved by hand
+//!   (`mv <root>/a <root>/b`) keeps its entry, which `<root>/b` needs
+//!   ([`scan_entries`], test `admin_entry_of_a_moved_worktree_is_not_pruned`).
+//! - [`prune_for`] refuses while the recorded directory exists.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -14,11 +22,12 @@ use git2::{Oid, Repository};
 use super::archive::{create_archive_ref, unix_secs, Archived};
 use super::paths::{
     admin_entries, common_dir_of_admin, common_dir_of_repo, dot_git, is_inside, open_exact,
-    read_head_file, ref_component, same_location, workdir_of_common, AdminEntry, DotGit, HeadFile,
+    read_head_file, ref_component, same_location, spellings, workdir_of_common, AdminEntry, DotGit,
+    HeadFile,
 };
 use super::reach::{ref_tips, unreachable};
 use super::GitError;
-use crate::model::StaleAdminEntry;
+use crate::model::{MovedAdminEntry, StaleAdminEntry};
 
 /// The main repository (its working directory) that the linked worktree at
 /// `dir` belongs to, read from `dir/.git`; `None` if `dir` is not a linked
@@ -32,9 +41,14 @@ use crate::model::StaleAdminEntry;
 /// repository the common git directory itself is returned.
 pub fn main_repository_of(dir: &Path) -> Option<PathBuf> {
     match dot_git(dir) {
-        DotGit::File { gitdir } => common_dir_of_admin(&gitdir).map(|c| workdir_of_common(&c)),
+        DotGit::File { gitdir } => main_repository_of_gitdir(&gitdir),
         _ => None,
     }
+}
+
+/// [`main_repository_of`] from the git directory a `.git` file names.
+pub fn main_repository_of_gitdir(gitdir: &Path) -> Option<PathBuf> {
+    common_dir_of_admin(gitdir).map(|c| workdir_of_common(&c))
 }
 
 fn invalid(path: &Path, detail: impl Into<String>) -> GitError {
@@ -74,20 +88,92 @@ fn entry_head(repo: &Repository, entry: &AdminEntry) -> (Option<Oid>, Option<Str
     }
 }
 
+/// The links from the directories under the worktree root back to git:
+/// the git directory each one's `.git` file names. Read once per pass (the
+/// observation has read every `.git` file already) and asked once per
+/// admin entry.
+///
+/// An admin entry some directory points at is in use whatever its own
+/// `gitdir` file says: git follows the worktree's `.git` file, not the
+/// entry, to find the repository, so pruning the entry would leave that
+/// directory's `.git` pointing at nothing.
+#[derive(Clone, Debug, Default)]
+pub struct Gitlinks {
+    /// Every spelling of a named git directory -> the directory naming it.
+    by_gitdir: HashMap<PathBuf, PathBuf>,
+}
+
+impl Gitlinks {
+    /// From `(gitdir, directory)` pairs: `directory/.git` names `gitdir`.
+    pub fn new(links: impl IntoIterator<Item = (PathBuf, PathBuf)>) -> Gitlinks {
+        let mut by_gitdir = HashMap::new();
+        for (gitdir, dir) in links {
+            for spelling in spellings(&gitdir) {
+                by_gitdir.entry(spelling).or_insert_with(|| dir.clone());
+            }
+        }
+        Gitlinks { by_gitdir }
+    }
+
+    /// Reads the `.git` files of the directories directly under `root`
+    /// (symlinks are not followed: a link under the root is not a
+    /// worktree). An unreadable root gives no links.
+    pub fn read(root: &Path) -> Gitlinks {
+        let Ok(entries) = fs::read_dir(root) else {
+            return Gitlinks::default();
+        };
+        Gitlinks::new(entries.flatten().filter_map(|e| {
+            let dir = e.path();
+            if !e.file_type().ok()?.is_dir() {
+                return None;
+            }
+            match dot_git(&dir) {
+                DotGit::File { gitdir } => Some((gitdir, dir)),
+                _ => None,
+            }
+        }))
+    }
+
+    /// The directory whose `.git` file names `gitdir`, by any spelling.
+    pub fn pointing_at(&self, gitdir: &Path) -> Option<&Path> {
+        spellings(gitdir)
+            .iter()
+            .find_map(|s| self.by_gitdir.get(s))
+            .map(PathBuf::as_path)
+    }
+}
+
+/// What [`scan_entries`] found among a repository's admin entries.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AdminScan {
+    /// Recorded directory gone, and nothing under the root points at them.
+    pub stale: Vec<StaleAdminEntry>,
+    /// Recorded directory gone, but a directory under the root points at
+    /// them: moved by hand, left alone.
+    pub moved: Vec<MovedAdminEntry>,
+}
+
 /// Admin entries of `repo` whose worktree path lies inside `root` but no
-/// longer exists.
+/// longer exists (see [`scan_entries`]), reading the root's links itself.
+pub fn stale_entries(repo: &Path, root: &Path) -> Result<Vec<StaleAdminEntry>, GitError> {
+    Ok(scan_entries(repo, root, &Gitlinks::read(root))?.stale)
+}
+
+/// The admin entries of `repo` whose worktree path lies inside `root` but
+/// no longer exists, split into the stale ones and the moved ones.
 ///
 /// `repo` is the main repository's working directory (or its git
 /// directory). An entry qualifies when its `gitdir` file names
 /// `<something>/.git` with `<something>` inside `root` (compared after
 /// lexical normalization, and also with existing ancestors canonicalized)
-/// and `<something>` does not exist (not even as a dangling symlink).
-pub fn stale_entries(repo: &Path, root: &Path) -> Result<Vec<StaleAdminEntry>, GitError> {
+/// and `<something>` does not exist (not even as a dangling symlink). It is
+/// moved, not stale, when `links` has a directory pointing at it.
+pub fn scan_entries(repo: &Path, root: &Path, links: &Gitlinks) -> Result<AdminScan, GitError> {
     let common = common_dir(repo)?;
     let entries =
         admin_entries(&common).map_err(|e| io_invalid(&common, "reading worktrees", e))?;
     let mut git: Option<Repository> = None;
-    let mut out = Vec::new();
+    let mut out = AdminScan::default();
     for entry in entries {
         let Some(wt) = entry.worktree_path() else {
             continue;
@@ -95,11 +181,20 @@ pub fn stale_entries(repo: &Path, root: &Path) -> Result<Vec<StaleAdminEntry>, G
         if !is_inside(&wt, root) || entry.worktree_exists() {
             continue;
         }
+        if let Some(dir) = links.pointing_at(&entry.dir) {
+            out.moved.push(MovedAdminEntry {
+                repo_path: workdir_of_common(&common),
+                name: entry.name.clone(),
+                worktree_path: wt,
+                now_at: dir.to_path_buf(),
+            });
+            continue;
+        }
         if git.is_none() {
             git = Some(open_common(&common)?);
         }
         let (head, branch) = entry_head(git.as_ref().expect("opened above"), &entry);
-        out.push(StaleAdminEntry {
+        out.stale.push(StaleAdminEntry {
             repo_path: workdir_of_common(&common),
             name: entry.name.clone(),
             worktree_path: wt,
@@ -111,6 +206,16 @@ pub fn stale_entries(repo: &Path, root: &Path) -> Result<Vec<StaleAdminEntry>, G
         });
     }
     Ok(out)
+}
+
+/// The directory under `root` that now points at `entry` (a worktree
+/// moved by hand since the entry was found stale), if any: the re-check
+/// right before pruning it.
+pub fn moved_to(entry: &StaleAdminEntry, root: &Path) -> Option<PathBuf> {
+    let common = common_dir_of_repo(&entry.repo_path)?;
+    Gitlinks::read(root)
+        .pointing_at(&common.join("worktrees").join(&entry.name))
+        .map(Path::to_path_buf)
 }
 
 /// The commits that keep things alive in the repository whose common git
@@ -340,6 +445,58 @@ mod tests {
         // A root spelled with `..` is the same root.
         let spelled = f.root.join("../root");
         assert_eq!(stale_entries(&f.repo, &spelled).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn admin_entry_of_a_moved_worktree_is_not_pruned() {
+        let f = Fixture::new();
+        let a = f.worktree("a", "a");
+        let b = f.root.join("b");
+        fs::rename(&a, &b).unwrap();
+        // git finds the repository through b's own `.git` file: b works,
+        // and needs the entry.
+        assert!(f.try_git(&b, &["status", "--porcelain"]).status.success());
+        let moved = MovedAdminEntry {
+            repo_path: f.repo.clone(),
+            name: "a".into(),
+            worktree_path: a.clone(),
+            now_at: b.clone(),
+        };
+        let scan = scan_entries(&f.repo, &f.root, &Gitlinks::read(&f.root)).unwrap();
+        assert_eq!(
+            scan,
+            AdminScan {
+                stale: vec![],
+                moved: vec![moved.clone()]
+            }
+        );
+        assert_eq!(stale_entries(&f.repo, &f.root).unwrap(), vec![]);
+        // The git directory as the repository's spelling, and a relative
+        // gitdir line (`worktree.useRelativePaths`), name the same entry.
+        write(&b.join(".git"), "gitdir: ../../repo/.git/worktrees/a\n");
+        let scan = scan_entries(&f.repo.join(".git"), &f.root, &Gitlinks::read(&f.root)).unwrap();
+        assert_eq!(scan.moved, vec![moved]);
+        assert!(scan.stale.is_empty());
+
+        // The re-check right before pruning sees the move too.
+        let entry = StaleAdminEntry {
+            repo_path: f.repo.clone(),
+            name: "a".into(),
+            worktree_path: a.clone(),
+            head: None,
+            branch: None,
+            locked: None,
+        };
+        assert_eq!(moved_to(&entry, &f.root), Some(b.clone()));
+
+        // Once nothing points at it any more, it is stale.
+        fs::remove_dir_all(&b).unwrap();
+        assert_eq!(moved_to(&entry, &f.root), None);
+        let stale = stale_entries(&f.repo, &f.root).unwrap();
+        assert_eq!(
+            stale.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+            ["a"]
+        );
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! Everything that reads or writes git state, through libgit2 (git2).
+//! Everything that reads or writes git state: the git CLI where git's own
+//! view decides ([`cli`], [`preflight`], [`keep`], [`verify`]), libgit2
+//! (git2) where reading and building serve ([`archive`], [`admin`]).
 
 pub mod admin;
 pub mod archive;

@@ -2071,4 +2071,51 @@ mod tests {
         assert!(kinds(&r).contains(&"unreadable"), "{r:?}");
         fs::set_permissions(locked_out.join("d"), fs::Permissions::from_mode(0o755)).unwrap();
     }
+
+    #[test]
+    fn without_a_base_ref_a_remotes_default_branch_is_the_base() {
+        let f = Fixture::new();
+        let upstream = f.tmp.path().join("upstream");
+        f.git(
+            f.tmp.path(),
+            &[
+                "clone",
+                "-q",
+                "--bare",
+                f.repo.to_str().unwrap(),
+                upstream.to_str().unwrap(),
+            ],
+        );
+        f.git(
+            &f.repo,
+            &["remote", "add", "origin", upstream.to_str().unwrap()],
+        );
+        f.git(&f.repo, &["fetch", "-q", "origin"]);
+        f.git(&f.repo, &["remote", "set-head", "origin", "main"]);
+        let wt = f.worktree("w", "b");
+        write(&wt.join("feature.txt"), "f\n");
+        f.commit_all(&wt, "feature");
+        // Squash-merged upstream, by someone else.
+        let other = f.tmp.path().join("other");
+        f.git(
+            f.tmp.path(),
+            &[
+                "clone",
+                "-q",
+                upstream.to_str().unwrap(),
+                other.to_str().unwrap(),
+            ],
+        );
+        write(&other.join("feature.txt"), "f\n");
+        f.commit_all(&other, "squashed feature");
+        f.git(&other, &["push", "-q", "origin", "main"]);
+        f.git(&f.repo, &["fetch", "-q", "origin"]);
+        // The main repository's own HEAD is no help: detached on the old
+        // main.
+        f.git(&f.repo, &["checkout", "-q", "--detach"]);
+        assert_eq!(run(&wt, Some("b"), None), vec![]);
+        // Nor is it without the remote's HEAD.
+        f.git(&f.repo, &["remote", "set-head", "origin", "--delete"]);
+        assert_eq!(kinds(&run(&wt, Some("b"), None)), vec!["unmerged_commits"]);
+    }
 }

@@ -1,6 +1,8 @@
 //! Worktrees on disk: the entries directly under the root, the verdict on
 //! every row's untrusted path, and the main repositories' admin entries
-//! that point into the root at directories that no longer exist.
+//! that point into the root at directories that no longer exist (an entry
+//! that a directory under the root still points at is reported as moved,
+//! never as stale).
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -8,7 +10,7 @@ use std::path::PathBuf;
 
 use crate::git;
 use crate::model::{EntryKind, WorktreeDir, WorktreeRow};
-use crate::model::{PathCheck, StaleAdminEntry};
+use crate::model::{MovedAdminEntry, PathCheck, StaleAdminEntry};
 use crate::root::WorktreeRoot;
 
 /// What one observation of the worktree root found.
@@ -17,6 +19,7 @@ pub struct Observed {
     pub dirs: Vec<WorktreeDir>,
     pub row_paths: Vec<(String, PathCheck)>,
     pub stale_admin_entries: Vec<StaleAdminEntry>,
+    pub moved_admin_entries: Vec<MovedAdminEntry>,
     /// Things that could not be read; the pass goes on without them.
     pub errors: Vec<String>,
 }
@@ -67,14 +70,24 @@ pub fn observe(root: &WorktreeRoot, rows: &[WorktreeRow], repositories: &[PathBu
         .chain(rows.iter().map(|r| r.repo_path.clone()))
         .chain(repositories.iter().cloned())
         .collect();
+    // The `.git` files were read with the entries: every repository's
+    // entries are checked against the same links.
+    let links = git::admin::Gitlinks::new(
+        out.dirs
+            .iter()
+            .filter_map(|d| d.gitdir.clone().map(|g| (g, d.path.clone()))),
+    );
     for repo in repos {
         if !repo.join(".git").is_dir() {
             // A row naming a repository that is gone or not a main
             // repository: nothing to prune there.
             continue;
         }
-        match git::admin::stale_entries(&repo, root.path()) {
-            Ok(mut stale) => out.stale_admin_entries.append(&mut stale),
+        match git::admin::scan_entries(&repo, root.path(), &links) {
+            Ok(mut scan) => {
+                out.stale_admin_entries.append(&mut scan.stale);
+                out.moved_admin_entries.append(&mut scan.moved);
+            }
             Err(err) => out.errors.push(err.to_string()),
         }
     }
@@ -107,9 +120,18 @@ fn entry_of(path: PathBuf, meta: &fs::Metadata) -> WorktreeDir {
         .created()
         .or_else(|_| meta.modified())
         .unwrap_or_else(|_| std::time::SystemTime::now());
-    let repo_path = (kind == EntryKind::Directory)
-        .then(|| git::admin::main_repository_of(&path))
-        .flatten();
+    // One read of the `.git` file serves both the repository and the
+    // admin-entry links.
+    let gitdir = match kind {
+        EntryKind::Directory => match git::paths::dot_git(&path) {
+            git::paths::DotGit::File { gitdir } => Some(gitdir),
+            _ => None,
+        },
+        _ => None,
+    };
+    let repo_path = gitdir
+        .as_deref()
+        .and_then(git::admin::main_repository_of_gitdir);
     WorktreeDir {
         name: path
             .file_name()
@@ -119,5 +141,6 @@ fn entry_of(path: PathBuf, meta: &fs::Metadata) -> WorktreeDir {
         kind,
         created,
         repo_path,
+        gitdir,
     }
 }

@@ -125,6 +125,7 @@ impl Fixture {
             kind,
             created: t(created),
             repo_path: Some("/srv/repo".into()),
+            gitdir: None,
         });
         // Rows planned earlier for this path now see it exist.
         for check in self.actual.row_paths.values_mut() {
@@ -285,6 +286,51 @@ fn directory_named_by_a_refused_row_is_not_reaped_as_orphan() {
 }
 
 #[test]
+fn a_path_claimed_by_a_live_row_is_never_removed() {
+    let mut f = Fixture::new();
+    f.session("s1", Status::Archived, 0, 1)
+        .session("s2", Status::Open, 1, 1)
+        .worktree("w1", "s1")
+        .row("w2", "s2", wt_path("w1"), WorktreeState::Active);
+    let p = f.plan();
+    assert_eq!(names(&p), []);
+    assert_eq!(p.pending.len(), 1, "{:?}", p.pending);
+    assert_eq!(p.pending[0].target, "worktree:/tmp/booworktrees/w1");
+    assert_eq!(
+        p.pending[0].why,
+        "session s1 archived 4m ago; but row w2 of live session s2 names this directory too: kept"
+    );
+
+    // Once the other session lets go too, the directory goes.
+    f.session("s2", Status::Archived, 0, 1);
+    let p = f.plan();
+    assert_eq!(
+        names(&p),
+        [
+            ("remove_worktree", "worktree:/tmp/booworktrees/w1".into()),
+            ("remove_worktree", "worktree:/tmp/booworktrees/w1".into())
+        ]
+    );
+}
+
+#[test]
+fn a_directory_named_after_a_live_row_is_claimed_whatever_its_path_says() {
+    let mut f = Fixture::new();
+    f.session("s1", Status::Archived, 0, 1)
+        .session("s2", Status::Open, 1, 1)
+        .row("w1", "s1", wt_path("w2"), WorktreeState::Active)
+        .dir("w2", 0)
+        .row("w2", "s2", "/elsewhere/w2".into(), WorktreeState::Active);
+    let p = f.plan();
+    assert_eq!(names(&p), []);
+    assert!(
+        p.pending[0].why.contains("row w2 of live session s2"),
+        "{:?}",
+        p.pending
+    );
+}
+
+#[test]
 fn at_risk_worktree_of_live_session_is_marked_active_again() {
     let mut f = Fixture::new();
     f.session("s1", Status::Open, 1, 1)
@@ -363,6 +409,38 @@ fn stale_admin_entry_is_pruned() {
         )]
     );
     assert!(p.actions[0].is_destructive());
+}
+
+#[test]
+fn admin_entry_of_a_moved_worktree_is_not_pruned() {
+    let mut f = Fixture::new();
+    f.dir("b", 0);
+    f.actual
+        .moved_admin_entries
+        .push(crate::model::MovedAdminEntry {
+            repo_path: "/srv/repo".into(),
+            name: "a".into(),
+            worktree_path: wt_path("a"),
+            now_at: wt_path("b"),
+        });
+    let p = f.plan();
+    assert!(
+        p.actions.iter().all(|a| a.name() != "prune_admin_entry"),
+        "{:?}",
+        p.actions
+    );
+    let pending = p
+        .pending
+        .iter()
+        .find(|x| x.target == "admin-entry:/srv/repo/.git/worktrees/a")
+        .expect("listed as pending");
+    assert!(
+        pending
+            .why
+            .contains("/tmp/booworktrees/b points at this entry"),
+        "{}",
+        pending.why
+    );
 }
 
 #[test]

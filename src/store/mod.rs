@@ -525,6 +525,25 @@ impl Store {
         .map_err(|e| self.query_err("reading worktrees by path", e))
     }
 
+    /// `(id, session_id)` of the rows of `host` not yet removed that name
+    /// the directory spelled as any of `paths`, or whose id is `id` (the
+    /// layout `<root>/<worktree id>` makes that directory theirs): the
+    /// re-check, right before a row's worktree is removed, that no other
+    /// row of a live session names the same directory.
+    pub async fn host_worktree_rows_naming(
+        &self,
+        host: &str,
+        paths: &[String],
+        id: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let paths = serde_json::to_string(paths).expect("strings serialize");
+        with_pool!(self, p => {
+            sqlx::query(self.sql().host_worktrees_naming).bind(host).bind(&paths).bind(id).fetch_all(p).await
+                .and_then(|rows| rows.into_iter().map(|r| Ok((r.try_get::<String, _>("id")?, r.try_get::<String, _>("session_id")?))).collect())
+        })
+        .map_err(|e| self.query_err("reading this host's worktrees by path", e))
+    }
+
     /// The chats whose open opencode rows name `session`: the re-check
     /// before deleting a session found with no row.
     pub async fn chats_with_open_rows_naming(

@@ -11,6 +11,7 @@ pub struct Dialect {
     pub chats_by_id: &'static str,
     pub sessions_by_id: &'static str,
     pub worktrees_naming: &'static str,
+    pub host_worktrees_naming: &'static str,
     pub mark_at_risk: &'static str,
     pub mark_active: &'static str,
     pub mark_removed: &'static str,
@@ -65,6 +66,9 @@ pub static POSTGRES: Dialect = Dialect {
              FROM chats WHERE session_id = ids.id) c ON true",
     worktrees_naming:
         "SELECT id FROM worktrees WHERE (path = $1 OR id = $2) AND state <> 'removed'",
+    host_worktrees_naming: "SELECT id, session_id FROM worktrees \
+         WHERE host = $1 AND state <> 'removed' \
+         AND (path IN (SELECT jsonb_array_elements_text($2::jsonb)) OR id = $3) ORDER BY id",
     mark_at_risk: "UPDATE worktrees SET state = 'at_risk', at_risk_reasons = $2::jsonb \
          WHERE id = $1 AND state <> 'removed' \
          AND (state <> 'at_risk' OR at_risk_reasons IS DISTINCT FROM $2::jsonb)",
@@ -111,6 +115,9 @@ pub static SQLITE: Dialect = Dialect {
          CAST(unixepoch(agg.last, 'subsec') AS REAL) AS last_chat_change \
          FROM ids LEFT JOIN sessions s ON s.id = ids.id LEFT JOIN agg ON agg.sid = ids.id",
     worktrees_naming: "SELECT id FROM worktrees WHERE (path = $1 OR id = $2) AND state <> 'removed'",
+    host_worktrees_naming: "SELECT id, session_id FROM worktrees \
+         WHERE host = $1 AND state <> 'removed' \
+         AND (path IN (SELECT value FROM json_each($2)) OR id = $3) ORDER BY id",
     mark_at_risk: "UPDATE worktrees SET state = 'at_risk', at_risk_reasons = $2 \
          WHERE id = $1 AND state <> 'removed' \
          AND (state <> 'at_risk' OR at_risk_reasons IS NOT $2)",
