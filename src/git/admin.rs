@@ -304,6 +304,8 @@ pub fn archive_head(entry: &StaleAdminEntry, now: SystemTime) -> Result<Archived
         path: common.clone(),
         source,
     })?;
+    super::owner::hand_back(&common)
+        .map_err(|e| io_invalid(&common, "hand back to its owner", e))?;
     Ok(Archived {
         reference,
         commit: id.to_string(),

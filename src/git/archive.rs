@@ -633,6 +633,11 @@ pub fn archive(
         );
     }
 
+    super::owner::hand_back(&common).map_err(|e| {
+        invalid(format!(
+            "cannot hand what the archive wrote back to the repository's owner: {e}"
+        ))
+    })?;
     Ok(Archived {
         reference,
         commit: w_commit.to_string(),
