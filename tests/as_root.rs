@@ -52,7 +52,8 @@ fn root_owned(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-async fn a_root_service_over_another_users_repositories_removes_clean_and_keeps_dirty(db: Db) {
+/// A world whose session s1 and chat c1 are archived, as root.
+async fn archived_world(db: Db) -> World {
     assert!(
         nix::unistd::geteuid().is_root(),
         "this test switches users: run the suite as root (as CI does)"
@@ -60,6 +61,11 @@ async fn a_root_service_over_another_users_repositories_removes_clean_and_keeps_
     let w = World::new(db).await;
     w.session("s1", "archived").await;
     w.chat("c1", "s1", "archived").await;
+    w
+}
+
+async fn a_root_service_over_another_users_repositories_removes_clean_and_keeps_dirty(db: Db) {
+    let w = archived_world(db).await;
     let clean = w.worktree("clean", "s1").await;
     let dirty = w.worktree("dirty", "s1").await;
     let forced = w.worktree("forced", "s1").await;
@@ -149,13 +155,7 @@ async fn a_root_service_over_another_users_repositories_removes_clean_and_keeps_
 }
 
 async fn a_directory_the_owner_cannot_read_is_unreadable_and_kept(db: Db) {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "this test switches users: run the suite as root (as CI does)"
-    );
-    let w = World::new(db).await;
-    w.session("s1", "archived").await;
-    w.chat("c1", "s1", "archived").await;
+    let w = archived_world(db).await;
     let wt = w.worktree("w1", "s1").await;
     fs::create_dir_all(wt.join("d")).unwrap();
     fs::write(wt.join("d/secret.txt"), "cannot be read by its owner\n").unwrap();
