@@ -6,6 +6,8 @@ mod common;
 use std::collections::BTreeSet;
 
 use boo_reconciler::model::{Status, WorktreeState};
+use boo_reconciler::plan::Scope;
+use boo_reconciler::report::exit;
 use boo_reconciler::store::{AuditRecord, Interest};
 use common::{Db, World, HOST};
 
@@ -14,7 +16,97 @@ both_databases!(
     audit_table_is_append_only,
     worktree_row_marks_are_idempotent,
     rows_naming_a_directory_are_this_hosts_present_rows_by_path_or_id,
+    one_undecodable_row_never_stops_the_host,
 );
+
+/// Rows the orchestrator (or a bug in it) may leave that no decoder can
+/// read. Which ones can be written depends on the database: PostgreSQL's
+/// `INTEGER` holds no out-of-range pid and its text holds no invalid UTF-8,
+/// and the CHECK constraints our migrations add (the orchestrator's own
+/// tables may lack them) are dropped here to let an unknown value in.
+async fn poison(w: &World, db: Db) -> Vec<&'static str> {
+    let agent = |id: &str, chat: &str, backend: &str, pid: &str, start: &str| {
+        format!(
+            "INSERT INTO agent_sessions (id, chat_id, session_id, agent, backend, host, pid, pid_start_time) \
+             VALUES ('{id}', {chat}, 's1', 'goose', '{backend}', '{HOST}', {pid}, {start});"
+        )
+    };
+    let mut sql = String::new();
+    let mut expected = vec![
+        "agent_sessions row bad-start cannot be read: pid_start_time -5 is negative",
+        "agent_sessions row bad-backend cannot be read: unknown backend \"warp\"",
+        "chats row cz cannot be read: unknown status \"zombie\"",
+    ];
+    match db {
+        Db::Sqlite => {
+            sql.push_str("PRAGMA ignore_check_constraints = ON;");
+            sql.push_str(&agent("bad-pid", "'c1'", "acp", "4294967297", "1"));
+            sql.push_str(&agent(
+                "bad-utf8",
+                "CAST(X'63ff' AS TEXT)",
+                "acp",
+                "NULL",
+                "NULL",
+            ));
+            sql.push_str(&format!(
+                "INSERT INTO worktrees (id, session_id, repo_path, path, host) \
+                 VALUES ('w-bad', 's1', '{}', CAST(X'2f746d702fff' AS TEXT), '{HOST}');",
+                w.repo.display()
+            ));
+            expected.extend([
+                "agent_sessions row bad-pid cannot be read: pid:",
+                "agent_sessions row bad-utf8 cannot be read: chat_id:",
+                "worktrees row w-bad cannot be read: path:",
+            ]);
+        }
+        Db::Postgres => {
+            sql.push_str(
+                "ALTER TABLE agent_sessions DROP CONSTRAINT agent_sessions_backend_check;",
+            );
+            sql.push_str("ALTER TABLE chats DROP CONSTRAINT chats_status_check;");
+        }
+    }
+    sql.push_str(&agent("bad-start", "'c1'", "acp", "42", "-5"));
+    sql.push_str(&agent("bad-backend", "'c1'", "warp", "NULL", "NULL"));
+    sql.push_str("INSERT INTO chats (id, session_id, status) VALUES ('cz', 's1', 'zombie');");
+    sql.push_str(&agent("of-cz", "'cz'", "acp", "NULL", "NULL"));
+    if matches!(db, Db::Sqlite) {
+        sql.push_str("PRAGMA ignore_check_constraints = OFF;");
+    }
+    w.sql(&sql).await;
+    expected
+}
+
+async fn one_undecodable_row_never_stops_the_host(db: Db) {
+    let w = World::new(db).await;
+    w.session("s1", "archived").await;
+    w.chat("c1", "s1", "archived").await;
+    let path = w.worktree("w1", "s1").await;
+    w.acp_row("good", "c1", "s1", None).await;
+    let expected = poison(&w, db).await;
+
+    let report = w.once(Scope::Host, false).await;
+    assert_eq!(report.exit_code(), exit::ERROR, "{}", report.render());
+    for e in &expected {
+        assert!(
+            report.errors.iter().any(|x| x.contains(e)),
+            "no error names {e:?}: {:?}",
+            report.errors
+        );
+    }
+    // Everything else proceeds: the readable row is closed, the worktree
+    // of the archived session removed.
+    assert!(!path.exists(), "{}", report.render());
+    assert_eq!(w.row_state("w1").await.0, "removed");
+    assert_eq!(w.agent_row("good").await.0, "closed");
+    // What the unreadable chat row may own is kept.
+    assert_eq!(w.agent_row("of-cz").await.0, "open");
+    assert!(
+        report.pending.iter().any(|p| p.target == "agent-row:of-cz"),
+        "{}",
+        report.render()
+    );
+}
 
 async fn desired_state_reads_this_hosts_rows_and_liveness(db: Db) {
     let w = World::new(db).await;

@@ -132,6 +132,13 @@ impl Controller {
             errors,
         } = host?;
         notes.errors.extend(errors);
+        // One bad row is an error of the pass, never the end of it.
+        notes.errors.extend(
+            desired
+                .unreadable
+                .iter()
+                .map(|u| format!("database {}: {u}", self.store.url())),
+        );
         notes.errors.append(&mut observed.errors);
         notes.errors.extend(opencode_notes.errors);
         notes.warnings.extend(opencode_notes.warnings);

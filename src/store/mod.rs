@@ -5,6 +5,11 @@
 //! - A pass reads its desired state with a constant number of queries (five),
 //!   whatever the number of chats: rows are scoped to this host and to the
 //!   ids a pass actually met.
+//! - Rows are decoded one by one: a row holding a value outside the
+//!   contract (an out-of-range pid, an unknown status, a negative start
+//!   time, text that is not UTF-8) is returned as an [`UnreadableRow`]
+//!   naming its table and id, and the other rows are read as usual (test
+//!   `one_undecodable_row_never_stops_the_host`).
 //! - The audit table is append-only (a trigger refuses UPDATE and DELETE).
 //! - Errors name the database URL without its password.
 
@@ -25,7 +30,7 @@ use sqlx::Row;
 use crate::config::redact_url;
 use crate::model::{
     AgentSessionRow, Backend, ChatRow, ChatState, DesiredState, SessionRow, SessionState, Status,
-    WorktreeRow, WorktreeState,
+    Table, UnreadableRow, WorktreeRow, WorktreeState,
 };
 use crate::risk::AtRisk;
 
@@ -103,6 +108,8 @@ pub struct HostRows {
     pub agent_sessions: Vec<AgentSessionRow>,
     /// Main repositories named by any worktree row, removed or not.
     pub repositories: Vec<PathBuf>,
+    /// Rows that could not be decoded, left out of the fields above.
+    pub unreadable: Vec<UnreadableRow>,
 }
 
 /// The ids a pass met besides the rows of its host, whose liveness it needs.
@@ -222,11 +229,14 @@ impl Store {
     /// What `host` has: its worktree rows not yet removed, its open agent
     /// rows and the repositories of its worktrees. Three queries.
     pub async fn host_rows(&self, host: &str) -> Result<HostRows, StoreError> {
-        let worktrees = self.worktree_rows(host).await?;
-        let agent_sessions = self.open_agent_rows(host).await?;
+        let (worktrees, mut unreadable) = self.worktree_rows(host).await?;
+        let (agent_sessions, bad_agents) = self.open_agent_rows(host).await?;
+        unreadable.extend(bad_agents);
+        // A repository path that is not text belongs to a worktree row that
+        // is already reported as unreadable; the others are still searched.
         let repositories = with_pool!(self, p => {
             sqlx::query(self.sql().repositories_of_host).bind(host).fetch_all(p).await
-                .and_then(|rows| rows.into_iter().map(|r| r.try_get::<String, _>("repo_path")).collect::<Result<Vec<_>, _>>())
+                .map(|rows| rows.iter().filter_map(|r| r.try_get::<String, _>("repo_path").ok()).collect::<Vec<_>>())
         })
         .map_err(|e| self.query_err("reading repositories", e))?
         .into_iter()
@@ -236,6 +246,7 @@ impl Store {
             worktrees,
             agent_sessions,
             repositories,
+            unreadable,
         })
     }
 
@@ -250,10 +261,12 @@ impl Store {
             worktrees,
             agent_sessions,
             repositories,
+            mut unreadable,
         } = rows;
         let mut chat_ids = interest.chats.clone();
         chat_ids.extend(agent_sessions.iter().map(|r| r.chat_id.clone()));
-        let chats = self.chat_states(&chat_ids).await?;
+        let (chats, bad_chats) = self.chat_states_each(&chat_ids).await?;
+        unreadable.extend(bad_chats);
 
         let mut session_ids = interest.sessions.clone();
         session_ids.extend(worktrees.iter().map(|w| w.session_id.clone()));
@@ -263,7 +276,8 @@ impl Store {
                 .values()
                 .filter_map(|c| c.chat.as_ref().map(|c| c.session_id.clone())),
         );
-        let sessions = self.session_states(&session_ids).await?;
+        let (sessions, bad_sessions) = self.session_states_each(&session_ids).await?;
+        unreadable.extend(bad_sessions);
 
         Ok(DesiredState {
             worktrees,
@@ -271,34 +285,45 @@ impl Store {
             sessions,
             chats,
             repositories,
+            unreadable,
         })
     }
 
-    async fn worktree_rows(&self, host: &str) -> Result<Vec<WorktreeRow>, StoreError> {
-        let rows = with_pool!(self, p => {
-            sqlx::query(self.sql().worktrees_of_host).bind(host).fetch_all(p).await.map_err(|e| self.query_err("reading worktrees", e))?
-                .into_iter()
-                .map(|r| -> Result<_, sqlx::Error> {
+    async fn worktree_rows(
+        &self,
+        host: &str,
+    ) -> Result<(Vec<WorktreeRow>, Vec<UnreadableRow>), StoreError> {
+        let decoded = with_pool!(self, p => {
+            let rows = sqlx::query(self.sql().worktrees_of_host).bind(host).fetch_all(p).await
+                .map_err(|e| self.query_err("reading worktrees", e))?;
+            rows.iter().map(|r| {
+                let id = r.try_get::<String, _>("id").ok();
+                (|| -> Result<_, String> {
                     Ok((
-                        r.try_get::<String, _>("id")?,
-                        r.try_get::<String, _>("session_id")?,
-                        r.try_get::<String, _>("repo_path")?,
-                        r.try_get::<String, _>("path")?,
-                        r.try_get::<Option<String>, _>("branch")?,
-                        r.try_get::<Option<String>, _>("base_ref")?,
-                        r.try_get::<String, _>("state")?,
-                        r.try_get::<f64, _>("created")?,
+                        field::<String, _>(r, "id")?,
+                        field::<String, _>(r, "session_id")?,
+                        field::<String, _>(r, "repo_path")?,
+                        field::<String, _>(r, "path")?,
+                        field::<Option<String>, _>(r, "branch")?,
+                        field::<Option<String>, _>(r, "base_ref")?,
+                        field::<String, _>(r, "state")?,
+                        field::<f64, _>(r, "created")?,
                     ))
-                })
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .map_err(|e| self.query_err("decoding worktrees", e))?;
-        rows.into_iter()
-            .map(
+                })().map_err(|why| UnreadableRow { table: Table::Worktrees, id, why })
+            }).collect::<Vec<_>>()
+        });
+        let mut out = Vec::with_capacity(decoded.len());
+        let mut unreadable = Vec::new();
+        for d in decoded {
+            let row = d.and_then(
                 |(id, session_id, repo_path, path, branch, base_ref, state, created)| {
-                    let state = WorktreeState::parse(&state).ok_or_else(|| {
-                        self.contract(format!("worktree {id} has unknown state {state:?}"))
-                    })?;
+                    let Some(state) = WorktreeState::parse(&state) else {
+                        return Err(UnreadableRow {
+                            table: Table::Worktrees,
+                            id: Some(id),
+                            why: format!("unknown state {state:?}"),
+                        });
+                    };
                     Ok(WorktreeRow {
                         id,
                         session_id,
@@ -310,33 +335,44 @@ impl Store {
                         created_at: from_epoch(created),
                     })
                 },
-            )
-            .collect()
+            );
+            match row {
+                Ok(r) => out.push(r),
+                Err(u) => unreadable.push(u),
+            }
+        }
+        Ok((out, unreadable))
     }
 
-    async fn open_agent_rows(&self, host: &str) -> Result<Vec<AgentSessionRow>, StoreError> {
-        let rows = with_pool!(self, p => {
-            sqlx::query(self.sql().open_agent_rows_of_host).bind(host).fetch_all(p).await.map_err(|e| self.query_err("reading agent_sessions", e))?
-                .into_iter()
-                .map(|r| -> Result<_, sqlx::Error> {
+    async fn open_agent_rows(
+        &self,
+        host: &str,
+    ) -> Result<(Vec<AgentSessionRow>, Vec<UnreadableRow>), StoreError> {
+        let decoded = with_pool!(self, p => {
+            let rows = sqlx::query(self.sql().open_agent_rows_of_host).bind(host).fetch_all(p).await
+                .map_err(|e| self.query_err("reading agent_sessions", e))?;
+            rows.iter().map(|r| {
+                let id = r.try_get::<String, _>("id").ok();
+                (|| -> Result<_, String> {
                     Ok((
-                        r.try_get::<String, _>("id")?,
-                        r.try_get::<String, _>("chat_id")?,
-                        r.try_get::<String, _>("session_id")?,
-                        r.try_get::<String, _>("agent")?,
-                        r.try_get::<String, _>("backend")?,
-                        r.try_get::<Option<String>, _>("agent_session_id")?,
-                        r.try_get::<Option<String>, _>("worktree_id")?,
-                        r.try_get::<Option<i32>, _>("pid")?,
-                        r.try_get::<Option<i64>, _>("pid_start_time")?,
-                        r.try_get::<f64, _>("created")?,
+                        field::<String, _>(r, "id")?,
+                        field::<String, _>(r, "chat_id")?,
+                        field::<String, _>(r, "session_id")?,
+                        field::<String, _>(r, "agent")?,
+                        field::<String, _>(r, "backend")?,
+                        field::<Option<String>, _>(r, "agent_session_id")?,
+                        field::<Option<String>, _>(r, "worktree_id")?,
+                        field::<Option<i32>, _>(r, "pid")?,
+                        field::<Option<i64>, _>(r, "pid_start_time")?,
+                        field::<f64, _>(r, "created")?,
                     ))
-                })
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .map_err(|e| self.query_err("decoding agent_sessions", e))?;
-        rows.into_iter()
-            .map(
+                })().map_err(|why| UnreadableRow { table: Table::AgentSessions, id, why })
+            }).collect::<Vec<_>>()
+        });
+        let mut out = Vec::with_capacity(decoded.len());
+        let mut unreadable = Vec::new();
+        for d in decoded {
+            let row = d.and_then(
                 |(
                     id,
                     chat_id,
@@ -349,11 +385,27 @@ impl Store {
                     start,
                     created,
                 )| {
-                    let backend = Backend::parse(&backend).ok_or_else(|| {
-                        self.contract(format!(
-                            "agent_sessions {id} has unknown backend {backend:?}"
-                        ))
-                    })?;
+                    let bad = |id: String, why: String| UnreadableRow {
+                        table: Table::AgentSessions,
+                        id: Some(id),
+                        why,
+                    };
+                    let Some(backend) = Backend::parse(&backend) else {
+                        return Err(bad(id, format!("unknown backend {backend:?}")));
+                    };
+                    // A start time is clock ticks since boot: a negative one
+                    // cannot name a process, and reading it as "none
+                    // recorded" would weaken the identity check.
+                    let pid_start_time = match start.map(u64::try_from) {
+                        None => None,
+                        Some(Ok(s)) => Some(s),
+                        Some(Err(_)) => {
+                            return Err(bad(
+                                id,
+                                format!("pid_start_time {} is negative", start.unwrap_or_default()),
+                            ))
+                        }
+                    };
                     Ok(AgentSessionRow {
                         id,
                         chat_id,
@@ -363,19 +415,40 @@ impl Store {
                         agent_session_id,
                         worktree_id,
                         pid,
-                        pid_start_time: start.and_then(|s| u64::try_from(s).ok()),
+                        pid_start_time,
                         created_at: from_epoch(created),
                     })
                 },
-            )
-            .collect()
+            );
+            match row {
+                Ok(r) => out.push(r),
+                Err(u) => unreadable.push(u),
+            }
+        }
+        Ok((out, unreadable))
     }
 
-    /// The liveness of each chat id, including ids with no row.
+    /// The liveness of each chat id, including ids with no row. A chat row
+    /// that cannot be read is an error here: a re-check must not take it
+    /// for a chat without a row.
     pub async fn chat_states(
         &self,
         ids: &BTreeSet<String>,
     ) -> Result<HashMap<String, ChatState>, StoreError> {
+        let (states, unreadable) = self.chat_states_each(ids).await?;
+        match unreadable.into_iter().next() {
+            Some(u) => Err(self.contract(u.to_string())),
+            None => Ok(states),
+        }
+    }
+
+    /// The liveness of each chat id, decoded row by row: the ids whose row
+    /// (or whose session's row) cannot be read are left out of the map and
+    /// returned beside it.
+    async fn chat_states_each(
+        &self,
+        ids: &BTreeSet<String>,
+    ) -> Result<(HashMap<String, ChatState>, Vec<UnreadableRow>), StoreError> {
         let mut out: HashMap<String, ChatState> = ids
             .iter()
             .map(|id| {
@@ -390,36 +463,69 @@ impl Store {
             })
             .collect();
         if ids.is_empty() {
-            return Ok(out);
+            return Ok((out, Vec::new()));
         }
         let list = id_list(ids);
-        let rows = with_pool!(self, p => {
-            sqlx::query(self.sql().chats_by_id).bind(&list).fetch_all(p).await.map_err(|e| self.query_err("reading chats", e))?
-                .into_iter()
-                .map(|r| -> Result<_, sqlx::Error> {
+        let decoded = with_pool!(self, p => {
+            let rows = sqlx::query(self.sql().chats_by_id).bind(&list).fetch_all(p).await
+                .map_err(|e| self.query_err("reading chats", e))?;
+            rows.iter().map(|r| {
+                let id = r.try_get::<String, _>("id").ok();
+                (|| -> Result<_, String> {
                     Ok((
-                        r.try_get::<String, _>("id")?,
-                        r.try_get::<String, _>("session_id")?,
-                        r.try_get::<String, _>("status")?,
-                        r.try_get::<f64, _>("created")?,
-                        r.try_get::<f64, _>("updated")?,
-                        r.try_get::<Option<String>, _>("s_status")?,
-                        r.try_get::<Option<f64>, _>("s_created")?,
-                        r.try_get::<Option<f64>, _>("s_updated")?,
+                        field::<String, _>(r, "id")?,
+                        field::<String, _>(r, "session_id")?,
+                        field::<String, _>(r, "status")?,
+                        field::<f64, _>(r, "created")?,
+                        field::<f64, _>(r, "updated")?,
+                        field::<Option<String>, _>(r, "s_status")?,
+                        field::<Option<f64>, _>(r, "s_created")?,
+                        field::<Option<f64>, _>(r, "s_updated")?,
                     ))
-                })
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .map_err(|e| self.query_err("decoding chats", e))?;
-        for (id, session_id, status, created, updated, s_status, s_created, s_updated) in rows {
-            let status = self.status(&status, "chat", &id)?;
+                })().map_err(|why| UnreadableRow { table: Table::Chats, id, why })
+            }).collect::<Vec<_>>()
+        });
+        let mut unreadable = Vec::new();
+        for d in decoded {
+            let (id, session_id, status, created, updated, s_status, s_created, s_updated) = match d
+            {
+                Ok(t) => t,
+                Err(u) => {
+                    if let Some(id) = &u.id {
+                        out.remove(id);
+                    }
+                    unreadable.push(u);
+                    continue;
+                }
+            };
+            let Some(status) = Status::parse(&status) else {
+                out.remove(&id);
+                unreadable.push(UnreadableRow {
+                    table: Table::Chats,
+                    id: Some(id),
+                    why: format!("unknown status {status:?}"),
+                });
+                continue;
+            };
             let session = match s_status {
-                Some(s) => Some(SessionRow {
-                    id: session_id.clone(),
-                    status: self.status(&s, "session", &session_id)?,
-                    created_at: from_epoch(s_created.unwrap_or_default()),
-                    updated_at: from_epoch(s_updated.unwrap_or_default()),
-                }),
+                Some(s) => match Status::parse(&s) {
+                    Some(st) => Some(SessionRow {
+                        id: session_id.clone(),
+                        status: st,
+                        created_at: from_epoch(s_created.unwrap_or_default()),
+                        updated_at: from_epoch(s_updated.unwrap_or_default()),
+                    }),
+                    None => {
+                        // Its session's liveness is unknown, so the chat's is.
+                        out.remove(&id);
+                        unreadable.push(UnreadableRow {
+                            table: Table::Chats,
+                            id: Some(id),
+                            why: format!("its session {session_id} has unknown status {s:?}"),
+                        });
+                        continue;
+                    }
+                },
                 None => None,
             };
             out.insert(
@@ -437,44 +543,78 @@ impl Store {
                 },
             );
         }
-        Ok(out)
+        Ok((out, unreadable))
     }
 
-    /// The liveness of each session id, including ids with no row.
+    /// The liveness of each session id, including ids with no row. A
+    /// session row that cannot be read is an error here (see
+    /// [`Store::chat_states`]).
     pub async fn session_states(
         &self,
         ids: &BTreeSet<String>,
     ) -> Result<HashMap<String, SessionState>, StoreError> {
+        let (states, unreadable) = self.session_states_each(ids).await?;
+        match unreadable.into_iter().next() {
+            Some(u) => Err(self.contract(u.to_string())),
+            None => Ok(states),
+        }
+    }
+
+    /// The liveness of each session id, decoded row by row; the ids whose
+    /// row cannot be read are left out of the map and returned beside it.
+    async fn session_states_each(
+        &self,
+        ids: &BTreeSet<String>,
+    ) -> Result<(HashMap<String, SessionState>, Vec<UnreadableRow>), StoreError> {
         if ids.is_empty() {
-            return Ok(HashMap::new());
+            return Ok((HashMap::new(), Vec::new()));
         }
         let list = id_list(ids);
-        let rows = with_pool!(self, p => {
-            sqlx::query(self.sql().sessions_by_id).bind(&list).fetch_all(p).await.map_err(|e| self.query_err("reading sessions", e))?
-                .into_iter()
-                .map(|r| -> Result<_, sqlx::Error> {
+        let decoded = with_pool!(self, p => {
+            let rows = sqlx::query(self.sql().sessions_by_id).bind(&list).fetch_all(p).await
+                .map_err(|e| self.query_err("reading sessions", e))?;
+            rows.iter().map(|r| {
+                let id = r.try_get::<String, _>("id").ok();
+                (|| -> Result<_, String> {
                     Ok((
-                        r.try_get::<String, _>("id")?,
-                        r.try_get::<Option<String>, _>("status")?,
-                        r.try_get::<Option<f64>, _>("created")?,
-                        r.try_get::<Option<f64>, _>("updated")?,
-                        r.try_get::<i64, _>("open_chats")?,
-                        r.try_get::<i64, _>("total_chats")?,
-                        r.try_get::<Option<f64>, _>("last_chat_change")?,
+                        field::<String, _>(r, "id")?,
+                        field::<Option<String>, _>(r, "status")?,
+                        field::<Option<f64>, _>(r, "created")?,
+                        field::<Option<f64>, _>(r, "updated")?,
+                        field::<i64, _>(r, "open_chats")?,
+                        field::<i64, _>(r, "total_chats")?,
+                        field::<Option<f64>, _>(r, "last_chat_change")?,
                     ))
-                })
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .map_err(|e| self.query_err("decoding sessions", e))?;
-        let mut out = HashMap::with_capacity(rows.len());
-        for (id, status, created, updated, open, total, last) in rows {
+                })().map_err(|why| UnreadableRow { table: Table::Sessions, id, why })
+            }).collect::<Vec<_>>()
+        });
+        let mut out = HashMap::with_capacity(decoded.len());
+        let mut unreadable = Vec::new();
+        for d in decoded {
+            let (id, status, created, updated, open, total, last) = match d {
+                Ok(t) => t,
+                Err(u) => {
+                    unreadable.push(u);
+                    continue;
+                }
+            };
             let session = match status {
-                Some(s) => Some(SessionRow {
-                    id: id.clone(),
-                    status: self.status(&s, "session", &id)?,
-                    created_at: from_epoch(created.unwrap_or_default()),
-                    updated_at: from_epoch(updated.unwrap_or_default()),
-                }),
+                Some(s) => match Status::parse(&s) {
+                    Some(st) => Some(SessionRow {
+                        id: id.clone(),
+                        status: st,
+                        created_at: from_epoch(created.unwrap_or_default()),
+                        updated_at: from_epoch(updated.unwrap_or_default()),
+                    }),
+                    None => {
+                        unreadable.push(UnreadableRow {
+                            table: Table::Sessions,
+                            id: Some(id),
+                            why: format!("unknown status {s:?}"),
+                        });
+                        continue;
+                    }
+                },
                 None => None,
             };
             out.insert(
@@ -488,7 +628,7 @@ impl Store {
                 },
             );
         }
-        Ok(out)
+        Ok((out, unreadable))
     }
 
     /// One chat's liveness, read now: the re-check before a destructive
@@ -588,6 +728,20 @@ impl Store {
             .map_err(|e| self.query_err("closing agent_sessions row", e))
     }
 
+    /// Marks an open agent_sessions row `closed` only while it records the
+    /// process `(pid, start_time)`: a row the launcher has meanwhile pointed
+    /// at a new process stays open. Returns whether a row changed.
+    pub async fn close_agent_row_recording(
+        &self,
+        id: &str,
+        pid: i32,
+        start_time: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let start = start_time.map(|s| s as i64);
+        with_pool!(self, p => sqlx::query(self.sql().close_agent_row_recording).bind(id).bind(pid).bind(start).execute(p).await.map(|r| r.rows_affected() > 0))
+            .map_err(|e| self.query_err("closing agent_sessions row", e))
+    }
+
     /// Appends one audit record.
     pub async fn append_audit(&self, rec: &AuditRecord) -> Result<(), StoreError> {
         let detail = rec.detail.to_string();
@@ -646,11 +800,20 @@ impl Store {
         })
         .map_err(|e| self.query_err("running query", e))
     }
+}
 
-    fn status(&self, s: &str, what: &str, id: &str) -> Result<Status, StoreError> {
-        Status::parse(s)
-            .ok_or_else(|| self.contract(format!("{what} {id} has unknown status {s:?}")))
-    }
+/// One column of one row, or why it cannot be read ("pid: …"), naming the
+/// column so that the report says which value is wrong.
+fn field<'r, T, R>(row: &'r R, column: &'static str) -> Result<T, String>
+where
+    R: Row,
+    T: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    &'static str: sqlx::ColumnIndex<R>,
+{
+    row.try_get::<T, _>(column).map_err(|e| match e {
+        sqlx::Error::ColumnDecode { source, .. } => format!("{column}: {source}"),
+        e => format!("{column}: {e}"),
+    })
 }
 
 /// Ids travel as one JSON array parameter, so that one statement serves any
