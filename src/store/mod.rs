@@ -13,9 +13,12 @@
 //! - The audit table is append-only (a trigger refuses UPDATE and DELETE).
 //! - Errors name the database URL without its password.
 
+mod bound;
 pub mod listen;
 pub mod lock;
 mod sql;
+
+pub use bound::{Timeouts, URL_SETTING};
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -40,9 +43,18 @@ pub enum StoreError {
     /// The URL is neither `sqlite://…` nor `postgres://…`.
     #[error("unsupported database URL {url}: expected sqlite://PATH or postgres://…")]
     Scheme { url: String },
-    /// The database could not be reached or opened.
-    #[error("cannot connect to database {url}: {source}")]
-    Connect { url: String, source: sqlx::Error },
+    /// The database could not be reached or opened; `why` names the cause
+    /// ("connection refused at 127.0.0.1:5432").
+    #[error("cannot connect to database {url} ({setting}): {why}", setting = bound::URL_SETTING)]
+    Connect { url: String, why: String },
+    /// A call found the database unreachable, or got no answer within
+    /// `database.query_timeout`.
+    #[error("database {url} ({setting}): {what}: {why}", setting = bound::URL_SETTING)]
+    Unreachable {
+        url: String,
+        what: &'static str,
+        why: String,
+    },
     /// Applying migrations failed.
     #[error("cannot migrate database {url}: {source}")]
     Migrate {
@@ -73,6 +85,7 @@ pub struct Store {
     pool: Pool,
     /// For messages: the URL without its password.
     url: String,
+    timeouts: Timeouts,
 }
 
 /// Runs `$body` with `$pool` bound to whichever pool the store has; the body
@@ -127,10 +140,20 @@ impl Store {
 
     /// Connects; a missing SQLite file is created only when `create`.
     pub async fn open(url: &str, create: bool) -> Result<Store, StoreError> {
+        Store::open_with(url, create, Timeouts::default()).await
+    }
+
+    /// Connects with these bounds on every call; a missing SQLite file is
+    /// created only when `create`.
+    pub async fn open_with(
+        url: &str,
+        create: bool,
+        timeouts: Timeouts,
+    ) -> Result<Store, StoreError> {
         let shown = redact_url(url);
-        let connect = |source| StoreError::Connect {
+        let connect = |source: sqlx::Error| StoreError::Connect {
             url: shown.clone(),
-            source,
+            why: source.to_string(),
         };
         let pool = if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)
@@ -142,24 +165,44 @@ impl Store {
             Pool::Sqlite(
                 SqlitePoolOptions::new()
                     .max_connections(4)
+                    .acquire_timeout(timeouts.connect)
                     .connect_with(opts)
                     .await
                     .map_err(connect)?,
             )
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let opts = PgConnectOptions::from_str(url).map_err(connect)?;
-            Pool::Postgres(
-                PgPoolOptions::new()
-                    .max_connections(8)
-                    .acquire_timeout(Duration::from_secs(5))
-                    .connect_with(opts)
-                    .await
-                    .map_err(connect)?,
-            )
+            let pool = PgPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(timeouts.connect)
+                .connect_with(opts.clone())
+                .await;
+            match pool {
+                Ok(p) => Pool::Postgres(p),
+                // The pool says only "timed out" for a refused connection
+                // or a server that does not answer; one direct attempt
+                // says which.
+                Err(sqlx::Error::PoolTimedOut) => {
+                    return Err(StoreError::Connect {
+                        url: shown.clone(),
+                        why: bound::diagnose(&opts, timeouts.connect).await,
+                    })
+                }
+                Err(e) => {
+                    return Err(StoreError::Connect {
+                        url: shown.clone(),
+                        why: bound::describe(&e, &opts),
+                    })
+                }
+            }
         } else {
             return Err(StoreError::Scheme { url: shown });
         };
-        Ok(Store { pool, url: shown })
+        Ok(Store {
+            pool,
+            url: shown,
+            timeouts,
+        })
     }
 
     /// The URL without its password.
@@ -174,20 +217,26 @@ impl Store {
     /// Applies the migrations under `migrations/postgres` or
     /// `migrations/sqlite`.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let r = match &self.pool {
-            Pool::Postgres(p) => sqlx::migrate!("./migrations/postgres").run(p).await,
-            Pool::Sqlite(p) => sqlx::migrate!("./migrations/sqlite").run(p).await,
-        };
-        r.map_err(|source| StoreError::Migrate {
-            url: self.url.clone(),
-            source,
+        self.bounded("applying migrations", async move {
+            let r = match &self.pool {
+                Pool::Postgres(p) => sqlx::migrate!("./migrations/postgres").run(p).await,
+                Pool::Sqlite(p) => sqlx::migrate!("./migrations/sqlite").run(p).await,
+            };
+            r.map_err(|source| StoreError::Migrate {
+                url: self.url.clone(),
+                source,
+            })
         })
+        .await
     }
 
     /// Whether the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        with_pool!(self, p => sqlx::query("SELECT 1").execute(p).await.map(|_| ()))
-            .map_err(|e| self.query_err("ping", e))
+        self.bounded("ping", async move {
+            with_pool!(self, p => sqlx::query("SELECT 1").execute(p).await.map(|_| ()))
+                .map_err(|e| self.query_err("ping", e))
+        })
+        .await
     }
 
     fn query_err(&self, what: &'static str, source: sqlx::Error) -> StoreError {
@@ -229,25 +278,28 @@ impl Store {
     /// What `host` has: its worktree rows not yet removed, its open agent
     /// rows and the repositories of its worktrees. Three queries.
     pub async fn host_rows(&self, host: &str) -> Result<HostRows, StoreError> {
-        let (worktrees, mut unreadable) = self.worktree_rows(host).await?;
-        let (agent_sessions, bad_agents) = self.open_agent_rows(host).await?;
-        unreadable.extend(bad_agents);
-        // A repository path that is not text belongs to a worktree row that
-        // is already reported as unreadable; the others are still searched.
-        let repositories = with_pool!(self, p => {
-            sqlx::query(self.sql().repositories_of_host).bind(host).fetch_all(p).await
-                .map(|rows| rows.iter().filter_map(|r| r.try_get::<String, _>("repo_path").ok()).collect::<Vec<_>>())
+        self.bounded("reading this host's rows", async move {
+            let (worktrees, mut unreadable) = self.worktree_rows(host).await?;
+            let (agent_sessions, bad_agents) = self.open_agent_rows(host).await?;
+            unreadable.extend(bad_agents);
+            // A repository path that is not text belongs to a worktree row that
+            // is already reported as unreadable; the others are still searched.
+            let repositories = with_pool!(self, p => {
+                sqlx::query(self.sql().repositories_of_host).bind(host).fetch_all(p).await
+                    .map(|rows| rows.iter().filter_map(|r| r.try_get::<String, _>("repo_path").ok()).collect::<Vec<_>>())
+            })
+            .map_err(|e| self.query_err("reading repositories", e))?
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
+            Ok(HostRows {
+                worktrees,
+                agent_sessions,
+                repositories,
+                unreadable,
+            })
         })
-        .map_err(|e| self.query_err("reading repositories", e))?
-        .into_iter()
-        .map(PathBuf::from)
-        .collect();
-        Ok(HostRows {
-            worktrees,
-            agent_sessions,
-            repositories,
-            unreadable,
-        })
+        .await
     }
 
     /// Completes `rows` into the desired state: the liveness of every chat
@@ -257,36 +309,39 @@ impl Store {
         rows: HostRows,
         interest: &Interest,
     ) -> Result<DesiredState, StoreError> {
-        let HostRows {
-            worktrees,
-            agent_sessions,
-            repositories,
-            mut unreadable,
-        } = rows;
-        let mut chat_ids = interest.chats.clone();
-        chat_ids.extend(agent_sessions.iter().map(|r| r.chat_id.clone()));
-        let (chats, bad_chats) = self.chat_states_each(&chat_ids).await?;
-        unreadable.extend(bad_chats);
+        self.bounded("reading the liveness of chats and sessions", async move {
+            let HostRows {
+                worktrees,
+                agent_sessions,
+                repositories,
+                mut unreadable,
+            } = rows;
+            let mut chat_ids = interest.chats.clone();
+            chat_ids.extend(agent_sessions.iter().map(|r| r.chat_id.clone()));
+            let (chats, bad_chats) = self.chat_states_each(&chat_ids).await?;
+            unreadable.extend(bad_chats);
 
-        let mut session_ids = interest.sessions.clone();
-        session_ids.extend(worktrees.iter().map(|w| w.session_id.clone()));
-        session_ids.extend(agent_sessions.iter().map(|r| r.session_id.clone()));
-        session_ids.extend(
-            chats
-                .values()
-                .filter_map(|c| c.chat.as_ref().map(|c| c.session_id.clone())),
-        );
-        let (sessions, bad_sessions) = self.session_states_each(&session_ids).await?;
-        unreadable.extend(bad_sessions);
+            let mut session_ids = interest.sessions.clone();
+            session_ids.extend(worktrees.iter().map(|w| w.session_id.clone()));
+            session_ids.extend(agent_sessions.iter().map(|r| r.session_id.clone()));
+            session_ids.extend(
+                chats
+                    .values()
+                    .filter_map(|c| c.chat.as_ref().map(|c| c.session_id.clone())),
+            );
+            let (sessions, bad_sessions) = self.session_states_each(&session_ids).await?;
+            unreadable.extend(bad_sessions);
 
-        Ok(DesiredState {
-            worktrees,
-            agent_sessions,
-            sessions,
-            chats,
-            repositories,
-            unreadable,
+            Ok(DesiredState {
+                worktrees,
+                agent_sessions,
+                sessions,
+                chats,
+                repositories,
+                unreadable,
+            })
         })
+        .await
     }
 
     async fn worktree_rows(
@@ -435,11 +490,14 @@ impl Store {
         &self,
         ids: &BTreeSet<String>,
     ) -> Result<HashMap<String, ChatState>, StoreError> {
-        let (states, unreadable) = self.chat_states_each(ids).await?;
-        match unreadable.into_iter().next() {
-            Some(u) => Err(self.contract(u.to_string())),
-            None => Ok(states),
-        }
+        self.bounded("reading chats", async move {
+            let (states, unreadable) = self.chat_states_each(ids).await?;
+            match unreadable.into_iter().next() {
+                Some(u) => Err(self.contract(u.to_string())),
+                None => Ok(states),
+            }
+        })
+        .await
     }
 
     /// The liveness of each chat id, decoded row by row: the ids whose row
@@ -553,11 +611,14 @@ impl Store {
         &self,
         ids: &BTreeSet<String>,
     ) -> Result<HashMap<String, SessionState>, StoreError> {
-        let (states, unreadable) = self.session_states_each(ids).await?;
-        match unreadable.into_iter().next() {
-            Some(u) => Err(self.contract(u.to_string())),
-            None => Ok(states),
-        }
+        self.bounded("reading sessions", async move {
+            let (states, unreadable) = self.session_states_each(ids).await?;
+            match unreadable.into_iter().next() {
+                Some(u) => Err(self.contract(u.to_string())),
+                None => Ok(states),
+            }
+        })
+        .await
     }
 
     /// The liveness of each session id, decoded row by row; the ids whose
@@ -658,11 +719,14 @@ impl Store {
         path: &str,
         id: &str,
     ) -> Result<Vec<String>, StoreError> {
-        with_pool!(self, p => {
-            sqlx::query(self.sql().worktrees_naming).bind(path).bind(id).fetch_all(p).await
-                .and_then(|rows| rows.into_iter().map(|r| r.try_get::<String, _>("id")).collect())
+        self.bounded("reading worktrees by path", async move {
+            with_pool!(self, p => {
+                sqlx::query(self.sql().worktrees_naming).bind(path).bind(id).fetch_all(p).await
+                    .and_then(|rows| rows.into_iter().map(|r| r.try_get::<String, _>("id")).collect())
+            })
+            .map_err(|e| self.query_err("reading worktrees by path", e))
         })
-        .map_err(|e| self.query_err("reading worktrees by path", e))
+        .await
     }
 
     /// `(id, session_id)` of the rows of `host` not yet removed that name
@@ -676,12 +740,15 @@ impl Store {
         paths: &[String],
         id: &str,
     ) -> Result<Vec<(String, String)>, StoreError> {
-        let paths = serde_json::to_string(paths).expect("strings serialize");
-        with_pool!(self, p => {
-            sqlx::query(self.sql().host_worktrees_naming).bind(host).bind(&paths).bind(id).fetch_all(p).await
-                .and_then(|rows| rows.into_iter().map(|r| Ok((r.try_get::<String, _>("id")?, r.try_get::<String, _>("session_id")?))).collect())
+        self.bounded("reading this host's worktrees by path", async move {
+            let paths = serde_json::to_string(paths).expect("strings serialize");
+            with_pool!(self, p => {
+                sqlx::query(self.sql().host_worktrees_naming).bind(host).bind(&paths).bind(id).fetch_all(p).await
+                    .and_then(|rows| rows.into_iter().map(|r| Ok((r.try_get::<String, _>("id")?, r.try_get::<String, _>("session_id")?))).collect())
+            })
+            .map_err(|e| self.query_err("reading this host's worktrees by path", e))
         })
-        .map_err(|e| self.query_err("reading this host's worktrees by path", e))
+        .await
     }
 
     /// The chats whose open opencode rows name `session`: the re-check
@@ -690,11 +757,14 @@ impl Store {
         &self,
         session: &str,
     ) -> Result<Vec<String>, StoreError> {
-        with_pool!(self, p => {
-            sqlx::query(self.sql().chats_naming_opencode_session).bind(session).fetch_all(p).await
-                .and_then(|rows| rows.into_iter().map(|r| r.try_get::<String, _>("chat_id")).collect())
+        self.bounded("reading agent_sessions by opencode session", async move {
+            with_pool!(self, p => {
+                sqlx::query(self.sql().chats_naming_opencode_session).bind(session).fetch_all(p).await
+                    .and_then(|rows| rows.into_iter().map(|r| r.try_get::<String, _>("chat_id")).collect())
+            })
+            .map_err(|e| self.query_err("reading agent_sessions by opencode session", e))
         })
-        .map_err(|e| self.query_err("reading agent_sessions by opencode session", e))
+        .await
     }
 
     /// Marks a worktree row `at_risk` with its reasons. Returns whether the
@@ -704,28 +774,40 @@ impl Store {
         id: &str,
         reasons: &[AtRisk],
     ) -> Result<bool, StoreError> {
-        let json = serde_json::to_string(reasons).expect("reasons serialize");
-        with_pool!(self, p => sqlx::query(self.sql().mark_at_risk).bind(id).bind(&json).execute(p).await.map(|r| r.rows_affected() > 0))
-            .map_err(|e| self.query_err("marking worktree at risk", e))
+        self.bounded("marking worktree at risk", async move {
+            let json = serde_json::to_string(reasons).expect("reasons serialize");
+            with_pool!(self, p => sqlx::query(self.sql().mark_at_risk).bind(id).bind(&json).execute(p).await.map(|r| r.rows_affected() > 0))
+                .map_err(|e| self.query_err("marking worktree at risk", e))
+        })
+        .await
     }
 
     /// Marks a worktree row `active` again (its session is live again).
     pub async fn mark_worktree_active(&self, id: &str) -> Result<(), StoreError> {
-        with_pool!(self, p => sqlx::query(self.sql().mark_active).bind(id).execute(p).await.map(|_| ()))
-            .map_err(|e| self.query_err("marking worktree active", e))
+        self.bounded("marking worktree active", async move {
+            with_pool!(self, p => sqlx::query(self.sql().mark_active).bind(id).execute(p).await.map(|_| ()))
+                .map_err(|e| self.query_err("marking worktree active", e))
+        })
+        .await
     }
 
     /// Marks a worktree row `removed` with `removed_at`.
     pub async fn mark_worktree_removed(&self, id: &str) -> Result<(), StoreError> {
-        with_pool!(self, p => sqlx::query(self.sql().mark_removed).bind(id).execute(p).await.map(|_| ()))
-            .map_err(|e| self.query_err("marking worktree removed", e))
+        self.bounded("marking worktree removed", async move {
+            with_pool!(self, p => sqlx::query(self.sql().mark_removed).bind(id).execute(p).await.map(|_| ()))
+                .map_err(|e| self.query_err("marking worktree removed", e))
+        })
+        .await
     }
 
     /// Marks one open agent_sessions row `closed` with `closed_at`. Returns
     /// whether a row changed (false: already closed).
     pub async fn close_agent_row(&self, id: &str) -> Result<bool, StoreError> {
-        with_pool!(self, p => sqlx::query(self.sql().close_agent_row).bind(id).execute(p).await.map(|r| r.rows_affected() > 0))
-            .map_err(|e| self.query_err("closing agent_sessions row", e))
+        self.bounded("closing agent_sessions row", async move {
+            with_pool!(self, p => sqlx::query(self.sql().close_agent_row).bind(id).execute(p).await.map(|r| r.rows_affected() > 0))
+                .map_err(|e| self.query_err("closing agent_sessions row", e))
+        })
+        .await
     }
 
     /// Marks an open agent_sessions row `closed` only while it records the
@@ -737,52 +819,64 @@ impl Store {
         pid: i32,
         start_time: Option<u64>,
     ) -> Result<bool, StoreError> {
-        let start = start_time.map(|s| s as i64);
-        with_pool!(self, p => sqlx::query(self.sql().close_agent_row_recording).bind(id).bind(pid).bind(start).execute(p).await.map(|r| r.rows_affected() > 0))
-            .map_err(|e| self.query_err("closing agent_sessions row", e))
+        self.bounded("closing agent_sessions row", async move {
+            let start = start_time.map(|s| s as i64);
+            with_pool!(self, p => sqlx::query(self.sql().close_agent_row_recording).bind(id).bind(pid).bind(start).execute(p).await.map(|r| r.rows_affected() > 0))
+                .map_err(|e| self.query_err("closing agent_sessions row", e))
+        })
+        .await
     }
 
     /// Appends one audit record.
     pub async fn append_audit(&self, rec: &AuditRecord) -> Result<(), StoreError> {
-        let detail = rec.detail.to_string();
-        with_pool!(self, p => sqlx::query(self.sql().append_audit)
-            .bind(&rec.host)
-            .bind(&rec.chat_id)
-            .bind(&rec.session_id)
-            .bind(&rec.action)
-            .bind(&rec.target)
-            .bind(&rec.outcome)
-            .bind(&rec.reason)
-            .bind(&detail)
-            .execute(p).await.map(|_| ()))
-        .map_err(|e| self.query_err("appending audit record", e))
+        self.bounded("appending audit record", async move {
+            let detail = rec.detail.to_string();
+            with_pool!(self, p => sqlx::query(self.sql().append_audit)
+                .bind(&rec.host)
+                .bind(&rec.chat_id)
+                .bind(&rec.session_id)
+                .bind(&rec.action)
+                .bind(&rec.target)
+                .bind(&rec.outcome)
+                .bind(&rec.reason)
+                .bind(&detail)
+                .execute(p).await.map(|_| ()))
+            .map_err(|e| self.query_err("appending audit record", e))
+        })
+        .await
     }
 
     /// Audit records, oldest first (for reports and tests).
     pub async fn audit_records(&self) -> Result<Vec<AuditRecord>, StoreError> {
-        with_pool!(self, p => {
-            sqlx::query("SELECT host, chat_id, session_id, action, target, outcome, reason, detail FROM reconciler_audit ORDER BY id")
-                .fetch_all(p).await
-                .and_then(|rows| rows.into_iter().map(|r| -> Result<_, sqlx::Error> {
-                    Ok(AuditRecord {
-                        host: r.try_get("host")?,
-                        chat_id: r.try_get("chat_id")?,
-                        session_id: r.try_get("session_id")?,
-                        action: r.try_get("action")?,
-                        target: r.try_get("target")?,
-                        outcome: r.try_get("outcome")?,
-                        reason: r.try_get("reason")?,
-                        detail: serde_json::Value::Null,
-                    })
-                }).collect())
+        self.bounded("reading audit records", async move {
+            with_pool!(self, p => {
+                sqlx::query("SELECT host, chat_id, session_id, action, target, outcome, reason, detail FROM reconciler_audit ORDER BY id")
+                    .fetch_all(p).await
+                    .and_then(|rows| rows.into_iter().map(|r| -> Result<_, sqlx::Error> {
+                        Ok(AuditRecord {
+                            host: r.try_get("host")?,
+                            chat_id: r.try_get("chat_id")?,
+                            session_id: r.try_get("session_id")?,
+                            action: r.try_get("action")?,
+                            target: r.try_get("target")?,
+                            outcome: r.try_get("outcome")?,
+                            reason: r.try_get("reason")?,
+                            detail: serde_json::Value::Null,
+                        })
+                    }).collect())
+            })
+            .map_err(|e| self.query_err("reading audit records", e))
         })
-        .map_err(|e| self.query_err("reading audit records", e))
+        .await
     }
 
     /// Runs one statement of test or fixture SQL (no parameters).
     pub async fn execute_raw(&self, statement: &str) -> Result<u64, StoreError> {
-        with_pool!(self, p => sqlx::raw_sql(statement).execute(p).await.map(|r| r.rows_affected()))
-            .map_err(|e| self.query_err("executing statement", e))
+        self.bounded("executing statement", async move {
+            with_pool!(self, p => sqlx::raw_sql(statement).execute(p).await.map(|r| r.rows_affected()))
+                .map_err(|e| self.query_err("executing statement", e))
+        })
+        .await
     }
 
     /// Runs a query and returns every column of every row as text (for
@@ -791,14 +885,17 @@ impl Store {
         &self,
         statement: &str,
     ) -> Result<Vec<Vec<Option<String>>>, StoreError> {
-        with_pool!(self, p => {
-            sqlx::query(statement).fetch_all(p).await.and_then(|rows| {
-                rows.into_iter()
-                    .map(|r| (0..r.len()).map(|i| r.try_get::<Option<String>, _>(i)).collect())
-                    .collect()
+        self.bounded("running query", async move {
+            with_pool!(self, p => {
+                sqlx::query(statement).fetch_all(p).await.and_then(|rows| {
+                    rows.into_iter()
+                        .map(|r| (0..r.len()).map(|i| r.try_get::<Option<String>, _>(i)).collect())
+                        .collect()
+                })
             })
+            .map_err(|e| self.query_err("running query", e))
         })
-        .map_err(|e| self.query_err("running query", e))
+        .await
     }
 }
 
