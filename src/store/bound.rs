@@ -86,6 +86,16 @@ impl Store {
         }
     }
 
+    /// Takes the host's lock if nobody holds it: `Ok(None)` when another
+    /// instance does. Bounded like every other call.
+    pub async fn try_lock_host(
+        &self,
+        host: &str,
+    ) -> Result<Option<super::lock::HostLock>, StoreError> {
+        self.bounded("taking the host lock", self.try_lock_host_unbounded(host))
+            .await
+    }
+
     /// Why `what` could not reach the database: for a pool that timed out,
     /// one direct connection attempt says what the pool did not.
     pub(crate) async fn unreachable(&self, what: &'static str, e: &sqlx::Error) -> StoreError {

@@ -44,46 +44,43 @@ pub fn advisory_key(host: &str) -> i64 {
 }
 
 impl Store {
-    /// Takes the host's lock if nobody holds it: `Ok(None)` when another
-    /// instance does.
-    pub async fn try_lock_host(&self, host: &str) -> Result<Option<HostLock>, StoreError> {
-        self.bounded("taking the host lock", async move {
-            match &self.pool {
-                Pool::Postgres(p) => {
-                    let opts = (*p.connect_options()).clone();
-                    let mut conn = PgConnection::connect_with(&opts)
-                        .await
-                        .map_err(|e| self.query_err("opening the lock connection", e))?;
-                    let key = advisory_key(host);
-                    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                        .bind(key)
-                        .fetch_one(&mut conn)
-                        .await
-                        .map_err(|e| self.query_err("taking the advisory lock", e))?;
-                    Ok(got.then_some(HostLock::Postgres { conn, key }))
-                }
-                Pool::Sqlite(p) => {
-                    let db = p.connect_options().get_filename().to_path_buf();
-                    let mut name = db.file_name().unwrap_or_default().to_os_string();
-                    name.push(format!(".{host}.lock"));
-                    let path = db.with_file_name(name);
-                    let file = OpenOptions::new()
-                        .create(true)
-                        .truncate(false)
-                        .write(true)
-                        .open(&path)
-                        .map_err(|e| self.contract(format!("opening {}: {e}", path.display())))?;
-                    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                        Ok(f) => Ok(Some(HostLock::Sqlite { _file: f, path })),
-                        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
-                        Err((_, e)) => {
-                            Err(self.contract(format!("locking {}: {e}", path.display())))
-                        }
-                    }
+    /// [`Store::try_lock_host`] without its bound.
+    pub(crate) async fn try_lock_host_unbounded(
+        &self,
+        host: &str,
+    ) -> Result<Option<HostLock>, StoreError> {
+        match &self.pool {
+            Pool::Postgres(p) => {
+                let opts = (*p.connect_options()).clone();
+                let mut conn = PgConnection::connect_with(&opts)
+                    .await
+                    .map_err(|e| self.query_err("opening the lock connection", e))?;
+                let key = advisory_key(host);
+                let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                    .bind(key)
+                    .fetch_one(&mut conn)
+                    .await
+                    .map_err(|e| self.query_err("taking the advisory lock", e))?;
+                Ok(got.then_some(HostLock::Postgres { conn, key }))
+            }
+            Pool::Sqlite(p) => {
+                let db = p.connect_options().get_filename().to_path_buf();
+                let mut name = db.file_name().unwrap_or_default().to_os_string();
+                name.push(format!(".{host}.lock"));
+                let path = db.with_file_name(name);
+                let file = OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| self.contract(format!("opening {}: {e}", path.display())))?;
+                match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                    Ok(f) => Ok(Some(HostLock::Sqlite { _file: f, path })),
+                    Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+                    Err((_, e)) => Err(self.contract(format!("locking {}: {e}", path.display()))),
                 }
             }
-        })
-        .await
+        }
     }
 }
 
