@@ -7,7 +7,8 @@
 //!
 //! # Guarantees
 //! - Each call through [`Store::bounded`] ends within
-//!   `database.query_timeout`, plus at most `database.connect_timeout` to
+//!   `database.query_timeout` (applying the migrations: within
+//!   [`MIGRATION_TIMEOUT`]), plus at most `database.connect_timeout` to
 //!   find out why the database cannot be reached (test
 //!   `a_frozen_database_ends_the_pass_within_its_bound_and_the_next_pass_works`).
 //! - A failure to reach the database names the cause as the driver saw it
@@ -61,6 +62,11 @@ impl From<&crate::config::Database> for Timeouts {
     }
 }
 
+/// The bound on applying the migrations: building an index on a large
+/// table is slow, but a stalled server must still not hold the start-up
+/// for ever.
+pub const MIGRATION_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
 impl Store {
     /// Runs one database call within `database.query_timeout`. A call that
     /// runs out, or fails because no connection could be had, is reported
@@ -70,7 +76,17 @@ impl Store {
         what: &'static str,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.timeouts.query, call).await {
+        self.bounded_by(self.timeouts.query, what, call).await
+    }
+
+    /// [`Store::bounded`] with another bound than `database.query_timeout`.
+    pub(crate) async fn bounded_by<T>(
+        &self,
+        limit: Duration,
+        what: &'static str,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(limit, call).await {
             Ok(Err(StoreError::Query { source, .. })) if is_unreachable(&source) => {
                 Err(self.unreachable(what, &source).await)
             }
@@ -80,7 +96,7 @@ impl Store {
                 what,
                 why: format!(
                     "the database did not answer within {}",
-                    humantime::format_duration(self.timeouts.query)
+                    humantime::format_duration(limit)
                 ),
             }),
         }

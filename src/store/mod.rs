@@ -217,16 +217,22 @@ impl Store {
     /// Applies the migrations under `migrations/postgres` or
     /// `migrations/sqlite`.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        self.bounded("applying migrations", async move {
-            let r = match &self.pool {
-                Pool::Postgres(p) => sqlx::migrate!("./migrations/postgres").run(p).await,
-                Pool::Sqlite(p) => sqlx::migrate!("./migrations/sqlite").run(p).await,
-            };
-            r.map_err(|source| StoreError::Migrate {
-                url: self.url.clone(),
-                source,
-            })
-        })
+        // Building an index on the orchestrator's large tables may take
+        // minutes: migrations get their own, longer bound.
+        self.bounded_by(
+            bound::MIGRATION_TIMEOUT,
+            "applying migrations",
+            async move {
+                let r = match &self.pool {
+                    Pool::Postgres(p) => sqlx::migrate!("./migrations/postgres").run(p).await,
+                    Pool::Sqlite(p) => sqlx::migrate!("./migrations/sqlite").run(p).await,
+                };
+                r.map_err(|source| StoreError::Migrate {
+                    url: self.url.clone(),
+                    source,
+                })
+            },
+        )
         .await
     }
 
