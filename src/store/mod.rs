@@ -11,6 +11,10 @@
 //!   naming its table and id, and the other rows are read as usual (test
 //!   `one_undecodable_row_never_stops_the_host`).
 //! - The audit table is append-only (a trigger refuses UPDATE and DELETE).
+//! - Every call is bounded (`database.query_timeout`, and
+//!   `database.connect_timeout` for a connection), and a database that
+//!   cannot be reached is named with the cause and the setting: see
+//!   [`bound`].
 //! - Errors name the database URL without its password.
 
 mod bound;
