@@ -66,6 +66,12 @@ struct Args {
     /// Nudges timed for the latency figure
     #[arg(long, default_value_t = 100)]
     nudges: usize,
+    /// Idle connections held open while /healthz is timed
+    #[arg(long, default_value_t = 2000)]
+    idle_connections: usize,
+    /// /healthz requests timed beside the idle connections
+    #[arg(long, default_value_t = 200)]
+    probes: usize,
     /// Repetitions of each timed figure (median, min, max)
     #[arg(long, default_value_t = 5)]
     runs: usize,
@@ -76,7 +82,7 @@ struct Args {
     #[arg(long)]
     postgres_url: Option<String>,
     /// Figures to run (idle also reads `run`'s peak RSS)
-    #[arg(long, value_delimiter = ',', default_values_t = [Figure::Idle, Figure::Drift, Figure::Nudge, Figure::Git])]
+    #[arg(long, value_delimiter = ',', default_values_t = [Figure::Idle, Figure::Drift, Figure::Nudge, Figure::Healthz, Figure::Git])]
     figures: Vec<Figure>,
     /// Where the fixture goes [default: a temporary directory]
     #[arg(long)]
@@ -101,6 +107,7 @@ enum Figure {
     Idle,
     Drift,
     Nudge,
+    Healthz,
     Git,
 }
 
@@ -110,6 +117,7 @@ impl std::fmt::Display for Figure {
             Figure::Idle => "idle",
             Figure::Drift => "drift",
             Figure::Nudge => "nudge",
+            Figure::Healthz => "healthz",
             Figure::Git => "git",
         })
     }
@@ -133,6 +141,8 @@ impl Args {
         self.processes = 3;
         self.drift = vec![1, 2];
         self.nudges = 5;
+        self.idle_connections = 200;
+        self.probes = 5;
         self.runs = 2;
     }
 }
@@ -1138,6 +1148,65 @@ async fn nudges(args: &Args, host: &Host, db: &Db, table: &mut Table) -> anyhow:
     Ok(())
 }
 
+/// `/healthz` latency while `idle_connections` connections are open and
+/// silent (half of them with a request cut off after its first header
+/// line), as a flood of half-open connections leaves them.
+async fn healthz(args: &Args, host: &Host, db: &Db, table: &mut Table) -> anyhow::Result<()> {
+    use boo_reconciler::service::Service;
+    use tokio::io::AsyncWriteExt;
+    let controller = host.controller(&db.url, &db.store)?;
+    let service = Service::new(controller, CancellationToken::new());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(boo_reconciler::http::serve(
+        listener,
+        boo_reconciler::http::router(Arc::clone(&service), None),
+        shutdown.clone(),
+    ));
+    let mut idle = Vec::with_capacity(args.idle_connections);
+    for i in 0..args.idle_connections {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        if i % 2 == 0 {
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await?;
+        }
+        idle.push(s);
+    }
+    let client = reqwest::Client::new();
+    let mut samples = Vec::with_capacity(args.probes);
+    for _ in 0..args.probes {
+        let t = Instant::now();
+        let resp = client.get(format!("http://{addr}/healthz")).send().await?;
+        let status = resp.status();
+        resp.bytes().await?;
+        samples.push(ms(t.elapsed()));
+        if !status.is_success() {
+            bail!("/healthz answered {status}");
+        }
+    }
+    drop(idle);
+    shutdown.cancel();
+    let _ = server.await;
+    let p50 = quantile(&samples, 0.50);
+    let p99 = quantile(&samples, 0.99);
+    let s = spread(&samples);
+    table.add_with_target(
+        format!(
+            "6. /healthz p50 / p99 over {}, {} idle connections open",
+            samples.len(),
+            args.idle_connections
+        ),
+        &db.kind.to_string(),
+        format!("{} / {}", fmt_ms(p50), fmt_ms(p99)),
+        format!("{} – {}", fmt_ms(s.min), fmt_ms(s.max)),
+        format!(
+            "p99 ≤ 100 ms {}",
+            if p99 <= 100.0 { "met" } else { "MISSED" }
+        ),
+    );
+    Ok(())
+}
+
 // ------------------------------------------------- preflight and removal --
 
 fn target_of(path: &Path) -> WorktreeTarget {
@@ -1446,6 +1515,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
             if on(Figure::Nudge) {
                 nudges(&args, &host, &db, &mut table).await?;
+            }
+            if on(Figure::Healthz) {
+                healthz(&args, &host, &db, &mut table).await?;
             }
             anyhow::Ok(())
         }

@@ -33,7 +33,8 @@ impl<E: Into<anyhow::Error>> From<E> for Error {
 pub async fn dispatch(command: Command, config: Config) -> Result<u8, Error> {
     match command {
         Command::Migrate => {
-            let store = Store::connect(&config.database.url).await?;
+            let store =
+                Store::open_with(&config.database.url, true, (&config.database).into()).await?;
             store.migrate().await?;
             println!("migrations applied to {}", store.url());
             Ok(0)
@@ -56,7 +57,8 @@ pub async fn dispatch(command: Command, config: Config) -> Result<u8, Error> {
                 .map_err(|e| Error::Usage(e.to_string()))?;
             // Plan writes nothing, so it neither creates nor migrates the
             // database.
-            let store = Store::open(&config.database.url, false).await?;
+            let store =
+                Store::open_with(&config.database.url, false, (&config.database).into()).await?;
             let controller = Controller::new(config, store, root);
             let report = controller
                 .pass(
@@ -238,7 +240,7 @@ async fn wait_for_host_lock(
 /// Validates the root, connects, and migrates when `database.auto_migrate`.
 async fn start(config: Config) -> Result<Controller, Error> {
     let root = prepare_root(&config)?;
-    let store = Store::connect(&config.database.url).await?;
+    let store = Store::open_with(&config.database.url, true, (&config.database).into()).await?;
     if config.database.auto_migrate {
         store.migrate().await?;
     }

@@ -88,6 +88,11 @@ pub struct Database {
     pub auto_migrate: bool,
     /// The PostgreSQL channel listened on for `chat:<id>` / `session:<id>`.
     pub notify_channel: String,
+    /// Bound on opening a connection, and on waiting for one from the pool.
+    pub connect_timeout: Duration,
+    /// Bound on each call to the database (a query, an update, a pass's
+    /// reading of its rows).
+    pub query_timeout: Duration,
 }
 
 impl fmt::Debug for Database {
@@ -96,6 +101,8 @@ impl fmt::Debug for Database {
             .field("url", &redact_url(&self.url))
             .field("auto_migrate", &self.auto_migrate)
             .field("notify_channel", &self.notify_channel)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("query_timeout", &self.query_timeout)
             .finish()
     }
 }
@@ -397,6 +404,23 @@ pub static KEYS: &[Key] = &[
         kind: Kind::Name,
         default: DefaultValue::Text("boo_reconcile"),
         doc: "PostgreSQL channel listened on for chat:<id> / session:<id> notifications (unused with SQLite).",
+    },
+    Key {
+        section: "database",
+        key: "connect_timeout",
+        kind: Kind::NonZeroDuration,
+        default: DefaultValue::Text("5s"),
+        doc: "Limit on opening a database connection or waiting for a free one (must be more than 0s).",
+    },
+    Key {
+        section: "database",
+        key: "query_timeout",
+        kind: Kind::NonZeroDuration,
+        // A stalled server (a network partition, a frozen proxy) keeps
+        // connections open and answers nothing: without this bound a pass
+        // would wait for ever.
+        default: DefaultValue::Text("10s"),
+        doc: "Limit on each database call; a call still unanswered after this long fails the pass (must be more than 0s).",
     },
     Key {
         section: "host",
@@ -774,6 +798,8 @@ impl Config {
                 url: s.string("database", "url"),
                 auto_migrate: s.bool("database", "auto_migrate"),
                 notify_channel: s.string("database", "notify_channel"),
+                connect_timeout: s.duration("database", "connect_timeout"),
+                query_timeout: s.duration("database", "query_timeout"),
             },
             host: Host {
                 id: s.string("host", "id"),
@@ -845,6 +871,16 @@ impl Config {
             "database",
             "notify_channel",
             self.database.notify_channel.clone().into(),
+        );
+        put(
+            "database",
+            "connect_timeout",
+            dur(self.database.connect_timeout),
+        );
+        put(
+            "database",
+            "query_timeout",
+            dur(self.database.query_timeout),
         );
         put("host", "id", self.host.id.clone().into());
         put("loop", "interval", dur(self.r#loop.interval));

@@ -259,6 +259,70 @@ pub struct DesiredState {
     /// or not: where stale admin entries may hide once their directory and
     /// row are gone.
     pub repositories: Vec<PathBuf>,
+    /// Rows that could not be decoded. They are left out of the fields
+    /// above, and the planner keeps whatever they may own: an unreadable
+    /// chat row is not a chat without a row.
+    pub unreadable: Vec<UnreadableRow>,
+}
+
+impl DesiredState {
+    /// The unreadable row of `table` whose id is `id`, if any.
+    pub fn unreadable(&self, table: Table, id: &str) -> Option<&UnreadableRow> {
+        self.unreadable
+            .iter()
+            .find(|r| r.table == table && r.id.as_deref() == Some(id))
+    }
+}
+
+/// A table of the orchestrator's schema, as errors name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Table {
+    Sessions,
+    Chats,
+    AgentSessions,
+    Worktrees,
+}
+
+impl Table {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Table::Sessions => "sessions",
+            Table::Chats => "chats",
+            Table::AgentSessions => "agent_sessions",
+            Table::Worktrees => "worktrees",
+        }
+    }
+}
+
+impl fmt::Display for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A row that holds a value outside the contract (an out-of-range pid, an
+/// unknown status, a negative start time, text that is not UTF-8): one such
+/// row is reported and skipped, and never stops the rest of the pass.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UnreadableRow {
+    pub table: Table,
+    /// `None` when the id itself cannot be read.
+    pub id: Option<String>,
+    pub why: String,
+}
+
+impl fmt::Display for UnreadableRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.id {
+            Some(id) => write!(f, "{} row {id} cannot be read: {}", self.table, self.why),
+            None => write!(
+                f,
+                "a {} row with an unreadable id cannot be read: {}",
+                self.table, self.why
+            ),
+        }
+    }
 }
 
 /// What kind of thing sits directly under the worktree root.

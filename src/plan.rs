@@ -18,6 +18,9 @@
 //! - An admin entry of a worktree moved inside the root is never planned
 //!   for pruning, only listed as pending (test
 //!   `admin_entry_of_a_moved_worktree_is_not_pruned`).
+//! - A row the store could not read is never taken for a missing one:
+//!   what an unreadable chat, session or worktree row may own is kept and
+//!   listed as pending (test `what_an_unreadable_row_may_own_is_kept`).
 //! - Actions come out grouped and ordered (see [`Stage`]) so the executor
 //!   can run groups concurrently and stages in order.
 
@@ -29,7 +32,7 @@ use serde::Serialize;
 
 use crate::model::{
     age, is_wellformed_opencode_id, ActualState, AgentProcess, Backend, DesiredState, EntryKind,
-    OpencodeView, PathCheck, StaleAdminEntry, WorktreeRow, WorktreeState,
+    OpencodeView, PathCheck, StaleAdminEntry, Table, WorktreeRow, WorktreeState,
 };
 
 /// The settings the planner applies.
@@ -94,6 +97,13 @@ pub struct ProcessTarget {
     pub age_secs: u64,
 }
 
+/// The process an `agent_sessions` row records, as the row records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct RecordedProcess {
+    pub pid: i32,
+    pub start_time: Option<u64>,
+}
+
 /// An opencode session to delete (abort, then delete; its children go
 /// with it).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -125,6 +135,13 @@ pub enum ActionKind {
         backend: Backend,
         /// Why this row in particular (pid gone, pid reused, …).
         why: String,
+        /// Set when the row is closed because the process it records no
+        /// longer exists, whatever its chat's liveness: the executor then
+        /// re-reads the pid right before, and closes the row only while it
+        /// still records exactly this process (the launcher may have
+        /// restarted the agent and recorded the new one meanwhile).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recorded_process: Option<RecordedProcess>,
     },
     /// Preflight the worktree right before acting; remove it when nothing
     /// would be lost (with force: archive, then remove); otherwise keep it
@@ -314,6 +331,16 @@ fn plan_processes(
         if state.is_some_and(|s| s.is_live()) {
             continue;
         }
+        if let Some(u) = desired.unreadable(Table::Chats, &p.chat_id) {
+            out.pending.push(Pending {
+                target: format!("process:{}@{}", p.pid, p.start_time),
+                why: format!(
+                    "pid {} is labelled with chat {}: {u}; kept",
+                    p.pid, p.chat_id
+                ),
+            });
+            continue;
+        }
         let up = age(now, p.started_at);
         let up_text = humantime::format_duration(Duration::from_secs(up.as_secs()));
         let has_row = state.is_some_and(|s| s.chat.is_some());
@@ -365,32 +392,66 @@ fn process_target(p: &AgentProcess, up: Duration) -> ProcessTarget {
     }
 }
 
-/// Open `acp` rows of chats that are not live: closed once the chat's
-/// processes are stopped (a later stage of the same group). A recorded pid
-/// is never signalled on the row's word alone: only a labelled process is.
+/// Open `acp` rows whose recorded process no longer exists (its pid is
+/// gone, or runs another process: the start time differs), whatever their
+/// chat's liveness; and open `acp` rows of chats that are not live, closed
+/// once the chat's processes are stopped (a later stage of the same group).
+/// A recorded pid is never signalled on the row's word alone: only a
+/// labelled process is, and one whose start time differs never is.
 fn plan_agent_rows(desired: &DesiredState, actual: &ActualState, now: SystemTime, out: &mut Plan) {
     for row in &desired.agent_sessions {
         if row.backend != Backend::Acp {
             continue;
         }
         let state = desired.chats.get(&row.chat_id);
-        if state.is_some_and(|s| s.is_live()) {
+        let live = state.is_some_and(|s| s.is_live());
+        if let Some((recorded, detail)) = recorded_process_gone(row, actual) {
+            let why = match state.and_then(|s| s.not_live_because(now)) {
+                None if live => format!("chat {} is live", row.chat_id),
+                None if desired.unreadable(Table::Chats, &row.chat_id).is_some() => {
+                    format!("chat {}'s row cannot be read", row.chat_id)
+                }
+                Some(why) => why,
+                None => format!("chat {} has no row", row.chat_id),
+            };
+            out.actions.push(Action {
+                kind: ActionKind::CloseAgentRow {
+                    row_id: row.id.clone(),
+                    backend: row.backend,
+                    why: detail.clone(),
+                    recorded_process: Some(recorded),
+                },
+                owner: Owner {
+                    session_id: Some(row.session_id.clone()),
+                    chat_id: Some(row.chat_id.clone()),
+                },
+                reason: format!("{why}; {detail}"),
+            });
+            continue;
+        }
+        if live {
+            continue;
+        }
+        if let Some(u) = desired.unreadable(Table::Chats, &row.chat_id) {
+            out.pending.push(Pending {
+                target: format!("agent-row:{}", row.id),
+                why: format!("{u}; the row stays open"),
+            });
             continue;
         }
         let why = state
             .and_then(|s| s.not_live_because(now))
             .unwrap_or_else(|| format!("chat {} has no row", row.chat_id));
-        let detail = match (row.pid, row.pid_start_time) {
-            (None, _) => "no pid recorded".to_string(),
-            (Some(pid), recorded) => match actual.recorded_pids.get(&pid).cloned().flatten() {
-                None => format!("recorded pid {pid} is gone"),
-                Some(now_at_pid) if recorded.is_some_and(|r| r != now_at_pid.start_time) => {
-                    format!(
-                        "recorded pid {pid} was reused (start time {} now, {} recorded): \
-                         not signalled",
-                        now_at_pid.start_time,
-                        recorded.unwrap_or_default()
-                    )
+        let detail = match row.pid {
+            None => "no pid recorded".to_string(),
+            Some(pid) => match actual.recorded_pids.get(&pid).cloned().flatten() {
+                // Not looked up this pass: the row waits for a pass that does.
+                None => {
+                    out.pending.push(Pending {
+                        target: format!("agent-row:{}", row.id),
+                        why: format!("{why}; recorded pid {pid} was not looked up this pass"),
+                    });
+                    continue;
                 }
                 Some(id) if id.chat_label.as_deref() == Some(row.chat_id.as_str()) => {
                     format!("agent pid {pid} stopped first")
@@ -419,6 +480,7 @@ fn plan_agent_rows(desired: &DesiredState, actual: &ActualState, now: SystemTime
                 row_id: row.id.clone(),
                 backend: row.backend,
                 why: detail.clone(),
+                recorded_process: None,
             },
             owner: Owner {
                 session_id: Some(row.session_id.clone()),
@@ -426,6 +488,38 @@ fn plan_agent_rows(desired: &DesiredState, actual: &ActualState, now: SystemTime
             },
             reason: format!("{why}; {detail}"),
         });
+    }
+}
+
+/// The row's recorded process and why it no longer exists, when this pass
+/// looked its pid up and found nothing alive there, or a process with
+/// another start time. `None` when no pid is recorded, the pid was not
+/// looked up, or a process runs there with the recorded start time (or with
+/// no start time recorded to compare it to).
+fn recorded_process_gone(
+    row: &crate::model::AgentSessionRow,
+    actual: &ActualState,
+) -> Option<(RecordedProcess, String)> {
+    let pid = row.pid?;
+    let recorded = RecordedProcess {
+        pid,
+        start_time: row.pid_start_time,
+    };
+    match actual.recorded_pids.get(&pid)? {
+        None => Some((recorded, format!("recorded pid {pid} is gone"))),
+        Some(now_at_pid) => {
+            let start = row.pid_start_time?;
+            (start != now_at_pid.start_time).then(|| {
+                (
+                    recorded,
+                    format!(
+                        "recorded pid {pid} was reused (start time {} now, {start} recorded): \
+                         not signalled",
+                        now_at_pid.start_time
+                    ),
+                )
+            })
+        }
     }
 }
 
@@ -473,6 +567,13 @@ fn plan_opencode(
         if state.is_some_and(|s| s.is_live()) {
             continue;
         }
+        if let Some(u) = desired.unreadable(Table::Chats, &row.chat_id) {
+            out.pending.push(Pending {
+                target: format!("agent-row:{}", row.id),
+                why: format!("{u}; its opencode session and row are kept"),
+            });
+            continue;
+        }
         let why = state
             .and_then(|s| s.not_live_because(now))
             .unwrap_or_else(|| format!("chat {} has no row", row.chat_id));
@@ -485,6 +586,7 @@ fn plan_opencode(
                 row_id: row.id.clone(),
                 backend: row.backend,
                 why: detail.clone(),
+                recorded_process: None,
             },
             owner: owner.clone(),
             reason: format!("{why}; {detail}"),
@@ -648,6 +750,13 @@ fn plan_worktree_rows(
             session_id: Some(row.session_id.clone()),
             chat_id: None,
         };
+        if let Some(u) = desired.unreadable(Table::Sessions, &row.session_id) {
+            out.pending.push(Pending {
+                target: format!("worktree-row:{}", row.id),
+                why: format!("{u}; its worktree is kept"),
+            });
+            continue;
+        }
         let session = desired.sessions.get(&row.session_id);
         let release = match session {
             Some(s) => s.releases_worktree_because(now, policy.worktree_orphan_min_age),
@@ -741,7 +850,35 @@ fn plan_worktree_rows(
             reason,
         });
     }
+    // An unreadable worktree row still owns `<root>/<its id>`.
+    for u in &desired.unreadable {
+        let (Table::Worktrees, Some(id)) = (u.table, &u.id) else {
+            continue;
+        };
+        if let Some(d) = actual.dirs.iter().find(|d| &d.name == id) {
+            claimed.insert(d.path.clone());
+            out.pending.push(Pending {
+                target: format!("worktree:{}", d.path.display()),
+                why: format!("{u}; its directory is kept"),
+            });
+        }
+    }
     claimed
+}
+
+/// Whether a worktree row's session keeps its worktree, counting a session
+/// whose row cannot be read as one that does.
+fn session_keeps_worktree(
+    desired: &DesiredState,
+    session_id: &str,
+    policy: &Policy,
+    now: SystemTime,
+) -> bool {
+    desired.unreadable(Table::Sessions, session_id).is_some()
+        || desired
+            .sessions
+            .get(session_id)
+            .is_some_and(|s| s.keeps_worktree(now, policy.worktree_orphan_min_age))
 }
 
 /// The directories that rows of live sessions claim, with those rows: a
@@ -760,11 +897,7 @@ fn live_claims<'a>(
         .collect();
     let mut out: HashMap<PathBuf, Vec<&WorktreeRow>> = HashMap::new();
     for row in &desired.worktrees {
-        let live = desired
-            .sessions
-            .get(&row.session_id)
-            .is_some_and(|s| s.keeps_worktree(now, policy.worktree_orphan_min_age));
-        if !live {
+        if !session_keeps_worktree(desired, &row.session_id, policy, now) {
             continue;
         }
         let mut paths: Vec<&PathBuf> = Vec::with_capacity(2);
@@ -873,10 +1006,7 @@ fn plan_admin_entries(
         let live_row = desired.worktrees.iter().find(|row| {
             matches!(actual.row_paths.get(&row.id),
                 Some(PathCheck::Inside { path, .. }) if *path == entry.worktree_path)
-                && desired
-                    .sessions
-                    .get(&row.session_id)
-                    .is_some_and(|s| s.keeps_worktree(now, policy.worktree_orphan_min_age))
+                && session_keeps_worktree(desired, &row.session_id, policy, now)
         });
         if let Some(row) = live_row {
             out.pending.push(Pending {

@@ -163,8 +163,9 @@ impl Service {
         let host = self.controller.config.host.id.clone();
         let mut ready_sent = false;
         let mut trigger = Trigger::Startup;
+        let mut repeats = crate::controller::repeats::Repeats::default();
         while !self.cancel.is_cancelled() {
-            let Some(mut lock) = self.acquire(&host).await else {
+            let Some(mut lock) = self.acquire(&host, &mut repeats).await else {
                 break;
             };
             tracing::info!(host, lock = ?lock, "acting for this host");
@@ -182,8 +183,12 @@ impl Service {
                     break;
                 }
                 match self.reconcile(Scope::Host, false, false, trigger).await {
-                    Ok(report) => crate::controller::log_summary(&report),
-                    Err(e) => tracing::error!(error = %e, "host pass did not finish"),
+                    Ok(report) => crate::controller::log_summary(&report, &mut repeats),
+                    Err(e) => {
+                        if let Some(line) = repeats.note(&e.to_string(), Instant::now()) {
+                            tracing::error!(error = %line, "host pass did not finish");
+                        }
+                    }
                 }
                 if !ready_sent {
                     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
@@ -227,7 +232,11 @@ impl Service {
     }
 
     /// Waits for the host's lock; `None` once cancelled.
-    async fn acquire(&self, host: &str) -> Option<crate::store::lock::HostLock> {
+    async fn acquire(
+        &self,
+        host: &str,
+        repeats: &mut crate::controller::repeats::Repeats,
+    ) -> Option<crate::store::lock::HostLock> {
         let mut said = false;
         loop {
             match self.controller.store.try_lock_host(host).await {
@@ -241,7 +250,9 @@ impl Service {
                     self.set_role(Role::Standby { why });
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot take the host lock; retrying");
+                    if let Some(line) = repeats.note(&e.to_string(), Instant::now()) {
+                        tracing::error!(error = %line, "cannot take the host lock; retrying");
+                    }
                     self.set_role(Role::Standby {
                         why: format!("cannot take the host lock: {e}"),
                     });

@@ -794,6 +794,54 @@ async fn slow_or_garbled_clients_cannot_hold_or_break_the_server() {
     srv.stop().await;
 }
 
+/// A flood of idle connections (opened, then silent or with a request cut
+/// off half-way) must not keep the liveness probe waiting behind them. The
+/// latency itself is measured by the benchmark; here it only has to answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_answers_while_2000_idle_connections_are_open() {
+    use tokio::io::AsyncWriteExt;
+    let w = World::new(Db::Sqlite).await;
+    // The options `run` uses.
+    let srv = Server::start(&w, None).await;
+    let addr = srv.base.trim_start_matches("http://").to_string();
+    let mut idle = Vec::with_capacity(2000);
+    for i in 0..2000 {
+        let mut s = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        if i % 2 == 0 {
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .expect("half a request");
+        }
+        idle.push(s);
+    }
+    let t0 = Instant::now();
+    let (status, _, body) =
+        tokio::time::timeout(Duration::from_secs(5), srv.call(Method::GET, "/healthz"))
+            .await
+            .expect("/healthz answers while 2000 idle connections are open");
+    println!(
+        "/healthz with 2000 idle connections open: {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, serde_json::json!({"ok": true}));
+    // They were all still open: the server answered beside them, not after
+    // cutting them off.
+    let mut buf = [0u8; 1];
+    let closed = idle
+        .iter()
+        .filter(|s| !matches!(s.try_read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock))
+        .count();
+    assert_eq!(
+        closed, 0,
+        "idle connections closed before /healthz answered"
+    );
+    drop(idle);
+    srv.stop().await;
+}
+
 // -------------------------------------------------------------- access --
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

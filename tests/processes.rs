@@ -16,7 +16,57 @@ both_databases!(
     recorded_pid_with_another_start_time_is_never_signalled_and_its_row_closed,
     live_chat_agent_survives_deleted_chat_agent_is_stopped_young_orphan_survives,
     process_in_a_worktree_keeps_it_unless_it_is_an_agent_of_a_dead_chat,
+    row_whose_process_no_longer_exists_is_closed_even_for_a_live_chat,
 );
+
+async fn row_whose_process_no_longer_exists_is_closed_even_for_a_live_chat(db: Db) {
+    let w = World::new(db).await;
+    w.session("s1", "open").await;
+    w.chat("c1", "s1", "open").await;
+    let exited = w.agent("c1", "s1", "exec sleep 1000", w.tmp.path());
+    let (gone_pid, gone_start) = (exited.pid(), exited.start_time());
+    drop(exited);
+    let running = w.agent("c1", "s1", "exec sleep 1000", w.tmp.path());
+    let (pid, start) = (running.pid(), running.start_time());
+    let init_start = common::start_time_of(1).expect("pid 1 runs");
+    w.acp_row("gone", "c1", "s1", Some((gone_pid, gone_start)))
+        .await;
+    // pid 1 runs, but not the process this row recorded.
+    w.acp_row("reused", "c1", "s1", Some((1, init_start + 12_345)))
+        .await;
+    w.acp_row("running", "c1", "s1", Some((pid, start))).await;
+
+    let report = w.once(Scope::Host, false).await;
+    assert_eq!(report.exit_code(), exit::CONVERGED, "{}", report.render());
+    assert_eq!(w.agent_row("gone").await, ("closed".into(), true));
+    assert_eq!(w.agent_row("reused").await, ("closed".into(), true));
+    assert_eq!(w.agent_row("running").await.0, "open");
+    assert!(alive(pid, start), "the live chat's agent runs on");
+    assert!(report.pending.is_empty(), "{}", report.render());
+    let audit = w.audit().await;
+    let reason = |target: &str| {
+        audit
+            .iter()
+            .find(|a| a.target == target && a.outcome == "done")
+            .map(|a| a.reason.clone())
+            .unwrap_or_else(|| panic!("no audit record closing {target}: {audit:?}"))
+    };
+    assert!(
+        reason("agent-row:gone").contains(&format!("recorded pid {gone_pid} is gone")),
+        "{}",
+        reason("agent-row:gone")
+    );
+    assert!(
+        reason("agent-row:reused").contains("recorded pid 1 was reused"),
+        "{}",
+        reason("agent-row:reused")
+    );
+    assert!(!audit.iter().any(|a| a.action == "terminate_process"));
+
+    // Converged: the next pass has nothing to do.
+    let again = w.once(Scope::Host, false).await;
+    assert!(again.results.is_empty(), "{}", again.render());
+}
 
 async fn agent_of_archived_chat_that_exits_on_term_is_gone_and_its_rows_closed(db: Db) {
     let w = World::new(db).await;

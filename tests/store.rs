@@ -2,19 +2,302 @@
 //! updates, and the append-only audit table.
 
 mod common;
+#[path = "support/freezing_proxy.rs"]
+mod freezing_proxy;
 
 use std::collections::BTreeSet;
 
+use std::time::{Duration, Instant};
+
+use boo_reconciler::act::RunOptions;
+use boo_reconciler::controller::{Controller, Mode, Trigger};
 use boo_reconciler::model::{Status, WorktreeState};
-use boo_reconciler::store::{AuditRecord, Interest};
+use boo_reconciler::plan::Scope;
+use boo_reconciler::report::exit;
+use boo_reconciler::root::WorktreeRoot;
+use boo_reconciler::store::{AuditRecord, Interest, Store, Timeouts};
 use common::{Db, World, HOST};
+use freezing_proxy::FreezingProxy;
+use sqlx::postgres::PgConnectOptions;
+use tokio_util::sync::CancellationToken;
 
 both_databases!(
     desired_state_reads_this_hosts_rows_and_liveness,
     audit_table_is_append_only,
     worktree_row_marks_are_idempotent,
     rows_naming_a_directory_are_this_hosts_present_rows_by_path_or_id,
+    one_undecodable_row_never_stops_the_host,
 );
+
+/// `url` with its host and port replaced by `addr`.
+fn through(url: &str, addr: std::net::SocketAddr) -> String {
+    let opts: PgConnectOptions = url.parse().expect("PostgreSQL URL");
+    let from = format!("{}:{}", opts.get_host(), opts.get_port());
+    assert!(url.contains(&from), "{url} names no host:port to replace");
+    url.replacen(&from, &addr.to_string(), 1)
+}
+
+fn upstream() -> std::net::SocketAddr {
+    let opts: PgConnectOptions = common::postgres_url().parse().expect("PostgreSQL URL");
+    use std::net::ToSocketAddrs;
+    (opts.get_host(), opts.get_port())
+        .to_socket_addrs()
+        .expect("PostgreSQL address")
+        .next()
+        .expect("PostgreSQL address")
+}
+
+const SHORT: Timeouts = Timeouts {
+    connect: Duration::from_secs(1),
+    query: Duration::from_secs(1),
+};
+
+/// A stall longer than any bound here: a pass that waits on the database
+/// for ever would end only when the test harness gives up.
+const NEVER: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_database_ends_the_pass_within_its_bound_and_the_next_pass_works() {
+    let w = World::new(Db::Postgres).await;
+    w.session("s1", "archived").await;
+    w.chat("c1", "s1", "archived").await;
+    let path = w.worktree("w1", "s1").await;
+    let proxy = FreezingProxy::start(upstream()).await;
+    let url = through(&w.url, proxy.addr());
+    let store = Store::open_with(&url, false, SHORT)
+        .await
+        .expect("through the proxy");
+    let mut config = w.config();
+    config.database.url = url;
+    let root = WorktreeRoot::prepare(&w.root).expect("root");
+    let controller = Controller::new(config, store, root);
+    let cancel = CancellationToken::new();
+    let pass = || {
+        controller.pass(
+            Scope::Host,
+            Mode::Act(RunOptions { force: false }),
+            Trigger::Command,
+            &cancel,
+        )
+    };
+
+    proxy.freeze();
+    let t0 = Instant::now();
+    let report = tokio::time::timeout(NEVER, pass())
+        .await
+        .expect("the pass ends while the database is frozen");
+    println!("pass against a frozen database: {:?}", t0.elapsed());
+    assert_eq!(report.exit_code(), exit::ERROR, "{}", report.render());
+    assert!(
+        report
+            .errors
+            .iter()
+            .any(|e| e.contains("did not answer within 1s") && e.contains("database.url")),
+        "{:?}",
+        report.errors
+    );
+    assert!(
+        path.exists(),
+        "nothing is done on a state that was not read"
+    );
+
+    proxy.thaw();
+    let report = tokio::time::timeout(NEVER, pass())
+        .await
+        .expect("pass ends");
+    assert_eq!(report.exit_code(), exit::CONVERGED, "{}", report.render());
+    assert!(!path.exists());
+    assert_eq!(w.row_state("w1").await.0, "removed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_against_a_frozen_database_exits_1_saying_it_did_not_answer() {
+    let w = World::new(Db::Postgres).await;
+    w.session("s1", "archived").await;
+    w.chat("c1", "s1", "archived").await;
+    let path = w.worktree("w1", "s1").await;
+    let proxy = FreezingProxy::start(upstream()).await;
+    let url = through(&w.url, proxy.addr());
+    let once = || {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_boo-reconciler"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("BOO_RECONCILER_") {
+                c.env_remove(k);
+            }
+        }
+        c.current_dir(w.tmp.path())
+            .args(["--database-url", &url, "--host-id", HOST, "--worktree-root"])
+            .arg(&w.root)
+            .args(["--set", &format!("processes.chat_label={}", w.labels[0])])
+            .args(["--set", "database.connect_timeout=1s"])
+            .args(["--set", "database.query_timeout=1s"])
+            .arg("once")
+            .kill_on_drop(true)
+            .output()
+    };
+
+    proxy.freeze();
+    let out = tokio::time::timeout(NEVER, once())
+        .await
+        .expect("once ends while the database is frozen")
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("did not answer within 1s"), "{err}");
+    assert!(err.contains("database.url"), "{err}");
+    assert!(path.exists());
+
+    proxy.thaw();
+    let out = tokio::time::timeout(NEVER, once())
+        .await
+        .expect("once ends")
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!path.exists());
+}
+
+#[tokio::test]
+async fn database_errors_say_what_failed_and_which_setting() {
+    let base = common::postgres_url();
+    let opts: PgConnectOptions = base.parse().unwrap();
+    // Nothing listens on port 1.
+    let refused = through(&base, "127.0.0.1:1".parse().unwrap());
+    let no_db_url = {
+        let db = opts.get_database().unwrap_or(opts.get_username());
+        let (head, tail) = base
+            .split_once('?')
+            .map_or((base.as_str(), ""), |(h, t)| (h, t));
+        let head = head
+            .strip_suffix(db)
+            .expect("URL ends with the database name");
+        format!(
+            "{head}boo_no_such_database{}{tail}",
+            if tail.is_empty() { "" } else { "?" }
+        )
+    };
+    let no_role_url = base.replacen(
+        &format!("//{}", opts.get_username()),
+        "//boo_no_such_role",
+        1,
+    );
+    for (url, expected) in [
+        (
+            refused.as_str(),
+            "connection refused at 127.0.0.1:1".to_string(),
+        ),
+        (
+            no_db_url.as_str(),
+            "database \"boo_no_such_database\" does not exist".to_string(),
+        ),
+        (
+            no_role_url.as_str(),
+            "authentication failed for user \"boo_no_such_role\"".to_string(),
+        ),
+    ] {
+        let e = Store::open_with(url, false, SHORT)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&expected), "{url}: {e}");
+        assert!(e.contains("(database.url)"), "{url}: {e}");
+        assert!(!e.contains("pool timed out"), "{url}: {e}");
+    }
+}
+
+/// Rows the orchestrator (or a bug in it) may leave that no decoder can
+/// read. Which ones can be written depends on the database: PostgreSQL's
+/// `INTEGER` holds no out-of-range pid and its text holds no invalid UTF-8,
+/// and the CHECK constraints our migrations add (the orchestrator's own
+/// tables may lack them) are dropped here to let an unknown value in.
+async fn poison(w: &World, db: Db) -> Vec<&'static str> {
+    let agent = |id: &str, chat: &str, backend: &str, pid: &str, start: &str| {
+        format!(
+            "INSERT INTO agent_sessions (id, chat_id, session_id, agent, backend, host, pid, pid_start_time) \
+             VALUES ('{id}', {chat}, 's1', 'goose', '{backend}', '{HOST}', {pid}, {start});"
+        )
+    };
+    let mut sql = String::new();
+    let mut expected = vec![
+        "agent_sessions row bad-start cannot be read: pid_start_time -5 is negative",
+        "agent_sessions row bad-backend cannot be read: unknown backend \"warp\"",
+        "chats row cz cannot be read: unknown status \"zombie\"",
+    ];
+    match db {
+        Db::Sqlite => {
+            sql.push_str("PRAGMA ignore_check_constraints = ON;");
+            sql.push_str(&agent("bad-pid", "'c1'", "acp", "4294967297", "1"));
+            sql.push_str(&agent(
+                "bad-utf8",
+                "CAST(X'63ff' AS TEXT)",
+                "acp",
+                "NULL",
+                "NULL",
+            ));
+            sql.push_str(&format!(
+                "INSERT INTO worktrees (id, session_id, repo_path, path, host) \
+                 VALUES ('w-bad', 's1', '{}', CAST(X'2f746d702fff' AS TEXT), '{HOST}');",
+                w.repo.display()
+            ));
+            expected.extend([
+                "agent_sessions row bad-pid cannot be read: pid:",
+                "agent_sessions row bad-utf8 cannot be read: chat_id:",
+                "worktrees row w-bad cannot be read: path:",
+            ]);
+        }
+        Db::Postgres => {
+            sql.push_str(
+                "ALTER TABLE agent_sessions DROP CONSTRAINT agent_sessions_backend_check;",
+            );
+            sql.push_str("ALTER TABLE chats DROP CONSTRAINT chats_status_check;");
+        }
+    }
+    sql.push_str(&agent("bad-start", "'c1'", "acp", "42", "-5"));
+    sql.push_str(&agent("bad-backend", "'c1'", "warp", "NULL", "NULL"));
+    sql.push_str("INSERT INTO chats (id, session_id, status) VALUES ('cz', 's1', 'zombie');");
+    sql.push_str(&agent("of-cz", "'cz'", "acp", "NULL", "NULL"));
+    if matches!(db, Db::Sqlite) {
+        sql.push_str("PRAGMA ignore_check_constraints = OFF;");
+    }
+    w.sql(&sql).await;
+    expected
+}
+
+async fn one_undecodable_row_never_stops_the_host(db: Db) {
+    let w = World::new(db).await;
+    w.session("s1", "archived").await;
+    w.chat("c1", "s1", "archived").await;
+    let path = w.worktree("w1", "s1").await;
+    w.acp_row("good", "c1", "s1", None).await;
+    let expected = poison(&w, db).await;
+
+    let report = w.once(Scope::Host, false).await;
+    assert_eq!(report.exit_code(), exit::ERROR, "{}", report.render());
+    for e in &expected {
+        assert!(
+            report.errors.iter().any(|x| x.contains(e)),
+            "no error names {e:?}: {:?}",
+            report.errors
+        );
+    }
+    // Everything else proceeds: the readable row is closed, the worktree
+    // of the archived session removed.
+    assert!(!path.exists(), "{}", report.render());
+    assert_eq!(w.row_state("w1").await.0, "removed");
+    assert_eq!(w.agent_row("good").await.0, "closed");
+    // What the unreadable chat row may own is kept.
+    assert_eq!(w.agent_row("of-cz").await.0, "open");
+    assert!(
+        report.pending.iter().any(|p| p.target == "agent-row:of-cz"),
+        "{}",
+        report.render()
+    );
+}
 
 async fn desired_state_reads_this_hosts_rows_and_liveness(db: Db) {
     let w = World::new(db).await;

@@ -473,6 +473,11 @@ impl Executor {
             ActionKind::DeleteOpencodeSession { session } => {
                 self.delete_opencode_session(action, session).await
             }
+            ActionKind::CloseAgentRow {
+                row_id,
+                recorded_process: Some(recorded),
+                ..
+            } => self.close_row_of_gone_process(row_id, *recorded).await,
             ActionKind::CloseAgentRow { row_id, .. } => {
                 if let Some(why) = self.owner_is_live(action).await? {
                     return Ok((Outcome::Skipped { why }, none));
@@ -778,6 +783,50 @@ impl Executor {
             crate::opencode::Deleted::AlreadyGone => "already gone on the server (404)",
         };
         Ok((Outcome::Done { note: note.into() }, none))
+    }
+
+    /// Closes a row whose recorded process no longer exists, whatever its
+    /// chat's liveness: the process is looked up again right before, and
+    /// the row is closed only while it still records exactly that process.
+    /// Nothing is signalled.
+    async fn close_row_of_gone_process(
+        &self,
+        row_id: &str,
+        recorded: crate::plan::RecordedProcess,
+    ) -> Result<(Outcome, serde_json::Value), String> {
+        let labels = self.labels.clone();
+        let now_at_pid = blocking(move || {
+            Ok(processes::identity(recorded.pid, &labels)
+                .filter(|id| processes::is_alive_state(id.state)))
+        })
+        .await?;
+        if let Some(id) = now_at_pid {
+            if recorded.start_time.is_none_or(|s| s == id.start_time) {
+                return Ok((
+                    Outcome::Skipped {
+                        why: format!("pid {} runs as recorded again", recorded.pid),
+                    },
+                    serde_json::Value::Null,
+                ));
+            }
+        }
+        let closed = self
+            .store
+            .close_agent_row_recording(row_id, recorded.pid, recorded.start_time)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((
+            if closed {
+                Outcome::Done {
+                    note: "row closed".into(),
+                }
+            } else {
+                Outcome::Skipped {
+                    why: "row already closed, or it records another process now".into(),
+                }
+            },
+            serde_json::Value::Null,
+        ))
     }
 
     /// Processes whose working directory is inside the worktree: labelled

@@ -11,6 +11,7 @@
 //!   action; the actions in flight finish.
 
 pub mod queue;
+pub mod repeats;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -132,6 +133,13 @@ impl Controller {
             errors,
         } = host?;
         notes.errors.extend(errors);
+        // One bad row is an error of the pass, never the end of it.
+        notes.errors.extend(
+            desired
+                .unreadable
+                .iter()
+                .map(|u| format!("database {}: {u}", self.store.url())),
+        );
         notes.errors.append(&mut observed.errors);
         notes.errors.extend(opencode_notes.errors);
         notes.warnings.extend(opencode_notes.warnings);
@@ -417,8 +425,10 @@ async fn recorded_pids(
     out
 }
 
-/// Logs a pass's summary line and its errors.
-pub fn log_summary(r: &PassReport) {
+/// Logs a pass's summary line and its errors; an error the passes keep
+/// meeting (a database outage) is logged once, then at most once a minute
+/// with a count (see [`repeats`]).
+pub fn log_summary(r: &PassReport, repeats: &mut repeats::Repeats) {
     let counts = r.results.iter().fold(
         std::collections::BTreeMap::<&str, usize>::new(),
         |mut m, x| {
@@ -436,7 +446,11 @@ pub fn log_summary(r: &PassReport) {
         errors = r.errors.len(),
         "pass finished"
     );
+    let now = Instant::now();
     for e in &r.errors {
-        tracing::error!("{e}");
+        if let Some(line) = repeats.note(e, now) {
+            tracing::error!("{line}");
+        }
     }
+    repeats.keep_only(r.errors.iter().map(String::as_str));
 }

@@ -727,6 +727,166 @@ mod processes {
     }
 
     #[test]
+    fn row_of_live_chat_whose_process_is_gone_is_closed_with_a_reason() {
+        let mut f = Fixture::new();
+        f.session("s1", Status::Open, 1, 1)
+            .chat("c1", "s1", Status::Open);
+        f.desired
+            .agent_sessions
+            .push(acp_row("a1", "c1", Some(7), Some(70)));
+        f.actual.recorded_pids.insert(7, None);
+        let p = f.plan();
+        assert_eq!(names(&p), [("close_agent_row", "agent-row:a1".into())]);
+        assert_eq!(
+            p.actions[0].reason,
+            "chat c1 is live; recorded pid 7 is gone"
+        );
+        let ActionKind::CloseAgentRow {
+            recorded_process, ..
+        } = &p.actions[0].kind
+        else {
+            panic!()
+        };
+        assert_eq!(
+            *recorded_process,
+            Some(RecordedProcess {
+                pid: 7,
+                start_time: Some(70)
+            })
+        );
+        assert!(p.pending.is_empty(), "{:?}", p.pending);
+    }
+
+    #[test]
+    fn row_of_live_chat_whose_pid_runs_another_process_is_closed_and_never_signalled() {
+        let mut f = Fixture::new();
+        f.session("s1", Status::Open, 1, 1)
+            .chat("c1", "s1", Status::Open);
+        // pid 1 is always running, with a start time the row did not record.
+        f.desired
+            .agent_sessions
+            .push(acp_row("a1", "c1", Some(1), Some(123_456)));
+        f.actual.recorded_pids.insert(
+            1,
+            Some(PidIdentity {
+                start_time: 1,
+                chat_label: None,
+            }),
+        );
+        let p = f.plan();
+        assert_eq!(names(&p), [("close_agent_row", "agent-row:a1".into())]);
+        assert!(
+            p.actions[0].reason.contains("recorded pid 1 was reused"),
+            "{}",
+            p.actions[0].reason
+        );
+        assert!(p.actions.iter().all(|a| a.name() != "terminate_process"));
+    }
+
+    #[test]
+    fn row_of_archived_chat_whose_pid_runs_another_process_is_closed_not_pending() {
+        let mut f = Fixture::new();
+        f.session("s1", Status::Open, 0, 1)
+            .chat("c1", "s1", Status::Archived);
+        f.desired
+            .agent_sessions
+            .push(acp_row("a1", "c1", Some(1), Some(123_456)));
+        f.actual.recorded_pids.insert(
+            1,
+            Some(PidIdentity {
+                start_time: 1,
+                chat_label: None,
+            }),
+        );
+        let p = f.plan();
+        assert_eq!(names(&p), [("close_agent_row", "agent-row:a1".into())]);
+        assert!(p.pending.is_empty(), "{:?}", p.pending);
+    }
+
+    #[test]
+    fn row_of_live_chat_whose_process_runs_as_recorded_stays_open() {
+        let mut f = Fixture::new();
+        f.session("s1", Status::Open, 1, 1)
+            .chat("c1", "s1", Status::Open);
+        f.desired
+            .agent_sessions
+            .push(acp_row("a1", "c1", Some(7), Some(70)));
+        f.desired
+            .agent_sessions
+            .push(acp_row("a2", "c1", Some(8), None));
+        for pid in [7, 8] {
+            f.actual.recorded_pids.insert(
+                pid,
+                Some(PidIdentity {
+                    start_time: 70,
+                    chat_label: None,
+                }),
+            );
+        }
+        let p = f.plan();
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+    }
+
+    #[test]
+    fn row_whose_pid_was_not_looked_up_is_never_closed_for_it() {
+        let mut f = Fixture::new();
+        f.session("s1", Status::Open, 1, 2)
+            .chat("c1", "s1", Status::Open)
+            .chat("c2", "s1", Status::Archived);
+        f.desired
+            .agent_sessions
+            .push(acp_row("a1", "c1", Some(7), Some(70)));
+        f.desired
+            .agent_sessions
+            .push(acp_row("a2", "c2", Some(8), Some(80)));
+        let p = f.plan();
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        assert!(
+            p.pending[0].why.contains("not looked up"),
+            "{:?}",
+            p.pending
+        );
+    }
+
+    #[test]
+    fn what_an_unreadable_row_may_own_is_kept() {
+        use crate::model::{Table, UnreadableRow};
+        let mut f = Fixture::new();
+        // Chat "bad" and session "sbad" have rows the store could not
+        // read; so does worktree row "w2". Nothing they may own is touched.
+        f.actual.processes.push(process(100, "bad", 0));
+        f.desired
+            .agent_sessions
+            .push(acp_row("a1", "bad", None, None));
+        f.worktree("w1", "sbad");
+        f.dir("w2", 0);
+        for (table, id) in [
+            (Table::Chats, "bad"),
+            (Table::Sessions, "sbad"),
+            (Table::Worktrees, "w2"),
+        ] {
+            f.desired.unreadable.push(UnreadableRow {
+                table,
+                id: Some(id.into()),
+                why: "status: unknown status \"zombie\"".into(),
+            });
+        }
+        let p = f.plan();
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        let pending: Vec<&str> = p.pending.iter().map(|p| p.target.as_str()).collect();
+        assert_eq!(
+            pending,
+            [
+                "process:100@5100",
+                "agent-row:a1",
+                "worktree-row:w1",
+                "worktree:/tmp/booworktrees/w2"
+            ]
+        );
+        assert!(p.pending[0].why.contains("chats row bad cannot be read"));
+    }
+
+    #[test]
     fn row_of_live_chat_is_not_closed() {
         let mut f = Fixture::new();
         f.session("s1", Status::Open, 1, 1)

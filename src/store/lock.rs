@@ -44,9 +44,11 @@ pub fn advisory_key(host: &str) -> i64 {
 }
 
 impl Store {
-    /// Takes the host's lock if nobody holds it: `Ok(None)` when another
-    /// instance does.
-    pub async fn try_lock_host(&self, host: &str) -> Result<Option<HostLock>, StoreError> {
+    /// [`Store::try_lock_host`] without its bound.
+    pub(crate) async fn try_lock_host_unbounded(
+        &self,
+        host: &str,
+    ) -> Result<Option<HostLock>, StoreError> {
         match &self.pool {
             Pool::Postgres(p) => {
                 let opts = (*p.connect_options()).clone();

@@ -5,12 +5,24 @@
 //! - A pass reads its desired state with a constant number of queries (five),
 //!   whatever the number of chats: rows are scoped to this host and to the
 //!   ids a pass actually met.
+//! - Rows are decoded one by one: a row holding a value outside the
+//!   contract (an out-of-range pid, an unknown status, a negative start
+//!   time, text that is not UTF-8) is returned as an [`UnreadableRow`]
+//!   naming its table and id, and the other rows are read as usual (test
+//!   `one_undecodable_row_never_stops_the_host`).
 //! - The audit table is append-only (a trigger refuses UPDATE and DELETE).
+//! - Every call is bounded (`database.query_timeout`, and
+//!   `database.connect_timeout` for a connection), and a database that
+//!   cannot be reached is named with the cause and the setting: see
+//!   [`bound`].
 //! - Errors name the database URL without its password.
 
+mod bound;
 pub mod listen;
 pub mod lock;
 mod sql;
+
+pub use bound::{Timeouts, URL_SETTING};
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -25,7 +37,7 @@ use sqlx::Row;
 use crate::config::redact_url;
 use crate::model::{
     AgentSessionRow, Backend, ChatRow, ChatState, DesiredState, SessionRow, SessionState, Status,
-    WorktreeRow, WorktreeState,
+    Table, UnreadableRow, WorktreeRow, WorktreeState,
 };
 use crate::risk::AtRisk;
 
@@ -35,9 +47,18 @@ pub enum StoreError {
     /// The URL is neither `sqlite://…` nor `postgres://…`.
     #[error("unsupported database URL {url}: expected sqlite://PATH or postgres://…")]
     Scheme { url: String },
-    /// The database could not be reached or opened.
-    #[error("cannot connect to database {url}: {source}")]
-    Connect { url: String, source: sqlx::Error },
+    /// The database could not be reached or opened; `why` names the cause
+    /// ("connection refused at 127.0.0.1:5432").
+    #[error("cannot connect to database {url} ({setting}): {why}", setting = bound::URL_SETTING)]
+    Connect { url: String, why: String },
+    /// A call found the database unreachable, or got no answer within
+    /// `database.query_timeout`.
+    #[error("database {url} ({setting}): {what}: {why}", setting = bound::URL_SETTING)]
+    Unreachable {
+        url: String,
+        what: &'static str,
+        why: String,
+    },
     /// Applying migrations failed.
     #[error("cannot migrate database {url}: {source}")]
     Migrate {
@@ -68,6 +89,7 @@ pub struct Store {
     pool: Pool,
     /// For messages: the URL without its password.
     url: String,
+    timeouts: Timeouts,
 }
 
 /// Runs `$body` with `$pool` bound to whichever pool the store has; the body
@@ -103,6 +125,8 @@ pub struct HostRows {
     pub agent_sessions: Vec<AgentSessionRow>,
     /// Main repositories named by any worktree row, removed or not.
     pub repositories: Vec<PathBuf>,
+    /// Rows that could not be decoded, left out of the fields above.
+    pub unreadable: Vec<UnreadableRow>,
 }
 
 /// The ids a pass met besides the rows of its host, whose liveness it needs.
@@ -120,10 +144,20 @@ impl Store {
 
     /// Connects; a missing SQLite file is created only when `create`.
     pub async fn open(url: &str, create: bool) -> Result<Store, StoreError> {
+        Store::open_with(url, create, Timeouts::default()).await
+    }
+
+    /// Connects with these bounds on every call; a missing SQLite file is
+    /// created only when `create`.
+    pub async fn open_with(
+        url: &str,
+        create: bool,
+        timeouts: Timeouts,
+    ) -> Result<Store, StoreError> {
         let shown = redact_url(url);
-        let connect = |source| StoreError::Connect {
+        let connect = |source: sqlx::Error| StoreError::Connect {
             url: shown.clone(),
-            source,
+            why: source.to_string(),
         };
         let pool = if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)
@@ -135,24 +169,44 @@ impl Store {
             Pool::Sqlite(
                 SqlitePoolOptions::new()
                     .max_connections(4)
+                    .acquire_timeout(timeouts.connect)
                     .connect_with(opts)
                     .await
                     .map_err(connect)?,
             )
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let opts = PgConnectOptions::from_str(url).map_err(connect)?;
-            Pool::Postgres(
-                PgPoolOptions::new()
-                    .max_connections(8)
-                    .acquire_timeout(Duration::from_secs(5))
-                    .connect_with(opts)
-                    .await
-                    .map_err(connect)?,
-            )
+            let pool = PgPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(timeouts.connect)
+                .connect_with(opts.clone())
+                .await;
+            match pool {
+                Ok(p) => Pool::Postgres(p),
+                // The pool says only "timed out" for a refused connection
+                // or a server that does not answer; one direct attempt
+                // says which.
+                Err(sqlx::Error::PoolTimedOut) => {
+                    return Err(StoreError::Connect {
+                        url: shown.clone(),
+                        why: bound::diagnose(&opts, timeouts.connect).await,
+                    })
+                }
+                Err(e) => {
+                    return Err(StoreError::Connect {
+                        url: shown.clone(),
+                        why: bound::describe(&e, &opts),
+                    })
+                }
+            }
         } else {
             return Err(StoreError::Scheme { url: shown });
         };
-        Ok(Store { pool, url: shown })
+        Ok(Store {
+            pool,
+            url: shown,
+            timeouts,
+        })
     }
 
     /// The URL without its password.
@@ -167,20 +221,32 @@ impl Store {
     /// Applies the migrations under `migrations/postgres` or
     /// `migrations/sqlite`.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let r = match &self.pool {
-            Pool::Postgres(p) => sqlx::migrate!("./migrations/postgres").run(p).await,
-            Pool::Sqlite(p) => sqlx::migrate!("./migrations/sqlite").run(p).await,
-        };
-        r.map_err(|source| StoreError::Migrate {
-            url: self.url.clone(),
-            source,
-        })
+        // Building an index on the orchestrator's large tables may take
+        // minutes: migrations get their own, longer bound.
+        self.bounded_by(
+            bound::MIGRATION_TIMEOUT,
+            "applying migrations",
+            async move {
+                let r = match &self.pool {
+                    Pool::Postgres(p) => sqlx::migrate!("./migrations/postgres").run(p).await,
+                    Pool::Sqlite(p) => sqlx::migrate!("./migrations/sqlite").run(p).await,
+                };
+                r.map_err(|source| StoreError::Migrate {
+                    url: self.url.clone(),
+                    source,
+                })
+            },
+        )
+        .await
     }
 
     /// Whether the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        with_pool!(self, p => sqlx::query("SELECT 1").execute(p).await.map(|_| ()))
-            .map_err(|e| self.query_err("ping", e))
+        self.bounded("ping", async move {
+            with_pool!(self, p => sqlx::query("SELECT 1").execute(p).await.map(|_| ()))
+                .map_err(|e| self.query_err("ping", e))
+        })
+        .await
     }
 
     fn query_err(&self, what: &'static str, source: sqlx::Error) -> StoreError {
@@ -222,21 +288,28 @@ impl Store {
     /// What `host` has: its worktree rows not yet removed, its open agent
     /// rows and the repositories of its worktrees. Three queries.
     pub async fn host_rows(&self, host: &str) -> Result<HostRows, StoreError> {
-        let worktrees = self.worktree_rows(host).await?;
-        let agent_sessions = self.open_agent_rows(host).await?;
-        let repositories = with_pool!(self, p => {
-            sqlx::query(self.sql().repositories_of_host).bind(host).fetch_all(p).await
-                .and_then(|rows| rows.into_iter().map(|r| r.try_get::<String, _>("repo_path")).collect::<Result<Vec<_>, _>>())
+        self.bounded("reading this host's rows", async move {
+            let (worktrees, mut unreadable) = self.worktree_rows(host).await?;
+            let (agent_sessions, bad_agents) = self.open_agent_rows(host).await?;
+            unreadable.extend(bad_agents);
+            // A repository path that is not text belongs to a worktree row that
+            // is already reported as unreadable; the others are still searched.
+            let repositories = with_pool!(self, p => {
+                sqlx::query(self.sql().repositories_of_host).bind(host).fetch_all(p).await
+                    .map(|rows| rows.iter().filter_map(|r| r.try_get::<String, _>("repo_path").ok()).collect::<Vec<_>>())
+            })
+            .map_err(|e| self.query_err("reading repositories", e))?
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
+            Ok(HostRows {
+                worktrees,
+                agent_sessions,
+                repositories,
+                unreadable,
+            })
         })
-        .map_err(|e| self.query_err("reading repositories", e))?
-        .into_iter()
-        .map(PathBuf::from)
-        .collect();
-        Ok(HostRows {
-            worktrees,
-            agent_sessions,
-            repositories,
-        })
+        .await
     }
 
     /// Completes `rows` into the desired state: the liveness of every chat
@@ -246,59 +319,76 @@ impl Store {
         rows: HostRows,
         interest: &Interest,
     ) -> Result<DesiredState, StoreError> {
-        let HostRows {
-            worktrees,
-            agent_sessions,
-            repositories,
-        } = rows;
-        let mut chat_ids = interest.chats.clone();
-        chat_ids.extend(agent_sessions.iter().map(|r| r.chat_id.clone()));
-        let chats = self.chat_states(&chat_ids).await?;
+        self.bounded("reading the liveness of chats and sessions", async move {
+            let HostRows {
+                worktrees,
+                agent_sessions,
+                repositories,
+                mut unreadable,
+            } = rows;
+            let mut chat_ids = interest.chats.clone();
+            chat_ids.extend(agent_sessions.iter().map(|r| r.chat_id.clone()));
+            let (chats, bad_chats) = self.chat_states_each(&chat_ids).await?;
+            unreadable.extend(bad_chats);
 
-        let mut session_ids = interest.sessions.clone();
-        session_ids.extend(worktrees.iter().map(|w| w.session_id.clone()));
-        session_ids.extend(agent_sessions.iter().map(|r| r.session_id.clone()));
-        session_ids.extend(
-            chats
-                .values()
-                .filter_map(|c| c.chat.as_ref().map(|c| c.session_id.clone())),
-        );
-        let sessions = self.session_states(&session_ids).await?;
+            let mut session_ids = interest.sessions.clone();
+            session_ids.extend(worktrees.iter().map(|w| w.session_id.clone()));
+            session_ids.extend(agent_sessions.iter().map(|r| r.session_id.clone()));
+            session_ids.extend(
+                chats
+                    .values()
+                    .filter_map(|c| c.chat.as_ref().map(|c| c.session_id.clone())),
+            );
+            let (sessions, bad_sessions) = self.session_states_each(&session_ids).await?;
+            unreadable.extend(bad_sessions);
 
-        Ok(DesiredState {
-            worktrees,
-            agent_sessions,
-            sessions,
-            chats,
-            repositories,
+            Ok(DesiredState {
+                worktrees,
+                agent_sessions,
+                sessions,
+                chats,
+                repositories,
+                unreadable,
+            })
         })
+        .await
     }
 
-    async fn worktree_rows(&self, host: &str) -> Result<Vec<WorktreeRow>, StoreError> {
-        let rows = with_pool!(self, p => {
-            sqlx::query(self.sql().worktrees_of_host).bind(host).fetch_all(p).await.map_err(|e| self.query_err("reading worktrees", e))?
-                .into_iter()
-                .map(|r| -> Result<_, sqlx::Error> {
+    async fn worktree_rows(
+        &self,
+        host: &str,
+    ) -> Result<(Vec<WorktreeRow>, Vec<UnreadableRow>), StoreError> {
+        let decoded = with_pool!(self, p => {
+            let rows = sqlx::query(self.sql().worktrees_of_host).bind(host).fetch_all(p).await
+                .map_err(|e| self.query_err("reading worktrees", e))?;
+            rows.iter().map(|r| {
+                let id = r.try_get::<String, _>("id").ok();
+                (|| -> Result<_, String> {
                     Ok((
-                        r.try_get::<String, _>("id")?,
-                        r.try_get::<String, _>("session_id")?,
-                        r.try_get::<String, _>("repo_path")?,
-                        r.try_get::<String, _>("path")?,
-                        r.try_get::<Option<String>, _>("branch")?,
-                        r.try_get::<Option<String>, _>("base_ref")?,
-                        r.try_get::<String, _>("state")?,
-                        r.try_get::<f64, _>("created")?,
+                        field::<String, _>(r, "id")?,
+                        field::<String, _>(r, "session_id")?,
+                        field::<String, _>(r, "repo_path")?,
+                        field::<String, _>(r, "path")?,
+                        field::<Option<String>, _>(r, "branch")?,
+                        field::<Option<String>, _>(r, "base_ref")?,
+                        field::<String, _>(r, "state")?,
+                        field::<f64, _>(r, "created")?,
                     ))
-                })
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .map_err(|e| self.query_err("decoding worktrees", e))?;
-        rows.into_iter()
-            .map(
+                })().map_err(|why| UnreadableRow { table: Table::Worktrees, id, why })
+            }).collect::<Vec<_>>()
+        });
+        let mut out = Vec::with_capacity(decoded.len());
+        let mut unreadable = Vec::new();
+        for d in decoded {
+            let row = d.and_then(
                 |(id, session_id, repo_path, path, branch, base_ref, state, created)| {
-                    let state = WorktreeState::parse(&state).ok_or_else(|| {
-                        self.contract(format!("worktree {id} has unknown state {state:?}"))
-                    })?;
+                    let Some(state) = WorktreeState::parse(&state) else {
+                        return Err(UnreadableRow {
+                            table: Table::Worktrees,
+                            id: Some(id),
+                            why: format!("unknown state {state:?}"),
+                        });
+                    };
                     Ok(WorktreeRow {
                         id,
                         session_id,
@@ -310,33 +400,44 @@ impl Store {
                         created_at: from_epoch(created),
                     })
                 },
-            )
-            .collect()
+            );
+            match row {
+                Ok(r) => out.push(r),
+                Err(u) => unreadable.push(u),
+            }
+        }
+        Ok((out, unreadable))
     }
 
-    async fn open_agent_rows(&self, host: &str) -> Result<Vec<AgentSessionRow>, StoreError> {
-        let rows = with_pool!(self, p => {
-            sqlx::query(self.sql().open_agent_rows_of_host).bind(host).fetch_all(p).await.map_err(|e| self.query_err("reading agent_sessions", e))?
-                .into_iter()
-                .map(|r| -> Result<_, sqlx::Error> {
+    async fn open_agent_rows(
+        &self,
+        host: &str,
+    ) -> Result<(Vec<AgentSessionRow>, Vec<UnreadableRow>), StoreError> {
+        let decoded = with_pool!(self, p => {
+            let rows = sqlx::query(self.sql().open_agent_rows_of_host).bind(host).fetch_all(p).await
+                .map_err(|e| self.query_err("reading agent_sessions", e))?;
+            rows.iter().map(|r| {
+                let id = r.try_get::<String, _>("id").ok();
+                (|| -> Result<_, String> {
                     Ok((
-                        r.try_get::<String, _>("id")?,
-                        r.try_get::<String, _>("chat_id")?,
-                        r.try_get::<String, _>("session_id")?,
-                        r.try_get::<String, _>("agent")?,
-                        r.try_get::<String, _>("backend")?,
-                        r.try_get::<Option<String>, _>("agent_session_id")?,
-                        r.try_get::<Option<String>, _>("worktree_id")?,
-                        r.try_get::<Option<i32>, _>("pid")?,
-                        r.try_get::<Option<i64>, _>("pid_start_time")?,
-                        r.try_get::<f64, _>("created")?,
+                        field::<String, _>(r, "id")?,
+                        field::<String, _>(r, "chat_id")?,
+                        field::<String, _>(r, "session_id")?,
+                        field::<String, _>(r, "agent")?,
+                        field::<String, _>(r, "backend")?,
+                        field::<Option<String>, _>(r, "agent_session_id")?,
+                        field::<Option<String>, _>(r, "worktree_id")?,
+                        field::<Option<i32>, _>(r, "pid")?,
+                        field::<Option<i64>, _>(r, "pid_start_time")?,
+                        field::<f64, _>(r, "created")?,
                     ))
-                })
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .map_err(|e| self.query_err("decoding agent_sessions", e))?;
-        rows.into_iter()
-            .map(
+                })().map_err(|why| UnreadableRow { table: Table::AgentSessions, id, why })
+            }).collect::<Vec<_>>()
+        });
+        let mut out = Vec::with_capacity(decoded.len());
+        let mut unreadable = Vec::new();
+        for d in decoded {
+            let row = d.and_then(
                 |(
                     id,
                     chat_id,
@@ -349,11 +450,27 @@ impl Store {
                     start,
                     created,
                 )| {
-                    let backend = Backend::parse(&backend).ok_or_else(|| {
-                        self.contract(format!(
-                            "agent_sessions {id} has unknown backend {backend:?}"
-                        ))
-                    })?;
+                    let bad = |id: String, why: String| UnreadableRow {
+                        table: Table::AgentSessions,
+                        id: Some(id),
+                        why,
+                    };
+                    let Some(backend) = Backend::parse(&backend) else {
+                        return Err(bad(id, format!("unknown backend {backend:?}")));
+                    };
+                    // A start time is clock ticks since boot: a negative one
+                    // cannot name a process, and reading it as "none
+                    // recorded" would weaken the identity check.
+                    let pid_start_time = match start.map(u64::try_from) {
+                        None => None,
+                        Some(Ok(s)) => Some(s),
+                        Some(Err(_)) => {
+                            return Err(bad(
+                                id,
+                                format!("pid_start_time {} is negative", start.unwrap_or_default()),
+                            ))
+                        }
+                    };
                     Ok(AgentSessionRow {
                         id,
                         chat_id,
@@ -363,19 +480,43 @@ impl Store {
                         agent_session_id,
                         worktree_id,
                         pid,
-                        pid_start_time: start.and_then(|s| u64::try_from(s).ok()),
+                        pid_start_time,
                         created_at: from_epoch(created),
                     })
                 },
-            )
-            .collect()
+            );
+            match row {
+                Ok(r) => out.push(r),
+                Err(u) => unreadable.push(u),
+            }
+        }
+        Ok((out, unreadable))
     }
 
-    /// The liveness of each chat id, including ids with no row.
+    /// The liveness of each chat id, including ids with no row. A chat row
+    /// that cannot be read is an error here: a re-check must not take it
+    /// for a chat without a row.
     pub async fn chat_states(
         &self,
         ids: &BTreeSet<String>,
     ) -> Result<HashMap<String, ChatState>, StoreError> {
+        self.bounded("reading chats", async move {
+            let (states, unreadable) = self.chat_states_each(ids).await?;
+            match unreadable.into_iter().next() {
+                Some(u) => Err(self.contract(u.to_string())),
+                None => Ok(states),
+            }
+        })
+        .await
+    }
+
+    /// The liveness of each chat id, decoded row by row: the ids whose row
+    /// (or whose session's row) cannot be read are left out of the map and
+    /// returned beside it.
+    async fn chat_states_each(
+        &self,
+        ids: &BTreeSet<String>,
+    ) -> Result<(HashMap<String, ChatState>, Vec<UnreadableRow>), StoreError> {
         let mut out: HashMap<String, ChatState> = ids
             .iter()
             .map(|id| {
@@ -390,36 +531,69 @@ impl Store {
             })
             .collect();
         if ids.is_empty() {
-            return Ok(out);
+            return Ok((out, Vec::new()));
         }
         let list = id_list(ids);
-        let rows = with_pool!(self, p => {
-            sqlx::query(self.sql().chats_by_id).bind(&list).fetch_all(p).await.map_err(|e| self.query_err("reading chats", e))?
-                .into_iter()
-                .map(|r| -> Result<_, sqlx::Error> {
+        let decoded = with_pool!(self, p => {
+            let rows = sqlx::query(self.sql().chats_by_id).bind(&list).fetch_all(p).await
+                .map_err(|e| self.query_err("reading chats", e))?;
+            rows.iter().map(|r| {
+                let id = r.try_get::<String, _>("id").ok();
+                (|| -> Result<_, String> {
                     Ok((
-                        r.try_get::<String, _>("id")?,
-                        r.try_get::<String, _>("session_id")?,
-                        r.try_get::<String, _>("status")?,
-                        r.try_get::<f64, _>("created")?,
-                        r.try_get::<f64, _>("updated")?,
-                        r.try_get::<Option<String>, _>("s_status")?,
-                        r.try_get::<Option<f64>, _>("s_created")?,
-                        r.try_get::<Option<f64>, _>("s_updated")?,
+                        field::<String, _>(r, "id")?,
+                        field::<String, _>(r, "session_id")?,
+                        field::<String, _>(r, "status")?,
+                        field::<f64, _>(r, "created")?,
+                        field::<f64, _>(r, "updated")?,
+                        field::<Option<String>, _>(r, "s_status")?,
+                        field::<Option<f64>, _>(r, "s_created")?,
+                        field::<Option<f64>, _>(r, "s_updated")?,
                     ))
-                })
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .map_err(|e| self.query_err("decoding chats", e))?;
-        for (id, session_id, status, created, updated, s_status, s_created, s_updated) in rows {
-            let status = self.status(&status, "chat", &id)?;
+                })().map_err(|why| UnreadableRow { table: Table::Chats, id, why })
+            }).collect::<Vec<_>>()
+        });
+        let mut unreadable = Vec::new();
+        for d in decoded {
+            let (id, session_id, status, created, updated, s_status, s_created, s_updated) = match d
+            {
+                Ok(t) => t,
+                Err(u) => {
+                    if let Some(id) = &u.id {
+                        out.remove(id);
+                    }
+                    unreadable.push(u);
+                    continue;
+                }
+            };
+            let Some(status) = Status::parse(&status) else {
+                out.remove(&id);
+                unreadable.push(UnreadableRow {
+                    table: Table::Chats,
+                    id: Some(id),
+                    why: format!("unknown status {status:?}"),
+                });
+                continue;
+            };
             let session = match s_status {
-                Some(s) => Some(SessionRow {
-                    id: session_id.clone(),
-                    status: self.status(&s, "session", &session_id)?,
-                    created_at: from_epoch(s_created.unwrap_or_default()),
-                    updated_at: from_epoch(s_updated.unwrap_or_default()),
-                }),
+                Some(s) => match Status::parse(&s) {
+                    Some(st) => Some(SessionRow {
+                        id: session_id.clone(),
+                        status: st,
+                        created_at: from_epoch(s_created.unwrap_or_default()),
+                        updated_at: from_epoch(s_updated.unwrap_or_default()),
+                    }),
+                    None => {
+                        // Its session's liveness is unknown, so the chat's is.
+                        out.remove(&id);
+                        unreadable.push(UnreadableRow {
+                            table: Table::Chats,
+                            id: Some(id),
+                            why: format!("its session {session_id} has unknown status {s:?}"),
+                        });
+                        continue;
+                    }
+                },
                 None => None,
             };
             out.insert(
@@ -437,44 +611,81 @@ impl Store {
                 },
             );
         }
-        Ok(out)
+        Ok((out, unreadable))
     }
 
-    /// The liveness of each session id, including ids with no row.
+    /// The liveness of each session id, including ids with no row. A
+    /// session row that cannot be read is an error here (see
+    /// [`Store::chat_states`]).
     pub async fn session_states(
         &self,
         ids: &BTreeSet<String>,
     ) -> Result<HashMap<String, SessionState>, StoreError> {
+        self.bounded("reading sessions", async move {
+            let (states, unreadable) = self.session_states_each(ids).await?;
+            match unreadable.into_iter().next() {
+                Some(u) => Err(self.contract(u.to_string())),
+                None => Ok(states),
+            }
+        })
+        .await
+    }
+
+    /// The liveness of each session id, decoded row by row; the ids whose
+    /// row cannot be read are left out of the map and returned beside it.
+    async fn session_states_each(
+        &self,
+        ids: &BTreeSet<String>,
+    ) -> Result<(HashMap<String, SessionState>, Vec<UnreadableRow>), StoreError> {
         if ids.is_empty() {
-            return Ok(HashMap::new());
+            return Ok((HashMap::new(), Vec::new()));
         }
         let list = id_list(ids);
-        let rows = with_pool!(self, p => {
-            sqlx::query(self.sql().sessions_by_id).bind(&list).fetch_all(p).await.map_err(|e| self.query_err("reading sessions", e))?
-                .into_iter()
-                .map(|r| -> Result<_, sqlx::Error> {
+        let decoded = with_pool!(self, p => {
+            let rows = sqlx::query(self.sql().sessions_by_id).bind(&list).fetch_all(p).await
+                .map_err(|e| self.query_err("reading sessions", e))?;
+            rows.iter().map(|r| {
+                let id = r.try_get::<String, _>("id").ok();
+                (|| -> Result<_, String> {
                     Ok((
-                        r.try_get::<String, _>("id")?,
-                        r.try_get::<Option<String>, _>("status")?,
-                        r.try_get::<Option<f64>, _>("created")?,
-                        r.try_get::<Option<f64>, _>("updated")?,
-                        r.try_get::<i64, _>("open_chats")?,
-                        r.try_get::<i64, _>("total_chats")?,
-                        r.try_get::<Option<f64>, _>("last_chat_change")?,
+                        field::<String, _>(r, "id")?,
+                        field::<Option<String>, _>(r, "status")?,
+                        field::<Option<f64>, _>(r, "created")?,
+                        field::<Option<f64>, _>(r, "updated")?,
+                        field::<i64, _>(r, "open_chats")?,
+                        field::<i64, _>(r, "total_chats")?,
+                        field::<Option<f64>, _>(r, "last_chat_change")?,
                     ))
-                })
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .map_err(|e| self.query_err("decoding sessions", e))?;
-        let mut out = HashMap::with_capacity(rows.len());
-        for (id, status, created, updated, open, total, last) in rows {
+                })().map_err(|why| UnreadableRow { table: Table::Sessions, id, why })
+            }).collect::<Vec<_>>()
+        });
+        let mut out = HashMap::with_capacity(decoded.len());
+        let mut unreadable = Vec::new();
+        for d in decoded {
+            let (id, status, created, updated, open, total, last) = match d {
+                Ok(t) => t,
+                Err(u) => {
+                    unreadable.push(u);
+                    continue;
+                }
+            };
             let session = match status {
-                Some(s) => Some(SessionRow {
-                    id: id.clone(),
-                    status: self.status(&s, "session", &id)?,
-                    created_at: from_epoch(created.unwrap_or_default()),
-                    updated_at: from_epoch(updated.unwrap_or_default()),
-                }),
+                Some(s) => match Status::parse(&s) {
+                    Some(st) => Some(SessionRow {
+                        id: id.clone(),
+                        status: st,
+                        created_at: from_epoch(created.unwrap_or_default()),
+                        updated_at: from_epoch(updated.unwrap_or_default()),
+                    }),
+                    None => {
+                        unreadable.push(UnreadableRow {
+                            table: Table::Sessions,
+                            id: Some(id),
+                            why: format!("unknown status {s:?}"),
+                        });
+                        continue;
+                    }
+                },
                 None => None,
             };
             out.insert(
@@ -488,7 +699,7 @@ impl Store {
                 },
             );
         }
-        Ok(out)
+        Ok((out, unreadable))
     }
 
     /// One chat's liveness, read now: the re-check before a destructive
@@ -518,11 +729,14 @@ impl Store {
         path: &str,
         id: &str,
     ) -> Result<Vec<String>, StoreError> {
-        with_pool!(self, p => {
-            sqlx::query(self.sql().worktrees_naming).bind(path).bind(id).fetch_all(p).await
-                .and_then(|rows| rows.into_iter().map(|r| r.try_get::<String, _>("id")).collect())
+        self.bounded("reading worktrees by path", async move {
+            with_pool!(self, p => {
+                sqlx::query(self.sql().worktrees_naming).bind(path).bind(id).fetch_all(p).await
+                    .and_then(|rows| rows.into_iter().map(|r| r.try_get::<String, _>("id")).collect())
+            })
+            .map_err(|e| self.query_err("reading worktrees by path", e))
         })
-        .map_err(|e| self.query_err("reading worktrees by path", e))
+        .await
     }
 
     /// `(id, session_id)` of the rows of `host` not yet removed that name
@@ -536,12 +750,15 @@ impl Store {
         paths: &[String],
         id: &str,
     ) -> Result<Vec<(String, String)>, StoreError> {
-        let paths = serde_json::to_string(paths).expect("strings serialize");
-        with_pool!(self, p => {
-            sqlx::query(self.sql().host_worktrees_naming).bind(host).bind(&paths).bind(id).fetch_all(p).await
-                .and_then(|rows| rows.into_iter().map(|r| Ok((r.try_get::<String, _>("id")?, r.try_get::<String, _>("session_id")?))).collect())
+        self.bounded("reading this host's worktrees by path", async move {
+            let paths = serde_json::to_string(paths).expect("strings serialize");
+            with_pool!(self, p => {
+                sqlx::query(self.sql().host_worktrees_naming).bind(host).bind(&paths).bind(id).fetch_all(p).await
+                    .and_then(|rows| rows.into_iter().map(|r| Ok((r.try_get::<String, _>("id")?, r.try_get::<String, _>("session_id")?))).collect())
+            })
+            .map_err(|e| self.query_err("reading this host's worktrees by path", e))
         })
-        .map_err(|e| self.query_err("reading this host's worktrees by path", e))
+        .await
     }
 
     /// The chats whose open opencode rows name `session`: the re-check
@@ -550,11 +767,14 @@ impl Store {
         &self,
         session: &str,
     ) -> Result<Vec<String>, StoreError> {
-        with_pool!(self, p => {
-            sqlx::query(self.sql().chats_naming_opencode_session).bind(session).fetch_all(p).await
-                .and_then(|rows| rows.into_iter().map(|r| r.try_get::<String, _>("chat_id")).collect())
+        self.bounded("reading agent_sessions by opencode session", async move {
+            with_pool!(self, p => {
+                sqlx::query(self.sql().chats_naming_opencode_session).bind(session).fetch_all(p).await
+                    .and_then(|rows| rows.into_iter().map(|r| r.try_get::<String, _>("chat_id")).collect())
+            })
+            .map_err(|e| self.query_err("reading agent_sessions by opencode session", e))
         })
-        .map_err(|e| self.query_err("reading agent_sessions by opencode session", e))
+        .await
     }
 
     /// Marks a worktree row `at_risk` with its reasons. Returns whether the
@@ -564,71 +784,109 @@ impl Store {
         id: &str,
         reasons: &[AtRisk],
     ) -> Result<bool, StoreError> {
-        let json = serde_json::to_string(reasons).expect("reasons serialize");
-        with_pool!(self, p => sqlx::query(self.sql().mark_at_risk).bind(id).bind(&json).execute(p).await.map(|r| r.rows_affected() > 0))
-            .map_err(|e| self.query_err("marking worktree at risk", e))
+        self.bounded("marking worktree at risk", async move {
+            let json = serde_json::to_string(reasons).expect("reasons serialize");
+            with_pool!(self, p => sqlx::query(self.sql().mark_at_risk).bind(id).bind(&json).execute(p).await.map(|r| r.rows_affected() > 0))
+                .map_err(|e| self.query_err("marking worktree at risk", e))
+        })
+        .await
     }
 
     /// Marks a worktree row `active` again (its session is live again).
     pub async fn mark_worktree_active(&self, id: &str) -> Result<(), StoreError> {
-        with_pool!(self, p => sqlx::query(self.sql().mark_active).bind(id).execute(p).await.map(|_| ()))
-            .map_err(|e| self.query_err("marking worktree active", e))
+        self.bounded("marking worktree active", async move {
+            with_pool!(self, p => sqlx::query(self.sql().mark_active).bind(id).execute(p).await.map(|_| ()))
+                .map_err(|e| self.query_err("marking worktree active", e))
+        })
+        .await
     }
 
     /// Marks a worktree row `removed` with `removed_at`.
     pub async fn mark_worktree_removed(&self, id: &str) -> Result<(), StoreError> {
-        with_pool!(self, p => sqlx::query(self.sql().mark_removed).bind(id).execute(p).await.map(|_| ()))
-            .map_err(|e| self.query_err("marking worktree removed", e))
+        self.bounded("marking worktree removed", async move {
+            with_pool!(self, p => sqlx::query(self.sql().mark_removed).bind(id).execute(p).await.map(|_| ()))
+                .map_err(|e| self.query_err("marking worktree removed", e))
+        })
+        .await
     }
 
     /// Marks one open agent_sessions row `closed` with `closed_at`. Returns
     /// whether a row changed (false: already closed).
     pub async fn close_agent_row(&self, id: &str) -> Result<bool, StoreError> {
-        with_pool!(self, p => sqlx::query(self.sql().close_agent_row).bind(id).execute(p).await.map(|r| r.rows_affected() > 0))
-            .map_err(|e| self.query_err("closing agent_sessions row", e))
+        self.bounded("closing agent_sessions row", async move {
+            with_pool!(self, p => sqlx::query(self.sql().close_agent_row).bind(id).execute(p).await.map(|r| r.rows_affected() > 0))
+                .map_err(|e| self.query_err("closing agent_sessions row", e))
+        })
+        .await
+    }
+
+    /// Marks an open agent_sessions row `closed` only while it records the
+    /// process `(pid, start_time)`: a row the launcher has meanwhile pointed
+    /// at a new process stays open. Returns whether a row changed.
+    pub async fn close_agent_row_recording(
+        &self,
+        id: &str,
+        pid: i32,
+        start_time: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        self.bounded("closing agent_sessions row", async move {
+            let start = start_time.map(|s| s as i64);
+            with_pool!(self, p => sqlx::query(self.sql().close_agent_row_recording).bind(id).bind(pid).bind(start).execute(p).await.map(|r| r.rows_affected() > 0))
+                .map_err(|e| self.query_err("closing agent_sessions row", e))
+        })
+        .await
     }
 
     /// Appends one audit record.
     pub async fn append_audit(&self, rec: &AuditRecord) -> Result<(), StoreError> {
-        let detail = rec.detail.to_string();
-        with_pool!(self, p => sqlx::query(self.sql().append_audit)
-            .bind(&rec.host)
-            .bind(&rec.chat_id)
-            .bind(&rec.session_id)
-            .bind(&rec.action)
-            .bind(&rec.target)
-            .bind(&rec.outcome)
-            .bind(&rec.reason)
-            .bind(&detail)
-            .execute(p).await.map(|_| ()))
-        .map_err(|e| self.query_err("appending audit record", e))
+        self.bounded("appending audit record", async move {
+            let detail = rec.detail.to_string();
+            with_pool!(self, p => sqlx::query(self.sql().append_audit)
+                .bind(&rec.host)
+                .bind(&rec.chat_id)
+                .bind(&rec.session_id)
+                .bind(&rec.action)
+                .bind(&rec.target)
+                .bind(&rec.outcome)
+                .bind(&rec.reason)
+                .bind(&detail)
+                .execute(p).await.map(|_| ()))
+            .map_err(|e| self.query_err("appending audit record", e))
+        })
+        .await
     }
 
     /// Audit records, oldest first (for reports and tests).
     pub async fn audit_records(&self) -> Result<Vec<AuditRecord>, StoreError> {
-        with_pool!(self, p => {
-            sqlx::query("SELECT host, chat_id, session_id, action, target, outcome, reason, detail FROM reconciler_audit ORDER BY id")
-                .fetch_all(p).await
-                .and_then(|rows| rows.into_iter().map(|r| -> Result<_, sqlx::Error> {
-                    Ok(AuditRecord {
-                        host: r.try_get("host")?,
-                        chat_id: r.try_get("chat_id")?,
-                        session_id: r.try_get("session_id")?,
-                        action: r.try_get("action")?,
-                        target: r.try_get("target")?,
-                        outcome: r.try_get("outcome")?,
-                        reason: r.try_get("reason")?,
-                        detail: serde_json::Value::Null,
-                    })
-                }).collect())
+        self.bounded("reading audit records", async move {
+            with_pool!(self, p => {
+                sqlx::query("SELECT host, chat_id, session_id, action, target, outcome, reason, detail FROM reconciler_audit ORDER BY id")
+                    .fetch_all(p).await
+                    .and_then(|rows| rows.into_iter().map(|r| -> Result<_, sqlx::Error> {
+                        Ok(AuditRecord {
+                            host: r.try_get("host")?,
+                            chat_id: r.try_get("chat_id")?,
+                            session_id: r.try_get("session_id")?,
+                            action: r.try_get("action")?,
+                            target: r.try_get("target")?,
+                            outcome: r.try_get("outcome")?,
+                            reason: r.try_get("reason")?,
+                            detail: serde_json::Value::Null,
+                        })
+                    }).collect())
+            })
+            .map_err(|e| self.query_err("reading audit records", e))
         })
-        .map_err(|e| self.query_err("reading audit records", e))
+        .await
     }
 
     /// Runs one statement of test or fixture SQL (no parameters).
     pub async fn execute_raw(&self, statement: &str) -> Result<u64, StoreError> {
-        with_pool!(self, p => sqlx::raw_sql(statement).execute(p).await.map(|r| r.rows_affected()))
-            .map_err(|e| self.query_err("executing statement", e))
+        self.bounded("executing statement", async move {
+            with_pool!(self, p => sqlx::raw_sql(statement).execute(p).await.map(|r| r.rows_affected()))
+                .map_err(|e| self.query_err("executing statement", e))
+        })
+        .await
     }
 
     /// Runs a query and returns every column of every row as text (for
@@ -637,20 +895,32 @@ impl Store {
         &self,
         statement: &str,
     ) -> Result<Vec<Vec<Option<String>>>, StoreError> {
-        with_pool!(self, p => {
-            sqlx::query(statement).fetch_all(p).await.and_then(|rows| {
-                rows.into_iter()
-                    .map(|r| (0..r.len()).map(|i| r.try_get::<Option<String>, _>(i)).collect())
-                    .collect()
+        self.bounded("running query", async move {
+            with_pool!(self, p => {
+                sqlx::query(statement).fetch_all(p).await.and_then(|rows| {
+                    rows.into_iter()
+                        .map(|r| (0..r.len()).map(|i| r.try_get::<Option<String>, _>(i)).collect())
+                        .collect()
+                })
             })
+            .map_err(|e| self.query_err("running query", e))
         })
-        .map_err(|e| self.query_err("running query", e))
+        .await
     }
+}
 
-    fn status(&self, s: &str, what: &str, id: &str) -> Result<Status, StoreError> {
-        Status::parse(s)
-            .ok_or_else(|| self.contract(format!("{what} {id} has unknown status {s:?}")))
-    }
+/// One column of one row, or why it cannot be read ("pid: …"), naming the
+/// column so that the report says which value is wrong.
+fn field<'r, T, R>(row: &'r R, column: &'static str) -> Result<T, String>
+where
+    R: Row,
+    T: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    &'static str: sqlx::ColumnIndex<R>,
+{
+    row.try_get::<T, _>(column).map_err(|e| match e {
+        sqlx::Error::ColumnDecode { source, .. } => format!("{column}: {source}"),
+        e => format!("{column}: {e}"),
+    })
 }
 
 /// Ids travel as one JSON array parameter, so that one statement serves any

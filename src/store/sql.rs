@@ -16,6 +16,7 @@ pub struct Dialect {
     pub mark_active: &'static str,
     pub mark_removed: &'static str,
     pub close_agent_row: &'static str,
+    pub close_agent_row_recording: &'static str,
     pub append_audit: &'static str,
 }
 
@@ -79,6 +80,9 @@ pub static POSTGRES: Dialect = Dialect {
          WHERE id = $1 AND state <> 'removed'",
     close_agent_row: "UPDATE agent_sessions SET status = 'closed', closed_at = now() \
          WHERE id = $1 AND status = 'open'",
+    close_agent_row_recording: "UPDATE agent_sessions SET status = 'closed', closed_at = now() \
+         WHERE id = $1 AND status = 'open' AND pid = $2 \
+         AND pid_start_time IS NOT DISTINCT FROM $3",
     append_audit: "INSERT INTO reconciler_audit \
          (host, chat_id, session_id, action, target, outcome, reason, detail) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)",
@@ -128,6 +132,9 @@ pub static SQLITE: Dialect = Dialect {
          WHERE id = $1 AND state <> 'removed'",
     close_agent_row: "UPDATE agent_sessions SET status = 'closed', \
          closed_at = strftime('%Y-%m-%d %H:%M:%f', 'now') WHERE id = $1 AND status = 'open'",
+    close_agent_row_recording: "UPDATE agent_sessions SET status = 'closed', \
+         closed_at = strftime('%Y-%m-%d %H:%M:%f', 'now') \
+         WHERE id = $1 AND status = 'open' AND pid = $2 AND pid_start_time IS $3",
     append_audit: "INSERT INTO reconciler_audit \
          (host, chat_id, session_id, action, target, outcome, reason, detail) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
