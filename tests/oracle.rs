@@ -28,15 +28,37 @@ fn config() -> ProptestConfig {
     }
 }
 
+/// `BOO_ORACLE_WITHOUT=ReflogOnly,CopyWorktree` leaves those steps out (and
+/// `DuplicateRows` the second rows naming one path), to look past failures
+/// already known.
+fn left_out() -> Vec<String> {
+    std::env::var("BOO_ORACLE_WITHOUT")
+        .unwrap_or_default()
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
 fn op() -> impl Strategy<Value = Op> {
-    (0..Op::KINDS, 0u8..3, any::<u8>()).prop_map(|(k, w, x)| Op::from_parts(k, w, x))
+    let left_out = left_out();
+    (0..Op::KINDS, 0u8..3, any::<u8>())
+        .prop_map(|(k, w, x)| Op::from_parts(k, w, x))
+        .prop_filter("left out by BOO_ORACLE_WITHOUT", move |op| {
+            !left_out.contains(&op.kind())
+        })
 }
 
 fn row() -> impl Strategy<Value = RowSpec> {
+    let duplicates = if left_out().iter().any(|s| s == "DuplicateRows") {
+        0.0
+    } else {
+        0.15
+    };
     (
         0..Owner::ALL.len(),
         any::<bool>(),
-        proptest::bool::weighted(0.15),
+        proptest::bool::weighted(duplicates),
     )
         .prop_map(|(o, base_ref, duplicate)| RowSpec {
             owner: Owner::ALL[o],

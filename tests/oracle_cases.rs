@@ -31,12 +31,15 @@ fn safe_both(ops: &[Op]) {
 #[ignore = "fails until a cp -a copy (its .git names another directory's admin entry) is kept as not_a_worktree"]
 fn cp_a_copy_with_edits_is_never_deleted() {
     // The original is live; the copy is an orphan with an edit of its own.
-    safe(
-        1,
-        &[Op::CopyWorktree { wt: 0 }],
-        &[RowSpec::gone(Owner::Live), RowSpec::gone(Owner::NoRow)],
-        false,
-    );
+    // What the pass sees first varies: several worlds make it show.
+    for _ in 0..4 {
+        safe(
+            1,
+            &[Op::CopyWorktree { wt: 0 }],
+            &[RowSpec::gone(Owner::Live), RowSpec::gone(Owner::NoRow)],
+            false,
+        );
+    }
 }
 
 #[test]
@@ -88,6 +91,21 @@ fn moved_worktree_is_never_removed() {
     for _ in 0..16 {
         safe(1, &[Op::MoveWorktree { wt: 0 }], &archived(), false);
     }
+}
+
+#[test]
+#[ignore = "fails until a path named by a live row and by an archived row is kept (the live row wins)"]
+fn a_live_row_beside_an_archived_row_keeps_the_worktree() {
+    safe(
+        1,
+        &[],
+        &[RowSpec {
+            owner: Owner::Live,
+            base_ref: true,
+            duplicate: true,
+        }],
+        false,
+    );
 }
 
 // States the current controller handles; they stay that way.
@@ -226,18 +244,28 @@ fn broken_and_sealed_directories_are_kept() {
 }
 
 #[test]
-fn a_live_duplicate_row_keeps_the_worktree() {
-    safe(
-        2,
-        &[Op::Untracked {
-            wt: 1,
-            name: Name::Plain,
-        }],
-        &[RowSpec {
-            owner: Owner::SessionArchived,
-            base_ref: false,
-            duplicate: true,
-        }],
-        false,
-    );
+fn index_only_content_and_ignore_edge_cases_are_kept_or_archived() {
+    safe_both(&[
+        Op::StagedOnly { wt: 0 },
+        Op::IntentToAdd { wt: 0 },
+        Op::EnvInIgnoredDir { wt: 0 },
+        Op::NegatedIgnore { wt: 0 },
+    ]);
+}
+
+#[test]
+fn nothing_outside_the_root_is_touched_through_symlinks() {
+    safe_both(&[Op::SymlinkOutside { wt: 0 }, Op::RootSymlink]);
+}
+
+#[test]
+fn worktrees_sharing_a_detached_head_do_not_vouch_for_each_other() {
+    for force in [false, true] {
+        safe(
+            2,
+            &[Op::CommitDetached { wt: 0 }, Op::ShareHead { wt: 0 }],
+            &archived(),
+            force,
+        );
+    }
 }

@@ -247,8 +247,10 @@ fn is_proper_worktree(dir: &Path, main_repos: &[PathBuf]) -> bool {
     }
 }
 
-/// Paths git reports as ignored (directories end with `/`).
-fn ignored_paths(dir: &Path) -> Option<Vec<Vec<u8>>> {
+/// What `git status` says: paths it reports as ignored (directories end
+/// with `/`), and intent-to-add entries (`git add -N`), whose index entry
+/// is only a marker: their content is the file's.
+fn status_of(dir: &Path) -> Option<(Vec<Vec<u8>>, BTreeSet<PathBuf>)> {
     let out = git_ok(
         dir,
         &[
@@ -261,16 +263,22 @@ fn ignored_paths(dir: &Path) -> Option<Vec<Vec<u8>>> {
         ],
     )?;
     let mut ignored = Vec::new();
+    let mut intent = BTreeSet::new();
     let mut recs = out.split(|b| *b == 0);
     while let Some(rec) = recs.next() {
         if let Some(p) = rec.strip_prefix(b"! ") {
             ignored.push(p.to_vec());
+        } else if rec.starts_with(b"1 .A ") {
+            // `1 XY sub mH mI mW hH hI path`
+            if let Some(p) = rec.splitn(9, |b| *b == b' ').nth(8) {
+                intent.insert(PathBuf::from(OsStr::from_bytes(p)));
+            }
         } else if rec.starts_with(b"2 ") {
             // A rename carries its original path as the next record.
             recs.next();
         }
     }
-    Some(ignored)
+    Some((ignored, intent))
 }
 
 fn is_ignored(rel: &Path, ignored: &[Vec<u8>]) -> bool {
@@ -409,9 +417,9 @@ pub fn snapshot_dir(path: &Path, main_repos: &[PathBuf]) -> DirSnap {
         .into_iter()
         .collect();
 
-    let ignored = if proper { ignored_paths(path) } else { None };
-    let work: BTreeMap<PathBuf, Entry> = match &ignored {
-        Some(ignored) => all
+    let status = if proper { status_of(path) } else { None };
+    let work: BTreeMap<PathBuf, Entry> = match &status {
+        Some((ignored, _)) => all
             .iter()
             .filter(|(p, _)| !has_component(p, ".git"))
             .filter(|(p, _)| is_precious(p) || !is_ignored(p, ignored))
@@ -446,10 +454,12 @@ pub fn snapshot_dir(path: &Path, main_repos: &[PathBuf]) -> DirSnap {
             commits.extend(repo_commits(&nd));
         }
     }
-    let index = if proper {
-        index_entries(path)
-    } else {
-        BTreeSet::new()
+    let index = match &status {
+        Some((_, intent)) => index_entries(path)
+            .into_iter()
+            .filter(|(p, _)| !intent.contains(p))
+            .collect(),
+        None => BTreeSet::new(),
     };
     DirSnap {
         name,
@@ -539,6 +549,14 @@ pub enum Violation {
         before: Option<Entry>,
         after: Option<Entry>,
     },
+    /// A file outside the root changed.
+    OutsideChanged {
+        path: PathBuf,
+        before: Option<Entry>,
+        after: Option<Entry>,
+    },
+    /// A live session's row names it, and it was removed.
+    LiveRemoved { dir: String },
     /// Locked or mid-operation, and removed without `--force`.
     RemovedUnforced { dir: String, why: String },
     /// An archive ref that the recipe cannot restore.
@@ -560,13 +578,28 @@ struct Restored {
     index: BTreeSet<(PathBuf, Entry)>,
 }
 
-fn repo_reachable(repo: &Path) -> BTreeSet<String> {
+/// Commits reachable from HEAD and the refs of `repo`. With `archives`
+/// false, an archive's own stash-shaped commit (its index and untracked
+/// parts) is left out and only its HEAD parent counts: those parts hold a
+/// file only when the README's recipe brings it back. The `-nested` refs
+/// beside it are ordinary commits of nested repositories and count.
+fn repo_reachable(repo: &Path, archives: bool) -> BTreeSet<String> {
     let mut starts: Vec<String> = head_commit(repo).into_iter().collect();
-    starts.extend(
-        git_ok(repo, &["for-each-ref", "--format=%(objectname)"])
-            .map(|o| lines(&o))
-            .unwrap_or_default(),
-    );
+    for line in git_ok(repo, &["for-each-ref", "--format=%(objectname) %(refname)"])
+        .map(|o| lines(&o))
+        .unwrap_or_default()
+    {
+        if let Some((object, name)) = line.split_once(' ') {
+            if archives || archive_name(name).is_none() {
+                starts.push(object.to_string());
+            } else if let Some(head) = git_ok(
+                repo,
+                &["rev-parse", "-q", "--verify", &format!("{object}^1")],
+            ) {
+                starts.extend(lines(&head));
+            }
+        }
+    }
     rev_list(repo, &starts)
 }
 
@@ -709,9 +742,8 @@ pub fn check(
         archives: HashMap::new(),
     };
     for repo in before.main_repos.iter().chain(stores) {
-        let r = repo_reachable(repo);
-        tree_files(repo, &r, &mut hold.committed);
-        hold.reachable.extend(r);
+        tree_files(repo, &repo_reachable(repo, false), &mut hold.committed);
+        hold.reachable.extend(repo_reachable(repo, true));
     }
     // What still stands keeps its own commits.
     for d in &after.dirs {

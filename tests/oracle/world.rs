@@ -7,7 +7,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::{check, check_unforced, git_out, snapshot, Snapshot, Violation};
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{check, check_unforced, git_out, snapshot, walk, Entry, Snapshot, Violation};
 
 pub const HOST: &str = "oracle-host";
 
@@ -20,10 +22,16 @@ pub enum Name {
     Newline,
     Tab,
     Deep,
+    /// Not UTF-8.
+    Bytes,
+    QuoteBackslash,
+    /// A file named like the ignored directory `target/`: git's rule
+    /// matches directories only.
+    TargetFile,
 }
 
 impl Name {
-    pub const ALL: [Name; 7] = [
+    pub const ALL: [Name; 10] = [
         Name::Plain,
         Name::Space,
         Name::Unicode,
@@ -31,10 +39,14 @@ impl Name {
         Name::Newline,
         Name::Tab,
         Name::Deep,
+        Name::Bytes,
+        Name::QuoteBackslash,
+        Name::TargetFile,
     ];
 
-    fn path(self, n: u32) -> String {
-        match self {
+    fn path(self, n: u32) -> PathBuf {
+        use std::os::unix::ffi::OsStrExt;
+        PathBuf::from(match self {
             Name::Plain => format!("notes-{n}.txt"),
             Name::Space => format!("with space {n}.txt"),
             Name::Unicode => format!("ünïcødé-{n}-日本.txt"),
@@ -42,7 +54,14 @@ impl Name {
             Name::Newline => format!("new\nline-{n}"),
             Name::Tab => format!("tab\there-{n}"),
             Name::Deep => format!("deep/a/b/c/d/e/f-{n}.txt"),
-        }
+            Name::Bytes => {
+                let mut b = format!("bytes-{n}-").into_bytes();
+                b.extend_from_slice(b"\xff\xfe.txt");
+                return PathBuf::from(std::ffi::OsStr::from_bytes(&b));
+            }
+            Name::QuoteBackslash => format!("quote\"back\\slash-{n}"),
+            Name::TargetFile => format!("lib/{n}/target"),
+        })
     }
 }
 
@@ -65,41 +84,144 @@ pub enum Link {
 /// changes nothing or what git left.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
-    EditTracked { wt: u8, file: u8 },
-    AddStaged { wt: u8 },
-    DeleteTracked { wt: u8, file: u8 },
-    Untracked { wt: u8, name: Name },
+    EditTracked {
+        wt: u8,
+        file: u8,
+    },
+    AddStaged {
+        wt: u8,
+    },
+    DeleteTracked {
+        wt: u8,
+        file: u8,
+    },
+    Untracked {
+        wt: u8,
+        name: Name,
+    },
     ShowUntrackedNo,
-    BuildOutput { wt: u8 },
-    DotEnv { wt: u8, deep: bool },
-    CommitOnBranch { wt: u8 },
-    CommitDetached { wt: u8 },
-    IntoMain { wt: u8, how: Merge },
-    DeleteBranch { wt: u8 },
-    Stash { wt: u8, untracked: bool },
-    ChmodX { wt: u8 },
-    Symlink { wt: u8, how: Link },
-    NestedRepo { wt: u8, in_tracked_dir: bool },
-    Submodule { wt: u8, commit: bool },
-    SubmoduleCommit { wt: u8 },
-    Lock { wt: u8 },
-    HiddenEdit { wt: u8, skip_worktree: bool },
-    StoppedRebase { wt: u8 },
-    ConflictedMerge { wt: u8 },
-    BisectStart { wt: u8 },
-    CopyWorktree { wt: u8 },
-    MoveWorktree { wt: u8 },
-    DeleteDotGit { wt: u8 },
-    GitignoreTab { wt: u8 },
-    DotGitUpper { wt: u8 },
-    GitignoreSymlink { wt: u8 },
-    Chmod000 { wt: u8 },
-    ReflogOnly { wt: u8 },
-    WorktreeRefOnly { wt: u8 },
+    BuildOutput {
+        wt: u8,
+    },
+    DotEnv {
+        wt: u8,
+        deep: bool,
+    },
+    CommitOnBranch {
+        wt: u8,
+    },
+    CommitDetached {
+        wt: u8,
+    },
+    IntoMain {
+        wt: u8,
+        how: Merge,
+    },
+    DeleteBranch {
+        wt: u8,
+    },
+    Stash {
+        wt: u8,
+        untracked: bool,
+    },
+    ChmodX {
+        wt: u8,
+    },
+    Symlink {
+        wt: u8,
+        how: Link,
+    },
+    NestedRepo {
+        wt: u8,
+        in_tracked_dir: bool,
+    },
+    Submodule {
+        wt: u8,
+        commit: bool,
+    },
+    SubmoduleCommit {
+        wt: u8,
+    },
+    Lock {
+        wt: u8,
+    },
+    HiddenEdit {
+        wt: u8,
+        skip_worktree: bool,
+    },
+    StoppedRebase {
+        wt: u8,
+    },
+    ConflictedMerge {
+        wt: u8,
+    },
+    BisectStart {
+        wt: u8,
+    },
+    CopyWorktree {
+        wt: u8,
+    },
+    MoveWorktree {
+        wt: u8,
+    },
+    DeleteDotGit {
+        wt: u8,
+    },
+    GitignoreTab {
+        wt: u8,
+    },
+    DotGitUpper {
+        wt: u8,
+    },
+    GitignoreSymlink {
+        wt: u8,
+    },
+    Chmod000 {
+        wt: u8,
+    },
+    ReflogOnly {
+        wt: u8,
+    },
+    WorktreeRefOnly {
+        wt: u8,
+    },
+    /// A precious file inside an ignored directory.
+    EnvInIgnoredDir {
+        wt: u8,
+    },
+    /// `*.log` ignored, `!keep.log` not: an untracked `keep.log`.
+    NegatedIgnore {
+        wt: u8,
+    },
+    /// Untracked symlinks to a file and a directory outside the root.
+    SymlinkOutside {
+        wt: u8,
+    },
+    /// Staged content whose file is then deleted: only the index has it.
+    StagedOnly {
+        wt: u8,
+    },
+    /// `git add -N`: an intent-to-add entry, the content in the file only.
+    IntentToAdd {
+        wt: u8,
+    },
+    /// A symlink directly under the root, to a directory outside it.
+    RootSymlink,
+    /// The next worktree checks out this one's HEAD, detached: two
+    /// worktrees whose HEADs could vouch for each other.
+    ShareHead {
+        wt: u8,
+    },
 }
 
 impl Op {
-    pub const KINDS: u8 = 31;
+    pub const KINDS: u8 = 38;
+
+    /// The variant's name, as `Debug` prints it.
+    pub fn kind(&self) -> String {
+        let d = format!("{self:?}");
+        d.split([' ', '{']).next().unwrap_or_default().to_string()
+    }
 
     /// Op number `kind` with its parameters drawn from `wt` and `x`; low
     /// numbers are the simple ones, so shrinking heads towards them.
@@ -151,7 +273,14 @@ impl Op {
             27 => Op::GitignoreSymlink { wt },
             28 => Op::Chmod000 { wt },
             29 => Op::ReflogOnly { wt },
-            _ => Op::WorktreeRefOnly { wt },
+            30 => Op::WorktreeRefOnly { wt },
+            31 => Op::ShareHead { wt },
+            32 => Op::EnvInIgnoredDir { wt },
+            33 => Op::NegatedIgnore { wt },
+            34 => Op::SymlinkOutside { wt },
+            35 => Op::StagedOnly { wt },
+            36 => Op::IntentToAdd { wt },
+            _ => Op::RootSymlink,
         }
     }
 }
@@ -211,6 +340,8 @@ pub struct World {
     pub upstream: Option<PathBuf>,
     pub ids: Vec<String>,
     pub db: PathBuf,
+    /// Directories a live session's row names.
+    pub live: Vec<String>,
     label: String,
     counter: u32,
 }
@@ -262,6 +393,8 @@ impl World {
         assert!(commit_all(&main, "second"));
         append(&main.join("f0.txt"), "zero again\n");
         assert!(commit_all(&main, "third"));
+        write(&base.join("outside/keep.txt"), "outside the root\n");
+        write(&base.join("outside/sub/deep.txt"), "outside, deeper\n");
         let mut ids = Vec::new();
         for i in 0..n {
             let id = format!("w{i}");
@@ -288,6 +421,7 @@ impl World {
             root,
             upstream: None,
             ids,
+            live: Vec::new(),
             label: format!("BOO_ORACLE_CHAT_{:016x}", fastrand::u64(..)),
             counter: 0,
         }
@@ -306,6 +440,11 @@ impl World {
     fn wt(&self, wt: u8) -> Option<PathBuf> {
         let p = self.root.join(self.id(wt));
         p.is_dir().then_some(p)
+    }
+
+    /// Files outside the root that symlinks under it point at.
+    pub fn outside(&self) -> PathBuf {
+        self.base.join("outside")
     }
 
     fn upstream(&mut self) -> PathBuf {
@@ -337,6 +476,11 @@ impl World {
             Op::ShowUntrackedNo => {
                 g(&main, &["config", "status.showUntrackedFiles", "no"]);
             }
+            Op::RootSymlink => {
+                let n = self.n();
+                let _ =
+                    std::os::unix::fs::symlink(self.outside(), self.root.join(format!("link-{n}")));
+            }
             Op::IntoMain { wt, how } => {
                 let branch = format!("boo/{}", self.id(wt));
                 match how {
@@ -356,6 +500,16 @@ impl World {
                         {
                             g(&main, &["reset", "-q", "--hard", "HEAD"]);
                         }
+                    }
+                }
+            }
+            Op::ShareHead { wt } => {
+                let next = wt.wrapping_add(1);
+                if let (Some(a), Some(b)) = (self.wt(wt), self.wt(next)) {
+                    if a != b {
+                        let head = git_out(&a, &["rev-parse", "HEAD"]);
+                        let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+                        g(&b, &["checkout", "-q", "--detach", &head]);
                     }
                 }
             }
@@ -395,10 +549,17 @@ impl World {
                     | Op::GitignoreSymlink { wt }
                     | Op::Chmod000 { wt }
                     | Op::ReflogOnly { wt }
-                    | Op::WorktreeRefOnly { wt } => wt,
-                    Op::ShowUntrackedNo | Op::IntoMain { .. } | Op::DeleteBranch { .. } => {
-                        unreachable!()
-                    }
+                    | Op::WorktreeRefOnly { wt }
+                    | Op::EnvInIgnoredDir { wt }
+                    | Op::NegatedIgnore { wt }
+                    | Op::SymlinkOutside { wt }
+                    | Op::StagedOnly { wt }
+                    | Op::IntentToAdd { wt } => wt,
+                    Op::ShowUntrackedNo
+                    | Op::RootSymlink
+                    | Op::IntoMain { .. }
+                    | Op::DeleteBranch { .. }
+                    | Op::ShareHead { .. } => unreachable!(),
                 };
                 if let Some(w) = self.wt(wt) {
                     self.apply_in(op, &w);
@@ -593,7 +754,43 @@ impl World {
                     g(w, &["update-ref", "refs/worktree/keep", &c]);
                 }
             }
-            Op::ShowUntrackedNo | Op::IntoMain { .. } | Op::DeleteBranch { .. } => {}
+            Op::EnvInIgnoredDir { .. } => {
+                write(
+                    &w.join(format!("target/conf-{n}/.env")),
+                    &format!("SECRET={n}\n"),
+                );
+            }
+            Op::NegatedIgnore { .. } => {
+                append(&w.join(".gitignore"), "*.log\n!keep.log\n");
+                g(w, &["add", ".gitignore"]);
+                g(w, &["commit", "-q", "--no-verify", "-m", "log rules"]);
+                write(&w.join("keep.log"), &format!("kept {n}\n"));
+                write(&w.join("noise.log"), "noise\n");
+            }
+            Op::SymlinkOutside { .. } => {
+                let out = self.outside();
+                let _ = std::os::unix::fs::symlink(
+                    out.join("keep.txt"),
+                    w.join(format!("out-file-{n}")),
+                );
+                let _ = std::os::unix::fs::symlink(&out, w.join(format!("out-dir-{n}")));
+            }
+            Op::StagedOnly { .. } => {
+                let f = format!("staged-only-{n}.txt");
+                write(&w.join(&f), &format!("only in the index {n}\n"));
+                g(w, &["add", "--", &f]);
+                let _ = std::fs::remove_file(w.join(&f));
+            }
+            Op::IntentToAdd { .. } => {
+                let f = format!("intent-{n}.txt");
+                write(&w.join(&f), &format!("intent to add {n}\n"));
+                g(w, &["add", "-N", "--", &f]);
+            }
+            Op::ShowUntrackedNo
+            | Op::RootSymlink
+            | Op::IntoMain { .. }
+            | Op::DeleteBranch { .. }
+            | Op::ShareHead { .. } => {}
         }
     }
 
@@ -605,6 +802,19 @@ impl World {
                     .filter(|d| d.file_type().is_ok_and(|t| t.is_dir()))
                     .map(|d| d.file_name().to_string_lossy().to_string())
                     .filter(|n| n != super::TRASH)
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    fn symlink_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.root)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|d| d.file_type().is_ok_and(|t| t.is_symlink()))
+                    .map(|d| d.file_name().to_string_lossy().to_string())
                     .collect()
             })
             .unwrap_or_default();
@@ -641,7 +851,7 @@ impl World {
 
     /// Migrates a fresh database and writes the rows: `rows[i]` for the
     /// `i`-th directory under the root (cycling).
-    pub fn write_rows(&self, rows: &[RowSpec]) {
+    pub fn write_rows(&mut self, rows: &[RowSpec]) {
         let out = self.bin().arg("migrate").output().expect("migrate runs");
         assert!(
             out.status.success(),
@@ -652,10 +862,14 @@ impl World {
             return;
         }
         let mut sql = String::from("BEGIN;\n");
-        for (i, name) in self.dir_names().iter().enumerate() {
+        // Symlinks under the root get rows too: paths are untrusted input.
+        let mut names = self.dir_names();
+        names.extend(self.symlink_names());
+        for (i, name) in names.iter().enumerate() {
             let spec = rows[i % rows.len()];
             let path = self.root.join(name);
             self.row_sql(&mut sql, name, name, &path, spec.owner, spec.base_ref);
+            let mut live = spec.owner == Owner::Live;
             if spec.duplicate {
                 let dup = format!("{name}-dup");
                 let other = if spec.owner == Owner::Live {
@@ -664,6 +878,10 @@ impl World {
                     Owner::Live
                 };
                 self.row_sql(&mut sql, &dup, name, &path, other, spec.base_ref);
+                live = true;
+            }
+            if live {
+                self.live.push(name.clone());
             }
         }
         sql.push_str("COMMIT;\n");
@@ -775,15 +993,49 @@ impl World {
     }
 
     /// Snapshot, one pass, and the oracle's verdict.
+    /// Every file outside the root a pass could reach by mistake: the
+    /// symlinks' targets and the main repository's working tree.
+    fn outside_files(&self) -> BTreeMap<PathBuf, Entry> {
+        let mut all: BTreeMap<PathBuf, Entry> = walk(&self.outside())
+            .into_iter()
+            .map(|(p, e)| (Path::new("outside").join(p), e))
+            .collect();
+        all.extend(
+            walk(&self.main)
+                .into_iter()
+                .filter(|(p, _)| !p.starts_with(".git"))
+                .map(|(p, e)| (Path::new("main").join(p), e)),
+        );
+        all
+    }
+
     pub fn judge(&self, force: bool) -> Result<(), Failure> {
         let before = self.snapshot();
+        let outside = self.outside_files();
         let (refs, output) = self.pass(force);
         let after = self.snapshot();
+        let outside_after = self.outside_files();
         let mut violations = check(&before, &after, &refs, &self.stores())
             .err()
             .unwrap_or_default();
         if !force {
             violations.extend(check_unforced(&before, &after).err().unwrap_or_default());
+        }
+        let paths: BTreeSet<&PathBuf> = outside.keys().chain(outside_after.keys()).collect();
+        for p in paths {
+            if outside.get(p) != outside_after.get(p) {
+                violations.push(Violation::OutsideChanged {
+                    path: p.clone(),
+                    before: outside.get(p).cloned(),
+                    after: outside_after.get(p).cloned(),
+                });
+            }
+        }
+        // Whatever else a row says, a live session's worktree stays.
+        for name in &self.live {
+            if before.dir(name).is_some() && after.dir(name).is_none() {
+                violations.push(Violation::LiveRemoved { dir: name.clone() });
+            }
         }
         if violations.is_empty() {
             Ok(())
