@@ -5,7 +5,7 @@
 #[path = "oracle/mod.rs"]
 mod oracle;
 
-use oracle::world::{run_case, Link, Merge, Name, Op, Owner, RowSpec};
+use oracle::world::{run_case, Integrate, Link, Name, Op, Owner, RowSpec};
 
 fn archived() -> Vec<RowSpec> {
     vec![RowSpec::gone(Owner::SessionArchived)]
@@ -46,6 +46,44 @@ fn cp_a_copy_with_edits_is_never_deleted() {
 #[ignore = "fails until the forced archive takes git's ignore rules (a trailing TAB is part of the pattern)"]
 fn gitignore_tab_untracked_file_survives_forced_removal() {
     safe(1, &[Op::GitignoreTab { wt: 0 }], &archived(), true);
+}
+
+// A fresh index (here written by `git stash`) is enough for an unforced
+// pass to judge untracked files by rules other than git's: the same file
+// without the stash is kept at risk.
+
+#[test]
+#[ignore = "fails until the unforced preflight asks git for untracked files even when the index is fresh (git does not follow a symlinked .gitignore)"]
+fn symlinked_gitignore_untracked_file_survives_after_a_stash() {
+    safe(
+        1,
+        &[
+            Op::GitignoreSymlink { wt: 0 },
+            Op::Stash {
+                wt: 0,
+                untracked: false,
+            },
+        ],
+        &archived(),
+        false,
+    );
+}
+
+#[test]
+#[ignore = "fails until the unforced preflight asks git for untracked files even when the index is fresh (a trailing TAB is part of the pattern)"]
+fn gitignore_tab_untracked_file_survives_after_a_stash() {
+    safe(
+        1,
+        &[
+            Op::GitignoreTab { wt: 0 },
+            Op::Stash {
+                wt: 0,
+                untracked: false,
+            },
+        ],
+        &archived(),
+        false,
+    );
 }
 
 #[test]
@@ -131,7 +169,7 @@ fn precious_env_files_are_kept_and_build_output_is_not_work() {
 
 #[test]
 fn merged_branches_are_removed_without_loss() {
-    for how in [Merge::Merge, Merge::RebaseMerge, Merge::Squash] {
+    for how in [Integrate::Merge, Integrate::RebaseMerge, Integrate::Squash] {
         safe(
             1,
             &[

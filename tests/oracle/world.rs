@@ -66,7 +66,7 @@ impl Name {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Merge {
+pub enum Integrate {
     Merge,
     RebaseMerge,
     Squash,
@@ -115,7 +115,7 @@ pub enum Op {
     },
     IntoMain {
         wt: u8,
-        how: Merge,
+        how: Integrate,
     },
     DeleteBranch {
         wt: u8,
@@ -242,7 +242,7 @@ impl Op {
             8 => Op::CommitDetached { wt },
             9 => Op::IntoMain {
                 wt,
-                how: [Merge::Merge, Merge::RebaseMerge, Merge::Squash][x as usize % 3],
+                how: [Integrate::Merge, Integrate::RebaseMerge, Integrate::Squash][x as usize % 3],
             },
             10 => Op::DeleteBranch { wt },
             11 => Op::Stash { wt, untracked: b },
@@ -484,17 +484,17 @@ impl World {
             Op::IntoMain { wt, how } => {
                 let branch = format!("boo/{}", self.id(wt));
                 match how {
-                    Merge::Merge => {
+                    Integrate::Merge => {
                         if !g(&main, &["merge", "-q", "--no-ff", "-m", "merge", &branch]) {
                             g(&main, &["merge", "--abort"]);
                         }
                     }
-                    Merge::RebaseMerge => {
+                    Integrate::RebaseMerge => {
                         if !g(&main, &["cherry-pick", &format!("main..{branch}")]) {
                             g(&main, &["cherry-pick", "--abort"]);
                         }
                     }
-                    Merge::Squash => {
+                    Integrate::Squash => {
                         if !(g(&main, &["merge", "-q", "--squash", &branch])
                             && g(&main, &["commit", "-q", "--no-verify", "-m", "squash"]))
                         {
@@ -992,7 +992,6 @@ impl World {
         self.upstream.iter().cloned().collect()
     }
 
-    /// Snapshot, one pass, and the oracle's verdict.
     /// Every file outside the root a pass could reach by mistake: the
     /// symlinks' targets and the main repository's working tree.
     fn outside_files(&self) -> BTreeMap<PathBuf, Entry> {
@@ -1009,6 +1008,7 @@ impl World {
         all
     }
 
+    /// Snapshot, one pass, and the oracle's verdict.
     pub fn judge(&self, force: bool) -> Result<(), Failure> {
         let before = self.snapshot();
         let outside = self.outside_files();
