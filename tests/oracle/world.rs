@@ -1,0 +1,1082 @@
+//! Worlds to judge: a main repository, a root of linked worktrees put into
+//! awkward states by a list of operations, a database saying whose session
+//! is live, and one pass of the real controller binary.
+
+use std::fmt::Write as _;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{check, check_unforced, git_out, snapshot, walk, Entry, Snapshot, Violation};
+
+pub const HOST: &str = "oracle-host";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Name {
+    Plain,
+    Space,
+    Unicode,
+    LeadingDash,
+    Newline,
+    Tab,
+    Deep,
+    /// Not UTF-8.
+    Bytes,
+    QuoteBackslash,
+    /// A file named like the ignored directory `target/`: git's rule
+    /// matches directories only.
+    TargetFile,
+}
+
+impl Name {
+    pub const ALL: [Name; 10] = [
+        Name::Plain,
+        Name::Space,
+        Name::Unicode,
+        Name::LeadingDash,
+        Name::Newline,
+        Name::Tab,
+        Name::Deep,
+        Name::Bytes,
+        Name::QuoteBackslash,
+        Name::TargetFile,
+    ];
+
+    fn path(self, n: u32) -> PathBuf {
+        use std::os::unix::ffi::OsStrExt;
+        PathBuf::from(match self {
+            Name::Plain => format!("notes-{n}.txt"),
+            Name::Space => format!("with space {n}.txt"),
+            Name::Unicode => format!("ünïcødé-{n}-日本.txt"),
+            Name::LeadingDash => format!("-{n}-dash"),
+            Name::Newline => format!("new\nline-{n}"),
+            Name::Tab => format!("tab\there-{n}"),
+            Name::Deep => format!("deep/a/b/c/d/e/f-{n}.txt"),
+            Name::Bytes => {
+                let mut b = format!("bytes-{n}-").into_bytes();
+                b.extend_from_slice(b"\xff\xfe.txt");
+                return PathBuf::from(std::ffi::OsStr::from_bytes(&b));
+            }
+            Name::QuoteBackslash => format!("quote\"back\\slash-{n}"),
+            Name::TargetFile => format!("lib/{n}/target"),
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Integrate {
+    Merge,
+    RebaseMerge,
+    Squash,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    UntrackedSymlink,
+    FileToSymlink,
+    FileToDir,
+}
+
+/// One step that changes the world; `wt` picks a worktree (modulo their
+/// number). A step that does not apply (its worktree is gone, git refuses)
+/// changes nothing or what git left.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    EditTracked {
+        wt: u8,
+        file: u8,
+    },
+    AddStaged {
+        wt: u8,
+    },
+    DeleteTracked {
+        wt: u8,
+        file: u8,
+    },
+    Untracked {
+        wt: u8,
+        name: Name,
+    },
+    ShowUntrackedNo,
+    BuildOutput {
+        wt: u8,
+    },
+    DotEnv {
+        wt: u8,
+        deep: bool,
+    },
+    CommitOnBranch {
+        wt: u8,
+    },
+    CommitDetached {
+        wt: u8,
+    },
+    IntoMain {
+        wt: u8,
+        how: Integrate,
+    },
+    DeleteBranch {
+        wt: u8,
+    },
+    Stash {
+        wt: u8,
+        untracked: bool,
+    },
+    ChmodX {
+        wt: u8,
+    },
+    Symlink {
+        wt: u8,
+        how: Link,
+    },
+    NestedRepo {
+        wt: u8,
+        in_tracked_dir: bool,
+    },
+    Submodule {
+        wt: u8,
+        commit: bool,
+    },
+    SubmoduleCommit {
+        wt: u8,
+    },
+    Lock {
+        wt: u8,
+    },
+    HiddenEdit {
+        wt: u8,
+        skip_worktree: bool,
+    },
+    StoppedRebase {
+        wt: u8,
+    },
+    ConflictedMerge {
+        wt: u8,
+    },
+    BisectStart {
+        wt: u8,
+    },
+    CopyWorktree {
+        wt: u8,
+    },
+    MoveWorktree {
+        wt: u8,
+    },
+    DeleteDotGit {
+        wt: u8,
+    },
+    GitignoreTab {
+        wt: u8,
+    },
+    DotGitUpper {
+        wt: u8,
+    },
+    GitignoreSymlink {
+        wt: u8,
+    },
+    Chmod000 {
+        wt: u8,
+    },
+    ReflogOnly {
+        wt: u8,
+    },
+    WorktreeRefOnly {
+        wt: u8,
+    },
+    /// A precious file inside an ignored directory.
+    EnvInIgnoredDir {
+        wt: u8,
+    },
+    /// `*.log` ignored, `!keep.log` not: an untracked `keep.log`.
+    NegatedIgnore {
+        wt: u8,
+    },
+    /// Untracked symlinks to a file and a directory outside the root.
+    SymlinkOutside {
+        wt: u8,
+    },
+    /// Staged content whose file is then deleted: only the index has it.
+    StagedOnly {
+        wt: u8,
+    },
+    /// `git add -N`: an intent-to-add entry, the content in the file only.
+    IntentToAdd {
+        wt: u8,
+    },
+    /// A symlink directly under the root, to a directory outside it.
+    RootSymlink,
+    /// The next worktree checks out this one's HEAD, detached: two
+    /// worktrees whose HEADs could vouch for each other.
+    ShareHead {
+        wt: u8,
+    },
+}
+
+impl Op {
+    pub const KINDS: u8 = 38;
+
+    /// The variant's name, as `Debug` prints it.
+    pub fn kind(&self) -> String {
+        let d = format!("{self:?}");
+        d.split([' ', '{']).next().unwrap_or_default().to_string()
+    }
+
+    /// Op number `kind` with its parameters drawn from `wt` and `x`; low
+    /// numbers are the simple ones, so shrinking heads towards them.
+    pub fn from_parts(kind: u8, wt: u8, x: u8) -> Op {
+        let b = x % 2 == 1;
+        match kind % Self::KINDS {
+            0 => Op::EditTracked { wt, file: x % 3 },
+            1 => Op::AddStaged { wt },
+            2 => Op::DeleteTracked { wt, file: x % 3 },
+            3 => Op::Untracked {
+                wt,
+                name: Name::ALL[x as usize % Name::ALL.len()],
+            },
+            4 => Op::ShowUntrackedNo,
+            5 => Op::BuildOutput { wt },
+            6 => Op::DotEnv { wt, deep: b },
+            7 => Op::CommitOnBranch { wt },
+            8 => Op::CommitDetached { wt },
+            9 => Op::IntoMain {
+                wt,
+                how: [Integrate::Merge, Integrate::RebaseMerge, Integrate::Squash][x as usize % 3],
+            },
+            10 => Op::DeleteBranch { wt },
+            11 => Op::Stash { wt, untracked: b },
+            12 => Op::ChmodX { wt },
+            13 => Op::Symlink {
+                wt,
+                how: [Link::UntrackedSymlink, Link::FileToSymlink, Link::FileToDir][x as usize % 3],
+            },
+            14 => Op::NestedRepo {
+                wt,
+                in_tracked_dir: b,
+            },
+            15 => Op::Submodule { wt, commit: b },
+            16 => Op::SubmoduleCommit { wt },
+            17 => Op::Lock { wt },
+            18 => Op::HiddenEdit {
+                wt,
+                skip_worktree: b,
+            },
+            19 => Op::StoppedRebase { wt },
+            20 => Op::ConflictedMerge { wt },
+            21 => Op::BisectStart { wt },
+            22 => Op::CopyWorktree { wt },
+            23 => Op::MoveWorktree { wt },
+            24 => Op::DeleteDotGit { wt },
+            25 => Op::GitignoreTab { wt },
+            26 => Op::DotGitUpper { wt },
+            27 => Op::GitignoreSymlink { wt },
+            28 => Op::Chmod000 { wt },
+            29 => Op::ReflogOnly { wt },
+            30 => Op::WorktreeRefOnly { wt },
+            31 => Op::ShareHead { wt },
+            32 => Op::EnvInIgnoredDir { wt },
+            33 => Op::NegatedIgnore { wt },
+            34 => Op::SymlinkOutside { wt },
+            35 => Op::StagedOnly { wt },
+            36 => Op::IntentToAdd { wt },
+            _ => Op::RootSymlink,
+        }
+    }
+}
+
+/// What the database says about one directory under the root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// No `worktrees` row: an orphan.
+    NoRow,
+    /// Session open with an open chat: live, must be left alone.
+    Live,
+    SessionArchived,
+    SessionDeleted,
+    /// The row names a session that has no row.
+    SessionMissing,
+    /// Session open, never had a chat.
+    OpenNoChat,
+    /// Session open, its only chat archived.
+    ChatArchived,
+}
+
+impl Owner {
+    pub const ALL: [Owner; 7] = [
+        Owner::NoRow,
+        Owner::Live,
+        Owner::SessionArchived,
+        Owner::SessionDeleted,
+        Owner::SessionMissing,
+        Owner::OpenNoChat,
+        Owner::ChatArchived,
+    ];
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowSpec {
+    pub owner: Owner,
+    pub base_ref: bool,
+    /// A second row naming the same path: one live, one archived.
+    pub duplicate: bool,
+}
+
+impl RowSpec {
+    pub fn gone(owner: Owner) -> RowSpec {
+        RowSpec {
+            owner,
+            base_ref: true,
+            duplicate: false,
+        }
+    }
+}
+
+pub struct World {
+    _tmp: tempfile::TempDir,
+    pub base: PathBuf,
+    pub main: PathBuf,
+    pub root: PathBuf,
+    pub upstream: Option<PathBuf>,
+    pub ids: Vec<String>,
+    pub db: PathBuf,
+    /// Directories a live session's row names.
+    pub live: Vec<String>,
+    label: String,
+    counter: u32,
+}
+
+/// Runs git for a step; a refusal is part of the world, not an error.
+pub fn g(dir: &Path, args: &[&str]) -> bool {
+    git_out(dir, args).status.success()
+}
+
+fn write(path: &Path, text: &str) {
+    if let Some(p) = path.parent() {
+        let _ = std::fs::create_dir_all(p);
+    }
+    let _ = std::fs::write(path, text);
+}
+
+fn append(path: &Path, text: &str) {
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(path) {
+        let _ = f.write_all(text.as_bytes());
+    }
+}
+
+fn commit_all(dir: &Path, msg: &str) -> bool {
+    g(dir, &["add", "-A"]) && g(dir, &["commit", "-q", "--no-verify", "-m", msg])
+}
+
+impl World {
+    /// A main repository with a few commits on `main` and `n` worktrees
+    /// `<root>/w<i>` on branches `boo/w<i>`.
+    pub fn new(n: usize) -> World {
+        let tmp = tempfile::Builder::new()
+            .prefix("oracle-")
+            .tempdir()
+            .expect("tempdir");
+        let base = std::fs::canonicalize(tmp.path()).unwrap();
+        let main = base.join("main");
+        let root = base.join("root");
+        std::fs::create_dir_all(&main).unwrap();
+        std::fs::create_dir_all(&root).unwrap();
+        assert!(g(&main, &["init", "-q", "-b", "main"]));
+        write(&main.join(".gitignore"), "target/\n.env\n.env.*\n");
+        write(&main.join("f0.txt"), "zero\n");
+        write(&main.join("f1.txt"), "one\n");
+        write(&main.join("f2.txt"), "two\n");
+        assert!(commit_all(&main, "first"));
+        write(&main.join("src/main.txt"), "fn main\n");
+        write(&main.join("run.sh"), "#!/bin/sh\necho hi\n");
+        assert!(commit_all(&main, "second"));
+        append(&main.join("f0.txt"), "zero again\n");
+        assert!(commit_all(&main, "third"));
+        write(&base.join("outside/keep.txt"), "outside the root\n");
+        write(&base.join("outside/sub/deep.txt"), "outside, deeper\n");
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let id = format!("w{i}");
+            let p = root.join(&id);
+            assert!(g(
+                &main,
+                &[
+                    "worktree",
+                    "add",
+                    "-q",
+                    p.to_str().unwrap(),
+                    "-b",
+                    &format!("boo/{id}"),
+                    "main"
+                ]
+            ));
+            ids.push(id);
+        }
+        World {
+            _tmp: tmp,
+            db: base.join("db.sqlite"),
+            base,
+            main,
+            root,
+            upstream: None,
+            ids,
+            live: Vec::new(),
+            label: format!("BOO_ORACLE_CHAT_{:016x}", fastrand::u64(..)),
+            counter: 0,
+        }
+    }
+
+    fn n(&mut self) -> u32 {
+        self.counter += 1;
+        self.counter
+    }
+
+    fn id(&self, wt: u8) -> String {
+        self.ids[wt as usize % self.ids.len()].clone()
+    }
+
+    /// The worktree's directory, when it is still there.
+    fn wt(&self, wt: u8) -> Option<PathBuf> {
+        let p = self.root.join(self.id(wt));
+        p.is_dir().then_some(p)
+    }
+
+    /// Files outside the root that symlinks under it point at.
+    pub fn outside(&self) -> PathBuf {
+        self.base.join("outside")
+    }
+
+    fn upstream(&mut self) -> PathBuf {
+        if let Some(u) = &self.upstream {
+            return u.clone();
+        }
+        let u = self.base.join("upstream");
+        std::fs::create_dir_all(&u).unwrap();
+        g(&u, &["init", "-q", "-b", "main"]);
+        write(&u.join("lib.txt"), "library\n");
+        commit_all(&u, "lib");
+        self.upstream = Some(u.clone());
+        u
+    }
+
+    /// Two commits that touch `f0.txt` differently: one on the worktree's
+    /// HEAD, one on `main`.
+    fn diverge(&mut self, w: &Path) {
+        let n = self.n();
+        write(&w.join("f0.txt"), &format!("worktree side {n}\n"));
+        commit_all(w, "worktree side");
+        write(&self.main.join("f0.txt"), &format!("main side {n}\n"));
+        commit_all(&self.main.clone(), "main side");
+    }
+
+    pub fn apply(&mut self, op: &Op) {
+        let main = self.main.clone();
+        match *op {
+            Op::ShowUntrackedNo => {
+                g(&main, &["config", "status.showUntrackedFiles", "no"]);
+            }
+            Op::RootSymlink => {
+                let n = self.n();
+                let _ =
+                    std::os::unix::fs::symlink(self.outside(), self.root.join(format!("link-{n}")));
+            }
+            Op::IntoMain { wt, how } => {
+                let branch = format!("boo/{}", self.id(wt));
+                match how {
+                    Integrate::Merge => {
+                        if !g(&main, &["merge", "-q", "--no-ff", "-m", "merge", &branch]) {
+                            g(&main, &["merge", "--abort"]);
+                        }
+                    }
+                    Integrate::RebaseMerge => {
+                        if !g(&main, &["cherry-pick", &format!("main..{branch}")]) {
+                            g(&main, &["cherry-pick", "--abort"]);
+                        }
+                    }
+                    Integrate::Squash => {
+                        if !(g(&main, &["merge", "-q", "--squash", &branch])
+                            && g(&main, &["commit", "-q", "--no-verify", "-m", "squash"]))
+                        {
+                            g(&main, &["reset", "-q", "--hard", "HEAD"]);
+                        }
+                    }
+                }
+            }
+            Op::ShareHead { wt } => {
+                let next = wt.wrapping_add(1);
+                if let (Some(a), Some(b)) = (self.wt(wt), self.wt(next)) {
+                    if a != b {
+                        let head = git_out(&a, &["rev-parse", "HEAD"]);
+                        let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+                        g(&b, &["checkout", "-q", "--detach", &head]);
+                    }
+                }
+            }
+            Op::DeleteBranch { wt } => {
+                let branch = format!("boo/{}", self.id(wt));
+                if let Some(w) = self.wt(wt) {
+                    g(&w, &["checkout", "-q", "--detach"]);
+                }
+                g(&main, &["branch", "-q", "-D", &branch]);
+            }
+            _ => {
+                let wt = match *op {
+                    Op::EditTracked { wt, .. }
+                    | Op::AddStaged { wt }
+                    | Op::DeleteTracked { wt, .. }
+                    | Op::Untracked { wt, .. }
+                    | Op::BuildOutput { wt }
+                    | Op::DotEnv { wt, .. }
+                    | Op::CommitOnBranch { wt }
+                    | Op::CommitDetached { wt }
+                    | Op::Stash { wt, .. }
+                    | Op::ChmodX { wt }
+                    | Op::Symlink { wt, .. }
+                    | Op::NestedRepo { wt, .. }
+                    | Op::Submodule { wt, .. }
+                    | Op::SubmoduleCommit { wt }
+                    | Op::Lock { wt }
+                    | Op::HiddenEdit { wt, .. }
+                    | Op::StoppedRebase { wt }
+                    | Op::ConflictedMerge { wt }
+                    | Op::BisectStart { wt }
+                    | Op::CopyWorktree { wt }
+                    | Op::MoveWorktree { wt }
+                    | Op::DeleteDotGit { wt }
+                    | Op::GitignoreTab { wt }
+                    | Op::DotGitUpper { wt }
+                    | Op::GitignoreSymlink { wt }
+                    | Op::Chmod000 { wt }
+                    | Op::ReflogOnly { wt }
+                    | Op::WorktreeRefOnly { wt }
+                    | Op::EnvInIgnoredDir { wt }
+                    | Op::NegatedIgnore { wt }
+                    | Op::SymlinkOutside { wt }
+                    | Op::StagedOnly { wt }
+                    | Op::IntentToAdd { wt } => wt,
+                    Op::ShowUntrackedNo
+                    | Op::RootSymlink
+                    | Op::IntoMain { .. }
+                    | Op::DeleteBranch { .. }
+                    | Op::ShareHead { .. } => unreachable!(),
+                };
+                if let Some(w) = self.wt(wt) {
+                    self.apply_in(op, &w);
+                }
+            }
+        }
+    }
+
+    fn apply_in(&mut self, op: &Op, w: &Path) {
+        let n = self.n();
+        match *op {
+            Op::EditTracked { file, .. } => append(&w.join(format!("f{file}.txt")), "edit\n"),
+            Op::AddStaged { .. } => {
+                let f = format!("added-{n}.txt");
+                write(&w.join(&f), &format!("staged {n}\n"));
+                g(w, &["add", "--", &f]);
+            }
+            Op::DeleteTracked { file, .. } => {
+                let _ = std::fs::remove_file(w.join(format!("f{file}.txt")));
+            }
+            Op::Untracked { name, .. } => write(&w.join(name.path(n)), &format!("untracked {n}\n")),
+            Op::BuildOutput { .. } => {
+                write(&w.join(format!("target/debug/out-{n}.bin")), "build\n");
+            }
+            Op::DotEnv { deep, .. } => {
+                let p = if deep {
+                    format!("conf/.env.local-{n}")
+                } else {
+                    ".env".to_string()
+                };
+                write(&w.join(p), &format!("SECRET={n}\n"));
+            }
+            Op::CommitOnBranch { .. } => {
+                write(&w.join(format!("c-{n}.txt")), &format!("commit {n}\n"));
+                g(w, &["add", "--", &format!("c-{n}.txt")]);
+                g(w, &["commit", "-q", "--no-verify", "-m", &format!("c{n}")]);
+            }
+            Op::CommitDetached { .. } => {
+                g(w, &["checkout", "-q", "--detach"]);
+                write(&w.join(format!("d-{n}.txt")), &format!("detached {n}\n"));
+                g(w, &["add", "--", &format!("d-{n}.txt")]);
+                g(w, &["commit", "-q", "--no-verify", "-m", &format!("d{n}")]);
+            }
+            Op::Stash { untracked, .. } => {
+                append(&w.join("f0.txt"), &format!("stashed {n}\n"));
+                if untracked {
+                    write(&w.join(format!("stash-u-{n}.txt")), "u\n");
+                    g(w, &["stash", "-q", "-u"]);
+                } else {
+                    g(w, &["stash", "-q"]);
+                }
+            }
+            Op::ChmodX { .. } => {
+                let _ = std::fs::set_permissions(
+                    w.join("f0.txt"),
+                    std::fs::Permissions::from_mode(0o755),
+                );
+            }
+            Op::Symlink { how, .. } => match how {
+                Link::UntrackedSymlink => {
+                    let _ = std::os::unix::fs::symlink("f0.txt", w.join(format!("link-{n}")));
+                }
+                Link::FileToSymlink => {
+                    let _ = std::fs::remove_file(w.join("f1.txt"));
+                    let _ = std::os::unix::fs::symlink("f0.txt", w.join("f1.txt"));
+                }
+                Link::FileToDir => {
+                    let _ = std::fs::remove_file(w.join("f2.txt"));
+                    write(&w.join("f2.txt/inner.txt"), &format!("now a dir {n}\n"));
+                }
+            },
+            Op::NestedRepo { in_tracked_dir, .. } => {
+                let d = if in_tracked_dir {
+                    w.join(format!("src/inner-{n}"))
+                } else {
+                    w.join(format!("vendor/lib-{n}"))
+                };
+                let _ = std::fs::create_dir_all(&d);
+                g(&d, &["init", "-q", "-b", "main"]);
+                write(&d.join("nested.txt"), &format!("nested {n}\n"));
+                commit_all(&d, "nested");
+            }
+            Op::Submodule { commit, .. } => {
+                let up = self.upstream();
+                if g(
+                    w,
+                    &[
+                        "-c",
+                        "protocol.file.allow=always",
+                        "submodule",
+                        "add",
+                        "-q",
+                        up.to_str().unwrap(),
+                        "sub",
+                    ],
+                ) && commit
+                {
+                    g(w, &["commit", "-q", "--no-verify", "-m", "submodule"]);
+                }
+            }
+            Op::SubmoduleCommit { .. } => {
+                let s = w.join("sub");
+                if s.join(".git").exists() {
+                    append(&s.join("lib.txt"), &format!("sub change {n}\n"));
+                    g(&s, &["commit", "-q", "--no-verify", "-am", "sub"]);
+                }
+            }
+            Op::Lock { .. } => {
+                g(w, &["worktree", "lock", "--reason", "oracle"]);
+            }
+            Op::HiddenEdit { skip_worktree, .. } => {
+                let (flag, f) = if skip_worktree {
+                    ("--skip-worktree", "f2.txt")
+                } else {
+                    ("--assume-unchanged", "f1.txt")
+                };
+                g(w, &["update-index", flag, f]);
+                append(&w.join(f), &format!("hidden {n}\n"));
+            }
+            Op::StoppedRebase { .. } => {
+                self.diverge(w);
+                g(w, &["rebase", "main"]);
+            }
+            Op::ConflictedMerge { .. } => {
+                self.diverge(w);
+                g(w, &["merge", "-q", "-m", "m", "main"]);
+            }
+            Op::BisectStart { .. } => {
+                g(w, &["bisect", "start"]);
+            }
+            Op::CopyWorktree { .. } => {
+                let copy = PathBuf::from(format!("{}-copy{n}", w.display()));
+                let ok = Command::new("cp")
+                    .arg("-a")
+                    .arg(w)
+                    .arg(&copy)
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if ok {
+                    append(&copy.join("f0.txt"), "edited in the copy\n");
+                }
+            }
+            Op::MoveWorktree { .. } => {
+                let _ = std::fs::rename(w, format!("{}-moved{n}", w.display()));
+            }
+            Op::DeleteDotGit { .. } => {
+                let _ = std::fs::remove_file(w.join(".git"));
+            }
+            Op::GitignoreTab { .. } => {
+                append(&w.join(".gitignore"), "tabbed\t\n");
+                g(w, &["add", ".gitignore"]);
+                g(w, &["commit", "-q", "--no-verify", "-m", "tab rule"]);
+                write(&w.join("tabbed"), &format!("not ignored by git {n}\n"));
+            }
+            Op::DotGitUpper { .. } => write(&w.join(".GIT/notes.txt"), &format!("upper {n}\n")),
+            Op::GitignoreSymlink { .. } => {
+                let rules = std::fs::read_to_string(w.join(".gitignore")).unwrap_or_default();
+                write(&w.join("ignore-rules"), &format!("{rules}*.dat\n"));
+                let _ = std::fs::remove_file(w.join(".gitignore"));
+                let _ = std::os::unix::fs::symlink("ignore-rules", w.join(".gitignore"));
+                g(w, &["add", "--", ".gitignore", "ignore-rules"]);
+                g(w, &["commit", "-q", "--no-verify", "-m", "symlinked rules"]);
+                write(&w.join(format!("data-{n}.dat")), "data\n");
+            }
+            Op::Chmod000 { .. } => {
+                let d = w.join(format!("sealed-{n}"));
+                write(&d.join("secret.txt"), &format!("sealed {n}\n"));
+                let _ = std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o000));
+            }
+            Op::ReflogOnly { .. } => {
+                g(w, &["checkout", "-q", "--detach"]);
+                write(&w.join(format!("r-{n}.txt")), &format!("reflog {n}\n"));
+                g(w, &["add", "--", &format!("r-{n}.txt")]);
+                if g(w, &["commit", "-q", "--no-verify", "-m", &format!("r{n}")]) {
+                    g(w, &["reset", "-q", "--hard", "HEAD~1"]);
+                }
+            }
+            Op::WorktreeRefOnly { .. } => {
+                let out = git_out(
+                    w,
+                    &[
+                        "commit-tree",
+                        "HEAD^{tree}",
+                        "-p",
+                        "HEAD",
+                        "-m",
+                        "kept aside",
+                    ],
+                );
+                let c = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                if out.status.success() {
+                    g(w, &["update-ref", "refs/worktree/keep", &c]);
+                }
+            }
+            Op::EnvInIgnoredDir { .. } => {
+                write(
+                    &w.join(format!("target/conf-{n}/.env")),
+                    &format!("SECRET={n}\n"),
+                );
+            }
+            Op::NegatedIgnore { .. } => {
+                append(&w.join(".gitignore"), "*.log\n!keep.log\n");
+                g(w, &["add", ".gitignore"]);
+                g(w, &["commit", "-q", "--no-verify", "-m", "log rules"]);
+                write(&w.join("keep.log"), &format!("kept {n}\n"));
+                write(&w.join("noise.log"), "noise\n");
+            }
+            Op::SymlinkOutside { .. } => {
+                let out = self.outside();
+                let _ = std::os::unix::fs::symlink(
+                    out.join("keep.txt"),
+                    w.join(format!("out-file-{n}")),
+                );
+                let _ = std::os::unix::fs::symlink(&out, w.join(format!("out-dir-{n}")));
+            }
+            Op::StagedOnly { .. } => {
+                let f = format!("staged-only-{n}.txt");
+                write(&w.join(&f), &format!("only in the index {n}\n"));
+                g(w, &["add", "--", &f]);
+                let _ = std::fs::remove_file(w.join(&f));
+            }
+            Op::IntentToAdd { .. } => {
+                let f = format!("intent-{n}.txt");
+                write(&w.join(&f), &format!("intent to add {n}\n"));
+                g(w, &["add", "-N", "--", &f]);
+            }
+            Op::ShowUntrackedNo
+            | Op::RootSymlink
+            | Op::IntoMain { .. }
+            | Op::DeleteBranch { .. }
+            | Op::ShareHead { .. } => {}
+        }
+    }
+
+    /// Directory names under the root, sorted (the trash aside).
+    pub fn dir_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.root)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|d| d.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|d| d.file_name().to_string_lossy().to_string())
+                    .filter(|n| n != super::TRASH)
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    fn symlink_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.root)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|d| d.file_type().is_ok_and(|t| t.is_symlink()))
+                    .map(|d| d.file_name().to_string_lossy().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    fn bin(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_boo-reconciler"));
+        // No configuration file or environment of the machine's may reach it.
+        c.current_dir(&self.base);
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("BOO_RECONCILER_") {
+                c.env_remove(k);
+            }
+        }
+        c.env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        for s in [
+            format!("database.url=sqlite://{}", self.db.display()),
+            format!("host.id={HOST}"),
+            format!("worktrees.root={}", self.root.display()),
+            "worktrees.orphan_min_age=0s".to_string(),
+            "opencode.url=".to_string(),
+            format!("processes.chat_label={}", self.label),
+            "http.listen=127.0.0.1:1".to_string(),
+        ] {
+            c.arg("--set").arg(s);
+        }
+        c
+    }
+
+    /// Migrates a fresh database and writes the rows: `rows[i]` for the
+    /// `i`-th directory under the root (cycling).
+    pub fn write_rows(&mut self, rows: &[RowSpec]) {
+        let out = self.bin().arg("migrate").output().expect("migrate runs");
+        assert!(
+            out.status.success(),
+            "migrate: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if rows.is_empty() {
+            return;
+        }
+        let mut sql = String::from("BEGIN;\n");
+        // Symlinks under the root get rows too: paths are untrusted input.
+        let mut names = self.dir_names();
+        names.extend(self.symlink_names());
+        for (i, name) in names.iter().enumerate() {
+            let spec = rows[i % rows.len()];
+            let path = self.root.join(name);
+            self.row_sql(&mut sql, name, name, &path, spec.owner, spec.base_ref);
+            let mut live = spec.owner == Owner::Live;
+            if spec.duplicate {
+                let dup = format!("{name}-dup");
+                let other = if spec.owner == Owner::Live {
+                    Owner::SessionArchived
+                } else {
+                    Owner::Live
+                };
+                self.row_sql(&mut sql, &dup, name, &path, other, spec.base_ref);
+                live = true;
+            }
+            if live {
+                self.live.push(name.clone());
+            }
+        }
+        sql.push_str("COMMIT;\n");
+        let mut child = Command::new("sqlite3")
+            .arg(&self.db)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sqlite3 runs (apt-get install sqlite3)");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(sql.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "sqlite3: {}\n{sql}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn row_sql(
+        &self,
+        sql: &mut String,
+        id: &str,
+        branch_of: &str,
+        path: &Path,
+        owner: Owner,
+        base_ref: bool,
+    ) {
+        let q = |s: &str| format!("'{}'", s.replace('\'', "''"));
+        let session = format!("s-{id}");
+        let base = if base_ref { q("main") } else { "NULL".into() };
+        let (session_status, chat_status) = match owner {
+            Owner::NoRow => return,
+            Owner::Live => (Some("open"), Some("open")),
+            Owner::SessionArchived => (Some("archived"), Some("archived")),
+            Owner::SessionDeleted => (Some("deleted"), Some("deleted")),
+            Owner::SessionMissing => (None, None),
+            Owner::OpenNoChat => (Some("open"), None),
+            Owner::ChatArchived => (Some("open"), Some("archived")),
+        };
+        let _ = writeln!(
+            sql,
+            "INSERT INTO worktrees(id, session_id, repo_path, path, branch, base_ref, host) \
+             VALUES ({}, {}, {}, {}, {}, {base}, {});",
+            q(id),
+            q(&session),
+            q(self.main.to_str().unwrap()),
+            q(path.to_str().unwrap()),
+            q(&format!("boo/{branch_of}")),
+            q(HOST)
+        );
+        if let Some(s) = session_status {
+            let _ = writeln!(
+                sql,
+                "INSERT INTO sessions(id, status) VALUES ({}, {});",
+                q(&session),
+                q(s)
+            );
+        }
+        if let Some(c) = chat_status {
+            let _ = writeln!(
+                sql,
+                "INSERT INTO chats(id, session_id, status) VALUES ({}, {}, {});",
+                q(&format!("c-{id}")),
+                q(&session),
+                q(c)
+            );
+        }
+    }
+
+    /// One `once --json` pass; the archive refs it reported and its output.
+    pub fn pass(&self, force: bool) -> (Vec<String>, String) {
+        let mut c = self.bin();
+        c.args(["once", "--json"]);
+        if force {
+            c.arg("--force");
+        }
+        let out = c.output().expect("controller runs");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let mut refs = Vec::new();
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&stdout) {
+            for r in v["results"].as_array().into_iter().flatten() {
+                if let Some(s) = r["detail"]["archive"]["reference"].as_str() {
+                    refs.push(s.to_string());
+                }
+            }
+        }
+        let code = out.status.code();
+        assert!(
+            matches!(code, Some(0 | 1 | 3)),
+            "controller exit {code:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (refs, stdout)
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        snapshot(&self.root, std::slice::from_ref(&self.main))
+    }
+
+    pub fn stores(&self) -> Vec<PathBuf> {
+        self.upstream.iter().cloned().collect()
+    }
+
+    /// Every file outside the root a pass could reach by mistake: the
+    /// symlinks' targets and the main repository's working tree.
+    fn outside_files(&self) -> BTreeMap<PathBuf, Entry> {
+        let mut all: BTreeMap<PathBuf, Entry> = walk(&self.outside())
+            .into_iter()
+            .map(|(p, e)| (Path::new("outside").join(p), e))
+            .collect();
+        all.extend(
+            walk(&self.main)
+                .into_iter()
+                .filter(|(p, _)| !p.starts_with(".git"))
+                .map(|(p, e)| (Path::new("main").join(p), e)),
+        );
+        all
+    }
+
+    /// Snapshot, one pass, and the oracle's verdict.
+    pub fn judge(&self, force: bool) -> Result<(), Failure> {
+        let before = self.snapshot();
+        let outside = self.outside_files();
+        let (refs, output) = self.pass(force);
+        let after = self.snapshot();
+        let outside_after = self.outside_files();
+        let mut violations = check(&before, &after, &refs, &self.stores())
+            .err()
+            .unwrap_or_default();
+        if !force {
+            violations.extend(check_unforced(&before, &after).err().unwrap_or_default());
+        }
+        let paths: BTreeSet<&PathBuf> = outside.keys().chain(outside_after.keys()).collect();
+        for p in paths {
+            if outside.get(p) != outside_after.get(p) {
+                violations.push(Violation::OutsideChanged {
+                    path: p.clone(),
+                    before: outside.get(p).cloned(),
+                    after: outside_after.get(p).cloned(),
+                });
+            }
+        }
+        // Whatever else a row says, a live session's worktree stays.
+        for name in &self.live {
+            if before.dir(name).is_some() && after.dir(name).is_none() {
+                violations.push(Violation::LiveRemoved { dir: name.clone() });
+            }
+        }
+        if violations.is_empty() {
+            Ok(())
+        } else {
+            Err(Failure { violations, output })
+        }
+    }
+}
+
+pub struct Failure {
+    pub violations: Vec<Violation>,
+    pub output: String,
+}
+
+impl std::fmt::Debug for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{} violation(s):", self.violations.len())?;
+        for v in &self.violations {
+            writeln!(f, "  {v:?}")?;
+        }
+        // The pass's own account, trimmed to what was decided.
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&self.output) {
+            for r in v["results"].as_array().into_iter().flatten() {
+                writeln!(f, "  pass: {} {} {}", r["target"], r["outcome"], r["note"])?;
+            }
+            for a in v["at_risk"].as_array().into_iter().flatten() {
+                writeln!(f, "  at risk: {} {}", a["target"], a["reasons"])?;
+            }
+        } else {
+            writeln!(f, "  output: {}", self.output)?;
+        }
+        Ok(())
+    }
+}
+
+/// Builds a world, applies `ops`, writes `rows`, runs one pass and judges it.
+pub fn run_case(n: usize, ops: &[Op], rows: &[RowSpec], force: bool) -> Result<(), Failure> {
+    let mut w = World::new(n);
+    for op in ops {
+        w.apply(op);
+    }
+    w.write_rows(rows);
+    w.judge(force)
+}
