@@ -71,7 +71,6 @@ proptest! {
     #![proptest_config(config())]
 
     #[test]
-    #[ignore = "fails until the controller's known work-losing states are fixed (tests/oracle_cases.rs); run with --ignored"]
     fn no_pass_loses_work(
         n in 1usize..=3,
         ops in proptest::collection::vec(op(), 0..8),

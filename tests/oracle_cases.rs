@@ -28,7 +28,6 @@ fn safe_both(ops: &[Op]) {
 // States the current controller loses work in.
 
 #[test]
-#[ignore = "fails until a cp -a copy (its .git names another directory's admin entry) is kept as not_a_worktree"]
 fn cp_a_copy_with_edits_is_never_deleted() {
     // The original is live; the copy is an orphan with an edit of its own.
     // What the pass sees first varies: several worlds make it show.
@@ -43,7 +42,6 @@ fn cp_a_copy_with_edits_is_never_deleted() {
 }
 
 #[test]
-#[ignore = "fails until the forced archive takes git's ignore rules (a trailing TAB is part of the pattern)"]
 fn gitignore_tab_untracked_file_survives_forced_removal() {
     safe(1, &[Op::GitignoreTab { wt: 0 }], &archived(), true);
 }
@@ -53,7 +51,6 @@ fn gitignore_tab_untracked_file_survives_forced_removal() {
 // without the stash is kept at risk.
 
 #[test]
-#[ignore = "fails until the unforced preflight asks git for untracked files even when the index is fresh (git does not follow a symlinked .gitignore)"]
 fn symlinked_gitignore_untracked_file_survives_after_a_stash() {
     safe(
         1,
@@ -70,7 +67,6 @@ fn symlinked_gitignore_untracked_file_survives_after_a_stash() {
 }
 
 #[test]
-#[ignore = "fails until the unforced preflight asks git for untracked files even when the index is fresh (a trailing TAB is part of the pattern)"]
 fn gitignore_tab_untracked_file_survives_after_a_stash() {
     safe(
         1,
@@ -87,31 +83,26 @@ fn gitignore_tab_untracked_file_survives_after_a_stash() {
 }
 
 #[test]
-#[ignore = "fails until an untracked .GIT directory counts as untracked work"]
 fn untracked_dot_git_uppercase_dir_survives() {
     safe_both(&[Op::DotGitUpper { wt: 0 }]);
 }
 
 #[test]
-#[ignore = "fails until the forced archive ignores what git ignores (git does not follow a symlinked .gitignore)"]
 fn symlinked_gitignore_untracked_file_survives_forced_removal() {
     safe(1, &[Op::GitignoreSymlink { wt: 0 }], &archived(), true);
 }
 
 #[test]
-#[ignore = "fails until a commit only the HEAD reflog reaches is at risk or archived"]
 fn reflog_only_commit_survives_removal() {
     safe_both(&[Op::ReflogOnly { wt: 0 }]);
 }
 
 #[test]
-#[ignore = "fails until a commit only refs/worktree/* reaches is at risk or archived"]
 fn worktree_ref_only_commit_survives_removal() {
     safe_both(&[Op::WorktreeRefOnly { wt: 0 }]);
 }
 
 #[test]
-#[ignore = "fails until a forced archive keeps the commits a rebase stopped on a detached HEAD was rebasing"]
 fn detached_stopped_rebase_commits_survive_forced_removal() {
     safe(
         1,
@@ -122,7 +113,6 @@ fn detached_stopped_rebase_commits_survive_forced_removal() {
 }
 
 #[test]
-#[ignore = "fails until a worktree moved inside the root is kept when its stale admin entry is pruned in the same pass"]
 fn moved_worktree_is_never_removed() {
     // A race between pruning the stale admin entry and judging the moved
     // directory: several worlds make it show.
@@ -132,7 +122,6 @@ fn moved_worktree_is_never_removed() {
 }
 
 #[test]
-#[ignore = "fails until a path named by a live row and by an archived row is kept (the live row wins)"]
 fn a_live_row_beside_an_archived_row_keeps_the_worktree() {
     safe(
         1,

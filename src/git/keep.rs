@@ -1,13 +1,14 @@
 //! Keeping the history a removal would drop: commits that only the
 //! worktree's HEAD reflog and its `refs/worktree/*` reach
-//! ([`super::preflight::unreferenced_history`]) are put under one archive
-//! ref in the main repository before the worktree goes.
+//! ([`super::preflight::unreferenced_history`]) are put under one history
+//! ref in the main repository (beside the stash-shaped archives of
+//! `refs/boo/archive/`, not among them: it holds history, not files) before the worktree goes.
 //!
 //! # Guarantees
 //!
 //! 1. **Nothing dropped, nothing moved.** One new ref,
-//!    `refs/boo/archive/<worktree id>/<unix seconds>-history` (`-<n>` added
-//!    when taken), points at a parentless-tree commit whose parents are the
+//!    `refs/boo/history/<worktree id>/<unix seconds>` (`-<n>` added
+//!    when taken), points at a commit of the empty tree whose parents are the
 //!    kept commits; an existing ref is never overwritten (`update-ref` with
 //!    an empty old value), no branch or other ref is touched.
 //!    Test: `history_only_the_reflog_reaches_survives_removal_and_gc`.
@@ -65,7 +66,7 @@ pub fn keep_history(
     }
     let commit = git.run(&args).map_err(err)?.stdout_str().trim().to_string();
     let base = format!(
-        "refs/boo/archive/{}/{}-history",
+        "refs/boo/history/{}/{}",
         ref_component(worktree_id),
         unix_secs(now)
     );
@@ -122,11 +123,11 @@ mod tests {
         let a = keep_history(&wt, "w", &lost, now, DEFAULT_TIMEOUT)
             .unwrap()
             .unwrap();
-        assert_eq!(a.reference, "refs/boo/archive/w/1700000000-history");
+        assert_eq!(a.reference, "refs/boo/history/w/1700000000");
         let again = keep_history(&wt, "w", &lost, now, DEFAULT_TIMEOUT)
             .unwrap()
             .unwrap();
-        assert_eq!(again.reference, "refs/boo/archive/w/1700000000-history-1");
+        assert_eq!(again.reference, "refs/boo/history/w/1700000000-1");
         f.git(
             &f.repo,
             &["worktree", "remove", "--force", wt.to_str().unwrap()],
