@@ -178,6 +178,48 @@ async fn a_directory_the_owner_cannot_read_is_unreadable_and_kept(db: Db) {
     );
 }
 
+/// The daemon run as the orchestrator's user (systemd `User=`): what that
+/// user cannot read is kept as `unreadable`, never chmod'ed and deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_running_as_the_owner_keeps_what_it_cannot_read() {
+    use std::os::unix::process::CommandExt;
+    let w = archived_world(Db::Sqlite).await;
+    let wt = w.worktree("w1", "s1").await;
+    let clean = w.worktree("w2", "s1").await;
+    fs::create_dir_all(wt.join("d")).unwrap();
+    fs::write(wt.join("d/notes.txt"), "the owner's notes\n").unwrap();
+    fs::set_permissions(w.tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    give_to_nobody(w.tmp.path());
+    fs::set_permissions(wt.join("d"), fs::Permissions::from_mode(0o000)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_boo-reconciler"))
+        .args(["--database-url", &w.url, "--host-id", common::HOST])
+        .args(["--worktree-root", w.root.to_str().unwrap()])
+        .args(["--set", "opencode.url=", "--set", "http.listen=127.0.0.1:1"])
+        .args(["--set", &format!("processes.chat_label={}", w.labels[0])])
+        .args(["once", "--json"])
+        .current_dir(w.tmp.path())
+        .env("HOME", "/nonexistent")
+        .gid(NOBODY)
+        .uid(NOBODY)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("unreadable"), "{stdout}");
+    assert!(!clean.exists(), "the clean worktree goes: {stdout}");
+    assert_eq!(fs::metadata(wt.join("d")).unwrap().mode() & 0o777, 0o000);
+    fs::set_permissions(wt.join("d"), fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(
+        fs::read_to_string(wt.join("d/notes.txt")).unwrap(),
+        "the owner's notes\n"
+    );
+}
+
 both_databases!(
     a_root_service_over_another_users_repositories_removes_clean_and_keeps_dirty,
     a_directory_the_owner_cannot_read_is_unreadable_and_kept,
