@@ -192,3 +192,154 @@ fn run_refuses_a_remote_listen_address_without_a_token() {
     assert!(err.contains("http.token"), "{err}");
     assert!(err.contains("allow_insecure_remote"), "{err}");
 }
+
+/// Runs `plan` in a fresh directory with `env` and `args`; its exit code
+/// and standard error.
+fn plan_with(env: &[(&str, &str)], args: &[&str]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("root")).unwrap();
+    let mut cmd = bin();
+    cmd.current_dir(dir.path())
+        .arg("--worktree-root")
+        .arg(dir.path().join("root"))
+        .args(args)
+        .arg("plan");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_label_that_ordinary_processes_carry_is_refused() {
+    for (key, value) in [
+        ("processes.chat_label", "PATH"),
+        ("processes.agent_label", "HOME"),
+        ("processes.session_label", "LC_ALL"),
+    ] {
+        let (code, err) = plan_with(&[], &["--set", &format!("{key}={value}")]);
+        assert_eq!(code, Some(2), "{key}={value}: {err}");
+        assert!(err.contains(key), "{err}");
+        assert!(err.contains(&format!("{value:?}")), "{err}");
+        assert!(err.contains("from the command line"), "{err}");
+        assert!(err.contains("ordinary processes do not carry"), "{err}");
+    }
+    let (code, err) = plan_with(&[("BOO_RECONCILER_PROCESSES_CHAT_LABEL", "boo_chat")], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("from BOO_RECONCILER_PROCESSES_CHAT_LABEL"),
+        "{err}"
+    );
+}
+
+#[test]
+fn two_labels_with_one_name_are_refused() {
+    let (code, err) = plan_with(
+        &[("BOO_RECONCILER_PROCESSES_CHAT_LABEL", "MY_LABEL")],
+        &["--set", "processes.agent_label=MY_LABEL"],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("processes.agent_label"), "{err}");
+    assert!(err.contains("processes.chat_label"), "{err}");
+}
+
+#[test]
+fn an_unknown_boo_reconciler_variable_exits_2_naming_the_closest_setting() {
+    let (code, err) = plan_with(&[("BOO_RECONCILER_WORKTREE_ROOT", "/srv/elsewhere")], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("BOO_RECONCILER_WORKTREE_ROOT"), "{err}");
+    assert!(err.contains("BOO_RECONCILER_WORKTREES_ROOT"), "{err}");
+    assert!(err.contains("worktrees.root"), "{err}");
+    // The token and the log filter are variables of the prefix too.
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .current_dir(dir.path())
+        .env("BOO_RECONCILER_TOKEN", "t0ken")
+        .env("BOO_RECONCILER_LOG", "info")
+        .arg("--worktree-root")
+        .arg(dir.path().join("root"))
+        .arg("once")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+}
+
+#[test]
+fn a_duration_beyond_the_bound_exits_2_never_a_panic() {
+    for (key, var) in [
+        ("loop.interval", "BOO_RECONCILER_LOOP_INTERVAL"),
+        ("loop.pass_timeout", "BOO_RECONCILER_LOOP_PASS_TIMEOUT"),
+        (
+            "processes.term_grace",
+            "BOO_RECONCILER_PROCESSES_TERM_GRACE",
+        ),
+    ] {
+        let (code, err) = plan_with(&[(var, "4000000000000000h")], &[]);
+        assert_eq!(code, Some(2), "{key}: {err}");
+        assert!(err.contains(key), "{err}");
+        assert!(err.contains("4000000000000000h"), "{err}");
+        assert!(err.contains(var), "{err}");
+        assert!(err.contains("at most 365d"), "{err}");
+    }
+}
+
+#[test]
+fn run_at_the_duration_bound_serves_status_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = bin()
+        .current_dir(dir.path())
+        .arg("--worktree-root")
+        .arg(dir.path().join("root"))
+        .args(["--set", &format!("http.listen=127.0.0.1:{port}")])
+        .args([
+            "--set",
+            "loop.interval=365d",
+            "--set",
+            "loop.jitter=365d",
+            "--set",
+            "loop.pass_timeout=365d",
+            "--log-format",
+            "json",
+            "run",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("pass finished") {
+            break;
+        }
+    }
+    // The next pass is due in a year: /status shows it rather than panic.
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    conn.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+/// A port nothing listens on now (the kernel's pick, let go at once).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
