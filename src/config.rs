@@ -332,6 +332,15 @@ impl Sources {
             .collect()
     }
 
+    /// The configuration file [`Config::load`] reads: [`Sources::file`],
+    /// else [`DEFAULT_FILE`] when it exists.
+    pub fn file_in_use(&self) -> Option<PathBuf> {
+        self.file.clone().or_else(|| {
+            let default = Path::new(DEFAULT_FILE);
+            default.exists().then(|| default.to_path_buf())
+        })
+    }
+
     /// The `BOO_RECONCILER_*` names in [`Sources::env`] that are not
     /// settings. [`Config::load`] refuses them all but those of
     /// [`ENV_NOT_SETTINGS`], which are expected: log these at debug level

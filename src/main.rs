@@ -44,7 +44,8 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::ERROR);
         }
     };
-    match runtime.block_on(commands::dispatch(cli.command, config)) {
+    let config_file = sources.file_in_use();
+    match runtime.block_on(commands::dispatch(cli.command, config, config_file)) {
         Ok(code) => ExitCode::from(code),
         Err(commands::Error::Usage(e)) => usage(&e),
         Err(commands::Error::Runtime(e)) => {

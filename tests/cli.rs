@@ -343,3 +343,104 @@ fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+#[test]
+fn a_root_inside_a_system_directory_exits_2() {
+    for root in ["/usr/lib", "/etc/ssh", "/var/lib/postgresql/15"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = bin()
+            .current_dir(dir.path())
+            .args(["--worktree-root", root, "once"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{root}: {err}");
+        assert!(err.contains(root), "{err}");
+        assert!(err.contains("lies inside the system directory"), "{err}");
+        assert!(!dir.path().join("boo-reconciler.db").exists());
+    }
+}
+
+#[test]
+fn a_root_that_contains_the_database_or_the_configuration_file_exits_2() {
+    // The embedded default database, in the working directory, inside the
+    // root.
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .current_dir(dir.path())
+        .arg("--worktree-root")
+        .arg(dir.path())
+        .arg("once")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("contains the database file (database.url) boo-reconciler.db"),
+        "{err}"
+    );
+    assert!(!dir.path().join("boo-reconciler.db").exists());
+
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let file = root.join("c.toml");
+    std::fs::write(&file, "[loop]\ninterval = \"1m\"\n").unwrap();
+    let out = bin()
+        .current_dir(dir.path())
+        .arg("--config")
+        .arg(&file)
+        .arg("--worktree-root")
+        .arg(&root)
+        .arg("plan")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("contains the configuration file"), "{err}");
+    assert!(err.contains("c.toml"), "{err}");
+}
+
+#[test]
+fn a_root_that_contains_a_main_repository_named_by_a_row_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let db = dir.path().join("boo.db");
+    let url = format!("sqlite://{}", db.display());
+    let repo = root.join("projects/app");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = boo_reconciler::store::Store::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        store
+            .execute_raw(&format!(
+                "INSERT INTO worktrees (id, session_id, repo_path, path, host, state) \
+                 VALUES ('w1', 's1', '{}', '{}/w1', 'h1', 'removed')",
+                repo.display(),
+                root.display()
+            ))
+            .await
+            .unwrap();
+    });
+    let run = |host: &str| {
+        bin()
+            .current_dir(dir.path())
+            .args(["--database-url", &url, "--host-id", host])
+            .arg("--worktree-root")
+            .arg(&root)
+            .arg("once")
+            .output()
+            .unwrap()
+    };
+    let out = run("h1");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("contains the main repository"), "{err}");
+    assert!(err.contains("projects/app"), "{err}");
+    // Another host's rows are not this host's repositories.
+    let out = run("h2");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
