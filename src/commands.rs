@@ -77,6 +77,7 @@ pub async fn dispatch(
             Ok(report.exit_code())
         }
         Command::Once { scope, force, json } => {
+            let _hangup = ignore_hangup()?;
             let controller = start(config, &own_files).await?;
             let cancel = CancellationToken::new();
             let stop = shutdown_on_signal(cancel.clone());
@@ -115,6 +116,7 @@ pub async fn dispatch(
             Ok(report.exit_code())
         }
         Command::Run => {
+            let _hangup = ignore_hangup()?;
             let http = &config.http;
             let token = (!http.token.is_empty()).then(|| http.token.clone());
             crate::http::check_listen(http.listen, token.as_deref(), http.allow_insecure_remote)
@@ -341,18 +343,43 @@ fn print_report(report: &PassReport, json: bool) -> Result<(), Error> {
     Ok(())
 }
 
+/// Logs SIGHUP and otherwise ignores it, from now until the process ends.
+///
+/// SIGHUP's default action kills the process at once, mid-action: a closed
+/// terminal or a log-rotation script that signals "reload" would stop a
+/// removal half way. The configuration is read once, at start (a reload
+/// would have to swap the root, the labels and the lock under a pass in
+/// flight); the log line says so, and a restart applies a changed file.
+/// Installed first, before anything that could be interrupted.
+fn ignore_hangup() -> Result<tokio::task::JoinHandle<()>, Error> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Registering replaces the default action for the life of the process,
+    // even once this stream is dropped (tokio never restores it).
+    let mut hangup = signal(SignalKind::hangup())
+        .map_err(|e| Error::Runtime(anyhow::anyhow!("cannot take over SIGHUP: {e}")))?;
+    Ok(tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!(
+                "SIGHUP ignored: the configuration is read only at start; restart to apply a changed one"
+            );
+        }
+    }))
+}
+
 /// Cancels `token` on SIGINT or SIGTERM: no new action starts, the ones in
 /// flight finish.
 fn shutdown_on_signal(token: CancellationToken) -> tokio::task::JoinHandle<()> {
+    // Taken over before returning, not in the task: a signal between the
+    // spawn and the task's first poll would otherwise kill the process.
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
     tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot listen for SIGTERM");
-                    return;
-                }
-            };
+        let mut term = match term {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                return;
+            }
+        };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping after the actions in flight"),
             _ = term.recv() => tracing::info!("SIGTERM: stopping after the actions in flight"),

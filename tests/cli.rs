@@ -444,3 +444,178 @@ fn a_root_that_contains_a_main_repository_named_by_a_row_exits_2() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A `run` process whose JSON log messages arrive on a channel; stderr is
+/// drained by a thread of its own so the daemon never blocks on it.
+fn spawn_run(cmd: &mut Command) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd
+        .args(["--log-format", "json", "run"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let v: serde_json::Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+            let msg = v["fields"]["message"].as_str().unwrap_or_default();
+            if tx.send(msg.to_string()).is_err() {
+                return;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// Waits for the message `want`; every message seen until then.
+fn wait_for(rx: &std::sync::mpsc::Receiver<String>, want: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_timeout(std::time::Duration::from_secs(120)) {
+            Ok(m) if m == want => return seen,
+            Ok(m) => seen.push(m),
+            Err(e) => panic!("no {want:?} ({e}); saw {seen:?}"),
+        }
+    }
+}
+
+fn signal(child: &std::process::Child, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+}
+
+#[test]
+fn sighup_is_logged_and_ignored_and_run_still_stops_cleanly_on_sigterm() {
+    use nix::sys::signal::Signal;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, rx) = spawn_run(
+        bin()
+            .current_dir(dir.path())
+            .arg("--worktree-root")
+            .arg(dir.path().join("root"))
+            .args(["--set", "loop.interval=1h"])
+            .args(["--set", "http.listen=127.0.0.1:0"]),
+    );
+    wait_for(&rx, "pass finished");
+    for _ in 0..3 {
+        signal(&child, Signal::SIGHUP);
+        let seen = wait_for(
+            &rx,
+            "SIGHUP ignored: the configuration is read only at start; restart to apply a changed one",
+        );
+        assert!(seen.is_empty(), "{seen:?}");
+    }
+    assert!(child.try_wait().unwrap().is_none(), "run died on SIGHUP");
+    signal(&child, Signal::SIGTERM);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let rest: Vec<String> = rx.iter().collect();
+    assert!(rest.iter().any(|m| m == "stopped"), "{rest:?}");
+}
+
+/// Runs `git` in `dir` with a configuration isolated from the machine's.
+fn git(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "Test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.com")
+        .env("GIT_COMMITTER_NAME", "Test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.com")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn sighup_during_a_removal_does_not_stop_it() {
+    use nix::sys::signal::Signal;
+    const DIRS: usize = 150;
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, root) = (dir.path().join("repo"), dir.path().join("root"));
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::create_dir_all(&root).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    // Many committed files: nothing is at risk, and deleting them takes
+    // long enough to be caught half way.
+    for d in 0..DIRS {
+        let sub = repo.join(format!("d{d:03}"));
+        std::fs::create_dir(&sub).unwrap();
+        for f in 0..100 {
+            std::fs::write(sub.join(format!("f{f:03}")), "x").unwrap();
+        }
+    }
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "files"]);
+    let wt = root.join("w1");
+    git(
+        &repo,
+        &["worktree", "add", "-q", "-b", "wt1", wt.to_str().unwrap()],
+    );
+    let url = format!("sqlite://{}", dir.path().join("boo.db").display());
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = boo_reconciler::store::Store::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        store
+            .execute_raw("INSERT INTO sessions (id, status) VALUES ('s1', 'archived')")
+            .await
+            .unwrap();
+        store
+            .execute_raw(&format!(
+                "INSERT INTO worktrees (id, session_id, repo_path, path, branch, host) \
+                 VALUES ('w1', 's1', '{}', '{}', 'wt1', 'h1')",
+                repo.display(),
+                wt.display()
+            ))
+            .await
+            .unwrap();
+    });
+    let entries = || std::fs::read_dir(&wt).map(|d| d.count()).ok();
+    let full = entries().unwrap();
+    assert_eq!(full, DIRS + 1, "the directories and .git");
+
+    let (mut child, rx) = spawn_run(
+        bin()
+            .current_dir(dir.path())
+            .args(["--database-url", &url, "--host-id", "h1"])
+            .arg("--worktree-root")
+            .arg(&root)
+            .args(["--set", "loop.interval=1h"])
+            .args(["--set", "http.listen=127.0.0.1:0"]),
+    );
+    // The first pass removes the worktree; SIGHUP once it has begun.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        match entries() {
+            Some(n) if n < full => break,
+            Some(_) => {}
+            None => panic!("the removal finished before it could be caught half way"),
+        }
+        assert!(std::time::Instant::now() < deadline, "no removal began");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    signal(&child, Signal::SIGHUP);
+    let seen = wait_for(&rx, "pass finished");
+    assert!(
+        seen.iter().any(|m| m.starts_with("SIGHUP ignored")),
+        "{seen:?}"
+    );
+    assert!(!wt.exists(), "the removal finished: {seen:?}");
+    assert!(child.try_wait().unwrap().is_none(), "run died on SIGHUP");
+    signal(&child, Signal::SIGTERM);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let state = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = boo_reconciler::store::Store::connect(&url).await.unwrap();
+        store
+            .query_strings("SELECT state FROM worktrees WHERE id = 'w1'")
+            .await
+            .unwrap()
+    });
+    assert_eq!(state, vec![vec![Some("removed".to_string())]]);
+}
