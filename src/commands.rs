@@ -115,7 +115,7 @@ pub async fn dispatch(
             print_report(&report, json)?;
             Ok(report.exit_code())
         }
-        Command::Run => {
+        Command::Run { .. } => {
             let _hangup = ignore_hangup()?;
             let http = &config.http;
             let token = (!http.token.is_empty()).then(|| http.token.clone());
@@ -139,8 +139,13 @@ pub async fn dispatch(
                 root = %controller.root.path().display(),
                 listen = %controller.config.http.listen,
                 interval = %humantime::format_duration(controller.config.r#loop.interval),
+                dry_run = controller.config.r#loop.dry_run,
+                switched_off = %crate::switches::Switches::from(&controller.config).off().join(","),
                 "controller started"
             );
+            if controller.config.r#loop.dry_run {
+                tracing::warn!("observe only (loop.dry_run): every pass plans and reports, nothing is acted on");
+            }
             let service = Service::new(controller, cancel.clone());
             let server = tokio::spawn(crate::http::serve(
                 listener,

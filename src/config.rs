@@ -206,10 +206,14 @@ pub struct Loop {
     pub jitter: Duration,
     pub pass_timeout: Duration,
     pub max_parallel_actions: usize,
+    /// Observe only: every pass plans and reports, nothing is acted on.
+    pub dry_run: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Worktrees {
+    /// Whether worktrees are removed and their rows updated.
+    pub enabled: bool,
     pub root: PathBuf,
     pub orphan_min_age: Duration,
     pub precious: Vec<String>,
@@ -218,6 +222,8 @@ pub struct Worktrees {
 /// `[processes]`: how agent processes are recognised and stopped.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Processes {
+    /// Whether agent processes are terminated and their `acp` rows closed.
+    pub enabled: bool,
     /// The environment variable naming an agent's chat (`BOO_CHAT_ID`).
     pub chat_label: String,
     /// The environment variable naming an agent's session (`BOO_SESSION_ID`).
@@ -257,6 +263,8 @@ impl fmt::Debug for Http {
 /// `Debug` hides the password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Opencode {
+    /// Whether opencode sessions are deleted and their rows closed.
+    pub enabled: bool,
     /// The server's base URL; `None` (an empty `opencode.url`) turns the
     /// opencode part off. Never carries credentials (rejected at load).
     pub url: Option<url::Url>,
@@ -274,6 +282,7 @@ pub struct Opencode {
 impl fmt::Debug for Opencode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Opencode")
+            .field("enabled", &self.enabled)
             .field("url", &self.url.as_ref().map(display_url))
             .field("username", &self.username)
             .field("password", &redact_secret(&self.password))
@@ -545,6 +554,20 @@ pub static KEYS: &[Key] = &[
         doc: "Most actions carried out at the same time within a pass (1 or more).",
     },
     Key {
+        section: "loop",
+        key: "dry_run",
+        kind: Kind::Bool,
+        default: DefaultValue::Text("false"),
+        doc: "Observe only: every pass plans and reports (logs, /status, nudge answers) and acts on nothing; also run --dry-run.",
+    },
+    Key {
+        section: "worktrees",
+        key: "enabled",
+        kind: Kind::Bool,
+        default: DefaultValue::Text("true"),
+        doc: "Remove worktrees and update their rows; false plans and reports them as pending, touching none.",
+    },
+    Key {
         section: "worktrees",
         key: "root",
         kind: Kind::AbsolutePath,
@@ -564,6 +587,13 @@ pub static KEYS: &[Key] = &[
         kind: Kind::GlobList,
         default: DefaultValue::List(&[".env", ".env.*"]),
         doc: "Ignored files matching these globs are work: a worktree holding one is kept. A glob without / matches at any depth.",
+    },
+    Key {
+        section: "processes",
+        key: "enabled",
+        kind: Kind::Bool,
+        default: DefaultValue::Text("true"),
+        doc: "Terminate agent processes and close their acp rows; false signals none (an agent inside a worktree then keeps it).",
     },
     Key {
         section: "processes",
@@ -599,6 +629,13 @@ pub static KEYS: &[Key] = &[
         kind: Kind::Duration,
         default: DefaultValue::Text("5s"),
         doc: "Time an agent and its descendants get to exit after SIGTERM before whatever survives gets SIGKILL (at most 365d).",
+    },
+    Key {
+        section: "opencode",
+        key: "enabled",
+        kind: Kind::Bool,
+        default: DefaultValue::Text("true"),
+        doc: "Delete opencode sessions and close their rows; false deletes none (the server is still listed and reported).",
     },
     Key {
         section: "opencode",
@@ -912,13 +949,16 @@ impl Config {
                 jitter: s.duration("loop", "jitter"),
                 pass_timeout: s.duration("loop", "pass_timeout"),
                 max_parallel_actions: s.int("loop", "max_parallel_actions"),
+                dry_run: s.bool("loop", "dry_run"),
             },
             worktrees: Worktrees {
+                enabled: s.bool("worktrees", "enabled"),
                 root: s.path("worktrees", "root"),
                 orphan_min_age: s.duration("worktrees", "orphan_min_age"),
                 precious: s.list("worktrees", "precious"),
             },
             processes: Processes {
+                enabled: s.bool("processes", "enabled"),
                 chat_label: s.string("processes", "chat_label"),
                 session_label: s.string("processes", "session_label"),
                 agent_label: s.string("processes", "agent_label"),
@@ -926,6 +966,7 @@ impl Config {
                 term_grace: s.duration("processes", "term_grace"),
             },
             opencode: Opencode {
+                enabled: s.bool("opencode", "enabled"),
                 url: s.url("opencode", "url"),
                 username: s.string("opencode", "username"),
                 password: s.string("opencode", "password"),
@@ -981,6 +1022,8 @@ impl Config {
         put("loop", "pass_timeout", dur(self.r#loop.pass_timeout));
         let parallel = i64::try_from(self.r#loop.max_parallel_actions).unwrap_or(i64::MAX);
         put("loop", "max_parallel_actions", parallel.into());
+        put("loop", "dry_run", self.r#loop.dry_run.into());
+        put("worktrees", "enabled", self.worktrees.enabled.into());
         let root = self.worktrees.root.to_string_lossy().into_owned();
         put("worktrees", "root", root.into());
         put(
@@ -996,12 +1039,14 @@ impl Config {
             .collect();
         put("worktrees", "precious", precious.into());
         let p = &self.processes;
+        put("processes", "enabled", p.enabled.into());
         put("processes", "chat_label", p.chat_label.clone().into());
         put("processes", "session_label", p.session_label.clone().into());
         put("processes", "agent_label", p.agent_label.clone().into());
         put("processes", "orphan_min_age", dur(p.orphan_min_age));
         put("processes", "term_grace", dur(p.term_grace));
         let oc = &self.opencode;
+        put("opencode", "enabled", oc.enabled.into());
         let url = oc.url.as_ref().map(display_url).unwrap_or_default();
         put("opencode", "url", url.into());
         put("opencode", "username", oc.username.clone().into());
@@ -1613,6 +1658,8 @@ mod tests {
         assert_eq!(c.r#loop.jitter, Duration::from_secs(3));
         assert_eq!(c.r#loop.pass_timeout, Duration::from_secs(120));
         assert_eq!(c.r#loop.max_parallel_actions, 4);
+        assert!(!c.r#loop.dry_run);
+        assert!(c.worktrees.enabled && c.processes.enabled && c.opencode.enabled);
         assert_eq!(c.worktrees.root, PathBuf::from("/tmp/booworktrees"));
         assert_eq!(c.worktrees.orphan_min_age, Duration::from_secs(600));
         assert_eq!(c.worktrees.precious, vec![".env", ".env.*"]);
@@ -2122,7 +2169,13 @@ mod tests {
                 assert_eq!(key, "intervall");
                 assert_eq!(
                     valid,
-                    &["interval", "jitter", "pass_timeout", "max_parallel_actions"]
+                    &[
+                        "interval",
+                        "jitter",
+                        "pass_timeout",
+                        "max_parallel_actions",
+                        "dry_run"
+                    ]
                 );
             }
             other => panic!("{other:?}"),
@@ -2130,7 +2183,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "unknown key `intervall` in section [loop] of config file {}; valid keys in [loop] are interval, jitter, pass_timeout, max_parallel_actions",
+                "unknown key `intervall` in section [loop] of config file {}; valid keys in [loop] are interval, jitter, pass_timeout, max_parallel_actions, dry_run",
                 f.path().display()
             )
         );

@@ -14,7 +14,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.global.log_format);
 
-    let overrides = match cli.global.overrides() {
+    let overrides = match cli.overrides() {
         Ok(o) => o,
         Err(e) => return usage(&e),
     };
