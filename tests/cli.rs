@@ -447,10 +447,36 @@ fn a_root_that_contains_a_main_repository_named_by_a_row_exits_2() {
 
 /// A `run` process whose JSON log messages arrive on a channel; stderr is
 /// drained by a thread of its own so the daemon never blocks on it.
-fn spawn_run(cmd: &mut Command) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+/// A `run` process, killed and reaped if a test ends without stopping it.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl std::ops::Deref for Daemon {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+fn spawn_run(cmd: &mut Command, run_args: &[&str]) -> (Daemon, std::sync::mpsc::Receiver<String>) {
     use std::io::{BufRead, BufReader};
     let mut child = cmd
         .args(["--log-format", "json", "run"])
+        .args(run_args)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -466,7 +492,7 @@ fn spawn_run(cmd: &mut Command) -> (std::process::Child, std::sync::mpsc::Receiv
             }
         }
     });
-    (child, rx)
+    (Daemon(child), rx)
 }
 
 /// Waits for the message `want`; every message seen until then.
@@ -496,6 +522,7 @@ fn sighup_is_logged_and_ignored_and_run_still_stops_cleanly_on_sigterm() {
             .arg(dir.path().join("root"))
             .args(["--set", "loop.interval=1h"])
             .args(["--set", "http.listen=127.0.0.1:0"]),
+        &[],
     );
     wait_for(&rx, "pass finished");
     for _ in 0..3 {
@@ -533,61 +560,99 @@ fn git(dir: &std::path::Path, args: &[&str]) {
     );
 }
 
+/// A worktree `<root>/w1` of a repository holding `dirs` × `files`
+/// committed files (nothing at risk), whose session s1 is archived: the
+/// next pass of host h1 removes it.
+struct ArchivedWorktree {
+    dir: tempfile::TempDir,
+    url: String,
+    root: std::path::PathBuf,
+    wt: std::path::PathBuf,
+}
+
+impl ArchivedWorktree {
+    fn new(dirs: usize, files: usize) -> ArchivedWorktree {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, root) = (dir.path().join("repo"), dir.path().join("root"));
+        std::fs::create_dir_all(&repo).unwrap();
+        std::fs::create_dir_all(&root).unwrap();
+        git(&repo, &["init", "-q", "-b", "main"]);
+        for d in 0..dirs {
+            let sub = repo.join(format!("d{d:03}"));
+            std::fs::create_dir(&sub).unwrap();
+            for f in 0..files {
+                std::fs::write(sub.join(format!("f{f:03}")), "x").unwrap();
+            }
+        }
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["commit", "-q", "-m", "files"]);
+        let wt = root.join("w1");
+        git(
+            &repo,
+            &["worktree", "add", "-q", "-b", "wt1", wt.to_str().unwrap()],
+        );
+        let url = format!("sqlite://{}", dir.path().join("boo.db").display());
+        let w = ArchivedWorktree { dir, url, root, wt };
+        w.sql("INSERT INTO sessions (id, status) VALUES ('s1', 'archived')");
+        w.sql(&format!(
+            "INSERT INTO worktrees (id, session_id, repo_path, path, branch, host) \
+             VALUES ('w1', 's1', '{}', '{}', 'wt1', 'h1')",
+            repo.display(),
+            w.wt.display()
+        ));
+        w
+    }
+
+    fn sql(&self, statement: &str) {
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let store = boo_reconciler::store::Store::connect(&self.url)
+                .await
+                .unwrap();
+            store.migrate().await.unwrap();
+            store.execute_raw(statement).await.unwrap();
+        });
+    }
+
+    fn row_state(&self) -> Vec<Vec<Option<String>>> {
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let store = boo_reconciler::store::Store::connect(&self.url)
+                .await
+                .unwrap();
+            store
+                .query_strings("SELECT state FROM worktrees WHERE id = 'w1'")
+                .await
+                .unwrap()
+        })
+    }
+
+    /// The binary aimed at this host, its database and its root.
+    fn bin(&self) -> Command {
+        let mut c = bin();
+        c.current_dir(self.dir.path())
+            .args(["--database-url", &self.url, "--host-id", "h1"])
+            .arg("--worktree-root")
+            .arg(&self.root);
+        c
+    }
+}
+
 #[test]
 fn sighup_during_a_removal_does_not_stop_it() {
     use nix::sys::signal::Signal;
     const DIRS: usize = 150;
-    let dir = tempfile::tempdir().unwrap();
-    let (repo, root) = (dir.path().join("repo"), dir.path().join("root"));
-    std::fs::create_dir_all(&repo).unwrap();
-    std::fs::create_dir_all(&root).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    // Many committed files: nothing is at risk, and deleting them takes
-    // long enough to be caught half way.
-    for d in 0..DIRS {
-        let sub = repo.join(format!("d{d:03}"));
-        std::fs::create_dir(&sub).unwrap();
-        for f in 0..100 {
-            std::fs::write(sub.join(format!("f{f:03}")), "x").unwrap();
-        }
-    }
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "files"]);
-    let wt = root.join("w1");
-    git(
-        &repo,
-        &["worktree", "add", "-q", "-b", "wt1", wt.to_str().unwrap()],
-    );
-    let url = format!("sqlite://{}", dir.path().join("boo.db").display());
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let store = boo_reconciler::store::Store::connect(&url).await.unwrap();
-        store.migrate().await.unwrap();
-        store
-            .execute_raw("INSERT INTO sessions (id, status) VALUES ('s1', 'archived')")
-            .await
-            .unwrap();
-        store
-            .execute_raw(&format!(
-                "INSERT INTO worktrees (id, session_id, repo_path, path, branch, host) \
-                 VALUES ('w1', 's1', '{}', '{}', 'wt1', 'h1')",
-                repo.display(),
-                wt.display()
-            ))
-            .await
-            .unwrap();
-    });
+    // Many committed files: deleting them takes long enough to be caught
+    // half way.
+    let w = ArchivedWorktree::new(DIRS, 100);
+    let wt = w.wt.clone();
     let entries = || std::fs::read_dir(&wt).map(|d| d.count()).ok();
     let full = entries().unwrap();
     assert_eq!(full, DIRS + 1, "the directories and .git");
 
     let (mut child, rx) = spawn_run(
-        bin()
-            .current_dir(dir.path())
-            .args(["--database-url", &url, "--host-id", "h1"])
-            .arg("--worktree-root")
-            .arg(&root)
+        w.bin()
             .args(["--set", "loop.interval=1h"])
             .args(["--set", "http.listen=127.0.0.1:0"]),
+        &[],
     );
     // The first pass removes the worktree; SIGHUP once it has begun.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
@@ -610,12 +675,86 @@ fn sighup_during_a_removal_does_not_stop_it() {
     assert!(child.try_wait().unwrap().is_none(), "run died on SIGHUP");
     signal(&child, Signal::SIGTERM);
     assert_eq!(child.wait().unwrap().code(), Some(0));
-    let state = tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let store = boo_reconciler::store::Store::connect(&url).await.unwrap();
-        store
-            .query_strings("SELECT state FROM worktrees WHERE id = 'w1'")
-            .await
-            .unwrap()
-    });
-    assert_eq!(state, vec![vec![Some("removed".to_string())]]);
+    assert_eq!(w.row_state(), vec![vec![Some("removed".to_string())]]);
+}
+
+#[test]
+fn run_dry_run_plans_reports_and_answers_nudges_and_acts_on_nothing() {
+    let w = ArchivedWorktree::new(2, 2);
+    let port = free_port();
+    let (mut child, rx) = spawn_run(
+        w.bin()
+            .args(["--set", "loop.interval=1h"])
+            .args(["--set", &format!("http.listen=127.0.0.1:{port}")]),
+        &["--dry-run"],
+    );
+    let seen = wait_for(&rx, "pass finished");
+    assert!(
+        seen.iter()
+            .any(|m| m.starts_with("observe only (loop.dry_run)")),
+        "{seen:?}"
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let client =
+        boo_reconciler::client::Client::new(&base, None, std::time::Duration::from_secs(60))
+            .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let session = boo_reconciler::plan::Scope::Session("s1".into());
+    let answer = rt.block_on(client.nudge(&session, false)).unwrap();
+    assert_eq!(answer["dry_run"], true, "{answer}");
+    let kinds: Vec<&str> = answer["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, vec!["remove_worktree"], "{answer}");
+
+    let status = rt.block_on(client.status()).unwrap();
+    assert_eq!(status["config"]["loop"]["dry_run"], true, "{status}");
+    let last = &status["last_host_pass"];
+    assert_eq!(last["dry_run"], true, "{status}");
+    assert!(
+        last["planned"].as_array().is_some_and(|p| !p.is_empty()),
+        "{status}"
+    );
+    let out = bin().args(["status", "--url", &base]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("acting: no: observe only"), "{text}");
+
+    assert!(w.wt.join("d000/f000").exists(), "acted on the worktree");
+    assert_eq!(w.row_state(), vec![vec![Some("active".to_string())]]);
+    signal(&child, nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn a_switched_off_actuator_holds_its_actions_back_as_pending() {
+    let w = ArchivedWorktree::new(1, 1);
+    let out = w
+        .bin()
+        .env("BOO_RECONCILER_WORKTREES_ENABLED", "false")
+        .args(["once", "--json"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["results"], serde_json::json!([]), "{report}");
+    let pending = report["pending"].to_string();
+    assert!(
+        pending.contains("remove_worktree held back: worktrees.enabled is false"),
+        "{report}"
+    );
+    assert!(w.wt.join("d000/f000").exists());
+    assert_eq!(w.row_state(), vec![vec![Some("active".to_string())]]);
+    // Switched on again, the same pass removes it.
+    let out = w.bin().arg("once").output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!w.wt.exists());
 }
