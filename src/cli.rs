@@ -54,7 +54,12 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the controller: a pass every loop.interval until SIGINT/SIGTERM.
-    Run,
+    Run {
+        /// Observe only: plan and report every pass, act on nothing (the
+        /// same as loop.dry_run = true)
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Run one pass now and print what it did.
     ///
     /// Exit codes: 0 converged, 3 converged except worktrees kept at risk,
@@ -100,6 +105,18 @@ pub struct ScopeArgs {
     /// Only this session's chats and worktree
     #[arg(long, value_name = "ID")]
     pub session: Option<String>,
+}
+
+impl Cli {
+    /// Every command-line setting: the global flags' ([`Global::overrides`])
+    /// and then the command's own (`run --dry-run` is `loop.dry_run=true`).
+    pub fn overrides(&self) -> Result<Vec<(String, String)>, String> {
+        let mut out = self.global.overrides()?;
+        if let Command::Run { dry_run: true } = self.command {
+            out.push(("loop.dry_run".into(), "true".into()));
+        }
+        Ok(out)
+    }
 }
 
 impl Global {

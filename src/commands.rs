@@ -9,9 +9,10 @@ use crate::config::Config;
 use crate::controller::{Controller, Mode, Trigger};
 use crate::plan::Scope;
 use crate::report::PassReport;
-use crate::root::WorktreeRoot;
+use crate::root::{Kept, WorktreeRoot};
 use crate::service::Service;
 use crate::store::Store;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,8 +30,14 @@ impl<E: Into<anyhow::Error>> From<E> for Error {
     }
 }
 
-/// Runs `command`; returns the exit code.
-pub async fn dispatch(command: Command, config: Config) -> Result<u8, Error> {
+/// Runs `command`; returns the exit code. `config_file` is the file the
+/// configuration was read from, if any: the root must not contain it.
+pub async fn dispatch(
+    command: Command,
+    config: Config,
+    config_file: Option<PathBuf>,
+) -> Result<u8, Error> {
+    let own_files = OwnFiles::of(&config, config_file);
     match command {
         Command::Migrate => {
             let store =
@@ -53,7 +60,7 @@ pub async fn dispatch(command: Command, config: Config) -> Result<u8, Error> {
             Ok(0)
         }
         Command::Plan { scope, json } => {
-            let root = WorktreeRoot::open(&config.worktrees.root)
+            let root = WorktreeRoot::open_apart_from(&config.worktrees.root, &own_files.kept())
                 .map_err(|e| Error::Usage(e.to_string()))?;
             // Plan writes nothing, so it neither creates nor migrates the
             // database.
@@ -72,7 +79,8 @@ pub async fn dispatch(command: Command, config: Config) -> Result<u8, Error> {
             Ok(report.exit_code())
         }
         Command::Once { scope, force, json } => {
-            let controller = start(config).await?;
+            let _hangup = ignore_hangup()?;
+            let controller = start(config, &own_files).await?;
             let cancel = CancellationToken::new();
             let stop = shutdown_on_signal(cancel.clone());
             let scope = scope_of(&scope);
@@ -109,7 +117,8 @@ pub async fn dispatch(command: Command, config: Config) -> Result<u8, Error> {
             print_report(&report, json)?;
             Ok(report.exit_code())
         }
-        Command::Run => {
+        Command::Run { .. } => {
+            let _hangup = ignore_hangup()?;
             let http = &config.http;
             let token = (!http.token.is_empty()).then(|| http.token.clone());
             crate::http::check_listen(http.listen, token.as_deref(), http.allow_insecure_remote)
@@ -123,7 +132,7 @@ pub async fn dispatch(command: Command, config: Config) -> Result<u8, Error> {
                     ))
                 })?;
             let channel = config.database.notify_channel.clone();
-            let controller = start(config).await?;
+            let controller = start(config, &own_files).await?;
             let cancel = CancellationToken::new();
             let _stop = shutdown_on_signal(cancel.clone());
             tracing::info!(
@@ -132,8 +141,13 @@ pub async fn dispatch(command: Command, config: Config) -> Result<u8, Error> {
                 root = %controller.root.path().display(),
                 listen = %controller.config.http.listen,
                 interval = %humantime::format_duration(controller.config.r#loop.interval),
+                dry_run = controller.config.r#loop.dry_run,
+                switched_off = %crate::switches::Switches::from(&controller.config).off().join(","),
                 "controller started"
             );
+            if controller.config.r#loop.dry_run {
+                tracing::warn!("observe only (loop.dry_run): every pass plans and reports, nothing is acted on");
+            }
             let service = Service::new(controller, cancel.clone());
             let server = tokio::spawn(crate::http::serve(
                 listener,
@@ -237,22 +251,86 @@ async fn wait_for_host_lock(
     }
 }
 
-/// Validates the root, connects, and migrates when `database.auto_migrate`.
-async fn start(config: Config) -> Result<Controller, Error> {
-    let root = prepare_root(&config)?;
+/// Validates the root, connects, migrates when `database.auto_migrate`, and
+/// refuses a root that holds a main repository of this host's rows.
+async fn start(config: Config, own_files: &OwnFiles) -> Result<Controller, Error> {
+    let root = WorktreeRoot::prepare_apart_from(&config.worktrees.root, &own_files.kept())
+        .map_err(root_refused)?;
     let store = Store::open_with(&config.database.url, true, (&config.database).into()).await?;
     if config.database.auto_migrate {
         store.migrate().await?;
     }
+    // A row is untrusted input and the pass guards each action on its own;
+    // this only turns a root that would hold a repository into a
+    // configuration error at start. Rows that cannot be read now are the
+    // pass's to report.
+    match store.host_rows(&config.host.id).await {
+        Ok(rows) => {
+            let kept: Vec<Kept> = rows
+                .repositories
+                .iter()
+                .map(|path| Kept {
+                    what: "the main repository",
+                    path,
+                })
+                .collect();
+            root.refuse_containing(&kept).map_err(root_refused)?;
+        }
+        Err(e) => tracing::warn!(
+            error = %e,
+            "cannot read the main repositories of this host's rows; the root is not checked against them"
+        ),
+    }
     Ok(Controller::new(config, store, root))
 }
 
-fn prepare_root(config: &Config) -> Result<WorktreeRoot, Error> {
-    WorktreeRoot::prepare(&config.worktrees.root).map_err(|e| {
-        Error::Usage(format!(
-            "{e} (set worktrees.root to a dedicated directory such as /tmp/booworktrees)"
-        ))
-    })
+fn root_refused(e: crate::root::RootError) -> Error {
+    Error::Usage(format!(
+        "{e} (set worktrees.root to a dedicated directory such as /tmp/booworktrees)"
+    ))
+}
+
+/// The controller's own files, which the root must never contain.
+struct OwnFiles {
+    database: Option<PathBuf>,
+    config: Option<PathBuf>,
+}
+
+impl OwnFiles {
+    fn of(config: &Config, config_file: Option<PathBuf>) -> OwnFiles {
+        OwnFiles {
+            database: sqlite_file(&config.database.url),
+            config: config_file,
+        }
+    }
+
+    fn kept(&self) -> Vec<Kept<'_>> {
+        let database = self.database.iter().map(|path| Kept {
+            what: "the database file (database.url)",
+            path,
+        });
+        let config = self.config.iter().map(|path| Kept {
+            what: "the configuration file",
+            path,
+        });
+        database.chain(config).collect()
+    }
+}
+
+/// The file of a `sqlite:` URL, as the store's driver reads the URL; `None`
+/// for PostgreSQL and in-memory databases.
+fn sqlite_file(url: &str) -> Option<PathBuf> {
+    use std::str::FromStr;
+    if !url.starts_with("sqlite:") || url.contains("mode=memory") {
+        return None;
+    }
+    let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url).ok()?;
+    let file = opts.get_filename();
+    // The driver's name for `sqlite::memory:`.
+    let in_memory = file
+        .to_str()
+        .is_some_and(|f| f.starts_with("file:sqlx-in-memory-"));
+    (!in_memory).then(|| file.to_path_buf())
 }
 
 fn scope_of(args: &ScopeArgs) -> Scope {
@@ -272,18 +350,43 @@ fn print_report(report: &PassReport, json: bool) -> Result<(), Error> {
     Ok(())
 }
 
+/// Logs SIGHUP and otherwise ignores it, from now until the process ends.
+///
+/// SIGHUP's default action kills the process at once, mid-action: a closed
+/// terminal or a log-rotation script that signals "reload" would stop a
+/// removal half way. The configuration is read once, at start (a reload
+/// would have to swap the root, the labels and the lock under a pass in
+/// flight); the log line says so, and a restart applies a changed file.
+/// Installed first, before anything that could be interrupted.
+fn ignore_hangup() -> Result<tokio::task::JoinHandle<()>, Error> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Registering replaces the default action for the life of the process,
+    // even once this stream is dropped (tokio never restores it).
+    let mut hangup = signal(SignalKind::hangup())
+        .map_err(|e| Error::Runtime(anyhow::anyhow!("cannot take over SIGHUP: {e}")))?;
+    Ok(tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!(
+                "SIGHUP ignored: the configuration is read only at start; restart to apply a changed one"
+            );
+        }
+    }))
+}
+
 /// Cancels `token` on SIGINT or SIGTERM: no new action starts, the ones in
 /// flight finish.
 fn shutdown_on_signal(token: CancellationToken) -> tokio::task::JoinHandle<()> {
+    // Taken over before returning, not in the task: a signal between the
+    // spawn and the task's first poll would otherwise kill the process.
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
     tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot listen for SIGTERM");
-                    return;
-                }
-            };
+        let mut term = match term {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                return;
+            }
+        };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping after the actions in flight"),
             _ = term.recv() => tracing::info!("SIGTERM: stopping after the actions in flight"),

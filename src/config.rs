@@ -39,12 +39,25 @@
 //!
 //! An unknown section or key in the file is an error that names it, the
 //! file, and the valid names (operators mistype). An unknown `section.key`
-//! on the command line is an error too. Unknown `BOO_RECONCILER_*`
-//! environment variables are **ignored**, deliberately: other variables
-//! share the prefix without being settings of this table (`BOO_RECONCILER_TOKEN`
-//! is planned as a separate secret), and a stale variable in a service
-//! environment must not stop the daemon. [`Sources::unrecognized_env`] lists
-//! them, for a caller that wants to log them at debug level.
+//! on the command line is an error too, and so is an unknown
+//! `BOO_RECONCILER_*` environment variable ([`ConfigError::UnknownEnv`],
+//! naming the closest real variable): a mistyped
+//! `BOO_RECONCILER_WORKTREE_ROOT` that was only warned about let a pass run
+//! on the default root, a worse outcome than a daemon that does not start.
+//! The variables of the prefix that are not settings of this table are
+//! listed in [`ENV_NOT_SETTINGS`]; [`Sources::unrecognized_env`] lists
+//! those present, for a caller that wants to log them at debug level.
+//!
+//! # Bounds
+//!
+//! Every duration is at most [`MAX_DURATION`] (365 days): nothing here
+//! needs longer, and the bound keeps every deadline the controller computes
+//! from a setting (`now + interval`, `pass_timeout * 2`, `now + term_grace`,
+//! …) far from the range where adding it to an `Instant` or a `SystemTime`
+//! would overflow and panic. Label names ([`Kind::Label`]) look like the
+//! orchestrator's, are distinct, and are never a variable that ordinary
+//! processes carry ([`ORDINARY_VARIABLES`]): a label such as `PATH` would
+//! make every process on the host an agent.
 //!
 //! # Adding a setting
 //!
@@ -69,6 +82,88 @@ pub const DEFAULT_FILE: &str = "config/boo-reconciler.toml";
 
 /// The prefix of the environment variables read as settings.
 pub const ENV_PREFIX: &str = "BOO_RECONCILER_";
+
+/// The variables of [`ENV_PREFIX`] that are not rows of [`KEYS`] and are
+/// therefore not refused as unknown: the token (an alias of `http.token`
+/// kept apart so that it can live in a secrets file) and the log filter.
+pub const ENV_NOT_SETTINGS: &[&str] = &["BOO_RECONCILER_TOKEN", "BOO_RECONCILER_LOG"];
+
+/// The longest duration any setting accepts (see the module docs, *Bounds*).
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// Environment variables that ordinary processes carry, refused as label
+/// names: whole names, and prefixes ending in `_` that stand for a family
+/// (`LC_ALL`, `XDG_RUNTIME_DIR`, `SSH_AUTH_SOCK`, `SUDO_USER`,
+/// `LD_PRELOAD`, …). A label is only as safe as it is rare: every process
+/// that carries it is a candidate for termination.
+pub const ORDINARY_VARIABLES: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "USERNAME",
+    "SHELL",
+    "PWD",
+    "OLDPWD",
+    "LANG",
+    "LANGUAGE",
+    "LC_",
+    "TERM",
+    "COLORTERM",
+    "TERM_PROGRAM",
+    "LOGNAME",
+    "MAIL",
+    "HOSTNAME",
+    "HOSTTYPE",
+    "OSTYPE",
+    "MACHTYPE",
+    "TZ",
+    "TMPDIR",
+    "TEMP",
+    "TMP",
+    "DISPLAY",
+    "WAYLAND_DISPLAY",
+    "XAUTHORITY",
+    "XDG_",
+    "SSH_",
+    "SUDO_",
+    "LD_",
+    "DBUS_",
+    "SYSTEMD_",
+    "EDITOR",
+    "VISUAL",
+    "PAGER",
+    "LESS",
+    "SHLVL",
+    "PS1",
+    "PS2",
+    "PS4",
+    "IFS",
+    "COLUMNS",
+    "LINES",
+    "LS_COLORS",
+    "MANPATH",
+    "INFOPATH",
+    "INVOCATION_ID",
+    "JOURNAL_STREAM",
+    "NOTIFY_SOCKET",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "MOTD_SHOWN",
+    "HISTFILE",
+    "HISTSIZE",
+    "HISTCONTROL",
+];
+
+/// The entry of [`ORDINARY_VARIABLES`] that `name` is or belongs to.
+fn ordinary_variable(name: &str) -> Option<&'static str> {
+    ORDINARY_VARIABLES.iter().copied().find(|v| {
+        if v.ends_with('_') {
+            name.starts_with(v)
+        } else {
+            name == *v
+        }
+    })
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -118,10 +213,14 @@ pub struct Loop {
     pub jitter: Duration,
     pub pass_timeout: Duration,
     pub max_parallel_actions: usize,
+    /// Observe only: every pass plans and reports, nothing is acted on.
+    pub dry_run: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Worktrees {
+    /// Whether worktrees are removed and their rows updated.
+    pub enabled: bool,
     pub root: PathBuf,
     pub orphan_min_age: Duration,
     pub precious: Vec<String>,
@@ -130,6 +229,8 @@ pub struct Worktrees {
 /// `[processes]`: how agent processes are recognised and stopped.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Processes {
+    /// Whether agent processes are terminated and their `acp` rows closed.
+    pub enabled: bool,
     /// The environment variable naming an agent's chat (`BOO_CHAT_ID`).
     pub chat_label: String,
     /// The environment variable naming an agent's session (`BOO_SESSION_ID`).
@@ -169,6 +270,8 @@ impl fmt::Debug for Http {
 /// `Debug` hides the password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Opencode {
+    /// Whether opencode sessions are deleted and their rows closed.
+    pub enabled: bool,
     /// The server's base URL; `None` (an empty `opencode.url`) turns the
     /// opencode part off. Never carries credentials (rejected at load).
     pub url: Option<url::Url>,
@@ -186,6 +289,7 @@ pub struct Opencode {
 impl fmt::Debug for Opencode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Opencode")
+            .field("enabled", &self.enabled)
             .field("url", &self.url.as_ref().map(display_url))
             .field("username", &self.username)
             .field("password", &redact_secret(&self.password))
@@ -244,10 +348,19 @@ impl Sources {
             .collect()
     }
 
+    /// The configuration file [`Config::load`] reads: [`Sources::file`],
+    /// else [`DEFAULT_FILE`] when it exists.
+    pub fn file_in_use(&self) -> Option<PathBuf> {
+        self.file.clone().or_else(|| {
+            let default = Path::new(DEFAULT_FILE);
+            default.exists().then(|| default.to_path_buf())
+        })
+    }
+
     /// The `BOO_RECONCILER_*` names in [`Sources::env`] that are not
-    /// settings, and so are ignored by [`Config::load`]. Some are expected
-    /// (variables outside this table, like a token), so log these at debug
-    /// level at most.
+    /// settings. [`Config::load`] refuses them all but those of
+    /// [`ENV_NOT_SETTINGS`], which are expected: log these at debug level
+    /// at most.
     pub fn unrecognized_env(&self) -> Vec<&str> {
         let known: BTreeSet<String> = KEYS.iter().map(Key::env_var).collect();
         self.env
@@ -275,6 +388,10 @@ pub enum Kind {
     String,
     /// A non-empty string without whitespace (an identifier such as a host name).
     Name,
+    /// The name of an environment variable labelling agent processes:
+    /// `^[A-Z][A-Z0-9_]*$`, not one of [`ORDINARY_VARIABLES`], and
+    /// different from the other labels (checked across keys).
+    Label,
     /// A non-empty path.
     Path,
     /// An absolute path.
@@ -305,6 +422,9 @@ impl Kind {
             Kind::PositiveInt => "a positive integer (1 or more)",
             Kind::String => "a string",
             Kind::Name => "a non-empty name without whitespace",
+            Kind::Label => {
+                "an environment variable name like BOO_CHAT_ID (an upper-case letter, then upper-case letters, digits or _)"
+            }
             Kind::Path => "a non-empty path",
             Kind::AbsolutePath => "an absolute path like /tmp/booworktrees",
             Kind::DatabaseUrl => {
@@ -410,7 +530,7 @@ pub static KEYS: &[Key] = &[
         key: "connect_timeout",
         kind: Kind::NonZeroDuration,
         default: DefaultValue::Text("5s"),
-        doc: "Limit on opening a database connection or waiting for a free one (must be more than 0s).",
+        doc: "Limit on opening a database connection or waiting for a free one (more than 0s, at most 365d).",
     },
     Key {
         section: "database",
@@ -420,7 +540,7 @@ pub static KEYS: &[Key] = &[
         // connections open and answers nothing: without this bound a pass
         // would wait for ever.
         default: DefaultValue::Text("10s"),
-        doc: "Limit on each database call; a call still unanswered after this long fails the pass (must be more than 0s).",
+        doc: "Limit on each database call; a call still unanswered after this long fails the pass (more than 0s, at most 365d).",
     },
     Key {
         section: "host",
@@ -434,21 +554,21 @@ pub static KEYS: &[Key] = &[
         key: "interval",
         kind: Kind::NonZeroDuration,
         default: DefaultValue::Text("30s"),
-        doc: "Time between two reconciliation passes (must be more than 0s).",
+        doc: "Time between two reconciliation passes (more than 0s, at most 365d).",
     },
     Key {
         section: "loop",
         key: "jitter",
         kind: Kind::Duration,
         default: DefaultValue::Text("3s"),
-        doc: "A random extra delay in [0, jitter) added to each pass; 0s for none.",
+        doc: "A random extra delay in [0, jitter) added to each pass; 0s for none (at most 365d).",
     },
     Key {
         section: "loop",
         key: "pass_timeout",
         kind: Kind::NonZeroDuration,
         default: DefaultValue::Text("2m"),
-        doc: "A pass still running after this long is abandoned (must be more than 0s).",
+        doc: "A pass still running after this long is abandoned (more than 0s, at most 365d).",
     },
     Key {
         section: "loop",
@@ -456,6 +576,20 @@ pub static KEYS: &[Key] = &[
         kind: Kind::PositiveInt,
         default: DefaultValue::Text("4"),
         doc: "Most actions carried out at the same time within a pass (1 or more).",
+    },
+    Key {
+        section: "loop",
+        key: "dry_run",
+        kind: Kind::Bool,
+        default: DefaultValue::Text("false"),
+        doc: "Observe only: every pass plans and reports (logs, /status, nudge answers) and acts on nothing; also run --dry-run.",
+    },
+    Key {
+        section: "worktrees",
+        key: "enabled",
+        kind: Kind::Bool,
+        default: DefaultValue::Text("true"),
+        doc: "Remove worktrees and update their rows; false plans and reports them as pending, touching none.",
     },
     Key {
         section: "worktrees",
@@ -469,7 +603,7 @@ pub static KEYS: &[Key] = &[
         key: "orphan_min_age",
         kind: Kind::Duration,
         default: DefaultValue::Text("10m"),
-        doc: "A resource younger than this is never reaped as an orphan (absorbs creation races).",
+        doc: "A resource younger than this is never reaped as an orphan (absorbs creation races; at most 365d).",
     },
     Key {
         section: "worktrees",
@@ -480,38 +614,52 @@ pub static KEYS: &[Key] = &[
     },
     Key {
         section: "processes",
+        key: "enabled",
+        kind: Kind::Bool,
+        default: DefaultValue::Text("true"),
+        doc: "Terminate agent processes and close their acp rows; false signals none (an agent inside a worktree then keeps it).",
+    },
+    Key {
+        section: "processes",
         key: "chat_label",
-        kind: Kind::Name,
+        kind: Kind::Label,
         default: DefaultValue::Text("BOO_CHAT_ID"),
-        doc: "Environment variable that marks an agent process and names its chat; a process without it (or with it empty) is never an agent.",
+        doc: "Environment variable naming an agent's chat; a process is an agent only if it carries this and processes.agent_label, both non-empty. Labels are upper-case names ([A-Z][A-Z0-9_]*), distinct, never one that ordinary processes carry (PATH, HOME, LC_*, ...).",
     },
     Key {
         section: "processes",
         key: "session_label",
-        kind: Kind::Name,
+        kind: Kind::Label,
         default: DefaultValue::Text("BOO_SESSION_ID"),
         doc: "Environment variable naming the agent's session (informative).",
     },
     Key {
         section: "processes",
         key: "agent_label",
-        kind: Kind::Name,
+        kind: Kind::Label,
         default: DefaultValue::Text("BOO_AGENT"),
-        doc: "Environment variable naming the agent, e.g. goose or qwen (informative).",
+        doc: "Environment variable naming the agent, e.g. goose or qwen; with processes.chat_label it marks an agent process.",
     },
     Key {
         section: "processes",
         key: "orphan_min_age",
         kind: Kind::Duration,
         default: DefaultValue::Text("2m"),
-        doc: "A labelled process whose chat has no row is left alone while younger than this (the launcher may start it before the row is committed).",
+        doc: "A labelled process whose chat has no row is left alone while younger than this (the launcher may start it before the row is committed; at most 365d).",
     },
     Key {
         section: "processes",
         key: "term_grace",
         kind: Kind::Duration,
         default: DefaultValue::Text("5s"),
-        doc: "Time an agent and its descendants get to exit after SIGTERM before whatever survives gets SIGKILL.",
+        doc: "Time an agent and its descendants get to exit after SIGTERM before whatever survives gets SIGKILL (at most 365d).",
+    },
+    Key {
+        section: "opencode",
+        key: "enabled",
+        kind: Kind::Bool,
+        default: DefaultValue::Text("true"),
+        doc: "Delete opencode sessions and close their rows; false deletes none (the server is still listed and reported).",
     },
     Key {
         section: "opencode",
@@ -539,14 +687,14 @@ pub static KEYS: &[Key] = &[
         key: "timeout",
         kind: Kind::NonZeroDuration,
         default: DefaultValue::Text("3s"),
-        doc: "Limit on each request to opencode, from connecting to the last byte (must be more than 0s).",
+        doc: "Limit on each request to opencode, from connecting to the last byte (more than 0s, at most 365d).",
     },
     Key {
         section: "opencode",
         key: "orphan_min_age",
         kind: Kind::Duration,
         default: DefaultValue::Text("10m"),
-        doc: "An opencode session that no agent row names is deleted only once this old (absorbs creation races).",
+        doc: "An opencode session that no agent row names is deleted only once this old (absorbs creation races; at most 365d).",
     },
     Key {
         section: "http",
@@ -676,6 +824,22 @@ pub enum ConfigError {
     )]
     UnknownOverride { key: String, valid: Vec<String> },
 
+    /// A `BOO_RECONCILER_*` environment variable is neither a setting nor
+    /// one of [`ENV_NOT_SETTINGS`] (a typo would otherwise leave the
+    /// setting it meant at its default).
+    #[error(
+        "unknown environment variable {name}: it is not a setting; did you mean {closest} ({key})? \
+         Settings are read from BOO_RECONCILER_<SECTION>_<KEY>; rename or unset it"
+    )]
+    UnknownEnv {
+        /// The variable as found.
+        name: String,
+        /// The variable of the setting nearest to it by edit distance.
+        closest: String,
+        /// That setting, `section.key`.
+        key: String,
+    },
+
     /// A value does not parse as its key's kind or breaks its constraint.
     #[error("invalid value {value:?} for {key} (from {origin}): expected {expected}")]
     InvalidValue {
@@ -758,6 +922,7 @@ impl Config {
             read_toml(path, text, &mut slots)?;
         }
 
+        refuse_unknown_env(env)?;
         for (i, key) in KEYS.iter().enumerate() {
             let own = key.env_var();
             let find = |var: &str| env.iter().rev().find(|(name, _)| name == var);
@@ -785,6 +950,7 @@ impl Config {
                 slots.0[i] = Some(default_value(key)?);
             }
         }
+        distinct_labels(&slots)?;
 
         Ok(Self::build(slots))
     }
@@ -809,13 +975,16 @@ impl Config {
                 jitter: s.duration("loop", "jitter"),
                 pass_timeout: s.duration("loop", "pass_timeout"),
                 max_parallel_actions: s.int("loop", "max_parallel_actions"),
+                dry_run: s.bool("loop", "dry_run"),
             },
             worktrees: Worktrees {
+                enabled: s.bool("worktrees", "enabled"),
                 root: s.path("worktrees", "root"),
                 orphan_min_age: s.duration("worktrees", "orphan_min_age"),
                 precious: s.list("worktrees", "precious"),
             },
             processes: Processes {
+                enabled: s.bool("processes", "enabled"),
                 chat_label: s.string("processes", "chat_label"),
                 session_label: s.string("processes", "session_label"),
                 agent_label: s.string("processes", "agent_label"),
@@ -823,6 +992,7 @@ impl Config {
                 term_grace: s.duration("processes", "term_grace"),
             },
             opencode: Opencode {
+                enabled: s.bool("opencode", "enabled"),
                 url: s.url("opencode", "url"),
                 username: s.string("opencode", "username"),
                 password: s.string("opencode", "password"),
@@ -888,6 +1058,8 @@ impl Config {
         put("loop", "pass_timeout", dur(self.r#loop.pass_timeout));
         let parallel = i64::try_from(self.r#loop.max_parallel_actions).unwrap_or(i64::MAX);
         put("loop", "max_parallel_actions", parallel.into());
+        put("loop", "dry_run", self.r#loop.dry_run.into());
+        put("worktrees", "enabled", self.worktrees.enabled.into());
         let root = self.worktrees.root.to_string_lossy().into_owned();
         put("worktrees", "root", root.into());
         put(
@@ -903,12 +1075,14 @@ impl Config {
             .collect();
         put("worktrees", "precious", precious.into());
         let p = &self.processes;
+        put("processes", "enabled", p.enabled.into());
         put("processes", "chat_label", p.chat_label.clone().into());
         put("processes", "session_label", p.session_label.clone().into());
         put("processes", "agent_label", p.agent_label.clone().into());
         put("processes", "orphan_min_age", dur(p.orphan_min_age));
         put("processes", "term_grace", dur(p.term_grace));
         let oc = &self.opencode;
+        put("opencode", "enabled", oc.enabled.into());
         let url = oc.url.as_ref().map(display_url).unwrap_or_default();
         put("opencode", "url", url.into());
         put("opencode", "username", oc.username.clone().into());
@@ -1181,6 +1355,74 @@ fn read_toml(path: &Path, text: &str, slots: &mut Slots) -> Result<(), ConfigErr
     Ok(())
 }
 
+/// Refuses the first `BOO_RECONCILER_*` variable of `env` that is no
+/// setting, naming the setting it most likely meant.
+fn refuse_unknown_env(env: &[(String, String)]) -> Result<(), ConfigError> {
+    let vars: Vec<(String, &Key)> = KEYS.iter().map(|k| (k.env_var(), k)).collect();
+    let unknown = env.iter().map(|(name, _)| name).find(|name| {
+        name.starts_with(ENV_PREFIX)
+            && !ENV_NOT_SETTINGS.contains(&name.as_str())
+            && !vars.iter().any(|(var, _)| var == *name)
+    });
+    let Some(name) = unknown else {
+        return Ok(());
+    };
+    let (closest, key) = vars
+        .iter()
+        .min_by_key(|(var, _)| edit_distance(var, name))
+        .expect("KEYS is not empty");
+    Err(ConfigError::UnknownEnv {
+        name: name.clone(),
+        closest: closest.clone(),
+        key: key.name(),
+    })
+}
+
+/// Levenshtein distance, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitute.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
+
+/// Refuses two label keys with the same name: one variable cannot tell a
+/// chat and an agent apart, and "carries the chat label and the agent
+/// label" would shrink to one condition.
+fn distinct_labels(slots: &Slots) -> Result<(), ConfigError> {
+    let labels: Vec<(&Key, &str, &Origin)> = KEYS
+        .iter()
+        .zip(&slots.0)
+        .filter(|(key, _)| key.kind == Kind::Label)
+        .filter_map(|(key, slot)| match slot {
+            Some((Value::Str(value), origin)) => Some((key, value.as_str(), origin)),
+            _ => None,
+        })
+        .collect();
+    for (i, (key, value, origin)) in labels.iter().enumerate() {
+        if let Some((other, _, other_origin)) = labels[..i].iter().find(|(_, v, _)| v == value) {
+            return Err(invalid(
+                key,
+                value,
+                origin,
+                &format!(
+                    "a name different from {} (also {value}, from {other_origin}): each label names a different thing",
+                    other.name()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn invalid(key: &Key, value: &str, origin: &Origin, expected: &str) -> ConfigError {
     let value = match key.kind {
         Kind::DatabaseUrl | Kind::HttpUrl => redact_url(value),
@@ -1274,11 +1516,13 @@ fn scalar(kind: Kind, text: &str) -> Result<Value, &'static str> {
             "false" | "0" | "no" | "off" => Ok(Value::Bool(false)),
             _ => Err(expected),
         },
-        Kind::Duration => humantime::parse_duration(text.trim())
-            .map(Value::Duration)
-            .map_err(|_| expected),
-        Kind::NonZeroDuration => match humantime::parse_duration(text.trim()) {
-            Ok(d) if d.is_zero() => Err("a duration greater than zero, like 30s or 10m"),
+        // humantime accepts up to u64::MAX seconds; such a value would
+        // make the first deadline computed from it panic.
+        Kind::Duration | Kind::NonZeroDuration => match humantime::parse_duration(text.trim()) {
+            Ok(d) if d > MAX_DURATION => Err("a duration of at most 365d"),
+            Ok(d) if d.is_zero() && kind == Kind::NonZeroDuration => {
+                Err("a duration greater than zero, like 30s or 10m")
+            }
             Ok(d) => Ok(Value::Duration(d)),
             Err(_) => Err(expected),
         },
@@ -1296,6 +1540,18 @@ fn scalar(kind: Kind, text: &str) -> Result<Value, &'static str> {
         Kind::Name => {
             if text.is_empty() || text.chars().any(char::is_whitespace) {
                 Err(expected)
+            } else {
+                Ok(Value::Str(text.to_owned()))
+            }
+        }
+        Kind::Label => {
+            let mut chars = text.chars();
+            let shaped = chars.next().is_some_and(|c| c.is_ascii_uppercase())
+                && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+            if !shaped {
+                Err(expected)
+            } else if ordinary_variable(text).is_some() {
+                Err("a name that ordinary processes do not carry (not PATH, HOME, USER, SHELL, PWD, LANG, LC_*, TERM, LOGNAME, XDG_*, SSH_*, SUDO_*, LD_*, ...): every process carrying the label would be taken for an agent")
             } else {
                 Ok(Value::Str(text.to_owned()))
             }
@@ -1438,6 +1694,8 @@ mod tests {
         assert_eq!(c.r#loop.jitter, Duration::from_secs(3));
         assert_eq!(c.r#loop.pass_timeout, Duration::from_secs(120));
         assert_eq!(c.r#loop.max_parallel_actions, 4);
+        assert!(!c.r#loop.dry_run);
+        assert!(c.worktrees.enabled && c.processes.enabled && c.opencode.enabled);
         assert_eq!(c.worktrees.root, PathBuf::from("/tmp/booworktrees"));
         assert_eq!(c.worktrees.orphan_min_age, Duration::from_secs(600));
         assert_eq!(c.worktrees.precious, vec![".env", ".env.*"]);
@@ -1597,6 +1855,11 @@ mod tests {
                 ("", "8", V::Integer(8)),
                 ("", "9", V::Integer(9)),
             ],
+            Kind::Label => [
+                ("\"FILE_LABEL\"", "", V::from("FILE_LABEL")),
+                ("", "ENV_LABEL", V::from("ENV_LABEL")),
+                ("", "CLI_LABEL_2", V::from("CLI_LABEL_2")),
+            ],
             Kind::Name => [
                 ("\"file-host\"", "", V::from("file-host")),
                 ("", "env-host", V::from("env-host")),
@@ -1746,12 +2009,47 @@ mod tests {
     }
 
     #[test]
-    fn unknown_env_vars_are_ignored() {
+    fn an_unknown_boo_reconciler_variable_is_refused_naming_the_closest_setting() {
+        let err = load_err(None, &[("BOO_RECONCILER_WORKTREE_ROOT", "/srv/wt")], &[]);
+        assert!(
+            matches!(&err, ConfigError::UnknownEnv { name, closest, key }
+                if name == "BOO_RECONCILER_WORKTREE_ROOT"
+                    && closest == "BOO_RECONCILER_WORKTREES_ROOT"
+                    && key == "worktrees.root"),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "unknown environment variable BOO_RECONCILER_WORKTREE_ROOT: it is not a setting; \
+             did you mean BOO_RECONCILER_WORKTREES_ROOT (worktrees.root)? Settings are read \
+             from BOO_RECONCILER_<SECTION>_<KEY>; rename or unset it"
+        );
+        // Refused even beside the variable it meant to set.
+        let err = load_err(
+            None,
+            &[
+                ("BOO_RECONCILER_LOOP_INTERVAL", "9s"),
+                ("BOO_RECONCILER_LOOP_INTERVALL", "soon"),
+            ],
+            &[],
+        );
+        assert!(
+            matches!(&err, ConfigError::UnknownEnv { name, closest, .. }
+                if name == "BOO_RECONCILER_LOOP_INTERVALL"
+                    && closest == "BOO_RECONCILER_LOOP_INTERVAL"),
+            "{err:?}"
+        );
+        let err = load_err(None, &[("BOO_RECONCILER_", "x")], &[]);
+        assert!(matches!(err, ConfigError::UnknownEnv { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn the_token_and_log_variables_are_not_settings_and_not_refused() {
         let sources = Sources {
             file: None,
             env: vec![
                 s("BOO_RECONCILER_TOKEN", "t0ken"),
-                s("BOO_RECONCILER_LOOP_INTERVALL", "soon"),
+                s("BOO_RECONCILER_LOG", "debug"),
                 s("BOO_RECONCILER_LOOP_INTERVAL", "9s"),
                 s("PATH", "/bin"),
             ],
@@ -1759,10 +2057,71 @@ mod tests {
         };
         let c = Config::resolve(None, &sources.env, &sources.overrides).unwrap();
         assert_eq!(c.r#loop.interval, Duration::from_secs(9));
+        assert_eq!(c.http.token, "t0ken");
         assert_eq!(
             sources.unrecognized_env(),
-            vec!["BOO_RECONCILER_TOKEN", "BOO_RECONCILER_LOOP_INTERVALL"]
+            vec!["BOO_RECONCILER_TOKEN", "BOO_RECONCILER_LOG"]
         );
+    }
+
+    #[test]
+    fn edit_distance_counts_insertions_deletions_and_substitutions() {
+        assert_eq!(edit_distance("", ""), 0);
+        assert_eq!(edit_distance("abc", ""), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("ROOT", "ROOTS"), 1);
+    }
+
+    // -- bounds -----------------------------------------------------------
+
+    #[test]
+    fn a_duration_beyond_the_bound_is_refused_never_a_panic() {
+        for key in KEYS
+            .iter()
+            .filter(|k| matches!(k.kind, Kind::Duration | Kind::NonZeroDuration))
+        {
+            assert!(
+                key.doc.contains("at most 365d"),
+                "{}: doc must state the bound",
+                key.name()
+            );
+            let name = key.name();
+            let err = load_err(None, &[], &[(&name, "4000000000000000h")]);
+            assert_invalid(
+                err,
+                &name,
+                "4000000000000000h",
+                Origin::CommandLine,
+                "a duration of at most 365d",
+            );
+            let var = key.env_var();
+            let err = load_err(None, &[(&var, "366d")], &[]);
+            assert!(
+                matches!(err, ConfigError::InvalidValue { .. }),
+                "{name}: {err:?}"
+            );
+            let c = load(None, &[], &[(&name, "365d")]).unwrap();
+            let shown = setting(&c, &name);
+            // The summary is loadable again, even at the bound.
+            assert_eq!(
+                humantime::parse_duration(shown.as_str().unwrap()).unwrap(),
+                MAX_DURATION,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn deadlines_computed_from_durations_at_the_bound_do_not_overflow() {
+        // The largest sums the controller forms from settings: the next
+        // pass (interval + jitter), the nudge client's limit and the
+        // queue's bound (pass_timeout + 30s, pass_timeout * 2), readiness
+        // (interval * 3), and each grace or timeout from now.
+        let worst = MAX_DURATION * 3 + Duration::from_secs(60);
+        assert!(std::time::Instant::now().checked_add(worst).is_some());
+        assert!(tokio::time::Instant::now().checked_add(worst).is_some());
+        assert!(std::time::SystemTime::now().checked_add(worst).is_some());
     }
 
     // -- files ------------------------------------------------------------
@@ -1846,7 +2205,13 @@ mod tests {
                 assert_eq!(key, "intervall");
                 assert_eq!(
                     valid,
-                    &["interval", "jitter", "pass_timeout", "max_parallel_actions"]
+                    &[
+                        "interval",
+                        "jitter",
+                        "pass_timeout",
+                        "max_parallel_actions",
+                        "dry_run"
+                    ]
                 );
             }
             other => panic!("{other:?}"),
@@ -1854,7 +2219,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "unknown key `intervall` in section [loop] of config file {}; valid keys in [loop] are interval, jitter, pass_timeout, max_parallel_actions",
+                "unknown key `intervall` in section [loop] of config file {}; valid keys in [loop] are interval, jitter, pass_timeout, max_parallel_actions, dry_run",
                 f.path().display()
             )
         );
@@ -2098,6 +2463,133 @@ mod tests {
         ] {
             load(None, &[], &[("database.url", good)]).unwrap();
         }
+    }
+
+    // -- labels -----------------------------------------------------------
+
+    const LABEL_KEYS: [&str; 3] = [
+        "processes.chat_label",
+        "processes.session_label",
+        "processes.agent_label",
+    ];
+
+    #[test]
+    fn a_label_that_ordinary_processes_carry_is_refused() {
+        for key in LABEL_KEYS {
+            for name in [
+                "PATH",
+                "HOME",
+                "USER",
+                "SHELL",
+                "PWD",
+                "LANG",
+                "LC_ALL",
+                "TERM",
+                "LOGNAME",
+                "XDG_RUNTIME_DIR",
+                "SSH_AUTH_SOCK",
+                "SUDO_USER",
+                "LD_PRELOAD",
+                "SHLVL",
+                "TZ",
+            ] {
+                let err = load_err(None, &[], &[(key, name)]);
+                let msg = err.to_string();
+                assert!(
+                    matches!(&err, ConfigError::InvalidValue { key: k, value, origin: Origin::CommandLine, expected }
+                        if k == key && value == name && expected.contains("ordinary processes do not carry")),
+                    "{key}={name}: {msg}"
+                );
+            }
+        }
+        let var = "BOO_RECONCILER_PROCESSES_CHAT_LABEL";
+        let err = load_err(None, &[(var, "HOME")], &[]);
+        assert!(err.to_string().starts_with(
+            "invalid value \"HOME\" for processes.chat_label (from BOO_RECONCILER_PROCESSES_CHAT_LABEL): expected a name that ordinary processes do not carry"
+        ), "{err}");
+        // A longer name that merely starts like one is not ordinary.
+        let c = load(None, &[], &[("processes.chat_label", "PATHFINDER_CHAT")]).unwrap();
+        assert_eq!(c.processes.chat_label, "PATHFINDER_CHAT");
+    }
+
+    #[test]
+    fn a_label_that_does_not_look_like_the_orchestrators_is_refused() {
+        for key in LABEL_KEYS {
+            for name in [
+                "boo_chat_id",
+                "Boo_Chat",
+                "1CHAT",
+                "_CHAT",
+                "BOO-CHAT",
+                "BOO CHAT",
+                "BOO.CHAT",
+                "BOO_CHAT=x",
+                "",
+                "BOO_ÇHAT",
+            ] {
+                let err = load_err(None, &[], &[(key, name)]);
+                assert_invalid(err, key, name, Origin::CommandLine, Kind::Label.expected());
+            }
+        }
+        let f = write("[processes]\nagent_label = \"path\"\n");
+        let err = Config::load(&Sources {
+            file: Some(f.path().to_path_buf()),
+            ..Sources::default()
+        })
+        .unwrap_err();
+        assert_invalid(
+            err,
+            "processes.agent_label",
+            "path",
+            Origin::File(f.path().to_path_buf()),
+            Kind::Label.expected(),
+        );
+    }
+
+    #[test]
+    fn two_labels_with_the_same_name_are_refused() {
+        // No file: the example file would be the origin of the chat label.
+        let err = Config::resolve(
+            None,
+            &[],
+            &with_host(vec![s("processes.agent_label", "BOO_CHAT_ID")]),
+        )
+        .unwrap_err();
+        assert_invalid(
+            err,
+            "processes.agent_label",
+            "BOO_CHAT_ID",
+            Origin::CommandLine,
+            "a name different from processes.chat_label (also BOO_CHAT_ID, from the built-in default): each label names a different thing",
+        );
+        let err = load_err(
+            None,
+            &[("BOO_RECONCILER_PROCESSES_CHAT_LABEL", "MY_LABEL")],
+            &[("processes.session_label", "MY_LABEL")],
+        );
+        assert_invalid(
+            err,
+            "processes.session_label",
+            "MY_LABEL",
+            Origin::CommandLine,
+            "a name different from processes.chat_label (also MY_LABEL, from BOO_RECONCILER_PROCESSES_CHAT_LABEL): each label names a different thing",
+        );
+        let c = load(
+            None,
+            &[],
+            &[
+                ("processes.chat_label", "MY_CHAT"),
+                ("processes.agent_label", "MY_AGENT"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.processes.chat_label.as_str(),
+                c.processes.agent_label.as_str()
+            ),
+            ("MY_CHAT", "MY_AGENT")
+        );
     }
 
     #[test]

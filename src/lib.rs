@@ -25,3 +25,4 @@ pub mod root;
 pub mod service;
 pub mod status;
 pub mod store;
+pub mod switches;

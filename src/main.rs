@@ -14,7 +14,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.global.log_format);
 
-    let overrides = match cli.global.overrides() {
+    let overrides = match cli.overrides() {
         Ok(o) => o,
         Err(e) => return usage(&e),
     };
@@ -44,7 +44,8 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::ERROR);
         }
     };
-    match runtime.block_on(commands::dispatch(cli.command, config)) {
+    let config_file = sources.file_in_use();
+    match runtime.block_on(commands::dispatch(cli.command, config, config_file)) {
         Ok(code) => ExitCode::from(code),
         Err(commands::Error::Usage(e)) => usage(&e),
         Err(commands::Error::Runtime(e)) => {

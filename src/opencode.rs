@@ -1034,6 +1034,7 @@ mod tests {
             "without CA certificates a default client cannot be built"
         );
         let config = |url: &str| Opencode {
+            enabled: true,
             url: Some(url.parse().unwrap()),
             username: "opencode".into(),
             password: String::new(),

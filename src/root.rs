@@ -7,8 +7,13 @@
 //!
 //! - [`WorktreeRoot::prepare`] refuses a root whose entries must never be
 //!   deleted (`/`, a home directory or an ancestor of one, a system
-//!   directory such as `/tmp` or `/etc`), a root that is itself a symlink,
-//!   and anything that is not a directory.
+//!   directory such as `/tmp` or `/etc` or anything inside `/usr`, `/etc`,
+//!   `/var` and the other trees of `SYSTEM_TREES`), a root that is itself a
+//!   symlink, and anything that is not a directory;
+//!   [`WorktreeRoot::prepare_apart_from`] also refuses a root that contains
+//!   one of the controller's own files (its database, its configuration),
+//!   and [`WorktreeRoot::refuse_containing`] one that contains a main
+//!   repository.
 //! - [`WorktreeRoot::check`] accepts an untrusted path only when, after
 //!   *lexical* normalization, it names a direct child of the root
 //!   (`<root>/<worktree id>`) that is not a symlink.
@@ -84,13 +89,68 @@ const SYSTEM_DIRS: &[&str] = &[
     "/var/tmp",
 ];
 
+/// Trees that belong to the system as a whole, refused as a root and
+/// anywhere inside (`/usr/lib`, `/etc/ssh`, `/var/lib/postgresql/15`): what
+/// lies there is nobody's worktree, and a root there offers it for
+/// deletion. Every top-level `/lib*` directory counts too (see
+/// [`in_system_tree`]).
+const SYSTEM_TREES: &[&str] = &[
+    "/bin", "/boot", "/dev", "/etc", "/opt", "/proc", "/run", "/sbin", "/srv", "/sys", "/usr",
+    "/var",
+];
+
+/// Directories inside [`SYSTEM_TREES`] made for anyone's files, below
+/// which a dedicated root is fine (`/var/tmp/booworktrees`). The directory
+/// itself stays refused (it is in `SYSTEM_DIRS`).
+const SYSTEM_TREE_EXCEPTIONS: &[&str] = &["/var/tmp"];
+
+/// Something of the controller's own that a root must not contain: every
+/// entry of a root is a deletion candidate.
+#[derive(Clone, Copy, Debug)]
+pub struct Kept<'a> {
+    /// What it is, for the message: "the database file".
+    pub what: &'a str,
+    /// Where it is, as configured (relative to the working directory or
+    /// absolute; it need not exist).
+    pub path: &'a Path,
+}
+
 impl WorktreeRoot {
+    /// [`WorktreeRoot::prepare`], refusing also a root that is, or contains,
+    /// any of `kept` (compared where the kernel resolves them: symlinks of
+    /// their existing ancestors followed). Checked before the root is
+    /// created.
+    pub fn prepare_apart_from(path: &Path, kept: &[Kept]) -> Result<WorktreeRoot, RootError> {
+        WorktreeRoot::validate(path, true, kept)
+    }
+
+    /// [`WorktreeRoot::open`] with the checks of
+    /// [`WorktreeRoot::prepare_apart_from`].
+    pub fn open_apart_from(path: &Path, kept: &[Kept]) -> Result<WorktreeRoot, RootError> {
+        WorktreeRoot::validate(path, false, kept)
+    }
+
+    /// Refuses this root if it is, or contains, any of `kept` (main
+    /// repositories named by rows, known only once the database is open).
+    pub fn refuse_containing(&self, kept: &[Kept]) -> Result<(), RootError> {
+        match contained(&[&self.path, &self.configured], kept) {
+            Some(why) => Err(RootError::Refused {
+                path: self.configured.clone(),
+                why,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Creates the root if missing and refuses `/`, a home directory, a
     /// symlink, or anything that is not a directory.
     ///
     /// In detail, the root is refused when it
     /// - is empty, or is `/`;
-    /// - is a system directory (`/tmp`, `/etc`, `/var`, … see `SYSTEM_DIRS`);
+    /// - is a system directory (`/tmp`, `/etc`, `/var`, … see `SYSTEM_DIRS`),
+    ///   or lies inside one of `SYSTEM_TREES` (`/usr`, `/etc`, `/var` but
+    ///   `/var/tmp`, `/boot`, `/opt`, `/srv`, `/proc`, `/sys`, `/dev`,
+    ///   `/run`, `/bin`, `/sbin`, `/lib*`);
     /// - is a home directory — the current `$HOME`, `/root`, `/home`, or any
     ///   home directory listed in `/etc/passwd` — or an ancestor of one;
     /// - is itself a symlink (checked with `symlink_metadata` before anything
@@ -103,20 +163,23 @@ impl WorktreeRoot {
     ///   different directories.
     ///
     /// A relative path is accepted and resolved against the current
-    /// directory. The checks run on the configured form before anything is
-    /// created and again on the canonical form afterwards. A missing root is
-    /// created with its parents (`create_dir_all`, default permissions).
+    /// directory. The checks run on the configured form and on where the
+    /// kernel would put it (its existing ancestors resolved: a symlink
+    /// `/tmp/x -> /etc` makes `/tmp/x/wt` a root inside `/etc`) before
+    /// anything is created, and again on the canonical form afterwards. A
+    /// missing root is created with its parents (`create_dir_all`, default
+    /// permissions).
     pub fn prepare(path: &Path) -> Result<WorktreeRoot, RootError> {
-        WorktreeRoot::validate(path, true)
+        WorktreeRoot::validate(path, true, &[])
     }
 
     /// The same checks as [`WorktreeRoot::prepare`], but a missing root is
     /// an error instead of being created: for commands that write nothing.
     pub fn open(path: &Path) -> Result<WorktreeRoot, RootError> {
-        WorktreeRoot::validate(path, false)
+        WorktreeRoot::validate(path, false, &[])
     }
 
-    fn validate(path: &Path, create: bool) -> Result<WorktreeRoot, RootError> {
+    fn validate(path: &Path, create: bool, kept: &[Kept]) -> Result<WorktreeRoot, RootError> {
         let refuse = |why: String| RootError::Refused {
             path: path.to_path_buf(),
             why,
@@ -135,7 +198,21 @@ impl WorktreeRoot {
         };
         let configured = normalize_lexically(&absolute);
         let homes = home_dirs();
-        if let Some(why) = protected_because(&configured, &homes) {
+        if let Some(why) =
+            protected_because(&configured, &homes).or_else(|| in_system_tree(&configured))
+        {
+            return Err(refuse(why));
+        }
+        let resolved = resolve_existing(&configured);
+        if let Some(why) =
+            protected_because(&resolved, &homes).or_else(|| in_system_tree(&resolved))
+        {
+            return Err(refuse(format!(
+                "resolves to {}, which {why}",
+                resolved.display()
+            )));
+        }
+        if let Some(why) = contained(&[&configured, &resolved], kept) {
             return Err(refuse(why));
         }
         if !lexical_matches_physical(&absolute).map_err(io_err)? {
@@ -163,11 +240,16 @@ impl WorktreeRoot {
             return Err(refuse(why));
         }
         let canonical = fs::canonicalize(&configured).map_err(io_err)?;
-        if let Some(why) = protected_because(&canonical, &homes) {
+        if let Some(why) =
+            protected_because(&canonical, &homes).or_else(|| in_system_tree(&canonical))
+        {
             return Err(refuse(format!(
                 "resolves to {}, which {why}",
                 canonical.display()
             )));
+        }
+        if let Some(why) = contained(&[&canonical], kept) {
+            return Err(refuse(why));
         }
         // `canonical` has no symlink left in it: this is the directory itself.
         let meta = fs::symlink_metadata(&canonical).map_err(io_err)?;
@@ -384,6 +466,76 @@ fn home_dirs() -> Vec<Home> {
     homes
 }
 
+/// `path` (absolute) as the kernel would resolve it if it were created
+/// now: its longest existing ancestor canonicalized, the missing rest
+/// appended as written. A path whose ancestors cannot be resolved at all
+/// comes back lexically normalized.
+fn resolve_existing(path: &Path) -> PathBuf {
+    let path = normalize_lexically(path);
+    let mut missing = Vec::new();
+    let mut existing = path.as_path();
+    loop {
+        if let Ok(mut out) = fs::canonicalize(existing) {
+            out.extend(missing.iter().rev());
+            return out;
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                missing.push(name);
+                existing = parent;
+            }
+            _ => return path,
+        }
+    }
+}
+
+/// Why a root spelled as any of `roots` must not be used because it is, or
+/// contains, one of `kept`; each compared where the kernel resolves it.
+fn contained(roots: &[&Path], kept: &[Kept]) -> Option<String> {
+    let cwd = std::env::current_dir().ok();
+    for k in kept {
+        let absolute = match (&cwd, k.path.is_absolute()) {
+            (_, true) => k.path.to_path_buf(),
+            (Some(cwd), false) => cwd.join(k.path),
+            (None, false) => continue,
+        };
+        let spellings = [normalize_lexically(&absolute), resolve_existing(&absolute)];
+        for root in roots {
+            if spellings.iter().any(|p| p.starts_with(root)) {
+                return Some(format!(
+                    "contains {} {}: every entry of the root may be deleted; \
+                     keep the root a directory of its own",
+                    k.what,
+                    k.path.display()
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// Why `path` (absolute, normalized) lies inside a system tree, if it does.
+fn in_system_tree(path: &Path) -> Option<String> {
+    if SYSTEM_TREE_EXCEPTIONS
+        .iter()
+        .any(|e| path.starts_with(e) && path != Path::new(e))
+    {
+        return None;
+    }
+    let top = path.components().nth(1).map(|c| c.as_os_str());
+    let lib = top.and_then(OsStr::to_str).filter(|t| t.starts_with("lib"));
+    let tree = SYSTEM_TREES
+        .iter()
+        .map(PathBuf::from)
+        .find(|t| path.starts_with(t))
+        .or_else(|| lib.map(|l| Path::new("/").join(l)))?;
+    Some(format!(
+        "lies inside the system directory {}, whose files belong to the system; \
+         use a dedicated directory such as /tmp/booworktrees or /var/tmp/booworktrees",
+        tree.display()
+    ))
+}
+
 /// Why `path` (absolute, normalized) must not be a worktree root, if it
 /// must not.
 fn protected_because(path: &Path, homes: &[Home]) -> Option<String> {
@@ -513,6 +665,130 @@ mod tests {
             let why = refused_why(WorktreeRoot::prepare(Path::new(p)));
             assert!(why.contains("system directory"), "{p}: {why}");
         }
+    }
+
+    #[test]
+    fn a_root_inside_a_system_directory_is_refused() {
+        for p in [
+            "/usr/lib",
+            "/usr/local/share/wt",
+            "/etc/ssh",
+            "/var/lib/postgresql/15",
+            "/var/www/wt",
+            "/boot/wt",
+            "/opt/wt",
+            "/srv/wt",
+            "/proc/1",
+            "/sys/kernel",
+            "/dev/shm/wt",
+            "/run/user/1000/wt",
+            "/bin/wt",
+            "/sbin/wt",
+            "/lib/x86_64-linux-gnu",
+            "/lib64/wt",
+            "/libx32/wt",
+            "/var/tmpfoo/wt",
+        ] {
+            // `open`, not `prepare`: nothing may be created there even if
+            // the check regressed.
+            let why = refused_why(WorktreeRoot::open(Path::new(p)));
+            assert!(
+                why.contains("lies inside the system directory"),
+                "{p}: {why}"
+            );
+        }
+        assert!(in_system_tree(Path::new("/var/tmp/booworktrees")).is_none());
+        assert!(in_system_tree(Path::new("/tmp/booworktrees")).is_none());
+        assert!(in_system_tree(Path::new("/data/booworktrees")).is_none());
+    }
+
+    #[test]
+    fn a_root_reaching_a_system_directory_through_a_symlinked_ancestor_is_refused_before_it_is_created(
+    ) {
+        let t = temp();
+        let link = t.path().join("etc");
+        symlink("/etc", &link).unwrap();
+        let name = format!("boo-never-created-{}", fastrand::u64(..));
+        let why = refused_why(WorktreeRoot::prepare(&link.join(&name).join("wt")));
+        assert!(why.contains("resolves to /etc/"), "{why}");
+        assert!(
+            why.contains("lies inside the system directory /etc"),
+            "{why}"
+        );
+        assert!(!Path::new("/etc").join(&name).exists());
+    }
+
+    #[test]
+    fn a_root_that_contains_the_database_or_the_configuration_file_is_refused() {
+        let t = temp();
+        let root = t.path().join("root");
+        let db = root.join("state/boo.db");
+        let why = refused_why(WorktreeRoot::prepare_apart_from(
+            &root,
+            &[Kept {
+                what: "the database file (database.url)",
+                path: &db,
+            }],
+        ));
+        assert!(
+            why.contains(&format!(
+                "contains the database file (database.url) {}",
+                db.display()
+            )),
+            "{why}"
+        );
+        assert!(!root.exists(), "refused before it is created");
+
+        // The root itself as the file, and a file reached through a symlink.
+        fs::create_dir(&root).unwrap();
+        let alias = t.path().join("alias");
+        symlink(&root, &alias).unwrap();
+        for path in [root.clone(), alias.join("boo-reconciler.toml")] {
+            let kept = [Kept {
+                what: "the configuration file",
+                path: &path,
+            }];
+            let why = refused_why(WorktreeRoot::open_apart_from(&root, &kept));
+            assert!(why.contains("contains the configuration file"), "{why}");
+        }
+
+        // Beside the root is where they belong.
+        let beside = t.path().join("boo.db");
+        let kept = [Kept {
+            what: "the database file (database.url)",
+            path: &beside,
+        }];
+        WorktreeRoot::prepare_apart_from(&root, &kept).unwrap();
+        let sibling = t.path().join("root-other/x.db");
+        let kept = [Kept {
+            what: "the database file (database.url)",
+            path: &sibling,
+        }];
+        WorktreeRoot::prepare_apart_from(&root, &kept).unwrap();
+    }
+
+    #[test]
+    fn a_root_that_contains_a_main_repository_is_refused() {
+        let (t, root) = root_with_wt1();
+        let inside = root.path().join("wt1");
+        let through_configured = root.configured_path().join("repo");
+        for path in [&inside, &through_configured] {
+            let kept = [Kept {
+                what: "the main repository",
+                path,
+            }];
+            let err = root.refuse_containing(&kept).unwrap_err();
+            assert!(
+                err.to_string().contains("contains the main repository"),
+                "{err}"
+            );
+        }
+        let outside = t.path().join("repo");
+        let kept = [Kept {
+            what: "the main repository",
+            path: &outside,
+        }];
+        root.refuse_containing(&kept).unwrap();
     }
 
     #[test]

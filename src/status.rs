@@ -5,6 +5,24 @@
 use serde_json::Value;
 use std::fmt::Write as _;
 
+/// What the settings of `/status` let the controller do: observe only, or
+/// act with each actuator that is on.
+fn acting(config: &Value) -> String {
+    if config["loop"]["dry_run"].as_bool() == Some(true) {
+        return "no: observe only (loop.dry_run), every pass plans and reports".into();
+    }
+    let off: Vec<&str> = ["processes", "worktrees", "opencode"]
+        .into_iter()
+        .filter(|s| config[*s]["enabled"].as_bool() == Some(false))
+        .collect();
+    if off.is_empty() {
+        "yes".into()
+    } else {
+        let off: Vec<String> = off.iter().map(|s| format!("{s}.enabled")).collect();
+        format!("yes, but not on what {} = false holds back", off.join(", "))
+    }
+}
+
 /// The status document as readable tables.
 pub fn render(s: &Value) -> String {
     let mut out = String::new();
@@ -22,14 +40,20 @@ pub fn render(s: &Value) -> String {
         text(&s["queue_depth"]),
     );
     let _ = writeln!(out, "next pass: {}", text(&s["next_pass_at"]));
+    let _ = writeln!(out, "acting: {}", acting(&s["config"]));
     if let Some(p) = s.get("last_host_pass").filter(|p| !p.is_null()) {
+        let (count, what) = if p["dry_run"].as_bool() == Some(true) {
+            (&p["planned"], "action(s) planned, none taken (dry run)")
+        } else {
+            (&p["results"], "action(s)")
+        };
         let _ = writeln!(
             out,
-            "last host pass: {} ({}), {} ms, {} action(s), {} error(s)",
+            "last host pass: {} ({}), {} ms, {} {what}, {} error(s)",
             text(&p["started_at"]),
             text(&p["trigger"]),
             text(&p["duration_ms"]),
-            p["results"].as_array().map_or(0, Vec::len),
+            count.as_array().map_or(0, Vec::len),
             p["errors"].as_array().map_or(0, Vec::len),
         );
         for e in p["errors"].as_array().into_iter().flatten() {
@@ -236,6 +260,32 @@ mod tests {
         );
         assert!(text.contains("PENDING DRIFT\n  (none)"), "{text}");
         assert!(text.contains("chat c1"), "{text}");
+    }
+
+    #[test]
+    fn observe_only_and_switched_off_actuators_are_shown() {
+        let mut s = serde_json::json!({
+            "config": {"loop": {"dry_run": true}, "processes": {"enabled": true}},
+            "last_host_pass": {"dry_run": true, "planned": [{}, {}], "results": [],
+                "errors": [], "warnings": []}
+        });
+        let text = render(&s);
+        assert!(
+            text.contains("acting: no: observe only (loop.dry_run)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("2 action(s) planned, none taken (dry run)"),
+            "{text}"
+        );
+        s["config"] = serde_json::json!({"loop": {"dry_run": false},
+            "processes": {"enabled": false}, "worktrees": {"enabled": true},
+            "opencode": {"enabled": false}});
+        let text = render(&s);
+        assert!(
+            text.contains("acting: yes, but not on what processes.enabled, opencode.enabled = false holds back"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -192,3 +192,569 @@ fn run_refuses_a_remote_listen_address_without_a_token() {
     assert!(err.contains("http.token"), "{err}");
     assert!(err.contains("allow_insecure_remote"), "{err}");
 }
+
+/// Runs `plan` in a fresh directory with `env` and `args`; its exit code
+/// and standard error.
+fn plan_with(env: &[(&str, &str)], args: &[&str]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("root")).unwrap();
+    let mut cmd = bin();
+    cmd.current_dir(dir.path())
+        .arg("--worktree-root")
+        .arg(dir.path().join("root"))
+        .args(args)
+        .arg("plan");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_label_that_ordinary_processes_carry_is_refused() {
+    for (key, value) in [
+        ("processes.chat_label", "PATH"),
+        ("processes.agent_label", "HOME"),
+        ("processes.session_label", "LC_ALL"),
+    ] {
+        let (code, err) = plan_with(&[], &["--set", &format!("{key}={value}")]);
+        assert_eq!(code, Some(2), "{key}={value}: {err}");
+        assert!(err.contains(key), "{err}");
+        assert!(err.contains(&format!("{value:?}")), "{err}");
+        assert!(err.contains("from the command line"), "{err}");
+        assert!(err.contains("ordinary processes do not carry"), "{err}");
+    }
+    let (code, err) = plan_with(&[("BOO_RECONCILER_PROCESSES_CHAT_LABEL", "boo_chat")], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("from BOO_RECONCILER_PROCESSES_CHAT_LABEL"),
+        "{err}"
+    );
+}
+
+#[test]
+fn two_labels_with_one_name_are_refused() {
+    let (code, err) = plan_with(
+        &[("BOO_RECONCILER_PROCESSES_CHAT_LABEL", "MY_LABEL")],
+        &["--set", "processes.agent_label=MY_LABEL"],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("processes.agent_label"), "{err}");
+    assert!(err.contains("processes.chat_label"), "{err}");
+}
+
+#[test]
+fn an_unknown_boo_reconciler_variable_exits_2_naming_the_closest_setting() {
+    let (code, err) = plan_with(&[("BOO_RECONCILER_WORKTREE_ROOT", "/srv/elsewhere")], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("BOO_RECONCILER_WORKTREE_ROOT"), "{err}");
+    assert!(err.contains("BOO_RECONCILER_WORKTREES_ROOT"), "{err}");
+    assert!(err.contains("worktrees.root"), "{err}");
+    // The token and the log filter are variables of the prefix too.
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .current_dir(dir.path())
+        .env("BOO_RECONCILER_TOKEN", "t0ken")
+        .env("BOO_RECONCILER_LOG", "info")
+        .arg("--worktree-root")
+        .arg(dir.path().join("root"))
+        .arg("once")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+}
+
+#[test]
+fn a_duration_beyond_the_bound_exits_2_never_a_panic() {
+    for (key, var) in [
+        ("loop.interval", "BOO_RECONCILER_LOOP_INTERVAL"),
+        ("loop.pass_timeout", "BOO_RECONCILER_LOOP_PASS_TIMEOUT"),
+        (
+            "processes.term_grace",
+            "BOO_RECONCILER_PROCESSES_TERM_GRACE",
+        ),
+    ] {
+        let (code, err) = plan_with(&[(var, "4000000000000000h")], &[]);
+        assert_eq!(code, Some(2), "{key}: {err}");
+        assert!(err.contains(key), "{err}");
+        assert!(err.contains("4000000000000000h"), "{err}");
+        assert!(err.contains(var), "{err}");
+        assert!(err.contains("at most 365d"), "{err}");
+    }
+}
+
+#[test]
+fn run_at_the_duration_bound_serves_status_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = bin()
+        .current_dir(dir.path())
+        .arg("--worktree-root")
+        .arg(dir.path().join("root"))
+        .args(["--set", &format!("http.listen=127.0.0.1:{port}")])
+        .args([
+            "--set",
+            "loop.interval=365d",
+            "--set",
+            "loop.jitter=365d",
+            "--set",
+            "loop.pass_timeout=365d",
+            "--log-format",
+            "json",
+            "run",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("pass finished") {
+            break;
+        }
+    }
+    // The next pass is due in a year: /status shows it rather than panic.
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    conn.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+/// A port nothing listens on now (the kernel's pick, let go at once).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_root_inside_a_system_directory_exits_2() {
+    for root in ["/usr/lib", "/etc/ssh", "/var/lib/postgresql/15"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = bin()
+            .current_dir(dir.path())
+            .args(["--worktree-root", root, "once"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{root}: {err}");
+        assert!(err.contains(root), "{err}");
+        assert!(err.contains("lies inside the system directory"), "{err}");
+        assert!(!dir.path().join("boo-reconciler.db").exists());
+    }
+}
+
+#[test]
+fn a_root_that_contains_the_database_or_the_configuration_file_exits_2() {
+    // The embedded default database, in the working directory, inside the
+    // root.
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .current_dir(dir.path())
+        .arg("--worktree-root")
+        .arg(dir.path())
+        .arg("once")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("contains the database file (database.url) boo-reconciler.db"),
+        "{err}"
+    );
+    assert!(!dir.path().join("boo-reconciler.db").exists());
+
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let file = root.join("c.toml");
+    std::fs::write(&file, "[loop]\ninterval = \"1m\"\n").unwrap();
+    let out = bin()
+        .current_dir(dir.path())
+        .arg("--config")
+        .arg(&file)
+        .arg("--worktree-root")
+        .arg(&root)
+        .arg("plan")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("contains the configuration file"), "{err}");
+    assert!(err.contains("c.toml"), "{err}");
+}
+
+#[test]
+fn a_root_that_contains_a_main_repository_named_by_a_row_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let db = dir.path().join("boo.db");
+    let url = format!("sqlite://{}", db.display());
+    let repo = root.join("projects/app");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = boo_reconciler::store::Store::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        store
+            .execute_raw(&format!(
+                "INSERT INTO worktrees (id, session_id, repo_path, path, host, state) \
+                 VALUES ('w1', 's1', '{}', '{}/w1', 'h1', 'removed')",
+                repo.display(),
+                root.display()
+            ))
+            .await
+            .unwrap();
+    });
+    let run = |host: &str| {
+        bin()
+            .current_dir(dir.path())
+            .args(["--database-url", &url, "--host-id", host])
+            .arg("--worktree-root")
+            .arg(&root)
+            .arg("once")
+            .output()
+            .unwrap()
+    };
+    let out = run("h1");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("contains the main repository"), "{err}");
+    assert!(err.contains("projects/app"), "{err}");
+    // Another host's rows are not this host's repositories.
+    let out = run("h2");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A `run` process whose JSON log messages arrive on a channel; stderr is
+/// drained by a thread of its own so the daemon never blocks on it.
+/// A `run` process, killed and reaped if a test ends without stopping it.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl std::ops::Deref for Daemon {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+fn spawn_run(cmd: &mut Command, run_args: &[&str]) -> (Daemon, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd
+        .args(["--log-format", "json", "run"])
+        .args(run_args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let v: serde_json::Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+            let msg = v["fields"]["message"].as_str().unwrap_or_default();
+            if tx.send(msg.to_string()).is_err() {
+                return;
+            }
+        }
+    });
+    (Daemon(child), rx)
+}
+
+/// Waits for the message `want`; every message seen until then.
+fn wait_for(rx: &std::sync::mpsc::Receiver<String>, want: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_timeout(std::time::Duration::from_secs(120)) {
+            Ok(m) if m == want => return seen,
+            Ok(m) => seen.push(m),
+            Err(e) => panic!("no {want:?} ({e}); saw {seen:?}"),
+        }
+    }
+}
+
+fn signal(child: &std::process::Child, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+}
+
+#[test]
+fn sighup_is_logged_and_ignored_and_run_still_stops_cleanly_on_sigterm() {
+    use nix::sys::signal::Signal;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, rx) = spawn_run(
+        bin()
+            .current_dir(dir.path())
+            .arg("--worktree-root")
+            .arg(dir.path().join("root"))
+            .args(["--set", "loop.interval=1h"])
+            .args(["--set", "http.listen=127.0.0.1:0"]),
+        &[],
+    );
+    wait_for(&rx, "pass finished");
+    for _ in 0..3 {
+        signal(&child, Signal::SIGHUP);
+        let seen = wait_for(
+            &rx,
+            "SIGHUP ignored: the configuration is read only at start; restart to apply a changed one",
+        );
+        assert!(seen.is_empty(), "{seen:?}");
+    }
+    assert!(child.try_wait().unwrap().is_none(), "run died on SIGHUP");
+    signal(&child, Signal::SIGTERM);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let rest: Vec<String> = rx.iter().collect();
+    assert!(rest.iter().any(|m| m == "stopped"), "{rest:?}");
+}
+
+/// Runs `git` in `dir` with a configuration isolated from the machine's.
+fn git(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "Test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.com")
+        .env("GIT_COMMITTER_NAME", "Test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.com")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A worktree `<root>/w1` of a repository holding `dirs` × `files`
+/// committed files (nothing at risk), whose session s1 is archived: the
+/// next pass of host h1 removes it.
+struct ArchivedWorktree {
+    dir: tempfile::TempDir,
+    url: String,
+    root: std::path::PathBuf,
+    wt: std::path::PathBuf,
+}
+
+impl ArchivedWorktree {
+    fn new(dirs: usize, files: usize) -> ArchivedWorktree {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, root) = (dir.path().join("repo"), dir.path().join("root"));
+        std::fs::create_dir_all(&repo).unwrap();
+        std::fs::create_dir_all(&root).unwrap();
+        git(&repo, &["init", "-q", "-b", "main"]);
+        for d in 0..dirs {
+            let sub = repo.join(format!("d{d:03}"));
+            std::fs::create_dir(&sub).unwrap();
+            for f in 0..files {
+                std::fs::write(sub.join(format!("f{f:03}")), "x").unwrap();
+            }
+        }
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["commit", "-q", "-m", "files"]);
+        let wt = root.join("w1");
+        git(
+            &repo,
+            &["worktree", "add", "-q", "-b", "wt1", wt.to_str().unwrap()],
+        );
+        let url = format!("sqlite://{}", dir.path().join("boo.db").display());
+        let w = ArchivedWorktree { dir, url, root, wt };
+        w.sql("INSERT INTO sessions (id, status) VALUES ('s1', 'archived')");
+        w.sql(&format!(
+            "INSERT INTO worktrees (id, session_id, repo_path, path, branch, host) \
+             VALUES ('w1', 's1', '{}', '{}', 'wt1', 'h1')",
+            repo.display(),
+            w.wt.display()
+        ));
+        w
+    }
+
+    fn sql(&self, statement: &str) {
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let store = boo_reconciler::store::Store::connect(&self.url)
+                .await
+                .unwrap();
+            store.migrate().await.unwrap();
+            store.execute_raw(statement).await.unwrap();
+        });
+    }
+
+    fn row_state(&self) -> Vec<Vec<Option<String>>> {
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let store = boo_reconciler::store::Store::connect(&self.url)
+                .await
+                .unwrap();
+            store
+                .query_strings("SELECT state FROM worktrees WHERE id = 'w1'")
+                .await
+                .unwrap()
+        })
+    }
+
+    /// The binary aimed at this host, its database and its root.
+    fn bin(&self) -> Command {
+        let mut c = bin();
+        c.current_dir(self.dir.path())
+            .args(["--database-url", &self.url, "--host-id", "h1"])
+            .arg("--worktree-root")
+            .arg(&self.root);
+        c
+    }
+}
+
+#[test]
+fn sighup_during_a_removal_does_not_stop_it() {
+    use nix::sys::signal::Signal;
+    const DIRS: usize = 150;
+    // Many committed files: deleting them takes long enough to be caught
+    // half way.
+    let w = ArchivedWorktree::new(DIRS, 100);
+    let wt = w.wt.clone();
+    let entries = || std::fs::read_dir(&wt).map(|d| d.count()).ok();
+    let full = entries().unwrap();
+    assert_eq!(full, DIRS + 1, "the directories and .git");
+
+    let (mut child, rx) = spawn_run(
+        w.bin()
+            .args(["--set", "loop.interval=1h"])
+            .args(["--set", "http.listen=127.0.0.1:0"]),
+        &[],
+    );
+    // The first pass removes the worktree; SIGHUP once it has begun.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        match entries() {
+            Some(n) if n < full => break,
+            Some(_) => {}
+            None => panic!("the removal finished before it could be caught half way"),
+        }
+        assert!(std::time::Instant::now() < deadline, "no removal began");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    signal(&child, Signal::SIGHUP);
+    let seen = wait_for(&rx, "pass finished");
+    assert!(
+        seen.iter().any(|m| m.starts_with("SIGHUP ignored")),
+        "{seen:?}"
+    );
+    assert!(!wt.exists(), "the removal finished: {seen:?}");
+    assert!(child.try_wait().unwrap().is_none(), "run died on SIGHUP");
+    signal(&child, Signal::SIGTERM);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(w.row_state(), vec![vec![Some("removed".to_string())]]);
+}
+
+#[test]
+fn run_dry_run_plans_reports_and_answers_nudges_and_acts_on_nothing() {
+    let w = ArchivedWorktree::new(2, 2);
+    let port = free_port();
+    let (mut child, rx) = spawn_run(
+        w.bin()
+            .args(["--set", "loop.interval=1h"])
+            .args(["--set", &format!("http.listen=127.0.0.1:{port}")]),
+        &["--dry-run"],
+    );
+    let seen = wait_for(&rx, "pass finished");
+    assert!(
+        seen.iter()
+            .any(|m| m.starts_with("observe only (loop.dry_run)")),
+        "{seen:?}"
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let client =
+        boo_reconciler::client::Client::new(&base, None, std::time::Duration::from_secs(60))
+            .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let session = boo_reconciler::plan::Scope::Session("s1".into());
+    let answer = rt.block_on(client.nudge(&session, false)).unwrap();
+    assert_eq!(answer["dry_run"], true, "{answer}");
+    let kinds: Vec<&str> = answer["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, vec!["remove_worktree"], "{answer}");
+
+    let status = rt.block_on(client.status()).unwrap();
+    assert_eq!(status["config"]["loop"]["dry_run"], true, "{status}");
+    let last = &status["last_host_pass"];
+    assert_eq!(last["dry_run"], true, "{status}");
+    assert!(
+        last["planned"].as_array().is_some_and(|p| !p.is_empty()),
+        "{status}"
+    );
+    let out = bin().args(["status", "--url", &base]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("acting: no: observe only"), "{text}");
+
+    assert!(w.wt.join("d000/f000").exists(), "acted on the worktree");
+    assert_eq!(w.row_state(), vec![vec![Some("active".to_string())]]);
+    signal(&child, nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn a_switched_off_actuator_holds_its_actions_back_as_pending() {
+    let w = ArchivedWorktree::new(1, 1);
+    let out = w
+        .bin()
+        .env("BOO_RECONCILER_WORKTREES_ENABLED", "false")
+        .args(["once", "--json"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["results"], serde_json::json!([]), "{report}");
+    let pending = report["pending"].to_string();
+    assert!(
+        pending.contains("remove_worktree held back: worktrees.enabled is false"),
+        "{report}"
+    );
+    assert!(w.wt.join("d000/f000").exists());
+    assert_eq!(w.row_state(), vec![vec![Some("active".to_string())]]);
+    // Switched on again, the same pass removes it.
+    let out = w.bin().arg("once").output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!w.wt.exists());
+}

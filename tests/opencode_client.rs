@@ -20,6 +20,7 @@ use stub::{http, stub};
 
 fn config(url: &str) -> Opencode {
     Opencode {
+        enabled: true,
         url: Some(url.parse().expect("test URL")),
         username: "opencode".into(),
         password: String::new(),

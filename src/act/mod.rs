@@ -133,6 +133,9 @@ pub struct Executor {
     pub orphan_min_age: std::time::Duration,
     pub labels: LabelNames,
     pub term_grace: std::time::Duration,
+    /// `processes.enabled`: whether an agent inside a worktree about to be
+    /// removed is terminated; otherwise it keeps the worktree.
+    pub terminate_agents: bool,
     /// `None` when this host has no opencode (`opencode.url` empty).
     pub opencode: Option<crate::opencode::Client>,
     limit: Arc<Semaphore>,
@@ -183,6 +186,7 @@ impl Executor {
             orphan_min_age: config.worktrees.orphan_min_age,
             labels: LabelNames::from(&config.processes),
             term_grace: config.processes.term_grace,
+            terminate_agents: config.processes.enabled,
             opencode: crate::opencode::Client::new(&config.opencode),
             limit: Arc::new(Semaphore::new(config.r#loop.max_parallel_actions.max(1))),
             backoff: Mutex::new(Backoff::default()),
@@ -837,7 +841,13 @@ impl Executor {
         let dir = wt.path.clone();
         let users = blocking(move || Ok(processes::processes_in(&dir))).await?;
         let mut stopped_any = false;
-        for (pid, command) in &users {
+        // processes.enabled = false: an agent is a process like any other.
+        let agents = if self.terminate_agents {
+            &users[..]
+        } else {
+            &[]
+        };
+        for (pid, command) in agents {
             let labels = self.labels.clone();
             let pid = *pid;
             let Some(id) = blocking(move || Ok(processes::identity(pid, &labels))).await? else {

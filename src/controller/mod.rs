@@ -163,7 +163,8 @@ impl Controller {
             recorded_pids,
             opencode,
         };
-        let mut plan = plan::plan(&desired, &actual, &self.policy, SystemTime::now(), scope);
+        let plan = plan::plan(&desired, &actual, &self.policy, SystemTime::now(), scope);
+        let mut plan = crate::switches::Switches::from(&self.config).apply(plan);
         plan.observed_at = Some(observed_at);
         Ok((plan, counts))
     }
@@ -225,6 +226,12 @@ impl Controller {
         let started_at = SystemTime::now();
         let t0 = Instant::now();
         let mut notes = Notes::default();
+        // Observe-only overrules every caller: nudges and `once` included.
+        let mode = if self.config.r#loop.dry_run {
+            Mode::DryRun
+        } else {
+            mode
+        };
         let (plan, observed) = match self.plan(&scope, &mut notes).await {
             Ok(p) => p,
             Err(e) => {

@@ -1,8 +1,12 @@
 //! Agent processes on this host, read from `/proc`.
 //!
-//! An agent process is one whose environment carries the chat label
-//! (`BOO_CHAT_ID` by default, see [`LabelNames`]) with a non-empty value;
-//! its descendants are the agent's too, by ancestry, labelled or not.
+//! An agent process is one whose environment carries both the chat label
+//! and the agent label (`BOO_CHAT_ID` and `BOO_AGENT` by default, see
+//! [`LabelNames`]) with non-empty values; its descendants are the agent's
+//! too, by ancestry, labelled or not. Two labels rather than one: a single
+//! variable that leaked into an ordinary environment (a shell that
+//! exported it, a login script) must not make processes candidates for
+//! termination; the launcher sets both.
 //!
 //! Everything here is a best-effort read of a moving target: a process that
 //! vanishes mid-read, belongs to a user we may not inspect, or is otherwise
@@ -77,8 +81,9 @@ pub struct Identity {
     pub start_time: u64,
     /// The state letter (`R`, `S`, `D`, `Z`, …).
     pub state: char,
-    /// The value of the chat label, if the environment carries it
-    /// non-empty (a zombie's environment cannot be read: `None`).
+    /// The value of the chat label, if the environment carries it and the
+    /// agent label, both non-empty (a zombie's environment cannot be read:
+    /// `None`).
     pub chat_label: Option<String>,
     pub ppid: i32,
     pub pgid: i32,
@@ -90,8 +95,8 @@ pub fn is_alive_state(state: char) -> bool {
     !matches!(state, 'Z' | 'X' | 'x')
 }
 
-/// Every live process whose environment carries `labels.chat` with a
-/// non-empty value, except the calling process. See the module docs for
+/// Every live process whose environment carries `labels.chat` and
+/// `labels.agent` with non-empty values, except the calling process. See the module docs for
 /// what is skipped and what it costs.
 pub fn scan(labels: &LabelNames) -> Scan {
     let pids = match list_pids() {
@@ -151,7 +156,7 @@ fn scan_one(pid: i32, labels: &LabelNames, boot: Option<u64>) -> Seen {
             tracing::debug!(pid, error = %e, "environment unreadable; skipped");
             return Seen::Skipped;
         }
-        let Some(chat_id) = label(environ, &labels.chat) else {
+        let Some(chat_id) = agent_chat(environ, labels) else {
             return Seen::NotAnAgent;
         };
         agent_of(&process, chat_id, environ, labels, boot)
@@ -223,7 +228,7 @@ pub(crate) fn identity_of(process: &Process, labels: &LabelNames) -> Option<Iden
     let mut environ = Vec::new();
     let chat_label = read_environ(process, &mut environ)
         .ok()
-        .and_then(|()| label(&environ, &labels.chat));
+        .and_then(|()| agent_chat(&environ, labels));
     Some(Identity {
         start_time: stat.starttime,
         state: stat.state,
@@ -433,6 +438,13 @@ fn read_environ(process: &Process, buf: &mut Vec<u8>) -> std::io::Result<()> {
         .map_err(std::io::Error::other)?
         .read_to_end(buf)?;
     Ok(())
+}
+
+/// The chat of an agent: the chat label's value, when the environment
+/// carries it and the agent label too (see the module docs).
+fn agent_chat(environ: &[u8], labels: &LabelNames) -> Option<String> {
+    label(environ, &labels.agent)?;
+    label(environ, &labels.chat)
 }
 
 /// The value of `name` in a raw environment when present, valid UTF-8 and
@@ -650,10 +662,17 @@ pub(crate) mod tests {
     fn scan_skips_unlabelled_empty_labelled_and_zombie_processes() {
         let chat = unique("chat");
         let unlabelled = sleeper(&[("BOO_SESSION_ID", &chat)], None);
-        let empty = sleeper(&[("BOO_CHAT_ID", ""), ("BOO_SESSION_ID", &chat)], None);
+        let empty = sleeper(
+            &[
+                ("BOO_CHAT_ID", ""),
+                ("BOO_SESSION_ID", &chat),
+                ("BOO_AGENT", "a"),
+            ],
+            None,
+        );
         // A labelled child that exits at once and is not waited for: a zombie.
         let mut zombie = Command::new("true");
-        zombie.env("BOO_CHAT_ID", &chat);
+        zombie.env("BOO_CHAT_ID", &chat).env("BOO_AGENT", "a");
         let zombie = Spawned(zombie.spawn().unwrap());
         let zpid = zombie.0.id() as i32;
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -661,7 +680,7 @@ pub(crate) mod tests {
             assert!(Instant::now() < deadline, "child never became a zombie");
             std::thread::sleep(Duration::from_millis(10));
         }
-        let labelled = sleeper(&[("BOO_CHAT_ID", &chat)], None);
+        let labelled = sleeper(&[("BOO_CHAT_ID", &chat), ("BOO_AGENT", "a")], None);
 
         let scan = scan(&LabelNames::default());
         let pids: Vec<i32> = scan
@@ -680,9 +699,31 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_process_is_an_agent_only_with_the_chat_label_and_the_agent_label() {
+        let labels = LabelNames::default();
+        let both = b"PATH=/bin\0BOO_CHAT_ID=c1\0BOO_AGENT=goose\0";
+        assert_eq!(agent_chat(both, &labels).as_deref(), Some("c1"));
+        for not_an_agent in [
+            &b"BOO_CHAT_ID=c1\0"[..],
+            b"BOO_CHAT_ID=c1\0BOO_AGENT=\0",
+            b"BOO_AGENT=goose\0",
+            b"BOO_CHAT_ID=c1\0BOO_SESSION_ID=s1\0",
+        ] {
+            assert_eq!(agent_chat(not_an_agent, &labels), None, "{not_an_agent:?}");
+        }
+
+        // The same, end to end: the scan and the re-check before a signal.
+        let chat = unique("chat");
+        let chat_only = sleeper(&[("BOO_CHAT_ID", &chat), ("BOO_SESSION_ID", "s1")], None);
+        let pid = chat_only.0.id() as i32;
+        assert!(scan(&labels).processes.iter().all(|p| p.pid != pid));
+        assert_eq!(identity(pid, &labels).unwrap().chat_label, None);
+    }
+
+    #[test]
     fn identity_reads_start_time_state_label_and_links() {
         let chat = unique("chat");
-        let child = sleeper(&[("BOO_CHAT_ID", &chat)], None);
+        let child = sleeper(&[("BOO_CHAT_ID", &chat), ("BOO_AGENT", "a")], None);
         let pid = child.0.id() as i32;
         let id = identity(pid, &LabelNames::default()).unwrap();
         assert_eq!(id.start_time, start_time_of(pid));

@@ -422,7 +422,7 @@ impl World {
             upstream: None,
             ids,
             live: Vec::new(),
-            label: format!("BOO_ORACLE_CHAT_{:016x}", fastrand::u64(..)),
+            label: format!("BOO_ORACLE_CHAT_{:016X}", fastrand::u64(..)),
             counter: 0,
         }
     }
