@@ -118,6 +118,7 @@ pub struct Worktrees {
     pub root: PathBuf,
     pub orphan_min_age: Duration,
     pub precious: Vec<String>,
+    pub reclaim_parallel: usize,
 }
 
 /// `[processes]`: how agent processes are recognised and stopped.
@@ -455,6 +456,13 @@ pub static KEYS: &[Key] = &[
         doc: "Ignored files matching these globs are work: a worktree holding one is kept. A glob without / matches at any depth.",
     },
     Key {
+        section: "worktrees",
+        key: "reclaim_parallel",
+        kind: Kind::PositiveInt,
+        default: DefaultValue::Text("2"),
+        doc: "Most retired worktrees in <root>/.boo-trash deleted at the same time by the background reclaimer (1 or more).",
+    },
+    Key {
         section: "processes",
         key: "chat_label",
         kind: Kind::Name,
@@ -788,6 +796,7 @@ impl Config {
                 root: s.path("worktrees", "root"),
                 orphan_min_age: s.duration("worktrees", "orphan_min_age"),
                 precious: s.list("worktrees", "precious"),
+                reclaim_parallel: s.int("worktrees", "reclaim_parallel"),
             },
             processes: Processes {
                 chat_label: s.string("processes", "chat_label"),
@@ -866,6 +875,8 @@ impl Config {
             .map(|g| g.clone().into())
             .collect();
         put("worktrees", "precious", precious.into());
+        let reclaim = i64::try_from(self.worktrees.reclaim_parallel).unwrap_or(i64::MAX);
+        put("worktrees", "reclaim_parallel", reclaim.into());
         let p = &self.processes;
         put("processes", "chat_label", p.chat_label.clone().into());
         put("processes", "session_label", p.session_label.clone().into());

@@ -22,6 +22,27 @@ pub fn render(s: &Value) -> String {
         text(&s["queue_depth"]),
     );
     let _ = writeln!(out, "next pass: {}", text(&s["next_pass_at"]));
+    if let Some(t) = s.get("trash").filter(|t| !t.is_null()) {
+        let _ = writeln!(
+            out,
+            "trash {}: {} entr(ies), about {} bytes, oldest retired {}, {} being reclaimed",
+            text(&t["path"]),
+            text(&t["entries"]),
+            text(&t["bytes"]),
+            t["oldest_retired_at"].as_str().unwrap_or("-"),
+            text(&t["reclaiming"]),
+        );
+        for e in t["errors"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "  error: {} cannot be reclaimed ({} failure(s), next attempt in {}s): {}",
+                text(&e["path"]),
+                text(&e["failures"]),
+                text(&e["next_attempt_in_s"]),
+                text(&e["error"]),
+            );
+        }
+    }
     if let Some(p) = s.get("last_host_pass").filter(|p| !p.is_null()) {
         let _ = writeln!(
             out,
