@@ -21,7 +21,10 @@
 //! - Once cancelled, no new action starts; those in flight finish.
 //! - Two runs (a nudge beside the interval pass) never act on the same
 //!   target at once: the later one waits, then leaves the target to the
-//!   first.
+//!   first ([`claim`]). An action once started runs to its end (effect,
+//!   row, audit record) on a task of its own, holding its claim, even when
+//!   the run that started it is abandoned by a timeout or a shutdown (test
+//!   `a_removal_that_outlasts_the_run_timeout_is_never_started_twice`).
 
 pub mod backoff;
 pub mod claim;
@@ -277,7 +280,7 @@ impl Executor {
     }
 
     async fn run_one(
-        &self,
+        self: &Arc<Self>,
         action: Action,
         opts: RunOptions,
         observed_at: Instant,
@@ -308,6 +311,7 @@ impl Executor {
         // Another run (a nudge beside the interval pass) acting on the same
         // target: wait for it, then leave the target to it. The plan this
         // action came from predates that run's effect.
+        let (action_target, action_copy) = (target.clone(), action.clone());
         let Some(claim) = self.claims.claim(&target, observed_at).await else {
             return ActionResult {
                 target,
@@ -319,30 +323,54 @@ impl Executor {
                 duration_ms: 0,
             };
         };
-        let _permit = self.limit.acquire().await.expect("semaphore never closed");
-        let started = Instant::now();
-        let (outcome, detail) = match self.apply(&action, opts, &claim).await {
-            Ok(r) => r,
-            Err(error) => (Outcome::Failed { error }, serde_json::Value::Null),
-        };
-        {
-            let mut b = self.backoff.lock().expect("backoff lock");
-            match &outcome {
-                Outcome::Failed { error } => {
-                    b.failed(&target, Instant::now(), error);
+        let permit = Arc::clone(&self.limit)
+            .acquire_owned()
+            .await
+            .expect("semaphore never closed");
+        // Once started, the action runs to its end on a task of its own,
+        // holding its claim and its permit: a run abandoned by a timeout or
+        // a shutdown drops only its wait for the answer, never the removal
+        // half done, its row update or its audit record.
+        let me = Arc::clone(self);
+        let work = tokio::spawn(async move {
+            let _permit = permit;
+            let started = Instant::now();
+            let (outcome, detail) = match me.apply(&action, opts, &claim).await {
+                Ok(r) => r,
+                Err(error) => (Outcome::Failed { error }, serde_json::Value::Null),
+            };
+            {
+                let mut b = me.backoff.lock().expect("backoff lock");
+                match &outcome {
+                    Outcome::Failed { error } => {
+                        b.failed(&target, Instant::now(), error);
+                    }
+                    _ => b.succeeded(&target),
                 }
-                _ => b.succeeded(&target),
             }
+            let result = ActionResult {
+                target,
+                action,
+                outcome,
+                detail,
+                duration_ms: started.elapsed().as_millis() as u64,
+            };
+            me.record(&result).await;
+            drop(claim);
+            result
+        });
+        match work.await {
+            Ok(r) => r,
+            Err(e) => ActionResult {
+                target: action_target,
+                action: action_copy,
+                outcome: Outcome::Failed {
+                    error: format!("the action's task failed: {e}"),
+                },
+                detail: serde_json::Value::Null,
+                duration_ms: 0,
+            },
         }
-        let result = ActionResult {
-            target,
-            action,
-            outcome,
-            detail,
-            duration_ms: started.elapsed().as_millis() as u64,
-        };
-        self.record(&result).await;
-        result
     }
 
     /// Writes the audit record of a result (and logs it), unless it repeats
