@@ -28,6 +28,8 @@ both_databases!(
     a_crash_before_the_row_update_converges,
     a_crash_in_the_middle_of_a_reclaim_converges,
     a_crash_in_the_middle_of_a_force_archive_converges,
+    a_removal_that_outlasts_the_run_timeout_is_never_started_twice,
+    sigterm_during_a_nudge_triggered_removal_finishes_it_before_exit_0,
 );
 
 /// One test at a time: they share the host id, hence the PostgreSQL lock.
@@ -276,4 +278,219 @@ async fn a_crash_in_the_middle_of_a_force_archive_converges(db: Db) {
         git(&s.w.repo, &["show", &format!("{archive}^3:notes.txt")]),
         "work in progress"
     );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `run` process with `FAILPOINTS`, its log in a file; killed on drop.
+struct Daemon {
+    child: std::process::Child,
+    log: PathBuf,
+    port: u16,
+}
+
+impl Daemon {
+    fn start(w: &World, failpoints: &str, settings: &[(&str, &str)]) -> Daemon {
+        let port = free_port();
+        let log = w.tmp.path().join(format!("daemon-{port}.log"));
+        let mut c = bin(w);
+        for (key, value) in [
+            ("http.listen", format!("127.0.0.1:{port}")),
+            ("loop.interval", "1h".into()),
+            ("loop.jitter", "0s".into()),
+            ("database.notify_channel", "boo_test_nobody".into()),
+        ] {
+            c.arg("--set").arg(format!("{key}={value}"));
+        }
+        for (key, value) in settings {
+            c.arg("--set").arg(format!("{key}={value}"));
+        }
+        let child = c
+            .arg("run")
+            .env("FAILPOINTS", failpoints)
+            .stderr(fs::File::create(&log).unwrap())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        Daemon { child, log, port }
+    }
+
+    fn logged(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn wait_for(&self, text: &str) {
+        for _ in 0..600 {
+            if self.logged().contains(text) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the daemon did not log {text:?}:\n{}", self.logged());
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// SIGTERM, then the exit code (within 30 s).
+    async fn stop(&mut self) -> Option<i32> {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        for _ in 0..600 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the daemon did not stop on SIGTERM:\n{}", self.logged());
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A scene whose session is open while the daemon starts, archived once
+/// its start-up pass is done: the removal is the nudge's.
+async fn daemon_scene(db: Db, failpoints: &str, settings: &[(&str, &str)]) -> (Scene, Daemon) {
+    let s = Scene::new(db, 0).await;
+    s.w.sql("UPDATE sessions SET status = 'open' WHERE id = 's1'")
+        .await;
+    s.w.sql("UPDATE chats SET status = 'open' WHERE id = 'c1'")
+        .await;
+    let d = Daemon::start(&s.w, failpoints, settings);
+    d.wait_for("pass finished").await;
+    s.w.sql("UPDATE chats SET status = 'archived' WHERE id = 'c1'")
+        .await;
+    s.w.sql("UPDATE sessions SET status = 'archived' WHERE id = 's1'")
+        .await;
+    (s, d)
+}
+
+fn removals(audit: &[boo_reconciler::store::AuditRecord]) -> Vec<String> {
+    audit
+        .iter()
+        .filter(|r| r.action == "remove_worktree")
+        .map(|r| r.outcome.clone())
+        .collect()
+}
+
+async fn a_removal_that_outlasts_the_run_timeout_is_never_started_twice(db: Db) {
+    let _turn = TURN.lock().await;
+    // A run is abandoned after twice the pass timeout (2 s); the removal's
+    // slow step takes 3 s.
+    let (s, mut d) = daemon_scene(
+        db,
+        "remove.before_retire=sleep(3000)",
+        &[("loop.pass_timeout", "1s")],
+    )
+    .await;
+    let http = http_client();
+    let first = http
+        .post(d.url("/sessions/s1/reconcile"))
+        .send()
+        .await
+        .unwrap();
+    let status = first.status();
+    let body = first.text().await.unwrap();
+    assert_eq!(status.as_u16(), 503, "{body}");
+    assert!(
+        body.contains("still working on worktree:") && body.contains("w1"),
+        "{body}"
+    );
+    assert!(s.wt.exists(), "the slow step is still under way");
+    // The follow-up waits for the claim and leaves the target to the run
+    // that holds it.
+    let second = http
+        .post(d.url("/sessions/s1/reconcile"))
+        .send()
+        .await
+        .unwrap();
+    let body = second.text().await.unwrap();
+    assert!(
+        !s.wt.exists(),
+        "the follow-up answered after the removal: {body}"
+    );
+    let answer: serde_json::Value = serde_json::from_str(&body).expect("JSON answer");
+    let mut outcomes = Vec::new();
+    worktree_outcomes(&answer, &mut outcomes);
+    assert!(
+        outcomes.iter().all(|o| o != "done"),
+        "the follow-up removed nothing itself: {body}"
+    );
+    for _ in 0..200 {
+        if trash_entries(&s.w).is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(d.stop().await, Some(0), "{}", d.logged());
+    let audit = s.w.audit().await;
+    let outcomes = removals(&audit);
+    assert_eq!(
+        outcomes.iter().filter(|o| *o == "done").count(),
+        1,
+        "started once, recorded once: {outcomes:?}"
+    );
+    assert!(!outcomes.iter().any(|o| o == "failed"), "{outcomes:?}");
+    s.converges(&[]).await;
+}
+
+async fn sigterm_during_a_nudge_triggered_removal_finishes_it_before_exit_0(db: Db) {
+    let _turn = TURN.lock().await;
+    let (s, mut d) = daemon_scene(db, "remove.before_retire=sleep(3000)", &[]).await;
+    let url = d.url("/sessions/s1/reconcile");
+    let nudge = tokio::spawn(async move { http_client().post(url).send().await });
+    // The removal is in its slow step (the preflight takes well under 1 s).
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(
+        s.wt.exists(),
+        "still in the slow step when the signal comes"
+    );
+    assert_eq!(d.stop().await, Some(0), "{}", d.logged());
+    assert!(!s.wt.exists(), "the removal in flight finished before exit");
+    assert_eq!(s.w.row_state("w1").await.0, "removed");
+    assert_eq!(removals(&s.w.audit().await), vec!["done".to_string()]);
+    let answer = nudge.await.unwrap();
+    if let Ok(r) = answer {
+        assert!(r.status().is_success(), "{:?}", r.text().await);
+    }
+    // Whatever the reclaimer had not freed yet, the next process does.
+    s.converges(&[]).await;
+}
+
+fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+/// The outcomes of every result about a worktree in a JSON answer.
+fn worktree_outcomes(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            if let (Some(t), Some(o)) = (m.get("target"), m.get("outcome")) {
+                if t.as_str().is_some_and(|t| t.starts_with("worktree:")) {
+                    out.push(o.as_str().unwrap_or_default().to_string());
+                }
+            }
+            m.values().for_each(|v| worktree_outcomes(v, out));
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|v| worktree_outcomes(v, out)),
+        _ => {}
+    }
 }

@@ -542,11 +542,21 @@ async fn removal_retires_exactly_the_worktree_and_the_reclaimer_frees_only_it(db
     // The rename moved exactly the worktree: one trash entry holding what
     // the directory held, byte for byte, its link still a link.
     let trash = w.root.join(".boo-trash");
-    let entries: Vec<_> = fs::read_dir(&trash).unwrap().map(|e| e.unwrap().path()).collect();
+    let entries: Vec<_> = fs::read_dir(&trash)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(entries.len(), 1, "{entries:?}");
-    let name = entries[0].file_name().unwrap().to_string_lossy().into_owned();
+    let name = entries[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     assert!(name.starts_with("w1."), "{name}");
-    assert!(name["w1.".len()..].bytes().all(|b| b.is_ascii_digit()), "{name}");
+    assert!(
+        name["w1.".len()..].bytes().all(|b| b.is_ascii_digit()),
+        "{name}"
+    );
     assert_eq!(files(&entries[0]), contents);
     assert!(fs::symlink_metadata(entries[0].join("target/link-out"))
         .unwrap()
@@ -558,7 +568,11 @@ async fn removal_retires_exactly_the_worktree_and_the_reclaimer_frees_only_it(db
     let plan = w.plan().await;
     assert_eq!(plan.observed.trash.entries, 1, "{}", plan.render());
     assert!(plan.observed.trash.bytes > 0);
-    assert!(plan.render().contains("waiting for reclaim since"), "{}", plan.render());
+    assert!(
+        plan.render().contains("waiting for reclaim since"),
+        "{}",
+        plan.render()
+    );
 
     let controller = w.controller();
     let swept = controller
@@ -585,7 +599,8 @@ async fn the_trash_is_never_an_orphan(db: Db) {
     fs::create_dir_all(&foreign).unwrap();
     // A row naming the trash itself: refused, never removed as a worktree.
     w.session("s1", "archived").await;
-    w.worktree_row("wt", "s1", &trash.display().to_string()).await;
+    w.worktree_row("wt", "s1", &trash.display().to_string())
+        .await;
 
     let plan = w.plan().await;
     assert_eq!(plan.observed.root_entries, 0, "{}", plan.render());
@@ -608,7 +623,10 @@ async fn the_trash_is_never_an_orphan(db: Db) {
         "{}",
         report.render()
     );
-    assert!(entry.join("src/a.txt").exists(), "the pass leaves the trash alone");
+    assert!(
+        entry.join("src/a.txt").exists(),
+        "the pass leaves the trash alone"
+    );
     let controller = w.controller();
     let swept = controller
         .executor()
@@ -617,5 +635,8 @@ async fn the_trash_is_never_an_orphan(db: Db) {
         .await;
     assert_eq!(swept.reclaimed, 1);
     assert!(!entry.exists());
-    assert!(foreign.is_dir(), "a name the controller did not make is left alone");
+    assert!(
+        foreign.is_dir(),
+        "a name the controller did not make is left alone"
+    );
 }
