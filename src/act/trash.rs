@@ -242,7 +242,7 @@ pub fn list(root: &WorktreeRoot) -> io::Result<Listing> {
             None => out.foreign.push(e.path()),
         }
     }
-    out.entries.sort_by(|a, b| a.retired_at.cmp(&b.retired_at));
+    out.entries.sort_by_key(|e| e.retired_at);
     out.foreign.sort();
     Ok(out)
 }
