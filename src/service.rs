@@ -7,6 +7,15 @@
 //! - A dry run (`?dry_run=true`) bypasses the queue: it writes nothing.
 //! - The status snapshot is updated after every pass, and the metrics count
 //!   every pass and every action.
+//! - Shutdown drains every trigger: the tasks spawned for queued runs and
+//!   for notifications are tracked ([`TaskTracker`]) and [`Service::drain`]
+//!   waits for them, then for any blocking work a timed-out run left
+//!   holding its targets (test
+//!   `sigterm_during_a_nudge_triggered_removal_finishes_it_before_exit_0`).
+//! - A run that times out while its actions still work answers "timed out
+//!   after …, still working on <targets>" ([`QueueError::StillWorking`]);
+//!   the follow-up waits for those targets (test
+//!   `a_removal_that_outlasts_the_run_timeout_is_never_started_twice`).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};

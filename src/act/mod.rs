@@ -887,9 +887,28 @@ pub fn inspect(root: &WorktreeRoot, wt: &WorktreeTarget, precious: &GlobSet) -> 
 /// reaches, then retires the directory into the trash with one rename
 /// ([`trash::retire`]; in place with [`remove::remove_dir`] where the
 /// rename is impossible, `EXDEV` or `EBUSY`) and prunes its admin entry.
-/// Nothing is removed when the archive or the keeping fails: everything
-/// git reads happens before the rename. Call only after [`inspect`] has
-/// cleared the worktree (or `archive` keeps what it found).
+/// Call only after [`inspect`] has cleared the worktree (or `archive`
+/// keeps what it found).
+///
+/// Guarantees:
+/// 1. **Git first, then the rename.** The force archive (checked against
+///    git's own view) and the commits only the reflog reaches are written
+///    before the directory moves; when either fails nothing is removed
+///    (tests `dirty_worktree_is_kept_at_risk_and_forced_removal_archives_it`,
+///    `a_crash_in_the_middle_of_a_force_archive_converges`).
+/// 2. **Exactly the worktree.** The directory is retired whole with one
+///    rename into the trash, nothing below it or beside it touched (test
+///    `removal_retires_exactly_the_worktree_and_the_reclaimer_frees_only_it`).
+/// 3. **Every step resumable.** Killed after the rename, after the admin
+///    prune or before the row update, the next pass converges without a
+///    false alarm (tests `a_crash_right_after_the_rename_converges`,
+///    `a_crash_after_the_admin_prune_converges`,
+///    `a_crash_before_the_row_update_converges`).
+/// 4. **Falls back, and says so.** Where the rename is impossible (`EXDEV`,
+///    `EBUSY`) the directory is deleted in place with [`remove::remove_dir`]
+///    and a log line gives the reason (test
+///    `retire_reports_cannot_rename_when_the_trash_is_another_file_system`
+///    for the verdict; the deletion is `remove_dir`'s, with its own tests).
 pub fn archive_and_remove(
     root: &WorktreeRoot,
     wt: &WorktreeTarget,

@@ -22,12 +22,13 @@
 //!    `retire_moves_exactly_the_worktree_and_nothing_else`).
 //! 2. **Atomic.** The directory is either still at its place or wholly in
 //!    the trash; a crash at any instant leaves one of the two (test
-//!    `retire_is_atomic_under_a_crash_after_the_rename` in
-//!    `tests/crash.rs`, the real binary killed right after the rename).
+//!    `a_crash_right_after_the_rename_converges` in `tests/crash.rs`, the
+//!    real binary killed right after the rename).
 //! 3. **A swapped entry is put back.** When what was moved is not the
 //!    directory that was checked (same device and inode), it is moved back
-//!    and the retire fails (test `retire_refuses_a_symlink_entry`, and the
-//!    checked-inode comparison).
+//!    and the retire fails. A symlink or a file is refused before the
+//!    rename (test `retire_refuses_a_symlink_entry`); the swap itself needs
+//!    a race between two system calls and is not provoked by a test.
 //! 4. **Falls back, never guesses.** `EXDEV` (the trash on another file
 //!    system) and `EBUSY` (the entry is a mount point, or in use as one)
 //!    answer [`Retired::CannotRename`] with the reason: the caller deletes

@@ -14,7 +14,12 @@
 //!   their answer (200 close calls for one chat all hear of the one
 //!   teardown, not one of them and 199 empty answers).
 //! - Each run is bounded by a timeout; on timeout its waiters get an error
-//!   and the key is free again.
+//!   and the key is free again. Only the wait is abandoned: an action the
+//!   run started goes on to its end holding its claim
+//!   ([`crate::act::claim`]), so a follow-up never acts on its target
+//!   meanwhile.
+//! - Every task the queue spawns is on its [`TaskTracker`], for a shutdown
+//!   to wait on.
 //!
 //! Different keys run concurrently; the executor keeps two runs from acting
 //! on the same target at once.
