@@ -260,6 +260,28 @@ mod tests {
     }
 
     #[test]
+    fn the_trash_shows_what_waits_and_what_cannot_be_reclaimed() {
+        let s = serde_json::json!({
+            "version": "0.1.0", "host": "h1", "role": "leader", "uptime_secs": 5,
+            "queue_depth": 0, "next_pass_at": null,
+            "trash": {"path": "/r/.boo-trash", "entries": 2, "bytes": 4096,
+                "oldest_retired_at": "2026-11-24T06:00:00Z", "reclaiming": 1,
+                "errors": [{"path": "/r/.boo-trash/w1.1", "error": "mount point inside",
+                    "failures": 2, "next_attempt_in_s": 9}]},
+            "at_risk": [], "pending_drift": [], "backoff": [], "recent_passes": []
+        });
+        let text = render(&s);
+        assert!(
+            text.contains("trash /r/.boo-trash: 2 entr(ies), about 4096 bytes, oldest retired 2026-11-24T06:00:00Z, 1 being reclaimed"),
+            "{text}"
+        );
+        assert!(
+            text.contains("error: /r/.boo-trash/w1.1 cannot be reclaimed (2 failure(s), next attempt in 9s): mount point inside"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn an_answer_renders_each_action_and_what_was_kept() {
         let a = serde_json::json!({
             "scope": "chat", "chat_id": "c1", "duration_ms": 12, "result": "at_risk",
