@@ -113,9 +113,21 @@ pub async fn dispatch(
                     &cancel,
                 )
                 .await;
-            stop.abort();
             print_report(&report, json)?;
-            Ok(report.exit_code())
+            // One-shot: the answer first, then the space, before exiting
+            // (what a signal interrupts is left for the next process).
+            let swept = controller.executor().reclaimer().sweep(&cancel).await;
+            stop.abort();
+            for (path, error) in &swept.failed {
+                eprintln!(
+                    "error: trash entry {} cannot be reclaimed: {error}",
+                    path.display()
+                );
+            }
+            Ok(match (report.exit_code(), swept.failed.is_empty()) {
+                (code, true) => code,
+                (_, false) => crate::report::exit::ERROR,
+            })
         }
         Command::Run { .. } => {
             let _hangup = ignore_hangup()?;
@@ -149,6 +161,9 @@ pub async fn dispatch(
                 tracing::warn!("observe only (loop.dry_run): every pass plans and reports, nothing is acted on");
             }
             let service = Service::new(controller, cancel.clone());
+            let reclaimer = tokio::spawn(
+                Arc::clone(service.controller.executor().reclaimer()).run(cancel.clone()),
+            );
             let server = tokio::spawn(crate::http::serve(
                 listener,
                 crate::http::router(Arc::clone(&service), token),
@@ -166,6 +181,10 @@ pub async fn dispatch(
                 tracing::error!(error = %e, "HTTP server failed");
             }
             let _ = notifications.await;
+            // Runs started by nudges and notifications finish their
+            // actions in flight.
+            service.drain().await;
+            let _ = reclaimer.await;
             tracing::info!("stopped");
             Ok(0)
         }

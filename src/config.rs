@@ -224,6 +224,7 @@ pub struct Worktrees {
     pub root: PathBuf,
     pub orphan_min_age: Duration,
     pub precious: Vec<String>,
+    pub reclaim_parallel: usize,
 }
 
 /// `[processes]`: how agent processes are recognised and stopped.
@@ -613,6 +614,13 @@ pub static KEYS: &[Key] = &[
         doc: "Ignored files matching these globs are work: a worktree holding one is kept. A glob without / matches at any depth.",
     },
     Key {
+        section: "worktrees",
+        key: "reclaim_parallel",
+        kind: Kind::PositiveInt,
+        default: DefaultValue::Text("2"),
+        doc: "Most retired worktrees in <root>/.boo-trash deleted at the same time by the background reclaimer (1 or more).",
+    },
+    Key {
         section: "processes",
         key: "enabled",
         kind: Kind::Bool,
@@ -982,6 +990,7 @@ impl Config {
                 root: s.path("worktrees", "root"),
                 orphan_min_age: s.duration("worktrees", "orphan_min_age"),
                 precious: s.list("worktrees", "precious"),
+                reclaim_parallel: s.int("worktrees", "reclaim_parallel"),
             },
             processes: Processes {
                 enabled: s.bool("processes", "enabled"),
@@ -1074,6 +1083,8 @@ impl Config {
             .map(|g| g.clone().into())
             .collect();
         put("worktrees", "precious", precious.into());
+        let reclaim = i64::try_from(self.worktrees.reclaim_parallel).unwrap_or(i64::MAX);
+        put("worktrees", "reclaim_parallel", reclaim.into());
         let p = &self.processes;
         put("processes", "enabled", p.enabled.into());
         put("processes", "chat_label", p.chat_label.clone().into());

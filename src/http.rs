@@ -732,6 +732,9 @@ async fn nudge(
 fn queue_error(e: &QueueError) -> Response {
     let message = match e {
         QueueError::Timeout(_) => format!("{e}: the run was abandoned; try again"),
+        QueueError::StillWorking { .. } => {
+            format!("{e}; a follow-up run waits for it: try again")
+        }
         // Shutting down, or (once the service can stand by) not acting for
         // this host: the message says which.
         #[allow(unreachable_patterns)]

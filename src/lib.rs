@@ -12,6 +12,7 @@ pub mod client;
 pub mod commands;
 pub mod config;
 pub mod controller;
+pub mod failpoint;
 pub mod git;
 pub mod http;
 pub mod metrics;

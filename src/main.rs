@@ -13,6 +13,7 @@ use boo_reconciler::report::exit;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.global.log_format);
+    boo_reconciler::failpoint::setup();
 
     let overrides = match cli.overrides() {
         Ok(o) => o,

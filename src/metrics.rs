@@ -6,8 +6,8 @@
 //! dashboard or an alert never sees a series appear out of nowhere.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::report::PassReport;
@@ -50,6 +50,14 @@ pub struct Metrics {
     pub workqueue_depth: IntGauge,
     pub nudges_total: IntCounterVec,
     pub leader: IntGauge,
+    /// Retired worktrees waiting in the trash.
+    pub trash_entries: IntGauge,
+    /// Their estimated size: allocated blocks (`st_blocks * 512`) of every
+    /// file below each entry, walked once per entry without following a
+    /// symlink or leaving the file system.
+    pub trash_bytes: IntGauge,
+    pub trash_reclaim_time: Histogram,
+    pub trash_reclaim_failures: IntCounter,
 }
 
 impl Default for Metrics {
@@ -114,8 +122,37 @@ impl Metrics {
             "1 while this instance holds the host's lock and acts; 0 on standby.",
         )
         .expect("metric");
+        let trash_entries = IntGauge::new(
+            "trash_entries",
+            "Retired worktrees waiting in <root>/.boo-trash for the reclaimer.",
+        )
+        .expect("metric");
+        let trash_bytes = IntGauge::new(
+            "trash_bytes",
+            "Estimated bytes in the trash: allocated blocks of every file, measured once per entry.",
+        )
+        .expect("metric");
+        let trash_reclaim_time = Histogram::with_opts(
+            HistogramOpts::new(
+                "trash_reclaim_time_seconds",
+                "Time to delete one trash entry.",
+            )
+            .buckets(vec![
+                0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ]),
+        )
+        .expect("metric");
+        let trash_reclaim_failures = IntCounter::new(
+            "trash_reclaim_failures_total",
+            "Attempts to delete a trash entry that failed (the entry backs off and is retried).",
+        )
+        .expect("metric");
         for c in [
-            Box::new(reconcile_total.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(trash_entries.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(trash_bytes.clone()),
+            Box::new(trash_reclaim_time.clone()),
+            Box::new(trash_reclaim_failures.clone()),
+            Box::new(reconcile_total.clone()),
             Box::new(reconcile_time.clone()),
             Box::new(reconcile_errors.clone()),
             Box::new(actions_total.clone()),
@@ -155,6 +192,10 @@ impl Metrics {
             workqueue_depth,
             nudges_total,
             leader,
+            trash_entries,
+            trash_bytes,
+            trash_reclaim_time,
+            trash_reclaim_failures,
         }
     }
 
@@ -222,5 +263,9 @@ mod tests {
         assert!(text.contains("boo_reconciler_workqueue_depth 0"));
         assert!(text.contains("boo_reconciler_nudges_total{route=\"chat\"} 0"));
         assert!(text.contains("# TYPE boo_reconciler_reconcile_time_seconds histogram"));
+        assert!(text.contains("boo_reconciler_trash_entries 0"));
+        assert!(text.contains("boo_reconciler_trash_bytes 0"));
+        assert!(text.contains("boo_reconciler_trash_reclaim_failures_total 0"));
+        assert!(text.contains("# TYPE boo_reconciler_trash_reclaim_time_seconds histogram"));
     }
 }

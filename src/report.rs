@@ -31,6 +31,8 @@ pub struct Observed {
     pub agent_rows: usize,
     pub root_entries: usize,
     pub stale_admin_entries: usize,
+    /// Retired worktrees waiting in the trash for the reclaimer.
+    pub trash: crate::act::reclaim::TrashStatus,
 }
 
 /// A worktree kept because removing it would lose work.
@@ -143,6 +145,22 @@ impl PassReport {
             self.observed.root_entries,
             self.observed.stale_admin_entries,
         );
+        let t = &self.observed.trash;
+        if t.entries > 0 || !t.foreign.is_empty() {
+            let _ = writeln!(
+                s,
+                "trash {}: {} entr(ies), about {} bytes, waiting for reclaim since {}{}",
+                t.path.display(),
+                t.entries,
+                t.bytes,
+                t.oldest_retired_at.as_deref().unwrap_or("-"),
+                if t.foreign.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {} foreign name(s) left alone", t.foreign.len())
+                }
+            );
+        }
         if self.dry_run {
             if self.planned.is_empty() {
                 let _ = writeln!(s, "nothing to do");

@@ -38,6 +38,10 @@ pub enum RootError {
     },
 }
 
+/// The controller's trash under the root ([`crate::act::trash`]): never a
+/// worktree, never an orphan.
+pub const TRASH_DIR: &str = ".boo-trash";
+
 /// A validated worktree root.
 #[derive(Clone, Debug)]
 pub struct WorktreeRoot {
@@ -297,7 +301,7 @@ impl WorktreeRoot {
     /// spelled with the canonical root. Refused: an empty or relative path,
     /// the root itself, anything outside the root or nested below an entry,
     /// a symlink entry ("symlink to <target>"), an entry that cannot be
-    /// inspected.
+    /// inspected, the controller's trash ([`TRASH_DIR`]).
     ///
     /// A regular file entry is `Inside` (it is not a symlink);
     /// [`crate::act::remove::remove_dir`] refuses to delete it as a
@@ -318,6 +322,12 @@ impl WorktreeRoot {
             (Some(parent), Some(name)) if self.is_root(parent) => name,
             _ => return refused(self.why_not_a_child(untrusted, &normalized)),
         };
+        if name == TRASH_DIR {
+            return refused(format!(
+                "{} is the controller's trash, never a worktree",
+                normalized.display()
+            ));
+        }
         let path = self.path.join(name);
         match fs::symlink_metadata(&path) {
             Ok(meta) if meta.file_type().is_symlink() => refused(format!(

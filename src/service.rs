@@ -7,6 +7,15 @@
 //! - A dry run (`?dry_run=true`) bypasses the queue: it writes nothing.
 //! - The status snapshot is updated after every pass, and the metrics count
 //!   every pass and every action.
+//! - Shutdown drains every trigger: the tasks spawned for queued runs and
+//!   for notifications are tracked ([`TaskTracker`]) and [`Service::drain`]
+//!   waits for them, then for any blocking work a timed-out run left
+//!   holding its targets (test
+//!   `sigterm_during_a_nudge_triggered_removal_finishes_it_before_exit_0`).
+//! - A run that times out while its actions still work answers "timed out
+//!   after …, still working on <targets>" ([`QueueError::StillWorking`]);
+//!   the follow-up waits for those targets (test
+//!   `a_removal_that_outlasts_the_run_timeout_is_never_started_twice`).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -14,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::act::{ActionResult, Outcome, RunOptions};
 use crate::controller::queue::{Queue, QueueError};
@@ -75,6 +85,9 @@ pub struct Service {
     started: Instant,
     started_at: SystemTime,
     cancel: CancellationToken,
+    /// Tasks spawned for queued and notification-triggered runs: drained
+    /// on shutdown, so that every trigger's actions in flight finish.
+    tasks: TaskTracker,
 }
 
 impl Service {
@@ -86,6 +99,14 @@ impl Service {
         // A run may take the pass timeout plus the actions in flight after
         // it: bound the wait at twice the pass timeout.
         let bound = controller.config.r#loop.pass_timeout * 2;
+        let tasks = TaskTracker::new();
+        let reclaim = crate::act::reclaim::ReclaimMetrics {
+            entries: metrics.trash_entries.clone(),
+            bytes: metrics.trash_bytes.clone(),
+            duration: metrics.trash_reclaim_time.clone(),
+            failures: metrics.trash_reclaim_failures.clone(),
+        };
+        controller.executor().reclaimer().attach_metrics(reclaim);
         let queue = {
             let (c, m, s, cancel) = (
                 Arc::clone(&controller),
@@ -93,8 +114,9 @@ impl Service {
                 Arc::clone(&state),
                 cancel.clone(),
             );
-            Queue::new(
+            Queue::tracked(
                 bound,
+                tasks.clone(),
                 move |key: Key, trigger: Trigger, overlapped: Option<Arc<PassReport>>| {
                     let (c, m, s, cancel) = (c.clone(), m.clone(), s.clone(), cancel.clone());
                     async move {
@@ -125,7 +147,25 @@ impl Service {
             started: Instant::now(),
             started_at: SystemTime::now(),
             cancel,
+            tasks,
         })
+    }
+
+    /// Waits for every run spawned by a nudge or a notification to finish,
+    /// then for the blocking work of runs that timed out to let go of its
+    /// targets. Call once no new request can arrive.
+    pub async fn drain(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+        let executor = self.controller.executor();
+        let mut said = false;
+        while !executor.claimed().is_empty() {
+            if !said {
+                tracing::info!(targets = ?executor.claimed(), "waiting for work in flight to finish");
+                said = true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Reconciles `scope` now and answers with what was done (or, for a dry
@@ -151,7 +191,17 @@ impl Service {
         self.metrics.workqueue_depth.set(self.queue.depth() as i64);
         let r = answer.await;
         self.metrics.workqueue_depth.set(self.queue.depth() as i64);
-        r
+        match r {
+            Err(QueueError::Timeout(after)) => {
+                let targets = self.controller.executor().claimed();
+                if targets.is_empty() {
+                    Err(QueueError::Timeout(after))
+                } else {
+                    Err(QueueError::StillWorking { after, targets })
+                }
+            }
+            r => r,
+        }
     }
 
     /// Acts for the host until cancelled: takes the host's lock (standing by
@@ -218,7 +268,7 @@ impl Service {
                     Notice::Reconnected => Scope::Host,
                 };
                 let me = Arc::clone(&me);
-                tokio::spawn(async move {
+                me.tasks.clone().spawn(async move {
                     tracing::debug!(?scope, "notification");
                     if let Err(e) = me
                         .reconcile(scope.clone(), false, false, Trigger::Notification)
@@ -369,6 +419,7 @@ impl Service {
                 .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
             queue_depth: self.queue.depth(),
             recent_passes: st.recent.iter().cloned().collect(),
+            trash: self.controller.executor().reclaimer().status(),
         }
     }
 }
@@ -457,4 +508,7 @@ pub struct Status {
     pub next_pass_at: Option<String>,
     pub queue_depth: usize,
     pub recent_passes: Vec<RecentPass>,
+    /// Retired worktrees waiting for the reclaimer, and those it cannot
+    /// delete.
+    pub trash: crate::act::reclaim::TrashStatus,
 }

@@ -41,6 +41,27 @@ pub fn render(s: &Value) -> String {
     );
     let _ = writeln!(out, "next pass: {}", text(&s["next_pass_at"]));
     let _ = writeln!(out, "acting: {}", acting(&s["config"]));
+    if let Some(t) = s.get("trash").filter(|t| !t.is_null()) {
+        let _ = writeln!(
+            out,
+            "trash {}: {} entr(ies), about {} bytes, oldest retired {}, {} being reclaimed",
+            text(&t["path"]),
+            text(&t["entries"]),
+            text(&t["bytes"]),
+            t["oldest_retired_at"].as_str().unwrap_or("-"),
+            text(&t["reclaiming"]),
+        );
+        for e in t["errors"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "  error: {} cannot be reclaimed ({} failure(s), next attempt in {}s): {}",
+                text(&e["path"]),
+                text(&e["failures"]),
+                text(&e["next_attempt_in_s"]),
+                text(&e["error"]),
+            );
+        }
+    }
     if let Some(p) = s.get("last_host_pass").filter(|p| !p.is_null()) {
         let (count, what) = if p["dry_run"].as_bool() == Some(true) {
             (&p["planned"], "action(s) planned, none taken (dry run)")
@@ -284,6 +305,28 @@ mod tests {
         let text = render(&s);
         assert!(
             text.contains("acting: yes, but not on what processes.enabled, opencode.enabled = false holds back"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_trash_shows_what_waits_and_what_cannot_be_reclaimed() {
+        let s = serde_json::json!({
+            "version": "0.1.0", "host": "h1", "role": "leader", "uptime_secs": 5,
+            "queue_depth": 0, "next_pass_at": null,
+            "trash": {"path": "/r/.boo-trash", "entries": 2, "bytes": 4096,
+                "oldest_retired_at": "2026-11-24T06:00:00Z", "reclaiming": 1,
+                "errors": [{"path": "/r/.boo-trash/w1.1", "error": "mount point inside",
+                    "failures": 2, "next_attempt_in_s": 9}]},
+            "at_risk": [], "pending_drift": [], "backoff": [], "recent_passes": []
+        });
+        let text = render(&s);
+        assert!(
+            text.contains("trash /r/.boo-trash: 2 entr(ies), about 4096 bytes, oldest retired 2026-11-24T06:00:00Z, 1 being reclaimed"),
+            "{text}"
+        );
+        assert!(
+            text.contains("error: /r/.boo-trash/w1.1 cannot be reclaimed (2 failure(s), next attempt in 9s): mount point inside"),
             "{text}"
         );
     }

@@ -28,6 +28,8 @@ both_databases!(
     a_path_claimed_by_a_live_row_is_never_removed,
     a_path_claimed_by_a_live_row_added_after_the_plan_is_never_removed,
     admin_entry_of_a_moved_worktree_is_not_pruned,
+    removal_retires_exactly_the_worktree_and_the_reclaimer_frees_only_it,
+    the_trash_is_never_an_orphan,
 );
 
 /// Every file under `dir` (the `.git` file too) with its contents, sorted.
@@ -512,4 +514,129 @@ async fn admin_entry_of_a_moved_worktree_is_not_pruned(db: Db) {
             report.render()
         );
     }
+}
+
+async fn removal_retires_exactly_the_worktree_and_the_reclaimer_frees_only_it(db: Db) {
+    let w = World::new(db).await;
+    fs::write(w.outside.join("keep.txt"), "outside\n").unwrap();
+    w.session("s1", "archived").await;
+    w.chat("c1", "s1", "archived").await;
+    let path = w.worktree("w1", "s1").await;
+    let tip = git(&path, &["rev-parse", "HEAD"]);
+    // An ignored build directory (not work), with a link out of the root.
+    fs::create_dir_all(path.join("target/debug")).unwrap();
+    fs::write(path.join("target/debug/out.bin"), "built\n").unwrap();
+    symlink(w.outside.join("keep.txt"), path.join("target/link-out")).unwrap();
+    w.session("s2", "open").await;
+    w.chat("c2", "s2", "open").await;
+    let live = w.worktree("w2", "s2").await;
+    fs::write(live.join("draft.txt"), "unsaved\n").unwrap();
+    let contents = files(&path);
+    let (live_before, outside_before) = (files(&live), files(&w.outside));
+
+    let report = w.once(Scope::Host, false).await;
+    assert_eq!(report.exit_code(), exit::CONVERGED, "{}", report.render());
+    assert!(!path.exists());
+    assert_eq!(w.row_state("w1").await.0, "removed");
+    assert!(!git(&w.repo, &["worktree", "list"]).contains("w1"));
+    // The rename moved exactly the worktree: one trash entry holding what
+    // the directory held, byte for byte, its link still a link.
+    let trash = w.root.join(".boo-trash");
+    let entries: Vec<_> = fs::read_dir(&trash)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let name = entries[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(name.starts_with("w1."), "{name}");
+    assert!(
+        name["w1.".len()..].bytes().all(|b| b.is_ascii_digit()),
+        "{name}"
+    );
+    assert_eq!(files(&entries[0]), contents);
+    assert!(fs::symlink_metadata(entries[0].join("target/link-out"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let detail = &report.results[0].detail;
+    assert_eq!(detail["trash"], entries[0].display().to_string());
+    // The plan shows what waits.
+    let plan = w.plan().await;
+    assert_eq!(plan.observed.trash.entries, 1, "{}", plan.render());
+    assert!(plan.observed.trash.bytes > 0);
+    assert!(
+        plan.render().contains("waiting for reclaim since"),
+        "{}",
+        plan.render()
+    );
+
+    let controller = w.controller();
+    let swept = controller
+        .executor()
+        .reclaimer()
+        .sweep(&CancellationToken::new())
+        .await;
+    assert_eq!(swept.reclaimed, 1, "{swept:?}");
+    assert_eq!(fs::read_dir(&trash).unwrap().count(), 0, "trash emptied");
+    assert_eq!(files(&live), live_before, "the live worktree untouched");
+    assert_eq!(files(&w.outside), outside_before, "outside untouched");
+    assert_eq!(git(&w.repo, &["rev-parse", "boo/w1"]), tip, "branch kept");
+    assert_eq!(w.row_state("w2").await.0, "active");
+}
+
+async fn the_trash_is_never_an_orphan(db: Db) {
+    let mut w = World::new(db).await;
+    w.orphan_min_age = Duration::ZERO;
+    let trash = w.root.join(".boo-trash");
+    let entry = trash.join("w9.1764000000000000000");
+    fs::create_dir_all(entry.join("src")).unwrap();
+    fs::write(entry.join("src/a.txt"), "a\n").unwrap();
+    let foreign = trash.join("notes");
+    fs::create_dir_all(&foreign).unwrap();
+    // A row naming the trash itself: refused, never removed as a worktree.
+    w.session("s1", "archived").await;
+    w.worktree_row("wt", "s1", &trash.display().to_string())
+        .await;
+
+    let plan = w.plan().await;
+    assert_eq!(plan.observed.root_entries, 0, "{}", plan.render());
+    assert_eq!(plan.observed.trash.entries, 1);
+    assert_eq!(plan.observed.trash.foreign, vec![foreign.clone()]);
+    assert!(
+        plan.planned.iter().all(|a| !matches!(
+            a.kind,
+            boo_reconciler::plan::ActionKind::RemoveWorktree { .. }
+        )),
+        "{}",
+        plan.render()
+    );
+    let report = w.once(Scope::Host, false).await;
+    assert!(
+        report
+            .results
+            .iter()
+            .all(|r| !matches!(r.outcome, Outcome::Done { .. })),
+        "{}",
+        report.render()
+    );
+    assert!(
+        entry.join("src/a.txt").exists(),
+        "the pass leaves the trash alone"
+    );
+    let controller = w.controller();
+    let swept = controller
+        .executor()
+        .reclaimer()
+        .sweep(&CancellationToken::new())
+        .await;
+    assert_eq!(swept.reclaimed, 1);
+    assert!(!entry.exists());
+    assert!(
+        foreign.is_dir(),
+        "a name the controller did not make is left alone"
+    );
 }

@@ -21,20 +21,26 @@
 //! - Once cancelled, no new action starts; those in flight finish.
 //! - Two runs (a nudge beside the interval pass) never act on the same
 //!   target at once: the later one waits, then leaves the target to the
-//!   first.
+//!   first ([`claim`]). An action once started runs to its end (effect,
+//!   row, audit record) on a task of its own, holding its claim, even when
+//!   the run that started it is abandoned by a timeout or a shutdown (test
+//!   `a_removal_that_outlasts_the_run_timeout_is_never_started_twice`).
 
 pub mod backoff;
+pub mod claim;
+pub mod reclaim;
 pub mod remove;
 pub mod terminate;
+pub mod trash;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use globset::GlobSet;
 use serde::Serialize;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -47,9 +53,8 @@ use crate::risk::AtRisk;
 use crate::root::WorktreeRoot;
 use crate::store::{AuditRecord, Store};
 use backoff::Backoff;
-
-/// How long the executor remembers that a target was acted on.
-const ACTED_MEMORY: std::time::Duration = std::time::Duration::from_secs(600);
+use claim::{Claim, Claims};
+use reclaim::Reclaimer;
 
 /// What became of one action.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -143,44 +148,17 @@ pub struct Executor {
     /// The last verdict recorded per target for repeated outcomes (kept at
     /// risk, refused), so that the audit table gets changes, not repeats.
     recorded: Mutex<HashMap<String, String>>,
-    /// Targets an action is running on now, across concurrent runs.
-    inflight: Mutex<HashSet<String>>,
-    /// When an action last finished on each target: a run whose plan is
-    /// older leaves the target alone.
-    acted: Mutex<HashMap<String, Instant>>,
-    released: Notify,
-}
-
-/// A target held by one action; released on drop.
-struct Claim<'a> {
-    executor: &'a Executor,
-    target: String,
-}
-
-impl Drop for Claim<'_> {
-    fn drop(&mut self) {
-        {
-            let mut acted = self.executor.acted.lock().expect("acted lock");
-            let now = Instant::now();
-            // Only plans older than a pass timeout could still be running:
-            // forget older entries so that the map stays small.
-            acted.retain(|_, t| now.duration_since(*t) < ACTED_MEMORY);
-            acted.insert(self.target.clone(), now);
-        }
-        self.executor
-            .inflight
-            .lock()
-            .expect("inflight lock")
-            .remove(&self.target);
-        self.executor.released.notify_waiters();
-    }
+    /// Targets an action is running on now, across concurrent runs, held
+    /// until their blocking work ends.
+    claims: Arc<Claims>,
+    reclaimer: Arc<Reclaimer>,
 }
 
 impl Executor {
     pub fn new(store: Store, root: WorktreeRoot, config: &Config) -> Executor {
         Executor {
             store,
-            root,
+            root: root.clone(),
             host: config.host.id.clone(),
             precious: config.precious_globs(),
             orphan_min_age: config.worktrees.orphan_min_age,
@@ -191,10 +169,19 @@ impl Executor {
             limit: Arc::new(Semaphore::new(config.r#loop.max_parallel_actions.max(1))),
             backoff: Mutex::new(Backoff::default()),
             recorded: Mutex::new(HashMap::new()),
-            inflight: Mutex::new(HashSet::new()),
-            acted: Mutex::new(HashMap::new()),
-            released: Notify::new(),
+            claims: Arc::new(Claims::default()),
+            reclaimer: Arc::new(Reclaimer::new(root, config.worktrees.reclaim_parallel)),
         }
+    }
+
+    /// The reclaimer of this root's trash.
+    pub fn reclaimer(&self) -> &Arc<Reclaimer> {
+        &self.reclaimer
+    }
+
+    /// The targets an action (or its blocking work) is running on now.
+    pub fn claimed(&self) -> Vec<String> {
+        self.claims.held()
     }
 
     /// Targets currently backing off: (target, failures, next attempt in,
@@ -297,7 +284,7 @@ impl Executor {
     }
 
     async fn run_one(
-        &self,
+        self: &Arc<Self>,
         action: Action,
         opts: RunOptions,
         observed_at: Instant,
@@ -328,7 +315,8 @@ impl Executor {
         // Another run (a nudge beside the interval pass) acting on the same
         // target: wait for it, then leave the target to it. The plan this
         // action came from predates that run's effect.
-        let Some(_claim) = self.claim(&target, observed_at).await else {
+        let (action_target, action_copy) = (target.clone(), action.clone());
+        let Some(claim) = self.claims.claim(&target, observed_at).await else {
             return ActionResult {
                 target,
                 action,
@@ -339,59 +327,53 @@ impl Executor {
                 duration_ms: 0,
             };
         };
-        let _permit = self.limit.acquire().await.expect("semaphore never closed");
-        let started = Instant::now();
-        let (outcome, detail) = match self.apply(&action, opts).await {
-            Ok(r) => r,
-            Err(error) => (Outcome::Failed { error }, serde_json::Value::Null),
-        };
-        {
-            let mut b = self.backoff.lock().expect("backoff lock");
-            match &outcome {
-                Outcome::Failed { error } => {
-                    b.failed(&target, Instant::now(), error);
-                }
-                _ => b.succeeded(&target),
-            }
-        }
-        let result = ActionResult {
-            target,
-            action,
-            outcome,
-            detail,
-            duration_ms: started.elapsed().as_millis() as u64,
-        };
-        self.record(&result).await;
-        result
-    }
-
-    /// Claims `target` for this run; `None` when another run held it, or
-    /// acted on it after `observed_at` (this run's plan is then stale).
-    async fn claim(&self, target: &str, observed_at: Instant) -> Option<Claim<'_>> {
-        let mut waited = false;
-        loop {
-            let notified = self.released.notified();
+        let permit = Arc::clone(&self.limit)
+            .acquire_owned()
+            .await
+            .expect("semaphore never closed");
+        // Once started, the action runs to its end on a task of its own,
+        // holding its claim and its permit: a run abandoned by a timeout or
+        // a shutdown drops only its wait for the answer, never the removal
+        // half done, its row update or its audit record.
+        let me = Arc::clone(self);
+        let work = tokio::spawn(async move {
+            let _permit = permit;
+            let started = Instant::now();
+            let (outcome, detail) = match me.apply(&action, opts, &claim).await {
+                Ok(r) => r,
+                Err(error) => (Outcome::Failed { error }, serde_json::Value::Null),
+            };
             {
-                let mut inflight = self.inflight.lock().expect("inflight lock");
-                if !inflight.contains(target) {
-                    let acted_since = self
-                        .acted
-                        .lock()
-                        .expect("acted lock")
-                        .get(target)
-                        .is_some_and(|t| *t > observed_at);
-                    if waited || acted_since {
-                        return None;
+                let mut b = me.backoff.lock().expect("backoff lock");
+                match &outcome {
+                    Outcome::Failed { error } => {
+                        b.failed(&target, Instant::now(), error);
                     }
-                    inflight.insert(target.to_string());
-                    return Some(Claim {
-                        executor: self,
-                        target: target.to_string(),
-                    });
+                    _ => b.succeeded(&target),
                 }
             }
-            waited = true;
-            notified.await;
+            let result = ActionResult {
+                target,
+                action,
+                outcome,
+                detail,
+                duration_ms: started.elapsed().as_millis() as u64,
+            };
+            me.record(&result).await;
+            drop(claim);
+            result
+        });
+        match work.await {
+            Ok(r) => r,
+            Err(e) => ActionResult {
+                target: action_target,
+                action: action_copy,
+                outcome: Outcome::Failed {
+                    error: format!("the action's task failed: {e}"),
+                },
+                detail: serde_json::Value::Null,
+                duration_ms: 0,
+            },
         }
     }
 
@@ -459,6 +441,7 @@ impl Executor {
         &self,
         action: &Action,
         opts: RunOptions,
+        claim: &Claim,
     ) -> Result<(Outcome, serde_json::Value), String> {
         let none = serde_json::Value::Null;
         match &action.kind {
@@ -505,7 +488,7 @@ impl Executor {
                 ))
             }
             ActionKind::RemoveWorktree { worktree } => {
-                self.remove_worktree(action, worktree, opts).await
+                self.remove_worktree(action, worktree, opts, claim).await
             }
             ActionKind::MarkWorktreeRemoved { worktree_id, path } => {
                 if let Some(why) = self.owner_is_live(action).await? {
@@ -548,7 +531,7 @@ impl Executor {
                 }
                 let (entry, root) = (entry.clone(), self.root.clone());
                 let force = opts.force;
-                blocking(move || prune_admin_entry(&entry, root.path(), force)).await
+                blocking_held(claim, move || prune_admin_entry(&entry, root.path(), force)).await
             }
             ActionKind::RefusePath { why, path, .. } => Ok((
                 Outcome::Refused {
@@ -655,6 +638,7 @@ impl Executor {
         action: &Action,
         wt: &WorktreeTarget,
         opts: RunOptions,
+        claim: &Claim,
     ) -> Result<(Outcome, serde_json::Value), String> {
         let none = serde_json::Value::Null;
         if let Some(why) = self.worktree_claimed(action, wt).await? {
@@ -663,7 +647,7 @@ impl Executor {
         let in_use = self.clear_worktree_of_agents(wt).await?;
         let verdict = {
             let (root, wt, precious) = (self.root.clone(), wt.clone(), self.precious.clone());
-            blocking(move || Ok(inspect(&root, &wt, &precious))).await?
+            blocking_held(claim, move || Ok(inspect(&root, &wt, &precious))).await?
         };
         let reasons = match verdict {
             Inspection::Refused(why) => return Ok((Outcome::Refused { why }, none)),
@@ -712,13 +696,17 @@ impl Executor {
             return Ok((Outcome::Skipped { why }, none));
         }
         let (root, target, precious) = (self.root.clone(), wt.clone(), self.precious.clone());
-        let (outcome, detail) = blocking(move || {
+        let (outcome, detail) = blocking_held(claim, move || {
             Ok(archive_and_remove(
                 &root, &target, &precious, archive, &reasons,
             ))
         })
         .await?;
         if matches!(outcome, Outcome::Done { .. }) {
+            if detail.get("trash").is_some() {
+                self.reclaimer.wake();
+            }
+            crate::crash_point!("remove.before_row_update");
             if let Some(id) = &wt.row_id {
                 self.store
                     .mark_worktree_removed(id)
@@ -954,9 +942,32 @@ pub fn inspect(root: &WorktreeRoot, wt: &WorktreeTarget, precious: &GlobSet) -> 
     Inspection::Reasons(reasons)
 }
 
-/// Archives the worktree when asked to, then removes the directory and its
-/// admin entry. Nothing is removed when the archive fails. Call only after
-/// [`inspect`] has cleared the worktree (or `archive` keeps what it found).
+/// Archives the worktree when asked to, keeps the commits only its reflog
+/// reaches, then retires the directory into the trash with one rename
+/// ([`trash::retire`]; in place with [`remove::remove_dir`] where the
+/// rename is impossible, `EXDEV` or `EBUSY`) and prunes its admin entry.
+/// Call only after [`inspect`] has cleared the worktree (or `archive`
+/// keeps what it found).
+///
+/// Guarantees:
+/// 1. **Git first, then the rename.** The force archive (checked against
+///    git's own view) and the commits only the reflog reaches are written
+///    before the directory moves; when either fails nothing is removed
+///    (tests `dirty_worktree_is_kept_at_risk_and_forced_removal_archives_it`,
+///    `a_crash_in_the_middle_of_a_force_archive_converges`).
+/// 2. **Exactly the worktree.** The directory is retired whole with one
+///    rename into the trash, nothing below it or beside it touched (test
+///    `removal_retires_exactly_the_worktree_and_the_reclaimer_frees_only_it`).
+/// 3. **Every step resumable.** Killed after the rename, after the admin
+///    prune or before the row update, the next pass converges without a
+///    false alarm (tests `a_crash_right_after_the_rename_converges`,
+///    `a_crash_after_the_admin_prune_converges`,
+///    `a_crash_before_the_row_update_converges`).
+/// 4. **Falls back, and says so.** Where the rename is impossible (`EXDEV`,
+///    `EBUSY`) the directory is deleted in place with [`remove::remove_dir`]
+///    and a log line gives the reason (test
+///    `retire_reports_cannot_rename_when_the_trash_is_another_file_system`
+///    for the verdict; the deletion is `remove_dir`'s, with its own tests).
 pub fn archive_and_remove(
     root: &WorktreeRoot,
     wt: &WorktreeTarget,
@@ -1021,13 +1032,41 @@ pub fn archive_and_remove(
             )
         }
     }
-    if let Err(e) = remove::remove_dir(root, &wt.path) {
-        return (
-            Outcome::Failed {
-                error: e.to_string(),
-            },
-            serde_json::Value::Object(detail),
-        );
+    crate::crash_point!("remove.before_retire");
+    // Everything git-related is done: from the rename on, the worktree is
+    // gone for git, for the orchestrator and for the answer; the space is
+    // the reclaimer's.
+    let mut in_place = None;
+    match trash::retire(root, &wt.path, SystemTime::now()) {
+        Ok(trash::Retired::Moved { entry }) => {
+            crate::crash_point!("remove.after_rename");
+            detail.insert("trash".into(), entry.display().to_string().into());
+        }
+        Ok(trash::Retired::Gone) => {}
+        Ok(trash::Retired::CannotRename { why }) => {
+            tracing::warn!(worktree = %wt.path.display(), why = %why,
+                "cannot retire the worktree into the trash with one rename; deleting it in place");
+            in_place = Some(why);
+        }
+        Err(e) => {
+            return (
+                Outcome::Failed {
+                    error: e.to_string(),
+                },
+                serde_json::Value::Object(detail),
+            )
+        }
+    }
+    if let Some(why) = &in_place {
+        if let Err(e) = remove::remove_dir(root, &wt.path) {
+            return (
+                Outcome::Failed {
+                    error: e.to_string(),
+                },
+                serde_json::Value::Object(detail),
+            );
+        }
+        detail.insert("deleted_in_place".into(), why.clone().into());
     }
     let mut note = match detail.get("archive") {
         Some(a) => format!(
@@ -1036,6 +1075,14 @@ pub fn archive_and_remove(
         ),
         None => "removed".to_string(),
     };
+    match detail.get("trash") {
+        Some(t) => note.push_str(&format!(
+            " (retired to {}, space reclaimed in the background)",
+            t.as_str().unwrap_or("?")
+        )),
+        None if in_place.is_some() => note.push_str(" (deleted in place)"),
+        None => {}
+    }
     if let Some(h) = detail.get("history") {
         note.push_str(&format!(
             "; commits only its reflog reached kept under {}",
@@ -1046,6 +1093,7 @@ pub fn archive_and_remove(
         match git::admin::prune_for(&repo, &wt.path) {
             Ok(n) => {
                 detail.insert("admin_entries_pruned".into(), n.into());
+                crate::crash_point!("remove.after_admin_prune");
             }
             // The directory is gone; the stale entry is found and pruned
             // by a later pass.
@@ -1115,6 +1163,21 @@ fn prune_admin_entry(
         None => format!("{n} admin entry pruned"),
     };
     Ok((Outcome::Done { note }, serde_json::Value::Object(detail)))
+}
+
+/// [`blocking`], holding `claim` until `f` returns: the target stays
+/// claimed even when the caller's future is dropped first (a timeout, a
+/// shutdown).
+async fn blocking_held<T: Send + 'static>(
+    claim: &Claim,
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    let held = claim.clone();
+    blocking(move || {
+        let _held = held;
+        f()
+    })
+    .await
 }
 
 async fn blocking<T: Send + 'static>(

@@ -286,6 +286,7 @@ fn remove_contents(top: OwnedFd, top_path: &Path, fs: FsId) -> Result<(), Remove
             }
             continue;
         };
+        crate::crash_point!("remove.between_entries");
         if !listed_as_dir
             && unlink_non_dir(&level.fd, &name)
                 .map_err(|e| io_at(&level.path.join(&name), e.into()))?
@@ -332,7 +333,7 @@ fn unlink_non_dir(parent: &OwnedFd, name: &OsStr) -> Result<bool, Errno> {
 
 /// Open a directory for listing, never through a symlink (`O_NOFOLLOW`
 /// on the last component; callers pass a single name or a canonical path).
-fn dir_flags() -> OFlag {
+pub(crate) fn dir_flags() -> OFlag {
     OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK
 }
 
@@ -452,7 +453,7 @@ fn list(dir: &OwnedFd) -> io::Result<Vec<(OsString, bool)>> {
 
 /// Which file system and which mount a directory is on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct FsId {
+pub(crate) struct FsId {
     dev: u64,
     /// From `/proc/self/fdinfo/N` (Linux 3.15+); distinguishes a bind mount
     /// of the same device. `None` only on kernels without it.
@@ -460,7 +461,7 @@ struct FsId {
 }
 
 impl FsId {
-    fn of(fd: &OwnedFd) -> io::Result<FsId> {
+    pub(crate) fn of(fd: &OwnedFd) -> io::Result<FsId> {
         let st = fstat(fd)?;
         let info = fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))?;
         let mnt_id = info

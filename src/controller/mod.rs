@@ -153,7 +153,24 @@ impl Controller {
             agent_rows: desired.agent_sessions.len(),
             root_entries: observed.dirs.len(),
             stale_admin_entries: observed.stale_admin_entries.len(),
+            trash: {
+                let reclaimer = std::sync::Arc::clone(self.executor.reclaimer());
+                tokio::task::spawn_blocking(move || reclaimer.status())
+                    .await
+                    .unwrap_or_default()
+            },
         };
+        // An entry the reclaimer cannot delete is an error of every pass
+        // until it is gone: never left silently.
+        for e in &counts.trash.errors {
+            notes.errors.push(format!(
+                "trash entry {} cannot be reclaimed ({} failure(s), next attempt in {}s): {}",
+                e.path.display(),
+                e.failures,
+                e.next_attempt_in_s,
+                e.error
+            ));
+        }
         let actual = crate::model::ActualState {
             dirs: observed.dirs,
             stale_admin_entries: observed.stale_admin_entries,

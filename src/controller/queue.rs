@@ -14,7 +14,12 @@
 //!   their answer (200 close calls for one chat all hear of the one
 //!   teardown, not one of them and 199 empty answers).
 //! - Each run is bounded by a timeout; on timeout its waiters get an error
-//!   and the key is free again.
+//!   and the key is free again. Only the wait is abandoned: an action the
+//!   run started goes on to its end holding its claim
+//!   ([`crate::act::claim`]), so a follow-up never acts on its target
+//!   meanwhile.
+//! - Every task the queue spawns is on its [`TaskTracker`], for a shutdown
+//!   to wait on.
 //!
 //! Different keys run concurrently; the executor keeps two runs from acting
 //! on the same target at once.
@@ -27,6 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
+use tokio_util::task::TaskTracker;
 
 /// What a waiter receives: the run's outcome, or why there is none.
 pub type Answer<R> = Result<Arc<R>, QueueError>;
@@ -36,6 +42,13 @@ pub enum QueueError {
     /// The run took longer than the queue's timeout and was abandoned.
     #[error("the run did not finish within {0:?}")]
     Timeout(Duration),
+    /// The run timed out while its blocking work still held these targets:
+    /// they stay claimed until that work ends (a follow-up waits for them).
+    #[error("timed out after {after:?}, still working on {}", targets.join(", "))]
+    StillWorking {
+        after: Duration,
+        targets: Vec<String>,
+    },
     /// The queue was dropped before the run finished.
     #[error("the controller is shutting down")]
     Closed,
@@ -65,6 +78,8 @@ struct Inner<K, T, R> {
     slots: Mutex<HashMap<K, Slot<T, R>>>,
     run: Box<Runner<K, T, R>>,
     timeout: Duration,
+    /// Every task the queue spawns, for a shutdown to wait on.
+    tracker: TaskTracker,
 }
 
 /// The queue. Cheap to clone.
@@ -94,11 +109,21 @@ where
         F: Fn(K, T, Option<Arc<R>>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = R> + Send + 'static,
     {
+        Queue::tracked(timeout, TaskTracker::new(), run)
+    }
+
+    /// [`Queue::new`], its tasks spawned on `tracker`.
+    pub fn tracked<F, Fut>(timeout: Duration, tracker: TaskTracker, run: F) -> Self
+    where
+        F: Fn(K, T, Option<Arc<R>>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+    {
         Queue {
             inner: Arc::new(Inner {
                 slots: Mutex::new(HashMap::new()),
                 run: Box::new(move |k, t, o| Box::pin(run(k, t, o))),
                 timeout,
+                tracker,
             }),
         }
     }
@@ -139,7 +164,7 @@ where
         };
         if start {
             let inner = Arc::clone(&self.inner);
-            tokio::spawn(drive(inner, key));
+            self.inner.tracker.spawn(drive(inner, key));
         }
         async move { rx.await.unwrap_or(Err(QueueError::Closed)) }
     }

@@ -597,6 +597,9 @@ pub fn archive(
             .map_err(b.git("commit"))?
     };
 
+    // Objects written, no ref yet: a crash here leaves unreachable objects
+    // (git gc's) and the worktree untouched.
+    crate::crash_point!("archive.midway");
     let base = format!("refs/boo/archive/{}/{}", ref_component(worktree_id), secs);
     let reference = create_archive_ref(
         &main,

@@ -33,6 +33,10 @@ pub fn observe(root: &WorktreeRoot, rows: &[WorktreeRow], repositories: &[PathBu
     let paths: Vec<PathBuf> = match fs::read_dir(root.path()) {
         Ok(entries) => entries
             .filter_map(|entry| match entry {
+                // The controller's own trash: what it holds is already
+                // removed, and is the reclaimer's (test
+                // `the_trash_is_never_an_orphan`).
+                Ok(e) if e.file_name() == crate::root::TRASH_DIR => None,
                 Ok(e) => Some(e.path()),
                 Err(err) => {
                     out.errors
