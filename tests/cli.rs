@@ -654,24 +654,49 @@ fn sighup_during_a_removal_does_not_stop_it() {
             .args(["--set", "http.listen=127.0.0.1:0"]),
         &[],
     );
-    // The first pass removes the worktree; SIGHUP once it has begun.
+    // The first pass retires the worktree into the trash at once; the
+    // reclaimer then deletes its files in the background: SIGHUP once that
+    // deletion has begun.
+    let trash = w.root.join(".boo-trash");
+    let retired = || {
+        std::fs::read_dir(&trash)
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.is_dir())
+    };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
-        match entries() {
-            Some(n) if n < full => break,
-            Some(_) => {}
-            None => panic!("the removal finished before it could be caught half way"),
+        if let Some(entry) = retired() {
+            match std::fs::read_dir(&entry).map(|d| d.count()) {
+                Ok(n) if n < full => break,
+                Ok(_) => {}
+                Err(_) => panic!("the reclaim finished before it could be caught half way"),
+            }
         }
-        assert!(std::time::Instant::now() < deadline, "no removal began");
+        assert!(std::time::Instant::now() < deadline, "no reclaim began");
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     signal(&child, Signal::SIGHUP);
-    let seen = wait_for(&rx, "pass finished");
-    assert!(
-        seen.iter().any(|m| m.starts_with("SIGHUP ignored")),
-        "{seen:?}"
-    );
-    assert!(!wt.exists(), "the removal finished: {seen:?}");
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|m: &String| m.starts_with("SIGHUP ignored"))
+    {
+        match rx.recv_timeout(std::time::Duration::from_secs(120)) {
+            Ok(m) => seen.push(m),
+            Err(e) => panic!("no SIGHUP log line ({e}); saw {seen:?}"),
+        }
+    }
+    assert!(!wt.exists(), "the worktree was retired: {seen:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while retired().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reclaim did not finish"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert!(child.try_wait().unwrap().is_none(), "run died on SIGHUP");
     signal(&child, Signal::SIGTERM);
     assert_eq!(child.wait().unwrap().code(), Some(0));
