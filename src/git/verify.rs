@@ -85,6 +85,46 @@ fn raw_blob(git: &Git, dir: &Path, rel: &[u8]) -> Result<String, String> {
         .to_string())
 }
 
+/// The raw blob ids of `paths`, in order: regular files in one
+/// `git hash-object --stdin-paths` (one process, not one per file), the
+/// rest (symlinks, names with a newline, names git would unquote for
+/// starting with `"`) one by one.
+fn raw_blobs(git: &Git, dir: &Path, paths: &[Vec<u8>]) -> Result<Vec<String>, String> {
+    let batchable = |p: &Vec<u8>| {
+        !p.contains(&b'\n')
+            && p.first() != Some(&b'"')
+            && fs::symlink_metadata(join_rel(dir, p)).is_ok_and(|m| m.file_type().is_file())
+    };
+    let mut input = Vec::new();
+    for p in paths.iter().filter(|p| batchable(p)) {
+        input.extend_from_slice(p);
+        input.push(b'\n');
+    }
+    let mut ids = if input.is_empty() {
+        Vec::new().into_iter()
+    } else {
+        git.run_with_input(&["hash-object", "--no-filters", "--stdin-paths"], &input)
+            .map_err(|e| e.to_string())?
+            .stdout_str()
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+            .into_iter()
+    };
+    let mut out = Vec::with_capacity(paths.len());
+    for p in paths {
+        if batchable(p) {
+            out.push(
+                ids.next()
+                    .ok_or("git hash-object gave fewer ids than paths")?,
+            );
+        } else {
+            out.push(raw_blob(git, dir, p)?);
+        }
+    }
+    Ok(out)
+}
+
 /// Confirms that archive `reference` (made by [`super::archive::archive`]
 /// for `worktree`) holds everything git shows there (guarantees 1 and 2).
 pub fn check_archive(
@@ -149,8 +189,8 @@ pub fn check_archive(
         (&untracked, &u, "untracked"),
         (&tracked, &w, "working tree"),
     ] {
-        for p in list {
-            let want = raw_blob(&git, worktree, p)?;
+        let hashed = raw_blobs(&git, worktree, list)?;
+        for (p, want) in list.iter().zip(hashed) {
             match tree.get(p) {
                 Some(id) if *id == want => {}
                 Some(_) => {
