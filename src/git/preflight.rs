@@ -947,19 +947,33 @@ fn commits(
     if tips.is_empty() {
         return Ok(stand_in);
     }
-    let bases = bases(p, git).map_err(|e| e.to_string())?;
-    let mut rest = keeper_args(own.as_deref());
-    rest.extend(bases.iter().cloned());
-    let mut lost = rev_list(git, &tips, &rest)?;
+    let keepers = keeper_args(own.as_deref());
+    let mut lost = rev_list(git, &tips, &keepers)?;
+    // The bases cost several git calls; a worktree with nothing lost (the
+    // common case, on every pass) needs none of them.
+    let bases = if lost.is_empty() {
+        Vec::new()
+    } else {
+        bases(p, git).map_err(|e| e.to_string())?
+    };
+    if !bases.is_empty() {
+        let mut rest = keepers.clone();
+        rest.extend(bases.iter().cloned());
+        lost = rev_list(git, &tips, &rest)?;
+    }
+    // Which lost commits each tip reaches: the same for every base.
+    let mut of_tips: Vec<(&String, HashSet<String>)> = Vec::new();
+    if !lost.is_empty() && !bases.is_empty() {
+        for tip in &tips {
+            let reach = rev_list(git, std::slice::from_ref(tip), &keepers)?;
+            of_tips.push((tip, reach.into_iter().collect()));
+        }
+    }
     for base in &bases {
         if lost.is_empty() {
             break;
         }
-        for tip in &tips {
-            let of_tip: HashSet<String> =
-                rev_list(git, std::slice::from_ref(tip), &keeper_args(own.as_deref()))?
-                    .into_iter()
-                    .collect();
+        for (tip, of_tip) in &of_tips {
             let mine: Vec<String> = lost
                 .iter()
                 .filter(|c| of_tip.contains(*c))
@@ -1029,16 +1043,21 @@ pub fn unreferenced_history(worktree: &Path, timeout: Duration) -> Result<Vec<St
 /// Index entries marked assume-unchanged or skip-worktree whose file is
 /// present and differs from the index (mode or content).
 fn hidden_changes(git: &Git, dir: &Path, index: &[IndexEntry]) -> Result<Vec<String>, String> {
+    let hidden: Vec<&IndexEntry> = index
+        .iter()
+        .filter(|e| e.tag.is_ascii_lowercase() || e.tag == b'S')
+        .filter(|e| e.stage == 0 && e.mode != GITLINK)
+        .collect();
+    if hidden.is_empty() {
+        // No git call at all for the common index without such flags.
+        return Ok(Vec::new());
+    }
     let filemode = git
         .run_status(&["config", "--type=bool", "core.filemode"], &[])
         .map(|(st, o)| !st.success() || o.stdout_str().trim() != "false")
         .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
-    for e in index {
-        let hidden = e.tag.is_ascii_lowercase() || e.tag == b'S' || e.tag == b's';
-        if !hidden || e.stage != 0 || e.mode == GITLINK {
-            continue;
-        }
+    for e in hidden {
         let path = join_rel(dir, &e.path);
         let meta = match fs::symlink_metadata(&path) {
             Ok(m) => m,
