@@ -474,18 +474,7 @@ impl Executor {
                     .close_agent_row(row_id)
                     .await
                     .map_err(|e| e.to_string())?;
-                Ok((
-                    if closed {
-                        Outcome::Done {
-                            note: "row closed".into(),
-                        }
-                    } else {
-                        Outcome::Skipped {
-                            why: "row already closed".into(),
-                        }
-                    },
-                    none,
-                ))
+                Ok((row_closed(closed, "row already closed"), none))
             }
             ActionKind::RemoveWorktree { worktree } => {
                 self.remove_worktree(action, worktree, opts, claim).await
@@ -808,15 +797,10 @@ impl Executor {
             .await
             .map_err(|e| e.to_string())?;
         Ok((
-            if closed {
-                Outcome::Done {
-                    note: "row closed".into(),
-                }
-            } else {
-                Outcome::Skipped {
-                    why: "row already closed, or it records another process now".into(),
-                }
-            },
+            row_closed(
+                closed,
+                "row already closed, or it records another process now",
+            ),
             serde_json::Value::Null,
         ))
     }
@@ -870,6 +854,20 @@ impl Executor {
             .into_iter()
             .map(|(pid, command)| AtRisk::InUse { pid, command })
             .collect())
+    }
+}
+
+/// What closing an agent row came to: `closed` is whether this call closed
+/// it; otherwise `why_not` says why nothing changed.
+fn row_closed(closed: bool, why_not: &str) -> Outcome {
+    if closed {
+        Outcome::Done {
+            note: "row closed".into(),
+        }
+    } else {
+        Outcome::Skipped {
+            why: why_not.into(),
+        }
     }
 }
 
