@@ -529,12 +529,18 @@ impl Host {
         Ok(c)
     }
 
+    /// A controller of the fixture's host; the fixture is the only
+    /// controller of its database, so it acts as the lock's holder.
     fn controller(&self, url: &str, store: &Store) -> anyhow::Result<Controller> {
-        Ok(Controller::new(
+        let c = Controller::new(
             self.config(url)?,
             store.clone(),
             WorktreeRoot::prepare(&self.root)?,
-        ))
+        );
+        c.executor()
+            .fence()
+            .install(boo_reconciler::store::lock::HostLock::Assumed);
+        Ok(c)
     }
 }
 
@@ -1420,7 +1426,14 @@ async fn preflight_and_removal(
                     Inspection::Reasons(r) if r.is_empty() => {}
                     other => bail!("{} is not clean: {other:?}", a.display()),
                 }
-                let (outcome, _) = act::archive_and_remove(&root, &wt, &precious, false, &[]);
+                let (outcome, _) = act::archive_and_remove(
+                    &root,
+                    &wt,
+                    &precious,
+                    false,
+                    &[],
+                    std::time::SystemTime::now(),
+                );
                 ours.push(ms(t.elapsed()));
                 if !matches!(outcome, Outcome::Done { .. }) || a.exists() {
                     bail!("the controller did not remove {}: {outcome:?}", a.display());

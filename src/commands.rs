@@ -102,9 +102,11 @@ pub async fn dispatch(
                     wait_for_host_lock(&controller, &cancel).await?
                 }
             };
-            let Some(_lock) = lock else {
+            let Some(lock) = lock else {
                 return Ok(crate::report::exit::ERROR);
             };
+            // Every destructive step confirms it first.
+            controller.executor().fence().install(lock);
             let report = controller
                 .pass(
                     scope,

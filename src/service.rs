@@ -12,6 +12,12 @@
 //!   waits for them, then for any blocking work a timed-out run left
 //!   holding its targets (test
 //!   `sigterm_during_a_nudge_triggered_removal_finishes_it_before_exit_0`).
+//! - The host lock is confirmed (bounded) before every pass and, by the
+//!   executor, before every destructive step. When it cannot be, the role
+//!   is `unsure` at once (`/status`, `/readyz`, nudges answer 503), nothing
+//!   is acted on, and the instance acts again only after it has taken the
+//!   lock anew (test
+//!   `a_frozen_leader_never_acts_after_another_instance_took_the_lock`).
 //! - A run that times out while its actions still work answers "timed out
 //!   after …, still working on <targets>" ([`QueueError::StillWorking`]);
 //!   the follow-up waits for those targets (test
@@ -51,8 +57,13 @@ pub struct Key {
 pub enum Role {
     /// Holds the host's lock and acts.
     Leader,
-    /// Another instance holds the host's lock: this one does not act.
+    /// Another instance holds the host's lock, or it is not taken yet:
+    /// this one does not act.
     Standby { why: String },
+    /// The lock could not be confirmed within its bound: this instance
+    /// stopped acting at once and acts again only once it has taken the
+    /// lock anew.
+    Unsure { why: String },
 }
 
 /// One line of the pass history.
@@ -138,12 +149,20 @@ impl Service {
                 },
             )
         };
+        // Leader only with a lock in hand: `run` takes it, an embedder
+        // may have installed one.
+        let role = match controller.executor().fence().state() {
+            crate::store::lock::FenceState::Held => Role::Leader,
+            _ => Role::Standby {
+                why: "taking the host lock".into(),
+            },
+        };
         Arc::new(Service {
             controller,
             metrics,
             queue,
             state,
-            role: Arc::new(Mutex::new(Role::Leader)),
+            role: Arc::new(Mutex::new(role)),
             started: Instant::now(),
             started_at: SystemTime::now(),
             cancel,
@@ -177,8 +196,14 @@ impl Service {
         dry_run: bool,
         trigger: Trigger,
     ) -> Result<Arc<PassReport>, QueueError> {
-        if let (Role::Standby { why }, false) = (self.role(), dry_run) {
-            return Err(QueueError::Standby(why));
+        match (self.role(), dry_run) {
+            (Role::Standby { why }, false) => return Err(QueueError::Standby(why)),
+            (Role::Unsure { why }, false) => {
+                return Err(QueueError::Standby(format!(
+                    "unsure of the host lock: {why}"
+                )))
+            }
+            _ => {}
         }
         if dry_run {
             let report = self
@@ -214,21 +239,18 @@ impl Service {
         let mut ready_sent = false;
         let mut trigger = Trigger::Startup;
         let mut repeats = crate::controller::repeats::Repeats::default();
+        let fence = Arc::clone(self.controller.executor().fence());
         while !self.cancel.is_cancelled() {
-            let Some(mut lock) = self.acquire(&host, &mut repeats).await else {
+            let Some(lock) = self.acquire(&host, &mut repeats).await else {
                 break;
             };
             tracing::info!(host, lock = ?lock, "acting for this host");
+            fence.install(lock);
             self.set_role(Role::Leader);
             loop {
-                if !lock.still_held().await {
-                    tracing::error!(
-                        host,
-                        "lost the host lock (its connection ended); standing by"
-                    );
-                    self.set_role(Role::Standby {
-                        why: "the host lock was lost; taking it again".into(),
-                    });
+                if let Err(why) = fence.confirm().await {
+                    tracing::error!(host, why, "not acting; taking the host lock again");
+                    self.set_role(Role::Unsure { why });
                     trigger = Trigger::Startup;
                     break;
                 }
@@ -247,12 +269,18 @@ impl Service {
                 let delay = self.controller.next_delay();
                 self.state.lock().expect("state lock").next_pass_at =
                     Some(SystemTime::now() + delay);
-                if !self.sleep_petting_watchdog(delay).await {
-                    return;
+                tokio::select! {
+                    slept = self.sleep_petting_watchdog(delay) => if !slept { break },
+                    // An action found the lock unconfirmable: take it
+                    // again now, not at the next interval.
+                    _ = fence.lost() => {}
                 }
                 trigger = Trigger::Interval;
             }
         }
+        // The actions in flight finish under the lock; then it goes.
+        self.drain().await;
+        fence.release();
     }
 
     /// Turns database notifications on `channel` into requests until
@@ -292,6 +320,7 @@ impl Service {
             match self.controller.store.try_lock_host(host).await {
                 Ok(Some(lock)) => return Some(lock),
                 Ok(None) => {
+                    self.controller.executor().fence().release();
                     let why = format!("another instance holds the lock of host {host}");
                     if !said {
                         tracing::warn!("{why}; standing by until it goes away");
@@ -303,8 +332,13 @@ impl Service {
                     if let Some(line) = repeats.note(&e.to_string(), Instant::now()) {
                         tracing::error!(error = %line, "cannot take the host lock; retrying");
                     }
-                    self.set_role(Role::Standby {
-                        why: format!("cannot take the host lock: {e}"),
+                    let why = format!("cannot take the host lock: {e}");
+                    // Whether another instance took over is unknown.
+                    self.set_role(match self.controller.executor().fence().state() {
+                        crate::store::lock::FenceState::Lost { why: lost } => Role::Unsure {
+                            why: format!("{lost}; {why}"),
+                        },
+                        _ => Role::Standby { why },
                     });
                 }
             }
@@ -347,15 +381,23 @@ impl Service {
         *self.role.lock().expect("role lock") = role;
     }
 
+    /// The role; `unsure` as soon as a confirmation of the lock failed,
+    /// even in the middle of a pass.
     pub fn role(&self) -> Role {
-        self.role.lock().expect("role lock").clone()
+        let role = self.role.lock().expect("role lock").clone();
+        match (role, self.controller.executor().fence().state()) {
+            (Role::Leader, crate::store::lock::FenceState::Lost { why }) => Role::Unsure { why },
+            (role, _) => role,
+        }
     }
 
     /// `Ok` when the database answers, this instance leads, and a host pass
     /// finished within three intervals; otherwise why not.
     pub async fn ready(&self) -> Result<(), String> {
-        if let Role::Standby { why } = self.role() {
-            return Err(format!("standby: {why}"));
+        match self.role() {
+            Role::Standby { why } => return Err(format!("standby: {why}")),
+            Role::Unsure { why } => return Err(format!("unsure of the host lock: {why}")),
+            Role::Leader => {}
         }
         self.controller
             .store

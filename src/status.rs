@@ -33,6 +33,7 @@ pub fn render(s: &Value) -> String {
         text(&s["host"]),
         match s["role"].as_str() {
             Some("standby") => format!("STANDBY: {}", text(&s["why"])),
+            Some("unsure") => format!("UNSURE (not acting): {}", text(&s["why"])),
             Some(r) => r.to_string(),
             None => "-".into(),
         },

@@ -170,6 +170,29 @@ impl Scene {
         }
     }
 
+    /// The crash left the removal's intent, and nothing concluding it.
+    async fn interrupted_removal_announced(&self) {
+        let open = self.w.store.open_intents(HOST).await.unwrap();
+        assert_eq!(open.len(), 1, "{open:?}");
+        assert_eq!(open[0].action, "remove_worktree");
+        assert_eq!(
+            open[0].detail["path"].as_str(),
+            Some(self.wt.to_str().unwrap())
+        );
+    }
+
+    /// The next pass records what it found of the interrupted removal.
+    async fn interrupted_removal_concluded(&self) {
+        let audit = self.w.audit().await;
+        let found: Vec<_> = audit
+            .iter()
+            .filter(|r| r.action == "remove_worktree" && r.outcome == "interrupted")
+            .collect();
+        assert_eq!(found.len(), 1, "{audit:?}");
+        assert!(found[0].intent_id.is_some());
+        assert!(found[0].reason.contains("found:"), "{}", found[0].reason);
+    }
+
     /// The next pass converges, and everything the issue lists holds.
     async fn converges(&self, args: &[&str]) {
         let w = &self.w;
@@ -199,6 +222,8 @@ impl Scene {
         );
         assert_eq!(git(&w.repo, &["for-each-ref", "refs/heads"]), self.heads);
         assert_eq!(w.row_state("w2").await.0, "active");
+        let open = w.store.open_intents(HOST).await.unwrap();
+        assert!(open.is_empty(), "every intent concluded: {open:?}");
         // And it stays converged: nothing left to do, no alarm.
         let again = once(w, None, &[]).await;
         assert_eq!(again.status.code(), Some(0), "{}", explain(&again));
@@ -210,6 +235,7 @@ async fn crash_at(db: Db, point: &str) -> Scene {
     let s = Scene::new(db, 0).await;
     let out = once(&s.w, Some(&format!("{point}=return")), &[]).await;
     assert_killed(&out);
+    s.interrupted_removal_announced().await;
     s
 }
 
@@ -220,6 +246,7 @@ async fn a_crash_right_after_the_rename_converges(db: Db) {
     assert_eq!(s.w.row_state("w1").await.0, "active", "row not written yet");
     assert!(s.w.repo.join(".git/worktrees/w1").exists());
     s.converges(&[]).await;
+    s.interrupted_removal_concluded().await;
 }
 
 async fn a_crash_after_the_admin_prune_converges(db: Db) {
@@ -227,6 +254,7 @@ async fn a_crash_after_the_admin_prune_converges(db: Db) {
     assert!(!s.w.repo.join(".git/worktrees/w1").exists());
     assert_eq!(s.w.row_state("w1").await.0, "active");
     s.converges(&[]).await;
+    s.interrupted_removal_concluded().await;
 }
 
 async fn a_crash_before_the_row_update_converges(db: Db) {
@@ -234,6 +262,7 @@ async fn a_crash_before_the_row_update_converges(db: Db) {
     assert!(!s.wt.exists());
     assert_eq!(s.w.row_state("w1").await.0, "active");
     s.converges(&[]).await;
+    s.interrupted_removal_concluded().await;
 }
 
 async fn a_crash_in_the_middle_of_a_reclaim_converges(db: Db) {
@@ -268,7 +297,17 @@ async fn a_crash_in_the_middle_of_a_force_archive_converges(db: Db) {
         "nothing removed before the archive is complete"
     );
     assert_eq!(git(&s.w.repo, &["for-each-ref", "refs/boo/archive"]), "");
+    s.interrupted_removal_announced().await;
+    let open = s.w.store.open_intents(HOST).await.unwrap();
+    assert!(
+        open[0].detail["archive_ref"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("refs/boo/archive/w1/")),
+        "a force's intent names its archive ref: {:?}",
+        open[0].detail
+    );
     s.converges(&["--force"]).await;
+    s.interrupted_removal_concluded().await;
     let archive = git(
         &s.w.repo,
         &["for-each-ref", "--format=%(refname)", "refs/boo/archive"],
@@ -385,7 +424,7 @@ async fn daemon_scene(db: Db, failpoints: &str, settings: &[(&str, &str)]) -> (S
 fn removals(audit: &[boo_reconciler::store::AuditRecord]) -> Vec<String> {
     audit
         .iter()
-        .filter(|r| r.action == "remove_worktree")
+        .filter(|r| r.action == "remove_worktree" && r.outcome != "intent")
         .map(|r| r.outcome.clone())
         .collect()
 }

@@ -1029,6 +1029,10 @@ async fn a_run_that_does_not_finish_answers_503() {
     config.r#loop.pass_timeout = Duration::from_millis(100);
     let root = boo_reconciler::root::WorktreeRoot::prepare(&w.root).unwrap();
     let controller = boo_reconciler::controller::Controller::new(config, w.store.clone(), root);
+    controller
+        .executor()
+        .fence()
+        .install(boo_reconciler::store::lock::HostLock::Assumed);
     let service = Service::new(controller, CancellationToken::new());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -61,8 +61,10 @@ async fn sessions_of_an_archived_chat_are_deleted_with_their_children_and_rows_c
     assert_eq!(
         names,
         [
+            ("delete_opencode_session", "intent"),
             ("delete_opencode_session", "done"),
             ("close_agent_row", "done"),
+            ("remove_worktree", "intent"),
             ("remove_worktree", "done")
         ],
         "in this order"

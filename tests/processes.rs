@@ -84,11 +84,19 @@ async fn agent_of_archived_chat_that_exits_on_term_is_gone_and_its_rows_closed(d
     assert_eq!(w.agent_row("a1").await, ("closed".into(), true));
     assert_eq!(w.agent_row("a2").await, ("closed".into(), true));
     let audit = w.audit().await;
-    let term = audit
+    let intent = audit
         .iter()
-        .find(|a| a.action == "terminate_process")
-        .expect("audit record of the termination");
+        .position(|a| a.action == "terminate_process")
+        .expect("audit records of the termination");
+    assert_eq!(
+        audit[intent].outcome, "intent",
+        "announced before the signal"
+    );
+    let term = &audit[intent + 1];
+    assert_eq!(term.action, "terminate_process");
     assert_eq!(term.outcome, "done");
+    assert_eq!(term.target, audit[intent].target);
+    assert!(term.intent_id.is_some(), "the outcome names its intent");
     assert_eq!(term.chat_id.as_deref(), Some("c1"));
     assert!(term.reason.contains("chat c1 archived"), "{}", term.reason);
     assert!(term.target.starts_with(&format!("process:{pid}@")));

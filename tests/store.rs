@@ -71,6 +71,10 @@ async fn a_frozen_database_ends_the_pass_within_its_bound_and_the_next_pass_work
     config.database.url = url;
     let root = WorktreeRoot::prepare(&w.root).expect("root");
     let controller = Controller::new(config, store, root);
+    controller
+        .executor()
+        .fence()
+        .install(boo_reconciler::store::lock::HostLock::Assumed);
     let cancel = CancellationToken::new();
     let pass = || {
         controller.pass(
@@ -360,6 +364,7 @@ async fn audit_table_is_append_only(db: Db) {
             outcome: "done".into(),
             reason: "test".into(),
             detail: serde_json::json!({"k": 1}),
+            intent_id: None,
         })
         .await
         .unwrap();

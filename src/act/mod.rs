@@ -17,6 +17,16 @@
 //! - Every action taken is recorded in the audit table with its reason and
 //!   outcome; a worktree kept at risk or a refused path is recorded when its
 //!   verdict changes, not on every pass.
+//! - Write-ahead: a destructive step (a signal, an opencode deletion, a
+//!   worktree retirement, deletion or force archive, an admin prune) first
+//!   appends an `intent` record, then confirms the host lock ([`Fence`]),
+//!   and only then acts; its outcome record names the intent. When the
+//!   intent cannot be written or the lock not confirmed, the step is not
+//!   taken and the action fails (tests
+//!   `a_read_only_database_stops_every_destructive_action`,
+//!   `a_frozen_leader_never_acts_after_another_instance_took_the_lock`).
+//!   An intent left without an outcome (a crash, a lost database) is
+//!   concluded by a later pass with what it found ([`Executor::settle`]).
 //! - A failing target backs off on its own ([`backoff`]); others go on.
 //! - Once cancelled, no new action starts; those in flight finish.
 //! - Two runs (a nudge beside the interval pass) never act on the same
@@ -28,6 +38,7 @@
 
 pub mod backoff;
 pub mod claim;
+mod intent;
 pub mod reclaim;
 pub mod remove;
 pub mod terminate;
@@ -51,6 +62,7 @@ use crate::observe::processes::{self, LabelNames};
 use crate::plan::{Action, ActionKind, Plan, Stage, WorktreeTarget};
 use crate::risk::AtRisk;
 use crate::root::WorktreeRoot;
+use crate::store::lock::Fence;
 use crate::store::{AuditRecord, Store};
 use backoff::Backoff;
 use claim::{Claim, Claims};
@@ -120,6 +132,14 @@ pub struct ActionResult {
     #[serde(skip_serializing_if = "serde_json::Value::is_null")]
     pub detail: serde_json::Value,
     pub duration_ms: u64,
+    /// The `intent` audit record written before the action's destructive
+    /// step, if it got that far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intent_id: Option<i64>,
+    /// The outcome could not be written to the audit table: an error of
+    /// the pass, whatever the outcome.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_error: Option<String>,
 }
 
 /// Per-run choices.
@@ -152,12 +172,20 @@ pub struct Executor {
     /// until their blocking work ends.
     claims: Arc<Claims>,
     reclaimer: Arc<Reclaimer>,
+    /// The host lock, confirmed before every destructive step.
+    fence: Arc<Fence>,
+    /// Intents written by actions still running: never concluded as
+    /// interrupted.
+    in_flight: Mutex<std::collections::HashSet<i64>>,
+    /// Whether some intent may be left without an outcome: at start (a
+    /// previous process may have crashed) and after an outcome record
+    /// failed to be written.
+    settle_needed: std::sync::atomic::AtomicBool,
 }
 
 impl Executor {
     pub fn new(store: Store, root: WorktreeRoot, config: &Config) -> Executor {
         Executor {
-            store,
             root: root.clone(),
             host: config.host.id.clone(),
             precious: config.precious_globs(),
@@ -171,7 +199,16 @@ impl Executor {
             recorded: Mutex::new(HashMap::new()),
             claims: Arc::new(Claims::default()),
             reclaimer: Arc::new(Reclaimer::new(root, config.worktrees.reclaim_parallel)),
+            fence: Arc::new(Fence::new(store.timeouts().query)),
+            in_flight: Mutex::new(Default::default()),
+            settle_needed: std::sync::atomic::AtomicBool::new(true),
+            store,
         }
+    }
+
+    /// The host lock every destructive step is confirmed against.
+    pub fn fence(&self) -> &Arc<Fence> {
+        &self.fence
     }
 
     /// The reclaimer of this root's trash.
@@ -280,6 +317,8 @@ impl Executor {
             outcome: Outcome::Deferred { why },
             detail: serde_json::Value::Null,
             duration_ms: 0,
+            intent_id: None,
+            audit_error: None,
         }
     }
 
@@ -325,6 +364,8 @@ impl Executor {
                 },
                 detail: serde_json::Value::Null,
                 duration_ms: 0,
+                intent_id: None,
+                audit_error: None,
             };
         };
         let permit = Arc::clone(&self.limit)
@@ -339,7 +380,8 @@ impl Executor {
         let work = tokio::spawn(async move {
             let _permit = permit;
             let started = Instant::now();
-            let (outcome, detail) = match me.apply(&action, opts, &claim).await {
+            let mut intent = None;
+            let (outcome, detail) = match me.apply(&action, opts, &claim, &mut intent).await {
                 Ok(r) => r,
                 Err(error) => (Outcome::Failed { error }, serde_json::Value::Null),
             };
@@ -352,14 +394,19 @@ impl Executor {
                     _ => b.succeeded(&target),
                 }
             }
-            let result = ActionResult {
+            let mut result = ActionResult {
                 target,
                 action,
                 outcome,
                 detail,
                 duration_ms: started.elapsed().as_millis() as u64,
+                intent_id: intent,
+                audit_error: None,
             };
-            me.record(&result).await;
+            result.audit_error = me.record(&result).await;
+            if let Some(id) = intent {
+                me.in_flight.lock().expect("in-flight lock").remove(&id);
+            }
             drop(claim);
             result
         });
@@ -373,13 +420,17 @@ impl Executor {
                 },
                 detail: serde_json::Value::Null,
                 duration_ms: 0,
+                intent_id: None,
+                audit_error: None,
             },
         }
     }
 
     /// Writes the audit record of a result (and logs it), unless it repeats
-    /// the verdict last recorded for the same target.
-    async fn record(&self, r: &ActionResult) {
+    /// the verdict last recorded for the same target; an outcome that
+    /// concludes an intent is always written. Answers why the record could
+    /// not be written, if it could not.
+    async fn record(&self, r: &ActionResult) -> Option<String> {
         let text = r.outcome.text();
         match &r.outcome {
             Outcome::Failed { .. } => {
@@ -389,29 +440,8 @@ impl Executor {
                 tracing::info!(action = r.action.name(), target = %r.target, reason = %r.action.reason, outcome = r.outcome.name(), "{text}")
             }
         }
-        if matches!(r.outcome, Outcome::Deferred { .. }) {
-            return;
-        }
-        if matches!(
-            r.outcome,
-            Outcome::KeptAtRisk {
-                unchanged: true,
-                ..
-            }
-        ) {
-            return;
-        }
-        let fingerprint = format!("{}:{text}", r.outcome.name());
-        {
-            let mut rec = self.recorded.lock().expect("recorded lock");
-            let repeats = matches!(
-                r.outcome,
-                Outcome::KeptAtRisk { .. } | Outcome::Refused { .. } | Outcome::Skipped { .. }
-            );
-            if repeats && rec.get(&r.target) == Some(&fingerprint) {
-                return;
-            }
-            rec.insert(r.target.clone(), fingerprint);
+        if r.intent_id.is_none() && !self.worth_recording(r, &text) {
+            return None;
         }
         let detail = serde_json::json!({
             "action": &r.action.kind,
@@ -431,10 +461,53 @@ impl Executor {
                 format!("{}: {text}", r.action.reason)
             },
             detail,
+            intent_id: r.intent_id,
         };
-        if let Err(e) = self.store.append_audit(&audit).await {
-            tracing::error!(error = %e, target = %r.target, "cannot write audit record");
+        match self.store.append_audit(&audit).await {
+            Ok(_) => None,
+            Err(e) => {
+                tracing::error!(error = %e, target = %r.target, "cannot write audit record");
+                if r.intent_id.is_some() {
+                    // Its intent stays open: conclude it once the
+                    // database answers again.
+                    self.settle_needed
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                Some(format!(
+                    "the audit record of {} {} could not be written: {e}",
+                    r.action.name(),
+                    r.target
+                ))
+            }
         }
+    }
+
+    /// Whether a result without an intent deserves a record: not a
+    /// deferral, not a verdict that repeats the one last recorded.
+    fn worth_recording(&self, r: &ActionResult, text: &str) -> bool {
+        if matches!(r.outcome, Outcome::Deferred { .. }) {
+            return false;
+        }
+        if matches!(
+            r.outcome,
+            Outcome::KeptAtRisk {
+                unchanged: true,
+                ..
+            }
+        ) {
+            return false;
+        }
+        let fingerprint = format!("{}:{text}", r.outcome.name());
+        let mut rec = self.recorded.lock().expect("recorded lock");
+        let repeats = matches!(
+            r.outcome,
+            Outcome::KeptAtRisk { .. } | Outcome::Refused { .. } | Outcome::Skipped { .. }
+        );
+        if repeats && rec.get(&r.target) == Some(&fingerprint) {
+            return false;
+        }
+        rec.insert(r.target.clone(), fingerprint);
+        true
     }
 
     async fn apply(
@@ -442,6 +515,7 @@ impl Executor {
         action: &Action,
         opts: RunOptions,
         claim: &Claim,
+        intent: &mut Option<i64>,
     ) -> Result<(Outcome, serde_json::Value), String> {
         let none = serde_json::Value::Null;
         match &action.kind {
@@ -454,11 +528,13 @@ impl Executor {
                     start_time: process.start_time,
                     chat_id: process.chat_id.clone(),
                 };
+                self.announce(action, serde_json::json!(target), intent)
+                    .await?;
                 let t = terminate::terminate(&target, self.term_grace, &self.labels).await;
                 Ok((terminated_outcome(&t), serde_json::json!(t)))
             }
             ActionKind::DeleteOpencodeSession { session } => {
-                self.delete_opencode_session(action, session).await
+                self.delete_opencode_session(action, session, intent).await
             }
             ActionKind::CloseAgentRow {
                 row_id,
@@ -477,7 +553,8 @@ impl Executor {
                 Ok((row_closed(closed, "row already closed"), none))
             }
             ActionKind::RemoveWorktree { worktree } => {
-                self.remove_worktree(action, worktree, opts, claim).await
+                self.remove_worktree(action, worktree, opts, claim, intent)
+                    .await
             }
             ActionKind::MarkWorktreeRemoved { worktree_id, path } => {
                 if let Some(why) = self.owner_is_live(action).await? {
@@ -518,6 +595,8 @@ impl Executor {
                 if let Some(why) = self.owner_is_live(action).await? {
                     return Ok((Outcome::Skipped { why }, none));
                 }
+                self.announce(action, serde_json::json!(entry), intent)
+                    .await?;
                 let (entry, root) = (entry.clone(), self.root.clone());
                 let force = opts.force;
                 blocking_held(claim, move || prune_admin_entry(&entry, root.path(), force)).await
@@ -628,12 +707,13 @@ impl Executor {
         wt: &WorktreeTarget,
         opts: RunOptions,
         claim: &Claim,
+        intent: &mut Option<i64>,
     ) -> Result<(Outcome, serde_json::Value), String> {
         let none = serde_json::Value::Null;
         if let Some(why) = self.worktree_claimed(action, wt).await? {
             return Ok((Outcome::Skipped { why }, none));
         }
-        let in_use = self.clear_worktree_of_agents(wt).await?;
+        let in_use = self.clear_worktree_of_agents(action, wt).await?;
         let verdict = {
             let (root, wt, precious) = (self.root.clone(), wt.clone(), self.precious.clone());
             blocking_held(claim, move || Ok(inspect(&root, &wt, &precious))).await?
@@ -684,10 +764,17 @@ impl Executor {
         if let Some(why) = self.worktree_claimed(action, wt).await? {
             return Ok((Outcome::Skipped { why }, none));
         }
+        let now = SystemTime::now();
+        self.announce(
+            action,
+            intent::removal(&self.root, wt, archive, now),
+            intent,
+        )
+        .await?;
         let (root, target, precious) = (self.root.clone(), wt.clone(), self.precious.clone());
         let (outcome, detail) = blocking_held(claim, move || {
             Ok(archive_and_remove(
-                &root, &target, &precious, archive, &reasons,
+                &root, &target, &precious, archive, &reasons, now,
             ))
         })
         .await?;
@@ -714,6 +801,7 @@ impl Executor {
         &self,
         action: &Action,
         session: &crate::plan::OpencodeTarget,
+        intent: &mut Option<i64>,
     ) -> Result<(Outcome, serde_json::Value), String> {
         let none = serde_json::Value::Null;
         let Some(client) = &self.opencode else {
@@ -754,6 +842,12 @@ impl Executor {
                 ));
             }
         }
+        self.announce(
+            action,
+            serde_json::json!({ "session": &session.id }),
+            intent,
+        )
+        .await?;
         client.abort(&session.id).await.map_err(|e| e.to_string())?;
         let note = match client
             .delete(&session.id)
@@ -809,7 +903,11 @@ impl Executor {
     /// agents of chats that are not live are terminated first (as any
     /// agent); every other process keeps the worktree, as an `InUse`
     /// reason.
-    async fn clear_worktree_of_agents(&self, wt: &WorktreeTarget) -> Result<Vec<AtRisk>, String> {
+    async fn clear_worktree_of_agents(
+        &self,
+        action: &Action,
+        wt: &WorktreeTarget,
+    ) -> Result<Vec<AtRisk>, String> {
         let dir = wt.path.clone();
         let users = blocking(move || Ok(processes::processes_in(&dir))).await?;
         let mut stopped_any = false;
@@ -841,7 +939,7 @@ impl Executor {
                 start_time: id.start_time,
                 chat_id: chat,
             };
-            terminate::terminate(&target, self.term_grace, &self.labels).await;
+            self.terminate_inside(action, &target).await?;
             stopped_any = true;
         }
         let remaining = if stopped_any {
@@ -972,13 +1070,14 @@ pub fn archive_and_remove(
     precious: &GlobSet,
     archive: bool,
     reasons: &[AtRisk],
+    now: SystemTime,
 ) -> (Outcome, serde_json::Value) {
     let mut detail = serde_json::Map::new();
     // Read before deletion: the `.git` file is the only trustworthy link to
     // the main repository (the row's repo_path is untrusted input).
     let repo = git::admin::main_repository_of(&wt.path);
     if archive {
-        let archived = git::archive::archive(&wt.path, &wt.name, SystemTime::now(), precious)
+        let archived = git::archive::archive(&wt.path, &wt.name, now, precious)
             .map_err(|e| e.to_string())
             .and_then(|a| {
                 // Built through libgit2: git's own view must find all of

@@ -258,8 +258,19 @@ impl Controller {
         };
         let (planned, results) = match mode {
             Mode::DryRun => (plan.actions.clone(), Vec::new()),
-            Mode::Act(opts) => (Vec::new(), self.act(&plan, opts, cancel).await),
+            Mode::Act(opts) => {
+                // Intents a crash left open are concluded before new ones.
+                match self.executor.settle().await {
+                    Ok(lines) => notes.warnings.extend(lines),
+                    Err(e) => notes.errors.push(e),
+                }
+                (Vec::new(), self.act(&plan, opts, cancel).await)
+            }
         };
+        // An action whose record is missing is an error of the pass.
+        notes
+            .errors
+            .extend(results.iter().filter_map(|r| r.audit_error.clone()));
         let mut report = PassReport {
             trigger: trigger.as_str().into(),
             scope,

@@ -339,6 +339,17 @@ fn fetch_nested(main: &Repository, dir: &Path, refname: &str) -> Result<(), git2
     Ok(())
 }
 
+/// The ref an archive of `worktree_id` made at `now` is written to
+/// (`-<n>` is appended when it exists already): what the write-ahead
+/// intent of a force names before the archive is made.
+pub fn archive_ref_base(worktree_id: &str, now: SystemTime) -> String {
+    format!(
+        "refs/boo/archive/{}/{}",
+        ref_component(worktree_id),
+        unix_secs(now)
+    )
+}
+
 /// Commits the full state of `worktree` (index, working tree, untracked and
 /// precious ignored files, HEAD) to an archive ref in its main repository.
 pub fn archive(
@@ -600,7 +611,7 @@ pub fn archive(
     // Objects written, no ref yet: a crash here leaves unreachable objects
     // (git gc's) and the worktree untouched.
     crate::crash_point!("archive.midway");
-    let base = format!("refs/boo/archive/{}/{}", ref_component(worktree_id), secs);
+    let base = archive_ref_base(worktree_id, now);
     let reference = create_archive_ref(
         &main,
         &base,

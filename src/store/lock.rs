@@ -6,11 +6,18 @@
 //! - While a [`HostLock`] is held, no other instance with the same host id
 //!   (and the same database) holds one.
 //! - The PostgreSQL lock lives on its own connection, outside the pool: it
-//!   ends when that connection ends (crash, network loss, server restart),
-//!   which [`HostLock::still_held`] detects before every pass.
+//!   ends when that connection ends (crash, network loss, server restart).
+//! - Nothing destructive happens on a lock that is not confirmed: the
+//!   [`Fence`] asks the lock's own connection, within a bound, before every
+//!   destructive action and before every pass; one confirmation that fails
+//!   or does not answer in time drops the lock at once, and the fence
+//!   refuses every action until the lock is taken again (test
+//!   `a_frozen_leader_never_acts_after_another_instance_took_the_lock`).
 
 use std::fs::{File, OpenOptions};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
 use sqlx::{Connection, PgConnection};
@@ -19,8 +26,18 @@ use super::{Pool, Store, StoreError};
 
 /// A held host lock; released on drop.
 pub enum HostLock {
-    Postgres { conn: PgConnection, key: i64 },
-    Sqlite { _file: Flock<File>, path: PathBuf },
+    Postgres {
+        conn: PgConnection,
+        key: i64,
+    },
+    Sqlite {
+        _file: Flock<File>,
+        path: PathBuf,
+    },
+    /// Exclusivity that the embedder guarantees by construction (a test
+    /// with one controller per database): always confirmed. The commands
+    /// never use it.
+    Assumed,
 }
 
 impl std::fmt::Debug for HostLock {
@@ -28,6 +45,7 @@ impl std::fmt::Debug for HostLock {
         match self {
             HostLock::Postgres { key, .. } => write!(f, "advisory lock {key}"),
             HostLock::Sqlite { path, .. } => write!(f, "flock on {}", path.display()),
+            HostLock::Assumed => write!(f, "assumed exclusive"),
         }
     }
 }
@@ -85,12 +103,145 @@ impl Store {
 }
 
 impl HostLock {
-    /// Whether the lock is still ours: for PostgreSQL, whether its
-    /// connection still answers (the lock dies with it).
-    pub async fn still_held(&mut self) -> bool {
+    /// Whether the lock is still ours, asked of the lock itself: for
+    /// PostgreSQL, whether the lock's own session still holds the advisory
+    /// lock (a round trip on its connection; the lock dies with it). Not
+    /// bounded here: [`Fence::confirm`] bounds it.
+    async fn confirm(&mut self) -> Result<(), String> {
         match self {
-            HostLock::Postgres { conn, .. } => conn.ping().await.is_ok(),
-            HostLock::Sqlite { .. } => true,
+            HostLock::Postgres { conn, key } => {
+                // Session-level advisory locks on one bigint key show in
+                // pg_locks as classid (high half), objid (low half),
+                // objsubid 1.
+                let held: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' \
+                     AND pid = pg_backend_pid() AND granted AND objsubid = 1 \
+                     AND ((classid::bigint << 32) | objid::bigint) = $1)",
+                )
+                .bind(*key)
+                .fetch_one(conn)
+                .await
+                .map_err(|e| format!("the lock's connection failed: {e}"))?;
+                if held {
+                    Ok(())
+                } else {
+                    Err("the lock's session no longer holds the advisory lock".into())
+                }
+            }
+            HostLock::Sqlite { .. } | HostLock::Assumed => Ok(()),
+        }
+    }
+}
+
+/// Whether this instance may act for its host now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FenceState {
+    /// No lock yet (starting, or standing by).
+    NotHeld,
+    /// The lock is held; each destructive action confirms it first.
+    Held,
+    /// A confirmation failed: the lock was dropped and nothing is acted on
+    /// until it is taken again.
+    Lost { why: String },
+}
+
+/// The host lock as the executor sees it: confirmed, within a bound,
+/// before anything destructive.
+pub struct Fence {
+    /// Shared with a confirmation in flight, so that dropping the lock on
+    /// a failure never waits for a frozen connection.
+    lock: Mutex<Option<Arc<tokio::sync::Mutex<HostLock>>>>,
+    state: Mutex<FenceState>,
+    bound: Duration,
+    /// Wakes the loop that takes the lock again, the moment it is lost.
+    lost: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for Fence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Fence({:?})", self.state())
+    }
+}
+
+impl Fence {
+    /// A fence without a lock; every confirmation is bounded by `bound`.
+    pub fn new(bound: Duration) -> Fence {
+        Fence {
+            lock: Mutex::new(None),
+            state: Mutex::new(FenceState::NotHeld),
+            bound,
+            lost: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Acts under `lock` from now on (it replaces any earlier one).
+    pub fn install(&self, lock: HostLock) {
+        *self.lock.lock().expect("fence lock") = Some(Arc::new(tokio::sync::Mutex::new(lock)));
+        *self.state.lock().expect("fence state") = FenceState::Held;
+    }
+
+    /// Lets go of the lock (standing by, or shutting down).
+    pub fn release(&self) {
+        self.lock.lock().expect("fence lock").take();
+        *self.state.lock().expect("fence state") = FenceState::NotHeld;
+    }
+
+    /// Resolves once the lock has been lost (at once if it was lost since
+    /// the last call).
+    pub async fn lost(&self) {
+        self.lost.notified().await
+    }
+
+    pub fn state(&self) -> FenceState {
+        self.state.lock().expect("fence state").clone()
+    }
+
+    /// `Ok` when the lock is held and its own connection confirms it
+    /// within the bound. Otherwise the lock is dropped at once (a lock
+    /// that cannot be confirmed may be another instance's by now) and the
+    /// answer says why; later calls fail without a round trip until
+    /// [`Fence::install`].
+    pub async fn confirm(&self) -> Result<(), String> {
+        let lock = match self.state() {
+            FenceState::NotHeld => return Err("this instance does not hold the host lock".into()),
+            FenceState::Lost { why } => {
+                return Err(format!(
+                "the host lock could not be confirmed ({why}); not acting until it is taken again"
+            ))
+            }
+            FenceState::Held => self.lock.lock().expect("fence lock").clone(),
+        };
+        let Some(lock) = lock else {
+            return Err("this instance does not hold the host lock".into());
+        };
+        let answer = tokio::time::timeout(self.bound, async { lock.lock().await.confirm().await })
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "its connection did not answer within {}",
+                    humantime::format_duration(self.bound)
+                ))
+            });
+        match answer {
+            Ok(()) => Ok(()),
+            Err(why) => {
+                self.lose(&lock, &why);
+                Err(format!(
+                    "the host lock could not be confirmed ({why}); not acting until it is taken again"
+                ))
+            }
+        }
+    }
+
+    /// Drops `lock` if it is still the installed one (a newer lock taken
+    /// meanwhile stays).
+    fn lose(&self, lock: &Arc<tokio::sync::Mutex<HostLock>>, why: &str) {
+        let mut slot = self.lock.lock().expect("fence lock");
+        if slot.as_ref().is_some_and(|l| Arc::ptr_eq(l, lock)) {
+            slot.take();
+            *self.state.lock().expect("fence state") = FenceState::Lost { why: why.into() };
+            self.lost.notify_one();
+            tracing::error!(why, "the host lock could not be confirmed: it is dropped and nothing is acted on until it is taken again");
         }
     }
 }

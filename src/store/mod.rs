@@ -114,6 +114,21 @@ pub struct AuditRecord {
     pub outcome: String,
     pub reason: String,
     pub detail: serde_json::Value,
+    /// For an outcome: the `intent` record it concludes (write-ahead
+    /// audit of destructive actions).
+    pub intent_id: Option<i64>,
+}
+
+/// An `intent` audit record of this host that no later record concludes:
+/// an action interrupted by a crash or a lost database.
+#[derive(Clone, Debug)]
+pub struct OpenIntent {
+    pub id: i64,
+    pub action: String,
+    pub target: String,
+    pub detail: serde_json::Value,
+    pub chat_id: Option<String>,
+    pub session_id: Option<String>,
 }
 
 /// The rows of one host: the first half of its desired state.
@@ -137,6 +152,11 @@ pub struct Interest {
 }
 
 impl Store {
+    /// The bounds of this store's calls (`database.*_timeout`).
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
     /// Connects to `sqlite://PATH` (created if missing) or `postgres://…`.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
         Store::open(url, true).await
@@ -837,11 +857,11 @@ impl Store {
         .await
     }
 
-    /// Appends one audit record.
-    pub async fn append_audit(&self, rec: &AuditRecord) -> Result<(), StoreError> {
+    /// Appends one audit record; answers its id.
+    pub async fn append_audit(&self, rec: &AuditRecord) -> Result<i64, StoreError> {
         self.bounded("appending audit record", async move {
             let detail = rec.detail.to_string();
-            with_pool!(self, p => sqlx::query(self.sql().append_audit)
+            with_pool!(self, p => sqlx::query_scalar::<_, i64>(self.sql().append_audit)
                 .bind(&rec.host)
                 .bind(&rec.chat_id)
                 .bind(&rec.session_id)
@@ -850,8 +870,34 @@ impl Store {
                 .bind(&rec.outcome)
                 .bind(&rec.reason)
                 .bind(&detail)
-                .execute(p).await.map(|_| ()))
+                .bind(rec.intent_id)
+                .fetch_one(p).await)
             .map_err(|e| self.query_err("appending audit record", e))
+        })
+        .await
+    }
+
+    /// The `intent` records of `host` that no record concludes, oldest
+    /// first.
+    pub async fn open_intents(&self, host: &str) -> Result<Vec<OpenIntent>, StoreError> {
+        self.bounded("reading unconcluded intents", async move {
+            with_pool!(self, p => sqlx::query(self.sql().open_intents)
+                .bind(host)
+                .fetch_all(p).await
+                .and_then(|rows| rows.into_iter().map(|r| -> Result<_, sqlx::Error> {
+                    let detail: Option<String> = r.try_get(3)?;
+                    Ok(OpenIntent {
+                        id: r.try_get(0)?,
+                        action: r.try_get(1)?,
+                        target: r.try_get(2)?,
+                        detail: detail
+                            .and_then(|d| serde_json::from_str(&d).ok())
+                            .unwrap_or(serde_json::Value::Null),
+                        chat_id: r.try_get(4)?,
+                        session_id: r.try_get(5)?,
+                    })
+                }).collect()))
+            .map_err(|e| self.query_err("reading unconcluded intents", e))
         })
         .await
     }
@@ -860,7 +906,7 @@ impl Store {
     pub async fn audit_records(&self) -> Result<Vec<AuditRecord>, StoreError> {
         self.bounded("reading audit records", async move {
             with_pool!(self, p => {
-                sqlx::query("SELECT host, chat_id, session_id, action, target, outcome, reason, detail FROM reconciler_audit ORDER BY id")
+                sqlx::query("SELECT host, chat_id, session_id, action, target, outcome, reason, intent_id FROM reconciler_audit ORDER BY id")
                     .fetch_all(p).await
                     .and_then(|rows| rows.into_iter().map(|r| -> Result<_, sqlx::Error> {
                         Ok(AuditRecord {
@@ -872,6 +918,7 @@ impl Store {
                             outcome: r.try_get("outcome")?,
                             reason: r.try_get("reason")?,
                             detail: serde_json::Value::Null,
+                            intent_id: r.try_get("intent_id")?,
                         })
                     }).collect())
             })

@@ -18,6 +18,7 @@ pub struct Dialect {
     pub close_agent_row: &'static str,
     pub close_agent_row_recording: &'static str,
     pub append_audit: &'static str,
+    pub open_intents: &'static str,
 }
 
 /// The distinct repositories of a host, one index seek per repository
@@ -84,8 +85,14 @@ pub static POSTGRES: Dialect = Dialect {
          WHERE id = $1 AND status = 'open' AND pid = $2 \
          AND pid_start_time IS NOT DISTINCT FROM $3",
     append_audit: "INSERT INTO reconciler_audit \
-         (host, chat_id, session_id, action, target, outcome, reason, detail) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)",
+         (host, chat_id, session_id, action, target, outcome, reason, detail, intent_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9) RETURNING id",
+    open_intents:
+        "SELECT i.id, i.action, i.target, CAST(i.detail AS TEXT), i.chat_id, i.session_id \
+         FROM reconciler_audit i \
+         WHERE i.host = $1 AND i.outcome = 'intent' \
+         AND NOT EXISTS (SELECT 1 FROM reconciler_audit o WHERE o.intent_id = i.id) \
+         ORDER BY i.id",
 };
 
 pub static SQLITE: Dialect = Dialect {
@@ -136,6 +143,11 @@ pub static SQLITE: Dialect = Dialect {
          closed_at = strftime('%Y-%m-%d %H:%M:%f', 'now') \
          WHERE id = $1 AND status = 'open' AND pid = $2 AND pid_start_time IS $3",
     append_audit: "INSERT INTO reconciler_audit \
-         (host, chat_id, session_id, action, target, outcome, reason, detail) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+         (host, chat_id, session_id, action, target, outcome, reason, detail, intent_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+    open_intents: "SELECT i.id, i.action, i.target, i.detail, i.chat_id, i.session_id \
+         FROM reconciler_audit i \
+         WHERE i.host = $1 AND i.outcome = 'intent' \
+         AND NOT EXISTS (SELECT 1 FROM reconciler_audit o WHERE o.intent_id = i.id) \
+         ORDER BY i.id",
 };

@@ -205,9 +205,16 @@ impl World {
         c
     }
 
+    /// A controller that acts as if it held the host lock: each test's
+    /// world has a host of its own. (A `Service`'s `run` takes the real
+    /// lock, replacing this.)
     pub fn controller(&self) -> Controller {
         let root = WorktreeRoot::prepare(&self.root).expect("root");
-        Controller::new(self.config(), self.store.clone(), root)
+        let c = Controller::new(self.config(), self.store.clone(), root);
+        c.executor()
+            .fence()
+            .install(boo_reconciler::store::lock::HostLock::Assumed);
+        c
     }
 
     pub async fn once(&self, scope: Scope, force: bool) -> PassReport {
