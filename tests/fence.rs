@@ -248,6 +248,52 @@ async fn an_intent_left_by_a_crash_is_concluded_with_what_was_found(db: Db) {
     assert_eq!(others.len(), 1, "another host's intent is left alone");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_database_locked_by_another_writer_stops_every_destructive_action() {
+    use sqlx::{Connection, Executor};
+    let w = World::new(Db::Sqlite).await;
+    w.session("s1", "archived").await;
+    w.chat("c1", "s1", "archived").await;
+    let wt = w.worktree("w1", "s1").await;
+    // Another writer holds the write lock for the whole pass.
+    let mut writer = sqlx::SqliteConnection::connect(&w.url).await.unwrap();
+    writer.execute("BEGIN IMMEDIATE").await.unwrap();
+
+    let store = Store::open_with(&w.url, false, SHORT).await.unwrap();
+    let controller = Controller::new(w.config(), store, WorktreeRoot::prepare(&w.root).unwrap());
+    controller
+        .executor()
+        .fence()
+        .install(boo_reconciler::store::lock::HostLock::Assumed);
+    let report = controller
+        .pass(
+            Scope::Host,
+            act(),
+            Trigger::Command,
+            &CancellationToken::new(),
+        )
+        .await;
+    assert_eq!(report.exit_code(), exit::ERROR, "{}", report.render());
+    let removal = report
+        .results
+        .iter()
+        .find(|r| r.action.name() == "remove_worktree")
+        .unwrap_or_else(|| panic!("{}", report.render()));
+    assert!(
+        matches!(&removal.outcome, Outcome::Failed { error } if error.contains("intent audit record could not be written")),
+        "{:?}",
+        removal.outcome
+    );
+    assert!(wt.exists(), "not removed without its intent on record");
+    writer.execute("ROLLBACK").await.unwrap();
+    drop(writer);
+    assert!(w.audit().await.is_empty());
+
+    let report = w.once(Scope::Host, false).await;
+    assert_eq!(report.exit_code(), exit::CONVERGED, "{}", report.render());
+    assert!(!wt.exists());
+}
+
 /// The backend pid holding this host's advisory lock, if any.
 async fn lock_holder(w: &World) -> Option<String> {
     let rows = w
