@@ -110,7 +110,10 @@ pub async fn dispatch(
             let report = controller
                 .pass(
                     scope,
-                    Mode::Act(RunOptions { force }),
+                    Mode::Act(RunOptions {
+                        force,
+                        ..Default::default()
+                    }),
                     Trigger::Command,
                     &cancel,
                 )

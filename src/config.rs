@@ -225,6 +225,9 @@ pub struct Worktrees {
     pub orphan_min_age: Duration,
     pub precious: Vec<String>,
     pub reclaim_parallel: usize,
+    /// The longest a kept worktree's verdict is reused without a full
+    /// preflight, however unchanged its fingerprint.
+    pub recheck_interval: Duration,
 }
 
 /// `[processes]`: how agent processes are recognised and stopped.
@@ -621,6 +624,13 @@ pub static KEYS: &[Key] = &[
         doc: "Most retired worktrees in <root>/.boo-trash deleted at the same time by the background reclaimer (1 or more).",
     },
     Key {
+        section: "worktrees",
+        key: "recheck_interval",
+        kind: Kind::Duration,
+        default: DefaultValue::Text("10m"),
+        doc: "A worktree kept at risk is checked again in full when its fingerprint changes, when a nudge or notification names its chat or session, with --force, or at the latest after this long (at most 365d).",
+    },
+    Key {
         section: "processes",
         key: "enabled",
         kind: Kind::Bool,
@@ -991,6 +1001,7 @@ impl Config {
                 orphan_min_age: s.duration("worktrees", "orphan_min_age"),
                 precious: s.list("worktrees", "precious"),
                 reclaim_parallel: s.int("worktrees", "reclaim_parallel"),
+                recheck_interval: s.duration("worktrees", "recheck_interval"),
             },
             processes: Processes {
                 enabled: s.bool("processes", "enabled"),
@@ -1085,6 +1096,11 @@ impl Config {
         put("worktrees", "precious", precious.into());
         let reclaim = i64::try_from(self.worktrees.reclaim_parallel).unwrap_or(i64::MAX);
         put("worktrees", "reclaim_parallel", reclaim.into());
+        put(
+            "worktrees",
+            "recheck_interval",
+            dur(self.worktrees.recheck_interval),
+        );
         let p = &self.processes;
         put("processes", "enabled", p.enabled.into());
         put("processes", "chat_label", p.chat_label.clone().into());

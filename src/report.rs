@@ -42,6 +42,11 @@ pub struct KeptWorktree {
     pub worktree_id: Option<String>,
     pub session_id: Option<String>,
     pub reasons: Vec<AtRisk>,
+    /// When these reasons were found: this pass, or an earlier one whose
+    /// verdict was reused because nothing it rests on changed.
+    pub checked_at: String,
+    /// Whether this pass reused an earlier verdict instead of a preflight.
+    pub verdict_reused: bool,
 }
 
 /// One pass, start to end.
@@ -89,6 +94,7 @@ impl PassReport {
 
     /// Collects the worktrees kept at risk from the results.
     pub fn collect_at_risk(&mut self) {
+        let started_at = self.started_at;
         self.at_risk = self
             .results
             .iter()
@@ -103,6 +109,13 @@ impl PassReport {
                     },
                     session_id: r.action.owner.session_id.clone(),
                     reasons: reasons.clone(),
+                    checked_at: r.detail["checked_at"]
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| {
+                            humantime::format_rfc3339_seconds(started_at).to_string()
+                        }),
+                    verdict_reused: r.detail["verdict_reused"].as_bool().unwrap_or(false),
                 }),
                 _ => None,
             })

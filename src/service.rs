@@ -134,7 +134,10 @@ impl Service {
                         let report = c
                             .pass(
                                 key.scope,
-                                Mode::Act(RunOptions { force: key.force }),
+                                Mode::Act(RunOptions {
+                                    force: key.force,
+                                    ..Default::default()
+                                }),
                                 trigger,
                                 &cancel,
                             )

@@ -82,7 +82,7 @@ fn read_only(w: &World) -> String {
 }
 
 fn act() -> Mode {
-    Mode::Act(RunOptions { force: false })
+    Mode::Act(RunOptions::default())
 }
 
 async fn a_read_only_database_stops_every_destructive_action(db: Db) {

@@ -79,7 +79,7 @@ async fn a_frozen_database_ends_the_pass_within_its_bound_and_the_next_pass_work
     let pass = || {
         controller.pass(
             Scope::Host,
-            Mode::Act(RunOptions { force: false }),
+            Mode::Act(RunOptions::default()),
             Trigger::Command,
             &cancel,
         )

@@ -270,7 +270,14 @@ async fn session_reopened_between_plan_and_act_keeps_its_worktree(db: Db) {
     w.sql("UPDATE chats SET status = 'open' WHERE id = 'c1'")
         .await;
     let results = Arc::clone(controller.executor())
-        .execute(&plan, RunOptions { force: true }, &CancellationToken::new())
+        .execute(
+            &plan,
+            RunOptions {
+                force: true,
+                ..Default::default()
+            },
+            &CancellationToken::new(),
+        )
         .await;
     assert!(
         matches!(&results[0].outcome, Outcome::Skipped { why } if why.contains("live again")),
@@ -452,7 +459,14 @@ async fn a_path_claimed_by_a_live_row_added_after_the_plan_is_never_removed(db: 
     w.chat("c2", "s2", "open").await;
     w.worktree_row("w2", "s2", path.to_str().unwrap()).await;
     let results = Arc::clone(controller.executor())
-        .execute(&plan, RunOptions { force: true }, &CancellationToken::new())
+        .execute(
+            &plan,
+            RunOptions {
+                force: true,
+                ..Default::default()
+            },
+            &CancellationToken::new(),
+        )
         .await;
     assert!(
         matches!(&results[0].outcome, Outcome::Skipped { why }

@@ -39,6 +39,7 @@
 pub mod backoff;
 pub mod claim;
 mod intent;
+pub mod kept;
 pub mod reclaim;
 pub mod remove;
 pub mod terminate;
@@ -147,6 +148,10 @@ pub struct ActionResult {
 pub struct RunOptions {
     /// Archive, then remove, worktrees that are at risk.
     pub force: bool,
+    /// Run the full preflight of kept worktrees even when their verdict
+    /// could be reused: the pass was asked for by name (a nudge, a
+    /// notification, `once --chat`).
+    pub recheck_kept: bool,
 }
 
 /// Everything the executor needs; cheap to share between passes.
@@ -172,6 +177,8 @@ pub struct Executor {
     /// until their blocking work ends.
     claims: Arc<Claims>,
     reclaimer: Arc<Reclaimer>,
+    /// Verdicts that keep worktrees, reused while their fingerprint holds.
+    kept: kept::KeptVerdicts,
     /// The host lock, confirmed before every destructive step.
     fence: Arc<Fence>,
     /// Intents written by actions still running: never concluded as
@@ -199,6 +206,7 @@ impl Executor {
             recorded: Mutex::new(HashMap::new()),
             claims: Arc::new(Claims::default()),
             reclaimer: Arc::new(Reclaimer::new(root, config.worktrees.reclaim_parallel)),
+            kept: kept::KeptVerdicts::new(config.worktrees.recheck_interval),
             fence: Arc::new(Fence::new(store.timeouts().query)),
             in_flight: Mutex::new(Default::default()),
             settle_needed: std::sync::atomic::AtomicBool::new(true),
@@ -710,6 +718,18 @@ impl Executor {
         intent: &mut Option<i64>,
     ) -> Result<(Outcome, serde_json::Value), String> {
         let none = serde_json::Value::Null;
+        if !opts.force && !opts.recheck_kept {
+            if let Some(reused) = self.reuse_kept(wt).await {
+                return Ok(reused);
+            }
+        }
+        // Whatever this check finds replaces the last verdict.
+        self.kept.forget(&wt.path);
+        let checked_at = SystemTime::now();
+        let git_before = {
+            let dir = wt.path.clone();
+            blocking(move || Ok(kept::git_state(&dir))).await?
+        };
         if let Some(why) = self.worktree_claimed(action, wt).await? {
             return Ok((Outcome::Skipped { why }, none));
         }
@@ -751,12 +771,21 @@ impl Executor {
                 // recorded decides.
                 None => true,
             };
+            let found = {
+                let (dir, r) = (wt.path.clone(), reasons.clone());
+                blocking(move || Ok(kept::findings(&dir, &r))).await?
+            };
+            let fingerprint = git_before
+                .zip(found)
+                .map(|(git, findings)| kept::Fingerprint { git, findings });
+            self.kept
+                .remember(&wt.path, fingerprint, &reasons, checked_at);
             return Ok((
                 Outcome::KeptAtRisk {
                     reasons,
                     unchanged: !changed,
                 },
-                none,
+                checked(checked_at, false),
             ));
         }
         // The preflight may have taken a while: ask again right before
@@ -795,6 +824,25 @@ impl Executor {
 }
 
 impl Executor {
+    /// The last verdict on a kept worktree, when nothing it rests on has
+    /// changed since: no preflight, no database call, no write.
+    async fn reuse_kept(&self, wt: &WorktreeTarget) -> Option<(Outcome, serde_json::Value)> {
+        let c = self.kept.candidate(&wt.path)?;
+        let (dir, reasons) = (wt.path.clone(), c.reasons.clone());
+        let now = blocking(move || Ok(kept::fingerprint(&dir, &reasons)))
+            .await
+            .ok()?;
+        c.still(now).then(|| {
+            (
+                Outcome::KeptAtRisk {
+                    reasons: c.reasons,
+                    unchanged: true,
+                },
+                checked(c.checked_at, true),
+            )
+        })
+    }
+
     /// Aborts, then deletes, a session on the opencode server, once sure
     /// that no live chat owns it now.
     async fn delete_opencode_session(
@@ -953,6 +1001,15 @@ impl Executor {
             .map(|(pid, command)| AtRisk::InUse { pid, command })
             .collect())
     }
+}
+
+/// The detail of a kept worktree: when its verdict was reached, and
+/// whether this pass reused it.
+fn checked(at: SystemTime, reused: bool) -> serde_json::Value {
+    serde_json::json!({
+        "checked_at": humantime::format_rfc3339_seconds(at).to_string(),
+        "verdict_reused": reused,
+    })
 }
 
 /// What closing an agent row came to: `closed` is whether this call closed

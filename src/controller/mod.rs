@@ -258,7 +258,10 @@ impl Controller {
         };
         let (planned, results) = match mode {
             Mode::DryRun => (plan.actions.clone(), Vec::new()),
-            Mode::Act(opts) => {
+            Mode::Act(mut opts) => {
+                // A pass asked for by name looks at its kept worktrees
+                // afresh; the interval's host pass may reuse their verdicts.
+                opts.recheck_kept |= scope != Scope::Host;
                 // Intents a crash left open are concluded before new ones.
                 match self.executor.settle().await {
                     Ok(lines) => notes.warnings.extend(lines),

@@ -221,7 +221,10 @@ impl World {
         self.controller()
             .pass(
                 scope,
-                Mode::Act(RunOptions { force }),
+                Mode::Act(RunOptions {
+                    force,
+                    ..Default::default()
+                }),
                 Trigger::Command,
                 &CancellationToken::new(),
             )
