@@ -1,5 +1,6 @@
-//! What a nudge answers when its pass cannot read its state: the real HTTP
-//! server on loopback, a real database, and a TCP proxy in front of
+//! What a nudge answers when its pass cannot read its state, and how the
+//! notification listener copes with a database that goes silent: the real
+//! HTTP server on loopback, a real database, and a TCP proxy in front of
 //! PostgreSQL that freezes or goes away.
 
 mod common;
@@ -15,6 +16,7 @@ use boo_reconciler::http;
 use boo_reconciler::plan::Scope;
 use boo_reconciler::root::WorktreeRoot;
 use boo_reconciler::service::Service;
+use boo_reconciler::store::listen::Notice;
 use boo_reconciler::store::{Store, Timeouts};
 use common::{Db, World, HOST};
 use freezing_proxy::FreezingProxy;
@@ -22,6 +24,7 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::StatusCode;
 use serde_json::Value;
 use sqlx::postgres::PgConnectOptions;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 both_databases!(
@@ -378,4 +381,129 @@ async fn once_beside_a_daemon_whose_database_froze_prints_its_answer_and_exits_1
     assert!(path.exists());
     proxy.thaw();
     let _ = daemon.kill().await;
+}
+
+// ---------------------------------------------------------- the listener --
+
+/// Sends `payload` on `channel` until `notices` yields a notice `want`
+/// accepts (a notification sent before the listener is listening is lost).
+async fn notify_until(
+    w: &World,
+    channel: &str,
+    payload: &str,
+    notices: &mut mpsc::UnboundedReceiver<Notice>,
+    want: impl Fn(&Notice) -> bool,
+) {
+    let deadline = Instant::now() + NEVER;
+    while Instant::now() < deadline {
+        w.sql(&format!("SELECT pg_notify('{channel}', '{payload}')"))
+            .await;
+        let wait = tokio::time::sleep(Duration::from_millis(500));
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                _ = &mut wait => break,
+                n = notices.recv() => {
+                    let n = n.expect("the listener runs");
+                    if want(&n) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+    panic!("{payload:?} on {channel} was never delivered within {NEVER:?}");
+}
+
+/// Waits until `ok` holds, checking every 100 ms; panics after [`NEVER`].
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut ok: impl FnMut() -> F) {
+    let deadline = Instant::now() + NEVER;
+    while Instant::now() < deadline {
+        if ok().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what}: not within {NEVER:?}");
+}
+
+/// The backend pids of the listener's connections.
+async fn listener_backends(w: &World, channel: &str) -> Vec<String> {
+    w.store
+        .query_strings(&format!(
+            "SELECT CAST(pid AS TEXT) FROM pg_stat_activity \
+             WHERE application_name = 'boo-reconciler listen {channel}'"
+        ))
+        .await
+        .expect("pg_stat_activity")
+        .into_iter()
+        .filter_map(|r| r[0].clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_listener_reconnects_and_delivers_again() {
+    let w = World::new(Db::Postgres).await;
+    let channel = format!("boo_test_listen_{}", fastrand::u64(..));
+    let proxy = FreezingProxy::start(upstream()).await;
+    let store = Store::open_with(&through(&w.url, proxy.addr()), false, SHORT)
+        .await
+        .expect("through the proxy");
+    let (tx, mut notices) = mpsc::unbounded_channel();
+    let cancel = CancellationToken::new();
+    let listening = tokio::spawn({
+        let (cancel, channel) = (cancel.clone(), channel.clone());
+        async move {
+            store
+                .listen(&channel, cancel, move |n| {
+                    let _ = tx.send(n);
+                })
+                .await
+        }
+    });
+    notify_until(&w, &channel, "chat:c1", &mut notices, |n| {
+        *n == Notice::Reconcile(Scope::Chat("c1".into()))
+    })
+    .await;
+    let before = listener_backends(&w, &channel).await;
+    assert_eq!(before.len(), 1, "{before:?}");
+    let accepted = proxy.accepted();
+
+    // Frozen, the listener's connection stays open and says nothing: only
+    // its own check finds out. It then tries a new connection, which the
+    // freeze holds too: a second one shows that the first was given up at
+    // its bound.
+    proxy.freeze();
+    eventually("the listener gives up its frozen connections", || async {
+        proxy.accepted() >= accepted + 2
+    })
+    .await;
+    proxy.thaw();
+    let deadline = Instant::now() + NEVER;
+    loop {
+        let n = tokio::time::timeout_at(deadline.into(), notices.recv())
+            .await
+            .expect("the listener says it reconnected")
+            .expect("the listener runs");
+        if n == Notice::Reconnected {
+            break;
+        }
+    }
+    notify_until(&w, &channel, "session:s9", &mut notices, |n| {
+        *n == Notice::Reconcile(Scope::Session("s9".into()))
+    })
+    .await;
+    // The connection given up is closed once it answers again: one
+    // listening backend, a new one.
+    eventually("only the new listener connection is left", || async {
+        let now = listener_backends(&w, &channel).await;
+        now.len() == 1 && now != before
+    })
+    .await;
+
+    cancel.cancel();
+    tokio::time::timeout(NEVER, listening)
+        .await
+        .expect("the listener stops when cancelled")
+        .expect("listener task");
 }
