@@ -70,6 +70,10 @@ impl Client {
     }
 
     /// Asks the controller to reconcile `scope` now and returns its answer.
+    /// A pass that could not read its state answers 500 or 503 with the
+    /// pass's body: that is an answer (the pass failed), where a 503 with
+    /// only `{"error": …}` is the controller not running the pass at all
+    /// (stopping, standing by, timed out).
     pub async fn nudge(&self, scope: &Scope, force: bool) -> Result<Value, ClientError> {
         let path = match scope {
             Scope::Host => "/reconcile".to_string(),
@@ -77,7 +81,12 @@ impl Client {
             Scope::Session(id) => format!("/sessions/{id}/reconcile"),
         };
         let url = format!("{}{path}?force={force}", self.base);
-        self.send(self.http.post(url)).await
+        match self.send(self.http.post(url)).await {
+            Err(ClientError::Refused { url, status, body }) => {
+                pass_answer(&body).ok_or(ClientError::Refused { url, status, body })
+            }
+            r => r,
+        }
     }
 
     async fn send(&self, mut req: reqwest::RequestBuilder) -> Result<Value, ClientError> {
@@ -112,6 +121,12 @@ impl Client {
     }
 }
 
+/// `body` if it is the answer of a pass, which always says its `result`.
+fn pass_answer(body: &str) -> Option<Value> {
+    let v: Value = serde_json::from_str(body).ok()?;
+    v.get("result").is_some_and(Value::is_string).then_some(v)
+}
+
 /// The exit code a nudge's answer stands for, as `once` would have
 /// returned had it acted itself.
 pub fn exit_code_of(answer: &Value) -> u8 {
@@ -140,6 +155,15 @@ mod tests {
             Client::base_for("10.1.2.3:80".parse().unwrap()),
             "http://10.1.2.3:80"
         );
+    }
+
+    #[test]
+    fn a_pass_body_is_an_answer_whatever_the_status_and_an_error_body_is_not() {
+        let pass = r#"{"scope":"host","ok":false,"result":"error","errors":["database down"]}"#;
+        assert_eq!(pass_answer(pass).unwrap()["result"], "error");
+        assert!(pass_answer(r#"{"error":"shutting down"}"#).is_none());
+        assert!(pass_answer("Service Unavailable").is_none());
+        assert!(pass_answer(r#"{"result":null}"#).is_none());
     }
 
     #[test]

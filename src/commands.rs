@@ -229,7 +229,8 @@ async fn nudge_daemon(
             }
             Ok(Some(crate::client::exit_code_of(&answer)))
         }
-        // Nothing there, or a daemon that is stopping or timed out: the
+        // Nothing there, or a daemon that is stopping or timed out (a 503
+        // without a pass's answer; one with it is an answer, above): the
         // lock will come free.
         Err(e @ ClientError::Unreachable { .. })
         | Err(

@@ -25,6 +25,11 @@
 //!   rule was broken: 400 bad id or query, 401 missing or wrong token, 404
 //!   unknown route, 405 wrong method, 413 body too large, 503 the run did
 //!   not finish (queue timeout, shutting down).
+//! - A nudge whose pass read its state answers 200, even when actions
+//!   failed (`"ok": false` and the errors say what). One whose pass could
+//!   not read its state answers the same body with 503 and `Retry-After: 5`
+//!   when the database is unreachable, 500 when it failed otherwise (a
+//!   missing table): `/status` shows it as the report's `state_unreadable`.
 //! - Ids are percent-decoded, then validated: 1 to 128 bytes of
 //!   `[A-Za-z0-9_.:-]`.
 //! - Nudges go through the service's queue: concurrent nudges for one key
@@ -68,7 +73,7 @@ use crate::act::{ActionResult, Outcome};
 use crate::controller::queue::QueueError;
 use crate::controller::Trigger;
 use crate::plan::{Action, Scope};
-use crate::report::{exit, PassReport};
+use crate::report::{exit, PassReport, StateUnreadable};
 use crate::service::Service;
 
 /// Request bodies above this are refused (413); bodies are ignored anyway.
@@ -725,7 +730,24 @@ async fn nudge(
     if legacy {
         add_legacy(&mut body, &report, &subject);
     }
-    (StatusCode::OK, Json(Value::Object(body))).into_response()
+    nudge_response(report.state_unreadable, body)
+}
+
+/// A pass that read its state answers 200 whatever its actions came to
+/// (the body says what failed); one that could not read it did nothing,
+/// and the status says whether trying again soon may help.
+fn nudge_response(unreadable: Option<StateUnreadable>, body: Map<String, Value>) -> Response {
+    let status = match unreadable {
+        None => StatusCode::OK,
+        Some(StateUnreadable::DatabaseUnreachable) => StatusCode::SERVICE_UNAVAILABLE,
+        Some(StateUnreadable::Other) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let mut r = (status, Json(Value::Object(body))).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    r
 }
 
 /// The run did not happen or did not finish: 503, try again.
@@ -982,6 +1004,40 @@ mod tests {
             .contains("every network interface"));
         let e = check_listen(local, Some(" "), false).unwrap_err();
         assert!(e.contains("empty"), "{e}");
+    }
+
+    #[test]
+    fn a_nudge_answers_by_whether_its_pass_read_its_state() {
+        let cases = [
+            (None, StatusCode::OK, None),
+            (
+                Some(StateUnreadable::DatabaseUnreachable),
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("5"),
+            ),
+            (
+                Some(StateUnreadable::Other),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+            ),
+        ];
+        for (unreadable, status, retry_after) in cases {
+            let mut body = Map::new();
+            body.insert("ok".into(), json!(false));
+            let r = nudge_response(unreadable, body);
+            assert_eq!(r.status(), status, "{unreadable:?}");
+            assert_eq!(
+                r.headers()
+                    .get(header::RETRY_AFTER)
+                    .map(|v| v.to_str().unwrap()),
+                retry_after,
+                "{unreadable:?}"
+            );
+            assert_eq!(
+                r.headers().get(header::CONTENT_TYPE).unwrap(),
+                "application/json"
+            );
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::act::{ActionResult, Outcome};
 use crate::plan::{Action, Pending, Scope};
 use crate::risk::AtRisk;
+use crate::store::StoreError;
 
 /// Exit codes of `once` (and of `plan`, by what it would do).
 pub mod exit {
@@ -74,6 +75,35 @@ pub struct PassReport {
     pub errors: Vec<String>,
     /// What deserves attention but is no failure (opencode not running).
     pub warnings: Vec<String>,
+    /// Set when the pass could not read its state (and so did nothing):
+    /// callers answer differently when there was nothing to act on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_unreadable: Option<StateUnreadable>,
+}
+
+/// Why a pass could not read its state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateUnreadable {
+    /// The database could not be reached or did not answer in time: worth
+    /// trying again shortly.
+    DatabaseUnreachable,
+    /// The database answered with an error (a missing table, a bad row):
+    /// trying again will not help until someone looks.
+    Other,
+}
+
+impl StateUnreadable {
+    /// A connection that failed, or a call that ran out of time, is the
+    /// database being unreachable; whatever else the database said is not.
+    pub fn of(e: &StoreError) -> StateUnreadable {
+        match e {
+            StoreError::Connect { .. } | StoreError::Unreachable { .. } => {
+                StateUnreadable::DatabaseUnreachable
+            }
+            _ => StateUnreadable::Other,
+        }
+    }
 }
 
 fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {

@@ -26,7 +26,7 @@ use crate::model::{OpencodeSession, OpencodeView};
 use crate::observe;
 use crate::observe::processes::{self, LabelNames};
 use crate::plan::{self, Plan, Policy, Scope};
-use crate::report::{Observed, PassReport};
+use crate::report::{Observed, PassReport, StateUnreadable};
 use crate::root::WorktreeRoot;
 use crate::store::{Interest, Store};
 
@@ -249,9 +249,11 @@ impl Controller {
         } else {
             mode
         };
+        let mut state_unreadable = None;
         let (plan, observed) = match self.plan(&scope, &mut notes).await {
             Ok(p) => p,
             Err(e) => {
+                state_unreadable = Some(StateUnreadable::of(&e));
                 notes.errors.push(e.to_string());
                 (Plan::default(), Observed::default())
             }
@@ -288,6 +290,7 @@ impl Controller {
             at_risk: Vec::new(),
             errors: notes.errors,
             warnings: notes.warnings,
+            state_unreadable,
         };
         report.collect_at_risk();
         report

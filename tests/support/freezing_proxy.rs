@@ -7,6 +7,8 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -18,6 +20,7 @@ pub struct FreezingProxy {
     addr: SocketAddr,
     frozen: watch::Sender<bool>,
     stop: CancellationToken,
+    accepted: Arc<AtomicUsize>,
 }
 
 impl FreezingProxy {
@@ -28,6 +31,8 @@ impl FreezingProxy {
         let (frozen, _) = watch::channel(false);
         let stop = CancellationToken::new();
         let (rx, cancel) = (frozen.subscribe(), stop.clone());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
         tokio::spawn(async move {
             loop {
                 let client = tokio::select! {
@@ -37,6 +42,7 @@ impl FreezingProxy {
                         Err(_) => continue,
                     },
                 };
+                count.fetch_add(1, Ordering::SeqCst);
                 let Ok(server) = TcpStream::connect(upstream).await else {
                     continue;
                 };
@@ -46,11 +52,22 @@ impl FreezingProxy {
                 tokio::spawn(pump(sr, cw, rx.clone(), cancel.clone()));
             }
         });
-        FreezingProxy { addr, frozen, stop }
+        FreezingProxy {
+            addr,
+            frozen,
+            stop,
+            accepted,
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Connections accepted so far, frozen or not: a client that gives up
+    /// on a frozen connection and tries again shows here.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 
     /// Stops forwarding; connections stay open.
