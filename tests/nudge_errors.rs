@@ -69,7 +69,13 @@ async fn controller_at(w: &World, url: &str) -> Controller {
     config.database.connect_timeout = SHORT.connect;
     config.database.query_timeout = SHORT.query;
     let root = WorktreeRoot::prepare(&w.root).expect("root");
-    Controller::new(config, store, root)
+    let c = Controller::new(config, store, root);
+    // The only controller of this test's host: it acts as the lock's
+    // holder.
+    c.executor()
+        .fence()
+        .install(boo_reconciler::store::lock::HostLock::Assumed);
+    c
 }
 
 /// A client that gives up only after [`NEVER`]. reqwest is built without a
