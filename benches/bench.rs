@@ -72,6 +72,10 @@ struct Args {
     /// /healthz requests timed beside the idle connections
     #[arg(long, default_value_t = 200)]
     probes: usize,
+    /// Worktrees kept at risk in the steady-state figure (K), each a full
+    /// checkout of the F files with one untracked file
+    #[arg(long, value_delimiter = ',', default_values_t = [0, 20, 200])]
+    kept: Vec<usize>,
     /// Repetitions of each timed figure (median, min, max)
     #[arg(long, default_value_t = 5)]
     runs: usize,
@@ -82,7 +86,7 @@ struct Args {
     #[arg(long)]
     postgres_url: Option<String>,
     /// Figures to run (idle also reads `run`'s peak RSS)
-    #[arg(long, value_delimiter = ',', default_values_t = [Figure::Idle, Figure::Drift, Figure::Nudge, Figure::Healthz, Figure::Git])]
+    #[arg(long, value_delimiter = ',', default_values_t = [Figure::Idle, Figure::Drift, Figure::Nudge, Figure::Healthz, Figure::Kept, Figure::Git])]
     figures: Vec<Figure>,
     /// Where the fixture goes [default: a temporary directory]
     #[arg(long)]
@@ -108,6 +112,7 @@ enum Figure {
     Drift,
     Nudge,
     Healthz,
+    Kept,
     Git,
 }
 
@@ -118,6 +123,7 @@ impl std::fmt::Display for Figure {
             Figure::Drift => "drift",
             Figure::Nudge => "nudge",
             Figure::Healthz => "healthz",
+            Figure::Kept => "kept",
             Figure::Git => "git",
         })
     }
@@ -143,6 +149,7 @@ impl Args {
         self.nudges = 5;
         self.idle_connections = 200;
         self.probes = 5;
+        self.kept = vec![0, 2];
         self.runs = 2;
     }
 }
@@ -1050,6 +1057,125 @@ async fn drifted(args: &Args, host: &Host, db: &Db, table: &mut Table) -> anyhow
     Ok(())
 }
 
+/// Figure 7: steady-state host passes (nothing changed since the last)
+/// with K worktrees of archived sessions kept at risk, each a checkout of
+/// the F files holding one untracked file. K = 0 is the idle pass of the
+/// same fixture. The worktrees and their rows are removed afterwards.
+async fn kept(args: &Args, host: &Host, db: &Db, table: &mut Table) -> anyhow::Result<()> {
+    let most = args.kept.iter().copied().max().unwrap_or(0);
+    let archived: Vec<String> = db
+        .store
+        .query_strings(&format!(
+            "SELECT id FROM sessions WHERE status = 'archived' ORDER BY id LIMIT {most}"
+        ))
+        .await?
+        .into_iter()
+        .filter_map(|r| r[0].clone())
+        .collect();
+    if archived.len() < most {
+        bail!("{} archived sessions: too few for K={most}", archived.len());
+    }
+    let repo = host.repo.display().to_string();
+    let mut made: Vec<PathBuf> = Vec::new();
+    let mut sizes = args.kept.clone();
+    sizes.sort_unstable();
+    let mut base = None;
+    let result = async {
+        for &k in &sizes {
+            let t = Instant::now();
+            while made.len() < k {
+                let i = made.len();
+                let name = format!("kept-{i}");
+                let path = add_worktree(&host.repo, &host.root, &name)?;
+                std::fs::write(path.join("notes.txt"), "work in progress\n")?;
+                db.store
+                    .execute_raw(&format!(
+                        "INSERT INTO worktrees (id, session_id, repo_path, path, branch, base_ref, host, state) \
+                         VALUES ('{name}','{}','{repo}','{}','boo/{name}','main','{HOST}','active')",
+                        archived[i],
+                        path.display()
+                    ))
+                    .await?;
+                made.push(path);
+            }
+            nix::unistd::sync();
+            let controller = host.controller(&db.url, &db.store)?;
+            let first = pass(&controller, Scope::Host).await;
+            eprintln!(
+                "kept [{}] K={k}: {:.1}s to build, first pass (full preflights) {:.0} ms",
+                db.kind,
+                t.elapsed().as_secs_f64(),
+                first.duration_ms
+            );
+            let steady = |r: &PassReport| -> anyhow::Result<usize> {
+                let reused = r.at_risk.iter().filter(|w| w.verdict_reused).count();
+                if r.at_risk.len() != k || !r.errors.is_empty() || !r.pending.is_empty() {
+                    bail!(
+                        "K={k}: {} kept, errors {:?}, {} pending",
+                        r.at_risk.len(),
+                        r.errors,
+                        r.pending.len()
+                    );
+                }
+                Ok(reused)
+            };
+            steady(&first)?;
+            let mut samples = Vec::new();
+            let mut reused = usize::MAX;
+            for _ in 0..args.runs.max(10) {
+                let t = Instant::now();
+                let r = pass(&controller, Scope::Host).await;
+                samples.push(ms(t.elapsed()));
+                reused = reused.min(steady(&r)?);
+            }
+            eprintln!(
+                "kept [{}] K={k}: at least {reused} of {k} verdicts reused in each timed pass",
+                db.kind
+            );
+            let s = spread(&samples);
+            let b = *base.get_or_insert(s.median);
+            let target = (k == most && k > 0).then_some((2.0 * b, "≤ 2× K=0"));
+            table.timed(
+                format!("7. steady-state pass, K={k} kept at risk (F={})", args.files),
+                &db.kind.to_string(),
+                s,
+                target,
+            );
+            if k > 0 {
+                table.add(
+                    format!("7. steady-state pass K={k} / K=0"),
+                    &db.kind.to_string(),
+                    format!("{:.2}", s.median / b),
+                    String::new(),
+                );
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    for path in &made {
+        let name = path
+            .file_name()
+            .context("name")?
+            .to_string_lossy()
+            .into_owned();
+        git(
+            &host.repo,
+            &[
+                "worktree",
+                "remove",
+                "--force",
+                path.to_str().context("path")?,
+            ],
+        )?;
+        git(&host.repo, &["branch", "-D", &format!("boo/{name}")])?;
+    }
+    db.store
+        .execute_raw("DELETE FROM worktrees WHERE id LIKE 'kept-%'")
+        .await?;
+    result
+}
+
 /// Figure 3: `POST /reconcile/:chatId` to answer, through the real server
 /// on loopback, for a chat with one agent process and one clean worktree.
 async fn nudges(args: &Args, host: &Host, db: &Db, table: &mut Table) -> anyhow::Result<()> {
@@ -1636,6 +1762,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
             if on(Figure::Healthz) {
                 healthz(&args, &host, &db, &mut table).await?;
+            }
+            if on(Figure::Kept) {
+                kept(&args, &host, &db, &mut table).await?;
             }
             anyhow::Ok(())
         }
