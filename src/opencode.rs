@@ -1,5 +1,5 @@
 //! The client of the shared `opencode serve`: list, abort and delete its
-//! sessions over its HTTP API.
+//! sessions, and dispose of its instance for a directory, over its HTTP API.
 //!
 //! Written against opencode 1.18.33 (the version `tests/opencode` pins and
 //! the integration tests run against), whose OpenAPI document is served at
@@ -12,6 +12,7 @@
 //! | [`Client::list_all_sessions`] | `GET /api/session?limit=N`, then `?cursor=…` | the same, every directory |
 //! | [`Client::abort`] | `POST /session/{id}/abort` | `true`, even for an unknown id |
 //! | [`Client::delete`] | `DELETE /session/{id}` | `true` (children go too); 404 `NotFoundError` when unknown |
+//! | [`Client::dispose_instance`] | `POST /instance/dispose?directory=D` | `true`, whether or not D had an instance |
 //!
 //! Both listings use the paged `/api/session` rather than the older
 //! `GET /session?directory=D`: that one answers at most 100 sessions unless
@@ -403,6 +404,48 @@ impl Client {
                 false => Err(ctx.unexpected("false (not deleted)")),
             },
             404 => answer.json::<NotFound>(&ctx).map(|_| Deleted::AlreadyGone),
+            _ => Err(answer.unexpected_status(&ctx, !self.password.is_empty())),
+        }
+    }
+
+    /// `POST /instance/dispose?directory=D`: the server drops its instance
+    /// for `directory` (the file watcher, language servers and the like it
+    /// keeps, for as long as it runs, for every directory it has served).
+    ///
+    /// What opencode 1.18.33 does, checked against it:
+    /// - The directory is the `directory` query parameter; without one the
+    ///   server falls back to the `x-opencode-directory` header and then to
+    ///   its own working directory, so it is always sent, as a query
+    ///   parameter. A relative one would be resolved against that working
+    ///   directory: it is refused here ([`Error::BadDirectory`]), and the
+    ///   path is normalised as for [`Client::list_sessions`] (the server
+    ///   strips a trailing `/` itself: `D/` disposes of `D`).
+    /// - The answer is `200` with `true`, whether or not the directory had
+    ///   an instance, and even when it does not exist: the server first
+    ///   boots an instance for it (a few tens of milliseconds; it creates
+    ///   no directory), then disposes of it. Calling it again is harmless.
+    /// - Disposal happens as the answer goes out; it shows as the event
+    ///   `server.instance.disposed` (`properties.directory` = D) on
+    ///   `GET /global/event`, and as `disposing instance directory=D` in
+    ///   the server's log (after `creating instance` when there was none).
+    ///   No route lists the instances themselves.
+    /// - Sessions in D stay listed and deletable; the next request for D
+    ///   boots a new instance. A session still working in D would have its
+    ///   file watcher and language servers stopped under it, so callers
+    ///   check that none remains first.
+    pub async fn dispose_instance(&self, directory: &Path) -> Result<(), Error> {
+        let normal = normalize(directory).ok_or_else(|| Error::BadDirectory {
+            url: self.shown.clone(),
+            directory: directory.to_path_buf(),
+        })?;
+        let (ctx, answer) = self
+            .send(Method::POST, "instance/dispose", &[("directory", &normal)])
+            .await?;
+        match answer.status {
+            200 => match answer.json::<bool>(&ctx)? {
+                true => Ok(()),
+                false => Err(ctx.unexpected("false (not disposed)")),
+            },
             _ => Err(answer.unexpected_status(&ctx, !self.password.is_empty())),
         }
     }

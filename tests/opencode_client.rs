@@ -189,6 +189,53 @@ async fn abort_and_delete() {
 }
 
 #[tokio::test]
+async fn dispose_instance_with_or_without_an_instance() {
+    let server = OpencodeServer::start();
+    let dir = server.directory("w1");
+    let id = server.create_session(&dir);
+    let events = server.events();
+    let c = client(&server.url);
+    let disposed = |d: &Path| {
+        let d = d.to_str().unwrap().to_owned();
+        move |e: &serde_json::Value| {
+            e["payload"]["type"] == "server.instance.disposed"
+                && e["payload"]["properties"]["directory"] == d.as_str()
+        }
+    };
+
+    // The session's instance goes; the session stays, and can still be
+    // deleted.
+    c.dispose_instance(&dir).await.unwrap();
+    assert!(
+        events
+            .wait_for(Duration::from_secs(10), disposed(&dir))
+            .is_some(),
+        "{:#?}",
+        events.all()
+    );
+    assert!(server.session_exists(&id));
+    assert_eq!(ids(&c.list_sessions(&dir).await.unwrap()), set(&[&id]));
+    assert_eq!(c.delete(&id).await.unwrap(), Deleted::Deleted);
+
+    // Again, with a trailing slash: the same directory, no instance now.
+    c.dispose_instance(&dir.join("")).await.unwrap();
+    // A directory that does not exist: answered alike, and not created.
+    let missing = dir.with_file_name("never-there");
+    c.dispose_instance(&missing).await.unwrap();
+    assert!(!missing.exists());
+    let settled = events.wait_for(Duration::from_secs(10), disposed(&missing));
+    assert!(settled.is_some(), "{:#?}", events.all());
+    let twice = events.all().into_iter().filter(disposed(&dir)).count();
+    assert_eq!(twice, 2, "{:#?}", events.all());
+
+    // A relative directory would be the server's own working directory's:
+    // never sent.
+    let err = c.dispose_instance(Path::new("w1")).await.unwrap_err();
+    assert!(matches!(err, Error::BadDirectory { .. }), "{err:?}");
+    assert_eq!(err.kind(), FailureKind::Failing);
+}
+
+#[tokio::test]
 async fn malformed_ids_are_never_sent() {
     let server = OpencodeServer::start();
     // What the server does with an id without the `ses` prefix: a 500.
@@ -270,6 +317,7 @@ async fn every_call_fails(c: &Client) -> Vec<Error> {
         c.delete("ses_df4003625ffecleddWGg81mkxB")
             .await
             .unwrap_err(),
+        c.dispose_instance(dir).await.unwrap_err(),
     ]
 }
 

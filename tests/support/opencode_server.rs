@@ -19,6 +19,9 @@
 //!   working directory is a temporary directory too. Ready once
 //!   `GET /global/health` answers `"healthy":true` (each try limited to 2 s,
 //!   60 s in all); a fresh home boots in about 2.5 s here.
+//! - Events: [`OpencodeServer::events`] reads `GET /global/event` on a
+//!   thread of its own, for what the API shows only there (an instance
+//!   disposed of, for one).
 //! - Stop (on drop): SIGTERM to its process group (it leads one), up to 5 s
 //!   to exit, then SIGKILL; always waited for.
 #![allow(dead_code)]
@@ -196,6 +199,62 @@ impl OpencodeServer {
         }
     }
 
+    /// Starts reading `GET /global/event` (every instance's events) on a
+    /// thread of its own; returns once an event the server sent after
+    /// subscribing has come through, so that every event from then on is
+    /// seen.
+    pub fn events(&self) -> Events {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let mut stream =
+            TcpStream::connect_timeout(&addr, REQUEST_TIMEOUT).expect("connect for /global/event");
+        let mut head = format!(
+            "GET /global/event HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAccept: text/event-stream\r\n",
+            self.port
+        );
+        if let Some(password) = &self.password {
+            head.push_str(&format!(
+                "Authorization: Basic {}\r\n",
+                base64(format!("opencode:{password}").as_bytes())
+            ));
+        }
+        head.push_str("\r\n");
+        stream
+            .write_all(head.as_bytes())
+            .expect("send GET /global/event");
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let reader = stream.try_clone().expect("clone the event stream");
+        let sink = std::sync::Arc::clone(&seen);
+        std::thread::spawn(move || read_events(reader, &sink));
+        let events = Events { seen, stream };
+        // The server sends `server.connected` before it subscribes the
+        // stream to its events: an event in that gap is lost. Disposing of
+        // a directory nothing uses emits one; once one comes through, the
+        // stream is subscribed.
+        let probe = self.home.path().join("events-probe");
+        let probed = |e: &serde_json::Value| {
+            e["payload"]["type"] == "server.instance.disposed"
+                && e["payload"]["properties"]["directory"] == probe.to_str().unwrap()
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let path = format!("/instance/dispose?directory={}", encode(&probe));
+            if let Ok((status, body)) = self.request("POST", &path, None) {
+                assert_eq!(status, 200, "POST {path}: {body}");
+            }
+            if events
+                .wait_for(Duration::from_millis(500), probed)
+                .is_some()
+            {
+                return events;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/global/event sent nothing within {START_TIMEOUT:?}: {:?}",
+                events.all()
+            );
+        }
+    }
+
     /// One HTTP/1.1 request with `Connection: close`; the status and body.
     pub fn request(
         &self,
@@ -274,6 +333,104 @@ impl OpencodeServer {
 impl Drop for OpencodeServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// The events of `GET /global/event`, as they arrive: each
+/// `{"directory":…,"payload":{"type":…,"properties":…}}`. The stream is
+/// closed on drop.
+pub struct Events {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    stream: TcpStream,
+}
+
+impl Events {
+    /// Every event so far.
+    pub fn all(&self) -> Vec<serde_json::Value> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// The first event that `matches`, waiting up to `within` for it.
+    pub fn wait_for(
+        &self,
+        within: Duration,
+        matches: impl Fn(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(e) = self.all().into_iter().find(|e| matches(e)) {
+                return Some(e);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// Reads a server-sent event stream (chunked or not) until it ends, adding
+/// each `data:` line's JSON to `seen`.
+fn read_events(mut stream: TcpStream, seen: &std::sync::Mutex<Vec<serde_json::Value>>) {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let mut in_body = false;
+    let mut chunked = false;
+    // The de-chunked body not yet split into events.
+    let mut text = Vec::new();
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+        if !in_body {
+            let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+            chunked = head
+                .lines()
+                .any(|l| l.starts_with("transfer-encoding:") && l.contains("chunked"));
+            in_body = true;
+            raw.drain(..split + 4);
+        }
+        if chunked {
+            while let Some(end) = raw.windows(2).position(|w| w == b"\r\n") {
+                let size = String::from_utf8_lossy(&raw[..end]);
+                let Ok(size) =
+                    usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
+                else {
+                    return;
+                };
+                if size == 0 {
+                    return;
+                }
+                if raw.len() < end + 2 + size + 2 {
+                    break;
+                }
+                text.extend_from_slice(&raw[end + 2..end + 2 + size]);
+                raw.drain(..end + 2 + size + 2);
+            }
+        } else {
+            text.append(&mut raw);
+        }
+        while let Some(end) = text.windows(2).position(|w| w == b"\n\n") {
+            let event = String::from_utf8_lossy(&text[..end]).into_owned();
+            text.drain(..end + 2);
+            for line in event.lines() {
+                if let Some(json) = line.strip_prefix("data:") {
+                    if let Ok(v) = serde_json::from_str(json.trim()) {
+                        seen.lock().unwrap().push(v);
+                    }
+                }
+            }
+        }
     }
 }
 
