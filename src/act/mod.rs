@@ -38,6 +38,7 @@
 
 pub mod backoff;
 pub mod claim;
+pub mod dispose;
 mod intent;
 pub mod kept;
 pub mod reclaim;
@@ -168,6 +169,9 @@ pub struct Executor {
     pub terminate_agents: bool,
     /// `None` when this host has no opencode (`opencode.url` empty).
     pub opencode: Option<crate::opencode::Client>,
+    /// `opencode.enabled`: whether a removed worktree's opencode instance
+    /// is disposed of ([`dispose`]).
+    pub dispose_opencode_instances: bool,
     limit: Arc<Semaphore>,
     backoff: Mutex<Backoff>,
     /// The last verdict recorded per target for repeated outcomes (kept at
@@ -201,6 +205,7 @@ impl Executor {
             term_grace: config.processes.term_grace,
             terminate_agents: config.processes.enabled,
             opencode: crate::opencode::Client::new(&config.opencode),
+            dispose_opencode_instances: config.opencode.enabled,
             limit: Arc::new(Semaphore::new(config.r#loop.max_parallel_actions.max(1))),
             backoff: Mutex::new(Backoff::default()),
             recorded: Mutex::new(HashMap::new()),
@@ -801,7 +806,7 @@ impl Executor {
         )
         .await?;
         let (root, target, precious) = (self.root.clone(), wt.clone(), self.precious.clone());
-        let (outcome, detail) = blocking_held(claim, move || {
+        let (outcome, mut detail) = blocking_held(claim, move || {
             Ok(archive_and_remove(
                 &root, &target, &precious, archive, &reasons, now,
             ))
@@ -818,6 +823,7 @@ impl Executor {
                     .await
                     .map_err(|e| e.to_string())?;
             }
+            dispose::after_removal(self, wt, &mut detail).await;
         }
         Ok((outcome, detail))
     }

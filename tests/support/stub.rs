@@ -1,7 +1,9 @@
 //! Fault-injecting HTTP stubs: the only stand-ins for a real server, for
-//! what a healthy one never does (hang, answer 500 or HTML).
+//! what a healthy one never does (hang, answer 500 or HTML), and for
+//! counting the calls a client makes.
 #![allow(dead_code)]
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -51,4 +53,47 @@ pub fn http(status: &str, content_type: &str, body: &str) -> &'static str {
         )
         .into_boxed_str(),
     )
+}
+
+/// A server on a loopback port that answers each request with
+/// `route(method, target)` (raw bytes, as [`http`] makes them; `target` is
+/// the path with its query) and records every request as `METHOD target`,
+/// in the order they came.
+pub async fn recording<F>(route: F) -> (String, Arc<Mutex<Vec<String>>>)
+where
+    F: Fn(&str, &str) -> String + Send + Sync + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let (route, seen) = (Arc::new(route), Arc::clone(&calls));
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let (route, seen) = (Arc::clone(&route), Arc::clone(&seen));
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let mut words = head.split_whitespace();
+                let (method, target) = (
+                    words.next().unwrap_or("").to_owned(),
+                    words.next().unwrap_or("").to_owned(),
+                );
+                let answer = route(&method, &target);
+                seen.lock().unwrap().push(format!("{method} {target}"));
+                let _ = socket.write_all(answer.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    (url, calls)
 }
