@@ -364,7 +364,7 @@ async fn a_failing_dispose_leaves_the_removal_done_with_the_error_in_its_detail(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nothing_is_disposed_while_opencode_is_switched_off_or_has_no_url() {
+async fn nothing_is_disposed_while_opencode_is_switched_off_not_running_or_has_no_url() {
     // Switched off: the server is still listed (that is observation), but
     // nothing is sent to it about the removed worktree.
     let w = World::new(Db::Postgres).await;
@@ -406,6 +406,23 @@ async fn nothing_is_disposed_while_opencode_is_switched_off_or_has_no_url() {
         "the stub is the configured server: {calls:#?}"
     );
     assert!(calls.iter().all(|c| c.starts_with("GET ")), "{calls:#?}");
+
+    // Nothing listening at opencode.url: no server, so no instance; the
+    // removal is done and says so.
+    let mut w = World::new(Db::Sqlite).await;
+    w.opencode_url = Some(format!("http://127.0.0.1:{}", opencode_server::free_port()));
+    w.session("s1", "archived").await;
+    let path = w.worktree("w1", "s1").await;
+    let report = w.once(Scope::Host, false).await;
+    assert_eq!(report.exit_code(), exit::CONVERGED, "{}", report.render());
+    assert!(!path.exists());
+    let removed = removal(&report_results(&report));
+    assert_eq!(removed["outcome"], "done", "{removed:#}");
+    let said = removed["detail"]["opencode_instance"].as_str().unwrap();
+    assert!(
+        said.starts_with("not running: nothing listens at "),
+        "{said}"
+    );
 
     // No opencode.url: no client, nothing in the detail.
     let w = World::new(Db::Sqlite).await;

@@ -14,16 +14,18 @@
 //!   is disposed of. A failed listing or dispose is noted and logged, and
 //!   the removal stays done (its row is already marked removed). Nothing
 //!   retries it: an instance left behind goes when the server restarts.
+//! - A server that is not running (connection refused) holds no instance:
+//!   noted, not a warning.
 //! - Only while `opencode.enabled` is on and `opencode.url` names a
 //!   server.
 //!
 //! What became of it is the removal's `detail.opencode_instance`:
-//! `disposed`, `kept: …` or `error: …`.
+//! `disposed`, `kept: …`, `not running: …` or `error: …`.
 
 use std::path::PathBuf;
 
 use super::Executor;
-use crate::opencode::Client;
+use crate::opencode::{Client, Error, FailureKind};
 use crate::plan::WorktreeTarget;
 use crate::root::WorktreeRoot;
 
@@ -90,15 +92,22 @@ async fn dispose(client: &Client, directories: &[PathBuf]) -> String {
                     );
                 }
             }
-            Err(e) => return format!("error: {e}"),
+            Err(e) => return failed(&e),
         }
     }
     for dir in directories {
         if let Err(e) = client.dispose_instance(dir).await {
-            return format!("error: {e}");
+            return failed(&e);
         }
     }
     "disposed".into()
+}
+
+fn failed(e: &Error) -> String {
+    match e.kind() {
+        FailureKind::NotRunning => format!("not running: {e}"),
+        FailureKind::Failing => format!("error: {e}"),
+    }
 }
 
 #[cfg(test)]
