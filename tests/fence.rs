@@ -18,9 +18,8 @@ use boo_reconciler::root::WorktreeRoot;
 use boo_reconciler::service::{Role, Service};
 use boo_reconciler::store::lock::{advisory_key, Fence, FenceState};
 use boo_reconciler::store::{AuditRecord, Store, Timeouts};
-use common::{alive, Db, World, HOST};
+use common::{alive, eventually, through, upstream, Db, World, HOST};
 use freezing_proxy::FreezingProxy;
-use sqlx::postgres::PgConnectOptions;
 use tokio_util::sync::CancellationToken;
 
 both_databases!(
@@ -36,35 +35,6 @@ const SHORT: Timeouts = Timeouts {
     connect: Duration::from_secs(1),
     query: Duration::from_secs(1),
 };
-
-async fn eventually(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
-    let until = Instant::now() + limit;
-    while Instant::now() < until {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    f().await
-}
-
-/// `url` with its host and port replaced by `addr`.
-fn through(url: &str, addr: std::net::SocketAddr) -> String {
-    let opts: PgConnectOptions = url.parse().expect("PostgreSQL URL");
-    let from = format!("{}:{}", opts.get_host(), opts.get_port());
-    assert!(url.contains(&from), "{url} names no host:port to replace");
-    url.replacen(&from, &addr.to_string(), 1)
-}
-
-fn upstream() -> std::net::SocketAddr {
-    let opts: PgConnectOptions = common::postgres_url().parse().expect("PostgreSQL URL");
-    use std::net::ToSocketAddrs;
-    (opts.get_host(), opts.get_port())
-        .to_socket_addrs()
-        .expect("PostgreSQL address")
-        .next()
-        .expect("PostgreSQL address")
-}
 
 /// The URL of the same database, opened read-only: SQLite's `mode=ro`, or
 /// PostgreSQL sessions whose transactions are all read-only.

@@ -7,7 +7,6 @@ mod common;
 #[path = "support/freezing_proxy.rs"]
 mod freezing_proxy;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,12 +17,11 @@ use boo_reconciler::root::WorktreeRoot;
 use boo_reconciler::service::Service;
 use boo_reconciler::store::listen::Notice;
 use boo_reconciler::store::{Store, Timeouts};
-use common::{Db, World, HOST};
+use common::{through, upstream, Db, World, HOST};
 use freezing_proxy::FreezingProxy;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::StatusCode;
 use serde_json::Value;
-use sqlx::postgres::PgConnectOptions;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -40,24 +38,6 @@ const SHORT: Timeouts = Timeouts {
     connect: Duration::from_secs(1),
     query: Duration::from_secs(1),
 };
-
-/// `url` with its host and port replaced by `addr`.
-fn through(url: &str, addr: SocketAddr) -> String {
-    let opts: PgConnectOptions = url.parse().expect("PostgreSQL URL");
-    let from = format!("{}:{}", opts.get_host(), opts.get_port());
-    assert!(url.contains(&from), "{url} names no host:port to replace");
-    url.replacen(&from, &addr.to_string(), 1)
-}
-
-fn upstream() -> SocketAddr {
-    use std::net::ToSocketAddrs;
-    let opts: PgConnectOptions = common::postgres_url().parse().expect("PostgreSQL URL");
-    (opts.get_host(), opts.get_port())
-        .to_socket_addrs()
-        .expect("PostgreSQL address")
-        .next()
-        .expect("PostgreSQL address")
-}
 
 /// A controller of `w` whose database is `url`, bounded by [`SHORT`].
 async fn controller_at(w: &World, url: &str) -> Controller {

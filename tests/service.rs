@@ -10,22 +10,10 @@ use boo_reconciler::controller::queue::QueueError;
 use boo_reconciler::controller::Trigger;
 use boo_reconciler::plan::Scope;
 use boo_reconciler::service::{Role, Service};
-use common::{Db, World};
+use common::{eventually, Db, World};
 use tokio_util::sync::CancellationToken;
 
 both_databases!(second_instance_with_the_same_host_acts_only_after_the_first_stops);
-
-/// Polls `f` every 20 ms until it holds or `limit` passes.
-async fn eventually(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
-}
 
 fn quiet_world(w: &mut World) {
     // Passes run only at start and on demand in these tests.

@@ -16,7 +16,7 @@ use boo_reconciler::plan::Scope;
 use boo_reconciler::report::exit;
 use boo_reconciler::root::WorktreeRoot;
 use boo_reconciler::store::{AuditRecord, Interest, Store, Timeouts};
-use common::{Db, World, HOST};
+use common::{through, upstream, Db, World, HOST};
 use freezing_proxy::FreezingProxy;
 use sqlx::postgres::PgConnectOptions;
 use tokio_util::sync::CancellationToken;
@@ -28,24 +28,6 @@ both_databases!(
     rows_naming_a_directory_are_this_hosts_present_rows_by_path_or_id,
     one_undecodable_row_never_stops_the_host,
 );
-
-/// `url` with its host and port replaced by `addr`.
-fn through(url: &str, addr: std::net::SocketAddr) -> String {
-    let opts: PgConnectOptions = url.parse().expect("PostgreSQL URL");
-    let from = format!("{}:{}", opts.get_host(), opts.get_port());
-    assert!(url.contains(&from), "{url} names no host:port to replace");
-    url.replacen(&from, &addr.to_string(), 1)
-}
-
-fn upstream() -> std::net::SocketAddr {
-    let opts: PgConnectOptions = common::postgres_url().parse().expect("PostgreSQL URL");
-    use std::net::ToSocketAddrs;
-    (opts.get_host(), opts.get_port())
-        .to_socket_addrs()
-        .expect("PostgreSQL address")
-        .next()
-        .expect("PostgreSQL address")
-}
 
 const SHORT: Timeouts = Timeouts {
     connect: Duration::from_secs(1),

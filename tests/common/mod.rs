@@ -30,6 +30,38 @@ pub fn postgres_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
 }
 
+/// `url` with its host and port replaced by `addr` (a proxy in front of
+/// the same server).
+pub fn through(url: &str, addr: std::net::SocketAddr) -> String {
+    let opts: sqlx::postgres::PgConnectOptions = url.parse().expect("PostgreSQL URL");
+    let from = format!("{}:{}", opts.get_host(), opts.get_port());
+    assert!(url.contains(&from), "{url} names no host:port to replace");
+    url.replacen(&from, &addr.to_string(), 1)
+}
+
+/// The address of the tests' PostgreSQL server, for a proxy to forward to.
+pub fn upstream() -> std::net::SocketAddr {
+    use std::net::ToSocketAddrs;
+    let opts: sqlx::postgres::PgConnectOptions = postgres_url().parse().expect("PostgreSQL URL");
+    (opts.get_host(), opts.get_port())
+        .to_socket_addrs()
+        .expect("PostgreSQL address")
+        .next()
+        .expect("PostgreSQL address")
+}
+
+/// Polls `f` every 20 ms until it holds or `limit` passes.
+pub async fn eventually(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    f().await
+}
+
 /// A database isolated for one test: a fresh SQLite file, or a fresh schema
 /// on the PostgreSQL server. An unreachable PostgreSQL fails the test: it is
 /// never skipped.
