@@ -108,6 +108,46 @@ pub struct ScopeArgs {
 }
 
 impl Cli {
+    /// Parses `args` (the program name first) as clap does, then puts back
+    /// what clap drops: a global flag given both before and after the
+    /// command keeps only the later occurrence's values, so `--set a=1 run
+    /// --set b=2` would silently lose `a=1` (a root, a URL). Every `--set`
+    /// is kept, in order; a single-valued flag given twice with different
+    /// values is an error naming it.
+    pub fn parse_all<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        let mut cli = Cli::try_parse_from(&args)?;
+        let seen = occurrences(&args[1.min(args.len())..]);
+        cli.global.set = seen
+            .iter()
+            .filter(|(flag, _)| *flag == "--set")
+            .map(|(_, v)| v.clone())
+            .collect();
+        for flag in SINGLE_VALUED {
+            let mut values: Vec<&String> = seen
+                .iter()
+                .filter(|(f, _)| f == flag)
+                .map(|(_, v)| v)
+                .collect();
+            values.dedup();
+            if values.len() > 1 {
+                let shown: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
+                return Err(clap::Error::raw(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!(
+                        "{flag} given more than once, with {}: give it once\n",
+                        shown.join(" and ")
+                    ),
+                ));
+            }
+        }
+        Ok(cli)
+    }
+
     /// Every command-line setting: the global flags' ([`Global::overrides`])
     /// and then the command's own (`run --dry-run` is `loop.dry_run=true`).
     pub fn overrides(&self) -> Result<Vec<(String, String)>, String> {
@@ -117,6 +157,39 @@ impl Cli {
         }
         Ok(out)
     }
+}
+
+/// The global flags that take one value.
+const SINGLE_VALUED: [&str; 5] = [
+    "--config",
+    "--log-format",
+    "--database-url",
+    "--host-id",
+    "--worktree-root",
+];
+
+/// Each global flag's occurrences in `args`, in order, as clap has already
+/// accepted them: every such flag takes a value (the next argument, or
+/// after `=`), and nothing after `--` is a flag.
+fn occurrences(args: &[std::ffi::OsString]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut it = args.iter().map(|a| a.to_string_lossy());
+    while let Some(a) = it.next() {
+        if a == "--" {
+            break;
+        }
+        let known = |f: &str| f == "--set" || SINGLE_VALUED.contains(&f);
+        if let Some((flag, value)) = a.split_once('=') {
+            if known(flag) {
+                out.push((flag.to_string(), value.to_string()));
+            }
+        } else if known(&a) {
+            if let Some(value) = it.next() {
+                out.push((a.to_string(), value.to_string()));
+            }
+        }
+    }
+    out
 }
 
 impl Global {
@@ -147,5 +220,57 @@ impl Global {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sets(args: &[&str]) -> Vec<String> {
+        Cli::parse_all(args.iter().copied())
+            .expect("parses")
+            .global
+            .set
+    }
+
+    #[test]
+    fn a_set_before_and_after_the_command_are_both_kept_in_order() {
+        assert_eq!(
+            sets(&[
+                "b",
+                "--set",
+                "a.x=1",
+                "--set=a.y=2",
+                "plan",
+                "--set",
+                "a.z=3"
+            ]),
+            ["a.x=1", "a.y=2", "a.z=3"]
+        );
+        assert_eq!(sets(&["b", "plan", "--set", "a.z=3"]), ["a.z=3"]);
+        assert!(sets(&["b", "plan"]).is_empty());
+    }
+
+    #[test]
+    fn a_single_valued_flag_given_twice_with_different_values_is_an_error() {
+        let e = Cli::parse_all(["b", "--worktree-root", "/a", "plan", "--worktree-root=/b"])
+            .expect_err("conflict");
+        let text = e.to_string();
+        assert!(
+            text.contains("--worktree-root") && text.contains("\"/a\" and \"/b\""),
+            "{text}"
+        );
+        let same =
+            Cli::parse_all(["b", "--host-id", "h", "plan", "--host-id", "h"]).expect("same value");
+        assert_eq!(same.global.host_id.as_deref(), Some("h"));
+    }
+
+    #[test]
+    fn a_set_value_that_looks_like_a_flag_is_a_value() {
+        assert_eq!(
+            sets(&["b", "--set", "worktrees.precious=--config", "plan"]),
+            ["worktrees.precious=--config"]
+        );
     }
 }

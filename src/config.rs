@@ -824,9 +824,10 @@ pub enum ConfigError {
 
     /// A key of a known section of the file is not one of its keys.
     #[error(
-        "unknown key `{key}` in section [{section}] of config file {}; valid keys in [{section}] are {}",
+        "unknown key `{key}` in section [{section}] of config file {}; valid keys in [{section}] are {}{}",
         path.display(),
-        valid.join(", ")
+        valid.join(", "),
+        did_you_mean(key, valid)
     )]
     UnknownKey {
         path: PathBuf,
@@ -837,8 +838,9 @@ pub enum ConfigError {
 
     /// A command-line override names no setting.
     #[error(
-        "unknown setting `{key}` (from the command line); expected section.key, one of {}",
-        valid.join(", ")
+        "unknown setting `{key}` (from the command line); expected section.key, one of {}{}",
+        valid.join(", "),
+        did_you_mean(key, valid)
     )]
     UnknownOverride { key: String, valid: Vec<String> },
 
@@ -1396,7 +1398,7 @@ fn refuse_unknown_env(env: &[(String, String)]) -> Result<(), ConfigError> {
     };
     let (closest, key) = vars
         .iter()
-        .min_by_key(|(var, _)| edit_distance(var, name))
+        .min_by_key(|(var, _)| strsim::levenshtein(var, name))
         .expect("KEYS is not empty");
     Err(ConfigError::UnknownEnv {
         name: name.clone(),
@@ -1405,20 +1407,16 @@ fn refuse_unknown_env(env: &[(String, String)]) -> Result<(), ConfigError> {
     })
 }
 
-/// Levenshtein distance, by characters.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let substitute = diagonal + usize::from(ca != *cb);
-            diagonal = row[j + 1];
-            row[j + 1] = substitute.min(row[j] + 1).min(diagonal + 1);
-        }
-    }
-    row[b.len()]
+/// ". Did you mean `x`?" for the valid name nearest to `name`, when it
+/// is near enough to be a typo of it.
+fn did_you_mean(name: &str, valid: &[String]) -> String {
+    valid
+        .iter()
+        .map(|v| (strsim::levenshtein(v, name), v))
+        .min()
+        .filter(|(d, v)| *d <= 3.max(v.len() / 4))
+        .map(|(_, v)| format!(". Did you mean `{v}`?"))
+        .unwrap_or_default()
 }
 
 /// Refuses two label keys with the same name: one variable cannot tell a
@@ -2092,12 +2090,22 @@ mod tests {
     }
 
     #[test]
-    fn edit_distance_counts_insertions_deletions_and_substitutions() {
-        assert_eq!(edit_distance("", ""), 0);
-        assert_eq!(edit_distance("abc", ""), 3);
-        assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(edit_distance("ROOT", "ROOTS"), 1);
+    fn a_typo_of_a_key_is_answered_with_the_key_it_most_likely_meant() {
+        let keys: Vec<String> = KEYS.iter().map(Key::name).collect();
+        assert_eq!(
+            did_you_mean("loop.intervl", &keys),
+            ". Did you mean `loop.interval`?"
+        );
+        assert_eq!(
+            did_you_mean("worktree.root", &keys),
+            ". Did you mean `worktrees.root`?"
+        );
+        assert_eq!(did_you_mean("completely.different", &keys), "");
+        let err = load_err(None, &[], &[("loop.intervall", "30s")]);
+        assert!(
+            err.to_string().ends_with("Did you mean `loop.interval`?"),
+            "{err}"
+        );
     }
 
     // -- bounds -----------------------------------------------------------
@@ -2246,7 +2254,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "unknown key `intervall` in section [loop] of config file {}; valid keys in [loop] are interval, jitter, pass_timeout, max_parallel_actions, dry_run",
+                "unknown key `intervall` in section [loop] of config file {}; valid keys in [loop] are interval, jitter, pass_timeout, max_parallel_actions, dry_run. Did you mean `interval`?",
                 f.path().display()
             )
         );

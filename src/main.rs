@@ -3,15 +3,13 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use boo_reconciler::cli::{Cli, LogFormat};
 use boo_reconciler::commands;
 use boo_reconciler::config::{Config, Sources};
 use boo_reconciler::report::exit;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_all(std::env::args_os()).unwrap_or_else(|e| e.exit());
     init_logging(cli.global.log_format);
     boo_reconciler::failpoint::setup();
 
@@ -63,7 +61,9 @@ fn usage(message: &str) -> ExitCode {
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BOO_RECONCILER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // PostgreSQL's notices (a migration's `DROP … IF EXISTS` that
+        // found nothing) are not news to an operator.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx::postgres::notice=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

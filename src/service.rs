@@ -44,6 +44,10 @@ const RECENT: usize = 20;
 /// How often a standby instance tries to take the host's lock.
 pub const STANDBY_RETRY: Duration = Duration::from_secs(2);
 
+/// How long `/readyz` waits for the database (at most
+/// `database.query_timeout`).
+const READY_PING: Duration = Duration::from_secs(2);
+
 /// What the queue runs: a scope, with or without force.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Key {
@@ -319,17 +323,60 @@ impl Service {
         repeats: &mut crate::controller::repeats::Repeats,
     ) -> Option<crate::store::lock::HostLock> {
         let mut said = false;
+        // A lock dropped because it could not be confirmed may still be
+        // held on the server by this instance's own old session (a frozen
+        // connection the server has not ended yet): until the holder is
+        // known to be another instance, the role stays `unsure`.
+        let mut lost = match self.controller.executor().fence().state() {
+            crate::store::lock::FenceState::Lost { why } => Some(why),
+            _ => None,
+        };
+        let old_backend = self.controller.executor().fence().lost_backend();
         loop {
             match self.controller.store.try_lock_host(host).await {
                 Ok(Some(lock)) => return Some(lock),
                 Ok(None) => {
-                    self.controller.executor().fence().release();
-                    let why = format!("another instance holds the lock of host {host}");
-                    if !said {
-                        tracing::warn!("{why}; standing by until it goes away");
+                    let holder = match &lost {
+                        Some(_) => self.controller.store.lock_holder(host).await.ok().flatten(),
+                        None => None,
+                    };
+                    let role = match (&lost, holder) {
+                        (Some(lost), h) if h.is_none() || h == old_backend => Role::Unsure {
+                            why: format!(
+                                "{lost}; the lock of host {host} is still held{}, until the \
+                                 database server ends that session",
+                                match h {
+                                    Some(pid) => format!(
+                                        " by this instance's previous connection (backend {pid})"
+                                    ),
+                                    None => ", by this instance's previous connection or by another instance".into(),
+                                }
+                            ),
+                        },
+                        (_, h) => {
+                            self.controller.executor().fence().release();
+                            Role::Standby {
+                                why: format!(
+                                    "another instance holds the lock of host {host}{}",
+                                    h.map(|pid| format!(" (backend {pid})")).unwrap_or_default()
+                                ),
+                            }
+                        }
+                    };
+                    if !said || matches!(role, Role::Standby { .. }) && lost.is_some() {
+                        match &role {
+                            Role::Unsure { why } => tracing::warn!("{why}; waiting for it"),
+                            Role::Standby { why } => {
+                                tracing::warn!("{why}; standing by until it goes away")
+                            }
+                            Role::Leader => {}
+                        }
                         said = true;
                     }
-                    self.set_role(Role::Standby { why });
+                    if matches!(role, Role::Standby { .. }) {
+                        lost = None;
+                    }
+                    self.set_role(role);
                 }
                 Err(e) => {
                     if let Some(line) = repeats.note(&e.to_string(), Instant::now()) {
@@ -402,11 +449,18 @@ impl Service {
             Role::Unsure { why } => return Err(format!("unsure of the host lock: {why}")),
             Role::Leader => {}
         }
-        self.controller
-            .store
-            .ping()
-            .await
-            .map_err(|e| e.to_string())?;
+        // A readiness probe gives up within a second or two: answer
+        // before it does, however long a query may take.
+        let bound = READY_PING.min(self.controller.config.database.query_timeout);
+        match tokio::time::timeout(bound, self.controller.store.ping()).await {
+            Ok(r) => r.map_err(|e| e.to_string())?,
+            Err(_) => {
+                return Err(format!(
+                    "the database did not answer within {}",
+                    humantime::format_duration(bound)
+                ))
+            }
+        }
         let limit = self.controller.config.r#loop.interval * 3;
         let last = self.state.lock().expect("state lock").last_host_pass_done;
         match last {

@@ -783,3 +783,39 @@ fn a_switched_off_actuator_holds_its_actions_back_as_pending() {
     );
     assert!(!w.wt.exists());
 }
+
+#[test]
+fn a_set_before_the_command_still_counts_when_another_follows_it() {
+    // An operator's `--set worktrees.root=…` before the command, and a
+    // `--set` after it: both apply (the root named must be the one used).
+    let dir = tempfile::tempdir().unwrap();
+    let gone = dir.path().join("not-this-root");
+    let out = bin()
+        .current_dir(dir.path())
+        .arg("--set")
+        .arg(format!("worktrees.root={}", gone.display()))
+        .args(["plan", "--set", "loop.interval=5s"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&gone.display().to_string()), "{err}");
+
+    let out = bin()
+        .current_dir(dir.path())
+        .args([
+            "--worktree-root",
+            "/tmp/a",
+            "plan",
+            "--worktree-root",
+            "/tmp/b",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--worktree-root given more than once"),
+        "{err}"
+    );
+}

@@ -445,15 +445,22 @@ impl Executor {
     /// not be written, if it could not.
     async fn record(&self, r: &ActionResult) -> Option<String> {
         let text = r.outcome.text();
+        let worth = r.intent_id.is_some() || self.worth_recording(r, &text);
         match &r.outcome {
             Outcome::Failed { .. } => {
                 tracing::warn!(action = r.action.name(), target = %r.target, reason = %r.action.reason, outcome = r.outcome.name(), "{text}")
+            }
+            // The same verdict again (a worktree still kept, a deferral):
+            // at info it would repeat every kept worktree every pass;
+            // `/status` and the report still show it.
+            _ if !worth => {
+                tracing::debug!(action = r.action.name(), target = %r.target, reason = %r.action.reason, outcome = r.outcome.name(), "{text} (as last recorded)")
             }
             _ => {
                 tracing::info!(action = r.action.name(), target = %r.target, reason = %r.action.reason, outcome = r.outcome.name(), "{text}")
             }
         }
-        if r.intent_id.is_none() && !self.worth_recording(r, &text) {
+        if !worth {
             return None;
         }
         let detail = serde_json::json!({

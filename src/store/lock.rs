@@ -29,6 +29,8 @@ pub enum HostLock {
     Postgres {
         conn: PgConnection,
         key: i64,
+        /// The lock session's backend pid, as `pg_locks` names its holder.
+        backend: i32,
     },
     Sqlite {
         _file: Flock<File>,
@@ -43,7 +45,9 @@ pub enum HostLock {
 impl std::fmt::Debug for HostLock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            HostLock::Postgres { key, .. } => write!(f, "advisory lock {key}"),
+            HostLock::Postgres { key, backend, .. } => {
+                write!(f, "advisory lock {key} (backend {backend})")
+            }
             HostLock::Sqlite { path, .. } => write!(f, "flock on {}", path.display()),
             HostLock::Assumed => write!(f, "assumed exclusive"),
         }
@@ -74,12 +78,13 @@ impl Store {
                     .await
                     .map_err(|e| self.query_err("opening the lock connection", e))?;
                 let key = advisory_key(host);
-                let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                    .bind(key)
-                    .fetch_one(&mut conn)
-                    .await
-                    .map_err(|e| self.query_err("taking the advisory lock", e))?;
-                Ok(got.then_some(HostLock::Postgres { conn, key }))
+                let (got, backend): (bool, i32) =
+                    sqlx::query_as("SELECT pg_try_advisory_lock($1), pg_backend_pid()")
+                        .bind(key)
+                        .fetch_one(&mut conn)
+                        .await
+                        .map_err(|e| self.query_err("taking the advisory lock", e))?;
+                Ok(got.then_some(HostLock::Postgres { conn, key, backend }))
             }
             Pool::Sqlite(p) => {
                 let db = p.connect_options().get_filename().to_path_buf();
@@ -102,14 +107,44 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The backend pid of the session holding `host`'s advisory lock, if
+    /// any (PostgreSQL; `None` with SQLite). Bounded by
+    /// `database.query_timeout`.
+    pub async fn lock_holder(&self, host: &str) -> Result<Option<i32>, StoreError> {
+        let Pool::Postgres(p) = &self.pool else {
+            return Ok(None);
+        };
+        self.bounded("looking up the holder of the host lock", async {
+            sqlx::query_scalar(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
+                 AND objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = $1 LIMIT 1",
+            )
+            .bind(advisory_key(host))
+            .fetch_optional(p)
+            .await
+            .map_err(|e| self.query_err("looking up the holder of the host lock", e))
+        })
+        .await
+    }
+}
+
 impl HostLock {
+    /// The PostgreSQL backend pid of the lock's session.
+    pub fn backend(&self) -> Option<i32> {
+        match self {
+            HostLock::Postgres { backend, .. } => Some(*backend),
+            HostLock::Sqlite { .. } | HostLock::Assumed => None,
+        }
+    }
+
     /// Whether the lock is still ours, asked of the lock itself: for
     /// PostgreSQL, whether the lock's own session still holds the advisory
     /// lock (a round trip on its connection; the lock dies with it). Not
     /// bounded here: [`Fence::confirm`] bounds it.
     async fn confirm(&mut self) -> Result<(), String> {
         match self {
-            HostLock::Postgres { conn, key } => {
+            HostLock::Postgres { conn, key, .. } => {
                 // Session-level advisory locks on one bigint key show in
                 // pg_locks as classid (high half), objid (low half),
                 // objsubid 1.
@@ -152,6 +187,9 @@ pub struct Fence {
     /// a failure never waits for a frozen connection.
     lock: Mutex<Option<Arc<tokio::sync::Mutex<HostLock>>>>,
     state: Mutex<FenceState>,
+    /// The backend of the lock last installed, kept once it is lost: the
+    /// session that may still hold it on the server.
+    backend: Mutex<Option<i32>>,
     bound: Duration,
     /// Wakes the loop that takes the lock again, the moment it is lost.
     lost: tokio::sync::Notify,
@@ -169,6 +207,7 @@ impl Fence {
         Fence {
             lock: Mutex::new(None),
             state: Mutex::new(FenceState::NotHeld),
+            backend: Mutex::new(None),
             bound,
             lost: tokio::sync::Notify::new(),
         }
@@ -176,6 +215,7 @@ impl Fence {
 
     /// Acts under `lock` from now on (it replaces any earlier one).
     pub fn install(&self, lock: HostLock) {
+        *self.backend.lock().expect("fence backend") = lock.backend();
         *self.lock.lock().expect("fence lock") = Some(Arc::new(tokio::sync::Mutex::new(lock)));
         *self.state.lock().expect("fence state") = FenceState::Held;
     }
@@ -183,6 +223,7 @@ impl Fence {
     /// Lets go of the lock (standing by, or shutting down).
     pub fn release(&self) {
         self.lock.lock().expect("fence lock").take();
+        self.backend.lock().expect("fence backend").take();
         *self.state.lock().expect("fence state") = FenceState::NotHeld;
     }
 
@@ -190,6 +231,15 @@ impl Fence {
     /// the last call).
     pub async fn lost(&self) {
         self.lost.notified().await
+    }
+
+    /// The backend pid of a lock that was lost (PostgreSQL): its session
+    /// may hold the lock on the server until the server ends it.
+    pub fn lost_backend(&self) -> Option<i32> {
+        match self.state() {
+            FenceState::Lost { .. } => *self.backend.lock().expect("fence backend"),
+            _ => None,
+        }
     }
 
     pub fn state(&self) -> FenceState {
