@@ -17,8 +17,10 @@
 //!
 //! # What the fingerprint covers
 //! The state of git around the worktree: the worktree directory itself,
-//! its `.git` file, every entry of its admin directory (HEAD, index,
-//! `locked`, a rebase or merge in progress, …), and in the main repository
+//! its `.git` file, its admin directory (whose mtime and ctime change
+//! whenever git renames a file into it or creates or removes an entry:
+//! HEAD, the index, `locked`, a rebase or merge that starts or ends), the
+//! content of HEAD and the index's stamp, and in the main repository
 //! `packed-refs`, `HEAD`, `config`, `info/exclude` and every directory
 //! under `refs/` (a ref written, moved or deleted renames a file in its
 //! directory). Then, for each finding the verdict names (the sample of
@@ -63,6 +65,13 @@ struct Kept {
 pub struct KeptVerdicts {
     kept: Mutex<HashMap<PathBuf, Kept>>,
     recheck: Duration,
+    /// Each main repository's [`refs_state`] as the pass numbered in the
+    /// value read it, by common directory: with hundreds of worktrees of
+    /// one repository, its refs are walked once per pass. A ref that moves
+    /// during the pass shows at the next one; a stamp that is a little old
+    /// can only make a keep verdict be reused once more or rechecked once
+    /// more, never let anything be removed.
+    refs: Mutex<HashMap<PathBuf, (u64, u64)>>,
 }
 
 /// A verdict that may be reused if the fingerprint still matches.
@@ -84,7 +93,24 @@ impl KeptVerdicts {
         KeptVerdicts {
             kept: Mutex::new(HashMap::new()),
             recheck,
+            refs: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// [`refs_state`] of the repository at `common`, read at most once in
+    /// pass number `pass`.
+    pub fn refs_stamp(&self, common: &Path, pass: u64) -> u64 {
+        if let Some(&(p, stamp)) = self.refs.lock().expect("refs lock").get(common) {
+            if p == pass {
+                return stamp;
+            }
+        }
+        let stamp = refs_state(common);
+        self.refs
+            .lock()
+            .expect("refs lock")
+            .insert(common.to_path_buf(), (pass, stamp));
+        stamp
     }
 
     /// The verdict on `dir` if it is recent enough to be reused.
@@ -136,6 +162,13 @@ impl KeptVerdicts {
 /// The git part of the fingerprint of the worktree at `wt`; `None` when
 /// its links cannot be read (the preflight decides then).
 pub fn git_state(wt: &Path) -> Option<u64> {
+    git_state_with(wt, &refs_state)
+}
+
+/// [`git_state`] with the main repository's part (`refs`, given the
+/// common directory) from elsewhere: a pass reads it once per repository
+/// ([`KeptVerdicts::refs_stamp`]), not once per worktree.
+pub fn git_state_with(wt: &Path, refs: &dyn Fn(&Path) -> u64) -> Option<u64> {
     let mut h = DefaultHasher::new();
     stamp(&mut h, wt);
     let dot_git = wt.join(".git");
@@ -144,35 +177,49 @@ pub fn git_state(wt: &Path) -> Option<u64> {
     link.hash(&mut h);
     let admin = link.strip_prefix("gitdir:")?.trim();
     let admin = wt.join(admin);
+    // Git writes its admin files as `<name>.lock` renamed into place, and
+    // starts and ends a rebase, merge, cherry-pick, revert, bisect or lock
+    // by creating and removing entries here: each changes the directory's
+    // own mtime and ctime. HEAD and the index are read as well.
     stamp(&mut h, &admin);
-    let mut entries: Vec<_> = fs::read_dir(&admin)
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    entries.sort();
-    for e in &entries {
-        e.hash(&mut h);
-        stamp(&mut h, e);
-    }
     fs::read_to_string(admin.join("HEAD")).ok()?.hash(&mut h);
+    stamp(&mut h, &admin.join("index"));
     let common = fs::read_to_string(admin.join("commondir")).ok()?;
-    let common = admin.join(common.trim());
+    // `<common>/worktrees/<name>/../..` as written: one spelling per
+    // repository, whichever worktree names it, so that its refs are read
+    // once per pass.
+    let common = crate::git::paths::normalize(&admin.join(common.trim()));
+    common.hash(&mut h);
+    refs(&common).hash(&mut h);
+    stamp(&mut h, &wt.join(".gitignore"));
+    Some(h.finish())
+}
+
+/// The main repository's part of the git state: `packed-refs`, `HEAD`,
+/// `config`, `info/exclude` and every directory under `refs/` (a ref
+/// written, moved or deleted renames a file in its directory). Each
+/// directory's hash is added, not chained, so that the order `readdir`
+/// gives needs no sorting.
+pub fn refs_state(common: &Path) -> u64 {
+    let mut h = DefaultHasher::new();
     for f in ["packed-refs", "HEAD", "config", "info", "info/exclude"] {
         stamp(&mut h, &common.join(f));
     }
+    let mut dirs: u64 = 0;
     for d in walkdir::WalkDir::new(common.join("refs"))
         .follow_links(false)
         .same_file_system(true)
-        .sort_by_file_name()
         .into_iter()
+        .filter_entry(|e| e.file_type().is_dir())
         .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_dir())
     {
-        d.path().hash(&mut h);
-        stamp(&mut h, d.path());
+        let mut dh = DefaultHasher::new();
+        d.path().hash(&mut dh);
+        stamp(&mut dh, d.path());
+        dirs = dirs.wrapping_add(dh.finish());
     }
-    stamp(&mut h, &wt.join(".gitignore"));
-    Some(h.finish())
+    dirs.hash(&mut h);
+    h.finish()
 }
 
 /// The findings part of the fingerprint; `None` when a reason is one the
@@ -215,8 +262,17 @@ pub fn findings(wt: &Path, reasons: &[AtRisk]) -> Option<u64> {
 
 /// Both parts at once, as a reuse check reads them.
 pub fn fingerprint(wt: &Path, reasons: &[AtRisk]) -> Option<Fingerprint> {
+    fingerprint_with(wt, reasons, &refs_state)
+}
+
+/// [`fingerprint`] with the main repository's part from `refs`.
+pub fn fingerprint_with(
+    wt: &Path,
+    reasons: &[AtRisk],
+    refs: &dyn Fn(&Path) -> u64,
+) -> Option<Fingerprint> {
     Some(Fingerprint {
-        git: git_state(wt)?,
+        git: git_state_with(wt, refs)?,
         findings: findings(wt, reasons)?,
     })
 }
@@ -318,6 +374,43 @@ mod tests {
         let unlocked = git_state(&wt).unwrap();
         f.git(&f.repo, &["worktree", "lock", wt.to_str().unwrap()]);
         assert_ne!(git_state(&wt), Some(unlocked), "a lock");
+    }
+
+    #[test]
+    fn a_repositorys_refs_are_read_once_per_pass_and_again_at_the_next() {
+        let f = Fixture::new();
+        let wt = f.worktree("w1", "boo/w1");
+        let common = f.repo.join(".git");
+        let v = KeptVerdicts::new(Duration::from_secs(600));
+        let first = v.refs_stamp(&common, 1);
+        assert_eq!(first, refs_state(&common));
+        f.git(&f.repo, &["branch", "elsewhere"]);
+        assert_ne!(refs_state(&common), first, "a new branch moves the stamp");
+        assert_eq!(v.refs_stamp(&common, 1), first, "read once in pass 1");
+        assert_eq!(
+            v.refs_stamp(&common, 2),
+            refs_state(&common),
+            "read again in pass 2"
+        );
+        let via = |pass| git_state_with(&wt, &|c: &Path| v.refs_stamp(c, pass));
+        assert_eq!(via(2), git_state(&wt), "the cached part is the same part");
+        let other = f.worktree("w2", "boo/w2");
+        let spelled = std::cell::RefCell::new(Vec::new());
+        for w in [&wt, &other] {
+            git_state_with(w, &|c: &Path| {
+                spelled.borrow_mut().push(c.to_path_buf());
+                0
+            });
+        }
+        let spelled = spelled.into_inner();
+        assert_eq!(
+            spelled[0], spelled[1],
+            "one key per repository: {spelled:?}"
+        );
+        assert_eq!(
+            fs::canonicalize(&spelled[0]).unwrap(),
+            fs::canonicalize(&common).unwrap()
+        );
     }
 
     #[test]

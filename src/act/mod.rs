@@ -153,6 +153,9 @@ pub struct RunOptions {
     /// could be reused: the pass was asked for by name (a nudge, a
     /// notification, `once --chat`).
     pub recheck_kept: bool,
+    /// The number of the run, set by [`Executor::execute`]: what is read
+    /// once per run (a repository's refs) is keyed by it.
+    pub pass: u64,
 }
 
 /// Everything the executor needs; cheap to share between passes.
@@ -182,7 +185,9 @@ pub struct Executor {
     claims: Arc<Claims>,
     reclaimer: Arc<Reclaimer>,
     /// Verdicts that keep worktrees, reused while their fingerprint holds.
-    kept: kept::KeptVerdicts,
+    kept: Arc<kept::KeptVerdicts>,
+    /// Runs started, for [`RunOptions::pass`].
+    passes: std::sync::atomic::AtomicU64,
     /// The host lock, confirmed before every destructive step.
     fence: Arc<Fence>,
     /// Intents written by actions still running: never concluded as
@@ -211,7 +216,8 @@ impl Executor {
             recorded: Mutex::new(HashMap::new()),
             claims: Arc::new(Claims::default()),
             reclaimer: Arc::new(Reclaimer::new(root, config.worktrees.reclaim_parallel)),
-            kept: kept::KeptVerdicts::new(config.worktrees.recheck_interval),
+            kept: Arc::new(kept::KeptVerdicts::new(config.worktrees.recheck_interval)),
+            passes: std::sync::atomic::AtomicU64::new(0),
             fence: Arc::new(Fence::new(store.timeouts().query)),
             in_flight: Mutex::new(Default::default()),
             settle_needed: std::sync::atomic::AtomicBool::new(true),
@@ -261,6 +267,12 @@ impl Executor {
         opts: RunOptions,
         cancel: &CancellationToken,
     ) -> Vec<ActionResult> {
+        let opts = RunOptions {
+            pass: self
+                .passes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            ..opts
+        };
         let observed_at = plan.observed_at.unwrap_or_else(Instant::now);
         let mut groups: BTreeMap<String, Vec<(usize, Action)>> = BTreeMap::new();
         for (i, a) in plan.actions.iter().enumerate() {
@@ -731,7 +743,7 @@ impl Executor {
     ) -> Result<(Outcome, serde_json::Value), String> {
         let none = serde_json::Value::Null;
         if !opts.force && !opts.recheck_kept {
-            if let Some(reused) = self.reuse_kept(wt).await {
+            if let Some(reused) = self.reuse_kept(wt, opts.pass).await {
                 return Ok(reused);
             }
         }
@@ -739,8 +751,13 @@ impl Executor {
         self.kept.forget(&wt.path);
         let checked_at = SystemTime::now();
         let git_before = {
-            let dir = wt.path.clone();
-            blocking(move || Ok(kept::git_state(&dir))).await?
+            let (dir, kept, pass) = (wt.path.clone(), Arc::clone(&self.kept), opts.pass);
+            blocking(move || {
+                Ok(kept::git_state_with(&dir, &|common: &Path| {
+                    kept.refs_stamp(common, pass)
+                }))
+            })
+            .await?
         };
         if let Some(why) = self.worktree_claimed(action, wt).await? {
             return Ok((Outcome::Skipped { why }, none));
@@ -839,12 +856,20 @@ impl Executor {
 impl Executor {
     /// The last verdict on a kept worktree, when nothing it rests on has
     /// changed since: no preflight, no database call, no write.
-    async fn reuse_kept(&self, wt: &WorktreeTarget) -> Option<(Outcome, serde_json::Value)> {
+    async fn reuse_kept(
+        &self,
+        wt: &WorktreeTarget,
+        pass: u64,
+    ) -> Option<(Outcome, serde_json::Value)> {
         let c = self.kept.candidate(&wt.path)?;
-        let (dir, reasons) = (wt.path.clone(), c.reasons.clone());
-        let now = blocking(move || Ok(kept::fingerprint(&dir, &reasons)))
-            .await
-            .ok()?;
+        let (dir, reasons, kept) = (wt.path.clone(), c.reasons.clone(), Arc::clone(&self.kept));
+        let now = blocking(move || {
+            Ok(kept::fingerprint_with(&dir, &reasons, &|common: &Path| {
+                kept.refs_stamp(common, pass)
+            }))
+        })
+        .await
+        .ok()?;
         c.still(now).then(|| {
             (
                 Outcome::KeptAtRisk {
