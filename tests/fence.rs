@@ -480,3 +480,115 @@ async fn a_frozen_leader_never_acts_after_another_instance_took_the_lock() {
     stop_first.cancel();
     first_run.await.unwrap();
 }
+
+/// Continues a stopped PostgreSQL backend however the test ends.
+struct Stopped(nix::unistd::Pid);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_still_held_by_this_instances_frozen_session_keeps_it_unsure_naming_the_backend() {
+    let _turn = LOCK_TURN.lock().await;
+    let mut w = World::new(Db::Postgres).await;
+    // Each pass of the loop confirms the lock first.
+    w.interval = Duration::from_secs(1);
+    let store = Store::open_with(&w.url, false, SHORT).await.unwrap();
+    let controller = Controller::new(w.config(), store, WorktreeRoot::prepare(&w.root).unwrap());
+    let stop = CancellationToken::new();
+    let service = Service::new(controller, stop.clone());
+    let run = tokio::spawn({
+        let s = Arc::clone(&service);
+        async move { s.run().await }
+    });
+    assert!(
+        eventually(Duration::from_secs(15), async || service
+            .ready()
+            .await
+            .is_ok())
+        .await
+    );
+
+    // The lock's backend stops answering (a real stopped process on the
+    // server; the session, and so the lock, stay): the confirmation gives
+    // up, and the lock cannot be taken again while that session lives.
+    let holder = lock_holder(&w).await.expect("held");
+    let pid = nix::unistd::Pid::from_raw(holder.parse().unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let stopped = Stopped(pid);
+    let named = format!("this instance's previous connection (backend {holder})");
+    assert!(
+        eventually(Duration::from_secs(15), async || matches!(
+            service.role(),
+            Role::Unsure { why } if why.contains(&named)
+        ))
+        .await,
+        "unsure, naming its own old backend, never a plain standby: {:?}",
+        service.role()
+    );
+    assert!(service.ready().await.is_err());
+    assert!(matches!(
+        service
+            .reconcile(Scope::Host, false, false, Trigger::Nudge)
+            .await,
+        Err(QueueError::Standby(_))
+    ));
+
+    // Continued, the backend finds its client gone and ends, and with it
+    // the session: the lock is taken anew.
+    drop(stopped);
+    assert!(
+        eventually(Duration::from_secs(20), async || service.role()
+            == Role::Leader)
+        .await,
+        "{:?}",
+        service.role()
+    );
+    assert_ne!(lock_holder(&w).await, Some(holder));
+    stop.cancel();
+    run.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_answers_within_two_seconds_when_the_database_is_frozen() {
+    let _turn = LOCK_TURN.lock().await;
+    let mut w = World::new(Db::Postgres).await;
+    w.interval = Duration::from_secs(3600);
+    let proxy = FreezingProxy::start(upstream()).await;
+    let url = through(&w.url, proxy.addr());
+    // Queries may take 10 s; a readiness probe gives up long before.
+    let slow = Timeouts {
+        connect: Duration::from_secs(1),
+        query: Duration::from_secs(10),
+    };
+    let store = Store::open_with(&url, false, slow).await.unwrap();
+    let mut config = w.config();
+    config.database.url = url;
+    config.database.query_timeout = slow.query;
+    let controller = Controller::new(config, store, WorktreeRoot::prepare(&w.root).unwrap());
+    let stop = CancellationToken::new();
+    let service = Service::new(controller, stop.clone());
+    let run = tokio::spawn({
+        let s = Arc::clone(&service);
+        async move { s.run().await }
+    });
+    assert!(
+        eventually(Duration::from_secs(15), async || service
+            .ready()
+            .await
+            .is_ok())
+        .await
+    );
+    proxy.freeze();
+    let t = Instant::now();
+    let e = service.ready().await.unwrap_err();
+    let took = t.elapsed();
+    assert!(e.contains("did not answer within 2s"), "{e}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    proxy.thaw();
+    stop.cancel();
+    run.await.unwrap();
+}
