@@ -517,7 +517,8 @@ async fn a_lock_still_held_by_this_instances_frozen_session_keeps_it_unsure_nami
     // up, and the lock cannot be taken again while that session lives.
     let holder = lock_holder(&w).await.expect("held");
     let pid = nix::unistd::Pid::from_raw(holder.parse().unwrap());
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP)
+        .expect("stopping the lock's backend: this test needs PostgreSQL on this host, and root");
     let stopped = Stopped(pid);
     let named = format!("this instance's previous connection (backend {holder})");
     assert!(
