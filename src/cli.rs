@@ -117,17 +117,18 @@ impl Cli {
     pub fn parse_all<I, T>(args: I) -> Result<Cli, clap::Error>
     where
         I: IntoIterator<Item = T>,
-        T: Into<std::ffi::OsString> + Clone,
+        T: Into<std::ffi::OsString>,
     {
         let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
         let mut cli = Cli::try_parse_from(&args)?;
-        let seen = occurrences(&args[1.min(args.len())..]);
+        let flags = global_flags();
+        let seen = occurrences(&args[1.min(args.len())..], &flags);
         cli.global.set = seen
             .iter()
-            .filter(|(flag, _)| *flag == "--set")
+            .filter(|(flag, _)| flag == "--set")
             .map(|(_, v)| v.clone())
             .collect();
-        for flag in SINGLE_VALUED {
+        for (flag, _) in flags.iter().filter(|(_, repeated)| !repeated) {
             let mut values: Vec<&String> = seen
                 .iter()
                 .filter(|(f, _)| f == flag)
@@ -159,26 +160,32 @@ impl Cli {
     }
 }
 
-/// The global flags that take one value.
-const SINGLE_VALUED: [&str; 5] = [
-    "--config",
-    "--log-format",
-    "--database-url",
-    "--host-id",
-    "--worktree-root",
-];
+/// The global flags, as `--name`, each with whether it may be repeated
+/// (`--set`): read from the one definition above, so that a flag added
+/// there is covered here.
+fn global_flags() -> Vec<(String, bool)> {
+    use clap::CommandFactory;
+    Cli::command()
+        .get_arguments()
+        .filter(|a| a.is_global_set() && a.get_action().takes_values())
+        .filter_map(|a| {
+            let repeated = matches!(a.get_action(), clap::ArgAction::Append);
+            a.get_long().map(|l| (format!("--{l}"), repeated))
+        })
+        .collect()
+}
 
 /// Each global flag's occurrences in `args`, in order, as clap has already
 /// accepted them: every such flag takes a value (the next argument, or
 /// after `=`), and nothing after `--` is a flag.
-fn occurrences(args: &[std::ffi::OsString]) -> Vec<(String, String)> {
+fn occurrences(args: &[std::ffi::OsString], flags: &[(String, bool)]) -> Vec<(String, String)> {
     let mut out = Vec::new();
+    let known = |f: &str| flags.iter().any(|(name, _)| name == f);
     let mut it = args.iter().map(|a| a.to_string_lossy());
     while let Some(a) = it.next() {
         if a == "--" {
             break;
         }
-        let known = |f: &str| f == "--set" || SINGLE_VALUED.contains(&f);
         if let Some((flag, value)) = a.split_once('=') {
             if known(flag) {
                 out.push((flag.to_string(), value.to_string()));
@@ -264,6 +271,24 @@ mod tests {
         let same =
             Cli::parse_all(["b", "--host-id", "h", "plan", "--host-id", "h"]).expect("same value");
         assert_eq!(same.global.host_id.as_deref(), Some("h"));
+    }
+
+    #[test]
+    fn the_global_flags_are_read_from_the_definition() {
+        let flags = global_flags();
+        for (flag, repeated) in [
+            ("--config", false),
+            ("--log-format", false),
+            ("--database-url", false),
+            ("--host-id", false),
+            ("--worktree-root", false),
+            ("--set", true),
+        ] {
+            assert!(
+                flags.contains(&(flag.to_string(), repeated)),
+                "{flag}: {flags:?}"
+            );
+        }
     }
 
     #[test]

@@ -322,48 +322,16 @@ impl Service {
         host: &str,
         repeats: &mut crate::controller::repeats::Repeats,
     ) -> Option<crate::store::lock::HostLock> {
-        let mut said = false;
-        // A lock dropped because it could not be confirmed may still be
-        // held on the server by this instance's own old session (a frozen
-        // connection the server has not ended yet): until the holder is
-        // known to be another instance, the role stays `unsure`.
-        let mut lost = match self.controller.executor().fence().state() {
-            crate::store::lock::FenceState::Lost { why } => Some(why),
-            _ => None,
-        };
-        let old_backend = self.controller.executor().fence().lost_backend();
+        let mut said = None;
         loop {
             match self.controller.store.try_lock_host(host).await {
                 Ok(Some(lock)) => return Some(lock),
                 Ok(None) => {
-                    let holder = match &lost {
-                        Some(_) => self.controller.store.lock_holder(host).await.ok().flatten(),
-                        None => None,
-                    };
-                    let role = match (&lost, holder) {
-                        (Some(lost), h) if h.is_none() || h == old_backend => Role::Unsure {
-                            why: format!(
-                                "{lost}; the lock of host {host} is still held{}, until the \
-                                 database server ends that session",
-                                match h {
-                                    Some(pid) => format!(
-                                        " by this instance's previous connection (backend {pid})"
-                                    ),
-                                    None => ", by this instance's previous connection or by another instance".into(),
-                                }
-                            ),
-                        },
-                        (_, h) => {
-                            self.controller.executor().fence().release();
-                            Role::Standby {
-                                why: format!(
-                                    "another instance holds the lock of host {host}{}",
-                                    h.map(|pid| format!(" (backend {pid})")).unwrap_or_default()
-                                ),
-                            }
-                        }
-                    };
-                    if !said || matches!(role, Role::Standby { .. }) && lost.is_some() {
+                    let role = self.without_lock(host).await;
+                    // Said once per kind: unsure, then standby once the
+                    // holder is known to be another instance.
+                    let kind = std::mem::discriminant(&role);
+                    if said != Some(kind) {
                         match &role {
                             Role::Unsure { why } => tracing::warn!("{why}; waiting for it"),
                             Role::Standby { why } => {
@@ -371,10 +339,7 @@ impl Service {
                             }
                             Role::Leader => {}
                         }
-                        said = true;
-                    }
-                    if matches!(role, Role::Standby { .. }) {
-                        lost = None;
+                        said = Some(kind);
                     }
                     self.set_role(role);
                 }
@@ -395,6 +360,48 @@ impl Service {
             if !self.sleep_petting_watchdog(STANDBY_RETRY).await {
                 return None;
             }
+        }
+    }
+
+    /// The role while another session holds the host's lock. After a lock
+    /// was dropped because it could not be confirmed, that session may be
+    /// this instance's own old one (a frozen connection the server has not
+    /// ended yet): `unsure` until `pg_locks` shows another backend, then
+    /// `standby`.
+    async fn without_lock(&self, host: &str) -> Role {
+        let fence = self.controller.executor().fence();
+        let mut holder = None;
+        if let crate::store::lock::FenceState::Lost { why } = fence.state() {
+            let old = fence.lost_backend();
+            match self.controller.store.lock_holder(host).await {
+                Ok(Some(pid)) if Some(pid) == old => {
+                    return Role::Unsure {
+                        why: format!(
+                            "{why}; the lock of host {host} is still held by this instance's \
+                             previous connection (backend {pid}), until the database server \
+                             ends that session"
+                        ),
+                    }
+                }
+                Ok(Some(pid)) => holder = Some(pid),
+                _ => {
+                    return Role::Unsure {
+                        why: format!(
+                            "{why}; the lock of host {host} is still held, by this instance's \
+                             previous connection or by another instance"
+                        ),
+                    }
+                }
+            }
+        }
+        fence.release();
+        Role::Standby {
+            why: format!(
+                "another instance holds the lock of host {host}{}",
+                holder
+                    .map(|pid| format!(" (backend {pid})"))
+                    .unwrap_or_default()
+            ),
         }
     }
 

@@ -18,7 +18,7 @@ use boo_reconciler::root::WorktreeRoot;
 use boo_reconciler::service::{Role, Service};
 use boo_reconciler::store::lock::{advisory_key, Fence, FenceState};
 use boo_reconciler::store::{AuditRecord, Store, Timeouts};
-use common::{alive, eventually, through, upstream, Db, World, HOST};
+use common::{alive, eventually, through, upstream, Db, Running, World, HOST};
 use freezing_proxy::FreezingProxy;
 use tokio_util::sync::CancellationToken;
 
@@ -497,20 +497,13 @@ async fn a_lock_still_held_by_this_instances_frozen_session_keeps_it_unsure_nami
     // Each pass of the loop confirms the lock first.
     w.interval = Duration::from_secs(1);
     let store = Store::open_with(&w.url, false, SHORT).await.unwrap();
-    let controller = Controller::new(w.config(), store, WorktreeRoot::prepare(&w.root).unwrap());
-    let stop = CancellationToken::new();
-    let service = Service::new(controller, stop.clone());
-    let run = tokio::spawn({
-        let s = Arc::clone(&service);
-        async move { s.run().await }
-    });
-    assert!(
-        eventually(Duration::from_secs(15), async || service
-            .ready()
-            .await
-            .is_ok())
-        .await
-    );
+    let running = Running::ready(Controller::new(
+        w.config(),
+        store,
+        WorktreeRoot::prepare(&w.root).unwrap(),
+    ))
+    .await;
+    let service = &running.service;
 
     // The lock's backend stops answering (a real stopped process on the
     // server; the session, and so the lock, stay): the confirmation gives
@@ -549,8 +542,7 @@ async fn a_lock_still_held_by_this_instances_frozen_session_keeps_it_unsure_nami
         service.role()
     );
     assert_ne!(lock_holder(&w).await, Some(holder));
-    stop.cancel();
-    run.await.unwrap();
+    running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -560,36 +552,29 @@ async fn readyz_answers_within_two_seconds_when_the_database_is_frozen() {
     w.interval = Duration::from_secs(3600);
     let proxy = FreezingProxy::start(upstream()).await;
     let url = through(&w.url, proxy.addr());
-    // Queries may take 10 s; a readiness probe gives up long before.
+    // Connections and queries may take 10 s (whether the ping finds an
+    // idle connection or opens one); a readiness probe gives up long
+    // before.
     let slow = Timeouts {
-        connect: Duration::from_secs(1),
+        connect: Duration::from_secs(10),
         query: Duration::from_secs(10),
     };
     let store = Store::open_with(&url, false, slow).await.unwrap();
     let mut config = w.config();
     config.database.url = url;
     config.database.query_timeout = slow.query;
-    let controller = Controller::new(config, store, WorktreeRoot::prepare(&w.root).unwrap());
-    let stop = CancellationToken::new();
-    let service = Service::new(controller, stop.clone());
-    let run = tokio::spawn({
-        let s = Arc::clone(&service);
-        async move { s.run().await }
-    });
-    assert!(
-        eventually(Duration::from_secs(15), async || service
-            .ready()
-            .await
-            .is_ok())
-        .await
-    );
+    let running = Running::ready(Controller::new(
+        config,
+        store,
+        WorktreeRoot::prepare(&w.root).unwrap(),
+    ))
+    .await;
     proxy.freeze();
     let t = Instant::now();
-    let e = service.ready().await.unwrap_err();
+    let e = running.service.ready().await.unwrap_err();
     let took = t.elapsed();
     assert!(e.contains("did not answer within 2s"), "{e}");
     assert!(took < Duration::from_secs(5), "{took:?}");
     proxy.thaw();
-    stop.cancel();
-    run.await.unwrap();
+    running.stop().await;
 }

@@ -24,6 +24,16 @@ use sqlx::{Connection, PgConnection};
 
 use super::{Pool, Store, StoreError};
 
+/// The `pg_locks` condition for the granted advisory lock on the bigint
+/// key `$1`: a session-level lock on one bigint key shows as classid (high
+/// half), objid (low half), objsubid 1.
+macro_rules! key_rows {
+    () => {
+        "locktype = 'advisory' AND granted AND objsubid = 1 \
+         AND ((classid::bigint << 32) | objid::bigint) = $1"
+    };
+}
+
 /// A held host lock; released on drop.
 pub enum HostLock {
     Postgres {
@@ -116,10 +126,11 @@ impl Store {
             return Ok(None);
         };
         self.bounded("looking up the holder of the host lock", async {
-            sqlx::query_scalar(
-                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
-                 AND objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = $1 LIMIT 1",
-            )
+            sqlx::query_scalar(concat!(
+                "SELECT pid FROM pg_locks WHERE ",
+                key_rows!(),
+                " LIMIT 1"
+            ))
             .bind(advisory_key(host))
             .fetch_optional(p)
             .await
@@ -145,14 +156,11 @@ impl HostLock {
     async fn confirm(&mut self) -> Result<(), String> {
         match self {
             HostLock::Postgres { conn, key, .. } => {
-                // Session-level advisory locks on one bigint key show in
-                // pg_locks as classid (high half), objid (low half),
-                // objsubid 1.
-                let held: bool = sqlx::query_scalar(
-                    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' \
-                     AND pid = pg_backend_pid() AND granted AND objsubid = 1 \
-                     AND ((classid::bigint << 32) | objid::bigint) = $1)",
-                )
+                let held: bool = sqlx::query_scalar(concat!(
+                    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE ",
+                    key_rows!(),
+                    " AND pid = pg_backend_pid())"
+                ))
                 .bind(*key)
                 .fetch_one(conn)
                 .await

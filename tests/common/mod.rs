@@ -15,6 +15,46 @@ use boo_reconciler::root::WorktreeRoot;
 use boo_reconciler::store::Store;
 use tokio_util::sync::CancellationToken;
 
+/// A [`boo_reconciler::service::Service`] running its loop on a task of
+/// its own, as `run` does.
+pub struct Running {
+    pub service: std::sync::Arc<boo_reconciler::service::Service>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Starts `controller`'s loop and waits until it is ready to act.
+    pub async fn ready(controller: Controller) -> Running {
+        let stop = CancellationToken::new();
+        let service = boo_reconciler::service::Service::new(controller, stop.clone());
+        let task = tokio::spawn({
+            let s = std::sync::Arc::clone(&service);
+            async move { s.run().await }
+        });
+        assert!(
+            eventually(Duration::from_secs(15), async || service
+                .ready()
+                .await
+                .is_ok())
+            .await,
+            "the service never became ready: {:?}",
+            service.role()
+        );
+        Running {
+            service,
+            stop,
+            task,
+        }
+    }
+
+    /// Stops the loop as SIGTERM would and waits for it.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap();
+    }
+}
+
 pub const HOST: &str = "test-host";
 
 /// Which database a test runs against.
