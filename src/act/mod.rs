@@ -763,9 +763,16 @@ impl Executor {
             return Ok((Outcome::Skipped { why }, none));
         }
         let in_use = self.clear_worktree_of_agents(action, wt).await?;
+        // A report (a pass asked for by name) and a force weigh every
+        // reason; the interval's pass needs only whether there is one.
+        let depth = if opts.force || opts.recheck_kept {
+            git::preflight::Depth::All
+        } else {
+            git::preflight::Depth::First
+        };
         let verdict = {
             let (root, wt, precious) = (self.root.clone(), wt.clone(), self.precious.clone());
-            blocking_held(claim, move || Ok(inspect(&root, &wt, &precious))).await?
+            blocking_held(claim, move || Ok(inspect(&root, &wt, &precious, depth))).await?
         };
         let reasons = match verdict {
             Inspection::Refused(why) => return Ok((Outcome::Refused { why }, none)),
@@ -1102,8 +1109,13 @@ pub enum Inspection {
 }
 
 /// Confines the path again and runs every check that decides whether the
-/// directory may go: mount points, then the git preflight.
-pub fn inspect(root: &WorktreeRoot, wt: &WorktreeTarget, precious: &GlobSet) -> Inspection {
+/// directory may go: mount points, then the git preflight, to `depth`.
+pub fn inspect(
+    root: &WorktreeRoot,
+    wt: &WorktreeTarget,
+    precious: &GlobSet,
+    depth: git::preflight::Depth,
+) -> Inspection {
     match root.check(&wt.path) {
         PathCheck::Refused { why } => {
             return Inspection::Refused(format!("path {} refused: {why}", wt.path.display()))
@@ -1122,6 +1134,9 @@ pub fn inspect(root: &WorktreeRoot, wt: &WorktreeTarget, precious: &GlobSet) -> 
             error: format!("looking for mount points: {e}"),
         }],
     };
+    if depth == git::preflight::Depth::First && !reasons.is_empty() {
+        return Inspection::Reasons(reasons);
+    }
     reasons.extend(git::preflight::preflight(&git::preflight::Preflight {
         worktree: &wt.path,
         branch: wt.branch.as_deref(),
@@ -1129,6 +1144,7 @@ pub fn inspect(root: &WorktreeRoot, wt: &WorktreeTarget, precious: &GlobSet) -> 
         repo_path: wt.repo_path.as_deref(),
         precious,
         timeout: git::cli::DEFAULT_TIMEOUT,
+        depth,
     }));
     Inspection::Reasons(reasons)
 }

@@ -247,79 +247,117 @@ impl Git {
 
     /// Runs `git <args>` and returns its exit status with what it printed,
     /// whatever the status.
+    ///
+    /// The exit is waited for, not polled: a poll's sleep is added to
+    /// every command's time, and the preflight runs several per worktree.
     pub fn run_status<S: AsRef<OsStr>>(
         &self,
         args: &[S],
         input: &[u8],
     ) -> Result<(ExitStatus, Output), GitCliError> {
+        let started = Instant::now();
         let spawn_err = |source| GitCliError::Spawn {
             dir: self.dir.clone(),
             source,
         };
         let mut child = self.command(args).spawn().map_err(spawn_err)?;
         let pgid = child.id() as i32;
-        let mut stdin = child.stdin.take();
-        let input = input.to_vec();
-        let writer = std::thread::spawn(move || {
-            if let Some(s) = stdin.as_mut() {
-                // A git that exits without reading all of it is not an
-                // error of ours; its status says what happened.
-                let _ = s.write_all(&input);
+        let writer = match child.stdin.take() {
+            // Dropping the pipe closes git's standard input at once.
+            Some(_) if input.is_empty() => None,
+            Some(mut stdin) => {
+                let input = input.to_vec();
+                Some(std::thread::spawn(move || {
+                    // A git that exits without reading all of it is not an
+                    // error of ours; its status says what happened.
+                    let _ = stdin.write_all(&input);
+                }))
             }
-        });
-        let reader = |pipe: Option<Box<dyn Read + Send>>| {
+            None => None,
+        };
+        let err = child.stderr.take().map(|mut p| {
             std::thread::spawn(move || {
                 let mut buf = Vec::new();
-                if let Some(mut p) = pipe {
-                    let _ = p.read_to_end(&mut buf);
-                }
+                let _ = p.read_to_end(&mut buf);
                 buf
             })
-        };
-        let out = reader(
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        );
-        let err = reader(
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        );
-        let deadline = Instant::now() + self.timeout;
-        let mut pause = Duration::from_millis(1);
-        let status = loop {
-            match child.try_wait().map_err(spawn_err)? {
-                Some(s) => break s,
-                None if Instant::now() >= deadline => {
-                    let _ = nix::sys::signal::killpg(
-                        nix::unistd::Pid::from_raw(pgid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                    let _ = child.wait();
-                    let _ = writer.join();
-                    let _ = out.join();
-                    let _ = err.join();
-                    return Err(GitCliError::TimedOut {
-                        dir: self.dir.clone(),
-                        args: show_args(args),
-                        timeout: self.timeout,
-                    });
-                }
-                None => {
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(20));
-                }
+        });
+        // One thread reads what git prints until it closes the pipe, then
+        // reaps it; this thread waits for that with the deadline.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut stdout = child.stdout.take();
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(p) = stdout.as_mut() {
+                let _ = p.read_to_end(&mut buf);
+            }
+            let _ = tx.send(child.wait().map(|s| (s, buf)));
+        });
+        let finished = match rx.recv_timeout(self.timeout) {
+            Ok(r) => r,
+            Err(_) => {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pgid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                // Killed, the group closes its pipes and is reaped; a
+                // process that left the group and holds them open is not
+                // waited for.
+                let _ = rx.recv_timeout(KILL_GRACE);
+                return Err(GitCliError::TimedOut {
+                    dir: self.dir.clone(),
+                    args: show_args(args),
+                    timeout: self.timeout,
+                });
             }
         };
-        let _ = writer.join();
+        let (status, stdout) = finished.map_err(spawn_err)?;
+        if let Some(w) = writer {
+            let _ = w.join();
+        }
         let output = Output {
-            stdout: out.join().unwrap_or_default(),
-            stderr: err.join().unwrap_or_default(),
+            stdout,
+            stderr: err.and_then(|e| e.join().ok()).unwrap_or_default(),
         };
+        spent::record(args, started.elapsed());
         Ok((status, output))
+    }
+}
+
+/// How long a killed git's pipes are waited for.
+const KILL_GRACE: Duration = Duration::from_secs(1);
+
+/// The time spent in git, per command, by what runs on this thread
+/// inside [`spent::measured`]: what the preflight's cost breakdown reads
+/// (the preflight runs on one thread of the blocking pool).
+pub mod spent {
+    use std::cell::RefCell;
+    use std::ffi::OsStr;
+    use std::time::Duration;
+
+    thread_local! {
+        static CALLS: RefCell<Option<Vec<(String, Duration)>>> = const { RefCell::new(None) };
+    }
+
+    /// Runs `f` and returns what it returned with every git command it
+    /// ran on this thread: the subcommand and how long it took.
+    pub fn measured<T>(f: impl FnOnce() -> T) -> (T, Vec<(String, Duration)>) {
+        let outer = CALLS.with(|c| c.replace(Some(Vec::new())));
+        let value = f();
+        let calls = CALLS.with(|c| c.replace(outer)).unwrap_or_default();
+        (value, calls)
+    }
+
+    pub(super) fn record<S: AsRef<OsStr>>(args: &[S], took: Duration) {
+        CALLS.with(|c| {
+            if let Some(calls) = c.borrow_mut().as_mut() {
+                let name = args
+                    .first()
+                    .map(|a| a.as_ref().to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                calls.push((name, took));
+            }
+        });
     }
 }
 
@@ -440,6 +478,24 @@ mod tests {
         let sleeping_shell = String::from_utf8_lossy(&cmdline).contains("sleep")
             && !matches!(state, None | Some('Z'));
         assert!(!sleeping_shell, "shell {pid} still runs: {state:?}");
+    }
+
+    #[test]
+    fn the_time_in_git_is_recorded_only_inside_measured() {
+        let f = Fixture::new();
+        let g = Git::for_dir(&f.repo, DEFAULT_TIMEOUT).unwrap();
+        g.run(&["rev-parse", "HEAD"]).unwrap();
+        let (answer, calls) = spent::measured(|| {
+            g.run(&["status", "--porcelain"]).unwrap();
+            let _ = g.run(&["rev-parse", "--verify", "nope"]);
+            42
+        });
+        assert_eq!(answer, 42);
+        let names: Vec<&str> = calls.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["status", "rev-parse"]);
+        assert!(calls.iter().all(|(_, d)| *d > Duration::ZERO));
+        let (_, none) = spent::measured(|| ());
+        assert!(none.is_empty());
     }
 
     #[test]

@@ -105,15 +105,76 @@ pub struct Preflight<'a> {
     pub precious: &'a GlobSet,
     /// The bound on each git command.
     pub timeout: Duration,
+    /// Every reason, or only whether there is one.
+    pub depth: Depth,
+}
+
+/// How much of the preflight a caller needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Depth {
+    /// Every reason: what a report shows, and what `--force` must weigh
+    /// (some reasons it does not override).
+    All,
+    /// Whether anything is at risk: the checks stop after the first that
+    /// finds a reason, cheapest first. An empty answer is exactly as
+    /// thorough as [`Depth::All`]'s; a non-empty one may name fewer
+    /// reasons.
+    First,
+}
+
+/// Where one preflight's time went.
+#[derive(Clone, Debug, Default)]
+pub struct Cost {
+    pub total: Duration,
+    /// Each git command it ran: the subcommand and how long it took.
+    pub git: Vec<(String, Duration)>,
+}
+
+impl Cost {
+    /// The time in git commands named `name`.
+    pub fn in_git(&self, name: &str) -> Duration {
+        self.git
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, d)| *d)
+            .sum()
+    }
+
+    /// The time in every git command.
+    pub fn all_git(&self) -> Duration {
+        self.git.iter().map(|(_, d)| *d).sum()
+    }
 }
 
 /// Every reason removing the worktree would lose work; empty means safe.
 /// Never returns an error: a check that cannot finish is itself a reason
 /// ([`AtRisk::PreflightFailed`]), so that doubt always keeps the worktree.
 pub fn preflight(p: &Preflight<'_>) -> Vec<AtRisk> {
-    let mut out = Vec::new();
-    inspect(p, &mut out);
-    out
+    let (reasons, cost) = preflight_costed(p);
+    tracing::debug!(
+        worktree = %p.worktree.display(),
+        total_ms = cost.total.as_secs_f64() * 1e3,
+        git_ms = cost.all_git().as_secs_f64() * 1e3,
+        git_commands = cost.git.len(),
+        reasons = reasons.len(),
+        "preflight"
+    );
+    reasons
+}
+
+/// [`preflight`], and where its time went.
+pub fn preflight_costed(p: &Preflight<'_>) -> (Vec<AtRisk>, Cost) {
+    let t = std::time::Instant::now();
+    let (out, git) = super::cli::spent::measured(|| {
+        let mut out = Vec::new();
+        inspect(p, &mut out);
+        out
+    });
+    let cost = Cost {
+        total: t.elapsed(),
+        git,
+    };
+    (out, cost)
 }
 
 pub(crate) const GITLINK: &str = "160000";
@@ -276,36 +337,34 @@ fn identify(p: &Preflight<'_>, out: &mut Vec<AtRisk>) -> Option<Linked> {
         }
     };
     // And git's own reading of the same links.
-    match git.run(&[
+    let text = match git.run(&[
         "rev-parse",
         "--path-format=absolute",
         "--show-toplevel",
         "--absolute-git-dir",
         "--git-common-dir",
     ]) {
-        Ok(o) => {
-            let text = o.stdout_str();
-            let lines: Vec<&str> = text.lines().collect();
-            let agrees = lines.len() == 3
-                && same_file(Path::new(lines[0]), dir)
-                && same_file(Path::new(lines[1]), &admin)
-                && same_file(Path::new(lines[2]), &common);
-            if !agrees {
-                not_a_worktree(
-                    out,
-                    format!(
-                        "git reads its links differently (top level, git directory, common \
-                         directory: {})",
-                        lines.join(", ")
-                    ),
-                );
-                return None;
-            }
-        }
+        Ok(o) => o.stdout_str(),
         Err(e) => {
             not_a_worktree(out, format!("git cannot use it as a worktree: {e}"));
             return None;
         }
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let agrees = lines.len() == 3
+        && same_file(Path::new(lines[0]), dir)
+        && same_file(Path::new(lines[1]), &admin)
+        && same_file(Path::new(lines[2]), &common);
+    if !agrees {
+        not_a_worktree(
+            out,
+            format!(
+                "git reads its links differently (top level, git directory, common \
+                 directory: {})",
+                lines.join(", ")
+            ),
+        );
+        return None;
     }
     Some(Linked { admin, git })
 }
@@ -314,10 +373,69 @@ fn inspect(p: &Preflight<'_>, out: &mut Vec<AtRisk>) {
     let Some(Linked { admin, git }) = identify(p, out) else {
         return;
     };
+    // Under `Depth::First`, whether to stop: something was found.
+    let done = |out: &Vec<AtRisk>| p.depth == Depth::First && !out.is_empty();
     let dir = p.worktree;
     locked(&admin, out);
     for op in operations(&admin) {
         out.push(AtRisk::OperationInProgress { operation: op });
+    }
+    if done(out) {
+        return;
+    }
+    let status = match git_status(&git) {
+        Ok((s, unreadable)) => {
+            if !unreadable.is_empty() {
+                let (count, paths) = sample(unreadable);
+                out.push(AtRisk::Unreadable { count, paths });
+            }
+            Some(s)
+        }
+        Err(e) => {
+            failed(out, "status", e);
+            None
+        }
+    };
+    // Per submodule, what git's status says of it and what the
+    // controller's own checks add, as one reason.
+    let mut subs: std::collections::BTreeMap<Vec<u8>, Vec<String>> = Default::default();
+    for (path, state) in status.iter().flat_map(|s| s.submodules.iter()) {
+        subs.entry(path.clone()).or_default().push(state.describe());
+    }
+    if p.depth == Depth::First {
+        if let Some(s) = &status {
+            // What git's status alone says. Staged is final unless HEAD is
+            // unborn (its branch deleted: the commit check decides).
+            let staged = if s.head_oid.is_some() {
+                s.staged.clone()
+            } else {
+                Vec::new()
+            };
+            let says = !staged.is_empty()
+                || !s.unstaged.is_empty()
+                || !s.untracked.is_empty()
+                || !s.conflicts.is_empty();
+            if says {
+                push_files(s, staged, &Walked::default(), out);
+            }
+        }
+        push_submodules(std::mem::take(&mut subs), out);
+        if done(out) {
+            return;
+        }
+    }
+    let stand_in = match &status {
+        Some(s) => match commits(p, &git, &admin, s, out) {
+            Ok(h) => h,
+            Err(e) => {
+                failed(out, "commits", e);
+                None
+            }
+        },
+        None => None,
+    };
+    if done(out) {
+        return;
     }
     let index = match index_entries(&git) {
         Ok(i) => Some(i),
@@ -332,29 +450,6 @@ fn inspect(p: &Preflight<'_>, out: &mut Vec<AtRisk>) {
         .filter(|e| e.mode == GITLINK)
         .map(|e| e.path.clone())
         .collect();
-    let status = match git_status(&git) {
-        Ok((s, unreadable)) => {
-            if !unreadable.is_empty() {
-                let (count, paths) = sample(unreadable);
-                out.push(AtRisk::Unreadable { count, paths });
-            }
-            Some(s)
-        }
-        Err(e) => {
-            failed(out, "status", e);
-            None
-        }
-    };
-    let stand_in = match &status {
-        Some(s) => match commits(p, &git, &admin, s, out) {
-            Ok(h) => h,
-            Err(e) => {
-                failed(out, "commits", e);
-                None
-            }
-        },
-        None => None,
-    };
     if let Some(s) = &status {
         let mut staged = s.staged.clone();
         if let Some(c) = &stand_in {
@@ -376,11 +471,8 @@ fn inspect(p: &Preflight<'_>, out: &mut Vec<AtRisk>) {
         let walked = walk(dir, s, &gitlinks, p.precious);
         push_files(s, staged, &walked, out);
     }
-    // Per submodule, what git's status says of it and what the
-    // controller's own checks add, as one reason.
-    let mut subs: std::collections::BTreeMap<Vec<u8>, Vec<String>> = Default::default();
-    for (path, state) in status.iter().flat_map(|s| s.submodules.iter()) {
-        subs.entry(path.clone()).or_default().push(state.describe());
+    if done(out) {
+        return;
     }
     if let Some(index) = &index {
         match hidden_changes(&git, dir, index) {
@@ -391,6 +483,9 @@ fn inspect(p: &Preflight<'_>, out: &mut Vec<AtRisk>) {
             Ok(_) => {}
             Err(e) => failed(out, "assume-unchanged/skip-worktree", e),
         }
+        if done(out) {
+            return;
+        }
         for path in &gitlinks {
             let mut problems = Vec::new();
             submodule_problems(&git, &join_rel(dir, path), dir, &admin, 0, &mut problems);
@@ -399,6 +494,10 @@ fn inspect(p: &Preflight<'_>, out: &mut Vec<AtRisk>) {
             }
         }
     }
+    push_submodules(subs, out);
+}
+
+fn push_submodules(subs: std::collections::BTreeMap<Vec<u8>, Vec<String>>, out: &mut Vec<AtRisk>) {
     for (path, details) in subs {
         out.push(AtRisk::Submodule {
             path: rel_str(&path),
@@ -480,18 +579,17 @@ pub(crate) struct Walked {
     pub unreadable: Vec<String>,
 }
 
-fn rel_of(dir: &Path, p: &Path) -> Vec<u8> {
-    p.strip_prefix(dir)
-        .map(|r| r.as_os_str().as_bytes().to_vec())
-        .unwrap_or_default()
-}
-
 /// Walks the whole worktree without following symlinks: nested
 /// repositories that are not submodules (untracked, ignored or inside
 /// tracked directories), ignored files that are precious, and anything
 /// that cannot be read. Submodules are git's business (status looks into
 /// them); a nested repository's insides are its own work and are not
 /// walked further.
+///
+/// Each directory is read once, and what it holds is told by the type
+/// the directory listing gives, without a `stat` per entry; files are
+/// looked at one by one only where git reported an ignored file, because
+/// only an ignored file can be precious.
 pub(crate) fn walk(
     dir: &Path,
     s: &Status,
@@ -504,66 +602,103 @@ pub(crate) fn walk(
         .filter(|p| !p.ends_with(b"/"))
         .map(|p| p.as_slice())
         .collect();
-    let ignored_dirs: Vec<&[u8]> = s
+    let parent = |p: &[u8]| -> Vec<u8> {
+        match p.iter().rposition(|b| *b == b'/') {
+            Some(i) => p[..i].to_vec(),
+            None => Vec::new(),
+        }
+    };
+    let holds_ignored: HashSet<Vec<u8>> = ignored_files.iter().map(|p| parent(p)).collect();
+    // An ignored directory, and whether its own name is precious (then
+    // everything in it is).
+    let ignored_dirs: std::collections::HashMap<&[u8], bool> = s
         .ignored
         .iter()
-        .filter(|p| p.ends_with(b"/"))
-        .map(|p| p.strip_suffix(b"/").unwrap_or(p))
+        .filter_map(|p| p.strip_suffix(b"/"))
+        .map(|d| (d, is_precious(precious, d)))
         .collect();
-    let under_ignored = |rel: &[u8]| -> Option<&[u8]> {
-        ignored_dirs
-            .iter()
-            .find(|d| rel.starts_with(d) && rel.get(d.len()) == Some(&b'/'))
-            .copied()
-    };
     let mut w = Walked::default();
-    let mut it = walkdir::WalkDir::new(dir).follow_links(false).into_iter();
-    while let Some(entry) = it.next() {
-        let entry = match entry {
-            Ok(e) => e,
+    // (path, relative path, inside an ignored directory whose name is
+    // precious: Some(precious?)).
+    let mut stack: Vec<(PathBuf, Vec<u8>, Option<bool>)> =
+        vec![(dir.to_path_buf(), Vec::new(), None)];
+    while let Some((path, rel, ignored_dir)) = stack.pop() {
+        let top = rel.is_empty();
+        let listing = match fs::read_dir(&path) {
+            Ok(l) => l,
             Err(e) => {
-                let at = e.path().map(|p| rel_of(dir, p)).unwrap_or_default();
-                w.unreadable.push(format!("{} ({})", rel_str(&at), e));
+                // Searchable but not readable: its `.git` may still be seen.
+                if !top && fs::symlink_metadata(path.join(".git")).is_ok() {
+                    w.nested.push(rel_str(&rel));
+                } else {
+                    w.unreadable.push(format!("{} ({e})", shown(&rel)));
+                }
                 continue;
             }
         };
-        if entry.depth() == 0 {
+        let mut entries = Vec::new();
+        let mut has_git = false;
+        for entry in listing {
+            match entry {
+                Ok(e) => {
+                    if e.file_name() == ".git" {
+                        has_git = true;
+                    } else {
+                        entries.push(e);
+                    }
+                }
+                Err(e) => w.unreadable.push(format!("{} ({e})", shown(&rel))),
+            }
+        }
+        if !top && has_git {
+            w.nested.push(rel_str(&rel));
             continue;
         }
-        let rel = rel_of(dir, entry.path());
-        let ft = entry.file_type();
-        if ft.is_dir() {
-            if gitlinks.contains(&rel) {
-                it.skip_current_dir();
+        let files_matter = ignored_dir.is_some() || holds_ignored.contains(&rel);
+        for e in entries {
+            let name = e.file_name();
+            let child = if top {
+                name.as_bytes().to_vec()
+            } else {
+                [rel.as_slice(), b"/", name.as_bytes()].concat()
+            };
+            let ft = match e.file_type() {
+                Ok(t) => t,
+                Err(err) => {
+                    w.unreadable.push(format!("{} ({err})", rel_str(&child)));
+                    continue;
+                }
+            };
+            if ft.is_dir() {
+                if gitlinks.contains(&child) {
+                    continue;
+                }
+                let inside = ignored_dir.or_else(|| ignored_dirs.get(child.as_slice()).copied());
+                stack.push((e.path(), child, inside));
                 continue;
             }
-            if rel.ends_with(b"/.git") || rel == b".git" {
-                it.skip_current_dir();
+            if !files_matter {
                 continue;
             }
-            if fs::symlink_metadata(entry.path().join(".git")).is_ok() {
-                w.nested.push(rel_str(&rel));
-                it.skip_current_dir();
-                continue;
+            let precious_here = match ignored_dir {
+                Some(dir_is_precious) => dir_is_precious || is_precious(precious, &child),
+                None => ignored_files.contains(child.as_slice()) && is_precious(precious, &child),
+            };
+            if precious_here {
+                w.precious.push(rel_str(&child));
             }
-            if let Err(e) = fs::read_dir(entry.path()) {
-                w.unreadable.push(format!("{} ({e})", rel_str(&rel)));
-            }
-            continue;
-        }
-        if entry.depth() == 1 && rel == b".git" {
-            continue;
-        }
-        let ignored = ignored_files.contains(rel.as_slice());
-        let in_ignored_dir = under_ignored(&rel);
-        let precious_here = (ignored && is_precious(precious, &rel))
-            || in_ignored_dir
-                .is_some_and(|d| is_precious(precious, d) || is_precious(precious, &rel));
-        if precious_here {
-            w.precious.push(rel_str(&rel));
         }
     }
     w
+}
+
+/// A relative path as a reason shows it: the worktree itself is `.`.
+fn shown(rel: &[u8]) -> String {
+    if rel.is_empty() {
+        ".".into()
+    } else {
+        rel_str(rel)
+    }
 }
 
 fn push_files(s: &Status, staged: Vec<Vec<u8>>, w: &Walked, out: &mut Vec<AtRisk>) {
@@ -1188,31 +1323,50 @@ mod tests {
     use super::*;
     use crate::git::testutil::{precious, set_exec, write, Fixture};
 
+    /// The full preflight, after checking that the one that stops at the
+    /// first finding agrees with it on every state these tests build:
+    /// nothing found by both, or a non-empty subset of its reasons' kinds.
     fn run(wt: &Path, branch: Option<&str>, base: Option<&str>) -> Vec<AtRisk> {
         let globs = precious();
-        preflight(&Preflight {
+        let at = |depth| {
+            preflight(&Preflight {
+                worktree: wt,
+                branch,
+                base_ref: base,
+                repo_path: None,
+                precious: &globs,
+                timeout: crate::git::cli::DEFAULT_TIMEOUT,
+                depth,
+            })
+        };
+        let first = at(Depth::First);
+        let all = at(Depth::All);
+        assert_eq!(
+            first.is_empty(),
+            all.is_empty(),
+            "the first finding {first:?} disagrees with all of them {all:?}"
+        );
+        for r in &first {
+            assert!(
+                kinds(&all).contains(&r.kind()),
+                "{r:?} found first is not among {all:?}"
+            );
+        }
+        all
+    }
+
+    /// The git commands the full preflight of `wt` runs.
+    fn commands(wt: &Path) -> Vec<String> {
+        let (_, cost) = preflight_costed(&Preflight {
             worktree: wt,
-            branch,
-            base_ref: base,
+            branch: Some("b"),
+            base_ref: Some("main"),
             repo_path: None,
-            precious: &globs,
+            precious: &precious(),
             timeout: crate::git::cli::DEFAULT_TIMEOUT,
-        })
-    }
-
-    /// The preflight of a worktree made by [`Fixture::worktree`] with
-    /// branch `b` based on `main`.
-    fn check(wt: &Path) -> Vec<AtRisk> {
-        run(wt, Some("b"), Some("main"))
-    }
-
-    fn kinds(r: &[AtRisk]) -> Vec<&'static str> {
-        r.iter().map(AtRisk::kind).collect()
-    }
-
-    fn only(r: Vec<AtRisk>) -> AtRisk {
-        assert_eq!(r.len(), 1, "expected exactly one reason, got {r:?}");
-        r.into_iter().next().unwrap()
+            depth: Depth::All,
+        });
+        cost.git.into_iter().map(|(name, _)| name).collect()
     }
 
     #[test]
@@ -1848,6 +2002,7 @@ mod tests {
             repo_path: Some(repo),
             precious: &globs,
             timeout: crate::git::cli::DEFAULT_TIMEOUT,
+            depth: Depth::All,
         })
     }
 
