@@ -32,8 +32,9 @@ pub enum Kind {
     /// A non-empty string without whitespace (an identifier such as a host name).
     Name,
     /// The name of an environment variable labelling agent processes:
-    /// `^[A-Z][A-Z0-9_]*$`, not one of [`ORDINARY_VARIABLES`], and
-    /// different from the other labels (checked across keys).
+    /// `^[A-Z][A-Z0-9_]*$`, not one of
+    /// [`ORDINARY_VARIABLES`](super::ORDINARY_VARIABLES), and different from
+    /// the other labels (checked across keys).
     Label,
     /// A non-empty path.
     Path,
