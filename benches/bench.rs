@@ -1397,17 +1397,21 @@ async fn controller_preflight(host: &Host, config: &Config) -> anyhow::Result<f6
     let limit = Arc::new(tokio::sync::Semaphore::new(
         config.r#loop.max_parallel_actions,
     ));
+    // One list of the repository's refs for the pass, as the executor
+    // keeps one.
+    let refs = Arc::new(boo_reconciler::git::refs::RefsCache::default());
     let t = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for (_, path) in &host.live {
         let (root, precious, limit) = (root.clone(), precious.clone(), Arc::clone(&limit));
+        let refs = Arc::clone(&refs);
         let wt = target_of(path);
         set.spawn(async move {
             let _permit = limit.acquire_owned().await.expect("open");
             tokio::task::spawn_blocking(move || {
                 (
                     wt.path.clone(),
-                    act::inspect(&root, &wt, &precious, Depth::All),
+                    act::inspect(&root, &wt, &precious, Depth::All, &refs),
                 )
             })
             .await
@@ -1468,12 +1472,15 @@ fn git_loop(host: &Host, script: &str) -> anyhow::Result<f64> {
 fn preflight_breakdown(host: &Host, config: &Config, table: &mut Table) -> anyhow::Result<()> {
     use boo_reconciler::git::preflight::{preflight_costed, Preflight};
     let precious = config.precious_globs();
+    let refs = boo_reconciler::git::refs::RefsCache::default();
     let (mut total, mut status, mut other, mut own) = (vec![], vec![], vec![], vec![]);
+    let mut mounts = vec![];
     let mut calls = 0;
     for (_, path) in &host.live {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let t = Instant::now();
         std::hint::black_box(act::remove::mount_points_inside(path)?);
+        mounts.push(ms(t.elapsed()));
         let (reasons, cost) = preflight_costed(&Preflight {
             worktree: path,
             branch: Some(&format!("boo/{name}")),
@@ -1482,6 +1489,7 @@ fn preflight_breakdown(host: &Host, config: &Config, table: &mut Table) -> anyho
             precious: &precious,
             timeout: boo_reconciler::git::cli::DEFAULT_TIMEOUT,
             depth: Depth::All,
+            refs: Some(&refs),
         });
         let whole = t.elapsed();
         if !reasons.is_empty() {
@@ -1512,6 +1520,12 @@ fn preflight_breakdown(host: &Host, config: &Config, table: &mut Table) -> anyho
         "-",
         fmt_ms(o.median),
         format!("{} commands in all per worktree", calls),
+    );
+    table.add(
+        "4. … of which the mount-point walk (part of the controller's own)",
+        "-",
+        fmt_ms(spread(&mounts).median),
+        String::new(),
     );
     let share = c.median / st.median;
     table.add_with_target(
@@ -1565,8 +1579,9 @@ async fn preflight_and_removal(
         for first in [run % 2 == 0, run % 2 == 1] {
             if first {
                 let wt = target_of(&a);
+                let refs = boo_reconciler::git::refs::RefsCache::default();
                 let t = Instant::now();
-                match act::inspect(&root, &wt, &precious, Depth::All) {
+                match act::inspect(&root, &wt, &precious, Depth::All, &refs) {
                     Inspection::Reasons(r) if r.is_empty() => {}
                     other => bail!("{} is not clean: {other:?}", a.display()),
                 }

@@ -186,6 +186,8 @@ pub struct Executor {
     reclaimer: Arc<Reclaimer>,
     /// Verdicts that keep worktrees, reused while their fingerprint holds.
     kept: Arc<kept::KeptVerdicts>,
+    /// Each repository's surviving refs, listed once while unchanged.
+    refs: Arc<git::refs::RefsCache>,
     /// Runs started, for [`RunOptions::pass`].
     passes: std::sync::atomic::AtomicU64,
     /// The host lock, confirmed before every destructive step.
@@ -217,6 +219,7 @@ impl Executor {
             claims: Arc::new(Claims::default()),
             reclaimer: Arc::new(Reclaimer::new(root, config.worktrees.reclaim_parallel)),
             kept: Arc::new(kept::KeptVerdicts::new(config.worktrees.recheck_interval)),
+            refs: Arc::default(),
             passes: std::sync::atomic::AtomicU64::new(0),
             fence: Arc::new(Fence::new(store.timeouts().query)),
             in_flight: Mutex::new(Default::default()),
@@ -772,7 +775,11 @@ impl Executor {
         };
         let verdict = {
             let (root, wt, precious) = (self.root.clone(), wt.clone(), self.precious.clone());
-            blocking_held(claim, move || Ok(inspect(&root, &wt, &precious, depth))).await?
+            let refs = Arc::clone(&self.refs);
+            blocking_held(claim, move || {
+                Ok(inspect(&root, &wt, &precious, depth, &refs))
+            })
+            .await?
         };
         let reasons = match verdict {
             Inspection::Refused(why) => return Ok((Outcome::Refused { why }, none)),
@@ -1115,6 +1122,7 @@ pub fn inspect(
     wt: &WorktreeTarget,
     precious: &GlobSet,
     depth: git::preflight::Depth,
+    refs: &git::refs::RefsCache,
 ) -> Inspection {
     match root.check(&wt.path) {
         PathCheck::Refused { why } => {
@@ -1145,6 +1153,7 @@ pub fn inspect(
         precious,
         timeout: git::cli::DEFAULT_TIMEOUT,
         depth,
+        refs: Some(refs),
     }));
     Inspection::Reasons(reasons)
 }

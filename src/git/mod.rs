@@ -10,6 +10,7 @@ pub mod owner;
 pub mod paths;
 pub mod preflight;
 pub(crate) mod reach;
+pub mod refs;
 pub(crate) mod scan;
 pub mod status;
 pub mod verify;

@@ -86,6 +86,7 @@ use globset::GlobSet;
 
 use super::cli::{Git, GitCliError};
 use super::paths::{common_dir_of_admin, dot_git, join_rel, read_line_file, rel_str, DotGit};
+use super::refs::RefsCache;
 use super::scan::is_precious;
 use super::status::{self, Status};
 use crate::risk::{sample, AtRisk, SAMPLE};
@@ -107,6 +108,9 @@ pub struct Preflight<'a> {
     pub timeout: Duration,
     /// Every reason, or only whether there is one.
     pub depth: Depth,
+    /// The repository's surviving refs, listed once and shared by the
+    /// preflights of its worktrees; `None` asks `git rev-list` every time.
+    pub refs: Option<&'a RefsCache>,
 }
 
 /// How much of the preflight a caller needs.
@@ -220,6 +224,8 @@ fn git_dir_of_main(repo_path: &Path) -> PathBuf {
 struct Linked {
     /// The worktree's own git directory (`<common>/worktrees/<name>`).
     admin: PathBuf,
+    /// The main repository's git directory.
+    common: PathBuf,
     git: Git,
 }
 
@@ -366,11 +372,11 @@ fn identify(p: &Preflight<'_>, out: &mut Vec<AtRisk>) -> Option<Linked> {
         );
         return None;
     }
-    Some(Linked { admin, git })
+    Some(Linked { admin, common, git })
 }
 
 fn inspect(p: &Preflight<'_>, out: &mut Vec<AtRisk>) {
-    let Some(Linked { admin, git }) = identify(p, out) else {
+    let Some(Linked { admin, common, git }) = identify(p, out) else {
         return;
     };
     // Under `Depth::First`, whether to stop: something was found.
@@ -425,7 +431,7 @@ fn inspect(p: &Preflight<'_>, out: &mut Vec<AtRisk>) {
         }
     }
     let stand_in = match &status {
-        Some(s) => match commits(p, &git, &admin, s, out) {
+        Some(s) => match commits(p, &git, &admin, &common, s, out) {
             Ok(h) => h,
             Err(e) => {
                 failed(out, "commits", e);
@@ -1031,6 +1037,7 @@ fn commits(
     p: &Preflight<'_>,
     git: &Git,
     admin: &Path,
+    common: &Path,
     s: &Status,
     out: &mut Vec<AtRisk>,
 ) -> Result<Option<String>, String> {
@@ -1083,7 +1090,25 @@ fn commits(
         return Ok(stand_in);
     }
     let keepers = keeper_args(own.as_deref());
-    let mut lost = rev_list(git, &tips, &keepers)?;
+    // A tip that another surviving ref names is reachable, whatever else
+    // holds: when every tip is one, nothing is lost, and no rev-list runs.
+    let named = match p.refs {
+        Some(cache) => {
+            let refs = cache.survivors(git, common)?;
+            let ids: HashSet<&str> = refs
+                .iter()
+                .filter(|(name, _)| Some(name) != own.as_ref())
+                .map(|(_, id)| id.as_str())
+                .collect();
+            tips.iter().all(|t| ids.contains(t.as_str()))
+        }
+        None => false,
+    };
+    let mut lost = if named {
+        Vec::new()
+    } else {
+        rev_list(git, &tips, &keepers)?
+    };
     // The bases cost several git calls; a worktree with nothing lost (the
     // common case, on every pass) needs none of them.
     let bases = if lost.is_empty() {
@@ -1323,12 +1348,15 @@ mod tests {
     use super::*;
     use crate::git::testutil::{precious, set_exec, write, Fixture};
 
-    /// The full preflight, after checking that the one that stops at the
-    /// first finding agrees with it on every state these tests build:
-    /// nothing found by both, or a non-empty subset of its reasons' kinds.
+    /// The full preflight, after checking on every state these tests build
+    /// that the one that stops at the first finding agrees with it (nothing
+    /// found by both, or a non-empty subset of its reasons' kinds), and that
+    /// the one that reads the surviving refs from a [`RefsCache`] finds
+    /// exactly what `git rev-list` finds.
     fn run(wt: &Path, branch: Option<&str>, base: Option<&str>) -> Vec<AtRisk> {
         let globs = precious();
-        let at = |depth| {
+        let cache = RefsCache::default();
+        let at = |depth, refs| {
             preflight(&Preflight {
                 worktree: wt,
                 branch,
@@ -1337,10 +1365,16 @@ mod tests {
                 precious: &globs,
                 timeout: crate::git::cli::DEFAULT_TIMEOUT,
                 depth,
+                refs,
             })
         };
-        let first = at(Depth::First);
-        let all = at(Depth::All);
+        let first = at(Depth::First, None);
+        let all = at(Depth::All, None);
+        assert_eq!(
+            at(Depth::All, Some(&cache)),
+            all,
+            "with the refs listed once"
+        );
         assert_eq!(
             first.is_empty(),
             all.is_empty(),
@@ -1355,8 +1389,8 @@ mod tests {
         all
     }
 
-    /// The git commands the full preflight of `wt` runs.
-    fn commands(wt: &Path) -> Vec<String> {
+    /// The git commands the full preflight of `wt` runs with `cache`.
+    fn commands(wt: &Path, cache: &RefsCache) -> Vec<String> {
         let (_, cost) = preflight_costed(&Preflight {
             worktree: wt,
             branch: Some("b"),
@@ -1365,8 +1399,70 @@ mod tests {
             precious: &precious(),
             timeout: crate::git::cli::DEFAULT_TIMEOUT,
             depth: Depth::All,
+            refs: Some(cache),
         });
         cost.git.into_iter().map(|(name, _)| name).collect()
+    }
+
+    /// The preflight of a worktree made by [`Fixture::worktree`] with
+    /// branch `b` and base `main`.
+    fn check(wt: &Path) -> Vec<AtRisk> {
+        run(wt, Some("b"), Some("main"))
+    }
+
+    fn kinds(r: &[AtRisk]) -> Vec<&'static str> {
+        r.iter().map(AtRisk::kind).collect()
+    }
+
+    fn only(r: Vec<AtRisk>) -> AtRisk {
+        assert_eq!(r.len(), 1, "expected exactly one reason, got {r:?}");
+        r.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn a_head_another_ref_names_needs_no_rev_list() {
+        let f = Fixture::new();
+        let wt = f.worktree("w", "b");
+        let cache = RefsCache::default();
+        assert_eq!(check(&wt), vec![]);
+        let ran = commands(&wt, &cache);
+        assert!(!ran.contains(&"rev-list".into()), "{ran:?}");
+        // A lightweight tag at a commit of the branch names it too.
+        write(&wt.join("new.txt"), "x\n");
+        let c = f.commit_all(&wt, "tagged");
+        f.git(&f.repo, &["tag", "t1", &c]);
+        assert_eq!(check(&wt), vec![]);
+        let ran = commands(&wt, &cache);
+        assert!(!ran.contains(&"rev-list".into()), "{ran:?}");
+    }
+
+    #[test]
+    fn a_head_only_its_own_branch_or_a_per_worktree_ref_names_is_left_to_rev_list() {
+        let f = Fixture::new();
+        let wt = f.worktree("w", "b");
+        let cache = RefsCache::default();
+        write(&wt.join("new.txt"), "x\n");
+        let c = f.commit_all(&wt, "only on b");
+        assert!(commands(&wt, &cache).contains(&"rev-list".into()));
+        assert_eq!(
+            only(check(&wt)),
+            AtRisk::UnmergedCommits {
+                count: 1,
+                head: c.clone(),
+                commits: vec![c.clone()]
+            }
+        );
+        // A per-worktree ref vanishes with the worktree: it names the
+        // commit, but does not keep it.
+        f.git(&wt, &["update-ref", "refs/worktree/keep", &c]);
+        f.git(&wt, &["checkout", "-q", "--detach"]);
+        assert!(commands(&wt, &cache).contains(&"rev-list".into()));
+        assert_eq!(kinds(&check(&wt)), vec!["unmerged_commits"]);
+        // An annotated tag names a tag object, not the commit: rev-list
+        // decides, and the tag keeps it.
+        f.git(&f.repo, &["tag", "-a", "-m", "v1", "v1", &c]);
+        assert!(commands(&wt, &cache).contains(&"rev-list".into()));
+        assert_eq!(check(&wt), vec![]);
     }
 
     #[test]
@@ -2003,6 +2099,7 @@ mod tests {
             precious: &globs,
             timeout: crate::git::cli::DEFAULT_TIMEOUT,
             depth: Depth::All,
+            refs: None,
         })
     }
 
