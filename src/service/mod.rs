@@ -1,5 +1,7 @@
-//! The running controller: the queue every trigger goes through, the
-//! interval loop, and what `/status`, `/readyz` and `/metrics` show.
+//! The running controller: the queue every trigger goes through, wired to
+//! the passes, the metrics and the status snapshot. Leadership
+//! ([`leader`]), the interval loop ([`run_loop`]) and what `/status` and
+//! `/readyz` show ([`snapshot`]) each have their own file.
 //!
 //! # Guarantees
 //! - Every pass that acts goes through the one [`Queue`]: nudges,
@@ -23,30 +25,25 @@
 //!   the follow-up waits for those targets (test
 //!   `a_removal_that_outlasts_the_run_timeout_is_never_started_twice`).
 
-use std::collections::VecDeque;
+pub mod leader;
+pub mod run_loop;
+pub mod snapshot;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::act::{ActionResult, Outcome, RunOptions};
 use crate::controller::queue::{Queue, QueueError};
 use crate::controller::{Controller, Mode, Trigger};
 use crate::metrics::Metrics;
-use crate::plan::{Pending, Scope};
-use crate::report::{KeptWorktree, PassReport};
+use crate::plan::Scope;
+use crate::report::PassReport;
 use crate::store::listen::Notice;
 
-/// How many recent passes `/status` lists.
-const RECENT: usize = 20;
-/// How often a standby instance tries to take the host's lock.
-pub const STANDBY_RETRY: Duration = Duration::from_secs(2);
-
-/// How long `/readyz` waits for the database (at most
-/// `database.query_timeout`).
-const READY_PING: Duration = Duration::from_secs(2);
+pub use leader::{Role, STANDBY_RETRY};
+pub use snapshot::{Backoff, DriftItem, RecentPass, Status};
 
 /// What the queue runs: a scope, with or without force.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -55,47 +52,12 @@ pub struct Key {
     pub force: bool,
 }
 
-/// Whether this instance acts for its host.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "role", rename_all = "snake_case")]
-pub enum Role {
-    /// Holds the host's lock and acts.
-    Leader,
-    /// Another instance holds the host's lock, or it is not taken yet:
-    /// this one does not act.
-    Standby { why: String },
-    /// The lock could not be confirmed within its bound: this instance
-    /// stopped acting at once and acts again only once it has taken the
-    /// lock anew.
-    Unsure { why: String },
-}
-
-/// One line of the pass history.
-#[derive(Clone, Debug, Serialize)]
-pub struct RecentPass {
-    pub trigger: String,
-    pub scope: Scope,
-    pub started_at: String,
-    pub duration_ms: u64,
-    pub result: &'static str,
-    pub actions: usize,
-}
-
-#[derive(Default)]
-struct State {
-    last_pass: Option<Arc<PassReport>>,
-    last_host_pass: Option<Arc<PassReport>>,
-    last_host_pass_done: Option<Instant>,
-    recent: VecDeque<RecentPass>,
-    next_pass_at: Option<SystemTime>,
-}
-
 /// The service of one host.
 pub struct Service {
     pub controller: Arc<Controller>,
     pub metrics: Arc<Metrics>,
     queue: Queue<Key, Trigger, PassReport>,
-    state: Arc<Mutex<State>>,
+    state: Arc<Mutex<snapshot::State>>,
     role: Arc<Mutex<Role>>,
     started: Instant,
     started_at: SystemTime,
@@ -110,60 +72,14 @@ impl Service {
     pub fn new(controller: Controller, cancel: CancellationToken) -> Arc<Service> {
         let controller = Arc::new(controller);
         let metrics = Arc::new(Metrics::new());
-        let state = Arc::new(Mutex::new(State::default()));
-        // A run may take the pass timeout plus the actions in flight after
-        // it: bound the wait at twice the pass timeout.
-        let bound = controller.config.r#loop.pass_timeout * 2;
+        let state = Arc::new(Mutex::new(snapshot::State::default()));
         let tasks = TaskTracker::new();
-        let reclaim = crate::act::reclaim::ReclaimMetrics {
-            entries: metrics.trash_entries.clone(),
-            bytes: metrics.trash_bytes.clone(),
-            duration: metrics.trash_reclaim_time.clone(),
-            failures: metrics.trash_reclaim_failures.clone(),
-        };
-        controller.executor().reclaimer().attach_metrics(reclaim);
-        let queue = {
-            let (c, m, s, cancel) = (
-                Arc::clone(&controller),
-                Arc::clone(&metrics),
-                Arc::clone(&state),
-                cancel.clone(),
-            );
-            Queue::tracked(
-                bound,
-                tasks.clone(),
-                move |key: Key, trigger: Trigger, overlapped: Option<Arc<PassReport>>| {
-                    let (c, m, s, cancel) = (c.clone(), m.clone(), s.clone(), cancel.clone());
-                    async move {
-                        let report = c
-                            .pass(
-                                key.scope,
-                                Mode::Act(RunOptions {
-                                    force: key.force,
-                                    ..Default::default()
-                                }),
-                                trigger,
-                                &cancel,
-                            )
-                            .await;
-                        m.observe_pass(&report);
-                        record(&s, &report);
-                        match overlapped {
-                            Some(before) => report.after(&before),
-                            None => report,
-                        }
-                    }
-                },
-            )
-        };
-        // Leader only with a lock in hand: `run` takes it, an embedder
-        // may have installed one.
-        let role = match controller.executor().fence().state() {
-            crate::store::lock::FenceState::Held => Role::Leader,
-            _ => Role::Standby {
-                why: "taking the host lock".into(),
-            },
-        };
+        controller
+            .executor()
+            .reclaimer()
+            .attach_metrics(reclaim_metrics(&metrics));
+        let queue = queue(&controller, &metrics, &state, &cancel, &tasks);
+        let role = Role::at_start(controller.executor().fence().state());
         Arc::new(Service {
             controller,
             metrics,
@@ -195,29 +111,26 @@ impl Service {
     }
 
     /// Reconciles `scope` now and answers with what was done (or, for a dry
-    /// run, what would be).
+    /// run, what would be). Acting goes through the queue, which keys runs
+    /// by scope and force: the other run options are the pass's to set.
     pub async fn reconcile(
         &self,
         scope: Scope,
-        force: bool,
-        dry_run: bool,
+        mode: Mode,
         trigger: Trigger,
     ) -> Result<Arc<PassReport>, QueueError> {
-        match (self.role(), dry_run) {
-            (Role::Standby { why }, false) => return Err(QueueError::Standby(why)),
-            (Role::Unsure { why }, false) => {
-                return Err(QueueError::Standby(format!(
-                    "unsure of the host lock: {why}"
-                )))
+        let force = match mode {
+            Mode::DryRun => {
+                let report = self
+                    .controller
+                    .pass(scope, Mode::DryRun, trigger, &self.cancel)
+                    .await;
+                return Ok(Arc::new(report));
             }
-            _ => {}
-        }
-        if dry_run {
-            let report = self
-                .controller
-                .pass(scope, Mode::DryRun, trigger, &self.cancel)
-                .await;
-            return Ok(Arc::new(report));
+            Mode::Act(opts) => opts.force,
+        };
+        if let Some(why) = self.role().not_acting() {
+            return Err(QueueError::Standby(why));
         }
         let answer = self.queue.request(Key { scope, force }, trigger);
         self.metrics.workqueue_depth.set(self.queue.depth() as i64);
@@ -236,60 +149,6 @@ impl Service {
         }
     }
 
-    /// Acts for the host until cancelled: takes the host's lock (standing by
-    /// while another instance holds it), then runs a host pass at once and
-    /// every `loop.interval` (plus jitter) while the lock is held. Tells
-    /// systemd READY=1 after the first pass and pets its watchdog from the
-    /// loop (no-ops without systemd).
-    pub async fn run(&self) {
-        let host = self.controller.config.host.id.clone();
-        let mut ready_sent = false;
-        let mut trigger = Trigger::Startup;
-        let mut repeats = crate::controller::repeats::Repeats::default();
-        let fence = Arc::clone(self.controller.executor().fence());
-        while !self.cancel.is_cancelled() {
-            let Some(lock) = self.acquire(&host, &mut repeats).await else {
-                break;
-            };
-            tracing::info!(host, lock = ?lock, "acting for this host");
-            fence.install(lock);
-            self.set_role(Role::Leader);
-            loop {
-                if let Err(why) = fence.confirm().await {
-                    tracing::error!(host, why, "not acting; taking the host lock again");
-                    self.set_role(Role::Unsure { why });
-                    trigger = Trigger::Startup;
-                    break;
-                }
-                match self.reconcile(Scope::Host, false, false, trigger).await {
-                    Ok(report) => crate::controller::log_summary(&report, &mut repeats),
-                    Err(e) => {
-                        if let Some(line) = repeats.note(&e.to_string(), Instant::now()) {
-                            tracing::error!(error = %line, "host pass did not finish");
-                        }
-                    }
-                }
-                if !ready_sent {
-                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-                    ready_sent = true;
-                }
-                let delay = self.controller.next_delay();
-                self.state.lock().expect("state lock").next_pass_at =
-                    Some(SystemTime::now() + delay);
-                tokio::select! {
-                    slept = self.sleep_petting_watchdog(delay) => if !slept { break },
-                    // An action found the lock unconfirmable: take it
-                    // again now, not at the next interval.
-                    _ = fence.lost() => {}
-                }
-                trigger = Trigger::Interval;
-            }
-        }
-        // The actions in flight finish under the lock; then it goes.
-        self.drain().await;
-        fence.release();
-    }
-
     /// Turns database notifications on `channel` into requests until
     /// cancelled (PostgreSQL only; returns at once with SQLite). After a
     /// lost connection it asks for a full pass.
@@ -306,7 +165,7 @@ impl Service {
                 me.tasks.clone().spawn(async move {
                     tracing::debug!(?scope, "notification");
                     if let Err(e) = me
-                        .reconcile(scope.clone(), false, false, Trigger::Notification)
+                        .reconcile(scope.clone(), Mode::act(false), Trigger::Notification)
                         .await
                     {
                         tracing::warn!(?scope, error = %e, "notification not acted on");
@@ -315,306 +174,54 @@ impl Service {
             })
             .await;
     }
+}
 
-    /// Waits for the host's lock; `None` once cancelled.
-    async fn acquire(
-        &self,
-        host: &str,
-        repeats: &mut crate::controller::repeats::Repeats,
-    ) -> Option<crate::store::lock::HostLock> {
-        let mut said = None;
-        loop {
-            match self.controller.store.try_lock_host(host).await {
-                Ok(Some(lock)) => return Some(lock),
-                Ok(None) => {
-                    let role = self.without_lock(host).await;
-                    // Said once per kind: unsure, then standby once the
-                    // holder is known to be another instance.
-                    let kind = std::mem::discriminant(&role);
-                    if said != Some(kind) {
-                        match &role {
-                            Role::Unsure { why } => tracing::warn!("{why}; waiting for it"),
-                            Role::Standby { why } => {
-                                tracing::warn!("{why}; standing by until it goes away")
-                            }
-                            Role::Leader => {}
-                        }
-                        said = Some(kind);
-                    }
-                    self.set_role(role);
-                }
-                Err(e) => {
-                    if let Some(line) = repeats.note(&e.to_string(), Instant::now()) {
-                        tracing::error!(error = %line, "cannot take the host lock; retrying");
-                    }
-                    let why = format!("cannot take the host lock: {e}");
-                    // Whether another instance took over is unknown.
-                    self.set_role(match self.controller.executor().fence().state() {
-                        crate::store::lock::FenceState::Lost { why: lost } => Role::Unsure {
-                            why: format!("{lost}; {why}"),
-                        },
-                        _ => Role::Standby { why },
-                    });
-                }
-            }
-            if !self.sleep_petting_watchdog(STANDBY_RETRY).await {
-                return None;
-            }
-        }
-    }
-
-    /// The role while another session holds the host's lock. After a lock
-    /// was dropped because it could not be confirmed, that session may be
-    /// this instance's own old one (a frozen connection the server has not
-    /// ended yet): `unsure` until `pg_locks` shows another backend, then
-    /// `standby`.
-    async fn without_lock(&self, host: &str) -> Role {
-        let fence = self.controller.executor().fence();
-        let mut holder = None;
-        if let crate::store::lock::FenceState::Lost { why } = fence.state() {
-            let old = fence.lost_backend();
-            match self.controller.store.lock_holder(host).await {
-                Ok(Some(pid)) if Some(pid) == old => {
-                    return Role::Unsure {
-                        why: format!(
-                            "{why}; the lock of host {host} is still held by this instance's \
-                             previous connection (backend {pid}), until the database server \
-                             ends that session"
-                        ),
-                    }
-                }
-                Ok(Some(pid)) => holder = Some(pid),
-                _ => {
-                    return Role::Unsure {
-                        why: format!(
-                            "{why}; the lock of host {host} is still held, by this instance's \
-                             previous connection or by another instance"
-                        ),
-                    }
-                }
-            }
-        }
-        fence.release();
-        Role::Standby {
-            why: format!(
-                "another instance holds the lock of host {host}{}",
-                holder
-                    .map(|pid| format!(" (backend {pid})"))
-                    .unwrap_or_default()
-            ),
-        }
-    }
-
-    /// Sleeps `d`, petting systemd's watchdog at least twice per watchdog
-    /// period; false when cancelled.
-    async fn sleep_petting_watchdog(&self, d: Duration) -> bool {
-        let mut usec = 0;
-        let period = if sd_notify::watchdog_enabled(false, &mut usec) {
-            Some(Duration::from_micros(usec / 2).max(Duration::from_millis(100)))
-        } else {
-            None
-        };
-        let until = tokio::time::Instant::now() + d;
-        loop {
-            if period.is_some() {
-                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
-            }
-            let now = tokio::time::Instant::now();
-            if now >= until {
-                return true;
-            }
-            let step = period.map_or(until - now, |p| p.min(until - now));
-            tokio::select! {
-                _ = self.cancel.cancelled() => return false,
-                _ = tokio::time::sleep(step) => {}
-            }
-        }
-    }
-
-    pub fn set_role(&self, role: Role) {
-        self.metrics
-            .leader
-            .set(i64::from(matches!(role, Role::Leader)));
-        *self.role.lock().expect("role lock") = role;
-    }
-
-    /// The role; `unsure` as soon as a confirmation of the lock failed,
-    /// even in the middle of a pass.
-    pub fn role(&self) -> Role {
-        let role = self.role.lock().expect("role lock").clone();
-        match (role, self.controller.executor().fence().state()) {
-            (Role::Leader, crate::store::lock::FenceState::Lost { why }) => Role::Unsure { why },
-            (role, _) => role,
-        }
-    }
-
-    /// `Ok` when the database answers, this instance leads, and a host pass
-    /// finished within three intervals; otherwise why not.
-    pub async fn ready(&self) -> Result<(), String> {
-        match self.role() {
-            Role::Standby { why } => return Err(format!("standby: {why}")),
-            Role::Unsure { why } => return Err(format!("unsure of the host lock: {why}")),
-            Role::Leader => {}
-        }
-        // A readiness probe gives up within a second or two: answer
-        // before it does, however long a query may take.
-        let bound = READY_PING.min(self.controller.config.database.query_timeout);
-        match tokio::time::timeout(bound, self.controller.store.ping()).await {
-            Ok(r) => r.map_err(|e| e.to_string())?,
-            Err(_) => {
-                return Err(format!(
-                    "the database did not answer within {}",
-                    humantime::format_duration(bound)
-                ))
-            }
-        }
-        let limit = self.controller.config.r#loop.interval * 3;
-        let last = self.state.lock().expect("state lock").last_host_pass_done;
-        match last {
-            Some(t) if t.elapsed() <= limit => Ok(()),
-            Some(t) => Err(format!(
-                "the last host pass finished {} ago, more than three intervals",
-                humantime::format_duration(Duration::from_secs(t.elapsed().as_secs()))
-            )),
-            None => Err("no host pass has finished yet".into()),
-        }
-    }
-
-    /// Everything `/status` shows.
-    pub fn status(&self) -> Status {
-        let st = self.state.lock().expect("state lock");
-        let host = st.last_host_pass.clone();
-        let drift: Vec<DriftItem> = host
-            .as_deref()
-            .map(|r| {
-                r.results
-                    .iter()
-                    .filter(|a| {
-                        !matches!(a.outcome, Outcome::Done { .. } | Outcome::Skipped { .. })
-                    })
-                    .map(DriftItem::from_result)
-                    .chain(r.pending.iter().map(DriftItem::from_pending))
-                    .collect()
-            })
-            .unwrap_or_default();
-        Status {
-            version: env!("CARGO_PKG_VERSION"),
-            host: self.controller.config.host.id.clone(),
-            role: self.role(),
-            started_at: humantime::format_rfc3339_seconds(self.started_at).to_string(),
-            uptime_secs: self.started.elapsed().as_secs(),
-            config: toml_to_json(self.controller.config.summary()),
-            last_pass: st.last_pass.clone(),
-            last_host_pass: host.clone(),
-            pending_drift: drift,
-            at_risk: host.map(|r| r.at_risk.clone()).unwrap_or_default(),
-            backoff: self
-                .controller
-                .executor()
-                .backoff_snapshot()
-                .into_iter()
-                .map(|(target, failures, next_in, last_error)| Backoff {
-                    target,
-                    failures,
-                    next_attempt_in_secs: next_in.as_secs(),
-                    last_error,
-                })
-                .collect(),
-            next_pass_at: st
-                .next_pass_at
-                .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
-            queue_depth: self.queue.depth(),
-            recent_passes: st.recent.iter().cloned().collect(),
-            trash: self.controller.executor().reclaimer().status(),
-        }
+/// The reclaimer's series, shared with the service's registry.
+fn reclaim_metrics(metrics: &Metrics) -> crate::act::reclaim::ReclaimMetrics {
+    crate::act::reclaim::ReclaimMetrics {
+        entries: metrics.trash_entries.clone(),
+        bytes: metrics.trash_bytes.clone(),
+        duration: metrics.trash_reclaim_time.clone(),
+        failures: metrics.trash_reclaim_failures.clone(),
     }
 }
 
-/// Keeps the last passes and their triggers.
-fn record(state: &Mutex<State>, report: &PassReport) {
-    let report = Arc::new(report.clone());
-    let mut st = state.lock().expect("state lock");
-    if report.scope == Scope::Host {
-        st.last_host_pass = Some(Arc::clone(&report));
-        st.last_host_pass_done = Some(Instant::now());
-    }
-    st.recent.push_front(RecentPass {
-        trigger: report.trigger.clone(),
-        scope: report.scope.clone(),
-        started_at: humantime::format_rfc3339_millis(report.started_at).to_string(),
-        duration_ms: report.duration_ms,
-        result: match report.exit_code() {
-            0 => "converged",
-            3 => "at_risk",
-            _ => "error",
+/// The queue every acting pass goes through: each run is counted in the
+/// metrics and kept in the snapshot, and answers the requests that
+/// arrived while an earlier run of its key was acting with that run's
+/// actions too.
+fn queue(
+    controller: &Arc<Controller>,
+    metrics: &Arc<Metrics>,
+    state: &Arc<Mutex<snapshot::State>>,
+    cancel: &CancellationToken,
+    tasks: &TaskTracker,
+) -> Queue<Key, Trigger, PassReport> {
+    // A run may take the pass timeout plus the actions in flight after
+    // it: bound the wait at twice the pass timeout.
+    let bound = controller.config.r#loop.pass_timeout * 2;
+    let (c, m, s, cancel) = (
+        Arc::clone(controller),
+        Arc::clone(metrics),
+        Arc::clone(state),
+        cancel.clone(),
+    );
+    Queue::tracked(
+        bound,
+        tasks.clone(),
+        move |key: Key, trigger: Trigger, overlapped: Option<Arc<PassReport>>| {
+            let (c, m, s, cancel) = (c.clone(), m.clone(), s.clone(), cancel.clone());
+            async move {
+                let report = c
+                    .pass(key.scope, Mode::act(key.force), trigger, &cancel)
+                    .await;
+                m.observe_pass(&report);
+                snapshot::record(&s, &report);
+                match overlapped {
+                    Some(before) => report.after(&before),
+                    None => report,
+                }
+            }
         },
-        actions: report.results.len(),
-    });
-    st.recent.truncate(RECENT);
-    st.last_pass = Some(report);
-}
-
-fn toml_to_json(t: toml::Table) -> serde_json::Value {
-    serde_json::to_value(t).unwrap_or(serde_json::Value::Null)
-}
-
-/// Drift that the last host pass left: not done, with the reason.
-#[derive(Clone, Debug, Serialize)]
-pub struct DriftItem {
-    pub target: String,
-    pub kind: String,
-    pub state: String,
-    pub reason: String,
-}
-
-impl DriftItem {
-    fn from_result(a: &ActionResult) -> DriftItem {
-        DriftItem {
-            target: a.target.clone(),
-            kind: a.action.name().into(),
-            state: a.outcome.name().into(),
-            reason: a.action.reason.clone(),
-        }
-    }
-
-    fn from_pending(p: &Pending) -> DriftItem {
-        DriftItem {
-            target: p.target.clone(),
-            kind: "pending".into(),
-            state: "pending".into(),
-            reason: p.why.clone(),
-        }
-    }
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Backoff {
-    pub target: String,
-    pub failures: u32,
-    pub next_attempt_in_secs: u64,
-    pub last_error: String,
-}
-
-/// The `/status` document.
-#[derive(Clone, Debug, Serialize)]
-pub struct Status {
-    pub version: &'static str,
-    pub host: String,
-    #[serde(flatten)]
-    pub role: Role,
-    pub started_at: String,
-    pub uptime_secs: u64,
-    /// The settings, secrets left out.
-    pub config: serde_json::Value,
-    pub last_pass: Option<Arc<PassReport>>,
-    pub last_host_pass: Option<Arc<PassReport>>,
-    pub pending_drift: Vec<DriftItem>,
-    pub at_risk: Vec<KeptWorktree>,
-    pub backoff: Vec<Backoff>,
-    pub next_pass_at: Option<String>,
-    pub queue_depth: usize,
-    pub recent_passes: Vec<RecentPass>,
-    /// Retired worktrees waiting for the reclaimer, and those it cannot
-    /// delete.
-    pub trash: crate::act::reclaim::TrashStatus,
+    )
 }
