@@ -4,9 +4,11 @@
 
 use std::time::Duration;
 
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::plan::Scope;
+use crate::report::{exit, PassResult};
 
 /// A running controller's HTTP API at `base` (with the bearer token, if
 /// any).
@@ -121,19 +123,39 @@ impl Client {
     }
 }
 
-/// `body` if it is the answer of a pass, which always says its `result`.
+/// What an answer says its pass came to: every answer of a pass names a
+/// result ([`crate::http::answer::NudgeAnswer::result`]), and one this
+/// version does not know is still an answer.
+#[derive(Deserialize)]
+struct Verdict {
+    result: Said,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Said {
+    Known(PassResult),
+    Other(#[allow(dead_code)] String),
+}
+
+impl Verdict {
+    fn of(answer: &Value) -> Option<Verdict> {
+        Verdict::deserialize(answer).ok()
+    }
+}
+
+/// `body` if it is the answer of a pass.
 fn pass_answer(body: &str) -> Option<Value> {
     let v: Value = serde_json::from_str(body).ok()?;
-    v.get("result").is_some_and(Value::is_string).then_some(v)
+    Verdict::of(&v).map(|_| v)
 }
 
 /// The exit code a nudge's answer stands for, as `once` would have
 /// returned had it acted itself.
 pub fn exit_code_of(answer: &Value) -> u8 {
-    match answer["result"].as_str() {
-        Some("converged") => crate::report::exit::CONVERGED,
-        Some("at_risk") => crate::report::exit::AT_RISK,
-        _ => crate::report::exit::ERROR,
+    match Verdict::of(answer).map(|v| v.result) {
+        Some(Said::Known(result)) => result.exit_code(),
+        _ => exit::ERROR,
     }
 }
 

@@ -2,7 +2,6 @@
 
 use tokio_util::sync::CancellationToken;
 
-use crate::act::RunOptions;
 use crate::cli::{Command, ScopeArgs};
 use crate::client::{Client, ClientError};
 use crate::config::Config;
@@ -10,7 +9,7 @@ use crate::controller::{Controller, Mode, Trigger};
 use crate::plan::Scope;
 use crate::report::PassReport;
 use crate::root::{Kept, WorktreeRoot};
-use crate::service::Service;
+use crate::service::{leader, Service};
 use crate::store::Store;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -55,7 +54,8 @@ pub async fn dispatch(
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
-                print!("{}", crate::status::render(&status));
+                let doc: crate::status::StatusDoc = serde_json::from_value(status)?;
+                print!("{}", crate::status::render(&doc));
             }
             Ok(0)
         }
@@ -108,15 +108,7 @@ pub async fn dispatch(
             // Every destructive step confirms it first.
             controller.executor().fence().install(lock);
             let report = controller
-                .pass(
-                    scope,
-                    Mode::Act(RunOptions {
-                        force,
-                        ..Default::default()
-                    }),
-                    Trigger::Command,
-                    &cancel,
-                )
+                .pass(scope, Mode::act(force), Trigger::Command, &cancel)
                 .await;
             print_report(&report, json)?;
             // One-shot: the answer first, then the space, before exiting
@@ -257,21 +249,44 @@ async fn wait_for_host_lock(
     cancel: &CancellationToken,
 ) -> Result<Option<crate::store::lock::HostLock>, Error> {
     let host = &controller.config.host.id;
-    let mut said = false;
-    loop {
-        if let Some(lock) = controller.store.try_lock_host(host).await? {
-            return Ok(Some(lock));
-        }
-        if !said {
+    let mut waiting = Waiting {
+        host,
+        cancel,
+        said: false,
+    };
+    leader::wait_for_host_lock(&controller.store, host, &mut waiting).await
+}
+
+/// `once`'s wait for the lock: said once, given up on the first failure
+/// or on a signal.
+struct Waiting<'a> {
+    host: &'a str,
+    cancel: &'a CancellationToken,
+    said: bool,
+}
+
+impl leader::LockWait for Waiting<'_> {
+    type Error = Error;
+
+    async fn busy(&mut self) -> Result<(), Error> {
+        if !self.said {
             tracing::warn!(
-                host,
+                host = self.host,
                 "another instance is acting for this host; waiting for it to finish or stop"
             );
-            said = true;
+            self.said = true;
         }
+        Ok(())
+    }
+
+    async fn failed(&mut self, e: crate::store::StoreError) -> Result<(), Error> {
+        Err(e.into())
+    }
+
+    async fn pause(&mut self) -> bool {
         tokio::select! {
-            _ = cancel.cancelled() => return Ok(None),
-            _ = tokio::time::sleep(crate::service::STANDBY_RETRY) => {}
+            _ = self.cancel.cancelled() => false,
+            _ = tokio::time::sleep(leader::STANDBY_RETRY) => true,
         }
     }
 }

@@ -10,12 +10,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::report::PassReport;
-
-/// Why a pass ran, as label values.
-pub const TRIGGERS: &[&str] = &["startup", "interval", "nudge", "notification", "command"];
-/// How a pass ended, as label values.
-pub const RESULTS: &[&str] = &["converged", "at_risk", "error"];
+use crate::report::{PassReport, PassResult, Trigger};
 /// Every action kind, as label values.
 pub const ACTION_KINDS: &[&str] = &[
     "terminate_process",
@@ -164,8 +159,8 @@ impl Metrics {
         ] {
             registry.register(c).expect("unique metric");
         }
-        for t in TRIGGERS {
-            for r in RESULTS {
+        for t in Trigger::ALL.map(Trigger::as_str) {
+            for r in PassResult::ALL.map(PassResult::as_str) {
                 reconcile_total.with_label_values(&[t, r]);
             }
             reconcile_time.with_label_values(&[t]);
@@ -201,20 +196,16 @@ impl Metrics {
 
     /// Counts a finished pass.
     pub fn observe_pass(&self, r: &PassReport) {
-        let result = match r.exit_code() {
-            crate::report::exit::CONVERGED => "converged",
-            crate::report::exit::AT_RISK => "at_risk",
-            _ => "error",
-        };
+        let (trigger, result) = (r.trigger.as_str(), r.result());
         self.reconcile_total
-            .with_label_values(&[&r.trigger, result])
+            .with_label_values(&[trigger, result.as_str()])
             .inc();
         let secs = r.duration_ms as f64 / 1000.0;
         self.reconcile_time
-            .with_label_values(&[&r.trigger])
+            .with_label_values(&[trigger])
             .observe(secs);
-        if result == "error" {
-            self.reconcile_errors.with_label_values(&[&r.trigger]).inc();
+        if result == PassResult::Error {
+            self.reconcile_errors.with_label_values(&[trigger]).inc();
         }
         for a in &r.results {
             self.actions_total
@@ -250,8 +241,8 @@ mod tests {
     #[test]
     fn every_series_exists_from_start_up() {
         let text = Metrics::new().render();
-        for t in TRIGGERS {
-            for r in RESULTS {
+        for t in Trigger::ALL.map(Trigger::as_str) {
+            for r in PassResult::ALL.map(PassResult::as_str) {
                 let line =
                     format!("boo_reconciler_reconcile_total{{result=\"{r}\",trigger=\"{t}\"}} 0");
                 assert!(text.contains(&line), "missing {line}");
@@ -267,5 +258,23 @@ mod tests {
         assert!(text.contains("boo_reconciler_trash_bytes 0"));
         assert!(text.contains("boo_reconciler_trash_reclaim_failures_total 0"));
         assert!(text.contains("# TYPE boo_reconciler_trash_reclaim_time_seconds histogram"));
+    }
+
+    #[test]
+    fn label_values_are_the_serialized_names() {
+        assert_eq!(
+            Trigger::ALL.map(Trigger::as_str),
+            ["startup", "interval", "nudge", "notification", "command"]
+        );
+        assert_eq!(
+            PassResult::ALL.map(PassResult::as_str),
+            ["converged", "at_risk", "error"]
+        );
+        for t in Trigger::ALL {
+            assert_eq!(serde_json::to_value(t).unwrap(), t.as_str());
+        }
+        for r in PassResult::ALL {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
     }
 }

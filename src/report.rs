@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::act::{ActionResult, Outcome};
 use crate::plan::{Action, Pending, Scope};
@@ -23,6 +23,83 @@ pub mod exit {
     pub const AT_RISK: u8 = 3;
 }
 
+/// Why a pass ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    Startup,
+    Interval,
+    Nudge,
+    Notification,
+    Command,
+}
+
+impl Trigger {
+    /// Every trigger, in the order the metrics list them.
+    pub const ALL: [Trigger; 5] = [
+        Trigger::Startup,
+        Trigger::Interval,
+        Trigger::Nudge,
+        Trigger::Notification,
+        Trigger::Command,
+    ];
+
+    /// The label, as serialized.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Startup => "startup",
+            Trigger::Interval => "interval",
+            Trigger::Nudge => "nudge",
+            Trigger::Notification => "notification",
+            Trigger::Command => "command",
+        }
+    }
+}
+
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a pass ended: the word every answer, status line and metric label
+/// uses, and the exit code `once` returns for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PassResult {
+    Converged,
+    AtRisk,
+    Error,
+}
+
+impl PassResult {
+    /// Every result, in the order the metrics list them.
+    pub const ALL: [PassResult; 3] = [PassResult::Converged, PassResult::AtRisk, PassResult::Error];
+
+    /// The label, as serialized.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PassResult::Converged => "converged",
+            PassResult::AtRisk => "at_risk",
+            PassResult::Error => "error",
+        }
+    }
+
+    pub const fn exit_code(self) -> u8 {
+        match self {
+            PassResult::Converged => exit::CONVERGED,
+            PassResult::AtRisk => exit::AT_RISK,
+            PassResult::Error => exit::ERROR,
+        }
+    }
+}
+
+impl std::fmt::Display for PassResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Counts of what a pass observed, by kind.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Observed {
@@ -37,7 +114,7 @@ pub struct Observed {
 }
 
 /// A worktree kept because removing it would lose work.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeptWorktree {
     pub target: String,
     pub worktree_id: Option<String>,
@@ -53,7 +130,7 @@ pub struct KeptWorktree {
 /// One pass, start to end.
 #[derive(Clone, Debug, Serialize)]
 pub struct PassReport {
-    pub trigger: String,
+    pub trigger: Trigger,
     pub scope: Scope,
     /// `plan`: what would be done; nothing was.
     pub dry_run: bool,
@@ -152,10 +229,10 @@ impl PassReport {
             .collect();
     }
 
-    /// 1 on any error, failure, refusal or deferral; else 3 when something
-    /// is kept at risk; else 0. A dry run answers by its plan: 0 when there
-    /// is nothing to do, 1 on errors.
-    pub fn exit_code(&self) -> u8 {
+    /// An error on any error, failure, refusal or deferral; else at risk
+    /// when something is kept at risk; else converged. A dry run answers by
+    /// its plan: converged when there is nothing to do, an error on errors.
+    pub fn result(&self) -> PassResult {
         let failed = !self.errors.is_empty()
             || self.results.iter().any(|r| {
                 matches!(
@@ -164,12 +241,17 @@ impl PassReport {
                 )
             });
         if failed {
-            exit::ERROR
+            PassResult::Error
         } else if !self.at_risk.is_empty() {
-            exit::AT_RISK
+            PassResult::AtRisk
         } else {
-            exit::CONVERGED
+            PassResult::Converged
         }
+    }
+
+    /// The exit code of [`PassReport::result`].
+    pub fn exit_code(&self) -> u8 {
+        self.result().exit_code()
     }
 
     /// A readable account: one line per action with its reason and outcome.

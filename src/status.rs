@@ -2,131 +2,177 @@
 //! renders its `/status` as tables, and `once` beside a daemon renders the
 //! daemon's answer to its nudge.
 
-use serde_json::Value;
 use std::fmt::Write as _;
+
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::plan::Scope;
+use crate::report::Trigger;
+use crate::service::{Role, Status};
+
+/// `/status` as this command reads it: the service's own [`Status`], with
+/// its pass reports and trash read as far as they are shown (their types
+/// only serialize).
+pub type StatusDoc = Status<PassSummary, TrashSummary>;
+
+/// What the status shows of a pass report.
+#[derive(Clone, Debug, Deserialize)]
+pub struct PassSummary {
+    pub started_at: String,
+    pub trigger: Trigger,
+    pub duration_ms: u64,
+    pub dry_run: bool,
+    /// Absent when empty.
+    #[serde(default)]
+    pub planned: Vec<IgnoredAny>,
+    pub results: Vec<IgnoredAny>,
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// What the status shows of the trash.
+#[derive(Clone, Debug, Deserialize)]
+pub struct TrashSummary {
+    pub path: String,
+    pub entries: usize,
+    pub bytes: u64,
+    #[serde(default)]
+    pub oldest_retired_at: Option<String>,
+    pub reclaiming: usize,
+    #[serde(default)]
+    pub errors: Vec<TrashErrorSummary>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct TrashErrorSummary {
+    pub path: String,
+    pub error: String,
+    pub failures: u32,
+    pub next_attempt_in_s: u64,
+}
+
+/// The settings that decide whether the controller acts; anything absent
+/// counts as the default (acting).
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct Acting {
+    r#loop: Observing,
+    processes: Switch,
+    worktrees: Switch,
+    opencode: Switch,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct Observing {
+    dry_run: Option<bool>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct Switch {
+    enabled: Option<bool>,
+}
 
 /// What the settings of `/status` let the controller do: observe only, or
 /// act with each actuator that is on.
 fn acting(config: &Value) -> String {
-    if config["loop"]["dry_run"].as_bool() == Some(true) {
+    let a = Acting::deserialize(config).unwrap_or_default();
+    if a.r#loop.dry_run == Some(true) {
         return "no: observe only (loop.dry_run), every pass plans and reports".into();
     }
-    let off: Vec<&str> = ["processes", "worktrees", "opencode"]
-        .into_iter()
-        .filter(|s| config[*s]["enabled"].as_bool() == Some(false))
-        .collect();
+    let off: Vec<String> = [
+        ("processes", &a.processes),
+        ("worktrees", &a.worktrees),
+        ("opencode", &a.opencode),
+    ]
+    .into_iter()
+    .filter(|(_, s)| s.enabled == Some(false))
+    .map(|(name, _)| format!("{name}.enabled"))
+    .collect();
     if off.is_empty() {
         "yes".into()
     } else {
-        let off: Vec<String> = off.iter().map(|s| format!("{s}.enabled")).collect();
         format!("yes, but not on what {} = false holds back", off.join(", "))
     }
 }
 
+fn role_text(role: &Role) -> String {
+    match role {
+        Role::Standby { why } => format!("STANDBY: {why}"),
+        Role::Unsure { why } => format!("UNSURE (not acting): {why}"),
+        Role::Leader => "leader".into(),
+    }
+}
+
+fn scope_text(scope: &Scope) -> String {
+    match scope {
+        Scope::Host => "host".into(),
+        Scope::Chat(id) => format!("chat {id}"),
+        Scope::Session(id) => format!("session {id}"),
+    }
+}
+
+fn or_dash(s: Option<&str>) -> String {
+    s.unwrap_or("-").to_string()
+}
+
 /// The status document as readable tables.
-pub fn render(s: &Value) -> String {
+pub fn render(s: &StatusDoc) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
         "boo-reconciler {} on host {} — {} (up {}s, queue {})",
-        text(&s["version"]),
-        text(&s["host"]),
-        match s["role"].as_str() {
-            Some("standby") => format!("STANDBY: {}", text(&s["why"])),
-            Some("unsure") => format!("UNSURE (not acting): {}", text(&s["why"])),
-            Some(r) => r.to_string(),
-            None => "-".into(),
-        },
-        text(&s["uptime_secs"]),
-        text(&s["queue_depth"]),
+        s.version,
+        s.host,
+        role_text(&s.role),
+        s.uptime_secs,
+        s.queue_depth,
     );
-    let _ = writeln!(out, "next pass: {}", text(&s["next_pass_at"]));
-    let _ = writeln!(out, "acting: {}", acting(&s["config"]));
-    if let Some(t) = s.get("trash").filter(|t| !t.is_null()) {
-        let _ = writeln!(
-            out,
-            "trash {}: {} entr(ies), about {} bytes, oldest retired {}, {} being reclaimed",
-            text(&t["path"]),
-            text(&t["entries"]),
-            text(&t["bytes"]),
-            t["oldest_retired_at"].as_str().unwrap_or("-"),
-            text(&t["reclaiming"]),
-        );
-        for e in t["errors"].as_array().into_iter().flatten() {
-            let _ = writeln!(
-                out,
-                "  error: {} cannot be reclaimed ({} failure(s), next attempt in {}s): {}",
-                text(&e["path"]),
-                text(&e["failures"]),
-                text(&e["next_attempt_in_s"]),
-                text(&e["error"]),
-            );
-        }
-    }
-    if let Some(p) = s.get("last_host_pass").filter(|p| !p.is_null()) {
-        let (count, what) = if p["dry_run"].as_bool() == Some(true) {
-            (&p["planned"], "action(s) planned, none taken (dry run)")
-        } else {
-            (&p["results"], "action(s)")
-        };
-        let _ = writeln!(
-            out,
-            "last host pass: {} ({}), {} ms, {} {what}, {} error(s)",
-            text(&p["started_at"]),
-            text(&p["trigger"]),
-            text(&p["duration_ms"]),
-            count.as_array().map_or(0, Vec::len),
-            p["errors"].as_array().map_or(0, Vec::len),
-        );
-        for e in p["errors"].as_array().into_iter().flatten() {
-            let _ = writeln!(out, "  error: {}", text(e));
-        }
-        for e in p["warnings"].as_array().into_iter().flatten() {
-            let _ = writeln!(out, "  warning: {}", text(e));
-        }
+    let _ = writeln!(out, "next pass: {}", or_dash(s.next_pass_at.as_deref()));
+    let _ = writeln!(out, "acting: {}", acting(&s.config));
+    trash(&mut out, &s.trash);
+    if let Some(p) = &s.last_host_pass {
+        last_host_pass(&mut out, p);
     }
     table(
         &mut out,
         "WORKTREES AT RISK",
         &["TARGET", "SESSION", "REASONS"],
-        s["at_risk"].as_array().into_iter().flatten().map(|w| {
-            let reasons = w["reasons"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|r| text(&r["kind"]))
-                .collect::<Vec<_>>()
-                .join(", ");
-            vec![text(&w["target"]), text(&w["session_id"]), reasons]
+        s.at_risk.iter().map(|w| {
+            let reasons: Vec<&str> = w.reasons.iter().map(|r| r.kind()).collect();
+            vec![
+                w.target.clone(),
+                or_dash(w.session_id.as_deref()),
+                reasons.join(", "),
+            ]
         }),
     );
     table(
         &mut out,
         "PENDING DRIFT",
         &["TARGET", "KIND", "STATE", "REASON"],
-        s["pending_drift"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|d| {
-                vec![
-                    text(&d["target"]),
-                    text(&d["kind"]),
-                    text(&d["state"]),
-                    text(&d["reason"]),
-                ]
-            }),
+        s.pending_drift.iter().map(|d| {
+            vec![
+                d.target.clone(),
+                d.kind.clone(),
+                d.state.clone(),
+                d.reason.clone(),
+            ]
+        }),
     );
     table(
         &mut out,
         "BACKING OFF",
         &["TARGET", "FAILURES", "NEXT IN", "LAST ERROR"],
-        s["backoff"].as_array().into_iter().flatten().map(|b| {
+        s.backoff.iter().map(|b| {
             vec![
-                text(&b["target"]),
-                text(&b["failures"]),
-                format!("{}s", text(&b["next_attempt_in_secs"])),
-                text(&b["last_error"]),
+                b.target.clone(),
+                b.failures.to_string(),
+                format!("{}s", b.next_attempt_in_secs),
+                b.last_error.clone(),
             ]
         }),
     );
@@ -134,27 +180,59 @@ pub fn render(s: &Value) -> String {
         &mut out,
         "RECENT PASSES",
         &["STARTED", "TRIGGER", "SCOPE", "MS", "ACTIONS", "RESULT"],
-        s["recent_passes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|p| {
-                let scope = match (&p["scope"]["scope"], &p["scope"]["id"]) {
-                    (Value::String(k), Value::String(id)) => format!("{k} {id}"),
-                    (Value::String(k), _) => k.clone(),
-                    _ => "-".into(),
-                };
-                vec![
-                    text(&p["started_at"]),
-                    text(&p["trigger"]),
-                    scope,
-                    text(&p["duration_ms"]),
-                    text(&p["actions"]),
-                    text(&p["result"]),
-                ]
-            }),
+        s.recent_passes.iter().map(|p| {
+            vec![
+                p.started_at.clone(),
+                p.trigger.to_string(),
+                scope_text(&p.scope),
+                p.duration_ms.to_string(),
+                p.actions.to_string(),
+                p.result.to_string(),
+            ]
+        }),
     );
     out
+}
+
+fn trash(out: &mut String, t: &TrashSummary) {
+    let _ = writeln!(
+        out,
+        "trash {}: {} entr(ies), about {} bytes, oldest retired {}, {} being reclaimed",
+        t.path,
+        t.entries,
+        t.bytes,
+        or_dash(t.oldest_retired_at.as_deref()),
+        t.reclaiming,
+    );
+    for e in &t.errors {
+        let _ = writeln!(
+            out,
+            "  error: {} cannot be reclaimed ({} failure(s), next attempt in {}s): {}",
+            e.path, e.failures, e.next_attempt_in_s, e.error,
+        );
+    }
+}
+
+fn last_host_pass(out: &mut String, p: &PassSummary) {
+    let (count, what) = if p.dry_run {
+        (p.planned.len(), "action(s) planned, none taken (dry run)")
+    } else {
+        (p.results.len(), "action(s)")
+    };
+    let _ = writeln!(
+        out,
+        "last host pass: {} ({}), {} ms, {count} {what}, {} error(s)",
+        p.started_at,
+        p.trigger,
+        p.duration_ms,
+        p.errors.len(),
+    );
+    for e in &p.errors {
+        let _ = writeln!(out, "  error: {e}");
+    }
+    for w in &p.warnings {
+        let _ = writeln!(out, "  warning: {w}");
+    }
 }
 
 /// A JSON value as a cell: strings bare, null as `-`.
@@ -259,20 +337,75 @@ fn table(out: &mut String, title: &str, head: &[&str], rows: impl Iterator<Item 
 mod tests {
     use super::*;
 
+    /// A complete status document: `part`'s keys over an idle leader's.
+    /// A pass in `part` is likewise laid over an empty one.
+    fn doc(part: Value) -> StatusDoc {
+        let mut base = serde_json::json!({
+            "version": "0.1.0", "host": "h1", "role": "leader",
+            "started_at": "2026-11-24T05:00:00Z", "uptime_secs": 5, "config": {},
+            "last_pass": null, "last_host_pass": null, "pending_drift": [], "at_risk": [],
+            "backoff": [], "next_pass_at": null, "queue_depth": 0, "recent_passes": [],
+            "trash": {"path": "/r/.boo-trash", "entries": 0, "bytes": 0, "reclaiming": 0}
+        });
+        for (k, v) in part.as_object().unwrap() {
+            base[k] = v.clone();
+        }
+        if let Some(p) = part.get("last_host_pass") {
+            let mut pass = serde_json::json!({"started_at": "t", "trigger": "interval",
+                "duration_ms": 0, "dry_run": false, "results": [], "errors": [],
+                "warnings": []});
+            for (k, v) in p.as_object().unwrap() {
+                pass[k] = v.clone();
+            }
+            base["last_host_pass"] = pass;
+        }
+        serde_json::from_value(base).unwrap()
+    }
+
+    #[test]
+    fn the_status_the_service_serializes_reads_back() {
+        let trash = crate::act::reclaim::TrashStatus::default();
+        let t: TrashSummary = serde_json::from_value(serde_json::to_value(&trash).unwrap())
+            .expect("the trash reads back");
+        assert_eq!((t.entries, t.reclaiming), (0, 0));
+        let report = crate::report::PassReport {
+            trigger: Trigger::Interval,
+            scope: Scope::Host,
+            dry_run: false,
+            force: false,
+            started_at: std::time::UNIX_EPOCH,
+            duration_ms: 3,
+            observed: Default::default(),
+            planned: Vec::new(),
+            results: Vec::new(),
+            pending: Vec::new(),
+            at_risk: Vec::new(),
+            errors: vec!["e".into()],
+            warnings: Vec::new(),
+            state_unreadable: None,
+        };
+        let p: PassSummary = serde_json::from_value(serde_json::to_value(&report).unwrap())
+            .expect("a pass report reads back");
+        assert_eq!(p.started_at, "1970-01-01T00:00:00.000Z");
+        assert_eq!(p.errors, ["e"]);
+    }
+
     #[test]
     fn renders_every_section_with_aligned_rows() {
-        let s = serde_json::json!({
+        let s = doc(serde_json::json!({
             "version": "0.1.0", "host": "h1", "role": "leader", "uptime_secs": 5,
             "queue_depth": 0, "next_pass_at": "2026-11-24T06:00:00Z",
             "last_host_pass": {"started_at": "t", "trigger": "interval", "duration_ms": 3,
                 "results": [], "errors": ["opencode: answered 500"], "warnings": []},
-            "at_risk": [{"target": "worktree:/r/w1", "session_id": "s1",
-                "reasons": [{"kind": "untracked"}, {"kind": "locked"}]}],
+            "at_risk": [{"target": "worktree:/r/w1", "worktree_id": "w1", "session_id": "s1",
+                "reasons": [{"kind": "untracked", "count": 1, "paths": ["a"]},
+                    {"kind": "locked", "reason": null}],
+                "checked_at": "t", "verdict_reused": false}],
             "pending_drift": [], "backoff": [],
             "recent_passes": [{"started_at": "t", "trigger": "nudge",
                 "scope": {"scope": "chat", "id": "c1"}, "duration_ms": 4, "actions": 2,
                 "result": "converged"}]
-        });
+        }));
         let text = render(&s);
         assert!(text.contains("host h1 — leader"), "{text}");
         assert!(text.contains("error: opencode: answered 500"), "{text}");
@@ -286,11 +419,11 @@ mod tests {
 
     #[test]
     fn observe_only_and_switched_off_actuators_are_shown() {
-        let mut s = serde_json::json!({
+        let mut s = doc(serde_json::json!({
             "config": {"loop": {"dry_run": true}, "processes": {"enabled": true}},
             "last_host_pass": {"dry_run": true, "planned": [{}, {}], "results": [],
                 "errors": [], "warnings": []}
-        });
+        }));
         let text = render(&s);
         assert!(
             text.contains("acting: no: observe only (loop.dry_run)"),
@@ -300,7 +433,7 @@ mod tests {
             text.contains("2 action(s) planned, none taken (dry run)"),
             "{text}"
         );
-        s["config"] = serde_json::json!({"loop": {"dry_run": false},
+        s.config = serde_json::json!({"loop": {"dry_run": false},
             "processes": {"enabled": false}, "worktrees": {"enabled": true},
             "opencode": {"enabled": false}});
         let text = render(&s);
@@ -312,7 +445,7 @@ mod tests {
 
     #[test]
     fn the_trash_shows_what_waits_and_what_cannot_be_reclaimed() {
-        let s = serde_json::json!({
+        let s = doc(serde_json::json!({
             "version": "0.1.0", "host": "h1", "role": "leader", "uptime_secs": 5,
             "queue_depth": 0, "next_pass_at": null,
             "trash": {"path": "/r/.boo-trash", "entries": 2, "bytes": 4096,
@@ -320,7 +453,7 @@ mod tests {
                 "errors": [{"path": "/r/.boo-trash/w1.1", "error": "mount point inside",
                     "failures": 2, "next_attempt_in_s": 9}]},
             "at_risk": [], "pending_drift": [], "backoff": [], "recent_passes": []
-        });
+        }));
         let text = render(&s);
         assert!(
             text.contains("trash /r/.boo-trash: 2 entr(ies), about 4096 bytes, oldest retired 2026-11-24T06:00:00Z, 1 being reclaimed"),

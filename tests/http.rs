@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use boo_reconciler::controller::Trigger;
+use boo_reconciler::controller::{Mode, Trigger};
 use boo_reconciler::http::{self, ServeOptions};
 use boo_reconciler::plan::Scope;
 use boo_reconciler::service::Service;
@@ -57,7 +57,7 @@ impl Server {
         let service = Service::new(world.controller(), CancellationToken::new());
         if ready {
             service
-                .reconcile(Scope::Host, false, false, Trigger::Startup)
+                .reconcile(Scope::Host, Mode::act(false), Trigger::Startup)
                 .await
                 .expect("start-up pass");
         }

@@ -10,7 +10,7 @@ mod freezing_proxy;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use boo_reconciler::controller::{Controller, Trigger};
+use boo_reconciler::controller::{Controller, Mode, Trigger};
 use boo_reconciler::http;
 use boo_reconciler::plan::Scope;
 use boo_reconciler::root::WorktreeRoot;
@@ -77,7 +77,7 @@ impl Server {
     async fn start(controller: Controller) -> Server {
         let service = Service::new(controller, CancellationToken::new());
         service
-            .reconcile(Scope::Host, false, false, Trigger::Startup)
+            .reconcile(Scope::Host, Mode::act(false), Trigger::Startup)
             .await
             .expect("start-up pass");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use boo_reconciler::controller::queue::QueueError;
-use boo_reconciler::controller::Trigger;
+use boo_reconciler::controller::{Mode, Trigger};
 use boo_reconciler::plan::Scope;
 use boo_reconciler::service::{Role, Service};
 use common::{eventually, Db, World};
@@ -59,7 +59,7 @@ async fn second_instance_with_the_same_host_acts_only_after_the_first_stops(db: 
     w.sql("UPDATE sessions SET status = 'archived' WHERE id = 's1'")
         .await;
     let refused = second
-        .reconcile(Scope::Chat("c1".into()), false, false, Trigger::Nudge)
+        .reconcile(Scope::Chat("c1".into()), Mode::act(false), Trigger::Nudge)
         .await;
     assert!(
         matches!(refused, Err(QueueError::Standby(_))),

@@ -17,7 +17,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::act::{ActionResult, Executor, RunOptions};
@@ -30,28 +29,7 @@ use crate::report::{Observed, PassReport, StateUnreadable};
 use crate::root::WorktreeRoot;
 use crate::store::{Interest, Store};
 
-/// Why a pass ran.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Trigger {
-    Startup,
-    Interval,
-    Nudge,
-    Notification,
-    Command,
-}
-
-impl Trigger {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Startup => "startup",
-            Trigger::Interval => "interval",
-            Trigger::Nudge => "nudge",
-            Trigger::Notification => "notification",
-            Trigger::Command => "command",
-        }
-    }
-}
+pub use crate::report::Trigger;
 
 /// Plan only, or plan and act.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +37,17 @@ pub enum Mode {
     /// Write nothing: not the database, not the disk, not the audit table.
     DryRun,
     Act(RunOptions),
+}
+
+impl Mode {
+    /// Acting, with or without force; the rest of the options are the
+    /// pass's and the executor's to set.
+    pub fn act(force: bool) -> Mode {
+        Mode::Act(RunOptions {
+            force,
+            ..Default::default()
+        })
+    }
 }
 
 /// The controller of one host.
@@ -277,7 +266,7 @@ impl Controller {
             .errors
             .extend(results.iter().filter_map(|r| r.audit_error.clone()));
         let mut report = PassReport {
-            trigger: trigger.as_str().into(),
+            trigger,
             scope,
             dry_run: mode == Mode::DryRun,
             force: matches!(mode, Mode::Act(o) if o.force),

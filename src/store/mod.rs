@@ -19,6 +19,7 @@
 
 mod bound;
 pub mod listen;
+pub mod live;
 pub mod lock;
 mod sql;
 

@@ -3,6 +3,9 @@
 //!
 //! # Routes
 //!
+//! The table below, the router, the 404 listing and the README are checked
+//! against one table, [`routes::ROUTES`].
+//!
 //! | route | what it does |
 //! | --- | --- |
 //! | `POST /reconcile/{chatId}` | reconciles one chat (and its session's worktree if it was the last live chat) |
@@ -57,24 +60,29 @@ use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Extension, Json, Router};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use serde_json::{json, Map, Value};
+use serde::Serialize;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::act::{ActionResult, Outcome};
 use crate::controller::queue::QueueError;
-use crate::controller::Trigger;
-use crate::plan::{Action, Scope};
-use crate::report::{exit, PassReport, StateUnreadable};
+use crate::controller::{Mode, Trigger};
+use crate::plan::Scope;
+use crate::report::StateUnreadable;
 use crate::service::Service;
+
+pub mod answer;
+pub mod routes;
+
+use answer::{json, ErrorAnswer, Health, Legacy, NudgeAnswer, Readiness, Subject};
+use routes::{empty_id_route, Handler, IdOf, Route, ROUTES};
 
 /// Request bodies above this are refused (413); bodies are ignored anyway.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -103,22 +111,35 @@ pub fn router(service: Arc<Service>, token: Option<String>) -> Router {
         service,
         token: token.map(Arc::from),
     };
-    Router::new()
-        .route("/reconcile/{chat_id}", post(reconcile_chat))
-        .route("/sessions/{session_id}/reconcile", post(reconcile_session))
-        .route("/reconcile", post(reconcile_host))
-        .route("/api/chats/{chat_id}/close", post(close_chat))
-        .route("/api/sessions/{session_id}/close", post(close_session))
-        .route("/status", get(status))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    ROUTES
+        .iter()
+        .fold(Router::new(), |r, route| {
+            r.route(route.pattern, serving(route))
+        })
         // Only after the routes: it applies to the routes present.
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(middleware::from_fn(limit_body))
         .layer(middleware::from_fn_with_state(app.clone(), authorize))
         .with_state(app)
+}
+
+/// What answers `route`.
+fn serving(route: &Route) -> MethodRouter<App> {
+    match route.handler {
+        Handler::NudgeId { of, label, legacy } => post(
+            move |State(app): State<App>,
+                  path: Result<Path<String>, PathRejection>,
+                  RawQuery(query): RawQuery| {
+                nudge_by_id(app, of, path, query, label, legacy)
+            },
+        ),
+        Handler::NudgeHost => post(reconcile_host),
+        Handler::Status => get(status),
+        Handler::Healthz => get(healthz),
+        Handler::Readyz => get(readyz),
+        Handler::Metrics => get(metrics),
+    }
 }
 
 /// Refuses a listen address that other machines can reach when no token
@@ -295,27 +316,16 @@ fn raise_open_file_limit(connections: usize) {
 // ---------------------------------------------------------------- errors --
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
+    json(
+        status,
+        &ErrorAnswer {
+            error: message.into(),
+        },
+    )
 }
 
 fn bad_request(message: impl Into<String>) -> Response {
     error(StatusCode::BAD_REQUEST, message)
-}
-
-/// What an id is for, in messages.
-#[derive(Clone, Copy)]
-enum IdOf {
-    Chat,
-    Session,
-}
-
-impl IdOf {
-    fn name(self) -> &'static str {
-        match self {
-            IdOf::Chat => "chat",
-            IdOf::Session => "session",
-        }
-    }
 }
 
 /// 1 to [`MAX_ID_BYTES`] bytes of `[A-Za-z0-9_.:-]`.
@@ -416,15 +426,6 @@ fn truncate(s: &str, max: usize) -> String {
     format!("{}…", &s[..end])
 }
 
-/// A route that takes an id, matched with the id left empty.
-fn empty_id_route(path: &str) -> Option<IdOf> {
-    match path {
-        "/reconcile/" | "/api/chats//close" => Some(IdOf::Chat),
-        "/sessions//reconcile" | "/api/sessions//close" => Some(IdOf::Session),
-        _ => None,
-    }
-}
-
 async fn not_found(method: Method, uri: Uri) -> Response {
     if let Some(of) = empty_id_route(uri.path()) {
         if method == Method::POST {
@@ -435,22 +436,16 @@ async fn not_found(method: Method, uri: Uri) -> Response {
     error(
         StatusCode::NOT_FOUND,
         format!(
-            "no route {method} {}: the routes are POST /reconcile/{{chatId}}, \
-             POST /sessions/{{sessionId}}/reconcile, POST /reconcile, \
-             POST /api/chats/{{chatId}}/close, POST /api/sessions/{{sessionId}}/close, \
-             GET /status, GET /healthz, GET /readyz, GET /metrics",
-            truncate(uri.path(), 200)
+            "no route {method} {}: the routes are {}",
+            truncate(uri.path(), 200),
+            routes::listing()
         ),
     )
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> Response {
     let path = uri.path();
-    let allowed = if matches!(path, "/status" | "/healthz" | "/readyz" | "/metrics") {
-        "GET, HEAD"
-    } else {
-        "POST"
-    };
+    let allowed = routes::verb_of(path).allow();
     let mut r = error(
         StatusCode::METHOD_NOT_ALLOWED,
         format!(
@@ -591,51 +586,12 @@ fn bearer(value: &[u8]) -> Option<&[u8]> {
 
 // ---------------------------------------------------------------- nudges --
 
-/// What a nudge is about, for the answer and the metrics.
-enum Subject {
-    Chat(String),
-    Session(String),
-    Host,
-}
-
-async fn reconcile_chat(
-    State(app): State<App>,
-    path: Result<Path<String>, PathRejection>,
-    RawQuery(query): RawQuery,
-) -> Response {
-    nudge_by_id(app, IdOf::Chat, path, query, "chat", false).await
-}
-
-async fn reconcile_session(
-    State(app): State<App>,
-    path: Result<Path<String>, PathRejection>,
-    RawQuery(query): RawQuery,
-) -> Response {
-    nudge_by_id(app, IdOf::Session, path, query, "session", false).await
-}
-
-async fn close_chat(
-    State(app): State<App>,
-    path: Result<Path<String>, PathRejection>,
-    RawQuery(query): RawQuery,
-) -> Response {
-    nudge_by_id(app, IdOf::Chat, path, query, "chat_close", true).await
-}
-
-async fn close_session(
-    State(app): State<App>,
-    path: Result<Path<String>, PathRejection>,
-    RawQuery(query): RawQuery,
-) -> Response {
-    nudge_by_id(app, IdOf::Session, path, query, "session_close", true).await
-}
-
 async fn reconcile_host(State(app): State<App>, RawQuery(query): RawQuery) -> Response {
     let flags = match parse_flags(query.as_deref()) {
         Ok(f) => f,
         Err(e) => return bad_request(e),
     };
-    nudge(app, Subject::Host, flags, "host", false).await
+    nudge(app, Scope::Host, flags, "host", false).await
 }
 
 async fn nudge_by_id(
@@ -643,7 +599,7 @@ async fn nudge_by_id(
     of: IdOf,
     path: Result<Path<String>, PathRejection>,
     query: Option<String>,
-    route: &'static str,
+    label: &'static str,
     legacy: bool,
 ) -> Response {
     let id = match path_id(of, path) {
@@ -654,95 +610,93 @@ async fn nudge_by_id(
         Ok(f) => f,
         Err(e) => return bad_request(e),
     };
-    let subject = match of {
-        IdOf::Chat => Subject::Chat(id),
-        IdOf::Session => Subject::Session(id),
+    let scope = match of {
+        IdOf::Chat => Scope::Chat(id),
+        IdOf::Session => Scope::Session(id),
     };
-    nudge(app, subject, flags, route, legacy).await
+    nudge(app, scope, flags, label, legacy).await
 }
 
 async fn nudge(
     app: App,
-    subject: Subject,
+    scope: Scope,
     flags: Flags,
-    route: &'static str,
+    label: &'static str,
     legacy: bool,
 ) -> Response {
     let service = &app.service;
     service
         .metrics
         .nudges_total
-        .with_label_values(&[route])
+        .with_label_values(&[label])
         .inc();
-    let scope = match &subject {
-        Subject::Chat(id) => Scope::Chat(id.clone()),
-        Subject::Session(id) => Scope::Session(id.clone()),
-        Subject::Host => Scope::Host,
+    let mode = if flags.dry_run {
+        Mode::DryRun
+    } else {
+        Mode::act(flags.force)
     };
-    let report = match service
-        .reconcile(scope, flags.force, flags.dry_run, Trigger::Nudge)
-        .await
-    {
+    let report = match service.reconcile(scope.clone(), mode, Trigger::Nudge).await {
         Ok(r) => r,
         Err(e) => return queue_error(&e),
     };
-    let mut errors = Vec::new();
-    let head = match &subject {
-        Subject::Chat(id) => {
-            let mut m = Map::new();
-            m.insert("chat_id".into(), json!(id));
-            match service.controller.store.chat_state(id).await {
-                Ok(st) => {
-                    m.insert("live".into(), json!(st.is_live()));
-                    m.insert("known".into(), json!(st.chat.is_some()));
-                }
-                Err(e) => {
-                    errors.push(format!("cannot read whether chat {id} is live: {e}"));
-                    m.insert("live".into(), Value::Null);
-                    m.insert("known".into(), Value::Null);
-                }
-            }
-            m
-        }
-        Subject::Session(id) => {
-            let mut m = Map::new();
-            m.insert("session_id".into(), json!(id));
-            let young = service.controller.config.worktrees.orphan_min_age;
-            match service.controller.store.session_state(id).await {
-                Ok(st) => {
-                    m.insert(
-                        "live".into(),
-                        json!(st.keeps_worktree(SystemTime::now(), young)),
-                    );
-                    m.insert("known".into(), json!(st.session.is_some()));
-                }
-                Err(e) => {
-                    errors.push(format!("cannot read whether session {id} is live: {e}"));
-                    m.insert("live".into(), Value::Null);
-                    m.insert("known".into(), Value::Null);
-                }
-            }
-            m
-        }
-        Subject::Host => Map::new(),
-    };
-    let mut body = answer(&report, head, errors);
+    let (subject, errors) = subject(service, &scope).await;
+    let mut body = NudgeAnswer::of(&report, subject, errors);
     if legacy {
-        add_legacy(&mut body, &report, &subject);
+        body.legacy = Some(Legacy::of(&report, &body.subject));
     }
-    nudge_response(report.state_unreadable, body)
+    nudge_response(report.state_unreadable, &body)
+}
+
+/// Who the nudge was about and whether they are live now, by the store's
+/// one reading of liveness; why that could not be read, if it could not.
+async fn subject(service: &Service, scope: &Scope) -> (Subject, Vec<String>) {
+    let store = &service.controller.store;
+    let (of, id, read) = match scope {
+        Scope::Host => return (Subject::Host {}, Vec::new()),
+        Scope::Chat(id) => (IdOf::Chat, id, store.chat_liveness(id).await),
+        Scope::Session(id) => {
+            let young = service.controller.config.worktrees.orphan_min_age;
+            let read = store.session_liveness(id, SystemTime::now(), young).await;
+            (IdOf::Session, id, read)
+        }
+    };
+    let (live, known, errors) = match read {
+        Ok(l) => (Some(l.live), Some(l.known), Vec::new()),
+        Err(e) => (
+            None,
+            None,
+            vec![format!(
+                "cannot read whether {} {id} is live: {e}",
+                of.name()
+            )],
+        ),
+    };
+    let id = id.clone();
+    let subject = match of {
+        IdOf::Chat => Subject::Chat {
+            chat_id: id,
+            live,
+            known,
+        },
+        IdOf::Session => Subject::Session {
+            session_id: id,
+            live,
+            known,
+        },
+    };
+    (subject, errors)
 }
 
 /// A pass that read its state answers 200 whatever its actions came to
 /// (the body says what failed); one that could not read it did nothing,
 /// and the status says whether trying again soon may help.
-fn nudge_response(unreadable: Option<StateUnreadable>, body: Map<String, Value>) -> Response {
+fn nudge_response<T: Serialize>(unreadable: Option<StateUnreadable>, body: &T) -> Response {
     let status = match unreadable {
         None => StatusCode::OK,
         Some(StateUnreadable::DatabaseUnreachable) => StatusCode::SERVICE_UNAVAILABLE,
         Some(StateUnreadable::Other) => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    let mut r = (status, Json(Value::Object(body))).into_response();
+    let mut r = json(status, body);
     if status == StatusCode::SERVICE_UNAVAILABLE {
         r.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
@@ -768,137 +722,6 @@ fn queue_error(e: &QueueError) -> Response {
     r
 }
 
-/// The answer to a nudge: what the run did (or, dry, would do).
-fn answer(
-    report: &PassReport,
-    head: Map<String, Value>,
-    extra_errors: Vec<String>,
-) -> Map<String, Value> {
-    let failed = report.exit_code() == exit::ERROR || !extra_errors.is_empty();
-    let result = if failed {
-        "error"
-    } else if report.exit_code() == exit::AT_RISK {
-        "at_risk"
-    } else {
-        "converged"
-    };
-    let actions: Vec<Value> = if report.dry_run {
-        report.planned.iter().map(planned_json).collect()
-    } else {
-        report.results.iter().map(result_json).collect()
-    };
-    let mut errors = report.errors.clone();
-    errors.extend(extra_errors);
-    let mut m = Map::new();
-    m.insert(
-        "scope".into(),
-        json!(match report.scope {
-            Scope::Host => "host",
-            Scope::Chat(_) => "chat",
-            Scope::Session(_) => "session",
-        }),
-    );
-    m.extend(head);
-    m.insert("ok".into(), json!(!failed));
-    m.insert("result".into(), json!(result));
-    m.insert("dry_run".into(), json!(report.dry_run));
-    m.insert("force".into(), json!(report.force));
-    m.insert("trigger".into(), json!(report.trigger));
-    m.insert(
-        "started_at".into(),
-        json!(humantime::format_rfc3339_millis(report.started_at).to_string()),
-    );
-    m.insert("duration_ms".into(), json!(report.duration_ms));
-    m.insert("actions".into(), Value::Array(actions));
-    m.insert("at_risk".into(), json!(report.at_risk));
-    m.insert("pending".into(), json!(report.pending));
-    m.insert("errors".into(), json!(errors));
-    m
-}
-
-/// One action taken and what became of it.
-fn result_json(r: &ActionResult) -> Value {
-    let mut v = json!({
-        "kind": r.action.name(),
-        "target": r.target,
-        "outcome": r.outcome.name(),
-        "reason": r.action.reason,
-        "message": outcome_message(&r.outcome),
-        "detail": r.detail,
-        "owner": r.action.owner,
-        "action": r.action.kind,
-        "duration_ms": r.duration_ms,
-    });
-    if let Outcome::KeptAtRisk { reasons, .. } = &r.outcome {
-        v["at_risk_reasons"] = json!(reasons);
-    }
-    v
-}
-
-/// One action a dry run would take.
-fn planned_json(a: &Action) -> Value {
-    json!({
-        "kind": a.name(),
-        "target": a.target(),
-        "outcome": "planned",
-        "reason": a.reason,
-        "message": "",
-        "detail": Value::Null,
-        "owner": a.owner,
-        "action": a.kind,
-    })
-}
-
-fn outcome_message(o: &Outcome) -> String {
-    match o {
-        Outcome::Done { note } => note.clone(),
-        Outcome::KeptAtRisk { reasons, .. } => reasons
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; "),
-        Outcome::Skipped { why } | Outcome::Deferred { why } | Outcome::Refused { why } => {
-            why.clone()
-        }
-        Outcome::Failed { error } => error.clone(),
-    }
-}
-
-/// The keys the orchestrator's close hook answered with.
-fn add_legacy(m: &mut Map<String, Value>, report: &PassReport, subject: &Subject) {
-    let done = |r: &&ActionResult| matches!(r.outcome, Outcome::Done { .. });
-    let disposed = report
-        .results
-        .iter()
-        .filter(done)
-        .filter(|r| {
-            matches!(
-                r.action.name(),
-                "terminate_process" | "delete_opencode_session" | "close_agent_row"
-            )
-        })
-        .count();
-    let worktree_removed = report
-        .results
-        .iter()
-        .filter(done)
-        .any(|r| r.action.name() == "remove_worktree");
-    let reasons: Vec<String> = report
-        .at_risk
-        .iter()
-        .flat_map(|k| k.reasons.iter().map(ToString::to_string))
-        .collect();
-    match subject {
-        Subject::Chat(id) => m.insert("chatId".into(), json!(id)),
-        Subject::Session(id) => m.insert("sessionId".into(), json!(id)),
-        Subject::Host => None,
-    };
-    m.insert("disposed".into(), json!(disposed));
-    m.insert("worktreeRemoved".into(), json!(worktree_removed));
-    m.insert("worktreeAtRisk".into(), json!(!report.at_risk.is_empty()));
-    m.insert("atRiskReasons".into(), json!(reasons));
-}
-
 // -------------------------------------------------------------- read-only --
 
 async fn status(State(app): State<App>) -> Response {
@@ -906,17 +729,25 @@ async fn status(State(app): State<App>) -> Response {
 }
 
 async fn healthz() -> Response {
-    Json(json!({ "ok": true })).into_response()
+    json(StatusCode::OK, &Health { ok: true })
 }
 
 async fn readyz(State(app): State<App>) -> Response {
     match app.service.ready().await {
-        Ok(()) => Json(json!({ "ready": true })).into_response(),
-        Err(why) => (
+        Ok(()) => json(
+            StatusCode::OK,
+            &Readiness {
+                ready: true,
+                error: None,
+            },
+        ),
+        Err(why) => json(
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "ready": false, "error": why })),
-        )
-            .into_response(),
+            &Readiness {
+                ready: false,
+                error: Some(why),
+            },
+        ),
     }
 }
 
@@ -1022,9 +853,9 @@ mod tests {
             ),
         ];
         for (unreadable, status, retry_after) in cases {
-            let mut body = Map::new();
-            body.insert("ok".into(), json!(false));
-            let r = nudge_response(unreadable, body);
+            let mut body = serde_json::Map::new();
+            body.insert("ok".into(), serde_json::json!(false));
+            let r = nudge_response(unreadable, &body);
             assert_eq!(r.status(), status, "{unreadable:?}");
             assert_eq!(
                 r.headers()
