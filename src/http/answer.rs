@@ -320,7 +320,7 @@ mod tests {
         assert_eq!(
             text,
             concat!(
-                r#"{"actions":[],"at_risk":[],"atRiskReasons":[],"chatId":"c1","chat_id":"c1","#,
+                r#"{"actions":[],"atRiskReasons":[],"at_risk":[],"chatId":"c1","chat_id":"c1","#,
                 r#""disposed":0,"dry_run":false,"duration_ms":7,"errors":[],"force":false,"#,
                 r#""known":null,"live":false,"ok":true,"pending":[],"result":"converged","#,
                 r#""scope":"chat","started_at":"1970-01-01T00:00:00.000Z","trigger":"nudge","#,
