@@ -254,6 +254,22 @@ async fn run_case(db: Db, case: &Case) -> Result<(), String> {
     if !path.exists() {
         return Err("worktree removed without force".into());
     }
+    // The host pass stops at the first reason it finds: kept, with one.
+    let (state, reasons) = w.row_state("w1").await;
+    let reasons = reasons.unwrap_or_default();
+    if state != "at_risk" || !reasons.contains("\"kind\"") {
+        return Err(format!(
+            "row {state} with reasons {reasons}, expected at_risk"
+        ));
+    }
+    if snapshot(&path, case.skip) != before {
+        return Err("the pass changed the worktree".into());
+    }
+    // A pass asked for by name weighs every reason: the case's among them.
+    let report = w.once(Scope::Session("s1".into()), false).await;
+    if report.exit_code() != exit::AT_RISK || !path.exists() {
+        return Err(format!("expected exit 3, report:\n{}", report.render()));
+    }
     let (state, reasons) = w.row_state("w1").await;
     let reasons = reasons.unwrap_or_default();
     if state != "at_risk"

@@ -113,7 +113,9 @@ async fn dirty_worktree_is_kept_at_risk_and_forced_removal_archives_it(db: Db) {
     fs::set_permissions(path.join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
     symlink("README.md", path.join("link")).unwrap();
 
-    let report = w.once(Scope::Host, false).await;
+    // Asked for by name, the pass weighs every reason (the interval's
+    // stops at the first).
+    let report = w.once(Scope::Session("s1".into()), false).await;
     assert_eq!(report.exit_code(), exit::AT_RISK, "{}", report.render());
     assert!(path.exists());
     let (state, reasons) = w.row_state("w1").await;
@@ -128,9 +130,11 @@ async fn dirty_worktree_is_kept_at_risk_and_forced_removal_archives_it(db: Db) {
     );
     assert_eq!(report.at_risk.len(), 1);
 
-    // Reported again on the next pass, but recorded in the audit only once.
-    let again = w.once(Scope::Host, false).await;
+    // Reported again on the next such pass, with the same reasons, but
+    // recorded in the audit only once.
+    let again = w.once(Scope::Session("s1".into()), false).await;
     assert_eq!(again.at_risk.len(), 1);
+    assert_eq!(w.row_state("w1").await.1.unwrap(), reasons);
     let kept = w
         .audit()
         .await
