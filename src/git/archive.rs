@@ -52,6 +52,7 @@ use git2::{
 };
 use globset::GlobSet;
 
+use super::mode::{EXEC, GITLINK, INTENT_TO_ADD, REGULAR, SKIP_WORKTREE, STAGE_MASK, SYMLINK};
 use super::paths::{
     common_dir_of_admin, dot_git, has_dot_git, is_inside, join_rel, open_exact, ref_component,
     rel_str, DotGit,
@@ -71,13 +72,6 @@ pub struct Archived {
 pub const ARCHIVE_NAME: &str = "boo-reconciler";
 pub const ARCHIVE_EMAIL: &str = "boo-reconciler@localhost";
 
-const GITLINK: u32 = 0o160000;
-const SYMLINK: u32 = 0o120000;
-const EXEC: u32 = 0o100755;
-const REGULAR: u32 = 0o100644;
-const STAGE_MASK: u16 = 0x3000;
-const ENTRY_SKIP_WORKTREE: u16 = 1 << 14;
-const ENTRY_INTENT_TO_ADD: u16 = 1 << 13;
 const MAX_NESTING: usize = 8;
 
 pub(crate) fn unix_secs(now: SystemTime) -> u64 {
@@ -460,11 +454,11 @@ pub fn archive(
             conflicted.insert(e.path.clone());
             continue;
         }
-        if e.flags_extended & ENTRY_INTENT_TO_ADD != 0 {
+        if e.flags_extended & INTENT_TO_ADD != 0 {
             intent_to_add.push((e.path.clone(), e.mode));
             continue;
         }
-        if e.flags_extended & ENTRY_SKIP_WORKTREE != 0 {
+        if e.flags_extended & SKIP_WORKTREE != 0 {
             skip_worktree.insert(e.path.clone());
         }
         i_idx

@@ -15,9 +15,8 @@ use std::path::Path;
 use git2::{Repository, Status, StatusOptions};
 use globset::GlobSet;
 
+use super::mode::SKIP_WORKTREE;
 use super::paths::{has_dot_git, join_rel};
-
-const ENTRY_SKIP_WORKTREE: u16 = 1 << 14;
 
 /// What status found, as `/`-separated paths relative to the working tree.
 #[derive(Clone, Debug, Default)]
@@ -160,7 +159,7 @@ pub fn scan(
     let skip_worktree: HashSet<Vec<u8>> = repo
         .index()?
         .iter()
-        .filter(|e| e.flags_extended & ENTRY_SKIP_WORKTREE != 0)
+        .filter(|e| e.flags_extended & SKIP_WORKTREE != 0)
         .map(|e| e.path)
         .collect();
     let mut scan = Scan::default();
