@@ -39,6 +39,26 @@ pub struct Scan {
     pub unmodified: Vec<Vec<u8>>,
 }
 
+impl Scan {
+    /// Whether the scan found nothing a removal would lose: no change, no
+    /// untracked or precious file, no nested repository. Unmodified files
+    /// are in HEAD already.
+    pub fn is_clean(&self) -> bool {
+        let Scan {
+            staged,
+            unstaged,
+            untracked,
+            conflicts,
+            precious,
+            nested,
+            unmodified: _,
+        } = self;
+        [staged, unstaged, untracked, conflicts, precious, nested]
+            .iter()
+            .all(|v| v.is_empty())
+    }
+}
+
 /// Whether an ignored path counts as work: its path relative to the
 /// working tree or its file name matches one of the globs (so `.env`
 /// matches `sub/.env`).
