@@ -19,11 +19,10 @@ use std::time::SystemTime;
 
 use git2::{Oid, Repository};
 
-use super::archive::{create_archive_ref, unix_secs, Archived};
+use super::archive::{archive_ref_base, create_archive_ref, Archived};
 use super::paths::{
     admin_entries, common_dir_of_admin, common_dir_of_repo, dot_git, is_inside, open_exact,
-    read_head_file, ref_component, same_location, spellings, workdir_of_common, AdminEntry, DotGit,
-    HeadFile,
+    read_head_file, same_location, spellings, workdir_of_common, AdminEntry, DotGit, HeadFile,
 };
 use super::reach::{ref_tips, unreachable};
 use super::GitError;
@@ -288,14 +287,9 @@ pub fn archive_head(entry: &StaleAdminEntry, now: SystemTime) -> Result<Archived
         path: common.clone(),
         source,
     })?;
-    let base = format!(
-        "refs/boo/archive/{}/{}",
-        ref_component(&entry.name),
-        unix_secs(now)
-    );
     let reference = create_archive_ref(
         &repo,
-        &base,
+        &archive_ref_base(&entry.name, now),
         id,
         &format!("boo-reconciler: HEAD of stale worktree {}", entry.name),
     )
