@@ -382,33 +382,10 @@ mod tests {
         let f = Fixture::new();
         let gone = f.worktree("gone", "g");
         let kept = f.worktree("kept", "k");
-        let detached = f.root.join("det");
-        f.git(
-            &f.repo,
-            &[
-                "worktree",
-                "add",
-                "-q",
-                "--detach",
-                detached.to_str().unwrap(),
-                "main",
-            ],
-        );
+        let detached = f.detached("det", "main");
         write(&detached.join("d.txt"), "d\n");
         let d = f.commit_all(&detached, "detached");
-        let outside = f.tmp.path().join("outside");
-        f.git(
-            &f.repo,
-            &[
-                "worktree",
-                "add",
-                "-q",
-                "-b",
-                "o",
-                outside.to_str().unwrap(),
-                "main",
-            ],
-        );
+        let outside = f.add_worktree(&f.tmp.path().join("outside"), &["-b", "o"], Some("main"));
         for dir in [&gone, &detached, &outside] {
             fs::remove_dir_all(dir).unwrap();
         }
@@ -498,18 +475,7 @@ mod tests {
     #[test]
     fn unreachable_commits_of_stale_entries() {
         let f = Fixture::new();
-        let det = f.root.join("det");
-        f.git(
-            &f.repo,
-            &[
-                "worktree",
-                "add",
-                "-q",
-                "--detach",
-                det.to_str().unwrap(),
-                "main",
-            ],
-        );
+        let det = f.detached("det", "main");
         write(&det.join("d.txt"), "d\n");
         let d1 = f.commit_all(&det, "d1");
         write(&det.join("d.txt"), "d2\n");
@@ -531,18 +497,7 @@ mod tests {
             Vec::<String>::new()
         );
         // A live worktree whose HEAD is there keeps it.
-        let live = f.root.join("live");
-        f.git(
-            &f.repo,
-            &[
-                "worktree",
-                "add",
-                "-q",
-                "--detach",
-                live.to_str().unwrap(),
-                &d1,
-            ],
-        );
+        f.detached("live", &d1);
         assert_eq!(
             unreachable_commits(&by_name("det")).unwrap(),
             vec![d2.clone()]
@@ -558,18 +513,7 @@ mod tests {
     #[test]
     fn archive_head_keeps_the_commit_through_prune_and_gc() {
         let f = Fixture::new();
-        let det = f.root.join("det");
-        f.git(
-            &f.repo,
-            &[
-                "worktree",
-                "add",
-                "-q",
-                "--detach",
-                det.to_str().unwrap(),
-                "main",
-            ],
-        );
+        let det = f.detached("det", "main");
         write(&det.join("d.txt"), "d\n");
         let d = f.commit_all(&det, "d");
         fs::remove_dir_all(&det).unwrap();
@@ -582,9 +526,8 @@ mod tests {
         assert_eq!(unreachable_commits(&entry).unwrap(), Vec::<String>::new());
 
         assert_eq!(prune_for(&f.repo, &det).unwrap(), 1);
-        f.git(&f.repo, &["reflog", "expire", "--expire=now", "--all"]);
-        f.git(&f.repo, &["gc", "-q", "--prune=now"]);
-        assert!(f.try_git(&f.repo, &["cat-file", "-e", &d]).status.success());
+        f.expire_and_gc();
+        assert!(f.has_object(&d));
     }
 
     #[test]

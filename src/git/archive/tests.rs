@@ -58,12 +58,6 @@ fn files(dir: &Path, skip: &[&str]) -> BTreeMap<String, Node> {
     out
 }
 
-fn exists(f: &Fixture, oid: &str) -> bool {
-    f.try_git(&f.repo, &["cat-file", "-e", oid])
-        .status
-        .success()
-}
-
 #[test]
 fn archive_restores_everything_byte_for_byte_and_survives_gc() {
     let f = Fixture::new();
@@ -140,19 +134,7 @@ fn archive_restores_everything_byte_for_byte_and_survives_gc() {
     );
 
     // A fresh worktree at the first parent gets it all back.
-    let fresh = f.root.join("fresh");
-    let base = format!("{}^1", a.reference);
-    f.git(
-        &f.repo,
-        &[
-            "worktree",
-            "add",
-            "-q",
-            "--detach",
-            fresh.to_str().unwrap(),
-            &base,
-        ],
-    );
+    let fresh = f.detached("fresh", &format!("{}^1", a.reference));
     f.git(&fresh, &["stash", "apply", "--index", &a.reference]);
     assert_eq!(files(&fresh, &[]), original);
     assert_eq!(
@@ -171,17 +153,16 @@ fn archive_restores_everything_byte_for_byte_and_survives_gc() {
         fs::remove_dir_all(w).unwrap();
     }
     f.git(&f.repo, &["worktree", "prune"]);
-    f.git(&f.repo, &["reflog", "expire", "--expire=now", "--all"]);
-    f.git(&f.repo, &["gc", "-q", "--prune=now"]);
+    f.expire_and_gc();
     for oid in [&a.commit, &detached, &i, &u] {
-        assert!(exists(&f, oid), "{oid} lost by gc");
+        assert!(f.has_object(oid), "{oid} lost by gc");
     }
     // Control: an unreferenced commit does not survive, so the check
     // above can fail.
     let tree = f.rev(&f.repo, "HEAD^{tree}");
     let dangling = f.git(&f.repo, &["commit-tree", "-m", "dangling", &tree]);
     f.git(&f.repo, &["gc", "-q", "--prune=now"]);
-    assert!(!exists(&f, &dangling));
+    assert!(!f.has_object(&dangling));
 }
 
 #[test]
@@ -259,27 +240,14 @@ fn archive_of_a_deleted_branch_keeps_its_commits() {
     );
     fs::remove_dir_all(&wt).unwrap();
     f.git(&f.repo, &["worktree", "prune"]);
-    f.git(&f.repo, &["reflog", "expire", "--expire=now", "--all"]);
-    f.git(&f.repo, &["gc", "-q", "--prune=now"]);
-    assert!(exists(&f, &c));
+    f.expire_and_gc();
+    assert!(f.has_object(&c));
 }
 
 #[test]
 fn archive_of_an_unborn_head_uses_an_empty_base() {
     let f = Fixture::new();
-    let wt = f.root.join("w");
-    f.git(
-        &f.repo,
-        &[
-            "worktree",
-            "add",
-            "-q",
-            "--orphan",
-            "-b",
-            "o",
-            wt.to_str().unwrap(),
-        ],
-    );
+    let wt = f.add_worktree(&f.root.join("w"), &["--orphan", "-b", "o"], None);
     write(&wt.join("first.txt"), "first\n");
     let a = archive(&wt, "w", now(), &precious()).unwrap();
     let base = format!("{}^1", a.reference);
