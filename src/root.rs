@@ -376,8 +376,11 @@ impl WorktreeRoot {
     }
 }
 
-/// Resolves `.` and `..` without touching the file system. `..` at the root
-/// stays at the root; leading `..` of a relative path are kept.
+/// Resolves `.` and `..` without touching the file system (the crate's one
+/// lexical normalizer; [`crate::git::paths`] uses it too). `..` at the root
+/// stays at the root. Every `..` that climbs above a relative path's start
+/// is kept, so such a path never comes out empty or as a place below its
+/// start; a relative path that comes back exactly to its start is empty.
 pub fn normalize_lexically(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for component in path.components() {
@@ -615,6 +618,41 @@ mod tests {
         assert_eq!(n("../../etc"), PathBuf::from("../../etc"));
         assert_eq!(n("a/../.."), PathBuf::from(".."));
         assert_eq!(n("/"), PathBuf::from("/"));
+    }
+
+    #[test]
+    fn normalize_lexically_never_hides_a_climb_above_the_start() {
+        let n = |s: &str| normalize_lexically(Path::new(s));
+        assert_eq!(n(".."), PathBuf::from(".."));
+        assert_eq!(n("../.."), PathBuf::from("../.."));
+        assert_eq!(n("a/../.."), PathBuf::from(".."));
+        assert_eq!(n("a/b/../../.."), PathBuf::from(".."));
+        assert_eq!(n("../a/.."), PathBuf::from(".."));
+        assert_eq!(n("../../a/../b"), PathBuf::from("../../b"));
+        assert_eq!(n("./../."), PathBuf::from(".."));
+    }
+
+    #[test]
+    fn normalize_lexically_stops_at_the_file_system_root() {
+        let n = |s: &str| normalize_lexically(Path::new(s));
+        assert_eq!(n("/.."), PathBuf::from("/"));
+        assert_eq!(n("/../.."), PathBuf::from("/"));
+        assert_eq!(n("/a/../../b"), PathBuf::from("/b"));
+        assert_eq!(n("/./.."), PathBuf::from("/"));
+    }
+
+    #[test]
+    fn normalize_lexically_drops_trailing_slashes_and_dot_components() {
+        let n = |s: &str| normalize_lexically(Path::new(s));
+        assert_eq!(n("a/b/"), PathBuf::from("a/b"));
+        assert_eq!(n("a/b//"), PathBuf::from("a/b"));
+        assert_eq!(n("../"), PathBuf::from(".."));
+        assert_eq!(n("/a/../"), PathBuf::from("/"));
+        assert_eq!(n("./a/./b/."), PathBuf::from("a/b"));
+        assert_eq!(n("/a/."), PathBuf::from("/a"));
+        assert_eq!(n("."), PathBuf::new());
+        assert_eq!(n("a/.."), PathBuf::new());
+        assert_eq!(n(""), PathBuf::new());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::Command;
 
 use boo_reconciler::plan::Scope;
-use common::{git, Db, World};
+use common::{git, git_command, Db, World};
 
 const NOBODY: u32 = 65534;
 
@@ -27,16 +27,9 @@ fn give_to_nobody(dir: &Path) {
 /// `git` as the owner, the way the owner works in their repository.
 fn git_as_nobody(dir: &Path, args: &[&str]) -> std::process::Output {
     use std::os::unix::process::CommandExt;
-    Command::new("git")
+    git_command(dir)
         .args(args)
-        .current_dir(dir)
         .env("HOME", "/nonexistent")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_AUTHOR_NAME", "Owner")
-        .env("GIT_AUTHOR_EMAIL", "owner@example.com")
-        .env("GIT_COMMITTER_NAME", "Owner")
-        .env("GIT_COMMITTER_EMAIL", "owner@example.com")
         .gid(NOBODY)
         .uid(NOBODY)
         .output()

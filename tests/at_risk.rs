@@ -13,7 +13,7 @@ use std::process::Command;
 
 use boo_reconciler::plan::Scope;
 use boo_reconciler::report::exit;
-use common::{git, git_ok, Db, World};
+use common::{detached_worktree, git, git_command, git_ok, Db, World};
 
 /// What a file was: its bytes and executable bit, or a symlink's target.
 #[derive(Debug, PartialEq, Eq)]
@@ -55,15 +55,8 @@ fn snapshot(dir: &Path, skip: &[&str]) -> BTreeMap<String, Entry> {
 }
 
 fn git_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) {
-    let out = Command::new("git")
+    let out = git_command(dir)
         .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_AUTHOR_NAME", "Test")
-        .env("GIT_AUTHOR_EMAIL", "test@example.com")
-        .env("GIT_COMMITTER_NAME", "Test")
-        .env("GIT_COMMITTER_EMAIL", "test@example.com")
         .envs(env.iter().copied())
         .output()
         .unwrap();
@@ -317,30 +310,16 @@ async fn run_case(db: Db, case: &Case) -> Result<(), String> {
     } else {
         "main".to_string()
     };
-    git(
-        &w.repo,
-        &[
-            "worktree",
-            "add",
-            "-q",
-            "--detach",
-            restored.to_str().unwrap(),
-            &base,
-        ],
-    );
-    let out = Command::new("git")
+    detached_worktree(&w.repo, &restored, &base);
+    let out = git_command(&restored)
         .args(["stash", "apply", "--index", &archive])
-        .current_dir(&restored)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .output()
         .unwrap();
     if !out.status.success() {
         // A conflicted index cannot be applied with --index: the working
         // tree alone must still come back.
-        let out = Command::new("git")
+        let out = git_command(&restored)
             .args(["stash", "apply", &archive])
-            .current_dir(&restored)
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
             .output()
             .unwrap();
         if !out.status.success() {

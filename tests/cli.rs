@@ -1,6 +1,10 @@
 //! The binary as an operator runs it: exit codes and messages.
 
+mod common;
+
 use std::process::Command;
+
+use common::git;
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_boo-reconciler"));
@@ -538,26 +542,6 @@ fn sighup_is_logged_and_ignored_and_run_still_stops_cleanly_on_sigterm() {
     assert_eq!(child.wait().unwrap().code(), Some(0));
     let rest: Vec<String> = rx.iter().collect();
     assert!(rest.iter().any(|m| m == "stopped"), "{rest:?}");
-}
-
-/// Runs `git` in `dir` with a configuration isolated from the machine's.
-fn git(dir: &std::path::Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_AUTHOR_NAME", "Test")
-        .env("GIT_AUTHOR_EMAIL", "test@example.com")
-        .env("GIT_COMMITTER_NAME", "Test")
-        .env("GIT_COMMITTER_EMAIL", "test@example.com")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// A worktree `<root>/w1` of a repository holding `dirs` × `files`

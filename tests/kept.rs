@@ -13,7 +13,7 @@ use boo_reconciler::act::RunOptions;
 use boo_reconciler::controller::{Controller, Mode, Trigger};
 use boo_reconciler::plan::Scope;
 use boo_reconciler::report::{exit, KeptWorktree, PassReport};
-use common::{git, Db, World};
+use common::{git, git_command, Db, World};
 use tokio_util::sync::CancellationToken;
 
 both_databases!(
@@ -186,15 +186,7 @@ async fn finishing_the_rebase_resolves_it_on_the_next_pass() {
     git(&wt, &["commit", "-q", "-am", "worktree"]);
     fs::write(w.repo.join("README.md"), "main's line\n").unwrap();
     git(&w.repo, &["commit", "-q", "-am", "main"]);
-    let out = std::process::Command::new("git")
-        .args(["rebase", "main"])
-        .current_dir(&wt)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_COMMITTER_NAME", "Test")
-        .env("GIT_COMMITTER_EMAIL", "test@example.com")
-        .output()
-        .unwrap();
+    let out = git_command(&wt).args(["rebase", "main"]).output().unwrap();
     assert!(!out.status.success(), "the rebase stops on the conflict");
     let dir = wt.clone();
     resolved_on_the_next_pass(&w, &wt, "operation_in_progress", || {
@@ -202,13 +194,8 @@ async fn finishing_the_rebase_resolves_it_on_the_next_pass() {
         // is dropped; the branch is main.
         git(&dir, &["checkout", "--ours", "README.md"]);
         git(&dir, &["add", "README.md"]);
-        let out = std::process::Command::new("git")
+        let out = git_command(&dir)
             .args(["-c", "core.editor=true", "rebase", "--continue"])
-            .current_dir(&dir)
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_COMMITTER_NAME", "Test")
-            .env("GIT_COMMITTER_EMAIL", "test@example.com")
             .output()
             .unwrap();
         assert!(

@@ -11,7 +11,7 @@ use std::time::Duration;
 use boo_reconciler::act::{Outcome, RunOptions};
 use boo_reconciler::plan::Scope;
 use boo_reconciler::report::exit;
-use common::{git, git_ok, Db, World};
+use common::{detached_worktree, git, git_ok, Db, World};
 use tokio_util::sync::CancellationToken;
 
 both_databases!(
@@ -155,17 +155,7 @@ async fn dirty_worktree_is_kept_at_risk_and_forced_removal_archives_it(db: Db) {
 
     // Bring it back as the README says, and compare.
     let restored = w.tmp.path().join("restored");
-    git(
-        &w.repo,
-        &[
-            "worktree",
-            "add",
-            "-q",
-            "--detach",
-            restored.to_str().unwrap(),
-            &format!("{archive}^1"),
-        ],
-    );
+    detached_worktree(&w.repo, &restored, &format!("{archive}^1"));
     git(&restored, &["stash", "apply", "--index", &archive]);
     assert_eq!(
         fs::read_to_string(restored.join("README.md")).unwrap(),

@@ -19,11 +19,10 @@ use std::time::SystemTime;
 
 use git2::{Oid, Repository};
 
-use super::archive::{create_archive_ref, unix_secs, Archived};
+use super::archive::{archive_ref_base, create_archive_ref, Archived};
 use super::paths::{
     admin_entries, common_dir_of_admin, common_dir_of_repo, dot_git, is_inside, open_exact,
-    read_head_file, ref_component, same_location, spellings, workdir_of_common, AdminEntry, DotGit,
-    HeadFile,
+    read_head_file, same_location, spellings, workdir_of_common, AdminEntry, DotGit, HeadFile,
 };
 use super::reach::{ref_tips, unreachable};
 use super::GitError;
@@ -288,14 +287,9 @@ pub fn archive_head(entry: &StaleAdminEntry, now: SystemTime) -> Result<Archived
         path: common.clone(),
         source,
     })?;
-    let base = format!(
-        "refs/boo/archive/{}/{}",
-        ref_component(&entry.name),
-        unix_secs(now)
-    );
     let reference = create_archive_ref(
         &repo,
-        &base,
+        &archive_ref_base(&entry.name, now),
         id,
         &format!("boo-reconciler: HEAD of stale worktree {}", entry.name),
     )
@@ -388,33 +382,10 @@ mod tests {
         let f = Fixture::new();
         let gone = f.worktree("gone", "g");
         let kept = f.worktree("kept", "k");
-        let detached = f.root.join("det");
-        f.git(
-            &f.repo,
-            &[
-                "worktree",
-                "add",
-                "-q",
-                "--detach",
-                detached.to_str().unwrap(),
-                "main",
-            ],
-        );
+        let detached = f.detached("det", "main");
         write(&detached.join("d.txt"), "d\n");
         let d = f.commit_all(&detached, "detached");
-        let outside = f.tmp.path().join("outside");
-        f.git(
-            &f.repo,
-            &[
-                "worktree",
-                "add",
-                "-q",
-                "-b",
-                "o",
-                outside.to_str().unwrap(),
-                "main",
-            ],
-        );
+        let outside = f.add_worktree(&f.tmp.path().join("outside"), &["-b", "o"], Some("main"));
         for dir in [&gone, &detached, &outside] {
             fs::remove_dir_all(dir).unwrap();
         }
@@ -504,18 +475,7 @@ mod tests {
     #[test]
     fn unreachable_commits_of_stale_entries() {
         let f = Fixture::new();
-        let det = f.root.join("det");
-        f.git(
-            &f.repo,
-            &[
-                "worktree",
-                "add",
-                "-q",
-                "--detach",
-                det.to_str().unwrap(),
-                "main",
-            ],
-        );
+        let det = f.detached("det", "main");
         write(&det.join("d.txt"), "d\n");
         let d1 = f.commit_all(&det, "d1");
         write(&det.join("d.txt"), "d2\n");
@@ -537,18 +497,7 @@ mod tests {
             Vec::<String>::new()
         );
         // A live worktree whose HEAD is there keeps it.
-        let live = f.root.join("live");
-        f.git(
-            &f.repo,
-            &[
-                "worktree",
-                "add",
-                "-q",
-                "--detach",
-                live.to_str().unwrap(),
-                &d1,
-            ],
-        );
+        f.detached("live", &d1);
         assert_eq!(
             unreachable_commits(&by_name("det")).unwrap(),
             vec![d2.clone()]
@@ -564,18 +513,7 @@ mod tests {
     #[test]
     fn archive_head_keeps_the_commit_through_prune_and_gc() {
         let f = Fixture::new();
-        let det = f.root.join("det");
-        f.git(
-            &f.repo,
-            &[
-                "worktree",
-                "add",
-                "-q",
-                "--detach",
-                det.to_str().unwrap(),
-                "main",
-            ],
-        );
+        let det = f.detached("det", "main");
         write(&det.join("d.txt"), "d\n");
         let d = f.commit_all(&det, "d");
         fs::remove_dir_all(&det).unwrap();
@@ -588,9 +526,8 @@ mod tests {
         assert_eq!(unreachable_commits(&entry).unwrap(), Vec::<String>::new());
 
         assert_eq!(prune_for(&f.repo, &det).unwrap(), 1);
-        f.git(&f.repo, &["reflog", "expire", "--expire=now", "--all"]);
-        f.git(&f.repo, &["gc", "-q", "--prune=now"]);
-        assert!(f.try_git(&f.repo, &["cat-file", "-e", &d]).status.success());
+        f.expire_and_gc();
+        assert!(f.has_object(&d));
     }
 
     #[test]

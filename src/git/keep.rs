@@ -132,8 +132,7 @@ mod tests {
             &f.repo,
             &["worktree", "remove", "--force", wt.to_str().unwrap()],
         );
-        f.git(&f.repo, &["reflog", "expire", "--expire=now", "--all"]);
-        f.git(&f.repo, &["gc", "-q", "--prune=now"]);
+        f.expire_and_gc();
         assert_eq!(f.git(&f.repo, &["cat-file", "-t", &dropped]), "commit");
         assert_eq!(f.git(&f.repo, &["show", &format!("{dropped}:x.txt")]), "x");
         // Nothing else moved.

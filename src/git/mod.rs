@@ -6,6 +6,7 @@ pub mod admin;
 pub mod archive;
 pub mod cli;
 pub mod keep;
+pub mod mode;
 pub mod owner;
 pub mod paths;
 pub mod preflight;

@@ -7,27 +7,14 @@ use std::ffi::OsStr;
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use git2::{Repository, RepositoryOpenFlags};
 
 /// `path` with `.` and `..` resolved lexically (no file system access, no
-/// symlinks followed). A relative path stays relative.
-pub fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if !out.pop() && !out.has_root() {
-                    out.push("..");
-                }
-            }
-            other => out.push(other.as_os_str()),
-        }
-    }
-    out
-}
+/// symlinks followed): the root's normalizer, so that git's paths and the
+/// root's checks agree on every spelling.
+pub use crate::root::normalize_lexically as normalize;
 
 /// `path` made absolute against the current directory, then normalized.
 pub fn absolute(path: &Path) -> PathBuf {
@@ -356,6 +343,13 @@ mod tests {
         assert_eq!(normalize(Path::new("/a/./b/../c")), PathBuf::from("/a/c"));
         assert_eq!(normalize(Path::new("/../a")), PathBuf::from("/a"));
         assert_eq!(normalize(Path::new("a/../../b")), PathBuf::from("../b"));
+    }
+
+    #[test]
+    fn normalize_keeps_a_climb_above_the_start_visible() {
+        assert_eq!(normalize(Path::new("../..")), PathBuf::from("../.."));
+        assert_eq!(normalize(Path::new("a/../..")), PathBuf::from(".."));
+        assert_eq!(normalize(Path::new("/..")), PathBuf::from("/"));
     }
 
     #[test]

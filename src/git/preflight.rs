@@ -85,6 +85,7 @@ use std::time::Duration;
 use globset::GlobSet;
 
 use super::cli::{Git, GitCliError};
+use super::mode::octal::{EXEC, GITLINK, SYMLINK};
 use super::paths::{common_dir_of_admin, dot_git, join_rel, read_line_file, rel_str, DotGit};
 use super::refs::RefsCache;
 use super::scan::is_precious;
@@ -181,9 +182,6 @@ pub fn preflight_costed(p: &Preflight<'_>) -> (Vec<AtRisk>, Cost) {
     (out, cost)
 }
 
-pub(crate) const GITLINK: &str = "160000";
-pub(crate) const SYMLINK: &str = "120000";
-const EXEC: &str = "100755";
 const MAX_SUBMODULE_DEPTH: usize = 4;
 
 fn failed(out: &mut Vec<AtRisk>, check: &str, e: impl std::fmt::Display) {

@@ -15,9 +15,8 @@ use std::path::Path;
 use git2::{Repository, Status, StatusOptions};
 use globset::GlobSet;
 
+use super::mode::SKIP_WORKTREE;
 use super::paths::{has_dot_git, join_rel};
-
-const ENTRY_SKIP_WORKTREE: u16 = 1 << 14;
 
 /// What status found, as `/`-separated paths relative to the working tree.
 #[derive(Clone, Debug, Default)]
@@ -38,6 +37,26 @@ pub struct Scan {
     pub nested: Vec<Vec<u8>>,
     /// Tracked files identical in index and working tree (only when asked).
     pub unmodified: Vec<Vec<u8>>,
+}
+
+impl Scan {
+    /// Whether the scan found nothing a removal would lose: no change, no
+    /// untracked or precious file, no nested repository. Unmodified files
+    /// are in HEAD already.
+    pub fn is_clean(&self) -> bool {
+        let Scan {
+            staged,
+            unstaged,
+            untracked,
+            conflicts,
+            precious,
+            nested,
+            unmodified: _,
+        } = self;
+        [staged, unstaged, untracked, conflicts, precious, nested]
+            .iter()
+            .all(|v| v.is_empty())
+    }
 }
 
 /// Whether an ignored path counts as work: its path relative to the
@@ -160,7 +179,7 @@ pub fn scan(
     let skip_worktree: HashSet<Vec<u8>> = repo
         .index()?
         .iter()
-        .filter(|e| e.flags_extended & ENTRY_SKIP_WORKTREE != 0)
+        .filter(|e| e.flags_extended & SKIP_WORKTREE != 0)
         .map(|e| e.path)
         .collect();
     let mut scan = Scan::default();

@@ -135,22 +135,24 @@ impl Fixture {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// `git worktree add -q <opts…> <path> [<rev>]`; returns `path`.
+    pub fn add_worktree(&self, path: &Path, opts: &[&str], rev: Option<&str>) -> PathBuf {
+        let mut args = vec!["worktree", "add", "-q"];
+        args.extend_from_slice(opts);
+        args.push(path.to_str().unwrap());
+        args.extend(rev);
+        self.git(&self.repo, &args);
+        path.to_path_buf()
+    }
+
     /// `git worktree add -b <branch> <root>/<name> main`.
     pub fn worktree(&self, name: &str, branch: &str) -> PathBuf {
-        let p = self.root.join(name);
-        self.git(
-            &self.repo,
-            &[
-                "worktree",
-                "add",
-                "-q",
-                "-b",
-                branch,
-                p.to_str().unwrap(),
-                "main",
-            ],
-        );
-        p
+        self.add_worktree(&self.root.join(name), &["-b", branch], Some("main"))
+    }
+
+    /// `git worktree add --detach <root>/<name> <rev>`.
+    pub fn detached(&self, name: &str, rev: &str) -> PathBuf {
+        self.add_worktree(&self.root.join(name), &["--detach"], Some(rev))
     }
 
     /// Commits everything in `dir` with `msg`; returns the commit id.
@@ -162,6 +164,20 @@ impl Fixture {
 
     pub fn rev(&self, dir: &Path, rev: &str) -> String {
         self.git(dir, &["rev-parse", rev])
+    }
+
+    /// Expires every reflog of the main repository and prunes at once:
+    /// afterwards an object is there only if a ref reaches it.
+    pub fn expire_and_gc(&self) {
+        self.git(&self.repo, &["reflog", "expire", "--expire=now", "--all"]);
+        self.git(&self.repo, &["gc", "-q", "--prune=now"]);
+    }
+
+    /// Whether the main repository holds object `oid`.
+    pub fn has_object(&self, oid: &str) -> bool {
+        self.try_git(&self.repo, &["cat-file", "-e", oid])
+            .status
+            .success()
     }
 }
 

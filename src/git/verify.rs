@@ -25,8 +25,9 @@ use std::time::Duration;
 use globset::GlobSet;
 
 use super::cli::Git;
+use super::mode::octal::GITLINK;
 use super::paths::{join_rel, rel_str};
-use super::preflight::{git_status, index_entries, walk, GITLINK};
+use super::preflight::{git_status, index_entries, walk};
 
 /// Whether git refuses `path` (a `/`-separated path relative to the
 /// worktree) as an index or tree entry.

@@ -148,19 +148,25 @@ fn drop_schema(schema: String) {
     .join();
 }
 
-/// Runs `git` in `dir` with a configuration isolated from the machine's.
-pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
+/// `git` in `dir`, isolated from the machine's configuration and
+/// committing as the tests' author: every git command a test runs starts
+/// here, so that no test depends on who runs it.
+pub fn git_command(dir: &Path) -> Command {
+    let mut c = Command::new("git");
+    c.current_dir(dir)
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_AUTHOR_NAME", "Test")
         .env("GIT_AUTHOR_EMAIL", "test@example.com")
         .env("GIT_COMMITTER_NAME", "Test")
-        .env("GIT_COMMITTER_EMAIL", "test@example.com")
-        .output()
-        .expect("run git");
+        .env("GIT_COMMITTER_EMAIL", "test@example.com");
+    c
+}
+
+/// Runs `git` in `dir` ([`git_command`]), failing the test when git fails;
+/// returns stdout, trimmed.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = git_command(dir).args(args).output().expect("run git");
     assert!(
         out.status.success(),
         "git {args:?} in {}: {}",
@@ -170,13 +176,26 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// `git worktree add --detach <dest> <rev>` in `repo`: where a test brings
+/// an archive back, on its base commit.
+pub fn detached_worktree(repo: &Path, dest: &Path, rev: &str) {
+    git(
+        repo,
+        &[
+            "worktree",
+            "add",
+            "-q",
+            "--detach",
+            dest.to_str().unwrap(),
+            rev,
+        ],
+    );
+}
+
 /// Whether `git` succeeds in `dir`.
 pub fn git_ok(dir: &Path, args: &[&str]) -> bool {
-    Command::new("git")
+    git_command(dir)
         .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
         .output()
         .expect("run git")
         .status
