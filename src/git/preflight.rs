@@ -660,13 +660,18 @@ pub(crate) fn walk(
         }
         let files_matter = ignored_dir.is_some() || holds_ignored.contains(&rel);
         for e in entries {
+            let ft = e.file_type();
+            // Most entries are files no ignore rule names: nothing to do.
+            if matches!(&ft, Ok(t) if !t.is_dir()) && !files_matter {
+                continue;
+            }
             let name = e.file_name();
             let child = if top {
                 name.as_bytes().to_vec()
             } else {
                 [rel.as_slice(), b"/", name.as_bytes()].concat()
             };
-            let ft = match e.file_type() {
+            let ft = match ft {
                 Ok(t) => t,
                 Err(err) => {
                     w.unreadable.push(format!("{} ({err})", rel_str(&child)));
@@ -679,9 +684,6 @@ pub(crate) fn walk(
                 }
                 let inside = ignored_dir.or_else(|| ignored_dirs.get(child.as_slice()).copied());
                 stack.push((e.path(), child, inside));
-                continue;
-            }
-            if !files_matter {
                 continue;
             }
             let precious_here = match ignored_dir {
