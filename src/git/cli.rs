@@ -82,6 +82,9 @@ pub struct Git {
     dir: PathBuf,
     run_as: Option<RunAs>,
     timeout: Duration,
+    /// `GIT_INDEX_FILE`: an index of the caller's instead of the
+    /// repository's own.
+    index_file: Option<PathBuf>,
 }
 
 /// What a git command printed.
@@ -149,6 +152,7 @@ impl Git {
             dir: dir.to_path_buf(),
             run_as: run_as_for(dir, meta.uid(), me)?,
             timeout,
+            index_file: None,
         })
     }
 
@@ -157,6 +161,15 @@ impl Git {
     pub fn at(&self, dir: &Path) -> Git {
         Git {
             dir: dir.to_path_buf(),
+            ..self.clone()
+        }
+    }
+
+    /// The same, reading and writing the index file `index` (a scratch
+    /// index: the repository's own is left alone).
+    pub fn with_index(&self, index: &Path) -> Git {
+        Git {
+            index_file: Some(index.to_path_buf()),
             ..self.clone()
         }
     }
@@ -190,6 +203,7 @@ impl Git {
         .env("GIT_PAGER", "cat")
         .env("PAGER", "cat")
         .env("LC_ALL", "C")
+        .envs(self.index_file.iter().map(|i| ("GIT_INDEX_FILE", i)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -12,6 +12,7 @@ pub mod paths;
 pub mod preflight;
 pub(crate) mod reach;
 pub mod refs;
+pub mod restore;
 pub(crate) mod scan;
 pub mod status;
 pub mod verify;
