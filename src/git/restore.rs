@@ -97,6 +97,96 @@ fn branch_of(subject: &str) -> Option<String> {
         .then(|| label.to_string())
 }
 
+/// One archive as `boo-reconciler archives` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Archive {
+    pub reference: String,
+    pub worktree_id: String,
+    /// When it was taken (the ref's last component).
+    pub unix_secs: u64,
+    /// HEAD's commit when archived.
+    pub head: String,
+    pub branch: Option<String>,
+    pub staged: usize,
+    pub unstaged: usize,
+    pub untracked: usize,
+    pub precious: usize,
+    /// The nested repositories' and submodules' kept refs.
+    pub nested: Vec<String>,
+}
+
+/// Every archive in the main repository `git` runs in, newest first.
+pub fn archives(git: &Git, precious: &globset::GlobSet) -> Result<Vec<Archive>, String> {
+    let err = |e: super::cli::GitCliError| e.to_string();
+    let refs = git
+        .run(&["for-each-ref", "--format=%(refname)", "refs/boo/archive/"])
+        .map_err(err)?
+        .stdout_str();
+    let names: Vec<&str> = refs.lines().collect();
+    let mut out = Vec::new();
+    for name in &names {
+        let Some((id, secs)) = archive_name(name) else {
+            continue;
+        };
+        let p = parts(git, name)?;
+        let changed = |a: &str, b: &str| -> Result<usize, String> {
+            Ok(git
+                .run(&["diff-tree", "-r", "--name-only", "-z", "--no-renames", a, b])
+                .map_err(err)?
+                .stdout
+                .split(|b| *b == 0)
+                .filter(|f| !f.is_empty())
+                .count())
+        };
+        let (mut untracked, mut kept) = (0, 0);
+        if let Some(u) = &p.untracked {
+            let files = git
+                .run(&["ls-tree", "-r", "-z", "--name-only", u])
+                .map_err(err)?
+                .stdout;
+            for f in files.split(|b| *b == 0).filter(|f| !f.is_empty()) {
+                if super::scan::is_precious(precious, f) {
+                    kept += 1;
+                } else {
+                    untracked += 1;
+                }
+            }
+        }
+        let prefix = format!("{name}-nested/");
+        out.push(Archive {
+            reference: name.to_string(),
+            worktree_id: id,
+            unix_secs: secs,
+            staged: changed(&p.head, &p.index)?,
+            unstaged: changed(&p.index, &p.worktree)?,
+            untracked,
+            precious: kept,
+            nested: names
+                .iter()
+                .filter(|n| n.starts_with(&prefix))
+                .map(|n| n.to_string())
+                .collect(),
+            head: p.head,
+            branch: p.branch,
+        });
+    }
+    out.sort_by(|a, b| {
+        b.unix_secs
+            .cmp(&a.unix_secs)
+            .then(a.reference.cmp(&b.reference))
+    });
+    Ok(out)
+}
+
+/// `refs/boo/archive/<id>/<secs>` → `(id, secs)`; the nested repositories'
+/// refs below it are not archives of their own.
+fn archive_name(name: &str) -> Option<(String, u64)> {
+    let rest = name.strip_prefix("refs/boo/archive/")?;
+    let (id, secs) = rest.split_once('/')?;
+    let secs: u64 = secs.parse().ok()?;
+    (!id.is_empty()).then(|| (id.to_string(), secs))
+}
+
 /// Recreates the archived worktree of `reference` at `to` (see the
 /// module's guarantees). `main` is the main repository's working directory
 /// (or its git directory when bare).
@@ -328,6 +418,48 @@ mod tests {
         // Not an archive at all.
         let e = restore(&f.repo, "main", &f.root.join("new"), DEFAULT_TIMEOUT).unwrap_err();
         assert!(e.contains("not an archive"), "{e}");
+    }
+
+    #[test]
+    fn archives_are_listed_newest_first_with_what_they_hold() {
+        let f = Fixture::new();
+        let wt = dirty(&f, "w");
+        let older = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let a = crate::git::archive::archive(&wt, "w", older, &precious()).unwrap();
+        let b = crate::git::archive::archive(&wt, "w", SystemTime::now(), &precious()).unwrap();
+        let git = Git::for_dir(&f.repo, DEFAULT_TIMEOUT).unwrap();
+        let list = archives(&git, &precious()).unwrap();
+        assert_eq!(
+            list.iter()
+                .map(|x| x.reference.as_str())
+                .collect::<Vec<_>>(),
+            [b.reference.as_str(), a.reference.as_str()]
+        );
+        let x = &list[1];
+        assert_eq!((x.worktree_id.as_str(), x.unix_secs), ("w", 1_700_000_000));
+        assert_eq!(x.branch.as_deref(), Some("b-w"));
+        assert_eq!(x.head, f.rev(&wt, "HEAD"));
+        // README staged; README edited and lib.txt deleted after; notes,
+        // run.sh and link untracked; .env precious.
+        assert_eq!(
+            (x.staged, x.unstaged, x.untracked, x.precious),
+            (1, 2, 3, 1)
+        );
+        assert!(x.nested.is_empty());
+    }
+
+    #[test]
+    fn only_archive_refs_are_archives() {
+        assert_eq!(
+            archive_name("refs/boo/archive/w-1/1700000000"),
+            Some(("w-1".into(), 1_700_000_000))
+        );
+        assert_eq!(
+            archive_name("refs/boo/archive/w-1/1700000000-nested/0"),
+            None
+        );
+        assert_eq!(archive_name("refs/boo/history/w-1/1700000000"), None);
+        assert_eq!(archive_name("refs/boo/archive/1700000000"), None);
     }
 
     #[test]
