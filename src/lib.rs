@@ -7,6 +7,7 @@
 //! interval and on demand.
 
 pub mod act;
+pub mod archives;
 pub mod cli;
 pub mod client;
 pub mod commands;

@@ -104,6 +104,9 @@ macro_rules! with_pool {
     };
 }
 
+// Declared after the macro, which it uses.
+pub mod archived;
+
 /// One record of the append-only audit table.
 #[derive(Clone, Debug, Serialize)]
 pub struct AuditRecord {

@@ -1,0 +1,249 @@
+//! The operator's side of `--force`: list the archives a host's forced
+//! removals left (`boo-reconciler archives`) and bring one back
+//! (`boo-reconciler restore`). Listing reads only; a restore writes a new
+//! worktree and, for a live session, its row — never a ref, never over
+//! anything.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Context};
+
+use crate::config::Config;
+use crate::git::cli::{Git, DEFAULT_TIMEOUT};
+use crate::git::restore::{self, Archive, Restored};
+use crate::store::archived::{ArchiveAudit, WorktreeRow};
+use crate::store::Store;
+
+/// One archive, with the row it was taken from and what recorded it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Listed {
+    #[serde(flatten)]
+    pub archive: Archive,
+    pub repository: String,
+    pub session_id: Option<String>,
+    pub audit: Vec<ArchiveAudit>,
+}
+
+/// Which archives to list.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    pub worktree: Option<String>,
+    pub session: Option<String>,
+}
+
+/// Every archive in every main repository a worktree row of this host
+/// names (removed rows too), newest first.
+pub async fn list(store: &Store, config: &Config, filter: &Filter) -> anyhow::Result<Vec<Listed>> {
+    let host = &config.host.id;
+    let rows = store.host_worktree_history(host).await?;
+    let mut repos: Vec<String> = rows.iter().map(|r| r.repo_path.clone()).collect();
+    repos.sort();
+    repos.dedup();
+    let precious = config.precious_globs();
+    let mut out = Vec::new();
+    for repo in repos {
+        let found = {
+            let (repo, precious) = (repo.clone(), precious.clone());
+            tokio::task::spawn_blocking(move || {
+                let git =
+                    Git::for_dir(Path::new(&repo), DEFAULT_TIMEOUT).map_err(|e| e.to_string())?;
+                restore::archives(&git, &precious)
+            })
+            .await?
+        };
+        let archives = match found {
+            Ok(a) => a,
+            // A repository that is gone, or not readable, has no archive to
+            // list; say so and go on with the others.
+            Err(e) => {
+                tracing::warn!(repository = %repo, "archives not listed: {e}");
+                continue;
+            }
+        };
+        for a in archives {
+            let session_id = rows
+                .iter()
+                .find(|r| r.id == a.worktree_id && r.repo_path == repo)
+                .map(|r| r.session_id.clone());
+            if filter
+                .worktree
+                .as_ref()
+                .is_some_and(|w| *w != a.worktree_id)
+                || filter.session.is_some() && filter.session != session_id
+            {
+                continue;
+            }
+            let audit = store.audit_naming(host, &a.reference).await?;
+            out.push(Listed {
+                archive: a,
+                repository: repo.clone(),
+                session_id,
+                audit,
+            });
+        }
+    }
+    out.sort_by(|a, b| {
+        b.archive
+            .unix_secs
+            .cmp(&a.archive.unix_secs)
+            .then(a.archive.reference.cmp(&b.archive.reference))
+    });
+    Ok(out)
+}
+
+/// What a restore did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RestoreReport {
+    pub reference: String,
+    pub repository: String,
+    #[serde(flatten)]
+    pub restored: Restored,
+    /// The new row's id, when the session is live; `None` otherwise.
+    pub row: Option<String>,
+    pub note: String,
+}
+
+/// Restores `what` (an archive ref, or a worktree id: its newest archive)
+/// to `to`, by default a new directory under the root named after the
+/// worktree id.
+pub async fn restore(
+    store: &Store,
+    config: &Config,
+    what: &str,
+    to: Option<&Path>,
+) -> anyhow::Result<RestoreReport> {
+    let all = list(store, config, &Filter::default()).await?;
+    let chosen = if what.starts_with("refs/") {
+        all.iter().find(|l| l.archive.reference == what)
+    } else {
+        all.iter().find(|l| l.archive.worktree_id == what)
+    };
+    let Some(chosen) = chosen.cloned() else {
+        bail!(
+            "no archive {what} in any repository of host {} (list them with `boo-reconciler archives`)",
+            config.host.id
+        );
+    };
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let new_id = format!("{}-restored-{secs}", chosen.archive.worktree_id);
+    let to: PathBuf = match to {
+        Some(p) => p.to_path_buf(),
+        None => config.worktrees.root.join(&new_id),
+    };
+    let restored = {
+        let (repo, reference, to) = (
+            chosen.repository.clone(),
+            chosen.archive.reference.clone(),
+            to.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            restore::restore(Path::new(&repo), &reference, &to, DEFAULT_TIMEOUT)
+        })
+        .await?
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("restoring {}", chosen.archive.reference))?
+    };
+    let live = match &chosen.session_id {
+        Some(s) => {
+            store
+                .session_liveness(s, SystemTime::now(), Duration::ZERO)
+                .await?
+                .live
+        }
+        None => false,
+    };
+    let inside_root = to.starts_with(&config.worktrees.root);
+    let (row, note) = match (&chosen.session_id, live) {
+        (Some(session), true) => {
+            let old = store
+                .host_worktree_history(&config.host.id)
+                .await?
+                .into_iter()
+                .find(|r| r.id == chosen.archive.worktree_id);
+            let row = WorktreeRow {
+                id: new_id.clone(),
+                session_id: session.clone(),
+                repo_path: chosen.repository.clone(),
+                path: to.display().to_string(),
+                branch: restored
+                    .head
+                    .strip_prefix("refs/heads/")
+                    .map(str::to_string),
+                base_ref: old.and_then(|o| o.base_ref),
+                state: "active".into(),
+            };
+            store.insert_worktree_row(&config.host.id, &row).await?;
+            (
+                Some(new_id),
+                format!("session {session} is live: row {} added for it", row.id),
+            )
+        }
+        (session, _) => (
+            None,
+            format!(
+                "no row added: {}{}",
+                match session {
+                    Some(s) => format!("session {s} is not live"),
+                    None => "no row names the archived worktree".into(),
+                },
+                if inside_root {
+                    "; under the root, the controller treats the directory as an orphan and \
+                     removes it once clean and older than worktrees.orphan_min_age — restore with \
+                     --to outside the root to keep it out of reach"
+                } else {
+                    ""
+                }
+            ),
+        ),
+    };
+    Ok(RestoreReport {
+        reference: chosen.archive.reference,
+        repository: chosen.repository,
+        restored,
+        row,
+        note,
+    })
+}
+
+/// The archives as a table.
+pub fn render(list: &[Listed]) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    if list.is_empty() {
+        return "no archives\n".into();
+    }
+    let _ = writeln!(
+        s,
+        "{:<24} {:<12} {:<20} {:<24} {:>6} {:>8} {:>9} {:>8}  REFERENCE",
+        "WORKTREE", "SESSION", "TAKEN", "BRANCH", "STAGED", "UNSTAGED", "UNTRACKED", "PRECIOUS"
+    );
+    for l in list {
+        let a = &l.archive;
+        let taken = humantime::format_rfc3339_seconds(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(a.unix_secs),
+        );
+        let _ = writeln!(
+            s,
+            "{:<24} {:<12} {:<20} {:<24} {:>6} {:>8} {:>9} {:>8}  {}{}",
+            a.worktree_id,
+            l.session_id.as_deref().unwrap_or("-"),
+            taken.to_string(),
+            a.branch.as_deref().unwrap_or("(detached)"),
+            a.staged,
+            a.unstaged,
+            a.untracked,
+            a.precious,
+            a.reference,
+            if a.nested.is_empty() {
+                String::new()
+            } else {
+                format!(" (+{} nested)", a.nested.len())
+            }
+        );
+    }
+    s
+}
