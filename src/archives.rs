@@ -64,7 +64,7 @@ pub async fn list(store: &Store, config: &Config, filter: &Filter) -> anyhow::Re
         for a in archives {
             let session_id = rows
                 .iter()
-                .find(|r| r.id == a.worktree_id && r.repo_path == repo)
+                .find(|r| r.repo_path == repo && names(r, &a.worktree_id))
                 .map(|r| r.session_id.clone());
             if filter
                 .worktree
@@ -90,6 +90,14 @@ pub async fn list(store: &Store, config: &Config, filter: &Filter) -> anyhow::Re
             .then(a.archive.reference.cmp(&b.archive.reference))
     });
     Ok(out)
+}
+
+/// Whether `row` is the worktree an archive names `id`: archives are named
+/// after the worktree's directory under the root, which the layout makes
+/// its row's id (`<root>/<worktree id>`); a row whose directory is named
+/// otherwise is matched by that name.
+fn names(row: &WorktreeRow, id: &str) -> bool {
+    row.id == id || Path::new(&row.path).file_name().is_some_and(|n| n == id)
 }
 
 /// What a restore did.
@@ -163,7 +171,9 @@ pub async fn restore(
                 .host_worktree_history(&config.host.id)
                 .await?
                 .into_iter()
-                .find(|r| r.id == chosen.archive.worktree_id);
+                .find(|r| {
+                    r.repo_path == chosen.repository && names(r, &chosen.archive.worktree_id)
+                });
             let row = WorktreeRow {
                 id: new_id.clone(),
                 session_id: session.clone(),

@@ -85,6 +85,35 @@ pub enum Command {
     },
     /// Apply the database migrations and exit.
     Migrate,
+    /// List the archives `--force` left in this host's repositories,
+    /// newest first, with what each holds; reads only.
+    Archives {
+        /// Only the archives of this worktree id
+        #[arg(long, value_name = "ID")]
+        worktree: Option<String>,
+        /// Only the archives of this session's worktrees
+        #[arg(long, value_name = "ID")]
+        session: Option<String>,
+        /// Print the list as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bring a force-archived worktree back: a new worktree with HEAD, the
+    /// index, the working tree and the untracked and precious files as
+    /// archived. Never writes over anything, never moves a branch, never
+    /// deletes the archive.
+    Restore {
+        /// An archive ref (refs/boo/archive/<id>/<secs>), or a worktree id
+        /// for its newest archive
+        what: String,
+        /// Where to create it [default: a new directory under
+        /// worktrees.root named after the worktree id]
+        #[arg(long, value_name = "PATH")]
+        to: Option<PathBuf>,
+        /// Print what was done as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what the running controller sees (its GET /status).
     Status {
         /// The controller's HTTP address [default: http://<http.listen>]

@@ -45,6 +45,41 @@ pub async fn dispatch(
             println!("migrations applied to {}", store.url());
             Ok(0)
         }
+        Command::Archives {
+            worktree,
+            session,
+            json,
+        } => {
+            let store =
+                Store::open_with(&config.database.url, false, (&config.database).into()).await?;
+            let filter = crate::archives::Filter { worktree, session };
+            let list = crate::archives::list(&store, &config, &filter).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print!("{}", crate::archives::render(&list));
+            }
+            Ok(0)
+        }
+        Command::Restore { what, to, json } => {
+            let store =
+                Store::open_with(&config.database.url, false, (&config.database).into()).await?;
+            let r = crate::archives::restore(&store, &config, &what, to.as_deref()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "restored {} to {}
+HEAD: {}
+{}",
+                    r.reference,
+                    r.restored.path.display(),
+                    r.restored.head,
+                    r.note
+                );
+            }
+            Ok(0)
+        }
         Command::Status { url, json } => {
             let url = url.unwrap_or_else(|| Client::base_for(config.http.listen));
             let token = (!config.http.token.is_empty()).then_some(config.http.token.as_str());
