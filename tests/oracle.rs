@@ -119,6 +119,31 @@ fn oracle_reports_a_worktree_deleted_by_hand() {
     );
 }
 
+/// A forced removal's archive comes back through `boo-reconciler restore`
+/// exactly as git's own recipe brings it back, the work in it.
+#[test]
+fn the_binarys_restore_brings_back_what_gits_recipe_does() {
+    let mut w = World::new(1);
+    std::fs::write(w.root.join("w0/notes.txt"), "only here\n").unwrap();
+    std::fs::write(w.root.join("w0/.env"), "TOKEN=1\n").unwrap();
+    w.write_rows(&[RowSpec::gone(Owner::SessionArchived)]);
+    w.judge(true).expect("no work lost");
+    let refs = oracle::archive_refs(std::slice::from_ref(&w.main));
+    assert_eq!(refs.len(), 1, "{refs:?}");
+    let reference = &refs[0].1;
+    let got = w
+        .restored_by_binary(reference)
+        .expect("restored")
+        .expect("the world has a row");
+    let recipe = oracle::restore(&w.main, reference).expect("the recipe restores it");
+    assert_eq!(got, recipe);
+    assert!(
+        got.files.keys().any(|p| p.as_os_str() == "notes.txt"),
+        "{got:?}"
+    );
+    assert!(got.files.keys().any(|p| p.as_os_str() == ".env"), "{got:?}");
+}
+
 /// Nothing touched: nothing reported, and looking changed nothing.
 #[test]
 fn oracle_passes_when_everything_is_left_alone() {

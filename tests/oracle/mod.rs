@@ -561,6 +561,9 @@ pub enum Violation {
     RemovedUnforced { dir: String, why: String },
     /// An archive ref that the recipe cannot restore.
     ArchiveUnrestorable { reference: String, error: String },
+    /// `boo-reconciler restore` of an archive failed, or brought back
+    /// something other than git's own recipe does.
+    RestoreDiffers { reference: String, detail: String },
 }
 
 /// What the repositories hold after a pass: the commits refs reach, the
@@ -573,9 +576,22 @@ struct Holdings {
     archives: HashMap<String, Vec<Restored>>,
 }
 
-struct Restored {
-    files: BTreeMap<PathBuf, Entry>,
-    index: BTreeSet<(PathBuf, Entry)>,
+#[derive(Debug, PartialEq, Eq)]
+pub struct Restored {
+    pub files: BTreeMap<PathBuf, Entry>,
+    pub index: BTreeSet<(PathBuf, Entry)>,
+}
+
+/// What a restored worktree at `dir` holds: its files but `.git`, and its
+/// index.
+pub fn restored_at(dir: &Path) -> Restored {
+    Restored {
+        files: walk(dir)
+            .into_iter()
+            .filter(|(p, _)| p != Path::new(".git"))
+            .collect(),
+        index: index_entries(dir),
+    }
 }
 
 /// Commits reachable from HEAD and the refs of `repo`. With `archives`
@@ -648,7 +664,7 @@ fn archive_name(reference: &str) -> Option<String> {
 
 /// Restores an archive with the README's recipe into a scratch directory
 /// outside the root, reads it, and removes the scratch worktree again.
-fn restore(main: &Path, reference: &str) -> Result<Restored, String> {
+pub fn restore(main: &Path, reference: &str) -> Result<Restored, String> {
     let scratch = tempfile::Builder::new()
         .prefix("oracle-restore-")
         .tempdir()
@@ -672,14 +688,7 @@ fn restore(main: &Path, reference: &str) -> Result<Restored, String> {
     } else {
         let apply = git_out(&dest, &["stash", "apply", "--index", reference]);
         if apply.status.success() {
-            let files = walk(&dest)
-                .into_iter()
-                .filter(|(p, _)| p != Path::new(".git"))
-                .collect();
-            Ok(Restored {
-                files,
-                index: index_entries(&dest),
-            })
+            Ok(restored_at(&dest))
         } else {
             Err(format!(
                 "stash apply --index: {}{}",

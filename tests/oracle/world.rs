@@ -1008,6 +1008,65 @@ impl World {
         all
     }
 
+    /// Restores `reference` with `boo-reconciler restore` and with git's
+    /// recipe, each into a scratch directory outside the root; what differs,
+    /// if anything. An archive the recipe cannot restore is judged by
+    /// `check` already.
+    fn restore_differs(&self, reference: &str) -> Option<String> {
+        let Ok(recipe) = super::restore(&self.main, reference) else {
+            return None;
+        };
+        match self.restored_by_binary(reference) {
+            Ok(Some(got)) => {
+                (got != recipe).then(|| format!("restored {got:?}\nrecipe {recipe:?}"))
+            }
+            Ok(None) => None,
+            Err(e) => Some(e),
+        }
+    }
+
+    /// What `boo-reconciler restore <reference>` brings back, read from a
+    /// scratch directory outside the root; `None` when the world has no
+    /// worktree row, so the command knows no repository to look in.
+    pub fn restored_by_binary(&self, reference: &str) -> Result<Option<super::Restored>, String> {
+        let scratch = tempfile::Builder::new()
+            .prefix("oracle-bin-restore-")
+            .tempdir()
+            .unwrap();
+        let dest = scratch.path().join("restored");
+        let out = self
+            .bin()
+            .args(["restore", reference, "--to", dest.to_str().unwrap()])
+            .output()
+            .expect("controller runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let verdict = if stderr.contains("no archive") && !self.has_rows() {
+            Ok(None)
+        } else if !out.status.success() {
+            Err(format!(
+                "restore failed ({:?}): {stderr}",
+                out.status.code()
+            ))
+        } else {
+            Ok(Some(super::restored_at(&dest)))
+        };
+        g(
+            &self.main,
+            &["worktree", "remove", "--force", dest.to_str().unwrap()],
+        );
+        g(&self.main, &["worktree", "prune"]);
+        verdict
+    }
+
+    fn has_rows(&self) -> bool {
+        let out = Command::new("sqlite3")
+            .arg(&self.db)
+            .arg("SELECT count(*) FROM worktrees")
+            .output()
+            .expect("sqlite3 runs");
+        String::from_utf8_lossy(&out.stdout).trim() != "0"
+    }
+
     /// Snapshot, one pass, and the oracle's verdict.
     pub fn judge(&self, force: bool) -> Result<(), Failure> {
         let before = self.snapshot();
@@ -1028,6 +1087,15 @@ impl World {
                     path: p.clone(),
                     before: outside.get(p).cloned(),
                     after: outside_after.get(p).cloned(),
+                });
+            }
+        }
+        // The binary's own restore brings back what git's recipe does.
+        for reference in &refs {
+            if let Some(detail) = self.restore_differs(reference) {
+                violations.push(Violation::RestoreDiffers {
+                    reference: reference.clone(),
+                    detail,
                 });
             }
         }
