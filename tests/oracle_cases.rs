@@ -296,3 +296,15 @@ fn worktrees_sharing_a_detached_head_do_not_vouch_for_each_other() {
         );
     }
 }
+
+/// Found by the oracle: a file added with intent to add (`git add -N`) and
+/// force-archived comes back through `boo-reconciler restore` with its
+/// bytes, as an intent-to-add entry again.
+#[test]
+fn an_intent_to_add_file_is_restored_by_the_binary() {
+    let mut w = oracle::world::World::new(1);
+    w.apply(&Op::IntentToAdd { wt: 0 });
+    w.write_rows(&archived());
+    w.judge(true)
+        .expect("no work lost, and restored as git's recipe restores it");
+}

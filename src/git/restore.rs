@@ -29,7 +29,9 @@
 //! directories of nested repositories (their working files are in `U`;
 //! their kept commits stay under `<ref>-nested/…` in the main repository).
 
+use std::ffi::OsStr;
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -242,6 +244,36 @@ pub fn restore(
     }
     wt.run(&["read-tree", &format!("{}^{{tree}}", p.index)])
         .map_err(|e| format!("restoring the index: {e}"))?;
+    // A tracked file in the working tree that the index part lacks was
+    // added with intent to add (`git add -N`): the archive leaves such an
+    // entry out of the index part, as `git stash` must; it is one again.
+    let intended = wt
+        .run(&[
+            "diff-tree",
+            "-r",
+            "-z",
+            "--name-only",
+            "--no-renames",
+            "--diff-filter=A",
+            &p.index,
+            &p.worktree,
+        ])
+        .map_err(|e| format!("reading intent-to-add entries: {e}"))?
+        .stdout;
+    let intended: Vec<&OsStr> = intended
+        .split(|b| *b == 0)
+        .filter(|f| !f.is_empty())
+        .map(OsStr::from_bytes)
+        .collect();
+    if !intended.is_empty() {
+        let mut args: Vec<&OsStr> = ["add", "--intent-to-add", "--force", "--"]
+            .iter()
+            .map(OsStr::new)
+            .collect();
+        args.extend(intended);
+        wt.run(&args)
+            .map_err(|e| format!("restoring intent-to-add entries: {e}"))?;
+    }
     // The index's stat data, so that what is unchanged shows as unchanged;
     // a non-zero exit only says that some file differs from the index.
     let _ = wt.run_status(&["update-index", "-q", "--refresh"], &[]);

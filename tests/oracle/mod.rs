@@ -582,6 +582,29 @@ pub struct Restored {
     pub index: BTreeSet<(PathBuf, Entry)>,
 }
 
+/// `got` with each intent-to-add entry (the empty blob in the index, the
+/// file on disk) read as the recipe's staged file: `git stash apply
+/// --index` stages a file added with intent to add in full, a faithful
+/// restore adds it with intent again; the bytes are the same.
+pub fn staged_as_recipe(mut got: Restored, recipe: &Restored) -> Restored {
+    const EMPTY: &str = "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391";
+    let intended: Vec<(PathBuf, Entry)> = got
+        .index
+        .iter()
+        .filter(|(p, e)| {
+            e.blob == EMPTY
+                && got.files.get(p).is_some_and(|f| f.blob != EMPTY)
+                && recipe.index.contains(&(p.clone(), got.files[p].clone()))
+        })
+        .cloned()
+        .collect();
+    for (p, e) in intended {
+        got.index.remove(&(p.clone(), e));
+        got.index.insert((p.clone(), got.files[&p].clone()));
+    }
+    got
+}
+
 /// What a restored worktree at `dir` holds: its files but `.git`, and its
 /// index.
 pub fn restored_at(dir: &Path) -> Restored {

@@ -1018,6 +1018,7 @@ impl World {
         };
         match self.restored_by_binary(reference) {
             Ok(Some(got)) => {
+                let got = super::staged_as_recipe(got, &recipe);
                 (got != recipe).then(|| format!("restored {got:?}\nrecipe {recipe:?}"))
             }
             Ok(None) => None,
