@@ -24,7 +24,7 @@
 //! - Actions come out grouped and ordered (see [`Stage`]) so the executor
 //!   can run groups concurrently and stages in order.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -199,28 +199,31 @@ impl Action {
         }
     }
 
-    /// What the action acts on, as a stable key for backoff and audit.
-    pub fn target(&self) -> String {
+    /// What the action acts on: the key of its backoff, claim and audit.
+    pub fn key(&self) -> Target {
         match &self.kind {
-            ActionKind::TerminateProcess { process } => {
-                format!("process:{}@{}", process.pid, process.start_time)
-            }
-            ActionKind::CloseAgentRow { row_id, .. } => format!("agent-row:{row_id}"),
-            ActionKind::DeleteOpencodeSession { session } => format!("opencode:{}", session.id),
-            ActionKind::RemoveWorktree { worktree } => {
-                format!("worktree:{}", worktree.path.display())
-            }
+            ActionKind::TerminateProcess { process } => Target::Process {
+                pid: process.pid,
+                start_time: process.start_time,
+            },
+            ActionKind::CloseAgentRow { row_id, .. } => Target::AgentRow(row_id.clone()),
+            ActionKind::DeleteOpencodeSession { session } => Target::Opencode(session.id.clone()),
+            ActionKind::RemoveWorktree { worktree } => Target::Worktree(worktree.path.clone()),
             ActionKind::MarkWorktreeRemoved { worktree_id, .. }
-            | ActionKind::MarkWorktreeActive { worktree_id } => {
-                format!("worktree-row:{worktree_id}")
+            | ActionKind::MarkWorktreeActive { worktree_id }
+            | ActionKind::RefusePath { worktree_id, .. } => {
+                Target::WorktreeRow(worktree_id.clone())
             }
-            ActionKind::PruneAdminEntry { entry } => format!(
-                "admin-entry:{}/.git/worktrees/{}",
-                entry.repo_path.display(),
-                entry.name
-            ),
-            ActionKind::RefusePath { worktree_id, .. } => format!("worktree-row:{worktree_id}"),
+            ActionKind::PruneAdminEntry { entry } => Target::AdminEntry {
+                repo: entry.repo_path.clone(),
+                name: entry.name.clone(),
+            },
         }
+    }
+
+    /// [`Action::key`] as the text the answers carry.
+    pub fn target(&self) -> String {
+        self.key().to_string()
     }
 
     pub fn stage(&self) -> Stage {
@@ -245,7 +248,7 @@ impl Action {
             // directory: same group as the directory's removal.
             (None, None, ActionKind::DeleteOpencodeSession { session }) => {
                 match &session.worktree_dir {
-                    Some(dir) => format!("worktree:{}", dir.display()),
+                    Some(dir) => Target::Worktree(dir.to_path_buf()).to_string(),
                     None => self.target(),
                 }
             }
@@ -255,6 +258,7 @@ impl Action {
 
     /// Whether the action destroys something, so that liveness must be
     /// re-checked right before it.
+    #[cfg(test)]
     pub fn is_destructive(&self) -> bool {
         matches!(
             self.kind,
@@ -267,9 +271,50 @@ impl Action {
     }
 }
 
+/// What an action acts on, or what the planner left pending: one key per
+/// thing, whatever the pass. Shown (and serialized) as `kind:identity`,
+/// the text the audit table and the answers carry.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// `process:<pid>@<start time>`: a pid alone may be reused.
+    Process { pid: i32, start_time: u64 },
+    /// `agent-row:<id>`.
+    AgentRow(String),
+    /// `opencode:<session id>`.
+    Opencode(String),
+    /// `worktree:<path>`: a directory, with or without a row.
+    Worktree(PathBuf),
+    /// `worktree-row:<id>`: a worktree's row, not its directory.
+    WorktreeRow(String),
+    /// `admin-entry:<repo>/.git/worktrees/<name>`.
+    AdminEntry { repo: PathBuf, name: String },
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Process { pid, start_time } => write!(f, "process:{pid}@{start_time}"),
+            Target::AgentRow(id) => write!(f, "agent-row:{id}"),
+            Target::Opencode(id) => write!(f, "opencode:{id}"),
+            Target::Worktree(path) => write!(f, "worktree:{}", path.display()),
+            Target::WorktreeRow(id) => write!(f, "worktree-row:{id}"),
+            Target::AdminEntry { repo, name } => {
+                write!(f, "admin-entry:{}/.git/worktrees/{name}", repo.display())
+            }
+        }
+    }
+}
+
+impl Serialize for Target {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// Something the planner saw and deliberately left for later.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Pending {
+    /// A [`Target`] as text: the answers and the status carry it so.
     pub target: String,
     pub why: String,
 }
@@ -333,7 +378,11 @@ fn plan_processes(
         }
         if let Some(u) = desired.unreadable(Table::Chats, &p.chat_id) {
             out.pending.push(Pending {
-                target: format!("process:{}@{}", p.pid, p.start_time),
+                target: Target::Process {
+                    pid: p.pid,
+                    start_time: p.start_time,
+                }
+                .to_string(),
                 why: format!(
                     "pid {} is labelled with chat {}: {u}; kept",
                     p.pid, p.chat_id
@@ -346,7 +395,11 @@ fn plan_processes(
         let has_row = state.is_some_and(|s| s.chat.is_some());
         if !has_row && up < policy.process_orphan_min_age {
             out.pending.push(Pending {
-                target: format!("process:{}@{}", p.pid, p.start_time),
+                target: Target::Process {
+                    pid: p.pid,
+                    start_time: p.start_time,
+                }
+                .to_string(),
                 why: format!(
                     "pid {} ({}) is labelled with chat {} which has no row, {up_text} old: \
                      stopped once {} old",
@@ -434,7 +487,7 @@ fn plan_agent_rows(desired: &DesiredState, actual: &ActualState, now: SystemTime
         }
         if let Some(u) = desired.unreadable(Table::Chats, &row.chat_id) {
             out.pending.push(Pending {
-                target: format!("agent-row:{}", row.id),
+                target: Target::AgentRow(row.id.clone()).to_string(),
                 why: format!("{u}; the row stays open"),
             });
             continue;
@@ -448,7 +501,7 @@ fn plan_agent_rows(desired: &DesiredState, actual: &ActualState, now: SystemTime
                 // Not looked up this pass: the row waits for a pass that does.
                 None => {
                     out.pending.push(Pending {
-                        target: format!("agent-row:{}", row.id),
+                        target: Target::AgentRow(row.id.clone()).to_string(),
                         why: format!("{why}; recorded pid {pid} was not looked up this pass"),
                     });
                     continue;
@@ -461,7 +514,7 @@ fn plan_agent_rows(desired: &DesiredState, actual: &ActualState, now: SystemTime
                     // chat's label: it is never signalled, and the row stays
                     // open as evidence until it exits.
                     out.pending.push(Pending {
-                        target: format!("agent-row:{}", row.id),
+                        target: Target::AgentRow(row.id.clone()).to_string(),
                         why: format!(
                             "{why}; recorded pid {pid} is running without chat {}'s label \
                              ({}): never signalled; the row stays open until it exits",
@@ -569,7 +622,7 @@ fn plan_opencode(
         }
         if let Some(u) = desired.unreadable(Table::Chats, &row.chat_id) {
             out.pending.push(Pending {
-                target: format!("agent-row:{}", row.id),
+                target: Target::AgentRow(row.id.clone()).to_string(),
                 why: format!("{u}; its opencode session and row are kept"),
             });
             continue;
@@ -610,7 +663,7 @@ fn plan_opencode(
                 "opencode is off on this host (opencode.url is empty)".into(),
             )),
             OpencodeView::NotRunning { why: down } => out.pending.push(Pending {
-                target: format!("opencode:{id}"),
+                target: Target::Opencode(id.to_string()).to_string(),
                 why: format!(
                     "{why}; opencode is not running ({down}): session {id} is deleted once it is \
                      back, and row {} stays open until then",
@@ -619,7 +672,7 @@ fn plan_opencode(
             }),
             OpencodeView::Failing { why: failing } => {
                 out.pending.push(Pending {
-                    target: format!("opencode:{id}"),
+                    target: Target::Opencode(id.to_string()).to_string(),
                     why: format!("{why}; waiting for opencode: {failing}"),
                 });
                 waits.sessions.insert(
@@ -678,7 +731,7 @@ fn plan_opencode(
         let shown = humantime::format_duration(Duration::from_secs(old.as_secs()));
         if old < policy.opencode_orphan_min_age {
             out.pending.push(Pending {
-                target: format!("opencode:{}", s.id),
+                target: Target::Opencode(s.id.clone()).to_string(),
                 why: format!(
                     "no open row names opencode session {} in {}, {shown} old: deleted once {} old",
                     s.id,
@@ -752,7 +805,7 @@ fn plan_worktree_rows(
         };
         if let Some(u) = desired.unreadable(Table::Sessions, &row.session_id) {
             out.pending.push(Pending {
-                target: format!("worktree-row:{}", row.id),
+                target: Target::WorktreeRow(row.id.clone()).to_string(),
                 why: format!("{u}; its worktree is kept"),
             });
             continue;
@@ -780,7 +833,7 @@ fn plan_worktree_rows(
         let row_age = age(now, row.created_at);
         if session_missing && row_age < policy.worktree_orphan_min_age {
             out.pending.push(Pending {
-                target: format!("worktree-row:{}", row.id),
+                target: Target::WorktreeRow(row.id.clone()).to_string(),
                 why: format!(
                     "{reason}, but the worktree row is {} old: released once {} old",
                     humantime::format_duration(Duration::from_secs(row_age.as_secs())),
@@ -795,7 +848,7 @@ fn plan_worktree_rows(
                 .and_then(|rows| rows.iter().find(|r| r.id != row.id));
             if let Some(other) = other {
                 out.pending.push(Pending {
-                    target: format!("worktree:{}", path.display()),
+                    target: Target::Worktree(path.to_path_buf()).to_string(),
                     why: format!(
                         "{reason}; but row {} of live session {} names this directory too: kept",
                         other.id, other.session_id
@@ -805,7 +858,7 @@ fn plan_worktree_rows(
             }
             if let Some(wait) = waits.for_worktree(path, Some(&row.session_id)) {
                 out.pending.push(Pending {
-                    target: format!("worktree:{}", path.display()),
+                    target: Target::Worktree(path.to_path_buf()).to_string(),
                     why: format!("{reason}; {wait}"),
                 });
                 continue;
@@ -858,7 +911,7 @@ fn plan_worktree_rows(
         if let Some(d) = actual.dirs.iter().find(|d| &d.name == id) {
             claimed.insert(d.path.clone());
             out.pending.push(Pending {
-                target: format!("worktree:{}", d.path.display()),
+                target: Target::Worktree(d.path.to_path_buf()).to_string(),
                 why: format!("{u}; its directory is kept"),
             });
         }
@@ -929,7 +982,7 @@ fn plan_orphan_dirs(
         if claimed.contains(&dir.path) {
             continue;
         }
-        let target = format!("worktree:{}", dir.path.display());
+        let target = Target::Worktree(dir.path.to_path_buf()).to_string();
         if dir.kind != EntryKind::Directory {
             out.pending.push(Pending {
                 target,
@@ -988,11 +1041,11 @@ fn plan_admin_entries(
 ) {
     for moved in &actual.moved_admin_entries {
         out.pending.push(Pending {
-            target: format!(
-                "admin-entry:{}/.git/worktrees/{}",
-                moved.repo_path.display(),
-                moved.name
-            ),
+            target: Target::AdminEntry {
+                repo: moved.repo_path.clone(),
+                name: moved.name.clone(),
+            }
+            .to_string(),
             why: format!(
                 "directory {} is gone but {} points at this entry: a moved worktree, \
                  never pruned (`git worktree repair {}` updates the entry)",
@@ -1010,11 +1063,11 @@ fn plan_admin_entries(
         });
         if let Some(row) = live_row {
             out.pending.push(Pending {
-                target: format!(
-                    "admin-entry:{}/.git/worktrees/{}",
-                    entry.repo_path.display(),
-                    entry.name
-                ),
+                target: Target::AdminEntry {
+                    repo: entry.repo_path.clone(),
+                    name: entry.name.clone(),
+                }
+                .to_string(),
                 why: format!(
                     "directory {} is gone but session {} is live",
                     entry.worktree_path.display(),
@@ -1073,15 +1126,6 @@ fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
-}
-
-/// Counts of what a plan would do, by action name.
-pub fn counts(plan: &Plan) -> BTreeMap<&'static str, usize> {
-    let mut m = BTreeMap::new();
-    for a in &plan.actions {
-        *m.entry(a.name()).or_default() += 1;
-    }
-    m
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! less and less often, without holding back any other target.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::time::{Duration, Instant};
 
 /// The first retry waits this long after a failure.
@@ -16,21 +17,42 @@ pub struct Entry {
     pub last_error: String,
 }
 
-/// Failing targets by key. Success forgets a target entirely.
-#[derive(Debug, Default)]
-pub struct Backoff {
-    entries: HashMap<String, Entry>,
+impl Entry {
+    /// Why the target is not attempted at `now`.
+    pub fn why(&self, now: Instant) -> String {
+        let wait = self.next_attempt.saturating_duration_since(now).as_secs();
+        format!(
+            "backing off after {} failure(s), next attempt in {}: {}",
+            self.failures,
+            humantime::format_duration(Duration::from_secs(wait)),
+            self.last_error
+        )
+    }
 }
 
-impl Backoff {
+/// Failing targets by key. Success forgets a target entirely.
+#[derive(Debug)]
+pub struct Backoff<K> {
+    entries: HashMap<K, Entry>,
+}
+
+impl<K> Default for Backoff<K> {
+    fn default() -> Self {
+        Backoff {
+            entries: HashMap::new(),
+        }
+    }
+}
+
+impl<K: Eq + Hash + Clone> Backoff<K> {
     /// The entry that holds `target` back at `now`, if any.
-    pub fn blocking(&self, target: &str, now: Instant) -> Option<&Entry> {
+    pub fn blocking(&self, target: &K, now: Instant) -> Option<&Entry> {
         self.entries.get(target).filter(|e| e.next_attempt > now)
     }
 
     /// Records a failure: the delay doubles with each consecutive failure.
-    pub fn failed(&mut self, target: &str, now: Instant, error: &str) -> &Entry {
-        let e = self.entries.entry(target.to_string()).or_insert(Entry {
+    pub fn failed(&mut self, target: &K, now: Instant, error: &str) -> &Entry {
+        let e = self.entries.entry(target.clone()).or_insert(Entry {
             failures: 0,
             next_attempt: now,
             last_error: String::new(),
@@ -41,11 +63,11 @@ impl Backoff {
         e
     }
 
-    pub fn succeeded(&mut self, target: &str) {
+    pub fn succeeded(&mut self, target: &K) {
         self.entries.remove(target);
     }
 
-    pub fn entries(&self) -> impl Iterator<Item = (&String, &Entry)> {
+    pub fn entries(&self) -> impl Iterator<Item = (&K, &Entry)> {
         self.entries.iter()
     }
 }
@@ -72,13 +94,13 @@ mod tests {
     fn failing_target_does_not_block_others_and_success_resets() {
         let mut b = Backoff::default();
         let t0 = Instant::now();
-        b.failed("a", t0, "boom");
-        assert!(b.blocking("a", t0).is_some());
-        assert!(b.blocking("b", t0).is_none());
-        assert!(b.blocking("a", t0 + BASE).is_none());
-        b.failed("a", t0, "boom");
-        assert_eq!(b.blocking("a", t0).unwrap().failures, 2);
-        b.succeeded("a");
-        assert!(b.blocking("a", t0).is_none());
+        b.failed(&"a", t0, "boom");
+        assert!(b.blocking(&"a", t0).is_some());
+        assert!(b.blocking(&"b", t0).is_none());
+        assert!(b.blocking(&"a", t0 + BASE).is_none());
+        b.failed(&"a", t0, "boom");
+        assert_eq!(b.blocking(&"a", t0).unwrap().failures, 2);
+        b.succeeded(&"a");
+        assert!(b.blocking(&"a", t0).is_none());
     }
 }

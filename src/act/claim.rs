@@ -15,6 +15,15 @@
 //!    in `tests/crash.rs`).
 //! 3. **Visible.** [`Claims::held`] lists the targets held now, for the
 //!    answer of a run that timed out ("still working on X").
+//! 4. **A stale plan leaves the target alone.** A run whose state was read
+//!    before the target's last release is told it was handled, for
+//!    [`ACTED_MEMORY`] after that release (tests
+//!    `a_plan_older_than_the_last_release_is_told_the_target_was_handled`,
+//!    `the_last_release_is_forgotten_after_the_acted_memory`).
+//!
+//! Release times are read from tokio's clock, so that tests can pause it;
+//! outside a paused test it is the system's monotonic clock, the clock of
+//! the plan's `observed_at`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -22,16 +31,20 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-/// How long the table remembers that a target was acted on.
-const ACTED_MEMORY: Duration = Duration::from_secs(600);
+use super::unpoisoned::lock;
+use crate::plan::Target;
+
+/// How long the table remembers that a target was acted on: longer than
+/// any pass may run.
+pub const ACTED_MEMORY: Duration = Duration::from_secs(600);
 
 /// The targets held now, and when each was last released.
 #[derive(Default)]
 pub struct Claims {
-    inflight: Mutex<HashSet<String>>,
+    inflight: Mutex<HashSet<Target>>,
     /// A run whose plan is older than the last release leaves the target
     /// alone.
-    acted: Mutex<HashMap<String, Instant>>,
+    acted: Mutex<HashMap<Target, tokio::time::Instant>>,
     released: Notify,
 }
 
@@ -44,24 +57,20 @@ pub struct Claim {
 
 struct Held {
     claims: Arc<Claims>,
-    target: String,
+    target: Target,
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
         {
-            let mut acted = self.claims.acted.lock().expect("acted lock");
-            let now = Instant::now();
+            let mut acted = lock(&self.claims.acted);
+            let now = tokio::time::Instant::now();
             // Only plans older than a pass timeout could still be running:
             // forget older entries so that the map stays small.
             acted.retain(|_, t| now.duration_since(*t) < ACTED_MEMORY);
             acted.insert(self.target.clone(), now);
         }
-        self.claims
-            .inflight
-            .lock()
-            .expect("inflight lock")
-            .remove(&self.target);
+        lock(&self.claims.inflight).remove(&self.target);
         self.claims.released.notify_waiters();
     }
 }
@@ -69,27 +78,24 @@ impl Drop for Held {
 impl Claims {
     /// Claims `target`; `None` when another run held it (waited for), or
     /// acted on it after `observed_at` (the caller's plan is then stale).
-    pub async fn claim(self: &Arc<Self>, target: &str, observed_at: Instant) -> Option<Claim> {
+    pub async fn claim(self: &Arc<Self>, target: &Target, observed_at: Instant) -> Option<Claim> {
         let mut waited = false;
         loop {
             let notified = self.released.notified();
             {
-                let mut inflight = self.inflight.lock().expect("inflight lock");
+                let mut inflight = lock(&self.inflight);
                 if !inflight.contains(target) {
-                    let acted_since = self
-                        .acted
-                        .lock()
-                        .expect("acted lock")
+                    let acted_since = lock(&self.acted)
                         .get(target)
-                        .is_some_and(|t| *t > observed_at);
+                        .is_some_and(|t| t.into_std() > observed_at);
                     if waited || acted_since {
                         return None;
                     }
-                    inflight.insert(target.to_string());
+                    inflight.insert(target.clone());
                     return Some(Claim {
                         _inner: Arc::new(Held {
                             claims: Arc::clone(self),
-                            target: target.to_string(),
+                            target: target.clone(),
                         }),
                     });
                 }
@@ -99,14 +105,11 @@ impl Claims {
         }
     }
 
-    /// The targets held now, sorted.
+    /// The targets held now, as text, sorted.
     pub fn held(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .inflight
-            .lock()
-            .expect("inflight lock")
+        let mut v: Vec<String> = lock(&self.inflight)
             .iter()
-            .cloned()
+            .map(ToString::to_string)
             .collect();
         v.sort();
         v
@@ -120,10 +123,10 @@ mod tests {
     #[tokio::test]
     async fn a_waiter_is_told_the_target_was_handled() {
         let claims = Arc::new(Claims::default());
-        let first = claims.claim("t", Instant::now()).await.unwrap();
+        let first = claims.claim(&t("t"), Instant::now()).await.unwrap();
         let waiter = {
             let claims = Arc::clone(&claims);
-            tokio::spawn(async move { claims.claim("t", Instant::now()).await.is_some() })
+            tokio::spawn(async move { claims.claim(&t("t"), Instant::now()).await.is_some() })
         };
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
@@ -139,7 +142,7 @@ mod tests {
         let run = {
             let claims = Arc::clone(&claims);
             async move {
-                let claim = claims.claim("t", Instant::now()).await.unwrap();
+                let claim = claims.claim(&t("t"), Instant::now()).await.unwrap();
                 let held = claim.clone();
                 tokio::task::spawn_blocking(move || {
                     let _held = held;
@@ -151,16 +154,66 @@ mod tests {
         };
         // The run is abandoned (a timeout) while its blocking work goes on.
         let _ = tokio::time::timeout(Duration::from_millis(50), run).await;
-        assert_eq!(claims.held(), vec!["t".to_string()]);
+        assert_eq!(claims.held(), vec!["agent-row:t".to_string()]);
         let observed = Instant::now();
         let second = {
             let claims = Arc::clone(&claims);
-            tokio::spawn(async move { claims.claim("t", observed).await.is_some() })
+            tokio::spawn(async move { claims.claim(&t("t"), observed).await.is_some() })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!second.is_finished(), "still claimed by the blocking work");
         go_tx.send(()).unwrap();
         assert!(!second.await.unwrap());
+        assert!(claims.held().is_empty());
+    }
+
+    fn t(name: &str) -> Target {
+        Target::AgentRow(name.into())
+    }
+
+    /// Now on tokio's clock, as the plan's `observed_at`.
+    fn observed() -> Instant {
+        tokio::time::Instant::now().into_std()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_plan_older_than_the_last_release_is_told_the_target_was_handled() {
+        let claims = Arc::new(Claims::default());
+        let before = observed();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        drop(claims.claim(&t("a"), before).await.unwrap());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(claims.claim(&t("a"), before).await.is_none(), "stale plan");
+        let after = observed();
+        assert!(claims.claim(&t("a"), after).await.is_some(), "fresh plan");
+        assert!(claims.claim(&t("b"), before).await.is_some(), "per target");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_last_release_is_forgotten_after_the_acted_memory() {
+        let claims = Arc::new(Claims::default());
+        let before = observed();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        drop(claims.claim(&t("a"), before).await.unwrap());
+        tokio::time::advance(ACTED_MEMORY).await;
+        // Any release prunes what is older than the memory.
+        drop(claims.claim(&t("b"), observed()).await.unwrap());
+        assert!(claims.claim(&t("a"), before).await.is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_waits_as_long_as_the_holder_holds() {
+        let claims = Arc::new(Claims::default());
+        let first = claims.claim(&t("a"), observed()).await.unwrap();
+        let waiter = {
+            let (claims, at) = (Arc::clone(&claims), observed());
+            tokio::spawn(async move { claims.claim(&t("a"), at).await.is_some() })
+        };
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert!(!waiter.is_finished(), "no timeout frees a held target");
+        assert_eq!(claims.held(), vec!["agent-row:a".to_string()]);
+        drop(first);
+        assert!(!waiter.await.unwrap());
         assert!(claims.held().is_empty());
     }
 }

@@ -24,29 +24,19 @@
 
 use std::path::PathBuf;
 
-use super::Executor;
+use super::executor::Executor;
 use crate::opencode::{Client, Error, FailureKind};
 use crate::plan::WorktreeTarget;
 use crate::root::WorktreeRoot;
 
-/// The key of the removal's detail that says what became of the instance.
-pub const DETAIL_KEY: &str = "opencode_instance";
-
 /// Disposes of the instance for the removed worktree `wt` unless a session
-/// still works in it, and adds what became of it to `detail`; nothing while
-/// the executor has no opencode or `opencode.enabled` is off.
-pub async fn after_removal(
-    executor: &Executor,
-    wt: &WorktreeTarget,
-    detail: &mut serde_json::Value,
-) {
-    let Some(client) = executor
+/// still works in it, and says what became of it; `None` while the executor
+/// has no opencode or `opencode.enabled` is off.
+pub async fn after_removal(executor: &Executor, wt: &WorktreeTarget) -> Option<String> {
+    let client = executor
         .opencode
         .as_ref()
-        .filter(|_| executor.dispose_opencode_instances)
-    else {
-        return;
-    };
+        .filter(|_| executor.dispose_opencode_instances)?;
     let said = dispose(client, &directories(&executor.root, wt)).await;
     if said.starts_with("error: ") {
         tracing::warn!(worktree = %wt.path.display(), opencode = client.url(),
@@ -55,10 +45,7 @@ pub async fn after_removal(
         tracing::debug!(worktree = %wt.path.display(), opencode = client.url(),
             "opencode instance: {said}");
     }
-    if !detail.is_object() {
-        *detail = serde_json::Value::Object(serde_json::Map::new());
-    }
-    detail[DETAIL_KEY] = said.into();
+    Some(said)
 }
 
 /// The spellings a client of the server may have used for the worktree:

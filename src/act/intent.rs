@@ -13,7 +13,11 @@
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
-use super::{terminate, terminated_outcome, trash, Executor, Outcome};
+use super::executor::Executor;
+use super::outcome::Outcome;
+use super::process::terminated_outcome;
+use super::unpoisoned::lock;
+use super::{terminate, trash};
 use crate::git;
 use crate::observe::processes;
 use crate::plan::{Action, WorktreeTarget};
@@ -72,7 +76,7 @@ impl Executor {
             .map_err(|e| {
                 format!("not acting: the intent audit record could not be written first: {e}")
             })?;
-        self.in_flight.lock().expect("in-flight lock").insert(id);
+        lock(&self.in_flight).insert(id);
         Ok(id)
     }
 
@@ -90,7 +94,7 @@ impl Executor {
             again();
             format!("cannot read the intents left without an outcome: {e}")
         })?;
-        let running = self.in_flight.lock().expect("in-flight lock").clone();
+        let running = lock(&self.in_flight).clone();
         let mut lines = Vec::new();
         for i in open.into_iter().filter(|i| !running.contains(&i.id)) {
             let found = self.found_after(&i).await;
@@ -181,7 +185,7 @@ impl Executor {
                 intent_id: Some(id),
             })
             .await;
-        self.in_flight.lock().expect("in-flight lock").remove(&id);
+        lock(&self.in_flight).remove(&id);
         if written.is_err() {
             self.settle_needed
                 .store(true, std::sync::atomic::Ordering::Relaxed);

@@ -43,6 +43,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::unpoisoned::lock;
 use crate::risk::AtRisk;
 
 /// What a kept verdict rests on: the git state around the worktree (read
@@ -100,22 +101,19 @@ impl KeptVerdicts {
     /// [`refs_state`] of the repository at `common`, read at most once in
     /// pass number `pass`.
     pub fn refs_stamp(&self, common: &Path, pass: u64) -> u64 {
-        if let Some(&(p, stamp)) = self.refs.lock().expect("refs lock").get(common) {
+        if let Some(&(p, stamp)) = lock(&self.refs).get(common) {
             if p == pass {
                 return stamp;
             }
         }
         let stamp = refs_state(common);
-        self.refs
-            .lock()
-            .expect("refs lock")
-            .insert(common.to_path_buf(), (pass, stamp));
+        lock(&self.refs).insert(common.to_path_buf(), (pass, stamp));
         stamp
     }
 
     /// The verdict on `dir` if it is recent enough to be reused.
     pub fn candidate(&self, dir: &Path) -> Option<Candidate> {
-        let kept = self.kept.lock().expect("kept lock");
+        let kept = lock(&self.kept);
         let k = kept.get(dir)?;
         (k.checked.elapsed() < self.recheck).then(|| Candidate {
             reasons: k.reasons.clone(),
@@ -133,7 +131,7 @@ impl KeptVerdicts {
         reasons: &[AtRisk],
         checked_at: SystemTime,
     ) {
-        let mut kept = self.kept.lock().expect("kept lock");
+        let mut kept = lock(&self.kept);
         match fingerprint {
             Some(fingerprint) => {
                 kept.insert(
@@ -155,7 +153,7 @@ impl KeptVerdicts {
     /// Drops the verdict on `dir` (removed, skipped, refused: anything but
     /// kept).
     pub fn forget(&self, dir: &Path) {
-        self.kept.lock().expect("kept lock").remove(dir);
+        lock(&self.kept).remove(dir);
     }
 }
 

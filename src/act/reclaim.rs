@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use super::backoff::Backoff;
 use super::remove;
 use super::trash;
+use super::unpoisoned::lock;
 use crate::root::WorktreeRoot;
 
 /// How often `run` looks at the trash when nothing wakes it: entries left
@@ -87,7 +88,7 @@ pub struct TrashStatus {
 struct State {
     sizes: HashMap<PathBuf, u64>,
     running: HashSet<PathBuf>,
-    backoff: Backoff,
+    backoff: Backoff<String>,
 }
 
 /// The reclaimer of one root. Cheap to share.
@@ -199,7 +200,7 @@ impl Reclaimer {
             }
         };
         let now = Instant::now();
-        let mut st = self.state.lock().expect("reclaim state");
+        let mut st = lock(&self.state);
         let mut out = Vec::new();
         for e in listing.entries {
             let key = e.path.display().to_string();
@@ -214,19 +215,10 @@ impl Reclaimer {
 
     /// Measures (once) and deletes one entry. Blocking.
     fn reclaim_one(&self, entry: &std::path::Path) -> Result<(), String> {
-        let known = self
-            .state
-            .lock()
-            .expect("reclaim state")
-            .sizes
-            .contains_key(entry);
+        let known = lock(&self.state).sizes.contains_key(entry);
         if !known {
             let bytes = trash::estimate_bytes(entry);
-            self.state
-                .lock()
-                .expect("reclaim state")
-                .sizes
-                .insert(entry.to_path_buf(), bytes);
+            lock(&self.state).sizes.insert(entry.to_path_buf(), bytes);
             self.update_gauges();
         }
         // The trash is the root of its entries: the same checks as a
@@ -238,7 +230,7 @@ impl Reclaimer {
 
     fn finished(&self, entry: &std::path::Path, r: &Result<(), String>, took: Duration) {
         let key = entry.display().to_string();
-        let mut st = self.state.lock().expect("reclaim state");
+        let mut st = lock(&self.state);
         st.running.remove(entry);
         match r {
             Ok(()) => {
@@ -280,7 +272,7 @@ impl Reclaimer {
             }
         };
         let unknown: Vec<PathBuf> = {
-            let st = self.state.lock().expect("reclaim state");
+            let st = lock(&self.state);
             listing
                 .entries
                 .iter()
@@ -296,7 +288,7 @@ impl Reclaimer {
             })
             .collect();
         let now = Instant::now();
-        let mut st = self.state.lock().expect("reclaim state");
+        let mut st = lock(&self.state);
         st.sizes.extend(measured);
         let present: HashSet<&PathBuf> = listing.entries.iter().map(|e| &e.path).collect();
         st.sizes.retain(|p, _| present.contains(p));
@@ -337,13 +329,7 @@ impl Reclaimer {
         let entries = trash::list(&self.root)
             .map(|l| l.entries.len())
             .unwrap_or(0);
-        let bytes: u64 = self
-            .state
-            .lock()
-            .expect("reclaim state")
-            .sizes
-            .values()
-            .sum();
+        let bytes: u64 = lock(&self.state).sizes.values().sum();
         if let Some(m) = self.metrics.get() {
             m.entries.set(entries as i64);
             m.bytes.set(bytes.min(i64::MAX as u64) as i64);

@@ -7,9 +7,11 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::libc;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use procfs::process::Process;
@@ -128,6 +130,7 @@ impl Terminated {
 
     /// Whether nothing of the agent is left: it was stopped with all its
     /// processes, or it was already gone.
+    #[cfg(test)]
     pub fn all_gone(&self) -> bool {
         self.survivors.is_empty() && matches!(self.not_signalled, None | Some(NotSignalled::Gone))
     }
@@ -213,7 +216,10 @@ impl fmt::Display for Terminated {
 ///    reported in [`Terminated::survivors`] with its state (`D`, …), not
 ///    forgotten. A zombie counts as gone: its parent (or init) reaps it,
 ///    not this controller. Many terminations run concurrently in about
-///    one grace. Tests: `term_then_grace_then_kill_*`,
+///    one grace. Every `/proc` read (the snapshots, each check before a
+///    signal, each poll) runs on the blocking pool: a read of a process's
+///    `stat` or `environ` waits on its memory-map lock, which a process in
+///    `D` state may hold for as long as it likes. Tests: `term_then_grace_then_kill_*`,
 ///    `exits_on_sigterm_is_reported_exited_on_term`.
 ///
 /// 5. **A full report.** [`Terminated`] lists what was signalled, what
@@ -229,6 +235,7 @@ pub async fn terminate(target: &Target, grace: Duration, labels: &LabelNames) ->
 }
 
 /// What is being stopped: the expected identities.
+#[derive(Clone)]
 struct Tracking {
     /// The chat label value the agent must still carry.
     chat_id: String,
@@ -290,40 +297,31 @@ async fn run(
 
     // SIGTERM. Verify everything first (pidfds pin the processes), the
     // agent last, right before the group signal.
-    let others = verify_all(&track, target.pid, &me, &mut out.identity_changed);
-    let leader = match verify_agent(target.pid, target.start_time, &track.chat_id, labels, &me) {
-        Ok(v) => v,
+    let term = {
+        let (track, labels) = (track.clone(), labels.clone());
+        let (pid, start) = (target.pid, target.start_time);
+        off_thread(move || sigterm(&track, pid, start, &labels, group, &me)).await
+    };
+    out.identity_changed.extend(term.changed);
+    let (group, signalled) = match term.sent {
+        Ok(sent) => sent,
         Err(why) => {
             out.not_signalled = Some(why);
             return out;
         }
     };
-    let group = group.filter(|g| leader.pgid == *g);
     out.group = group;
-    let mut signalled = vec![target.pid];
-    match group {
-        Some(g) => send_group(g, Signal::SIGTERM, &me),
-        None => send(&leader, Signal::SIGTERM),
-    }
-    for v in &others {
-        if group != Some(v.pgid) {
-            send(v, Signal::SIGTERM);
-        }
-        signalled.push(v.pid);
-    }
-    drop(others);
-    signalled.sort_unstable();
     tracing::info!(pid = target.pid, ?group, processes = ?signalled, "SIGTERM sent");
     out.signalled = signalled.clone();
 
     // The grace.
     let deadline = Instant::now() + grace;
-    let mut alive = still_alive(&track);
+    let mut alive = still_alive(&track).await;
     let mut poll = FIRST_POLL;
     while !alive.is_empty() && Instant::now() < deadline {
         tokio::time::sleep(poll.min(deadline.saturating_duration_since(Instant::now()))).await;
         poll = (poll * 2).min(POLL);
-        alive = still_alive(&track);
+        alive = still_alive(&track).await;
     }
     out.exited_on_term = signalled
         .iter()
@@ -355,38 +353,12 @@ async fn run(
             track.procs.entry(pid).or_insert(start);
         }
     }
-    let mut changed = Vec::new();
-    let others = verify_all(&track, target.pid, &me, &mut changed);
-    let mut kill_group = None;
-    let mut sent_kill: Vec<i32> = others.iter().map(|v| v.pid).collect();
-    if let Some(&start) = track.procs.get(&target.pid) {
-        match verify_agent(target.pid, start, &track.chat_id, labels, &me) {
-            Ok(leader) => {
-                // The group again (processes that joined it during the
-                // grace are the agent's too), if the agent still leads it.
-                kill_group = group.filter(|g| {
-                    leader.pgid == *g && guard_group(*g, &me, &snap, &ancestors).is_ok()
-                });
-                match kill_group {
-                    Some(g) => send_group(g, Signal::SIGKILL, &me),
-                    None => send(&leader, Signal::SIGKILL),
-                }
-                sent_kill.push(target.pid);
-            }
-            Err(NotSignalled::Gone) => {}
-            Err(why) => {
-                tracing::warn!(pid = target.pid, %why, "agent not killed");
-                changed.push(target.pid);
-            }
-        }
-    }
-    for v in &others {
-        if kill_group != Some(v.pgid) {
-            send(v, Signal::SIGKILL);
-        }
-    }
-    drop(others);
-    sent_kill.sort_unstable();
+    let kill = {
+        let (track, labels) = (track.clone(), labels.clone());
+        let pid = target.pid;
+        off_thread(move || sigkill(&track, pid, &labels, group, &snap, &ancestors, &me)).await
+    };
+    let (kill_group, sent_kill, changed) = (kill.group, kill.sent, kill.changed);
     tracing::warn!(pid = target.pid, group = ?kill_group, processes = ?sent_kill, "SIGKILL sent after the grace");
     for pid in &changed {
         track.procs.remove(pid);
@@ -396,12 +368,12 @@ async fn run(
     out.identity_changed.dedup();
 
     let deadline = Instant::now() + KILL_WAIT;
-    let mut alive = still_alive(&track);
+    let mut alive = still_alive(&track).await;
     let mut poll = FIRST_POLL;
     while !alive.is_empty() && Instant::now() < deadline {
         tokio::time::sleep(poll).await;
         poll = (poll * 2).min(POLL);
-        alive = still_alive(&track);
+        alive = still_alive(&track).await;
     }
     out.killed = sent_kill
         .iter()
@@ -418,7 +390,126 @@ async fn run(
     out
 }
 
+/// What the SIGTERM step did: the group signalled and the processes
+/// signalled, or why the agent was not; the pids found reused either way.
+struct TermStep {
+    sent: Result<(Option<i32>, Vec<i32>), NotSignalled>,
+    changed: Vec<i32>,
+}
+
+/// Verifies every tracked process, the agent last, and sends SIGTERM to
+/// the agent's group (when `group` is still the one it leads) or to the
+/// agent, then to every other verified process outside that group. Runs on
+/// the blocking pool: each check reads `/proc/<pid>/stat` and the agent's
+/// `environ`, which wait on the process's memory-map lock, and each signal
+/// must follow its check at once.
+fn sigterm(
+    track: &Tracking,
+    agent: i32,
+    start_time: u64,
+    labels: &LabelNames,
+    group: Option<i32>,
+    me: &Me,
+) -> TermStep {
+    let mut changed = Vec::new();
+    let others = verify_all(track, agent, me, &mut changed);
+    let leader = match verify_agent(agent, start_time, &track.chat_id, labels, me) {
+        Ok(v) => v,
+        Err(why) => {
+            return TermStep {
+                sent: Err(why),
+                changed,
+            }
+        }
+    };
+    let group = group.filter(|g| leader.pgid == *g);
+    let mut signalled = vec![agent];
+    match group {
+        Some(g) => send_group(g, Signal::SIGTERM, me),
+        None => send(&leader, Signal::SIGTERM),
+    }
+    for v in &others {
+        if group != Some(v.pgid) {
+            send(v, Signal::SIGTERM);
+        }
+        signalled.push(v.pid);
+    }
+    drop(others);
+    signalled.sort_unstable();
+    TermStep {
+        sent: Ok((group, signalled)),
+        changed,
+    }
+}
+
+/// What the SIGKILL step did.
+struct KillStep {
+    group: Option<i32>,
+    sent: Vec<i32>,
+    changed: Vec<i32>,
+}
+
+/// [`sigterm`]'s twin after the grace, with SIGKILL: the group again only
+/// while the agent still leads it and [`guard_group`] allows it. On the
+/// blocking pool for the same reasons.
+fn sigkill(
+    track: &Tracking,
+    agent: i32,
+    labels: &LabelNames,
+    group: Option<i32>,
+    snap: &Snapshot,
+    ancestors: &HashSet<i32>,
+    me: &Me,
+) -> KillStep {
+    let mut changed = Vec::new();
+    let others = verify_all(track, agent, me, &mut changed);
+    let mut kill_group = None;
+    let mut sent_kill: Vec<i32> = others.iter().map(|v| v.pid).collect();
+    if let Some(&start) = track.procs.get(&agent) {
+        match verify_agent(agent, start, &track.chat_id, labels, me) {
+            Ok(leader) => {
+                // The group again (processes that joined it during the
+                // grace are the agent's too), if the agent still leads it.
+                kill_group = group
+                    .filter(|g| leader.pgid == *g && guard_group(*g, me, snap, ancestors).is_ok());
+                match kill_group {
+                    Some(g) => send_group(g, Signal::SIGKILL, me),
+                    None => send(&leader, Signal::SIGKILL),
+                }
+                sent_kill.push(agent);
+            }
+            Err(NotSignalled::Gone) => {}
+            Err(why) => {
+                tracing::warn!(pid = agent, %why, "agent not killed");
+                changed.push(agent);
+            }
+        }
+    }
+    for v in &others {
+        if kill_group != Some(v.pgid) {
+            send(v, Signal::SIGKILL);
+        }
+    }
+    drop(others);
+    sent_kill.sort_unstable();
+    KillStep {
+        group: kill_group,
+        sent: sent_kill,
+        changed,
+    }
+}
+
+/// Runs `f` on the blocking pool as if it were called here: its panic is
+/// the caller's.
+async fn off_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
 /// This process: never signalled, nor its group.
+#[derive(Clone, Copy)]
 struct Me {
     pid: i32,
     pgid: i32,
@@ -502,12 +593,10 @@ fn check(pid: i32, start_time: u64, chat: Option<(&str, &LabelNames)>, me: &Me) 
     if let Err(why) = guard(pid, me) {
         return Check::Differs(NotSignalled::Protected { why });
     }
-    let pidfd = match rustix::process::Pid::from_raw(pid)
-        .map(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()))
-    {
-        Some(Ok(fd)) => Some(fd),
-        Some(Err(rustix::io::Errno::SRCH)) | None => return Check::Gone,
-        Some(Err(e)) => {
+    let pidfd = match pidfd_open(pid) {
+        Ok(fd) => Some(fd),
+        Err(Errno::ESRCH) => return Check::Gone,
+        Err(e) => {
             tracing::debug!(pid, error = %e, "pidfd_open failed; falling back to kill(2)");
             None
         }
@@ -592,9 +681,7 @@ fn verify_all(track: &Tracking, agent: i32, me: &Me, changed: &mut Vec<i32>) -> 
 /// may not signal it) is logged; what survives is reported by the caller.
 fn send(v: &Verified, sig: Signal) {
     let result = match &v.pidfd {
-        Some(fd) => {
-            rustix::process::pidfd_send_signal(fd, rustix_signal(sig)).map_err(|e| e.to_string())
-        }
+        Some(fd) => pidfd_send_signal(fd, sig).map_err(|e| e.to_string()),
         None => nix::sys::signal::kill(Pid::from_raw(v.pid), sig).map_err(|e| e.to_string()),
     };
     if let Err(error) = result {
@@ -614,24 +701,54 @@ fn send_group(pgid: i32, sig: Signal, me: &Me) {
     }
 }
 
-fn rustix_signal(sig: Signal) -> rustix::process::Signal {
-    match sig {
-        Signal::SIGKILL => rustix::process::Signal::KILL,
-        _ => rustix::process::Signal::TERM,
+/// `pidfd_open(2)`: a descriptor that names this process and no later
+/// holder of its pid. nix has no wrapper for it.
+fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {
+    if pid <= 0 {
+        return Err(Errno::ESRCH);
     }
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
+    // or -1; no memory is passed.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the kernel just returned this descriptor, owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `pidfd_send_signal(2)` with no `siginfo`: the signal reaches the process
+/// `fd` names, or nothing if it has exited.
+fn pidfd_send_signal(fd: &OwnedFd, sig: Signal) -> Result<(), Errno> {
+    // SAFETY: a live descriptor, a signal number, a null siginfo (allowed:
+    // the kernel then fills it in as for kill(2)) and no flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            sig as libc::c_int,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    Errno::result(r).map(drop)
 }
 
 /// The tracked processes still alive (same start time, not a zombie), with
-/// their states.
-fn still_alive(track: &Tracking) -> BTreeMap<i32, char> {
-    track
-        .procs
-        .iter()
-        .filter_map(|(&pid, &start)| {
-            let stat = Process::new(pid).ok()?.stat().ok()?;
-            (stat.starttime == start && is_alive_state(stat.state)).then_some((pid, stat.state))
-        })
-        .collect()
+/// their states, read on the blocking pool: a `/proc/<pid>/stat` read waits
+/// on the process's memory-map lock, which a process in `D` state may hold.
+async fn still_alive(track: &Tracking) -> BTreeMap<i32, char> {
+    let procs = track.procs.clone();
+    off_thread(move || {
+        procs
+            .into_iter()
+            .filter_map(|(pid, start)| {
+                let stat = Process::new(pid).ok()?.stat().ok()?;
+                (stat.starttime == start && is_alive_state(stat.state)).then_some((pid, stat.state))
+            })
+            .collect()
+    })
+    .await
 }
 
 /// A `/proc` snapshot, taken on the blocking pool (thousands of reads).

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::act::unpoisoned::lock;
 use crate::act::{ActionResult, Executor, RunOptions};
 use crate::config::Config;
 use crate::model::{OpencodeSession, OpencodeView};
@@ -28,6 +29,9 @@ use crate::plan::{self, Plan, Policy, Scope};
 use crate::report::{Observed, PassReport, StateUnreadable};
 use crate::root::WorktreeRoot;
 use crate::store::{Interest, Store};
+
+/// The opencode server's key in its backoff: one server per host.
+const OPENCODE: &str = "opencode";
 
 pub use crate::report::Trigger;
 
@@ -58,7 +62,7 @@ pub struct Controller {
     executor: Arc<Executor>,
     policy: Policy,
     /// The opencode part backs off as a whole while its server fails.
-    opencode_backoff: std::sync::Mutex<crate::act::backoff::Backoff>,
+    opencode_backoff: std::sync::Mutex<crate::act::backoff::Backoff<&'static str>>,
 }
 
 /// What a pass noticed besides its plan: errors (exit 1) and warnings.
@@ -314,30 +318,18 @@ impl Controller {
         let Some(client) = &self.executor().opencode else {
             return OpencodeView::Off;
         };
-        if let Some(e) = self
-            .opencode_backoff
-            .lock()
-            .expect("backoff lock")
-            .blocking("opencode", Instant::now())
-        {
-            let why = format!(
-                "backing off after {} failure(s), next attempt in {}: {}",
-                e.failures,
-                humantime::format_duration(Duration::from_secs(
-                    e.next_attempt
-                        .saturating_duration_since(Instant::now())
-                        .as_secs()
-                )),
-                e.last_error
-            );
+        let held_back = lock(&self.opencode_backoff)
+            .blocking(&OPENCODE, Instant::now())
+            .map(|e| e.why(Instant::now()));
+        if let Some(why) = held_back {
             notes.errors.push(format!("opencode: {why}"));
             return OpencodeView::Failing { why };
         }
         let listed = client.list_all_sessions().await;
-        let mut backoff = self.opencode_backoff.lock().expect("backoff lock");
+        let mut backoff = lock(&self.opencode_backoff);
         match listed {
             Ok(all) => {
-                backoff.succeeded("opencode");
+                backoff.succeeded(&OPENCODE);
                 OpencodeView::Listed {
                     sessions: all
                         .into_iter()
@@ -355,12 +347,12 @@ impl Controller {
                 }
             }
             Err(e) if e.kind() == crate::opencode::FailureKind::NotRunning => {
-                backoff.succeeded("opencode");
+                backoff.succeeded(&OPENCODE);
                 notes.warnings.push(e.to_string());
                 OpencodeView::NotRunning { why: e.to_string() }
             }
             Err(e) => {
-                backoff.failed("opencode", Instant::now(), &e.to_string());
+                backoff.failed(&OPENCODE, Instant::now(), &e.to_string());
                 notes.errors.push(format!("opencode: {e}"));
                 OpencodeView::Failing { why: e.to_string() }
             }

@@ -31,6 +31,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::act::unpoisoned::lock;
 use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
 
@@ -133,7 +134,7 @@ where
     pub fn request(&self, key: K, trigger: T) -> impl Future<Output = Answer<R>> + Send {
         let (tx, rx) = oneshot::channel();
         let start = {
-            let mut slots = self.inner.slots.lock().expect("queue lock");
+            let mut slots = lock(&self.inner.slots);
             match slots.get_mut(&key) {
                 Some(Slot::Pending(w)) => {
                     w.waiters.push(tx);
@@ -171,7 +172,7 @@ where
 
     /// Keys waiting to start (not counting those running).
     pub fn depth(&self) -> usize {
-        let slots = self.inner.slots.lock().expect("queue lock");
+        let slots = lock(&self.inner.slots);
         slots
             .values()
             .map(|s| match s {
@@ -193,7 +194,7 @@ where
         // Take the pending run and mark the key running, in one step, so
         // that a request from now on waits for a follow-up.
         let waiting = {
-            let mut slots = inner.slots.lock().expect("queue lock");
+            let mut slots = lock(&inner.slots);
             match slots.remove(&key) {
                 Some(Slot::Pending(w)) => {
                     slots.insert(key.clone(), Slot::Running(None));
@@ -221,7 +222,7 @@ where
             // A waiter that gave up (dropped its future) is fine.
             let _ = w.send(answer.clone());
         }
-        let mut slots = inner.slots.lock().expect("queue lock");
+        let mut slots = lock(&inner.slots);
         match slots.remove(&key) {
             Some(Slot::Running(Some(mut next))) => {
                 next.overlapped = answer.ok();

@@ -155,14 +155,13 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    /// An entry of [`crate::act::Executor::backoff_snapshot`]: target,
-    /// failures, time to the next attempt, last error.
-    fn of((target, failures, next_in, last_error): (String, u32, Duration, String)) -> Backoff {
+    /// An entry of [`crate::act::Executor::backoff_snapshot`].
+    fn of(b: crate::act::BackingOff) -> Backoff {
         Backoff {
-            target,
-            failures,
-            next_attempt_in_secs: next_in.as_secs(),
-            last_error,
+            target: b.target,
+            failures: b.failures,
+            next_attempt_in_secs: b.next_attempt_in.as_secs(),
+            last_error: b.last_error,
         }
     }
 }
@@ -297,12 +296,12 @@ mod tests {
 
     #[test]
     fn a_backoff_entry_counts_whole_seconds_to_the_next_attempt() {
-        let b = Backoff::of((
-            "process:1".into(),
-            3,
-            Duration::from_millis(2900),
-            "x".into(),
-        ));
+        let b = Backoff::of(crate::act::BackingOff {
+            target: "process:1".into(),
+            failures: 3,
+            next_attempt_in: Duration::from_millis(2900),
+            last_error: "x".into(),
+        });
         assert_eq!(
             serde_json::to_string(&b).unwrap(),
             r#"{"target":"process:1","failures":3,"next_attempt_in_secs":2,"last_error":"x"}"#

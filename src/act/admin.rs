@@ -1,0 +1,94 @@
+//! The body of the action on stale admin entries (`.git/worktrees/<id>`
+//! left behind by a directory that is gone).
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use super::claim::Claim;
+use super::executor::{blocking_held, skipped, Applied, Executor, RunOptions};
+use super::outcome::{Detail, Outcome, Pruned};
+use crate::git;
+use crate::model::StaleAdminEntry;
+use crate::plan::Action;
+
+impl Executor {
+    /// Prunes a stale admin entry, write-ahead, unless its owner is live
+    /// again.
+    pub(super) async fn prune_admin_entry(
+        &self,
+        action: &Action,
+        entry: &StaleAdminEntry,
+        opts: RunOptions,
+        claim: &Claim,
+        intent: &mut Option<i64>,
+    ) -> Applied {
+        if let Some(why) = self.owner_is_live(action).await? {
+            return Ok(skipped(why));
+        }
+        self.announce(action, serde_json::json!(entry), intent)
+            .await?;
+        let (entry, root) = (entry.clone(), self.root.clone());
+        let force = opts.force;
+        // The stat of `exists` below, like the git work, runs here on the
+        // blocking pool.
+        blocking_held(claim, move || prune(&entry, root.path(), force)).await
+    }
+}
+
+/// Keeps the commits only a stale admin entry's HEAD reaches, then prunes
+/// it, unless a directory under `root` points at it now (a worktree moved
+/// since the observation: pruning would break it).
+fn prune(entry: &StaleAdminEntry, root: &Path, force: bool) -> Applied {
+    if let (Some(reason), false) = (&entry.locked, force) {
+        return Ok((
+            Outcome::Skipped {
+                why: format!(
+                    "admin entry is locked ({}): pruned only with force",
+                    if reason.is_empty() {
+                        "no reason given"
+                    } else {
+                        reason
+                    }
+                ),
+            },
+            Detail::None,
+        ));
+    }
+    if Path::new(&entry.worktree_path).exists() {
+        return Ok((
+            Outcome::Skipped {
+                why: format!("{} exists again", entry.worktree_path.display()),
+            },
+            Detail::None,
+        ));
+    }
+    if let Some(dir) = git::admin::moved_to(entry, root) {
+        return Ok((
+            Outcome::Skipped {
+                why: format!(
+                    "{} points at this entry: a moved worktree, left alone",
+                    dir.display()
+                ),
+            },
+            Detail::None,
+        ));
+    }
+    let mut detail = Pruned::default();
+    let unreachable = git::admin::unreachable_commits(entry).map_err(|e| e.to_string())?;
+    if !unreachable.is_empty() {
+        let a = git::admin::archive_head(entry, SystemTime::now()).map_err(|e| e.to_string())?;
+        detail.archive = Some(a);
+        detail.unreachable_commits = Some(unreachable.clone());
+    }
+    let n =
+        git::admin::prune_for(&entry.repo_path, &entry.worktree_path).map_err(|e| e.to_string())?;
+    let note = match &detail.archive {
+        Some(a) => format!(
+            "{} commit(s) kept under {}; {n} admin entry pruned",
+            unreachable.len(),
+            a.reference
+        ),
+        None => format!("{n} admin entry pruned"),
+    };
+    Ok((Outcome::Done { note }, Detail::Pruned(detail)))
+}

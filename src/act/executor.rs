@@ -1,0 +1,430 @@
+//! The executor: carries out a [`Plan`], one group at a time per session,
+//! many groups at once.
+//!
+//! # Guarantees
+//! - At most `max_parallel_actions` actions run at once; groups (sessions,
+//!   orphans) run concurrently, and within a group each [`Stage`] starts only
+//!   once the previous one finished without failing.
+//! - Liveness is re-read from the database right before every destructive
+//!   action, and again after the preflight: a chat reopened mid-pass keeps
+//!   everything.
+//! - A path claimed by any live row is never removed: both re-checks before
+//!   a worktree removal look at every row of this host naming the same
+//!   directory, not only the row acted on (test
+//!   `a_path_claimed_by_a_live_row_is_never_removed`, and
+//!   `a_path_claimed_by_a_live_row_added_after_the_plan_is_never_removed`).
+//! - The preflight runs right before removal, never from a cached verdict.
+//! - Every action taken is recorded in the audit table with its reason and
+//!   outcome; a worktree kept at risk or a refused path is recorded when its
+//!   verdict changes, not on every pass.
+//! - Write-ahead: a destructive step (a signal, an opencode deletion, a
+//!   worktree retirement, deletion or force archive, an admin prune) first
+//!   appends an `intent` record, then confirms the host lock ([`Fence`]),
+//!   and only then acts; its outcome record names the intent. When the
+//!   intent cannot be written or the lock not confirmed, the step is not
+//!   taken and the action fails (tests
+//!   `a_read_only_database_stops_every_destructive_action`,
+//!   `a_frozen_leader_never_acts_after_another_instance_took_the_lock`).
+//!   An intent left without an outcome (a crash, a lost database) is
+//!   concluded by a later pass with what it found ([`Executor::settle`]).
+//! - A failing target backs off on its own ([`super::backoff`]); others go on.
+//! - Once cancelled, no new action starts; those in flight finish.
+//! - Two runs (a nudge beside the interval pass) never act on the same
+//!   target at once: the later one waits, then leaves the target to the
+//!   first ([`super::claim`]). An action once started runs to its end (effect,
+//!   row, audit record) on a task of its own, holding its claim, even when
+//!   the run that started it is abandoned by a timeout or a shutdown (test
+//!   `a_removal_that_outlasts_the_run_timeout_is_never_started_twice`).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use globset::GlobSet;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::audit;
+use super::backoff::Backoff;
+use super::claim::{Claim, Claims};
+use super::kept;
+use super::outcome::{ActionResult, Detail, Outcome};
+use super::reclaim::Reclaimer;
+use super::unpoisoned::lock;
+use crate::config::Config;
+use crate::git;
+use crate::observe::processes::LabelNames;
+use crate::plan::{Action, ActionKind, Plan, Stage, Target};
+use crate::root::WorktreeRoot;
+use crate::store::lock::Fence;
+use crate::store::Store;
+
+/// What an action's body comes to: its outcome and what it found, or an
+/// error that fails it.
+pub(super) type Applied = Result<(Outcome, Detail), String>;
+
+/// A target backing off after failures.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackingOff {
+    pub target: String,
+    pub failures: u32,
+    pub next_attempt_in: Duration,
+    pub last_error: String,
+}
+
+/// Per-run choices.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Archive, then remove, worktrees that are at risk.
+    pub force: bool,
+    /// Run the full preflight of kept worktrees even when their verdict
+    /// could be reused: the pass was asked for by name (a nudge, a
+    /// notification, `once --chat`).
+    pub recheck_kept: bool,
+    /// The number of the run, set by [`Executor::execute`]: what is read
+    /// once per run (a repository's refs) is keyed by it.
+    pub pass: u64,
+}
+
+/// Everything the executor needs; cheap to share between passes.
+pub struct Executor {
+    pub store: Store,
+    pub root: WorktreeRoot,
+    pub host: String,
+    pub precious: GlobSet,
+    pub orphan_min_age: Duration,
+    pub labels: LabelNames,
+    pub term_grace: Duration,
+    /// `processes.enabled`: whether an agent inside a worktree about to be
+    /// removed is terminated; otherwise it keeps the worktree.
+    pub terminate_agents: bool,
+    /// `None` when this host has no opencode (`opencode.url` empty).
+    pub opencode: Option<crate::opencode::Client>,
+    /// `opencode.enabled`: whether a removed worktree's opencode instance
+    /// is disposed of ([`dispose`]).
+    pub dispose_opencode_instances: bool,
+    limit: Arc<Semaphore>,
+    backoff: Mutex<Backoff<Target>>,
+    /// The last verdict recorded per target, so that the audit table gets
+    /// changes, not repeats.
+    pub(super) recorded: audit::Recorded,
+    /// Targets an action is running on now, across concurrent runs, held
+    /// until their blocking work ends.
+    claims: Arc<Claims>,
+    pub(super) reclaimer: Arc<Reclaimer>,
+    /// Verdicts that keep worktrees, reused while their fingerprint holds.
+    pub(super) kept: Arc<kept::KeptVerdicts>,
+    /// Each repository's surviving refs, listed once while unchanged.
+    pub(super) refs: Arc<git::refs::RefsCache>,
+    /// Runs started, for [`RunOptions::pass`].
+    passes: AtomicU64,
+    /// The host lock, confirmed before every destructive step.
+    pub(super) fence: Arc<Fence>,
+    /// Intents written by actions still running: never concluded as
+    /// interrupted.
+    pub(super) in_flight: Mutex<HashSet<i64>>,
+    /// Whether some intent may be left without an outcome: at start (a
+    /// previous process may have crashed) and after an outcome record
+    /// failed to be written.
+    pub(super) settle_needed: AtomicBool,
+}
+
+impl Executor {
+    pub fn new(store: Store, root: WorktreeRoot, config: &Config) -> Executor {
+        Executor {
+            root: root.clone(),
+            host: config.host.id.clone(),
+            precious: config.precious_globs(),
+            orphan_min_age: config.worktrees.orphan_min_age,
+            labels: LabelNames::from(&config.processes),
+            term_grace: config.processes.term_grace,
+            terminate_agents: config.processes.enabled,
+            opencode: crate::opencode::Client::new(&config.opencode),
+            dispose_opencode_instances: config.opencode.enabled,
+            limit: Arc::new(Semaphore::new(config.r#loop.max_parallel_actions.max(1))),
+            backoff: Mutex::new(Backoff::default()),
+            recorded: audit::Recorded::default(),
+            claims: Arc::new(Claims::default()),
+            reclaimer: Arc::new(Reclaimer::new(root, config.worktrees.reclaim_parallel)),
+            kept: Arc::new(kept::KeptVerdicts::new(config.worktrees.recheck_interval)),
+            refs: Arc::default(),
+            passes: AtomicU64::new(0),
+            fence: Arc::new(Fence::new(store.timeouts().query)),
+            in_flight: Mutex::new(Default::default()),
+            settle_needed: AtomicBool::new(true),
+            store,
+        }
+    }
+
+    /// The host lock every destructive step is confirmed against.
+    pub fn fence(&self) -> &Arc<Fence> {
+        &self.fence
+    }
+
+    /// The reclaimer of this root's trash.
+    pub fn reclaimer(&self) -> &Arc<Reclaimer> {
+        &self.reclaimer
+    }
+
+    /// The targets an action (or its blocking work) is running on now.
+    pub fn claimed(&self) -> Vec<String> {
+        self.claims.held()
+    }
+
+    /// Targets currently backing off, by target.
+    pub fn backoff_snapshot(&self) -> Vec<BackingOff> {
+        let now = Instant::now();
+        let mut v: Vec<BackingOff> = lock(&self.backoff)
+            .entries()
+            .map(|(target, e)| BackingOff {
+                target: target.to_string(),
+                failures: e.failures,
+                next_attempt_in: e.next_attempt.saturating_duration_since(now),
+                last_error: e.last_error.clone(),
+            })
+            .collect();
+        v.sort_by(|a, b| a.target.cmp(&b.target));
+        v
+    }
+
+    /// Carries out `plan`. Results come back in plan order.
+    pub async fn execute(
+        self: &Arc<Self>,
+        plan: &Plan,
+        opts: RunOptions,
+        cancel: &CancellationToken,
+    ) -> Vec<ActionResult> {
+        let opts = RunOptions {
+            pass: self.passes.fetch_add(1, Ordering::Relaxed),
+            ..opts
+        };
+        let observed_at = plan.observed_at.unwrap_or_else(Instant::now);
+        let mut groups: BTreeMap<String, Vec<(usize, Action)>> = BTreeMap::new();
+        for (i, a) in plan.actions.iter().enumerate() {
+            groups.entry(a.group()).or_default().push((i, a.clone()));
+        }
+        let mut set = JoinSet::new();
+        for (_, actions) in groups {
+            let me = Arc::clone(self);
+            let cancel = cancel.clone();
+            set.spawn(async move { me.run_group(actions, opts, observed_at, cancel).await });
+        }
+        let mut results: Vec<(usize, ActionResult)> = Vec::with_capacity(plan.actions.len());
+        while let Some(done) = set.join_next().await {
+            match done {
+                Ok(mut r) => results.append(&mut r),
+                // A panic in one group must not take the pass down; its
+                // actions are missing from the results and re-planned next
+                // pass.
+                Err(e) => tracing::error!(error = %e, "an action group panicked"),
+            }
+        }
+        results.sort_by_key(|(i, _)| *i);
+        results.into_iter().map(|(_, r)| r).collect()
+    }
+
+    async fn run_group(
+        self: Arc<Self>,
+        actions: Vec<(usize, Action)>,
+        opts: RunOptions,
+        observed_at: Instant,
+        cancel: CancellationToken,
+    ) -> Vec<(usize, ActionResult)> {
+        let mut stages: BTreeMap<Stage, Vec<(usize, Action)>> = BTreeMap::new();
+        for (i, a) in actions {
+            stages.entry(a.stage()).or_default().push((i, a));
+        }
+        let mut out = Vec::new();
+        let mut blocked: Option<String> = None;
+        for (_, actions) in stages {
+            let mut set = JoinSet::new();
+            for (i, action) in actions {
+                if let Some(why) = &blocked {
+                    out.push((i, self.deferred(action, why.clone())));
+                    continue;
+                }
+                let me = Arc::clone(&self);
+                let cancel = cancel.clone();
+                set.spawn(async move { (i, me.run_one(action, opts, observed_at, &cancel).await) });
+            }
+            while let Some(done) = set.join_next().await {
+                let Ok((i, r)) = done else { continue };
+                if matches!(r.outcome, Outcome::Failed { .. } | Outcome::Deferred { .. }) {
+                    blocked.get_or_insert_with(|| {
+                        format!("waiting on {}: {}", r.target, r.outcome.text())
+                    });
+                }
+                out.push((i, r));
+            }
+        }
+        out
+    }
+
+    fn deferred(&self, action: Action, why: String) -> ActionResult {
+        ActionResult::not_run(action, Outcome::Deferred { why })
+    }
+
+    async fn run_one(
+        self: &Arc<Self>,
+        action: Action,
+        opts: RunOptions,
+        observed_at: Instant,
+        cancel: &CancellationToken,
+    ) -> ActionResult {
+        let target = action.key();
+        if cancel.is_cancelled() {
+            return self.deferred(action, "the controller is stopping".into());
+        }
+        let held_back = lock(&self.backoff)
+            .blocking(&target, Instant::now())
+            .map(|e| e.why(Instant::now()));
+        if let Some(why) = held_back {
+            return self.deferred(action, why);
+        }
+        // Another run (a nudge beside the interval pass) acting on the same
+        // target: wait for it, then leave the target to it. The plan this
+        // action came from predates that run's effect.
+        let Some(claim) = self.claims.claim(&target, observed_at).await else {
+            let why = "handled by a concurrent run".into();
+            return ActionResult::not_run(action, Outcome::Skipped { why });
+        };
+        let action_copy = action.clone();
+        let permit = Arc::clone(&self.limit)
+            .acquire_owned()
+            .await
+            .expect("semaphore never closed");
+        // Once started, the action runs to its end on a task of its own,
+        // holding its claim and its permit: a run abandoned by a timeout or
+        // a shutdown drops only its wait for the answer, never the removal
+        // half done, its row update or its audit record.
+        let me = Arc::clone(self);
+        let work = tokio::spawn(async move {
+            let _permit = permit;
+            let started = Instant::now();
+            let mut intent = None;
+            let (outcome, detail) = match me.apply(&action, opts, &claim, &mut intent).await {
+                Ok(r) => r,
+                Err(error) => (Outcome::Failed { error }, Detail::None),
+            };
+            {
+                let mut b = lock(&me.backoff);
+                match &outcome {
+                    Outcome::Failed { error } => {
+                        b.failed(&target, Instant::now(), error);
+                    }
+                    _ => b.succeeded(&target),
+                }
+            }
+            let mut result = ActionResult {
+                target: target.to_string(),
+                action,
+                outcome,
+                detail: detail.to_value(),
+                duration_ms: started.elapsed().as_millis() as u64,
+                intent_id: intent,
+                audit_error: None,
+            };
+            result.audit_error = me.record(&result, &target).await;
+            if let Some(id) = intent {
+                lock(&me.in_flight).remove(&id);
+            }
+            drop(claim);
+            result
+        });
+        match work.await {
+            Ok(r) => r,
+            Err(e) => ActionResult::not_run(
+                action_copy,
+                Outcome::Failed {
+                    error: format!("the action's task failed: {e}"),
+                },
+            ),
+        }
+    }
+
+    /// Runs the body of `action`; a destructive step is announced first
+    /// (`intent`).
+    async fn apply(
+        &self,
+        action: &Action,
+        opts: RunOptions,
+        claim: &Claim,
+        intent: &mut Option<i64>,
+    ) -> Applied {
+        match &action.kind {
+            ActionKind::TerminateProcess { process } => {
+                self.terminate_process(action, process, intent).await
+            }
+            ActionKind::DeleteOpencodeSession { session } => {
+                self.delete_opencode_session(action, session, intent).await
+            }
+            ActionKind::CloseAgentRow {
+                row_id,
+                recorded_process: Some(recorded),
+                ..
+            } => self.close_row_of_gone_process(row_id, *recorded).await,
+            ActionKind::CloseAgentRow { row_id, .. } => self.close_agent_row(action, row_id).await,
+            ActionKind::RemoveWorktree { worktree } => {
+                self.remove_worktree(action, worktree, opts, claim, intent)
+                    .await
+            }
+            ActionKind::MarkWorktreeRemoved { worktree_id, path } => {
+                self.mark_worktree_removed(action, worktree_id, path).await
+            }
+            ActionKind::MarkWorktreeActive { worktree_id } => {
+                self.store
+                    .mark_worktree_active(worktree_id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok((done("row marked active"), Detail::None))
+            }
+            ActionKind::PruneAdminEntry { entry } => {
+                self.prune_admin_entry(action, entry, opts, claim, intent)
+                    .await
+            }
+            ActionKind::RefusePath { why, path, .. } => Ok((
+                Outcome::Refused {
+                    why: format!("path {} refused: {why}; nothing touched", path.display()),
+                },
+                Detail::None,
+            )),
+        }
+    }
+}
+
+/// Done, with `note`.
+pub(super) fn done(note: &str) -> Outcome {
+    Outcome::Done { note: note.into() }
+}
+
+/// Skipped, because `why`.
+pub(super) fn skipped(why: String) -> (Outcome, Detail) {
+    (Outcome::Skipped { why }, Detail::None)
+}
+
+/// [`blocking`], holding `claim` until `f` returns: the target stays
+/// claimed even when the caller's future is dropped first (a timeout, a
+/// shutdown).
+pub(super) async fn blocking_held<T: Send + 'static>(
+    claim: &Claim,
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    let held = claim.clone();
+    blocking(move || {
+        let _held = held;
+        f()
+    })
+    .await
+}
+
+/// Runs `f` on the blocking pool: file system and `/proc` work never
+/// holds an async thread.
+pub(super) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("worker thread failed: {e}"))?
+}

@@ -1,0 +1,110 @@
+//! The re-checks right before a destructive step: an owner live again, or
+//! a directory claimed by a live row, keeps everything (DESIGN.md rule 4).
+//! The rule itself is the store's ([`crate::store::live`]); these apply it
+//! to an action.
+
+use std::time::SystemTime;
+
+use super::executor::Executor;
+use crate::git;
+use crate::plan::{Action, WorktreeTarget};
+
+impl Executor {
+    /// `Some(why)` when the action's owner became live again since the plan:
+    /// the chat for a chat's action, else the session (any live chat of it)
+    /// for a session's action.
+    pub(super) async fn owner_is_live(&self, action: &Action) -> Result<Option<String>, String> {
+        if let Some(chat) = &action.owner.chat_id {
+            let live = self.chat_is_live(chat).await?;
+            return Ok(live.then(|| format!("chat {chat} is live again")));
+        }
+        if let Some(session) = &action.owner.session_id {
+            if self.session_is_live(session, SystemTime::now()).await? {
+                return Ok(Some(format!("session {session} is live again")));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether chat `id` is live now ([`crate::store::Store::chat_liveness`]).
+    pub(super) async fn chat_is_live(&self, id: &str) -> Result<bool, String> {
+        let l = self
+            .store
+            .chat_liveness(id)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(l.live)
+    }
+
+    /// Whether session `id` keeps its worktree at `now`
+    /// ([`crate::store::Store::session_liveness`]).
+    async fn session_is_live(&self, id: &str, now: SystemTime) -> Result<bool, String> {
+        let l = self
+            .store
+            .session_liveness(id, now, self.orphan_min_age)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(l.live)
+    }
+
+    /// `Some(why)` when the worktree must be kept after all: its owner is
+    /// live again, another row of a live session names the same directory,
+    /// or, for an orphan, a row now names it.
+    pub(super) async fn worktree_claimed(
+        &self,
+        action: &Action,
+        wt: &WorktreeTarget,
+    ) -> Result<Option<String>, String> {
+        if wt.row_id.is_some() {
+            if let Some(why) = self.owner_is_live(action).await? {
+                return Ok(Some(why));
+            }
+            return self.live_row_naming(wt).await;
+        }
+        let rows = self
+            .store
+            .worktree_rows_naming(&wt.path.to_string_lossy(), &wt.name)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((!rows.is_empty()).then(|| format!("row {} now names this directory", rows.join(", "))))
+    }
+
+    /// `Some(why)` when a row of this host other than the one acted on
+    /// names the same directory and its session keeps its worktree (the
+    /// rule of [`Executor::owner_is_live`]): a path claimed by any live row
+    /// is never removed. Two rows may name one directory (the orchestrator
+    /// reusing a path, a row copied by hand); the row acted on speaks only
+    /// for its own session.
+    ///
+    /// The directory is looked up as spelled by the plan (lexically and
+    /// canonically, with and without a trailing `/`) and as `<root>/<id>`;
+    /// the planner compares every row through its confined path, so a
+    /// spelling missed here was already seen there.
+    async fn live_row_naming(&self, wt: &WorktreeTarget) -> Result<Option<String>, String> {
+        let mut paths: Vec<String> = git::paths::spellings(&wt.path)
+            .into_iter()
+            .chain([self.root.path().join(&wt.name)])
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        paths.extend(paths.clone().into_iter().map(|p| format!("{p}/")));
+        paths.sort();
+        paths.dedup();
+        let rows = self
+            .store
+            .host_worktree_rows_naming(&self.host, &paths, &wt.name)
+            .await
+            .map_err(|e| e.to_string())?;
+        let now = SystemTime::now();
+        for (id, session) in rows {
+            if wt.row_id.as_deref() == Some(id.as_str()) {
+                continue;
+            }
+            if self.session_is_live(&session, now).await? {
+                return Ok(Some(format!(
+                    "row {id} of live session {session} names this directory too"
+                )));
+            }
+        }
+        Ok(None)
+    }
+}

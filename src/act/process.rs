@@ -1,0 +1,124 @@
+//! The bodies of the actions on agent processes and their rows.
+
+use super::executor::{blocking, skipped, Applied, Executor};
+use super::outcome::{Detail, Outcome};
+use super::terminate;
+use crate::observe::processes;
+use crate::plan::{Action, ProcessTarget, RecordedProcess};
+
+impl Executor {
+    /// Stops an agent process, write-ahead, unless its chat is live again.
+    pub(super) async fn terminate_process(
+        &self,
+        action: &Action,
+        process: &ProcessTarget,
+        intent: &mut Option<i64>,
+    ) -> Applied {
+        if let Some(why) = self.owner_is_live(action).await? {
+            return Ok(skipped(why));
+        }
+        let target = terminate::Target {
+            pid: process.pid,
+            start_time: process.start_time,
+            chat_id: process.chat_id.clone(),
+        };
+        self.announce(action, serde_json::json!(target), intent)
+            .await?;
+        let t = terminate::terminate(&target, self.term_grace, &self.labels).await;
+        Ok((terminated_outcome(&t), Detail::Terminated(t)))
+    }
+
+    /// Closes an agent row whose process is gone, unless its chat is live
+    /// again.
+    pub(super) async fn close_agent_row(&self, action: &Action, row_id: &str) -> Applied {
+        if let Some(why) = self.owner_is_live(action).await? {
+            return Ok(skipped(why));
+        }
+        let closed = self
+            .store
+            .close_agent_row(row_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((row_closed(closed, "row already closed"), Detail::None))
+    }
+
+    /// Closes a row whose recorded process no longer exists, whatever its
+    /// chat's liveness: the process is looked up again right before, and
+    /// the row is closed only while it still records exactly that process.
+    /// Nothing is signalled.
+    pub(super) async fn close_row_of_gone_process(
+        &self,
+        row_id: &str,
+        recorded: RecordedProcess,
+    ) -> Applied {
+        let labels = self.labels.clone();
+        let now_at_pid = blocking(move || {
+            Ok(processes::identity(recorded.pid, &labels)
+                .filter(|id| processes::is_alive_state(id.state)))
+        })
+        .await?;
+        if let Some(id) = now_at_pid {
+            if recorded.start_time.is_none_or(|s| s == id.start_time) {
+                return Ok(skipped(format!(
+                    "pid {} runs as recorded again",
+                    recorded.pid
+                )));
+            }
+        }
+        let closed = self
+            .store
+            .close_agent_row_recording(row_id, recorded.pid, recorded.start_time)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((
+            row_closed(
+                closed,
+                "row already closed, or it records another process now",
+            ),
+            Detail::None,
+        ))
+    }
+}
+
+/// What closing an agent row came to: `closed` is whether this call closed
+/// it; otherwise `why_not` says why nothing changed.
+fn row_closed(closed: bool, why_not: &str) -> Outcome {
+    if closed {
+        Outcome::Done {
+            note: "row closed".into(),
+        }
+    } else {
+        Outcome::Skipped {
+            why: why_not.into(),
+        }
+    }
+}
+
+/// What a termination came to, as an outcome.
+pub(super) fn terminated_outcome(t: &terminate::Terminated) -> Outcome {
+    match &t.not_signalled {
+        Some(terminate::NotSignalled::Gone) => Outcome::Done {
+            note: format!("pid {} already gone", t.pid),
+        },
+        Some(terminate::NotSignalled::Protected { why }) => Outcome::Refused {
+            why: format!("pid {}: {why}", t.pid),
+        },
+        Some(other) => Outcome::Skipped {
+            why: format!("pid {}: {other}", t.pid),
+        },
+        None if !t.survivors.is_empty() => Outcome::Failed {
+            error: format!(
+                "{} process(es) survived SIGKILL: {}; retried next pass",
+                t.survivors.len(),
+                t.survivors
+                    .iter()
+                    .map(|s| format!("pid {} (state {})", s.pid, s.state))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
+        None => Outcome::Done {
+            note: t.to_string(),
+        },
+    }
+}

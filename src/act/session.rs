@@ -1,0 +1,58 @@
+//! The body of the action on opencode sessions.
+
+use super::executor::{done, skipped, Applied, Executor};
+use super::outcome::Detail;
+use crate::opencode::Deleted;
+use crate::plan::{Action, OpencodeTarget};
+
+impl Executor {
+    /// Aborts, then deletes, a session on the opencode server, once sure
+    /// that no live chat owns it now.
+    pub(super) async fn delete_opencode_session(
+        &self,
+        action: &Action,
+        session: &OpencodeTarget,
+        intent: &mut Option<i64>,
+    ) -> Applied {
+        let Some(client) = &self.opencode else {
+            return Ok(skipped("opencode is off on this host".into()));
+        };
+        // A row's session goes only while its chat is not live. (An orphan's
+        // owner session only orders it before that session's worktree: the
+        // session itself may well be live.)
+        if session.chat_id.is_some() {
+            if let Some(why) = self.owner_is_live(action).await? {
+                return Ok(skipped(why));
+            }
+        }
+        // An orphan may have been claimed by a row since the plan.
+        for chat in self
+            .store
+            .chats_with_open_rows_naming(&session.id)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            if self.chat_is_live(&chat).await? {
+                return Ok(skipped(format!(
+                    "live chat {chat} has an open row naming it"
+                )));
+            }
+        }
+        self.announce(
+            action,
+            serde_json::json!({ "session": &session.id }),
+            intent,
+        )
+        .await?;
+        client.abort(&session.id).await.map_err(|e| e.to_string())?;
+        let note = match client
+            .delete(&session.id)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Deleted::Deleted => "aborted and deleted (with its child sessions)",
+            Deleted::AlreadyGone => "already gone on the server (404)",
+        };
+        Ok((done(note), Detail::None))
+    }
+}

@@ -1,0 +1,269 @@
+//! The bodies of the actions on worktree directories and their rows: the
+//! re-checks, the preflight, the verdict kept or the removal.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::claim::Claim;
+use super::executor::{blocking, blocking_held, done, skipped, Applied, Executor, RunOptions};
+use super::outcome::{Checked, Detail, Outcome};
+use super::removal::{archive_and_remove, inspect, Inspection};
+use super::{dispose, intent, kept, terminate};
+use crate::git;
+use crate::observe::processes;
+use crate::plan::{Action, WorktreeTarget};
+use crate::risk::AtRisk;
+
+impl Executor {
+    /// Marks a row removed whose directory is gone, unless its owner is
+    /// live again or the directory is back.
+    pub(super) async fn mark_worktree_removed(
+        &self,
+        action: &Action,
+        worktree_id: &str,
+        path: &Path,
+    ) -> Applied {
+        if let Some(why) = self.owner_is_live(action).await? {
+            return Ok(skipped(why));
+        }
+        // A stat: on the blocking pool, as every file system call here (a
+        // hung mount would hold an async thread).
+        let dir = path.to_path_buf();
+        if blocking(move || Ok(dir.exists() || dir.is_symlink())).await? {
+            return Ok(skipped(format!("{} exists again", path.display())));
+        }
+        self.store
+            .mark_worktree_removed(worktree_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((done("row marked removed"), Detail::None))
+    }
+
+    /// Removes a worktree its owner no longer needs, or keeps it at risk.
+    pub(super) async fn remove_worktree(
+        &self,
+        action: &Action,
+        wt: &WorktreeTarget,
+        opts: RunOptions,
+        claim: &Claim,
+        intent: &mut Option<i64>,
+    ) -> Applied {
+        if !opts.force && !opts.recheck_kept {
+            if let Some(reused) = self.reuse_kept(wt, opts.pass).await {
+                return Ok(reused);
+            }
+        }
+        // Whatever this check finds replaces the last verdict.
+        self.kept.forget(&wt.path);
+        let checked_at = SystemTime::now();
+        let git_before = {
+            let (dir, kept, pass) = (wt.path.clone(), Arc::clone(&self.kept), opts.pass);
+            blocking(move || {
+                Ok(kept::git_state_with(&dir, &|common: &Path| {
+                    kept.refs_stamp(common, pass)
+                }))
+            })
+            .await?
+        };
+        if let Some(why) = self.worktree_claimed(action, wt).await? {
+            return Ok(skipped(why));
+        }
+        let in_use = self.clear_worktree_of_agents(action, wt).await?;
+        // A report (a pass asked for by name) and a force weigh every
+        // reason; the interval's pass needs only whether there is one.
+        let depth = if opts.force || opts.recheck_kept {
+            git::preflight::Depth::All
+        } else {
+            git::preflight::Depth::First
+        };
+        let verdict = {
+            let (root, wt, precious) = (self.root.clone(), wt.clone(), self.precious.clone());
+            let refs = Arc::clone(&self.refs);
+            blocking_held(claim, move || {
+                Ok(inspect(&root, &wt, &precious, depth, &refs))
+            })
+            .await?
+        };
+        let reasons = match verdict {
+            Inspection::Refused(why) => return Ok((Outcome::Refused { why }, Detail::None)),
+            Inspection::Gone => {
+                if let Some(id) = &wt.row_id {
+                    self.store
+                        .mark_worktree_removed(id)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                return Ok((done("directory already gone"), Detail::None));
+            }
+            Inspection::Reasons(mut r) => {
+                r.extend(in_use);
+                r
+            }
+        };
+        let archive = !reasons.is_empty();
+        if archive && !(opts.force && reasons.iter().all(AtRisk::force_overrides)) {
+            return self.keep_at_risk(wt, reasons, git_before, checked_at).await;
+        }
+        // The preflight may have taken a while: ask again right before
+        // destroying anything.
+        if let Some(why) = self.worktree_claimed(action, wt).await? {
+            return Ok(skipped(why));
+        }
+        self.archive_and_retire(action, wt, archive, reasons, claim, intent)
+            .await
+    }
+
+    /// Keeps a worktree at risk: marks its row, and remembers the verdict
+    /// with what it rests on, so that a later pass may reuse it while
+    /// nothing changes.
+    async fn keep_at_risk(
+        &self,
+        wt: &WorktreeTarget,
+        reasons: Vec<AtRisk>,
+        git_before: Option<u64>,
+        checked_at: SystemTime,
+    ) -> Applied {
+        let changed = match &wt.row_id {
+            Some(id) => self
+                .store
+                .mark_worktree_at_risk(id, &reasons)
+                .await
+                .map_err(|e| e.to_string())?,
+            // No row to compare with: the executor's memory of what it
+            // recorded decides.
+            None => true,
+        };
+        let found = {
+            let (dir, r) = (wt.path.clone(), reasons.clone());
+            blocking(move || Ok(kept::findings(&dir, &r))).await?
+        };
+        let fingerprint = git_before
+            .zip(found)
+            .map(|(git, findings)| kept::Fingerprint { git, findings });
+        self.kept
+            .remember(&wt.path, fingerprint, &reasons, checked_at);
+        Ok((
+            Outcome::KeptAtRisk {
+                reasons,
+                unchanged: !changed,
+            },
+            Detail::Kept(Checked::new(checked_at, false)),
+        ))
+    }
+
+    /// The destructive step of a removal, write-ahead: the intent, then
+    /// [`archive_and_remove`] on the blocking pool, then the row and the
+    /// opencode instance.
+    async fn archive_and_retire(
+        &self,
+        action: &Action,
+        wt: &WorktreeTarget,
+        archive: bool,
+        reasons: Vec<AtRisk>,
+        claim: &Claim,
+        intent: &mut Option<i64>,
+    ) -> Applied {
+        let now = SystemTime::now();
+        self.announce(
+            action,
+            intent::removal(&self.root, wt, archive, now),
+            intent,
+        )
+        .await?;
+        let (root, target, precious) = (self.root.clone(), wt.clone(), self.precious.clone());
+        let (outcome, mut removal) = blocking_held(claim, move || {
+            Ok(archive_and_remove(
+                &root, &target, &precious, archive, &reasons, now,
+            ))
+        })
+        .await?;
+        if matches!(outcome, Outcome::Done { .. }) {
+            if removal.trash.is_some() {
+                self.reclaimer.wake();
+            }
+            crate::crash_point!("remove.before_row_update");
+            if let Some(id) = &wt.row_id {
+                self.store
+                    .mark_worktree_removed(id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            removal.opencode_instance = dispose::after_removal(self, wt).await;
+        }
+        Ok((outcome, Detail::Removed(removal)))
+    }
+
+    /// The last verdict on a kept worktree, when nothing it rests on has
+    /// changed since: no preflight, no database call, no write.
+    async fn reuse_kept(&self, wt: &WorktreeTarget, pass: u64) -> Option<(Outcome, Detail)> {
+        let c = self.kept.candidate(&wt.path)?;
+        let (dir, reasons, kept) = (wt.path.clone(), c.reasons.clone(), Arc::clone(&self.kept));
+        let now = blocking(move || {
+            Ok(kept::fingerprint_with(&dir, &reasons, &|common: &Path| {
+                kept.refs_stamp(common, pass)
+            }))
+        })
+        .await
+        .ok()?;
+        c.still(now).then(|| {
+            (
+                Outcome::KeptAtRisk {
+                    reasons: c.reasons,
+                    unchanged: true,
+                },
+                Detail::Kept(Checked::new(c.checked_at, true)),
+            )
+        })
+    }
+
+    /// Processes whose working directory is inside the worktree: labelled
+    /// agents of chats that are not live are terminated first (as any
+    /// agent); every other process keeps the worktree, as an `InUse`
+    /// reason.
+    async fn clear_worktree_of_agents(
+        &self,
+        action: &Action,
+        wt: &WorktreeTarget,
+    ) -> Result<Vec<AtRisk>, String> {
+        let dir = wt.path.clone();
+        let users = blocking(move || Ok(processes::processes_in(&dir))).await?;
+        let mut stopped_any = false;
+        // processes.enabled = false: an agent is a process like any other.
+        let agents = if self.terminate_agents {
+            &users[..]
+        } else {
+            &[]
+        };
+        for (pid, command) in agents {
+            let labels = self.labels.clone();
+            let pid = *pid;
+            let Some(id) = blocking(move || Ok(processes::identity(pid, &labels))).await? else {
+                continue;
+            };
+            let Some(chat) = id.chat_label else { continue };
+            if self.chat_is_live(&chat).await? {
+                continue;
+            }
+            tracing::info!(pid, command = %command, chat = %chat, worktree = %wt.path.display(),
+                "stopping an agent of a chat that is not live before removing its worktree");
+            let target = terminate::Target {
+                pid,
+                start_time: id.start_time,
+                chat_id: chat,
+            };
+            self.terminate_inside(action, &target).await?;
+            stopped_any = true;
+        }
+        let remaining = if stopped_any {
+            let dir = wt.path.clone();
+            blocking(move || Ok(processes::processes_in(&dir))).await?
+        } else {
+            users
+        };
+        Ok(remaining
+            .into_iter()
+            .map(|(pid, command)| AtRisk::InUse { pid, command })
+            .collect())
+    }
+}
