@@ -15,7 +15,7 @@
 //!   `a_frozen_leader_never_acts_after_another_instance_took_the_lock`).
 
 use std::fs::{File, OpenOptions};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -101,19 +101,40 @@ impl Store {
                 let mut name = db.file_name().unwrap_or_default().to_os_string();
                 name.push(format!(".{host}.lock"));
                 let path = db.with_file_name(name);
-                let file = OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(&path)
-                    .map_err(|e| self.contract(format!("opening {}: {e}", path.display())))?;
-                match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                    Ok(f) => Ok(Some(HostLock::Sqlite { _file: f, path })),
-                    Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
-                    Err((_, e)) => Err(self.contract(format!("locking {}: {e}", path.display()))),
+                // Opening and locking a local file does not wait, but a
+                // database on a network file system can stall both: they run
+                // on the blocking pool, so that the bound on this call holds
+                // and no worker of the runtime waits with them.
+                let taken = tokio::task::spawn_blocking({
+                    let path = path.clone();
+                    move || flock_exclusive(&path)
+                })
+                .await;
+                match taken {
+                    Ok(Ok(file)) => Ok(file.map(|f| HostLock::Sqlite { _file: f, path })),
+                    Ok(Err(why)) => Err(self.contract(why)),
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    Err(e) => Err(self.contract(format!("locking {}: {e}", path.display()))),
                 }
             }
         }
+    }
+}
+
+/// The exclusive `flock` on `path` (created if missing), taken without
+/// waiting: `None` while another process holds it. Blocks on the file
+/// system: call it on the blocking pool.
+fn flock_exclusive(path: &Path) -> Result<Option<Flock<File>>, String> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("opening {}: {e}", path.display()))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(f) => Ok(Some(f)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(format!("locking {}: {e}", path.display())),
     }
 }
 
