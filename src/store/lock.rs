@@ -16,10 +16,11 @@
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
+use parking_lot::Mutex;
 use sqlx::{Connection, PgConnection};
 
 use super::{Pool, Store, StoreError};
@@ -244,16 +245,16 @@ impl Fence {
 
     /// Acts under `lock` from now on (it replaces any earlier one).
     pub fn install(&self, lock: HostLock) {
-        *self.backend.lock().expect("fence backend") = lock.backend();
-        *self.lock.lock().expect("fence lock") = Some(Arc::new(tokio::sync::Mutex::new(lock)));
-        *self.state.lock().expect("fence state") = FenceState::Held;
+        *self.backend.lock() = lock.backend();
+        *self.lock.lock() = Some(Arc::new(tokio::sync::Mutex::new(lock)));
+        *self.state.lock() = FenceState::Held;
     }
 
     /// Lets go of the lock (standing by, or shutting down).
     pub fn release(&self) {
-        self.lock.lock().expect("fence lock").take();
-        self.backend.lock().expect("fence backend").take();
-        *self.state.lock().expect("fence state") = FenceState::NotHeld;
+        self.lock.lock().take();
+        self.backend.lock().take();
+        *self.state.lock() = FenceState::NotHeld;
     }
 
     /// Resolves once the lock has been lost (at once if it was lost since
@@ -266,13 +267,13 @@ impl Fence {
     /// may hold the lock on the server until the server ends it.
     pub fn lost_backend(&self) -> Option<i32> {
         match self.state() {
-            FenceState::Lost { .. } => *self.backend.lock().expect("fence backend"),
+            FenceState::Lost { .. } => *self.backend.lock(),
             _ => None,
         }
     }
 
     pub fn state(&self) -> FenceState {
-        self.state.lock().expect("fence state").clone()
+        self.state.lock().clone()
     }
 
     /// `Ok` when the lock is held and its own connection confirms it
@@ -288,7 +289,7 @@ impl Fence {
                 "the host lock could not be confirmed ({why}); not acting until it is taken again"
             ))
             }
-            FenceState::Held => self.lock.lock().expect("fence lock").clone(),
+            FenceState::Held => self.lock.lock().clone(),
         };
         let Some(lock) = lock else {
             return Err("this instance does not hold the host lock".into());
@@ -315,10 +316,10 @@ impl Fence {
     /// Drops `lock` if it is still the installed one (a newer lock taken
     /// meanwhile stays).
     fn lose(&self, lock: &Arc<tokio::sync::Mutex<HostLock>>, why: &str) {
-        let mut slot = self.lock.lock().expect("fence lock");
+        let mut slot = self.lock.lock();
         if slot.as_ref().is_some_and(|l| Arc::ptr_eq(l, lock)) {
             slot.take();
-            *self.state.lock().expect("fence state") = FenceState::Lost { why: why.into() };
+            *self.state.lock() = FenceState::Lost { why: why.into() };
             self.lost.notify_one();
             tracing::error!(why, "the host lock could not be confirmed: it is dropped and nothing is acted on until it is taken again");
         }
