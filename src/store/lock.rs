@@ -43,10 +43,11 @@ pub enum HostLock {
         /// The lock session's backend pid, as `pg_locks` names its holder.
         backend: i32,
     },
-    Sqlite {
-        _file: Flock<File>,
-        path: PathBuf,
-    },
+    /// Taken on the blocking pool; dropped wherever the lock is. Dropping
+    /// unlocks and closes the file on the calling thread, which does not
+    /// wait: unlocking never waits for another holder, and nothing was
+    /// written to the file, so closing it has nothing to flush.
+    Sqlite { _file: Flock<File>, path: PathBuf },
     /// Exclusivity that the embedder guarantees by construction (a test
     /// with one controller per database): always confirmed. The commands
     /// never use it.
