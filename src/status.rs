@@ -8,6 +8,7 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::http::answer::NudgeAnswer;
 use crate::plan::Scope;
 use crate::report::Trigger;
 use crate::service::{Role, Status};
@@ -235,61 +236,67 @@ fn last_host_pass(out: &mut String, p: &PassSummary) {
     }
 }
 
-/// A JSON value as a cell: strings bare, null as `-`.
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
+/// A nudge's answer as `once` shows it: the service's own [`NudgeAnswer`],
+/// read as far as it is shown (what an action concerns, and what a pass
+/// left pending, only serialize).
+pub type AnswerSummary = NudgeAnswer<IgnoredAny, IgnoredAny, IgnoredAny, KeptSummary>;
+
+/// What the answer shows of a worktree kept at risk.
+#[derive(Clone, Debug, Deserialize)]
+pub struct KeptSummary {
+    pub target: String,
+    pub reasons: Vec<ReasonSummary>,
+}
+
+/// What the answer shows of an at-risk reason: its kind.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ReasonSummary {
+    pub kind: String,
 }
 
 /// A nudge's answer as readable lines: one per action with its outcome.
+/// An answer this version cannot read is shown as it came.
 pub fn render_answer(base: &str, answer: &Value) -> String {
+    match AnswerSummary::deserialize(answer) {
+        Ok(a) => answer_lines(base, &a),
+        Err(e) => format!(
+            "the running controller at {base} answered in a form this version cannot read ({e}):\n{answer}\n"
+        ),
+    }
+}
+
+fn answer_lines(base: &str, answer: &AnswerSummary) -> String {
     let mut out = String::new();
-    let actions = answer["actions"].as_array().map_or(&[][..], Vec::as_slice);
     let _ = writeln!(
         out,
         "reconciled by the running controller at {base} ({} {}) in {} ms: {}, {} action(s)",
-        text(&answer["scope"]),
-        text(
-            answer
-                .get("chat_id")
-                .or(answer.get("session_id"))
-                .unwrap_or(&Value::Null)
-        ),
-        text(&answer["duration_ms"]),
-        text(&answer["result"]),
-        actions.len(),
+        answer.scope.as_str(),
+        or_dash(answer.subject.id()),
+        answer.duration_ms,
+        answer.result,
+        answer.actions.len(),
     );
-    for a in actions {
-        let message = a["message"].as_str().filter(|m| !m.is_empty());
+    for a in &answer.actions {
         let _ = writeln!(
             out,
             "  {:<8} {} {} — {}{}",
-            text(&a["outcome"]),
-            text(&a["kind"]),
-            text(&a["target"]),
-            text(&a["reason"]),
-            message.map(|m| format!(" ({m})")).unwrap_or_default(),
+            a.outcome,
+            a.kind,
+            a.target,
+            a.reason,
+            if a.message.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", a.message)
+            },
         );
     }
-    for k in answer["at_risk"].as_array().into_iter().flatten() {
-        let reasons: Vec<String> = k["reasons"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|r| text(&r["kind"]))
-            .collect();
-        let _ = writeln!(
-            out,
-            "  kept at risk: {} ({})",
-            text(&k["target"]),
-            reasons.join(", ")
-        );
+    for k in &answer.at_risk {
+        let reasons: Vec<&str> = k.reasons.iter().map(|r| r.kind.as_str()).collect();
+        let _ = writeln!(out, "  kept at risk: {} ({})", k.target, reasons.join(", "));
     }
-    for e in answer["errors"].as_array().into_iter().flatten() {
-        let _ = writeln!(out, "  error: {}", text(e));
+    for e in &answer.errors {
+        let _ = writeln!(out, "  error: {e}");
     }
     out
 }

@@ -27,8 +27,6 @@ pub enum Kind {
     NonZeroDuration,
     /// An integer, 1 or more.
     PositiveInt,
-    /// Any string.
-    String,
     /// A non-empty string without whitespace (an identifier such as a host name).
     Name,
     /// The name of an environment variable labelling agent processes:
@@ -36,8 +34,6 @@ pub enum Kind {
     /// [`ORDINARY_VARIABLES`](super::ORDINARY_VARIABLES), and different from
     /// the other labels (checked across keys).
     Label,
-    /// A non-empty path.
-    Path,
     /// An absolute path.
     AbsolutePath,
     /// A URL starting with `sqlite://`, `postgres://` or `postgresql://`;
@@ -50,8 +46,6 @@ pub enum Kind {
     Secret,
     /// An IP address and port.
     SocketAddr,
-    /// A list of strings.
-    StringList,
     /// A list of glob patterns, each of which must compile.
     GlobList,
 }
@@ -64,12 +58,10 @@ impl Kind {
             Kind::Duration => "a duration like 30s or 10m",
             Kind::NonZeroDuration => "a duration like 30s or 10m",
             Kind::PositiveInt => "a positive integer (1 or more)",
-            Kind::String => "a string",
             Kind::Name => "a non-empty name without whitespace",
             Kind::Label => {
                 "an environment variable name like BOO_CHAT_ID (an upper-case letter, then upper-case letters, digits or _)"
             }
-            Kind::Path => "a non-empty path",
             Kind::AbsolutePath => "an absolute path like /tmp/booworktrees",
             Kind::DatabaseUrl => {
                 "a database URL starting with sqlite://, postgres:// or postgresql://"
@@ -79,7 +71,6 @@ impl Kind {
             }
             Kind::Secret => "a string",
             Kind::SocketAddr => "an address and port like 127.0.0.1:7878",
-            Kind::StringList => "a list of strings",
             Kind::GlobList => "a list of glob patterns",
         }
     }
@@ -180,12 +171,12 @@ const fn agrees(key: &Key) -> bool {
         Field::Int(..) => matches!(kind, Kind::PositiveInt),
         Field::Text(..) => matches!(
             kind,
-            Kind::String | Kind::Name | Kind::Label | Kind::Secret | Kind::DatabaseUrl
+            Kind::Name | Kind::Label | Kind::Secret | Kind::DatabaseUrl
         ),
-        Field::Path(..) => matches!(kind, Kind::Path | Kind::AbsolutePath),
+        Field::Path(..) => matches!(kind, Kind::AbsolutePath),
         Field::Url(..) => matches!(kind, Kind::HttpUrl),
         Field::Addr(..) => matches!(kind, Kind::SocketAddr),
-        Field::List(..) => matches!(kind, Kind::StringList | Kind::GlobList),
+        Field::List(..) => matches!(kind, Kind::GlobList),
     }
 }
 

@@ -52,6 +52,17 @@ pub enum ScopeKind {
     Session,
 }
 
+impl ScopeKind {
+    /// The word, as serialized.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ScopeKind::Host => "host",
+            ScopeKind::Chat => "chat",
+            ScopeKind::Session => "session",
+        }
+    }
+}
+
 impl From<&Scope> for ScopeKind {
     fn from(s: &Scope) -> ScopeKind {
         match s {
@@ -91,25 +102,50 @@ impl Subject {
 }
 
 /// The answer to a nudge: what the run did (or, dry, would do).
+///
+/// To read one back, only what it is about is required (scope, subject,
+/// result, duration, actions, what was kept, errors): the rest has
+/// defaults, so that a reader which shows an answer asks for no more than
+/// it shows. What the pass kept at risk is a type parameter like the
+/// others.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct NudgeAnswer<Owner = plan::Owner, Kind = plan::ActionKind, Pending = plan::Pending> {
+pub struct NudgeAnswer<
+    Owner = plan::Owner,
+    Kind = plan::ActionKind,
+    Pending = plan::Pending,
+    Kept = KeptWorktree,
+> {
     pub scope: ScopeKind,
     #[serde(flatten)]
     pub subject: Subject,
+    #[serde(default)]
     pub ok: bool,
     pub result: PassResult,
+    #[serde(default)]
     pub dry_run: bool,
+    #[serde(default)]
     pub force: bool,
+    /// Every answer is a nudge's: one without its trigger was one.
+    #[serde(default = "nudged")]
     pub trigger: Trigger,
+    #[serde(default)]
     pub started_at: String,
     pub duration_ms: u64,
+    #[serde(bound(
+        deserialize = "Owner: Deserialize<'de> + Default, Kind: Deserialize<'de> + Default"
+    ))]
     pub actions: Vec<ActionAnswer<Owner, Kind>>,
-    pub at_risk: Vec<KeptWorktree>,
+    pub at_risk: Vec<Kept>,
+    #[serde(default)]
     pub pending: Vec<Pending>,
     pub errors: Vec<String>,
     /// The close hook's keys, on its routes only.
     #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
     pub legacy: Option<Legacy>,
+}
+
+fn nudged() -> Trigger {
+    Trigger::Nudge
 }
 
 impl NudgeAnswer {
@@ -154,8 +190,11 @@ pub struct ActionAnswer<Owner = plan::Owner, Kind = plan::ActionKind> {
     pub outcome: String,
     pub reason: String,
     pub message: String,
+    #[serde(default)]
     pub detail: serde_json::Value,
+    #[serde(default)]
     pub owner: Owner,
+    #[serde(default)]
     pub action: Kind,
     /// Absent from a planned action.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -202,13 +202,13 @@ impl Service {
         self.metrics
             .leader
             .set(i64::from(matches!(role, Role::Leader)));
-        *self.role.lock().expect("role lock") = role;
+        *self.role.lock() = role;
     }
 
     /// The role; `unsure` as soon as a confirmation of the lock failed,
     /// even in the middle of a pass.
     pub fn role(&self) -> Role {
-        let role = self.role.lock().expect("role lock").clone();
+        let role = self.role.lock().clone();
         match (role, self.controller.executor().fence().state()) {
             (Role::Leader, FenceState::Lost { why }) => Role::Unsure { why },
             (role, _) => role,

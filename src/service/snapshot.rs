@@ -10,9 +10,10 @@
 //!   [`crate::status::StatusDoc`]).
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::leader::Role;
@@ -42,7 +43,7 @@ pub(super) struct State {
 /// Keeps the last passes and their triggers.
 pub(super) fn record(state: &Mutex<State>, report: &PassReport) {
     let report = Arc::new(report.clone());
-    let mut st = state.lock().expect("state lock");
+    let mut st = state.lock();
     if report.scope == Scope::Host {
         st.last_host_pass = Some(Arc::clone(&report));
         st.last_host_pass_done = Some(Instant::now());
@@ -193,7 +194,7 @@ pub struct Status<Pass = Arc<PassReport>, Trash = TrashStatus> {
 
 impl Service {
     pub(super) fn set_next_pass_at(&self, at: SystemTime) {
-        self.state.lock().expect("state lock").next_pass_at = Some(at);
+        self.state.lock().next_pass_at = Some(at);
     }
 
     /// `Ok` when the database answers, this instance leads, and a host pass
@@ -216,13 +217,13 @@ impl Service {
                 ))
             }
         }
-        let last = self.state.lock().expect("state lock").last_host_pass_done;
+        let last = self.state.lock().last_host_pass_done;
         fresh(last, self.controller.config.r#loop.interval * 3)
     }
 
     /// Everything `/status` shows.
     pub fn status(&self) -> Status {
-        let st = self.state.lock().expect("state lock");
+        let st = self.state.lock();
         let host = st.last_host_pass.clone();
         let executor = self.controller.executor();
         Status {

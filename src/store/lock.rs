@@ -15,11 +15,12 @@
 //!   `a_frozen_leader_never_acts_after_another_instance_took_the_lock`).
 
 use std::fs::{File, OpenOptions};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
+use parking_lot::Mutex;
 use sqlx::{Connection, PgConnection};
 
 use super::{Pool, Store, StoreError};
@@ -42,10 +43,11 @@ pub enum HostLock {
         /// The lock session's backend pid, as `pg_locks` names its holder.
         backend: i32,
     },
-    Sqlite {
-        _file: Flock<File>,
-        path: PathBuf,
-    },
+    /// Taken on the blocking pool; dropped wherever the lock is. Dropping
+    /// unlocks and closes the file on the calling thread, which does not
+    /// wait: unlocking never waits for another holder, and nothing was
+    /// written to the file, so closing it has nothing to flush.
+    Sqlite { _file: Flock<File>, path: PathBuf },
     /// Exclusivity that the embedder guarantees by construction (a test
     /// with one controller per database): always confirmed. The commands
     /// never use it.
@@ -101,19 +103,40 @@ impl Store {
                 let mut name = db.file_name().unwrap_or_default().to_os_string();
                 name.push(format!(".{host}.lock"));
                 let path = db.with_file_name(name);
-                let file = OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(&path)
-                    .map_err(|e| self.contract(format!("opening {}: {e}", path.display())))?;
-                match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                    Ok(f) => Ok(Some(HostLock::Sqlite { _file: f, path })),
-                    Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
-                    Err((_, e)) => Err(self.contract(format!("locking {}: {e}", path.display()))),
+                // Opening and locking a local file does not wait, but a
+                // database on a network file system can stall both: they run
+                // on the blocking pool, so that the bound on this call holds
+                // and no worker of the runtime waits with them.
+                let taken = tokio::task::spawn_blocking({
+                    let path = path.clone();
+                    move || flock_exclusive(&path)
+                })
+                .await;
+                match taken {
+                    Ok(Ok(file)) => Ok(file.map(|f| HostLock::Sqlite { _file: f, path })),
+                    Ok(Err(why)) => Err(self.contract(why)),
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    Err(e) => Err(self.contract(format!("locking {}: {e}", path.display()))),
                 }
             }
         }
+    }
+}
+
+/// The exclusive `flock` on `path` (created if missing), taken without
+/// waiting: `None` while another process holds it. Blocks on the file
+/// system: call it on the blocking pool.
+fn flock_exclusive(path: &Path) -> Result<Option<Flock<File>>, String> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("opening {}: {e}", path.display()))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(f) => Ok(Some(f)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(format!("locking {}: {e}", path.display())),
     }
 }
 
@@ -223,16 +246,16 @@ impl Fence {
 
     /// Acts under `lock` from now on (it replaces any earlier one).
     pub fn install(&self, lock: HostLock) {
-        *self.backend.lock().expect("fence backend") = lock.backend();
-        *self.lock.lock().expect("fence lock") = Some(Arc::new(tokio::sync::Mutex::new(lock)));
-        *self.state.lock().expect("fence state") = FenceState::Held;
+        *self.backend.lock() = lock.backend();
+        *self.lock.lock() = Some(Arc::new(tokio::sync::Mutex::new(lock)));
+        *self.state.lock() = FenceState::Held;
     }
 
     /// Lets go of the lock (standing by, or shutting down).
     pub fn release(&self) {
-        self.lock.lock().expect("fence lock").take();
-        self.backend.lock().expect("fence backend").take();
-        *self.state.lock().expect("fence state") = FenceState::NotHeld;
+        self.lock.lock().take();
+        self.backend.lock().take();
+        *self.state.lock() = FenceState::NotHeld;
     }
 
     /// Resolves once the lock has been lost (at once if it was lost since
@@ -245,13 +268,13 @@ impl Fence {
     /// may hold the lock on the server until the server ends it.
     pub fn lost_backend(&self) -> Option<i32> {
         match self.state() {
-            FenceState::Lost { .. } => *self.backend.lock().expect("fence backend"),
+            FenceState::Lost { .. } => *self.backend.lock(),
             _ => None,
         }
     }
 
     pub fn state(&self) -> FenceState {
-        self.state.lock().expect("fence state").clone()
+        self.state.lock().clone()
     }
 
     /// `Ok` when the lock is held and its own connection confirms it
@@ -267,7 +290,7 @@ impl Fence {
                 "the host lock could not be confirmed ({why}); not acting until it is taken again"
             ))
             }
-            FenceState::Held => self.lock.lock().expect("fence lock").clone(),
+            FenceState::Held => self.lock.lock().clone(),
         };
         let Some(lock) = lock else {
             return Err("this instance does not hold the host lock".into());
@@ -294,10 +317,10 @@ impl Fence {
     /// Drops `lock` if it is still the installed one (a newer lock taken
     /// meanwhile stays).
     fn lose(&self, lock: &Arc<tokio::sync::Mutex<HostLock>>, why: &str) {
-        let mut slot = self.lock.lock().expect("fence lock");
+        let mut slot = self.lock.lock();
         if slot.as_ref().is_some_and(|l| Arc::ptr_eq(l, lock)) {
             slot.take();
-            *self.state.lock().expect("fence state") = FenceState::Lost { why: why.into() };
+            *self.state.lock() = FenceState::Lost { why: why.into() };
             self.lost.notify_one();
             tracing::error!(why, "the host lock could not be confirmed: it is dropped and nothing is acted on until it is taken again");
         }

@@ -21,6 +21,7 @@ mod bound;
 pub mod listen;
 pub mod live;
 pub mod lock;
+mod rows;
 mod sql;
 
 pub use bound::{Timeouts, URL_SETTING};
@@ -28,7 +29,7 @@ pub use bound::{Timeouts, URL_SETTING};
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::Serialize;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -37,10 +38,10 @@ use sqlx::Row;
 
 use crate::config::redact_url;
 use crate::model::{
-    AgentSessionRow, Backend, ChatRow, ChatState, DesiredState, SessionRow, SessionState, Status,
-    Table, UnreadableRow, WorktreeRow, WorktreeState,
+    AgentSessionRow, ChatState, DesiredState, SessionState, Table, UnreadableRow, WorktreeRow,
 };
 use crate::risk::AtRisk;
+use rows::{AgentColumns, ChatColumns, SessionColumns, WorktreeColumns};
 
 /// A database failure, with the (password-free) URL it concerned.
 #[derive(Debug, thiserror::Error)]
@@ -104,8 +105,10 @@ macro_rules! with_pool {
     };
 }
 
-// Declared after the macro, which it uses.
+// Declared after `with_pool!`, which they use.
 pub mod archived;
+#[doc(hidden)]
+pub mod testing;
 
 /// One record of the append-only audit table.
 #[derive(Clone, Debug, Serialize)]
@@ -236,10 +239,6 @@ impl Store {
     /// The URL without its password.
     pub fn url(&self) -> &str {
         &self.url
-    }
-
-    pub fn is_postgres(&self) -> bool {
-        matches!(self.pool, Pool::Postgres(_))
     }
 
     /// Applies the migrations under `migrations/postgres` or
@@ -385,52 +384,13 @@ impl Store {
         let decoded = with_pool!(self, p => {
             let rows = sqlx::query(self.sql().worktrees_of_host).bind(host).fetch_all(p).await
                 .map_err(|e| self.query_err("reading worktrees", e))?;
-            rows.iter().map(|r| {
-                let id = r.try_get::<String, _>("id").ok();
-                (|| -> Result<_, String> {
-                    Ok((
-                        field::<String, _>(r, "id")?,
-                        field::<String, _>(r, "session_id")?,
-                        field::<String, _>(r, "repo_path")?,
-                        field::<String, _>(r, "path")?,
-                        field::<Option<String>, _>(r, "branch")?,
-                        field::<Option<String>, _>(r, "base_ref")?,
-                        field::<String, _>(r, "state")?,
-                        field::<f64, _>(r, "created")?,
-                    ))
-                })().map_err(|why| UnreadableRow { table: Table::Worktrees, id, why })
-            }).collect::<Vec<_>>()
+            rows.iter().map(|r| rows::decode::<WorktreeColumns, _>(r, Table::Worktrees)).collect::<Vec<_>>()
         });
-        let mut out = Vec::with_capacity(decoded.len());
-        let mut unreadable = Vec::new();
-        for d in decoded {
-            let row = d.and_then(
-                |(id, session_id, repo_path, path, branch, base_ref, state, created)| {
-                    let Some(state) = WorktreeState::parse(&state) else {
-                        return Err(UnreadableRow {
-                            table: Table::Worktrees,
-                            id: Some(id),
-                            why: format!("unknown state {state:?}"),
-                        });
-                    };
-                    Ok(WorktreeRow {
-                        id,
-                        session_id,
-                        repo_path: PathBuf::from(repo_path),
-                        path: PathBuf::from(path),
-                        branch,
-                        base_ref,
-                        state,
-                        created_at: from_epoch(created),
-                    })
-                },
-            );
-            match row {
-                Ok(r) => out.push(r),
-                Err(u) => unreadable.push(u),
-            }
-        }
-        Ok((out, unreadable))
+        Ok(rows::split(
+            decoded
+                .into_iter()
+                .map(|d| d.and_then(WorktreeColumns::into_row)),
+        ))
     }
 
     async fn open_agent_rows(
@@ -440,81 +400,13 @@ impl Store {
         let decoded = with_pool!(self, p => {
             let rows = sqlx::query(self.sql().open_agent_rows_of_host).bind(host).fetch_all(p).await
                 .map_err(|e| self.query_err("reading agent_sessions", e))?;
-            rows.iter().map(|r| {
-                let id = r.try_get::<String, _>("id").ok();
-                (|| -> Result<_, String> {
-                    Ok((
-                        field::<String, _>(r, "id")?,
-                        field::<String, _>(r, "chat_id")?,
-                        field::<String, _>(r, "session_id")?,
-                        field::<String, _>(r, "agent")?,
-                        field::<String, _>(r, "backend")?,
-                        field::<Option<String>, _>(r, "agent_session_id")?,
-                        field::<Option<String>, _>(r, "worktree_id")?,
-                        field::<Option<i32>, _>(r, "pid")?,
-                        field::<Option<i64>, _>(r, "pid_start_time")?,
-                        field::<f64, _>(r, "created")?,
-                    ))
-                })().map_err(|why| UnreadableRow { table: Table::AgentSessions, id, why })
-            }).collect::<Vec<_>>()
+            rows.iter().map(|r| rows::decode::<AgentColumns, _>(r, Table::AgentSessions)).collect::<Vec<_>>()
         });
-        let mut out = Vec::with_capacity(decoded.len());
-        let mut unreadable = Vec::new();
-        for d in decoded {
-            let row = d.and_then(
-                |(
-                    id,
-                    chat_id,
-                    session_id,
-                    agent,
-                    backend,
-                    agent_session_id,
-                    worktree_id,
-                    pid,
-                    start,
-                    created,
-                )| {
-                    let bad = |id: String, why: String| UnreadableRow {
-                        table: Table::AgentSessions,
-                        id: Some(id),
-                        why,
-                    };
-                    let Some(backend) = Backend::parse(&backend) else {
-                        return Err(bad(id, format!("unknown backend {backend:?}")));
-                    };
-                    // A start time is clock ticks since boot: a negative one
-                    // cannot name a process, and reading it as "none
-                    // recorded" would weaken the identity check.
-                    let pid_start_time = match start.map(u64::try_from) {
-                        None => None,
-                        Some(Ok(s)) => Some(s),
-                        Some(Err(_)) => {
-                            return Err(bad(
-                                id,
-                                format!("pid_start_time {} is negative", start.unwrap_or_default()),
-                            ))
-                        }
-                    };
-                    Ok(AgentSessionRow {
-                        id,
-                        chat_id,
-                        session_id,
-                        agent,
-                        backend,
-                        agent_session_id,
-                        worktree_id,
-                        pid,
-                        pid_start_time,
-                        created_at: from_epoch(created),
-                    })
-                },
-            );
-            match row {
-                Ok(r) => out.push(r),
-                Err(u) => unreadable.push(u),
-            }
-        }
-        Ok((out, unreadable))
+        Ok(rows::split(
+            decoded
+                .into_iter()
+                .map(|d| d.and_then(AgentColumns::into_row)),
+        ))
     }
 
     /// The liveness of each chat id, including ids with no row. A chat row
@@ -561,79 +453,22 @@ impl Store {
         let decoded = with_pool!(self, p => {
             let rows = sqlx::query(self.sql().chats_by_id).bind(&list).fetch_all(p).await
                 .map_err(|e| self.query_err("reading chats", e))?;
-            rows.iter().map(|r| {
-                let id = r.try_get::<String, _>("id").ok();
-                (|| -> Result<_, String> {
-                    Ok((
-                        field::<String, _>(r, "id")?,
-                        field::<String, _>(r, "session_id")?,
-                        field::<String, _>(r, "status")?,
-                        field::<f64, _>(r, "created")?,
-                        field::<f64, _>(r, "updated")?,
-                        field::<Option<String>, _>(r, "s_status")?,
-                        field::<Option<f64>, _>(r, "s_created")?,
-                        field::<Option<f64>, _>(r, "s_updated")?,
-                    ))
-                })().map_err(|why| UnreadableRow { table: Table::Chats, id, why })
-            }).collect::<Vec<_>>()
+            rows.iter().map(|r| rows::decode::<ChatColumns, _>(r, Table::Chats)).collect::<Vec<_>>()
         });
-        let mut unreadable = Vec::new();
-        for d in decoded {
-            let (id, session_id, status, created, updated, s_status, s_created, s_updated) = match d
-            {
-                Ok(t) => t,
-                Err(u) => {
-                    if let Some(id) = &u.id {
-                        out.remove(id);
-                    }
-                    unreadable.push(u);
-                    continue;
-                }
-            };
-            let Some(status) = Status::parse(&status) else {
-                out.remove(&id);
-                unreadable.push(UnreadableRow {
-                    table: Table::Chats,
-                    id: Some(id),
-                    why: format!("unknown status {status:?}"),
-                });
-                continue;
-            };
-            let session = match s_status {
-                Some(s) => match Status::parse(&s) {
-                    Some(st) => Some(SessionRow {
-                        id: session_id.clone(),
-                        status: st,
-                        created_at: from_epoch(s_created.unwrap_or_default()),
-                        updated_at: from_epoch(s_updated.unwrap_or_default()),
-                    }),
-                    None => {
-                        // Its session's liveness is unknown, so the chat's is.
-                        out.remove(&id);
-                        unreadable.push(UnreadableRow {
-                            table: Table::Chats,
-                            id: Some(id),
-                            why: format!("its session {session_id} has unknown status {s:?}"),
-                        });
-                        continue;
-                    }
-                },
-                None => None,
-            };
-            out.insert(
-                id.clone(),
-                ChatState {
-                    chat_id: id.clone(),
-                    chat: Some(ChatRow {
-                        id,
-                        session_id,
-                        status,
-                        created_at: from_epoch(created),
-                        updated_at: from_epoch(updated),
-                    }),
-                    session,
-                },
-            );
+        let (states, unreadable) = rows::split(
+            decoded
+                .into_iter()
+                .map(|d| d.and_then(ChatColumns::into_state)),
+        );
+        // A chat whose row cannot be read is neither live nor without a
+        // row: it leaves the map.
+        for u in &unreadable {
+            if let Some(id) = &u.id {
+                out.remove(id);
+            }
+        }
+        for state in states {
+            out.insert(state.chat_id.clone(), state);
         }
         Ok((out, unreadable))
     }
@@ -668,61 +503,17 @@ impl Store {
         let decoded = with_pool!(self, p => {
             let rows = sqlx::query(self.sql().sessions_by_id).bind(&list).fetch_all(p).await
                 .map_err(|e| self.query_err("reading sessions", e))?;
-            rows.iter().map(|r| {
-                let id = r.try_get::<String, _>("id").ok();
-                (|| -> Result<_, String> {
-                    Ok((
-                        field::<String, _>(r, "id")?,
-                        field::<Option<String>, _>(r, "status")?,
-                        field::<Option<f64>, _>(r, "created")?,
-                        field::<Option<f64>, _>(r, "updated")?,
-                        field::<i64, _>(r, "open_chats")?,
-                        field::<i64, _>(r, "total_chats")?,
-                        field::<Option<f64>, _>(r, "last_chat_change")?,
-                    ))
-                })().map_err(|why| UnreadableRow { table: Table::Sessions, id, why })
-            }).collect::<Vec<_>>()
+            rows.iter().map(|r| rows::decode::<SessionColumns, _>(r, Table::Sessions)).collect::<Vec<_>>()
         });
-        let mut out = HashMap::with_capacity(decoded.len());
-        let mut unreadable = Vec::new();
-        for d in decoded {
-            let (id, status, created, updated, open, total, last) = match d {
-                Ok(t) => t,
-                Err(u) => {
-                    unreadable.push(u);
-                    continue;
-                }
-            };
-            let session = match status {
-                Some(s) => match Status::parse(&s) {
-                    Some(st) => Some(SessionRow {
-                        id: id.clone(),
-                        status: st,
-                        created_at: from_epoch(created.unwrap_or_default()),
-                        updated_at: from_epoch(updated.unwrap_or_default()),
-                    }),
-                    None => {
-                        unreadable.push(UnreadableRow {
-                            table: Table::Sessions,
-                            id: Some(id),
-                            why: format!("unknown status {s:?}"),
-                        });
-                        continue;
-                    }
-                },
-                None => None,
-            };
-            out.insert(
-                id.clone(),
-                SessionState {
-                    session_id: id,
-                    session,
-                    open_chats: open.max(0) as u64,
-                    total_chats: total.max(0) as u64,
-                    last_chat_change: last.map(from_epoch),
-                },
-            );
-        }
+        let (states, unreadable) = rows::split(
+            decoded
+                .into_iter()
+                .map(|d| d.and_then(SessionColumns::into_state)),
+        );
+        let out = states
+            .into_iter()
+            .map(|s| (s.session_id.clone(), s))
+            .collect();
         Ok((out, unreadable))
     }
 
@@ -905,85 +696,10 @@ impl Store {
         })
         .await
     }
-
-    /// Audit records, oldest first (for reports and tests).
-    pub async fn audit_records(&self) -> Result<Vec<AuditRecord>, StoreError> {
-        self.bounded("reading audit records", async move {
-            with_pool!(self, p => {
-                sqlx::query("SELECT host, chat_id, session_id, action, target, outcome, reason, intent_id FROM reconciler_audit ORDER BY id")
-                    .fetch_all(p).await
-                    .and_then(|rows| rows.into_iter().map(|r| -> Result<_, sqlx::Error> {
-                        Ok(AuditRecord {
-                            host: r.try_get("host")?,
-                            chat_id: r.try_get("chat_id")?,
-                            session_id: r.try_get("session_id")?,
-                            action: r.try_get("action")?,
-                            target: r.try_get("target")?,
-                            outcome: r.try_get("outcome")?,
-                            reason: r.try_get("reason")?,
-                            detail: serde_json::Value::Null,
-                            intent_id: r.try_get("intent_id")?,
-                        })
-                    }).collect())
-            })
-            .map_err(|e| self.query_err("reading audit records", e))
-        })
-        .await
-    }
-
-    /// Runs one statement of test or fixture SQL (no parameters).
-    pub async fn execute_raw(&self, statement: &str) -> Result<u64, StoreError> {
-        self.bounded("executing statement", async move {
-            with_pool!(self, p => sqlx::raw_sql(statement).execute(p).await.map(|r| r.rows_affected()))
-                .map_err(|e| self.query_err("executing statement", e))
-        })
-        .await
-    }
-
-    /// Runs a query and returns every column of every row as text (for
-    /// tests and fixtures).
-    pub async fn query_strings(
-        &self,
-        statement: &str,
-    ) -> Result<Vec<Vec<Option<String>>>, StoreError> {
-        self.bounded("running query", async move {
-            with_pool!(self, p => {
-                sqlx::query(statement).fetch_all(p).await.and_then(|rows| {
-                    rows.into_iter()
-                        .map(|r| (0..r.len()).map(|i| r.try_get::<Option<String>, _>(i)).collect())
-                        .collect()
-                })
-            })
-            .map_err(|e| self.query_err("running query", e))
-        })
-        .await
-    }
-}
-
-/// One column of one row, or why it cannot be read ("pid: …"), naming the
-/// column so that the report says which value is wrong.
-fn field<'r, T, R>(row: &'r R, column: &'static str) -> Result<T, String>
-where
-    R: Row,
-    T: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    &'static str: sqlx::ColumnIndex<R>,
-{
-    row.try_get::<T, _>(column).map_err(|e| match e {
-        sqlx::Error::ColumnDecode { source, .. } => format!("{column}: {source}"),
-        e => format!("{column}: {e}"),
-    })
 }
 
 /// Ids travel as one JSON array parameter, so that one statement serves any
 /// number of ids on both databases.
 fn id_list(ids: &BTreeSet<String>) -> String {
     serde_json::to_string(ids).expect("strings serialize")
-}
-
-fn from_epoch(secs: f64) -> SystemTime {
-    if secs.is_finite() && secs > 0.0 {
-        SystemTime::UNIX_EPOCH + Duration::from_secs_f64(secs)
-    } else {
-        SystemTime::UNIX_EPOCH
-    }
 }
