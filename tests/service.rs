@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 use boo_reconciler::controller::queue::QueueError;
 use boo_reconciler::controller::{Mode, Trigger};
 use boo_reconciler::plan::Scope;
-use boo_reconciler::service::{Role, Service};
-use common::{eventually, Db, World};
-use tokio_util::sync::CancellationToken;
+use boo_reconciler::service::Role;
+use common::{eventually, spawn_service, Db, World};
 
 both_databases!(second_instance_with_the_same_host_acts_only_after_the_first_stops);
 
@@ -23,16 +22,9 @@ fn quiet_world(w: &mut World) {
 async fn second_instance_with_the_same_host_acts_only_after_the_first_stops(db: Db) {
     let mut w = World::new(db).await;
     quiet_world(&mut w);
-    w.session("s1", "open").await;
-    w.chat("c1", "s1", "open").await;
-    let path = w.worktree("w1", "s1").await;
+    let path = w.chat_worktree("s1", "c1", "w1", "open").await;
 
-    let stop_first = CancellationToken::new();
-    let first = Service::new(w.controller(), stop_first.clone());
-    let first_run = tokio::spawn({
-        let s = Arc::clone(&first);
-        async move { s.run().await }
-    });
+    let (first, stop_first, first_run) = spawn_service(w.controller());
     assert!(
         eventually(Duration::from_secs(10), async || first
             .ready()
@@ -41,12 +33,7 @@ async fn second_instance_with_the_same_host_acts_only_after_the_first_stops(db: 
         .await
     );
 
-    let stop_second = CancellationToken::new();
-    let second = Service::new(w.controller(), stop_second.clone());
-    let second_run = tokio::spawn({
-        let s = Arc::clone(&second);
-        async move { s.run().await }
-    });
+    let (second, stop_second, second_run) = spawn_service(w.controller());
     assert!(
         eventually(Duration::from_secs(10), async || matches!(
             second.role(),
@@ -113,12 +100,7 @@ async fn notification_tears_a_chat_down_and_survives_a_killed_listener() {
         w.chat(c, s, "open").await;
         w.worktree(wt, s).await;
     }
-    let cancel = CancellationToken::new();
-    let svc = Service::new(w.controller(), cancel.clone());
-    let run = tokio::spawn({
-        let s = Arc::clone(&svc);
-        async move { s.run().await }
-    });
+    let (svc, cancel, run) = spawn_service(w.controller());
     let listen = tokio::spawn({
         let (s, ch) = (Arc::clone(&svc), channel.clone());
         async move { s.listen(&ch).await }
