@@ -32,17 +32,21 @@ async fn server() -> OpencodeServer {
         .expect("start opencode")
 }
 
+/// The real server, and a world of `db` whose `opencode.url` it is.
+async fn world_with_server(db: Db) -> (OpencodeServer, World) {
+    let oc = server().await;
+    let mut w = World::new(db).await;
+    w.opencode_url = Some(oc.url.clone());
+    (oc, w)
+}
+
 async fn once(w: &World) -> PassReport {
     w.once(Scope::Host, false).await
 }
 
 async fn sessions_of_an_archived_chat_are_deleted_with_their_children_and_rows_closed(db: Db) {
-    let oc = server().await;
-    let mut w = World::new(db).await;
-    w.opencode_url = Some(oc.url.clone());
-    w.session("s1", "archived").await;
-    w.chat("c1", "s1", "archived").await;
-    let path = w.worktree("w1", "s1").await;
+    let (oc, w) = world_with_server(db).await;
+    let path = w.chat_worktree("s1", "c1", "w1", "archived").await;
     let parent = oc.create_session(&path);
     let child = oc.create_child_session(&path, &parent);
     w.opencode_row("r1", "c1", "s1", &parent).await;
@@ -83,13 +87,9 @@ async fn sessions_of_an_archived_chat_are_deleted_with_their_children_and_rows_c
 }
 
 async fn live_sessions_and_sessions_outside_the_root_survive(db: Db) {
-    let oc = server().await;
-    let mut w = World::new(db).await;
-    w.opencode_url = Some(oc.url.clone());
+    let (oc, mut w) = world_with_server(db).await;
     w.opencode_orphan_min_age = Duration::ZERO;
-    w.session("s1", "open").await;
-    w.chat("c1", "s1", "open").await;
-    let path = w.worktree("w1", "s1").await;
+    let path = w.chat_worktree("s1", "c1", "w1", "open").await;
     let live = oc.create_session(&path);
     w.opencode_row("r1", "c1", "s1", &live).await;
     let elsewhere = oc.create_session(&oc.directory("someone-else"));
@@ -105,12 +105,8 @@ async fn live_sessions_and_sessions_outside_the_root_survive(db: Db) {
 }
 
 async fn orphan_session_under_the_root_waits_for_the_minimum_age(db: Db) {
-    let oc = server().await;
-    let mut w = World::new(db).await;
-    w.opencode_url = Some(oc.url.clone());
-    w.session("s1", "open").await;
-    w.chat("c1", "s1", "open").await;
-    let path = w.worktree("w1", "s1").await;
+    let (oc, mut w) = world_with_server(db).await;
+    let path = w.chat_worktree("s1", "c1", "w1", "open").await;
     let orphan = oc.create_session(&path);
 
     let report = once(&w).await;
@@ -129,9 +125,7 @@ async fn orphan_session_under_the_root_waits_for_the_minimum_age(db: Db) {
 }
 
 async fn deleting_again_is_a_no_op_and_a_row_naming_a_deleted_session_is_closed(db: Db) {
-    let oc = server().await;
-    let mut w = World::new(db).await;
-    w.opencode_url = Some(oc.url.clone());
+    let (oc, w) = world_with_server(db).await;
     w.session("s1", "archived").await;
     w.chat("c1", "s1", "archived").await;
     let gone = oc.create_session(&oc.directory("d"));
@@ -154,9 +148,7 @@ async fn deleting_again_is_a_no_op_and_a_row_naming_a_deleted_session_is_closed(
 }
 
 async fn malformed_session_id_row_is_closed_and_never_retried(db: Db) {
-    let oc = server().await;
-    let mut w = World::new(db).await;
-    w.opencode_url = Some(oc.url.clone());
+    let (oc, w) = world_with_server(db).await;
     w.session("s1", "archived").await;
     w.chat("c1", "s1", "archived").await;
     w.opencode_row("r1", "c1", "s1", "not-a-session").await;
@@ -188,9 +180,7 @@ async fn faulty(db: Db, url: String) -> (World, [PassReport; 2], (i32, u64)) {
     w.worktree("w1", "s1").await;
     w.opencode_row("r1", "c1", "s1", "ses_0123456789abcdefABCDEFghij")
         .await;
-    w.session("s2", "archived").await;
-    w.chat("c2", "s2", "archived").await;
-    let w2 = w.worktree("w2", "s2").await;
+    let w2 = w.chat_worktree("s2", "c2", "w2", "archived").await;
     let agent = w.agent("c2", "s2", "exec sleep 1000", w.tmp.path());
     let id = (agent.pid(), agent.start_time());
     let c: Controller = w.controller();
