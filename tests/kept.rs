@@ -55,9 +55,7 @@ async fn world() -> (World, std::path::PathBuf) {
 }
 
 async fn world_on(w: World) -> (World, std::path::PathBuf) {
-    w.session("s1", "archived").await;
-    w.chat("c1", "s1", "archived").await;
-    let wt = w.worktree("w1", "s1").await;
+    let wt = w.chat_worktree("s1", "c1", "w1", "archived").await;
     (w, wt)
 }
 
