@@ -35,7 +35,7 @@ fn bin_with_root(dir: &std::path::Path) -> Command {
 fn bad_configuration_value_exits_2_and_names_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let (code, err) = code_and_stderr(
-        &mut bin_in(dir.path())
+        bin_in(dir.path())
             .env("BOO_RECONCILER_LOOP_INTERVAL", "soon")
             .arg("plan"),
     );
@@ -50,8 +50,7 @@ fn bad_value_in_file_exits_2_and_names_key_and_file() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("c.toml");
     std::fs::write(&file, "[loop]\nmax_parallel_actions = 0\n").unwrap();
-    let (code, err) =
-        code_and_stderr(&mut bin_in(dir.path()).arg("--config").arg(&file).arg("once"));
+    let (code, err) = code_and_stderr(bin_in(dir.path()).arg("--config").arg(&file).arg("once"));
     assert_eq!(code, Some(2));
     assert!(err.contains("loop.max_parallel_actions"), "{err}");
     assert!(err.contains("c.toml"), "{err}");
@@ -64,7 +63,7 @@ fn root_that_is_a_symlink_or_slash_is_refused_with_exit_2() {
     std::os::unix::fs::symlink(dir.path(), &link).unwrap();
     for root in ["/".to_string(), link.display().to_string()] {
         let (code, err) =
-            code_and_stderr(&mut bin_in(dir.path()).args(["--worktree-root", &root, "plan"]));
+            code_and_stderr(bin_in(dir.path()).args(["--worktree-root", &root, "plan"]));
         assert_eq!(code, Some(2), "{root}");
         assert!(err.contains("worktree root"), "{err}");
     }
@@ -74,7 +73,7 @@ fn root_that_is_a_symlink_or_slash_is_refused_with_exit_2() {
 fn unreachable_database_names_the_url_without_password() {
     let dir = tempfile::tempdir().unwrap();
     let (code, err) = code_and_stderr(
-        &mut bin_in(dir.path())
+        bin_in(dir.path())
             .args([
                 "--database-url",
                 "postgres://boo:hunter2@127.0.0.1:1/nowhere",
@@ -111,7 +110,7 @@ fn plan_creates_nothing_not_even_the_root_or_the_database() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     let (code, err) = code_and_stderr(
-        &mut bin_in(dir.path())
+        bin_in(dir.path())
             .arg("--worktree-root")
             .arg(&root)
             .arg("plan"),
@@ -170,11 +169,8 @@ fn run_stops_cleanly_on_sigterm_and_logs_json() {
 #[test]
 fn run_refuses_a_remote_listen_address_without_a_token() {
     let dir = tempfile::tempdir().unwrap();
-    let (code, err) = code_and_stderr(&mut bin_with_root(dir.path()).args([
-        "--set",
-        "http.listen=0.0.0.0:0",
-        "run",
-    ]));
+    let (code, err) =
+        code_and_stderr(bin_with_root(dir.path()).args(["--set", "http.listen=0.0.0.0:0", "run"]));
     assert_eq!(code, Some(2));
     assert!(err.contains("http.token"), "{err}");
     assert!(err.contains("allow_insecure_remote"), "{err}");
@@ -245,7 +241,7 @@ fn an_unknown_boo_reconciler_variable_exits_2_naming_the_closest_setting() {
     // The token and the log filter are variables of the prefix too.
     let dir = tempfile::tempdir().unwrap();
     let (code, err) = code_and_stderr(
-        &mut bin_in(dir.path())
+        bin_in(dir.path())
             .env("BOO_RECONCILER_TOKEN", "t0ken")
             .env("BOO_RECONCILER_LOG", "info")
             .arg("--worktree-root")
@@ -323,7 +319,7 @@ fn a_root_inside_a_system_directory_exits_2() {
     for root in ["/usr/lib", "/etc/ssh", "/var/lib/postgresql/15"] {
         let dir = tempfile::tempdir().unwrap();
         let (code, err) =
-            code_and_stderr(&mut bin_in(dir.path()).args(["--worktree-root", root, "once"]));
+            code_and_stderr(bin_in(dir.path()).args(["--worktree-root", root, "once"]));
         assert_eq!(code, Some(2), "{root}: {err}");
         assert!(err.contains(root), "{err}");
         assert!(err.contains("lies inside the system directory"), "{err}");
@@ -337,7 +333,7 @@ fn a_root_that_contains_the_database_or_the_configuration_file_exits_2() {
     // root.
     let dir = tempfile::tempdir().unwrap();
     let (code, err) = code_and_stderr(
-        &mut bin_in(dir.path())
+        bin_in(dir.path())
             .arg("--worktree-root")
             .arg(dir.path())
             .arg("once"),
@@ -354,7 +350,7 @@ fn a_root_that_contains_the_database_or_the_configuration_file_exits_2() {
     let file = root.join("c.toml");
     std::fs::write(&file, "[loop]\ninterval = \"1m\"\n").unwrap();
     let (code, err) = code_and_stderr(
-        &mut bin_in(dir.path())
+        bin_in(dir.path())
             .arg("--config")
             .arg(&file)
             .arg("--worktree-root")
@@ -733,7 +729,7 @@ fn a_set_before_the_command_still_counts_when_another_follows_it() {
     let dir = tempfile::tempdir().unwrap();
     let gone = dir.path().join("not-this-root");
     let (code, err) = code_and_stderr(
-        &mut bin_in(dir.path())
+        bin_in(dir.path())
             .arg("--set")
             .arg(format!("worktrees.root={}", gone.display()))
             .args(["plan", "--set", "loop.interval=5s"]),
@@ -741,7 +737,7 @@ fn a_set_before_the_command_still_counts_when_another_follows_it() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains(&gone.display().to_string()), "{err}");
 
-    let (code, err) = code_and_stderr(&mut bin_in(dir.path()).args([
+    let (code, err) = code_and_stderr(bin_in(dir.path()).args([
         "--worktree-root",
         "/tmp/a",
         "plan",

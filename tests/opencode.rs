@@ -148,7 +148,7 @@ async fn deleting_again_is_a_no_op_and_a_row_naming_a_deleted_session_is_closed(
 }
 
 async fn malformed_session_id_row_is_closed_and_never_retried(db: Db) {
-    let (oc, w) = world_with_server(db).await;
+    let (_oc, w) = world_with_server(db).await;
     w.session("s1", "archived").await;
     w.chat("c1", "s1", "archived").await;
     w.opencode_row("r1", "c1", "s1", "not-a-session").await;
