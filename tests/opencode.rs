@@ -5,6 +5,8 @@
 mod common;
 #[path = "support/opencode_server.rs"]
 mod opencode_server;
+#[path = "support/opencode_world.rs"]
+mod opencode_world;
 #[path = "support/stub.rs"]
 mod stub;
 
@@ -15,7 +17,7 @@ use boo_reconciler::controller::{Controller, Mode, Trigger};
 use boo_reconciler::plan::Scope;
 use boo_reconciler::report::{exit, PassReport};
 use common::{alive, Db, World};
-use opencode_server::OpencodeServer;
+use opencode_world::world_with_server;
 use tokio_util::sync::CancellationToken;
 
 both_databases!(
@@ -25,20 +27,6 @@ both_databases!(
     deleting_again_is_a_no_op_and_a_row_naming_a_deleted_session_is_closed,
     malformed_session_id_row_is_closed_and_never_retried,
 );
-
-async fn server() -> OpencodeServer {
-    tokio::task::spawn_blocking(OpencodeServer::start)
-        .await
-        .expect("start opencode")
-}
-
-/// The real server, and a world of `db` whose `opencode.url` it is.
-async fn world_with_server(db: Db) -> (OpencodeServer, World) {
-    let oc = server().await;
-    let mut w = World::new(db).await;
-    w.opencode_url = Some(oc.url.clone());
-    (oc, w)
-}
 
 async fn once(w: &World) -> PassReport {
     w.once(Scope::Host, false).await

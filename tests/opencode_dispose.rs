@@ -7,6 +7,8 @@
 mod common;
 #[path = "support/opencode_server.rs"]
 mod opencode_server;
+#[path = "support/opencode_world.rs"]
+mod opencode_world;
 #[path = "support/stub.rs"]
 mod stub;
 
@@ -19,24 +21,11 @@ use boo_reconciler::plan::Scope;
 use boo_reconciler::report::{exit, PassReport};
 use common::{act_pass, Db, World};
 use opencode_server::{Events, OpencodeServer};
+use opencode_world::world_with_server;
 use tokio_util::sync::CancellationToken;
 
 /// How long the server may take to send an event.
 const EVENT_WAIT: Duration = Duration::from_secs(10);
-
-async fn server() -> OpencodeServer {
-    tokio::task::spawn_blocking(OpencodeServer::start)
-        .await
-        .expect("start opencode")
-}
-
-/// The real server, and a world of `db` whose `opencode.url` it is.
-async fn world_with_server(db: Db) -> (OpencodeServer, World) {
-    let oc = server().await;
-    let mut w = World::new(db).await;
-    w.opencode_url = Some(oc.url.clone());
-    (oc, w)
-}
 
 /// The `remove_worktree` result among `results` (each as the report
 /// serialises it).
