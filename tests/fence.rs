@@ -19,7 +19,8 @@ use boo_reconciler::service::{Role, Service};
 use boo_reconciler::store::lock::{advisory_key, Fence, FenceState};
 use boo_reconciler::store::{AuditRecord, Store, Timeouts};
 use common::{
-    act_pass, alive, eventually, spawn_service, through, upstream, Db, Running, World, HOST,
+    act_pass, alive, eventually, ready_within, spawn_service, through, upstream, Db, Running,
+    World, HOST,
 };
 use freezing_proxy::FreezingProxy;
 use tokio_util::sync::CancellationToken;
@@ -338,13 +339,7 @@ async fn a_frozen_leader_never_acts_after_another_instance_took_the_lock() {
         let s = Arc::clone(&first);
         async move { s.run().await }
     });
-    assert!(
-        eventually(Duration::from_secs(15), async || first
-            .ready()
-            .await
-            .is_ok())
-        .await
-    );
+    assert!(ready_within(&first, Duration::from_secs(15)).await);
 
     // Its connections freeze, and its lock's session is ended on the
     // server: the lock is free, and the first instance cannot know.
@@ -363,13 +358,7 @@ async fn a_frozen_leader_never_acts_after_another_instance_took_the_lock() {
 
     // A second instance takes the lock.
     let (second, stop_second, second_run) = spawn_service(w.controller());
-    assert!(
-        eventually(Duration::from_secs(15), async || second
-            .ready()
-            .await
-            .is_ok())
-        .await
-    );
+    assert!(ready_within(&second, Duration::from_secs(15)).await);
     assert_ne!(lock_holder(&w).await, Some(holder.clone()));
 
     // The chat goes; the first instance's database comes back, and it is

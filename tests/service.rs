@@ -10,7 +10,7 @@ use boo_reconciler::controller::queue::QueueError;
 use boo_reconciler::controller::{Mode, Trigger};
 use boo_reconciler::plan::Scope;
 use boo_reconciler::service::Role;
-use common::{eventually, spawn_service, Db, World};
+use common::{eventually, ready_within, spawn_service, Db, World};
 
 both_databases!(second_instance_with_the_same_host_acts_only_after_the_first_stops);
 
@@ -25,13 +25,7 @@ async fn second_instance_with_the_same_host_acts_only_after_the_first_stops(db: 
     let path = w.chat_worktree("s1", "c1", "w1", "open").await;
 
     let (first, stop_first, first_run) = spawn_service(w.controller());
-    assert!(
-        eventually(Duration::from_secs(10), async || first
-            .ready()
-            .await
-            .is_ok())
-        .await
-    );
+    assert!(ready_within(&first, Duration::from_secs(10)).await);
 
     let (second, stop_second, second_run) = spawn_service(w.controller());
     assert!(
@@ -105,7 +99,7 @@ async fn notification_tears_a_chat_down_and_survives_a_killed_listener() {
         let (s, ch) = (Arc::clone(&svc), channel.clone());
         async move { s.listen(&ch).await }
     });
-    assert!(eventually(Duration::from_secs(10), async || svc.ready().await.is_ok()).await);
+    assert!(ready_within(&svc, Duration::from_secs(10)).await);
     assert!(
         eventually(Duration::from_secs(10), async || listener_pid(&w, &channel)
             .await
@@ -113,19 +107,18 @@ async fn notification_tears_a_chat_down_and_survives_a_killed_listener() {
         .await
     );
 
+    // Whether the worktree `id` is removed within 10 s.
+    let removed = async |id: &str| {
+        eventually(Duration::from_secs(10), async || !w.root.join(id).exists()).await
+    };
+
     // 1. A notification sent by hand from another connection.
     w.sql("UPDATE chats SET status = 'archived' WHERE id = 'c1'")
         .await;
     let t0 = Instant::now();
     w.sql(&format!("SELECT pg_notify('{channel}', 'chat:c1')"))
         .await;
-    assert!(
-        eventually(Duration::from_secs(10), async || !w
-            .root
-            .join("w1")
-            .exists())
-        .await
-    );
+    assert!(removed("w1").await);
     println!("notification to teardown: {:?}", t0.elapsed());
 
     // 2. The listener's connection is killed: it comes back and works.
@@ -145,13 +138,7 @@ async fn notification_tears_a_chat_down_and_survives_a_killed_listener() {
         .await;
     w.sql(&format!("SELECT pg_notify('{channel}', 'chat:c2')"))
         .await;
-    assert!(
-        eventually(Duration::from_secs(10), async || !w
-            .root
-            .join("w2")
-            .exists())
-        .await
-    );
+    assert!(removed("w2").await);
 
     // 3. The trigger the migrations install notifies in the transaction
     // that archives the chat.
@@ -160,13 +147,7 @@ async fn notification_tears_a_chat_down_and_survives_a_killed_listener() {
          UPDATE chats SET status = 'archived' WHERE id = 'c3'; COMMIT;"
     ))
     .await;
-    assert!(
-        eventually(Duration::from_secs(10), async || !w
-            .root
-            .join("w3")
-            .exists())
-        .await
-    );
+    assert!(removed("w3").await);
 
     cancel.cancel();
     run.await.unwrap();

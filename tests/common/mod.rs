@@ -28,11 +28,7 @@ impl Running {
     pub async fn ready(controller: Controller) -> Running {
         let (service, stop, task) = spawn_service(controller);
         assert!(
-            eventually(Duration::from_secs(15), async || service
-                .ready()
-                .await
-                .is_ok())
-            .await,
+            ready_within(&service, Duration::from_secs(15)).await,
             "the service never became ready: {:?}",
             service.role()
         );
@@ -189,6 +185,11 @@ pub fn upstream() -> std::net::SocketAddr {
         .expect("PostgreSQL address")
         .next()
         .expect("PostgreSQL address")
+}
+
+/// Whether `service` becomes ready (see `Service::ready`) within `limit`.
+pub async fn ready_within(service: &boo_reconciler::service::Service, limit: Duration) -> bool {
+    eventually(limit, async || service.ready().await.is_ok()).await
 }
 
 /// Polls `f` every 20 ms until it holds or `limit` passes.
