@@ -130,12 +130,19 @@ fn failed_errors(body: &Value) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_frozen_database_answers_503_with_retry_after_then_200_once_it_answers() {
+/// A PostgreSQL world with an archived session s1 and chat c1 (no
+/// worktree yet), and a proxy in front of its server.
+async fn archived_chat_behind_a_proxy() -> (World, FreezingProxy) {
     let w = World::new(Db::Postgres).await;
     w.session("s1", "archived").await;
     w.chat("c1", "s1", "archived").await;
     let proxy = FreezingProxy::start(upstream()).await;
+    (w, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_database_answers_503_with_retry_after_then_200_once_it_answers() {
+    let (w, proxy) = archived_chat_behind_a_proxy().await;
     let server = Server::start(controller_at(&w, &through(&w.url, proxy.addr())).await).await;
     // Added after the start-up pass, so that only the nudges can remove it.
     let path = w.worktree("w1", "s1").await;
@@ -293,10 +300,7 @@ async fn wait_ready(port: u16, daemon: &mut tokio::process::Child) {
 /// runs one, so none competes for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_beside_a_daemon_whose_database_froze_prints_its_answer_and_exits_1() {
-    let w = World::new(Db::Postgres).await;
-    w.session("s1", "archived").await;
-    w.chat("c1", "s1", "archived").await;
-    let proxy = FreezingProxy::start(upstream()).await;
+    let (w, proxy) = archived_chat_behind_a_proxy().await;
     let port = free_port();
     let mut daemon = bin(&w, &through(&w.url, proxy.addr()), port)
         .args(["--log-format", "json", "run"])
