@@ -21,6 +21,10 @@ both_databases!(
     an_unchanged_fingerprint_never_lets_a_stale_verdict_remove_anything,
 );
 
+/// A pass as the loop's timer runs it (`Trigger::Interval`). Not
+/// `common::act_pass`, which runs one as `once` does (`Trigger::Command`),
+/// on purpose: these tests are about the interval's passes, and a report
+/// carries the trigger it ran for.
 async fn pass(c: &Controller, scope: Scope, force: bool) -> PassReport {
     c.pass(
         scope,
