@@ -4,16 +4,10 @@ mod common;
 
 use std::process::Command;
 
-use common::git;
+use common::{free_port, git};
 
 fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_boo-reconciler"));
-    // Only what each test sets.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("BOO_RECONCILER_") {
-            c.env_remove(k);
-        }
-    }
+    let mut c = common::bin_command();
     // A label no process carries: these passes must never see (let alone
     // stop) the agents other tests spawn.
     c.env(
@@ -23,17 +17,29 @@ fn bin() -> Command {
     c
 }
 
+/// [`bin`] working in `dir`.
+fn bin_in(dir: &std::path::Path) -> Command {
+    let mut c = bin();
+    c.current_dir(dir);
+    c
+}
+
+/// [`bin_in`] `dir`, with the worktree root `dir/root`.
+fn bin_with_root(dir: &std::path::Path) -> Command {
+    let mut c = bin_in(dir);
+    c.arg("--worktree-root").arg(dir.join("root"));
+    c
+}
+
 #[test]
 fn bad_configuration_value_exits_2_and_names_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    let out = bin()
-        .current_dir(dir.path())
-        .env("BOO_RECONCILER_LOOP_INTERVAL", "soon")
-        .arg("plan")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = code_and_stderr(
+        bin_in(dir.path())
+            .env("BOO_RECONCILER_LOOP_INTERVAL", "soon")
+            .arg("plan"),
+    );
+    assert_eq!(code, Some(2));
     assert!(err.contains("loop.interval"), "{err}");
     assert!(err.contains("soon"), "{err}");
     assert!(err.contains("BOO_RECONCILER_LOOP_INTERVAL"), "{err}");
@@ -44,15 +50,8 @@ fn bad_value_in_file_exits_2_and_names_key_and_file() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("c.toml");
     std::fs::write(&file, "[loop]\nmax_parallel_actions = 0\n").unwrap();
-    let out = bin()
-        .current_dir(dir.path())
-        .arg("--config")
-        .arg(&file)
-        .arg("once")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = code_and_stderr(bin_in(dir.path()).arg("--config").arg(&file).arg("once"));
+    assert_eq!(code, Some(2));
     assert!(err.contains("loop.max_parallel_actions"), "{err}");
     assert!(err.contains("c.toml"), "{err}");
 }
@@ -63,13 +62,9 @@ fn root_that_is_a_symlink_or_slash_is_refused_with_exit_2() {
     let link = dir.path().join("link");
     std::os::unix::fs::symlink(dir.path(), &link).unwrap();
     for root in ["/".to_string(), link.display().to_string()] {
-        let out = bin()
-            .current_dir(dir.path())
-            .args(["--worktree-root", &root, "plan"])
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{root}");
-        let err = String::from_utf8_lossy(&out.stderr);
+        let (code, err) =
+            code_and_stderr(bin_in(dir.path()).args(["--worktree-root", &root, "plan"]));
+        assert_eq!(code, Some(2), "{root}");
         assert!(err.contains("worktree root"), "{err}");
     }
 }
@@ -77,19 +72,17 @@ fn root_that_is_a_symlink_or_slash_is_refused_with_exit_2() {
 #[test]
 fn unreachable_database_names_the_url_without_password() {
     let dir = tempfile::tempdir().unwrap();
-    let out = bin()
-        .current_dir(dir.path())
-        .args([
-            "--database-url",
-            "postgres://boo:hunter2@127.0.0.1:1/nowhere",
-            "--worktree-root",
-        ])
-        .arg(dir.path().join("root"))
-        .arg("once")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = code_and_stderr(
+        bin_in(dir.path())
+            .args([
+                "--database-url",
+                "postgres://boo:hunter2@127.0.0.1:1/nowhere",
+                "--worktree-root",
+            ])
+            .arg(dir.path().join("root"))
+            .arg("once"),
+    );
+    assert_eq!(code, Some(1));
     assert!(err.contains("127.0.0.1:1/nowhere"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
 }
@@ -97,10 +90,7 @@ fn unreachable_database_names_the_url_without_password() {
 #[test]
 fn once_on_the_embedded_default_converges_on_an_empty_host() {
     let dir = tempfile::tempdir().unwrap();
-    let out = bin()
-        .current_dir(dir.path())
-        .arg("--worktree-root")
-        .arg(dir.path().join("root"))
+    let out = bin_with_root(dir.path())
         .args(["once", "--json"])
         .output()
         .unwrap();
@@ -119,15 +109,13 @@ fn once_on_the_embedded_default_converges_on_an_empty_host() {
 fn plan_creates_nothing_not_even_the_root_or_the_database() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    let out = bin()
-        .current_dir(dir.path())
-        .arg("--worktree-root")
-        .arg(&root)
-        .arg("plan")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = code_and_stderr(
+        bin_in(dir.path())
+            .arg("--worktree-root")
+            .arg(&root)
+            .arg("plan"),
+    );
+    assert_eq!(code, Some(2));
     assert!(err.contains("does not exist"), "{err}");
     assert!(!root.exists());
     assert!(!dir.path().join("boo-reconciler.db").exists());
@@ -137,10 +125,7 @@ fn plan_creates_nothing_not_even_the_root_or_the_database() {
 fn run_stops_cleanly_on_sigterm_and_logs_json() {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
-    let mut child = bin()
-        .current_dir(dir.path())
-        .arg("--worktree-root")
-        .arg(dir.path().join("root"))
+    let mut child = bin_with_root(dir.path())
         .args([
             "--set",
             "loop.interval=1h",
@@ -184,15 +169,9 @@ fn run_stops_cleanly_on_sigterm_and_logs_json() {
 #[test]
 fn run_refuses_a_remote_listen_address_without_a_token() {
     let dir = tempfile::tempdir().unwrap();
-    let out = bin()
-        .current_dir(dir.path())
-        .arg("--worktree-root")
-        .arg(dir.path().join("root"))
-        .args(["--set", "http.listen=0.0.0.0:0", "run"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) =
+        code_and_stderr(bin_with_root(dir.path()).args(["--set", "http.listen=0.0.0.0:0", "run"]));
+    assert_eq!(code, Some(2));
     assert!(err.contains("http.token"), "{err}");
     assert!(err.contains("allow_insecure_remote"), "{err}");
 }
@@ -202,15 +181,16 @@ fn run_refuses_a_remote_listen_address_without_a_token() {
 fn plan_with(env: &[(&str, &str)], args: &[&str]) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("root")).unwrap();
-    let mut cmd = bin();
-    cmd.current_dir(dir.path())
-        .arg("--worktree-root")
-        .arg(dir.path().join("root"))
-        .args(args)
-        .arg("plan");
+    let mut cmd = bin_with_root(dir.path());
+    cmd.args(args).arg("plan");
     for (k, v) in env {
         cmd.env(k, v);
     }
+    code_and_stderr(&mut cmd)
+}
+
+/// Runs `cmd` to its end; its exit code and standard error.
+fn code_and_stderr(cmd: &mut Command) -> (Option<i32>, String) {
     let out = cmd.output().unwrap();
     (
         out.status.code(),
@@ -260,17 +240,15 @@ fn an_unknown_boo_reconciler_variable_exits_2_naming_the_closest_setting() {
     assert!(err.contains("worktrees.root"), "{err}");
     // The token and the log filter are variables of the prefix too.
     let dir = tempfile::tempdir().unwrap();
-    let out = bin()
-        .current_dir(dir.path())
-        .env("BOO_RECONCILER_TOKEN", "t0ken")
-        .env("BOO_RECONCILER_LOG", "info")
-        .arg("--worktree-root")
-        .arg(dir.path().join("root"))
-        .arg("once")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{err}");
+    let (code, err) = code_and_stderr(
+        bin_in(dir.path())
+            .env("BOO_RECONCILER_TOKEN", "t0ken")
+            .env("BOO_RECONCILER_LOG", "info")
+            .arg("--worktree-root")
+            .arg(dir.path().join("root"))
+            .arg("once"),
+    );
+    assert_eq!(code, Some(0), "{err}");
 }
 
 #[test]
@@ -297,10 +275,7 @@ fn run_at_the_duration_bound_serves_status_and_stops_on_sigterm() {
     use std::io::{BufRead, BufReader, Read, Write};
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut child = bin()
-        .current_dir(dir.path())
-        .arg("--worktree-root")
-        .arg(dir.path().join("root"))
+    let mut child = bin_with_root(dir.path())
         .args(["--set", &format!("http.listen=127.0.0.1:{port}")])
         .args([
             "--set",
@@ -339,26 +314,13 @@ fn run_at_the_duration_bound_serves_status_and_stops_on_sigterm() {
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
 
-/// A port nothing listens on now (the kernel's pick, let go at once).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn a_root_inside_a_system_directory_exits_2() {
     for root in ["/usr/lib", "/etc/ssh", "/var/lib/postgresql/15"] {
         let dir = tempfile::tempdir().unwrap();
-        let out = bin()
-            .current_dir(dir.path())
-            .args(["--worktree-root", root, "once"])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{root}: {err}");
+        let (code, err) =
+            code_and_stderr(bin_in(dir.path()).args(["--worktree-root", root, "once"]));
+        assert_eq!(code, Some(2), "{root}: {err}");
         assert!(err.contains(root), "{err}");
         assert!(err.contains("lies inside the system directory"), "{err}");
         assert!(!dir.path().join("boo-reconciler.db").exists());
@@ -370,15 +332,13 @@ fn a_root_that_contains_the_database_or_the_configuration_file_exits_2() {
     // The embedded default database, in the working directory, inside the
     // root.
     let dir = tempfile::tempdir().unwrap();
-    let out = bin()
-        .current_dir(dir.path())
-        .arg("--worktree-root")
-        .arg(dir.path())
-        .arg("once")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (code, err) = code_and_stderr(
+        bin_in(dir.path())
+            .arg("--worktree-root")
+            .arg(dir.path())
+            .arg("once"),
+    );
+    assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains("contains the database file (database.url) boo-reconciler.db"),
         "{err}"
@@ -389,17 +349,15 @@ fn a_root_that_contains_the_database_or_the_configuration_file_exits_2() {
     std::fs::create_dir(&root).unwrap();
     let file = root.join("c.toml");
     std::fs::write(&file, "[loop]\ninterval = \"1m\"\n").unwrap();
-    let out = bin()
-        .current_dir(dir.path())
-        .arg("--config")
-        .arg(&file)
-        .arg("--worktree-root")
-        .arg(&root)
-        .arg("plan")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (code, err) = code_and_stderr(
+        bin_in(dir.path())
+            .arg("--config")
+            .arg(&file)
+            .arg("--worktree-root")
+            .arg(&root)
+            .arg("plan"),
+    );
+    assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("contains the configuration file"), "{err}");
     assert!(err.contains("c.toml"), "{err}");
 }
@@ -425,8 +383,7 @@ fn a_root_that_contains_a_main_repository_named_by_a_row_exits_2() {
             .unwrap();
     });
     let run = |host: &str| {
-        bin()
-            .current_dir(dir.path())
+        bin_in(dir.path())
             .args(["--database-url", &url, "--host-id", host])
             .arg("--worktree-root")
             .arg(&root)
@@ -520,10 +477,7 @@ fn sighup_is_logged_and_ignored_and_run_still_stops_cleanly_on_sigterm() {
     use nix::sys::signal::Signal;
     let dir = tempfile::tempdir().unwrap();
     let (mut child, rx) = spawn_run(
-        bin()
-            .current_dir(dir.path())
-            .arg("--worktree-root")
-            .arg(dir.path().join("root"))
+        bin_with_root(dir.path())
             .args(["--set", "loop.interval=1h"])
             .args(["--set", "http.listen=127.0.0.1:0"]),
         &[],
@@ -774,30 +728,23 @@ fn a_set_before_the_command_still_counts_when_another_follows_it() {
     // `--set` after it: both apply (the root named must be the one used).
     let dir = tempfile::tempdir().unwrap();
     let gone = dir.path().join("not-this-root");
-    let out = bin()
-        .current_dir(dir.path())
-        .arg("--set")
-        .arg(format!("worktrees.root={}", gone.display()))
-        .args(["plan", "--set", "loop.interval=5s"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (code, err) = code_and_stderr(
+        bin_in(dir.path())
+            .arg("--set")
+            .arg(format!("worktrees.root={}", gone.display()))
+            .args(["plan", "--set", "loop.interval=5s"]),
+    );
+    assert_eq!(code, Some(2), "{err}");
     assert!(err.contains(&gone.display().to_string()), "{err}");
 
-    let out = bin()
-        .current_dir(dir.path())
-        .args([
-            "--worktree-root",
-            "/tmp/a",
-            "plan",
-            "--worktree-root",
-            "/tmp/b",
-        ])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (code, err) = code_and_stderr(bin_in(dir.path()).args([
+        "--worktree-root",
+        "/tmp/a",
+        "plan",
+        "--worktree-root",
+        "/tmp/b",
+    ]));
+    assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains("--worktree-root given more than once"),
         "{err}"

@@ -20,7 +20,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{git, Db, World, HOST};
+use common::{free_port, git, set_all, world_command, Db, World, HOST};
 
 both_databases!(
     a_crash_right_after_the_rename_converges,
@@ -37,25 +37,12 @@ static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The binary, for `w`'s database, host, root and labels.
 fn bin(w: &World) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_boo-reconciler"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("BOO_RECONCILER_") || k == "FAILPOINTS" {
-            c.env_remove(k);
-        }
-    }
-    c.current_dir(w.tmp.path())
-        .args(["--database-url", &w.url, "--host-id", HOST])
-        .arg("--worktree-root")
-        .arg(&w.root);
-    for (key, value) in [
-        ("processes.chat_label", w.labels[0].as_str()),
-        ("processes.session_label", &w.labels[1]),
-        ("processes.agent_label", &w.labels[2]),
-        // No daemon to nudge here: a port nobody listens on.
-        ("http.listen", "127.0.0.1:9"),
-    ] {
-        c.arg("--set").arg(format!("{key}={value}"));
-    }
+    let mut c = world_command(w, &w.url);
+    // Only the crash points each test arms.
+    c.env_remove("FAILPOINTS");
+    set_all(&mut c, &w.label_settings());
+    // No daemon to nudge here: a port nobody listens on.
+    set_all(&mut c, &[("http.listen", "127.0.0.1:9")]);
     c
 }
 
@@ -91,6 +78,12 @@ fn assert_killed(o: &Output) {
 
 /// Every file under `dir` with its contents, sorted; `.git` directories
 /// left out (git's own bookkeeping).
+///
+/// Not `worktrees.rs`'s `files`, on purpose: this one looks at trees a
+/// crashed process left half way (a retired worktree the reclaimer was
+/// deleting, directories that go while it walks), so a directory it cannot
+/// read is skipped rather than failing the test, and the main repository's
+/// `.git`, which a removal's prune rewrites, is not compared.
 fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     let mut todo = vec![dir.to_path_buf()];
@@ -151,13 +144,9 @@ impl Scene {
             git(&w.repo, &["add", "."]);
             git(&w.repo, &["commit", "-q", "-m", "many files"]);
         }
-        w.session("s1", "archived").await;
-        w.chat("c1", "s1", "archived").await;
-        let wt = w.worktree("w1", "s1").await;
+        let wt = w.chat_worktree("s1", "c1", "w1", "archived").await;
         let tip = git(&wt, &["rev-parse", "HEAD"]);
-        w.session("s2", "open").await;
-        w.chat("c2", "s2", "open").await;
-        let live = w.worktree("w2", "s2").await;
+        let live = w.chat_worktree("s2", "c2", "w2", "open").await;
         fs::write(live.join("draft.txt"), "unsaved work\n").unwrap();
         let before = vec![files(&live), files(&w.outside), files(&w.repo)];
         let heads = git(&w.repo, &["for-each-ref", "refs/heads"]);
@@ -319,14 +308,6 @@ async fn a_crash_in_the_middle_of_a_force_archive_converges(db: Db) {
     );
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A `run` process with `FAILPOINTS`, its log in a file; killed on drop.
 struct Daemon {
     child: std::process::Child,
@@ -339,17 +320,16 @@ impl Daemon {
         let port = free_port();
         let log = w.tmp.path().join(format!("daemon-{port}.log"));
         let mut c = bin(w);
-        for (key, value) in [
-            ("http.listen", format!("127.0.0.1:{port}")),
-            ("loop.interval", "1h".into()),
-            ("loop.jitter", "0s".into()),
-            ("database.notify_channel", "boo_test_nobody".into()),
-        ] {
-            c.arg("--set").arg(format!("{key}={value}"));
-        }
-        for (key, value) in settings {
-            c.arg("--set").arg(format!("{key}={value}"));
-        }
+        set_all(
+            &mut c,
+            &[
+                ("http.listen", &format!("127.0.0.1:{port}")),
+                ("loop.interval", "1h"),
+                ("loop.jitter", "0s"),
+                ("database.notify_channel", "boo_test_nobody"),
+            ],
+        );
+        set_all(&mut c, settings);
         let child = c
             .arg("run")
             .env("FAILPOINTS", failpoints)

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{Db, World, HOST};
+use common::{free_port, set_all, world_command, Db, World, HOST};
 use serde_json::Value;
 
 both_databases!(once_beside_a_running_daemon_nudges_it_and_status_shows_it);
@@ -23,42 +23,24 @@ const TOKEN: &str = "daemon-test-token";
 /// The binary with `w`'s database, host, root and labels, and an HTTP
 /// address of its own.
 fn bin(w: &World, port: u16) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_boo-reconciler"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("BOO_RECONCILER_") {
-            c.env_remove(k);
-        }
-    }
+    let mut c = world_command(w, &w.url);
     // Every command here carries the daemon's token, unless it overrides
     // it with --set.
     c.env("BOO_RECONCILER_TOKEN", TOKEN);
-    c.current_dir(w.tmp.path())
-        .args(["--database-url", &w.url, "--host-id", HOST])
-        .arg("--worktree-root")
-        .arg(&w.root);
-    for (key, value) in [
-        ("processes.chat_label", w.labels[0].as_str()),
-        ("processes.session_label", &w.labels[1]),
-        ("processes.agent_label", &w.labels[2]),
-        ("processes.term_grace", "5s"),
-        ("loop.interval", "1h"),
-        ("loop.jitter", "0s"),
-        ("http.listen", &format!("127.0.0.1:{port}")),
-        // Deaf to the notifications the schema's triggers send: the
-        // teardown here must come from the nudge.
-        ("database.notify_channel", "boo_test_nobody"),
-    ] {
-        c.arg("--set").arg(format!("{key}={value}"));
-    }
+    set_all(&mut c, &w.label_settings());
+    set_all(
+        &mut c,
+        &[
+            ("processes.term_grace", "5s"),
+            ("loop.interval", "1h"),
+            ("loop.jitter", "0s"),
+            ("http.listen", &format!("127.0.0.1:{port}")),
+            // Deaf to the notifications the schema's triggers send: the
+            // teardown here must come from the nudge.
+            ("database.notify_channel", "boo_test_nobody"),
+        ],
+    );
     c
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A `run` process; its JSON log messages arrive on `messages`. Stopped
@@ -160,9 +142,7 @@ fn explain(o: &Output) -> String {
 
 async fn once_beside_a_running_daemon_nudges_it_and_status_shows_it(db: Db) {
     let w = World::new(db).await;
-    w.session("s1", "open").await;
-    w.chat("c1", "s1", "open").await;
-    let path = w.worktree("w1", "s1").await;
+    let path = w.chat_worktree("s1", "c1", "w1", "open").await;
     let agent = w.agent("c1", "s1", "exec sleep 600", &path);
     let (pid, start) = (agent.pid(), agent.start_time());
 

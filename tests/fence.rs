@@ -9,7 +9,7 @@ mod freezing_proxy;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use boo_reconciler::act::{Outcome, RunOptions};
+use boo_reconciler::act::Outcome;
 use boo_reconciler::controller::queue::QueueError;
 use boo_reconciler::controller::{Controller, Mode, Trigger};
 use boo_reconciler::plan::Scope;
@@ -18,7 +18,10 @@ use boo_reconciler::root::WorktreeRoot;
 use boo_reconciler::service::{Role, Service};
 use boo_reconciler::store::lock::{advisory_key, Fence, FenceState};
 use boo_reconciler::store::{AuditRecord, Store, Timeouts};
-use common::{alive, eventually, through, upstream, Db, Running, World, HOST};
+use common::{
+    act_pass, alive, eventually, ready_within, spawn_service, through, upstream, Db, Running,
+    World, HOST,
+};
 use freezing_proxy::FreezingProxy;
 use tokio_util::sync::CancellationToken;
 
@@ -51,20 +54,12 @@ fn read_only(w: &World) -> String {
     }
 }
 
-fn act() -> Mode {
-    Mode::Act(RunOptions::default())
-}
-
 async fn a_read_only_database_stops_every_destructive_action(db: Db) {
     let w = World::new(db).await;
-    w.session("s1", "archived").await;
-    w.chat("c1", "s1", "archived").await;
-    let wt = w.worktree("w1", "s1").await;
+    let wt = w.chat_worktree("s1", "c1", "w1", "archived").await;
     // A second session, without an agent: its removal is refused on its
     // own (the first's waits on its agent's termination).
-    w.session("s2", "archived").await;
-    w.chat("c2", "s2", "archived").await;
-    let wt2 = w.worktree("w2", "s2").await;
+    let wt2 = w.chat_worktree("s2", "c2", "w2", "archived").await;
     let agent = w.agent("c1", "s1", "exec sleep 300", &w.outside);
     w.acp_row("a1", "c1", "s1", Some((agent.pid(), agent.start_time())))
         .await;
@@ -72,20 +67,8 @@ async fn a_read_only_database_stops_every_destructive_action(db: Db) {
     let store = Store::open_with(&read_only(&w), false, SHORT)
         .await
         .expect("a read-only database opens");
-    let root = WorktreeRoot::prepare(&w.root).unwrap();
-    let controller = Controller::new(w.config(), store, root);
-    controller
-        .executor()
-        .fence()
-        .install(boo_reconciler::store::lock::HostLock::Assumed);
-    let report = controller
-        .pass(
-            Scope::Host,
-            act(),
-            Trigger::Command,
-            &CancellationToken::new(),
-        )
-        .await;
+    let controller = w.controller_with(w.config(), store);
+    let report = act_pass(&controller, Scope::Host, false).await;
     assert_eq!(report.exit_code(), exit::ERROR, "{}", report.render());
     let failed: Vec<_> = report
         .results
@@ -222,27 +205,14 @@ async fn an_intent_left_by_a_crash_is_concluded_with_what_was_found(db: Db) {
 async fn a_sqlite_database_locked_by_another_writer_stops_every_destructive_action() {
     use sqlx::{Connection, Executor};
     let w = World::new(Db::Sqlite).await;
-    w.session("s1", "archived").await;
-    w.chat("c1", "s1", "archived").await;
-    let wt = w.worktree("w1", "s1").await;
+    let wt = w.chat_worktree("s1", "c1", "w1", "archived").await;
     // Another writer holds the write lock for the whole pass.
     let mut writer = sqlx::SqliteConnection::connect(&w.url).await.unwrap();
     writer.execute("BEGIN IMMEDIATE").await.unwrap();
 
     let store = Store::open_with(&w.url, false, SHORT).await.unwrap();
-    let controller = Controller::new(w.config(), store, WorktreeRoot::prepare(&w.root).unwrap());
-    controller
-        .executor()
-        .fence()
-        .install(boo_reconciler::store::lock::HostLock::Assumed);
-    let report = controller
-        .pass(
-            Scope::Host,
-            act(),
-            Trigger::Command,
-            &CancellationToken::new(),
-        )
-        .await;
+    let controller = w.controller_with(w.config(), store);
+    let report = act_pass(&controller, Scope::Host, false).await;
     assert_eq!(report.exit_code(), exit::ERROR, "{}", report.render());
     let removal = report
         .results
@@ -350,9 +320,7 @@ async fn a_frozen_leader_never_acts_after_another_instance_took_the_lock() {
     let _turn = LOCK_TURN.lock().await;
     let mut w = World::new(Db::Postgres).await;
     w.interval = Duration::from_secs(3600);
-    w.session("s1", "open").await;
-    w.chat("c1", "s1", "open").await;
-    let path = w.worktree("w1", "s1").await;
+    let path = w.chat_worktree("s1", "c1", "w1", "open").await;
 
     // The first instance reaches the database through a proxy.
     let proxy = FreezingProxy::start(upstream()).await;
@@ -371,13 +339,7 @@ async fn a_frozen_leader_never_acts_after_another_instance_took_the_lock() {
         let s = Arc::clone(&first);
         async move { s.run().await }
     });
-    assert!(
-        eventually(Duration::from_secs(15), async || first
-            .ready()
-            .await
-            .is_ok())
-        .await
-    );
+    assert!(ready_within(&first, Duration::from_secs(15)).await);
 
     // Its connections freeze, and its lock's session is ended on the
     // server: the lock is free, and the first instance cannot know.
@@ -395,19 +357,8 @@ async fn a_frozen_leader_never_acts_after_another_instance_took_the_lock() {
     }
 
     // A second instance takes the lock.
-    let stop_second = CancellationToken::new();
-    let second = Service::new(w.controller(), stop_second.clone());
-    let second_run = tokio::spawn({
-        let s = Arc::clone(&second);
-        async move { s.run().await }
-    });
-    assert!(
-        eventually(Duration::from_secs(15), async || second
-            .ready()
-            .await
-            .is_ok())
-        .await
-    );
+    let (second, stop_second, second_run) = spawn_service(w.controller());
+    assert!(ready_within(&second, Duration::from_secs(15)).await);
     assert_ne!(lock_holder(&w).await, Some(holder.clone()));
 
     // The chat goes; the first instance's database comes back, and it is

@@ -10,11 +10,9 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use boo_reconciler::controller::{Mode, Trigger};
 use boo_reconciler::http::{self, ServeOptions};
-use boo_reconciler::plan::Scope;
 use boo_reconciler::service::Service;
-use common::{git, git_ok, Db, World, HOST};
+use common::{git, git_ok, serve_on_loopback, startup_pass, Db, World, HOST};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tokio::task::JoinHandle;
@@ -56,18 +54,10 @@ impl Server {
     ) -> Server {
         let service = Service::new(world.controller(), CancellationToken::new());
         if ready {
-            service
-                .reconcile(Scope::Host, Mode::act(false), Trigger::Startup)
-                .await
-                .expect("start-up pass");
+            startup_pass(&service).await;
         }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let shutdown = CancellationToken::new();
-        let router = http::router(Arc::clone(&service), token.map(String::from));
-        let handle = tokio::spawn(http::serve_with(listener, router, shutdown.clone(), opts));
+        let (base, shutdown, handle) =
+            serve_on_loopback(&service, token.map(String::from), opts).await;
         Server {
             base,
             shutdown,
@@ -153,17 +143,21 @@ async fn audited(w: &World, action: &str, outcome: &str) -> BTreeMap<String, usi
 }
 
 /// An archived session `s` with one archived chat `c` and a clean worktree.
+/// A fresh world of `db` and a [`Server`] in front of it, with no token.
+async fn served(db: Db) -> (World, Server) {
+    let w = World::new(db).await;
+    let srv = Server::start(&w, None).await;
+    (w, srv)
+}
+
 async fn archived(w: &World, s: &str, c: &str, wt: &str) -> std::path::PathBuf {
-    w.session(s, "archived").await;
-    w.chat(c, s, "archived").await;
-    w.worktree(wt, s).await
+    w.chat_worktree(s, c, wt, "archived").await
 }
 
 // ------------------------------------------------------------- success --
 
 async fn chat_nudge_removes_the_worktree_of_its_archived_session(db: Db) {
-    let w = World::new(db).await;
-    let srv = Server::start(&w, None).await;
+    let (w, srv) = served(db).await;
     let path = archived(&w, "s1", "c1", "w1").await;
 
     let answer = srv.post("/reconcile/c1").await;
@@ -205,8 +199,7 @@ async fn chat_nudge_removes_the_worktree_of_its_archived_session(db: Db) {
 }
 
 async fn close_aliases_answer_with_the_legacy_keys(db: Db) {
-    let w = World::new(db).await;
-    let srv = Server::start(&w, None).await;
+    let (w, srv) = served(db).await;
     let path = archived(&w, "s1", "c1", "w1").await;
     w.sql(&format!(
         "INSERT INTO agent_sessions (id, chat_id, session_id, agent, backend, host) \
@@ -253,8 +246,7 @@ async fn close_aliases_answer_with_the_legacy_keys(db: Db) {
 }
 
 async fn dry_run_answers_with_the_plan_and_changes_nothing(db: Db) {
-    let w = World::new(db).await;
-    let srv = Server::start(&w, None).await;
+    let (w, srv) = served(db).await;
     let path = archived(&w, "s1", "c1", "w1").await;
     let audit_before = w.audit().await.len();
 
@@ -275,8 +267,7 @@ async fn dry_run_answers_with_the_plan_and_changes_nothing(db: Db) {
 }
 
 async fn force_archives_and_removes_an_at_risk_worktree(db: Db) {
-    let w = World::new(db).await;
-    let srv = Server::start(&w, None).await;
+    let (w, srv) = served(db).await;
     let path = archived(&w, "s1", "c1", "w1").await;
     fs::write(path.join("notes.txt"), "unsaved work\n").unwrap();
 
@@ -321,11 +312,8 @@ async fn force_archives_and_removes_an_at_risk_worktree(db: Db) {
 }
 
 async fn live_chat_answers_200_with_nothing_done(db: Db) {
-    let w = World::new(db).await;
-    let srv = Server::start(&w, None).await;
-    w.session("s1", "open").await;
-    w.chat("c1", "s1", "open").await;
-    let path = w.worktree("w1", "s1").await;
+    let (w, srv) = served(db).await;
+    let path = w.chat_worktree("s1", "c1", "w1", "open").await;
 
     for route in ["/reconcile/c1?force=true", "/api/chats/c1/close"] {
         let answer = srv.post(route).await;
@@ -342,8 +330,7 @@ async fn live_chat_answers_200_with_nothing_done(db: Db) {
 }
 
 async fn unknown_chat_answers_200(db: Db) {
-    let w = World::new(db).await;
-    let srv = Server::start(&w, None).await;
+    let (_w, srv) = served(db).await;
     let answer = srv.post("/reconcile/no-such-chat").await;
     assert_eq!(answer["chat_id"], "no-such-chat");
     assert_eq!(answer["live"], false);
@@ -357,8 +344,7 @@ async fn unknown_chat_answers_200(db: Db) {
 }
 
 async fn session_and_host_nudges_reconcile_their_scope(db: Db) {
-    let w = World::new(db).await;
-    let srv = Server::start(&w, None).await;
+    let (w, srv) = served(db).await;
     let p1 = archived(&w, "s1", "c1", "w1").await;
     let p2 = archived(&w, "s2", "c2", "w2").await;
 
@@ -540,8 +526,7 @@ async fn nudge_during_a_full_pass_acts_once_per_target(db: Db) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_answers_json_errors() {
-    let w = World::new(Db::Sqlite).await;
-    let srv = Server::start(&w, None).await;
+    let (_w, srv) = served(Db::Sqlite).await;
     let long = "a".repeat(129);
     let cases: Vec<(Method, String, StatusCode, &str)> = vec![
         (
@@ -844,21 +829,23 @@ async fn healthz_answers_while_2000_idle_connections_are_open() {
 
 // -------------------------------------------------------------- access --
 
+/// Every route a token guards: all but `/healthz`.
+const GUARDED_ROUTES: [(Method, &str); 8] = [
+    (Method::POST, "/reconcile/c1"),
+    (Method::POST, "/sessions/s1/reconcile"),
+    (Method::POST, "/reconcile"),
+    (Method::POST, "/api/chats/c1/close"),
+    (Method::POST, "/api/sessions/s1/close"),
+    (Method::GET, "/status"),
+    (Method::GET, "/readyz"),
+    (Method::GET, "/metrics"),
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_guards_every_route_but_healthz() {
     let w = World::new(Db::Sqlite).await;
     let srv = Server::start(&w, Some("s3cret-token")).await;
-    let routes = [
-        (Method::POST, "/reconcile/c1"),
-        (Method::POST, "/sessions/s1/reconcile"),
-        (Method::POST, "/reconcile"),
-        (Method::POST, "/api/chats/c1/close"),
-        (Method::POST, "/api/sessions/s1/close"),
-        (Method::GET, "/status"),
-        (Method::GET, "/readyz"),
-        (Method::GET, "/metrics"),
-    ];
-    for (method, path) in &routes {
+    for (method, path) in &GUARDED_ROUTES {
         for token in [
             None,
             Some("wrong"),
@@ -883,22 +870,20 @@ async fn a_token_guards_every_route_but_healthz() {
         assert_eq!(status, StatusCode::OK, "{method} {path}: {body:#}");
     }
     // Another scheme is not a bearer token; the scheme's case does not matter.
-    let resp = srv
-        .client
-        .get(format!("{}/status", srv.base))
-        .header("Authorization", "Basic czNjcmV0LXRva2Vu")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
-    let resp = srv
-        .client
-        .get(format!("{}/status", srv.base))
-        .header("Authorization", "bearer s3cret-token")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
+    let status_with = async |authorization: &str| {
+        srv.client
+            .get(format!("{}/status", srv.base))
+            .header("Authorization", authorization)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(
+        status_with("Basic czNjcmV0LXRva2Vu").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(status_with("bearer s3cret-token").await, StatusCode::OK);
     // Unknown routes do not answer before the token is checked.
     let (status, _, _) = srv.call_as(Method::GET, "/nope", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -915,19 +900,9 @@ async fn a_token_guards_every_route_but_healthz() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_token_every_route_is_open() {
-    let w = World::new(Db::Sqlite).await;
-    let srv = Server::start(&w, None).await;
-    for (method, path) in [
-        (Method::POST, "/reconcile/c1"),
-        (Method::POST, "/sessions/s1/reconcile"),
-        (Method::POST, "/reconcile"),
-        (Method::POST, "/api/chats/c1/close"),
-        (Method::POST, "/api/sessions/s1/close"),
-        (Method::GET, "/status"),
-        (Method::GET, "/healthz"),
-        (Method::GET, "/readyz"),
-        (Method::GET, "/metrics"),
-    ] {
+    let (_w, srv) = served(Db::Sqlite).await;
+    // Every route: the guarded ones and /healthz.
+    for (method, path) in GUARDED_ROUTES.iter().chain([&(Method::GET, "/healthz")]) {
         // A token sent anyway is ignored.
         for token in [None, Some("anything")] {
             let (status, _, body) = srv.call_as(method.clone(), path, token).await;
@@ -1073,8 +1048,7 @@ async fn a_run_that_does_not_finish_answers_503() {
 // ------------------------------------------------------------- metrics --
 
 async fn metrics_parse_and_count_the_actions(db: Db) {
-    let w = World::new(db).await;
-    let srv = Server::start(&w, None).await;
+    let (w, srv) = served(db).await;
     let key = r#"boo_reconciler_actions_total{kind="remove_worktree",outcome="done"}"#;
     let before = srv.metrics().await;
     assert_eq!(before[key], 0.0);

@@ -21,6 +21,10 @@ both_databases!(
     an_unchanged_fingerprint_never_lets_a_stale_verdict_remove_anything,
 );
 
+/// A pass as the loop's timer runs it (`Trigger::Interval`). Not
+/// `common::act_pass`, which runs one as `once` does (`Trigger::Command`),
+/// on purpose: these tests are about the interval's passes, and a report
+/// carries the trigger it ran for.
 async fn pass(c: &Controller, scope: Scope, force: bool) -> PassReport {
     c.pass(
         scope,
@@ -55,9 +59,7 @@ async fn world() -> (World, std::path::PathBuf) {
 }
 
 async fn world_on(w: World) -> (World, std::path::PathBuf) {
-    w.session("s1", "archived").await;
-    w.chat("c1", "s1", "archived").await;
-    let wt = w.worktree("w1", "s1").await;
+    let wt = w.chat_worktree("s1", "c1", "w1", "archived").await;
     (w, wt)
 }
 

@@ -7,17 +7,18 @@ mod common;
 #[path = "support/freezing_proxy.rs"]
 mod freezing_proxy;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use boo_reconciler::controller::{Controller, Mode, Trigger};
+use boo_reconciler::controller::Controller;
 use boo_reconciler::http;
 use boo_reconciler::plan::Scope;
-use boo_reconciler::root::WorktreeRoot;
 use boo_reconciler::service::Service;
 use boo_reconciler::store::listen::Notice;
 use boo_reconciler::store::{Store, Timeouts};
-use common::{through, upstream, Db, World, HOST};
+use common::{
+    free_port, serve_on_loopback, set_all, startup_pass, through, upstream, world_command, Db,
+    World,
+};
 use freezing_proxy::FreezingProxy;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::StatusCode;
@@ -48,14 +49,9 @@ async fn controller_at(w: &World, url: &str) -> Controller {
     config.database.url = url.to_string();
     config.database.connect_timeout = SHORT.connect;
     config.database.query_timeout = SHORT.query;
-    let root = WorktreeRoot::prepare(&w.root).expect("root");
-    let c = Controller::new(config, store, root);
     // The only controller of this test's host: it acts as the lock's
     // holder.
-    c.executor()
-        .fence()
-        .install(boo_reconciler::store::lock::HostLock::Assumed);
-    c
+    w.controller_with(config, store)
 }
 
 /// A client that gives up only after [`NEVER`]. reqwest is built without a
@@ -76,17 +72,9 @@ struct Server {
 impl Server {
     async fn start(controller: Controller) -> Server {
         let service = Service::new(controller, CancellationToken::new());
-        service
-            .reconcile(Scope::Host, Mode::act(false), Trigger::Startup)
-            .await
-            .expect("start-up pass");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let shutdown = CancellationToken::new();
-        let router = http::router(Arc::clone(&service), None);
-        tokio::spawn(http::serve(listener, router, shutdown.clone()));
+        startup_pass(&service).await;
+        let (base, shutdown, _) =
+            serve_on_loopback(&service, None, http::ServeOptions::default()).await;
         Server {
             base,
             shutdown,
@@ -142,12 +130,19 @@ fn failed_errors(body: &Value) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_frozen_database_answers_503_with_retry_after_then_200_once_it_answers() {
+/// A PostgreSQL world with an archived session s1 and chat c1 (no
+/// worktree yet), and a proxy in front of its server.
+async fn archived_chat_behind_a_proxy() -> (World, FreezingProxy) {
     let w = World::new(Db::Postgres).await;
     w.session("s1", "archived").await;
     w.chat("c1", "s1", "archived").await;
     let proxy = FreezingProxy::start(upstream()).await;
+    (w, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_database_answers_503_with_retry_after_then_200_once_it_answers() {
+    let (w, proxy) = archived_chat_behind_a_proxy().await;
     let server = Server::start(controller_at(&w, &through(&w.url, proxy.addr())).await).await;
     // Added after the start-up pass, so that only the nudges can remove it.
     let path = w.worktree("w1", "s1").await;
@@ -261,39 +256,22 @@ async fn actions_that_fail_on_a_state_that_was_read_still_answer_200(db: Db) {
 
 // ------------------------------------------------------ once beside a daemon --
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The binary for `w` with the database `url` and the HTTP address `port`.
 fn bin(w: &World, url: &str, port: u16) -> tokio::process::Command {
-    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_boo-reconciler"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("BOO_RECONCILER_") {
-            c.env_remove(k);
-        }
-    }
-    c.current_dir(w.tmp.path())
-        .args(["--database-url", url, "--host-id", HOST])
-        .arg("--worktree-root")
-        .arg(&w.root);
-    for (key, value) in [
-        ("processes.chat_label", w.labels[0].as_str()),
-        ("processes.session_label", &w.labels[1]),
-        ("processes.agent_label", &w.labels[2]),
-        ("loop.interval", "1h"),
-        ("loop.jitter", "0s"),
-        ("http.listen", &format!("127.0.0.1:{port}")),
-        ("database.connect_timeout", "1s"),
-        ("database.query_timeout", "1s"),
-        ("database.notify_channel", "boo_test_nobody"),
-    ] {
-        c.arg("--set").arg(format!("{key}={value}"));
-    }
+    let mut c = world_command(w, url);
+    set_all(&mut c, &w.label_settings());
+    set_all(
+        &mut c,
+        &[
+            ("loop.interval", "1h"),
+            ("loop.jitter", "0s"),
+            ("http.listen", &format!("127.0.0.1:{port}")),
+            ("database.connect_timeout", "1s"),
+            ("database.query_timeout", "1s"),
+            ("database.notify_channel", "boo_test_nobody"),
+        ],
+    );
+    let mut c = tokio::process::Command::from(c);
     c.kill_on_drop(true);
     c
 }
@@ -322,10 +300,7 @@ async fn wait_ready(port: u16, daemon: &mut tokio::process::Child) {
 /// runs one, so none competes for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_beside_a_daemon_whose_database_froze_prints_its_answer_and_exits_1() {
-    let w = World::new(Db::Postgres).await;
-    w.session("s1", "archived").await;
-    w.chat("c1", "s1", "archived").await;
-    let proxy = FreezingProxy::start(upstream()).await;
+    let (w, proxy) = archived_chat_behind_a_proxy().await;
     let port = free_port();
     let mut daemon = bin(&w, &through(&w.url, proxy.addr()), port)
         .args(["--log-format", "json", "run"])

@@ -5,6 +5,8 @@
 mod common;
 #[path = "support/opencode_server.rs"]
 mod opencode_server;
+#[path = "support/opencode_world.rs"]
+mod opencode_world;
 #[path = "support/stub.rs"]
 mod stub;
 
@@ -15,7 +17,7 @@ use boo_reconciler::controller::{Controller, Mode, Trigger};
 use boo_reconciler::plan::Scope;
 use boo_reconciler::report::{exit, PassReport};
 use common::{alive, Db, World};
-use opencode_server::OpencodeServer;
+use opencode_world::world_with_server;
 use tokio_util::sync::CancellationToken;
 
 both_databases!(
@@ -26,23 +28,13 @@ both_databases!(
     malformed_session_id_row_is_closed_and_never_retried,
 );
 
-async fn server() -> OpencodeServer {
-    tokio::task::spawn_blocking(OpencodeServer::start)
-        .await
-        .expect("start opencode")
-}
-
 async fn once(w: &World) -> PassReport {
     w.once(Scope::Host, false).await
 }
 
 async fn sessions_of_an_archived_chat_are_deleted_with_their_children_and_rows_closed(db: Db) {
-    let oc = server().await;
-    let mut w = World::new(db).await;
-    w.opencode_url = Some(oc.url.clone());
-    w.session("s1", "archived").await;
-    w.chat("c1", "s1", "archived").await;
-    let path = w.worktree("w1", "s1").await;
+    let (oc, w) = world_with_server(db).await;
+    let path = w.chat_worktree("s1", "c1", "w1", "archived").await;
     let parent = oc.create_session(&path);
     let child = oc.create_child_session(&path, &parent);
     w.opencode_row("r1", "c1", "s1", &parent).await;
@@ -83,13 +75,9 @@ async fn sessions_of_an_archived_chat_are_deleted_with_their_children_and_rows_c
 }
 
 async fn live_sessions_and_sessions_outside_the_root_survive(db: Db) {
-    let oc = server().await;
-    let mut w = World::new(db).await;
-    w.opencode_url = Some(oc.url.clone());
+    let (oc, mut w) = world_with_server(db).await;
     w.opencode_orphan_min_age = Duration::ZERO;
-    w.session("s1", "open").await;
-    w.chat("c1", "s1", "open").await;
-    let path = w.worktree("w1", "s1").await;
+    let path = w.chat_worktree("s1", "c1", "w1", "open").await;
     let live = oc.create_session(&path);
     w.opencode_row("r1", "c1", "s1", &live).await;
     let elsewhere = oc.create_session(&oc.directory("someone-else"));
@@ -105,12 +93,8 @@ async fn live_sessions_and_sessions_outside_the_root_survive(db: Db) {
 }
 
 async fn orphan_session_under_the_root_waits_for_the_minimum_age(db: Db) {
-    let oc = server().await;
-    let mut w = World::new(db).await;
-    w.opencode_url = Some(oc.url.clone());
-    w.session("s1", "open").await;
-    w.chat("c1", "s1", "open").await;
-    let path = w.worktree("w1", "s1").await;
+    let (oc, mut w) = world_with_server(db).await;
+    let path = w.chat_worktree("s1", "c1", "w1", "open").await;
     let orphan = oc.create_session(&path);
 
     let report = once(&w).await;
@@ -129,9 +113,7 @@ async fn orphan_session_under_the_root_waits_for_the_minimum_age(db: Db) {
 }
 
 async fn deleting_again_is_a_no_op_and_a_row_naming_a_deleted_session_is_closed(db: Db) {
-    let oc = server().await;
-    let mut w = World::new(db).await;
-    w.opencode_url = Some(oc.url.clone());
+    let (oc, w) = world_with_server(db).await;
     w.session("s1", "archived").await;
     w.chat("c1", "s1", "archived").await;
     let gone = oc.create_session(&oc.directory("d"));
@@ -154,9 +136,7 @@ async fn deleting_again_is_a_no_op_and_a_row_naming_a_deleted_session_is_closed(
 }
 
 async fn malformed_session_id_row_is_closed_and_never_retried(db: Db) {
-    let oc = server().await;
-    let mut w = World::new(db).await;
-    w.opencode_url = Some(oc.url.clone());
+    let (_oc, w) = world_with_server(db).await;
     w.session("s1", "archived").await;
     w.chat("c1", "s1", "archived").await;
     w.opencode_row("r1", "c1", "s1", "not-a-session").await;
@@ -188,9 +168,7 @@ async fn faulty(db: Db, url: String) -> (World, [PassReport; 2], (i32, u64)) {
     w.worktree("w1", "s1").await;
     w.opencode_row("r1", "c1", "s1", "ses_0123456789abcdefABCDEFghij")
         .await;
-    w.session("s2", "archived").await;
-    w.chat("c2", "s2", "archived").await;
-    let w2 = w.worktree("w2", "s2").await;
+    let w2 = w.chat_worktree("s2", "c2", "w2", "archived").await;
     let agent = w.agent("c2", "s2", "exec sleep 1000", w.tmp.path());
     let id = (agent.pid(), agent.start_time());
     let c: Controller = w.controller();

@@ -7,6 +7,8 @@
 mod common;
 #[path = "support/opencode_server.rs"]
 mod opencode_server;
+#[path = "support/opencode_world.rs"]
+mod opencode_world;
 #[path = "support/stub.rs"]
 mod stub;
 
@@ -14,22 +16,16 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use boo_reconciler::act::RunOptions;
-use boo_reconciler::controller::{Controller, Mode, Notes, Trigger};
+use boo_reconciler::controller::{Controller, Notes};
 use boo_reconciler::plan::Scope;
 use boo_reconciler::report::{exit, PassReport};
-use boo_reconciler::root::WorktreeRoot;
-use common::{Db, World};
+use common::{act_pass, Db, World};
 use opencode_server::{Events, OpencodeServer};
+use opencode_world::world_with_server;
 use tokio_util::sync::CancellationToken;
 
 /// How long the server may take to send an event.
 const EVENT_WAIT: Duration = Duration::from_secs(10);
-
-async fn server() -> OpencodeServer {
-    tokio::task::spawn_blocking(OpencodeServer::start)
-        .await
-        .expect("start opencode")
-}
 
 /// The `remove_worktree` result among `results` (each as the report
 /// serialises it).
@@ -99,12 +95,26 @@ fn session_deleted(id: &str) -> impl Fn(&serde_json::Value) -> bool + '_ {
     }
 }
 
+/// An archived session s1 with an archived chat c1 and a worktree w1; its
+/// path.
+async fn archived_worktree(w: &World) -> std::path::PathBuf {
+    w.chat_worktree("s1", "c1", "w1", "archived").await
+}
+
+/// The removal of `report`, a pass that converged with `path` removed and
+/// the removal done.
+fn done_removal(report: &PassReport, path: &Path) -> serde_json::Value {
+    assert_eq!(report.exit_code(), exit::CONVERGED, "{}", report.render());
+    assert!(!path.exists());
+    let removed = removal(&report_results(report));
+    assert_eq!(removed["outcome"], "done", "{removed:#}");
+    removed
+}
+
 /// An archived session s1 whose archived chat c1 has an opencode row r1
 /// naming a session in worktree w1.
 async fn archived_with_a_session(w: &World, oc: &OpencodeServer) -> (std::path::PathBuf, String) {
-    w.session("s1", "archived").await;
-    w.chat("c1", "s1", "archived").await;
-    let path = w.worktree("w1", "s1").await;
+    let path = archived_worktree(w).await;
     let ses = oc.create_session(&path);
     w.opencode_row("r1", "c1", "s1", &ses).await;
     (path, ses)
@@ -114,9 +124,7 @@ async fn archived_with_a_session(w: &World, oc: &OpencodeServer) -> (std::path::
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_instance_of_a_removed_worktree_is_disposed_of_after_its_last_session() {
-    let oc = server().await;
-    let mut w = World::new(Db::Postgres).await;
-    w.opencode_url = Some(oc.url.clone());
+    let (oc, w) = world_with_server(Db::Postgres).await;
     let (path, ses) = archived_with_a_session(&w, &oc).await;
     let events = oc.events();
 
@@ -154,9 +162,7 @@ async fn the_instance_of_a_removed_worktree_is_disposed_of_after_its_last_sessio
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_started_after_the_plan_keeps_the_instance() {
-    let oc = server().await;
-    let mut w = World::new(Db::Sqlite).await;
-    w.opencode_url = Some(oc.url.clone());
+    let (oc, w) = world_with_server(Db::Sqlite).await;
     let (path, ses) = archived_with_a_session(&w, &oc).await;
     let c: Controller = w.controller();
     let (plan, _) = c
@@ -259,9 +265,7 @@ fn query_value(call: &str, name: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_dispose_call_after_the_delete_with_the_directory_encoded() {
     let mut w = World::new(Db::Postgres).await;
-    w.session("s1", "archived").await;
-    w.chat("c1", "s1", "archived").await;
-    let path = w.worktree("w1", "s1").await;
+    let path = archived_worktree(&w).await;
     w.opencode_row("r1", "c1", "s1", SES).await;
     let dir = path.to_str().unwrap().to_owned();
     let (url, calls) = opencode_stub(
@@ -320,9 +324,7 @@ async fn one_dispose_call_after_the_delete_with_the_directory_encoded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_dispose_leaves_the_removal_done_with_the_error_in_its_detail() {
     let mut w = World::new(Db::Sqlite).await;
-    w.session("s1", "archived").await;
-    w.chat("c1", "s1", "archived").await;
-    let path = w.worktree("w1", "s1").await;
+    let path = archived_worktree(&w).await;
     w.opencode_row("r1", "c1", "s1", SES).await;
     let (url, calls) = opencode_stub(
         vec![(SES.into(), path.to_str().unwrap().into())],
@@ -375,27 +377,10 @@ async fn nothing_is_disposed_while_opencode_is_switched_off_not_running_or_has_n
     let mut config = w.config();
     config.opencode.url = Some(url.parse().unwrap());
     config.opencode.enabled = false;
-    let c = Controller::new(
-        config,
-        w.store.clone(),
-        WorktreeRoot::prepare(&w.root).unwrap(),
-    );
     // As `World::controller`: each test's world is a host of its own.
-    c.executor()
-        .fence()
-        .install(boo_reconciler::store::lock::HostLock::Assumed);
-    let report = c
-        .pass(
-            Scope::Host,
-            Mode::Act(RunOptions::default()),
-            Trigger::Command,
-            &CancellationToken::new(),
-        )
-        .await;
-    assert_eq!(report.exit_code(), exit::CONVERGED, "{}", report.render());
-    assert!(!path.exists());
-    let removed = removal(&report_results(&report));
-    assert_eq!(removed["outcome"], "done", "{removed:#}");
+    let c = w.controller_with(config, w.store.clone());
+    let report = act_pass(&c, Scope::Host, false).await;
+    let removed = done_removal(&report, &path);
     assert!(
         removed["detail"].get("opencode_instance").is_none(),
         "{removed:#}"
@@ -414,10 +399,7 @@ async fn nothing_is_disposed_while_opencode_is_switched_off_not_running_or_has_n
     w.session("s1", "archived").await;
     let path = w.worktree("w1", "s1").await;
     let report = w.once(Scope::Host, false).await;
-    assert_eq!(report.exit_code(), exit::CONVERGED, "{}", report.render());
-    assert!(!path.exists());
-    let removed = removal(&report_results(&report));
-    assert_eq!(removed["outcome"], "done", "{removed:#}");
+    let removed = done_removal(&report, &path);
     let said = removed["detail"]["opencode_instance"].as_str().unwrap();
     assert!(
         said.starts_with("not running: nothing listens at "),
@@ -429,10 +411,7 @@ async fn nothing_is_disposed_while_opencode_is_switched_off_not_running_or_has_n
     w.session("s1", "archived").await;
     let path = w.worktree("w1", "s1").await;
     let report = w.once(Scope::Host, false).await;
-    assert_eq!(report.exit_code(), exit::CONVERGED, "{}", report.render());
-    assert!(!path.exists());
-    let removed = removal(&report_results(&report));
-    assert_eq!(removed["outcome"], "done", "{removed:#}");
+    let removed = done_removal(&report, &path);
     assert!(
         removed["detail"].get("opencode_instance").is_none(),
         "{removed:#}"

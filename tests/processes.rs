@@ -259,9 +259,7 @@ async fn live_chat_agent_survives_deleted_chat_agent_is_stopped_young_orphan_sur
 
 async fn process_in_a_worktree_keeps_it_unless_it_is_an_agent_of_a_dead_chat(db: Db) {
     let w = World::new(db).await;
-    w.session("s1", "archived").await;
-    w.chat("c1", "s1", "archived").await;
-    let path = w.worktree("w1", "s1").await;
+    let path = w.chat_worktree("s1", "c1", "w1", "archived").await;
     // An unlabelled process (an editor, a shell) working in the worktree.
     let mut editor = std::process::Command::new("sleep")
         .arg("1000")

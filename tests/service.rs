@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 use boo_reconciler::controller::queue::QueueError;
 use boo_reconciler::controller::{Mode, Trigger};
 use boo_reconciler::plan::Scope;
-use boo_reconciler::service::{Role, Service};
-use common::{eventually, Db, World};
-use tokio_util::sync::CancellationToken;
+use boo_reconciler::service::Role;
+use common::{eventually, ready_within, spawn_service, Db, World};
 
 both_databases!(second_instance_with_the_same_host_acts_only_after_the_first_stops);
 
@@ -23,30 +22,12 @@ fn quiet_world(w: &mut World) {
 async fn second_instance_with_the_same_host_acts_only_after_the_first_stops(db: Db) {
     let mut w = World::new(db).await;
     quiet_world(&mut w);
-    w.session("s1", "open").await;
-    w.chat("c1", "s1", "open").await;
-    let path = w.worktree("w1", "s1").await;
+    let path = w.chat_worktree("s1", "c1", "w1", "open").await;
 
-    let stop_first = CancellationToken::new();
-    let first = Service::new(w.controller(), stop_first.clone());
-    let first_run = tokio::spawn({
-        let s = Arc::clone(&first);
-        async move { s.run().await }
-    });
-    assert!(
-        eventually(Duration::from_secs(10), async || first
-            .ready()
-            .await
-            .is_ok())
-        .await
-    );
+    let (first, stop_first, first_run) = spawn_service(w.controller());
+    assert!(ready_within(&first, Duration::from_secs(10)).await);
 
-    let stop_second = CancellationToken::new();
-    let second = Service::new(w.controller(), stop_second.clone());
-    let second_run = tokio::spawn({
-        let s = Arc::clone(&second);
-        async move { s.run().await }
-    });
+    let (second, stop_second, second_run) = spawn_service(w.controller());
     assert!(
         eventually(Duration::from_secs(10), async || matches!(
             second.role(),
@@ -113,17 +94,12 @@ async fn notification_tears_a_chat_down_and_survives_a_killed_listener() {
         w.chat(c, s, "open").await;
         w.worktree(wt, s).await;
     }
-    let cancel = CancellationToken::new();
-    let svc = Service::new(w.controller(), cancel.clone());
-    let run = tokio::spawn({
-        let s = Arc::clone(&svc);
-        async move { s.run().await }
-    });
+    let (svc, cancel, run) = spawn_service(w.controller());
     let listen = tokio::spawn({
         let (s, ch) = (Arc::clone(&svc), channel.clone());
         async move { s.listen(&ch).await }
     });
-    assert!(eventually(Duration::from_secs(10), async || svc.ready().await.is_ok()).await);
+    assert!(ready_within(&svc, Duration::from_secs(10)).await);
     assert!(
         eventually(Duration::from_secs(10), async || listener_pid(&w, &channel)
             .await
@@ -131,19 +107,18 @@ async fn notification_tears_a_chat_down_and_survives_a_killed_listener() {
         .await
     );
 
+    // Whether the worktree `id` is removed within 10 s.
+    let removed = async |id: &str| {
+        eventually(Duration::from_secs(10), async || !w.root.join(id).exists()).await
+    };
+
     // 1. A notification sent by hand from another connection.
     w.sql("UPDATE chats SET status = 'archived' WHERE id = 'c1'")
         .await;
     let t0 = Instant::now();
     w.sql(&format!("SELECT pg_notify('{channel}', 'chat:c1')"))
         .await;
-    assert!(
-        eventually(Duration::from_secs(10), async || !w
-            .root
-            .join("w1")
-            .exists())
-        .await
-    );
+    assert!(removed("w1").await);
     println!("notification to teardown: {:?}", t0.elapsed());
 
     // 2. The listener's connection is killed: it comes back and works.
@@ -163,13 +138,7 @@ async fn notification_tears_a_chat_down_and_survives_a_killed_listener() {
         .await;
     w.sql(&format!("SELECT pg_notify('{channel}', 'chat:c2')"))
         .await;
-    assert!(
-        eventually(Duration::from_secs(10), async || !w
-            .root
-            .join("w2")
-            .exists())
-        .await
-    );
+    assert!(removed("w2").await);
 
     // 3. The trigger the migrations install notifies in the transaction
     // that archives the chat.
@@ -178,13 +147,7 @@ async fn notification_tears_a_chat_down_and_survives_a_killed_listener() {
          UPDATE chats SET status = 'archived' WHERE id = 'c3'; COMMIT;"
     ))
     .await;
-    assert!(
-        eventually(Duration::from_secs(10), async || !w
-            .root
-            .join("w3")
-            .exists())
-        .await
-    );
+    assert!(removed("w3").await);
 
     cancel.cancel();
     run.await.unwrap();

@@ -10,13 +10,12 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use boo_reconciler::act::RunOptions;
-use boo_reconciler::controller::{Controller, Mode, Trigger};
+use boo_reconciler::controller::{Mode, Trigger};
 use boo_reconciler::model::{Status, WorktreeState};
 use boo_reconciler::plan::Scope;
 use boo_reconciler::report::exit;
-use boo_reconciler::root::WorktreeRoot;
 use boo_reconciler::store::{AuditRecord, Interest, Store, Timeouts};
-use common::{through, upstream, Db, World, HOST};
+use common::{through, upstream, world_command, Db, World, HOST};
 use freezing_proxy::FreezingProxy;
 use sqlx::postgres::PgConnectOptions;
 use tokio_util::sync::CancellationToken;
@@ -38,25 +37,26 @@ const SHORT: Timeouts = Timeouts {
 /// for ever would end only when the test harness gives up.
 const NEVER: Duration = Duration::from_secs(30);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_frozen_database_ends_the_pass_within_its_bound_and_the_next_pass_works() {
+/// A PostgreSQL world whose archived session s1 and chat c1 own worktree
+/// w1 (its path), and a proxy in front of its server with the URL through
+/// it.
+async fn archived_behind_a_proxy() -> (World, std::path::PathBuf, FreezingProxy, String) {
     let w = World::new(Db::Postgres).await;
-    w.session("s1", "archived").await;
-    w.chat("c1", "s1", "archived").await;
-    let path = w.worktree("w1", "s1").await;
+    let path = w.chat_worktree("s1", "c1", "w1", "archived").await;
     let proxy = FreezingProxy::start(upstream()).await;
     let url = through(&w.url, proxy.addr());
+    (w, path, proxy, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_database_ends_the_pass_within_its_bound_and_the_next_pass_works() {
+    let (w, path, proxy, url) = archived_behind_a_proxy().await;
     let store = Store::open_with(&url, false, SHORT)
         .await
         .expect("through the proxy");
     let mut config = w.config();
     config.database.url = url;
-    let root = WorktreeRoot::prepare(&w.root).expect("root");
-    let controller = Controller::new(config, store, root);
-    controller
-        .executor()
-        .fence()
-        .install(boo_reconciler::store::lock::HostLock::Assumed);
+    let controller = w.controller_with(config, store);
     let cancel = CancellationToken::new();
     let pass = || {
         controller.pass(
@@ -98,23 +98,10 @@ async fn a_frozen_database_ends_the_pass_within_its_bound_and_the_next_pass_work
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_against_a_frozen_database_exits_1_saying_it_did_not_answer() {
-    let w = World::new(Db::Postgres).await;
-    w.session("s1", "archived").await;
-    w.chat("c1", "s1", "archived").await;
-    let path = w.worktree("w1", "s1").await;
-    let proxy = FreezingProxy::start(upstream()).await;
-    let url = through(&w.url, proxy.addr());
+    let (w, path, proxy, url) = archived_behind_a_proxy().await;
     let once = || {
-        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_boo-reconciler"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("BOO_RECONCILER_") {
-                c.env_remove(k);
-            }
-        }
-        c.current_dir(w.tmp.path())
-            .args(["--database-url", &url, "--host-id", HOST, "--worktree-root"])
-            .arg(&w.root)
-            .args(["--set", &format!("processes.chat_label={}", w.labels[0])])
+        let mut c = tokio::process::Command::from(world_command(&w, &url));
+        c.args(["--set", &format!("processes.chat_label={}", w.labels[0])])
             .args(["--set", "database.connect_timeout=1s"])
             .args(["--set", "database.query_timeout=1s"])
             .arg("once")
@@ -256,9 +243,7 @@ async fn poison(w: &World, db: Db) -> Vec<&'static str> {
 
 async fn one_undecodable_row_never_stops_the_host(db: Db) {
     let w = World::new(db).await;
-    w.session("s1", "archived").await;
-    w.chat("c1", "s1", "archived").await;
-    let path = w.worktree("w1", "s1").await;
+    let path = w.chat_worktree("s1", "c1", "w1", "archived").await;
     w.acp_row("good", "c1", "s1", None).await;
     let expected = poison(&w, db).await;
 

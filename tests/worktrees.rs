@@ -8,8 +8,10 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::sync::Arc;
 use std::time::Duration;
 
-use boo_reconciler::act::{Outcome, RunOptions};
-use boo_reconciler::plan::Scope;
+use boo_reconciler::act::reclaim::Swept;
+use boo_reconciler::act::{ActionResult, Outcome, RunOptions};
+use boo_reconciler::controller::Controller;
+use boo_reconciler::plan::{Plan, Scope};
 use boo_reconciler::report::exit;
 use common::{detached_worktree, git, git_ok, Db, World};
 use tokio_util::sync::CancellationToken;
@@ -33,6 +35,11 @@ both_databases!(
 );
 
 /// Every file under `dir` (the `.git` file too) with its contents, sorted.
+///
+/// Not `crash.rs`'s `files`, on purpose: here the tree must be read whole
+/// (a directory it cannot read fails the test, since it would hide a
+/// change), and a worktree's `.git` file is part of what must stay
+/// untouched.
 fn files(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     let mut todo = vec![dir.to_path_buf()];
@@ -52,11 +59,33 @@ fn files(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// One sweep of `controller`'s trash reclaimer, to its end.
+async fn sweep(controller: &Controller) -> Swept {
+    controller
+        .executor()
+        .reclaimer()
+        .sweep(&CancellationToken::new())
+        .await
+}
+
+/// `plan` carried out with `force` by `controller`'s executor, as a pass
+/// that planned it earlier would.
+async fn execute_forced(controller: &Controller, plan: &Plan) -> Vec<ActionResult> {
+    Arc::clone(controller.executor())
+        .execute(
+            plan,
+            RunOptions {
+                force: true,
+                ..Default::default()
+            },
+            &CancellationToken::new(),
+        )
+        .await
+}
+
 async fn clean_worktree_of_archived_session_is_removed_and_its_branch_survives(db: Db) {
     let w = World::new(db).await;
-    w.session("s1", "archived").await;
-    w.chat("c1", "s1", "archived").await;
-    let path = w.worktree("w1", "s1").await;
+    let path = w.chat_worktree("s1", "c1", "w1", "archived").await;
     // A commit on the branch, reachable from the branch only.
     fs::write(path.join("work.txt"), "done\n").unwrap();
     git(&path, &["add", "work.txt"]);
@@ -251,9 +280,7 @@ async fn untrusted_row_paths_are_refused_and_nothing_outside_is_touched(db: Db) 
 
 async fn session_reopened_between_plan_and_act_keeps_its_worktree(db: Db) {
     let w = World::new(db).await;
-    w.session("s1", "archived").await;
-    w.chat("c1", "s1", "archived").await;
-    let path = w.worktree("w1", "s1").await;
+    let path = w.chat_worktree("s1", "c1", "w1", "archived").await;
     let controller = w.controller();
     let mut notes = Default::default();
     let (plan, _) = controller.plan(&Scope::Host, &mut notes).await.unwrap();
@@ -263,16 +290,7 @@ async fn session_reopened_between_plan_and_act_keeps_its_worktree(db: Db) {
         .await;
     w.sql("UPDATE chats SET status = 'open' WHERE id = 'c1'")
         .await;
-    let results = Arc::clone(controller.executor())
-        .execute(
-            &plan,
-            RunOptions {
-                force: true,
-                ..Default::default()
-            },
-            &CancellationToken::new(),
-        )
-        .await;
+    let results = execute_forced(&controller, &plan).await;
     assert!(
         matches!(&results[0].outcome, Outcome::Skipped { why } if why.contains("live again")),
         "{:?}",
@@ -439,9 +457,7 @@ async fn a_path_claimed_by_a_live_row_is_never_removed(db: Db) {
 
 async fn a_path_claimed_by_a_live_row_added_after_the_plan_is_never_removed(db: Db) {
     let w = World::new(db).await;
-    w.session("s1", "archived").await;
-    w.chat("c1", "s1", "archived").await;
-    let path = w.worktree("w1", "s1").await;
+    let path = w.chat_worktree("s1", "c1", "w1", "archived").await;
     let before = files(&path);
     let controller = w.controller();
     let mut notes = Default::default();
@@ -452,16 +468,7 @@ async fn a_path_claimed_by_a_live_row_added_after_the_plan_is_never_removed(db: 
     w.session("s2", "open").await;
     w.chat("c2", "s2", "open").await;
     w.worktree_row("w2", "s2", path.to_str().unwrap()).await;
-    let results = Arc::clone(controller.executor())
-        .execute(
-            &plan,
-            RunOptions {
-                force: true,
-                ..Default::default()
-            },
-            &CancellationToken::new(),
-        )
-        .await;
+    let results = execute_forced(&controller, &plan).await;
     assert!(
         matches!(&results[0].outcome, Outcome::Skipped { why }
             if why.contains("row w2 of live session s2 names this directory too")),
@@ -527,17 +534,13 @@ async fn admin_entry_of_a_moved_worktree_is_not_pruned(db: Db) {
 async fn removal_retires_exactly_the_worktree_and_the_reclaimer_frees_only_it(db: Db) {
     let w = World::new(db).await;
     fs::write(w.outside.join("keep.txt"), "outside\n").unwrap();
-    w.session("s1", "archived").await;
-    w.chat("c1", "s1", "archived").await;
-    let path = w.worktree("w1", "s1").await;
+    let path = w.chat_worktree("s1", "c1", "w1", "archived").await;
     let tip = git(&path, &["rev-parse", "HEAD"]);
     // An ignored build directory (not work), with a link out of the root.
     fs::create_dir_all(path.join("target/debug")).unwrap();
     fs::write(path.join("target/debug/out.bin"), "built\n").unwrap();
     symlink(w.outside.join("keep.txt"), path.join("target/link-out")).unwrap();
-    w.session("s2", "open").await;
-    w.chat("c2", "s2", "open").await;
-    let live = w.worktree("w2", "s2").await;
+    let live = w.chat_worktree("s2", "c2", "w2", "open").await;
     fs::write(live.join("draft.txt"), "unsaved\n").unwrap();
     let contents = files(&path);
     let (live_before, outside_before) = (files(&live), files(&w.outside));
@@ -583,11 +586,7 @@ async fn removal_retires_exactly_the_worktree_and_the_reclaimer_frees_only_it(db
     );
 
     let controller = w.controller();
-    let swept = controller
-        .executor()
-        .reclaimer()
-        .sweep(&CancellationToken::new())
-        .await;
+    let swept = sweep(&controller).await;
     assert_eq!(swept.reclaimed, 1, "{swept:?}");
     assert_eq!(fs::read_dir(&trash).unwrap().count(), 0, "trash emptied");
     assert_eq!(files(&live), live_before, "the live worktree untouched");
@@ -636,11 +635,7 @@ async fn the_trash_is_never_an_orphan(db: Db) {
         "the pass leaves the trash alone"
     );
     let controller = w.controller();
-    let swept = controller
-        .executor()
-        .reclaimer()
-        .sweep(&CancellationToken::new())
-        .await;
+    let swept = sweep(&controller).await;
     assert_eq!(swept.reclaimed, 1);
     assert!(!entry.exists());
     assert!(

@@ -26,18 +26,9 @@ pub struct Running {
 impl Running {
     /// Starts `controller`'s loop and waits until it is ready to act.
     pub async fn ready(controller: Controller) -> Running {
-        let stop = CancellationToken::new();
-        let service = boo_reconciler::service::Service::new(controller, stop.clone());
-        let task = tokio::spawn({
-            let s = std::sync::Arc::clone(&service);
-            async move { s.run().await }
-        });
+        let (service, stop, task) = spawn_service(controller);
         assert!(
-            eventually(Duration::from_secs(15), async || service
-                .ready()
-                .await
-                .is_ok())
-            .await,
+            ready_within(&service, Duration::from_secs(15)).await,
             "the service never became ready: {:?}",
             service.role()
         );
@@ -53,6 +44,112 @@ impl Running {
         self.stop.cancel();
         self.task.await.unwrap();
     }
+}
+
+/// `controller`'s [`boo_reconciler::service::Service`] with its loop
+/// started on a task of its own, as `run` does; cancelling the token stops
+/// it, and the task ends once it has.
+pub fn spawn_service(
+    controller: Controller,
+) -> (
+    std::sync::Arc<boo_reconciler::service::Service>,
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
+    let stop = CancellationToken::new();
+    let service = boo_reconciler::service::Service::new(controller, stop.clone());
+    let task = tokio::spawn({
+        let s = std::sync::Arc::clone(&service);
+        async move { s.run().await }
+    });
+    (service, stop, task)
+}
+
+/// A pass of `controller` over `scope` that acts (with `force` or not), as
+/// `once` runs it.
+pub async fn act_pass(controller: &Controller, scope: Scope, force: bool) -> PassReport {
+    controller
+        .pass(
+            scope,
+            Mode::Act(RunOptions {
+                force,
+                ..Default::default()
+            }),
+            Trigger::Command,
+            &CancellationToken::new(),
+        )
+        .await
+}
+
+/// `service`'s start-up pass: once it is done the service is ready.
+pub async fn startup_pass(service: &boo_reconciler::service::Service) {
+    service
+        .reconcile(Scope::Host, Mode::act(false), Trigger::Startup)
+        .await
+        .expect("start-up pass");
+}
+
+/// The HTTP server on `127.0.0.1:0` in front of `service`, asking for
+/// `token` and bounded by `opts`: its base URL, the token that shuts it
+/// down, and the task serving it.
+pub async fn serve_on_loopback(
+    service: &std::sync::Arc<boo_reconciler::service::Service>,
+    token: Option<String>,
+    opts: boo_reconciler::http::ServeOptions,
+) -> (
+    String,
+    CancellationToken,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    use boo_reconciler::http;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    let router = http::router(std::sync::Arc::clone(service), token);
+    let handle = tokio::spawn(http::serve_with(listener, router, shutdown.clone(), opts));
+    (base, shutdown, handle)
+}
+
+/// The binary under test with none of the `BOO_RECONCILER_*` variables of
+/// the environment the tests run in: only what each test sets.
+pub fn bin_command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_boo-reconciler"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("BOO_RECONCILER_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+/// [`bin_command`] in `w`'s temp dir, aimed at host [`HOST`], `w`'s
+/// worktree root and the database `url` (`w.url`, or a proxy in front of
+/// it).
+pub fn world_command(w: &World, url: &str) -> Command {
+    let mut c = bin_command();
+    c.current_dir(w.tmp.path())
+        .args(["--database-url", url, "--host-id", HOST])
+        .arg("--worktree-root")
+        .arg(&w.root);
+    c
+}
+
+/// `--set key=value` for each pair, in order.
+pub fn set_all(c: &mut Command, settings: &[(&str, &str)]) {
+    for (key, value) in settings {
+        c.arg("--set").arg(format!("{key}={value}"));
+    }
+}
+
+/// A port nothing listens on now (the kernel's pick, let go at once).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub const HOST: &str = "test-host";
@@ -88,6 +185,11 @@ pub fn upstream() -> std::net::SocketAddr {
         .expect("PostgreSQL address")
         .next()
         .expect("PostgreSQL address")
+}
+
+/// Whether `service` becomes ready (see `Service::ready`) within `limit`.
+pub async fn ready_within(service: &boo_reconciler::service::Service, limit: Duration) -> bool {
+    eventually(limit, async || service.ready().await.is_ok()).await
 }
 
 /// Polls `f` every 20 ms until it holds or `limit` passes.
@@ -272,6 +374,15 @@ impl World {
         }
     }
 
+    /// This world's labels as the binary's `processes.*_label` settings.
+    pub fn label_settings(&self) -> [(&'static str, &str); 3] {
+        [
+            ("processes.chat_label", &self.labels[0]),
+            ("processes.session_label", &self.labels[1]),
+            ("processes.agent_label", &self.labels[2]),
+        ]
+    }
+
     pub fn config(&self) -> Config {
         let mut c = Config::defaults().expect("defaults");
         c.database.url = self.url.clone();
@@ -300,8 +411,15 @@ impl World {
     /// world has a host of its own. (A `Service`'s `run` takes the real
     /// lock, replacing this.)
     pub fn controller(&self) -> Controller {
+        self.controller_with(self.config(), self.store.clone())
+    }
+
+    /// A controller for this world's root with `config` and `store` (a
+    /// database reached another way), acting as if it held the host lock
+    /// as [`World::controller`]'s does.
+    pub fn controller_with(&self, config: Config, store: Store) -> Controller {
         let root = WorktreeRoot::prepare(&self.root).expect("root");
-        let c = Controller::new(self.config(), self.store.clone(), root);
+        let c = Controller::new(config, store, root);
         c.executor()
             .fence()
             .install(boo_reconciler::store::lock::HostLock::Assumed);
@@ -309,17 +427,7 @@ impl World {
     }
 
     pub async fn once(&self, scope: Scope, force: bool) -> PassReport {
-        self.controller()
-            .pass(
-                scope,
-                Mode::Act(RunOptions {
-                    force,
-                    ..Default::default()
-                }),
-                Trigger::Command,
-                &CancellationToken::new(),
-            )
-            .await
+        act_pass(&self.controller(), scope, force).await
     }
 
     pub async fn plan(&self) -> PassReport {
@@ -349,6 +457,20 @@ impl World {
             "INSERT INTO chats (id, session_id, status) VALUES ('{id}', '{session}', '{status}')"
         ))
         .await;
+    }
+
+    /// A session and its chat, both with `status`, and the session's
+    /// worktree (as [`World::worktree`]); the worktree's path.
+    pub async fn chat_worktree(
+        &self,
+        session: &str,
+        chat: &str,
+        worktree: &str,
+        status: &str,
+    ) -> PathBuf {
+        self.session(session, status).await;
+        self.chat(chat, session, status).await;
+        self.worktree(worktree, session).await
     }
 
     /// `git worktree add <root>/<id> -b boo/<id>` and its row.

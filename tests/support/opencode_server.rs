@@ -204,19 +204,12 @@ impl OpencodeServer {
     /// subscribing has come through, so that every event from then on is
     /// seen.
     pub fn events(&self) -> Events {
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let mut stream =
-            TcpStream::connect_timeout(&addr, REQUEST_TIMEOUT).expect("connect for /global/event");
+        let mut stream = self.connect().expect("connect for /global/event");
         let mut head = format!(
             "GET /global/event HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAccept: text/event-stream\r\n",
             self.port
         );
-        if let Some(password) = &self.password {
-            head.push_str(&format!(
-                "Authorization: Basic {}\r\n",
-                base64(format!("opencode:{password}").as_bytes())
-            ));
-        }
+        head.push_str(&self.authorization());
         head.push_str("\r\n");
         stream
             .write_all(head.as_bytes())
@@ -255,6 +248,24 @@ impl OpencodeServer {
         }
     }
 
+    /// A connection to the server, given [`REQUEST_TIMEOUT`] to open.
+    fn connect(&self) -> std::io::Result<TcpStream> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        TcpStream::connect_timeout(&addr, REQUEST_TIMEOUT)
+    }
+
+    /// The `Authorization` header line for the server's password, if it
+    /// has one; else nothing.
+    fn authorization(&self) -> String {
+        match &self.password {
+            Some(password) => format!(
+                "Authorization: Basic {}\r\n",
+                base64(format!("opencode:{password}").as_bytes())
+            ),
+            None => String::new(),
+        }
+    }
+
     /// One HTTP/1.1 request with `Connection: close`; the status and body.
     pub fn request(
         &self,
@@ -262,9 +273,7 @@ impl OpencodeServer {
         path_and_query: &str,
         json_body: Option<&str>,
     ) -> Result<(u16, String), String> {
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let mut stream =
-            TcpStream::connect_timeout(&addr, REQUEST_TIMEOUT).map_err(|e| e.to_string())?;
+        let mut stream = self.connect().map_err(|e| e.to_string())?;
         stream
             .set_read_timeout(Some(REQUEST_TIMEOUT))
             .and_then(|()| stream.set_write_timeout(Some(REQUEST_TIMEOUT)))
@@ -278,12 +287,7 @@ impl OpencodeServer {
         if json_body.is_some() {
             head.push_str("Content-Type: application/json\r\n");
         }
-        if let Some(password) = &self.password {
-            head.push_str(&format!(
-                "Authorization: Basic {}\r\n",
-                base64(format!("opencode:{password}").as_bytes())
-            ));
-        }
+        head.push_str(&self.authorization());
         head.push_str("\r\n");
         stream
             .write_all(head.as_bytes())

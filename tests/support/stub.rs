@@ -21,13 +21,8 @@ pub async fn stub(answer: Option<&'static str>) -> String {
                 return;
             };
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match socket.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if read_head(&mut socket).await.is_none() {
+                    return;
                 }
                 match answer {
                     Some(answer) => {
@@ -43,6 +38,20 @@ pub async fn stub(answer: Option<&'static str>) -> String {
         }
     });
     url
+}
+
+/// A request's head, read up to its blank line; `None` if the connection
+/// ends or fails first.
+async fn read_head(socket: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match socket.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(head)
 }
 
 pub fn http(status: &str, content_type: &str, body: &str) -> &'static str {
@@ -74,14 +83,9 @@ where
             };
             let (route, seen) = (Arc::clone(&route), Arc::clone(&seen));
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match socket.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
+                let Some(head) = read_head(&mut socket).await else {
+                    return;
+                };
                 let head = String::from_utf8_lossy(&head).into_owned();
                 let mut words = head.split_whitespace();
                 let (method, target) = (
