@@ -308,3 +308,27 @@ fn an_intent_to_add_file_is_restored_by_the_binary() {
     w.judge(true)
         .expect("no work lost, and restored as git's recipe restores it");
 }
+
+/// Found by the oracle: a worktree moved by hand whose `.git` was deleted
+/// leaves a stale admin entry; its HEAD is kept under an archive ref as a
+/// plain commit, which is history, not a stash-shaped state to restore.
+#[test]
+fn a_stale_entrys_head_kept_under_an_archive_ref_is_history() {
+    for force in [false, true] {
+        safe(
+            1,
+            &[
+                Op::CommitDetached { wt: 0 },
+                Op::EditTracked { wt: 0, file: 0 },
+                Op::DeleteDotGit { wt: 0 },
+                Op::MoveWorktree { wt: 0 },
+            ],
+            &[RowSpec {
+                owner: Owner::NoRow,
+                base_ref: false,
+                duplicate: true,
+            }],
+            force,
+        );
+    }
+}

@@ -131,7 +131,12 @@ pub fn archives(git: &Git, precious: &globset::GlobSet) -> Result<Vec<Archive>, 
         let Some((id, secs)) = archive_name(name) else {
             continue;
         };
-        let p = parts(git, name)?;
+        // A stale admin entry's HEAD is kept here too, as a plain commit:
+        // history, nothing to restore.
+        let Ok(p) = parts(git, name) else {
+            tracing::debug!(reference = %name, "not a stash-shaped archive: not listed");
+            continue;
+        };
         let changed = |a: &str, b: &str| -> Result<usize, String> {
             Ok(git
                 .run(&["diff-tree", "-r", "--name-only", "-z", "--no-renames", a, b])
@@ -609,6 +614,18 @@ mod tests {
             (1, 2, 3, 1)
         );
         assert!(x.nested.is_empty());
+    }
+
+    #[test]
+    fn a_plain_commit_under_the_archive_namespace_is_not_listed() {
+        // A stale admin entry's HEAD is kept there as a plain commit.
+        let f = Fixture::new();
+        f.git(
+            &f.repo,
+            &["update-ref", "refs/boo/archive/gone/1700000000", "HEAD"],
+        );
+        let git = Git::for_dir(&f.repo, DEFAULT_TIMEOUT).unwrap();
+        assert_eq!(archives(&git, &precious()).unwrap(), vec![]);
     }
 
     #[test]

@@ -785,6 +785,15 @@ pub fn check(
         let Some(name) = archive_name(reference) else {
             continue;
         };
+        // A stale admin entry's HEAD is kept under the same namespace as a
+        // plain commit (README, "stale admin entry"): history, not a state
+        // to restore; rule (b) judges its commits.
+        let parents = git_ok(main, &["rev-list", "--parents", "-n1", reference])
+            .map(|o| String::from_utf8_lossy(&o).split_whitespace().count())
+            .unwrap_or(0);
+        if parents < 3 {
+            continue;
+        }
         match restore(main, reference) {
             Ok(r) => hold.archives.entry(name).or_default().push(r),
             Err(error) => violations.push(Violation::ArchiveUnrestorable {
