@@ -48,7 +48,8 @@ impl Outcome {
         }
     }
 
-    pub(super) fn text(&self) -> String {
+    /// What the outcome says, in one line: the note, the reasons, or why.
+    pub fn text(&self) -> String {
         match self {
             Outcome::Done { note } => note.clone(),
             Outcome::KeptAtRisk { reasons, .. } => reasons

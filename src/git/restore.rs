@@ -383,25 +383,35 @@ mod tests {
         wt
     }
 
+    /// Archives `wt` as `--force` does, removes it, and restores the
+    /// archive to `to`.
+    fn forced_and_restored(f: &Fixture, wt: &Path, to: &Path) -> Restored {
+        let archived =
+            crate::git::archive::archive(wt, "w", SystemTime::now(), &precious()).unwrap();
+        f.git(
+            &f.repo,
+            &["worktree", "remove", "--force", wt.to_str().unwrap()],
+        );
+        restore(&f.repo, &archived.reference, to, DEFAULT_TIMEOUT).unwrap()
+    }
+
     #[test]
     fn a_restored_worktree_is_the_archived_one_byte_for_byte() {
         let f = Fixture::new();
         let wt = dirty(&f, "w");
         let before = snapshot(&f, &wt);
-        let archived =
-            crate::git::archive::archive(&wt, "w", SystemTime::now(), &precious()).unwrap();
-        f.git(
-            &f.repo,
-            &["worktree", "remove", "--force", wt.to_str().unwrap()],
-        );
         let to = f.root.join("w-restored");
-        let r = restore(&f.repo, &archived.reference, &to, DEFAULT_TIMEOUT).unwrap();
+        let r = forced_and_restored(&f, &wt, &to);
         assert_eq!(snapshot(&f, &to), before);
         // Its branch still points at HEAD and nothing else has it: on it.
         assert_eq!(r.head, "refs/heads/b-w");
         assert_eq!(f.git(&to, &["symbolic-ref", "HEAD"]), "refs/heads/b-w");
         // The archive is still there, and no branch moved.
-        f.git(&f.repo, &["rev-parse", "--verify", &archived.reference]);
+        let refs = f.git(
+            &f.repo,
+            &["for-each-ref", "--format=%(refname)", "refs/boo/archive/"],
+        );
+        assert!(refs.starts_with("refs/boo/archive/w/"), "{refs}");
         assert_eq!(f.rev(&f.repo, "b-w"), before.2);
         // Git sees the same: the staged and the unstaged change, the
         // untracked files; the precious one is ignored as before.
@@ -525,14 +535,8 @@ mod tests {
         f.commit_all(&wt, "sources");
         fs::remove_file(wt.join("src/deep/b.rs")).unwrap();
         let before = snapshot(&f, &wt);
-        let archived =
-            crate::git::archive::archive(&wt, "w", SystemTime::now(), &precious()).unwrap();
-        f.git(
-            &f.repo,
-            &["worktree", "remove", "--force", wt.to_str().unwrap()],
-        );
         let to = f.root.join("restored");
-        restore(&f.repo, &archived.reference, &to, DEFAULT_TIMEOUT).unwrap();
+        forced_and_restored(&f, &wt, &to);
         assert_eq!(snapshot(&f, &to), before);
         assert!(!to.join("src/deep").exists());
         assert!(f

@@ -211,7 +211,7 @@ impl ActionAnswer {
             target: r.target.clone(),
             outcome: r.outcome.name().into(),
             reason: r.action.reason.clone(),
-            message: outcome_message(&r.outcome),
+            message: r.outcome.text(),
             detail: r.detail.clone(),
             owner: r.action.owner.clone(),
             action: r.action.kind.clone(),
@@ -236,21 +236,6 @@ impl ActionAnswer {
             duration_ms: None,
             at_risk_reasons: None,
         }
-    }
-}
-
-fn outcome_message(o: &Outcome) -> String {
-    match o {
-        Outcome::Done { note } => note.clone(),
-        Outcome::KeptAtRisk { reasons, .. } => reasons
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; "),
-        Outcome::Skipped { why } | Outcome::Deferred { why } | Outcome::Refused { why } => {
-            why.clone()
-        }
-        Outcome::Failed { error } => error.clone(),
     }
 }
 
