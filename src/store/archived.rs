@@ -3,12 +3,12 @@
 //! removed rows count), the audit records that name an archive, and the
 //! row of a restored worktree.
 
-use sqlx::Row;
+use sqlx::FromRow;
 
 use super::{Pool, Store, StoreError};
 
 /// One worktree row, whatever its state.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
 pub struct WorktreeRow {
     pub id: String,
     pub session_id: String,
@@ -20,7 +20,7 @@ pub struct WorktreeRow {
 }
 
 /// An audit record that names an archive.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, FromRow)]
 pub struct ArchiveAudit {
     pub id: i64,
     pub at: String,
@@ -42,21 +42,7 @@ impl Store {
                 .bind(host)
                 .fetch_all(p)
                 .await
-                .and_then(|rows| {
-                    rows.into_iter()
-                        .map(|r| -> Result<_, sqlx::Error> {
-                            Ok(WorktreeRow {
-                                id: r.try_get("id")?,
-                                session_id: r.try_get("session_id")?,
-                                repo_path: r.try_get("repo_path")?,
-                                path: r.try_get("path")?,
-                                branch: r.try_get("branch")?,
-                                base_ref: r.try_get("base_ref")?,
-                                state: r.try_get("state")?,
-                            })
-                        })
-                        .collect()
-                })
+                .and_then(|rows| rows.iter().map(WorktreeRow::from_row).collect())
             })
             .map_err(|e| self.query_err(WHAT, e))
         })
@@ -85,19 +71,7 @@ impl Store {
                 .bind(&pattern)
                 .fetch_all(p)
                 .await
-                .and_then(|rows| {
-                    rows.into_iter()
-                        .map(|r| -> Result<_, sqlx::Error> {
-                            Ok(ArchiveAudit {
-                                id: r.try_get("id")?,
-                                at: r.try_get("at")?,
-                                action: r.try_get("action")?,
-                                outcome: r.try_get("outcome")?,
-                                reason: r.try_get("reason")?,
-                            })
-                        })
-                        .collect()
-                })
+                .and_then(|rows| rows.iter().map(ArchiveAudit::from_row).collect())
             })
             .map_err(|e| self.query_err(WHAT, e))
         })
