@@ -35,6 +35,15 @@ pub struct Filter {
 /// Every archive in every main repository a worktree row of this host
 /// names (removed rows too), newest first.
 pub async fn list(store: &Store, config: &Config, filter: &Filter) -> anyhow::Result<Vec<Listed>> {
+    Ok(list_with_rows(store, config, filter).await?.0)
+}
+
+/// [`list`], and the host's worktree rows it was read with.
+async fn list_with_rows(
+    store: &Store,
+    config: &Config,
+    filter: &Filter,
+) -> anyhow::Result<(Vec<Listed>, Vec<WorktreeRow>)> {
     let host = &config.host.id;
     let rows = store.host_worktree_history(host).await?;
     let mut repos: Vec<String> = rows.iter().map(|r| r.repo_path.clone()).collect();
@@ -89,7 +98,7 @@ pub async fn list(store: &Store, config: &Config, filter: &Filter) -> anyhow::Re
             .cmp(&a.archive.unix_secs)
             .then(a.archive.reference.cmp(&b.archive.reference))
     });
-    Ok(out)
+    Ok((out, rows))
 }
 
 /// Whether `row` is the worktree an archive names `id`: archives are named
@@ -121,7 +130,7 @@ pub async fn restore(
     what: &str,
     to: Option<&Path>,
 ) -> anyhow::Result<RestoreReport> {
-    let all = list(store, config, &Filter::default()).await?;
+    let (all, rows) = list_with_rows(store, config, &Filter::default()).await?;
     let chosen = if what.starts_with("refs/") {
         all.iter().find(|l| l.archive.reference == what)
     } else {
@@ -167,13 +176,9 @@ pub async fn restore(
     let inside_root = to.starts_with(&config.worktrees.root);
     let (row, note) = match (&chosen.session_id, live) {
         (Some(session), true) => {
-            let old = store
-                .host_worktree_history(&config.host.id)
-                .await?
-                .into_iter()
-                .find(|r| {
-                    r.repo_path == chosen.repository && names(r, &chosen.archive.worktree_id)
-                });
+            let old = rows.into_iter().find(|r| {
+                r.repo_path == chosen.repository && names(r, &chosen.archive.worktree_id)
+            });
             let row = WorktreeRow {
                 id: new_id.clone(),
                 session_id: session.clone(),
