@@ -332,3 +332,16 @@ fn a_stale_entrys_head_kept_under_an_archive_ref_is_history() {
         );
     }
 }
+
+/// Found by the oracle: beside a staged new file, git's recipe leaves an
+/// intent-to-add file untracked; the binary restores it as intent-to-add,
+/// with the same bytes.
+#[test]
+fn an_intent_to_add_file_beside_a_staged_one_is_restored_with_its_bytes() {
+    let mut w = oracle::world::World::new(1);
+    w.apply(&Op::AddStaged { wt: 0 });
+    w.apply(&Op::IntentToAdd { wt: 0 });
+    w.write_rows(&archived());
+    w.judge(true)
+        .expect("no work lost, and restored with the recipe's bytes");
+}

@@ -584,8 +584,9 @@ pub struct Restored {
 
 /// `got` with each intent-to-add entry (the empty blob in the index, the
 /// file on disk) read as the recipe's staged file: `git stash apply
-/// --index` stages a file added with intent to add in full, a faithful
-/// restore adds it with intent again; the bytes are the same.
+/// --index` stages a file added with intent to add in full (or, beside a
+/// staged file, leaves it untracked), a faithful restore adds it with
+/// intent again; the bytes are the same.
 pub fn staged_as_recipe(mut got: Restored, recipe: &Restored) -> Restored {
     const EMPTY: &str = "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391";
     let intended: Vec<(PathBuf, Entry)> = got
@@ -601,6 +602,21 @@ pub fn staged_as_recipe(mut got: Restored, recipe: &Restored) -> Restored {
     for (p, e) in intended {
         got.index.remove(&(p.clone(), e));
         got.index.insert((p.clone(), got.files[&p].clone()));
+    }
+    // Beside a staged file, the recipe leaves an intent-to-add file
+    // untracked instead; the bytes on disk are the same.
+    let untracked: Vec<(PathBuf, Entry)> = got
+        .index
+        .iter()
+        .filter(|(p, e)| {
+            e.blob == EMPTY
+                && !recipe.index.iter().any(|(q, _)| q == p)
+                && got.files.get(p) == recipe.files.get(p)
+        })
+        .cloned()
+        .collect();
+    for item in untracked {
+        got.index.remove(&item);
     }
     got
 }
