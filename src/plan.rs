@@ -115,6 +115,9 @@ pub struct OpencodeTarget {
     pub worktree_dir: Option<PathBuf>,
     /// The chat whose rows name it, if any.
     pub chat_id: Option<String>,
+    /// The agent of the row that names it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
     /// Seconds since the server created it, when listed.
     pub age_secs: Option<u64>,
 }
@@ -133,6 +136,8 @@ pub enum ActionKind {
     CloseAgentRow {
         row_id: String,
         backend: Backend,
+        /// The row's agent: what the close hook's answer names it by.
+        agent: String,
         /// Why this row in particular (pid gone, pid reused, …).
         why: String,
         /// Set when the row is closed because the process it records no
@@ -471,6 +476,7 @@ fn plan_agent_rows(desired: &DesiredState, actual: &ActualState, now: SystemTime
                 kind: ActionKind::CloseAgentRow {
                     row_id: row.id.clone(),
                     backend: row.backend,
+                    agent: row.agent.clone(),
                     why: detail.clone(),
                     recorded_process: Some(recorded),
                 },
@@ -532,6 +538,7 @@ fn plan_agent_rows(desired: &DesiredState, actual: &ActualState, now: SystemTime
             kind: ActionKind::CloseAgentRow {
                 row_id: row.id.clone(),
                 backend: row.backend,
+                agent: row.agent.clone(),
                 why: detail.clone(),
                 recorded_process: None,
             },
@@ -638,6 +645,7 @@ fn plan_opencode(
             kind: ActionKind::CloseAgentRow {
                 row_id: row.id.clone(),
                 backend: row.backend,
+                agent: row.agent.clone(),
                 why: detail.clone(),
                 recorded_process: None,
             },
@@ -690,6 +698,7 @@ fn plan_opencode(
                                 directory: listed.map(|s| s.directory.clone()),
                                 worktree_dir: listed.map(|s| s.worktree_dir.clone()),
                                 chat_id: Some(row.chat_id.clone()),
+                                agent: Some(row.agent.clone()),
                                 age_secs: listed.map(|s| age(now, s.created).as_secs()),
                             },
                         },
@@ -749,6 +758,7 @@ fn plan_opencode(
                     directory: Some(s.directory.clone()),
                     worktree_dir: Some(s.worktree_dir.clone()),
                     chat_id: None,
+                    agent: None,
                     age_secs: Some(old.as_secs()),
                 },
             },

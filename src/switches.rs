@@ -145,6 +145,7 @@ mod tests {
         action(ActionKind::CloseAgentRow {
             row_id: format!("{backend:?}-row"),
             backend,
+            agent: "goose".into(),
             why: "chat archived".into(),
             recorded_process: None,
         })

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 both_databases!(
     chat_nudge_removes_the_worktree_of_its_archived_session,
-    close_aliases_answer_with_the_legacy_keys,
+    close_aliases_answer_in_the_old_hooks_shape,
     dry_run_answers_with_the_plan_and_changes_nothing,
     force_archives_and_removes_an_at_risk_worktree,
     live_chat_answers_200_with_nothing_done,
@@ -198,49 +198,151 @@ async fn chat_nudge_removes_the_worktree_of_its_archived_session(db: Db) {
     srv.stop().await;
 }
 
-async fn close_aliases_answer_with_the_legacy_keys(db: Db) {
+/// A JSON type, as the old close hook's answers used them.
+#[derive(Clone, Copy, Debug)]
+enum Json {
+    Bool,
+    String,
+    /// A list of strings.
+    Names,
+    /// A list of objects of exactly this shape.
+    ListOf(&'static [(&'static str, Json)]),
+}
+
+/// `POST /api/chats/{chatId}/close`, as the old hook answered it.
+const OLD_CHAT_CLOSE: &[(&str, Json)] = &[
+    ("ok", Json::Bool),
+    ("disposed", Json::Names),
+    ("worktreeRemoved", Json::Bool),
+    ("worktreeAtRisk", Json::Bool),
+];
+
+/// One chat of `POST /api/sessions/{sessionId}/close`'s `results`.
+const OLD_SESSION_RESULT: &[(&str, Json)] = &[
+    ("chatId", Json::String),
+    ("disposed", Json::Names),
+    ("worktreeRemoved", Json::Bool),
+    ("worktreeAtRisk", Json::Bool),
+];
+
+const OLD_SESSION_CLOSE: &[(&str, Json)] = &[
+    ("ok", Json::Bool),
+    ("results", Json::ListOf(OLD_SESSION_RESULT)),
+];
+
+/// Every key of `shape` is in `answer` with its type (the controller's own
+/// keys may stand beside them); the objects of a `ListOf` have exactly the
+/// shape's keys.
+fn assert_shape(answer: &Value, shape: &[(&str, Json)], exact: bool) {
+    let object = answer.as_object().expect("an object");
+    if exact {
+        let keys: HashSet<&str> = object.keys().map(String::as_str).collect();
+        let old: HashSet<&str> = shape.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, old, "exactly the old keys: {answer:#}");
+    }
+    for (key, kind) in shape {
+        let v = object
+            .get(*key)
+            .unwrap_or_else(|| panic!("{key} missing: {answer:#}"));
+        let fits = match kind {
+            Json::Bool => v.is_boolean(),
+            Json::String => v.is_string(),
+            Json::Names => v.as_array().is_some_and(|a| a.iter().all(Value::is_string)),
+            Json::ListOf(inner) => match v.as_array() {
+                Some(a) => {
+                    a.iter().for_each(|o| assert_shape(o, inner, true));
+                    true
+                }
+                None => false,
+            },
+        };
+        assert!(fits, "{key} is not {kind:?}: {answer:#}");
+    }
+}
+
+async fn close_aliases_answer_in_the_old_hooks_shape(db: Db) {
     let (w, srv) = served(db).await;
     let path = archived(&w, "s1", "c1", "w1").await;
+    // The chat's agent: a labelled process in its worktree and its row,
+    // both naming it as the launcher does.
+    let agent = w.agent("c1", "s1", "exec sleep 600", &path);
+    let (pid, start) = (agent.pid(), agent.start_time());
     w.sql(&format!(
-        "INSERT INTO agent_sessions (id, chat_id, session_id, agent, backend, host) \
-         VALUES ('a1', 'c1', 's1', 'goose', 'acp', '{HOST}')"
+        "INSERT INTO agent_sessions (id, chat_id, session_id, agent, backend, host, pid, pid_start_time) \
+         VALUES ('a1', 'c1', 's1', 'test-agent', 'acp', '{HOST}', {pid}, {start})"
     ))
     .await;
+    // An unrelated process of another chat stays.
+    w.session("s9", "open").await;
+    w.chat("c9", "s9", "open").await;
+    let bystander = w.agent("c9", "s9", "exec sleep 600", w.tmp.path());
 
     let answer = srv.post("/api/chats/c1/close").await;
+    assert_shape(&answer, OLD_CHAT_CLOSE, false);
     assert_eq!(answer["ok"], true, "{answer:#}");
     assert_eq!(answer["chatId"], "c1");
-    assert_eq!(answer["disposed"], 1, "one agent row closed: {answer:#}");
+    assert_eq!(
+        answer["disposed"],
+        serde_json::json!(["test-agent"]),
+        "its process and its row are one agent: {answer:#}"
+    );
     assert_eq!(answer["worktreeRemoved"], true);
     assert_eq!(answer["worktreeAtRisk"], false);
     assert_eq!(answer["atRiskReasons"], serde_json::json!([]));
     // The full answer comes along.
     assert_eq!(answer["chat_id"], "c1");
     assert_eq!(answer["live"], false);
+    assert_eq!(actions(&answer, "terminate_process", "done").len(), 1);
     assert_eq!(actions(&answer, "close_agent_row", "done").len(), 1);
     assert_eq!(actions(&answer, "remove_worktree", "done").len(), 1);
     assert!(!path.exists());
+    assert!(!common::alive(pid, start), "the agent is stopped");
+    assert!(common::alive(bystander.pid(), bystander.start_time()));
 
-    // The session alias.
+    // The session alias: one entry per chat of the session, the one with
+    // nothing to stop included.
     let path2 = archived(&w, "s2", "c2", "w2").await;
+    w.chat("c3", "s2", "archived").await;
+    w.sql(&format!(
+        "INSERT INTO agent_sessions (id, chat_id, session_id, agent, backend, host) \
+         VALUES ('a2', 'c2', 's2', 'goose', 'acp', '{HOST}')"
+    ))
+    .await;
     let answer = srv.post("/api/sessions/s2/close?force=false").await;
-    assert_eq!(answer["sessionId"], "s2");
+    assert_shape(&answer, OLD_SESSION_CLOSE, false);
+    assert_eq!(answer["ok"], true, "{answer:#}");
+    assert_eq!(
+        answer["results"],
+        serde_json::json!([
+            {"chatId": "c2", "disposed": ["goose"], "worktreeRemoved": true, "worktreeAtRisk": false},
+            {"chatId": "c3", "disposed": [], "worktreeRemoved": true, "worktreeAtRisk": false},
+        ]),
+        "{answer:#}"
+    );
     assert_eq!(answer["session_id"], "s2");
     assert_eq!(answer["scope"], "session");
-    assert_eq!(answer["worktreeRemoved"], true, "{answer:#}");
-    assert_eq!(answer["disposed"], 0);
     assert!(!path2.exists());
 
-    // A second close: nothing left, still ok.
+    // A second close: nothing left, still ok, still the same shape.
     let again = srv.post("/api/chats/c1/close").await;
+    assert_shape(&again, OLD_CHAT_CLOSE, false);
     assert_eq!(again["ok"], true);
     assert_eq!(again["worktreeRemoved"], false);
-    assert_eq!(again["disposed"], 0);
+    assert_eq!(again["disposed"], serde_json::json!([]));
+    let again = srv.post("/api/sessions/s2/close").await;
+    assert_shape(&again, OLD_SESSION_CLOSE, false);
+    assert_eq!(again["results"][0]["disposed"], serde_json::json!([]));
+    assert_eq!(again["results"][1]["worktreeRemoved"], false);
+    // An unknown session: ok, no chats.
+    let unknown = srv.post("/api/sessions/nope/close").await;
+    assert_shape(&unknown, OLD_SESSION_CLOSE, false);
+    assert_eq!(unknown["results"], serde_json::json!([]));
+
     let m = srv.metrics().await;
     assert_eq!(m[r#"boo_reconciler_nudges_total{route="chat_close"}"#], 2.0);
     assert_eq!(
         m[r#"boo_reconciler_nudges_total{route="session_close"}"#],
-        1.0
+        3.0
     );
     srv.stop().await;
 }

@@ -11,9 +11,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 use crate::act::{ActionResult, Outcome};
-use crate::plan::{self, Action, Scope};
+use crate::plan::{self, Action, ActionKind, Scope};
 use crate::report::{KeptWorktree, PassReport, PassResult, Trigger};
 use crate::risk::AtRisk;
 
@@ -239,49 +240,42 @@ impl ActionAnswer {
     }
 }
 
-/// The keys the orchestrator's close hook answered with.
+/// What the orchestrator's close hook answered for one chat: the agents
+/// it stopped, by name, and what became of the chat's worktree (its
+/// session's: the worktree goes once the session's last live chat is gone).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Legacy {
-    #[serde(rename = "chatId", default, skip_serializing_if = "Option::is_none")]
-    pub chat_id: Option<String>,
-    #[serde(rename = "sessionId", default, skip_serializing_if = "Option::is_none")]
-    pub session_id: Option<String>,
-    pub disposed: usize,
+pub struct ChatClosed {
+    #[serde(rename = "chatId")]
+    pub chat_id: String,
+    pub disposed: Vec<String>,
     #[serde(rename = "worktreeRemoved")]
     pub worktree_removed: bool,
     #[serde(rename = "worktreeAtRisk")]
     pub worktree_at_risk: bool,
-    #[serde(rename = "atRiskReasons")]
-    pub at_risk_reasons: Vec<String>,
+}
+
+/// The close hook's keys, beside the controller's own: a chat's close
+/// answers with [`ChatClosed`]'s keys (and the reasons a worktree was
+/// kept); a session's with one [`ChatClosed`] per chat of the session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Legacy {
+    Chat {
+        #[serde(flatten)]
+        closed: ChatClosed,
+        #[serde(rename = "atRiskReasons")]
+        at_risk_reasons: Vec<String>,
+    },
+    Session {
+        results: Vec<ChatClosed>,
+    },
 }
 
 impl Legacy {
-    pub fn of(report: &PassReport, subject: &Subject) -> Legacy {
-        let done = || {
-            report
-                .results
-                .iter()
-                .filter(|r| matches!(r.outcome, Outcome::Done { .. }))
-        };
-        let disposed = done()
-            .filter(|r| {
-                matches!(
-                    r.action.name(),
-                    "terminate_process" | "delete_opencode_session" | "close_agent_row"
-                )
-            })
-            .count();
-        let (chat_id, session_id) = match subject {
-            Subject::Chat { chat_id, .. } => (Some(chat_id.clone()), None),
-            Subject::Session { session_id, .. } => (None, Some(session_id.clone())),
-            Subject::Host {} => (None, None),
-        };
-        Legacy {
-            chat_id,
-            session_id,
-            disposed,
-            worktree_removed: done().any(|r| r.action.name() == "remove_worktree"),
-            worktree_at_risk: !report.at_risk.is_empty(),
+    /// The hook's answer to closing `chat`.
+    pub fn chat(report: &PassReport, chat: &str) -> Legacy {
+        Legacy::Chat {
+            closed: closed(report, chat),
             at_risk_reasons: report
                 .at_risk
                 .iter()
@@ -289,6 +283,82 @@ impl Legacy {
                 .collect(),
         }
     }
+
+    /// The hook's answer to closing `session`: one entry for each of
+    /// `chats` (the chats the database names for it) and for each other
+    /// chat of the session that the pass acted for, in order.
+    pub fn session(report: &PassReport, session: &str, chats: &[String]) -> Legacy {
+        let acted = report.results.iter().filter_map(|r| {
+            let owner = &r.action.owner;
+            (owner.session_id.as_deref() == Some(session))
+                .then_some(owner.chat_id.as_ref())
+                .flatten()
+        });
+        let ids: std::collections::BTreeSet<&String> = chats.iter().chain(acted).collect();
+        Legacy::Session {
+            results: ids.into_iter().map(|c| closed(report, c)).collect(),
+        }
+    }
+}
+
+fn closed(report: &PassReport, chat: &str) -> ChatClosed {
+    let done = report
+        .results
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Done { .. }));
+    ChatClosed {
+        chat_id: chat.to_string(),
+        disposed: disposed(&report.results, chat),
+        worktree_removed: done.clone().any(|r| r.action.name() == "remove_worktree"),
+        worktree_at_risk: !report.at_risk.is_empty(),
+    }
+}
+
+/// The agents of `chat` that the pass stopped, by name, in order: each
+/// agent once, however many of its parts (its process, its opencode
+/// session, its row) were stopped. An agent is named by its row's
+/// `agent`, else by its process's `BOO_AGENT` label, else by its
+/// program.
+fn disposed(results: &[ActionResult], chat: &str) -> Vec<String> {
+    // Per name: how many rows, opencode sessions and processes went. Two
+    // agents of one name in a chat are two of each; one agent's row and
+    // process are one of each.
+    let mut parts: BTreeMap<String, [usize; 3]> = BTreeMap::new();
+    for r in results {
+        if !matches!(r.outcome, Outcome::Done { .. })
+            || r.action.owner.chat_id.as_deref() != Some(chat)
+        {
+            continue;
+        }
+        let (name, part) = match &r.action.kind {
+            ActionKind::CloseAgentRow { agent, .. } => (agent.clone(), 0),
+            ActionKind::DeleteOpencodeSession { session } => match &session.agent {
+                Some(agent) => (agent.clone(), 1),
+                None => continue,
+            },
+            ActionKind::TerminateProcess { process } => (process_name(process), 2),
+            _ => continue,
+        };
+        parts.entry(name).or_default()[part] += 1;
+    }
+    parts
+        .into_iter()
+        .flat_map(|(name, n)| {
+            let times = n.into_iter().max().unwrap_or(0);
+            std::iter::repeat_n(name, times)
+        })
+        .collect()
+}
+
+fn process_name(p: &plan::ProcessTarget) -> String {
+    if let Some(agent) = p.agent.as_deref().filter(|a| !a.is_empty()) {
+        return agent.to_string();
+    }
+    let program = p.command.split_whitespace().next().unwrap_or_default();
+    std::path::Path::new(program)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| format!("pid {}", p.pid))
 }
 
 #[cfg(test)]
@@ -339,13 +409,13 @@ mod tests {
             known: None,
         };
         let mut a = NudgeAnswer::of(&r, subject.clone(), Vec::new());
-        a.legacy = Some(Legacy::of(&r, &subject));
+        a.legacy = Some(Legacy::chat(&r, "c1"));
         let text = body(json(StatusCode::OK, &a));
         assert_eq!(
             text,
             concat!(
                 r#"{"actions":[],"atRiskReasons":[],"at_risk":[],"chatId":"c1","chat_id":"c1","#,
-                r#""disposed":0,"dry_run":false,"duration_ms":7,"errors":[],"force":false,"#,
+                r#""disposed":[],"dry_run":false,"duration_ms":7,"errors":[],"force":false,"#,
                 r#""known":null,"live":false,"ok":true,"pending":[],"result":"converged","#,
                 r#""scope":"chat","started_at":"1970-01-01T00:00:00.000Z","trigger":"nudge","#,
                 r#""worktreeAtRisk":false,"worktreeRemoved":false}"#
@@ -411,5 +481,150 @@ mod tests {
         for (r, want) in cases {
             assert_eq!(body(r), want);
         }
+    }
+
+    fn result(kind: ActionKind, chat: Option<&str>, outcome: Outcome) -> ActionResult {
+        ActionResult {
+            action: Action {
+                kind,
+                owner: plan::Owner {
+                    session_id: Some("s1".into()),
+                    chat_id: chat.map(Into::into),
+                },
+                reason: String::new(),
+            },
+            target: String::new(),
+            outcome,
+            detail: serde_json::Value::Null,
+            duration_ms: 0,
+            intent_id: None,
+            audit_error: None,
+        }
+    }
+
+    fn done() -> Outcome {
+        Outcome::Done {
+            note: String::new(),
+        }
+    }
+
+    fn process(pid: i32, chat: &str, agent: Option<&str>, command: &str) -> ActionKind {
+        ActionKind::TerminateProcess {
+            process: plan::ProcessTarget {
+                pid,
+                start_time: 1,
+                pgid: pid,
+                chat_id: chat.into(),
+                agent: agent.map(Into::into),
+                command: command.into(),
+                age_secs: 60,
+            },
+        }
+    }
+
+    fn row(id: &str, agent: &str) -> ActionKind {
+        ActionKind::CloseAgentRow {
+            row_id: id.into(),
+            backend: crate::model::Backend::Acp,
+            agent: agent.into(),
+            why: String::new(),
+            recorded_process: None,
+        }
+    }
+
+    fn opencode(id: &str, chat: Option<&str>, agent: Option<&str>) -> ActionKind {
+        ActionKind::DeleteOpencodeSession {
+            session: plan::OpencodeTarget {
+                id: id.into(),
+                directory: None,
+                worktree_dir: None,
+                chat_id: chat.map(Into::into),
+                agent: agent.map(Into::into),
+                age_secs: None,
+            },
+        }
+    }
+
+    #[test]
+    fn each_agent_stopped_is_named_once_however_many_of_its_parts_went() {
+        let results = vec![
+            // claude: its process and its row.
+            result(
+                process(10, "c1", Some("claude"), "node claude"),
+                Some("c1"),
+                done(),
+            ),
+            result(row("r1", "claude"), Some("c1"), done()),
+            // Two goose agents, each with its row, one process left.
+            result(row("r2", "goose"), Some("c1"), done()),
+            result(row("r3", "goose"), Some("c1"), done()),
+            result(
+                process(11, "c1", Some("goose"), "goose acp"),
+                Some("c1"),
+                done(),
+            ),
+            // opencode: its server session and its row.
+            result(
+                opencode("ses_1", Some("c1"), Some("opencode")),
+                Some("c1"),
+                done(),
+            ),
+            result(row("r4", "opencode"), Some("c1"), done()),
+            // A labelled process without BOO_AGENT: named by its program.
+            result(
+                process(12, "c1", None, "/usr/bin/aider --yes"),
+                Some("c1"),
+                done(),
+            ),
+            // Not stopped: failed, or kept.
+            result(
+                process(13, "c1", Some("codex"), "codex"),
+                Some("c1"),
+                Outcome::Failed {
+                    error: "EPERM".into(),
+                },
+            ),
+            // Another chat's, and an opencode session no row names.
+            result(row("r5", "claude"), Some("c2"), done()),
+            result(opencode("ses_2", None, None), None, done()),
+        ];
+        assert_eq!(
+            disposed(&results, "c1"),
+            ["aider", "claude", "goose", "goose", "opencode"]
+        );
+        assert_eq!(disposed(&results, "c2"), ["claude"]);
+        assert!(disposed(&results, "c3").is_empty());
+    }
+
+    #[test]
+    fn a_session_close_answers_for_every_chat_of_the_session_in_order() {
+        let mut r = report();
+        r.scope = Scope::Session("s1".into());
+        r.results = vec![
+            result(row("r1", "claude"), Some("c2"), done()),
+            // A chat whose row is gone but whose agent row named the session.
+            result(row("r2", "goose"), Some("c0"), done()),
+            result(
+                ActionKind::MarkWorktreeActive {
+                    worktree_id: "w1".into(),
+                },
+                None,
+                done(),
+            ),
+        ];
+        let Legacy::Session { results } = Legacy::session(&r, "s1", &["c1".into(), "c2".into()])
+        else {
+            panic!("a session's answer");
+        };
+        let chats: Vec<_> = results.iter().map(|c| c.chat_id.as_str()).collect();
+        assert_eq!(chats, ["c0", "c1", "c2"]);
+        assert_eq!(results[0].disposed, ["goose"]);
+        assert!(results[1].disposed.is_empty());
+        assert_eq!(results[2].disposed, ["claude"]);
+        let text = serde_json::to_string(&results[2]).unwrap();
+        assert_eq!(
+            text,
+            r#"{"chatId":"c2","disposed":["claude"],"worktreeRemoved":false,"worktreeAtRisk":false}"#
+        );
     }
 }

@@ -639,11 +639,26 @@ async fn nudge(
         Ok(r) => r,
         Err(e) => return queue_error(&e),
     };
-    let (subject, errors) = subject(service, &scope).await;
+    let (subject, mut errors) = subject(service, &scope).await;
+    let legacy = match (&scope, legacy) {
+        (_, false) | (Scope::Host, _) => None,
+        (Scope::Chat(id), true) => Some(Legacy::chat(&report, id)),
+        (Scope::Session(id), true) => {
+            let chats = match service.controller.store.chats_of_session(id).await {
+                Ok(chats) => chats,
+                Err(e) => {
+                    errors.push(format!(
+                        "cannot read the chats of session {id}: {e}; \
+                         only those the pass acted for are answered for"
+                    ));
+                    Vec::new()
+                }
+            };
+            Some(Legacy::session(&report, id, &chats))
+        }
+    };
     let mut body = NudgeAnswer::of(&report, subject, errors);
-    if legacy {
-        body.legacy = Some(Legacy::of(&report, &body.subject));
-    }
+    body.legacy = legacy;
     nudge_response(report.state_unreadable, &body)
 }
 

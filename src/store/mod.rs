@@ -582,12 +582,38 @@ impl Store {
         &self,
         session: &str,
     ) -> Result<Vec<String>, StoreError> {
-        self.bounded("reading agent_sessions by opencode session", async move {
+        let sql = self.sql().chats_naming_opencode_session;
+        self.strings(
+            "reading agent_sessions by opencode session",
+            sql,
+            session,
+            "chat_id",
+        )
+        .await
+    }
+
+    /// The ids of the chats whose rows name `session`, in order: the close
+    /// hook answers for each of them.
+    pub async fn chats_of_session(&self, session: &str) -> Result<Vec<String>, StoreError> {
+        let sql = self.sql().chats_of_session;
+        self.strings("reading chats by session", sql, session, "id")
+            .await
+    }
+
+    /// One text column of the rows `sql` selects for `key`.
+    async fn strings(
+        &self,
+        what: &'static str,
+        sql: &'static str,
+        key: &str,
+        column: &'static str,
+    ) -> Result<Vec<String>, StoreError> {
+        self.bounded(what, async move {
             with_pool!(self, p => {
-                sqlx::query(self.sql().chats_naming_opencode_session).bind(session).fetch_all(p).await
-                    .and_then(|rows| rows.into_iter().map(|r| r.try_get::<String, _>("chat_id")).collect())
+                sqlx::query(sql).bind(key).fetch_all(p).await
+                    .and_then(|rows| rows.into_iter().map(|r| r.try_get::<String, _>(column)).collect())
             })
-            .map_err(|e| self.query_err("reading agent_sessions by opencode session", e))
+            .map_err(|e| self.query_err(what, e))
         })
         .await
     }

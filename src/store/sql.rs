@@ -5,6 +5,7 @@
 
 pub struct Dialect {
     pub chats_naming_opencode_session: &'static str,
+    pub chats_of_session: &'static str,
     pub repositories_of_host: &'static str,
     pub worktrees_of_host: &'static str,
     pub open_agent_rows_of_host: &'static str,
@@ -21,6 +22,9 @@ pub struct Dialect {
     pub open_intents: &'static str,
 }
 
+/// The same text serves both databases.
+const CHATS_OF_SESSION: &str = "SELECT id FROM chats WHERE session_id = $1 ORDER BY id";
+
 /// The distinct repositories of a host, one index seek per repository
 /// (a "loose index scan" on `worktrees_host_repo`): the cost follows the
 /// number of repositories, not the rows the host's history left behind.
@@ -36,6 +40,7 @@ const REPOSITORIES_OF_HOST: &str = "WITH RECURSIVE r(repo_path) AS ( \
 pub static POSTGRES: Dialect = Dialect {
     chats_naming_opencode_session: "SELECT DISTINCT chat_id FROM agent_sessions \
          WHERE agent_session_id = $1 AND status = 'open' AND backend = 'opencode_server'",
+    chats_of_session: CHATS_OF_SESSION,
     repositories_of_host: REPOSITORIES_OF_HOST,
     worktrees_of_host: "SELECT id, session_id, repo_path, path, branch, base_ref, state, \
          EXTRACT(EPOCH FROM created_at)::float8 AS created \
@@ -98,6 +103,7 @@ pub static POSTGRES: Dialect = Dialect {
 pub static SQLITE: Dialect = Dialect {
     chats_naming_opencode_session: "SELECT DISTINCT chat_id FROM agent_sessions \
          WHERE agent_session_id = $1 AND status = 'open' AND backend = 'opencode_server'",
+    chats_of_session: CHATS_OF_SESSION,
     repositories_of_host: REPOSITORIES_OF_HOST,
     worktrees_of_host: "SELECT id, session_id, repo_path, path, branch, base_ref, state, \
          CAST(unixepoch(created_at, 'subsec') AS REAL) AS created \
