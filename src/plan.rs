@@ -226,11 +226,6 @@ impl Action {
         }
     }
 
-    /// [`Action::key`] as the text the answers carry.
-    pub fn target(&self) -> String {
-        self.key().to_string()
-    }
-
     pub fn stage(&self) -> Stage {
         match self.kind {
             ActionKind::TerminateProcess { .. } => Stage::Processes,
@@ -254,10 +249,10 @@ impl Action {
             (None, None, ActionKind::DeleteOpencodeSession { session }) => {
                 match &session.worktree_dir {
                     Some(dir) => Target::Worktree(dir.to_path_buf()).to_string(),
-                    None => self.target(),
+                    None => self.key().to_string(),
                 }
             }
-            (None, None, _) => self.target(),
+            (None, None, _) => self.key().to_string(),
         }
     }
 
@@ -319,8 +314,8 @@ impl Serialize for Target {
 /// Something the planner saw and deliberately left for later.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Pending {
-    /// A [`Target`] as text: the answers and the status carry it so.
-    pub target: String,
+    /// Serialized as its text, as the answers and the status carry it.
+    pub target: Target,
     pub why: String,
 }
 
@@ -386,8 +381,7 @@ fn plan_processes(
                 target: Target::Process {
                     pid: p.pid,
                     start_time: p.start_time,
-                }
-                .to_string(),
+                },
                 why: format!(
                     "pid {} is labelled with chat {}: {u}; kept",
                     p.pid, p.chat_id
@@ -403,8 +397,7 @@ fn plan_processes(
                 target: Target::Process {
                     pid: p.pid,
                     start_time: p.start_time,
-                }
-                .to_string(),
+                },
                 why: format!(
                     "pid {} ({}) is labelled with chat {} which has no row, {up_text} old: \
                      stopped once {} old",
@@ -493,7 +486,7 @@ fn plan_agent_rows(desired: &DesiredState, actual: &ActualState, now: SystemTime
         }
         if let Some(u) = desired.unreadable(Table::Chats, &row.chat_id) {
             out.pending.push(Pending {
-                target: Target::AgentRow(row.id.clone()).to_string(),
+                target: Target::AgentRow(row.id.clone()),
                 why: format!("{u}; the row stays open"),
             });
             continue;
@@ -507,7 +500,7 @@ fn plan_agent_rows(desired: &DesiredState, actual: &ActualState, now: SystemTime
                 // Not looked up this pass: the row waits for a pass that does.
                 None => {
                     out.pending.push(Pending {
-                        target: Target::AgentRow(row.id.clone()).to_string(),
+                        target: Target::AgentRow(row.id.clone()),
                         why: format!("{why}; recorded pid {pid} was not looked up this pass"),
                     });
                     continue;
@@ -520,7 +513,7 @@ fn plan_agent_rows(desired: &DesiredState, actual: &ActualState, now: SystemTime
                     // chat's label: it is never signalled, and the row stays
                     // open as evidence until it exits.
                     out.pending.push(Pending {
-                        target: Target::AgentRow(row.id.clone()).to_string(),
+                        target: Target::AgentRow(row.id.clone()),
                         why: format!(
                             "{why}; recorded pid {pid} is running without chat {}'s label \
                              ({}): never signalled; the row stays open until it exits",
@@ -629,7 +622,7 @@ fn plan_opencode(
         }
         if let Some(u) = desired.unreadable(Table::Chats, &row.chat_id) {
             out.pending.push(Pending {
-                target: Target::AgentRow(row.id.clone()).to_string(),
+                target: Target::AgentRow(row.id.clone()),
                 why: format!("{u}; its opencode session and row are kept"),
             });
             continue;
@@ -671,7 +664,7 @@ fn plan_opencode(
                 "opencode is off on this host (opencode.url is empty)".into(),
             )),
             OpencodeView::NotRunning { why: down } => out.pending.push(Pending {
-                target: Target::Opencode(id.to_string()).to_string(),
+                target: Target::Opencode(id.to_string()),
                 why: format!(
                     "{why}; opencode is not running ({down}): session {id} is deleted once it is \
                      back, and row {} stays open until then",
@@ -680,7 +673,7 @@ fn plan_opencode(
             }),
             OpencodeView::Failing { why: failing } => {
                 out.pending.push(Pending {
-                    target: Target::Opencode(id.to_string()).to_string(),
+                    target: Target::Opencode(id.to_string()),
                     why: format!("{why}; waiting for opencode: {failing}"),
                 });
                 waits.sessions.insert(
@@ -740,7 +733,7 @@ fn plan_opencode(
         let shown = humantime::format_duration(Duration::from_secs(old.as_secs()));
         if old < policy.opencode_orphan_min_age {
             out.pending.push(Pending {
-                target: Target::Opencode(s.id.clone()).to_string(),
+                target: Target::Opencode(s.id.clone()),
                 why: format!(
                     "no open row names opencode session {} in {}, {shown} old: deleted once {} old",
                     s.id,
@@ -815,7 +808,7 @@ fn plan_worktree_rows(
         };
         if let Some(u) = desired.unreadable(Table::Sessions, &row.session_id) {
             out.pending.push(Pending {
-                target: Target::WorktreeRow(row.id.clone()).to_string(),
+                target: Target::WorktreeRow(row.id.clone()),
                 why: format!("{u}; its worktree is kept"),
             });
             continue;
@@ -843,7 +836,7 @@ fn plan_worktree_rows(
         let row_age = age(now, row.created_at);
         if session_missing && row_age < policy.worktree_orphan_min_age {
             out.pending.push(Pending {
-                target: Target::WorktreeRow(row.id.clone()).to_string(),
+                target: Target::WorktreeRow(row.id.clone()),
                 why: format!(
                     "{reason}, but the worktree row is {} old: released once {} old",
                     humantime::format_duration(Duration::from_secs(row_age.as_secs())),
@@ -858,7 +851,7 @@ fn plan_worktree_rows(
                 .and_then(|rows| rows.iter().find(|r| r.id != row.id));
             if let Some(other) = other {
                 out.pending.push(Pending {
-                    target: Target::Worktree(path.to_path_buf()).to_string(),
+                    target: Target::Worktree(path.to_path_buf()),
                     why: format!(
                         "{reason}; but row {} of live session {} names this directory too: kept",
                         other.id, other.session_id
@@ -868,7 +861,7 @@ fn plan_worktree_rows(
             }
             if let Some(wait) = waits.for_worktree(path, Some(&row.session_id)) {
                 out.pending.push(Pending {
-                    target: Target::Worktree(path.to_path_buf()).to_string(),
+                    target: Target::Worktree(path.to_path_buf()),
                     why: format!("{reason}; {wait}"),
                 });
                 continue;
@@ -921,7 +914,7 @@ fn plan_worktree_rows(
         if let Some(d) = actual.dirs.iter().find(|d| &d.name == id) {
             claimed.insert(d.path.clone());
             out.pending.push(Pending {
-                target: Target::Worktree(d.path.to_path_buf()).to_string(),
+                target: Target::Worktree(d.path.to_path_buf()),
                 why: format!("{u}; its directory is kept"),
             });
         }
@@ -992,7 +985,7 @@ fn plan_orphan_dirs(
         if claimed.contains(&dir.path) {
             continue;
         }
-        let target = Target::Worktree(dir.path.to_path_buf()).to_string();
+        let target = Target::Worktree(dir.path.to_path_buf());
         if dir.kind != EntryKind::Directory {
             out.pending.push(Pending {
                 target,
@@ -1054,8 +1047,7 @@ fn plan_admin_entries(
             target: Target::AdminEntry {
                 repo: moved.repo_path.clone(),
                 name: moved.name.clone(),
-            }
-            .to_string(),
+            },
             why: format!(
                 "directory {} is gone but {} points at this entry: a moved worktree, \
                  never pruned (`git worktree repair {}` updates the entry)",
@@ -1076,8 +1068,7 @@ fn plan_admin_entries(
                 target: Target::AdminEntry {
                     repo: entry.repo_path.clone(),
                     name: entry.name.clone(),
-                }
-                .to_string(),
+                },
                 why: format!(
                     "directory {} is gone but session {} is live",
                     entry.worktree_path.display(),

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::act::{ActionResult, Outcome};
+use crate::act::{ActionResult, Detail, Outcome};
 use crate::plan::{Action, Pending, Scope};
 use crate::risk::AtRisk;
 use crate::store::StoreError;
@@ -207,7 +207,7 @@ impl PassReport {
             .iter()
             .filter_map(|r| match &r.outcome {
                 Outcome::KeptAtRisk { reasons, .. } => Some(KeptWorktree {
-                    target: r.target.clone(),
+                    target: r.target.to_string(),
                     worktree_id: match &r.action.kind {
                         crate::plan::ActionKind::RemoveWorktree { worktree } => {
                             worktree.row_id.clone()
@@ -216,13 +216,11 @@ impl PassReport {
                     },
                     session_id: r.action.owner.session_id.clone(),
                     reasons: reasons.clone(),
-                    checked_at: r.detail["checked_at"]
-                        .as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| {
-                            humantime::format_rfc3339_seconds(started_at).to_string()
-                        }),
-                    verdict_reused: r.detail["verdict_reused"].as_bool().unwrap_or(false),
+                    checked_at: match &r.detail {
+                        Detail::Kept(c) => c.checked_at.clone(),
+                        _ => humantime::format_rfc3339_seconds(started_at).to_string(),
+                    },
+                    verdict_reused: matches!(&r.detail, Detail::Kept(c) if c.verdict_reused),
                 }),
                 _ => None,
             })
@@ -291,7 +289,7 @@ impl PassReport {
                 let _ = writeln!(s, "nothing to do");
             }
             for a in &self.planned {
-                let _ = writeln!(s, "  would {:<22} {}  — {}", a.name(), a.target(), a.reason);
+                let _ = writeln!(s, "  would {:<22} {}  — {}", a.name(), a.key(), a.reason);
             }
         } else if self.results.is_empty() {
             let _ = writeln!(s, "nothing to do");

@@ -96,7 +96,7 @@ impl Switches {
         for action in actions {
             match self.holding_back(&action) {
                 Some(setting) => plan.pending.push(Pending {
-                    target: action.target(),
+                    target: action.key(),
                     why: format!(
                         "{} held back: {setting} is false ({})",
                         action.name(),
@@ -204,7 +204,10 @@ mod tests {
         let out = switches.apply(plan_of(vec![terminate(), remove(), refuse()]));
         assert_eq!(names(&out), vec!["terminate_process", "refuse_path"]);
         assert_eq!(out.pending.len(), 1);
-        assert_eq!(out.pending[0].target, "worktree:/tmp/booworktrees/w1");
+        assert_eq!(
+            out.pending[0].target.to_string(),
+            "worktree:/tmp/booworktrees/w1"
+        );
         assert_eq!(
             out.pending[0].why,
             "remove_worktree held back: worktrees.enabled is false (chat c1 archived 4m ago)"

@@ -288,10 +288,11 @@ async fn run_case(db: Db, case: &Case) -> Result<(), String> {
     if w.row_state("w1").await.0 != "removed" {
         return Err("row not marked removed".into());
     }
-    let archive = report.results[0].detail["archive"]["reference"]
-        .as_str()
-        .ok_or("no archive ref in the result")?
-        .to_string();
+    let archive = match &report.results[0].detail {
+        boo_reconciler::act::Detail::Removed(r) => r.archive.as_ref().map(|a| a.reference.clone()),
+        _ => None,
+    }
+    .ok_or("no archive ref in the result")?;
 
     git(&w.repo, &["gc", "-q", "--prune=now"]);
     if !git_ok(

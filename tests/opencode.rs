@@ -102,7 +102,7 @@ async fn orphan_session_under_the_root_waits_for_the_minimum_age(db: Db) {
     assert!(report
         .pending
         .iter()
-        .any(|p| p.target == format!("opencode:{orphan}")));
+        .any(|p| p.target.to_string() == format!("opencode:{orphan}")));
     assert!(oc.session_exists(&orphan), "young: kept");
 
     w.opencode_orphan_min_age = Duration::ZERO;
@@ -205,7 +205,7 @@ async fn failing(db: Db, url: String, reason: &str) {
     assert!(first
         .pending
         .iter()
-        .any(|p| p.target.ends_with("/w1") && p.why.contains("waiting for opencode")));
+        .any(|p| p.target.to_string().ends_with("/w1") && p.why.contains("waiting for opencode")));
     assert!(
         second.errors.iter().any(|e| e.contains("backing off")),
         "{:?}",

@@ -264,7 +264,10 @@ async fn one_undecodable_row_never_stops_the_host(db: Db) {
     // What the unreadable chat row may own is kept.
     assert_eq!(w.agent_row("of-cz").await.0, "open");
     assert!(
-        report.pending.iter().any(|p| p.target == "agent-row:of-cz"),
+        report
+            .pending
+            .iter()
+            .any(|p| p.target.to_string() == "agent-row:of-cz"),
         "{}",
         report.render()
     );

@@ -176,7 +176,7 @@ async fn dirty_worktree_is_kept_at_risk_and_forced_removal_archives_it(db: Db) {
     assert_eq!(report.exit_code(), exit::CONVERGED, "{}", report.render());
     assert!(!path.exists());
     assert_eq!(w.row_state("w1").await.0, "removed");
-    let archive = report.results[0].detail["archive"]["reference"]
+    let archive = report.results[0].detail.to_value()["archive"]["reference"]
         .as_str()
         .expect("archive ref in the result")
         .to_string();
@@ -442,9 +442,12 @@ async fn a_path_claimed_by_a_live_row_is_never_removed(db: Db) {
         let report = w.once(Scope::Host, force).await;
         assert!(report.results.is_empty(), "{}", report.render());
         assert!(
-            report.pending.iter().any(|p| p.target.ends_with("/w1")
-                && p.why
-                    .contains("row w2 of live session s2 names this directory too")),
+            report
+                .pending
+                .iter()
+                .any(|p| p.target.to_string().ends_with("/w1")
+                    && p.why
+                        .contains("row w2 of live session s2 names this directory too")),
             "force {force}: {}",
             report.render()
         );
@@ -510,7 +513,8 @@ async fn admin_entry_of_a_moved_worktree_is_not_pruned(db: Db) {
         report
             .pending
             .iter()
-            .any(|p| p.target.ends_with("/.git/worktrees/a") && p.why.contains("moved worktree")),
+            .any(|p| p.target.to_string().ends_with("/.git/worktrees/a")
+                && p.why.contains("moved worktree")),
         "{}",
         report.render()
     );
@@ -573,7 +577,7 @@ async fn removal_retires_exactly_the_worktree_and_the_reclaimer_frees_only_it(db
         .unwrap()
         .file_type()
         .is_symlink());
-    let detail = &report.results[0].detail;
+    let detail = report.results[0].detail.to_value();
     assert_eq!(detail["trash"], entries[0].display().to_string());
     // The plan shows what waits.
     let plan = w.plan().await;

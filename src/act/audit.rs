@@ -90,7 +90,7 @@ impl Executor {
             chat_id: r.action.owner.chat_id.clone(),
             session_id: r.action.owner.session_id.clone(),
             action: r.action.name().to_string(),
-            target: r.target.clone(),
+            target: r.target.to_string(),
             outcome: r.outcome.name().to_string(),
             reason: if text.is_empty() {
                 r.action.reason.clone()

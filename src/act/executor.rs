@@ -318,10 +318,10 @@ impl Executor {
                 }
             }
             let mut result = ActionResult {
-                target: target.to_string(),
+                target: target.clone(),
                 action,
                 outcome,
-                detail: detail.to_value(),
+                detail,
                 duration_ms: started.elapsed().as_millis() as u64,
                 intent_id: intent,
                 audit_error: None,

@@ -38,7 +38,7 @@ impl Executor {
             .write_intent(
                 &action.owner,
                 action.name(),
-                &action.target(),
+                &action.key().to_string(),
                 &action.reason,
                 detail,
             )

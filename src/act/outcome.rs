@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::terminate;
 use crate::git::archive::Archived;
-use crate::plan::Action;
+use crate::plan::{Action, Target};
 use crate::risk::AtRisk;
 
 /// What became of one action.
@@ -69,12 +69,13 @@ impl Outcome {
 #[derive(Clone, Debug, Serialize)]
 pub struct ActionResult {
     pub action: Action,
-    pub target: String,
+    /// The action's key; serialized as its text.
+    pub target: Target,
     #[serde(flatten)]
     pub outcome: Outcome,
     /// Extra facts: the archive ref of a forced removal, and the like.
-    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
-    pub detail: serde_json::Value,
+    #[serde(skip_serializing_if = "Detail::is_none")]
+    pub detail: Detail,
     pub duration_ms: u64,
     /// The `intent` audit record written before the action's destructive
     /// step, if it got that far.
@@ -90,10 +91,10 @@ impl ActionResult {
     /// The result of an action whose body did not run (or did not end).
     pub(super) fn not_run(action: Action, outcome: Outcome) -> ActionResult {
         ActionResult {
-            target: action.target(),
+            target: action.key(),
             action,
             outcome,
-            detail: serde_json::Value::Null,
+            detail: Detail::None,
             duration_ms: 0,
             intent_id: None,
             audit_error: None,
@@ -120,6 +121,10 @@ pub enum Detail {
 }
 
 impl Detail {
+    pub fn is_none(&self) -> bool {
+        *self == Detail::None
+    }
+
     /// As JSON, for the answer and the audit record.
     pub fn to_value(&self) -> serde_json::Value {
         serde_json::to_value(self).unwrap_or(serde_json::Value::Null)

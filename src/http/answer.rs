@@ -209,11 +209,11 @@ impl ActionAnswer {
     fn taken(r: &ActionResult) -> ActionAnswer {
         ActionAnswer {
             kind: r.action.name().into(),
-            target: r.target.clone(),
+            target: r.target.to_string(),
             outcome: r.outcome.name().into(),
             reason: r.action.reason.clone(),
             message: r.outcome.text(),
-            detail: r.detail.clone(),
+            detail: r.detail.to_value(),
             owner: r.action.owner.clone(),
             action: r.action.kind.clone(),
             duration_ms: Some(r.duration_ms),
@@ -227,7 +227,7 @@ impl ActionAnswer {
     fn planned(a: &Action) -> ActionAnswer {
         ActionAnswer {
             kind: a.name().into(),
-            target: a.target(),
+            target: a.key().to_string(),
             outcome: "planned".into(),
             reason: a.reason.clone(),
             message: String::new(),
@@ -493,9 +493,9 @@ mod tests {
                 },
                 reason: String::new(),
             },
-            target: String::new(),
+            target: plan::Target::AgentRow(String::new()),
             outcome,
-            detail: serde_json::Value::Null,
+            detail: crate::act::Detail::None,
             duration_ms: 0,
             intent_id: None,
             audit_error: None,

@@ -148,7 +148,10 @@ impl Fixture {
 }
 
 fn names(p: &Plan) -> Vec<(&'static str, String)> {
-    p.actions.iter().map(|a| (a.name(), a.target())).collect()
+    p.actions
+        .iter()
+        .map(|a| (a.name(), a.key().to_string()))
+        .collect()
 }
 
 #[test]
@@ -295,7 +298,10 @@ fn a_path_claimed_by_a_live_row_is_never_removed() {
     let p = f.plan();
     assert_eq!(names(&p), []);
     assert_eq!(p.pending.len(), 1, "{:?}", p.pending);
-    assert_eq!(p.pending[0].target, "worktree:/tmp/booworktrees/w1");
+    assert_eq!(
+        p.pending[0].target.to_string(),
+        "worktree:/tmp/booworktrees/w1"
+    );
     assert_eq!(
         p.pending[0].why,
         "session s1 archived 4m ago; but row w2 of live session s2 names this directory too: kept"
@@ -432,7 +438,7 @@ fn admin_entry_of_a_moved_worktree_is_not_pruned() {
     let pending = p
         .pending
         .iter()
-        .find(|x| x.target == "admin-entry:/srv/repo/.git/worktrees/a")
+        .find(|x| x.target.to_string() == "admin-entry:/srv/repo/.git/worktrees/a")
         .expect("listed as pending");
     assert!(
         pending
@@ -873,7 +879,7 @@ mod processes {
         }
         let p = f.plan();
         assert!(p.actions.is_empty(), "{:?}", p.actions);
-        let pending: Vec<&str> = p.pending.iter().map(|p| p.target.as_str()).collect();
+        let pending: Vec<String> = p.pending.iter().map(|p| p.target.to_string()).collect();
         assert_eq!(
             pending,
             [
@@ -1036,7 +1042,7 @@ mod opencode {
         assert!(p
             .pending
             .iter()
-            .any(|x| x.target == "worktree:/tmp/booworktrees/w1"
+            .any(|x| x.target.to_string() == "worktree:/tmp/booworktrees/w1"
                 && x.why.contains("waiting for opencode")));
     }
 
@@ -1049,11 +1055,14 @@ mod opencode {
         };
         let p = f.plan();
         assert!(p.actions.is_empty(), "{p:#?}");
-        assert!(p.pending.iter().any(|x| x.target == "opencode:ses_young"));
         assert!(p
             .pending
             .iter()
-            .any(|x| x.target == "worktree:/tmp/booworktrees/stray"));
+            .any(|x| x.target.to_string() == "opencode:ses_young"));
+        assert!(p
+            .pending
+            .iter()
+            .any(|x| x.target.to_string() == "worktree:/tmp/booworktrees/stray"));
 
         f.actual.opencode = OpencodeView::Listed {
             sessions: vec![listed("ses_old", "stray", 0, None)],

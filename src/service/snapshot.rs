@@ -118,7 +118,7 @@ pub struct DriftItem {
 impl DriftItem {
     fn from_result(a: &ActionResult) -> DriftItem {
         DriftItem {
-            target: a.target.clone(),
+            target: a.target.to_string(),
             kind: a.action.name().into(),
             state: a.outcome.name().into(),
             reason: a.action.reason.clone(),
@@ -127,7 +127,7 @@ impl DriftItem {
 
     fn from_pending(p: &Pending) -> DriftItem {
         DriftItem {
-            target: p.target.clone(),
+            target: p.target.to_string(),
             kind: "pending".into(),
             state: "pending".into(),
             reason: p.why.clone(),
