@@ -31,8 +31,9 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::model::{
-    age, is_wellformed_opencode_id, ActualState, AgentProcess, Backend, DesiredState, EntryKind,
-    OpencodeView, PathCheck, StaleAdminEntry, Table, WorktreeRow, WorktreeState,
+    age, is_wellformed_opencode_id, ActualState, AgentProcess, AgentSessionRow, Backend,
+    DesiredState, EntryKind, OpencodeSession, OpencodeView, PathCheck, StaleAdminEntry, Table,
+    WorktreeRow, WorktreeState,
 };
 
 /// The settings the planner applies.
@@ -454,93 +455,120 @@ fn plan_agent_rows(desired: &DesiredState, actual: &ActualState, now: SystemTime
         if row.backend != Backend::Acp {
             continue;
         }
-        let state = desired.chats.get(&row.chat_id);
-        let live = state.is_some_and(|s| s.is_live());
         if let Some((recorded, detail)) = recorded_process_gone(row, actual) {
-            let why = match state.and_then(|s| s.not_live_because(now)) {
-                None if live => format!("chat {} is live", row.chat_id),
-                None if desired.unreadable(Table::Chats, &row.chat_id).is_some() => {
-                    format!("chat {}'s row cannot be read", row.chat_id)
-                }
-                Some(why) => why,
-                None => format!("chat {} has no row", row.chat_id),
-            };
-            out.actions.push(Action {
-                kind: ActionKind::CloseAgentRow {
-                    row_id: row.id.clone(),
-                    backend: row.backend,
-                    agent: row.agent.clone(),
-                    why: detail.clone(),
-                    recorded_process: Some(recorded),
-                },
-                owner: Owner {
-                    session_id: Some(row.session_id.clone()),
-                    chat_id: Some(row.chat_id.clone()),
-                },
-                reason: format!("{why}; {detail}"),
-            });
+            let why = chat_state_text(desired, row, now);
+            out.actions
+                .push(close_row(row, &why, detail, Some(recorded)));
             continue;
         }
-        if live {
+        let Some(why) = chat_not_live(desired, row, now, "the row stays open", out) else {
             continue;
-        }
-        if let Some(u) = desired.unreadable(Table::Chats, &row.chat_id) {
-            out.pending.push(Pending {
-                target: Target::AgentRow(row.id.clone()),
-                why: format!("{u}; the row stays open"),
-            });
-            continue;
-        }
-        let why = state
-            .and_then(|s| s.not_live_because(now))
-            .unwrap_or_else(|| format!("chat {} has no row", row.chat_id));
-        let detail = match row.pid {
-            None => "no pid recorded".to_string(),
-            Some(pid) => match actual.recorded_pids.get(&pid).cloned().flatten() {
-                // Not looked up this pass: the row waits for a pass that does.
-                None => {
-                    out.pending.push(Pending {
-                        target: Target::AgentRow(row.id.clone()),
-                        why: format!("{why}; recorded pid {pid} was not looked up this pass"),
-                    });
-                    continue;
-                }
-                Some(id) if id.chat_label.as_deref() == Some(row.chat_id.as_str()) => {
-                    format!("agent pid {pid} stopped first")
-                }
-                Some(id) => {
-                    // The recorded process runs but does not carry this
-                    // chat's label: it is never signalled, and the row stays
-                    // open as evidence until it exits.
-                    out.pending.push(Pending {
-                        target: Target::AgentRow(row.id.clone()),
-                        why: format!(
-                            "{why}; recorded pid {pid} is running without chat {}'s label \
-                             ({}): never signalled; the row stays open until it exits",
-                            row.chat_id,
-                            id.chat_label
-                                .map(|l| format!("label {l}"))
-                                .unwrap_or_else(|| "no label".into())
-                        ),
-                    });
-                    continue;
-                }
-            },
         };
-        out.actions.push(Action {
-            kind: ActionKind::CloseAgentRow {
-                row_id: row.id.clone(),
-                backend: row.backend,
-                agent: row.agent.clone(),
-                why: detail.clone(),
-                recorded_process: None,
-            },
-            owner: Owner {
-                session_id: Some(row.session_id.clone()),
-                chat_id: Some(row.chat_id.clone()),
-            },
-            reason: format!("{why}; {detail}"),
+        match recorded_process_stopped(row, actual, &why) {
+            Ok(detail) => out.actions.push(close_row(row, &why, detail, None)),
+            Err(why) => out.pending.push(Pending {
+                target: Target::AgentRow(row.id.clone()),
+                why,
+            }),
+        }
+    }
+}
+
+/// How the chat of a row whose process is gone stands, for the reason:
+/// whatever it is, the row of a process that no longer exists is closed.
+fn chat_state_text(desired: &DesiredState, row: &AgentSessionRow, now: SystemTime) -> String {
+    let state = desired.chats.get(&row.chat_id);
+    match state.and_then(|s| s.not_live_because(now)) {
+        Some(why) => why,
+        None if state.is_some_and(|s| s.is_live()) => format!("chat {} is live", row.chat_id),
+        None if desired.unreadable(Table::Chats, &row.chat_id).is_some() => {
+            format!("chat {}'s row cannot be read", row.chat_id)
+        }
+        None => format!("chat {} has no row", row.chat_id),
+    }
+}
+
+/// Why the chat of `row` is not live; `None` when it is live, or when its
+/// row cannot be read (then `row` waits, pending, and `kept` says what is
+/// kept meanwhile).
+fn chat_not_live(
+    desired: &DesiredState,
+    row: &AgentSessionRow,
+    now: SystemTime,
+    kept: &str,
+    out: &mut Plan,
+) -> Option<String> {
+    let state = desired.chats.get(&row.chat_id);
+    if state.is_some_and(|s| s.is_live()) {
+        return None;
+    }
+    if let Some(u) = desired.unreadable(Table::Chats, &row.chat_id) {
+        out.pending.push(Pending {
+            target: Target::AgentRow(row.id.clone()),
+            why: format!("{u}; {kept}"),
         });
+        return None;
+    }
+    Some(
+        state
+            .and_then(|s| s.not_live_because(now))
+            .unwrap_or_else(|| format!("chat {} has no row", row.chat_id)),
+    )
+}
+
+/// For the row of a chat that is not live: why it may be closed now (its
+/// agent's process was stopped first, or none is recorded); or, `Err`, why
+/// it stays open this pass.
+fn recorded_process_stopped(
+    row: &AgentSessionRow,
+    actual: &ActualState,
+    why: &str,
+) -> Result<String, String> {
+    let Some(pid) = row.pid else {
+        return Ok("no pid recorded".to_string());
+    };
+    match actual.recorded_pids.get(&pid).cloned().flatten() {
+        // Not looked up this pass: the row waits for a pass that does.
+        None => Err(format!(
+            "{why}; recorded pid {pid} was not looked up this pass"
+        )),
+        Some(id) if id.chat_label.as_deref() == Some(row.chat_id.as_str()) => {
+            Ok(format!("agent pid {pid} stopped first"))
+        }
+        // The recorded process runs but does not carry this chat's label:
+        // it is never signalled, and the row stays open as evidence until
+        // it exits.
+        Some(id) => Err(format!(
+            "{why}; recorded pid {pid} is running without chat {}'s label \
+             ({}): never signalled; the row stays open until it exits",
+            row.chat_id,
+            id.chat_label
+                .map(|l| format!("label {l}"))
+                .unwrap_or_else(|| "no label".into())
+        )),
+    }
+}
+
+/// Closes `row`: `why` its chat is done with, `detail` why this row.
+fn close_row(
+    row: &AgentSessionRow,
+    why: &str,
+    detail: String,
+    recorded_process: Option<RecordedProcess>,
+) -> Action {
+    Action {
+        kind: ActionKind::CloseAgentRow {
+            row_id: row.id.clone(),
+            backend: row.backend,
+            agent: row.agent.clone(),
+            why: detail.clone(),
+            recorded_process,
+        },
+        owner: Owner {
+            session_id: Some(row.session_id.clone()),
+            chat_id: Some(row.chat_id.clone()),
+        },
+        reason: format!("{why}; {detail}"),
     }
 }
 
@@ -550,7 +578,7 @@ fn plan_agent_rows(desired: &DesiredState, actual: &ActualState, now: SystemTime
 /// looked up, or a process runs there with the recorded start time (or with
 /// no start time recorded to compare it to).
 fn recorded_process_gone(
-    row: &crate::model::AgentSessionRow,
+    row: &AgentSessionRow,
     actual: &ActualState,
 ) -> Option<(RecordedProcess, String)> {
     let pid = row.pid?;
@@ -606,109 +634,133 @@ fn plan_opencode(
 ) -> Waits {
     let mut waits = Waits::default();
     let mut deleting: HashSet<String> = HashSet::new();
-    let listed = match &actual.opencode {
-        OpencodeView::Listed { sessions } => Some(sessions),
-        _ => None,
-    };
-    let find = |id: &str| listed.and_then(|l| l.iter().find(|s| s.id == id));
-    let rows = desired
-        .agent_sessions
-        .iter()
-        .filter(|r| r.backend == Backend::OpencodeServer);
-    for row in rows.clone() {
-        let state = desired.chats.get(&row.chat_id);
-        if state.is_some_and(|s| s.is_live()) {
-            continue;
-        }
-        if let Some(u) = desired.unreadable(Table::Chats, &row.chat_id) {
-            out.pending.push(Pending {
-                target: Target::AgentRow(row.id.clone()),
-                why: format!("{u}; its opencode session and row are kept"),
-            });
-            continue;
-        }
-        let why = state
-            .and_then(|s| s.not_live_because(now))
-            .unwrap_or_else(|| format!("chat {} has no row", row.chat_id));
-        let owner = Owner {
-            session_id: Some(row.session_id.clone()),
-            chat_id: Some(row.chat_id.clone()),
-        };
-        let close = |detail: String| Action {
-            kind: ActionKind::CloseAgentRow {
-                row_id: row.id.clone(),
-                backend: row.backend,
-                agent: row.agent.clone(),
-                why: detail.clone(),
-                recorded_process: None,
-            },
-            owner: owner.clone(),
-            reason: format!("{why}; {detail}"),
-        };
-        let id = match row.agent_session_id.as_deref() {
-            None => {
-                out.actions
-                    .push(close("no opencode session id recorded".into()));
-                continue;
-            }
-            Some(id) if !is_wellformed_opencode_id(id) => {
-                out.actions.push(close(format!(
-                    "malformed opencode session id {id:?}: the server would answer 500, so it is never sent"
-                )));
-                continue;
-            }
-            Some(id) => id,
-        };
-        match &actual.opencode {
-            OpencodeView::Off => out.actions.push(close(
-                "opencode is off on this host (opencode.url is empty)".into(),
-            )),
-            OpencodeView::NotRunning { why: down } => out.pending.push(Pending {
-                target: Target::Opencode(id.to_string()),
-                why: format!(
-                    "{why}; opencode is not running ({down}): session {id} is deleted once it is \
-                     back, and row {} stays open until then",
-                    row.id
-                ),
-            }),
-            OpencodeView::Failing { why: failing } => {
-                out.pending.push(Pending {
-                    target: Target::Opencode(id.to_string()),
-                    why: format!("{why}; waiting for opencode: {failing}"),
-                });
-                waits.sessions.insert(
-                    row.session_id.clone(),
-                    format!("waiting for opencode to delete session {id}: {failing}"),
-                );
-            }
-            OpencodeView::Listed { .. } => {
-                if deleting.insert(id.to_string()) {
-                    let listed = find(id);
-                    out.actions.push(Action {
-                        kind: ActionKind::DeleteOpencodeSession {
-                            session: OpencodeTarget {
-                                id: id.to_string(),
-                                directory: listed.map(|s| s.directory.clone()),
-                                worktree_dir: listed.map(|s| s.worktree_dir.clone()),
-                                chat_id: Some(row.chat_id.clone()),
-                                agent: Some(row.agent.clone()),
-                                age_secs: listed.map(|s| age(now, s.created).as_secs()),
-                            },
-                        },
-                        owner: owner.clone(),
-                        reason: why.clone(),
-                    });
-                }
-                out.actions
-                    .push(close(format!("opencode session {id} deleted first")));
-            }
-        }
+    for row in opencode_rows(desired) {
+        plan_opencode_row(row, desired, actual, now, &mut deleting, &mut waits, out);
     }
-
-    let Some(sessions) = listed else {
+    let OpencodeView::Listed { sessions } = &actual.opencode else {
         return waits;
     };
-    let named: HashSet<&str> = rows.filter_map(|r| r.agent_session_id.as_deref()).collect();
+    plan_orphan_opencode(sessions, desired, actual, policy, now, &mut deleting, out);
+    // Whatever stays on the server keeps its worktree.
+    for s in sessions {
+        let goes = deleting.contains(&s.id)
+            || s.parent_id.as_deref().is_some_and(|p| deleting.contains(p));
+        if !goes {
+            waits
+                .dirs
+                .entry(s.worktree_dir.clone())
+                .or_insert_with(|| format!("opencode session {} still works in it", s.id));
+        }
+    }
+    waits
+}
+
+fn opencode_rows(desired: &DesiredState) -> impl Iterator<Item = &AgentSessionRow> + '_ {
+    desired
+        .agent_sessions
+        .iter()
+        .filter(|r| r.backend == Backend::OpencodeServer)
+}
+
+/// An open `opencode_server` row of a chat that is not live: its session
+/// deleted (once per session id), then the row closed; or, while opencode
+/// cannot be asked, both kept (and, while it fails, the session's
+/// worktree).
+fn plan_opencode_row(
+    row: &AgentSessionRow,
+    desired: &DesiredState,
+    actual: &ActualState,
+    now: SystemTime,
+    deleting: &mut HashSet<String>,
+    waits: &mut Waits,
+    out: &mut Plan,
+) {
+    let kept = "its opencode session and row are kept";
+    let Some(why) = chat_not_live(desired, row, now, kept, out) else {
+        return;
+    };
+    let owner = Owner {
+        session_id: Some(row.session_id.clone()),
+        chat_id: Some(row.chat_id.clone()),
+    };
+    let close = |detail: String| close_row(row, &why, detail, None);
+    let id = match row.agent_session_id.as_deref() {
+        None => {
+            out.actions
+                .push(close("no opencode session id recorded".into()));
+            return;
+        }
+        Some(id) if !is_wellformed_opencode_id(id) => {
+            out.actions.push(close(format!(
+                "malformed opencode session id {id:?}: the server would answer 500, so it is never sent"
+            )));
+            return;
+        }
+        Some(id) => id,
+    };
+    match &actual.opencode {
+        OpencodeView::Off => out.actions.push(close(
+            "opencode is off on this host (opencode.url is empty)".into(),
+        )),
+        OpencodeView::NotRunning { why: down } => out.pending.push(Pending {
+            target: Target::Opencode(id.to_string()),
+            why: format!(
+                "{why}; opencode is not running ({down}): session {id} is deleted once it is \
+                 back, and row {} stays open until then",
+                row.id
+            ),
+        }),
+        OpencodeView::Failing { why: failing } => {
+            out.pending.push(Pending {
+                target: Target::Opencode(id.to_string()),
+                why: format!("{why}; waiting for opencode: {failing}"),
+            });
+            waits.sessions.insert(
+                row.session_id.clone(),
+                format!("waiting for opencode to delete session {id}: {failing}"),
+            );
+        }
+        OpencodeView::Listed { .. } => {
+            if deleting.insert(id.to_string()) {
+                let listed = match &actual.opencode {
+                    OpencodeView::Listed { sessions } => sessions.iter().find(|s| s.id == id),
+                    _ => None,
+                };
+                out.actions.push(Action {
+                    kind: ActionKind::DeleteOpencodeSession {
+                        session: OpencodeTarget {
+                            id: id.to_string(),
+                            directory: listed.map(|s| s.directory.clone()),
+                            worktree_dir: listed.map(|s| s.worktree_dir.clone()),
+                            chat_id: Some(row.chat_id.clone()),
+                            agent: Some(row.agent.clone()),
+                            age_secs: listed.map(|s| age(now, s.created).as_secs()),
+                        },
+                    },
+                    owner: owner.clone(),
+                    reason: why.clone(),
+                });
+            }
+            out.actions
+                .push(close(format!("opencode session {id} deleted first")));
+        }
+    }
+}
+
+/// Sessions on the server that no open row names: deleted once older than
+/// the minimum age (a child goes with its parent).
+fn plan_orphan_opencode(
+    sessions: &[OpencodeSession],
+    desired: &DesiredState,
+    actual: &ActualState,
+    policy: &Policy,
+    now: SystemTime,
+    deleting: &mut HashSet<String>,
+    out: &mut Plan,
+) {
+    let named: HashSet<&str> = opencode_rows(desired)
+        .filter_map(|r| r.agent_session_id.as_deref())
+        .collect();
     let on_server: HashSet<&str> = sessions.iter().map(|s| s.id.as_str()).collect();
     let session_of_dir: HashMap<&PathBuf, &str> = desired
         .worktrees
@@ -765,18 +817,6 @@ fn plan_opencode(
             ),
         });
     }
-    // Whatever stays on the server keeps its worktree.
-    for s in sessions {
-        let goes = deleting.contains(&s.id)
-            || s.parent_id.as_deref().is_some_and(|p| deleting.contains(p));
-        if !goes {
-            waits
-                .dirs
-                .entry(s.worktree_dir.clone())
-                .or_insert_with(|| format!("opencode session {} still works in it", s.id));
-        }
-    }
-    waits
 }
 
 /// Plans the rows of this host; returns the directories the rows claim so
@@ -801,110 +841,19 @@ fn plan_worktree_rows(
         if let Some(d) = actual.dirs.iter().find(|d| d.name == row.id) {
             claimed.insert(d.path.clone());
         }
-
-        let owner = Owner {
-            session_id: Some(row.session_id.clone()),
-            chat_id: None,
-        };
-        if let Some(u) = desired.unreadable(Table::Sessions, &row.session_id) {
-            out.pending.push(Pending {
-                target: Target::WorktreeRow(row.id.clone()),
-                why: format!("{u}; its worktree is kept"),
-            });
-            continue;
-        }
-        let session = desired.sessions.get(&row.session_id);
-        let release = match session {
-            Some(s) => s.releases_worktree_because(now, policy.worktree_orphan_min_age),
-            None => Some(format!("session {} has no row", row.session_id)),
-        };
-        let Some(reason) = release else {
-            if row.state == WorktreeState::AtRisk {
-                out.actions.push(Action {
-                    kind: ActionKind::MarkWorktreeActive {
-                        worktree_id: row.id.clone(),
-                    },
-                    owner,
-                    reason: format!("session {} is live again", row.session_id),
-                });
-            }
+        let Some(reason) = worktree_released(desired, row, policy, now, out) else {
             continue;
         };
-        // A session row that does not exist yet may simply not be committed
-        // yet: the worktree row is young, so wait (rule 7).
-        let session_missing = session.is_none_or(|s| s.session.is_none());
-        let row_age = age(now, row.created_at);
-        if session_missing && row_age < policy.worktree_orphan_min_age {
-            out.pending.push(Pending {
-                target: Target::WorktreeRow(row.id.clone()),
-                why: format!(
-                    "{reason}, but the worktree row is {} old: released once {} old",
-                    humantime::format_duration(Duration::from_secs(row_age.as_secs())),
-                    humantime::format_duration(policy.worktree_orphan_min_age)
-                ),
-            });
-            continue;
-        }
         if let Some(PathCheck::Inside { path, exists: true }) = check {
-            let other = live_claims
-                .get(path)
-                .and_then(|rows| rows.iter().find(|r| r.id != row.id));
-            if let Some(other) = other {
+            if let Some(why) = worktree_held(row, path, &reason, &live_claims, waits) {
                 out.pending.push(Pending {
                     target: Target::Worktree(path.to_path_buf()),
-                    why: format!(
-                        "{reason}; but row {} of live session {} names this directory too: kept",
-                        other.id, other.session_id
-                    ),
-                });
-                continue;
-            }
-            if let Some(wait) = waits.for_worktree(path, Some(&row.session_id)) {
-                out.pending.push(Pending {
-                    target: Target::Worktree(path.to_path_buf()),
-                    why: format!("{reason}; {wait}"),
+                    why,
                 });
                 continue;
             }
         }
-        let kind = match check {
-            Some(PathCheck::Inside { path, exists: true }) => ActionKind::RemoveWorktree {
-                worktree: WorktreeTarget {
-                    row_id: Some(row.id.clone()),
-                    name: file_name(path),
-                    path: path.clone(),
-                    branch: row.branch.clone(),
-                    base_ref: row.base_ref.clone(),
-                    repo_path: Some(row.repo_path.clone()),
-                },
-            },
-            Some(PathCheck::Inside {
-                path,
-                exists: false,
-            }) => ActionKind::MarkWorktreeRemoved {
-                worktree_id: row.id.clone(),
-                path: path.clone(),
-            },
-            Some(PathCheck::Refused { why }) => ActionKind::RefusePath {
-                worktree_id: row.id.clone(),
-                path: row.path.clone(),
-                why: why.clone(),
-            },
-            None => ActionKind::RefusePath {
-                worktree_id: row.id.clone(),
-                path: row.path.clone(),
-                why: "path was not checked".into(),
-            },
-        };
-        let reason = match &kind {
-            ActionKind::MarkWorktreeRemoved { .. } => format!("{reason}; directory already gone"),
-            _ => reason,
-        };
-        out.actions.push(Action {
-            kind,
-            owner,
-            reason,
-        });
+        out.actions.push(released_row_action(row, check, reason));
     }
     // An unreadable worktree row still owns `<root>/<its id>`.
     for u in &desired.unreadable {
@@ -920,6 +869,141 @@ fn plan_worktree_rows(
         }
     }
     claimed
+}
+
+/// Why the session of `row` releases its worktree; `None` when it keeps
+/// it (a live session's at-risk mark is cleared) or the row must wait (its
+/// session's row cannot be read, or does not exist yet and the worktree
+/// row is young: rule 7), pushed as pending.
+fn worktree_released(
+    desired: &DesiredState,
+    row: &WorktreeRow,
+    policy: &Policy,
+    now: SystemTime,
+    out: &mut Plan,
+) -> Option<String> {
+    let wait = |why: String, out: &mut Plan| {
+        out.pending.push(Pending {
+            target: Target::WorktreeRow(row.id.clone()),
+            why,
+        });
+        None
+    };
+    if let Some(u) = desired.unreadable(Table::Sessions, &row.session_id) {
+        return wait(format!("{u}; its worktree is kept"), out);
+    }
+    let session = desired.sessions.get(&row.session_id);
+    let release = match session {
+        Some(s) => s.releases_worktree_because(now, policy.worktree_orphan_min_age),
+        None => Some(format!("session {} has no row", row.session_id)),
+    };
+    let Some(reason) = release else {
+        if row.state == WorktreeState::AtRisk {
+            out.actions.push(Action {
+                kind: ActionKind::MarkWorktreeActive {
+                    worktree_id: row.id.clone(),
+                },
+                owner: worktree_owner(row),
+                reason: format!("session {} is live again", row.session_id),
+            });
+        }
+        return None;
+    };
+    // A session row that does not exist yet may simply not be committed
+    // yet.
+    let session_missing = session.is_none_or(|s| s.session.is_none());
+    let row_age = age(now, row.created_at);
+    if session_missing && row_age < policy.worktree_orphan_min_age {
+        return wait(
+            format!(
+                "{reason}, but the worktree row is {} old: released once {} old",
+                humantime::format_duration(Duration::from_secs(row_age.as_secs())),
+                humantime::format_duration(policy.worktree_orphan_min_age)
+            ),
+            out,
+        );
+    }
+    Some(reason)
+}
+
+/// Why the existing directory of a released row must stay this pass: a
+/// row of a live session names it too, or something still works in it.
+fn worktree_held(
+    row: &WorktreeRow,
+    path: &Path,
+    reason: &str,
+    live_claims: &HashMap<PathBuf, Vec<&WorktreeRow>>,
+    waits: &Waits,
+) -> Option<String> {
+    let other = live_claims
+        .get(path)
+        .and_then(|rows| rows.iter().find(|r| r.id != row.id));
+    if let Some(other) = other {
+        return Some(format!(
+            "{reason}; but row {} of live session {} names this directory too: kept",
+            other.id, other.session_id
+        ));
+    }
+    waits
+        .for_worktree(path, Some(&row.session_id))
+        .map(|wait| format!("{reason}; {wait}"))
+}
+
+/// What to do with a released row, by what its path is.
+fn released_row_action(row: &WorktreeRow, check: Option<&PathCheck>, reason: String) -> Action {
+    let (kind, reason) = match check {
+        Some(PathCheck::Inside { path, exists: true }) => (
+            ActionKind::RemoveWorktree {
+                worktree: WorktreeTarget {
+                    row_id: Some(row.id.clone()),
+                    name: file_name(path),
+                    path: path.clone(),
+                    branch: row.branch.clone(),
+                    base_ref: row.base_ref.clone(),
+                    repo_path: Some(row.repo_path.clone()),
+                },
+            },
+            reason,
+        ),
+        Some(PathCheck::Inside {
+            path,
+            exists: false,
+        }) => (
+            ActionKind::MarkWorktreeRemoved {
+                worktree_id: row.id.clone(),
+                path: path.clone(),
+            },
+            format!("{reason}; directory already gone"),
+        ),
+        Some(PathCheck::Refused { why }) => (
+            ActionKind::RefusePath {
+                worktree_id: row.id.clone(),
+                path: row.path.clone(),
+                why: why.clone(),
+            },
+            reason,
+        ),
+        None => (
+            ActionKind::RefusePath {
+                worktree_id: row.id.clone(),
+                path: row.path.clone(),
+                why: "path was not checked".into(),
+            },
+            reason,
+        ),
+    };
+    Action {
+        kind,
+        owner: worktree_owner(row),
+        reason,
+    }
+}
+
+fn worktree_owner(row: &WorktreeRow) -> Owner {
+    Owner {
+        session_id: Some(row.session_id.clone()),
+        chat_id: None,
+    }
 }
 
 /// Whether a worktree row's session keeps its worktree, counting a session

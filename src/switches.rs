@@ -113,7 +113,7 @@ impl Switches {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{Owner, ProcessTarget, WorktreeTarget};
+    use crate::plan::{Owner, ProcessTarget, Target, WorktreeTarget};
     use std::path::PathBuf;
 
     fn action(kind: ActionKind) -> Action {
@@ -205,8 +205,8 @@ mod tests {
         assert_eq!(names(&out), vec!["terminate_process", "refuse_path"]);
         assert_eq!(out.pending.len(), 1);
         assert_eq!(
-            out.pending[0].target.to_string(),
-            "worktree:/tmp/booworktrees/w1"
+            out.pending[0].target,
+            Target::Worktree("/tmp/booworktrees/w1".into())
         );
         assert_eq!(
             out.pending[0].why,

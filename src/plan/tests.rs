@@ -298,10 +298,7 @@ fn a_path_claimed_by_a_live_row_is_never_removed() {
     let p = f.plan();
     assert_eq!(names(&p), []);
     assert_eq!(p.pending.len(), 1, "{:?}", p.pending);
-    assert_eq!(
-        p.pending[0].target.to_string(),
-        "worktree:/tmp/booworktrees/w1"
-    );
+    assert_eq!(p.pending[0].target, Target::Worktree(wt_path("w1")));
     assert_eq!(
         p.pending[0].why,
         "session s1 archived 4m ago; but row w2 of live session s2 names this directory too: kept"

@@ -22,7 +22,9 @@ pub struct Dialect {
     pub open_intents: &'static str,
 }
 
-/// The same text serves both databases.
+/// The same texts serve both databases.
+const CHATS_NAMING_OPENCODE_SESSION: &str = "SELECT DISTINCT chat_id FROM agent_sessions \
+     WHERE agent_session_id = $1 AND status = 'open' AND backend = 'opencode_server'";
 const CHATS_OF_SESSION: &str = "SELECT id FROM chats WHERE session_id = $1 ORDER BY id";
 
 /// The distinct repositories of a host, one index seek per repository
@@ -38,8 +40,7 @@ const REPOSITORIES_OF_HOST: &str = "WITH RECURSIVE r(repo_path) AS ( \
          SELECT repo_path FROM r WHERE repo_path IS NOT NULL ORDER BY repo_path";
 
 pub static POSTGRES: Dialect = Dialect {
-    chats_naming_opencode_session: "SELECT DISTINCT chat_id FROM agent_sessions \
-         WHERE agent_session_id = $1 AND status = 'open' AND backend = 'opencode_server'",
+    chats_naming_opencode_session: CHATS_NAMING_OPENCODE_SESSION,
     chats_of_session: CHATS_OF_SESSION,
     repositories_of_host: REPOSITORIES_OF_HOST,
     worktrees_of_host: "SELECT id, session_id, repo_path, path, branch, base_ref, state, \
@@ -101,8 +102,7 @@ pub static POSTGRES: Dialect = Dialect {
 };
 
 pub static SQLITE: Dialect = Dialect {
-    chats_naming_opencode_session: "SELECT DISTINCT chat_id FROM agent_sessions \
-         WHERE agent_session_id = $1 AND status = 'open' AND backend = 'opencode_server'",
+    chats_naming_opencode_session: CHATS_NAMING_OPENCODE_SESSION,
     chats_of_session: CHATS_OF_SESSION,
     repositories_of_host: REPOSITORIES_OF_HOST,
     worktrees_of_host: "SELECT id, session_id, repo_path, path, branch, base_ref, state, \
