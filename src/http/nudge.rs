@@ -1,0 +1,250 @@
+//! The nudges: a pass now for a chat, a session or the host, answered
+//! with what it did.
+
+use std::time::SystemTime;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use crate::controller::queue::QueueError;
+use crate::controller::{Mode, Trigger};
+use crate::plan::Scope;
+use crate::report::StateUnreadable;
+use crate::service::Service;
+
+use super::answer::{json, Health, Legacy, NudgeAnswer, Readiness, Subject};
+use super::input::{bad_request, error, parse_flags, path_id, Flags};
+use super::routes::IdOf;
+use super::{App, METRICS_CONTENT_TYPE};
+
+pub(super) async fn reconcile_host(State(app): State<App>, RawQuery(query): RawQuery) -> Response {
+    let flags = match parse_flags(query.as_deref()) {
+        Ok(f) => f,
+        Err(e) => return bad_request(e),
+    };
+    nudge(app, Scope::Host, flags, "host", false).await
+}
+
+pub(super) async fn nudge_by_id(
+    app: App,
+    of: IdOf,
+    path: Result<Path<String>, PathRejection>,
+    query: Option<String>,
+    label: &'static str,
+    legacy: bool,
+) -> Response {
+    let id = match path_id(of, path) {
+        Ok(id) => id,
+        Err(e) => return bad_request(e),
+    };
+    let flags = match parse_flags(query.as_deref()) {
+        Ok(f) => f,
+        Err(e) => return bad_request(e),
+    };
+    let scope = match of {
+        IdOf::Chat => Scope::Chat(id),
+        IdOf::Session => Scope::Session(id),
+    };
+    nudge(app, scope, flags, label, legacy).await
+}
+
+pub(super) async fn nudge(
+    app: App,
+    scope: Scope,
+    flags: Flags,
+    label: &'static str,
+    legacy: bool,
+) -> Response {
+    let service = &app.service;
+    service
+        .metrics
+        .nudges_total
+        .with_label_values(&[label])
+        .inc();
+    let mode = if flags.dry_run {
+        Mode::DryRun
+    } else {
+        Mode::act(flags.force)
+    };
+    let report = match service.reconcile(scope.clone(), mode, Trigger::Nudge).await {
+        Ok(r) => r,
+        Err(e) => return queue_error(&e),
+    };
+    let (subject, mut errors) = subject(service, &scope).await;
+    let legacy = match (&scope, legacy) {
+        (_, false) | (Scope::Host, _) => None,
+        (Scope::Chat(id), true) => Some(Legacy::chat(&report, id)),
+        (Scope::Session(id), true) => {
+            let chats = match service.controller.store.chats_of_session(id).await {
+                Ok(chats) => chats,
+                Err(e) => {
+                    errors.push(format!(
+                        "cannot read the chats of session {id}: {e}; \
+                         only those the pass acted for are answered for"
+                    ));
+                    Vec::new()
+                }
+            };
+            Some(Legacy::session(&report, id, &chats))
+        }
+    };
+    let mut body = NudgeAnswer::of(&report, subject, errors);
+    body.legacy = legacy;
+    nudge_response(report.state_unreadable, &body)
+}
+
+/// Who the nudge was about and whether they are live now, by the store's
+/// one reading of liveness; why that could not be read, if it could not.
+pub(super) async fn subject(service: &Service, scope: &Scope) -> (Subject, Vec<String>) {
+    let store = &service.controller.store;
+    let (of, id, read) = match scope {
+        Scope::Host => return (Subject::Host {}, Vec::new()),
+        Scope::Chat(id) => (IdOf::Chat, id, store.chat_liveness(id).await),
+        Scope::Session(id) => {
+            let young = service.controller.config.worktrees.orphan_min_age;
+            let read = store.session_liveness(id, SystemTime::now(), young).await;
+            (IdOf::Session, id, read)
+        }
+    };
+    let (live, known, errors) = match read {
+        Ok(l) => (Some(l.live), Some(l.known), Vec::new()),
+        Err(e) => (
+            None,
+            None,
+            vec![format!(
+                "cannot read whether {} {id} is live: {e}",
+                of.name()
+            )],
+        ),
+    };
+    let id = id.clone();
+    let subject = match of {
+        IdOf::Chat => Subject::Chat {
+            chat_id: id,
+            live,
+            known,
+        },
+        IdOf::Session => Subject::Session {
+            session_id: id,
+            live,
+            known,
+        },
+    };
+    (subject, errors)
+}
+
+/// A pass that read its state answers 200 whatever its actions came to
+/// (the body says what failed); one that could not read it did nothing,
+/// and the status says whether trying again soon may help.
+pub(super) fn nudge_response<T: Serialize>(
+    unreadable: Option<StateUnreadable>,
+    body: &T,
+) -> Response {
+    let status = match unreadable {
+        None => StatusCode::OK,
+        Some(StateUnreadable::DatabaseUnreachable) => StatusCode::SERVICE_UNAVAILABLE,
+        Some(StateUnreadable::Other) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let mut r = json(status, body);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    r
+}
+
+/// The run did not happen or did not finish: 503, try again.
+pub(super) fn queue_error(e: &QueueError) -> Response {
+    let message = match e {
+        QueueError::Timeout(_) => format!("{e}: the run was abandoned; try again"),
+        QueueError::StillWorking { .. } => {
+            format!("{e}; a follow-up run waits for it: try again")
+        }
+        // Shutting down, or (once the service can stand by) not acting for
+        // this host: the message says which.
+        #[allow(unreachable_patterns)]
+        _ => e.to_string(),
+    };
+    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, message);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    r
+}
+
+pub(super) async fn status(State(app): State<App>) -> Response {
+    Json(app.service.status()).into_response()
+}
+
+pub(super) async fn healthz() -> Response {
+    json(StatusCode::OK, &Health { ok: true })
+}
+
+pub(super) async fn readyz(State(app): State<App>) -> Response {
+    match app.service.ready().await {
+        Ok(()) => json(
+            StatusCode::OK,
+            &Readiness {
+                ready: true,
+                error: None,
+            },
+        ),
+        Err(why) => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &Readiness {
+                ready: false,
+                error: Some(why),
+            },
+        ),
+    }
+}
+
+pub(super) async fn metrics(State(app): State<App>) -> Response {
+    (
+        [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
+        app.service.metrics.render(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nudge_answers_by_whether_its_pass_read_its_state() {
+        let cases = [
+            (None, StatusCode::OK, None),
+            (
+                Some(StateUnreadable::DatabaseUnreachable),
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("5"),
+            ),
+            (
+                Some(StateUnreadable::Other),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+            ),
+        ];
+        for (unreadable, status, retry_after) in cases {
+            let mut body = serde_json::Map::new();
+            body.insert("ok".into(), serde_json::json!(false));
+            let r = nudge_response(unreadable, &body);
+            assert_eq!(r.status(), status, "{unreadable:?}");
+            assert_eq!(
+                r.headers()
+                    .get(header::RETRY_AFTER)
+                    .map(|v| v.to_str().unwrap()),
+                retry_after,
+                "{unreadable:?}"
+            );
+            assert_eq!(
+                r.headers().get(header::CONTENT_TYPE).unwrap(),
+                "application/json"
+            );
+        }
+    }
+}
