@@ -34,15 +34,10 @@ fn bin_with_root(dir: &std::path::Path) -> Command {
 #[test]
 fn bad_configuration_value_exits_2_and_names_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    let (code, err) = code_and_stderr(
-        bin_in(dir.path())
-            .env("BOO_RECONCILER_LOOP_INTERVAL", "soon")
-            .arg("plan"),
-    );
-    assert_eq!(code, Some(2));
-    assert!(err.contains("loop.interval"), "{err}");
-    assert!(err.contains("soon"), "{err}");
-    assert!(err.contains("BOO_RECONCILER_LOOP_INTERVAL"), "{err}");
+    let mut plan = bin_in(dir.path());
+    plan.env("BOO_RECONCILER_LOOP_INTERVAL", "soon").arg("plan");
+    let needles = ["loop.interval", "soon", "BOO_RECONCILER_LOOP_INTERVAL"];
+    expect_exit(code_and_stderr(&mut plan), 2, &needles);
 }
 
 #[test]
@@ -50,10 +45,8 @@ fn bad_value_in_file_exits_2_and_names_key_and_file() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("c.toml");
     std::fs::write(&file, "[loop]\nmax_parallel_actions = 0\n").unwrap();
-    let (code, err) = code_and_stderr(bin_in(dir.path()).arg("--config").arg(&file).arg("once"));
-    assert_eq!(code, Some(2));
-    assert!(err.contains("loop.max_parallel_actions"), "{err}");
-    assert!(err.contains("c.toml"), "{err}");
+    let got = code_and_stderr(bin_in(dir.path()).arg("--config").arg(&file).arg("once"));
+    expect_exit(got, 2, &["loop.max_parallel_actions", "c.toml"]);
 }
 
 #[test]
@@ -62,28 +55,21 @@ fn root_that_is_a_symlink_or_slash_is_refused_with_exit_2() {
     let link = dir.path().join("link");
     std::os::unix::fs::symlink(dir.path(), &link).unwrap();
     for root in ["/".to_string(), link.display().to_string()] {
-        let (code, err) =
-            code_and_stderr(bin_in(dir.path()).args(["--worktree-root", &root, "plan"]));
-        assert_eq!(code, Some(2), "{root}");
-        assert!(err.contains("worktree root"), "{err}");
+        let got = code_and_stderr(bin_in(dir.path()).args(["--worktree-root", &root, "plan"]));
+        expect_exit(got, 2, &["worktree root"]);
     }
 }
 
 #[test]
 fn unreachable_database_names_the_url_without_password() {
     let dir = tempfile::tempdir().unwrap();
-    let (code, err) = code_and_stderr(
-        bin_in(dir.path())
-            .args([
-                "--database-url",
-                "postgres://boo:hunter2@127.0.0.1:1/nowhere",
-                "--worktree-root",
-            ])
-            .arg(dir.path().join("root"))
-            .arg("once"),
-    );
-    assert_eq!(code, Some(1));
-    assert!(err.contains("127.0.0.1:1/nowhere"), "{err}");
+    let mut once = bin_with_root(dir.path());
+    once.args([
+        "--database-url",
+        "postgres://boo:hunter2@127.0.0.1:1/nowhere",
+    ])
+    .arg("once");
+    let err = expect_exit(code_and_stderr(&mut once), 1, &["127.0.0.1:1/nowhere"]);
     assert!(!err.contains("hunter2"), "{err}");
 }
 
@@ -123,57 +109,22 @@ fn plan_creates_nothing_not_even_the_root_or_the_database() {
 
 #[test]
 fn run_stops_cleanly_on_sigterm_and_logs_json() {
-    use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
-    let mut child = bin_with_root(dir.path())
-        .args([
-            "--set",
-            "loop.interval=1h",
-            "--set",
-            "http.listen=127.0.0.1:0",
-            "--log-format",
-            "json",
-            "run",
-        ])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut seen = Vec::new();
+    // Every line must parse as JSON: `spawn_run`'s reader panics at one
+    // that does not, and the messages awaited never come.
+    let (mut child, rx) = spawn_hourly(&mut bin_with_root(dir.path()), "127.0.0.1:0", &[]);
     // The first pass runs at start; wait for its summary.
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        let v: serde_json::Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
-        let msg = v["fields"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        seen.push(msg.clone());
-        if msg == "pass finished" {
-            break;
-        }
-    }
+    let seen = wait_for(&rx, "pass finished");
     assert!(seen.iter().any(|m| m == "controller started"), "{seen:?}");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(0));
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
+    stops_cleanly_on_sigterm(&mut child, &rx);
 }
 
 #[test]
 fn run_refuses_a_remote_listen_address_without_a_token() {
     let dir = tempfile::tempdir().unwrap();
-    let (code, err) =
+    let got =
         code_and_stderr(bin_with_root(dir.path()).args(["--set", "http.listen=0.0.0.0:0", "run"]));
-    assert_eq!(code, Some(2));
-    assert!(err.contains("http.token"), "{err}");
-    assert!(err.contains("allow_insecure_remote"), "{err}");
+    expect_exit(got, 2, &["http.token", "allow_insecure_remote"]);
 }
 
 /// Runs `plan` in a fresh directory with `env` and `args`; its exit code
@@ -198,6 +149,16 @@ fn code_and_stderr(cmd: &mut Command) -> (Option<i32>, String) {
     )
 }
 
+/// Checks that a run ([`code_and_stderr`]'s answer) exited with `code` and
+/// named each of `needles` on standard error; that standard error.
+fn expect_exit((got, err): (Option<i32>, String), code: i32, needles: &[&str]) -> String {
+    assert_eq!(got, Some(code), "expected one naming {needles:?}: {err}");
+    for needle in needles {
+        assert!(err.contains(needle), "no {needle:?} in: {err}");
+    }
+    err
+}
+
 #[test]
 fn a_label_that_ordinary_processes_carry_is_refused() {
     for (key, value) in [
@@ -205,50 +166,44 @@ fn a_label_that_ordinary_processes_carry_is_refused() {
         ("processes.agent_label", "HOME"),
         ("processes.session_label", "LC_ALL"),
     ] {
-        let (code, err) = plan_with(&[], &["--set", &format!("{key}={value}")]);
-        assert_eq!(code, Some(2), "{key}={value}: {err}");
-        assert!(err.contains(key), "{err}");
-        assert!(err.contains(&format!("{value:?}")), "{err}");
-        assert!(err.contains("from the command line"), "{err}");
-        assert!(err.contains("ordinary processes do not carry"), "{err}");
+        let got = plan_with(&[], &["--set", &format!("{key}={value}")]);
+        let needles = [
+            key,
+            &format!("{value:?}"),
+            "from the command line",
+            "ordinary processes do not carry",
+        ];
+        expect_exit(got, 2, &needles);
     }
-    let (code, err) = plan_with(&[("BOO_RECONCILER_PROCESSES_CHAT_LABEL", "boo_chat")], &[]);
-    assert_eq!(code, Some(2), "{err}");
-    assert!(
-        err.contains("from BOO_RECONCILER_PROCESSES_CHAT_LABEL"),
-        "{err}"
-    );
+    let got = plan_with(&[("BOO_RECONCILER_PROCESSES_CHAT_LABEL", "boo_chat")], &[]);
+    expect_exit(got, 2, &["from BOO_RECONCILER_PROCESSES_CHAT_LABEL"]);
 }
 
 #[test]
 fn two_labels_with_one_name_are_refused() {
-    let (code, err) = plan_with(
+    let got = plan_with(
         &[("BOO_RECONCILER_PROCESSES_CHAT_LABEL", "MY_LABEL")],
         &["--set", "processes.agent_label=MY_LABEL"],
     );
-    assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("processes.agent_label"), "{err}");
-    assert!(err.contains("processes.chat_label"), "{err}");
+    expect_exit(got, 2, &["processes.agent_label", "processes.chat_label"]);
 }
 
 #[test]
 fn an_unknown_boo_reconciler_variable_exits_2_naming_the_closest_setting() {
-    let (code, err) = plan_with(&[("BOO_RECONCILER_WORKTREE_ROOT", "/srv/elsewhere")], &[]);
-    assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("BOO_RECONCILER_WORKTREE_ROOT"), "{err}");
-    assert!(err.contains("BOO_RECONCILER_WORKTREES_ROOT"), "{err}");
-    assert!(err.contains("worktrees.root"), "{err}");
+    let got = plan_with(&[("BOO_RECONCILER_WORKTREE_ROOT", "/srv/elsewhere")], &[]);
+    let needles = [
+        "BOO_RECONCILER_WORKTREE_ROOT",
+        "BOO_RECONCILER_WORKTREES_ROOT",
+        "worktrees.root",
+    ];
+    expect_exit(got, 2, &needles);
     // The token and the log filter are variables of the prefix too.
     let dir = tempfile::tempdir().unwrap();
-    let (code, err) = code_and_stderr(
-        bin_in(dir.path())
-            .env("BOO_RECONCILER_TOKEN", "t0ken")
-            .env("BOO_RECONCILER_LOG", "info")
-            .arg("--worktree-root")
-            .arg(dir.path().join("root"))
-            .arg("once"),
-    );
-    assert_eq!(code, Some(0), "{err}");
+    let mut once = bin_with_root(dir.path());
+    once.env("BOO_RECONCILER_TOKEN", "t0ken")
+        .env("BOO_RECONCILER_LOG", "info")
+        .arg("once");
+    expect_exit(code_and_stderr(&mut once), 0, &[]);
 }
 
 #[test]
@@ -261,42 +216,24 @@ fn a_duration_beyond_the_bound_exits_2_never_a_panic() {
             "BOO_RECONCILER_PROCESSES_TERM_GRACE",
         ),
     ] {
-        let (code, err) = plan_with(&[(var, "4000000000000000h")], &[]);
-        assert_eq!(code, Some(2), "{key}: {err}");
-        assert!(err.contains(key), "{err}");
-        assert!(err.contains("4000000000000000h"), "{err}");
-        assert!(err.contains(var), "{err}");
-        assert!(err.contains("at most 365d"), "{err}");
+        let got = plan_with(&[(var, "4000000000000000h")], &[]);
+        expect_exit(got, 2, &[key, "4000000000000000h", var, "at most 365d"]);
     }
 }
 
 #[test]
 fn run_at_the_duration_bound_serves_status_and_stops_on_sigterm() {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{Read, Write};
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut child = bin_with_root(dir.path())
-        .args(["--set", &format!("http.listen=127.0.0.1:{port}")])
-        .args([
-            "--set",
-            "loop.interval=365d",
-            "--set",
-            "loop.jitter=365d",
-            "--set",
-            "loop.pass_timeout=365d",
-            "--log-format",
-            "json",
-            "run",
-        ])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        if line.unwrap().contains("pass finished") {
-            break;
-        }
-    }
+    let (mut child, rx) = spawn_run(
+        bin_with_root(dir.path())
+            .args(["--set", &format!("http.listen=127.0.0.1:{port}")])
+            .args(["--set", "loop.interval=365d", "--set", "loop.jitter=365d"])
+            .args(["--set", "loop.pass_timeout=365d"]),
+        &[],
+    );
+    wait_for(&rx, "pass finished");
     // The next pass is due in a year: /status shows it rather than panic.
     let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
@@ -306,11 +243,7 @@ fn run_at_the_duration_bound_serves_status_and_stops_on_sigterm() {
     let mut answer = String::new();
     conn.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    signal(&child, nix::sys::signal::Signal::SIGTERM);
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
 
@@ -318,11 +251,8 @@ fn run_at_the_duration_bound_serves_status_and_stops_on_sigterm() {
 fn a_root_inside_a_system_directory_exits_2() {
     for root in ["/usr/lib", "/etc/ssh", "/var/lib/postgresql/15"] {
         let dir = tempfile::tempdir().unwrap();
-        let (code, err) =
-            code_and_stderr(bin_in(dir.path()).args(["--worktree-root", root, "once"]));
-        assert_eq!(code, Some(2), "{root}: {err}");
-        assert!(err.contains(root), "{err}");
-        assert!(err.contains("lies inside the system directory"), "{err}");
+        let got = code_and_stderr(bin_in(dir.path()).args(["--worktree-root", root, "once"]));
+        expect_exit(got, 2, &[root, "lies inside the system directory"]);
         assert!(!dir.path().join("boo-reconciler.db").exists());
     }
 }
@@ -332,16 +262,16 @@ fn a_root_that_contains_the_database_or_the_configuration_file_exits_2() {
     // The embedded default database, in the working directory, inside the
     // root.
     let dir = tempfile::tempdir().unwrap();
-    let (code, err) = code_and_stderr(
+    let got = code_and_stderr(
         bin_in(dir.path())
             .arg("--worktree-root")
             .arg(dir.path())
             .arg("once"),
     );
-    assert_eq!(code, Some(2), "{err}");
-    assert!(
-        err.contains("contains the database file (database.url) boo-reconciler.db"),
-        "{err}"
+    expect_exit(
+        got,
+        2,
+        &["contains the database file (database.url) boo-reconciler.db"],
     );
     assert!(!dir.path().join("boo-reconciler.db").exists());
 
@@ -349,17 +279,13 @@ fn a_root_that_contains_the_database_or_the_configuration_file_exits_2() {
     std::fs::create_dir(&root).unwrap();
     let file = root.join("c.toml");
     std::fs::write(&file, "[loop]\ninterval = \"1m\"\n").unwrap();
-    let (code, err) = code_and_stderr(
-        bin_in(dir.path())
-            .arg("--config")
-            .arg(&file)
-            .arg("--worktree-root")
-            .arg(&root)
-            .arg("plan"),
-    );
-    assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("contains the configuration file"), "{err}");
-    assert!(err.contains("c.toml"), "{err}");
+    let mut plan = bin_in(dir.path());
+    plan.arg("--config")
+        .arg(&file)
+        .arg("--worktree-root")
+        .arg(&root);
+    let got = code_and_stderr(plan.arg("plan"));
+    expect_exit(got, 2, &["contains the configuration file", "c.toml"]);
 }
 
 #[test]
@@ -456,6 +382,19 @@ fn spawn_run(cmd: &mut Command, run_args: &[&str]) -> (Daemon, std::sync::mpsc::
     (Daemon(child), rx)
 }
 
+/// [`spawn_run`] with the HTTP server on `listen` and the next pass an
+/// hour away: only the first pass runs within a test.
+fn spawn_hourly(
+    cmd: &mut Command,
+    listen: &str,
+    run_args: &[&str],
+) -> (Daemon, std::sync::mpsc::Receiver<String>) {
+    cmd.args(["--set", "loop.interval=1h"])
+        .arg("--set")
+        .arg(format!("http.listen={listen}"));
+    spawn_run(cmd, run_args)
+}
+
 /// Waits for the message `want`; every message seen until then.
 fn wait_for(rx: &std::sync::mpsc::Receiver<String>, want: &str) -> Vec<String> {
     let mut seen = Vec::new();
@@ -472,16 +411,20 @@ fn signal(child: &std::process::Child, signal: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
 }
 
+/// Sends `child` SIGTERM and checks that it exits 0, having logged that it
+/// stopped.
+fn stops_cleanly_on_sigterm(child: &mut Daemon, rx: &std::sync::mpsc::Receiver<String>) {
+    signal(child, nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let rest: Vec<String> = rx.iter().collect();
+    assert!(rest.iter().any(|m| m == "stopped"), "{rest:?}");
+}
+
 #[test]
 fn sighup_is_logged_and_ignored_and_run_still_stops_cleanly_on_sigterm() {
     use nix::sys::signal::Signal;
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, rx) = spawn_run(
-        bin_with_root(dir.path())
-            .args(["--set", "loop.interval=1h"])
-            .args(["--set", "http.listen=127.0.0.1:0"]),
-        &[],
-    );
+    let (mut child, rx) = spawn_hourly(&mut bin_with_root(dir.path()), "127.0.0.1:0", &[]);
     wait_for(&rx, "pass finished");
     for _ in 0..3 {
         signal(&child, Signal::SIGHUP);
@@ -492,10 +435,7 @@ fn sighup_is_logged_and_ignored_and_run_still_stops_cleanly_on_sigterm() {
         assert!(seen.is_empty(), "{seen:?}");
     }
     assert!(child.try_wait().unwrap().is_none(), "run died on SIGHUP");
-    signal(&child, Signal::SIGTERM);
-    assert_eq!(child.wait().unwrap().code(), Some(0));
-    let rest: Vec<String> = rx.iter().collect();
-    assert!(rest.iter().any(|m| m == "stopped"), "{rest:?}");
+    stops_cleanly_on_sigterm(&mut child, &rx);
 }
 
 /// A worktree `<root>/w1` of a repository holding `dirs` × `files`
@@ -586,12 +526,7 @@ fn sighup_during_a_removal_does_not_stop_it() {
     let full = entries().unwrap();
     assert_eq!(full, DIRS + 1, "the directories and .git");
 
-    let (mut child, rx) = spawn_run(
-        w.bin()
-            .args(["--set", "loop.interval=1h"])
-            .args(["--set", "http.listen=127.0.0.1:0"]),
-        &[],
-    );
+    let (mut child, rx) = spawn_hourly(&mut w.bin(), "127.0.0.1:0", &[]);
     // The first pass retires the worktree into the trash at once; the
     // reclaimer then deletes its files in the background: SIGHUP once that
     // deletion has begun.
@@ -645,12 +580,7 @@ fn sighup_during_a_removal_does_not_stop_it() {
 fn run_dry_run_plans_reports_and_answers_nudges_and_acts_on_nothing() {
     let w = ArchivedWorktree::new(2, 2);
     let port = free_port();
-    let (mut child, rx) = spawn_run(
-        w.bin()
-            .args(["--set", "loop.interval=1h"])
-            .args(["--set", &format!("http.listen=127.0.0.1:{port}")]),
-        &["--dry-run"],
-    );
+    let (mut child, rx) = spawn_hourly(&mut w.bin(), &format!("127.0.0.1:{port}"), &["--dry-run"]);
     let seen = wait_for(&rx, "pass finished");
     assert!(
         seen.iter()
@@ -728,25 +658,23 @@ fn a_set_before_the_command_still_counts_when_another_follows_it() {
     // `--set` after it: both apply (the root named must be the one used).
     let dir = tempfile::tempdir().unwrap();
     let gone = dir.path().join("not-this-root");
-    let (code, err) = code_and_stderr(
-        bin_in(dir.path())
-            .arg("--set")
-            .arg(format!("worktrees.root={}", gone.display()))
-            .args(["plan", "--set", "loop.interval=5s"]),
+    let mut plan = bin_in(dir.path());
+    plan.arg("--set")
+        .arg(format!("worktrees.root={}", gone.display()))
+        .args(["plan", "--set", "loop.interval=5s"]);
+    expect_exit(
+        code_and_stderr(&mut plan),
+        2,
+        &[&gone.display().to_string()],
     );
-    assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains(&gone.display().to_string()), "{err}");
 
-    let (code, err) = code_and_stderr(bin_in(dir.path()).args([
+    let twice = [
         "--worktree-root",
         "/tmp/a",
         "plan",
         "--worktree-root",
         "/tmp/b",
-    ]));
-    assert_eq!(code, Some(2), "{err}");
-    assert!(
-        err.contains("--worktree-root given more than once"),
-        "{err}"
-    );
+    ];
+    let got = code_and_stderr(bin_in(dir.path()).args(twice));
+    expect_exit(got, 2, &["--worktree-root given more than once"]);
 }

@@ -20,7 +20,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{free_port, git, set_all, world_command, Db, World, HOST};
+use common::{free_port, git, set_all, world_command, Db, Tree, World, HOST};
 
 both_databases!(
     a_crash_right_after_the_rename_converges,
@@ -76,37 +76,9 @@ fn assert_killed(o: &Output) {
     );
 }
 
-/// Every file under `dir` with its contents, sorted; `.git` directories
-/// left out (git's own bookkeeping).
-///
-/// Not `worktrees.rs`'s `files`, on purpose: this one looks at trees a
-/// crashed process left half way (a retired worktree the reclaimer was
-/// deleting, directories that go while it walks), so a directory it cannot
-/// read is skipped rather than failing the test, and the main repository's
-/// `.git`, which a removal's prune rewrites, is not compared.
+/// Every file under `dir` with its contents, as a crash may have left it.
 fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        let Ok(entries) = fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries {
-            let p = e.unwrap().path();
-            let meta = fs::symlink_metadata(&p).unwrap();
-            if meta.is_dir() {
-                if p.file_name().is_some_and(|n| n == ".git") {
-                    continue;
-                }
-                todo.push(p);
-            } else {
-                let rel = p.strip_prefix(dir).unwrap().display().to_string();
-                out.push((rel, fs::read(&p).unwrap_or_default()));
-            }
-        }
-    }
-    out.sort();
-    out
+    common::files(dir, Tree::HalfWay)
 }
 
 fn trash_entries(w: &World) -> Vec<PathBuf> {

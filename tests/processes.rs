@@ -16,6 +16,7 @@ both_databases!(
     recorded_pid_with_another_start_time_is_never_signalled_and_its_row_closed,
     live_chat_agent_survives_deleted_chat_agent_is_stopped_young_orphan_survives,
     process_in_a_worktree_keeps_it_unless_it_is_an_agent_of_a_dead_chat,
+    an_agent_stopped_inside_a_removed_worktree_is_audited_by_pid_and_start_time,
     row_whose_process_no_longer_exists_is_closed_even_for_a_live_chat,
 );
 
@@ -284,17 +285,45 @@ async fn process_in_a_worktree_keeps_it_unless_it_is_an_agent_of_a_dead_chat(db:
     editor.wait().unwrap();
 
     // A labelled agent of the dead chat in the worktree: stopped, then the
-    // worktree goes. Its label names a chat of another session, so the
-    // worktree removal itself has to clear it.
+    // worktree goes.
+    agent_of_a_dead_chat_stopped_inside(&w, &path).await;
+    assert!(!path.exists());
+    assert_eq!(w.row_state("w1").await.0, "removed");
+}
+
+/// Starts an agent of a dead chat in `path`, a worktree of session s1, and
+/// checks that a pass over s1 converges with it gone; its pid and start
+/// time. Its label names a chat of another session, so only the worktree's
+/// removal itself can stop it.
+async fn agent_of_a_dead_chat_stopped_inside(w: &World, path: &std::path::Path) -> (i32, u64) {
     w.session("s9", "archived").await;
     w.chat("c9", "s9", "archived").await;
-    let agent = w.agent("c9", "s9", "exec sleep 1000", &path);
+    let agent = w.agent("c9", "s9", "exec sleep 1000", path);
     let (pid, start) = (agent.pid(), agent.start_time());
     let report = w.once(Scope::Session("s1".into()), false).await;
     assert_eq!(report.exit_code(), exit::CONVERGED, "{}", report.render());
     assert!(!alive(pid, start));
-    assert!(!path.exists());
-    assert_eq!(w.row_state("w1").await.0, "removed");
+    (pid, start)
+}
+
+async fn an_agent_stopped_inside_a_removed_worktree_is_audited_by_pid_and_start_time(db: Db) {
+    let w = World::new(db).await;
+    let path = w.chat_worktree("s1", "c1", "w1", "archived").await;
+    // Stopped by the removal of w1, not by a termination the planner
+    // planned.
+    let (pid, start) = agent_of_a_dead_chat_stopped_inside(&w, &path).await;
+    let audit = w.audit().await;
+    let stopped: Vec<_> = audit
+        .iter()
+        .filter(|a| a.action == "terminate_process")
+        .map(|a| (a.outcome.as_str(), a.target.as_str()))
+        .collect();
+    let target = format!("process:{pid}@{start}");
+    assert_eq!(
+        stopped,
+        vec![("intent", target.as_str()), ("done", target.as_str())],
+        "the same identity as a planned termination's: {audit:?}"
+    );
 }
 
 /// The real ACP agent the orchestrator runs: qwen-code (pinned in

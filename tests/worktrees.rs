@@ -13,7 +13,7 @@ use boo_reconciler::act::{ActionResult, Outcome, RunOptions};
 use boo_reconciler::controller::Controller;
 use boo_reconciler::plan::{Plan, Scope};
 use boo_reconciler::report::exit;
-use common::{detached_worktree, git, git_ok, Db, World};
+use common::{detached_worktree, git, git_ok, Db, Tree, World};
 use tokio_util::sync::CancellationToken;
 
 both_databases!(
@@ -35,28 +35,8 @@ both_databases!(
 );
 
 /// Every file under `dir` (the `.git` file too) with its contents, sorted.
-///
-/// Not `crash.rs`'s `files`, on purpose: here the tree must be read whole
-/// (a directory it cannot read fails the test, since it would hide a
-/// change), and a worktree's `.git` file is part of what must stay
-/// untouched.
 fn files(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            let meta = fs::symlink_metadata(&p).unwrap();
-            if meta.is_dir() {
-                todo.push(p);
-            } else {
-                let rel = p.strip_prefix(dir).unwrap().display().to_string();
-                out.push((rel, fs::read(&p).unwrap_or_default()));
-            }
-        }
-    }
-    out.sort();
-    out
+    common::files(dir, Tree::Whole)
 }
 
 /// One sweep of `controller`'s trash reclaimer, to its end.

@@ -142,7 +142,7 @@ impl Executor {
         target: &terminate::Target,
     ) -> Result<(), String> {
         let name = "terminate_process";
-        let what = format!("process:{}", target.pid);
+        let what = target.key().to_string();
         let reason = format!(
             "an agent of chat {} inside a worktree being removed",
             target.chat_id

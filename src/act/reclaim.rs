@@ -340,17 +340,8 @@ impl Reclaimer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::act::trash::testing::{fixture, Tmpfs};
     use std::fs;
-
-    fn fixture() -> (tempfile::TempDir, WorktreeRoot, PathBuf) {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().join("root");
-        let outside = tmp.path().join("outside");
-        fs::create_dir_all(&root).unwrap();
-        fs::create_dir_all(&outside).unwrap();
-        fs::write(outside.join("keep.txt"), "keep").unwrap();
-        (tmp, WorktreeRoot::prepare(&root).unwrap(), outside)
-    }
 
     fn retire_tree(root: &WorktreeRoot, id: &str, files: usize) -> PathBuf {
         let wt = root.path().join(id);
@@ -424,21 +415,14 @@ mod tests {
         let (_tmp, root, _outside) = fixture();
         let entry = retire_tree(&root, "w1", 1);
         // A mount point inside: the safe removal refuses it.
-        let mnt = entry.join("a");
-        let mounted = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "tmpfs"])
-            .arg(&mnt)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !mounted {
-            eprintln!("skipping: cannot mount a tmpfs (needs root)");
+        let Some(tmpfs) = Tmpfs::mount(&entry.join("a")) else {
             return;
-        }
+        };
         let r = Arc::new(Reclaimer::new(root.clone(), 1));
         let swept = r.sweep(&CancellationToken::new()).await;
         let status = r.status();
         let again = r.sweep(&CancellationToken::new()).await;
-        let _ = std::process::Command::new("umount").arg(&mnt).status();
+        drop(tmpfs);
         assert_eq!(swept.reclaimed, 0);
         assert_eq!(swept.failed.len(), 1, "{swept:?}");
         assert_eq!(swept.failed[0].0, entry);

@@ -39,6 +39,19 @@ pub struct Target {
     pub chat_id: String,
 }
 
+impl Target {
+    /// What the audit, the claims and the backoff know this process by:
+    /// the key [`crate::plan::Action::key`] gives a planned termination of
+    /// it, so that a stop decided during a removal reads as one planned
+    /// (and a reused pid never as the process it was).
+    pub fn key(&self) -> crate::plan::Target {
+        crate::plan::Target::Process {
+            pid: self.pid,
+            start_time: self.start_time,
+        }
+    }
+}
+
 impl From<&crate::model::AgentProcess> for Target {
     fn from(p: &crate::model::AgentProcess) -> Self {
         Target {

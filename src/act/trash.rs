@@ -265,21 +265,56 @@ pub fn estimate_bytes(path: &Path) -> u64 {
         .sum()
 }
 
+/// What the trash's tests and the reclaimer's share.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod testing {
     use std::fs;
+    use std::path::{Path, PathBuf};
 
-    fn fixture() -> (tempfile::TempDir, WorktreeRoot, PathBuf) {
+    use crate::root::WorktreeRoot;
+
+    /// A prepared worktree root and, beside it, a directory `outside`
+    /// holding `keep.txt` ("keep"), which nothing may touch.
+    pub(crate) fn fixture() -> (tempfile::TempDir, WorktreeRoot, PathBuf) {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("root");
         let outside = tmp.path().join("outside");
         fs::create_dir_all(&root).unwrap();
         fs::create_dir_all(&outside).unwrap();
         fs::write(outside.join("keep.txt"), "keep").unwrap();
-        let root = WorktreeRoot::prepare(&root).unwrap();
-        (tmp, root, outside)
+        (tmp, WorktreeRoot::prepare(&root).unwrap(), outside)
     }
+
+    /// A tmpfs mounted at `at` until dropped. None where this run cannot
+    /// mount one (it needs root): the test then skips, and says so.
+    pub(crate) struct Tmpfs(PathBuf);
+
+    impl Tmpfs {
+        pub(crate) fn mount(at: &Path) -> Option<Tmpfs> {
+            let mounted = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "tmpfs"])
+                .arg(at)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !mounted {
+                eprintln!("skipping: cannot mount a tmpfs (needs root)");
+            }
+            mounted.then(|| Tmpfs(at.to_path_buf()))
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{fixture, Tmpfs};
+    use super::*;
+    use std::fs;
 
     #[test]
     fn entry_names_round_trip_and_foreign_names_are_refused() {
@@ -357,19 +392,11 @@ mod tests {
         let wt = root.path().join("w1");
         fs::create_dir_all(&wt).unwrap();
         fs::create_dir_all(trash_path(&root)).unwrap();
-        let mounted = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "tmpfs"])
-            .arg(trash_path(&root))
-            .status()
-            .is_ok_and(|s| s.success());
-        if !mounted {
-            eprintln!("skipping: cannot mount a tmpfs (needs root)");
+        let Some(tmpfs) = Tmpfs::mount(&trash_path(&root)) else {
             return;
-        }
+        };
         let r = retire(&root, &wt, SystemTime::now());
-        let _ = std::process::Command::new("umount")
-            .arg(trash_path(&root))
-            .status();
+        drop(tmpfs);
         assert!(
             matches!(&r, Ok(Retired::CannotRename { why }) if why.contains("EXDEV")),
             "{r:?}"

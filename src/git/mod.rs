@@ -18,6 +18,8 @@ pub mod status;
 pub mod verify;
 
 #[cfg(test)]
+pub(crate) mod scenes;
+#[cfg(test)]
 pub(crate) mod testutil;
 
 use std::path::PathBuf;

@@ -1346,7 +1346,26 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+    use crate::git::scenes::{
+        commit_file, commit_on_a_deleted_branch, conflicted_merge, init_repo,
+    };
     use crate::git::testutil::{precious, set_exec, write, Fixture};
+
+    /// What every preflight of these tests asks, unless it says otherwise
+    /// (`..request(wt, &globs)`): the worktree `wt` on branch `b` from
+    /// `main`, every reason, each reach asked of `git rev-list`.
+    fn request<'a>(wt: &'a Path, globs: &'a GlobSet) -> Preflight<'a> {
+        Preflight {
+            worktree: wt,
+            branch: Some("b"),
+            base_ref: Some("main"),
+            repo_path: None,
+            precious: globs,
+            timeout: crate::git::cli::DEFAULT_TIMEOUT,
+            depth: Depth::All,
+            refs: None,
+        }
+    }
 
     /// The full preflight, after checking on every state these tests build
     /// that the one that stops at the first finding agrees with it (nothing
@@ -1358,14 +1377,11 @@ mod tests {
         let cache = RefsCache::default();
         let at = |depth, refs| {
             preflight(&Preflight {
-                worktree: wt,
                 branch,
                 base_ref: base,
-                repo_path: None,
-                precious: &globs,
-                timeout: crate::git::cli::DEFAULT_TIMEOUT,
                 depth,
                 refs,
+                ..request(wt, &globs)
             })
         };
         let first = at(Depth::First, None);
@@ -1389,19 +1405,16 @@ mod tests {
         all
     }
 
-    /// The git commands the full preflight of `wt` runs with `cache`.
-    fn commands(wt: &Path, cache: &RefsCache) -> Vec<String> {
+    /// Checks whether the full preflight of `wt` with `cache` runs `git
+    /// rev-list`, as `expected` says.
+    fn assert_rev_list(wt: &Path, cache: &RefsCache, expected: bool) {
+        let globs = precious();
         let (_, cost) = preflight_costed(&Preflight {
-            worktree: wt,
-            branch: Some("b"),
-            base_ref: Some("main"),
-            repo_path: None,
-            precious: &precious(),
-            timeout: crate::git::cli::DEFAULT_TIMEOUT,
-            depth: Depth::All,
             refs: Some(cache),
+            ..request(wt, &globs)
         });
-        cost.git.into_iter().map(|(name, _)| name).collect()
+        let ran: Vec<String> = cost.git.into_iter().map(|(name, _)| name).collect();
+        assert_eq!(ran.contains(&"rev-list".into()), expected, "{ran:?}");
     }
 
     /// The preflight of a worktree made by [`Fixture::worktree`] with
@@ -1419,135 +1432,142 @@ mod tests {
         r.into_iter().next().unwrap()
     }
 
-    #[test]
-    fn a_head_another_ref_names_needs_no_rev_list() {
+    /// The one reason [`check`] finds in `wt`.
+    fn the_reason(wt: &Path) -> AtRisk {
+        only(check(wt))
+    }
+
+    /// A fresh fixture and its worktree `w` on branch `b`.
+    fn worktree() -> (Fixture, PathBuf) {
         let f = Fixture::new();
         let wt = f.worktree("w", "b");
+        (f, wt)
+    }
+
+    /// The reason of `kind` that lists `paths`, every one it counts.
+    fn listing(kind: &str, paths: &[&str]) -> AtRisk {
+        let count = paths.len();
+        let paths = paths.iter().map(|p| p.to_string()).collect();
+        match kind {
+            "staged" => AtRisk::Staged { count, paths },
+            "unstaged" => AtRisk::Unstaged { count, paths },
+            "untracked" => AtRisk::Untracked { count, paths },
+            "conflicts" => AtRisk::Conflicts { count, paths },
+            "hidden_changes" => AtRisk::HiddenChanges { count, paths },
+            "precious_ignored" => AtRisk::PreciousIgnored { count, paths },
+            _ => panic!("a {kind} reason lists no paths"),
+        }
+    }
+
+    /// The reason `commits` (newest first) give, with HEAD at `head`.
+    fn unmerged(head: &str, commits: &[&str]) -> AtRisk {
+        AtRisk::UnmergedCommits {
+            count: commits.len(),
+            head: head.to_string(),
+            commits: commits.iter().map(|c| c.to_string()).collect(),
+        }
+    }
+
+    fn in_progress(operation: &str) -> AtRisk {
+        AtRisk::OperationInProgress {
+            operation: operation.to_string(),
+        }
+    }
+
+    fn nested_at(path: &str) -> AtRisk {
+        AtRisk::NestedRepository {
+            path: path.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_head_another_ref_names_needs_no_rev_list() {
+        let (f, wt) = worktree();
         let cache = RefsCache::default();
         assert_eq!(check(&wt), vec![]);
-        let ran = commands(&wt, &cache);
-        assert!(!ran.contains(&"rev-list".into()), "{ran:?}");
+        assert_rev_list(&wt, &cache, false);
         // A lightweight tag at a commit of the branch names it too.
-        write(&wt.join("new.txt"), "x\n");
-        let c = f.commit_all(&wt, "tagged");
+        let c = commit_file(&f, &wt, "new.txt", "x\n", "tagged");
         f.git(&f.repo, &["tag", "t1", &c]);
         assert_eq!(check(&wt), vec![]);
-        let ran = commands(&wt, &cache);
-        assert!(!ran.contains(&"rev-list".into()), "{ran:?}");
+        assert_rev_list(&wt, &cache, false);
     }
 
     #[test]
     fn a_head_only_its_own_branch_or_a_per_worktree_ref_names_is_left_to_rev_list() {
-        let f = Fixture::new();
-        let wt = f.worktree("w", "b");
+        let (f, wt) = worktree();
         let cache = RefsCache::default();
-        write(&wt.join("new.txt"), "x\n");
-        let c = f.commit_all(&wt, "only on b");
-        assert!(commands(&wt, &cache).contains(&"rev-list".into()));
-        assert_eq!(
-            only(check(&wt)),
-            AtRisk::UnmergedCommits {
-                count: 1,
-                head: c.clone(),
-                commits: vec![c.clone()]
-            }
-        );
+        let c = commit_file(&f, &wt, "new.txt", "x\n", "only on b");
+        assert_rev_list(&wt, &cache, true);
+        assert_eq!(the_reason(&wt), unmerged(&c, &[&c]));
         // A per-worktree ref vanishes with the worktree: it names the
         // commit, but does not keep it.
         f.git(&wt, &["update-ref", "refs/worktree/keep", &c]);
         f.git(&wt, &["checkout", "-q", "--detach"]);
-        assert!(commands(&wt, &cache).contains(&"rev-list".into()));
+        assert_rev_list(&wt, &cache, true);
         assert_eq!(kinds(&check(&wt)), vec!["unmerged_commits"]);
         // An annotated tag names a tag object, not the commit: rev-list
         // decides, and the tag keeps it.
         f.git(&f.repo, &["tag", "-a", "-m", "v1", "v1", &c]);
-        assert!(commands(&wt, &cache).contains(&"rev-list".into()));
+        assert_rev_list(&wt, &cache, true);
         assert_eq!(check(&wt), vec![]);
     }
 
     #[test]
     fn clean_worktree_has_no_reasons() {
-        let f = Fixture::new();
-        let wt = f.worktree("w", "b");
+        let (f, wt) = worktree();
         assert_eq!(check(&wt), vec![]);
         // Without a base ref too: the branch tip is main's tip.
         assert_eq!(run(&wt, None, None), vec![]);
         // A merged branch is reachable from main.
-        write(&wt.join("new.txt"), "x\n");
-        f.commit_all(&wt, "add new");
+        commit_file(&f, &wt, "new.txt", "x\n", "add new");
         f.git(&f.repo, &["merge", "-q", "--no-ff", "-m", "merge b", "b"]);
         assert_eq!(check(&wt), vec![]);
     }
 
     #[test]
     fn staged_change() {
-        let f = Fixture::new();
-        let wt = f.worktree("w", "b");
+        let (f, wt) = worktree();
         write(&wt.join("README"), "changed\n");
         write(&wt.join("added.txt"), "new\n");
         f.git(&wt, &["add", "README", "added.txt"]);
-        assert_eq!(
-            only(check(&wt)),
-            AtRisk::Staged {
-                count: 2,
-                paths: vec!["README".into(), "added.txt".into()]
-            }
-        );
+        let expected = listing("staged", &["README", "added.txt"]);
+        assert_eq!(the_reason(&wt), expected);
     }
 
     #[test]
     fn unstaged_change() {
-        let f = Fixture::new();
-        let wt = f.worktree("w", "b");
+        let (_f, wt) = worktree();
         write(&wt.join("README"), "changed\n");
         fs::remove_file(wt.join("lib.txt")).unwrap();
-        assert_eq!(
-            only(check(&wt)),
-            AtRisk::Unstaged {
-                count: 2,
-                paths: vec!["README".into(), "lib.txt".into()]
-            }
-        );
+        let expected = listing("unstaged", &["README", "lib.txt"]);
+        assert_eq!(the_reason(&wt), expected);
     }
 
     #[test]
     fn exec_bit_change_is_unstaged() {
-        let f = Fixture::new();
-        let wt = f.worktree("w", "b");
+        let (_f, wt) = worktree();
         set_exec(&wt.join("README"));
-        assert_eq!(
-            only(check(&wt)),
-            AtRisk::Unstaged {
-                count: 1,
-                paths: vec!["README".into()]
-            }
-        );
+        assert_eq!(the_reason(&wt), listing("unstaged", &["README"]));
     }
 
     #[test]
     fn untracked_files_are_listed_inside_untracked_directories() {
-        let f = Fixture::new();
-        let wt = f.worktree("w", "b");
+        let (_f, wt) = worktree();
         write(&wt.join("notes.md"), "x\n");
         write(&wt.join("new/deep/file.txt"), "x\n");
         symlink("README", wt.join("link")).unwrap();
-        assert_eq!(
-            only(check(&wt)),
-            AtRisk::Untracked {
-                count: 3,
-                paths: vec!["link".into(), "new/deep/file.txt".into(), "notes.md".into()]
-            }
-        );
+        let expected = listing("untracked", &["link", "new/deep/file.txt", "notes.md"]);
+        assert_eq!(the_reason(&wt), expected);
     }
 
     #[test]
     fn untracked_paths_are_sampled() {
-        let f = Fixture::new();
-        let wt = f.worktree("w", "b");
+        let (_f, wt) = worktree();
         for i in 0..25 {
             write(&wt.join(format!("gen/f{i:02}.txt")), "x\n");
         }
-        match only(check(&wt)) {
+        match the_reason(&wt) {
             AtRisk::Untracked { count, paths } => {
                 assert_eq!(count, 25);
                 assert_eq!(paths.len(), SAMPLE);
@@ -1559,45 +1579,21 @@ mod tests {
 
     #[test]
     fn conflicts_and_merge_in_progress() {
-        let f = Fixture::new();
-        let wt = f.worktree("w", "b");
-        write(&wt.join("README"), "ours\n");
-        f.commit_all(&wt, "ours");
-        write(&f.repo.join("README"), "theirs\n");
-        f.commit_all(&f.repo, "theirs");
-        let out = f.try_git(&wt, &["merge", "main"]);
-        assert!(!out.status.success());
+        let (f, wt) = worktree();
+        conflicted_merge(&f, &wt);
         let r = check(&wt);
-        assert!(
-            r.contains(&AtRisk::Conflicts {
-                count: 1,
-                paths: vec!["README".into()]
-            }),
-            "{r:?}"
-        );
-        assert!(r.contains(&AtRisk::OperationInProgress {
-            operation: "merge".into()
-        }));
+        assert!(r.contains(&listing("conflicts", &["README"])), "{r:?}");
+        assert!(r.contains(&in_progress("merge")));
         // Commit "ours" is on branch b only.
         assert!(kinds(&r).contains(&"unmerged_commits"), "{r:?}");
     }
 
     #[test]
     fn branch_commits_reachable_from_nothing_else() {
-        let f = Fixture::new();
-        let wt = f.worktree("w", "b");
-        write(&wt.join("feature.txt"), "feature\n");
-        let c1 = f.commit_all(&wt, "feature 1");
-        write(&wt.join("feature.txt"), "feature 2\n");
-        let c2 = f.commit_all(&wt, "feature 2");
-        assert_eq!(
-            only(check(&wt)),
-            AtRisk::UnmergedCommits {
-                count: 2,
-                head: c2.clone(),
-                commits: vec![c2.clone(), c1.clone()],
-            }
-        );
+        let (f, wt) = worktree();
+        let c1 = commit_file(&f, &wt, "feature.txt", "feature\n", "feature 1");
+        let c2 = commit_file(&f, &wt, "feature.txt", "feature 2\n", "feature 2");
+        assert_eq!(the_reason(&wt), unmerged(&c2, &[&c2, &c1]));
         // Another branch keeps them: not at risk.
         f.git(&f.repo, &["branch", "keep", "b"]);
         assert_eq!(check(&wt), vec![]);
@@ -1617,45 +1613,24 @@ mod tests {
 
     #[test]
     fn detached_head_commits_are_unmerged() {
-        let f = Fixture::new();
-        let wt = f.worktree("w", "b");
+        let (f, wt) = worktree();
         f.git(&wt, &["checkout", "-q", "--detach"]);
-        write(&wt.join("detached.txt"), "x\n");
-        let c = f.commit_all(&wt, "on detached head");
-        let expected = AtRisk::UnmergedCommits {
-            count: 1,
-            head: c.clone(),
-            commits: vec![c.clone()],
-        };
-        assert_eq!(only(check(&wt)), expected);
+        let c = commit_file(&f, &wt, "detached.txt", "x\n", "on detached head");
+        let expected = unmerged(&c, &[&c]);
+        assert_eq!(the_reason(&wt), expected);
         assert_eq!(only(run(&wt, None, None)), expected);
         // Another worktree detached at the same commit does not count.
-        let other = f.root.join("other");
-        f.git(
-            &f.repo,
-            &[
-                "worktree",
-                "add",
-                "-q",
-                "--detach",
-                other.to_str().unwrap(),
-                &c,
-            ],
-        );
-        assert_eq!(only(check(&wt)), expected);
+        f.detached("other", &c);
+        assert_eq!(the_reason(&wt), expected);
     }
 
     #[test]
     fn rebase_merged_branch_is_not_at_risk() {
-        let f = Fixture::new();
-        let wt = f.worktree("w", "b");
-        write(&wt.join("a.txt"), "a\n");
-        f.commit_all(&wt, "a");
-        write(&wt.join("b.txt"), "b\n");
-        f.commit_all(&wt, "b");
+        let (f, wt) = worktree();
+        commit_file(&f, &wt, "a.txt", "a\n", "a");
+        commit_file(&f, &wt, "b.txt", "b\n", "b");
         // main moves on, then takes the branch's commits rebased on top.
-        write(&f.repo.join("other.txt"), "o\n");
-        f.commit_all(&f.repo, "other");
+        commit_file(&f, &f.repo, "other.txt", "o\n", "other");
         f.git(&f.repo, &["cherry-pick", "main..b"]);
         assert_ne!(f.rev(&f.repo, "main^"), f.rev(&wt, "HEAD"));
         assert_eq!(check(&wt), vec![]);
@@ -1670,21 +1645,16 @@ mod tests {
 
     #[test]
     fn squash_merged_branch_is_not_at_risk() {
-        let f = Fixture::new();
-        let wt = f.worktree("w", "b");
-        write(&wt.join("a.txt"), "a\n");
-        f.commit_all(&wt, "a");
-        write(&wt.join("lib.txt"), "one\ntwo\nTHREE\nfour\nfive\n");
-        f.commit_all(&wt, "b");
-        write(&f.repo.join("other.txt"), "o\n");
-        f.commit_all(&f.repo, "other");
+        let (f, wt) = worktree();
+        commit_file(&f, &wt, "a.txt", "a\n", "a");
+        commit_file(&f, &wt, "lib.txt", "one\ntwo\nTHREE\nfour\nfive\n", "b");
+        commit_file(&f, &f.repo, "other.txt", "o\n", "other");
         f.git(&f.repo, &["merge", "-q", "--squash", "b"]);
         f.git(&f.repo, &["commit", "-q", "-m", "squashed b"]);
         assert_eq!(check(&wt), vec![]);
         // A commit after the squash is work again.
-        write(&wt.join("c.txt"), "c\n");
-        let c = f.commit_all(&wt, "c");
-        match only(check(&wt)) {
+        let c = commit_file(&f, &wt, "c.txt", "c\n", "c");
+        match the_reason(&wt) {
             AtRisk::UnmergedCommits { commits, .. } => assert_eq!(commits[0], c),
             other => panic!("{other:?}"),
         }
@@ -1692,29 +1662,17 @@ mod tests {
 
     #[test]
     fn partly_merged_branch_lists_only_the_rest() {
-        let f = Fixture::new();
-        let wt = f.worktree("w", "b");
-        write(&wt.join("a.txt"), "a\n");
-        f.commit_all(&wt, "a");
-        write(&wt.join("b.txt"), "b\n");
-        let b = f.commit_all(&wt, "b");
+        let (f, wt) = worktree();
+        commit_file(&f, &wt, "a.txt", "a\n", "a");
+        let b = commit_file(&f, &wt, "b.txt", "b\n", "b");
         f.git(&f.repo, &["cherry-pick", "b~1"]);
-        assert_eq!(
-            only(check(&wt)),
-            AtRisk::UnmergedCommits {
-                count: 1,
-                head: b.clone(),
-                commits: vec![b]
-            }
-        );
+        assert_eq!(the_reason(&wt), unmerged(&b, &[&b]));
     }
 
     #[test]
     fn rebase_stopped_on_a_clean_tree() {
-        let f = Fixture::new();
-        let wt = f.worktree("w", "b");
-        write(&wt.join("a.txt"), "a\n");
-        f.commit_all(&wt, "a");
+        let (f, wt) = worktree();
+        commit_file(&f, &wt, "a.txt", "a\n", "a");
         f.git(&f.repo, &["branch", "keep", "b"]); // the commit is safe; only the rebase counts
         let out = f
             .cmd(&wt)
@@ -1724,104 +1682,61 @@ mod tests {
             .unwrap();
         assert!(out.status.success(), "{out:?}");
         assert_eq!(f.git(&wt, &["status", "--porcelain"]), "");
-        assert_eq!(
-            only(check(&wt)),
-            AtRisk::OperationInProgress {
-                operation: "rebase".into()
-            }
-        );
+        assert_eq!(the_reason(&wt), in_progress("rebase"));
     }
 
     #[test]
     fn bisect_in_progress() {
-        let f = Fixture::new();
-        let wt = f.worktree("w", "b");
+        let (f, wt) = worktree();
         f.git(&wt, &["bisect", "start"]);
-        assert_eq!(
-            only(check(&wt)),
-            AtRisk::OperationInProgress {
-                operation: "bisect".into()
-            }
-        );
+        assert_eq!(the_reason(&wt), in_progress("bisect"));
     }
 
     #[test]
     fn cherry_pick_and_revert_in_progress() {
-        let f = Fixture::new();
-        let wt = f.worktree("w", "b");
-        write(&f.repo.join("README"), "theirs\n");
-        f.commit_all(&f.repo, "theirs");
-        write(&wt.join("README"), "ours\n");
-        f.commit_all(&wt, "ours");
+        let (f, wt) = worktree();
+        commit_file(&f, &f.repo, "README", "theirs\n", "theirs");
+        commit_file(&f, &wt, "README", "ours\n", "ours");
         f.git(&f.repo, &["branch", "keep", "b"]);
         assert!(!f.try_git(&wt, &["cherry-pick", "main"]).status.success());
         let r = check(&wt);
-        assert!(
-            r.contains(&AtRisk::OperationInProgress {
-                operation: "cherry-pick".into()
-            }),
-            "{r:?}"
-        );
+        assert!(r.contains(&in_progress("cherry-pick")), "{r:?}");
         f.git(&wt, &["cherry-pick", "--abort"]);
         assert_eq!(check(&wt), vec![]);
     }
 
     #[test]
     fn revert_in_progress() {
-        let f = Fixture::new();
-        let wt = f.worktree("w", "b");
-        write(&wt.join("README"), "v2\n");
-        f.commit_all(&wt, "v2");
-        write(&wt.join("README"), "v3\n");
-        f.commit_all(&wt, "v3");
+        let (f, wt) = worktree();
+        commit_file(&f, &wt, "README", "v2\n", "v2");
+        commit_file(&f, &wt, "README", "v3\n", "v3");
         f.git(&f.repo, &["branch", "keep", "b"]);
         // Reverting v2 conflicts with v3.
-        assert!(!f
-            .try_git(&wt, &["revert", "--no-edit", "HEAD~1"])
-            .status
-            .success());
+        let revert = f.try_git(&wt, &["revert", "--no-edit", "HEAD~1"]);
+        assert!(!revert.status.success());
         let r = check(&wt);
-        assert!(
-            r.contains(&AtRisk::OperationInProgress {
-                operation: "revert".into()
-            }),
-            "{r:?}"
-        );
+        assert!(r.contains(&in_progress("revert")), "{r:?}");
     }
 
     #[test]
     fn locked_worktree_with_reason() {
-        let f = Fixture::new();
-        let wt = f.worktree("w", "b");
-        f.git(
-            &f.repo,
-            &[
-                "worktree",
-                "lock",
-                "--reason",
-                "on a USB stick",
-                wt.to_str().unwrap(),
-            ],
-        );
-        assert_eq!(
-            only(check(&wt)),
-            AtRisk::Locked {
-                reason: Some("on a USB stick".into())
-            }
-        );
-        f.git(&f.repo, &["worktree", "unlock", wt.to_str().unwrap()]);
-        f.git(&f.repo, &["worktree", "lock", wt.to_str().unwrap()]);
-        assert_eq!(only(check(&wt)), AtRisk::Locked { reason: None });
+        let (f, wt) = worktree();
+        let path = wt.to_str().unwrap();
+        let why = "on a USB stick";
+        f.git(&f.repo, &["worktree", "lock", "--reason", why, path]);
+        let reason = Some(why.to_string());
+        assert_eq!(the_reason(&wt), AtRisk::Locked { reason });
+        f.git(&f.repo, &["worktree", "unlock", path]);
+        f.git(&f.repo, &["worktree", "lock", path]);
+        assert_eq!(the_reason(&wt), AtRisk::Locked { reason: None });
     }
 
     /// A repository to use as a submodule, and a worktree of the fixture
     /// whose branch `b` records it at `sub`.
-    fn with_submodule(f: &Fixture) -> std::path::PathBuf {
+    fn with_submodule(f: &Fixture) -> PathBuf {
         let upstream = f.tmp.path().join("subrepo");
-        fs::create_dir_all(&upstream).unwrap();
-        f.git(&upstream, &["init", "-q"]);
-        write(&upstream.join("s.txt"), "s\n");
-        f.commit_all(&upstream, "sub initial");
+        init_repo(f, &upstream);
+        commit_file(f, &upstream, "s.txt", "s\n", "sub initial");
         f.git(
             &f.repo,
             &["submodule", "add", "-q", upstream.to_str().unwrap(), "sub"],
@@ -1832,6 +1747,18 @@ mod tests {
         wt
     }
 
+    /// The one [`AtRisk::Submodule`] reason of `r`, which must be for
+    /// `sub`: its detail.
+    fn submodule_detail(r: &[AtRisk]) -> &str {
+        match r.iter().find(|r| matches!(r, AtRisk::Submodule { .. })) {
+            Some(AtRisk::Submodule { path, detail }) => {
+                assert_eq!(path, "sub");
+                detail
+            }
+            _ => panic!("{r:?}"),
+        }
+    }
+
     #[test]
     fn submodule_with_uncommitted_changes() {
         let f = Fixture::new();
@@ -1839,14 +1766,10 @@ mod tests {
         assert_eq!(check(&wt), vec![]);
         write(&wt.join("sub/s.txt"), "changed\n");
         write(&wt.join("sub/new.txt"), "new\n");
-        match only(check(&wt)) {
-            AtRisk::Submodule { path, detail } => {
-                assert_eq!(path, "sub");
-                assert!(detail.contains("modified content"), "{detail}");
-                assert!(detail.contains("untracked content"), "{detail}");
-            }
-            other => panic!("{other:?}"),
-        }
+        let r = vec![the_reason(&wt)];
+        let detail = submodule_detail(&r);
+        assert!(detail.contains("modified content"), "{detail}");
+        assert!(detail.contains("untracked content"), "{detail}");
     }
 
     #[test]
@@ -1855,23 +1778,13 @@ mod tests {
         let wt = with_submodule(&f);
         let sub = wt.join("sub");
         f.git(&sub, &["checkout", "-q", "-b", "work"]);
-        write(&sub.join("s.txt"), "local\n");
-        f.commit_all(&sub, "local only");
+        commit_file(&f, &sub, "s.txt", "local\n", "local only");
         let r = check(&wt);
-        let sub_reason = r
-            .iter()
-            .find(|r| matches!(r, AtRisk::Submodule { .. }))
-            .unwrap_or_else(|| panic!("{r:?}"));
-        match sub_reason {
-            AtRisk::Submodule { path, detail } => {
-                assert_eq!(path, "sub");
-                assert!(
-                    detail.contains("1 commit(s) on no remote-tracking ref"),
-                    "{detail}"
-                );
-            }
-            _ => unreachable!(),
-        }
+        let detail = submodule_detail(&r);
+        assert!(
+            detail.contains("1 commit(s) on no remote-tracking ref"),
+            "{detail}"
+        );
     }
 
     #[test]
@@ -1879,67 +1792,39 @@ mod tests {
         let f = Fixture::new();
         let wt = with_submodule(&f);
         let upstream = f.tmp.path().join("subrepo");
-        write(&upstream.join("s.txt"), "upstream 2\n");
-        f.commit_all(&upstream, "sub 2");
+        commit_file(&f, &upstream, "s.txt", "upstream 2\n", "sub 2");
         let sub = wt.join("sub");
         f.git(&sub, &["fetch", "-q", "origin"]);
         f.git(&sub, &["checkout", "-q", "--detach", "origin/main"]);
         f.git(&wt, &["add", "sub"]);
-        assert_eq!(
-            only(check(&wt)),
-            AtRisk::Staged {
-                count: 1,
-                paths: vec!["sub".into()]
-            }
-        );
+        assert_eq!(the_reason(&wt), listing("staged", &["sub"]));
     }
 
     #[test]
     fn nested_repository() {
-        let f = Fixture::new();
-        let wt = f.worktree("w", "b");
+        let (f, wt) = worktree();
         let nested = wt.join("vendor/lib");
-        fs::create_dir_all(&nested).unwrap();
-        f.git(&nested, &["init", "-q"]);
-        write(&nested.join("x.txt"), "x\n");
-        f.commit_all(&nested, "nested");
-        assert_eq!(
-            only(check(&wt)),
-            AtRisk::NestedRepository {
-                path: "vendor/lib".into()
-            }
-        );
+        init_repo(&f, &nested);
+        commit_file(&f, &nested, "x.txt", "x\n", "nested");
+        assert_eq!(the_reason(&wt), nested_at("vendor/lib"));
         // Also inside an ignored directory.
         fs::rename(wt.join("vendor"), wt.join("node_modules")).unwrap();
-        assert_eq!(
-            only(check(&wt)),
-            AtRisk::NestedRepository {
-                path: "node_modules/lib".into()
-            }
-        );
+        assert_eq!(the_reason(&wt), nested_at("node_modules/lib"));
     }
 
     #[test]
     fn assume_unchanged_change_is_hidden_change() {
-        let f = Fixture::new();
-        let wt = f.worktree("w", "b");
+        let (f, wt) = worktree();
         f.git(&wt, &["update-index", "--assume-unchanged", "README"]);
         assert_eq!(check(&wt), vec![]);
         write(&wt.join("README"), "secretly changed\n");
         assert_eq!(f.git(&wt, &["status", "--porcelain"]), "");
-        assert_eq!(
-            only(check(&wt)),
-            AtRisk::HiddenChanges {
-                count: 1,
-                paths: vec!["README".into()]
-            }
-        );
+        assert_eq!(the_reason(&wt), listing("hidden_changes", &["README"]));
     }
 
     #[test]
     fn skip_worktree_absent_is_not_a_change_but_present_and_different_is() {
-        let f = Fixture::new();
-        let wt = f.worktree("w", "b");
+        let (f, wt) = worktree();
         f.git(&wt, &["update-index", "--skip-worktree", "lib.txt"]);
         fs::remove_file(wt.join("lib.txt")).unwrap();
         assert_eq!(check(&wt), vec![]);
@@ -1947,86 +1832,52 @@ mod tests {
         assert_eq!(check(&wt), vec![]);
         write(&wt.join("lib.txt"), "different\n");
         assert_eq!(f.git(&wt, &["status", "--porcelain"]), "");
-        assert_eq!(
-            only(check(&wt)),
-            AtRisk::HiddenChanges {
-                count: 1,
-                paths: vec!["lib.txt".into()]
-            }
-        );
+        assert_eq!(the_reason(&wt), listing("hidden_changes", &["lib.txt"]));
     }
 
     #[test]
     fn deleted_branch() {
-        let f = Fixture::new();
-        let wt = f.worktree("w", "b");
-        write(&wt.join("a.txt"), "a\n");
-        let c = f.commit_all(&wt, "a");
-        f.git(&f.repo, &["update-ref", "-d", "refs/heads/b"]);
-        let r = check(&wt);
-        assert_eq!(
-            r,
-            vec![
-                AtRisk::BranchDeleted { branch: "b".into() },
-                AtRisk::UnmergedCommits {
-                    count: 1,
-                    head: c.clone(),
-                    commits: vec![c]
-                },
-            ]
-        );
+        let (f, wt) = worktree();
+        let c = commit_on_a_deleted_branch(&f, &wt);
+        let deleted = AtRisk::BranchDeleted { branch: "b".into() };
+        assert_eq!(check(&wt), vec![deleted, unmerged(&c, &[&c])]);
         // Staged changes are measured against the branch's last commit.
         write(&wt.join("a.txt"), "a2\n");
         f.git(&wt, &["add", "a.txt"]);
-        assert_eq!(
-            check(&wt)[2],
-            AtRisk::Staged {
-                count: 1,
-                paths: vec!["a.txt".into()]
-            }
-        );
+        assert_eq!(check(&wt)[2], listing("staged", &["a.txt"]));
+    }
+
+    /// A worktree whose branch `b` and `main` each have a commit of their
+    /// own, `b` about to merge `main`.
+    fn diverged() -> (Fixture, PathBuf) {
+        let (f, wt) = worktree();
+        commit_file(&f, &wt, "a.txt", "a\n", "a");
+        commit_file(&f, &f.repo, "m.txt", "m\n", "m");
+        (f, wt)
     }
 
     #[test]
     fn clean_merge_commits_are_skipped_but_evil_merges_are_work() {
-        let f = Fixture::new();
-        let wt = f.worktree("w", "b");
-        write(&wt.join("a.txt"), "a\n");
-        f.commit_all(&wt, "a");
-        write(&f.repo.join("m.txt"), "m\n");
-        f.commit_all(&f.repo, "m");
+        let (f, wt) = diverged();
         f.git(&wt, &["merge", "-q", "--no-edit", "main"]);
         // main takes commit a by cherry-pick (a rebase-merge).
         f.git(&f.repo, &["cherry-pick", "b~1"]);
         assert_eq!(check(&wt), vec![]);
 
         // An "evil" merge: the merge commit carries an extra edit.
-        let f = Fixture::new();
-        let wt = f.worktree("w", "b");
-        write(&wt.join("a.txt"), "a\n");
-        f.commit_all(&wt, "a");
-        write(&f.repo.join("m.txt"), "m\n");
-        f.commit_all(&f.repo, "m");
+        let (f, wt) = diverged();
         f.git(&wt, &["merge", "-q", "--no-commit", "main"]);
         write(&wt.join("evil.txt"), "only in the merge\n");
         f.git(&wt, &["add", "evil.txt"]);
         f.git(&wt, &["commit", "-q", "--no-edit"]);
         let merge = f.rev(&wt, "HEAD");
         f.git(&f.repo, &["cherry-pick", "b^1"]);
-        assert_eq!(
-            only(check(&wt)),
-            AtRisk::UnmergedCommits {
-                count: 1,
-                head: merge.clone(),
-                commits: vec![merge]
-            }
-        );
+        assert_eq!(the_reason(&wt), unmerged(&merge, &[&merge]));
     }
 
     #[test]
     fn ignored_build_output_is_not_work_but_precious_files_are() {
-        let f = Fixture::new();
-        let wt = f.worktree("w", "b");
+        let (_f, wt) = worktree();
         write(&wt.join("target/debug/app"), "binary\n");
         write(&wt.join("node_modules/x/index.js"), "x\n");
         assert_eq!(check(&wt), vec![]);
@@ -2035,18 +1886,8 @@ mod tests {
         write(&wt.join("target/.env"), "SECRET=3\n");
         // An ignored directory matching a glob is precious as a whole.
         write(&wt.join(".env.d/db"), "SECRET=4\n");
-        assert_eq!(
-            only(check(&wt)),
-            AtRisk::PreciousIgnored {
-                count: 4,
-                paths: vec![
-                    ".env".into(),
-                    ".env.d/db".into(),
-                    "sub/.env.local".into(),
-                    "target/.env".into()
-                ]
-            }
-        );
+        let precious = [".env", ".env.d/db", "sub/.env.local", "target/.env"];
+        assert_eq!(the_reason(&wt), listing("precious_ignored", &precious));
     }
 
     #[test]
@@ -2061,8 +1902,7 @@ mod tests {
 
         // A standalone repository is not a linked worktree.
         let repo = f.root.join("standalone");
-        fs::create_dir(&repo).unwrap();
-        f.git(&repo, &["init", "-q"]);
+        init_repo(&f, &repo);
         assert_eq!(kinds(&check(&repo)), vec!["not_a_worktree"]);
 
         // A worktree whose admin entry is gone.
@@ -2073,8 +1913,7 @@ mod tests {
 
     #[test]
     fn preflight_does_not_write_the_index() {
-        let f = Fixture::new();
-        let wt = f.worktree("w", "b");
+        let (f, wt) = worktree();
         write(&wt.join("README"), "changed\n");
         write(&wt.join("u.txt"), "u\n");
         let index = f.repo.join(".git/worktrees/w/index");
@@ -2092,14 +1931,8 @@ mod tests {
     fn run_for(wt: &Path, repo: &Path) -> Vec<AtRisk> {
         let globs = precious();
         preflight(&Preflight {
-            worktree: wt,
-            branch: Some("b"),
-            base_ref: Some("main"),
             repo_path: Some(repo),
-            precious: &globs,
-            timeout: crate::git::cli::DEFAULT_TIMEOUT,
-            depth: Depth::All,
-            refs: None,
+            ..request(wt, &globs)
         })
     }
 
@@ -2115,24 +1948,20 @@ mod tests {
 
     #[test]
     fn a_copy_of_a_worktree_is_not_a_worktree() {
-        let f = Fixture::new();
-        let wt = f.worktree("w", "b");
+        let (f, wt) = worktree();
         let copy = f.root.join("copy");
         cp_a(&wt, &copy);
         write(&copy.join("README"), "edited in the copy\n");
         assert_eq!(kinds(&check(&copy)), vec!["not_a_worktree"]);
-        assert!(!AtRisk::NotAWorktree {
-            detail: String::new()
-        }
-        .force_overrides());
+        let detail = String::new();
+        assert!(!AtRisk::NotAWorktree { detail }.force_overrides());
         // The original is judged by its own files.
         assert_eq!(check(&wt), vec![]);
     }
 
     #[test]
     fn a_moved_worktree_is_not_a_worktree_until_repaired() {
-        let f = Fixture::new();
-        let wt = f.worktree("w", "b");
+        let (f, wt) = worktree();
         let moved = f.root.join("moved");
         fs::rename(&wt, &moved).unwrap();
         assert_eq!(kinds(&check(&moved)), vec!["not_a_worktree"]);
@@ -2142,8 +1971,7 @@ mod tests {
 
     #[test]
     fn a_worktree_of_another_repository_than_its_row_names_is_not_a_worktree() {
-        let f = Fixture::new();
-        let wt = f.worktree("w", "b");
+        let (f, wt) = worktree();
         assert_eq!(run_for(&wt, &f.repo), vec![]);
         assert_eq!(run_for(&wt, &f.repo.join(".git")), vec![]);
         let other = Fixture::new();
@@ -2157,31 +1985,18 @@ mod tests {
     #[test]
     fn an_ignore_rule_ending_in_a_tab_does_not_hide_a_file() {
         let f = Fixture::new();
-        write(&f.repo.join(".gitignore"), "target/\nnotes.md\t\n");
-        f.commit_all(&f.repo, "ignore rule with a tab");
+        let rules = "target/\nnotes.md\t\n";
+        commit_file(&f, &f.repo, ".gitignore", rules, "ignore rule with a tab");
         let wt = f.worktree("w", "b");
         write(&wt.join("notes.md"), "my notes\n");
-        assert_eq!(
-            only(check(&wt)),
-            AtRisk::Untracked {
-                count: 1,
-                paths: vec!["notes.md".into()]
-            }
-        );
+        assert_eq!(the_reason(&wt), listing("untracked", &["notes.md"]));
     }
 
     #[test]
     fn an_untracked_dot_git_in_other_letter_case_is_untracked() {
-        let f = Fixture::new();
-        let wt = f.worktree("w", "b");
+        let (_f, wt) = worktree();
         write(&wt.join(".GIT/notes.txt"), "n\n");
-        assert_eq!(
-            only(check(&wt)),
-            AtRisk::Untracked {
-                count: 1,
-                paths: vec![".GIT/notes.txt".into()]
-            }
-        );
+        assert_eq!(the_reason(&wt), listing("untracked", &[".GIT/notes.txt"]));
     }
 
     #[test]
@@ -2193,42 +2008,24 @@ mod tests {
         f.commit_all(&f.repo, "gitignore as a symlink");
         let wt = f.worktree("w", "b");
         write(&wt.join("s/todo.txt"), "todo\n");
-        assert_eq!(
-            only(check(&wt)),
-            AtRisk::Untracked {
-                count: 1,
-                paths: vec!["s/todo.txt".into()]
-            }
-        );
+        assert_eq!(the_reason(&wt), listing("untracked", &["s/todo.txt"]));
     }
 
     #[test]
     fn a_nested_repository_inside_a_tracked_directory_is_found() {
-        let f = Fixture::new();
-        let wt = f.worktree("w", "b");
-        write(&wt.join("src/main.txt"), "tracked\n");
-        f.commit_all(&wt, "src");
+        let (f, wt) = worktree();
+        commit_file(&f, &wt, "src/main.txt", "tracked\n", "src");
         let inner = wt.join("src/inner");
-        write(&inner.join("i.txt"), "inner\n");
-        f.git(&inner, &["init", "-q"]);
-        f.commit_all(&inner, "inner work");
-        assert!(
-            kinds(&check(&wt)).contains(&"nested_repository"),
-            "{:?}",
-            check(&wt)
-        );
-        let tracked_dir_nested = check(&wt).into_iter().any(|r| {
-            r == AtRisk::NestedRepository {
-                path: "src/inner".into(),
-            }
-        });
-        assert!(tracked_dir_nested);
+        init_repo(&f, &inner);
+        commit_file(&f, &inner, "i.txt", "inner\n", "inner work");
+        let r = check(&wt);
+        assert!(kinds(&r).contains(&"nested_repository"), "{r:?}");
+        assert!(r.contains(&nested_at("src/inner")), "{r:?}");
     }
 
     #[test]
     fn untracked_files_are_found_whatever_status_show_untracked_files_says() {
-        let f = Fixture::new();
-        let wt = f.worktree("w", "b");
+        let (f, wt) = worktree();
         f.git(&f.repo, &["config", "status.showUntrackedFiles", "no"]);
         write(&wt.join("deep/er/new.txt"), "n\n");
         assert_eq!(kinds(&check(&wt)), vec!["untracked"]);
@@ -2236,11 +2033,9 @@ mod tests {
 
     #[test]
     fn commits_only_the_reflog_or_per_worktree_refs_reach_are_kept_not_reasons() {
-        let f = Fixture::new();
-        let wt = f.worktree("w", "b");
+        let (f, wt) = worktree();
         f.git(&wt, &["checkout", "-q", "--detach"]);
-        write(&wt.join("x.txt"), "x\n");
-        let dropped = f.commit_all(&wt, "dropped by reset");
+        let dropped = commit_file(&f, &wt, "x.txt", "x\n", "dropped by reset");
         f.git(&wt, &["reset", "-q", "--hard", "HEAD~1"]);
         f.git(&wt, &["checkout", "-q", "b"]);
         assert_eq!(check(&wt), vec![]);
@@ -2298,8 +2093,7 @@ mod tests {
         f.git(&f.repo, &["config", "filter.tagged.clean", "sed s/^/X/"]);
         f.git(&f.repo, &["config", "filter.tagged.smudge", "sed s/^X//"]);
         write(&f.repo.join(".gitattributes"), "*.dat filter=tagged\n");
-        write(&f.repo.join("a.dat"), "hello\n");
-        f.commit_all(&f.repo, "filtered file");
+        commit_file(&f, &f.repo, "a.dat", "hello\n", "filtered file");
         let wt = f.worktree("w", "b");
         assert_eq!(fs::read_to_string(wt.join("a.dat")).unwrap(), "hello\n");
         assert_eq!(check(&wt), vec![]);
@@ -2364,8 +2158,7 @@ mod tests {
         f.git(&f.repo, &["fetch", "-q", "origin"]);
         f.git(&f.repo, &["remote", "set-head", "origin", "main"]);
         let wt = f.worktree("w", "b");
-        write(&wt.join("feature.txt"), "f\n");
-        f.commit_all(&wt, "feature");
+        commit_file(&f, &wt, "feature.txt", "f\n", "feature");
         // Squash-merged upstream, by someone else.
         let other = f.tmp.path().join("other");
         f.git(
@@ -2377,8 +2170,7 @@ mod tests {
                 other.to_str().unwrap(),
             ],
         );
-        write(&other.join("feature.txt"), "f\n");
-        f.commit_all(&other, "squashed feature");
+        commit_file(&f, &other, "feature.txt", "f\n", "squashed feature");
         f.git(&other, &["push", "-q", "origin", "main"]);
         f.git(&f.repo, &["fetch", "-q", "origin"]);
         // The main repository's own HEAD is no help: detached on the old

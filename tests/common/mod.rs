@@ -294,6 +294,49 @@ pub fn detached_worktree(repo: &Path, dest: &Path, rev: &str) {
     );
 }
 
+/// How [`files`] reads a tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tree {
+    /// The tree must be read whole: a directory it cannot read fails the
+    /// test (it would hide a change), and a worktree's `.git` file is part
+    /// of what must stay untouched.
+    Whole,
+    /// A tree a crashed process left half way (a retired worktree the
+    /// reclaimer was deleting, directories that go while it walks): a
+    /// directory it cannot read is skipped rather than failing the test,
+    /// and `.git` directories are left out, since a removal's prune
+    /// rewrites the main repository's.
+    HalfWay,
+}
+
+/// Every file under `dir` with its contents, sorted, read as `how` says.
+pub fn files(dir: &Path, how: Tree) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let entries = match std::fs::read_dir(&d) {
+            Ok(entries) => entries,
+            Err(_) if how == Tree::HalfWay => continue,
+            Err(e) => panic!("{}: {e}", d.display()),
+        };
+        for e in entries {
+            let p = e.unwrap().path();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            if meta.is_dir() {
+                if how == Tree::HalfWay && p.file_name().is_some_and(|n| n == ".git") {
+                    continue;
+                }
+                todo.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                out.push((rel, std::fs::read(&p).unwrap_or_default()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Whether `git` succeeds in `dir`.
 pub fn git_ok(dir: &Path, args: &[&str]) -> bool {
     git_command(dir)

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use super::*;
+use crate::git::scenes::{commit_file, commit_on_a_deleted_branch, conflicted_merge, init_repo};
 use crate::git::testutil::{precious, set_exec, write, Fixture};
 
 const NOW: u64 = 1_700_000_000;
@@ -203,11 +204,7 @@ fn archive_keeps_hidden_changes_and_conflicts() {
     let wt = f.worktree("w", "b");
     f.git(&wt, &["update-index", "--assume-unchanged", "lib.txt"]);
     write(&wt.join("lib.txt"), "hidden change\n");
-    write(&wt.join("README"), "ours\n");
-    f.commit_all(&wt, "ours");
-    write(&f.repo.join("README"), "theirs\n");
-    f.commit_all(&f.repo, "theirs");
-    assert!(!f.try_git(&wt, &["merge", "main"]).status.success());
+    conflicted_merge(&f, &wt);
     let conflicted = fs::read(wt.join("README")).unwrap();
     assert!(String::from_utf8_lossy(&conflicted).contains("<<<<<<<"));
 
@@ -228,9 +225,7 @@ fn archive_keeps_hidden_changes_and_conflicts() {
 fn archive_of_a_deleted_branch_keeps_its_commits() {
     let f = Fixture::new();
     let wt = f.worktree("w", "b");
-    write(&wt.join("a.txt"), "a\n");
-    let c = f.commit_all(&wt, "a");
-    f.git(&f.repo, &["update-ref", "-d", "refs/heads/b"]);
+    let c = commit_on_a_deleted_branch(&f, &wt);
     write(&wt.join("a.txt"), "a2\n");
     let a = archive(&wt, "w", now(), &precious()).unwrap();
     assert_eq!(f.rev(&f.repo, &format!("{}^1", a.reference)), c);
@@ -266,10 +261,8 @@ fn archive_keeps_nested_repositories_files_and_commits() {
     let f = Fixture::new();
     let wt = f.worktree("w", "b");
     let nested = wt.join("vendor/lib");
-    fs::create_dir_all(&nested).unwrap();
-    f.git(&nested, &["init", "-q"]);
-    write(&nested.join("x.txt"), "x\n");
-    let head = f.commit_all(&nested, "nested work");
+    init_repo(&f, &nested);
+    let head = commit_file(&f, &nested, "x.txt", "x\n", "nested work");
     write(&nested.join("x.txt"), "x changed\n");
     write(&nested.join("y.txt"), "untracked in nested\n");
     let a = archive(&wt, "w", now(), &precious()).unwrap();
@@ -307,8 +300,7 @@ fn archive_refuses_what_it_cannot_keep() {
     let f = Fixture::new();
     // A standalone repository would take its archive with it.
     let standalone = f.root.join("s");
-    fs::create_dir(&standalone).unwrap();
-    f.git(&standalone, &["init", "-q"]);
+    init_repo(&f, &standalone);
     assert!(archive(&standalone, "s", now(), &precious()).is_err());
     // A plain directory has no repository to archive into.
     let plain = f.root.join("p");
