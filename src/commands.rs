@@ -38,13 +38,7 @@ pub async fn dispatch(
 ) -> Result<u8, Error> {
     let own_files = OwnFiles::of(&config, config_file);
     match command {
-        Command::Migrate => {
-            let store =
-                Store::open_with(&config.database.url, true, (&config.database).into()).await?;
-            store.migrate().await?;
-            println!("migrations applied to {}", store.url());
-            Ok(0)
-        }
+        Command::Migrate => migrate(&config).await,
         Command::Archives {
             worktree,
             session,
@@ -80,147 +74,176 @@ HEAD: {}
             }
             Ok(0)
         }
-        Command::Status { url, json } => {
-            let url = url.unwrap_or_else(|| Client::base_for(config.http.listen));
-            let token = (!config.http.token.is_empty()).then_some(config.http.token.as_str());
-            let status = Client::new(&url, token, Duration::from_secs(10))?
-                .status()
-                .await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
-            } else {
-                let doc: crate::status::StatusDoc = serde_json::from_value(status)?;
-                print!("{}", crate::status::render(&doc));
-            }
-            Ok(0)
-        }
-        Command::Plan { scope, json } => {
-            let root = WorktreeRoot::open_apart_from(&config.worktrees.root, &own_files.kept())
-                .map_err(|e| Error::Usage(e.to_string()))?;
-            // Plan writes nothing, so it neither creates nor migrates the
-            // database.
-            let store =
-                Store::open_with(&config.database.url, false, (&config.database).into()).await?;
-            let controller = Controller::new(config, store, root);
-            let report = controller
-                .pass(
-                    scope_of(&scope),
-                    Mode::DryRun,
-                    Trigger::Command,
-                    &CancellationToken::new(),
-                )
-                .await;
-            print_report(&report, json)?;
-            Ok(report.exit_code())
-        }
-        Command::Once { scope, force, json } => {
-            let _hangup = ignore_hangup()?;
-            let controller = start(config, &own_files).await?;
-            let cancel = CancellationToken::new();
-            let stop = shutdown_on_signal(cancel.clone());
-            let scope = scope_of(&scope);
-            // Never act beside a running controller of the same host: ask
-            // it to do the work, or wait for it to let go.
-            let lock = match controller
-                .store
-                .try_lock_host(&controller.config.host.id)
-                .await?
-            {
-                Some(lock) => Some(lock),
-                None => {
-                    if let Some(code) =
-                        nudge_daemon(&controller.config, &scope, force, json).await?
-                    {
-                        stop.abort();
-                        return Ok(code);
-                    }
-                    wait_for_host_lock(&controller, &cancel).await?
-                }
-            };
-            let Some(lock) = lock else {
-                return Ok(crate::report::exit::ERROR);
-            };
-            // Every destructive step confirms it first.
-            controller.executor().fence().install(lock);
-            let report = controller
-                .pass(scope, Mode::act(force), Trigger::Command, &cancel)
-                .await;
-            print_report(&report, json)?;
-            // One-shot: the answer first, then the space, before exiting
-            // (what a signal interrupts is left for the next process).
-            let swept = controller.executor().reclaimer().sweep(&cancel).await;
-            stop.abort();
-            for (path, error) in &swept.failed {
-                eprintln!(
-                    "error: trash entry {} cannot be reclaimed: {error}",
-                    path.display()
-                );
-            }
-            Ok(match (report.exit_code(), swept.failed.is_empty()) {
-                (code, true) => code,
-                (_, false) => crate::report::exit::ERROR,
-            })
-        }
-        Command::Run { .. } => {
-            let _hangup = ignore_hangup()?;
-            let http = &config.http;
-            let token = (!http.token.is_empty()).then(|| http.token.clone());
-            crate::http::check_listen(http.listen, token.as_deref(), http.allow_insecure_remote)
-                .map_err(Error::Usage)?;
-            let listener = tokio::net::TcpListener::bind(http.listen)
-                .await
-                .map_err(|e| {
-                    Error::Usage(format!(
-                        "cannot listen on {} (http.listen): {e}",
-                        http.listen
-                    ))
-                })?;
-            let channel = config.database.notify_channel.clone();
-            let controller = start(config, &own_files).await?;
-            let cancel = CancellationToken::new();
-            let _stop = shutdown_on_signal(cancel.clone());
-            tracing::info!(
-                host = %controller.config.host.id,
-                database = %controller.store.url(),
-                root = %controller.root.path().display(),
-                listen = %controller.config.http.listen,
-                interval = %humantime::format_duration(controller.config.r#loop.interval),
-                dry_run = controller.config.r#loop.dry_run,
-                switched_off = %crate::switches::Switches::from(&controller.config).off().join(","),
-                "controller started"
-            );
-            if controller.config.r#loop.dry_run {
-                tracing::warn!("observe only (loop.dry_run): every pass plans and reports, nothing is acted on");
-            }
-            let service = Service::new(controller, cancel.clone());
-            let reclaimer = tokio::spawn(
-                Arc::clone(service.controller.executor().reclaimer()).run(cancel.clone()),
-            );
-            let server = tokio::spawn(crate::http::serve(
-                listener,
-                crate::http::router(Arc::clone(&service), token),
-                cancel.clone(),
-            ));
-            let notifications = tokio::spawn({
-                let service = Arc::clone(&service);
-                async move { service.listen(&channel).await }
-            });
-            service.run().await;
-            // The loop ends on a signal: let the server finish the requests
-            // in flight and the listener let go of its connection.
-            cancel.cancel();
-            if let Ok(Err(e)) = server.await {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-            let _ = notifications.await;
-            // Runs started by nudges and notifications finish their
-            // actions in flight.
-            service.drain().await;
-            let _ = reclaimer.await;
-            tracing::info!("stopped");
-            Ok(0)
-        }
+        Command::Status { url, json } => status(&config, url, json).await,
+        Command::Plan { scope, json } => plan(config, &own_files, &scope, json).await,
+        Command::Once { scope, force, json } => once(config, &own_files, &scope, force, json).await,
+        Command::Run { .. } => run(config, &own_files).await,
     }
+}
+
+/// `migrate`.
+async fn migrate(config: &Config) -> Result<u8, Error> {
+    let store = Store::open_with(&config.database.url, true, (&config.database).into()).await?;
+    store.migrate().await?;
+    println!("migrations applied to {}", store.url());
+    Ok(0)
+}
+
+/// `status`: what the running controller sees.
+async fn status(config: &Config, url: Option<String>, json: bool) -> Result<u8, Error> {
+    let url = url.unwrap_or_else(|| Client::base_for(config.http.listen));
+    let token = (!config.http.token.is_empty()).then_some(config.http.token.as_str());
+    let status = Client::new(&url, token, Duration::from_secs(10))?
+        .status()
+        .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        let doc: crate::status::StatusDoc = serde_json::from_value(status)?;
+        print!("{}", crate::status::render(&doc));
+    }
+    Ok(0)
+}
+
+/// `plan`: what a pass would do; writes nothing.
+async fn plan(
+    config: Config,
+    own_files: &OwnFiles,
+    scope: &ScopeArgs,
+    json: bool,
+) -> Result<u8, Error> {
+    let root = WorktreeRoot::open_apart_from(&config.worktrees.root, &own_files.kept())
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    // Plan writes nothing, so it neither creates nor migrates the
+    // database.
+    let store = Store::open_with(&config.database.url, false, (&config.database).into()).await?;
+    let controller = Controller::new(config, store, root);
+    let report = controller
+        .pass(
+            scope_of(scope),
+            Mode::DryRun,
+            Trigger::Command,
+            &CancellationToken::new(),
+        )
+        .await;
+    print_report(&report, json)?;
+    Ok(report.exit_code())
+}
+
+/// `once`: one pass now, beside a running controller only through it.
+async fn once(
+    config: Config,
+    own_files: &OwnFiles,
+    scope: &ScopeArgs,
+    force: bool,
+    json: bool,
+) -> Result<u8, Error> {
+    let _hangup = ignore_hangup()?;
+    let controller = start(config, own_files).await?;
+    let cancel = CancellationToken::new();
+    let stop = shutdown_on_signal(cancel.clone());
+    let scope = scope_of(scope);
+    // Never act beside a running controller of the same host: ask
+    // it to do the work, or wait for it to let go.
+    let lock = match controller
+        .store
+        .try_lock_host(&controller.config.host.id)
+        .await?
+    {
+        Some(lock) => Some(lock),
+        None => {
+            if let Some(code) = nudge_daemon(&controller.config, &scope, force, json).await? {
+                stop.abort();
+                return Ok(code);
+            }
+            wait_for_host_lock(&controller, &cancel).await?
+        }
+    };
+    let Some(lock) = lock else {
+        return Ok(crate::report::exit::ERROR);
+    };
+    // Every destructive step confirms it first.
+    controller.executor().fence().install(lock);
+    let report = controller
+        .pass(scope, Mode::act(force), Trigger::Command, &cancel)
+        .await;
+    print_report(&report, json)?;
+    // One-shot: the answer first, then the space, before exiting
+    // (what a signal interrupts is left for the next process).
+    let swept = controller.executor().reclaimer().sweep(&cancel).await;
+    stop.abort();
+    for (path, error) in &swept.failed {
+        eprintln!(
+            "error: trash entry {} cannot be reclaimed: {error}",
+            path.display()
+        );
+    }
+    Ok(match (report.exit_code(), swept.failed.is_empty()) {
+        (code, true) => code,
+        (_, false) => crate::report::exit::ERROR,
+    })
+}
+
+/// `run`: the daemon: the loop, the HTTP API, notifications, the reclaimer.
+async fn run(config: Config, own_files: &OwnFiles) -> Result<u8, Error> {
+    let _hangup = ignore_hangup()?;
+    let http = &config.http;
+    let token = (!http.token.is_empty()).then(|| http.token.clone());
+    crate::http::check_listen(http.listen, token.as_deref(), http.allow_insecure_remote)
+        .map_err(Error::Usage)?;
+    let listener = tokio::net::TcpListener::bind(http.listen)
+        .await
+        .map_err(|e| {
+            Error::Usage(format!(
+                "cannot listen on {} (http.listen): {e}",
+                http.listen
+            ))
+        })?;
+    let channel = config.database.notify_channel.clone();
+    let controller = start(config, own_files).await?;
+    let cancel = CancellationToken::new();
+    let _stop = shutdown_on_signal(cancel.clone());
+    tracing::info!(
+        host = %controller.config.host.id,
+        database = %controller.store.url(),
+        root = %controller.root.path().display(),
+        listen = %controller.config.http.listen,
+        interval = %humantime::format_duration(controller.config.r#loop.interval),
+        dry_run = controller.config.r#loop.dry_run,
+        switched_off = %crate::switches::Switches::from(&controller.config).off().join(","),
+        "controller started"
+    );
+    if controller.config.r#loop.dry_run {
+        tracing::warn!(
+            "observe only (loop.dry_run): every pass plans and reports, nothing is acted on"
+        );
+    }
+    let service = Service::new(controller, cancel.clone());
+    let reclaimer =
+        tokio::spawn(Arc::clone(service.controller.executor().reclaimer()).run(cancel.clone()));
+    let server = tokio::spawn(crate::http::serve(
+        listener,
+        crate::http::router(Arc::clone(&service), token),
+        cancel.clone(),
+    ));
+    let notifications = tokio::spawn({
+        let service = Arc::clone(&service);
+        async move { service.listen(&channel).await }
+    });
+    service.run().await;
+    // The loop ends on a signal: let the server finish the requests
+    // in flight and the listener let go of its connection.
+    cancel.cancel();
+    if let Ok(Err(e)) = server.await {
+        tracing::error!(error = %e, "HTTP server failed");
+    }
+    let _ = notifications.await;
+    // Runs started by nudges and notifications finish their
+    // actions in flight.
+    service.drain().await;
+    let _ = reclaimer.await;
+    tracing::info!("stopped");
+    Ok(0)
 }
 
 /// Hands `scope` to the daemon that holds the host's lock, over its HTTP
