@@ -372,6 +372,10 @@ fn submodule_is_dirty(sub: &Repository, precious: &GlobSet) -> bool {
         .unwrap_or(true)
 }
 
+/// A nested repository's or submodule's path, and whether its working
+/// files are left out of U.
+type Nested = (Vec<u8>, bool);
+
 /// U's index, and the nested repositories and initialized submodules (in
 /// path order) whose commits [`nested::keep_nested_commits`] looks at,
 /// each with whether its working files are left out of U (a clean
@@ -380,7 +384,7 @@ fn untracked_part(
     b: &Builder<'_>,
     index: &Index,
     precious: &GlobSet,
-) -> Result<(Index, Vec<(Vec<u8>, bool)>), GitError> {
+) -> Result<(Index, Vec<Nested>), GitError> {
     let s = scan(b.repo, precious, false)
         .map_err(|e| invalid(b.worktree, format!("cannot archive: {e}")))?;
     let mut idx = Index::new().map_err(b.git("index"))?;
