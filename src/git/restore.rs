@@ -264,7 +264,13 @@ pub fn archives(git: &Git, precious: &globset::GlobSet) -> Result<Vec<Archive>, 
                 .map(|n| n.to_string())
                 .collect(),
             head: p.head,
-            branch: p.branch,
+            // An unborn HEAD's branch is the one it was taken from too.
+            branch: p.branch.or_else(|| {
+                p.records
+                    .unborn
+                    .as_deref()
+                    .map(|b| b.strip_prefix("refs/heads/").unwrap_or(b).to_string())
+            }),
         });
     }
     out.sort_by(|a, b| {
@@ -1307,6 +1313,10 @@ mod tests {
         assert_eq!(f.git(&to, &["ls-files", "-s"]), index);
         assert_eq!(f.git(&to, &["status", "--porcelain"]), status);
         assert_eq!(f.git(&f.repo, &["for-each-ref"]), refs);
+
+        let git = Git::for_dir(&f.repo, DEFAULT_TIMEOUT).unwrap();
+        let listed = archives(&git, &precious()).unwrap();
+        assert_eq!(listed[0].branch.as_deref(), Some("o"), "{listed:?}");
 
         // Another worktree is on it now: detached at the stand-in.
         let again = f.root.join("again");
