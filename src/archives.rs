@@ -224,6 +224,34 @@ pub async fn restore(
     })
 }
 
+/// What a restore did, for a person: where, HEAD, each nested repository,
+/// and the row.
+pub fn render_restore(r: &RestoreReport) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "restored {} to {}",
+        r.reference,
+        r.restored.path.display()
+    );
+    let _ = writeln!(
+        s,
+        "HEAD: {}{}",
+        r.restored.head,
+        if r.restored.unborn {
+            " (unborn, as archived)"
+        } else {
+            ""
+        }
+    );
+    for n in &r.restored.nested {
+        let _ = writeln!(s, "{}", n.describe());
+    }
+    let _ = writeln!(s, "{}", r.note);
+    s
+}
+
 /// The archives as a table.
 pub fn render(list: &[Listed]) -> String {
     use std::fmt::Write;

@@ -62,15 +62,7 @@ pub async fn dispatch(
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
-                println!(
-                    "restored {} to {}
-HEAD: {}
-{}",
-                    r.reference,
-                    r.restored.path.display(),
-                    r.restored.head,
-                    r.note
-                );
+                print!("{}", crate::archives::render_restore(&r));
             }
             Ok(0)
         }

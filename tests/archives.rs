@@ -10,11 +10,12 @@ use std::fs;
 use boo_reconciler::archives::{self, Filter};
 use boo_reconciler::plan::Scope;
 use boo_reconciler::report::exit;
-use common::{git, Db, World};
+use common::{git, git_command, Db, World};
 
 both_databases!(
     a_forced_removal_is_listed_and_restored_with_its_work,
     a_restore_for_a_live_session_adds_its_row,
+    a_forced_nested_repository_comes_back_with_its_commits,
 );
 
 async fn forced(w: &World) -> std::path::PathBuf {
@@ -129,4 +130,70 @@ async fn a_restore_for_a_live_session_adds_its_row(db: Db) {
         fs::read_to_string(r.restored.path.join("notes.md")).unwrap(),
         "untracked\n"
     );
+}
+
+async fn a_forced_nested_repository_comes_back_with_its_commits(db: Db) {
+    let w = World::new(db).await;
+    w.session("s1", "archived").await;
+    let path = w.worktree("w1", "s1").await;
+    let lib = path.join("vendor/lib");
+    fs::create_dir_all(&lib).unwrap();
+    git(&lib, &["init", "-q", "-b", "trunk"]);
+    fs::write(lib.join("x.txt"), "x\n").unwrap();
+    git(&lib, &["add", "x.txt"]);
+    git(
+        &lib,
+        &["commit", "-q", "-m", "only in the nested repository"],
+    );
+    git(&lib, &["branch", "side"]);
+    fs::write(lib.join("x.txt"), "x, edited\n").unwrap();
+    let head = git(&lib, &["rev-parse", "HEAD"]);
+    let report = w.once(Scope::Host, true).await;
+    assert_eq!(report.exit_code(), exit::CONVERGED, "{}", report.render());
+    assert!(!path.exists());
+
+    let config = w.config();
+    let list = archives::list(&w.store, &config, &Filter::default())
+        .await
+        .unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert!(!list[0].archive.nested.is_empty(), "{list:?}");
+    let refs = git(&w.repo, &["for-each-ref"]);
+    let to = w.outside.join("back");
+    let r = archives::restore(&w.store, &config, "w1", Some(&to))
+        .await
+        .unwrap();
+    let back = to.join("vendor/lib");
+    assert_eq!(git(&back, &["rev-parse", "HEAD"]), head);
+    assert_eq!(
+        git(&back, &["log", "-1", "--format=%s"]),
+        "only in the nested repository"
+    );
+    assert_eq!(
+        git(
+            &back,
+            &["for-each-ref", "--format=%(refname)", "refs/heads/"]
+        ),
+        "refs/heads/side\nrefs/heads/trunk"
+    );
+    assert_eq!(
+        fs::read_to_string(back.join("x.txt")).unwrap(),
+        "x, edited\n"
+    );
+    // Two branches at the kept HEAD: which one it was on is not known.
+    assert!(!git_command(&back)
+        .args(["symbolic-ref", "-q", "HEAD"])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(git(&w.repo, &["for-each-ref"]), refs);
+    // What the command prints and answers say so.
+    let text = archives::render_restore(&r);
+    assert!(
+        text.contains("nested vendor/lib: restored with 2 branches, HEAD detached at"),
+        "{text}"
+    );
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["nested"][0]["path"], "vendor/lib", "{json}");
+    assert_eq!(json["nested"][0]["placed"], true, "{json}");
 }

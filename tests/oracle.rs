@@ -131,10 +131,11 @@ fn the_binarys_restore_brings_back_what_gits_recipe_does() {
     let refs = oracle::archive_refs(std::slice::from_ref(&w.main));
     assert_eq!(refs.len(), 1, "{refs:?}");
     let reference = &refs[0].1;
-    let got = w
+    let (got, nested) = w
         .restored_by_binary(reference)
         .expect("restored")
         .expect("the world has a row");
+    assert!(nested.is_empty(), "{nested:?}");
     let recipe = oracle::restore(&w.main, reference).expect("the recipe restores it");
     assert_eq!(got, recipe);
     assert!(
@@ -142,6 +143,38 @@ fn the_binarys_restore_brings_back_what_gits_recipe_does() {
         "{got:?}"
     );
     assert!(got.files.keys().any(|p| p.as_os_str() == ".env"), "{got:?}");
+}
+
+/// The oracle can fail: a nested repository whose kept commits are gone
+/// when the binary restores its worktree is reported as not made again.
+#[test]
+fn oracle_reports_a_nested_repository_the_restore_did_not_make_again() {
+    let mut w = World::new(1);
+    w.apply(&Op::NestedRepo {
+        wt: 0,
+        in_tracked_dir: false,
+    });
+    w.write_rows(&[RowSpec::gone(Owner::SessionArchived)]);
+    let before = w.snapshot();
+    let (refs, _) = w.pass(true);
+    assert_eq!(refs.len(), 1, "{refs:?}");
+    assert_eq!(w.restore_differs(&refs[0], &before), None);
+    let kept = oracle::git_ok(
+        &w.main,
+        &[
+            "for-each-ref",
+            "--format=%(refname)",
+            &format!("{}-nested/", refs[0]),
+        ],
+    )
+    .unwrap();
+    for r in String::from_utf8_lossy(&kept).lines() {
+        oracle::world::g(&w.main, &["update-ref", "-d", r]);
+    }
+    let differs = w
+        .restore_differs(&refs[0], &before)
+        .expect("a nested repository not made again is reported");
+    assert!(differs.contains("was not made again"), "{differs}");
 }
 
 /// Nothing touched: nothing reported, and looking changed nothing.

@@ -345,3 +345,55 @@ fn an_intent_to_add_file_beside_a_staged_one_is_restored_with_its_bytes() {
     w.judge(true)
         .expect("no work lost, and restored with the recipe's bytes");
 }
+
+/// A forced removal of a worktree holding nested repositories and a
+/// submodule with commits only they had: `boo-reconciler restore` makes
+/// each repository again with its HEAD commit and branches, HEAD on its
+/// branch, and its files as git's recipe brings them back (a clean
+/// submodule's: its HEAD's).
+#[test]
+fn nested_repositories_are_restored_by_the_binary_with_their_commits() {
+    let mut w = oracle::world::World::new(1);
+    for op in [
+        Op::NestedRepo {
+            wt: 0,
+            in_tracked_dir: false,
+        },
+        Op::NestedRepo {
+            wt: 0,
+            in_tracked_dir: true,
+        },
+        Op::Submodule {
+            wt: 0,
+            commit: true,
+        },
+        Op::SubmoduleCommit { wt: 0 },
+    ] {
+        w.apply(&op);
+    }
+    let before = w.snapshot();
+    let kept: Vec<_> = before.dirs[0]
+        .nested_repos
+        .iter()
+        .filter(|(_, s)| s.local_only)
+        .collect();
+    assert_eq!(kept.len(), 3, "{kept:?}");
+    w.write_rows(&archived());
+    w.judge(true)
+        .expect("no work lost, and restored as git's recipe restores it");
+    let refs = oracle::archive_refs(std::slice::from_ref(&w.main));
+    let archive = refs
+        .iter()
+        .find(|(_, r)| oracle::archive_name(r).is_some())
+        .expect("the pass archived the worktree");
+    let (_, nested) = w
+        .restored_by_binary(&archive.1)
+        .expect("restored")
+        .expect("the world has a row");
+    for (p, was) in kept {
+        let back = nested.get(p).expect("made again");
+        assert_eq!(back.state.head, was.head, "{p:?}");
+        assert_eq!(back.state.branches, was.branches, "{p:?}");
+        assert_eq!(back.state.on.as_deref(), Some("refs/heads/main"), "{p:?}");
+    }
+}

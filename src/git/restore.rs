@@ -7,27 +7,54 @@
 //! archive's HEAD commit `H`, then each part checked out from its tree
 //! through a scratch index (`git read-tree` + `git checkout-index`, which
 //! write modes and symlinks as git does): the working tree `W`, then the
-//! untracked part `U`; last, the index is set to `I`'s tree and refreshed.
+//! untracked part `U`; then the index is set to `I`'s tree and refreshed,
+//! and HEAD put on its branch when it can be. Last, each nested repository
+//! whose commits the archive kept is made again at the path the archive
+//! recorded ([`super::archive::records`]): `git init` there, its kept
+//! branches fetched from the main repository (`--no-tags
+//! --update-head-ok`) into its `refs/heads/*`, HEAD on the one branch at
+//! the kept HEAD (detached at the kept HEAD when no branch or several
+//! point there), its index set to HEAD's tree (`git read-tree HEAD`,
+//! which leaves the files `U` brought back alone) and refreshed. A clean
+//! submodule's files are not in `U`; they are checked out from its HEAD
+//! into its (empty) directory.
 //!
 //! # Guarantees
 //!
 //! 1. **Never over anything.** The target must not exist or be an empty
 //!    directory; git itself refuses to add a worktree over a non-empty one.
-//!    Test: `a_non_empty_target_is_refused_and_left_alone`.
+//!    A nested repository is made only in a directory (reached through
+//!    directories, no symlink) that has no `.git`; otherwise it is skipped
+//!    and [`Restored::nested`] says why.
+//!    Tests: `a_non_empty_target_is_refused_and_left_alone`,
+//!    `nested_repositories_without_a_recorded_path_are_reported_not_placed`.
 //! 2. **Never moves a branch, never deletes the archive.** HEAD goes on the
 //!    archived branch only when that branch still points at `H` and no
 //!    other worktree has it checked out; otherwise it stays detached at
-//!    `H`, and [`Restored::head`] says which. No ref is written or deleted.
-//!    Test: `a_restored_worktree_is_the_archived_one_byte_for_byte`.
+//!    `H`, and [`Restored::head`] says which. An unborn HEAD goes back on
+//!    its branch, unborn, when no branch of that name exists and no other
+//!    worktree is on it; otherwise it stays detached at the empty stand-in.
+//!    No ref of the main repository is written or deleted: the nested
+//!    repositories' commits are fetched from it.
+//!    Tests: `a_restored_worktree_is_the_archived_one_byte_for_byte`,
+//!    `an_unborn_head_comes_back_unborn_on_its_branch`,
+//!    `nested_repositories_come_back_with_their_commits_and_branches`.
 //! 3. **Byte for byte.** Every file of `W` and `U` comes back with its
 //!    content, executable bit or symlink target, and the index holds `I`'s
-//!    entries. Test: `a_restored_worktree_is_the_archived_one_byte_for_byte`.
+//!    entries; a nested repository comes back with its HEAD's commits and
+//!    its local branches. Tests: as for 2.
 //!
 //! Not restored: empty directories (git tracks none, and they hold
 //! nothing), index flags (assume-unchanged, skip-worktree), an
-//! operation in progress (its state files are not archived), and the git
-//! directories of nested repositories (their working files are in `U`;
-//! their kept commits stay under `<ref>-nested/…` in the main repository).
+//! operation in progress (its state files are not archived); of a nested
+//! repository or submodule: its index (set to HEAD's tree, so what it
+//! had staged shows as changed files; content staged and then changed
+//! again on disk is not archived), its remotes, tags, stashes and configuration,
+//! and a submodule's link to its `.git/modules` directory (it comes back
+//! as a repository of its own, at the commit the worktree records). The
+//! kept commits of a nested repository whose path the archive does not
+//! record (made before paths were) stay under `<ref>-nested/<n>` in the
+//! main repository, and [`Restored::nested`] lists them as not placed.
 
 use std::ffi::OsStr;
 use std::fs;
@@ -35,7 +62,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::archive::records::{self, NestedRecord, Records};
 use super::cli::Git;
+use super::paths::{join_rel, rel_str};
 
 /// What a restore made.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -44,7 +73,54 @@ pub struct Restored {
     /// `refs/heads/<branch>` when HEAD is on its branch again, else
     /// `detached at <commit>` and why.
     pub head: String,
+    /// HEAD is on its branch again, and that branch has no commit yet, as
+    /// when archived.
+    pub unborn: bool,
+    /// The archive's HEAD part (for an unborn HEAD, its empty stand-in).
     pub commit: String,
+    /// What became of each nested repository whose commits the archive
+    /// kept, in path order (those whose path was not recorded last).
+    pub nested: Vec<NestedRestored>,
+}
+
+/// One nested repository or submodule of a restore.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct NestedRestored {
+    /// Its path in the worktree; `None` when the archive does not record
+    /// it (made before paths were recorded).
+    pub path: Option<String>,
+    /// `<ref>-nested/<n>`, where its kept commits are.
+    pub kept: String,
+    /// Its repository was made again, with its branches.
+    pub placed: bool,
+    /// The branches it has again.
+    pub branches: Vec<String>,
+    /// `refs/heads/<branch>` or `detached at <commit>` when placed; else
+    /// why not.
+    pub head: String,
+}
+
+impl NestedRestored {
+    /// One line for a person.
+    pub fn describe(&self) -> String {
+        let name = self.path.as_deref().unwrap_or(&self.kept);
+        if self.placed {
+            format!(
+                "nested {name}: restored with {} branch{}, HEAD {}",
+                self.branches.len(),
+                if self.branches.len() == 1 { "" } else { "es" },
+                match self.head.strip_prefix("refs/heads/") {
+                    Some(b) => format!("on {b}"),
+                    None => self.head.clone(),
+                }
+            )
+        } else {
+            format!(
+                "nested {name}: not placed ({}); its commits stay under {}",
+                self.head, self.kept
+            )
+        }
+    }
 }
 
 /// The parts of an archive commit, as its parents name them.
@@ -57,6 +133,9 @@ pub struct Parts {
     /// The branch HEAD was on when archived (`None`: detached, or the
     /// branch had been deleted).
     pub branch: Option<String>,
+    /// What the archive recorded for its restore (none for an archive
+    /// made before records were written).
+    pub records: Records,
 }
 
 /// Reads the parts of the archive `reference` in the main repository
@@ -79,16 +158,26 @@ pub fn parts(git: &Git, reference: &str) -> Result<Parts, String> {
             "{reference} is not an archive: a commit with two or three parents is"
         ));
     }
-    let subject = git
-        .run(&["log", "-1", "--format=%s", ids[0], "--"])
+    // Raw, as written: no re-encoding of the message on the way.
+    let raw = git
+        .run(&["cat-file", "commit", ids[0]])
         .map_err(err)?
-        .stdout_str();
+        .stdout;
+    let message = raw
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .map(|i| &raw[i + 2..])
+        .unwrap_or_default();
+    let subject =
+        String::from_utf8_lossy(message.split(|b| *b == b'\n').next().unwrap_or_default())
+            .into_owned();
     Ok(Parts {
         worktree: ids[0].to_string(),
         head: ids[1].to_string(),
         index: ids[2].to_string(),
         untracked: ids.get(3).map(|s| s.to_string()),
         branch: branch_of(subject.trim()),
+        records: records::parse(message),
     })
 }
 
@@ -175,7 +264,13 @@ pub fn archives(git: &Git, precious: &globset::GlobSet) -> Result<Vec<Archive>, 
                 .map(|n| n.to_string())
                 .collect(),
             head: p.head,
-            branch: p.branch,
+            // An unborn HEAD's branch is the one it was taken from too.
+            branch: p.branch.or_else(|| {
+                p.records
+                    .unborn
+                    .as_deref()
+                    .map(|b| b.strip_prefix("refs/heads/").unwrap_or(b).to_string())
+            }),
         });
     }
     out.sort_by(|a, b| {
@@ -282,12 +377,299 @@ pub fn restore(
     // The index's stat data, so that what is unchanged shows as unchanged;
     // a non-zero exit only says that some file differs from the index.
     let _ = wt.run_status(&["update-index", "-q", "--refresh"], &[]);
-    let head = attach(&git, &wt, &p)?;
+    let (head, unborn) = match &p.records.unborn {
+        Some(branch) => attach_unborn(&git, &wt, &p, branch)?,
+        None => (attach(&git, &wt, &p)?, false),
+    };
+    let nested = restore_nested(&git, &wt, to, reference, &p.records)?;
     Ok(Restored {
         path: to.to_path_buf(),
         head,
+        unborn,
         commit: p.head,
+        nested,
     })
+}
+
+/// Puts HEAD back on the unborn branch `full` when no branch of that name
+/// exists and no other worktree is on it; detached at the stand-in `H`
+/// otherwise. Returns what HEAD is, and whether it is unborn.
+fn attach_unborn(main: &Git, wt: &Git, p: &Parts, full: &str) -> Result<(String, bool), String> {
+    let detached = |why: &str| {
+        format!(
+            "detached at {} (the empty stand-in for the unborn {full}: {why})",
+            p.head
+        )
+    };
+    let (st, _) = main
+        .run_status(&["rev-parse", "--verify", "-q", full], &[])
+        .map_err(|e| e.to_string())?;
+    if st.success() {
+        return Ok((detached("that branch exists now"), false));
+    }
+    if checked_out_elsewhere(main, full)? {
+        return Ok((detached("another worktree is on that branch"), false));
+    }
+    // What `worktree add --orphan` would make, with any git: HEAD names a
+    // branch that has no commit, the index and files stay as restored.
+    wt.run(&["symbolic-ref", "HEAD", full])
+        .map_err(|e| e.to_string())?;
+    Ok((full.to_string(), true))
+}
+
+/// Whether a worktree of the main repository `main` has `full` checked out
+/// (unborn there or not).
+fn checked_out_elsewhere(main: &Git, full: &str) -> Result<bool, String> {
+    let list = main
+        .run(&["worktree", "list", "--porcelain"])
+        .map_err(|e| e.to_string())?
+        .stdout_str();
+    Ok(list.lines().any(|l| l == format!("branch {full}")))
+}
+
+/// The kept refs of one nested repository in the main repository.
+#[derive(Default)]
+struct KeptRefs {
+    /// `<ref>-nested/<n>`'s commit: the nested repository's HEAD.
+    head: Option<String>,
+    /// Branch name → commit, from `<ref>-nested/<n>-heads/<branch>`.
+    branches: Vec<(String, String)>,
+}
+
+/// Every `<reference>-nested/<n>…` ref of the main repository `git` runs
+/// in, by `n`.
+fn kept_refs(
+    git: &Git,
+    reference: &str,
+) -> Result<std::collections::BTreeMap<usize, KeptRefs>, String> {
+    let prefix = format!("{reference}-nested/");
+    let out = git
+        .run(&["for-each-ref", "--format=%(objectname) %(refname)", &prefix])
+        .map_err(|e| e.to_string())?
+        .stdout_str();
+    let mut kept: std::collections::BTreeMap<usize, KeptRefs> = Default::default();
+    for line in out.lines() {
+        let Some((id, name)) = line.split_once(' ') else {
+            continue;
+        };
+        let Some(rest) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let (n, branch) = match rest.split_once("-heads/") {
+            Some((n, b)) => (n, Some(b)),
+            None => (rest, None),
+        };
+        let Ok(n) = n.parse::<usize>() else { continue };
+        let k = kept.entry(n).or_default();
+        match branch {
+            Some(b) => k.branches.push((b.to_string(), id.to_string())),
+            None => k.head = Some(id.to_string()),
+        }
+    }
+    Ok(kept)
+}
+
+/// Makes each nested repository the archive recorded again, from its kept
+/// refs (see [`restore_nested_one`]); reports those kept refs whose path
+/// is not recorded, and records whose refs are gone, as not placed.
+fn restore_nested(
+    main: &Git,
+    wt: &Git,
+    to: &Path,
+    reference: &str,
+    records: &Records,
+) -> Result<Vec<NestedRestored>, String> {
+    let mut kept = kept_refs(main, reference)?;
+    let mut recorded = records.nested.clone();
+    recorded.sort_by(|a, b| a.path.cmp(&b.path));
+    let url = main
+        .run(&["rev-parse", "--path-format=absolute", "--git-common-dir"])
+        .map_err(|e| e.to_string())?
+        .stdout_str()
+        .trim()
+        .to_string();
+    let format = main
+        .run(&["rev-parse", "--show-object-format"])
+        .map_err(|e| e.to_string())?
+        .stdout_str()
+        .trim()
+        .to_string();
+    let mut out = Vec::new();
+    for r in &recorded {
+        let refname = format!("{reference}-nested/{}", r.n);
+        let mut done = NestedRestored {
+            path: Some(rel_str(&r.path)),
+            kept: refname.clone(),
+            placed: false,
+            branches: Vec::new(),
+            head: String::new(),
+        };
+        match kept.remove(&r.n) {
+            None => done.head = "its kept refs are gone from the main repository".into(),
+            Some(k) => match restore_nested_one(wt, to, &url, &format, &refname, r, &k) {
+                Ok((branches, head)) => {
+                    done.placed = true;
+                    done.branches = branches;
+                    done.head = head;
+                }
+                Err(why) => done.head = why,
+            },
+        }
+        tracing::info!("{}", done.describe());
+        out.push(done);
+    }
+    for n in kept.into_keys() {
+        let done = NestedRestored {
+            path: None,
+            kept: format!("{reference}-nested/{n}"),
+            placed: false,
+            branches: Vec::new(),
+            head: "its path is not recorded: the archive was made before paths were".into(),
+        };
+        tracing::warn!("{}", done.describe());
+        out.push(done);
+    }
+    Ok(out)
+}
+
+/// The directory a recorded nested path names below `to`, when it is a
+/// plain directory reached through plain directories only: a symlink on
+/// the way could lead out of the worktree.
+fn nested_dir(to: &Path, rel: &[u8]) -> Result<PathBuf, String> {
+    let path = Path::new(OsStr::from_bytes(rel));
+    let mut at = to.to_path_buf();
+    let mut any = false;
+    for c in path.components() {
+        let std::path::Component::Normal(c) = c else {
+            return Err("the recorded path is not a plain relative path".into());
+        };
+        at.push(c);
+        any = true;
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(format!(
+                    "{} is not a directory after the files came back",
+                    at.display()
+                ))
+            }
+            Err(_) => {
+                return Err(format!(
+                    "{} does not exist after the files came back",
+                    at.display()
+                ))
+            }
+        }
+    }
+    if !any {
+        return Err("the recorded path is empty".into());
+    }
+    Ok(join_rel(to, rel))
+}
+
+/// Makes the repository of one nested repository again at its path: `git
+/// init` there, its kept branches fetched from the main repository at
+/// `url`, HEAD on the one branch at the kept HEAD (detached at it when
+/// none or several are), and its index set to HEAD's tree. Its working
+/// files are the ones the restore put back and are not touched; a clean
+/// submodule's, which the archive did not hold, are checked out from
+/// HEAD into its empty directory. Returns its branches and HEAD.
+fn restore_nested_one(
+    wt: &Git,
+    to: &Path,
+    url: &str,
+    format: &str,
+    refname: &str,
+    r: &NestedRecord,
+    k: &KeptRefs,
+) -> Result<(Vec<String>, String), String> {
+    let dir = nested_dir(to, &r.path)?;
+    if fs::symlink_metadata(dir.join(".git")).is_ok() {
+        return Err(format!(
+            "{} already has a .git: left as it is",
+            dir.display()
+        ));
+    }
+    let empty = fs::read_dir(&dir)
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+        .next()
+        .is_none();
+    let dir_s = dir.to_str().ok_or("the nested path is not UTF-8")?;
+    wt.at(to)
+        .run(&[
+            "init",
+            "-q",
+            &format!("--object-format={format}"),
+            "--",
+            dir_s,
+        ])
+        .map_err(|e| format!("git init: {e}"))?;
+    let g = wt.at(&dir);
+    let made = (|| {
+        let mut args: Vec<String> = [
+            "fetch",
+            "-q",
+            "--no-tags",
+            "--update-head-ok",
+            "--no-write-fetch-head",
+            url,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if !k.branches.is_empty() {
+            args.push(format!("+{refname}-heads/*:refs/heads/*"));
+        }
+        if k.head.is_some() {
+            // Fetched for its objects only: a detached HEAD needs them.
+            args.push(refname.to_string());
+        }
+        g.run(&args)
+            .map_err(|e| format!("fetching its kept commits: {e}"))?;
+        let head = match &k.head {
+            None => "unborn (the kept repository had no HEAD commit)".to_string(),
+            Some(h) => {
+                let on: Vec<&(String, String)> =
+                    k.branches.iter().filter(|(_, id)| id == h).collect();
+                if let [(b, _)] = on.as_slice() {
+                    let full = format!("refs/heads/{b}");
+                    g.run(&["symbolic-ref", "HEAD", &full])
+                        .map_err(|e| e.to_string())?;
+                    full
+                } else {
+                    g.run(&["update-ref", "--no-deref", "HEAD", h])
+                        .map_err(|e| e.to_string())?;
+                    format!(
+                        "detached at {h} ({} branches point there)",
+                        if on.is_empty() { "no" } else { "several" }
+                    )
+                }
+            }
+        };
+        if k.head.is_some() {
+            g.run(&["read-tree", "HEAD"])
+                .map_err(|e| format!("setting its index: {e}"))?;
+            if r.clean && empty {
+                g.run(&["checkout-index", "--all"])
+                    .map_err(|e| format!("checking out its files: {e}"))?;
+            }
+            let _ = g.run_status(&["update-index", "-q", "--refresh"], &[]);
+        }
+        Ok::<_, String>(head)
+    })();
+    match made {
+        Ok(head) => {
+            let mut branches: Vec<String> = k.branches.iter().map(|(b, _)| b.clone()).collect();
+            branches.sort();
+            Ok((branches, head))
+        }
+        Err(e) => {
+            // Only what `git init` just made goes: a half-made repository
+            // would pass for a restored one.
+            let _ = fs::remove_dir_all(dir.join(".git"));
+            Err(e)
+        }
+    }
 }
 
 /// Puts HEAD on the archived branch when that moves nothing.
@@ -308,11 +690,7 @@ fn attach(main: &Git, wt: &Git, p: &Parts) -> Result<String, String> {
     if o.stdout_str().trim() != p.head {
         return Ok(detached(&format!("{full} has moved since")));
     }
-    let list = main
-        .run(&["worktree", "list", "--porcelain"])
-        .map_err(|e| e.to_string())?
-        .stdout_str();
-    if list.lines().any(|l| l == format!("branch {full}")) {
+    if checked_out_elsewhere(main, &full)? {
         return Ok(detached(&format!(
             "{full} is checked out in another worktree"
         )));
@@ -332,22 +710,23 @@ mod tests {
     use crate::git::cli::DEFAULT_TIMEOUT;
     use crate::git::testutil::{precious, set_exec, write, Fixture};
 
-    /// What a worktree holds, read without the controller's code: every
-    /// file below it but `.git` (mode and content or link target), the
-    /// index as `git ls-files -s` prints it, and HEAD.
-    fn snapshot(f: &Fixture, wt: &Path) -> (BTreeMap<String, String>, String, String) {
+    /// Every file below `dir` but `.git` entries (a worktree's, a nested
+    /// repository's), mode and content or link target, read without the
+    /// controller's code.
+    fn files_of(dir: &Path) -> BTreeMap<String, String> {
         let mut files = BTreeMap::new();
-        for e in walkdir::WalkDir::new(wt).min_depth(1) {
+        let walk = walkdir::WalkDir::new(dir)
+            .min_depth(1)
+            .into_iter()
+            .filter_entry(|e| e.file_name() != ".git");
+        for e in walk {
             let e = e.unwrap();
             let rel = e
                 .path()
-                .strip_prefix(wt)
+                .strip_prefix(dir)
                 .unwrap()
                 .to_string_lossy()
                 .into_owned();
-            if rel == ".git" {
-                continue;
-            }
             let m = fs::symlink_metadata(e.path()).unwrap();
             let v = if m.file_type().is_symlink() {
                 format!("link {}", fs::read_link(e.path()).unwrap().display())
@@ -364,9 +743,15 @@ mod tests {
             };
             files.insert(rel, v);
         }
+        files
+    }
+
+    /// What a worktree holds: its files (see [`files_of`]), the index as
+    /// `git ls-files -s` prints it, and HEAD.
+    fn snapshot(f: &Fixture, wt: &Path) -> (BTreeMap<String, String>, String, String) {
         let index = f.git(wt, &["ls-files", "-s"]);
         let head = f.git(wt, &["rev-parse", "HEAD"]);
-        (files, index, head)
+        (files_of(wt), index, head)
     }
 
     fn dirty(f: &Fixture, name: &str) -> PathBuf {
@@ -655,5 +1040,318 @@ mod tests {
         assert_eq!(branch_of("WIP on (no branch): abc1234 x"), None);
         assert_eq!(branch_of("WIP on boo/x (deleted): abc1234 x"), None);
         assert_eq!(branch_of("something else"), None);
+    }
+
+    /// What a nested repository is, read with git: HEAD (its branch or
+    /// `detached`), its branches and their commits, HEAD's history, and
+    /// what `git status` says of its files.
+    fn nested_state(f: &Fixture, dir: &Path) -> [String; 4] {
+        let on = f.try_git(dir, &["symbolic-ref", "-q", "HEAD"]).stdout;
+        let on = String::from_utf8_lossy(&on).trim().to_string();
+        [
+            if on.is_empty() { "detached".into() } else { on },
+            f.git(
+                dir,
+                &[
+                    "for-each-ref",
+                    "--format=%(refname) %(objectname)",
+                    "refs/heads/",
+                ],
+            ),
+            f.git(dir, &["log", "--format=%H %s", "HEAD"]),
+            f.git(dir, &["status", "--porcelain", "--untracked-files=all"]),
+        ]
+    }
+
+    /// A worktree with a nested plain repository (commits on two branches
+    /// that nothing else has, an edited and an untracked file) and a
+    /// submodule with a commit its upstream lacks.
+    fn with_nested(f: &Fixture) -> PathBuf {
+        let wt = f.worktree("w", "b");
+        let lib = wt.join("vendor/lib");
+        fs::create_dir_all(&lib).unwrap();
+        f.git(&lib, &["init", "-q"]);
+        write(&lib.join("x.txt"), "x\n");
+        f.commit_all(&lib, "x");
+        f.git(&lib, &["checkout", "-q", "-b", "topic"]);
+        write(&lib.join("t.txt"), "topic\n");
+        f.commit_all(&lib, "on topic");
+        f.git(&lib, &["checkout", "-q", "main"]);
+        write(&lib.join("m.txt"), "main\n");
+        f.commit_all(&lib, "on main");
+        write(&lib.join("x.txt"), "x, edited\n");
+        write(&lib.join("u.txt"), "untracked in the nested repository\n");
+
+        let up = f.tmp.path().join("upstream");
+        fs::create_dir_all(&up).unwrap();
+        f.git(&up, &["init", "-q"]);
+        write(&up.join("lib.txt"), "library\n");
+        f.commit_all(&up, "lib");
+        f.git(
+            &wt,
+            &["submodule", "add", "-q", up.to_str().unwrap(), "sub"],
+        );
+        f.git(&wt, &["commit", "-q", "-m", "submodule"]);
+        write(&wt.join("sub/lib.txt"), "library, changed here\n");
+        f.commit_all(&wt.join("sub"), "only here");
+        wt
+    }
+
+    #[test]
+    fn nested_repositories_come_back_with_their_commits_and_branches() {
+        let f = Fixture::new();
+        let wt = with_nested(&f);
+        let files = files_of(&wt);
+        let index = f.git(&wt, &["ls-files", "-s"]);
+        let status = f.git(&wt, &["status", "--porcelain"]);
+        let lib = nested_state(&f, &wt.join("vendor/lib"));
+        let sub = nested_state(&f, &wt.join("sub"));
+        assert!(
+            lib[3].contains("M x.txt") && lib[3].contains("?? u.txt"),
+            "{lib:?}"
+        );
+
+        let archived =
+            crate::git::archive::archive(&wt, "w", SystemTime::now(), &precious()).unwrap();
+        f.git(
+            &f.repo,
+            &["worktree", "remove", "--force", wt.to_str().unwrap()],
+        );
+        let refs = f.git(&f.repo, &["for-each-ref"]);
+        let to = f.root.join("back");
+        let r = restore(&f.repo, &archived.reference, &to, DEFAULT_TIMEOUT).unwrap();
+
+        assert_eq!(files_of(&to), files);
+        assert_eq!(f.git(&to, &["ls-files", "-s"]), index);
+        assert_eq!(f.git(&to, &["status", "--porcelain"]), status);
+        assert_eq!(nested_state(&f, &to.join("vendor/lib")), lib);
+        assert_eq!(nested_state(&f, &to.join("sub")), sub);
+        assert!(to.join("vendor/lib/.git").is_dir());
+        // The restore read the main repository and wrote no ref there.
+        assert_eq!(f.git(&f.repo, &["for-each-ref"]), refs);
+        let n = &archived.reference;
+        assert_eq!(
+            r.nested,
+            vec![
+                NestedRestored {
+                    path: Some("sub".into()),
+                    kept: format!("{n}-nested/0"),
+                    placed: true,
+                    branches: vec!["main".into()],
+                    head: "refs/heads/main".into(),
+                },
+                NestedRestored {
+                    path: Some("vendor/lib".into()),
+                    kept: format!("{n}-nested/1"),
+                    placed: true,
+                    branches: vec!["main".into(), "topic".into()],
+                    head: "refs/heads/main".into(),
+                },
+            ]
+        );
+        assert_eq!(
+            r.nested[1].describe(),
+            "nested vendor/lib: restored with 2 branches, HEAD on main"
+        );
+    }
+
+    /// A copy of the archive `reference` under `name` whose message is
+    /// `message`, with the nested refs `-nested/<from>…` copied to
+    /// `-nested/<to>…` for each pair: an archive as an older version, or
+    /// a damaged one, would have written it.
+    fn rewritten(
+        f: &Fixture,
+        reference: &str,
+        name: &str,
+        message: &str,
+        nested: &[(usize, usize)],
+    ) {
+        let parents = f.git(&f.repo, &["rev-list", "--parents", "-n1", reference]);
+        let mut args = vec!["commit-tree".to_string(), format!("{reference}^{{tree}}")];
+        for p in parents.split(' ').skip(1) {
+            args.push("-p".into());
+            args.push(p.into());
+        }
+        args.push("-m".into());
+        args.push(message.into());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let commit = f.git(&f.repo, &args);
+        f.git(&f.repo, &["update-ref", name, &commit]);
+        let kept = f.git(
+            &f.repo,
+            &[
+                "for-each-ref",
+                "--format=%(refname) %(objectname)",
+                &format!("{reference}-nested/"),
+            ],
+        );
+        for (from, to) in nested {
+            let prefix = format!("{reference}-nested/{from}");
+            for line in kept.lines() {
+                let (r, id) = line.split_once(' ').unwrap();
+                if let Some(rest) = r.strip_prefix(&prefix) {
+                    if rest.is_empty() || rest.starts_with("-heads/") {
+                        f.git(
+                            &f.repo,
+                            &["update-ref", &format!("{name}-nested/{to}{rest}"), id],
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn nested_repositories_without_a_recorded_path_are_reported_not_placed() {
+        let f = Fixture::new();
+        let wt = f.worktree("w", "b");
+        let lib = wt.join("vendor/lib");
+        fs::create_dir_all(&lib).unwrap();
+        f.git(&lib, &["init", "-q"]);
+        write(&lib.join("x.txt"), "x\n");
+        f.commit_all(&lib, "x");
+        let a = crate::git::archive::archive(&wt, "w", SystemTime::now(), &precious()).unwrap();
+        f.git(
+            &f.repo,
+            &["worktree", "remove", "--force", wt.to_str().unwrap()],
+        );
+        let subject = f.git(&f.repo, &["log", "-1", "--format=%s", &a.reference]);
+        // As archives were written before paths were recorded.
+        let old = "refs/boo/archive/w/1700000001";
+        let body = "boo-reconciler archive of worktree w (/gone/w) at 1700000001";
+        rewritten(
+            &f,
+            &a.reference,
+            old,
+            &format!("{subject}\n\n{body}\n"),
+            &[(0, 0)],
+        );
+        let refs = f.git(&f.repo, &["for-each-ref"]);
+        let to = f.root.join("old");
+        let r = restore(&f.repo, old, &to, DEFAULT_TIMEOUT).unwrap();
+        assert_eq!(r.nested.len(), 1, "{r:?}");
+        let n = &r.nested[0];
+        assert_eq!((n.path.as_deref(), n.placed), (None, false), "{n:?}");
+        assert_eq!(n.kept, format!("{old}-nested/0"));
+        assert!(n.describe().contains("not recorded"), "{}", n.describe());
+        // Its files are back, its repository is not made up.
+        assert_eq!(
+            fs::read_to_string(to.join("vendor/lib/x.txt")).unwrap(),
+            "x\n"
+        );
+        assert!(!to.join("vendor/lib/.git").exists());
+        assert_eq!(f.git(&f.repo, &["for-each-ref"]), refs);
+
+        // Records that cannot be followed are skipped, each saying why;
+        // what is there is never overwritten.
+        let odd = "refs/boo/archive/w/1700000002";
+        let records = "nested 0 \"vendor/lib\"\nnested 1 \"vendor/lib\"\nnested 2 \"README\"\n\
+                       nested 3 \"../escape\"\nnested 4 \"vendor/gone\"\nnested 5 \"vendor\"\n";
+        rewritten(
+            &f,
+            &a.reference,
+            odd,
+            &format!("{subject}\n\n{body}\n\n{records}"),
+            &[(0, 0), (0, 1), (0, 2), (0, 3), (0, 4)],
+        );
+        let to = f.root.join("odd");
+        let r = restore(&f.repo, odd, &to, DEFAULT_TIMEOUT).unwrap();
+        let said: Vec<(Option<&str>, bool, &str)> = r
+            .nested
+            .iter()
+            .map(|n| (n.path.as_deref(), n.placed, n.head.as_str()))
+            .collect();
+        assert_eq!(said.len(), 6, "{said:?}");
+        let why = |p: &str| {
+            said.iter()
+                .filter(|s| s.0 == Some(p))
+                .map(|s| s.2)
+                .collect::<Vec<_>>()
+        };
+        assert!(
+            why("../escape")[0].contains("not a plain relative path"),
+            "{said:?}"
+        );
+        assert!(why("README")[0].contains("not a directory"), "{said:?}");
+        assert!(why("vendor/gone")[0].contains("does not exist"), "{said:?}");
+        assert!(why("vendor")[0].contains("kept refs are gone"), "{said:?}");
+        let lib = why("vendor/lib");
+        assert_eq!(lib[0], "refs/heads/main", "{said:?}");
+        assert!(lib[1].contains("already has a .git"), "{said:?}");
+        assert_eq!(fs::read_to_string(to.join("README")).unwrap(), "hello\n");
+        assert_eq!(f.git(&to.join("vendor/lib"), &["log", "--format=%s"]), "x");
+    }
+
+    #[test]
+    fn an_unborn_head_comes_back_unborn_on_its_branch() {
+        let f = Fixture::new();
+        let wt = f.add_worktree(&f.root.join("w"), &["--orphan", "-b", "o"], None);
+        write(&wt.join("first.txt"), "first\n");
+        f.git(&wt, &["add", "first.txt"]);
+        write(&wt.join("first.txt"), "first, edited\n");
+        write(&wt.join("notes/second.txt"), "untracked\n");
+        write(&wt.join(".env"), "SECRET=1\n");
+        let files = files_of(&wt);
+        let index = f.git(&wt, &["ls-files", "-s"]);
+        let status = f.git(&wt, &["status", "--porcelain"]);
+        let a = crate::git::archive::archive(&wt, "w", SystemTime::now(), &precious()).unwrap();
+        f.git(
+            &f.repo,
+            &["worktree", "remove", "--force", wt.to_str().unwrap()],
+        );
+        let refs = f.git(&f.repo, &["for-each-ref"]);
+
+        let to = f.root.join("back");
+        let r = restore(&f.repo, &a.reference, &to, DEFAULT_TIMEOUT).unwrap();
+        assert_eq!((r.head.as_str(), r.unborn), ("refs/heads/o", true), "{r:?}");
+        assert_eq!(f.git(&to, &["symbolic-ref", "HEAD"]), "refs/heads/o");
+        assert!(!f
+            .try_git(&to, &["rev-parse", "-q", "--verify", "HEAD"])
+            .status
+            .success());
+        assert_eq!(files_of(&to), files);
+        assert_eq!(f.git(&to, &["ls-files", "-s"]), index);
+        assert_eq!(f.git(&to, &["status", "--porcelain"]), status);
+        assert_eq!(f.git(&f.repo, &["for-each-ref"]), refs);
+
+        let git = Git::for_dir(&f.repo, DEFAULT_TIMEOUT).unwrap();
+        let listed = archives(&git, &precious()).unwrap();
+        assert_eq!(listed[0].branch.as_deref(), Some("o"), "{listed:?}");
+
+        // Another worktree is on it now: detached at the stand-in.
+        let again = f.root.join("again");
+        let r = restore(&f.repo, &a.reference, &again, DEFAULT_TIMEOUT).unwrap();
+        assert!(!r.unborn && r.head.contains("another worktree"), "{r:?}");
+        f.git(
+            &f.repo,
+            &["worktree", "remove", "--force", to.to_str().unwrap()],
+        );
+        f.git(
+            &f.repo,
+            &["worktree", "remove", "--force", again.to_str().unwrap()],
+        );
+
+        // The branch exists now: detached at the stand-in, and it says so.
+        f.git(&f.repo, &["branch", "o", "main"]);
+        let to = f.root.join("later");
+        let r = restore(&f.repo, &a.reference, &to, DEFAULT_TIMEOUT).unwrap();
+        assert!(!r.unborn && r.head.contains("exists now"), "{r:?}");
+        assert_eq!(
+            f.rev(&to, "HEAD"),
+            f.rev(&f.repo, &format!("{}^1", a.reference))
+        );
+        assert_eq!(f.rev(&f.repo, "o"), f.rev(&f.repo, "main"));
+        assert_eq!(files_of(&to), files);
+        assert_eq!(f.git(&to, &["ls-files", "-s"]), index);
+        f.git(&f.repo, &["branch", "-D", "o"]);
+
+        // An archive that does not record the branch: detached.
+        let subject = f.git(&f.repo, &["log", "-1", "--format=%s", &a.reference]);
+        let old = "refs/boo/archive/w/1700000001";
+        rewritten(&f, &a.reference, old, &format!("{subject}\n\nolder\n"), &[]);
+        let to = f.root.join("old");
+        let r = restore(&f.repo, old, &to, DEFAULT_TIMEOUT).unwrap();
+        assert!(!r.unborn && r.head.starts_with("detached at"), "{r:?}");
+        assert_eq!(files_of(&to), files);
     }
 }

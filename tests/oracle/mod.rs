@@ -182,6 +182,8 @@ pub struct DirSnap {
     pub all: BTreeMap<PathBuf, Entry>,
     /// Relative roots of repositories inside (nested repos, submodules).
     pub nested: Vec<PathBuf>,
+    /// What git says of each of `nested` that is a repository of its own.
+    pub nested_repos: BTreeMap<PathBuf, NestedState>,
     /// Commits of HEAD, its branch, the HEAD reflog, `refs/worktree/*`, and
     /// of every nested repository (HEAD, refs, reflog).
     pub commits: BTreeSet<String>,
@@ -446,12 +448,14 @@ pub fn snapshot_dir(path: &Path, main_repos: &[PathBuf]) -> DirSnap {
                 .collect();
         }
     }
+    let mut nested_repos = BTreeMap::new();
     for n in &nested {
         let nd = path.join(n);
         let top = git_ok(&nd, &["rev-parse", "--show-toplevel"])
             .map(|o| canon(Path::new(String::from_utf8_lossy(&o).trim_end())));
         if top.as_deref() == Some(canon(&nd).as_path()) {
             commits.extend(repo_commits(&nd));
+            nested_repos.insert(n.clone(), nested_state(&nd));
         }
     }
     let index = match &status {
@@ -470,10 +474,85 @@ pub fn snapshot_dir(path: &Path, main_repos: &[PathBuf]) -> DirSnap {
         index,
         all,
         nested,
+        nested_repos,
         commits,
         branch,
         locked,
         operations,
+    }
+}
+
+/// A nested repository, as git tells it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NestedState {
+    /// HEAD's commit.
+    pub head: Option<String>,
+    /// The branch HEAD names.
+    pub on: Option<String>,
+    /// `refs/heads/*` → commit.
+    pub branches: BTreeMap<String, String>,
+    /// HEAD or a branch holds a commit no remote-tracking ref reaches: the
+    /// commits a forced removal must keep and a restore bring back.
+    pub local_only: bool,
+}
+
+impl NestedState {
+    /// Where a restore puts HEAD (README, "Getting work back"): on the one
+    /// branch at HEAD's commit, detached when none or several are there.
+    pub fn expected_on(&self) -> Option<String> {
+        let at: Vec<&String> = self
+            .branches
+            .iter()
+            .filter(|(_, c)| Some(*c) == self.head.as_ref())
+            .map(|(b, _)| b)
+            .collect();
+        match at.as_slice() {
+            [b] => Some(b.to_string()),
+            _ => None,
+        }
+    }
+}
+
+pub fn nested_state(dir: &Path) -> NestedState {
+    let branches = git_ok(
+        dir,
+        &[
+            "for-each-ref",
+            "--format=%(refname) %(objectname)",
+            "refs/heads/",
+        ],
+    )
+    .map(|o| lines(&o))
+    .unwrap_or_default()
+    .into_iter()
+    .filter_map(|l| {
+        l.split_once(' ')
+            .map(|(r, c)| (r.to_string(), c.to_string()))
+    })
+    .collect();
+    let local_only = git_ok(
+        dir,
+        &[
+            "rev-list",
+            "-n1",
+            "HEAD",
+            "--branches",
+            "--not",
+            "--remotes",
+        ],
+    )
+    .or_else(|| {
+        git_ok(
+            dir,
+            &["rev-list", "-n1", "--branches", "--not", "--remotes"],
+        )
+    })
+    .is_some_and(|o| !lines(&o).is_empty());
+    NestedState {
+        head: head_commit(dir),
+        on: git_ok(dir, &["symbolic-ref", "-q", "HEAD"]).and_then(|o| lines(&o).into_iter().next()),
+        branches,
+        local_only,
     }
 }
 
@@ -621,16 +700,53 @@ pub fn staged_as_recipe(mut got: Restored, recipe: &Restored) -> Restored {
     got
 }
 
-/// What a restored worktree at `dir` holds: its files but `.git`, and its
+/// What a restored worktree at `dir` holds: its files but `.git` (its own,
+/// and the git directories of nested repositories it has again), and its
 /// index.
 pub fn restored_at(dir: &Path) -> Restored {
     Restored {
         files: walk(dir)
             .into_iter()
-            .filter(|(p, _)| p != Path::new(".git"))
+            .filter(|(p, _)| !has_component(p, ".git"))
             .collect(),
         index: index_entries(dir),
     }
+}
+
+/// A nested repository a restore made again: what git says of it, its
+/// files but `.git`, and the files of its HEAD's tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NestedBack {
+    pub state: NestedState,
+    pub files: BTreeMap<PathBuf, Entry>,
+    pub head_files: BTreeMap<PathBuf, Entry>,
+}
+
+/// The nested repositories below a restored worktree at `dir`, by path.
+pub fn nested_back(dir: &Path) -> BTreeMap<PathBuf, NestedBack> {
+    let mut out = BTreeMap::new();
+    for rel in find_git_dirs(dir) {
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
+        let nd = dir.join(&rel);
+        let mut head_files = BTreeSet::new();
+        if let Some(h) = head_commit(&nd) {
+            tree_files(&nd, &BTreeSet::from([h]), &mut head_files);
+        }
+        out.insert(
+            rel,
+            NestedBack {
+                state: nested_state(&nd),
+                files: walk(&nd)
+                    .into_iter()
+                    .filter(|(p, _)| !has_component(p, ".git"))
+                    .collect(),
+                head_files: head_files.into_iter().collect(),
+            },
+        );
+    }
+    out
 }
 
 /// Commits reachable from HEAD and the refs of `repo`. With `archives`
@@ -695,7 +811,7 @@ fn tree_files(repo: &Path, commits: &BTreeSet<String>, out: &mut BTreeSet<(PathB
 
 /// The archive's name component: `refs/boo/archive/<name>/<secs>`; the
 /// `-nested` refs beside it are not archives of their own.
-fn archive_name(reference: &str) -> Option<String> {
+pub fn archive_name(reference: &str) -> Option<String> {
     let rest = reference.strip_prefix("refs/boo/archive/")?;
     let parts: Vec<&str> = rest.split('/').collect();
     (parts.len() == 2 && !parts[1].contains("-nested")).then(|| parts[0].to_string())

@@ -1011,25 +1011,68 @@ impl World {
     /// Restores `reference` with `boo-reconciler restore` and with git's
     /// recipe, each into a scratch directory outside the root; what differs,
     /// if anything. An archive the recipe cannot restore is judged by
-    /// `check` already.
-    fn restore_differs(&self, reference: &str) -> Option<String> {
+    /// `check` already. The recipe makes no nested repository again; the
+    /// binary must, for each one of the archived directory in `before`
+    /// whose commits only it had: HEAD's commit, its branches, HEAD on the
+    /// one branch at that commit, and its files (a clean one's are its
+    /// HEAD's, which the recipe leaves out).
+    pub fn restore_differs(&self, reference: &str, before: &Snapshot) -> Option<String> {
         let Ok(recipe) = super::restore(&self.main, reference) else {
             return None;
         };
-        match self.restored_by_binary(reference) {
-            Ok(Some(got)) => {
-                let got = super::staged_as_recipe(got, &recipe);
-                (got != recipe).then(|| format!("restored {got:?}\nrecipe {recipe:?}"))
+        let (mut got, nested) = match self.restored_by_binary(reference) {
+            Ok(Some(r)) => r,
+            Ok(None) => return None,
+            Err(e) => return Some(e),
+        };
+        let mut differs = Vec::new();
+        for (p, back) in &nested {
+            if recipe.files.keys().any(|f| f.starts_with(p)) {
+                continue;
             }
-            Ok(None) => None,
-            Err(e) => Some(e),
+            got.files.retain(|f, _| !f.starts_with(p));
+            if back.files != back.head_files {
+                differs.push(format!(
+                    "nested {p:?}: its files {:?} are not its HEAD's {:?}",
+                    back.files, back.head_files
+                ));
+            }
         }
+        let got = super::staged_as_recipe(got, &recipe);
+        if got != recipe {
+            differs.push(format!("restored {got:?}\nrecipe {recipe:?}"));
+        }
+        let archived = super::archive_name(reference).and_then(|name| {
+            before
+                .dirs
+                .iter()
+                .find(|d| d.name == name || d.admin_name.as_deref() == Some(name.as_str()))
+        });
+        for (p, was) in archived.iter().flat_map(|d| &d.nested_repos) {
+            if p.as_os_str().is_empty() || !was.local_only {
+                continue;
+            }
+            let Some(back) = nested.get(p) else {
+                differs.push(format!("nested {p:?} ({was:?}) was not made again"));
+                continue;
+            };
+            let now = &back.state;
+            if now.head != was.head || now.branches != was.branches || now.on != was.expected_on() {
+                differs.push(format!("nested {p:?}: was {was:?}, restored {now:?}"));
+            }
+        }
+        (!differs.is_empty()).then(|| differs.join("\n"))
     }
 
     /// What `boo-reconciler restore <reference>` brings back, read from a
-    /// scratch directory outside the root; `None` when the world has no
-    /// worktree row, so the command knows no repository to look in.
-    pub fn restored_by_binary(&self, reference: &str) -> Result<Option<super::Restored>, String> {
+    /// scratch directory outside the root, with the nested repositories it
+    /// made again; `None` when the world has no worktree row, so the
+    /// command knows no repository to look in.
+    #[allow(clippy::type_complexity)]
+    pub fn restored_by_binary(
+        &self,
+        reference: &str,
+    ) -> Result<Option<(super::Restored, BTreeMap<PathBuf, super::NestedBack>)>, String> {
         let scratch = tempfile::Builder::new()
             .prefix("oracle-bin-restore-")
             .tempdir()
@@ -1049,12 +1092,15 @@ impl World {
                 out.status.code()
             ))
         } else {
-            Ok(Some(super::restored_at(&dest)))
+            Ok(Some((super::restored_at(&dest), super::nested_back(&dest))))
         };
+        // git refuses to remove a worktree holding a submodule's git
+        // directory: the directory goes first, then its admin entry.
         g(
             &self.main,
             &["worktree", "remove", "--force", dest.to_str().unwrap()],
         );
+        let _ = std::fs::remove_dir_all(&dest);
         g(&self.main, &["worktree", "prune"]);
         verdict
     }
@@ -1093,7 +1139,7 @@ impl World {
         }
         // The binary's own restore brings back what git's recipe does.
         for reference in &refs {
-            if let Some(detail) = self.restore_differs(reference) {
+            if let Some(detail) = self.restore_differs(reference, &before) {
                 violations.push(Violation::RestoreDiffers {
                     reference: reference.clone(),
                     detail,

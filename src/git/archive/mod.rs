@@ -32,6 +32,12 @@
 //! branches to `<ref>-nested/<n>-heads/<branch>` (`n` counts the nested
 //! repositories and submodules of the worktree from 0, in path order).
 //!
+//! What the restore needs beyond the stash shape is recorded in W's
+//! message body, which `git stash apply` ignores ([`records`]): the path
+//! of each `n` whose commits were fetched (and whether its files are its
+//! HEAD's, a clean submodule's, rather than in U), and the branch an
+//! unborn HEAD named. Archives made before these records have none.
+//!
 //! File contents are stored raw (no clean filters), which is what
 //! "byte for byte" means. Trees are built in memory (`git2::Index::new`);
 //! the worktree's index file, its branch, `refs/stash` and every other ref
@@ -45,10 +51,12 @@
 //! before the ref leaves only unreachable objects behind.
 
 mod nested;
+pub mod records;
 mod tree;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -180,34 +188,59 @@ fn reflog_head(repo: &Repository) -> Option<Oid> {
         .filter(|id| repo.find_commit(*id).is_ok())
 }
 
-/// The commit HEAD stands for (`None`: unborn) and how the archive's
-/// messages name the branch.
-fn head_target(b: &Builder<'_>) -> Result<(Option<Oid>, String), GitError> {
+/// What HEAD stands for: its commit (`None`: unborn), how the archive's
+/// messages name the branch, and the branch HEAD names.
+struct HeadTarget {
+    commit: Option<Oid>,
+    label: String,
+    branch: Option<String>,
+}
+
+fn head_target(b: &Builder<'_>) -> Result<HeadTarget, GitError> {
     let head_ref = b.repo.find_reference("HEAD").map_err(b.git("read HEAD"))?;
     Ok(
         match head_ref.symbolic_target().map_err(b.git("read HEAD"))? {
             Some(t) => {
                 let short = t.strip_prefix("refs/heads/").unwrap_or(t).to_string();
+                let branch = Some(t.to_string());
                 match b.repo.refname_to_id(t) {
-                    Ok(id) => (Some(id), short),
+                    Ok(id) => HeadTarget {
+                        commit: Some(id),
+                        label: short,
+                        branch,
+                    },
                     // The branch is gone: the commit it last had here keeps its
                     // history reachable.
-                    Err(_) => (reflog_head(b.repo), format!("{short} (deleted)")),
+                    Err(_) => HeadTarget {
+                        commit: reflog_head(b.repo),
+                        label: format!("{short} (deleted)"),
+                        branch,
+                    },
                 }
             }
-            None => (
-                Some(head_ref.peel_to_commit().map_err(b.git("read HEAD"))?.id()),
-                "(no branch)".to_string(),
-            ),
+            None => HeadTarget {
+                commit: Some(head_ref.peel_to_commit().map_err(b.git("read HEAD"))?.id()),
+                label: "(no branch)".to_string(),
+                branch: None,
+            },
         },
     )
 }
 
-/// H, and the `<label>: <short id> <summary>` the other parts' messages
-/// name it by, as `git stash` does.
-fn head_commit<'r>(b: &Builder<'r>, worktree_id: &str) -> Result<(Commit<'r>, String), GitError> {
-    let (head, label) = head_target(b)?;
-    let head = match head {
+/// H, the `<label>: <short id> <summary>` the other parts' messages name
+/// it by, as `git stash` does, and the branch an unborn HEAD named (H is
+/// then a stand-in).
+fn head_commit<'r>(
+    b: &Builder<'r>,
+    worktree_id: &str,
+) -> Result<(Commit<'r>, String, Option<String>), GitError> {
+    let HeadTarget {
+        commit,
+        label,
+        branch,
+    } = head_target(b)?;
+    let unborn = commit.is_none().then_some(branch).flatten();
+    let head = match commit {
         Some(id) => b.repo.find_commit(id).map_err(b.git("read HEAD commit"))?,
         None => {
             // `git stash apply` needs a base commit; the empty tree is what
@@ -223,7 +256,7 @@ fn head_commit<'r>(b: &Builder<'r>, worktree_id: &str) -> Result<(Commit<'r>, St
         &head.id().to_string()[..7],
         head.summary().ok().flatten().unwrap_or("")
     );
-    Ok((head, on))
+    Ok((head, on, unborn))
 }
 
 /// I, and what the working-tree part needs to know of the index.
@@ -339,24 +372,30 @@ fn submodule_is_dirty(sub: &Repository, precious: &GlobSet) -> bool {
         .unwrap_or(true)
 }
 
+/// A nested repository's or submodule's path, and whether its working
+/// files are left out of U.
+type Nested = (Vec<u8>, bool);
+
 /// U's index, and the nested repositories and initialized submodules (in
-/// path order) whose commits [`nested::keep_nested_commits`] looks at.
+/// path order) whose commits [`nested::keep_nested_commits`] looks at,
+/// each with whether its working files are left out of U (a clean
+/// submodule: they are its HEAD's).
 fn untracked_part(
     b: &Builder<'_>,
     index: &Index,
     precious: &GlobSet,
-) -> Result<(Index, Vec<Vec<u8>>), GitError> {
+) -> Result<(Index, Vec<Nested>), GitError> {
     let s = scan(b.repo, precious, false)
         .map_err(|e| invalid(b.worktree, format!("cannot archive: {e}")))?;
     let mut idx = Index::new().map_err(b.git("index"))?;
     for rel in s.untracked.iter().chain(s.precious.iter()) {
         b.add_file(&mut idx, &b.workdir, b"", rel)?;
     }
-    let mut nested: Vec<Vec<u8>> = Vec::new();
+    let mut nested: BTreeMap<Vec<u8>, bool> = BTreeMap::new();
     for rel in &s.nested {
         let dir = join_rel(&b.workdir, rel);
         b.add_repo_files(&mut idx, &dir, rel, precious, 1)?;
-        nested.push(rel.clone());
+        nested.insert(rel.clone(), false);
     }
     for e in index.iter() {
         if e.mode != GITLINK || e.flags & STAGE_MASK != 0 {
@@ -367,14 +406,14 @@ fn untracked_part(
             continue;
         }
         let Ok(sub) = open_exact(&dir) else { continue };
-        if submodule_is_dirty(&sub, precious) {
+        let dirty = submodule_is_dirty(&sub, precious);
+        if dirty {
             b.add_repo_files(&mut idx, &dir, &e.path, precious, 1)?;
         }
-        nested.push(e.path.clone());
+        let in_u = nested.get(&e.path).is_some_and(|clean| !clean);
+        nested.insert(e.path.clone(), !dirty && !in_u);
     }
-    nested.sort();
-    nested.dedup();
-    Ok((idx, nested))
+    Ok((idx, nested.into_iter().collect()))
 }
 
 /// U (only when something is untracked), I on H, and W on H, I and U: the
@@ -414,14 +453,22 @@ pub fn archive(
     let Opened { repo, main, common } = open(worktree)?;
     let secs = unix_secs(now);
     let b = Builder::new(&repo, worktree, secs)?;
-    let (head, on) = head_commit(&b, worktree_id)?;
+    let (head, on, unborn) = head_commit(&b, worktree_id)?;
     let index = repo.index().map_err(b.git("read index"))?;
     let staged = index_part(&b, &index)?;
     let w_tree = worktree_tree(&b, &staged)?;
     let (u_idx, nested_repos) = untracked_part(&b, &index, precious)?;
+    let kept = nested::to_keep(&b.workdir, &nested_repos)?;
+    let recorded = records::lines(&records::Records {
+        unborn,
+        nested: kept.clone(),
+    });
+    // Quoted, so that neither can add a line that reads as a record.
     let msg = format!(
-        "WIP on {on}\n\nboo-reconciler archive of worktree {worktree_id} ({}) at {secs}\n",
-        worktree.display()
+        "WIP on {on}\n\nboo-reconciler archive of worktree {} ({}) at {secs}\n{}{recorded}",
+        records::quote_if_needed(worktree_id.as_bytes()),
+        records::quote_if_needed(worktree.as_os_str().as_bytes()),
+        if recorded.is_empty() { "" } else { "\n" },
     );
     let w_commit = stash_commits(&b, (&head, &on), staged.tree, w_tree, u_idx, &msg)?;
 
@@ -435,7 +482,7 @@ pub fn archive(
         &format!("boo-reconciler: archive of worktree {worktree_id}"),
     )
     .map_err(b.git("create archive ref"))?;
-    nested::keep_nested_commits(&main, &b.workdir, &nested_repos, &reference)?;
+    nested::keep_nested_commits(&main, &b.workdir, &kept, &reference)?;
 
     super::owner::hand_back(&common).map_err(|e| {
         invalid(

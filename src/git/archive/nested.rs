@@ -9,6 +9,7 @@ use git2::{AutotagOption, FetchOptions, Repository};
 use super::super::paths::{join_rel, open_exact, rel_str};
 use super::super::reach::{ref_tips, unreachable};
 use super::super::GitError;
+use super::records::NestedRecord;
 
 /// Commits of HEAD and the local branches of `repo` that no
 /// remote-tracking ref reaches.
@@ -45,16 +46,16 @@ fn fetch_nested(main: &Repository, dir: &Path, refname: &str) -> Result<(), git2
     Ok(())
 }
 
-/// Fetches the local-only commits of each of `nested` (paths below
-/// `workdir`, in path order) to `<reference>-nested/<n>`; one whose
-/// commits a remote-tracking ref reaches is left alone.
-pub(super) fn keep_nested_commits(
-    main: &Repository,
+/// Those of `nested` (paths below `workdir`, in path order, each with
+/// whether it is a clean submodule) whose HEAD or local branches hold
+/// commits that no remote-tracking ref reaches, as the archive records
+/// them: `n` is the index in `nested`, which names its refs.
+pub(super) fn to_keep(
     workdir: &Path,
-    nested: &[Vec<u8>],
-    reference: &str,
-) -> Result<(), GitError> {
-    for (n, rel) in nested.iter().enumerate() {
+    nested: &[(Vec<u8>, bool)],
+) -> Result<Vec<NestedRecord>, GitError> {
+    let mut out = Vec::new();
+    for (n, (rel, clean)) in nested.iter().enumerate() {
         let dir = join_rel(workdir, rel);
         let Ok(repo) = open_exact(&dir) else {
             continue;
@@ -64,17 +65,35 @@ pub(super) fn keep_nested_commits(
             path: dir.clone(),
             source,
         })?;
-        if unpushed == 0 {
-            continue;
+        if unpushed > 0 {
+            out.push(NestedRecord {
+                n,
+                path: rel.clone(),
+                clean: *clean,
+            });
         }
-        let refname = format!("{reference}-nested/{n}");
+    }
+    Ok(out)
+}
+
+/// Fetches the HEAD and local branches of each of `kept` (see [`to_keep`])
+/// to `<reference>-nested/<n>` and `<reference>-nested/<n>-heads/*`.
+pub(super) fn keep_nested_commits(
+    main: &Repository,
+    workdir: &Path,
+    kept: &[NestedRecord],
+    reference: &str,
+) -> Result<(), GitError> {
+    for k in kept {
+        let dir = join_rel(workdir, &k.path);
+        let refname = format!("{reference}-nested/{}", k.n);
         fetch_nested(main, &dir, &refname).map_err(|source| GitError::Op {
             op: "fetch nested repository",
             path: dir.clone(),
             source,
         })?;
         tracing::info!(
-            nested = %rel_str(rel),
+            nested = %rel_str(&k.path),
             reference = %refname,
             "archived nested repository commits"
         );

@@ -307,3 +307,79 @@ fn archive_refuses_what_it_cannot_keep() {
     write(&plain.join("f"), "x\n");
     assert!(archive(&plain, "p", now(), &precious()).is_err());
 }
+
+#[test]
+fn archive_records_the_paths_of_the_nested_repositories_it_kept_and_an_unborn_branch() {
+    let f = Fixture::new();
+    let up = f.tmp.path().join("upstream");
+    fs::create_dir_all(&up).unwrap();
+    f.git(&up, &["init", "-q"]);
+    write(&up.join("lib.txt"), "library\n");
+    f.commit_all(&up, "lib");
+    let wt = f.worktree("w", "b");
+    // Pushed as it is: nothing to keep, nothing recorded.
+    f.git(
+        &wt,
+        &["submodule", "add", "-q", up.to_str().unwrap(), "a-sub"],
+    );
+    f.git(&wt, &["commit", "-q", "-m", "submodule"]);
+    // A clean submodule with a commit of its own: its files are its HEAD's.
+    f.git(
+        &wt,
+        &["submodule", "add", "-q", up.to_str().unwrap(), "b-sub"],
+    );
+    f.git(&wt, &["commit", "-q", "-m", "submodule"]);
+    write(&wt.join("b-sub/lib.txt"), "changed\n");
+    f.commit_all(&wt.join("b-sub"), "only here");
+    // A nested repository under an odd name.
+    let odd = wt.join("c odd\n\"name\"");
+    fs::create_dir_all(&odd).unwrap();
+    f.git(&odd, &["init", "-q"]);
+    write(&odd.join("x.txt"), "x\n");
+    f.commit_all(&odd, "x");
+    // An id that tries to write a record of its own.
+    let a = archive(&wt, "w\nnested 9 \"x\"", now(), &precious()).unwrap();
+    let msg = f.git(&f.repo, &["log", "-1", "--format=%B", &a.reference]);
+    assert_eq!(
+        records::parse(msg.as_bytes()),
+        records::Records {
+            unborn: None,
+            nested: vec![
+                records::NestedRecord {
+                    n: 1,
+                    path: b"b-sub".to_vec(),
+                    clean: true,
+                },
+                records::NestedRecord {
+                    n: 2,
+                    path: b"c odd\n\"name\"".to_vec(),
+                    clean: false,
+                },
+            ],
+        },
+        "{msg}"
+    );
+    let kept = f.git(
+        &f.repo,
+        &[
+            "for-each-ref",
+            "--format=%(refname)",
+            &format!("{}-nested/", a.reference),
+        ],
+    );
+    assert!(!kept.contains("-nested/0"), "{kept}");
+    assert!(
+        kept.contains("-nested/1\n") && kept.contains("-nested/2\n"),
+        "{kept}"
+    );
+
+    let orphan = f.add_worktree(&f.root.join("o"), &["--orphan", "-b", "new/o"], None);
+    write(&orphan.join("first.txt"), "first\n");
+    let a = archive(&orphan, "o", now(), &precious()).unwrap();
+    let msg = f.git(&f.repo, &["log", "-1", "--format=%B", &a.reference]);
+    assert_eq!(
+        records::parse(msg.as_bytes()).unborn.as_deref(),
+        Some("refs/heads/new/o"),
+        "{msg}"
+    );
+}
