@@ -92,12 +92,7 @@ async fn list_with_rows(
             });
         }
     }
-    out.sort_by(|a, b| {
-        b.archive
-            .unix_secs
-            .cmp(&a.archive.unix_secs)
-            .then(a.archive.reference.cmp(&b.archive.reference))
-    });
+    out.sort_by(|a, b| Archive::newest_first(&a.archive, &b.archive));
     Ok((out, rows))
 }
 

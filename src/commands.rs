@@ -43,29 +43,8 @@ pub async fn dispatch(
             worktree,
             session,
             json,
-        } => {
-            let store =
-                Store::open_with(&config.database.url, false, (&config.database).into()).await?;
-            let filter = crate::archives::Filter { worktree, session };
-            let list = crate::archives::list(&store, &config, &filter).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
-            } else {
-                print!("{}", crate::archives::render(&list));
-            }
-            Ok(0)
-        }
-        Command::Restore { what, to, json } => {
-            let store =
-                Store::open_with(&config.database.url, false, (&config.database).into()).await?;
-            let r = crate::archives::restore(&store, &config, &what, to.as_deref()).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
-            } else {
-                print!("{}", crate::archives::render_restore(&r));
-            }
-            Ok(0)
-        }
+        } => archives(&config, crate::archives::Filter { worktree, session }, json).await,
+        Command::Restore { what, to, json } => restore(&config, &what, to.as_deref(), json).await,
         Command::Status { url, json } => status(&config, url, json).await,
         Command::Plan { scope, json } => plan(config, &own_files, &scope, json).await,
         Command::Once { scope, force, json } => once(config, &own_files, &scope, force, json).await,
@@ -78,6 +57,39 @@ async fn migrate(config: &Config) -> Result<u8, Error> {
     let store = Store::open_with(&config.database.url, true, (&config.database).into()).await?;
     store.migrate().await?;
     println!("migrations applied to {}", store.url());
+    Ok(0)
+}
+
+/// `archives`: what `--force` kept, newest first; reads only.
+async fn archives(
+    config: &Config,
+    filter: crate::archives::Filter,
+    json: bool,
+) -> Result<u8, Error> {
+    let store = Store::open_with(&config.database.url, false, (&config.database).into()).await?;
+    let list = crate::archives::list(&store, config, &filter).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else {
+        print!("{}", crate::archives::render(&list));
+    }
+    Ok(0)
+}
+
+/// `restore`: an archive back as a new worktree.
+async fn restore(
+    config: &Config,
+    what: &str,
+    to: Option<&std::path::Path>,
+    json: bool,
+) -> Result<u8, Error> {
+    let store = Store::open_with(&config.database.url, false, (&config.database).into()).await?;
+    let r = crate::archives::restore(&store, config, what, to).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", crate::archives::render_restore(&r));
+    }
     Ok(0)
 }
 

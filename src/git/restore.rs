@@ -196,6 +196,11 @@ pub struct Archive {
     pub worktree_id: String,
     /// When it was taken (the ref's last component).
     pub unix_secs: u64,
+    /// Which of the archives taken in that second (`<secs>-<n>`: the
+    /// name is never reused, so a second archive in the same second gets
+    /// the next number).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub seq: u32,
     /// HEAD's commit when archived.
     pub head: String,
     pub branch: Option<String>,
@@ -205,6 +210,19 @@ pub struct Archive {
     pub precious: usize,
     /// The nested repositories' and submodules' kept refs.
     pub nested: Vec<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl Archive {
+    /// Newest first; ties (never expected) by name.
+    pub fn newest_first(a: &Archive, b: &Archive) -> std::cmp::Ordering {
+        (b.unix_secs, b.seq)
+            .cmp(&(a.unix_secs, a.seq))
+            .then(a.reference.cmp(&b.reference))
+    }
 }
 
 /// Every archive in the main repository `git` runs in, newest first.
@@ -217,7 +235,7 @@ pub fn archives(git: &Git, precious: &globset::GlobSet) -> Result<Vec<Archive>, 
     let names: Vec<&str> = refs.lines().collect();
     let mut out = Vec::new();
     for name in &names {
-        let Some((id, secs)) = archive_name(name) else {
+        let Some((id, secs, seq)) = archive_name(name) else {
             continue;
         };
         // A stale admin entry's HEAD is kept here too, as a plain commit:
@@ -254,6 +272,7 @@ pub fn archives(git: &Git, precious: &globset::GlobSet) -> Result<Vec<Archive>, 
             reference: name.to_string(),
             worktree_id: id,
             unix_secs: secs,
+            seq,
             staged: changed(&p.head, &p.index)?,
             unstaged: changed(&p.index, &p.worktree)?,
             untracked,
@@ -273,21 +292,26 @@ pub fn archives(git: &Git, precious: &globset::GlobSet) -> Result<Vec<Archive>, 
             }),
         });
     }
-    out.sort_by(|a, b| {
-        b.unix_secs
-            .cmp(&a.unix_secs)
-            .then(a.reference.cmp(&b.reference))
-    });
+    out.sort_by(Archive::newest_first);
     Ok(out)
 }
 
-/// `refs/boo/archive/<id>/<secs>` → `(id, secs)`; the nested repositories'
-/// refs below it are not archives of their own.
-fn archive_name(name: &str) -> Option<(String, u64)> {
+/// `refs/boo/archive/<id>/<secs>` → `(id, secs, 0)`, and
+/// `…/<secs>-<n>` (a later archive of the same second) → `(id, secs, n)`;
+/// the nested repositories' refs below them are not archives of their own.
+fn archive_name(name: &str) -> Option<(String, u64, u32)> {
     let rest = name.strip_prefix("refs/boo/archive/")?;
-    let (id, secs) = rest.split_once('/')?;
-    let secs: u64 = secs.parse().ok()?;
-    (!id.is_empty()).then(|| (id.to_string(), secs))
+    let (id, last) = rest.split_once('/')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let (secs, seq) = match last.split_once('-') {
+        None => (last, "0"),
+        Some((secs, seq)) if digits(seq) && seq != "0" && !seq.starts_with('0') => (secs, seq),
+        Some(_) => return None,
+    };
+    if !digits(secs) || id.is_empty() {
+        return None;
+    }
+    Some((id.to_string(), secs.parse().ok()?, seq.parse().ok()?))
 }
 
 /// Recreates the archived worktree of `reference` at `to` (see the
@@ -978,6 +1002,31 @@ mod tests {
     }
 
     #[test]
+    fn archives_taken_in_one_second_are_all_listed_the_later_first() {
+        let f = Fixture::new();
+        let wt = dirty(&f, "w");
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let first = crate::git::archive::archive(&wt, "w", at, &precious()).unwrap();
+        fs::write(wt.join("later.txt"), "later\n").unwrap();
+        let second = crate::git::archive::archive(&wt, "w", at, &precious()).unwrap();
+        assert_eq!(second.reference, format!("{}-1", first.reference));
+        let git = Git::for_dir(&f.repo, DEFAULT_TIMEOUT).unwrap();
+        let list = archives(&git, &precious()).unwrap();
+        let names: Vec<_> = list.iter().map(|x| (x.reference.as_str(), x.seq)).collect();
+        assert_eq!(
+            names,
+            [
+                (second.reference.as_str(), 1),
+                (first.reference.as_str(), 0)
+            ]
+        );
+        assert_eq!(list[0].untracked, list[1].untracked + 1, "later.txt");
+        let to = f.root.join("back");
+        restore(&f.repo, &list[0].reference, &to, DEFAULT_TIMEOUT).unwrap();
+        assert_eq!(fs::read_to_string(to.join("later.txt")).unwrap(), "later\n");
+    }
+
+    #[test]
     fn archives_are_listed_newest_first_with_what_they_hold() {
         let f = Fixture::new();
         let wt = dirty(&f, "w");
@@ -1021,8 +1070,30 @@ mod tests {
     fn only_archive_refs_are_archives() {
         assert_eq!(
             archive_name("refs/boo/archive/w-1/1700000000"),
-            Some(("w-1".into(), 1_700_000_000))
+            Some(("w-1".into(), 1_700_000_000, 0))
         );
+        assert_eq!(
+            archive_name("refs/boo/archive/w-1/1700000000-2"),
+            Some(("w-1".into(), 1_700_000_000, 2))
+        );
+        assert_eq!(
+            archive_name("refs/boo/archive/w-1/1700000000-2-nested/0"),
+            None
+        );
+        for odd in [
+            "1700000000-",
+            "1700000000-0",
+            "1700000000-02",
+            "-1",
+            "x",
+            "17x",
+        ] {
+            assert_eq!(
+                archive_name(&format!("refs/boo/archive/w/{odd}")),
+                None,
+                "{odd}"
+            );
+        }
         assert_eq!(
             archive_name("refs/boo/archive/w-1/1700000000-nested/0"),
             None
