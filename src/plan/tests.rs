@@ -201,6 +201,13 @@ fn assert_actions<const N: usize>(p: &Plan, want: [(&str, &str); N]) {
     assert_eq!(names(p), want, "{p:#?}");
 }
 
+/// Some pending item names `target` and says `why` in its reason.
+fn has_pending(p: &Plan, target: &str, why: &str) -> bool {
+    p.pending
+        .iter()
+        .any(|x| x.target.to_string() == target && x.why.contains(why))
+}
+
 #[test]
 fn live_session_keeps_its_worktree() {
     let mut f = Fixture::new();
@@ -889,25 +896,36 @@ mod opencode {
         }
     }
 
-    fn archived_chat_with_session(f: &mut Fixture) {
-        f.session("s1", Status::Archived, 0, 1)
-            .chat("c1", "s1", Status::Archived)
-            .worktree("w1", "s1");
-        f.desired
-            .agent_sessions
-            .push(oc_row("r1", "c1", "s1", Some("ses_abc")));
+    impl Fixture {
+        /// Archived session s1 with worktree w1, whose archived chat c1 has
+        /// row r1 naming opencode session ses_abc.
+        fn archived_chat_with_session() -> Fixture {
+            let mut f = Fixture::new();
+            f.session("s1", Status::Archived, 0, 1)
+                .chat("c1", "s1", Status::Archived)
+                .worktree("w1", "s1");
+            f.desired
+                .agent_sessions
+                .push(oc_row("r1", "c1", "s1", Some("ses_abc")));
+            f
+        }
+
+        /// The server answers with these sessions under the root.
+        fn listing<const N: usize>(&mut self, sessions: [OpencodeSession; N]) -> &mut Self {
+            self.actual.opencode = OpencodeView::Listed {
+                sessions: sessions.into(),
+            };
+            self
+        }
     }
 
     #[test]
     fn session_of_archived_chat_is_deleted_then_its_row_closed_then_the_worktree_removed() {
-        let mut f = Fixture::new();
-        archived_chat_with_session(&mut f);
-        f.actual.opencode = OpencodeView::Listed {
-            sessions: vec![
-                listed("ses_abc", "w1", 0, None),
-                listed("ses_kid", "w1", 0, Some("ses_abc")),
-            ],
-        };
+        let mut f = Fixture::archived_chat_with_session();
+        f.listing([
+            listed("ses_abc", "w1", 0, None),
+            listed("ses_kid", "w1", 0, Some("ses_abc")),
+        ]);
         let p = f.plan();
         assert_eq!(
             names(&p),
@@ -926,9 +944,8 @@ mod opencode {
 
     #[test]
     fn a_session_already_gone_from_the_listing_is_still_deleted_to_be_confirmed() {
-        let mut f = Fixture::new();
-        archived_chat_with_session(&mut f);
-        f.actual.opencode = OpencodeView::Listed { sessions: vec![] };
+        let mut f = Fixture::archived_chat_with_session();
+        f.listing([]);
         let p = f.plan();
         assert_eq!(p.actions[0].name(), "delete_opencode_session");
         assert_eq!(p.actions[1].name(), "close_agent_row");
@@ -936,10 +953,9 @@ mod opencode {
 
     #[test]
     fn malformed_session_id_closes_the_row_and_sends_nothing() {
-        let mut f = Fixture::new();
-        archived_chat_with_session(&mut f);
+        let mut f = Fixture::archived_chat_with_session();
         f.desired.agent_sessions[0].agent_session_id = Some("../../etc".into());
-        f.actual.opencode = OpencodeView::Listed { sessions: vec![] };
+        f.listing([]);
         let p = f.plan();
         assert_eq!(names(&p)[0], ("close_agent_row", "agent-row:r1".into()));
         assert!(p.actions[0]
@@ -953,68 +969,50 @@ mod opencode {
 
     #[test]
     fn opencode_not_running_keeps_rows_open_but_nothing_waits() {
-        let mut f = Fixture::new();
-        archived_chat_with_session(&mut f);
+        let mut f = Fixture::archived_chat_with_session();
         f.actual.opencode = OpencodeView::NotRunning {
             why: "connection refused".into(),
         };
         let p = f.plan();
-        assert_eq!(
-            names(&p),
-            [("remove_worktree", "worktree:/tmp/booworktrees/w1".into())]
-        );
+        assert_actions(&p, [("remove_worktree", "worktree:/tmp/booworktrees/w1")]);
         assert!(p.pending[0].why.contains("deleted once it is back"));
     }
 
     #[test]
     fn opencode_failing_holds_the_worktree_of_chats_with_opencode_rows_only() {
-        let mut f = Fixture::new();
-        archived_chat_with_session(&mut f);
+        let mut f = Fixture::archived_chat_with_session();
         // Another archived session without opencode rows proceeds.
-        f.session("s2", Status::Archived, 0, 1).worktree("w2", "s2");
+        f.archived_with_worktree("s2", "w2");
         f.actual.opencode = OpencodeView::Failing {
             why: "answered 500".into(),
         };
         let p = f.plan();
-        assert_eq!(
-            names(&p),
-            [("remove_worktree", "worktree:/tmp/booworktrees/w2".into())]
-        );
-        assert!(p
-            .pending
-            .iter()
-            .any(|x| x.target.to_string() == "worktree:/tmp/booworktrees/w1"
-                && x.why.contains("waiting for opencode")));
+        assert_actions(&p, [("remove_worktree", "worktree:/tmp/booworktrees/w2")]);
+        assert!(has_pending(
+            &p,
+            "worktree:/tmp/booworktrees/w1",
+            "waiting for opencode"
+        ));
     }
 
     #[test]
     fn orphan_session_under_the_root_is_deleted_once_old_and_holds_its_directory_until_then() {
         let mut f = Fixture::new();
-        f.dir("stray", 0);
-        f.actual.opencode = OpencodeView::Listed {
-            sessions: vec![listed("ses_young", "stray", 3500, None)],
-        };
+        f.dir("stray", 0)
+            .listing([listed("ses_young", "stray", 3500, None)]);
         let p = f.plan();
         assert!(p.actions.is_empty(), "{p:#?}");
-        assert!(p
-            .pending
-            .iter()
-            .any(|x| x.target.to_string() == "opencode:ses_young"));
-        assert!(p
-            .pending
-            .iter()
-            .any(|x| x.target.to_string() == "worktree:/tmp/booworktrees/stray"));
+        assert!(has_pending(&p, "opencode:ses_young", ""));
+        assert!(has_pending(&p, "worktree:/tmp/booworktrees/stray", ""));
 
-        f.actual.opencode = OpencodeView::Listed {
-            sessions: vec![listed("ses_old", "stray", 0, None)],
-        };
+        f.listing([listed("ses_old", "stray", 0, None)]);
         let p = f.plan();
-        assert_eq!(
-            names(&p),
+        assert_actions(
+            &p,
             [
-                ("delete_opencode_session", "opencode:ses_old".into()),
-                ("remove_worktree", "worktree:/tmp/booworktrees/stray".into())
-            ]
+                ("delete_opencode_session", "opencode:ses_old"),
+                ("remove_worktree", "worktree:/tmp/booworktrees/stray"),
+            ],
         );
         assert_eq!(p.actions[0].group(), p.actions[1].group());
         assert!(p.actions[0]
@@ -1025,15 +1023,13 @@ mod opencode {
     #[test]
     fn session_named_by_a_live_chats_row_is_kept_and_keeps_its_directory() {
         let mut f = Fixture::new();
-        f.session("s1", Status::Archived, 0, 1).worktree("w1", "s1");
-        f.session("s2", Status::Open, 1, 1)
-            .chat("c2", "s2", Status::Open);
+        f.archived_with_worktree("s1", "w1")
+            .session("s2", Status::Open, 1, 1)
+            .chat("c2", "s2", Status::Open)
+            .listing([listed("ses_live", "w1", 0, None)]);
         f.desired
             .agent_sessions
             .push(oc_row("r2", "c2", "s2", Some("ses_live")));
-        f.actual.opencode = OpencodeView::Listed {
-            sessions: vec![listed("ses_live", "w1", 0, None)],
-        };
         let p = f.plan();
         assert!(p.actions.is_empty(), "{p:#?}");
         assert!(p.pending[0]
@@ -1043,8 +1039,7 @@ mod opencode {
 
     #[test]
     fn with_opencode_off_rows_are_closed() {
-        let mut f = Fixture::new();
-        archived_chat_with_session(&mut f);
+        let f = Fixture::archived_chat_with_session();
         let p = f.plan();
         assert_eq!(names(&p)[0], ("close_agent_row", "agent-row:r1".into()));
         assert!(p.actions[0].reason.contains("opencode is off"));
