@@ -201,6 +201,16 @@ fn assert_actions<const N: usize>(p: &Plan, want: [(&str, &str); N]) {
     assert_eq!(names(p), want, "{p:#?}");
 }
 
+/// The first pending item says `why` in its reason.
+#[track_caller]
+fn assert_first_pending(p: &Plan, why: &str) {
+    let first = p
+        .pending
+        .first()
+        .unwrap_or_else(|| panic!("nothing pending: {p:#?}"));
+    assert!(first.why.contains(why), "{:?}", p.pending);
+}
+
 /// Some pending item names `target` and says `why` in its reason.
 fn has_pending(p: &Plan, target: &str, why: &str) -> bool {
     p.pending
@@ -369,11 +379,7 @@ fn a_directory_named_after_a_live_row_is_claimed_whatever_its_path_says() {
         .row("w2", "s2", "/elsewhere/w2".into(), WorktreeState::Active);
     let p = f.plan();
     assert_actions(&p, []);
-    assert!(
-        p.pending[0].why.contains("row w2 of live session s2"),
-        "{:?}",
-        p.pending
-    );
+    assert_first_pending(&p, "row w2 of live session s2");
 }
 
 #[test]
@@ -669,7 +675,7 @@ mod processes {
         // No chat row: grouped by the session label.
         assert_eq!(p.actions[0].group(), "session:s1");
         assert_eq!(p.pending.len(), 1);
-        assert!(p.pending[0].why.contains("10s old"), "{}", p.pending[0].why);
+        assert_first_pending(&p, "10s old");
     }
 
     #[test]
@@ -743,7 +749,7 @@ mod processes {
             .recorded_pid(7, 1, None);
         let p = f.plan();
         assert!(p.actions.is_empty());
-        assert!(p.pending[0].why.contains("never signalled"));
+        assert_first_pending(&p, "never signalled");
     }
 
     #[test]
@@ -805,11 +811,7 @@ mod processes {
             .acp("a2", "c2", Some(8), Some(80));
         let p = f.plan();
         assert!(p.actions.is_empty(), "{:?}", p.actions);
-        assert!(
-            p.pending[0].why.contains("not looked up"),
-            "{:?}",
-            p.pending
-        );
+        assert_first_pending(&p, "not looked up");
     }
 
     #[test]
@@ -845,7 +847,7 @@ mod processes {
                 "worktree:/tmp/booworktrees/w2"
             ]
         );
-        assert!(p.pending[0].why.contains("chats row bad cannot be read"));
+        assert_first_pending(&p, "chats row bad cannot be read");
     }
 
     #[test]
@@ -975,7 +977,7 @@ mod opencode {
         };
         let p = f.plan();
         assert_actions(&p, [("remove_worktree", "worktree:/tmp/booworktrees/w1")]);
-        assert!(p.pending[0].why.contains("deleted once it is back"));
+        assert_first_pending(&p, "deleted once it is back");
     }
 
     #[test]
@@ -1032,9 +1034,7 @@ mod opencode {
             .push(oc_row("r2", "c2", "s2", Some("ses_live")));
         let p = f.plan();
         assert!(p.actions.is_empty(), "{p:#?}");
-        assert!(p.pending[0]
-            .why
-            .contains("opencode session ses_live still works in it"));
+        assert_first_pending(&p, "opencode session ses_live still works in it");
     }
 
     #[test]
