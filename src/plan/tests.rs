@@ -83,6 +83,33 @@ impl Fixture {
         self
     }
 
+    /// An open chat of the open session s1, counted in its chats.
+    fn live_chat(&mut self, id: &str) -> &mut Self {
+        self.chat_of_s1(id, Status::Open)
+    }
+
+    /// An archived chat of the open session s1, counted in its chats:
+    /// the chat alone is dead, not its session.
+    fn archived_chat(&mut self, id: &str) -> &mut Self {
+        self.chat_of_s1(id, Status::Archived)
+    }
+
+    fn chat_of_s1(&mut self, id: &str, status: Status) -> &mut Self {
+        let (open, total) = match self.desired.sessions.get("s1") {
+            Some(s) => (s.open_chats, s.total_chats),
+            None => (0, 0),
+        };
+        let open = open + u64::from(status == Status::Open);
+        self.session("s1", Status::Open, open, total + 1)
+            .chat(id, "s1", status)
+    }
+
+    /// An archived session whose only chat closed, with its worktree.
+    fn archived_with_worktree(&mut self, session: &str, worktree: &str) -> &mut Self {
+        self.session(session, Status::Archived, 0, 1)
+            .worktree(worktree, session)
+    }
+
     /// A worktree row whose directory exists under the root.
     fn worktree(&mut self, id: &str, session: &str) -> &mut Self {
         self.row(id, session, wt_path(id), WorktreeState::Active);
@@ -138,6 +165,19 @@ impl Fixture {
         self
     }
 
+    /// An admin entry of /srv/repo whose worktree `name` is gone.
+    fn stale_admin(&mut self, name: &str, head: Option<&str>) -> &mut Self {
+        self.actual.stale_admin_entries.push(StaleAdminEntry {
+            repo_path: "/srv/repo".into(),
+            name: name.into(),
+            worktree_path: wt_path(name),
+            head: head.map(Into::into),
+            branch: None,
+            locked: None,
+        });
+        self
+    }
+
     fn plan(&self) -> Plan {
         self.plan_scoped(&Scope::Host)
     }
@@ -154,6 +194,30 @@ fn names(p: &Plan) -> Vec<(&'static str, String)> {
         .collect()
 }
 
+/// The plan takes exactly these actions, by name and target, in this order.
+#[track_caller]
+fn assert_actions<const N: usize>(p: &Plan, want: [(&str, &str); N]) {
+    let want: Vec<(&str, String)> = want.iter().map(|&(n, k)| (n, k.to_string())).collect();
+    assert_eq!(names(p), want, "{p:#?}");
+}
+
+/// The first pending item says `why` in its reason.
+#[track_caller]
+fn assert_first_pending(p: &Plan, why: &str) {
+    let first = p
+        .pending
+        .first()
+        .unwrap_or_else(|| panic!("nothing pending: {p:#?}"));
+    assert!(first.why.contains(why), "{:?}", p.pending);
+}
+
+/// Some pending item names `target` and says `why` in its reason.
+fn has_pending(p: &Plan, target: &str, why: &str) -> bool {
+    p.pending
+        .iter()
+        .any(|x| x.target.to_string() == target && x.why.contains(why))
+}
+
 #[test]
 fn live_session_keeps_its_worktree() {
     let mut f = Fixture::new();
@@ -166,10 +230,7 @@ fn archived_session_worktree_is_removed_with_reason() {
     let mut f = Fixture::new();
     f.session("s1", Status::Archived, 1, 1).worktree("w1", "s1");
     let p = f.plan();
-    assert_eq!(
-        names(&p),
-        [("remove_worktree", "worktree:/tmp/booworktrees/w1".into())]
-    );
+    assert_actions(&p, [("remove_worktree", "worktree:/tmp/booworktrees/w1")]);
     assert_eq!(p.actions[0].reason, "session s1 archived 4m ago");
     assert_eq!(p.actions[0].owner.session_id.as_deref(), Some("s1"));
     let ActionKind::RemoveWorktree { worktree } = &p.actions[0].kind else {
@@ -242,10 +303,7 @@ fn row_whose_directory_is_gone_is_marked_removed() {
     f.session("s1", Status::Archived, 0, 1)
         .row("w1", "s1", wt_path("w1"), WorktreeState::Active);
     let p = f.plan();
-    assert_eq!(
-        names(&p),
-        [("mark_worktree_removed", "worktree-row:w1".into())]
-    );
+    assert_actions(&p, [("mark_worktree_removed", "worktree-row:w1")]);
     assert_eq!(
         p.actions[0].reason,
         "session s1 archived 4m ago; directory already gone"
@@ -282,21 +340,17 @@ fn directory_named_by_a_refused_row_is_not_reaped_as_orphan() {
     f.session("s1", Status::Archived, 0, 1)
         .row("w1", "s1", "/etc".into(), WorktreeState::Active)
         .dir("w1", 0);
-    assert_eq!(
-        names(&f.plan()),
-        [("refuse_path", "worktree-row:w1".into())]
-    );
+    assert_actions(&f.plan(), [("refuse_path", "worktree-row:w1")]);
 }
 
 #[test]
 fn a_path_claimed_by_a_live_row_is_never_removed() {
     let mut f = Fixture::new();
-    f.session("s1", Status::Archived, 0, 1)
+    f.archived_with_worktree("s1", "w1")
         .session("s2", Status::Open, 1, 1)
-        .worktree("w1", "s1")
         .row("w2", "s2", wt_path("w1"), WorktreeState::Active);
     let p = f.plan();
-    assert_eq!(names(&p), []);
+    assert_actions(&p, []);
     assert_eq!(p.pending.len(), 1, "{:?}", p.pending);
     assert_eq!(p.pending[0].target, Target::Worktree(wt_path("w1")));
     assert_eq!(
@@ -306,13 +360,12 @@ fn a_path_claimed_by_a_live_row_is_never_removed() {
 
     // Once the other session lets go too, the directory goes.
     f.session("s2", Status::Archived, 0, 1);
-    let p = f.plan();
-    assert_eq!(
-        names(&p),
+    assert_actions(
+        &f.plan(),
         [
-            ("remove_worktree", "worktree:/tmp/booworktrees/w1".into()),
-            ("remove_worktree", "worktree:/tmp/booworktrees/w1".into())
-        ]
+            ("remove_worktree", "worktree:/tmp/booworktrees/w1"),
+            ("remove_worktree", "worktree:/tmp/booworktrees/w1"),
+        ],
     );
 }
 
@@ -325,12 +378,8 @@ fn a_directory_named_after_a_live_row_is_claimed_whatever_its_path_says() {
         .dir("w2", 0)
         .row("w2", "s2", "/elsewhere/w2".into(), WorktreeState::Active);
     let p = f.plan();
-    assert_eq!(names(&p), []);
-    assert!(
-        p.pending[0].why.contains("row w2 of live session s2"),
-        "{:?}",
-        p.pending
-    );
+    assert_actions(&p, []);
+    assert_first_pending(&p, "row w2 of live session s2");
 }
 
 #[test]
@@ -340,10 +389,7 @@ fn at_risk_worktree_of_live_session_is_marked_active_again() {
         .row("w1", "s1", wt_path("w1"), WorktreeState::AtRisk)
         .dir("w1", 0);
     let p = f.plan();
-    assert_eq!(
-        names(&p),
-        [("mark_worktree_active", "worktree-row:w1".into())]
-    );
+    assert_actions(&p, [("mark_worktree_active", "worktree-row:w1")]);
     assert!(!p.actions[0].is_destructive());
 }
 
@@ -374,9 +420,9 @@ fn old_orphan_directory_is_removed_with_its_age() {
     let mut f = Fixture::new();
     f.dir("stray", 0);
     let p = f.plan();
-    assert_eq!(
-        names(&p),
-        [("remove_worktree", "worktree:/tmp/booworktrees/stray".into())]
+    assert_actions(
+        &p,
+        [("remove_worktree", "worktree:/tmp/booworktrees/stray")],
     );
     assert_eq!(p.actions[0].reason, "no row for this directory, 1h old");
     assert_eq!(p.actions[0].owner, Owner::default());
@@ -395,21 +441,14 @@ fn symlink_or_file_under_root_is_never_planned() {
 #[test]
 fn stale_admin_entry_is_pruned() {
     let mut f = Fixture::new();
-    f.actual.stale_admin_entries.push(StaleAdminEntry {
-        repo_path: "/srv/repo".into(),
-        name: "w9".into(),
-        worktree_path: wt_path("w9"),
-        head: Some("abc".into()),
-        branch: None,
-        locked: None,
-    });
+    f.stale_admin("w9", Some("abc"));
     let p = f.plan();
-    assert_eq!(
-        names(&p),
+    assert_actions(
+        &p,
         [(
             "prune_admin_entry",
-            "admin-entry:/srv/repo/.git/worktrees/w9".into()
-        )]
+            "admin-entry:/srv/repo/.git/worktrees/w9",
+        )],
     );
     assert!(p.actions[0].is_destructive());
 }
@@ -450,15 +489,8 @@ fn admin_entry_of_a_moved_worktree_is_not_pruned() {
 fn stale_admin_entry_of_live_session_is_left_pending() {
     let mut f = Fixture::new();
     f.session("s1", Status::Open, 1, 1)
-        .row("w9", "s1", wt_path("w9"), WorktreeState::Active);
-    f.actual.stale_admin_entries.push(StaleAdminEntry {
-        repo_path: "/srv/repo".into(),
-        name: "w9".into(),
-        worktree_path: wt_path("w9"),
-        head: None,
-        branch: None,
-        locked: None,
-    });
+        .row("w9", "s1", wt_path("w9"), WorktreeState::Active)
+        .stale_admin("w9", None);
     let p = f.plan();
     assert!(p.actions.is_empty());
     assert_eq!(p.pending.len(), 1);
@@ -467,17 +499,12 @@ fn stale_admin_entry_of_live_session_is_left_pending() {
 #[test]
 fn chat_scope_takes_its_sessions_worktree_only() {
     let mut f = Fixture::new();
-    f.session("s1", Status::Archived, 0, 1)
+    f.archived_with_worktree("s1", "w1")
         .chat("c1", "s1", Status::Archived)
-        .worktree("w1", "s1")
-        .session("s2", Status::Archived, 0, 1)
-        .worktree("w2", "s2")
+        .archived_with_worktree("s2", "w2")
         .dir("stray", 0);
     let p = f.plan_scoped(&Scope::Chat("c1".into()));
-    assert_eq!(
-        names(&p),
-        [("remove_worktree", "worktree:/tmp/booworktrees/w1".into())]
-    );
+    assert_actions(&p, [("remove_worktree", "worktree:/tmp/booworktrees/w1")]);
     assert!(p.pending.is_empty());
     // An unknown chat scopes to nothing of the worktrees.
     assert!(f
@@ -489,31 +516,18 @@ fn chat_scope_takes_its_sessions_worktree_only() {
 #[test]
 fn session_scope_takes_that_session_only() {
     let mut f = Fixture::new();
-    f.session("s1", Status::Archived, 0, 1)
-        .worktree("w1", "s1")
-        .session("s2", Status::Archived, 0, 1)
-        .worktree("w2", "s2");
+    f.archived_with_worktree("s1", "w1")
+        .archived_with_worktree("s2", "w2");
     let p = f.plan_scoped(&Scope::Session("s2".into()));
-    assert_eq!(
-        names(&p),
-        [("remove_worktree", "worktree:/tmp/booworktrees/w2".into())]
-    );
+    assert_actions(&p, [("remove_worktree", "worktree:/tmp/booworktrees/w2")]);
 }
 
 #[test]
 fn actions_are_grouped_by_session_and_ordered_by_stage() {
     let mut f = Fixture::new();
-    f.session("s1", Status::Archived, 0, 1)
-        .worktree("w1", "s1")
-        .row("w2", "s1", wt_path("w2"), WorktreeState::Active);
-    f.actual.stale_admin_entries.push(StaleAdminEntry {
-        repo_path: "/srv/repo".into(),
-        name: "w2".into(),
-        worktree_path: wt_path("w2"),
-        head: None,
-        branch: None,
-        locked: None,
-    });
+    f.archived_with_worktree("s1", "w1")
+        .row("w2", "s1", wt_path("w2"), WorktreeState::Active)
+        .stale_admin("w2", None);
     let p = f.plan();
     let stages: Vec<Stage> = p.actions.iter().map(|a| a.stage()).collect();
     assert_eq!(stages, [Stage::Rows, Stage::Worktree, Stage::Admin]);
@@ -562,17 +576,45 @@ mod processes {
         }
     }
 
+    impl Fixture {
+        /// A labelled agent process of `chat`, started at t(`started`).
+        fn process(&mut self, pid: i32, chat: &str, started: u64) -> &mut Self {
+            self.actual.processes.push(process(pid, chat, started));
+            self
+        }
+
+        /// An acp row of `chat` recording `pid` started at `start`.
+        fn acp(&mut self, id: &str, chat: &str, pid: Option<i32>, start: Option<u64>) -> &mut Self {
+            self.desired
+                .agent_sessions
+                .push(acp_row(id, chat, pid, start));
+            self
+        }
+
+        /// A recorded pid looked up and found running a process started at
+        /// `start`, with `label` as its chat label.
+        fn recorded_pid(&mut self, pid: i32, start: u64, label: Option<&str>) -> &mut Self {
+            let identity = PidIdentity {
+                start_time: start,
+                chat_label: label.map(Into::into),
+            };
+            self.actual.recorded_pids.insert(pid, Some(identity));
+            self
+        }
+
+        /// A recorded pid looked up and found running nothing.
+        fn pid_gone(&mut self, pid: i32) -> &mut Self {
+            self.actual.recorded_pids.insert(pid, None);
+            self
+        }
+    }
+
     #[test]
     fn process_of_archived_chat_is_terminated_with_reason() {
         let mut f = Fixture::new();
-        f.session("s1", Status::Open, 0, 1)
-            .chat("c1", "s1", Status::Archived);
-        f.actual.processes.push(process(100, "c1", 0));
+        f.archived_chat("c1").process(100, "c1", 0);
         let p = f.plan();
-        assert_eq!(
-            names(&p),
-            [("terminate_process", "process:100@5100".into())]
-        );
+        assert_actions(&p, [("terminate_process", "process:100@5100")]);
         assert_eq!(
             p.actions[0].reason,
             "chat c1 archived 4m ago; goose pid 100 up 1h"
@@ -584,29 +626,25 @@ mod processes {
     #[test]
     fn only_the_top_of_a_chats_labelled_tree_is_targeted() {
         let mut f = Fixture::new();
-        f.session("s1", Status::Open, 0, 1)
-            .chat("c1", "s1", Status::Archived);
+        f.archived_chat("c1");
         let mut child = process(101, "c1", 0);
         child.ppid = 100;
         let mut orphaned = process(300, "c1", 0); // its leader died: ppid 1
         orphaned.ppid = 1;
         f.actual.processes = vec![process(100, "c1", 0), child, orphaned];
-        let p = f.plan();
-        assert_eq!(
-            names(&p),
+        assert_actions(
+            &f.plan(),
             [
-                ("terminate_process", "process:100@5100".into()),
-                ("terminate_process", "process:300@5300".into())
-            ]
+                ("terminate_process", "process:100@5100"),
+                ("terminate_process", "process:300@5300"),
+            ],
         );
     }
 
     #[test]
     fn process_of_live_chat_is_left_alone() {
         let mut f = Fixture::new();
-        f.session("s1", Status::Open, 1, 1)
-            .chat("c1", "s1", Status::Open);
-        f.actual.processes.push(process(100, "c1", 0));
+        f.live_chat("c1").process(100, "c1", 0);
         assert_eq!(f.plan(), Plan::default());
     }
 
@@ -614,8 +652,8 @@ mod processes {
     fn process_of_open_chat_in_archived_session_is_terminated() {
         let mut f = Fixture::new();
         f.session("s1", Status::Archived, 1, 1)
-            .chat("c1", "s1", Status::Open);
-        f.actual.processes.push(process(100, "c1", 0));
+            .chat("c1", "s1", Status::Open)
+            .process(100, "c1", 0);
         let p = f.plan();
         assert_eq!(p.actions.len(), 1);
         assert!(p.actions[0]
@@ -626,13 +664,10 @@ mod processes {
     #[test]
     fn process_whose_chat_has_no_row_waits_for_the_minimum_age() {
         let mut f = Fixture::new();
-        f.actual.processes.push(process(100, "ghost", 3590)); // 10s old
-        f.actual.processes.push(process(200, "ghost", 0)); // 1h old
+        f.process(100, "ghost", 3590) // 10s old
+            .process(200, "ghost", 0); // 1h old
         let p = f.plan();
-        assert_eq!(
-            names(&p),
-            [("terminate_process", "process:200@5200".into())]
-        );
+        assert_actions(&p, [("terminate_process", "process:200@5200")]);
         assert_eq!(
             p.actions[0].reason,
             "chat ghost has no row; goose pid 200 up 1h"
@@ -640,71 +675,68 @@ mod processes {
         // No chat row: grouped by the session label.
         assert_eq!(p.actions[0].group(), "session:s1");
         assert_eq!(p.pending.len(), 1);
-        assert!(p.pending[0].why.contains("10s old"), "{}", p.pending[0].why);
+        assert_first_pending(&p, "10s old");
     }
 
     #[test]
     fn row_of_archived_chat_with_its_agent_running_closes_after_the_kill() {
         let mut f = Fixture::new();
-        f.session("s1", Status::Open, 0, 1)
-            .chat("c1", "s1", Status::Archived);
-        f.actual.processes.push(process(100, "c1", 0));
-        f.desired
-            .agent_sessions
-            .push(acp_row("a1", "c1", Some(100), Some(5100)));
-        f.actual.recorded_pids.insert(
-            100,
-            Some(PidIdentity {
-                start_time: 5100,
-                chat_label: Some("c1".into()),
-            }),
-        );
+        f.archived_chat("c1")
+            .process(100, "c1", 0)
+            .acp("a1", "c1", Some(100), Some(5100))
+            .recorded_pid(100, 5100, Some("c1"));
         let p = f.plan();
-        assert_eq!(
-            names(&p),
+        assert_actions(
+            &p,
             [
-                ("terminate_process", "process:100@5100".into()),
-                ("close_agent_row", "agent-row:a1".into())
-            ]
+                ("terminate_process", "process:100@5100"),
+                ("close_agent_row", "agent-row:a1"),
+            ],
         );
         assert_eq!(p.actions[0].group(), p.actions[1].group());
         assert!(p.actions[0].stage() < p.actions[1].stage());
     }
 
+    /// Chat c1, live or archived, whose acp row a1 records pid 7, now gone:
+    /// the row is closed for `reason`, and nothing else is done.
+    #[track_caller]
+    fn gone_pid_closes_the_row(chat: Status, start: u64, reason: &str) -> Plan {
+        let mut f = Fixture::new();
+        f.chat_of_s1("c1", chat)
+            .acp("a1", "c1", Some(7), Some(start))
+            .pid_gone(7);
+        let p = f.plan();
+        assert_actions(&p, [("close_agent_row", "agent-row:a1")]);
+        assert_eq!(p.actions[0].reason, reason);
+        p
+    }
+
+    /// Chat c1, live or archived, whose acp row a1 records `pid` started at
+    /// `recorded`, which now runs a process started at `running`: the row
+    /// is closed, and nothing else is done.
+    #[track_caller]
+    fn reused_pid_closes_the_row(chat: Status, pid: i32, recorded: u64, running: u64) -> Plan {
+        let mut f = Fixture::new();
+        f.chat_of_s1("c1", chat)
+            .acp("a1", "c1", Some(pid), Some(recorded))
+            .recorded_pid(pid, running, None);
+        let p = f.plan();
+        assert_actions(&p, [("close_agent_row", "agent-row:a1")]);
+        p
+    }
+
     #[test]
     fn row_whose_pid_is_gone_is_closed_with_that_reason() {
-        let mut f = Fixture::new();
-        f.session("s1", Status::Open, 0, 1)
-            .chat("c1", "s1", Status::Archived);
-        f.desired
-            .agent_sessions
-            .push(acp_row("a1", "c1", Some(7), Some(1)));
-        f.actual.recorded_pids.insert(7, None);
-        let p = f.plan();
-        assert_eq!(names(&p), [("close_agent_row", "agent-row:a1".into())]);
-        assert_eq!(
-            p.actions[0].reason,
-            "chat c1 archived 4m ago; recorded pid 7 is gone"
+        gone_pid_closes_the_row(
+            Status::Archived,
+            1,
+            "chat c1 archived 4m ago; recorded pid 7 is gone",
         );
     }
 
     #[test]
     fn reused_pid_is_never_signalled_and_its_row_is_closed() {
-        let mut f = Fixture::new();
-        f.session("s1", Status::Open, 0, 1)
-            .chat("c1", "s1", Status::Archived);
-        f.desired
-            .agent_sessions
-            .push(acp_row("a1", "c1", Some(7), Some(1)));
-        f.actual.recorded_pids.insert(
-            7,
-            Some(PidIdentity {
-                start_time: 999,
-                chat_label: None,
-            }),
-        );
-        let p = f.plan();
-        assert_eq!(names(&p), [("close_agent_row", "agent-row:a1".into())]);
+        let p = reused_pid_closes_the_row(Status::Archived, 7, 1, 999);
         assert!(p.actions[0].reason.contains("recorded pid 7 was reused"));
         assert!(p.actions.iter().all(|a| a.name() != "terminate_process"));
     }
@@ -712,38 +744,18 @@ mod processes {
     #[test]
     fn recorded_process_without_the_label_is_never_signalled_and_keeps_its_row() {
         let mut f = Fixture::new();
-        f.session("s1", Status::Open, 0, 1)
-            .chat("c1", "s1", Status::Archived);
-        f.desired
-            .agent_sessions
-            .push(acp_row("a1", "c1", Some(7), Some(1)));
-        f.actual.recorded_pids.insert(
-            7,
-            Some(PidIdentity {
-                start_time: 1,
-                chat_label: None,
-            }),
-        );
+        f.archived_chat("c1")
+            .acp("a1", "c1", Some(7), Some(1))
+            .recorded_pid(7, 1, None);
         let p = f.plan();
         assert!(p.actions.is_empty());
-        assert!(p.pending[0].why.contains("never signalled"));
+        assert_first_pending(&p, "never signalled");
     }
 
     #[test]
     fn row_of_live_chat_whose_process_is_gone_is_closed_with_a_reason() {
-        let mut f = Fixture::new();
-        f.session("s1", Status::Open, 1, 1)
-            .chat("c1", "s1", Status::Open);
-        f.desired
-            .agent_sessions
-            .push(acp_row("a1", "c1", Some(7), Some(70)));
-        f.actual.recorded_pids.insert(7, None);
-        let p = f.plan();
-        assert_eq!(names(&p), [("close_agent_row", "agent-row:a1".into())]);
-        assert_eq!(
-            p.actions[0].reason,
-            "chat c1 is live; recorded pid 7 is gone"
-        );
+        let p =
+            gone_pid_closes_the_row(Status::Open, 70, "chat c1 is live; recorded pid 7 is gone");
         let ActionKind::CloseAgentRow {
             recorded_process, ..
         } = &p.actions[0].kind
@@ -762,22 +774,8 @@ mod processes {
 
     #[test]
     fn row_of_live_chat_whose_pid_runs_another_process_is_closed_and_never_signalled() {
-        let mut f = Fixture::new();
-        f.session("s1", Status::Open, 1, 1)
-            .chat("c1", "s1", Status::Open);
         // pid 1 is always running, with a start time the row did not record.
-        f.desired
-            .agent_sessions
-            .push(acp_row("a1", "c1", Some(1), Some(123_456)));
-        f.actual.recorded_pids.insert(
-            1,
-            Some(PidIdentity {
-                start_time: 1,
-                chat_label: None,
-            }),
-        );
-        let p = f.plan();
-        assert_eq!(names(&p), [("close_agent_row", "agent-row:a1".into())]);
+        let p = reused_pid_closes_the_row(Status::Open, 1, 123_456, 1);
         assert!(
             p.actions[0].reason.contains("recorded pid 1 was reused"),
             "{}",
@@ -788,44 +786,18 @@ mod processes {
 
     #[test]
     fn row_of_archived_chat_whose_pid_runs_another_process_is_closed_not_pending() {
-        let mut f = Fixture::new();
-        f.session("s1", Status::Open, 0, 1)
-            .chat("c1", "s1", Status::Archived);
-        f.desired
-            .agent_sessions
-            .push(acp_row("a1", "c1", Some(1), Some(123_456)));
-        f.actual.recorded_pids.insert(
-            1,
-            Some(PidIdentity {
-                start_time: 1,
-                chat_label: None,
-            }),
-        );
-        let p = f.plan();
-        assert_eq!(names(&p), [("close_agent_row", "agent-row:a1".into())]);
+        let p = reused_pid_closes_the_row(Status::Archived, 1, 123_456, 1);
         assert!(p.pending.is_empty(), "{:?}", p.pending);
     }
 
     #[test]
     fn row_of_live_chat_whose_process_runs_as_recorded_stays_open() {
         let mut f = Fixture::new();
-        f.session("s1", Status::Open, 1, 1)
-            .chat("c1", "s1", Status::Open);
-        f.desired
-            .agent_sessions
-            .push(acp_row("a1", "c1", Some(7), Some(70)));
-        f.desired
-            .agent_sessions
-            .push(acp_row("a2", "c1", Some(8), None));
-        for pid in [7, 8] {
-            f.actual.recorded_pids.insert(
-                pid,
-                Some(PidIdentity {
-                    start_time: 70,
-                    chat_label: None,
-                }),
-            );
-        }
+        f.live_chat("c1")
+            .acp("a1", "c1", Some(7), Some(70))
+            .acp("a2", "c1", Some(8), None)
+            .recorded_pid(7, 70, None)
+            .recorded_pid(8, 70, None);
         let p = f.plan();
         assert!(p.actions.is_empty(), "{:?}", p.actions);
     }
@@ -833,22 +805,13 @@ mod processes {
     #[test]
     fn row_whose_pid_was_not_looked_up_is_never_closed_for_it() {
         let mut f = Fixture::new();
-        f.session("s1", Status::Open, 1, 2)
-            .chat("c1", "s1", Status::Open)
-            .chat("c2", "s1", Status::Archived);
-        f.desired
-            .agent_sessions
-            .push(acp_row("a1", "c1", Some(7), Some(70)));
-        f.desired
-            .agent_sessions
-            .push(acp_row("a2", "c2", Some(8), Some(80)));
+        f.live_chat("c1")
+            .archived_chat("c2")
+            .acp("a1", "c1", Some(7), Some(70))
+            .acp("a2", "c2", Some(8), Some(80));
         let p = f.plan();
         assert!(p.actions.is_empty(), "{:?}", p.actions);
-        assert!(
-            p.pending[0].why.contains("not looked up"),
-            "{:?}",
-            p.pending
-        );
+        assert_first_pending(&p, "not looked up");
     }
 
     #[test]
@@ -857,12 +820,10 @@ mod processes {
         let mut f = Fixture::new();
         // Chat "bad" and session "sbad" have rows the store could not
         // read; so does worktree row "w2". Nothing they may own is touched.
-        f.actual.processes.push(process(100, "bad", 0));
-        f.desired
-            .agent_sessions
-            .push(acp_row("a1", "bad", None, None));
-        f.worktree("w1", "sbad");
-        f.dir("w2", 0);
+        f.process(100, "bad", 0)
+            .acp("a1", "bad", None, None)
+            .worktree("w1", "sbad")
+            .dir("w2", 0);
         for (table, id) in [
             (Table::Chats, "bad"),
             (Table::Sessions, "sbad"),
@@ -886,33 +847,25 @@ mod processes {
                 "worktree:/tmp/booworktrees/w2"
             ]
         );
-        assert!(p.pending[0].why.contains("chats row bad cannot be read"));
+        assert_first_pending(&p, "chats row bad cannot be read");
     }
 
     #[test]
     fn row_of_live_chat_is_not_closed() {
         let mut f = Fixture::new();
-        f.session("s1", Status::Open, 1, 1)
-            .chat("c1", "s1", Status::Open);
-        f.desired
-            .agent_sessions
-            .push(acp_row("a1", "c1", None, None));
+        f.live_chat("c1").acp("a1", "c1", None, None);
         assert!(f.plan().actions.is_empty());
     }
 
     #[test]
     fn chat_scope_takes_that_chats_processes_only() {
         let mut f = Fixture::new();
-        f.session("s1", Status::Open, 0, 2)
-            .chat("c1", "s1", Status::Archived)
-            .chat("c2", "s1", Status::Archived);
-        f.actual.processes.push(process(100, "c1", 0));
-        f.actual.processes.push(process(200, "c2", 0));
+        f.archived_chat("c1")
+            .archived_chat("c2")
+            .process(100, "c1", 0)
+            .process(200, "c2", 0);
         let p = f.plan_scoped(&Scope::Chat("c1".into()));
-        assert_eq!(
-            names(&p),
-            [("terminate_process", "process:100@5100".into())]
-        );
+        assert_actions(&p, [("terminate_process", "process:100@5100")]);
     }
 }
 
@@ -945,25 +898,36 @@ mod opencode {
         }
     }
 
-    fn archived_chat_with_session(f: &mut Fixture) {
-        f.session("s1", Status::Archived, 0, 1)
-            .chat("c1", "s1", Status::Archived)
-            .worktree("w1", "s1");
-        f.desired
-            .agent_sessions
-            .push(oc_row("r1", "c1", "s1", Some("ses_abc")));
+    impl Fixture {
+        /// Archived session s1 with worktree w1, whose archived chat c1 has
+        /// row r1 naming opencode session ses_abc.
+        fn archived_chat_with_session() -> Fixture {
+            let mut f = Fixture::new();
+            f.session("s1", Status::Archived, 0, 1)
+                .chat("c1", "s1", Status::Archived)
+                .worktree("w1", "s1");
+            f.desired
+                .agent_sessions
+                .push(oc_row("r1", "c1", "s1", Some("ses_abc")));
+            f
+        }
+
+        /// The server answers with these sessions under the root.
+        fn listing<const N: usize>(&mut self, sessions: [OpencodeSession; N]) -> &mut Self {
+            self.actual.opencode = OpencodeView::Listed {
+                sessions: sessions.into(),
+            };
+            self
+        }
     }
 
     #[test]
     fn session_of_archived_chat_is_deleted_then_its_row_closed_then_the_worktree_removed() {
-        let mut f = Fixture::new();
-        archived_chat_with_session(&mut f);
-        f.actual.opencode = OpencodeView::Listed {
-            sessions: vec![
-                listed("ses_abc", "w1", 0, None),
-                listed("ses_kid", "w1", 0, Some("ses_abc")),
-            ],
-        };
+        let mut f = Fixture::archived_chat_with_session();
+        f.listing([
+            listed("ses_abc", "w1", 0, None),
+            listed("ses_kid", "w1", 0, Some("ses_abc")),
+        ]);
         let p = f.plan();
         assert_eq!(
             names(&p),
@@ -982,9 +946,8 @@ mod opencode {
 
     #[test]
     fn a_session_already_gone_from_the_listing_is_still_deleted_to_be_confirmed() {
-        let mut f = Fixture::new();
-        archived_chat_with_session(&mut f);
-        f.actual.opencode = OpencodeView::Listed { sessions: vec![] };
+        let mut f = Fixture::archived_chat_with_session();
+        f.listing([]);
         let p = f.plan();
         assert_eq!(p.actions[0].name(), "delete_opencode_session");
         assert_eq!(p.actions[1].name(), "close_agent_row");
@@ -992,10 +955,9 @@ mod opencode {
 
     #[test]
     fn malformed_session_id_closes_the_row_and_sends_nothing() {
-        let mut f = Fixture::new();
-        archived_chat_with_session(&mut f);
+        let mut f = Fixture::archived_chat_with_session();
         f.desired.agent_sessions[0].agent_session_id = Some("../../etc".into());
-        f.actual.opencode = OpencodeView::Listed { sessions: vec![] };
+        f.listing([]);
         let p = f.plan();
         assert_eq!(names(&p)[0], ("close_agent_row", "agent-row:r1".into()));
         assert!(p.actions[0]
@@ -1009,68 +971,50 @@ mod opencode {
 
     #[test]
     fn opencode_not_running_keeps_rows_open_but_nothing_waits() {
-        let mut f = Fixture::new();
-        archived_chat_with_session(&mut f);
+        let mut f = Fixture::archived_chat_with_session();
         f.actual.opencode = OpencodeView::NotRunning {
             why: "connection refused".into(),
         };
         let p = f.plan();
-        assert_eq!(
-            names(&p),
-            [("remove_worktree", "worktree:/tmp/booworktrees/w1".into())]
-        );
-        assert!(p.pending[0].why.contains("deleted once it is back"));
+        assert_actions(&p, [("remove_worktree", "worktree:/tmp/booworktrees/w1")]);
+        assert_first_pending(&p, "deleted once it is back");
     }
 
     #[test]
     fn opencode_failing_holds_the_worktree_of_chats_with_opencode_rows_only() {
-        let mut f = Fixture::new();
-        archived_chat_with_session(&mut f);
+        let mut f = Fixture::archived_chat_with_session();
         // Another archived session without opencode rows proceeds.
-        f.session("s2", Status::Archived, 0, 1).worktree("w2", "s2");
+        f.archived_with_worktree("s2", "w2");
         f.actual.opencode = OpencodeView::Failing {
             why: "answered 500".into(),
         };
         let p = f.plan();
-        assert_eq!(
-            names(&p),
-            [("remove_worktree", "worktree:/tmp/booworktrees/w2".into())]
-        );
-        assert!(p
-            .pending
-            .iter()
-            .any(|x| x.target.to_string() == "worktree:/tmp/booworktrees/w1"
-                && x.why.contains("waiting for opencode")));
+        assert_actions(&p, [("remove_worktree", "worktree:/tmp/booworktrees/w2")]);
+        assert!(has_pending(
+            &p,
+            "worktree:/tmp/booworktrees/w1",
+            "waiting for opencode"
+        ));
     }
 
     #[test]
     fn orphan_session_under_the_root_is_deleted_once_old_and_holds_its_directory_until_then() {
         let mut f = Fixture::new();
-        f.dir("stray", 0);
-        f.actual.opencode = OpencodeView::Listed {
-            sessions: vec![listed("ses_young", "stray", 3500, None)],
-        };
+        f.dir("stray", 0)
+            .listing([listed("ses_young", "stray", 3500, None)]);
         let p = f.plan();
         assert!(p.actions.is_empty(), "{p:#?}");
-        assert!(p
-            .pending
-            .iter()
-            .any(|x| x.target.to_string() == "opencode:ses_young"));
-        assert!(p
-            .pending
-            .iter()
-            .any(|x| x.target.to_string() == "worktree:/tmp/booworktrees/stray"));
+        assert!(has_pending(&p, "opencode:ses_young", ""));
+        assert!(has_pending(&p, "worktree:/tmp/booworktrees/stray", ""));
 
-        f.actual.opencode = OpencodeView::Listed {
-            sessions: vec![listed("ses_old", "stray", 0, None)],
-        };
+        f.listing([listed("ses_old", "stray", 0, None)]);
         let p = f.plan();
-        assert_eq!(
-            names(&p),
+        assert_actions(
+            &p,
             [
-                ("delete_opencode_session", "opencode:ses_old".into()),
-                ("remove_worktree", "worktree:/tmp/booworktrees/stray".into())
-            ]
+                ("delete_opencode_session", "opencode:ses_old"),
+                ("remove_worktree", "worktree:/tmp/booworktrees/stray"),
+            ],
         );
         assert_eq!(p.actions[0].group(), p.actions[1].group());
         assert!(p.actions[0]
@@ -1081,26 +1025,21 @@ mod opencode {
     #[test]
     fn session_named_by_a_live_chats_row_is_kept_and_keeps_its_directory() {
         let mut f = Fixture::new();
-        f.session("s1", Status::Archived, 0, 1).worktree("w1", "s1");
-        f.session("s2", Status::Open, 1, 1)
-            .chat("c2", "s2", Status::Open);
+        f.archived_with_worktree("s1", "w1")
+            .session("s2", Status::Open, 1, 1)
+            .chat("c2", "s2", Status::Open)
+            .listing([listed("ses_live", "w1", 0, None)]);
         f.desired
             .agent_sessions
             .push(oc_row("r2", "c2", "s2", Some("ses_live")));
-        f.actual.opencode = OpencodeView::Listed {
-            sessions: vec![listed("ses_live", "w1", 0, None)],
-        };
         let p = f.plan();
         assert!(p.actions.is_empty(), "{p:#?}");
-        assert!(p.pending[0]
-            .why
-            .contains("opencode session ses_live still works in it"));
+        assert_first_pending(&p, "opencode session ses_live still works in it");
     }
 
     #[test]
     fn with_opencode_off_rows_are_closed() {
-        let mut f = Fixture::new();
-        archived_chat_with_session(&mut f);
+        let f = Fixture::archived_chat_with_session();
         let p = f.plan();
         assert_eq!(names(&p)[0], ("close_agent_row", "agent-row:r1".into()));
         assert!(p.actions[0].reason.contains("opencode is off"));
