@@ -727,52 +727,21 @@ fn attach(main: &Git, wt: &Git, p: &Parts) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::os::unix::fs::{symlink, PermissionsExt};
+    use std::os::unix::fs::symlink;
     use std::time::SystemTime;
 
     use super::*;
     use crate::git::cli::DEFAULT_TIMEOUT;
+    use crate::git::scenes::{commit_file, files, init_repo, Node};
     use crate::git::testutil::{precious, set_exec, write, Fixture};
 
-    /// Every file below `dir` but `.git` entries (a worktree's, a nested
-    /// repository's), mode and content or link target, read without the
-    /// controller's code.
-    fn files_of(dir: &Path) -> BTreeMap<String, String> {
-        let mut files = BTreeMap::new();
-        let walk = walkdir::WalkDir::new(dir)
-            .min_depth(1)
-            .into_iter()
-            .filter_entry(|e| e.file_name() != ".git");
-        for e in walk {
-            let e = e.unwrap();
-            let rel = e
-                .path()
-                .strip_prefix(dir)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            let m = fs::symlink_metadata(e.path()).unwrap();
-            let v = if m.file_type().is_symlink() {
-                format!("link {}", fs::read_link(e.path()).unwrap().display())
-            } else if m.is_file() {
-                format!(
-                    "{:o} {}",
-                    m.permissions().mode() & 0o111,
-                    String::from_utf8_lossy(&fs::read(e.path()).unwrap())
-                )
-            } else {
-                // A directory is not content: git tracks none, and an
-                // empty one holds nothing to lose.
-                continue;
-            };
-            files.insert(rel, v);
-        }
-        files
+    fn files_of(dir: &Path) -> BTreeMap<String, Node> {
+        files(dir, &[])
     }
 
     /// What a worktree holds: its files (see [`files_of`]), the index as
     /// `git ls-files -s` prints it, and HEAD.
-    fn snapshot(f: &Fixture, wt: &Path) -> (BTreeMap<String, String>, String, String) {
+    fn snapshot(f: &Fixture, wt: &Path) -> (BTreeMap<String, Node>, String, String) {
         let index = f.git(wt, &["ls-files", "-s"]);
         let head = f.git(wt, &["rev-parse", "HEAD"]);
         (files_of(wt), index, head)
@@ -792,15 +761,27 @@ mod tests {
         wt
     }
 
-    /// Archives `wt` as `--force` does, removes it, and restores the
-    /// archive to `to`.
-    fn forced_and_restored(f: &Fixture, wt: &Path, to: &Path) -> Restored {
+    /// Archives `wt` (worktree id `w`) as `--force` does, then removes it.
+    fn forced(f: &Fixture, wt: &Path) -> crate::git::archive::Archived {
         let archived =
             crate::git::archive::archive(wt, "w", SystemTime::now(), &precious()).unwrap();
         f.git(
             &f.repo,
             &["worktree", "remove", "--force", wt.to_str().unwrap()],
         );
+        archived
+    }
+
+    /// The main repository's archives, as `boo-reconciler archives` reads
+    /// them.
+    fn listed(f: &Fixture) -> Vec<Archive> {
+        let git = Git::for_dir(&f.repo, DEFAULT_TIMEOUT).unwrap();
+        archives(&git, &precious()).unwrap()
+    }
+
+    /// [`forced`], then the archive restored to `to`.
+    fn forced_and_restored(f: &Fixture, wt: &Path, to: &Path) -> Restored {
+        let archived = forced(f, wt);
         restore(&f.repo, &archived.reference, to, DEFAULT_TIMEOUT).unwrap()
     }
 
@@ -925,9 +906,7 @@ mod tests {
                 apply(&f, &wt, c);
             }
             let before = snapshot(&f, &wt);
-            let archived =
-                crate::git::archive::archive(&wt, "w", SystemTime::now(), &precious()).unwrap();
-            f.git(&f.repo, &["worktree", "remove", "--force", wt.to_str().unwrap()]);
+            let archived = forced(&f, &wt);
             let to = f.root.join("restored");
             restore(&f.repo, &archived.reference, &to, DEFAULT_TIMEOUT).unwrap();
             proptest::prop_assert_eq!(snapshot(&f, &to), before);
@@ -1005,13 +984,15 @@ mod tests {
     fn archives_taken_in_one_second_are_all_listed_the_later_first() {
         let f = Fixture::new();
         let wt = dirty(&f, "w");
-        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let first = crate::git::archive::archive(&wt, "w", at, &precious()).unwrap();
+        let archive_at = |secs| {
+            let at = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+            crate::git::archive::archive(&wt, "w", at, &precious()).unwrap()
+        };
+        let first = archive_at(1_700_000_000);
         fs::write(wt.join("later.txt"), "later\n").unwrap();
-        let second = crate::git::archive::archive(&wt, "w", at, &precious()).unwrap();
+        let second = archive_at(1_700_000_000);
         assert_eq!(second.reference, format!("{}-1", first.reference));
-        let git = Git::for_dir(&f.repo, DEFAULT_TIMEOUT).unwrap();
-        let list = archives(&git, &precious()).unwrap();
+        let list = listed(&f);
         let names: Vec<_> = list.iter().map(|x| (x.reference.as_str(), x.seq)).collect();
         assert_eq!(
             names,
@@ -1033,8 +1014,7 @@ mod tests {
         let older = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let a = crate::git::archive::archive(&wt, "w", older, &precious()).unwrap();
         let b = crate::git::archive::archive(&wt, "w", SystemTime::now(), &precious()).unwrap();
-        let git = Git::for_dir(&f.repo, DEFAULT_TIMEOUT).unwrap();
-        let list = archives(&git, &precious()).unwrap();
+        let list = listed(&f);
         assert_eq!(
             list.iter()
                 .map(|x| x.reference.as_str())
@@ -1062,8 +1042,7 @@ mod tests {
             &f.repo,
             &["update-ref", "refs/boo/archive/gone/1700000000", "HEAD"],
         );
-        let git = Git::for_dir(&f.repo, DEFAULT_TIMEOUT).unwrap();
-        assert_eq!(archives(&git, &precious()).unwrap(), vec![]);
+        assert_eq!(listed(&f), vec![]);
     }
 
     #[test]
@@ -1140,10 +1119,8 @@ mod tests {
     fn with_nested(f: &Fixture) -> PathBuf {
         let wt = f.worktree("w", "b");
         let lib = wt.join("vendor/lib");
-        fs::create_dir_all(&lib).unwrap();
-        f.git(&lib, &["init", "-q"]);
-        write(&lib.join("x.txt"), "x\n");
-        f.commit_all(&lib, "x");
+        init_repo(f, &lib);
+        commit_file(f, &lib, "x.txt", "x\n", "x");
         f.git(&lib, &["checkout", "-q", "-b", "topic"]);
         write(&lib.join("t.txt"), "topic\n");
         f.commit_all(&lib, "on topic");
@@ -1182,12 +1159,7 @@ mod tests {
             "{lib:?}"
         );
 
-        let archived =
-            crate::git::archive::archive(&wt, "w", SystemTime::now(), &precious()).unwrap();
-        f.git(
-            &f.repo,
-            &["worktree", "remove", "--force", wt.to_str().unwrap()],
-        );
+        let archived = forced(&f, &wt);
         let refs = f.git(&f.repo, &["for-each-ref"]);
         let to = f.root.join("back");
         let r = restore(&f.repo, &archived.reference, &to, DEFAULT_TIMEOUT).unwrap();
@@ -1277,15 +1249,9 @@ mod tests {
         let f = Fixture::new();
         let wt = f.worktree("w", "b");
         let lib = wt.join("vendor/lib");
-        fs::create_dir_all(&lib).unwrap();
-        f.git(&lib, &["init", "-q"]);
-        write(&lib.join("x.txt"), "x\n");
-        f.commit_all(&lib, "x");
-        let a = crate::git::archive::archive(&wt, "w", SystemTime::now(), &precious()).unwrap();
-        f.git(
-            &f.repo,
-            &["worktree", "remove", "--force", wt.to_str().unwrap()],
-        );
+        init_repo(&f, &lib);
+        commit_file(&f, &lib, "x.txt", "x\n", "x");
+        let a = forced(&f, &wt);
         let subject = f.git(&f.repo, &["log", "-1", "--format=%s", &a.reference]);
         // As archives were written before paths were recorded.
         let old = "refs/boo/archive/w/1700000001";
@@ -1365,11 +1331,7 @@ mod tests {
         let files = files_of(&wt);
         let index = f.git(&wt, &["ls-files", "-s"]);
         let status = f.git(&wt, &["status", "--porcelain"]);
-        let a = crate::git::archive::archive(&wt, "w", SystemTime::now(), &precious()).unwrap();
-        f.git(
-            &f.repo,
-            &["worktree", "remove", "--force", wt.to_str().unwrap()],
-        );
+        let a = forced(&f, &wt);
         let refs = f.git(&f.repo, &["for-each-ref"]);
 
         let to = f.root.join("back");
@@ -1385,8 +1347,7 @@ mod tests {
         assert_eq!(f.git(&to, &["status", "--porcelain"]), status);
         assert_eq!(f.git(&f.repo, &["for-each-ref"]), refs);
 
-        let git = Git::for_dir(&f.repo, DEFAULT_TIMEOUT).unwrap();
-        let listed = archives(&git, &precious()).unwrap();
+        let listed = listed(&f);
         assert_eq!(listed[0].branch.as_deref(), Some("o"), "{listed:?}");
 
         // Another worktree is on it now: detached at the stand-in.

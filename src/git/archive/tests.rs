@@ -1,62 +1,17 @@
-use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{symlink, PermissionsExt};
-use std::path::Path;
+use std::os::unix::fs::symlink;
 use std::time::{Duration, SystemTime};
 
 use super::*;
-use crate::git::scenes::{commit_file, commit_on_a_deleted_branch, conflicted_merge, init_repo};
+use crate::git::scenes::{
+    commit_file, commit_on_a_deleted_branch, conflicted_merge, files, init_repo,
+};
 use crate::git::testutil::{precious, set_exec, write, Fixture};
 
 const NOW: u64 = 1_700_000_000;
 
 fn now() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(NOW)
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Node {
-    File { bytes: Vec<u8>, exec: bool },
-    Symlink(Vec<u8>),
-}
-
-/// Every file and symlink below `dir`, except `.git` and the paths
-/// `skip` names (top-level entries).
-fn files(dir: &Path, skip: &[&str]) -> BTreeMap<String, Node> {
-    let mut out = BTreeMap::new();
-    let walk = walkdir::WalkDir::new(dir)
-        .min_depth(1)
-        .follow_links(false)
-        .into_iter()
-        .filter_entry(|e| {
-            let rel = e.path().strip_prefix(dir).unwrap();
-            e.file_name() != ".git" && !skip.iter().any(|s| rel == Path::new(s))
-        });
-    for e in walk {
-        let e = e.unwrap();
-        let rel = e
-            .path()
-            .strip_prefix(dir)
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        let ft = e.file_type();
-        if ft.is_symlink() {
-            let t = fs::read_link(e.path()).unwrap();
-            out.insert(rel, Node::Symlink(t.as_os_str().as_bytes().to_vec()));
-        } else if ft.is_file() {
-            let m = fs::metadata(e.path()).unwrap();
-            out.insert(
-                rel,
-                Node::File {
-                    bytes: fs::read(e.path()).unwrap(),
-                    exec: m.permissions().mode() & 0o100 != 0,
-                },
-            );
-        }
-    }
-    out
 }
 
 #[test]
