@@ -50,17 +50,22 @@ fn gitignore_tab_untracked_file_survives_forced_removal() {
 // pass to judge untracked files by rules other than git's: the same file
 // without the stash is kept at risk.
 
+/// `op` on worktree 0, then its tracked changes stashed.
+fn then_stashed(op: Op) -> [Op; 2] {
+    [
+        op,
+        Op::Stash {
+            wt: 0,
+            untracked: false,
+        },
+    ]
+}
+
 #[test]
 fn symlinked_gitignore_untracked_file_survives_after_a_stash() {
     safe(
         1,
-        &[
-            Op::GitignoreSymlink { wt: 0 },
-            Op::Stash {
-                wt: 0,
-                untracked: false,
-            },
-        ],
+        &then_stashed(Op::GitignoreSymlink { wt: 0 }),
         &archived(),
         false,
     );
@@ -70,13 +75,7 @@ fn symlinked_gitignore_untracked_file_survives_after_a_stash() {
 fn gitignore_tab_untracked_file_survives_after_a_stash() {
     safe(
         1,
-        &[
-            Op::GitignoreTab { wt: 0 },
-            Op::Stash {
-                wt: 0,
-                untracked: false,
-            },
-        ],
+        &then_stashed(Op::GitignoreTab { wt: 0 }),
         &archived(),
         false,
     );
@@ -217,9 +216,10 @@ fn modes_symlinks_and_type_changes_are_kept_or_archived() {
     ]);
 }
 
-#[test]
-fn nested_repositories_and_submodules_are_kept_or_archived() {
-    safe_both(&[
+/// A nested repository beside the tracked files and one inside a tracked
+/// directory, in worktree 0.
+fn nested_repos() -> [Op; 2] {
+    [
         Op::NestedRepo {
             wt: 0,
             in_tracked_dir: false,
@@ -228,7 +228,12 @@ fn nested_repositories_and_submodules_are_kept_or_archived() {
             wt: 0,
             in_tracked_dir: true,
         },
-    ]);
+    ]
+}
+
+#[test]
+fn nested_repositories_and_submodules_are_kept_or_archived() {
+    safe_both(&nested_repos());
     safe_both(&[
         Op::Submodule {
             wt: 0,
@@ -297,16 +302,27 @@ fn worktrees_sharing_a_detached_head_do_not_vouch_for_each_other() {
     }
 }
 
+/// A world of one archived worktree after `ops`, judged after a forced
+/// pass: no work lost, and each archive the binary restores as git's
+/// recipe does. The world and its snapshot from before the pass.
+fn forced_and_restored(ops: &[Op]) -> (oracle::world::World, oracle::Snapshot) {
+    let mut w = oracle::world::World::new(1);
+    for op in ops {
+        w.apply(op);
+    }
+    let before = w.snapshot();
+    w.write_rows(&archived());
+    w.judge(true)
+        .expect("no work lost, and restored as git's recipe restores it");
+    (w, before)
+}
+
 /// Found by the oracle: a file added with intent to add (`git add -N`) and
 /// force-archived comes back through `boo-reconciler restore` with its
 /// bytes, as an intent-to-add entry again.
 #[test]
 fn an_intent_to_add_file_is_restored_by_the_binary() {
-    let mut w = oracle::world::World::new(1);
-    w.apply(&Op::IntentToAdd { wt: 0 });
-    w.write_rows(&archived());
-    w.judge(true)
-        .expect("no work lost, and restored as git's recipe restores it");
+    forced_and_restored(&[Op::IntentToAdd { wt: 0 }]);
 }
 
 /// Found by the oracle: a worktree moved by hand whose `.git` was deleted
@@ -338,12 +354,7 @@ fn a_stale_entrys_head_kept_under_an_archive_ref_is_history() {
 /// with the same bytes.
 #[test]
 fn an_intent_to_add_file_beside_a_staged_one_is_restored_with_its_bytes() {
-    let mut w = oracle::world::World::new(1);
-    w.apply(&Op::AddStaged { wt: 0 });
-    w.apply(&Op::IntentToAdd { wt: 0 });
-    w.write_rows(&archived());
-    w.judge(true)
-        .expect("no work lost, and restored with the recipe's bytes");
+    forced_and_restored(&[Op::AddStaged { wt: 0 }, Op::IntentToAdd { wt: 0 }]);
 }
 
 /// A forced removal of a worktree holding nested repositories and a
@@ -353,34 +364,24 @@ fn an_intent_to_add_file_beside_a_staged_one_is_restored_with_its_bytes() {
 /// submodule's: its HEAD's).
 #[test]
 fn nested_repositories_are_restored_by_the_binary_with_their_commits() {
-    let mut w = oracle::world::World::new(1);
-    for op in [
-        Op::NestedRepo {
-            wt: 0,
-            in_tracked_dir: false,
-        },
-        Op::NestedRepo {
-            wt: 0,
-            in_tracked_dir: true,
-        },
-        Op::Submodule {
-            wt: 0,
-            commit: true,
-        },
-        Op::SubmoduleCommit { wt: 0 },
-    ] {
-        w.apply(&op);
-    }
-    let before = w.snapshot();
+    let ops = [
+        nested_repos().as_slice(),
+        &[
+            Op::Submodule {
+                wt: 0,
+                commit: true,
+            },
+            Op::SubmoduleCommit { wt: 0 },
+        ],
+    ]
+    .concat();
+    let (w, before) = forced_and_restored(&ops);
     let kept: Vec<_> = before.dirs[0]
         .nested_repos
         .iter()
         .filter(|(_, s)| s.local_only)
         .collect();
     assert_eq!(kept.len(), 3, "{kept:?}");
-    w.write_rows(&archived());
-    w.judge(true)
-        .expect("no work lost, and restored as git's recipe restores it");
     let refs = oracle::archive_refs(std::slice::from_ref(&w.main));
     let archive = refs
         .iter()
