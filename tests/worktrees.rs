@@ -13,7 +13,7 @@ use boo_reconciler::act::{ActionResult, Outcome, RunOptions};
 use boo_reconciler::controller::Controller;
 use boo_reconciler::plan::{Plan, Scope};
 use boo_reconciler::report::exit;
-use common::{detached_worktree, git, git_ok, Db, Tree, World};
+use common::{detached_worktree, git, git_ok, worktree_listed, Db, Tree, World};
 use tokio_util::sync::CancellationToken;
 
 both_databases!(
@@ -87,8 +87,9 @@ async fn clean_worktree_of_archived_session_is_removed_and_its_branch_survives(d
     assert_eq!(git(&w.repo, &["rev-parse", "boo/w1"]), tip, "branch kept");
     assert!(git_ok(&w.repo, &["cat-file", "-e", &tip]));
     assert!(
-        !git(&w.repo, &["worktree", "list"]).contains("w1"),
-        "admin entry pruned"
+        !worktree_listed(&w.repo, &path),
+        "admin entry pruned: {}",
+        git(&w.repo, &["worktree", "list"])
     );
     let audit = w.audit().await;
     assert!(audit.iter().any(|a| a.action == "remove_worktree"
@@ -301,7 +302,7 @@ async fn orphan_directory_is_reaped_only_when_old_and_clean(db: Db) {
     assert!(!plain.exists(), "old empty directory removed");
     assert!(dirty.join("notes.txt").exists(), "old dirty orphan kept");
     assert_eq!(report.at_risk.len(), 1);
-    assert!(!git(&w.repo, &["worktree", "list"]).contains("orphan-clean"));
+    assert!(!worktree_listed(&w.repo, &clean));
 }
 
 async fn second_pass_after_convergence_does_nothing_and_plan_writes_nothing(db: Db) {
@@ -533,7 +534,7 @@ async fn removal_retires_exactly_the_worktree_and_the_reclaimer_frees_only_it(db
     assert_eq!(report.exit_code(), exit::CONVERGED, "{}", report.render());
     assert!(!path.exists());
     assert_eq!(w.row_state("w1").await.0, "removed");
-    assert!(!git(&w.repo, &["worktree", "list"]).contains("w1"));
+    assert!(!worktree_listed(&w.repo, &path));
     // The rename moved exactly the worktree: one trash entry holding what
     // the directory held, byte for byte, its link still a link.
     let trash = w.root.join(".boo-trash");

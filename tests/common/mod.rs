@@ -337,6 +337,16 @@ pub fn files(dir: &Path, how: Tree) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// Whether `git worktree list` in `repo` still names `path` (its
+/// admin entry is there): by the exact line, since a temporary
+/// directory's random name may contain any short id.
+pub fn worktree_listed(repo: &Path, path: &Path) -> bool {
+    let line = format!("worktree {}", path.display());
+    git(repo, &["worktree", "list", "--porcelain"])
+        .lines()
+        .any(|l| l == line)
+}
+
 /// Whether `git` succeeds in `dir`.
 pub fn git_ok(dir: &Path, args: &[&str]) -> bool {
     git_command(dir)
