@@ -5,7 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use super::*;
 use crate::model::{
-    ChatRow, ChatState, SessionRow, SessionState, Status, WorktreeDir, WorktreeRow,
+    ChatRow, ChatState, EntryKind, PathCheck, SessionRow, SessionState, StaleAdminEntry, Status,
+    WorktreeDir, WorktreeRow, WorktreeState,
 };
 
 const ROOT: &str = "/tmp/booworktrees";

@@ -1,0 +1,277 @@
+//! What the planner answers with: actions, their targets and owners,
+//! and what it left pending.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::model::{Backend, StaleAdminEntry};
+
+/// Who an action is for. Both are `None` for an orphan with no row.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct Owner {
+    pub session_id: Option<String>,
+    pub chat_id: Option<String>,
+}
+
+/// A worktree directory to remove: the path is already confined to the root.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WorktreeTarget {
+    /// The `worktrees` row, or `None` for a directory no row names.
+    pub row_id: Option<String>,
+    /// The directory's name under the root (the worktree id by contract).
+    pub name: String,
+    pub path: PathBuf,
+    pub branch: Option<String>,
+    pub base_ref: Option<String>,
+    /// The main repository the row names (untrusted: the preflight checks
+    /// that the directory is a worktree of exactly this repository).
+    pub repo_path: Option<PathBuf>,
+}
+
+/// A process to stop, as observed: `(pid, start_time)` is its identity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProcessTarget {
+    pub pid: i32,
+    pub start_time: u64,
+    pub pgid: i32,
+    pub chat_id: String,
+    pub agent: Option<String>,
+    pub command: String,
+    /// Seconds the process had been running when observed.
+    pub age_secs: u64,
+}
+
+/// The process an `agent_sessions` row records, as the row records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct RecordedProcess {
+    pub pid: i32,
+    pub start_time: Option<u64>,
+}
+
+/// An opencode session to delete (abort, then delete; its children go
+/// with it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OpencodeTarget {
+    pub id: String,
+    /// Where the server says it works, when listed.
+    pub directory: Option<PathBuf>,
+    /// The root entry the directory is in, when listed.
+    pub worktree_dir: Option<PathBuf>,
+    /// The chat whose rows name it, if any.
+    pub chat_id: Option<String>,
+    /// The agent of the row that names it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// Seconds since the server created it, when listed.
+    pub age_secs: Option<u64>,
+}
+
+/// What to do. Each kind is idempotent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ActionKind {
+    /// Stop a labelled agent process and every descendant: SIGTERM, a
+    /// grace, SIGKILL; identity re-checked before every signal.
+    TerminateProcess { process: ProcessTarget },
+    /// Abort, then delete, a session on the opencode server; "not found"
+    /// counts as done.
+    DeleteOpencodeSession { session: OpencodeTarget },
+    /// Mark an open `agent_sessions` row closed.
+    CloseAgentRow {
+        row_id: String,
+        backend: Backend,
+        /// The row's agent: what the close hook's answer names it by.
+        agent: String,
+        /// Why this row in particular (pid gone, pid reused, …).
+        why: String,
+        /// Set when the row is closed because the process it records no
+        /// longer exists, whatever its chat's liveness: the executor then
+        /// re-reads the pid right before, and closes the row only while it
+        /// still records exactly this process (the launcher may have
+        /// restarted the agent and recorded the new one meanwhile).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recorded_process: Option<RecordedProcess>,
+    },
+    /// Preflight the worktree right before acting; remove it when nothing
+    /// would be lost (with force: archive, then remove); otherwise keep it
+    /// and mark it at risk.
+    RemoveWorktree { worktree: WorktreeTarget },
+    /// The row's directory is already gone: mark the row removed.
+    MarkWorktreeRemoved { worktree_id: String, path: PathBuf },
+    /// The session is live again: clear the at-risk mark.
+    MarkWorktreeActive { worktree_id: String },
+    /// Prune an admin entry whose directory is gone, after keeping its
+    /// unreachable commits under an archive ref.
+    PruneAdminEntry { entry: StaleAdminEntry },
+    /// The row's path leaves the root: record the refusal, touch nothing.
+    RefusePath {
+        worktree_id: String,
+        path: PathBuf,
+        why: String,
+    },
+}
+
+/// The order of work within one group (one session, or one orphan): each
+/// stage starts only when the one before it has finished. Processes go
+/// before opencode sessions, those before rows, rows before the worktree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Processes,
+    Opencode,
+    Rows,
+    Worktree,
+    Admin,
+}
+
+/// One planned action with its reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Action {
+    #[serde(flatten)]
+    pub kind: ActionKind,
+    pub owner: Owner,
+    pub reason: String,
+}
+
+impl Action {
+    /// The short name used in the audit table and metrics.
+    pub fn name(&self) -> &'static str {
+        match self.kind {
+            ActionKind::TerminateProcess { .. } => "terminate_process",
+            ActionKind::DeleteOpencodeSession { .. } => "delete_opencode_session",
+            ActionKind::CloseAgentRow { .. } => "close_agent_row",
+            ActionKind::RemoveWorktree { .. } => "remove_worktree",
+            ActionKind::MarkWorktreeRemoved { .. } => "mark_worktree_removed",
+            ActionKind::MarkWorktreeActive { .. } => "mark_worktree_active",
+            ActionKind::PruneAdminEntry { .. } => "prune_admin_entry",
+            ActionKind::RefusePath { .. } => "refuse_path",
+        }
+    }
+
+    /// What the action acts on: the key of its backoff, claim and audit.
+    pub fn key(&self) -> Target {
+        match &self.kind {
+            ActionKind::TerminateProcess { process } => Target::Process {
+                pid: process.pid,
+                start_time: process.start_time,
+            },
+            ActionKind::CloseAgentRow { row_id, .. } => Target::AgentRow(row_id.clone()),
+            ActionKind::DeleteOpencodeSession { session } => Target::Opencode(session.id.clone()),
+            ActionKind::RemoveWorktree { worktree } => Target::Worktree(worktree.path.clone()),
+            ActionKind::MarkWorktreeRemoved { worktree_id, .. }
+            | ActionKind::MarkWorktreeActive { worktree_id }
+            | ActionKind::RefusePath { worktree_id, .. } => {
+                Target::WorktreeRow(worktree_id.clone())
+            }
+            ActionKind::PruneAdminEntry { entry } => Target::AdminEntry {
+                repo: entry.repo_path.clone(),
+                name: entry.name.clone(),
+            },
+        }
+    }
+
+    pub fn stage(&self) -> Stage {
+        match self.kind {
+            ActionKind::TerminateProcess { .. } => Stage::Processes,
+            ActionKind::DeleteOpencodeSession { .. } => Stage::Opencode,
+            ActionKind::CloseAgentRow { .. }
+            | ActionKind::MarkWorktreeActive { .. }
+            | ActionKind::MarkWorktreeRemoved { .. } => Stage::Rows,
+            ActionKind::RemoveWorktree { .. } | ActionKind::RefusePath { .. } => Stage::Worktree,
+            ActionKind::PruneAdminEntry { .. } => Stage::Admin,
+        }
+    }
+
+    /// The group whose stages run in order: the session, else the chat,
+    /// else the target.
+    pub fn group(&self) -> String {
+        match (&self.owner.session_id, &self.owner.chat_id, &self.kind) {
+            (Some(s), _, _) => format!("session:{s}"),
+            (None, Some(c), _) => format!("chat:{c}"),
+            // An orphan session in an orphan directory goes before the
+            // directory: same group as the directory's removal.
+            (None, None, ActionKind::DeleteOpencodeSession { session }) => {
+                match &session.worktree_dir {
+                    Some(dir) => Target::Worktree(dir.to_path_buf()).to_string(),
+                    None => self.key().to_string(),
+                }
+            }
+            (None, None, _) => self.key().to_string(),
+        }
+    }
+
+    /// Whether the action destroys something, so that liveness must be
+    /// re-checked right before it.
+    #[cfg(test)]
+    pub fn is_destructive(&self) -> bool {
+        matches!(
+            self.kind,
+            ActionKind::TerminateProcess { .. }
+                | ActionKind::DeleteOpencodeSession { .. }
+                | ActionKind::CloseAgentRow { .. }
+                | ActionKind::RemoveWorktree { .. }
+                | ActionKind::PruneAdminEntry { .. }
+        )
+    }
+}
+
+/// What an action acts on, or what the planner left pending: one key per
+/// thing, whatever the pass. Shown (and serialized) as `kind:identity`,
+/// the text the audit table and the answers carry.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// `process:<pid>@<start time>`: a pid alone may be reused.
+    Process { pid: i32, start_time: u64 },
+    /// `agent-row:<id>`.
+    AgentRow(String),
+    /// `opencode:<session id>`.
+    Opencode(String),
+    /// `worktree:<path>`: a directory, with or without a row.
+    Worktree(PathBuf),
+    /// `worktree-row:<id>`: a worktree's row, not its directory.
+    WorktreeRow(String),
+    /// `admin-entry:<repo>/.git/worktrees/<name>`.
+    AdminEntry { repo: PathBuf, name: String },
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Process { pid, start_time } => write!(f, "process:{pid}@{start_time}"),
+            Target::AgentRow(id) => write!(f, "agent-row:{id}"),
+            Target::Opencode(id) => write!(f, "opencode:{id}"),
+            Target::Worktree(path) => write!(f, "worktree:{}", path.display()),
+            Target::WorktreeRow(id) => write!(f, "worktree-row:{id}"),
+            Target::AdminEntry { repo, name } => {
+                write!(f, "admin-entry:{}/.git/worktrees/{name}", repo.display())
+            }
+        }
+    }
+}
+
+impl Serialize for Target {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Something the planner saw and deliberately left for later.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Pending {
+    /// Serialized as its text, as the answers and the status carry it.
+    pub target: Target,
+    pub why: String,
+}
+
+/// The planner's answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    pub pending: Vec<Pending>,
+    /// When the state this plan rests on began to be read (set by the
+    /// caller; the planner is pure). An action whose target another run
+    /// has acted on since then is stale and left to that run.
+    #[serde(skip)]
+    pub observed_at: Option<std::time::Instant>,
+}

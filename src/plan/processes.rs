@@ -1,0 +1,98 @@
+//! Labelled agent processes whose chat is not live.
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime};
+
+use crate::model::{age, ActualState, AgentProcess, DesiredState, Table};
+
+use super::{Action, ActionKind, Owner, Pending, Plan, Policy, ProcessTarget, Target};
+
+/// Labelled processes whose chat is not live.
+pub(super) fn plan_processes(
+    desired: &DesiredState,
+    actual: &ActualState,
+    policy: &Policy,
+    now: SystemTime,
+    out: &mut Plan,
+) {
+    // Stopping a process stops its descendants: target the top of each
+    // chat's labelled tree only (a child whose leader died becomes a top).
+    let labelled: HashSet<(i32, &str)> = actual
+        .processes
+        .iter()
+        .map(|p| (p.pid, p.chat_id.as_str()))
+        .collect();
+    for p in &actual.processes {
+        if labelled.contains(&(p.ppid, p.chat_id.as_str())) {
+            continue;
+        }
+        let state = desired.chats.get(&p.chat_id);
+        if state.is_some_and(|s| s.is_live()) {
+            continue;
+        }
+        if let Some(u) = desired.unreadable(Table::Chats, &p.chat_id) {
+            out.pending.push(Pending {
+                target: Target::Process {
+                    pid: p.pid,
+                    start_time: p.start_time,
+                },
+                why: format!(
+                    "pid {} is labelled with chat {}: {u}; kept",
+                    p.pid, p.chat_id
+                ),
+            });
+            continue;
+        }
+        let up = age(now, p.started_at);
+        let up_text = humantime::format_duration(Duration::from_secs(up.as_secs()));
+        let has_row = state.is_some_and(|s| s.chat.is_some());
+        if !has_row && up < policy.process_orphan_min_age {
+            out.pending.push(Pending {
+                target: Target::Process {
+                    pid: p.pid,
+                    start_time: p.start_time,
+                },
+                why: format!(
+                    "pid {} ({}) is labelled with chat {} which has no row, {up_text} old: \
+                     stopped once {} old",
+                    p.pid,
+                    p.agent.as_deref().unwrap_or("agent"),
+                    p.chat_id,
+                    humantime::format_duration(policy.process_orphan_min_age)
+                ),
+            });
+            continue;
+        }
+        let why = state
+            .and_then(|s| s.not_live_because(now))
+            .unwrap_or_else(|| format!("chat {} has no row", p.chat_id));
+        out.actions.push(Action {
+            kind: ActionKind::TerminateProcess {
+                process: process_target(p, up),
+            },
+            owner: Owner {
+                session_id: state
+                    .and_then(|s| s.chat.as_ref().map(|c| c.session_id.clone()))
+                    .or_else(|| p.session_id.clone()),
+                chat_id: Some(p.chat_id.clone()),
+            },
+            reason: format!(
+                "{why}; {} pid {} up {up_text}",
+                p.agent.as_deref().unwrap_or("agent"),
+                p.pid
+            ),
+        });
+    }
+}
+
+pub(super) fn process_target(p: &AgentProcess, up: Duration) -> ProcessTarget {
+    ProcessTarget {
+        pid: p.pid,
+        start_time: p.start_time,
+        pgid: p.pgid,
+        chat_id: p.chat_id.clone(),
+        agent: p.agent.clone(),
+        command: p.command.clone(),
+        age_secs: up.as_secs(),
+    }
+}
