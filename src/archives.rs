@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 
 use crate::config::Config;
 use crate::git::cli::{Git, DEFAULT_TIMEOUT};
@@ -126,24 +126,16 @@ pub async fn restore(
     to: Option<&Path>,
 ) -> anyhow::Result<RestoreReport> {
     let (all, rows) = list_with_rows(store, config, &Filter::default()).await?;
-    let chosen = if what.starts_with("refs/") {
-        all.iter().find(|l| l.archive.reference == what)
-    } else {
-        all.iter().find(|l| l.archive.worktree_id == what)
-    };
-    let Some(chosen) = chosen.cloned() else {
-        bail!(
-            "no archive {what} in any repository of host {} (list them with `boo-reconciler archives`)",
-            config.host.id
-        );
-    };
+    let chosen = chosen(all, what, &config.host.id)?;
     let secs = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default();
     let new_id = format!("{}-restored-{secs}", chosen.archive.worktree_id);
+    // Absolute: it is what a row records and what the root is compared with.
     let to: PathBuf = match to {
-        Some(p) => p.to_path_buf(),
+        Some(p) => std::path::absolute(p)
+            .with_context(|| format!("cannot make {} absolute", p.display()))?,
         None => config.worktrees.root.join(&new_id),
     };
     let restored = {
@@ -159,6 +151,47 @@ pub async fn restore(
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("restoring {}", chosen.archive.reference))?
     };
+    let (row, note) = row_for(store, config, &chosen, rows, new_id, &to, &restored).await?;
+    Ok(RestoreReport {
+        reference: chosen.archive.reference,
+        repository: chosen.repository,
+        restored,
+        row,
+        note,
+    })
+}
+
+/// The archive `what` names: a ref by its name, a worktree id by its
+/// newest archive (`all` is newest first).
+fn chosen(all: Vec<Listed>, what: &str, host: &str) -> anyhow::Result<Listed> {
+    let by_ref = what.starts_with("refs/");
+    all.into_iter()
+        .find(|l| {
+            if by_ref {
+                l.archive.reference == what
+            } else {
+                l.archive.worktree_id == what
+            }
+        })
+        .with_context(|| {
+            format!(
+                "no archive {what} in any repository of host {host} (list them with \
+                 `boo-reconciler archives`)"
+            )
+        })
+}
+
+/// The row of the restored worktree, when its session is live (then the
+/// controller keeps it as that session's); otherwise none, and why.
+async fn row_for(
+    store: &Store,
+    config: &Config,
+    chosen: &Listed,
+    rows: Vec<WorktreeRow>,
+    new_id: String,
+    to: &Path,
+    restored: &Restored,
+) -> anyhow::Result<(Option<String>, String)> {
     let live = match &chosen.session_id {
         Some(s) => {
             store
@@ -168,55 +201,41 @@ pub async fn restore(
         }
         None => false,
     };
-    let inside_root = to.starts_with(&config.worktrees.root);
-    let (row, note) = match (&chosen.session_id, live) {
-        (Some(session), true) => {
-            let old = rows.into_iter().find(|r| {
-                r.repo_path == chosen.repository && names(r, &chosen.archive.worktree_id)
-            });
-            let row = WorktreeRow {
-                id: new_id.clone(),
-                session_id: session.clone(),
-                repo_path: chosen.repository.clone(),
-                path: to.display().to_string(),
-                branch: restored
-                    .head
-                    .strip_prefix("refs/heads/")
-                    .map(str::to_string),
-                base_ref: old.and_then(|o| o.base_ref),
-                state: "active".into(),
+    let session = match (&chosen.session_id, live) {
+        (Some(session), true) => session,
+        (session, _) => {
+            let why = match session {
+                Some(s) => format!("session {s} is not live"),
+                None => "no row names the archived worktree".into(),
             };
-            store.insert_worktree_row(&config.host.id, &row).await?;
-            (
-                Some(new_id),
-                format!("session {session} is live: row {} added for it", row.id),
-            )
+            let orphan = if to.starts_with(&config.worktrees.root) {
+                "; under the root, the controller treats the directory as an orphan and \
+                 removes it once clean and older than worktrees.orphan_min_age — restore with \
+                 --to outside the root to keep it out of reach"
+            } else {
+                ""
+            };
+            return Ok((None, format!("no row added: {why}{orphan}")));
         }
-        (session, _) => (
-            None,
-            format!(
-                "no row added: {}{}",
-                match session {
-                    Some(s) => format!("session {s} is not live"),
-                    None => "no row names the archived worktree".into(),
-                },
-                if inside_root {
-                    "; under the root, the controller treats the directory as an orphan and \
-                     removes it once clean and older than worktrees.orphan_min_age — restore with \
-                     --to outside the root to keep it out of reach"
-                } else {
-                    ""
-                }
-            ),
-        ),
     };
-    Ok(RestoreReport {
-        reference: chosen.archive.reference,
-        repository: chosen.repository,
-        restored,
-        row,
-        note,
-    })
+    let old = rows
+        .into_iter()
+        .find(|r| r.repo_path == chosen.repository && names(r, &chosen.archive.worktree_id));
+    let row = WorktreeRow {
+        id: new_id,
+        session_id: session.clone(),
+        repo_path: chosen.repository.clone(),
+        path: to.display().to_string(),
+        branch: restored
+            .head
+            .strip_prefix("refs/heads/")
+            .map(str::to_string),
+        base_ref: old.and_then(|o| o.base_ref),
+        state: "active".into(),
+    };
+    store.insert_worktree_row(&config.host.id, &row).await?;
+    let note = format!("session {session} is live: row {} added for it", row.id);
+    Ok((Some(row.id), note))
 }
 
 /// What a restore did, for a person: where, HEAD, each nested repository,

@@ -10,12 +10,13 @@ use std::fs;
 use boo_reconciler::archives::{self, Filter};
 use boo_reconciler::plan::Scope;
 use boo_reconciler::report::exit;
-use common::{git, git_command, Db, World};
+use common::{git, git_command, world_command, Db, World};
 
 both_databases!(
     a_forced_removal_is_listed_and_restored_with_its_work,
     a_restore_for_a_live_session_adds_its_row,
     a_forced_nested_repository_comes_back_with_its_commits,
+    a_relative_target_is_restored_where_the_operator_stands_and_recorded_whole,
 );
 
 async fn forced(w: &World) -> std::path::PathBuf {
@@ -196,4 +197,36 @@ async fn a_forced_nested_repository_comes_back_with_its_commits(db: Db) {
     let json = serde_json::to_value(&r).unwrap();
     assert_eq!(json["nested"][0]["path"], "vendor/lib", "{json}");
     assert_eq!(json["nested"][0]["placed"], true, "{json}");
+}
+
+async fn a_relative_target_is_restored_where_the_operator_stands_and_recorded_whole(db: Db) {
+    let w = World::new(db).await;
+    forced(&w).await;
+    w.sql("UPDATE sessions SET status = 'open' WHERE id = 's1'")
+        .await;
+    w.chat("c1", "s1", "open").await;
+    // The command runs in the world's temp dir: `back` is relative to it.
+    let out = world_command(&w, &w.url)
+        .args(["restore", "w1", "--to", "back", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let expected = w.tmp.path().join("back");
+    assert_eq!(answer["path"], expected.display().to_string(), "{answer:#}");
+    assert_eq!(
+        fs::read_to_string(expected.join("notes.md")).unwrap(),
+        "untracked\n"
+    );
+    let id = answer["row"].as_str().expect("a row for the live session");
+    let path = w
+        .store
+        .query_strings(&format!("SELECT path FROM worktrees WHERE id = '{id}'"))
+        .await
+        .unwrap();
+    assert_eq!(path[0][0].as_deref(), Some(expected.to_str().unwrap()));
 }
