@@ -323,16 +323,7 @@ pub fn restore(
     to: &Path,
     timeout: Duration,
 ) -> Result<Restored, String> {
-    if let Ok(mut entries) = fs::read_dir(to) {
-        if entries.next().is_some() {
-            return Err(format!(
-                "{} is not empty: a restore writes only into a new or empty directory",
-                to.display()
-            ));
-        }
-    } else if fs::symlink_metadata(to).is_ok() {
-        return Err(format!("{} exists and is not a directory", to.display()));
-    }
+    refuse_anything_at(to)?;
     let git = Git::for_dir(main, timeout).map_err(|e| e.to_string())?;
     let p = parts(&git, reference)?;
     let to_s = to.to_str().ok_or("the target path is not UTF-8")?;
@@ -346,6 +337,41 @@ pub fn restore(
     ])
     .map_err(|e| e.to_string())?;
     let wt = Git::for_dir(to, timeout).map_err(|e| e.to_string())?;
+    check_out_files(&wt, &p)?;
+    set_index(&wt, &p)?;
+    let (head, unborn) = match &p.records.unborn {
+        Some(branch) => attach_unborn(&git, &wt, &p, branch)?,
+        None => (attach(&git, &wt, &p)?, false),
+    };
+    let nested = restore_nested(&git, &wt, to, reference, &p.records)?;
+    Ok(Restored {
+        path: to.to_path_buf(),
+        head,
+        unborn,
+        commit: p.head,
+        nested,
+    })
+}
+
+/// Guarantee 1: a restore writes only into a new or an empty directory.
+fn refuse_anything_at(to: &Path) -> Result<(), String> {
+    if let Ok(mut entries) = fs::read_dir(to) {
+        if entries.next().is_some() {
+            return Err(format!(
+                "{} is not empty: a restore writes only into a new or empty directory",
+                to.display()
+            ));
+        }
+    } else if fs::symlink_metadata(to).is_ok() {
+        return Err(format!("{} exists and is not a directory", to.display()));
+    }
+    Ok(())
+}
+
+/// The working tree `W`, then the untracked part `U`, each checked out
+/// from its tree through a scratch index, so that git writes modes and
+/// symlinks as it does.
+fn check_out_files(wt: &Git, p: &Parts) -> Result<(), String> {
     // The scratch indexes live in the new worktree's own git directory:
     // the owner git runs as can write there.
     let admin = wt
@@ -366,6 +392,11 @@ pub fn restore(
         let _ = fs::remove_file(&index);
         done.map_err(|e| format!("restoring the {what}: {e}"))?;
     }
+    Ok(())
+}
+
+/// The index `I`, its intent-to-add entries, and its stat data.
+fn set_index(wt: &Git, p: &Parts) -> Result<(), String> {
     wt.run(&["read-tree", &format!("{}^{{tree}}", p.index)])
         .map_err(|e| format!("restoring the index: {e}"))?;
     // A tracked file in the working tree that the index part lacks was
@@ -401,18 +432,7 @@ pub fn restore(
     // The index's stat data, so that what is unchanged shows as unchanged;
     // a non-zero exit only says that some file differs from the index.
     let _ = wt.run_status(&["update-index", "-q", "--refresh"], &[]);
-    let (head, unborn) = match &p.records.unborn {
-        Some(branch) => attach_unborn(&git, &wt, &p, branch)?,
-        None => (attach(&git, &wt, &p)?, false),
-    };
-    let nested = restore_nested(&git, &wt, to, reference, &p.records)?;
-    Ok(Restored {
-        path: to.to_path_buf(),
-        head,
-        unborn,
-        commit: p.head,
-        nested,
-    })
+    Ok(())
 }
 
 /// Puts HEAD back on the unborn branch `full` when no branch of that name
@@ -629,58 +649,7 @@ fn restore_nested_one(
         ])
         .map_err(|e| format!("git init: {e}"))?;
     let g = wt.at(&dir);
-    let made = (|| {
-        let mut args: Vec<String> = [
-            "fetch",
-            "-q",
-            "--no-tags",
-            "--update-head-ok",
-            "--no-write-fetch-head",
-            url,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        if !k.branches.is_empty() {
-            args.push(format!("+{refname}-heads/*:refs/heads/*"));
-        }
-        if k.head.is_some() {
-            // Fetched for its objects only: a detached HEAD needs them.
-            args.push(refname.to_string());
-        }
-        g.run(&args)
-            .map_err(|e| format!("fetching its kept commits: {e}"))?;
-        let head = match &k.head {
-            None => "unborn (the kept repository had no HEAD commit)".to_string(),
-            Some(h) => {
-                let on: Vec<&(String, String)> =
-                    k.branches.iter().filter(|(_, id)| id == h).collect();
-                if let [(b, _)] = on.as_slice() {
-                    let full = format!("refs/heads/{b}");
-                    g.run(&["symbolic-ref", "HEAD", &full])
-                        .map_err(|e| e.to_string())?;
-                    full
-                } else {
-                    g.run(&["update-ref", "--no-deref", "HEAD", h])
-                        .map_err(|e| e.to_string())?;
-                    format!(
-                        "detached at {h} ({} branches point there)",
-                        if on.is_empty() { "no" } else { "several" }
-                    )
-                }
-            }
-        };
-        if k.head.is_some() {
-            g.run(&["read-tree", "HEAD"])
-                .map_err(|e| format!("setting its index: {e}"))?;
-            if r.clean && empty {
-                g.run(&["checkout-index", "--all"])
-                    .map_err(|e| format!("checking out its files: {e}"))?;
-            }
-            let _ = g.run_status(&["update-index", "-q", "--refresh"], &[]);
-        }
-        Ok::<_, String>(head)
-    })();
+    let made = fill_nested(&g, url, refname, r, k, empty);
     match made {
         Ok(head) => {
             let mut branches: Vec<String> = k.branches.iter().map(|(b, _)| b.clone()).collect();
@@ -694,6 +663,69 @@ fn restore_nested_one(
             Err(e)
         }
     }
+}
+
+/// Fills the repository just made at a nested path: its kept branches
+/// and HEAD from the main repository at `url`, then its index; a clean
+/// submodule's files, which the archive did not hold, into its empty
+/// directory. Returns what HEAD is.
+fn fill_nested(
+    g: &Git,
+    url: &str,
+    refname: &str,
+    r: &NestedRecord,
+    k: &KeptRefs,
+    empty: bool,
+) -> Result<String, String> {
+    let mut args: Vec<String> = [
+        "fetch",
+        "-q",
+        "--no-tags",
+        "--update-head-ok",
+        "--no-write-fetch-head",
+        url,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if !k.branches.is_empty() {
+        args.push(format!("+{refname}-heads/*:refs/heads/*"));
+    }
+    if k.head.is_some() {
+        // Fetched for its objects only: a detached HEAD needs them.
+        args.push(refname.to_string());
+    }
+    g.run(&args)
+        .map_err(|e| format!("fetching its kept commits: {e}"))?;
+    let head = match &k.head {
+        None => "unborn (the kept repository had no HEAD commit)".to_string(),
+        Some(h) => {
+            let on: Vec<&(String, String)> = k.branches.iter().filter(|(_, id)| id == h).collect();
+            if let [(b, _)] = on.as_slice() {
+                let full = format!("refs/heads/{b}");
+                g.run(&["symbolic-ref", "HEAD", &full])
+                    .map_err(|e| e.to_string())?;
+                full
+            } else {
+                g.run(&["update-ref", "--no-deref", "HEAD", h])
+                    .map_err(|e| e.to_string())?;
+                format!(
+                    "detached at {h} ({} branches point there)",
+                    if on.is_empty() { "no" } else { "several" }
+                )
+            }
+        }
+    };
+    if k.head.is_some() {
+        g.run(&["read-tree", "HEAD"])
+            .map_err(|e| format!("setting its index: {e}"))?;
+        if r.clean && empty {
+            g.run(&["checkout-index", "--all"])
+                .map_err(|e| format!("checking out its files: {e}"))?;
+        }
+        let _ = g.run_status(&["update-index", "-q", "--refresh"], &[]);
+    }
+    Ok(head)
 }
 
 /// Puts HEAD on the archived branch when that moves nothing.
@@ -1242,6 +1274,39 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The one removal of a restore: when a nested repository cannot be
+    /// filled, the `.git` its `git init` just made goes, and only that.
+    #[test]
+    fn a_nested_repository_that_cannot_be_filled_leaves_only_its_files() {
+        let f = Fixture::new();
+        let to = f.root.join("back");
+        write(&to.join("vendor/lib/x.txt"), "x\n");
+        write(&to.join("vendor/lib/sub/y.txt"), "y\n");
+        write(&to.join("vendor/other.txt"), "other\n");
+        let before = files_of(&to);
+        let wt = Git::for_dir(&f.repo, DEFAULT_TIMEOUT).unwrap();
+        let url = f.repo.join(".git").display().to_string();
+        let record = NestedRecord {
+            n: 0,
+            path: b"vendor/lib".to_vec(),
+            clean: false,
+        };
+        // Refs the main repository does not have: the fetch fails after
+        // the repository was made.
+        let kept = KeptRefs {
+            head: Some("0".repeat(40)),
+            branches: vec![("main".into(), "0".repeat(40))],
+        };
+        let refname = "refs/boo/archive/w/1-nested/0";
+        let e = restore_nested_one(&wt, &to, &url, "sha1", refname, &record, &kept).unwrap_err();
+        assert!(e.contains("fetching its kept commits"), "{e}");
+        assert!(
+            !to.join("vendor/lib/.git").exists(),
+            "the half-made repository went"
+        );
+        assert_eq!(files_of(&to), before, "nothing else was touched");
     }
 
     #[test]
