@@ -210,11 +210,7 @@ async fn a_relative_target_is_restored_where_the_operator_stands_and_recorded_wh
         .args(["restore", "w1", "--to", "back", "--json"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_succeeded(&out);
     let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let expected = w.tmp.path().join("back");
     assert_eq!(answer["path"], expected.display().to_string(), "{answer:#}");

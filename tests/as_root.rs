@@ -116,17 +116,9 @@ async fn a_root_service_over_another_users_repositories_removes_clean_and_keeps_
             &format!("{reference}^1"),
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_succeeded(&out);
     let out = git_as_nobody(&restored, &["stash", "apply", "-q", "--index", &reference]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_succeeded(&out);
     assert_eq!(
         fs::read_to_string(restored.join("draft.txt")).unwrap(),
         "forced draft\n"
@@ -140,11 +132,7 @@ async fn a_root_service_over_another_users_repositories_removes_clean_and_keeps_
         .status
         .success());
     let out = git_as_nobody(&restored, &["commit", "-q", "-m", "owner goes on"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_succeeded(&out);
 }
 
 async fn a_directory_the_owner_cannot_read_is_unreadable_and_kept(db: Db) {

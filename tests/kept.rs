@@ -200,11 +200,7 @@ async fn finishing_the_rebase_resolves_it_on_the_next_pass() {
             .args(["-c", "core.editor=true", "rebase", "--continue"])
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::assert_succeeded(&out);
     })
     .await;
 }

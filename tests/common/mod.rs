@@ -347,6 +347,15 @@ pub fn worktree_listed(repo: &Path, path: &Path) -> bool {
         .any(|l| l == line)
 }
 
+/// Asserts that a command succeeded, showing its stderr when it did not.
+pub fn assert_succeeded(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Whether `git` succeeds in `dir`.
 pub fn git_ok(dir: &Path, args: &[&str]) -> bool {
     git_command(dir)
