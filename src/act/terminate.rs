@@ -266,76 +266,20 @@ async fn run(
 ) -> Terminated {
     let mut out = Terminated::new(target.pid);
     let me = Me::current();
-    if let Err(why) = guard(target.pid, &me) {
-        out.not_signalled = Some(NotSignalled::Protected { why });
-        return out;
-    }
-    let snap = snapshot().await;
-    let ancestors: HashSet<i32> = snap.ancestors_of(me.pid).into_iter().collect();
-    if ancestors.contains(&target.pid) {
-        out.not_signalled = Some(NotSignalled::Protected {
-            why: format!(
-                "pid {} is an ancestor of this controller (pid {})",
-                target.pid, me.pid
-            ),
-        });
-        return out;
-    }
-
-    // Whom to track: the agent, its descendants, and its group if it leads
-    // one, as the snapshot shows them. Parent links are only meaningful if
-    // the snapshot saw the same agent process.
-    let mut track = Tracking {
-        chat_id: target.chat_id.clone(),
-        procs: BTreeMap::from([(target.pid, target.start_time)]),
-    };
-    let seen = snap.entries.get(&target.pid).copied();
-    let same = seen.is_some_and(|e| e.start_time == target.start_time);
-    let mut group = None;
-    if same {
-        track.procs.extend(snap.descendants_of(target.pid));
-        if seen.is_some_and(|e| e.pgid == target.pid) {
-            match guard_group(target.pid, &me, &snap, &ancestors) {
-                Ok(()) => {
-                    group = Some(target.pid);
-                    track.procs.extend(snap.group_members(target.pid));
-                }
-                Err(why) => tracing::warn!(pid = target.pid, %why, "group not signalled"),
-            }
-        }
-    }
-    track
-        .procs
-        .retain(|pid, _| *pid > 1 && *pid != me.pid && !ancestors.contains(pid));
-
-    // SIGTERM. Verify everything first (pidfds pin the processes), the
-    // agent last, right before the group signal.
-    let term = {
-        let (track, labels) = (track.clone(), labels.clone());
-        let (pid, start) = (target.pid, target.start_time);
-        off_thread(move || sigterm(&track, pid, start, &labels, group, &me)).await
-    };
-    out.identity_changed.extend(term.changed);
-    let (group, signalled) = match term.sent {
-        Ok(sent) => sent,
+    let (snap, ancestors) = match refuse_protected(target, &me).await {
+        Ok(v) => v,
         Err(why) => {
             out.not_signalled = Some(why);
             return out;
         }
     };
-    out.group = group;
-    tracing::info!(pid = target.pid, ?group, processes = ?signalled, "SIGTERM sent");
-    out.signalled = signalled.clone();
+    let (mut track, group) = tracking(target, &snap, &ancestors, &me);
+    let Some((group, signalled)) = term_step(target, &track, labels, group, me, &mut out).await
+    else {
+        return out;
+    };
 
-    // The grace.
-    let deadline = Instant::now() + grace;
-    let mut alive = still_alive(&track).await;
-    let mut poll = FIRST_POLL;
-    while !alive.is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(poll.min(deadline.saturating_duration_since(Instant::now()))).await;
-        poll = (poll * 2).min(POLL);
-        alive = still_alive(&track).await;
-    }
+    let alive = wait_grace(&track, grace).await;
     out.exited_on_term = signalled
         .iter()
         .copied()
@@ -345,49 +289,9 @@ async fn run(
         return out;
     }
 
-    // SIGKILL. Children forked during the grace are collected too.
     before_kill(&mut track);
-    let snap = snapshot().await;
-    let mut more = Vec::new();
-    for (&pid, &start) in &track.procs {
-        if snap
-            .entries
-            .get(&pid)
-            .is_some_and(|e| e.start_time == start && is_alive_state(e.state))
-        {
-            more.extend(snap.descendants_of(pid));
-            if group.is_some() && snap.entries[&pid].pgid == target.pid {
-                more.extend(snap.group_members(target.pid));
-            }
-        }
-    }
-    for (pid, start) in more {
-        if pid > 1 && pid != me.pid && !ancestors.contains(&pid) {
-            track.procs.entry(pid).or_insert(start);
-        }
-    }
-    let kill = {
-        let (track, labels) = (track.clone(), labels.clone());
-        let pid = target.pid;
-        off_thread(move || sigkill(&track, pid, &labels, group, &snap, &ancestors, &me)).await
-    };
-    let (kill_group, sent_kill, changed) = (kill.group, kill.sent, kill.changed);
-    tracing::warn!(pid = target.pid, group = ?kill_group, processes = ?sent_kill, "SIGKILL sent after the grace");
-    for pid in &changed {
-        track.procs.remove(pid);
-    }
-    out.identity_changed.extend(changed);
-    out.identity_changed.sort_unstable();
-    out.identity_changed.dedup();
-
-    let deadline = Instant::now() + KILL_WAIT;
-    let mut alive = still_alive(&track).await;
-    let mut poll = FIRST_POLL;
-    while !alive.is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(poll).await;
-        poll = (poll * 2).min(POLL);
-        alive = still_alive(&track).await;
-    }
+    let sent_kill = kill_step(&mut track, target, labels, group, ancestors, me, &mut out).await;
+    let alive = wait_kill(&track).await;
     out.killed = sent_kill
         .iter()
         .copied()
@@ -401,6 +305,185 @@ async fn run(
         tracing::warn!(pid = target.pid, survivors = ?out.survivors, "processes survived SIGKILL");
     }
     out
+}
+
+/// Guarantee 3 for the agent, before anything is tracked; the snapshot
+/// and ancestors it reads are returned for tracking.
+async fn refuse_protected(
+    target: &Target,
+    me: &Me,
+) -> Result<(Snapshot, HashSet<i32>), NotSignalled> {
+    if let Err(why) = guard(target.pid, me) {
+        return Err(NotSignalled::Protected { why });
+    }
+    let snap = snapshot().await;
+    let ancestors: HashSet<i32> = snap.ancestors_of(me.pid).into_iter().collect();
+    if ancestors.contains(&target.pid) {
+        return Err(NotSignalled::Protected {
+            why: format!(
+                "pid {} is an ancestor of this controller (pid {})",
+                target.pid, me.pid
+            ),
+        });
+    }
+    Ok((snap, ancestors))
+}
+
+/// Whom to stop, collected before the first signal so that descendants
+/// re-parented to pid 1 when their parent dies are still known; and the
+/// group, if it may be signalled.
+fn tracking(
+    target: &Target,
+    snap: &Snapshot,
+    ancestors: &HashSet<i32>,
+    me: &Me,
+) -> (Tracking, Option<i32>) {
+    // Whom to track: the agent, its descendants, and its group if it leads
+    // one, as the snapshot shows them. Parent links are only meaningful if
+    // the snapshot saw the same agent process.
+    let mut track = Tracking {
+        chat_id: target.chat_id.clone(),
+        procs: BTreeMap::from([(target.pid, target.start_time)]),
+    };
+    let seen = snap.entries.get(&target.pid).copied();
+    let same = seen.is_some_and(|e| e.start_time == target.start_time);
+    let mut group = None;
+    if same {
+        track.procs.extend(snap.descendants_of(target.pid));
+        if seen.is_some_and(|e| e.pgid == target.pid) {
+            match guard_group(target.pid, me, snap, ancestors) {
+                Ok(()) => {
+                    group = Some(target.pid);
+                    track.procs.extend(snap.group_members(target.pid));
+                }
+                Err(why) => tracing::warn!(pid = target.pid, %why, "group not signalled"),
+            }
+        }
+    }
+    track
+        .procs
+        .retain(|pid, _| *pid > 1 && *pid != me.pid && !ancestors.contains(pid));
+    (track, group)
+}
+
+/// [`sigterm`] on the blocking pool, recorded in `out`: the group and the
+/// processes signalled, or `None` when the agent was not (`out` says why).
+async fn term_step(
+    target: &Target,
+    track: &Tracking,
+    labels: &LabelNames,
+    group: Option<i32>,
+    me: Me,
+    out: &mut Terminated,
+) -> Option<(Option<i32>, Vec<i32>)> {
+    // SIGTERM. Verify everything first (pidfds pin the processes), the
+    // agent last, right before the group signal.
+    let term = {
+        let (track, labels) = (track.clone(), labels.clone());
+        let (pid, start) = (target.pid, target.start_time);
+        off_thread(move || sigterm(&track, pid, start, &labels, group, &me)).await
+    };
+    out.identity_changed.extend(term.changed);
+    let (group, signalled) = match term.sent {
+        Ok(sent) => sent,
+        Err(why) => {
+            out.not_signalled = Some(why);
+            return None;
+        }
+    };
+    out.group = group;
+    tracing::info!(pid = target.pid, ?group, processes = ?signalled, "SIGTERM sent");
+    out.signalled = signalled.clone();
+    Some((group, signalled))
+}
+
+/// The grace, never slept past so that SIGKILL is not late; returns what
+/// is still alive at its end (nothing, if all exited sooner).
+async fn wait_grace(track: &Tracking, grace: Duration) -> BTreeMap<i32, char> {
+    let deadline = Instant::now() + grace;
+    let mut alive = still_alive(track).await;
+    let mut poll = FIRST_POLL;
+    while !alive.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(poll.min(deadline.saturating_duration_since(Instant::now()))).await;
+        poll = (poll * 2).min(POLL);
+        alive = still_alive(track).await;
+    }
+    alive
+}
+
+/// [`sigkill`] on the blocking pool after the grace; the pids it found
+/// reused leave `track`, so that they are never reported as survivors.
+/// Returns the processes sent SIGKILL.
+async fn kill_step(
+    track: &mut Tracking,
+    target: &Target,
+    labels: &LabelNames,
+    group: Option<i32>,
+    ancestors: HashSet<i32>,
+    me: Me,
+    out: &mut Terminated,
+) -> Vec<i32> {
+    // SIGKILL. Children forked during the grace are collected too.
+    let snap = snapshot().await;
+    track_late_descendants(track, &snap, target.pid, group, &ancestors, &me);
+    let kill = {
+        let (track, labels) = (track.clone(), labels.clone());
+        let pid = target.pid;
+        off_thread(move || sigkill(&track, pid, &labels, group, &snap, &ancestors, &me)).await
+    };
+    let (kill_group, sent_kill, changed) = (kill.group, kill.sent, kill.changed);
+    tracing::warn!(pid = target.pid, group = ?kill_group, processes = ?sent_kill, "SIGKILL sent after the grace");
+    for pid in &changed {
+        track.procs.remove(pid);
+    }
+    out.identity_changed.extend(changed);
+    out.identity_changed.sort_unstable();
+    out.identity_changed.dedup();
+    sent_kill
+}
+
+/// Children forked (or group members joined) during the grace are the
+/// agent's too, and get SIGKILL; protected pids stay untracked.
+fn track_late_descendants(
+    track: &mut Tracking,
+    snap: &Snapshot,
+    agent: i32,
+    group: Option<i32>,
+    ancestors: &HashSet<i32>,
+    me: &Me,
+) {
+    let mut more = Vec::new();
+    for (&pid, &start) in &track.procs {
+        if snap
+            .entries
+            .get(&pid)
+            .is_some_and(|e| e.start_time == start && is_alive_state(e.state))
+        {
+            more.extend(snap.descendants_of(pid));
+            if group.is_some() && snap.entries[&pid].pgid == agent {
+                more.extend(snap.group_members(agent));
+            }
+        }
+    }
+    for (pid, start) in more {
+        if pid > 1 && pid != me.pid && !ancestors.contains(&pid) {
+            track.procs.entry(pid).or_insert(start);
+        }
+    }
+}
+
+/// Gives SIGKILL [`KILL_WAIT`] to take effect, so that only what it cannot
+/// stop (a process in `D` state, say) is reported as a survivor.
+async fn wait_kill(track: &Tracking) -> BTreeMap<i32, char> {
+    let deadline = Instant::now() + KILL_WAIT;
+    let mut alive = still_alive(track).await;
+    let mut poll = FIRST_POLL;
+    while !alive.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(poll).await;
+        poll = (poll * 2).min(POLL);
+        alive = still_alive(track).await;
+    }
+    alive
 }
 
 /// What the SIGTERM step did: the group signalled and the processes
