@@ -232,23 +232,49 @@ struct Linked {
 /// reason is pushed) or when there is nothing to judge.
 fn identify(p: &Preflight<'_>, out: &mut Vec<AtRisk>) -> Option<Linked> {
     let dir = p.worktree;
+    a_directory(dir, out)?;
+    let admin = admin_named(dir, out)?;
+    let common = common_of(&admin, out)?;
+    links_back(dir, &admin, out)?;
+    if let Some(repo) = p.repo_path {
+        of_the_row(repo, &common, out)?;
+    }
+    let git = match Git::for_dir(dir, p.timeout) {
+        Ok(g) => g,
+        Err(e) => {
+            failed(out, "git", e);
+            return None;
+        }
+    };
+    git_agrees(&git, dir, &admin, &common, out)?;
+    Some(Linked { admin, common, git })
+}
+
+/// Only a directory itself is judged: a missing one has nothing to lose,
+/// and what a symbolic link points at is not what removal would delete.
+fn a_directory(dir: &Path, out: &mut Vec<AtRisk>) -> Option<()> {
     match fs::symlink_metadata(dir) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => {
             failed(out, "stat", e);
-            return None;
+            None
         }
         Ok(m) if m.file_type().is_symlink() => {
             not_a_worktree(out, "a symbolic link, not a directory".into());
-            return None;
+            None
         }
         Ok(m) if !m.is_dir() => {
             not_a_worktree(out, "not a directory".into());
-            return None;
+            None
         }
-        Ok(_) => {}
+        Ok(_) => Some(()),
     }
-    let admin = match dot_git(dir) {
+}
+
+/// The admin entry `dir`'s `.git` file names: only a `.git` file makes a
+/// linked worktree, and an empty directory without one holds nothing.
+fn admin_named(dir: &Path, out: &mut Vec<AtRisk>) -> Option<PathBuf> {
+    match dot_git(dir) {
         DotGit::Missing => {
             match is_empty_dir(dir) {
                 Ok(true) => {}
@@ -260,21 +286,26 @@ fn identify(p: &Preflight<'_>, out: &mut Vec<AtRisk>) -> Option<Linked> {
                     paths: vec![format!(". ({e})")],
                 }),
             }
-            return None;
+            None
         }
         DotGit::Directory => {
             not_a_worktree(
                 out,
                 "a standalone repository (.git is a directory), not a linked worktree".into(),
             );
-            return None;
+            None
         }
         DotGit::Broken { detail } => {
             not_a_worktree(out, detail);
-            return None;
+            None
         }
-        DotGit::File { gitdir } => gitdir,
-    };
+        DotGit::File { gitdir } => Some(gitdir),
+    }
+}
+
+/// The main repository's git directory, from the admin entry: the entry
+/// must still exist and sit where a linked worktree's does.
+fn common_of(admin: &Path, out: &mut Vec<AtRisk>) -> Option<PathBuf> {
     if !admin.is_dir() {
         not_a_worktree(
             out,
@@ -285,7 +316,7 @@ fn identify(p: &Preflight<'_>, out: &mut Vec<AtRisk>) -> Option<Linked> {
         );
         return None;
     }
-    let Some(common) = common_dir_of_admin(&admin) else {
+    let Some(common) = common_dir_of_admin(admin) else {
         not_a_worktree(
             out,
             format!(
@@ -295,12 +326,16 @@ fn identify(p: &Preflight<'_>, out: &mut Vec<AtRisk>) -> Option<Linked> {
         );
         return None;
     };
-    // The link back: the admin entry must name this directory's `.git`,
-    // not the original a copy was made from, nor the old place of a
-    // worktree that was moved.
+    Some(common)
+}
+
+/// The link back: the admin entry must name this directory's `.git`, not
+/// the original a copy was made from, nor the old place of a worktree that
+/// was moved.
+fn links_back(dir: &Path, admin: &Path, out: &mut Vec<AtRisk>) -> Option<()> {
     let dot = dir.join(".git");
     match read_line_file(&admin.join("gitdir")) {
-        Ok(back) if same_file(Path::new(&back), &dot) => {}
+        Ok(back) if same_file(Path::new(&back), &dot) => Some(()),
         Ok(back) => {
             not_a_worktree(
                 out,
@@ -310,37 +345,44 @@ fn identify(p: &Preflight<'_>, out: &mut Vec<AtRisk>) -> Option<Linked> {
                     admin.display()
                 ),
             );
-            return None;
+            None
         }
         Err(e) => {
             not_a_worktree(
                 out,
                 format!("cannot read {}: {e}", admin.join("gitdir").display()),
             );
-            return None;
+            None
         }
     }
-    if let Some(repo) = p.repo_path {
-        if !same_file(&git_dir_of_main(repo), &common) {
-            not_a_worktree(
-                out,
-                format!(
-                    "a worktree of {}, not of the repository its row names ({})",
-                    common.display(),
-                    repo.display()
-                ),
-            );
-            return None;
-        }
+}
+
+/// A worktree of another repository than the row's is not the row's
+/// worktree, whatever its links say.
+fn of_the_row(repo: &Path, common: &Path, out: &mut Vec<AtRisk>) -> Option<()> {
+    if !same_file(&git_dir_of_main(repo), common) {
+        not_a_worktree(
+            out,
+            format!(
+                "a worktree of {}, not of the repository its row names ({})",
+                common.display(),
+                repo.display()
+            ),
+        );
+        return None;
     }
-    let git = match Git::for_dir(dir, p.timeout) {
-        Ok(g) => g,
-        Err(e) => {
-            failed(out, "git", e);
-            return None;
-        }
-    };
-    // And git's own reading of the same links.
+    Some(())
+}
+
+/// Git's own reading of the same links must agree: every check after this
+/// one asks git, and must ask it about this very directory.
+fn git_agrees(
+    git: &Git,
+    dir: &Path,
+    admin: &Path,
+    common: &Path,
+    out: &mut Vec<AtRisk>,
+) -> Option<()> {
     let text = match git.run(&[
         "rev-parse",
         "--path-format=absolute",
@@ -357,8 +399,8 @@ fn identify(p: &Preflight<'_>, out: &mut Vec<AtRisk>) -> Option<Linked> {
     let lines: Vec<&str> = text.lines().collect();
     let agrees = lines.len() == 3
         && same_file(Path::new(lines[0]), dir)
-        && same_file(Path::new(lines[1]), &admin)
-        && same_file(Path::new(lines[2]), &common);
+        && same_file(Path::new(lines[1]), admin)
+        && same_file(Path::new(lines[2]), common);
     if !agrees {
         not_a_worktree(
             out,
@@ -370,7 +412,7 @@ fn identify(p: &Preflight<'_>, out: &mut Vec<AtRisk>) -> Option<Linked> {
         );
         return None;
     }
-    Some(Linked { admin, common, git })
+    Some(())
 }
 
 fn inspect(p: &Preflight<'_>, out: &mut Vec<AtRisk>) {
