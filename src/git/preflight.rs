@@ -429,41 +429,11 @@ fn inspect(p: &Preflight<'_>, out: &mut Vec<AtRisk>) {
     if done(out) {
         return;
     }
-    let status = match git_status(&git) {
-        Ok((s, unreadable)) => {
-            if !unreadable.is_empty() {
-                let (count, paths) = sample(unreadable);
-                out.push(AtRisk::Unreadable { count, paths });
-            }
-            Some(s)
-        }
-        Err(e) => {
-            failed(out, "status", e);
-            None
-        }
-    };
-    // Per submodule, what git's status says of it and what the
-    // controller's own checks add, as one reason.
-    let mut subs: std::collections::BTreeMap<Vec<u8>, Vec<String>> = Default::default();
-    for (path, state) in status.iter().flat_map(|s| s.submodules.iter()) {
-        subs.entry(path.clone()).or_default().push(state.describe());
-    }
+    let status = status_of(&git, out);
+    let mut subs = submodules_in_status(status.as_ref());
     if p.depth == Depth::First {
         if let Some(s) = &status {
-            // What git's status alone says. Staged is final unless HEAD is
-            // unborn (its branch deleted: the commit check decides).
-            let staged = if s.head_oid.is_some() {
-                s.staged.clone()
-            } else {
-                Vec::new()
-            };
-            let says = !staged.is_empty()
-                || !s.unstaged.is_empty()
-                || !s.untracked.is_empty()
-                || !s.conflicts.is_empty();
-            if says {
-                push_files(s, staged, &Walked::default(), out);
-            }
+            what_status_says(s, out);
         }
         push_submodules(std::mem::take(&mut subs), out);
         if done(out) {
@@ -483,37 +453,10 @@ fn inspect(p: &Preflight<'_>, out: &mut Vec<AtRisk>) {
     if done(out) {
         return;
     }
-    let index = match index_entries(&git) {
-        Ok(i) => Some(i),
-        Err(e) => {
-            failed(out, "index", e);
-            None
-        }
-    };
-    let gitlinks: HashSet<Vec<u8>> = index
-        .iter()
-        .flatten()
-        .filter(|e| e.mode == GITLINK)
-        .map(|e| e.path.clone())
-        .collect();
+    let index = index_of(&git, out);
+    let gitlinks = gitlinks_of(index.as_deref());
     if let Some(s) = &status {
-        let mut staged = s.staged.clone();
-        if let Some(c) = &stand_in {
-            // HEAD is unborn because its branch was deleted: what is staged
-            // is what the index adds to the branch's last commit, not the
-            // whole index.
-            match git.run(&[
-                "diff-index",
-                "--cached",
-                "--name-only",
-                "-z",
-                c.as_str(),
-                "--",
-            ]) {
-                Ok(o) => staged = nul_fields(&o.stdout),
-                Err(e) => failed(out, "staged against reflog HEAD", e),
-            }
-        }
+        let staged = staged_of(&git, s, stand_in.as_deref(), out);
         let walked = walk(dir, s, &gitlinks, p.precious);
         push_files(s, staged, &walked, out);
     }
@@ -521,29 +464,132 @@ fn inspect(p: &Preflight<'_>, out: &mut Vec<AtRisk>) {
         return;
     }
     if let Some(index) = &index {
-        match hidden_changes(&git, dir, index) {
-            Ok(h) if !h.is_empty() => {
-                let (count, paths) = sample(h);
-                out.push(AtRisk::HiddenChanges { count, paths });
-            }
-            Ok(_) => {}
-            Err(e) => failed(out, "assume-unchanged/skip-worktree", e),
-        }
+        push_hidden_changes(&git, dir, index, out);
         if done(out) {
             return;
         }
-        for path in &gitlinks {
-            let mut problems = Vec::new();
-            submodule_problems(&git, &join_rel(dir, path), dir, &admin, 0, &mut problems);
-            if !problems.is_empty() {
-                subs.entry(path.clone()).or_default().extend(problems);
-            }
-        }
+        check_submodules(&git, dir, &admin, &gitlinks, &mut subs);
     }
     push_submodules(subs, out);
 }
 
-fn push_submodules(subs: std::collections::BTreeMap<Vec<u8>, Vec<String>>, out: &mut Vec<AtRisk>) {
+/// Per submodule, what git's status says of it and what the controller's
+/// own checks add, so that each submodule is one reason.
+type PerSubmodule = std::collections::BTreeMap<Vec<u8>, Vec<String>>;
+
+/// Git's status of the worktree; `None` when git cannot give it (a reason
+/// then), so that the checks that do not need it still run.
+fn status_of(git: &Git, out: &mut Vec<AtRisk>) -> Option<Status> {
+    match git_status(git) {
+        Ok((s, unreadable)) => {
+            if !unreadable.is_empty() {
+                let (count, paths) = sample(unreadable);
+                out.push(AtRisk::Unreadable { count, paths });
+            }
+            Some(s)
+        }
+        Err(e) => {
+            failed(out, "status", e);
+            None
+        }
+    }
+}
+
+/// What git's status says of each submodule: the start of its reason.
+fn submodules_in_status(status: Option<&Status>) -> PerSubmodule {
+    let mut subs = PerSubmodule::default();
+    for (path, state) in status.iter().flat_map(|s| s.submodules.iter()) {
+        subs.entry(path.clone()).or_default().push(state.describe());
+    }
+    subs
+}
+
+/// What git's status alone says, pushed before any costlier check so that
+/// `Depth::First` can stop at it. Staged is final unless HEAD is unborn
+/// (its branch deleted: the commit check decides).
+fn what_status_says(s: &Status, out: &mut Vec<AtRisk>) {
+    let staged = if s.head_oid.is_some() {
+        s.staged.clone()
+    } else {
+        Vec::new()
+    };
+    let says = !staged.is_empty()
+        || !s.unstaged.is_empty()
+        || !s.untracked.is_empty()
+        || !s.conflicts.is_empty();
+    if says {
+        push_files(s, staged, &Walked::default(), out);
+    }
+}
+
+/// The index; `None` when git cannot list it (a reason then), so that the
+/// checks that do not need it still run.
+fn index_of(git: &Git, out: &mut Vec<AtRisk>) -> Option<Vec<IndexEntry>> {
+    match index_entries(git) {
+        Ok(i) => Some(i),
+        Err(e) => {
+            failed(out, "index", e);
+            None
+        }
+    }
+}
+
+/// The submodules' paths: the walk leaves them to git, and each is checked
+/// on its own.
+fn gitlinks_of(index: Option<&[IndexEntry]>) -> HashSet<Vec<u8>> {
+    index
+        .into_iter()
+        .flatten()
+        .filter(|e| e.mode == GITLINK)
+        .map(|e| e.path.clone())
+        .collect()
+}
+
+/// The staged paths. HEAD is unborn because its branch was deleted when
+/// there is a `stand_in`: what is staged is then what the index adds to the
+/// branch's last commit, not the whole index.
+fn staged_of(git: &Git, s: &Status, stand_in: Option<&str>, out: &mut Vec<AtRisk>) -> Vec<Vec<u8>> {
+    let mut staged = s.staged.clone();
+    if let Some(c) = stand_in {
+        match git.run(&["diff-index", "--cached", "--name-only", "-z", c, "--"]) {
+            Ok(o) => staged = nul_fields(&o.stdout),
+            Err(e) => failed(out, "staged against reflog HEAD", e),
+        }
+    }
+    staged
+}
+
+/// Changes git's status does not show, because the index says not to look.
+fn push_hidden_changes(git: &Git, dir: &Path, index: &[IndexEntry], out: &mut Vec<AtRisk>) {
+    match hidden_changes(git, dir, index) {
+        Ok(h) if !h.is_empty() => {
+            let (count, paths) = sample(h);
+            out.push(AtRisk::HiddenChanges { count, paths });
+        }
+        Ok(_) => {}
+        Err(e) => failed(out, "assume-unchanged/skip-worktree", e),
+    }
+}
+
+/// Adds to each submodule's reason what the controller's own checks find
+/// beyond git's status.
+fn check_submodules(
+    git: &Git,
+    dir: &Path,
+    admin: &Path,
+    gitlinks: &HashSet<Vec<u8>>,
+    subs: &mut PerSubmodule,
+) {
+    for path in gitlinks {
+        let mut problems = Vec::new();
+        submodule_problems(git, &join_rel(dir, path), dir, admin, 0, &mut problems);
+        if !problems.is_empty() {
+            subs.entry(path.clone()).or_default().extend(problems);
+        }
+    }
+}
+
+fn push_submodules(subs: PerSubmodule, out: &mut Vec<AtRisk>) {
     for (path, details) in subs {
         out.push(AtRisk::Submodule {
             path: rel_str(&path),
