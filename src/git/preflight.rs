@@ -688,102 +688,169 @@ pub(crate) fn walk(
     gitlinks: &HashSet<Vec<u8>>,
     precious: &GlobSet,
 ) -> Walked {
-    let ignored_files: HashSet<&[u8]> = s
-        .ignored
-        .iter()
-        .filter(|p| !p.ends_with(b"/"))
-        .map(|p| p.as_slice())
-        .collect();
-    let parent = |p: &[u8]| -> Vec<u8> {
-        match p.iter().rposition(|b| *b == b'/') {
-            Some(i) => p[..i].to_vec(),
-            None => Vec::new(),
-        }
-    };
-    let holds_ignored: HashSet<Vec<u8>> = ignored_files.iter().map(|p| parent(p)).collect();
-    // An ignored directory, and whether its own name is precious (then
-    // everything in it is).
-    let ignored_dirs: std::collections::HashMap<&[u8], bool> = s
-        .ignored
-        .iter()
-        .filter_map(|p| p.strip_suffix(b"/"))
-        .map(|d| (d, is_precious(precious, d)))
-        .collect();
+    let look = Lookups::new(s, gitlinks, precious);
     let mut w = Walked::default();
-    // (path, relative path, inside an ignored directory whose name is
-    // precious: Some(precious?)).
-    let mut stack: Vec<(PathBuf, Vec<u8>, Option<bool>)> =
-        vec![(dir.to_path_buf(), Vec::new(), None)];
-    while let Some((path, rel, ignored_dir)) = stack.pop() {
-        let top = rel.is_empty();
-        let listing = match fs::read_dir(&path) {
-            Ok(l) => l,
-            Err(e) => {
-                // Searchable but not readable: its `.git` may still be seen.
-                if !top && fs::symlink_metadata(path.join(".git")).is_ok() {
-                    w.nested.push(rel_str(&rel));
-                } else {
-                    w.unreadable.push(format!("{} ({e})", shown(&rel)));
-                }
-                continue;
-            }
-        };
-        let mut entries = Vec::new();
-        let mut has_git = false;
-        for entry in listing {
-            match entry {
-                Ok(e) => {
-                    if e.file_name() == ".git" {
-                        has_git = true;
-                    } else {
-                        entries.push(e);
-                    }
-                }
-                Err(e) => w.unreadable.push(format!("{} ({e})", shown(&rel))),
-            }
-        }
-        if !top && has_git {
-            w.nested.push(rel_str(&rel));
+    let mut stack: Vec<Frame> = vec![Frame {
+        path: dir.to_path_buf(),
+        rel: Vec::new(),
+        ignored_dir: None,
+    }];
+    while let Some(frame) = stack.pop() {
+        let Some(entries) = listing(&frame.path, &frame.rel, &mut w) else {
             continue;
-        }
-        let files_matter = ignored_dir.is_some() || holds_ignored.contains(&rel);
+        };
+        let files_matter = frame.ignored_dir.is_some() || look.holds_ignored.contains(&frame.rel);
         for e in entries {
-            let ft = e.file_type();
-            // Most entries are files no ignore rule names: nothing to do.
-            if matches!(&ft, Ok(t) if !t.is_dir()) && !files_matter {
-                continue;
-            }
-            let name = e.file_name();
-            let child = if top {
-                name.as_bytes().to_vec()
-            } else {
-                [rel.as_slice(), b"/", name.as_bytes()].concat()
-            };
-            let ft = match ft {
-                Ok(t) => t,
-                Err(err) => {
-                    w.unreadable.push(format!("{} ({err})", rel_str(&child)));
-                    continue;
-                }
-            };
-            if ft.is_dir() {
-                if gitlinks.contains(&child) {
-                    continue;
-                }
-                let inside = ignored_dir.or_else(|| ignored_dirs.get(child.as_slice()).copied());
-                stack.push((e.path(), child, inside));
-                continue;
-            }
-            let precious_here = match ignored_dir {
-                Some(dir_is_precious) => dir_is_precious || is_precious(precious, &child),
-                None => ignored_files.contains(child.as_slice()) && is_precious(precious, &child),
-            };
-            if precious_here {
-                w.precious.push(rel_str(&child));
-            }
+            visit(e, &frame, files_matter, &look, &mut stack, &mut w);
         }
     }
     w
+}
+
+/// One directory the walk has yet to read.
+struct Frame {
+    path: PathBuf,
+    /// Relative to the worktree; empty for the worktree itself.
+    rel: Vec<u8>,
+    /// Inside an ignored directory whose name is precious: Some(precious?).
+    ignored_dir: Option<bool>,
+}
+
+/// What git's status says is ignored, and the submodules, indexed once so
+/// that each entry of the walk is a lookup.
+struct Lookups<'a> {
+    ignored_files: HashSet<&'a [u8]>,
+    /// The directories that directly hold an ignored file: only there do
+    /// files need a look.
+    holds_ignored: HashSet<Vec<u8>>,
+    /// An ignored directory, and whether its own name is precious (then
+    /// everything in it is).
+    ignored_dirs: std::collections::HashMap<&'a [u8], bool>,
+    gitlinks: &'a HashSet<Vec<u8>>,
+    precious: &'a GlobSet,
+}
+
+impl<'a> Lookups<'a> {
+    fn new(s: &'a Status, gitlinks: &'a HashSet<Vec<u8>>, precious: &'a GlobSet) -> Self {
+        let ignored_files: HashSet<&[u8]> = s
+            .ignored
+            .iter()
+            .filter(|p| !p.ends_with(b"/"))
+            .map(|p| p.as_slice())
+            .collect();
+        let parent = |p: &[u8]| -> Vec<u8> {
+            match p.iter().rposition(|b| *b == b'/') {
+                Some(i) => p[..i].to_vec(),
+                None => Vec::new(),
+            }
+        };
+        let holds_ignored: HashSet<Vec<u8>> = ignored_files.iter().map(|p| parent(p)).collect();
+        let ignored_dirs: std::collections::HashMap<&[u8], bool> = s
+            .ignored
+            .iter()
+            .filter_map(|p| p.strip_suffix(b"/"))
+            .map(|d| (d, is_precious(precious, d)))
+            .collect();
+        Lookups {
+            ignored_files,
+            holds_ignored,
+            ignored_dirs,
+            gitlinks,
+            precious,
+        }
+    }
+}
+
+/// The entries of the directory at `path` (`rel` in the worktree), less its
+/// `.git`. `None`, with the finding in `w`, when the walk goes no further
+/// in: a nested repository's insides are its own work, and a directory that
+/// cannot be listed is unreadable.
+fn listing(path: &Path, rel: &[u8], w: &mut Walked) -> Option<Vec<fs::DirEntry>> {
+    let top = rel.is_empty();
+    let listing = match fs::read_dir(path) {
+        Ok(l) => l,
+        Err(e) => {
+            // Searchable but not readable: its `.git` may still be seen.
+            if !top && fs::symlink_metadata(path.join(".git")).is_ok() {
+                w.nested.push(rel_str(rel));
+            } else {
+                w.unreadable.push(format!("{} ({e})", shown(rel)));
+            }
+            return None;
+        }
+    };
+    let mut entries = Vec::new();
+    let mut has_git = false;
+    for entry in listing {
+        match entry {
+            Ok(e) => {
+                if e.file_name() == ".git" {
+                    has_git = true;
+                } else {
+                    entries.push(e);
+                }
+            }
+            Err(e) => w.unreadable.push(format!("{} ({e})", shown(rel))),
+        }
+    }
+    if !top && has_git {
+        w.nested.push(rel_str(rel));
+        return None;
+    }
+    Some(entries)
+}
+
+/// One entry of the directory `frame`: a directory to read later (not a
+/// submodule: git looks into those), or a file that may be precious.
+/// `files_matter` says whether any file of `frame` can be: the type the
+/// listing gives then spares a look at every other file.
+fn visit(
+    e: fs::DirEntry,
+    frame: &Frame,
+    files_matter: bool,
+    look: &Lookups<'_>,
+    stack: &mut Vec<Frame>,
+    w: &mut Walked,
+) {
+    let ft = e.file_type();
+    // Most entries are files no ignore rule names: nothing to do.
+    if matches!(&ft, Ok(t) if !t.is_dir()) && !files_matter {
+        return;
+    }
+    let name = e.file_name();
+    let child = if frame.rel.is_empty() {
+        name.as_bytes().to_vec()
+    } else {
+        [frame.rel.as_slice(), b"/", name.as_bytes()].concat()
+    };
+    let ft = match ft {
+        Ok(t) => t,
+        Err(err) => {
+            w.unreadable.push(format!("{} ({err})", rel_str(&child)));
+            return;
+        }
+    };
+    if ft.is_dir() {
+        if look.gitlinks.contains(&child) {
+            return;
+        }
+        let inside = frame
+            .ignored_dir
+            .or_else(|| look.ignored_dirs.get(child.as_slice()).copied());
+        stack.push(Frame {
+            path: e.path(),
+            rel: child,
+            ignored_dir: inside,
+        });
+        return;
+    }
+    let precious_here = match frame.ignored_dir {
+        Some(dir_is_precious) => dir_is_precious || is_precious(look.precious, &child),
+        None => look.ignored_files.contains(child.as_slice()) && is_precious(look.precious, &child),
+    };
+    if precious_here {
+        w.precious.push(rel_str(&child));
+    }
 }
 
 /// A relative path as a reason shows it: the worktree itself is `.`.
