@@ -1196,6 +1196,73 @@ fn commits(
     s: &Status,
     out: &mut Vec<AtRisk>,
 ) -> Result<Option<String>, String> {
+    let Tips {
+        mut tips,
+        own,
+        stand_in,
+    } = tips_of(p, git, admin, s, out)?;
+    tips.sort();
+    tips.dedup();
+    if tips.is_empty() {
+        return Ok(stand_in);
+    }
+    let keepers = keeper_args(own.as_deref());
+    let named = match p.refs {
+        Some(cache) => all_named(cache, git, common, &tips, own.as_ref())?,
+        None => false,
+    };
+    let mut lost = if named {
+        Vec::new()
+    } else {
+        rev_list(git, &tips, &keepers)?
+    };
+    // The bases cost several git calls; a worktree with nothing lost (the
+    // common case, on every pass) needs none of them.
+    let bases = if lost.is_empty() {
+        Vec::new()
+    } else {
+        bases(p, git).map_err(|e| e.to_string())?
+    };
+    if !bases.is_empty() {
+        let mut rest = keepers.clone();
+        rest.extend(bases.iter().cloned());
+        lost = rev_list(git, &tips, &rest)?;
+    }
+    drop_merged_elsewhere(git, &tips, &keepers, &bases, &mut lost)?;
+    if !lost.is_empty() {
+        out.push(AtRisk::UnmergedCommits {
+            count: lost.len(),
+            head: s
+                .head_oid
+                .clone()
+                .or_else(|| tips.first().cloned())
+                .unwrap_or_default(),
+            commits: lost.iter().take(SAMPLE).cloned().collect(),
+        });
+    }
+    Ok(stand_in)
+}
+
+/// Where the commit check starts.
+struct Tips {
+    /// The commits whose history the worktree may alone hold.
+    tips: Vec<String>,
+    /// The worktree's own branch: it keeps nothing once the worktree goes.
+    own: Option<String>,
+    /// The commit that stands in for an unborn HEAD whose branch was
+    /// deleted.
+    stand_in: Option<String>,
+}
+
+/// The tips: HEAD and the worktree's own branch (HEAD's, or the row's when
+/// HEAD is detached).
+fn tips_of(
+    p: &Preflight<'_>,
+    git: &Git,
+    admin: &Path,
+    s: &Status,
+    out: &mut Vec<AtRisk>,
+) -> Result<Tips, String> {
     let mut tips: Vec<String> = Vec::new();
     let mut stand_in = None;
     let own: Option<String>;
@@ -1205,17 +1272,7 @@ fn commits(
             own = Some(branch_ref(b));
         }
         (Some(b), None) => {
-            let reflog = head_reflog(git, admin)?;
-            let newest = reflog.first().cloned();
-            let from_reflog = match newest {
-                Some(id) => commit_of(git, &id).map_err(|e| e.to_string())?,
-                None => None,
-            };
-            let row_says = p.branch.map(branch_ref) == Some(branch_ref(b));
-            if from_reflog.is_some() || row_says {
-                out.push(AtRisk::BranchDeleted { branch: b.clone() });
-            }
-            if let Some(id) = from_reflog {
+            if let Some(id) = deleted_branch(p, git, admin, b, out)? {
                 tips.push(id.clone());
                 stand_in = Some(id);
             }
@@ -1239,52 +1296,75 @@ fn commits(
             };
         }
     }
-    tips.sort();
-    tips.dedup();
-    if tips.is_empty() {
-        return Ok(stand_in);
+    Ok(Tips {
+        tips,
+        own,
+        stand_in,
+    })
+}
+
+/// HEAD names branch `b`, which does not exist: a reason when there is
+/// evidence it had commits. Returns the newest commit of the HEAD reflog,
+/// which then stands for HEAD.
+fn deleted_branch(
+    p: &Preflight<'_>,
+    git: &Git,
+    admin: &Path,
+    b: &str,
+    out: &mut Vec<AtRisk>,
+) -> Result<Option<String>, String> {
+    let reflog = head_reflog(git, admin)?;
+    let newest = reflog.first().cloned();
+    let from_reflog = match newest {
+        Some(id) => commit_of(git, &id).map_err(|e| e.to_string())?,
+        None => None,
+    };
+    let row_says = p.branch.map(branch_ref) == Some(branch_ref(b));
+    if from_reflog.is_some() || row_says {
+        out.push(AtRisk::BranchDeleted {
+            branch: b.to_string(),
+        });
     }
-    let keepers = keeper_args(own.as_deref());
-    // A tip that another surviving ref names is reachable, whatever else
-    // holds: when every tip is one, nothing is lost, and no rev-list runs.
-    let named = match p.refs {
-        Some(cache) => {
-            let refs = cache.survivors(git, common)?;
-            let ids: HashSet<&str> = refs
-                .iter()
-                .filter(|(name, _)| Some(name) != own.as_ref())
-                .map(|(_, id)| id.as_str())
-                .collect();
-            tips.iter().all(|t| ids.contains(t.as_str()))
-        }
-        None => false,
-    };
-    let mut lost = if named {
-        Vec::new()
-    } else {
-        rev_list(git, &tips, &keepers)?
-    };
-    // The bases cost several git calls; a worktree with nothing lost (the
-    // common case, on every pass) needs none of them.
-    let bases = if lost.is_empty() {
-        Vec::new()
-    } else {
-        bases(p, git).map_err(|e| e.to_string())?
-    };
-    if !bases.is_empty() {
-        let mut rest = keepers.clone();
-        rest.extend(bases.iter().cloned());
-        lost = rev_list(git, &tips, &rest)?;
-    }
+    Ok(from_reflog)
+}
+
+/// Whether another surviving ref names every tip. Such a tip is reachable,
+/// whatever else holds: when every tip is one, nothing is lost, and no
+/// rev-list runs.
+fn all_named(
+    cache: &RefsCache,
+    git: &Git,
+    common: &Path,
+    tips: &[String],
+    own: Option<&String>,
+) -> Result<bool, String> {
+    let refs = cache.survivors(git, common)?;
+    let ids: HashSet<&str> = refs
+        .iter()
+        .filter(|(name, _)| Some(name) != own)
+        .map(|(_, id)| id.as_str())
+        .collect();
+    Ok(tips.iter().all(|t| ids.contains(t.as_str())))
+}
+
+/// Drops from `lost` the commits one of `bases` holds in another shape
+/// (see the module's "Merged elsewhere"), tip by tip.
+fn drop_merged_elsewhere(
+    git: &Git,
+    tips: &[String],
+    keepers: &[String],
+    bases: &[String],
+    lost: &mut Vec<String>,
+) -> Result<(), String> {
     // Which lost commits each tip reaches: the same for every base.
     let mut of_tips: Vec<(&String, HashSet<String>)> = Vec::new();
     if !lost.is_empty() && !bases.is_empty() {
-        for tip in &tips {
-            let reach = rev_list(git, std::slice::from_ref(tip), &keepers)?;
+        for tip in tips {
+            let reach = rev_list(git, std::slice::from_ref(tip), keepers)?;
             of_tips.push((tip, reach.into_iter().collect()));
         }
     }
-    for base in &bases {
+    for base in bases {
         if lost.is_empty() {
             break;
         }
@@ -1301,18 +1381,7 @@ fn commits(
             lost.retain(|c| !mine.contains(c) || kept.contains(c));
         }
     }
-    if !lost.is_empty() {
-        out.push(AtRisk::UnmergedCommits {
-            count: lost.len(),
-            head: s
-                .head_oid
-                .clone()
-                .or_else(|| tips.first().cloned())
-                .unwrap_or_default(),
-            commits: lost.iter().take(SAMPLE).cloned().collect(),
-        });
-    }
-    Ok(stand_in)
+    Ok(())
 }
 
 /// The commits that only the worktree's HEAD reflog and its
