@@ -1537,29 +1537,43 @@ fn submodule_problems(
         }
     }
     if depth < MAX_SUBMODULE_DEPTH {
-        match index_entries(&g) {
-            Ok(entries) => {
-                for e in entries.iter().filter(|e| e.mode == GITLINK && e.stage == 0) {
-                    let mut inner = Vec::new();
-                    submodule_problems(
-                        &g,
-                        &join_rel(sub, &e.path),
-                        worktree,
-                        admin,
-                        depth + 1,
-                        &mut inner,
-                    );
-                    if !inner.is_empty() {
-                        problems.push(format!(
-                            "submodule {}: {}",
-                            rel_str(&e.path),
-                            inner.join(", ")
-                        ));
-                    }
+        nested_submodule_problems(&g, sub, worktree, admin, depth, problems);
+    }
+}
+
+/// What the submodules of the submodule at `sub` (at `depth`, opened as
+/// `g`) would lose, each as one phrase: a submodule's own submodules go
+/// with it.
+fn nested_submodule_problems(
+    g: &Git,
+    sub: &Path,
+    worktree: &Path,
+    admin: &Path,
+    depth: usize,
+    problems: &mut Vec<String>,
+) {
+    match index_entries(g) {
+        Ok(entries) => {
+            for e in entries.iter().filter(|e| e.mode == GITLINK && e.stage == 0) {
+                let mut inner = Vec::new();
+                submodule_problems(
+                    g,
+                    &join_rel(sub, &e.path),
+                    worktree,
+                    admin,
+                    depth + 1,
+                    &mut inner,
+                );
+                if !inner.is_empty() {
+                    problems.push(format!(
+                        "submodule {}: {}",
+                        rel_str(&e.path),
+                        inner.join(", ")
+                    ));
                 }
             }
-            Err(e) => problems.push(format!("index: {e}")),
         }
+        Err(e) => problems.push(format!("index: {e}")),
     }
 }
 
