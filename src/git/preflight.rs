@@ -232,23 +232,49 @@ struct Linked {
 /// reason is pushed) or when there is nothing to judge.
 fn identify(p: &Preflight<'_>, out: &mut Vec<AtRisk>) -> Option<Linked> {
     let dir = p.worktree;
+    a_directory(dir, out)?;
+    let admin = admin_named(dir, out)?;
+    let common = common_of(&admin, out)?;
+    links_back(dir, &admin, out)?;
+    if let Some(repo) = p.repo_path {
+        of_the_row(repo, &common, out)?;
+    }
+    let git = match Git::for_dir(dir, p.timeout) {
+        Ok(g) => g,
+        Err(e) => {
+            failed(out, "git", e);
+            return None;
+        }
+    };
+    git_agrees(&git, dir, &admin, &common, out)?;
+    Some(Linked { admin, common, git })
+}
+
+/// Only a directory itself is judged: a missing one has nothing to lose,
+/// and what a symbolic link points at is not what removal would delete.
+fn a_directory(dir: &Path, out: &mut Vec<AtRisk>) -> Option<()> {
     match fs::symlink_metadata(dir) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => {
             failed(out, "stat", e);
-            return None;
+            None
         }
         Ok(m) if m.file_type().is_symlink() => {
             not_a_worktree(out, "a symbolic link, not a directory".into());
-            return None;
+            None
         }
         Ok(m) if !m.is_dir() => {
             not_a_worktree(out, "not a directory".into());
-            return None;
+            None
         }
-        Ok(_) => {}
+        Ok(_) => Some(()),
     }
-    let admin = match dot_git(dir) {
+}
+
+/// The admin entry `dir`'s `.git` file names: only a `.git` file makes a
+/// linked worktree, and an empty directory without one holds nothing.
+fn admin_named(dir: &Path, out: &mut Vec<AtRisk>) -> Option<PathBuf> {
+    match dot_git(dir) {
         DotGit::Missing => {
             match is_empty_dir(dir) {
                 Ok(true) => {}
@@ -260,21 +286,26 @@ fn identify(p: &Preflight<'_>, out: &mut Vec<AtRisk>) -> Option<Linked> {
                     paths: vec![format!(". ({e})")],
                 }),
             }
-            return None;
+            None
         }
         DotGit::Directory => {
             not_a_worktree(
                 out,
                 "a standalone repository (.git is a directory), not a linked worktree".into(),
             );
-            return None;
+            None
         }
         DotGit::Broken { detail } => {
             not_a_worktree(out, detail);
-            return None;
+            None
         }
-        DotGit::File { gitdir } => gitdir,
-    };
+        DotGit::File { gitdir } => Some(gitdir),
+    }
+}
+
+/// The main repository's git directory, from the admin entry: the entry
+/// must still exist and sit where a linked worktree's does.
+fn common_of(admin: &Path, out: &mut Vec<AtRisk>) -> Option<PathBuf> {
     if !admin.is_dir() {
         not_a_worktree(
             out,
@@ -285,7 +316,7 @@ fn identify(p: &Preflight<'_>, out: &mut Vec<AtRisk>) -> Option<Linked> {
         );
         return None;
     }
-    let Some(common) = common_dir_of_admin(&admin) else {
+    let Some(common) = common_dir_of_admin(admin) else {
         not_a_worktree(
             out,
             format!(
@@ -295,12 +326,16 @@ fn identify(p: &Preflight<'_>, out: &mut Vec<AtRisk>) -> Option<Linked> {
         );
         return None;
     };
-    // The link back: the admin entry must name this directory's `.git`,
-    // not the original a copy was made from, nor the old place of a
-    // worktree that was moved.
+    Some(common)
+}
+
+/// The link back: the admin entry must name this directory's `.git`, not
+/// the original a copy was made from, nor the old place of a worktree that
+/// was moved.
+fn links_back(dir: &Path, admin: &Path, out: &mut Vec<AtRisk>) -> Option<()> {
     let dot = dir.join(".git");
     match read_line_file(&admin.join("gitdir")) {
-        Ok(back) if same_file(Path::new(&back), &dot) => {}
+        Ok(back) if same_file(Path::new(&back), &dot) => Some(()),
         Ok(back) => {
             not_a_worktree(
                 out,
@@ -310,37 +345,44 @@ fn identify(p: &Preflight<'_>, out: &mut Vec<AtRisk>) -> Option<Linked> {
                     admin.display()
                 ),
             );
-            return None;
+            None
         }
         Err(e) => {
             not_a_worktree(
                 out,
                 format!("cannot read {}: {e}", admin.join("gitdir").display()),
             );
-            return None;
+            None
         }
     }
-    if let Some(repo) = p.repo_path {
-        if !same_file(&git_dir_of_main(repo), &common) {
-            not_a_worktree(
-                out,
-                format!(
-                    "a worktree of {}, not of the repository its row names ({})",
-                    common.display(),
-                    repo.display()
-                ),
-            );
-            return None;
-        }
+}
+
+/// A worktree of another repository than the row's is not the row's
+/// worktree, whatever its links say.
+fn of_the_row(repo: &Path, common: &Path, out: &mut Vec<AtRisk>) -> Option<()> {
+    if !same_file(&git_dir_of_main(repo), common) {
+        not_a_worktree(
+            out,
+            format!(
+                "a worktree of {}, not of the repository its row names ({})",
+                common.display(),
+                repo.display()
+            ),
+        );
+        return None;
     }
-    let git = match Git::for_dir(dir, p.timeout) {
-        Ok(g) => g,
-        Err(e) => {
-            failed(out, "git", e);
-            return None;
-        }
-    };
-    // And git's own reading of the same links.
+    Some(())
+}
+
+/// Git's own reading of the same links must agree: every check after this
+/// one asks git, and must ask it about this very directory.
+fn git_agrees(
+    git: &Git,
+    dir: &Path,
+    admin: &Path,
+    common: &Path,
+    out: &mut Vec<AtRisk>,
+) -> Option<()> {
     let text = match git.run(&[
         "rev-parse",
         "--path-format=absolute",
@@ -357,8 +399,8 @@ fn identify(p: &Preflight<'_>, out: &mut Vec<AtRisk>) -> Option<Linked> {
     let lines: Vec<&str> = text.lines().collect();
     let agrees = lines.len() == 3
         && same_file(Path::new(lines[0]), dir)
-        && same_file(Path::new(lines[1]), &admin)
-        && same_file(Path::new(lines[2]), &common);
+        && same_file(Path::new(lines[1]), admin)
+        && same_file(Path::new(lines[2]), common);
     if !agrees {
         not_a_worktree(
             out,
@@ -370,7 +412,7 @@ fn identify(p: &Preflight<'_>, out: &mut Vec<AtRisk>) -> Option<Linked> {
         );
         return None;
     }
-    Some(Linked { admin, common, git })
+    Some(())
 }
 
 fn inspect(p: &Preflight<'_>, out: &mut Vec<AtRisk>) {
@@ -387,41 +429,11 @@ fn inspect(p: &Preflight<'_>, out: &mut Vec<AtRisk>) {
     if done(out) {
         return;
     }
-    let status = match git_status(&git) {
-        Ok((s, unreadable)) => {
-            if !unreadable.is_empty() {
-                let (count, paths) = sample(unreadable);
-                out.push(AtRisk::Unreadable { count, paths });
-            }
-            Some(s)
-        }
-        Err(e) => {
-            failed(out, "status", e);
-            None
-        }
-    };
-    // Per submodule, what git's status says of it and what the
-    // controller's own checks add, as one reason.
-    let mut subs: std::collections::BTreeMap<Vec<u8>, Vec<String>> = Default::default();
-    for (path, state) in status.iter().flat_map(|s| s.submodules.iter()) {
-        subs.entry(path.clone()).or_default().push(state.describe());
-    }
+    let status = status_of(&git, out);
+    let mut subs = submodules_in_status(status.as_ref());
     if p.depth == Depth::First {
         if let Some(s) = &status {
-            // What git's status alone says. Staged is final unless HEAD is
-            // unborn (its branch deleted: the commit check decides).
-            let staged = if s.head_oid.is_some() {
-                s.staged.clone()
-            } else {
-                Vec::new()
-            };
-            let says = !staged.is_empty()
-                || !s.unstaged.is_empty()
-                || !s.untracked.is_empty()
-                || !s.conflicts.is_empty();
-            if says {
-                push_files(s, staged, &Walked::default(), out);
-            }
+            what_status_says(s, out);
         }
         push_submodules(std::mem::take(&mut subs), out);
         if done(out) {
@@ -441,37 +453,10 @@ fn inspect(p: &Preflight<'_>, out: &mut Vec<AtRisk>) {
     if done(out) {
         return;
     }
-    let index = match index_entries(&git) {
-        Ok(i) => Some(i),
-        Err(e) => {
-            failed(out, "index", e);
-            None
-        }
-    };
-    let gitlinks: HashSet<Vec<u8>> = index
-        .iter()
-        .flatten()
-        .filter(|e| e.mode == GITLINK)
-        .map(|e| e.path.clone())
-        .collect();
+    let index = index_of(&git, out);
+    let gitlinks = gitlinks_of(index.as_deref());
     if let Some(s) = &status {
-        let mut staged = s.staged.clone();
-        if let Some(c) = &stand_in {
-            // HEAD is unborn because its branch was deleted: what is staged
-            // is what the index adds to the branch's last commit, not the
-            // whole index.
-            match git.run(&[
-                "diff-index",
-                "--cached",
-                "--name-only",
-                "-z",
-                c.as_str(),
-                "--",
-            ]) {
-                Ok(o) => staged = nul_fields(&o.stdout),
-                Err(e) => failed(out, "staged against reflog HEAD", e),
-            }
-        }
+        let staged = staged_of(&git, s, stand_in.as_deref(), out);
         let walked = walk(dir, s, &gitlinks, p.precious);
         push_files(s, staged, &walked, out);
     }
@@ -479,29 +464,132 @@ fn inspect(p: &Preflight<'_>, out: &mut Vec<AtRisk>) {
         return;
     }
     if let Some(index) = &index {
-        match hidden_changes(&git, dir, index) {
-            Ok(h) if !h.is_empty() => {
-                let (count, paths) = sample(h);
-                out.push(AtRisk::HiddenChanges { count, paths });
-            }
-            Ok(_) => {}
-            Err(e) => failed(out, "assume-unchanged/skip-worktree", e),
-        }
+        push_hidden_changes(&git, dir, index, out);
         if done(out) {
             return;
         }
-        for path in &gitlinks {
-            let mut problems = Vec::new();
-            submodule_problems(&git, &join_rel(dir, path), dir, &admin, 0, &mut problems);
-            if !problems.is_empty() {
-                subs.entry(path.clone()).or_default().extend(problems);
-            }
-        }
+        check_submodules(&git, dir, &admin, &gitlinks, &mut subs);
     }
     push_submodules(subs, out);
 }
 
-fn push_submodules(subs: std::collections::BTreeMap<Vec<u8>, Vec<String>>, out: &mut Vec<AtRisk>) {
+/// Per submodule, what git's status says of it and what the controller's
+/// own checks add, so that each submodule is one reason.
+type PerSubmodule = std::collections::BTreeMap<Vec<u8>, Vec<String>>;
+
+/// Git's status of the worktree; `None` when git cannot give it (a reason
+/// then), so that the checks that do not need it still run.
+fn status_of(git: &Git, out: &mut Vec<AtRisk>) -> Option<Status> {
+    match git_status(git) {
+        Ok((s, unreadable)) => {
+            if !unreadable.is_empty() {
+                let (count, paths) = sample(unreadable);
+                out.push(AtRisk::Unreadable { count, paths });
+            }
+            Some(s)
+        }
+        Err(e) => {
+            failed(out, "status", e);
+            None
+        }
+    }
+}
+
+/// What git's status says of each submodule: the start of its reason.
+fn submodules_in_status(status: Option<&Status>) -> PerSubmodule {
+    let mut subs = PerSubmodule::default();
+    for (path, state) in status.iter().flat_map(|s| s.submodules.iter()) {
+        subs.entry(path.clone()).or_default().push(state.describe());
+    }
+    subs
+}
+
+/// What git's status alone says, pushed before any costlier check so that
+/// `Depth::First` can stop at it. Staged is final unless HEAD is unborn
+/// (its branch deleted: the commit check decides).
+fn what_status_says(s: &Status, out: &mut Vec<AtRisk>) {
+    let staged = if s.head_oid.is_some() {
+        s.staged.clone()
+    } else {
+        Vec::new()
+    };
+    let says = !staged.is_empty()
+        || !s.unstaged.is_empty()
+        || !s.untracked.is_empty()
+        || !s.conflicts.is_empty();
+    if says {
+        push_files(s, staged, &Walked::default(), out);
+    }
+}
+
+/// The index; `None` when git cannot list it (a reason then), so that the
+/// checks that do not need it still run.
+fn index_of(git: &Git, out: &mut Vec<AtRisk>) -> Option<Vec<IndexEntry>> {
+    match index_entries(git) {
+        Ok(i) => Some(i),
+        Err(e) => {
+            failed(out, "index", e);
+            None
+        }
+    }
+}
+
+/// The submodules' paths: the walk leaves them to git, and each is checked
+/// on its own.
+fn gitlinks_of(index: Option<&[IndexEntry]>) -> HashSet<Vec<u8>> {
+    index
+        .into_iter()
+        .flatten()
+        .filter(|e| e.mode == GITLINK)
+        .map(|e| e.path.clone())
+        .collect()
+}
+
+/// The staged paths. HEAD is unborn because its branch was deleted when
+/// there is a `stand_in`: what is staged is then what the index adds to the
+/// branch's last commit, not the whole index.
+fn staged_of(git: &Git, s: &Status, stand_in: Option<&str>, out: &mut Vec<AtRisk>) -> Vec<Vec<u8>> {
+    let mut staged = s.staged.clone();
+    if let Some(c) = stand_in {
+        match git.run(&["diff-index", "--cached", "--name-only", "-z", c, "--"]) {
+            Ok(o) => staged = nul_fields(&o.stdout),
+            Err(e) => failed(out, "staged against reflog HEAD", e),
+        }
+    }
+    staged
+}
+
+/// Changes git's status does not show, because the index says not to look.
+fn push_hidden_changes(git: &Git, dir: &Path, index: &[IndexEntry], out: &mut Vec<AtRisk>) {
+    match hidden_changes(git, dir, index) {
+        Ok(h) if !h.is_empty() => {
+            let (count, paths) = sample(h);
+            out.push(AtRisk::HiddenChanges { count, paths });
+        }
+        Ok(_) => {}
+        Err(e) => failed(out, "assume-unchanged/skip-worktree", e),
+    }
+}
+
+/// Adds to each submodule's reason what the controller's own checks find
+/// beyond git's status.
+fn check_submodules(
+    git: &Git,
+    dir: &Path,
+    admin: &Path,
+    gitlinks: &HashSet<Vec<u8>>,
+    subs: &mut PerSubmodule,
+) {
+    for path in gitlinks {
+        let mut problems = Vec::new();
+        submodule_problems(git, &join_rel(dir, path), dir, admin, 0, &mut problems);
+        if !problems.is_empty() {
+            subs.entry(path.clone()).or_default().extend(problems);
+        }
+    }
+}
+
+fn push_submodules(subs: PerSubmodule, out: &mut Vec<AtRisk>) {
     for (path, details) in subs {
         out.push(AtRisk::Submodule {
             path: rel_str(&path),
@@ -600,102 +688,169 @@ pub(crate) fn walk(
     gitlinks: &HashSet<Vec<u8>>,
     precious: &GlobSet,
 ) -> Walked {
-    let ignored_files: HashSet<&[u8]> = s
-        .ignored
-        .iter()
-        .filter(|p| !p.ends_with(b"/"))
-        .map(|p| p.as_slice())
-        .collect();
-    let parent = |p: &[u8]| -> Vec<u8> {
-        match p.iter().rposition(|b| *b == b'/') {
-            Some(i) => p[..i].to_vec(),
-            None => Vec::new(),
-        }
-    };
-    let holds_ignored: HashSet<Vec<u8>> = ignored_files.iter().map(|p| parent(p)).collect();
-    // An ignored directory, and whether its own name is precious (then
-    // everything in it is).
-    let ignored_dirs: std::collections::HashMap<&[u8], bool> = s
-        .ignored
-        .iter()
-        .filter_map(|p| p.strip_suffix(b"/"))
-        .map(|d| (d, is_precious(precious, d)))
-        .collect();
+    let look = Lookups::new(s, gitlinks, precious);
     let mut w = Walked::default();
-    // (path, relative path, inside an ignored directory whose name is
-    // precious: Some(precious?)).
-    let mut stack: Vec<(PathBuf, Vec<u8>, Option<bool>)> =
-        vec![(dir.to_path_buf(), Vec::new(), None)];
-    while let Some((path, rel, ignored_dir)) = stack.pop() {
-        let top = rel.is_empty();
-        let listing = match fs::read_dir(&path) {
-            Ok(l) => l,
-            Err(e) => {
-                // Searchable but not readable: its `.git` may still be seen.
-                if !top && fs::symlink_metadata(path.join(".git")).is_ok() {
-                    w.nested.push(rel_str(&rel));
-                } else {
-                    w.unreadable.push(format!("{} ({e})", shown(&rel)));
-                }
-                continue;
-            }
-        };
-        let mut entries = Vec::new();
-        let mut has_git = false;
-        for entry in listing {
-            match entry {
-                Ok(e) => {
-                    if e.file_name() == ".git" {
-                        has_git = true;
-                    } else {
-                        entries.push(e);
-                    }
-                }
-                Err(e) => w.unreadable.push(format!("{} ({e})", shown(&rel))),
-            }
-        }
-        if !top && has_git {
-            w.nested.push(rel_str(&rel));
+    let mut stack: Vec<Frame> = vec![Frame {
+        path: dir.to_path_buf(),
+        rel: Vec::new(),
+        ignored_dir: None,
+    }];
+    while let Some(frame) = stack.pop() {
+        let Some(entries) = listing(&frame.path, &frame.rel, &mut w) else {
             continue;
-        }
-        let files_matter = ignored_dir.is_some() || holds_ignored.contains(&rel);
+        };
+        let files_matter = frame.ignored_dir.is_some() || look.holds_ignored.contains(&frame.rel);
         for e in entries {
-            let ft = e.file_type();
-            // Most entries are files no ignore rule names: nothing to do.
-            if matches!(&ft, Ok(t) if !t.is_dir()) && !files_matter {
-                continue;
-            }
-            let name = e.file_name();
-            let child = if top {
-                name.as_bytes().to_vec()
-            } else {
-                [rel.as_slice(), b"/", name.as_bytes()].concat()
-            };
-            let ft = match ft {
-                Ok(t) => t,
-                Err(err) => {
-                    w.unreadable.push(format!("{} ({err})", rel_str(&child)));
-                    continue;
-                }
-            };
-            if ft.is_dir() {
-                if gitlinks.contains(&child) {
-                    continue;
-                }
-                let inside = ignored_dir.or_else(|| ignored_dirs.get(child.as_slice()).copied());
-                stack.push((e.path(), child, inside));
-                continue;
-            }
-            let precious_here = match ignored_dir {
-                Some(dir_is_precious) => dir_is_precious || is_precious(precious, &child),
-                None => ignored_files.contains(child.as_slice()) && is_precious(precious, &child),
-            };
-            if precious_here {
-                w.precious.push(rel_str(&child));
-            }
+            visit(e, &frame, files_matter, &look, &mut stack, &mut w);
         }
     }
     w
+}
+
+/// One directory the walk has yet to read.
+struct Frame {
+    path: PathBuf,
+    /// Relative to the worktree; empty for the worktree itself.
+    rel: Vec<u8>,
+    /// Inside an ignored directory whose name is precious: Some(precious?).
+    ignored_dir: Option<bool>,
+}
+
+/// What git's status says is ignored, and the submodules, indexed once so
+/// that each entry of the walk is a lookup.
+struct Lookups<'a> {
+    ignored_files: HashSet<&'a [u8]>,
+    /// The directories that directly hold an ignored file: only there do
+    /// files need a look.
+    holds_ignored: HashSet<Vec<u8>>,
+    /// An ignored directory, and whether its own name is precious (then
+    /// everything in it is).
+    ignored_dirs: std::collections::HashMap<&'a [u8], bool>,
+    gitlinks: &'a HashSet<Vec<u8>>,
+    precious: &'a GlobSet,
+}
+
+impl<'a> Lookups<'a> {
+    fn new(s: &'a Status, gitlinks: &'a HashSet<Vec<u8>>, precious: &'a GlobSet) -> Self {
+        let ignored_files: HashSet<&[u8]> = s
+            .ignored
+            .iter()
+            .filter(|p| !p.ends_with(b"/"))
+            .map(|p| p.as_slice())
+            .collect();
+        let parent = |p: &[u8]| -> Vec<u8> {
+            match p.iter().rposition(|b| *b == b'/') {
+                Some(i) => p[..i].to_vec(),
+                None => Vec::new(),
+            }
+        };
+        let holds_ignored: HashSet<Vec<u8>> = ignored_files.iter().map(|p| parent(p)).collect();
+        let ignored_dirs: std::collections::HashMap<&[u8], bool> = s
+            .ignored
+            .iter()
+            .filter_map(|p| p.strip_suffix(b"/"))
+            .map(|d| (d, is_precious(precious, d)))
+            .collect();
+        Lookups {
+            ignored_files,
+            holds_ignored,
+            ignored_dirs,
+            gitlinks,
+            precious,
+        }
+    }
+}
+
+/// The entries of the directory at `path` (`rel` in the worktree), less its
+/// `.git`. `None`, with the finding in `w`, when the walk goes no further
+/// in: a nested repository's insides are its own work, and a directory that
+/// cannot be listed is unreadable.
+fn listing(path: &Path, rel: &[u8], w: &mut Walked) -> Option<Vec<fs::DirEntry>> {
+    let top = rel.is_empty();
+    let listing = match fs::read_dir(path) {
+        Ok(l) => l,
+        Err(e) => {
+            // Searchable but not readable: its `.git` may still be seen.
+            if !top && fs::symlink_metadata(path.join(".git")).is_ok() {
+                w.nested.push(rel_str(rel));
+            } else {
+                w.unreadable.push(format!("{} ({e})", shown(rel)));
+            }
+            return None;
+        }
+    };
+    let mut entries = Vec::new();
+    let mut has_git = false;
+    for entry in listing {
+        match entry {
+            Ok(e) => {
+                if e.file_name() == ".git" {
+                    has_git = true;
+                } else {
+                    entries.push(e);
+                }
+            }
+            Err(e) => w.unreadable.push(format!("{} ({e})", shown(rel))),
+        }
+    }
+    if !top && has_git {
+        w.nested.push(rel_str(rel));
+        return None;
+    }
+    Some(entries)
+}
+
+/// One entry of the directory `frame`: a directory to read later (not a
+/// submodule: git looks into those), or a file that may be precious.
+/// `files_matter` says whether any file of `frame` can be: the type the
+/// listing gives then spares a look at every other file.
+fn visit(
+    e: fs::DirEntry,
+    frame: &Frame,
+    files_matter: bool,
+    look: &Lookups<'_>,
+    stack: &mut Vec<Frame>,
+    w: &mut Walked,
+) {
+    let ft = e.file_type();
+    // Most entries are files no ignore rule names: nothing to do.
+    if matches!(&ft, Ok(t) if !t.is_dir()) && !files_matter {
+        return;
+    }
+    let name = e.file_name();
+    let child = if frame.rel.is_empty() {
+        name.as_bytes().to_vec()
+    } else {
+        [frame.rel.as_slice(), b"/", name.as_bytes()].concat()
+    };
+    let ft = match ft {
+        Ok(t) => t,
+        Err(err) => {
+            w.unreadable.push(format!("{} ({err})", rel_str(&child)));
+            return;
+        }
+    };
+    if ft.is_dir() {
+        if look.gitlinks.contains(&child) {
+            return;
+        }
+        let inside = frame
+            .ignored_dir
+            .or_else(|| look.ignored_dirs.get(child.as_slice()).copied());
+        stack.push(Frame {
+            path: e.path(),
+            rel: child,
+            ignored_dir: inside,
+        });
+        return;
+    }
+    let precious_here = match frame.ignored_dir {
+        Some(dir_is_precious) => dir_is_precious || is_precious(look.precious, &child),
+        None => look.ignored_files.contains(child.as_slice()) && is_precious(look.precious, &child),
+    };
+    if precious_here {
+        w.precious.push(rel_str(&child));
+    }
 }
 
 /// A relative path as a reason shows it: the worktree itself is `.`.
@@ -1041,6 +1196,73 @@ fn commits(
     s: &Status,
     out: &mut Vec<AtRisk>,
 ) -> Result<Option<String>, String> {
+    let Tips {
+        mut tips,
+        own,
+        stand_in,
+    } = tips_of(p, git, admin, s, out)?;
+    tips.sort();
+    tips.dedup();
+    if tips.is_empty() {
+        return Ok(stand_in);
+    }
+    let keepers = keeper_args(own.as_deref());
+    let named = match p.refs {
+        Some(cache) => all_named(cache, git, common, &tips, own.as_ref())?,
+        None => false,
+    };
+    let mut lost = if named {
+        Vec::new()
+    } else {
+        rev_list(git, &tips, &keepers)?
+    };
+    // The bases cost several git calls; a worktree with nothing lost (the
+    // common case, on every pass) needs none of them.
+    let bases = if lost.is_empty() {
+        Vec::new()
+    } else {
+        bases(p, git).map_err(|e| e.to_string())?
+    };
+    if !bases.is_empty() {
+        let mut rest = keepers.clone();
+        rest.extend(bases.iter().cloned());
+        lost = rev_list(git, &tips, &rest)?;
+    }
+    drop_merged_elsewhere(git, &tips, &keepers, &bases, &mut lost)?;
+    if !lost.is_empty() {
+        out.push(AtRisk::UnmergedCommits {
+            count: lost.len(),
+            head: s
+                .head_oid
+                .clone()
+                .or_else(|| tips.first().cloned())
+                .unwrap_or_default(),
+            commits: lost.iter().take(SAMPLE).cloned().collect(),
+        });
+    }
+    Ok(stand_in)
+}
+
+/// Where the commit check starts.
+struct Tips {
+    /// The commits whose history the worktree may alone hold.
+    tips: Vec<String>,
+    /// The worktree's own branch: it keeps nothing once the worktree goes.
+    own: Option<String>,
+    /// The commit that stands in for an unborn HEAD whose branch was
+    /// deleted.
+    stand_in: Option<String>,
+}
+
+/// The tips: HEAD and the worktree's own branch (HEAD's, or the row's when
+/// HEAD is detached).
+fn tips_of(
+    p: &Preflight<'_>,
+    git: &Git,
+    admin: &Path,
+    s: &Status,
+    out: &mut Vec<AtRisk>,
+) -> Result<Tips, String> {
     let mut tips: Vec<String> = Vec::new();
     let mut stand_in = None;
     let own: Option<String>;
@@ -1050,17 +1272,7 @@ fn commits(
             own = Some(branch_ref(b));
         }
         (Some(b), None) => {
-            let reflog = head_reflog(git, admin)?;
-            let newest = reflog.first().cloned();
-            let from_reflog = match newest {
-                Some(id) => commit_of(git, &id).map_err(|e| e.to_string())?,
-                None => None,
-            };
-            let row_says = p.branch.map(branch_ref) == Some(branch_ref(b));
-            if from_reflog.is_some() || row_says {
-                out.push(AtRisk::BranchDeleted { branch: b.clone() });
-            }
-            if let Some(id) = from_reflog {
+            if let Some(id) = deleted_branch(p, git, admin, b, out)? {
                 tips.push(id.clone());
                 stand_in = Some(id);
             }
@@ -1084,52 +1296,75 @@ fn commits(
             };
         }
     }
-    tips.sort();
-    tips.dedup();
-    if tips.is_empty() {
-        return Ok(stand_in);
+    Ok(Tips {
+        tips,
+        own,
+        stand_in,
+    })
+}
+
+/// HEAD names branch `b`, which does not exist: a reason when there is
+/// evidence it had commits. Returns the newest commit of the HEAD reflog,
+/// which then stands for HEAD.
+fn deleted_branch(
+    p: &Preflight<'_>,
+    git: &Git,
+    admin: &Path,
+    b: &str,
+    out: &mut Vec<AtRisk>,
+) -> Result<Option<String>, String> {
+    let reflog = head_reflog(git, admin)?;
+    let newest = reflog.first().cloned();
+    let from_reflog = match newest {
+        Some(id) => commit_of(git, &id).map_err(|e| e.to_string())?,
+        None => None,
+    };
+    let row_says = p.branch.map(branch_ref) == Some(branch_ref(b));
+    if from_reflog.is_some() || row_says {
+        out.push(AtRisk::BranchDeleted {
+            branch: b.to_string(),
+        });
     }
-    let keepers = keeper_args(own.as_deref());
-    // A tip that another surviving ref names is reachable, whatever else
-    // holds: when every tip is one, nothing is lost, and no rev-list runs.
-    let named = match p.refs {
-        Some(cache) => {
-            let refs = cache.survivors(git, common)?;
-            let ids: HashSet<&str> = refs
-                .iter()
-                .filter(|(name, _)| Some(name) != own.as_ref())
-                .map(|(_, id)| id.as_str())
-                .collect();
-            tips.iter().all(|t| ids.contains(t.as_str()))
-        }
-        None => false,
-    };
-    let mut lost = if named {
-        Vec::new()
-    } else {
-        rev_list(git, &tips, &keepers)?
-    };
-    // The bases cost several git calls; a worktree with nothing lost (the
-    // common case, on every pass) needs none of them.
-    let bases = if lost.is_empty() {
-        Vec::new()
-    } else {
-        bases(p, git).map_err(|e| e.to_string())?
-    };
-    if !bases.is_empty() {
-        let mut rest = keepers.clone();
-        rest.extend(bases.iter().cloned());
-        lost = rev_list(git, &tips, &rest)?;
-    }
+    Ok(from_reflog)
+}
+
+/// Whether another surviving ref names every tip. Such a tip is reachable,
+/// whatever else holds: when every tip is one, nothing is lost, and no
+/// rev-list runs.
+fn all_named(
+    cache: &RefsCache,
+    git: &Git,
+    common: &Path,
+    tips: &[String],
+    own: Option<&String>,
+) -> Result<bool, String> {
+    let refs = cache.survivors(git, common)?;
+    let ids: HashSet<&str> = refs
+        .iter()
+        .filter(|(name, _)| Some(name) != own)
+        .map(|(_, id)| id.as_str())
+        .collect();
+    Ok(tips.iter().all(|t| ids.contains(t.as_str())))
+}
+
+/// Drops from `lost` the commits one of `bases` holds in another shape
+/// (see the module's "Merged elsewhere"), tip by tip.
+fn drop_merged_elsewhere(
+    git: &Git,
+    tips: &[String],
+    keepers: &[String],
+    bases: &[String],
+    lost: &mut Vec<String>,
+) -> Result<(), String> {
     // Which lost commits each tip reaches: the same for every base.
     let mut of_tips: Vec<(&String, HashSet<String>)> = Vec::new();
     if !lost.is_empty() && !bases.is_empty() {
-        for tip in &tips {
-            let reach = rev_list(git, std::slice::from_ref(tip), &keepers)?;
+        for tip in tips {
+            let reach = rev_list(git, std::slice::from_ref(tip), keepers)?;
             of_tips.push((tip, reach.into_iter().collect()));
         }
     }
-    for base in &bases {
+    for base in bases {
         if lost.is_empty() {
             break;
         }
@@ -1146,18 +1381,7 @@ fn commits(
             lost.retain(|c| !mine.contains(c) || kept.contains(c));
         }
     }
-    if !lost.is_empty() {
-        out.push(AtRisk::UnmergedCommits {
-            count: lost.len(),
-            head: s
-                .head_oid
-                .clone()
-                .or_else(|| tips.first().cloned())
-                .unwrap_or_default(),
-            commits: lost.iter().take(SAMPLE).cloned().collect(),
-        });
-    }
-    Ok(stand_in)
+    Ok(())
 }
 
 /// The commits that only the worktree's HEAD reflog and its
@@ -1313,29 +1537,43 @@ fn submodule_problems(
         }
     }
     if depth < MAX_SUBMODULE_DEPTH {
-        match index_entries(&g) {
-            Ok(entries) => {
-                for e in entries.iter().filter(|e| e.mode == GITLINK && e.stage == 0) {
-                    let mut inner = Vec::new();
-                    submodule_problems(
-                        &g,
-                        &join_rel(sub, &e.path),
-                        worktree,
-                        admin,
-                        depth + 1,
-                        &mut inner,
-                    );
-                    if !inner.is_empty() {
-                        problems.push(format!(
-                            "submodule {}: {}",
-                            rel_str(&e.path),
-                            inner.join(", ")
-                        ));
-                    }
+        nested_submodule_problems(&g, sub, worktree, admin, depth, problems);
+    }
+}
+
+/// What the submodules of the submodule at `sub` (at `depth`, opened as
+/// `g`) would lose, each as one phrase: a submodule's own submodules go
+/// with it.
+fn nested_submodule_problems(
+    g: &Git,
+    sub: &Path,
+    worktree: &Path,
+    admin: &Path,
+    depth: usize,
+    problems: &mut Vec<String>,
+) {
+    match index_entries(g) {
+        Ok(entries) => {
+            for e in entries.iter().filter(|e| e.mode == GITLINK && e.stage == 0) {
+                let mut inner = Vec::new();
+                submodule_problems(
+                    g,
+                    &join_rel(sub, &e.path),
+                    worktree,
+                    admin,
+                    depth + 1,
+                    &mut inner,
+                );
+                if !inner.is_empty() {
+                    problems.push(format!(
+                        "submodule {}: {}",
+                        rel_str(&e.path),
+                        inner.join(", ")
+                    ));
                 }
             }
-            Err(e) => problems.push(format!("index: {e}")),
         }
+        Err(e) => problems.push(format!("index: {e}")),
     }
 }
 
