@@ -1,10 +1,11 @@
 use std::fs;
-use std::os::unix::fs::symlink;
-use std::path::Path;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 use super::*;
 use crate::git::scenes::{commit_file, commit_on_a_deleted_branch, conflicted_merge, init_repo};
 use crate::git::testutil::{precious, set_exec, write, Fixture};
+use crate::risk::SAMPLE;
 
 /// What every preflight of these tests asks, unless it says otherwise
 /// (`..request(wt, &globs)`): the worktree `wt` on branch `b` from

@@ -1,0 +1,169 @@
+//! Index changes git's status hides, and submodules' own work.
+
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::{fs, io};
+
+use crate::git::cli::Git;
+use crate::git::mode::octal::{EXEC, GITLINK, SYMLINK};
+use crate::git::paths::{join_rel, rel_str};
+
+use super::{index_entries, is_empty_dir, operations, rev_list, IndexEntry, MAX_SUBMODULE_DEPTH};
+
+/// Index entries marked assume-unchanged or skip-worktree whose file is
+/// present and differs from the index (mode or content).
+pub(super) fn hidden_changes(
+    git: &Git,
+    dir: &Path,
+    index: &[IndexEntry],
+) -> Result<Vec<String>, String> {
+    let hidden: Vec<&IndexEntry> = index
+        .iter()
+        .filter(|e| e.tag.is_ascii_lowercase() || e.tag == b'S')
+        .filter(|e| e.stage == 0 && e.mode != GITLINK)
+        .collect();
+    if hidden.is_empty() {
+        // No git call at all for the common index without such flags.
+        return Ok(Vec::new());
+    }
+    let filemode = git
+        .run_status(&["config", "--type=bool", "core.filemode"], &[])
+        .map(|(st, o)| !st.success() || o.stdout_str().trim() != "false")
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for e in hidden {
+        let path = join_rel(dir, &e.path);
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(format!("{}: {err}", rel_str(&e.path))),
+        };
+        let differs = if meta.file_type().is_symlink() {
+            let target = fs::read_link(&path).map_err(|err| err.to_string())?;
+            e.mode != SYMLINK || hash(git, &["--stdin"], target.as_os_str().as_bytes())? != e.object
+        } else if meta.is_file() {
+            let exec = meta.permissions().mode() & 0o100 != 0;
+            let mode_differs = e.mode == SYMLINK || (filemode && exec != (e.mode == EXEC));
+            let rel = std::ffi::OsStr::from_bytes(&e.path)
+                .to_string_lossy()
+                .into_owned();
+            mode_differs || hash(git, &["--", &rel], &[])? != e.object
+        } else {
+            true
+        };
+        if differs {
+            out.push(rel_str(&e.path));
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn hash(git: &Git, args: &[&str], input: &[u8]) -> Result<String, String> {
+    let mut a = vec!["hash-object"];
+    a.extend_from_slice(args);
+    Ok(git
+        .run_with_input(&a, input)
+        .map_err(|e| e.to_string())?
+        .stdout_str()
+        .trim()
+        .to_string())
+}
+
+/// Whether `path` lies inside `dir`, compared after resolving both (they
+/// exist: they come from git and from the caller).
+pub(super) fn inside(path: &Path, dir: &Path) -> bool {
+    match (fs::canonicalize(path), fs::canonicalize(dir)) {
+        (Ok(p), Ok(d)) => p.starts_with(d),
+        _ => false,
+    }
+}
+
+/// What a submodule checked out at `sub` would lose beyond what the
+/// superproject's status reports, as short phrases. `worktree` and `admin`
+/// are the superproject worktree and its git directory: a submodule git
+/// directory inside either goes away with the worktree, and only then do
+/// its local-only commits count.
+pub(super) fn submodule_problems(
+    git: &Git,
+    sub: &Path,
+    worktree: &Path,
+    admin: &Path,
+    depth: usize,
+    problems: &mut Vec<String>,
+) {
+    match fs::symlink_metadata(sub) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+        Err(e) => return problems.push(format!("cannot stat: {e}")),
+        // A typechange; the superproject's status reports it.
+        Ok(m) if !m.is_dir() => return,
+        Ok(_) => {}
+    }
+    match is_empty_dir(sub) {
+        Err(e) => return problems.push(format!("cannot read directory: {e}")),
+        Ok(true) => return, // not initialized
+        Ok(false) => {}
+    }
+    if fs::symlink_metadata(sub.join(".git")).is_err() {
+        return problems.push("not initialized, but its directory holds files".into());
+    }
+    let g = git.at(sub);
+    let gitdir = match g.run(&["rev-parse", "--absolute-git-dir"]) {
+        Ok(o) => PathBuf::from(o.stdout_str().trim()),
+        Err(e) => return problems.push(format!("cannot open: {e}")),
+    };
+    let ops = operations(&gitdir);
+    if !ops.is_empty() {
+        problems.push(format!("{} in progress", ops.join(", ")));
+    }
+    if inside(&gitdir, worktree) || inside(&gitdir, admin) {
+        match rev_list(
+            &g,
+            &["HEAD".into(), "--branches".into()],
+            &["--not".into(), "--remotes".into()],
+        ) {
+            Ok(v) if v.is_empty() => {}
+            Ok(v) => problems.push(format!("{} commit(s) on no remote-tracking ref", v.len())),
+            Err(e) => problems.push(format!("commit check failed: {e}")),
+        }
+    }
+    if depth < MAX_SUBMODULE_DEPTH {
+        nested_submodule_problems(&g, sub, worktree, admin, depth, problems);
+    }
+}
+
+/// What the submodules of the submodule at `sub` (at `depth`, opened as
+/// `g`) would lose, each as one phrase: a submodule's own submodules go
+/// with it.
+pub(super) fn nested_submodule_problems(
+    g: &Git,
+    sub: &Path,
+    worktree: &Path,
+    admin: &Path,
+    depth: usize,
+    problems: &mut Vec<String>,
+) {
+    match index_entries(g) {
+        Ok(entries) => {
+            for e in entries.iter().filter(|e| e.mode == GITLINK && e.stage == 0) {
+                let mut inner = Vec::new();
+                submodule_problems(
+                    g,
+                    &join_rel(sub, &e.path),
+                    worktree,
+                    admin,
+                    depth + 1,
+                    &mut inner,
+                );
+                if !inner.is_empty() {
+                    problems.push(format!(
+                        "submodule {}: {}",
+                        rel_str(&e.path),
+                        inner.join(", ")
+                    ));
+                }
+            }
+        }
+        Err(e) => problems.push(format!("index: {e}")),
+    }
+}
