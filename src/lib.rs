@@ -28,3 +28,5 @@ pub mod service;
 pub mod status;
 pub mod store;
 pub mod switches;
+#[doc(hidden)]
+pub mod testing;
