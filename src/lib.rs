@@ -13,6 +13,7 @@ pub mod client;
 pub mod commands;
 pub mod config;
 pub mod controller;
+pub mod creds;
 pub mod failpoint;
 pub mod git;
 pub mod http;

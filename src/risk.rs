@@ -60,6 +60,11 @@ pub enum AtRisk {
     /// The preflight itself could not finish; without a verdict the
     /// worktree is kept.
     PreflightFailed { error: String },
+    /// A symlink where git keeps the repository's own state (`objects`,
+    /// `refs`, `logs`, `packed-refs`, an admin entry): every write to the
+    /// repository would land wherever it leads ([`crate::git::links`]).
+    /// `--force` does not override: nothing is acted on through it.
+    UnsafeRepository { detail: String },
 }
 
 impl AtRisk {
@@ -76,6 +81,7 @@ impl AtRisk {
                 | AtRisk::PreflightFailed { .. }
                 | AtRisk::NotAWorktree { .. }
                 | AtRisk::Unreadable { .. }
+                | AtRisk::UnsafeRepository { .. }
         )
     }
 
@@ -99,6 +105,7 @@ impl AtRisk {
             AtRisk::InUse { .. } => "in_use",
             AtRisk::Unreadable { .. } => "unreadable",
             AtRisk::PreflightFailed { .. } => "preflight_failed",
+            AtRisk::UnsafeRepository { .. } => "unsafe_repository",
         }
     }
 }
@@ -147,6 +154,10 @@ impl fmt::Display for AtRisk {
             AtRisk::InUse { pid, command } => write!(f, "in use by pid {pid} ({command})"),
             AtRisk::Unreadable { count, paths: p } => paths(f, "unreadable entr(y/ies)", *count, p),
             AtRisk::PreflightFailed { error } => write!(f, "preflight failed: {error}"),
+            AtRisk::UnsafeRepository { detail } => write!(
+                f,
+                "unsafe repository: {detail}; replace the link by what git keeps there, or remove the worktree by hand"
+            ),
         }
     }
 }

@@ -61,6 +61,31 @@ fn io_invalid(path: &Path, what: &str, e: io::Error) -> GitError {
     invalid(path, format!("{what}: {e}"))
 }
 
+/// Runs `f`, a write or a removal inside the repository whose common
+/// directory is `common`, with the filesystem credentials of that
+/// directory's owner ([`crate::creds`]): whatever the owner planted there
+/// leads it only where the owner could go anyway.
+fn as_owner_of<T: Send>(
+    common: &Path,
+    what: &str,
+    f: impl FnOnce() -> T + Send,
+) -> Result<T, GitError> {
+    let who = crate::creds::owner_of(common).map_err(|e| io_invalid(common, what, e))?;
+    crate::creds::with_fs_creds(who.as_ref(), f).map_err(|e| io_invalid(common, what, e))
+}
+
+/// Nothing is written to, or removed from, a repository whose own state
+/// is reached through a symlink ([`super::links`]).
+fn refuse_unsafe(common: &Path, admin: Option<&Path>) -> Result<(), GitError> {
+    match super::links::unsafe_links(common, admin) {
+        None => Ok(()),
+        Some(detail) => Err(invalid(
+            common,
+            format!("unsafe repository, left alone: {detail}"),
+        )),
+    }
+}
+
 fn common_dir(repo: &Path) -> Result<PathBuf, GitError> {
     common_dir_of_repo(repo).ok_or_else(|| invalid(repo, "not a git repository"))
 }
@@ -281,25 +306,26 @@ pub fn archive_head(entry: &StaleAdminEntry, now: SystemTime) -> Result<Archived
             format!("admin entry {} has no HEAD commit", entry.name),
         ));
     };
-    let repo = open_common(&common)?;
+    refuse_unsafe(&common, Some(&common.join("worktrees").join(&entry.name)))?;
     let id = Oid::from_str(head).map_err(|source| GitError::Op {
         op: "parse head",
         path: common.clone(),
         source,
     })?;
-    let reference = create_archive_ref(
-        &repo,
-        &archive_ref_base(&entry.name, now),
-        id,
-        &format!("boo-reconciler: HEAD of stale worktree {}", entry.name),
-    )
-    .map_err(|source| GitError::Op {
-        op: "create archive ref",
-        path: common.clone(),
-        source,
-    })?;
-    super::owner::hand_back(&common)
-        .map_err(|e| io_invalid(&common, "hand back to its owner", e))?;
+    let reference = as_owner_of(&common, "create archive ref", || {
+        let repo = open_common(&common)?;
+        create_archive_ref(
+            &repo,
+            &archive_ref_base(&entry.name, now),
+            id,
+            &format!("boo-reconciler: HEAD of stale worktree {}", entry.name),
+        )
+        .map_err(|source| GitError::Op {
+            op: "create archive ref",
+            path: common.clone(),
+            source,
+        })
+    })??;
     Ok(Archived {
         reference,
         commit: id.to_string(),
@@ -328,8 +354,11 @@ pub fn prune_for(repo: &Path, worktree_path: &Path) -> Result<usize, GitError> {
         if !same_location(g, &target) {
             continue;
         }
-        fs::remove_dir_all(&e.dir)
-            .map_err(|err| io_invalid(&e.dir, "removing admin entry", err))?;
+        refuse_unsafe(&common, Some(&e.dir))?;
+        as_owner_of(&common, "removing admin entry", || {
+            fs::remove_dir_all(&e.dir)
+        })?
+        .map_err(|err| io_invalid(&e.dir, "removing admin entry", err))?;
         pruned += 1;
     }
     Ok(pruned)

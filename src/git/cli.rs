@@ -67,14 +67,7 @@ pub enum GitCliError {
     NotOwner { dir: PathBuf, owner: u32, me: u32 },
 }
 
-/// Who git runs as.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RunAs {
-    pub uid: u32,
-    pub gid: u32,
-    pub groups: Vec<u32>,
-    pub home: Option<PathBuf>,
-}
+pub use crate::creds::RunAs;
 
 /// A place to run git in, as the right user, with a bound.
 #[derive(Clone, Debug)]
@@ -107,37 +100,11 @@ impl Output {
 /// Who runs git for a directory owned by `owner`, when this process runs
 /// as `me`: `Ok(None)` means "as this process".
 fn run_as_for(dir: &Path, owner: u32, me: u32) -> Result<Option<RunAs>, GitCliError> {
-    if owner == me {
-        return Ok(None);
-    }
-    if me != 0 {
-        return Err(GitCliError::NotOwner {
-            dir: dir.to_path_buf(),
-            owner,
-            me,
-        });
-    }
-    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(owner))
-        .ok()
-        .flatten();
-    let (gid, groups, home) = match &user {
-        Some(u) => {
-            let name = std::ffi::CString::new(u.name.as_bytes()).ok();
-            let groups = name
-                .and_then(|n| nix::unistd::getgrouplist(&n, u.gid).ok())
-                .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
-                .unwrap_or_else(|| vec![u.gid.as_raw()]);
-            (u.gid.as_raw(), groups, Some(u.dir.clone()))
-        }
-        // A uid with no passwd entry: its own uid as its group, no home.
-        None => (owner, vec![owner], None),
-    };
-    Ok(Some(RunAs {
-        uid: owner,
-        gid,
-        groups,
-        home,
-    }))
+    crate::creds::who_for(owner, me).map_err(|e| GitCliError::NotOwner {
+        dir: dir.to_path_buf(),
+        owner: e.owner,
+        me: e.me,
+    })
 }
 
 impl Git {

@@ -279,13 +279,24 @@ pub fn admin_entries(common: &Path) -> io::Result<Vec<AdminEntry>> {
 /// the wrong user; libgit2 runs none of those, so reading through it runs
 /// no code of the repository's. (The git CLI, which would, is run as the
 /// owner instead: see [`super::cli`].)
+///
+/// Only the repository's own configuration is read: no global, XDG or
+/// system file. The controller's own `~/.gitconfig` says nothing about
+/// another user's repository, and a force archive opens the repository
+/// with the owner's credentials ([`crate::creds`]), to whom the
+/// controller's home is closed.
 pub fn open_exact(path: &Path) -> Result<Repository, git2::Error> {
-    static OWNER_CHECK_OFF: std::sync::Once = std::sync::Once::new();
-    OWNER_CHECK_OFF.call_once(|| {
-        // SAFETY: a process-wide libgit2 option, set once before the first
-        // repository is opened through this function.
+    static PROCESS_OPTIONS: std::sync::Once = std::sync::Once::new();
+    PROCESS_OPTIONS.call_once(|| {
+        use git2::ConfigLevel::{Global, ProgramData, System, XDG};
+        // SAFETY: process-wide libgit2 options, set once before the first
+        // repository is opened through this function (the only way this
+        // crate opens one).
         unsafe {
             let _ = git2::opts::set_verify_owner_validation(false);
+            for level in [ProgramData, System, XDG, Global] {
+                let _ = git2::opts::set_search_path(level, "");
+            }
         }
     });
     Repository::open_ext(

@@ -659,7 +659,10 @@ fn restore_nested_one(
         Err(e) => {
             // Only what `git init` just made goes: a half-made repository
             // would pass for a restored one.
-            let _ = fs::remove_dir_all(dir.join(".git"));
+            // It is removed as the user git made it as ([`Git::run_as`]),
+            // so nothing planted under it can lead the removal further.
+            let dot_git = dir.join(".git");
+            let _ = crate::creds::with_fs_creds(g.run_as(), || fs::remove_dir_all(&dot_git));
             Err(e)
         }
     }

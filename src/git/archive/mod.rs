@@ -57,7 +57,7 @@ mod tree;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::SystemTime;
 
 use git2::{Commit, ErrorCode, Index, Oid, Repository};
@@ -135,7 +135,6 @@ fn invalid(worktree: &Path, detail: String) -> GitError {
 struct Opened {
     repo: Repository,
     main: Repository,
-    common: PathBuf,
 }
 
 /// Opens `worktree` and its main repository, refusing every layout in
@@ -167,6 +166,12 @@ fn open(worktree: &Path) -> Result<Opened, GitError> {
                 .into(),
         ));
     }
+    if let Some(detail) = super::links::unsafe_links(&common, Some(&admin)) {
+        return Err(invalid(
+            worktree,
+            format!("unsafe repository, nothing archived: {detail}"),
+        ));
+    }
     let repo = open_exact(worktree).map_err(|source| GitError::Open {
         path: worktree.to_path_buf(),
         source,
@@ -175,7 +180,7 @@ fn open(worktree: &Path) -> Result<Opened, GitError> {
         path: common.clone(),
         source,
     })?;
-    Ok(Opened { repo, main, common })
+    Ok(Opened { repo, main })
 }
 
 /// The newest commit HEAD's reflog recorded, if the reflog has one that
@@ -444,13 +449,33 @@ fn stash_commits(
 
 /// Commits the full state of `worktree` (index, working tree, untracked and
 /// precious ignored files, HEAD) to an archive ref in its main repository.
+///
+/// Read and written with the filesystem credentials of the worktree's
+/// owner ([`crate::creds`]): whatever the owner planted in the worktree or
+/// the repository (a symlinked `logs`, `refs/boo` or `objects/ab`) leads
+/// only where the owner could write anyway, and what is written is the
+/// owner's, as if the owner had run `git stash` there.
 pub fn archive(
     worktree: &Path,
     worktree_id: &str,
     now: SystemTime,
     precious: &GlobSet,
 ) -> Result<Archived, GitError> {
-    let Opened { repo, main, common } = open(worktree)?;
+    let who = crate::creds::owner_of(worktree)
+        .map_err(|e| invalid(worktree, format!("cannot act as its owner: {e}")))?;
+    crate::creds::with_fs_creds(who.as_ref(), || {
+        archive_as_caller(worktree, worktree_id, now, precious)
+    })
+    .map_err(|e| invalid(worktree, format!("cannot act as its owner: {e}")))?
+}
+
+fn archive_as_caller(
+    worktree: &Path,
+    worktree_id: &str,
+    now: SystemTime,
+    precious: &GlobSet,
+) -> Result<Archived, GitError> {
+    let Opened { repo, main } = open(worktree)?;
     let secs = unix_secs(now);
     let b = Builder::new(&repo, worktree, secs)?;
     let (head, on, unborn) = head_commit(&b, worktree_id)?;
@@ -483,13 +508,6 @@ pub fn archive(
     )
     .map_err(b.git("create archive ref"))?;
     nested::keep_nested_commits(&main, &b.workdir, &kept, &reference)?;
-
-    super::owner::hand_back(&common).map_err(|e| {
-        invalid(
-            worktree,
-            format!("cannot hand what the archive wrote back to the repository's owner: {e}"),
-        )
-    })?;
     Ok(Archived {
         reference,
         commit: w_commit.to_string(),

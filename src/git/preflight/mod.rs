@@ -82,6 +82,7 @@ use std::time::Duration;
 
 use globset::GlobSet;
 
+use super::paths::{common_dir_of_admin, dot_git, DotGit};
 use super::refs::RefsCache;
 use crate::risk::AtRisk;
 
@@ -217,7 +218,25 @@ fn same_file(a: &Path, b: &Path) -> bool {
     matches!((file_id(a), file_id(b)), (Some(x), Some(y)) if x == y)
 }
 
+/// A symlink where the repository of the worktree `dir` keeps its state,
+/// found from the `.git` file alone (git itself may no longer make sense
+/// of a repository laid out that way); `None` for anything else, which
+/// [`identify`] judges.
+fn unsafe_repository(dir: &Path) -> Option<String> {
+    let DotGit::File { gitdir } = dot_git(dir) else {
+        return None;
+    };
+    let common = common_dir_of_admin(&gitdir)?;
+    super::links::unsafe_links(&common, Some(&gitdir))
+}
+
 fn inspect(p: &Preflight<'_>, out: &mut Vec<AtRisk>) {
+    // Checked before anything else, git included: nothing is acted on
+    // through such a repository, whatever else it holds.
+    if let Some(detail) = unsafe_repository(p.worktree) {
+        out.push(AtRisk::UnsafeRepository { detail });
+        return;
+    }
     let Some(Linked { admin, common, git }) = identify(p, out) else {
         return;
     };
