@@ -137,6 +137,13 @@ pub fn mount_points_inside(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 ///    id (`/proc/self/fdinfo`). A mount point that appears during the
 ///    deletion stops it with [`RemoveError::MountPoint`] before anything on
 ///    the other mount is touched (what was already deleted stays deleted).
+/// 5. **Inside the entry, only what its owner could delete.** A root
+///    controller empties an entry owned by another user on a thread with
+///    that user's filesystem credentials ([`crate::creds`]); only the
+///    entry's own name, in the root it owns, is removed as itself. Something
+///    the owner could not delete (another user's directory inside) stops the
+///    removal with an error and stays. Test
+///    `inside_an_entry_root_deletes_only_what_its_owner_could`.
 ///
 /// Permissions: when `EACCES` stops opening or emptying a directory (a
 /// `0o500` or `0o000` directory, as git makes some object directories, when
@@ -243,7 +250,17 @@ fn delete_entry(root: &WorktreeRoot, name: &OsStr, target: &Path) -> Result<(), 
             mount: target.to_path_buf(),
         });
     }
-    remove_contents(entry_fd, target, root_fs)?;
+    // Inside the entry, every unlink and chmod is the owner's: whatever
+    // the owner (or anyone the owner let in) planted there can lead the
+    // walk only where the owner could go. The entry's own name, in the
+    // controller's directory, is the controller's to remove.
+    let owner = fstat(&entry_fd)
+        .map_err(|e| io_at(target, e.into()))?
+        .st_uid;
+    let who = crate::creds::who_for(owner, nix::unistd::geteuid().as_raw())
+        .map_err(|e| io_at(target, io::Error::new(io::ErrorKind::PermissionDenied, e)))?;
+    crate::creds::with_fs_creds(who.as_ref(), || remove_contents(entry_fd, target, root_fs))
+        .map_err(|e| io_at(target, e))??;
     // The root is not ours to chmod: no permission fix here.
     unlink(&root_fd, name, UnlinkatFlags::RemoveDir, false).map_err(|e| io_at(target, e.into()))?;
     tracing::debug!("removed {}", target.display());
@@ -847,6 +864,50 @@ mod tests {
         assert!(gone(&f.wt1()));
         f.assert_outside_intact();
         assert_eq!(fs::metadata(f.outside()).unwrap().mode() & 0o777, 0o500);
+    }
+
+    /// A root controller deletes inside an entry with its owner's
+    /// credentials: the owner's own read-only directories go (the owner may
+    /// chmod them), another user's directory planted inside does not (the
+    /// owner could not delete it either), and the entry's name stays
+    /// until it is empty.
+    #[test]
+    fn inside_an_entry_root_deletes_only_what_its_owner_could() {
+        use crate::testing::{local_user, MALLORY, OWNER};
+        let (owner, mallory) = (local_user(OWNER), local_user(MALLORY));
+        let f = Fixture::new();
+        fs::set_permissions(f.t.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(f.root.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        build_read_only_tree(&f);
+        for entry in walkdir::WalkDir::new(f.wt1()) {
+            lchown(entry.unwrap().path(), Some(owner.uid), Some(owner.gid)).unwrap();
+        }
+        lock_read_only_tree(&f);
+        // Owned by the owner, so that only the owner's credentials delete
+        // it: root's would take it whatever its owner.
+        fs::set_permissions(f.wt1(), fs::Permissions::from_mode(0o755)).unwrap();
+        let theirs = f.wt1().join("zz-mallory");
+        fs::create_dir(&theirs).unwrap();
+        fs::write(theirs.join("kept"), "mallory's").unwrap();
+        for p in [&theirs, &theirs.join("kept")] {
+            lchown(p, Some(mallory.uid), Some(mallory.gid)).unwrap();
+        }
+        let e = remove_dir(&f.root, &f.wt1()).unwrap_err();
+        assert!(
+            e.to_string().contains("zz-mallory/kept") && e.to_string().contains("denied"),
+            "{e}"
+        );
+        assert_eq!(
+            fs::read_to_string(theirs.join("kept")).unwrap(),
+            "mallory's"
+        );
+        f.assert_outside_intact();
+        // Once mallory's directory is gone, the same removal finishes: what
+        // the owner could delete, it did delete (the chmod path included).
+        fs::remove_dir_all(&theirs).unwrap();
+        remove_dir(&f.root, &f.wt1()).unwrap();
+        assert!(gone(&f.wt1()));
+        f.assert_outside_intact();
     }
 
     /// As root the permission bits never stop anything; run the same removal
