@@ -2,9 +2,16 @@
 //! not show (precious ignored files, nested repositories).
 
 use std::collections::HashSet;
-use std::fs;
-use std::os::unix::ffi::OsStrExt;
+use std::ffi::OsString;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use nix::dir::{Dir, Type};
+use nix::errno::Errno;
+use nix::fcntl::{openat, AtFlags, OFlag, AT_FDCWD};
+use nix::sys::stat::{fstatat, Mode, SFlag};
 
 use globset::GlobSet;
 
@@ -26,6 +33,12 @@ use super::Walked;
 /// the directory listing gives, without a `stat` per entry; files are
 /// looked at one by one only where git reported an ignored file, because
 /// only an ignored file can be precious.
+///
+/// Every directory is opened by name relative to its parent's handle with
+/// `O_NOFOLLOW | O_DIRECTORY` (the worktree itself by its path, also with
+/// `O_NOFOLLOW`): a directory the owner swaps for a symlink while the walk
+/// runs is never followed out of the worktree, and shows as unreadable
+/// (the tree changed under the walk; the next pass judges it again).
 pub(crate) fn walk(
     dir: &Path,
     s: &Status,
@@ -35,17 +48,18 @@ pub(crate) fn walk(
     let look = Lookups::new(s, gitlinks, precious);
     let mut w = Walked::default();
     let mut stack: Vec<Frame> = vec![Frame {
+        parent: None,
         path: dir.to_path_buf(),
         rel: Vec::new(),
         ignored_dir: None,
     }];
     while let Some(frame) = stack.pop() {
-        let Some(entries) = listing(&frame.path, &frame.rel, &mut w) else {
+        let Some((handle, entries)) = listing(&frame, &mut w) else {
             continue;
         };
         let files_matter = frame.ignored_dir.is_some() || look.holds_ignored.contains(&frame.rel);
         for e in entries {
-            visit(e, &frame, files_matter, &look, &mut stack, &mut w);
+            visit(e, &frame, &handle, files_matter, &look, &mut stack, &mut w);
         }
     }
     w
@@ -53,11 +67,46 @@ pub(crate) fn walk(
 
 /// One directory the walk has yet to read.
 pub(super) struct Frame {
+    /// The handle of the directory that holds it; `None` for the worktree.
+    /// Shared by its siblings, so that only the directories on the way
+    /// down hold a descriptor.
+    parent: Option<Rc<Dir>>,
+    /// For messages only: it is opened through `parent`, never by path.
     path: PathBuf,
     /// Relative to the worktree; empty for the worktree itself.
     rel: Vec<u8>,
     /// Inside an ignored directory whose name is precious: Some(precious?).
     ignored_dir: Option<bool>,
+}
+
+impl Frame {
+    fn name(&self) -> &[u8] {
+        match self.rel.iter().rposition(|b| *b == b'/') {
+            Some(i) => &self.rel[i + 1..],
+            None => &self.rel,
+        }
+    }
+
+    /// Opens the directory with `flags`, never through a symlink.
+    fn open(&self, flags: OFlag) -> Result<OwnedFd, Errno> {
+        let flags = flags | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        match &self.parent {
+            None => openat(AT_FDCWD, &self.path, flags, Mode::empty()),
+            Some(p) => openat(
+                p.as_fd(),
+                std::ffi::OsStr::from_bytes(self.name()),
+                flags,
+                Mode::empty(),
+            ),
+        }
+    }
+}
+
+/// One name a directory listing gave, with its type when the listing
+/// told it.
+pub(super) struct Entry {
+    name: OsString,
+    kind: Option<Type>,
 }
 
 /// What git's status says is ignored, and the submodules, indexed once so
@@ -105,43 +154,76 @@ impl<'a> Lookups<'a> {
     }
 }
 
-/// The entries of the directory at `path` (`rel` in the worktree), less its
+/// The handle and the entries of the directory of `frame`, less its
 /// `.git`. `None`, with the finding in `w`, when the walk goes no further
 /// in: a nested repository's insides are its own work, and a directory that
-/// cannot be listed is unreadable.
-pub(super) fn listing(path: &Path, rel: &[u8], w: &mut Walked) -> Option<Vec<fs::DirEntry>> {
+/// cannot be listed (or is no longer a directory) is unreadable.
+pub(super) fn listing(frame: &Frame, w: &mut Walked) -> Option<(Rc<Dir>, Vec<Entry>)> {
+    let rel = frame.rel.as_slice();
     let top = rel.is_empty();
-    let listing = match fs::read_dir(path) {
-        Ok(l) => l,
+    let opened = frame
+        .open(OFlag::O_RDONLY | OFlag::O_NONBLOCK)
+        .and_then(Dir::from_fd);
+    let mut dir = match opened {
+        Ok(d) => d,
         Err(e) => {
-            // Searchable but not readable: its `.git` may still be seen.
-            if !top && fs::symlink_metadata(path.join(".git")).is_ok() {
+            // Searchable but not readable: its `.git` may still be seen,
+            // through a handle that needs no read permission.
+            let has_git = frame
+                .open(OFlag::O_PATH)
+                .and_then(|d| fstatat(&d, ".git", AtFlags::AT_SYMLINK_NOFOLLOW))
+                .is_ok();
+            if !top && has_git {
                 w.nested.push(rel_str(rel));
             } else {
-                w.unreadable.push(format!("{} ({e})", shown(rel)));
+                let why = match e {
+                    Errno::ELOOP | Errno::ENOTDIR => "no longer a directory".to_string(),
+                    e => std::io::Error::from(e).to_string(),
+                };
+                w.unreadable.push(format!("{} ({why})", shown(rel)));
             }
             return None;
         }
     };
     let mut entries = Vec::new();
     let mut has_git = false;
-    for entry in listing {
+    for entry in dir.iter() {
         match entry {
             Ok(e) => {
-                if e.file_name() == ".git" {
+                let name = e.file_name().to_bytes();
+                if name == b"." || name == b".." {
+                    continue;
+                }
+                if name == b".git" {
                     has_git = true;
                 } else {
-                    entries.push(e);
+                    entries.push(Entry {
+                        name: OsString::from_vec(name.to_vec()),
+                        kind: e.file_type(),
+                    });
                 }
             }
-            Err(e) => w.unreadable.push(format!("{} ({e})", shown(rel))),
+            Err(e) => w
+                .unreadable
+                .push(format!("{} ({})", shown(rel), std::io::Error::from(e))),
         }
     }
     if !top && has_git {
         w.nested.push(rel_str(rel));
         return None;
     }
-    Some(entries)
+    Some((Rc::new(dir), entries))
+}
+
+/// Whether `e`, in the directory `dir`, is a directory: the listing's type
+/// when it gave one, else a `stat` of the name that does not follow a
+/// symlink.
+fn is_dir(dir: &Dir, e: &Entry) -> Result<bool, Errno> {
+    match e.kind {
+        Some(t) => Ok(t == Type::Directory),
+        None => fstatat(dir, e.name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR),
+    }
 }
 
 /// One entry of the directory `frame`: a directory to read later (not a
@@ -149,32 +231,33 @@ pub(super) fn listing(path: &Path, rel: &[u8], w: &mut Walked) -> Option<Vec<fs:
 /// `files_matter` says whether any file of `frame` can be: the type the
 /// listing gives then spares a look at every other file.
 pub(super) fn visit(
-    e: fs::DirEntry,
+    e: Entry,
     frame: &Frame,
+    handle: &Rc<Dir>,
     files_matter: bool,
     look: &Lookups<'_>,
     stack: &mut Vec<Frame>,
     w: &mut Walked,
 ) {
-    let ft = e.file_type();
     // Most entries are files no ignore rule names: nothing to do.
-    if matches!(&ft, Ok(t) if !t.is_dir()) && !files_matter {
+    if matches!(e.kind, Some(t) if t != Type::Directory) && !files_matter {
         return;
     }
-    let name = e.file_name();
+    let name = e.name.as_bytes();
     let child = if frame.rel.is_empty() {
-        name.as_bytes().to_vec()
+        name.to_vec()
     } else {
-        [frame.rel.as_slice(), b"/", name.as_bytes()].concat()
+        [frame.rel.as_slice(), b"/", name].concat()
     };
-    let ft = match ft {
-        Ok(t) => t,
+    let dir = match is_dir(handle, &e) {
+        Ok(d) => d,
         Err(err) => {
+            let err = std::io::Error::from(err);
             w.unreadable.push(format!("{} ({err})", rel_str(&child)));
             return;
         }
     };
-    if ft.is_dir() {
+    if dir {
         if look.gitlinks.contains(&child) {
             return;
         }
@@ -182,7 +265,8 @@ pub(super) fn visit(
             .ignored_dir
             .or_else(|| look.ignored_dirs.get(child.as_slice()).copied());
         stack.push(Frame {
-            path: e.path(),
+            parent: Some(Rc::clone(handle)),
+            path: frame.path.join(&e.name),
             rel: child,
             ignored_dir: inside,
         });
@@ -252,5 +336,52 @@ pub(super) fn push_files(s: &Status, staged: Vec<Vec<u8>>, w: &Walked, out: &mut
     if !w.unreadable.is_empty() {
         let (count, paths) = sample(w.unreadable.clone());
         out.push(AtRisk::Unreadable { count, paths });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::git::testutil::precious;
+    use std::os::unix::fs::symlink;
+
+    /// A directory swapped for a symlink between its listing and its
+    /// reading is not followed: what the link leads to (a repository and
+    /// a precious file outside the worktree) is not judged, and the
+    /// worktree shows as unreadable, which keeps it.
+    #[test]
+    fn a_directory_swapped_for_a_symlink_mid_walk_is_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let wt = tmp.path().join("wt");
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::create_dir_all(wt.join("a")).unwrap();
+        std::fs::create_dir_all(elsewhere.join(".git")).unwrap();
+        std::fs::write(elsewhere.join(".env"), "not the worktree's").unwrap();
+        let status = Status {
+            ignored: vec![b"a/.env".to_vec()],
+            ..Status::default()
+        };
+        let (gitlinks, globs) = (HashSet::new(), precious());
+        let look = Lookups::new(&status, &gitlinks, &globs);
+        let mut w = Walked::default();
+        let top = Frame {
+            parent: None,
+            path: wt.clone(),
+            rel: Vec::new(),
+            ignored_dir: None,
+        };
+        let (handle, entries) = listing(&top, &mut w).unwrap();
+        let mut stack = Vec::new();
+        for e in entries {
+            visit(e, &top, &handle, false, &look, &mut stack, &mut w);
+        }
+        assert_eq!(stack.len(), 1, "a/ is to be read");
+        std::fs::rename(wt.join("a"), tmp.path().join("a-moved")).unwrap();
+        symlink(&elsewhere, wt.join("a")).unwrap();
+        let a = stack.pop().unwrap();
+        assert!(listing(&a, &mut w).is_none());
+        assert_eq!(w.nested, Vec::<String>::new());
+        assert_eq!(w.precious, Vec::<String>::new());
+        assert_eq!(w.unreadable, vec!["a (no longer a directory)".to_string()]);
     }
 }
