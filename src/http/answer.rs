@@ -140,6 +140,11 @@ pub struct NudgeAnswer<
     #[serde(default)]
     pub pending: Vec<Pending>,
     pub errors: Vec<String>,
+    /// The targets of forced actions that did not happen because another
+    /// run was acting on them throughout: the answer is a 409, "busy,
+    /// retry" ([`PassReport::busy`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub busy: Vec<String>,
     /// The close hook's keys, on its routes only.
     #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
     pub legacy: Option<Legacy>,
@@ -177,6 +182,7 @@ impl NudgeAnswer {
             at_risk: report.at_risk.clone(),
             pending: report.pending.clone(),
             errors: report.errors.iter().cloned().chain(errors).collect(),
+            busy: report.busy(),
             legacy: None,
         }
     }
