@@ -679,7 +679,7 @@ async fn untouched(w: &World, path: &std::path::Path, before: &[(String, Vec<u8>
     );
     let id = path.file_name().unwrap().to_str().unwrap();
     assert_ne!(w.row_state(id).await.0, "removed");
-    assert!(audited(&w, "remove_worktree", "done").await.is_empty());
+    assert!(audited(w, "remove_worktree", "done").await.is_empty());
     assert!(git(&w.repo, &["for-each-ref", "refs/boo/archive/"]).is_empty());
 }
 
