@@ -73,9 +73,10 @@ impl Client {
 
     /// Asks the controller to reconcile `scope` now and returns its answer.
     /// A pass that could not read its state answers 500 or 503 with the
-    /// pass's body: that is an answer (the pass failed), where a 503 with
-    /// only `{"error": …}` is the controller not running the pass at all
-    /// (stopping, standing by, timed out).
+    /// pass's body, and a forced one whose target another run held answers
+    /// 409 with it: that is an answer (the pass failed, or was busy), where
+    /// a 503 with only `{"error": …}` is the controller not running the
+    /// pass at all (stopping, standing by, timed out).
     pub async fn nudge(&self, scope: &Scope, force: bool) -> Result<Value, ClientError> {
         let path = match scope {
             Scope::Host => "/reconcile".to_string(),
@@ -150,9 +151,25 @@ fn pass_answer(body: &str) -> Option<Value> {
     Verdict::of(&v).map(|_| v)
 }
 
+/// The targets an answer names as busy: forced actions that did not
+/// happen because another run was acting on them (a 409).
+pub fn busy_in(answer: &Value) -> Vec<String> {
+    answer["busy"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The exit code a nudge's answer stands for, as `once` would have
 /// returned had it acted itself.
 pub fn exit_code_of(answer: &Value) -> u8 {
+    if !busy_in(answer).is_empty() {
+        return exit::BUSY;
+    }
     match Verdict::of(answer).map(|v| v.result) {
         Some(Said::Known(result)) => result.exit_code(),
         _ => exit::ERROR,
@@ -195,5 +212,9 @@ mod tests {
         assert_eq!(exit_code_of(&json!({"result": "at_risk"})), 3);
         assert_eq!(exit_code_of(&json!({"result": "error"})), 1);
         assert_eq!(exit_code_of(&json!({})), 1);
+        let busy = json!({"result": "error", "busy": ["worktree:/tmp/booworktrees/w1"]});
+        assert_eq!(exit_code_of(&busy), 4);
+        assert_eq!(busy_in(&busy), vec!["worktree:/tmp/booworktrees/w1"]);
+        assert_eq!(exit_code_of(&json!({"result": "converged", "busy": []})), 0);
     }
 }

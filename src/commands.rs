@@ -172,6 +172,7 @@ async fn once(
         .pass(scope, Mode::act(force), Trigger::Command, &cancel)
         .await;
     print_report(&report, json)?;
+    say_busy(&report.busy());
     // One-shot: the answer first, then the space, before exiting
     // (what a signal interrupts is left for the next process).
     let swept = controller.executor().reclaimer().sweep(&cancel).await;
@@ -184,8 +185,23 @@ async fn once(
     }
     Ok(match (report.exit_code(), swept.failed.is_empty()) {
         (code, true) => code,
+        // Busy says more than the reclaimer's error: the forced action
+        // itself did not happen.
+        (crate::report::exit::BUSY, false) => crate::report::exit::BUSY,
         (_, false) => crate::report::exit::ERROR,
     })
+}
+
+/// Tells stderr which forced actions did not happen (exit
+/// [`crate::report::exit::BUSY`]): the answer on stdout may be JSON for a
+/// program, and the person who ran `once --force` must see it.
+fn say_busy(targets: &[String]) {
+    for target in targets {
+        eprintln!(
+            "error: the forced action on {target} did not happen: another run was acting on it \
+             throughout (busy); nothing was done to it, run the command again"
+        );
+    }
 }
 
 /// `run`: the daemon: the loop, the HTTP API, notifications, the reclaimer.
@@ -281,6 +297,7 @@ async fn nudge_daemon(
             } else {
                 print!("{}", crate::status::render_answer(&base, &answer));
             }
+            say_busy(&crate::client::busy_in(&answer));
             Ok(Some(crate::client::exit_code_of(&answer)))
         }
         // Nothing there, or a daemon that is stopping or timed out (a 503

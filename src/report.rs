@@ -21,6 +21,9 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// Converged except worktrees kept at risk.
     pub const AT_RISK: u8 = 3;
+    /// A forced action did not happen: another run was acting on its
+    /// target. Nothing was done to it; try again.
+    pub const BUSY: u8 = 4;
 }
 
 /// Why a pass ran.
@@ -194,6 +197,11 @@ impl PassReport {
     /// pending, at risk, the errors) as this run found it.
     pub fn after(mut self, before: &PassReport) -> PassReport {
         let mut results = before.results.clone();
+        // A forced run answers for itself what an earlier one left to
+        // another run: this one read the state after it.
+        if self.force {
+            results.retain(|r| !crate::act::executor::left_to_concurrent_run(r));
+        }
         results.append(&mut self.results);
         self.results = results;
         self
@@ -247,9 +255,30 @@ impl PassReport {
         }
     }
 
-    /// The exit code of [`PassReport::result`].
+    /// The targets of a forced pass's actions that did not happen because
+    /// another run was acting on them throughout (the pass waited for it
+    /// and read the state again, as often as it could): "busy, retry"
+    /// (HTTP 409, exit [`exit::BUSY`]). Empty for a pass without force,
+    /// which rightly leaves a target to the run that held it.
+    pub fn busy(&self) -> Vec<String> {
+        if !self.force || self.dry_run {
+            return Vec::new();
+        }
+        self.results
+            .iter()
+            .filter(|r| crate::act::executor::left_to_concurrent_run(r))
+            .map(|r| r.target.to_string())
+            .collect()
+    }
+
+    /// The exit code of [`PassReport::result`]; [`exit::BUSY`] when a
+    /// forced action did not happen because another run held its target.
     pub fn exit_code(&self) -> u8 {
-        self.result().exit_code()
+        if self.busy().is_empty() {
+            self.result().exit_code()
+        } else {
+            exit::BUSY
+        }
     }
 
     /// A readable account: one line per action with its reason and outcome.

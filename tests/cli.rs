@@ -678,3 +678,75 @@ fn a_set_before_the_command_still_counts_when_another_follows_it() {
     let got = code_and_stderr(bin_in(dir.path()).args(twice));
     expect_exit(got, 2, &["--worktree-root given more than once"]);
 }
+
+/// `once --force` beside a daemon whose run holds the worktree past the
+/// pass's time: the daemon answers 409 busy, and `once` exits 4 saying on
+/// stderr which forced action did not happen. Nothing was done to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_force_exits_4_when_its_forced_action_did_not_happen() {
+    use boo_reconciler::http::ServeOptions;
+    use boo_reconciler::plan::Target;
+    use boo_reconciler::service::Service;
+    use common::{serve_on_loopback, set_all, startup_pass, world_command, Db, World, HOST};
+    use std::time::Duration;
+
+    const TOKEN: &str = "once-busy-token";
+    let w = World::new(Db::Sqlite).await;
+    let path = w.chat_worktree("s1", "c1", "w1", "archived").await;
+    std::fs::write(path.join("notes.txt"), "unsaved work\n").unwrap();
+    // The daemon: holds the host's lock, so that `once` hands it the work.
+    let _lock = w.store.try_lock_host(HOST).await.unwrap().expect("free");
+    let mut config = w.config();
+    config.r#loop.pass_timeout = Duration::from_secs(2);
+    let service = Service::new(
+        w.controller_with(config, w.store.clone()),
+        tokio_util::sync::CancellationToken::new(),
+    );
+    startup_pass(&service).await;
+    let (base, shutdown, server) =
+        serve_on_loopback(&service, Some(TOKEN.into()), ServeOptions::default()).await;
+    let once = |w: &World| {
+        let mut c = world_command(w, &w.url);
+        set_all(&mut c, &w.label_settings());
+        set_all(
+            &mut c,
+            &[("http.listen", base.trim_start_matches("http://"))],
+        );
+        c.env("BOO_RECONCILER_TOKEN", TOKEN)
+            .args(["once", "--force", "--chat", "c1"]);
+        tokio::task::spawn_blocking(move || code_and_stderr(&mut c))
+    };
+
+    // Another run of the daemon holds the worktree until past the time of
+    // the forced pass `once` asks for.
+    let target = Target::Worktree(path.clone());
+    let executor = service.controller.executor();
+    let held = executor.hold(&target).await.expect("free");
+    let nudged = || {
+        service
+            .metrics
+            .nudges_total
+            .with_label_values(&["chat"])
+            .get()
+    };
+    let run = once(&w);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while nudged() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "once never nudged the daemon"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    drop(held);
+    let needles = ["did not happen", "busy", &target.to_string()];
+    expect_exit(run.await.unwrap(), 4, &needles);
+    assert!(path.join("notes.txt").exists(), "nothing done to it");
+
+    // Nothing in the way: the forced action happens, exit 0.
+    expect_exit(once(&w).await.unwrap(), 0, &[]);
+    assert!(!path.exists());
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+}

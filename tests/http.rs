@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use boo_reconciler::http::{self, ServeOptions};
+use boo_reconciler::plan::Target;
 use boo_reconciler::service::Service;
-use common::{git, git_ok, serve_on_loopback, startup_pass, Db, World, HOST};
+use common::{files, git, git_ok, serve_on_loopback, startup_pass, Db, Tree, World, HOST};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tokio::task::JoinHandle;
@@ -29,10 +30,18 @@ both_databases!(
     concurrent_nudges_for_one_chat_tear_down_once,
     nudge_during_a_full_pass_acts_once_per_target,
     metrics_parse_and_count_the_actions,
+    force_without_a_configured_token_is_403_and_keeps_the_worktree,
+    force_with_a_wrong_token_is_401_and_with_the_right_one_archives,
+    a_forced_request_waits_for_the_run_holding_its_worktree_then_archives_it,
+    a_forced_request_held_past_the_pass_timeout_answers_409_busy,
 );
+
+/// The token of the servers that have one.
+const TOKEN: &str = "s3cret-token";
 
 /// A server on `127.0.0.1:0` in front of a service of `world`.
 struct Server {
+    service: Arc<Service>,
     base: String,
     shutdown: CancellationToken,
     handle: JoinHandle<std::io::Result<()>>,
@@ -52,13 +61,23 @@ impl Server {
         opts: ServeOptions,
         ready: bool,
     ) -> Server {
-        let service = Service::new(world.controller(), CancellationToken::new());
+        Server::start_controller(world.controller(), token, opts, ready).await
+    }
+
+    async fn start_controller(
+        controller: boo_reconciler::controller::Controller,
+        token: Option<&str>,
+        opts: ServeOptions,
+        ready: bool,
+    ) -> Server {
+        let service = Service::new(controller, CancellationToken::new());
         if ready {
             startup_pass(&service).await;
         }
         let (base, shutdown, handle) =
             serve_on_loopback(&service, token.map(String::from), opts).await;
         Server {
+            service,
             base,
             shutdown,
             handle,
@@ -369,7 +388,8 @@ async fn dry_run_answers_with_the_plan_and_changes_nothing(db: Db) {
 }
 
 async fn force_archives_and_removes_an_at_risk_worktree(db: Db) {
-    let (w, srv) = served(db).await;
+    let w = World::new(db).await;
+    let srv = Server::start(&w, Some(TOKEN)).await;
     let path = archived(&w, "s1", "c1", "w1").await;
     fs::write(path.join("notes.txt"), "unsaved work\n").unwrap();
 
@@ -414,7 +434,8 @@ async fn force_archives_and_removes_an_at_risk_worktree(db: Db) {
 }
 
 async fn live_chat_answers_200_with_nothing_done(db: Db) {
-    let (w, srv) = served(db).await;
+    let w = World::new(db).await;
+    let srv = Server::start(&w, Some(TOKEN)).await;
     let path = w.chat_worktree("s1", "c1", "w1", "open").await;
 
     for route in ["/reconcile/c1?force=true", "/api/chats/c1/close"] {
@@ -621,6 +642,248 @@ async fn nudge_during_a_full_pass_acts_once_per_target(db: Db) {
             assert_eq!(a["message"], "handled by a concurrent run");
         }
     }
+    Arc::into_inner(srv).expect("last reference").stop().await;
+}
+
+// ------------------------------------------------------------- force --
+
+/// An archived session `s` with chat `c` and a worktree `wt` holding an
+/// untracked file: kept by every pass, removed only by force.
+async fn dirty(w: &World, s: &str, c: &str, wt: &str) -> std::path::PathBuf {
+    let path = archived(w, s, c, wt).await;
+    fs::write(path.join("notes.txt"), format!("unsaved work of {wt}\n")).unwrap();
+    path
+}
+
+/// Every route that takes `?force=`, forced, for chat `c` and session `s`;
+/// the host's last.
+fn forced_routes(c: &str, s: &str) -> [String; 5] {
+    [
+        format!("/reconcile/{c}?force=true"),
+        format!("/sessions/{s}/reconcile?force=true"),
+        format!("/api/chats/{c}/close?force=true"),
+        format!("/api/sessions/{s}/close?dry_run=false&force=true"),
+        "/reconcile?force=1".into(),
+    ]
+}
+
+/// The worktree at `path` is there, whole (`before` is its files), its row
+/// active or at risk, and it was never archived nor removed.
+async fn untouched(w: &World, path: &std::path::Path, before: &[(String, Vec<u8>)]) {
+    assert!(path.exists(), "{} removed", path.display());
+    assert_eq!(
+        files(path, Tree::Whole),
+        before,
+        "{} changed",
+        path.display()
+    );
+    let id = path.file_name().unwrap().to_str().unwrap();
+    assert_ne!(w.row_state(id).await.0, "removed");
+    assert!(audited(w, "remove_worktree", "done").await.is_empty());
+    assert!(git(&w.repo, &["for-each-ref", "refs/boo/archive/"]).is_empty());
+}
+
+async fn force_without_a_configured_token_is_403_and_keeps_the_worktree(db: Db) {
+    let (w, srv) = served(db).await;
+    let path = dirty(&w, "s1", "c1", "w1").await;
+    let before = files(&path, Tree::Whole);
+
+    for route in forced_routes("c1", "s1") {
+        // A token sent anyway changes nothing: there is none to check it
+        // against.
+        for token in [None, Some("anything")] {
+            let (status, _, body) = srv.call_as(Method::POST, &route, token).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "POST {route}: {body:#}");
+            let error = body["error"].as_str().unwrap_or_default();
+            assert!(error.contains("http.token"), "{body:#}");
+            assert!(error.contains("BOO_RECONCILER_TOKEN"), "{body:#}");
+            assert!(error.contains("Authorization: Bearer"), "{body:#}");
+            untouched(&w, &path, &before).await;
+        }
+    }
+    let m = srv.metrics().await;
+    assert_eq!(
+        m[r#"boo_reconciler_actions_total{kind="remove_worktree",outcome="done"}"#],
+        0.0
+    );
+
+    // A plain nudge needs no token, as the old close hook's callers send
+    // none: it does what a pass does, and keeps the worktree.
+    let plain = srv.post("/reconcile/c1").await;
+    assert_eq!(plain["result"], "at_risk", "{plain:#}");
+    assert_eq!(actions(&plain, "remove_worktree", "kept_at_risk").len(), 1);
+    let legacy = srv.post("/api/chats/c1/close").await;
+    assert_eq!(legacy["worktreeAtRisk"], true, "{legacy:#}");
+    let legacy = srv.post("/api/sessions/s1/close").await;
+    assert_eq!(legacy["ok"], true, "{legacy:#}");
+    // A dry run acts on nothing, forced or not.
+    let dry = srv
+        .post("/sessions/s1/reconcile?dry_run=true&force=true")
+        .await;
+    assert_eq!(dry["dry_run"], true, "{dry:#}");
+    untouched(&w, &path, &before).await;
+    assert_eq!(w.row_state("w1").await.0, "at_risk");
+
+    // A closed chat whose worktree is clean still goes on a plain nudge.
+    let clean = archived(&w, "s2", "c2", "w2").await;
+    let answer = srv.post("/api/chats/c2/close").await;
+    assert_eq!(answer["worktreeRemoved"], true, "{answer:#}");
+    assert!(!clean.exists());
+    srv.stop().await;
+}
+
+async fn force_with_a_wrong_token_is_401_and_with_the_right_one_archives(db: Db) {
+    let w = World::new(db).await;
+    let srv = Server::start(&w, Some(TOKEN)).await;
+    // A worktree of its own for each route; the host route goes last, when
+    // only its own is left.
+    let mut cases = Vec::new();
+    for i in 1..=5 {
+        let (s, c, wt) = (format!("s{i}"), format!("c{i}"), format!("w{i}"));
+        let path = dirty(&w, &s, &c, &wt).await;
+        let route = forced_routes(&c, &s)[i - 1].clone();
+        let before = files(&path, Tree::Whole);
+        cases.push((route, path, before));
+    }
+    for (route, _, _) in &cases {
+        for token in [
+            None,
+            Some("wrong"),
+            Some("s3cret-token-but-longer"),
+            Some(""),
+        ] {
+            let (status, headers, body) = srv.call_as(Method::POST, route, token).await;
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "POST {route} with {token:?}"
+            );
+            assert!(headers[reqwest::header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer"));
+            assert!(body["error"].is_string(), "{body:#}");
+        }
+    }
+    for (_, path, before) in &cases {
+        untouched(&w, path, before).await;
+    }
+
+    for (route, path, _) in &cases {
+        let answer = srv.post(route).await;
+        assert_eq!(answer["force"], true, "{answer:#}");
+        let done = actions(&answer, "remove_worktree", "done");
+        assert_eq!(done.len(), 1, "POST {route}: {answer:#}");
+        assert_eq!(done[0]["target"], format!("worktree:{}", path.display()));
+        let reference = done[0]["detail"]["archive"]["reference"]
+            .as_str()
+            .unwrap_or_else(|| panic!("archive ref in {answer:#}"));
+        let listed = git(
+            &w.repo,
+            &["ls-tree", "-r", "--name-only", &format!("{reference}^3")],
+        );
+        assert!(listed.contains("notes.txt"), "{listed}");
+        assert!(!path.exists(), "POST {route} removed {}", path.display());
+    }
+    let removals = audited(&w, "remove_worktree", "done").await;
+    assert_eq!(removals.len(), cases.len(), "{removals:?}");
+    srv.stop().await;
+}
+
+/// A forced request for `c1` sent in the background with the server's
+/// token.
+fn forced_in_background(
+    srv: &Arc<Server>,
+    route: &'static str,
+) -> JoinHandle<(StatusCode, reqwest::header::HeaderMap, Value)> {
+    let srv = Arc::clone(srv);
+    tokio::spawn(async move { srv.call(Method::POST, route).await })
+}
+
+async fn a_forced_request_waits_for_the_run_holding_its_worktree_then_archives_it(db: Db) {
+    let w = World::new(db).await;
+    let srv = Arc::new(Server::start(&w, Some(TOKEN)).await);
+    let path = dirty(&w, "s1", "c1", "w1").await;
+    let target = Target::Worktree(path.clone());
+
+    // Another run acts on the worktree (and, being without force, would
+    // keep it): the forced request must wait for it, not skip it.
+    let other_run = srv.service.controller.executor().hold(&target).await;
+    let other_run = other_run.expect("nothing else holds the worktree");
+    let forced = forced_in_background(&srv, "/reconcile/c1?force=true");
+    let plain = forced_in_background(&srv, "/api/chats/c1/close");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !forced.is_finished(),
+        "the forced request waits for the other run"
+    );
+    assert!(path.join("notes.txt").exists());
+    drop(other_run);
+
+    let (status, _, answer) = forced.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{answer:#}");
+    assert_eq!(answer["ok"], true, "{answer:#}");
+    let done = actions(&answer, "remove_worktree", "done");
+    assert_eq!(done.len(), 1, "{answer:#}");
+    assert!(
+        done[0]["detail"]["archive"]["reference"].is_string(),
+        "{answer:#}"
+    );
+    for a in answer["actions"].as_array().unwrap() {
+        assert_ne!(
+            a["outcome"], "skipped",
+            "a forced action skipped: {answer:#}"
+        );
+    }
+    assert!(answer.get("busy").is_none(), "{answer:#}");
+    assert!(!path.exists());
+    // The plain nudge that met the same run keeps today's behaviour: it
+    // leaves the worktree to the run that acts on it, and never removes it.
+    let (status, _, plain) = plain.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{plain:#}");
+    assert!(
+        actions(&plain, "remove_worktree", "done").is_empty(),
+        "{plain:#}"
+    );
+    let removals = audited(&w, "remove_worktree", "done").await;
+    assert_eq!(removals.values().sum::<usize>(), 1, "{removals:?}");
+    Arc::into_inner(srv).expect("last reference").stop().await;
+}
+
+async fn a_forced_request_held_past_the_pass_timeout_answers_409_busy(db: Db) {
+    let w = World::new(db).await;
+    let mut config = w.config();
+    config.r#loop.pass_timeout = Duration::from_secs(2);
+    let controller = w.controller_with(config, w.store.clone());
+    let srv =
+        Server::start_controller(controller, Some(TOKEN), ServeOptions::default(), true).await;
+    let srv = Arc::new(srv);
+    let path = dirty(&w, "s1", "c1", "w1").await;
+    let before = files(&path, Tree::Whole);
+    let target = Target::Worktree(path.clone());
+
+    // The other run holds the worktree past the pass's time (and within
+    // the queue's bound, twice that): the forced action cannot be taken.
+    let other_run = srv.service.controller.executor().hold(&target).await;
+    let other_run = other_run.expect("nothing else holds the worktree");
+    let forced = forced_in_background(&srv, "/api/sessions/s1/close?force=true");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    drop(other_run);
+    let (status, headers, answer) = forced.await.unwrap();
+    assert_eq!(status, StatusCode::CONFLICT, "{answer:#}");
+    assert_eq!(headers[reqwest::header::RETRY_AFTER], "5");
+    let error = answer["error"].as_str().unwrap_or_default();
+    assert!(error.contains("busy, retry"), "{answer:#}");
+    assert!(error.contains(&target.to_string()), "{answer:#}");
+    assert_eq!(answer["busy"], serde_json::json!([target.to_string()]));
+    assert_eq!(answer["ok"], false, "{answer:#}");
+    assert_eq!(answer["results"][0]["worktreeRemoved"], false, "{answer:#}");
+    untouched(&w, &path, &before).await;
+
+    // Tried again, with nothing in the way, it is done.
+    let again = srv.post("/api/sessions/s1/close?force=true").await;
+    assert_eq!(again["results"][0]["worktreeRemoved"], true, "{again:#}");
+    assert!(!path.exists());
     Arc::into_inner(srv).expect("last reference").stop().await;
 }
 

@@ -5,7 +5,9 @@
 //! 1. **One holder.** A target is held by at most one [`Claim`]; a second
 //!    run asking for it waits until it is released, then is told the
 //!    target was handled (its plan predates that effect) (test
-//!    `a_waiter_is_told_the_target_was_handled`).
+//!    `a_waiter_is_told_the_target_was_handled`). A forced run told so
+//!    plans again from what the holder left; it does not stop at this
+//!    answer (test `a_forced_request_waits_for_the_run_holding_its_worktree_then_archives_it`).
 //! 2. **Held until the work really ends.** A claim is a shared guard:
 //!    every clone moved into a blocking task (a removal, a force archive)
 //!    keeps the target claimed until that task returns, even when the

@@ -31,7 +31,11 @@
 //! - Once cancelled, no new action starts; those in flight finish.
 //! - Two runs (a nudge beside the interval pass) never act on the same
 //!   target at once: the later one waits, then leaves the target to the
-//!   first ([`super::claim`]). An action once started runs to its end (effect,
+//!   first ([`super::claim`]), with the outcome
+//!   [`HANDLED_BY_CONCURRENT_RUN`]. A forced run does not stop there: the
+//!   other run may have kept the worktree that force is for, so the
+//!   controller reads the state again and takes its own step
+//!   ([`crate::controller::Controller::pass`]). An action once started runs to its end (effect,
 //!   row, audit record) on a task of its own, holding its claim, even when
 //!   the run that started it is abandoned by a timeout or a shutdown (test
 //!   `a_removal_that_outlasts_the_run_timeout_is_never_started_twice`).
@@ -173,6 +177,14 @@ impl Executor {
         self.claims.held()
     }
 
+    /// Holds `target` as an action of a run does, until the claim is
+    /// dropped: what a test plays another run with. `None` when another
+    /// holder had it (waited for).
+    #[doc(hidden)]
+    pub async fn hold(&self, target: &Target) -> Option<Claim> {
+        self.claims.claim(target, Instant::now()).await
+    }
+
     /// Targets currently backing off, by target.
     pub fn backoff_snapshot(&self) -> Vec<BackingOff> {
         let now = Instant::now();
@@ -285,9 +297,10 @@ impl Executor {
         }
         // Another run (a nudge beside the interval pass) acting on the same
         // target: wait for it, then leave the target to it. The plan this
-        // action came from predates that run's effect.
+        // action came from predates that run's effect; a forced pass plans
+        // again from what that run left.
         let Some(claim) = self.claims.claim(&target, observed_at).await else {
-            let why = "handled by a concurrent run".into();
+            let why = HANDLED_BY_CONCURRENT_RUN.into();
             return ActionResult::not_run(action, Outcome::Skipped { why });
         };
         let action_copy = action.clone();
@@ -392,6 +405,17 @@ impl Executor {
             )),
         }
     }
+}
+
+/// Why an action was left to another run that held its target while this
+/// run's plan was made.
+pub const HANDLED_BY_CONCURRENT_RUN: &str = "handled by a concurrent run";
+
+/// Whether `result` is an action left to another run
+/// ([`HANDLED_BY_CONCURRENT_RUN`]): its plan was stale, not its target
+/// judged.
+pub fn left_to_concurrent_run(result: &ActionResult) -> bool {
+    matches!(&result.outcome, Outcome::Skipped { why } if why == HANDLED_BY_CONCURRENT_RUN)
 }
 
 /// Done, with `note`.

@@ -9,6 +9,15 @@
 //!   action starts and the pass ends once the actions in flight finish.
 //! - Once cancelled (SIGINT/SIGTERM), the loop starts no new pass and no new
 //!   action; the actions in flight finish.
+//! - A forced pass never leaves its step to another run. An action whose
+//!   target another run held waits for that run; then the pass reads the
+//!   state of that action's group again and acts on what is left (the
+//!   other run may have kept the worktree at risk: exactly what force is
+//!   for), up to [`FORCED_RETAKES`] times within `loop.pass_timeout`. A
+//!   target still held after that is named in the report's `busy` and its
+//!   errors: "busy, retry", never a quiet skip (tests
+//!   `a_forced_request_waits_for_the_run_holding_its_worktree_then_archives_it`,
+//!   `a_forced_request_held_past_the_pass_timeout_answers_409_busy`).
 
 pub mod queue;
 pub mod repeats;
@@ -19,6 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::act::executor::left_to_concurrent_run;
 use crate::act::unpoisoned::lock;
 use crate::act::{ActionResult, Executor, RunOptions};
 use crate::config::Config;
@@ -32,6 +42,10 @@ use crate::store::{Interest, Store};
 
 /// The opencode server's key in its backoff: one server per host.
 const OPENCODE: &str = "opencode";
+
+/// How many times a forced pass reads the state again after another run
+/// held one of its targets; each time it waited for that run to finish.
+pub const FORCED_RETAKES: usize = 3;
 
 pub use crate::report::Trigger;
 
@@ -262,9 +276,30 @@ impl Controller {
                     Ok(lines) => notes.warnings.extend(lines),
                     Err(e) => notes.errors.push(e),
                 }
-                (Vec::new(), self.act(&plan, opts, cancel).await)
+                let mut results = self.act(&plan, opts, cancel).await;
+                if opts.force {
+                    self.retake_forced(&scope, &mut results, opts, cancel, t0, &mut notes)
+                        .await;
+                }
+                (Vec::new(), results)
             }
         };
+        // What a forced pass could not take from another run is said, by
+        // target: the caller answers "busy, retry", never a quiet skip.
+        let forced = matches!(mode, Mode::Act(o) if o.force);
+        let busy = results
+            .iter()
+            .filter(|r| forced && left_to_concurrent_run(r))
+            .map(|r| r.target.to_string());
+        for target in busy {
+            notes.errors.push(format!(
+                "busy, retry: the forced action on {target} did not happen: another run was \
+                 acting on it until after this pass's time (loop.pass_timeout {}) or {} times in \
+                 a row; nothing was done to it by this pass",
+                humantime::format_duration(self.config.r#loop.pass_timeout),
+                FORCED_RETAKES + 1,
+            ));
+        }
         // An action whose record is missing is an error of the pass.
         notes
             .errors
@@ -287,6 +322,74 @@ impl Controller {
         };
         report.collect_at_risk();
         report
+    }
+
+    /// A forced pass whose actions another run held (they waited for it to
+    /// finish): reads the state again and acts on what is left in those
+    /// actions' groups, so that a worktree the other run kept is archived
+    /// and removed by this one. What the other run did is not redone: the
+    /// fresh plan no longer has it. Stops after [`FORCED_RETAKES`] reads,
+    /// past the pass timeout, or once cancelled; what is then still held
+    /// stays in `results` as left to another run.
+    async fn retake_forced(
+        &self,
+        scope: &Scope,
+        results: &mut Vec<ActionResult>,
+        opts: RunOptions,
+        cancel: &CancellationToken,
+        started: Instant,
+        notes: &mut Notes,
+    ) {
+        for _ in 0..FORCED_RETAKES {
+            let groups: BTreeSet<String> = results
+                .iter()
+                .filter(|r| left_to_concurrent_run(r))
+                .map(|r| r.action.group())
+                .collect();
+            if groups.is_empty()
+                || cancel.is_cancelled()
+                || started.elapsed() >= self.config.r#loop.pass_timeout
+            {
+                return;
+            }
+            let mut fresh = Notes::default();
+            let plan = match self.plan(scope, &mut fresh).await {
+                Ok((plan, _)) => plan,
+                Err(e) => {
+                    notes.errors.push(format!(
+                        "cannot read the state again for the forced actions another run held: {e}"
+                    ));
+                    return;
+                }
+            };
+            // The first reading's notes are already there: add only what
+            // is new.
+            for e in fresh.errors {
+                if !notes.errors.contains(&e) {
+                    notes.errors.push(e);
+                }
+            }
+            for w in fresh.warnings {
+                if !notes.warnings.contains(&w) {
+                    notes.warnings.push(w);
+                }
+            }
+            let plan = Plan {
+                actions: plan
+                    .actions
+                    .into_iter()
+                    .filter(|a| groups.contains(&a.group()))
+                    .collect(),
+                ..plan
+            };
+            results.retain(|r| !left_to_concurrent_run(r));
+            for r in self.act(&plan, opts, cancel).await {
+                match results.iter_mut().find(|old| old.target == r.target) {
+                    Some(old) => *old = r,
+                    None => results.push(r),
+                }
+            }
+        }
     }
 
     /// Executes a plan within the pass timeout: when time runs out, no new

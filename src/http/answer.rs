@@ -140,6 +140,11 @@ pub struct NudgeAnswer<
     #[serde(default)]
     pub pending: Vec<Pending>,
     pub errors: Vec<String>,
+    /// The targets of forced actions that did not happen because another
+    /// run was acting on them throughout: the answer is a 409, "busy,
+    /// retry" ([`PassReport::busy`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub busy: Vec<String>,
     /// The close hook's keys, on its routes only.
     #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
     pub legacy: Option<Legacy>,
@@ -177,6 +182,7 @@ impl NudgeAnswer {
             at_risk: report.at_risk.clone(),
             pending: report.pending.clone(),
             errors: report.errors.iter().cloned().chain(errors).collect(),
+            busy: report.busy(),
             legacy: None,
         }
     }
@@ -543,6 +549,46 @@ mod tests {
                 age_secs: None,
             },
         }
+    }
+
+    #[test]
+    fn a_forced_action_left_to_another_run_is_busy_and_a_plain_one_is_not() {
+        let left = || {
+            result(
+                row("a1", "goose"),
+                Some("c1"),
+                Outcome::Skipped {
+                    why: crate::act::executor::HANDLED_BY_CONCURRENT_RUN.into(),
+                },
+            )
+        };
+        let subject = Subject::Host {};
+        let mut plain = report();
+        plain.results = vec![left()];
+        let a = NudgeAnswer::of(&plain, subject.clone(), Vec::new());
+        assert!(a.busy.is_empty());
+        assert_eq!(plain.exit_code(), crate::report::exit::CONVERGED);
+
+        let mut forced = report();
+        forced.force = true;
+        forced.results = vec![left()];
+        let a = NudgeAnswer::of(&forced, subject.clone(), Vec::new());
+        assert_eq!(a.busy, vec!["agent-row:".to_string()]);
+        assert!(body(json(StatusCode::CONFLICT, &a)).contains(r#""busy":["agent-row:"]"#));
+        assert_eq!(forced.exit_code(), crate::report::exit::BUSY);
+
+        // A forced follow-up read the state after the run it followed: what
+        // that run left to another is this one's to answer for.
+        let mut follow_up = report();
+        follow_up.force = true;
+        follow_up.results = vec![result(row("a2", "goose"), Some("c1"), done())];
+        let after = follow_up.after(&forced);
+        assert_eq!(after.results.len(), 1);
+        assert!(after.busy().is_empty());
+        // A plain follow-up keeps the earlier run's actions as they were.
+        let mut plain_follow_up = report();
+        plain_follow_up.results = vec![result(row("a2", "goose"), Some("c1"), done())];
+        assert_eq!(plain_follow_up.after(&plain).results.len(), 2);
     }
 
     #[test]

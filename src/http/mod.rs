@@ -25,9 +25,24 @@
 //!
 //! # Guarantees
 //! - Every error is JSON `{"error": "…"}` with a message that says which
-//!   rule was broken: 400 bad id or query, 401 missing or wrong token, 404
-//!   unknown route, 405 wrong method, 413 body too large, 503 the run did
-//!   not finish (queue timeout, shutting down).
+//!   rule was broken: 400 bad id or query, 401 missing or wrong token, 403
+//!   `?force=true` without a configured token, 404 unknown route, 405 wrong
+//!   method, 409 a forced action another run held throughout (busy), 413
+//!   body too large, 503 the run did not finish (queue timeout, shutting
+//!   down).
+//! - An unauthenticated request can only hasten what a pass would do
+//!   anyway: `?force=true` (on every route and alias that takes it) needs
+//!   `http.token` configured and presented; without one configured it
+//!   answers 403 naming the setting, and nothing runs. A plain nudge and a
+//!   dry run need no token when none is configured (tests
+//!   `force_without_a_configured_token_is_403_and_keeps_the_worktree`,
+//!   `force_with_a_wrong_token_is_401_and_with_the_right_one_archives`).
+//! - A forced request is never answered 200 with its action left to
+//!   another run: it waits for that run and takes its own step, or
+//!   answers 409 with `Retry-After: 5`, the pass's answer, `busy` (the
+//!   targets) and `error` ("busy, retry …") (tests
+//!   `a_forced_request_waits_for_the_run_holding_its_worktree_then_archives_it`,
+//!   `a_forced_request_held_past_the_pass_timeout_answers_409_busy`).
 //! - A nudge whose pass read its state answers 200, even when actions
 //!   failed (`"ok": false` and the errors say what). One whose pass could
 //!   not read its state answers the same body with 503 and `Retry-After: 5`
@@ -161,10 +176,10 @@ pub fn check_listen(
     };
     Err(format!(
         "refusing to listen on {addr} without a token: that is {reach}, so anyone who can reach \
-         it could tear down chats and worktrees (POST /reconcile/…, with ?force=true) and read \
-         the status. Set http.token (or the environment variable BOO_RECONCILER_TOKEN) to \
-         require `Authorization: Bearer <token>`, listen on a loopback address such as \
-         127.0.0.1, or set http.allow_insecure_remote = true to accept the risk"
+         it could tear down chats and the worktrees a pass would remove (POST /reconcile/…) and \
+         read the status (?force=true is refused to everyone without a token). Set http.token \
+         (or the environment variable BOO_RECONCILER_TOKEN) to require `Authorization: Bearer \
+         <token>`, listen on a loopback address such as 127.0.0.1, or set http.allow_insecure_remote = true to accept the risk"
     ))
 }
 

@@ -59,6 +59,13 @@ pub(super) async fn nudge(
     label: &'static str,
     legacy: bool,
 ) -> Response {
+    // Without a token anyone on the host can send a request: it may only
+    // hasten what a pass would do anyway, never archive and remove work a
+    // pass keeps. With one, the guard has already checked it. A dry run
+    // acts on nothing, forced or not.
+    if flags.force && !flags.dry_run && app.token.is_none() {
+        return force_needs_token();
+    }
     let service = &app.service;
     service
         .metrics
@@ -94,7 +101,45 @@ pub(super) async fn nudge(
     };
     let mut body = NudgeAnswer::of(&report, subject, errors);
     body.legacy = legacy;
+    if !body.busy.is_empty() {
+        return busy_response(&body);
+    }
     nudge_response(report.state_unreadable, &body)
+}
+
+/// 403: `?force=true` on a controller that has no token to check.
+pub(super) fn force_needs_token() -> Response {
+    error(
+        StatusCode::FORBIDDEN,
+        "force needs http.token: this controller serves without a token, so ?force=true \
+         (archive and remove worktrees kept at risk) is refused to every caller; a request \
+         without a token may only do what a pass would do anyway. Set http.token (or the \
+         environment variable BOO_RECONCILER_TOKEN) to a secret, restart `run`, and send \
+         `Authorization: Bearer <token>` with the forced request; or drop ?force=true for a \
+         plain nudge",
+    )
+}
+
+/// 409 with `Retry-After`: a forced action did not happen because another
+/// run was acting on its target throughout; the body is the pass's answer
+/// with `error` naming the targets.
+pub(super) fn busy_response(body: &NudgeAnswer) -> Response {
+    let mut value = serde_json::to_value(body).unwrap_or(serde_json::Value::Null);
+    if let Some(map) = value.as_object_mut() {
+        map.insert(
+            "error".into(),
+            format!(
+                "busy, retry: another run was acting on {} throughout; the forced action on it \
+                 did not happen",
+                body.busy.join(", ")
+            )
+            .into(),
+        );
+    }
+    let mut r = json(StatusCode::CONFLICT, &value);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    r
 }
 
 /// Who the nudge was about and whether they are live now, by the store's
