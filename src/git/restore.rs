@@ -389,7 +389,8 @@ fn check_out_files(wt: &Git, p: &Parts) -> Result<(), String> {
         let done = g
             .run(&["read-tree", &format!("{commit}^{{tree}}")])
             .and_then(|_| g.run(&["checkout-index", "--all", "--force"]));
-        let _ = fs::remove_file(&index);
+        // Removed as the user git wrote it as: the path is the owner's.
+        let _ = crate::creds::with_fs_creds(wt.run_as(), || fs::remove_file(&index));
         done.map_err(|e| format!("restoring the {what}: {e}"))?;
     }
     Ok(())
