@@ -1041,7 +1041,12 @@ fn two_labels_with_the_same_name_are_refused() {
 
 #[test]
 fn an_instance_is_a_name_or_nothing_and_its_label_is_distinct() {
-    let c = load(None, &[("BOO_RECONCILER_PROCESSES_INSTANCE", "blue-1")], &[]).unwrap();
+    let c = load(
+        None,
+        &[("BOO_RECONCILER_PROCESSES_INSTANCE", "blue-1")],
+        &[],
+    )
+    .unwrap();
     assert_eq!(c.processes.instance(), Some("blue-1"));
     let c = load(Some("[processes]\ninstance = \"\"\n"), &[], &[]).unwrap();
     assert_eq!(c.processes.instance(), None);
