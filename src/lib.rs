@@ -24,6 +24,7 @@ pub mod plan;
 pub mod report;
 pub mod risk;
 pub mod root;
+pub mod scan_lock;
 pub mod service;
 pub mod status;
 pub mod store;
