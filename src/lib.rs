@@ -21,6 +21,7 @@ pub mod model;
 pub mod observe;
 pub mod opencode;
 pub mod plan;
+pub mod privilege;
 pub mod report;
 pub mod risk;
 pub mod root;
