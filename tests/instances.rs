@@ -216,6 +216,14 @@ async fn a_second_controller_of_another_database_refuses_to_start_unless_instanc
     }
     assert!(!err.contains("hunter2"), "{err}");
     assert!(first.still_running(), "the first one goes on");
+    // Reading is no fight: plan takes no lock.
+    let out = bin(&sqlite, &sqlite.url, &pg).arg("plan").output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Its own labels: another controller's processes, no conflict.
     let apart = Daemon::started(bin(&third, &third.url, &third));

@@ -16,14 +16,27 @@ impl Store {
         match &self.pool {
             Pool::Postgres(p) => {
                 self.bounded("reading the database's identity", async move {
-                    let (system, database): (String, String) = sqlx::query_as(
+                    let system: Result<(String, String), _> = sqlx::query_as(
                         "SELECT (SELECT system_identifier FROM pg_control_system())::text, \
                          current_database()::text",
                     )
                     .fetch_one(p)
-                    .await
-                    .map_err(|e| self.query_err("reading the database's identity", e))?;
-                    Ok(format!("postgres:{system}/{database}"))
+                    .await;
+                    if let Ok((system, database)) = system {
+                        return Ok(format!("postgres:{system}/{database}"));
+                    }
+                    // A server that does not let this role read its control
+                    // data: the address it was reached at stands in for it.
+                    let (database,): (String,) = sqlx::query_as("SELECT current_database()::text")
+                        .fetch_one(p)
+                        .await
+                        .map_err(|e| self.query_err("reading the database's identity", e))?;
+                    let opts = p.connect_options();
+                    Ok(format!(
+                        "postgres-at:{}:{}/{database}",
+                        opts.get_host(),
+                        opts.get_port()
+                    ))
                 })
                 .await
             }
