@@ -18,13 +18,21 @@
 /// - `CAP_CHOWN`: the only `lchown` is the hand-back of what libgit2
 ///   wrote as root into an owner's repository (`git::owner`), which goes
 ///   away now that those writes are made as the owner.
-/// - `CAP_DAC_OVERRIDE`: nothing writes where the acting credentials may
-///   not. Inside a tree another user owns, every write, rename and unlink
-///   is made with that user's credentials; the controller itself creates,
-///   renames and unlinks only entries of its own root and trash, and
-///   renaming entries of a root the controller owns needs no capability.
-///   Reading other users' trees (fingerprints, identity checks) needs only
-///   `CAP_DAC_READ_SEARCH`, which cannot write.
+/// - `CAP_DAC_OVERRIDE`: inside a tree another user owns, every write,
+///   rename and unlink is made with that user's credentials, and reading
+///   other users' trees (fingerprints, identity checks) needs only
+///   `CAP_DAC_READ_SEARCH`, which cannot write. Renaming entries of a root
+///   the controller owns needs no capability, with one exception the grep
+///   and a trial show: moving a directory to another parent (retiring
+///   `<root>/<id>` into `<root>/.boo-trash/`) needs write permission on the
+///   directory moved itself, whose `..` changes. As root without
+///   `CAP_DAC_OVERRIDE`, `mv <root>/w1 <root>/.boo-trash/` of a 0755
+///   directory owned by `nobody` fails with `EACCES`; made as the owner,
+///   the owner needs write permission on the trash instead. Until
+///   retirement is a rename within one parent, or made as the owner into a
+///   place the owner may write, a root controller without it cannot remove
+///   other users' worktrees it judged removable: the retirement, then the
+///   deletion in place, fail with `EACCES`, reported and retried.
 /// - `CAP_FOWNER`: the one permission fix, `fchmod`/`fchmodat` giving
 ///   `u+rwx` to a directory that refuses an unlink (`act::remove`), is made
 ///   on the owner's own directories with the owner's credentials, which

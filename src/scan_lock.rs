@@ -264,8 +264,9 @@ fn parse_names(table: &str, prefix: &str) -> Vec<String> {
 async fn check(me: &Claim, name: &str) -> Option<String> {
     let conn = match UnixStream::connect(format!("\0{name}")).await {
         Ok(c) => c,
-        // Gone since the listing: it no longer scans anything.
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return None,
+        // Gone since the listing, or closing its socket as it exits: it no
+        // longer scans anything.
+        Err(e) if gone(&e) => return None,
         Err(e) => {
             return Some(format!(
                 "a process holds {name:?} in the abstract socket namespace, the name of a controller scanning the agents labelled {} and {} on this host, and cannot be asked who it is ({e}); {}",
@@ -291,6 +292,8 @@ async fn check(me: &Claim, name: &str) -> Option<String> {
         tokio::time::timeout(ANSWER_WITHIN, conn.take(MAX_ANSWER).read_to_end(&mut text)).await;
     let other = match read {
         Ok(Ok(_)) => serde_json::from_slice::<Claim>(&text).ok(),
+        // Its socket closed with this connection still waiting: it exits.
+        Ok(Err(e)) if gone(&e) => return None,
         _ => None,
     };
     let Some(other) = other else {
@@ -303,6 +306,16 @@ async fn check(me: &Claim, name: &str) -> Option<String> {
         ));
     };
     me.fights(&other).then(|| refusal(me, &other, &who))
+}
+
+/// Whether an error on a connection to a peer means that the peer's
+/// socket is closed (refused, or reset while the connection waited to be
+/// accepted): the process has ended or is ending.
+fn gone(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset
+    )
 }
 
 /// What to do about a controller in the way.
