@@ -324,7 +324,8 @@ const REMEDY: &str = "stop it, or, to run both, set processes.instance to a diff
 /// The refusal to start beside `other`, found at `who`.
 fn refusal(me: &Claim, other: &Claim, who: &str) -> String {
     let instance = |claim: &Claim| match &claim.instance {
-        Some([label, value]) => format!("processes.instance {value:?} ({label})"),
+        // A peer's words are shown escaped: they reach a terminal.
+        Some([label, value]) => format!("processes.instance {value:?} ({})", label.escape_debug()),
         None => "no processes.instance".to_owned(),
     };
     format!(
