@@ -143,7 +143,7 @@ async fn once(
     json: bool,
 ) -> Result<u8, Error> {
     let _hangup = ignore_hangup()?;
-    let controller = start(config, own_files).await?;
+    let (controller, _scan_lock) = start(config, own_files).await?;
     let cancel = CancellationToken::new();
     let stop = shutdown_on_signal(cancel.clone());
     let scope = scope_of(scope);
@@ -220,7 +220,7 @@ async fn run(config: Config, own_files: &OwnFiles) -> Result<u8, Error> {
             ))
         })?;
     let channel = config.database.notify_channel.clone();
-    let controller = start(config, own_files).await?;
+    let (controller, _scan_lock) = start(config, own_files).await?;
     let cancel = CancellationToken::new();
     let _stop = shutdown_on_signal(cancel.clone());
     tracing::info!(
@@ -370,12 +370,22 @@ impl leader::LockWait for Waiting<'_> {
     }
 }
 
-/// Validates the root, connects, migrates when `database.auto_migrate`, and
+/// Validates the root, connects, refuses to start beside a controller of
+/// another database on the same agents (the scan lock, held while the
+/// returned value lives), migrates when `database.auto_migrate`, and
 /// refuses a root that holds a main repository of this host's rows.
-async fn start(config: Config, own_files: &OwnFiles) -> Result<Controller, Error> {
+async fn start(
+    config: Config,
+    own_files: &OwnFiles,
+) -> Result<(Controller, crate::scan_lock::ScanLock), Error> {
     let root = WorktreeRoot::prepare_apart_from(&config.worktrees.root, &own_files.kept())
         .map_err(root_refused)?;
     let store = Store::open_with(&config.database.url, true, (&config.database).into()).await?;
+    let claim = crate::scan_lock::Claim::of(&config, &store).await?;
+    let scan_lock = crate::scan_lock::take(&claim).await.map_err(|e| match e {
+        crate::scan_lock::ScanLockError::Refused(why) => Error::Usage(why),
+        e => e.into(),
+    })?;
     if config.database.auto_migrate {
         store.migrate().await?;
     }
@@ -400,7 +410,7 @@ async fn start(config: Config, own_files: &OwnFiles) -> Result<Controller, Error
             "cannot read the main repositories of this host's rows; the root is not checked against them"
         ),
     }
-    Ok(Controller::new(config, store, root))
+    Ok((Controller::new(config, store, root), scan_lock))
 }
 
 fn root_refused(e: crate::root::RootError) -> Error {

@@ -413,6 +413,8 @@ pub struct AgentProcess {
     pub chat_id: String,
     pub session_id: Option<String>,
     pub agent: Option<String>,
+    /// The value of the instance label (`BOO_INSTANCE`), if any.
+    pub instance: Option<String>,
     /// The command line, arguments joined by spaces.
     pub command: String,
     /// The working directory, when readable.

@@ -29,6 +29,8 @@ pub enum Kind {
     PositiveInt,
     /// A non-empty string without whitespace (an identifier such as a host name).
     Name,
+    /// A [`Kind::Name`], or an empty string for none.
+    OptionalName,
     /// The name of an environment variable labelling agent processes:
     /// `^[A-Z][A-Z0-9_]*$`, not one of
     /// [`ORDINARY_VARIABLES`](super::ORDINARY_VARIABLES), and different from
@@ -59,6 +61,7 @@ impl Kind {
             Kind::NonZeroDuration => "a duration like 30s or 10m",
             Kind::PositiveInt => "a positive integer (1 or more)",
             Kind::Name => "a non-empty name without whitespace",
+            Kind::OptionalName => "a name without whitespace, or an empty string for none",
             Kind::Label => {
                 "an environment variable name like BOO_CHAT_ID (an upper-case letter, then upper-case letters, digits or _)"
             }
@@ -171,7 +174,7 @@ const fn agrees(key: &Key) -> bool {
         Field::Int(..) => matches!(kind, Kind::PositiveInt),
         Field::Text(..) => matches!(
             kind,
-            Kind::Name | Kind::Label | Kind::Secret | Kind::DatabaseUrl
+            Kind::Name | Kind::OptionalName | Kind::Label | Kind::Secret | Kind::DatabaseUrl
         ),
         Field::Path(..) => matches!(kind, Kind::AbsolutePath),
         Field::Url(..) => matches!(kind, Kind::HttpUrl),
@@ -246,6 +249,8 @@ pub(super) fn unset() -> Config {
             chat_label: String::new(),
             session_label: String::new(),
             agent_label: String::new(),
+            instance: String::new(),
+            instance_label: String::new(),
             orphan_min_age: Duration::ZERO,
             term_grace: Duration::ZERO,
         },
@@ -440,6 +445,24 @@ const ROWS: &[Key] = &[
         default: DefaultValue::Text("BOO_AGENT"),
         doc: "Environment variable naming the agent, e.g. goose or qwen; with processes.chat_label it marks an agent process.",
         field: field!(Text, processes.agent_label),
+    },
+    Key {
+        section: "processes",
+        key: "instance",
+        kind: Kind::OptionalName,
+        // Unset, this controller is the only one scanning its labels on the
+        // host, which the scan lock enforces at start (see `scan_lock`).
+        default: DefaultValue::Text(""),
+        doc: "This controller's instance: when set, only agents whose processes.instance_label equals it are candidates, so that controllers of several databases can share a host; empty: a controller of another database on the same labels refuses to start.",
+        field: field!(Text, processes.instance),
+    },
+    Key {
+        section: "processes",
+        key: "instance_label",
+        kind: Kind::Label,
+        default: DefaultValue::Text("BOO_INSTANCE"),
+        doc: "Environment variable naming the controller instance an agent belongs to; read only when processes.instance is set.",
+        field: field!(Text, processes.instance_label),
     },
     Key {
         section: "processes",

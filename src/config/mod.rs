@@ -199,11 +199,26 @@ pub struct Processes {
     pub session_label: String,
     /// The environment variable naming the agent (`BOO_AGENT`).
     pub agent_label: String,
+    /// This controller's instance; empty for none. See
+    /// [`Processes::instance`].
+    pub instance: String,
+    /// The environment variable naming an agent's instance
+    /// (`BOO_INSTANCE`), read only when `instance` is set.
+    pub instance_label: String,
     /// A labelled process whose chat has no row is left alone while younger
     /// than this.
     pub orphan_min_age: Duration,
     /// Time between SIGTERM and SIGKILL.
     pub term_grace: Duration,
+}
+
+impl Processes {
+    /// The instance whose agents alone this controller may stop, if one is
+    /// configured: an agent without the instance label, or with another
+    /// value, is not this controller's.
+    pub fn instance(&self) -> Option<&str> {
+        (!self.instance.is_empty()).then_some(self.instance.as_str())
+    }
 }
 
 /// `[http]`: the nudge, status and metrics endpoint. `Debug` hides the

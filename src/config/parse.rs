@@ -255,6 +255,7 @@ fn address(text: &str) -> Option<SocketAddr> {
 fn string(kind: Kind, text: &str) -> Result<String, &'static str> {
     let ok = match kind {
         Kind::Name => !text.is_empty() && !text.chars().any(char::is_whitespace),
+        Kind::OptionalName => !text.chars().any(char::is_whitespace),
         Kind::Label => return label(text).map(str::to_owned),
         Kind::DatabaseUrl => ["sqlite://", "postgres://", "postgresql://"]
             .iter()

@@ -69,6 +69,9 @@ fn defaults_are_the_documented_values() {
     assert_eq!(c.processes.chat_label, "BOO_CHAT_ID");
     assert_eq!(c.processes.session_label, "BOO_SESSION_ID");
     assert_eq!(c.processes.agent_label, "BOO_AGENT");
+    assert_eq!(c.processes.instance, "");
+    assert_eq!(c.processes.instance(), None);
+    assert_eq!(c.processes.instance_label, "BOO_INSTANCE");
     assert_eq!(c.processes.orphan_min_age, Duration::from_secs(120));
     assert_eq!(c.processes.term_grace, Duration::from_secs(5));
     assert_eq!(
@@ -293,6 +296,11 @@ fn samples(kind: Kind) -> [(&'static str, &'static str, toml::Value); 3] {
             ("\"FILE_LABEL\"", "", V::from("FILE_LABEL")),
             ("", "ENV_LABEL", V::from("ENV_LABEL")),
             ("", "CLI_LABEL_2", V::from("CLI_LABEL_2")),
+        ],
+        Kind::OptionalName => [
+            ("\"file-instance\"", "", V::from("file-instance")),
+            ("", "env-instance", V::from("env-instance")),
+            ("", "", V::from("")),
         ],
         Kind::Name => [
             ("\"file-host\"", "", V::from("file-host")),
@@ -905,10 +913,11 @@ fn bad_database_url_is_named_and_redacted() {
 
 // -- labels -----------------------------------------------------------
 
-const LABEL_KEYS: [&str; 3] = [
+const LABEL_KEYS: [&str; 4] = [
     "processes.chat_label",
     "processes.session_label",
     "processes.agent_label",
+    "processes.instance_label",
 ];
 
 #[test]
@@ -1027,6 +1036,43 @@ fn two_labels_with_the_same_name_are_refused() {
             c.processes.agent_label.as_str()
         ),
         ("MY_CHAT", "MY_AGENT")
+    );
+}
+
+#[test]
+fn an_instance_is_a_name_or_nothing_and_its_label_is_distinct() {
+    let c = load(
+        None,
+        &[("BOO_RECONCILER_PROCESSES_INSTANCE", "blue-1")],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.processes.instance(), Some("blue-1"));
+    let c = load(Some("[processes]\ninstance = \"\"\n"), &[], &[]).unwrap();
+    assert_eq!(c.processes.instance(), None);
+    for bad in ["blue 1", " ", "a\tb"] {
+        let err = load_err(None, &[], &[("processes.instance", bad)]);
+        assert_invalid(
+            err,
+            "processes.instance",
+            bad,
+            Origin::CommandLine,
+            Kind::OptionalName.expected(),
+        );
+    }
+    // No file: the example file would be the origin of the agent label.
+    let err = Config::resolve(
+        None,
+        &[],
+        &with_host(vec![s("processes.instance_label", "BOO_AGENT")]),
+    )
+    .unwrap_err();
+    assert_invalid(
+        err,
+        "processes.instance_label",
+        "BOO_AGENT",
+        Origin::CommandLine,
+        "a name different from processes.agent_label (also BOO_AGENT, from the built-in default): each label names a different thing",
     );
 }
 

@@ -93,6 +93,7 @@ impl Controller {
             worktree_orphan_min_age: config.worktrees.orphan_min_age,
             process_orphan_min_age: config.processes.orphan_min_age,
             opencode_orphan_min_age: config.opencode.orphan_min_age,
+            instance: config.processes.instance().map(str::to_owned),
         };
         Controller {
             config,

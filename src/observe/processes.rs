@@ -8,6 +8,13 @@
 //! exported it, a login script) must not make processes candidates for
 //! termination; the launcher sets both.
 //!
+//! With an instance configured ([`LabelNames::instance`],
+//! `processes.instance`), a process is an agent only if its instance label
+//! (`BOO_INSTANCE` by default) carries exactly that value too: an agent of
+//! another controller sharing the host, or one started without the label,
+//! is not this controller's, is never listed, and fails the re-check right
+//! before a signal ([`identity`]) the same way.
+//!
 //! Everything here is a best-effort read of a moving target: a process that
 //! vanishes mid-read, belongs to a user we may not inspect, or is otherwise
 //! unreadable is left out (logged at debug level and counted), never an
@@ -43,6 +50,11 @@ pub struct LabelNames {
     pub session: String,
     /// Names the agent (`BOO_AGENT`).
     pub agent: String,
+    /// Names the controller instance an agent belongs to (`BOO_INSTANCE`).
+    pub instance_label: String,
+    /// This controller's instance: when set, only processes whose
+    /// `instance_label` has exactly this value are agents.
+    pub instance: Option<String>,
 }
 
 impl Default for LabelNames {
@@ -51,6 +63,8 @@ impl Default for LabelNames {
             chat: "BOO_CHAT_ID".into(),
             session: "BOO_SESSION_ID".into(),
             agent: "BOO_AGENT".into(),
+            instance_label: "BOO_INSTANCE".into(),
+            instance: None,
         }
     }
 }
@@ -61,6 +75,8 @@ impl From<&crate::config::Processes> for LabelNames {
             chat: p.chat_label.clone(),
             session: p.session_label.clone(),
             agent: p.agent_label.clone(),
+            instance_label: p.instance_label.clone(),
+            instance: p.instance().map(str::to_owned),
         }
     }
 }
@@ -205,6 +221,7 @@ fn read_agent(
         chat_id,
         session_id: label(environ, &labels.session),
         agent: label(environ, &labels.agent),
+        instance: label(environ, &labels.instance_label),
         command,
         cwd,
     }))
@@ -441,9 +458,15 @@ fn read_environ(process: &Process, buf: &mut Vec<u8>) -> std::io::Result<()> {
 }
 
 /// The chat of an agent: the chat label's value, when the environment
-/// carries it and the agent label too (see the module docs).
+/// carries it and the agent label too, and this controller's instance when
+/// it has one (see the module docs).
 fn agent_chat(environ: &[u8], labels: &LabelNames) -> Option<String> {
     label(environ, &labels.agent)?;
+    if let Some(mine) = &labels.instance {
+        if label(environ, &labels.instance_label).as_ref() != Some(mine) {
+            return None;
+        }
+    }
     label(environ, &labels.chat)
 }
 
@@ -642,6 +665,7 @@ pub(crate) mod tests {
             chat: "OTHER_CHAT".into(),
             session: "OTHER_SESSION".into(),
             agent: "OTHER_AGENT".into(),
+            ..LabelNames::default()
         };
         let found: Vec<_> = scan(&labels)
             .processes
@@ -718,6 +742,78 @@ pub(crate) mod tests {
         let pid = chat_only.0.id() as i32;
         assert!(scan(&labels).processes.iter().all(|p| p.pid != pid));
         assert_eq!(identity(pid, &labels).unwrap().chat_label, None);
+    }
+
+    #[test]
+    fn with_an_instance_only_the_agents_of_that_instance_are_agents() {
+        let mine = LabelNames {
+            instance: Some("blue".into()),
+            ..LabelNames::default()
+        };
+        let own = b"BOO_CHAT_ID=c1\0BOO_AGENT=goose\0BOO_INSTANCE=blue\0";
+        assert_eq!(agent_chat(own, &mine).as_deref(), Some("c1"));
+        for not_mine in [
+            &b"BOO_CHAT_ID=c1\0BOO_AGENT=goose\0"[..],
+            b"BOO_CHAT_ID=c1\0BOO_AGENT=goose\0BOO_INSTANCE=\0",
+            b"BOO_CHAT_ID=c1\0BOO_AGENT=goose\0BOO_INSTANCE=green\0",
+            b"BOO_CHAT_ID=c1\0BOO_AGENT=goose\0BOO_INSTANCE=blue2\0",
+            b"BOO_CHAT_ID=c1\0BOO_AGENT=goose\0BOO_INSTANCE_X=blue\0",
+            // The first entry of a name wins, as with getenv.
+            b"BOO_CHAT_ID=c1\0BOO_AGENT=goose\0BOO_INSTANCE=green\0BOO_INSTANCE=blue\0",
+        ] {
+            assert_eq!(agent_chat(not_mine, &mine), None, "{not_mine:?}");
+        }
+        // Without an instance, the instance label does not matter.
+        let any = LabelNames::default();
+        for environ in [
+            &own[..],
+            b"BOO_CHAT_ID=c1\0BOO_AGENT=goose\0BOO_INSTANCE=green\0",
+        ] {
+            assert_eq!(agent_chat(environ, &any).as_deref(), Some("c1"));
+        }
+
+        // End to end: the scan and the re-check before a signal.
+        let chat = unique("chat");
+        let labels = LabelNames {
+            chat: format!("BOO_TEST_CHAT_{}", fastrand::u64(..)),
+            instance_label: format!("BOO_TEST_INSTANCE_{}", fastrand::u64(..)),
+            instance: Some("blue".into()),
+            ..LabelNames::default()
+        };
+        let with = |instance: Option<&str>| {
+            let mut env = vec![(labels.chat.as_str(), chat.as_str()), ("BOO_AGENT", "a")];
+            env.extend(instance.map(|i| (labels.instance_label.as_str(), i)));
+            sleeper(&env, None)
+        };
+        let blue = with(Some("blue"));
+        let green = with(Some("green"));
+        let none = with(None);
+        let pid = |s: &Spawned| s.0.id() as i32;
+        let found: Vec<(i32, Option<String>)> = scan(&labels)
+            .processes
+            .into_iter()
+            .filter(|p| p.chat_id == chat)
+            .map(|p| (p.pid, p.instance))
+            .collect();
+        assert_eq!(found, vec![(pid(&blue), Some("blue".to_string()))]);
+        assert_eq!(
+            identity(pid(&blue), &labels).unwrap().chat_label,
+            Some(chat.clone())
+        );
+        for other in [&green, &none] {
+            assert_eq!(identity(pid(other), &labels).unwrap().chat_label, None);
+        }
+        // The same processes, seen by a controller without an instance.
+        let any = LabelNames {
+            instance: None,
+            ..labels.clone()
+        };
+        let found = scan(&any)
+            .processes
+            .into_iter()
+            .filter(|p| p.chat_id == chat)
+            .count();
+        assert_eq!(found, 3);
     }
 
     #[test]

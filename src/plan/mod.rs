@@ -58,6 +58,10 @@ pub struct Policy {
     /// An opencode session that no open row of a live chat names is deleted
     /// only once this old.
     pub opencode_orphan_min_age: Duration,
+    /// This controller's instance (`processes.instance`): when set, a
+    /// process whose instance label does not carry it is another
+    /// controller's, never a candidate.
+    pub instance: Option<String>,
 }
 
 /// Which part of the host a pass looks at.

@@ -1,4 +1,9 @@
 //! Labelled agent processes whose chat is not live.
+//!
+//! With `processes.instance` set, only processes of that instance are
+//! candidates. The scan lists no other (`observe::processes`); the plan
+//! holds to it as well, so that a process another controller owns can
+//! never become an action, whatever the observation handed in.
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
@@ -24,6 +29,9 @@ pub(super) fn plan_processes(
         .collect();
     for p in &actual.processes {
         if labelled.contains(&(p.ppid, p.chat_id.as_str())) {
+            continue;
+        }
+        if !of_this_instance(p, policy) {
             continue;
         }
         let state = desired.chats.get(&p.chat_id);
@@ -83,6 +91,15 @@ pub(super) fn plan_processes(
             ),
         });
     }
+}
+
+/// Whether `p` may be this controller's: always without an instance,
+/// otherwise only when its instance label carries exactly this one.
+fn of_this_instance(p: &AgentProcess, policy: &Policy) -> bool {
+    policy
+        .instance
+        .as_ref()
+        .is_none_or(|mine| p.instance.as_ref() == Some(mine))
 }
 
 pub(super) fn process_target(p: &AgentProcess, up: Duration) -> ProcessTarget {

@@ -24,6 +24,7 @@ fn policy() -> Policy {
         worktree_orphan_min_age: Duration::from_secs(600),
         process_orphan_min_age: Duration::from_secs(120),
         opencode_orphan_min_age: Duration::from_secs(600),
+        instance: None,
     }
 }
 
@@ -557,6 +558,7 @@ mod processes {
             chat_id: chat.into(),
             session_id: Some("s1".into()),
             agent: Some("goose".into()),
+            instance: None,
             command: "goose acp".into(),
             cwd: None,
         }
@@ -640,6 +642,33 @@ mod processes {
                 ("terminate_process", "process:300@5300"),
             ],
         );
+    }
+
+    #[test]
+    fn with_an_instance_only_its_own_processes_are_candidates() {
+        let mut f = Fixture::new();
+        f.archived_chat("c1");
+        let of = |pid: i32, instance: Option<&str>| AgentProcess {
+            instance: instance.map(Into::into),
+            ..process(pid, "c1", 0)
+        };
+        f.actual.processes = vec![
+            of(100, Some("blue")),
+            of(200, Some("green")),
+            of(300, None),
+            of(400, Some("")),
+        ];
+        let mine = Policy {
+            instance: Some("blue".into()),
+            ..policy()
+        };
+        let p = plan(&f.desired, &f.actual, &mine, now(), &Scope::Host);
+        assert_actions(&p, [("terminate_process", "process:100@5100")]);
+        // Not even held back: another controller's process is no business
+        // of this one.
+        assert_eq!(p.pending, vec![]);
+        // Without an instance, every labelled process is a candidate.
+        assert_eq!(f.plan().actions.len(), 4);
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! - Errors name the database URL without its password.
 
 mod bound;
+mod identity;
 pub mod listen;
 pub mod live;
 pub mod lock;
