@@ -252,3 +252,85 @@ both_databases!(
     symlinks_planted_by_the_owner_lead_a_root_controller_nowhere,
     the_same_world_without_a_link_is_reconciled_as_the_owner,
 );
+
+/// The root unit's capabilities (`ROOT_CAPABILITIES`, which a unit test
+/// keeps equal to `config/boo-reconciler-root.service`) are enough for a
+/// root controller over another user's worktrees: the binary, run as root
+/// with its bounding set cut to exactly that list, removes a clean
+/// worktree, archives and removes a dirty one with force, archives and
+/// prunes a stale admin entry, and leaves nothing root-owned behind.
+/// (Without `CAP_DAC_OVERRIDE` the first removal fails with EACCES.)
+#[test]
+fn the_root_units_capabilities_are_enough() {
+    let caps: Vec<String> = boo_reconciler::privilege::ROOT_CAPABILITIES
+        .iter()
+        .map(|(c, _)| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let owner = local_user(OWNER);
+    let w = rt.block_on(async {
+        let w = World::new(Db::Sqlite).await;
+        w.session("s1", "archived").await;
+        w.chat("c1", "s1", "archived").await;
+        w.worktree("clean", "s1").await;
+        let dirty = w.worktree("dirty", "s1").await;
+        fs::write(dirty.join("draft.txt"), "the owner's draft\n").unwrap();
+        w
+    });
+    let gone = w.add_worktree("gone");
+    common::git(&gone, &["checkout", "-q", "--detach"]);
+    fs::write(gone.join("g.txt"), "g\n").unwrap();
+    common::git(&gone, &["add", "g.txt"]);
+    common::git(&gone, &["commit", "-q", "-m", "only gone's"]);
+    fs::remove_dir_all(&gone).unwrap();
+    fs::set_permissions(w.tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    give_to(&w.repo, owner);
+    for id in ["clean", "dirty"] {
+        give_to(&w.root.join(id), owner);
+    }
+    let once = |scope: &[&str]| {
+        let out = std::process::Command::new("setpriv")
+            .arg("--bounding-set")
+            .arg(format!("-all,{}", caps.join(",")))
+            .arg("--inh-caps=-all")
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_boo-reconciler"))
+            .args(["--database-url", &w.url, "--host-id", common::HOST])
+            .arg("--worktree-root")
+            .arg(&w.root)
+            .args(["--set", "opencode.url=", "--set", "http.listen=127.0.0.1:1"])
+            .args(["--set", &format!("processes.chat_label={}", w.labels[0])])
+            .args(["--set", &format!("processes.session_label={}", w.labels[1])])
+            .args(["--set", &format!("processes.agent_label={}", w.labels[2])])
+            .arg("once")
+            .args(scope)
+            .current_dir(w.tmp.path())
+            .output()
+            .unwrap();
+        let shown = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(0), "{scope:?}: {shown}");
+    };
+    once(&["--session", "s1", "--force"]);
+    once(&[]);
+    for id in ["clean", "dirty"] {
+        assert!(!w.root.join(id).exists(), "{id} is still there");
+    }
+    assert!(!w.repo.join(".git/worktrees/gone").exists());
+    let refs = common::git(
+        &w.repo,
+        &[
+            "-c",
+            "safe.directory=*",
+            "for-each-ref",
+            "--format=%(refname)",
+            "refs/boo/",
+        ],
+    );
+    assert!(refs.contains("refs/boo/archive/dirty/"), "{refs}");
+    assert!(refs.contains("refs/boo/archive/gone/"), "{refs}");
+    assert_eq!(root_owned(&w.repo), Vec::<String>::new());
+}
