@@ -541,7 +541,7 @@ const ROWS: &[Key] = &[
         key: "token",
         kind: Kind::Secret,
         default: DefaultValue::Text(""),
-        doc: "Bearer token every route but /healthz requires (also read from BOO_RECONCILER_TOKEN); empty for none.",
+        doc: "Bearer token every route but /healthz requires (also read from BOO_RECONCILER_TOKEN); empty for none. Without it, plain nudges still work and ?force= is refused (403): force needs a token.",
         field: field!(Text, http.token),
     },
     Key {
