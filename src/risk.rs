@@ -60,6 +60,11 @@ pub enum AtRisk {
     /// The preflight itself could not finish; without a verdict the
     /// worktree is kept.
     PreflightFailed { error: String },
+    /// The directory at the worktree's path stopped being the one the
+    /// preflight judged (another directory renamed into its place, or it
+    /// was moved away) before it was retired; whatever was moved is put
+    /// back, and the next pass judges again.
+    ChangedDuringRemoval { detail: String },
 }
 
 impl AtRisk {
@@ -67,7 +72,9 @@ impl AtRisk {
     /// point or a process in the directory is not work to preserve: removal
     /// would be wrong, not just lossy. A directory that is not a worktree
     /// has no repository to archive into. A failed preflight gives no
-    /// verdict to override. Force overrides none of these.
+    /// verdict to override, nor does a directory changed while it was
+    /// being removed (what was judged is not what is there). Force
+    /// overrides none of these.
     pub fn force_overrides(&self) -> bool {
         !matches!(
             self,
@@ -76,6 +83,7 @@ impl AtRisk {
                 | AtRisk::PreflightFailed { .. }
                 | AtRisk::NotAWorktree { .. }
                 | AtRisk::Unreadable { .. }
+                | AtRisk::ChangedDuringRemoval { .. }
         )
     }
 
@@ -99,6 +107,7 @@ impl AtRisk {
             AtRisk::InUse { .. } => "in_use",
             AtRisk::Unreadable { .. } => "unreadable",
             AtRisk::PreflightFailed { .. } => "preflight_failed",
+            AtRisk::ChangedDuringRemoval { .. } => "changed_during_removal",
         }
     }
 }
@@ -147,6 +156,9 @@ impl fmt::Display for AtRisk {
             AtRisk::InUse { pid, command } => write!(f, "in use by pid {pid} ({command})"),
             AtRisk::Unreadable { count, paths: p } => paths(f, "unreadable entr(y/ies)", *count, p),
             AtRisk::PreflightFailed { error } => write!(f, "preflight failed: {error}"),
+            AtRisk::ChangedDuringRemoval { detail } => {
+                write!(f, "changed while it was being removed: {detail}")
+            }
         }
     }
 }

@@ -252,7 +252,8 @@ pub fn findings(wt: &Path, reasons: &[AtRisk]) -> Option<u64> {
             AtRisk::Submodule { .. }
             | AtRisk::MountPoint { .. }
             | AtRisk::NotAWorktree { .. }
-            | AtRisk::PreflightFailed { .. } => return None,
+            | AtRisk::PreflightFailed { .. }
+            | AtRisk::ChangedDuringRemoval { .. } => return None,
         }
     }
     Some(h.finish())

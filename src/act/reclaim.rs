@@ -3,9 +3,19 @@
 //!
 //! # Guarantees
 //! 1. **Only the controller's own entries.** An entry is deleted only when
-//!    its name has the trash's pattern ([`trash::parse_entry`]); other names
-//!    are listed as foreign and left alone (test
-//!    `reclaim_deletes_only_entries_of_the_pattern`).
+//!    its name has the trash's pattern ([`trash::parse_entry`]) *and* its
+//!    record, written by [`trash::retire`] before the rename, names the
+//!    very directory at that name (same `(st_dev, st_ino)`); the deletion
+//!    checks that identity again on the entry's handle
+//!    ([`remove::remove_dir_expecting`]). Any other name — one of the right
+//!    shape that the controller did not retire, or whose directory is not
+//!    the one recorded — is listed as foreign (`TrashStatus::foreign`) and
+//!    left alone (tests `reclaim_deletes_only_entries_of_the_pattern`,
+//!    `a_name_of_the_entry_shape_the_controller_did_not_retire_is_left_alone`,
+//!    and `a_live_worktree_renamed_into_the_trash_is_never_reclaimed` in
+//!    `tests/trash_safety.rs`). The record goes once its entry is gone;
+//!    a record without an entry (a crash between the two) goes once
+//!    [`trash::STALE_RECORD`] old.
 //! 2. **The safe removal, nothing new.** Each entry is deleted with
 //!    [`remove::remove_dir`] with the trash as its root: no symlink
 //!    followed, no mount point crossed, nothing outside the entry touched
@@ -27,8 +37,6 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-#[cfg(test)]
-use std::time::SystemTime;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -199,6 +207,7 @@ impl Reclaimer {
                 return Vec::new();
             }
         };
+        trash::forget_stale_records(&self.root, &listing);
         let now = Instant::now();
         let mut st = lock(&self.state);
         let mut out = Vec::new();
@@ -221,11 +230,53 @@ impl Reclaimer {
             lock(&self.state).sizes.insert(entry.to_path_buf(), bytes);
             self.update_gauges();
         }
+        // Only what the controller retired itself: its record names the
+        // directory, and the name must still hold it (the listing checked
+        // both; the trash is the controller's alone, so nothing can swap
+        // it since, and the deletion checks it once more on its handle).
+        let Some(judged) = self.recorded(entry)? else {
+            return Ok(());
+        };
         // The trash is the root of its entries: the same checks as a
-        // worktree's removal, one level down.
+        // worktree's removal, one level down, on a trash checked again.
+        let trash_root = self.trash_root()?;
+        remove::remove_dir_expecting(&trash_root, entry, Some(judged))
+            .map_err(|e| e.to_string())?;
+        trash::forget_record_of(&self.root, entry);
+        Ok(())
+    }
+
+    /// The `(dev, ino)` the record of `entry` names while the entry is
+    /// still one of the controller's own; `None` once it is gone.
+    fn recorded(&self, entry: &std::path::Path) -> Result<Option<(u64, u64)>, String> {
+        let listing = trash::list(&self.root).map_err(|e| e.to_string())?;
+        match listing.entries.iter().find(|e| e.path == entry) {
+            Some(e) => Ok(Some((e.dev, e.ino))),
+            None if listing.foreign.iter().any(|f| f == entry) => Err(format!(
+                "{} is no longer the directory the controller retired; left alone",
+                entry.display()
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// The trash as the root of its entries, checked on its handle first
+    /// and then the very directory opened.
+    fn trash_root(&self) -> Result<WorktreeRoot, String> {
+        let root_fd = self.root.open_handle().map_err(|e| e.to_string())?;
+        let fd = trash::open_existing_trash(&self.root, &root_fd)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{} is gone", trash::trash_path(&self.root).display()))?;
+        let st = nix::sys::stat::fstat(&fd).map_err(|e| e.to_string())?;
         let trash_root =
             WorktreeRoot::open(&trash::trash_path(&self.root)).map_err(|e| e.to_string())?;
-        remove::remove_dir(&trash_root, entry).map_err(|e| e.to_string())
+        if (trash_root.dev(), trash_root.ino()) != (st.st_dev, st.st_ino) {
+            return Err(format!(
+                "{} changed while it was being opened",
+                trash::trash_path(&self.root).display()
+            ));
+        }
+        Ok(trash_root)
     }
 
     fn finished(&self, entry: &std::path::Path, r: &Result<(), String>, took: Duration) {
@@ -349,7 +400,7 @@ mod tests {
         for i in 0..files {
             fs::write(wt.join(format!("a/b/f{i}")), "x").unwrap();
         }
-        match trash::retire(root, &wt, SystemTime::now()).unwrap() {
+        match crate::act::trash::testing::retire_path(root, &wt).unwrap() {
             trash::Retired::Moved { entry } => entry,
             other => panic!("{other:?}"),
         }
