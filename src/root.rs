@@ -660,6 +660,19 @@ fn protected_because(path: &Path, homes: &[Home]) -> Option<String> {
     None
 }
 
+/// Whether `path` (absolute) is the trash of the root configured as
+/// `root` ([`TRASH_DIR`]) or lies inside it, spelled as written or where
+/// the kernel resolves it (a symlinked ancestor followed). What is there is
+/// the reclaimer's to delete: nothing is ever put there but by a retire.
+pub fn in_trash(root: &Path, path: &Path) -> bool {
+    let trash = root.join(TRASH_DIR);
+    let trashes = [normalize_lexically(&trash), resolve_existing(&trash)];
+    let spellings = [normalize_lexically(path), resolve_existing(path)];
+    spellings
+        .iter()
+        .any(|p| trashes.iter().any(|t| p.starts_with(t)))
+}
+
 /// Root, the controller's effective user and `owner`.
 fn allowed_owners(owner: Option<u32>) -> Vec<u32> {
     let mut v = vec![0, Uid::effective().as_raw()];
@@ -1043,11 +1056,98 @@ mod tests {
     }
 
     #[test]
+    fn a_root_writable_by_others_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        for mode in [0o1777, 0o777, 0o775, 0o757] {
+            let t = temp();
+            let p = t.path().join("root");
+            fs::create_dir(&p).unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+            for r in [
+                WorktreeRoot::prepare(&p),
+                WorktreeRoot::open(&p),
+                WorktreeRoot::prepare_apart_from(&p, &[], None),
+            ] {
+                let why = refused_why(r);
+                assert!(why.contains(&format!("mode {mode:04o}")), "{why}");
+                assert!(why.contains("is owned by"), "{why}");
+                assert!(why.contains("install -d -m 0755 -o "), "{why}");
+                assert!(why.contains(&p.display().to_string()), "{why}");
+            }
+        }
+        // Its owner alone may write: 0755 and 0700 are fine.
+        for mode in [0o755, 0o700, 0o1755] {
+            let t = temp();
+            let p = t.path().join("root");
+            fs::create_dir(&p).unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+            WorktreeRoot::prepare_apart_from(&p, &[], None).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_root_owned_by_another_user_is_refused_unless_it_is_the_configured_owner() {
+        let mallory = crate::testing::local_user(crate::testing::MALLORY);
+        let t = temp();
+        let p = t.path().join("root");
+        fs::create_dir(&p).unwrap();
+        std::os::unix::fs::chown(&p, Some(mallory.uid), Some(mallory.gid)).unwrap();
+        let why = refused_why(WorktreeRoot::prepare_apart_from(&p, &[], None));
+        assert!(
+            why.contains(&format!(
+                "owned by {} (uid {})",
+                crate::testing::MALLORY,
+                mallory.uid
+            )),
+            "{why}"
+        );
+        assert!(why.contains("worktrees.owner"), "{why}");
+        let why = refused_why(WorktreeRoot::open_apart_from(&p, &[], Some(12345)));
+        assert!(why.contains("mode 0755"), "{why}");
+        // The orchestrator's user named in the configuration may own it.
+        let root = WorktreeRoot::prepare_apart_from(&p, &[], Some(mallory.uid)).unwrap();
+        root.open_handle().unwrap();
+        // Handed to another user later: every destructive step opens the
+        // root again and refuses it.
+        std::os::unix::fs::chown(&p, Some(12345), None).unwrap();
+        let why = match root.open_handle() {
+            Err(RootError::Refused { why, .. }) => why,
+            other => panic!("{other:?}"),
+        };
+        assert!(why.contains("uid 12345"), "{why}");
+    }
+
+    #[test]
+    fn in_trash_sees_the_trash_however_it_is_spelled() {
+        let t = temp();
+        let root = t.path().join("root");
+        fs::create_dir_all(root.join(TRASH_DIR)).unwrap();
+        symlink(root.join(TRASH_DIR), t.path().join("alias")).unwrap();
+        for inside in [
+            root.join(TRASH_DIR),
+            root.join(TRASH_DIR).join("w1.1"),
+            root.join("x/..").join(TRASH_DIR).join("new"),
+            t.path().join("alias/new"),
+        ] {
+            assert!(in_trash(&root, &inside), "{}", inside.display());
+        }
+        for outside in [
+            root.join("w1"),
+            root.join(".boo-trash2"),
+            t.path().join("x"),
+        ] {
+            assert!(!in_trash(&root, &outside), "{}", outside.display());
+        }
+    }
+
+    #[test]
     fn prepare_creates_missing_root() {
         let t = temp();
         let p = t.path().join("a/b/booworktrees");
         let root = WorktreeRoot::prepare(&p).unwrap();
         assert!(p.is_dir());
+        // Made so that it passes its own check whatever the umask allows.
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o022, 0);
         assert_eq!(root.path(), fs::canonicalize(&p).unwrap());
         assert_eq!(root.dev(), fs::metadata(&p).unwrap().dev());
         assert_eq!(root.ino(), fs::metadata(&p).unwrap().ino());

@@ -423,6 +423,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_name_of_the_entry_shape_the_controller_did_not_retire_is_left_alone() {
+        let (_tmp, root, _outside) = fixture();
+        let ours = retire_tree(&root, "w1", 3);
+        let trash = trash::trash_path(&root);
+        // A retired entry whose directory was replaced under the same name:
+        // its record names the one retired, not this one.
+        let replaced = retire_tree(&root, "w2", 3);
+        fs::rename(&replaced, root.path().join("w2-retired")).unwrap();
+        fs::create_dir(&replaced).unwrap();
+        fs::write(replaced.join("live.txt"), "live").unwrap();
+        // The right shape, never retired (no record).
+        let planted = trash.join("w3.1764000000000000000");
+        fs::create_dir(&planted).unwrap();
+        fs::write(planted.join("live.txt"), "live").unwrap();
+        let r = Arc::new(Reclaimer::new(root.clone(), 2));
+        let swept = r.sweep(&CancellationToken::new()).await;
+        assert_eq!(
+            swept,
+            Swept {
+                reclaimed: 1,
+                failed: vec![]
+            }
+        );
+        assert!(!ours.exists());
+        assert!(
+            !trash
+                .join(trash::record_name(ours.file_name().unwrap()))
+                .exists(),
+            "the record goes with its entry"
+        );
+        for left in [&replaced, &planted] {
+            assert_eq!(fs::read(left.join("live.txt")).unwrap(), b"live");
+        }
+        let s = r.status();
+        assert_eq!(s.entries, 0);
+        assert_eq!(s.foreign, vec![replaced, planted]);
+    }
+
+    #[tokio::test]
     async fn reclaim_never_follows_a_symlink_out_of_the_trash() {
         let (_tmp, root, outside) = fixture();
         let entry = retire_tree(&root, "w1", 1);

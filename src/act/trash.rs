@@ -46,7 +46,9 @@
 //!    it moved with it right after the rename; anything else (swapped in
 //!    between, or moved away) is put back with `RENAME_NOREPLACE`, under
 //!    its own name or, when that is taken again, `<name>.returned.<nanos>`,
-//!    and answers [`Retired::Changed`]: the worktree is kept
+//!    and answers [`Retired::Changed`]. A directory renamed away during
+//!    the preflight and back before the check is caught by its `st_ctime`,
+//!    which every rename sets. The worktree is then kept
 //!    (`changed_during_removal`) and judged again by the next pass (tests
 //!    `a_directory_swapped_in_before_the_rename_is_put_back`,
 //!    `a_directory_moved_away_before_the_rename_is_not_retired`, and
@@ -160,6 +162,11 @@ pub struct Pinned {
     path: PathBuf,
     dev: u64,
     ino: u64,
+    /// `st_ctime` when pinned. A rename of the directory sets it (as do
+    /// entries made or removed right inside it), so a directory moved away
+    /// while it was judged and brought back before the check is seen too:
+    /// the preflight takes far longer than a timestamp's tick.
+    ctime: (i64, i64),
 }
 
 impl Pinned {
@@ -197,7 +204,17 @@ impl Pinned {
     /// Where the pinned directory is now, seen from the root's handle.
     fn place(&self, root_fd: &OwnedFd) -> Result<Place, RemoveError> {
         match fstatat(root_fd, self.name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(st) if (st.st_dev, st.st_ino) == (self.dev, self.ino) => return Ok(Place::Here),
+            Ok(st) if (st.st_dev, st.st_ino) == (self.dev, self.ino) => {
+                return Ok(if (st.st_ctime, st.st_ctime_nsec) == self.ctime {
+                    Place::Here
+                } else {
+                    Place::Elsewhere(format!(
+                        "{} was renamed, or entries were made or removed right inside it, \
+                         while it was being judged (its ctime moved)",
+                        self.path.display()
+                    ))
+                })
+            }
             Ok(st) => {
                 return Ok(Place::Elsewhere(format!(
                     "{} is now another {} (device {}, inode {}), not the directory judged \
@@ -311,6 +328,7 @@ pub fn pin(root: &WorktreeRoot, dir: &Path) -> Result<Pin, RemoveError> {
         path,
         dev: st.st_dev,
         ino: st.st_ino,
+        ctime: (st.st_ctime, st.st_ctime_nsec),
     }))
 }
 
@@ -918,9 +936,33 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_moved_away_and_back_while_judged_is_caught() {
+        let (_tmp, root, _outside) = fixture();
+        let wt = root.path().join("w1");
+        fs::create_dir_all(&wt).unwrap();
+        let Pin::Pinned(pinned) = pin(&root, &wt).unwrap() else {
+            panic!("not pinned")
+        };
+        assert_eq!(pinned.changed(&root).unwrap(), None);
+        // Away while the preflight looks at something else, then back:
+        // same device and inode at the name, but not what was judged.
+        std::thread::sleep(Duration::from_millis(20));
+        fs::rename(&wt, root.path().join("elsewhere")).unwrap();
+        fs::rename(root.path().join("elsewhere"), &wt).unwrap();
+        let why = pinned.changed(&root).unwrap().expect("caught");
+        assert!(why.contains("ctime"), "{why}");
+        assert!(matches!(
+            retire(&root, &pinned, SystemTime::now()),
+            Ok(Retired::Changed { .. })
+        ));
+        assert!(wt.is_dir());
+    }
+
+    #[test]
     fn a_planted_trash_is_never_used() {
         let mallory = crate::testing::local_user(crate::testing::MALLORY);
-        let plants: [(&str, &dyn Fn(&Path, &Path)); 4] = [
+        type Plant<'a> = (&'a str, &'a dyn Fn(&Path, &Path));
+        let plants: [Plant; 4] = [
             ("symlink", &|trash, outside| {
                 std::os::unix::fs::symlink(outside, trash).unwrap()
             }),
