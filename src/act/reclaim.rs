@@ -170,7 +170,7 @@ impl Reclaimer {
                         let _permit = permit.acquire_owned().await.expect("never closed");
                         let now = me.active.fetch_add(1, Ordering::SeqCst) + 1;
                         me.peak.fetch_max(now, Ordering::SeqCst);
-                        let path = entry.clone();
+                        let path = entry.path.clone();
                         let started = Instant::now();
                         let r = {
                             let me = Arc::clone(&me);
@@ -197,9 +197,9 @@ impl Reclaimer {
         out
     }
 
-    /// Entries to start now: in the trash, of the pattern, not running, not
-    /// backing off. Marks them running.
-    fn eligible(&self) -> Vec<PathBuf> {
+    /// Entries to start now: in the trash, retired by the controller (see
+    /// [`trash::list`]), not running, not backing off. Marks them running.
+    fn eligible(&self) -> Vec<trash::TrashEntry> {
         let listing = match trash::list(&self.root) {
             Ok(l) => l,
             Err(e) => {
@@ -217,47 +217,29 @@ impl Reclaimer {
                 continue;
             }
             st.running.insert(e.path.clone());
-            out.push(e.path);
+            out.push(e);
         }
         out
     }
 
     /// Measures (once) and deletes one entry. Blocking.
-    fn reclaim_one(&self, entry: &std::path::Path) -> Result<(), String> {
-        let known = lock(&self.state).sizes.contains_key(entry);
+    fn reclaim_one(&self, entry: &trash::TrashEntry) -> Result<(), String> {
+        let path = entry.path.as_path();
+        let known = lock(&self.state).sizes.contains_key(path);
         if !known {
-            let bytes = trash::estimate_bytes(entry);
-            lock(&self.state).sizes.insert(entry.to_path_buf(), bytes);
+            let bytes = trash::estimate_bytes(path);
+            lock(&self.state).sizes.insert(path.to_path_buf(), bytes);
             self.update_gauges();
         }
-        // Only what the controller retired itself: its record names the
-        // directory, and the name must still hold it (the listing checked
-        // both; the trash is the controller's alone, so nothing can swap
-        // it since, and the deletion checks it once more on its handle).
-        let Some(judged) = self.recorded(entry)? else {
-            return Ok(());
-        };
         // The trash is the root of its entries: the same checks as a
-        // worktree's removal, one level down, on a trash checked again.
+        // worktree's removal, one level down, on a trash checked again;
+        // and only the directory the record names (the listing found it
+        // there, and the deletion checks it again on its handle).
         let trash_root = self.trash_root()?;
-        remove::remove_dir_expecting(&trash_root, entry, Some(judged))
+        remove::remove_dir_expecting(&trash_root, path, Some((entry.dev, entry.ino)))
             .map_err(|e| e.to_string())?;
-        trash::forget_record_of(&self.root, entry);
+        trash::forget_record_of(&self.root, path);
         Ok(())
-    }
-
-    /// The `(dev, ino)` the record of `entry` names while the entry is
-    /// still one of the controller's own; `None` once it is gone.
-    fn recorded(&self, entry: &std::path::Path) -> Result<Option<(u64, u64)>, String> {
-        let listing = trash::list(&self.root).map_err(|e| e.to_string())?;
-        match listing.entries.iter().find(|e| e.path == entry) {
-            Some(e) => Ok(Some((e.dev, e.ino))),
-            None if listing.foreign.iter().any(|f| f == entry) => Err(format!(
-                "{} is no longer the directory the controller retired; left alone",
-                entry.display()
-            )),
-            None => Ok(None),
-        }
     }
 
     /// The trash as the root of its entries, checked on its handle first
