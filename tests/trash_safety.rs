@@ -453,3 +453,78 @@ async fn restore_into_the_trash_is_refused() {
         "untracked\n"
     );
 }
+
+/// What a force archived is what it retires: a directory swapped into the
+/// worktree's place after the archive (the binary held at
+/// `remove.before_retire`) is neither retired nor moved, the worktree is
+/// kept as `changed_during_removal`, and once things are back the next
+/// forced pass archives and retires it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_force_retires_only_the_directory_it_archived() {
+    let w = World::new(Db::Sqlite).await;
+    let wt = w.chat_worktree("s1", "c1", "w1", "archived").await;
+    fs::write(wt.join("draft.txt"), "forced draft\n").unwrap();
+    let other = w.chat_worktree("s2", "c2", "w2", "open").await;
+    fs::write(other.join("work.txt"), "live work\n").unwrap();
+    let (wt_work, other_work) = (work_in(&wt), work_in(&other));
+    let archives = || {
+        common::git(
+            &w.repo,
+            &[
+                "for-each-ref",
+                "--format=%(refname)",
+                "refs/boo/archive/w1/",
+            ],
+        )
+    };
+
+    let mut c = world_command(&w, &w.url);
+    c.env("FAILPOINTS", "remove.before_retire=sleep(4000)");
+    set_all(&mut c, &w.label_settings());
+    set_all(&mut c, &[("http.listen", "127.0.0.1:9")]);
+    let child = c
+        .args(["once", "--force"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The archive is written (and checked) before the held step.
+    let started = Instant::now();
+    while archives().is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(30), "no archive");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let away = w.root.join("w1-away");
+    fs::rename(&wt, &away).unwrap();
+    fs::rename(&other, &wt).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}\n{}", stderr(&out));
+    assert!(
+        text.contains("changed while it was being removed"),
+        "{text}"
+    );
+    // Nothing moved: what was swapped in, and the archived one, in place.
+    assert_eq!(work_in(&wt), other_work);
+    assert_eq!(work_in(&away), wt_work);
+    assert!(in_trash(&w.root).0.is_empty(), "nothing retired");
+    let (state, reasons) = w.row_state("w1").await;
+    assert_eq!(state, "at_risk");
+    assert!(reasons.unwrap().contains("changed_during_removal"));
+
+    // Back in place: judged again, archived again, retired.
+    fs::rename(&wt, &other).unwrap();
+    fs::rename(&away, &wt).unwrap();
+    let out = once(&w, &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let mut c = world_command(&w, &w.url);
+    c.env_remove("FAILPOINTS");
+    set_all(&mut c, &w.label_settings());
+    set_all(&mut c, &[("http.listen", "127.0.0.1:9")]);
+    let out = c.args(["once", "--force"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!wt.exists());
+    assert_eq!(work_in(&other), other_work);
+    assert_eq!(w.row_state("w1").await.0, "removed");
+}

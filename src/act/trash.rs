@@ -52,7 +52,8 @@
 //!    (`changed_during_removal`) and judged again by the next pass (tests
 //!    `a_directory_swapped_in_before_the_rename_is_put_back`,
 //!    `a_directory_moved_away_before_the_rename_is_not_retired`, and
-//!    `tests/trash_safety.rs`, a second user renaming in a loop).
+//!    `tests/trash_safety.rs`: a second user renaming in a loop, and
+//!    `a_force_retires_only_the_directory_it_archived`).
 //! 2. **Exactly the worktree, nothing else.** The entry must be a direct
 //!    entry of the root ([`WorktreeRoot::check`]) and is moved by name with
 //!    one `renameat2(RENAME_NOREPLACE)` from the root's checked handle into
