@@ -715,11 +715,16 @@ fn unsafe_owner_or_mode(
              swap the directories the controller removes",
         );
     } else {
-        why.push_str(&format!(
-            "it must be owned by root, by the controller's user {} or by the user \
-             worktrees.owner names",
-            user_label(Uid::effective().as_raw())
-        ));
+        let me = Uid::effective();
+        why.push_str(&if me.is_root() {
+            "it must be owned by root or by the user worktrees.owner names".to_string()
+        } else {
+            format!(
+                "it must be owned by root, by the controller's user {} or by the user \
+                 worktrees.owner names",
+                user_label(me.as_raw())
+            )
+        });
     }
     // The user a fresh root should belong to: the configured owner, else
     // the controller's own.
