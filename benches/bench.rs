@@ -1424,7 +1424,7 @@ async fn controller_preflight(host: &Host, config: &Config) -> anyhow::Result<f6
     }
     let took = ms(t.elapsed());
     for (path, v) in verdicts {
-        if !matches!(&v, Inspection::Reasons(r) if r.is_empty()) {
+        if !matches!(&v, Inspection::Reasons(r, _) if r.is_empty()) {
             bail!("live worktree {} is not clean: {v:?}", path.display());
         }
     }
@@ -1581,13 +1581,14 @@ async fn preflight_and_removal(
                 let wt = target_of(&a);
                 let refs = boo_reconciler::git::refs::RefsCache::default();
                 let t = Instant::now();
-                match act::inspect(&root, &wt, &precious, Depth::All, &refs) {
-                    Inspection::Reasons(r) if r.is_empty() => {}
+                let pinned = match act::inspect(&root, &wt, &precious, Depth::All, &refs) {
+                    Inspection::Reasons(r, Some(pinned)) if r.is_empty() => pinned,
                     other => bail!("{} is not clean: {other:?}", a.display()),
-                }
+                };
                 let (outcome, _) = act::archive_and_remove(
                     &root,
                     &wt,
+                    &pinned,
                     &precious,
                     false,
                     &[],
@@ -1648,7 +1649,10 @@ fn reclaim_throughput(
         let a = add_worktree(&host.repo, &host.root, &format!("rc-ctl-{run}"))?;
         let b = add_worktree(&host.repo, &host.root, &format!("rc-rm-{run}"))?;
         files = walkdir::WalkDir::new(&a).into_iter().count();
-        let entry = match act::trash::retire(root, &a, std::time::SystemTime::now())? {
+        let act::trash::Pin::Pinned(pinned) = act::trash::pin(root, &a)? else {
+            bail!("{} cannot be pinned", a.display());
+        };
+        let entry = match act::trash::retire(root, &pinned, std::time::SystemTime::now())? {
             act::trash::Retired::Moved { entry } => entry,
             other => bail!("{} was not retired: {other:?}", a.display()),
         };

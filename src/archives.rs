@@ -125,6 +125,21 @@ pub async fn restore(
     what: &str,
     to: Option<&Path>,
 ) -> anyhow::Result<RestoreReport> {
+    if let Some(p) = to {
+        let target = std::path::absolute(p)
+            .with_context(|| format!("cannot make {} absolute", p.display()))?;
+        // The reclaimer deletes what is retired there: a worktree restored
+        // into the trash would be work put where nothing is kept.
+        if crate::root::in_trash(&config.worktrees.root, &target) {
+            anyhow::bail!(
+                "the target {} is inside the controller's trash {}, whose entries are \
+                 deleted; restore elsewhere (--to a path outside {})",
+                target.display(),
+                config.worktrees.root.join(crate::root::TRASH_DIR).display(),
+                config.worktrees.root.join(crate::root::TRASH_DIR).display()
+            );
+        }
+    }
     let (all, rows) = list_with_rows(store, config, &Filter::default()).await?;
     let chosen = chosen(all, what, &config.host.id)?;
     let secs = SystemTime::now()

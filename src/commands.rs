@@ -116,7 +116,8 @@ async fn plan(
     scope: &ScopeArgs,
     json: bool,
 ) -> Result<u8, Error> {
-    let root = WorktreeRoot::open_apart_from(&config.worktrees.root, &own_files.kept())
+    let owner = config.worktrees.owner_uid().map_err(Error::Usage)?;
+    let root = WorktreeRoot::open_apart_from(&config.worktrees.root, &own_files.kept(), owner)
         .map_err(|e| Error::Usage(e.to_string()))?;
     // Plan writes nothing, so it neither creates nor migrates the
     // database.
@@ -378,7 +379,8 @@ async fn start(
     config: Config,
     own_files: &OwnFiles,
 ) -> Result<(Controller, crate::scan_lock::ScanLock), Error> {
-    let root = WorktreeRoot::prepare_apart_from(&config.worktrees.root, &own_files.kept())
+    let owner = config.worktrees.owner_uid().map_err(Error::Usage)?;
+    let root = WorktreeRoot::prepare_apart_from(&config.worktrees.root, &own_files.kept(), owner)
         .map_err(root_refused)?;
     let store = Store::open_with(&config.database.url, true, (&config.database).into()).await?;
     let claim = crate::scan_lock::Claim::of(&config, &store).await?;

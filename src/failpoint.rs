@@ -14,6 +14,7 @@
 //!
 //! | name | where |
 //! | --- | --- |
+//! | `trash.after_record` | the trash's record of the directory is written; the rename not done |
 //! | `remove.after_rename` | the worktree is in the trash; admin entry, row and audit not yet written |
 //! | `remove.after_admin_prune` | the admin entry is pruned; row and audit not yet written |
 //! | `remove.before_row_update` | the removal is done on disk; the row still says `active` |

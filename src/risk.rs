@@ -65,6 +65,11 @@ pub enum AtRisk {
     /// repository would land wherever it leads ([`crate::git::links`]).
     /// `--force` does not override: nothing is acted on through it.
     UnsafeRepository { detail: String },
+    /// The directory at the worktree's path stopped being the one the
+    /// preflight judged (another directory renamed into its place, or it
+    /// was moved away) before it was retired; whatever was moved is put
+    /// back, and the next pass judges again.
+    ChangedDuringRemoval { detail: String },
 }
 
 impl AtRisk {
@@ -72,7 +77,9 @@ impl AtRisk {
     /// point or a process in the directory is not work to preserve: removal
     /// would be wrong, not just lossy. A directory that is not a worktree
     /// has no repository to archive into. A failed preflight gives no
-    /// verdict to override. Force overrides none of these.
+    /// verdict to override, nor does a directory changed while it was
+    /// being removed (what was judged is not what is there). Force
+    /// overrides none of these.
     pub fn force_overrides(&self) -> bool {
         !matches!(
             self,
@@ -82,6 +89,7 @@ impl AtRisk {
                 | AtRisk::NotAWorktree { .. }
                 | AtRisk::Unreadable { .. }
                 | AtRisk::UnsafeRepository { .. }
+                | AtRisk::ChangedDuringRemoval { .. }
         )
     }
 
@@ -106,6 +114,7 @@ impl AtRisk {
             AtRisk::Unreadable { .. } => "unreadable",
             AtRisk::PreflightFailed { .. } => "preflight_failed",
             AtRisk::UnsafeRepository { .. } => "unsafe_repository",
+            AtRisk::ChangedDuringRemoval { .. } => "changed_during_removal",
         }
     }
 }
@@ -158,6 +167,9 @@ impl fmt::Display for AtRisk {
                 f,
                 "unsafe repository: {detail}; replace the link by what git keeps there, or remove the worktree by hand"
             ),
+            AtRisk::ChangedDuringRemoval { detail } => {
+                write!(f, "changed while it was being removed: {detail}")
+            }
         }
     }
 }

@@ -14,6 +14,19 @@
 //!   one of the controller's own files (its database, its configuration),
 //!   and [`WorktreeRoot::refuse_containing`] one that contains a main
 //!   repository.
+//! - **Checked, not trusted** (DESIGN rule 11). The root is judged on an
+//!   open handle (`O_NOFOLLOW | O_DIRECTORY`, then `fstat`): writable by
+//!   no one but its owner (no group or other write bit: a sticky `1777`
+//!   directory made by anyone in `/tmp` is refused), and, for the
+//!   controller's own start-up ([`WorktreeRoot::prepare_apart_from`],
+//!   [`WorktreeRoot::open_apart_from`]), owned by root, by the controller's
+//!   effective user or by `worktrees.owner`. Whoever can write in the root
+//!   can plant or swap the directories the controller retires. Every
+//!   destructive step opens the root again with [`WorktreeRoot::open_handle`],
+//!   which checks the same on the new handle (tests
+//!   `a_root_writable_by_others_is_refused`,
+//!   `a_root_owned_by_another_user_is_refused_unless_it_is_the_configured_owner`,
+//!   and `tests/trash_safety.rs` for the binary's exit 2).
 //! - [`WorktreeRoot::check`] accepts an untrusted path only when, after
 //!   *lexical* normalization, it names a direct child of the root
 //!   (`<root>/<worktree id>`) that is not a symlink.
@@ -21,8 +34,13 @@
 use std::ffi::OsStr;
 use std::fs::{self, Metadata};
 use std::io;
-use std::os::unix::fs::MetadataExt;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
+
+use nix::fcntl::{openat, OFlag, AT_FDCWD};
+use nix::sys::stat::{fstat, Mode};
+use nix::unistd::{Gid, Group, Uid, User};
 
 use crate::model::PathCheck;
 
@@ -56,6 +74,10 @@ pub struct WorktreeRoot {
     /// `st_ino` of the root directory: with `dev`, detects a root that was
     /// replaced after `prepare`.
     ino: u64,
+    /// Who may own the root: `None` for anyone ([`WorktreeRoot::prepare`],
+    /// for embedding and tests), else these uids (root, the controller's
+    /// effective user, `worktrees.owner`).
+    owners: Option<Vec<u32>>,
 }
 
 /// Directories that are never a worktree root: every entry of a root is a
@@ -124,14 +146,26 @@ impl WorktreeRoot {
     /// any of `kept` (compared where the kernel resolves them: symlinks of
     /// their existing ancestors followed). Checked before the root is
     /// created.
-    pub fn prepare_apart_from(path: &Path, kept: &[Kept]) -> Result<WorktreeRoot, RootError> {
-        WorktreeRoot::validate(path, true, kept)
+    ///
+    /// The root must also be owned by root, by the controller's effective
+    /// user or by `owner` (`worktrees.owner`, the orchestrator's user), and
+    /// writable by no one else: the controller's start-up.
+    pub fn prepare_apart_from(
+        path: &Path,
+        kept: &[Kept],
+        owner: Option<u32>,
+    ) -> Result<WorktreeRoot, RootError> {
+        WorktreeRoot::validate(path, true, kept, Some(allowed_owners(owner)))
     }
 
     /// [`WorktreeRoot::open`] with the checks of
     /// [`WorktreeRoot::prepare_apart_from`].
-    pub fn open_apart_from(path: &Path, kept: &[Kept]) -> Result<WorktreeRoot, RootError> {
-        WorktreeRoot::validate(path, false, kept)
+    pub fn open_apart_from(
+        path: &Path,
+        kept: &[Kept],
+        owner: Option<u32>,
+    ) -> Result<WorktreeRoot, RootError> {
+        WorktreeRoot::validate(path, false, kept, Some(allowed_owners(owner)))
     }
 
     /// Refuses this root if it is, or contains, any of `kept` (main
@@ -172,18 +206,27 @@ impl WorktreeRoot {
     /// `/tmp/x -> /etc` makes `/tmp/x/wt` a root inside `/etc`) before
     /// anything is created, and again on the canonical form afterwards. A
     /// missing root is created with its parents (`create_dir_all`, default
-    /// permissions).
+    /// mode `0755`);
+    /// - is writable by anyone but its owner (a group or other write bit),
+    ///   judged on an open handle. Any owner is accepted here; the
+    ///   controller's start-up ([`WorktreeRoot::prepare_apart_from`]) also
+    ///   restricts who owns it.
     pub fn prepare(path: &Path) -> Result<WorktreeRoot, RootError> {
-        WorktreeRoot::validate(path, true, &[])
+        WorktreeRoot::validate(path, true, &[], None)
     }
 
     /// The same checks as [`WorktreeRoot::prepare`], but a missing root is
     /// an error instead of being created: for commands that write nothing.
     pub fn open(path: &Path) -> Result<WorktreeRoot, RootError> {
-        WorktreeRoot::validate(path, false, &[])
+        WorktreeRoot::validate(path, false, &[], None)
     }
 
-    fn validate(path: &Path, create: bool, kept: &[Kept]) -> Result<WorktreeRoot, RootError> {
+    fn validate(
+        path: &Path,
+        create: bool,
+        kept: &[Kept],
+        owners: Option<Vec<u32>>,
+    ) -> Result<WorktreeRoot, RootError> {
         let refuse = |why: String| RootError::Refused {
             path: path.to_path_buf(),
             why,
@@ -235,7 +278,11 @@ impl WorktreeRoot {
                 ))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(&configured).map_err(io_err)?;
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o755)
+                    .create(&configured)
+                    .map_err(io_err)?;
                 fs::symlink_metadata(&configured).map_err(io_err)?
             }
             Err(e) => return Err(io_err(e)),
@@ -260,12 +307,49 @@ impl WorktreeRoot {
         if let Some(why) = not_a_plain_dir(&canonical, &meta) {
             return Err(refuse(why));
         }
-        Ok(WorktreeRoot {
+        let root = WorktreeRoot {
             path: canonical,
             configured,
             dev: meta.dev(),
             ino: meta.ino(),
-        })
+            owners,
+        };
+        root.open_handle()?;
+        Ok(root)
+    }
+
+    /// The root opened afresh without following a symlink, and checked on
+    /// that handle: still the directory prepared (same device and inode),
+    /// writable by no one but its owner, and owned by one of the allowed
+    /// users. What every destructive step works from.
+    pub fn open_handle(&self) -> Result<OwnedFd, RootError> {
+        let refuse = |why: String| RootError::Refused {
+            path: self.configured.clone(),
+            why,
+        };
+        let io_err = |e: nix::errno::Errno| RootError::Io {
+            path: self.configured.clone(),
+            source: io::Error::from(e),
+        };
+        let fd = openat(
+            AT_FDCWD,
+            &self.path,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io_err)?;
+        let st = fstat(&fd).map_err(io_err)?;
+        if (st.st_dev, st.st_ino) != (self.dev, self.ino) {
+            return Err(refuse(format!(
+                "{} was replaced since it was prepared (another directory is there now); \
+                 restart the controller once the root is what it should be",
+                self.path.display()
+            )));
+        }
+        if let Some(why) = unsafe_owner_or_mode(&self.path, st.st_uid, st.st_mode, &self.owners) {
+            return Err(refuse(why));
+        }
+        Ok(fd)
     }
 
     /// The canonical path of the root.
@@ -576,6 +660,101 @@ fn protected_because(path: &Path, homes: &[Home]) -> Option<String> {
     None
 }
 
+/// Whether `path` (absolute) is the trash of the root configured as
+/// `root` ([`TRASH_DIR`]) or lies inside it, spelled as written or where
+/// the kernel resolves it (a symlinked ancestor followed). What is there is
+/// the reclaimer's to delete: nothing is ever put there but by a retire.
+pub fn in_trash(root: &Path, path: &Path) -> bool {
+    let trash = root.join(TRASH_DIR);
+    let trashes = [normalize_lexically(&trash), resolve_existing(&trash)];
+    let spellings = [normalize_lexically(path), resolve_existing(path)];
+    spellings
+        .iter()
+        .any(|p| trashes.iter().any(|t| p.starts_with(t)))
+}
+
+/// Root, the controller's effective user and `owner`.
+fn allowed_owners(owner: Option<u32>) -> Vec<u32> {
+    let mut v = vec![0, Uid::effective().as_raw()];
+    v.extend(owner);
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// A user as people name it: `boo (uid 998)`, or the bare uid.
+pub fn user_label(uid: u32) -> String {
+    match User::from_uid(Uid::from_raw(uid)) {
+        Ok(Some(u)) => format!("{} (uid {uid})", u.name),
+        _ => format!("uid {uid}"),
+    }
+}
+
+/// Why a root with this owner and mode must not be used, with the command
+/// that makes a safe one; `None` when it is safe. `owners`: who may own
+/// it (`None`: anyone).
+fn unsafe_owner_or_mode(
+    path: &Path,
+    uid: u32,
+    mode: u32,
+    owners: &Option<Vec<u32>>,
+) -> Option<String> {
+    let writable_by_others = mode & 0o022 != 0;
+    let owner_refused = owners.as_ref().is_some_and(|o| !o.contains(&uid));
+    if !writable_by_others && !owner_refused {
+        return None;
+    }
+    let mut why = format!(
+        "is owned by {} with mode {:04o}: ",
+        user_label(uid),
+        mode & 0o7777
+    );
+    if writable_by_others {
+        why.push_str(
+            "others may write in it (a group or other write bit), so anyone could plant or \
+             swap the directories the controller removes",
+        );
+    } else {
+        let me = Uid::effective();
+        why.push_str(&if me.is_root() {
+            "it must be owned by root or by the user worktrees.owner names".to_string()
+        } else {
+            format!(
+                "it must be owned by root, by the controller's user {} or by the user \
+                 worktrees.owner names",
+                user_label(me.as_raw())
+            )
+        });
+    }
+    // The user a fresh root should belong to: the configured owner, else
+    // the controller's own.
+    let fix_uid = owners
+        .as_ref()
+        .and_then(|o| {
+            o.iter()
+                .copied()
+                .find(|u| *u != 0 && *u != Uid::effective().as_raw())
+        })
+        .unwrap_or_else(|| Uid::effective().as_raw());
+    let user = User::from_uid(Uid::from_raw(fix_uid)).ok().flatten();
+    let (u, g) = match &user {
+        Some(u) => (
+            u.name.clone(),
+            Group::from_gid(u.gid)
+                .ok()
+                .flatten()
+                .map_or_else(|| u.gid.to_string(), |g| g.name),
+        ),
+        None => (fix_uid.to_string(), Gid::effective().to_string()),
+    };
+    why.push_str(&format!(
+        ". Move it away (it may hold anything its owner put there) and create it with \
+         `install -d -m 0755 -o {u} -g {g} {}`, or choose another worktrees.root",
+        path.display()
+    ));
+    Some(why)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -777,6 +956,7 @@ mod tests {
                 what: "the database file (database.url)",
                 path: &db,
             }],
+            None,
         ));
         assert!(
             why.contains(&format!(
@@ -796,7 +976,7 @@ mod tests {
                 what: "the configuration file",
                 path: &path,
             }];
-            let why = refused_why(WorktreeRoot::open_apart_from(&root, &kept));
+            let why = refused_why(WorktreeRoot::open_apart_from(&root, &kept, None));
             assert!(why.contains("contains the configuration file"), "{why}");
         }
 
@@ -806,13 +986,13 @@ mod tests {
             what: "the database file (database.url)",
             path: &beside,
         }];
-        WorktreeRoot::prepare_apart_from(&root, &kept).unwrap();
+        WorktreeRoot::prepare_apart_from(&root, &kept, None).unwrap();
         let sibling = t.path().join("root-other/x.db");
         let kept = [Kept {
             what: "the database file (database.url)",
             path: &sibling,
         }];
-        WorktreeRoot::prepare_apart_from(&root, &kept).unwrap();
+        WorktreeRoot::prepare_apart_from(&root, &kept, None).unwrap();
     }
 
     #[test]
@@ -881,11 +1061,98 @@ mod tests {
     }
 
     #[test]
+    fn a_root_writable_by_others_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        for mode in [0o1777, 0o777, 0o775, 0o757] {
+            let t = temp();
+            let p = t.path().join("root");
+            fs::create_dir(&p).unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+            for r in [
+                WorktreeRoot::prepare(&p),
+                WorktreeRoot::open(&p),
+                WorktreeRoot::prepare_apart_from(&p, &[], None),
+            ] {
+                let why = refused_why(r);
+                assert!(why.contains(&format!("mode {mode:04o}")), "{why}");
+                assert!(why.contains("is owned by"), "{why}");
+                assert!(why.contains("install -d -m 0755 -o "), "{why}");
+                assert!(why.contains(&p.display().to_string()), "{why}");
+            }
+        }
+        // Its owner alone may write: 0755 and 0700 are fine.
+        for mode in [0o755, 0o700, 0o1755] {
+            let t = temp();
+            let p = t.path().join("root");
+            fs::create_dir(&p).unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+            WorktreeRoot::prepare_apart_from(&p, &[], None).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_root_owned_by_another_user_is_refused_unless_it_is_the_configured_owner() {
+        let mallory = crate::testing::local_user(crate::testing::MALLORY);
+        let t = temp();
+        let p = t.path().join("root");
+        fs::create_dir(&p).unwrap();
+        std::os::unix::fs::chown(&p, Some(mallory.uid), Some(mallory.gid)).unwrap();
+        let why = refused_why(WorktreeRoot::prepare_apart_from(&p, &[], None));
+        assert!(
+            why.contains(&format!(
+                "owned by {} (uid {})",
+                crate::testing::MALLORY,
+                mallory.uid
+            )),
+            "{why}"
+        );
+        assert!(why.contains("worktrees.owner"), "{why}");
+        let why = refused_why(WorktreeRoot::open_apart_from(&p, &[], Some(12345)));
+        assert!(why.contains("mode 0755"), "{why}");
+        // The orchestrator's user named in the configuration may own it.
+        let root = WorktreeRoot::prepare_apart_from(&p, &[], Some(mallory.uid)).unwrap();
+        root.open_handle().unwrap();
+        // Handed to another user later: every destructive step opens the
+        // root again and refuses it.
+        std::os::unix::fs::chown(&p, Some(12345), None).unwrap();
+        let why = match root.open_handle() {
+            Err(RootError::Refused { why, .. }) => why,
+            other => panic!("{other:?}"),
+        };
+        assert!(why.contains("uid 12345"), "{why}");
+    }
+
+    #[test]
+    fn in_trash_sees_the_trash_however_it_is_spelled() {
+        let t = temp();
+        let root = t.path().join("root");
+        fs::create_dir_all(root.join(TRASH_DIR)).unwrap();
+        symlink(root.join(TRASH_DIR), t.path().join("alias")).unwrap();
+        for inside in [
+            root.join(TRASH_DIR),
+            root.join(TRASH_DIR).join("w1.1"),
+            root.join("x/..").join(TRASH_DIR).join("new"),
+            t.path().join("alias/new"),
+        ] {
+            assert!(in_trash(&root, &inside), "{}", inside.display());
+        }
+        for outside in [
+            root.join("w1"),
+            root.join(".boo-trash2"),
+            t.path().join("x"),
+        ] {
+            assert!(!in_trash(&root, &outside), "{}", outside.display());
+        }
+    }
+
+    #[test]
     fn prepare_creates_missing_root() {
         let t = temp();
         let p = t.path().join("a/b/booworktrees");
         let root = WorktreeRoot::prepare(&p).unwrap();
         assert!(p.is_dir());
+        // Made so that it passes its own check whatever the umask allows.
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o022, 0);
         assert_eq!(root.path(), fs::canonicalize(&p).unwrap());
         assert_eq!(root.dev(), fs::metadata(&p).unwrap().dev());
         assert_eq!(root.ino(), fs::metadata(&p).unwrap().ino());

@@ -24,6 +24,7 @@ use common::{free_port, git, set_all, world_command, Db, Tree, World, HOST};
 
 both_databases!(
     a_crash_right_after_the_rename_converges,
+    a_crash_between_the_record_and_the_rename_converges,
     a_crash_after_the_admin_prune_converges,
     a_crash_before_the_row_update_converges,
     a_crash_in_the_middle_of_a_reclaim_converges,
@@ -81,7 +82,24 @@ fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     common::files(dir, Tree::HalfWay)
 }
 
+/// What the trash holds but the records of what was retired
+/// (`<entry>.retired`).
 fn trash_entries(w: &World) -> Vec<PathBuf> {
+    trash_names(w)
+        .into_iter()
+        .filter(|p| !p.to_string_lossy().ends_with(".retired"))
+        .collect()
+}
+
+/// The records in the trash.
+fn trash_records(w: &World) -> Vec<PathBuf> {
+    trash_names(w)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".retired"))
+        .collect()
+}
+
+fn trash_names(w: &World) -> Vec<PathBuf> {
     match fs::read_dir(w.root.join(".boo-trash")) {
         Ok(d) => d.map(|e| e.unwrap().path()).collect(),
         Err(_) => Vec::new(),
@@ -96,6 +114,8 @@ struct Scene {
     tip: String,
     before: Vec<Vec<(String, Vec<u8>)>>,
     heads: String,
+    /// The record a crash between it and its rename left, if any.
+    unrenamed_record: Option<PathBuf>,
 }
 
 impl Scene {
@@ -128,6 +148,7 @@ impl Scene {
             tip,
             before,
             heads,
+            unrenamed_record: None,
         }
     }
 
@@ -175,6 +196,15 @@ impl Scene {
             "branch kept"
         );
         assert_eq!(trash_entries(w), Vec::<PathBuf>::new(), "trash emptied");
+        // A record goes with its entry; only one whose rename never
+        // happened may stay (until it is an hour old).
+        for r in trash_records(w) {
+            assert_eq!(
+                self.unrenamed_record.as_ref(),
+                Some(&r),
+                "outlived its entry"
+            );
+        }
         let live = w.root.join("w2");
         assert_eq!(
             vec![files(&live), files(&w.outside), files(&w.repo)],
@@ -206,6 +236,32 @@ async fn a_crash_right_after_the_rename_converges(db: Db) {
     assert_eq!(trash_entries(&s.w).len(), 1);
     assert_eq!(s.w.row_state("w1").await.0, "active", "row not written yet");
     assert!(s.w.repo.join(".git/worktrees/w1").exists());
+    s.converges(&[]).await;
+    s.interrupted_removal_concluded().await;
+}
+
+async fn a_crash_between_the_record_and_the_rename_converges(db: Db) {
+    let mut s = crash_at(db, "trash.after_record").await;
+    assert!(s.wt.is_dir(), "not renamed yet");
+    assert_eq!(trash_entries(&s.w), Vec::<PathBuf>::new());
+    let records = trash_records(&s.w);
+    assert_eq!(records.len(), 1, "the record is written first");
+    // It names the directory about to move (device, inode), durably.
+    let st = fs::metadata(&s.wt).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        fs::read_to_string(&records[0]).unwrap(),
+        format!("{} {}\n", st.dev(), st.ino())
+    );
+    // The intent names the same directory and entry.
+    let open = s.w.store.open_intents(HOST).await.unwrap();
+    assert_eq!(open[0].detail["ino"].as_u64(), Some(st.ino()));
+    let entry = open[0].detail["trash_entry"].as_str().unwrap().to_string();
+    assert_eq!(
+        records[0].file_name().unwrap().to_string_lossy(),
+        format!("{entry}.retired")
+    );
+    s.unrenamed_record = Some(records[0].clone());
     s.converges(&[]).await;
     s.interrupted_removal_concluded().await;
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use boo_reconciler::act::reclaim::Swept;
-use boo_reconciler::act::{ActionResult, Outcome, RunOptions};
+use boo_reconciler::act::{self, ActionResult, Outcome, RunOptions};
 use boo_reconciler::controller::Controller;
 use boo_reconciler::plan::{Plan, Scope};
 use boo_reconciler::report::exit;
@@ -538,11 +538,17 @@ async fn removal_retires_exactly_the_worktree_and_the_reclaimer_frees_only_it(db
     // The rename moved exactly the worktree: one trash entry holding what
     // the directory held, byte for byte, its link still a link.
     let trash = w.root.join(".boo-trash");
-    let entries: Vec<_> = fs::read_dir(&trash)
+    let (records, entries): (Vec<_>, Vec<_>) = fs::read_dir(&trash)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .collect();
+        .partition(|p| p.to_string_lossy().ends_with(".retired"));
     assert_eq!(entries.len(), 1, "{entries:?}");
+    // Beside it, the record of the directory retired under that name.
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(
+        records[0].to_string_lossy(),
+        format!("{}.retired", entries[0].display())
+    );
     let name = entries[0]
         .file_name()
         .unwrap()
@@ -584,9 +590,23 @@ async fn the_trash_is_never_an_orphan(db: Db) {
     let mut w = World::new(db).await;
     w.orphan_min_age = Duration::ZERO;
     let trash = w.root.join(".boo-trash");
-    let entry = trash.join("w9.1764000000000000000");
-    fs::create_dir_all(entry.join("src")).unwrap();
-    fs::write(entry.join("src/a.txt"), "a\n").unwrap();
+    // An entry the controller retired (with its record), a name of the
+    // entry's shape it did not, and another name.
+    let retired = w.root.join("w9");
+    fs::create_dir_all(retired.join("src")).unwrap();
+    fs::write(retired.join("src/a.txt"), "a\n").unwrap();
+    let root = boo_reconciler::root::WorktreeRoot::prepare(&w.root).unwrap();
+    let act::trash::Pin::Pinned(pinned) = act::trash::pin(&root, &retired).unwrap() else {
+        panic!("not pinned")
+    };
+    let act::trash::Retired::Moved { entry } =
+        act::trash::retire(&root, &pinned, std::time::SystemTime::now()).unwrap()
+    else {
+        panic!("not retired")
+    };
+    let planted = trash.join("w8.1764000000000000000");
+    fs::create_dir_all(&planted).unwrap();
+    fs::write(planted.join("live.txt"), "live\n").unwrap();
     let foreign = trash.join("notes");
     fs::create_dir_all(&foreign).unwrap();
     // A row naming the trash itself: refused, never removed as a worktree.
@@ -597,7 +617,10 @@ async fn the_trash_is_never_an_orphan(db: Db) {
     let plan = w.plan().await;
     assert_eq!(plan.observed.root_entries, 0, "{}", plan.render());
     assert_eq!(plan.observed.trash.entries, 1);
-    assert_eq!(plan.observed.trash.foreign, vec![foreign.clone()]);
+    assert_eq!(
+        plan.observed.trash.foreign,
+        vec![foreign.clone(), planted.clone()]
+    );
     assert!(
         plan.planned.iter().all(|a| !matches!(
             a.kind,
@@ -626,5 +649,10 @@ async fn the_trash_is_never_an_orphan(db: Db) {
     assert!(
         foreign.is_dir(),
         "a name the controller did not make is left alone"
+    );
+    assert_eq!(
+        fs::read(planted.join("live.txt")).unwrap(),
+        b"live\n",
+        "nor one of the right shape that it did not retire"
     );
 }

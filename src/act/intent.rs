@@ -196,15 +196,23 @@ impl Executor {
 
 /// What the intent of a worktree removal records: the directory, where it
 /// is retired to, and for a force the archive ref it is about to write.
+/// The trash entry it is retired as, and the `(device, inode)` of the
+/// directory judged, which is the only directory that may move there
+/// (the trash's own record of it is what the reclaimer goes by, see
+/// [`trash`]).
 pub(super) fn removal(
     root: &WorktreeRoot,
     wt: &WorktreeTarget,
+    pinned: &trash::Pinned,
     archive: bool,
     now: SystemTime,
 ) -> serde_json::Value {
     let mut v = serde_json::json!({
         "path": wt.path.display().to_string(),
         "trash": trash::trash_path(root).display().to_string(),
+        "trash_entry": pinned.entry_name(now).to_string_lossy(),
+        "dev": pinned.dev(),
+        "ino": pinned.ino(),
         "force_archive": archive,
     });
     if archive {

@@ -254,6 +254,7 @@ pub fn findings(wt: &Path, reasons: &[AtRisk]) -> Option<u64> {
             | AtRisk::NotAWorktree { .. }
             | AtRisk::PreflightFailed { .. }
             | AtRisk::UnsafeRepository { .. } => return None,
+            AtRisk::ChangedDuringRemoval { .. } => return None,
         }
     }
     Some(h.finish())

@@ -3,9 +3,19 @@
 //!
 //! # Guarantees
 //! 1. **Only the controller's own entries.** An entry is deleted only when
-//!    its name has the trash's pattern ([`trash::parse_entry`]); other names
-//!    are listed as foreign and left alone (test
-//!    `reclaim_deletes_only_entries_of_the_pattern`).
+//!    its name has the trash's pattern ([`trash::parse_entry`]) *and* its
+//!    record, written by [`trash::retire`] before the rename, names the
+//!    very directory at that name (same `(st_dev, st_ino)`); the deletion
+//!    checks that identity again on the entry's handle
+//!    ([`remove::remove_dir_expecting`]). Any other name — one of the right
+//!    shape that the controller did not retire, or whose directory is not
+//!    the one recorded — is listed as foreign (`TrashStatus::foreign`) and
+//!    left alone (tests `reclaim_deletes_only_entries_of_the_pattern`,
+//!    `a_name_of_the_entry_shape_the_controller_did_not_retire_is_left_alone`,
+//!    and `a_live_worktree_renamed_into_the_trash_is_never_reclaimed` in
+//!    `tests/trash_safety.rs`). The record goes once its entry is gone;
+//!    a record without an entry (a crash between the two) goes once
+//!    [`trash::STALE_RECORD`] old.
 //! 2. **The safe removal, nothing new.** Each entry is deleted with
 //!    [`remove::remove_dir`] with the trash as its root: no symlink
 //!    followed, no mount point crossed, nothing outside the entry touched
@@ -27,8 +37,6 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-#[cfg(test)]
-use std::time::SystemTime;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -162,7 +170,7 @@ impl Reclaimer {
                         let _permit = permit.acquire_owned().await.expect("never closed");
                         let now = me.active.fetch_add(1, Ordering::SeqCst) + 1;
                         me.peak.fetch_max(now, Ordering::SeqCst);
-                        let path = entry.clone();
+                        let path = entry.path.clone();
                         let started = Instant::now();
                         let r = {
                             let me = Arc::clone(&me);
@@ -189,9 +197,9 @@ impl Reclaimer {
         out
     }
 
-    /// Entries to start now: in the trash, of the pattern, not running, not
-    /// backing off. Marks them running.
-    fn eligible(&self) -> Vec<PathBuf> {
+    /// Entries to start now: in the trash, retired by the controller (see
+    /// [`trash::list`]), not running, not backing off. Marks them running.
+    fn eligible(&self) -> Vec<trash::TrashEntry> {
         let listing = match trash::list(&self.root) {
             Ok(l) => l,
             Err(e) => {
@@ -199,6 +207,7 @@ impl Reclaimer {
                 return Vec::new();
             }
         };
+        trash::forget_stale_records(&self.root, &listing);
         let now = Instant::now();
         let mut st = lock(&self.state);
         let mut out = Vec::new();
@@ -208,24 +217,48 @@ impl Reclaimer {
                 continue;
             }
             st.running.insert(e.path.clone());
-            out.push(e.path);
+            out.push(e);
         }
         out
     }
 
     /// Measures (once) and deletes one entry. Blocking.
-    fn reclaim_one(&self, entry: &std::path::Path) -> Result<(), String> {
-        let known = lock(&self.state).sizes.contains_key(entry);
+    fn reclaim_one(&self, entry: &trash::TrashEntry) -> Result<(), String> {
+        let path = entry.path.as_path();
+        let known = lock(&self.state).sizes.contains_key(path);
         if !known {
-            let bytes = trash::estimate_bytes(entry);
-            lock(&self.state).sizes.insert(entry.to_path_buf(), bytes);
+            let bytes = trash::estimate_bytes(path);
+            lock(&self.state).sizes.insert(path.to_path_buf(), bytes);
             self.update_gauges();
         }
         // The trash is the root of its entries: the same checks as a
-        // worktree's removal, one level down.
+        // worktree's removal, one level down, on a trash checked again;
+        // and only the directory the record names (the listing found it
+        // there, and the deletion checks it again on its handle).
+        let trash_root = self.trash_root()?;
+        remove::remove_dir_expecting(&trash_root, path, Some((entry.dev, entry.ino)))
+            .map_err(|e| e.to_string())?;
+        trash::forget_record_of(&self.root, path);
+        Ok(())
+    }
+
+    /// The trash as the root of its entries, checked on its handle first
+    /// and then the very directory opened.
+    fn trash_root(&self) -> Result<WorktreeRoot, String> {
+        let root_fd = self.root.open_handle().map_err(|e| e.to_string())?;
+        let fd = trash::open_existing_trash(&self.root, &root_fd)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{} is gone", trash::trash_path(&self.root).display()))?;
+        let st = nix::sys::stat::fstat(&fd).map_err(|e| e.to_string())?;
         let trash_root =
             WorktreeRoot::open(&trash::trash_path(&self.root)).map_err(|e| e.to_string())?;
-        remove::remove_dir(&trash_root, entry).map_err(|e| e.to_string())
+        if (trash_root.dev(), trash_root.ino()) != (st.st_dev, st.st_ino) {
+            return Err(format!(
+                "{} changed while it was being opened",
+                trash::trash_path(&self.root).display()
+            ));
+        }
+        Ok(trash_root)
     }
 
     fn finished(&self, entry: &std::path::Path, r: &Result<(), String>, took: Duration) {
@@ -349,7 +382,7 @@ mod tests {
         for i in 0..files {
             fs::write(wt.join(format!("a/b/f{i}")), "x").unwrap();
         }
-        match trash::retire(root, &wt, SystemTime::now()).unwrap() {
+        match crate::act::trash::testing::retire_path(root, &wt).unwrap() {
             trash::Retired::Moved { entry } => entry,
             other => panic!("{other:?}"),
         }
@@ -369,6 +402,45 @@ mod tests {
         let s = r.status();
         assert_eq!((s.entries, s.bytes), (0, 0));
         assert_eq!(s.foreign, vec![foreign]);
+    }
+
+    #[tokio::test]
+    async fn a_name_of_the_entry_shape_the_controller_did_not_retire_is_left_alone() {
+        let (_tmp, root, _outside) = fixture();
+        let ours = retire_tree(&root, "w1", 3);
+        let trash = trash::trash_path(&root);
+        // A retired entry whose directory was replaced under the same name:
+        // its record names the one retired, not this one.
+        let replaced = retire_tree(&root, "w2", 3);
+        fs::rename(&replaced, root.path().join("w2-retired")).unwrap();
+        fs::create_dir(&replaced).unwrap();
+        fs::write(replaced.join("live.txt"), "live").unwrap();
+        // The right shape, never retired (no record).
+        let planted = trash.join("w3.1764000000000000000");
+        fs::create_dir(&planted).unwrap();
+        fs::write(planted.join("live.txt"), "live").unwrap();
+        let r = Arc::new(Reclaimer::new(root.clone(), 2));
+        let swept = r.sweep(&CancellationToken::new()).await;
+        assert_eq!(
+            swept,
+            Swept {
+                reclaimed: 1,
+                failed: vec![]
+            }
+        );
+        assert!(!ours.exists());
+        assert!(
+            !trash
+                .join(trash::record_name(ours.file_name().unwrap()))
+                .exists(),
+            "the record goes with its entry"
+        );
+        for left in [&replaced, &planted] {
+            assert_eq!(fs::read(left.join("live.txt")).unwrap(), b"live");
+        }
+        let s = r.status();
+        assert_eq!(s.entries, 0);
+        assert_eq!(s.foreign, vec![replaced, planted]);
     }
 
     #[tokio::test]

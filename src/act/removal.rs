@@ -19,11 +19,18 @@ use crate::root::WorktreeRoot;
 pub enum Inspection {
     Refused(String),
     Gone,
-    Reasons(Vec<AtRisk>),
+    /// What removal would destroy (nothing: empty), and the directory
+    /// judged, pinned before the preflight; `None` only with a reason that
+    /// nothing overrides (not a directory, not pinned).
+    Reasons(Vec<AtRisk>, Option<trash::Pinned>),
 }
 
-/// Confines the path again and runs every check that decides whether the
-/// directory may go: mount points, then the git preflight, to `depth`.
+/// Confines the path again, pins the directory ([`trash::pin`]: what the
+/// preflight judges is what [`archive_and_remove`] may retire), and runs
+/// every check that decides whether it may go: mount points, then the git
+/// preflight, to `depth`. A name that no longer holds the pinned
+/// directory once the preflight is done is `changed_during_removal`: the
+/// verdict is not about what is there.
 pub fn inspect(
     root: &WorktreeRoot,
     wt: &WorktreeTarget,
@@ -38,6 +45,20 @@ pub fn inspect(
         PathCheck::Inside { exists: false, .. } => return Inspection::Gone,
         PathCheck::Inside { .. } => {}
     }
+    let pinned = match trash::pin(root, &wt.path) {
+        Ok(trash::Pin::Pinned(p)) => p,
+        Ok(trash::Pin::Gone) => return Inspection::Gone,
+        Ok(trash::Pin::NotADirectory(detail)) => {
+            return Inspection::Reasons(vec![AtRisk::NotAWorktree { detail }], None)
+        }
+        Err(e @ remove::RemoveError::OutsideRoot { .. }) => {
+            return Inspection::Refused(e.to_string())
+        }
+        Err(e) => {
+            let error = format!("pinning the directory before judging it: {e}");
+            return Inspection::Reasons(vec![AtRisk::PreflightFailed { error }], None);
+        }
+    };
     let mut reasons = match remove::mount_points_inside(&wt.path) {
         Ok(mounts) => mounts
             .into_iter()
@@ -50,7 +71,7 @@ pub fn inspect(
         }],
     };
     if depth == git::preflight::Depth::First && !reasons.is_empty() {
-        return Inspection::Reasons(reasons);
+        return Inspection::Reasons(reasons, Some(pinned));
     }
     reasons.extend(git::preflight::preflight(&git::preflight::Preflight {
         worktree: &wt.path,
@@ -62,7 +83,14 @@ pub fn inspect(
         depth,
         refs: Some(refs),
     }));
-    Inspection::Reasons(reasons)
+    match pinned.changed(root) {
+        Ok(None) => {}
+        Ok(Some(detail)) => reasons.push(AtRisk::ChangedDuringRemoval { detail }),
+        Err(e) => reasons.push(AtRisk::PreflightFailed {
+            error: format!("checking the directory judged is still in place: {e}"),
+        }),
+    }
+    Inspection::Reasons(reasons, Some(pinned))
 }
 
 /// Archives the worktree when asked to, keeps the commits only its reflog
@@ -91,9 +119,21 @@ pub fn inspect(
 ///    and a log line gives the reason (test
 ///    `retire_reports_cannot_rename_when_the_trash_is_another_file_system`
 ///    for the verdict; the deletion is `remove_dir`'s, with its own tests).
+/// 5. **What was judged (and archived) is what is retired.** `pinned` is
+///    the directory [`inspect`] pinned before its preflight: after the
+///    force archive and the history are written it must still be at its
+///    name, and [`trash::retire`] moves it only if the rename moved that
+///    very directory (else it is put back). Otherwise nothing is removed
+///    and the answer is [`Outcome::KeptAtRisk`] with
+///    `changed_during_removal` (tests in `tests/trash_safety.rs`, and
+///    `a_directory_swapped_in_before_the_rename_is_put_back`); the deletion
+///    in place deletes only the pinned directory
+///    ([`remove::remove_dir_expecting`]).
+#[allow(clippy::too_many_arguments)]
 pub fn archive_and_remove(
     root: &WorktreeRoot,
     wt: &WorktreeTarget,
+    pinned: &trash::Pinned,
     precious: &GlobSet,
     archive: bool,
     reasons: &[AtRisk],
@@ -126,16 +166,35 @@ pub fn archive_and_remove(
         }
     }
     crate::crash_point!("remove.before_retire");
+    let changed = |detail: String| {
+        tracing::warn!(worktree = %wt.path.display(), detail = %detail,
+            "the worktree changed while it was being removed; kept, judged again next pass");
+        Outcome::KeptAtRisk {
+            reasons: vec![AtRisk::ChangedDuringRemoval { detail }],
+            unchanged: false,
+        }
+    };
+    // What the archive and the history were taken from must be what is
+    // about to move.
+    match pinned.changed(root) {
+        Ok(None) => {}
+        Ok(Some(why)) => return (changed(why), detail),
+        Err(e) => {
+            let error = e.to_string();
+            return (Outcome::Failed { error }, detail);
+        }
+    }
     // Everything git-related is done: from the rename on, the worktree is
     // gone for git, for the orchestrator and for the answer; the space is
     // the reclaimer's.
     let mut in_place = None;
-    match trash::retire(root, &wt.path, SystemTime::now()) {
+    match trash::retire(root, pinned, now) {
         Ok(trash::Retired::Moved { entry }) => {
             crate::crash_point!("remove.after_rename");
             detail.trash = Some(entry.display().to_string());
         }
         Ok(trash::Retired::Gone) => {}
+        Ok(trash::Retired::Changed { why }) => return (changed(why), detail),
         Ok(trash::Retired::CannotRename { why }) => {
             tracing::warn!(worktree = %wt.path.display(), why = %why,
                 "cannot retire the worktree into the trash with one rename; deleting it in place");
@@ -151,7 +210,11 @@ pub fn archive_and_remove(
         }
     }
     if let Some(why) = &in_place {
-        if let Err(e) = remove::remove_dir(root, &wt.path) {
+        let judged = Some((pinned.dev(), pinned.ino()));
+        if let Err(e) = remove::remove_dir_expecting(root, &wt.path, judged) {
+            if let remove::RemoveError::Changed { why, .. } = e {
+                return (changed(why), detail);
+            }
             return (
                 Outcome::Failed {
                     error: e.to_string(),

@@ -42,6 +42,12 @@ pub enum RemoveError {
     OutsideRoot { path: PathBuf, why: String },
     #[error("mount point inside {path}: {mount}")]
     MountPoint { path: PathBuf, mount: PathBuf },
+    /// The trash is not the controller's own `0700` directory.
+    #[error("the trash {path} {why}")]
+    UnsafeTrash { path: PathBuf, why: String },
+    /// What is at the name is not the directory that was judged.
+    #[error("{path} is not the directory that was judged: {why}")]
+    Changed { path: PathBuf, why: String },
     #[error("cannot remove {path}: {source}")]
     Io {
         path: PathBuf,
@@ -158,6 +164,21 @@ pub fn mount_points_inside(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// deleted, never anything outside it). Needs `/proc` (mountinfo, fdinfo,
 /// and `/proc/self/fd/N` to list an opened directory).
 pub fn remove_dir(root: &WorktreeRoot, dir: &Path) -> Result<(), RemoveError> {
+    remove_dir_expecting(root, dir, None)
+}
+
+/// [`remove_dir`], of exactly the directory `expected` names by
+/// `(st_dev, st_ino)`: once the entry is opened (relative to the root's
+/// handle, without following a link), anything else there is refused with
+/// [`RemoveError::Changed`] before anything is deleted, and the walk then
+/// empties the directory through that very handle. What a rename swaps
+/// into the name afterwards is at most an empty directory removed by name
+/// (`rmdir` refuses one that holds anything).
+pub fn remove_dir_expecting(
+    root: &WorktreeRoot,
+    dir: &Path,
+    expected: Option<(u64, u64)>,
+) -> Result<(), RemoveError> {
     let target = match root.check(dir) {
         PathCheck::Refused { why } => {
             return Err(RemoveError::OutsideRoot {
@@ -194,12 +215,17 @@ pub fn remove_dir(root: &WorktreeRoot, dir: &Path) -> Result<(), RemoveError> {
             })
         }
     }
-    delete_entry(root, &name, &target)
+    delete_entry(root, &name, &target, expected)
 }
 
 /// The deletion proper, after [`remove_dir`]'s checks (guarantees 1, 3, 4;
 /// 2 is `remove_dir`'s pre-check).
-fn delete_entry(root: &WorktreeRoot, name: &OsStr, target: &Path) -> Result<(), RemoveError> {
+fn delete_entry(
+    root: &WorktreeRoot,
+    name: &OsStr,
+    target: &Path,
+    expected: Option<(u64, u64)>,
+) -> Result<(), RemoveError> {
     let io_at = |path: &Path, e: io::Error| RemoveError::Io {
         path: path.to_path_buf(),
         source: e,
@@ -244,6 +270,18 @@ fn delete_entry(root: &WorktreeRoot, name: &OsStr, target: &Path) -> Result<(), 
             });
         }
     };
+    if let Some((dev, ino)) = expected {
+        let st = fstat(&entry_fd).map_err(|e| io_at(target, e.into()))?;
+        if (st.st_dev, st.st_ino) != (dev, ino) {
+            return Err(RemoveError::Changed {
+                path: target.to_path_buf(),
+                why: format!(
+                    "it is device {}, inode {}; the directory judged was device {dev}, inode {ino}",
+                    st.st_dev, st.st_ino
+                ),
+            });
+        }
+    }
     if FsId::of(&entry_fd).map_err(|e| io_at(target, e))? != root_fs {
         return Err(RemoveError::MountPoint {
             path: target.to_path_buf(),
@@ -782,7 +820,7 @@ mod tests {
         let f = Fixture::new();
         let p = f.root.path().join("evil");
         symlink(f.outside(), &p).unwrap();
-        match delete_entry(&f.root, OsStr::new("evil"), &p) {
+        match delete_entry(&f.root, OsStr::new("evil"), &p, None) {
             Err(RemoveError::OutsideRoot { why, .. }) => {
                 assert_eq!(why, format!("symlink to {}", f.outside().display()))
             }
@@ -1089,7 +1127,7 @@ mod tests {
             return;
         };
         fs::write(mnt.join("precious"), "keep").unwrap();
-        match delete_entry(&f.root, OsStr::new("wt1"), &f.wt1()) {
+        match delete_entry(&f.root, OsStr::new("wt1"), &f.wt1(), None) {
             Err(RemoveError::MountPoint { mount, .. }) => assert_eq!(mount, mnt),
             other => panic!("expected MountPoint, got {other:?}"),
         }
@@ -1097,7 +1135,7 @@ mod tests {
         drop(m);
 
         let _b = Mount::bind(&f.outside(), &mnt).unwrap();
-        match delete_entry(&f.root, OsStr::new("wt1"), &f.wt1()) {
+        match delete_entry(&f.root, OsStr::new("wt1"), &f.wt1(), None) {
             Err(RemoveError::MountPoint { mount, .. }) => assert_eq!(mount, mnt),
             other => panic!("expected MountPoint, got {other:?}"),
         }

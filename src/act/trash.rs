@@ -7,32 +7,68 @@
 //! `0700`. Each entry is one retired worktree directory, named
 //! `<worktree id>.<unix nanos>` ([`entry_name`]): the id it had under the
 //! root, a dot, and the time it was retired in nanoseconds since the epoch
-//! (decimal digits only). The reclaimer deletes only entries whose name has
-//! that shape ([`parse_entry`]); anything else in the trash is reported and
-//! left alone.
+//! (decimal digits only). Beside each entry, its **record**
+//! `<entry>.retired` ([`RECORD_SUFFIX`]) holds the `(st_dev, st_ino)` of
+//! the directory the controller retired under that name.
+//!
+//! # Why a record file, not the database
+//!
+//! The reclaimer deletes only what the controller retired itself, so it
+//! needs to know, for each name in the trash, which directory that was. The
+//! write-ahead intent of the removal names the entry and its
+//! `(device, inode)` too, for the audit; but the reclaimer's authority is
+//! the record in the trash: the reclaimer runs beside the passes with no
+//! store of its own (it must free space while the shared database is
+//! unreachable, and at start-up before it is), and a fact about this host's
+//! disk is best kept on that disk. The record is written inside the `0700`
+//! trash, which only the controller's user can write to, before the rename,
+//! and made durable (`fsync` of the file and of the trash) before the
+//! directory moves: a crash at any point leaves either a record without an
+//! entry (removed once old, [`STALE_RECORD`]) or both.
+//!
+//! # The trash is checked, not trusted (DESIGN rule 11)
+//!
+//! Before every use the trash is opened without following a link
+//! (`O_NOFOLLOW | O_DIRECTORY`, relative to the root's checked handle) and
+//! judged on that handle: a directory owned by the controller's effective
+//! user, mode `0700`. A symlink, a file, another user's directory or one
+//! others may enter is an error naming it, its owner and mode and what to
+//! do ([`RemoveError::UnsafeTrash`]): never followed, never used (tests
+//! `a_planted_trash_is_never_used`, and `tests/trash_safety.rs` with a
+//! real second user).
 //!
 //! # Guarantees of [`retire`]
-//! 1. **Exactly the worktree, nothing else.** The entry is checked with
-//!    [`WorktreeRoot::check`], must be a directory (not a symlink, not a
-//!    file), and is moved by name with one `renameat2(RENAME_NOREPLACE)`
-//!    from a descriptor of the root whose `(st_dev, st_ino)` is still the
-//!    prepared root's into a descriptor of the trash opened with
-//!    `O_NOFOLLOW`. No symlink is followed, no existing trash entry is
+//! 1. **The directory judged is the directory retired.** [`pin`] opens the
+//!    worktree directory without following a link, relative to the root's
+//!    handle, *before* the preflight, and keeps the descriptor (so its
+//!    inode cannot be freed and reused). [`retire`] moves the entry only
+//!    while the name still holds that very directory, and compares what
+//!    it moved with it right after the rename; anything else (swapped in
+//!    between, or moved away) is put back with `RENAME_NOREPLACE`, under
+//!    its own name or, when that is taken again, `<name>.returned.<nanos>`,
+//!    and answers [`Retired::Changed`]. A directory renamed away during
+//!    the preflight and back before the check is caught by its `st_ctime`,
+//!    which every rename sets. The worktree is then kept
+//!    (`changed_during_removal`) and judged again by the next pass (tests
+//!    `a_directory_swapped_in_before_the_rename_is_put_back`,
+//!    `a_directory_moved_away_before_the_rename_is_not_retired`, and
+//!    `tests/trash_safety.rs`: a second user renaming in a loop, and
+//!    `a_force_retires_only_the_directory_it_archived`).
+//! 2. **Exactly the worktree, nothing else.** The entry must be a direct
+//!    entry of the root ([`WorktreeRoot::check`]) and is moved by name with
+//!    one `renameat2(RENAME_NOREPLACE)` from the root's checked handle into
+//!    the trash's. No symlink is followed, no existing trash entry is
 //!    replaced, nothing below the entry is touched (test
 //!    `retire_moves_exactly_the_worktree_and_nothing_else`).
-//! 2. **Atomic.** The directory is either still at its place or wholly in
-//!    the trash; a crash at any instant leaves one of the two (test
-//!    `a_crash_right_after_the_rename_converges` in `tests/crash.rs`, the
-//!    real binary killed right after the rename).
-//! 3. **A swapped entry is put back.** When what was moved is not the
-//!    directory that was checked (same device and inode), it is moved back
-//!    and the retire fails. A symlink or a file is refused before the
-//!    rename (test `retire_refuses_a_symlink_entry`); the swap itself needs
-//!    a race between two system calls and is not provoked by a test.
+//! 3. **Atomic.** The directory is either still at its place or wholly in
+//!    the trash; a crash at any instant leaves one of the two (tests
+//!    `a_crash_right_after_the_rename_converges` and
+//!    `a_crash_between_the_record_and_the_rename_converges` in
+//!    `tests/crash.rs`).
 //! 4. **Falls back, never guesses.** `EXDEV` (the trash on another file
 //!    system) and `EBUSY` (the entry is a mount point, or in use as one)
 //!    answer [`Retired::CannotRename`] with the reason: the caller deletes
-//!    in place, as before, and says why (test
+//!    in place, the pinned directory only, and says why (test
 //!    `retire_reports_cannot_rename_when_the_trash_is_another_file_system`).
 //! 5. **The trash is never a worktree.** [`WorktreeRoot::check`] refuses
 //!    `<root>/.boo-trash` as a worktree path and the root observation skips
@@ -40,20 +76,31 @@
 //!    `the_trash_is_never_an_orphan`).
 
 use std::ffi::{OsStr, OsString};
-use std::io;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
-use nix::fcntl::{openat, renameat2, AtFlags, RenameFlags, AT_FDCWD};
-use nix::sys::stat::{fstat, fstatat, mkdirat, Mode, SFlag};
+use nix::fcntl::{openat, renameat2, AtFlags, OFlag, RenameFlags};
+use nix::sys::stat::{fstat, fstatat, mkdirat, FileStat, Mode, SFlag};
+use nix::unistd::{unlinkat, Uid, UnlinkatFlags};
 
 use super::remove::{dir_flags, RemoveError};
 use crate::model::PathCheck;
-use crate::root::WorktreeRoot;
+use crate::root::{user_label, WorktreeRoot};
 
 pub use crate::root::TRASH_DIR;
+
+/// The suffix of an entry's record: `<entry>.retired`.
+pub const RECORD_SUFFIX: &str = ".retired";
+
+/// A record older than this whose entry is gone is removed: its retire
+/// never renamed (a crash between the two) or its entry was reclaimed.
+/// A retire takes microseconds between the record and the rename; an hour
+/// is far beyond any clock step.
+pub const STALE_RECORD: Duration = Duration::from_secs(3600);
 
 /// What became of a worktree directory handed to [`retire`].
 #[derive(Debug, PartialEq, Eq)]
@@ -64,6 +111,10 @@ pub enum Retired {
     Gone,
     /// The rename is impossible here; the directory is untouched.
     CannotRename { why: String },
+    /// The name no longer held the directory judged (or what the rename
+    /// moved was not it); nothing was retired, and what moved was put
+    /// back (`why` says where).
+    Changed { why: String },
 }
 
 /// `<worktree id>.<unix nanos>`.
@@ -89,163 +140,563 @@ pub fn parse_entry(name: &OsStr) -> Option<(OsString, SystemTime)> {
     Some((OsStr::from_bytes(id).to_os_string(), at))
 }
 
+/// The record's name of an entry.
+pub fn record_name(entry: &OsStr) -> OsString {
+    let mut r = entry.to_os_string();
+    r.push(RECORD_SUFFIX);
+    r
+}
+
 /// The trash directory of `root`.
 pub fn trash_path(root: &WorktreeRoot) -> PathBuf {
     root.path().join(TRASH_DIR)
 }
 
-/// Moves `dir`, a direct entry of `root`, into the trash (see the module's
-/// guarantees). Creates the trash when missing.
-pub fn retire(root: &WorktreeRoot, dir: &Path, now: SystemTime) -> Result<Retired, RemoveError> {
-    let io_at = |path: &Path, e: Errno| RemoveError::Io {
+/// A worktree directory held open from before its preflight to its
+/// retirement: what was judged, by `(st_dev, st_ino)`. The descriptor is
+/// kept so that the inode stays allocated (a directory deleted and another
+/// made in its place cannot get its number).
+#[derive(Debug)]
+pub struct Pinned {
+    fd: OwnedFd,
+    name: OsString,
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+    /// `st_ctime` when pinned. A rename of the directory sets it (as do
+    /// entries made or removed right inside it), so a directory moved away
+    /// while it was judged and brought back before the check is seen too:
+    /// the preflight takes far longer than a timestamp's tick.
+    ctime: (i64, i64),
+}
+
+impl Pinned {
+    /// `st_dev` of the directory judged.
+    pub fn dev(&self) -> u64 {
+        self.dev
+    }
+
+    /// `st_ino` of the directory judged.
+    pub fn ino(&self) -> u64 {
+        self.ino
+    }
+
+    /// The directory's path, spelled with the canonical root.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The name of its trash entry if retired at `at`.
+    pub fn entry_name(&self, at: SystemTime) -> OsString {
+        entry_name(&self.name, at)
+    }
+
+    /// `None` while the name still holds the directory judged; else why
+    /// not (moved away, deleted, or another directory in its place).
+    pub fn changed(&self, root: &WorktreeRoot) -> Result<Option<String>, RemoveError> {
+        let root_fd = root_handle(root, &self.path)?;
+        Ok(match self.place(&root_fd)? {
+            Place::Here => None,
+            Place::Deleted => Some(format!("{} was deleted", self.path.display())),
+            Place::Elsewhere(why) => Some(why),
+        })
+    }
+
+    /// Where the pinned directory is now, seen from the root's handle.
+    fn place(&self, root_fd: &OwnedFd) -> Result<Place, RemoveError> {
+        match fstatat(root_fd, self.name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) if (st.st_dev, st.st_ino) == (self.dev, self.ino) => {
+                return Ok(if (st.st_ctime, st.st_ctime_nsec) == self.ctime {
+                    Place::Here
+                } else {
+                    Place::Elsewhere(format!(
+                        "{} was renamed, or entries were made or removed right inside it, \
+                         while it was being judged (its ctime moved)",
+                        self.path.display()
+                    ))
+                })
+            }
+            Ok(st) => {
+                return Ok(Place::Elsewhere(format!(
+                    "{} is now another {} (device {}, inode {}), not the directory judged \
+                     (device {}, inode {})",
+                    self.path.display(),
+                    kind_of(&st),
+                    st.st_dev,
+                    st.st_ino,
+                    self.dev,
+                    self.ino
+                )))
+            }
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(io_at(&self.path, e)),
+        }
+        // Nothing at the name: deleted (no link left), or moved away.
+        let st = fstat(&self.fd).map_err(|e| io_at(&self.path, e))?;
+        Ok(if st.st_nlink == 0 {
+            Place::Deleted
+        } else {
+            Place::Elsewhere(format!(
+                "the directory judged (device {}, inode {}) was moved away from {}",
+                self.dev,
+                self.ino,
+                self.path.display()
+            ))
+        })
+    }
+}
+
+enum Place {
+    Here,
+    Deleted,
+    Elsewhere(String),
+}
+
+/// What [`pin`] found at a worktree's path.
+#[derive(Debug)]
+pub enum Pin {
+    Pinned(Pinned),
+    /// Nothing there.
+    Gone,
+    /// Not a directory (a file, a fifo, …): never retired.
+    NotADirectory(String),
+}
+
+fn io_at(path: &Path, e: Errno) -> RemoveError {
+    RemoveError::Io {
         path: path.to_path_buf(),
         source: io::Error::from(e),
-    };
-    let target = match root.check(dir) {
+    }
+}
+
+fn kind_of(st: &FileStat) -> &'static str {
+    match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
+        SFlag::S_IFDIR => "directory",
+        SFlag::S_IFLNK => "symlink",
+        SFlag::S_IFREG => "regular file",
+        _ => "special file",
+    }
+}
+
+/// The root's checked handle ([`WorktreeRoot::open_handle`]); a refusal
+/// is a refusal of `path`.
+fn root_handle(root: &WorktreeRoot, path: &Path) -> Result<OwnedFd, RemoveError> {
+    root.open_handle().map_err(|e| RemoveError::OutsideRoot {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    })
+}
+
+/// Pins `dir`, a direct entry of `root`, for [`retire`]: opens it without
+/// following a link, relative to the root's checked handle. Call before
+/// the preflight: its verdict is then about this directory.
+pub fn pin(root: &WorktreeRoot, dir: &Path) -> Result<Pin, RemoveError> {
+    let path = match root.check(dir) {
         PathCheck::Refused { why } => {
             return Err(RemoveError::OutsideRoot {
                 path: dir.to_path_buf(),
                 why,
             })
         }
-        PathCheck::Inside { exists: false, .. } => return Ok(Retired::Gone),
+        PathCheck::Inside { exists: false, .. } => return Ok(Pin::Gone),
         PathCheck::Inside { path, .. } => path,
     };
-    let Some(name) = target.file_name().map(OsStr::to_os_string) else {
+    let Some(name) = path.file_name().map(OsStr::to_os_string) else {
         return Err(RemoveError::OutsideRoot {
             path: dir.to_path_buf(),
             why: "no entry name".into(),
         });
     };
-    let root_fd = openat(AT_FDCWD, root.path(), dir_flags(), Mode::empty())
-        .map_err(|e| io_at(root.path(), e))?;
-    let root_st = fstat(&root_fd).map_err(|e| io_at(root.path(), e))?;
-    if (root_st.st_dev, root_st.st_ino) != (root.dev(), root.ino()) {
-        return Err(RemoveError::OutsideRoot {
-            path: target,
-            why: format!(
-                "the worktree root {} was replaced since it was prepared",
-                root.path().display()
-            ),
-        });
-    }
-    let before = match fstatat(&root_fd, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
-        Ok(st) => st,
-        Err(Errno::ENOENT) => return Ok(Retired::Gone),
-        Err(e) => return Err(io_at(&target, e)),
+    let root_fd = root_handle(root, &path)?;
+    // O_PATH: a handle to the directory itself, which needs no read
+    // permission (a `0000` directory is still judged, as `unreadable`).
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = match openat(&root_fd, name.as_os_str(), flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(Pin::Gone),
+        Err(Errno::ELOOP | Errno::ENOTDIR) => {
+            return Ok(Pin::NotADirectory(format!(
+                "{} is not a directory (a symlink or a file is never retired)",
+                path.display()
+            )))
+        }
+        Err(e) => return Err(io_at(&path, e)),
     };
-    if SFlag::from_bits_truncate(before.st_mode) & SFlag::S_IFMT != SFlag::S_IFDIR {
+    let st = fstat(&fd).map_err(|e| io_at(&path, e))?;
+    Ok(Pin::Pinned(Pinned {
+        fd,
+        name,
+        path,
+        dev: st.st_dev,
+        ino: st.st_ino,
+        ctime: (st.st_ctime, st.st_ctime_nsec),
+    }))
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Runs right before the rename, in this thread only: how the tests
+    /// make the world move between the last check and the act.
+    pub(crate) static BEFORE_RENAME: std::cell::RefCell<Option<Box<dyn Fn()>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Moves the pinned directory into the trash (see the module's
+/// guarantees). Creates the trash when missing.
+pub fn retire(
+    root: &WorktreeRoot,
+    pinned: &Pinned,
+    now: SystemTime,
+) -> Result<Retired, RemoveError> {
+    let target = &pinned.path;
+    if let PathCheck::Refused { why } = root.check(target) {
         return Err(RemoveError::OutsideRoot {
-            path: target,
-            why: "not a directory (a symlink or a file is never retired)".into(),
+            path: target.clone(),
+            why,
         });
     }
-    let trash_fd = open_trash(&root_fd).map_err(|e| io_at(&trash_path(root), e))?;
-    let entry = entry_name(&name, now);
-    match renameat2(
+    let root_fd = root_handle(root, target)?;
+    match pinned.place(&root_fd)? {
+        Place::Here => {}
+        Place::Deleted => return Ok(Retired::Gone),
+        Place::Elsewhere(why) => return Ok(Retired::Changed { why }),
+    }
+    let trash_fd = open_trash(root, &root_fd)?;
+    let entry = pinned.entry_name(now);
+    write_record(&trash_fd, &entry, pinned.dev, pinned.ino)
+        .map_err(|e| io_at(&trash_path(root).join(record_name(&entry)), e))?;
+    crate::crash_point!("trash.after_record");
+    #[cfg(test)]
+    BEFORE_RENAME.with(|h| {
+        if let Some(h) = h.borrow().as_ref() {
+            h()
+        }
+    });
+    let renamed = renameat2(
         &root_fd,
-        name.as_os_str(),
+        pinned.name.as_os_str(),
         &trash_fd,
         entry.as_os_str(),
         RenameFlags::RENAME_NOREPLACE,
-    ) {
-        Ok(()) => {}
-        Err(Errno::ENOENT) => return Ok(Retired::Gone),
-        Err(e @ (Errno::EXDEV | Errno::EBUSY)) => {
-            return Ok(Retired::CannotRename {
+    );
+    if let Err(e) = renamed {
+        forget_record(&trash_fd, &entry);
+        return match e {
+            Errno::ENOENT => Ok(match pinned.place(&root_fd)? {
+                Place::Deleted | Place::Here => Retired::Gone,
+                Place::Elsewhere(why) => Retired::Changed { why },
+            }),
+            Errno::EXDEV | Errno::EBUSY => Ok(Retired::CannotRename {
                 why: format!(
                     "renaming {} into {} failed: {e}",
                     target.display(),
                     trash_path(root).display()
                 ),
-            })
-        }
-        Err(e) => return Err(io_at(&target, e)),
+            }),
+            e => Err(io_at(target, e)),
+        };
     }
     let moved = fstatat(&trash_fd, entry.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
-        .map_err(|e| io_at(&target, e))?;
-    if (moved.st_dev, moved.st_ino) != (before.st_dev, before.st_ino) {
-        // Swapped between the check and the rename: whatever it is, it
-        // goes back where it was found.
-        let back = renameat2(
-            &trash_fd,
-            entry.as_os_str(),
-            &root_fd,
-            name.as_os_str(),
-            RenameFlags::RENAME_NOREPLACE,
-        );
-        return Err(RemoveError::OutsideRoot {
-            path: target,
-            why: format!(
-                "the entry was replaced while it was being retired (moved back: {})",
-                match back {
-                    Ok(()) => "yes".to_string(),
-                    Err(e) => format!("no, {e}"),
-                }
-            ),
+        .map_err(|e| io_at(target, e))?;
+    if (moved.st_dev, moved.st_ino) == (pinned.dev, pinned.ino) {
+        return Ok(Retired::Moved {
+            entry: trash_path(root).join(entry),
         });
     }
-    Ok(Retired::Moved {
-        entry: trash_path(root).join(entry),
+    // Swapped between the last check and the rename: what moved is not
+    // what was judged. It goes back where it was found, and its record
+    // goes (it names the directory judged, which is not in the trash).
+    let back = put_back(&trash_fd, &entry, &root_fd, &pinned.name, root);
+    forget_record(&trash_fd, &entry);
+    Ok(Retired::Changed {
+        why: format!(
+            "another {} (device {}, inode {}) was renamed into {} just before it was retired, \
+             not the directory judged (device {}, inode {}); {back}",
+            kind_of(&moved),
+            moved.st_dev,
+            moved.st_ino,
+            target.display(),
+            pinned.dev,
+            pinned.ino
+        ),
     })
 }
 
-/// Opens the trash below `root_fd`, creating it when missing; a trash that
-/// is a symlink or not a directory fails (`ELOOP`, `ENOTDIR`).
-fn open_trash(root_fd: &std::os::fd::OwnedFd) -> Result<std::os::fd::OwnedFd, Errno> {
-    match mkdirat(root_fd, TRASH_DIR, Mode::from_bits_truncate(0o700)) {
-        Ok(()) | Err(Errno::EEXIST) => {}
-        Err(e) => return Err(e),
+/// Moves the trash entry `entry` back into the root: under `name`, or
+/// under `<name>.returned.<nanos>` when `name` is taken again; never over
+/// anything. Says where it went.
+fn put_back(
+    trash_fd: &OwnedFd,
+    entry: &OsStr,
+    root_fd: &OwnedFd,
+    name: &OsStr,
+    root: &WorktreeRoot,
+) -> String {
+    let mut tries = vec![name.to_os_string()];
+    let mut other = name.to_os_string();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    other.push(format!(".returned.{nanos}"));
+    tries.push(other);
+    let mut last = None;
+    for to in tries {
+        match renameat2(
+            trash_fd,
+            entry,
+            root_fd,
+            to.as_os_str(),
+            RenameFlags::RENAME_NOREPLACE,
+        ) {
+            Ok(()) => return format!("put back at {}", root.path().join(&to).display()),
+            Err(e) => last = Some(e),
+        }
     }
-    openat(root_fd, TRASH_DIR, dir_flags(), Mode::empty())
+    let e = last.map_or_else(String::new, |e| e.to_string());
+    tracing::error!(entry = %trash_path(root).join(entry).display(), error = %e,
+        "cannot put back what was swapped in before a retirement; it stays in the trash, \
+         where the reclaimer never deletes it (no record names it)");
+    format!(
+        "it could not be put back ({e}) and stays as {}, which the reclaimer leaves alone",
+        trash_path(root).join(entry).display()
+    )
 }
 
-/// One entry waiting in the trash.
+/// Writes `<entry>.retired` (`"<dev> <ino>\n"`, new, mode `0600`), and
+/// makes it and its name durable before the rename it announces.
+fn write_record(trash_fd: &OwnedFd, entry: &OsStr, dev: u64, ino: u64) -> Result<(), Errno> {
+    let fd = openat(
+        trash_fd,
+        record_name(entry).as_os_str(),
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    )?;
+    let mut file = std::fs::File::from(fd);
+    let written = file
+        .write_all(format!("{dev} {ino}\n").as_bytes())
+        .and_then(|()| file.sync_all());
+    if let Err(e) = written {
+        drop(file);
+        forget_record(trash_fd, entry);
+        return Err(Errno::from_raw(e.raw_os_error().unwrap_or(nix::libc::EIO)));
+    }
+    nix::unistd::fsync(trash_fd)
+}
+
+/// Removes an entry's record; one already gone is fine.
+pub(crate) fn forget_record(trash_fd: &OwnedFd, entry: &OsStr) {
+    match unlinkat(
+        trash_fd,
+        record_name(entry).as_os_str(),
+        UnlinkatFlags::NoRemoveDir,
+    ) {
+        Ok(()) | Err(Errno::ENOENT) => {}
+        Err(e) => tracing::warn!(entry = ?entry, error = %e, "cannot remove a trash record"),
+    }
+}
+
+/// The `(dev, ino)` an entry's record names; `None` when there is no
+/// readable, well-formed record.
+fn read_record(trash_fd: &OwnedFd, entry: &OsStr) -> Option<(u64, u64)> {
+    let fd = openat(
+        trash_fd,
+        record_name(entry).as_os_str(),
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
+        Mode::empty(),
+    )
+    .ok()?;
+    let st = fstat(&fd).ok()?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+        return None;
+    }
+    let mut text = String::new();
+    std::fs::File::from(fd)
+        .take(64)
+        .read_to_string(&mut text)
+        .ok()?;
+    let mut it = text.trim_end_matches('\n').split(' ');
+    let dev = it.next()?.parse().ok()?;
+    let ino = it.next()?.parse().ok()?;
+    it.next().is_none().then_some((dev, ino))
+}
+
+/// Opens the trash below the root's handle, creating it (mode `0700`)
+/// when missing, and checks it on its handle.
+fn open_trash(root: &WorktreeRoot, root_fd: &OwnedFd) -> Result<OwnedFd, RemoveError> {
+    match mkdirat(root_fd, TRASH_DIR, Mode::from_bits_truncate(0o700)) {
+        Ok(()) | Err(Errno::EEXIST) => {}
+        Err(e) => return Err(io_at(&trash_path(root), e)),
+    }
+    open_existing_trash(root, root_fd)?.ok_or_else(|| io_at(&trash_path(root), Errno::ENOENT))
+}
+
+/// Opens the trash below the root's handle without following a link and
+/// judges it on that handle: a directory owned by the controller's
+/// effective user, mode `0700`. `None` when there is none.
+pub fn open_existing_trash(
+    root: &WorktreeRoot,
+    root_fd: &OwnedFd,
+) -> Result<Option<OwnedFd>, RemoveError> {
+    let path = trash_path(root);
+    let unsafe_trash = |why: String| RemoveError::UnsafeTrash {
+        path: path.clone(),
+        why,
+    };
+    let fd = match openat(root_fd, TRASH_DIR, dir_flags(), Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(e @ (Errno::ELOOP | Errno::ENOTDIR)) => {
+            let what = match fstatat(root_fd, TRASH_DIR, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) if kind_of(&st) == "symlink" => format!(
+                    "is a symlink (to {}), owned by {}",
+                    nix::fcntl::readlinkat(root_fd, TRASH_DIR)
+                        .map(|t| PathBuf::from(t).display().to_string())
+                        .unwrap_or_else(|e| format!("<unreadable: {e}>")),
+                    user_label(st.st_uid)
+                ),
+                Ok(st) => format!(
+                    "is a {}, owned by {} with mode {:04o}",
+                    kind_of(&st),
+                    user_label(st.st_uid),
+                    st.st_mode & 0o7777
+                ),
+                Err(_) => format!("cannot be opened as a directory ({e})"),
+            };
+            return Err(unsafe_trash(format!(
+                "{what}: it is never followed nor used. Nothing is retired until it is gone: \
+                 remove it (`rm {}`) and the controller creates its own trash, a directory \
+                 of its user with mode 0700",
+                path.display()
+            )));
+        }
+        Err(e) => return Err(io_at(&path, e)),
+    };
+    let st = fstat(&fd).map_err(|e| io_at(&path, e))?;
+    let me = Uid::effective().as_raw();
+    if st.st_uid != me || st.st_mode & 0o7777 != 0o700 {
+        return Err(unsafe_trash(format!(
+            "is owned by {} with mode {:04o}; the trash must be the controller's own \
+             directory, owned by {} with mode 0700, or others could plant, swap or take \
+             what is retired there. Nothing is retired until it is fixed: check what it \
+             holds, move it out of the root (`mv {} <elsewhere>`), and the controller \
+             creates a new one",
+            user_label(st.st_uid),
+            st.st_mode & 0o7777,
+            user_label(me),
+            path.display()
+        )));
+    }
+    Ok(Some(fd))
+}
+
+/// One entry waiting in the trash, retired by the controller itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TrashEntry {
     pub path: PathBuf,
     pub worktree_id: String,
     pub retired_at: SystemTime,
+    /// The `(st_dev, st_ino)` its record names, which it has.
+    pub dev: u64,
+    pub ino: u64,
 }
 
-/// What the trash holds: the entries the reclaimer may delete, and the
-/// names it will not touch (not made by the controller).
+/// What the trash holds: the entries the reclaimer may delete, the names
+/// it will not touch (not retired by the controller: no record, or a
+/// record naming another directory), and the records whose entry is gone
+/// since [`STALE_RECORD`] or more.
 #[derive(Clone, Debug, Default)]
 pub struct Listing {
     pub entries: Vec<TrashEntry>,
     pub foreign: Vec<PathBuf>,
+    pub stale_records: Vec<OsString>,
 }
 
-/// Lists the trash of `root`; a missing trash is empty.
+/// Lists the trash of `root` through its checked handle; a missing trash
+/// is empty, an unsafe one an error.
 pub fn list(root: &WorktreeRoot) -> io::Result<Listing> {
     let dir = trash_path(root);
     let mut out = Listing::default();
-    let meta = match std::fs::symlink_metadata(&dir) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e),
+    let as_io = |e: RemoveError| io::Error::other(e.to_string());
+    let root_fd = root_handle(root, &dir).map_err(as_io)?;
+    let Some(trash_fd) = open_existing_trash(root, &root_fd).map_err(as_io)? else {
+        return Ok(out);
     };
-    if !meta.is_dir() {
-        return Err(io::Error::other(format!(
-            "{} is not a directory (a symlink or a file): the trash is unusable",
-            dir.display()
-        )));
-    }
-    for e in std::fs::read_dir(&dir)? {
-        let e = e?;
-        let name = e.file_name();
-        match parse_entry(&name) {
-            Some((id, at)) => out.entries.push(TrashEntry {
-                path: e.path(),
-                worktree_id: id.to_string_lossy().into_owned(),
-                retired_at: at,
-            }),
-            None => out.foreign.push(e.path()),
+    // `/proc/self/fd/N` is the directory the handle holds, not a path
+    // looked up again.
+    let names: Vec<OsString> =
+        std::fs::read_dir(format!("/proc/self/fd/{}", trash_fd.as_raw_fd()))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<io::Result<_>>()?;
+    let now = SystemTime::now();
+    for name in &names {
+        let bytes = name.as_bytes();
+        if let Some(stem) = bytes.strip_suffix(RECORD_SUFFIX.as_bytes()) {
+            let stem = OsStr::from_bytes(stem);
+            if let Some((_, at)) = parse_entry(stem) {
+                let old = now.duration_since(at).is_ok_and(|age| age >= STALE_RECORD);
+                if old && !names.iter().any(|n| n == stem) {
+                    out.stale_records.push(stem.to_os_string());
+                }
+                continue;
+            }
+        }
+        let ours = parse_entry(name).and_then(|(id, at)| {
+            let (dev, ino) = read_record(&trash_fd, name)?;
+            let st = fstatat(&trash_fd, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
+            ((st.st_dev, st.st_ino) == (dev, ino) && kind_of(&st) == "directory").then(|| {
+                TrashEntry {
+                    path: dir.join(name),
+                    worktree_id: id.to_string_lossy().into_owned(),
+                    retired_at: at,
+                    dev,
+                    ino,
+                }
+            })
+        });
+        match ours {
+            Some(e) => out.entries.push(e),
+            None => out.foreign.push(dir.join(name)),
         }
     }
     out.entries.sort_by_key(|e| e.retired_at);
     out.foreign.sort();
     Ok(out)
+}
+
+/// Removes the records of `listing.stale_records` (see [`STALE_RECORD`]).
+pub fn forget_stale_records(root: &WorktreeRoot, listing: &Listing) {
+    if listing.stale_records.is_empty() {
+        return;
+    }
+    let Ok(root_fd) = root.open_handle() else {
+        return;
+    };
+    if let Ok(Some(trash_fd)) = open_existing_trash(root, &root_fd) {
+        for entry in &listing.stale_records {
+            forget_record(&trash_fd, entry);
+        }
+    }
+}
+
+/// Removes the record of an entry the reclaimer has deleted.
+pub fn forget_record_of(root: &WorktreeRoot, entry: &Path) {
+    let Some(name) = entry.file_name() else {
+        return;
+    };
+    let Ok(root_fd) = root.open_handle() else {
+        return;
+    };
+    if let Ok(Some(trash_fd)) = open_existing_trash(root, &root_fd) {
+        // Only once the entry itself is gone: a record outliving its entry
+        // is harmless, an entry without one is never reclaimed.
+        if matches!(
+            fstatat(&trash_fd, name, AtFlags::AT_SYMLINK_NOFOLLOW),
+            Err(Errno::ENOENT)
+        ) {
+            forget_record(&trash_fd, name);
+        }
+    }
 }
 
 /// An estimate of the space an entry holds: the allocated blocks
@@ -285,6 +736,21 @@ pub(crate) mod testing {
         (tmp, WorktreeRoot::prepare(&root).unwrap(), outside)
     }
 
+    /// Pins `dir` and retires it at once.
+    pub(crate) fn retire_path(
+        root: &WorktreeRoot,
+        dir: &Path,
+    ) -> Result<super::Retired, super::RemoveError> {
+        match super::pin(root, dir)? {
+            super::Pin::Pinned(p) => super::retire(root, &p, std::time::SystemTime::now()),
+            super::Pin::Gone => Ok(super::Retired::Gone),
+            super::Pin::NotADirectory(why) => Err(super::RemoveError::OutsideRoot {
+                path: dir.to_path_buf(),
+                why,
+            }),
+        }
+    }
+
     /// A tmpfs mounted at `at` until dropped. None where this run cannot
     /// mount one (it needs root): the test then skips, and says so.
     pub(crate) struct Tmpfs(PathBuf);
@@ -312,9 +778,10 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
-    use super::testing::{fixture, Tmpfs};
+    use super::testing::{fixture, retire_path, Tmpfs};
     use super::*;
     use std::fs;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     #[test]
     fn entry_names_round_trip_and_foreign_names_are_refused() {
@@ -325,6 +792,11 @@ mod tests {
         for foreign in ["w1", "w1.", ".123", "w1.12a", "w1.-1", "notes.txt"] {
             assert_eq!(parse_entry(OsStr::new(foreign)), None, "{foreign}");
         }
+        assert_eq!(
+            parse_entry(&record_name(&name)),
+            None,
+            "a record is no entry"
+        );
     }
 
     #[test]
@@ -337,7 +809,8 @@ mod tests {
         let sibling = root.path().join("w2");
         fs::create_dir_all(&sibling).unwrap();
         fs::write(sibling.join("g.txt"), "y").unwrap();
-        let Retired::Moved { entry } = retire(&root, &wt, SystemTime::now()).unwrap() else {
+        let judged = fs::metadata(&wt).unwrap().ino();
+        let Retired::Moved { entry } = retire_path(&root, &wt).unwrap() else {
             panic!("not moved")
         };
         assert!(!wt.exists());
@@ -352,10 +825,17 @@ mod tests {
         let listing = list(&root).unwrap();
         assert_eq!(listing.entries.len(), 1);
         assert_eq!(listing.entries[0].worktree_id, "w1");
-        assert_eq!(
-            retire(&root, &wt, SystemTime::now()).unwrap(),
-            Retired::Gone
-        );
+        assert_eq!(listing.entries[0].ino, judged);
+        assert!(listing.foreign.is_empty(), "{:?}", listing.foreign);
+        // The trash is the controller's own, 0700; the record is durable
+        // beside the entry and names the directory retired.
+        let t = fs::symlink_metadata(trash_path(&root)).unwrap();
+        assert_eq!(t.mode() & 0o7777, 0o700);
+        let rec =
+            fs::read_to_string(trash_path(&root).join(record_name(entry.file_name().unwrap())))
+                .unwrap();
+        assert_eq!(rec, format!("{} {judged}\n", t.dev()));
+        assert_eq!(retire_path(&root, &wt).unwrap(), Retired::Gone);
     }
 
     #[test]
@@ -364,7 +844,7 @@ mod tests {
         let link = root.path().join("w1");
         std::os::unix::fs::symlink(&outside, &link).unwrap();
         assert!(matches!(
-            retire(&root, &link, SystemTime::now()),
+            pin(&root, &link),
             Err(RemoveError::OutsideRoot { .. })
         ));
         assert!(fs::symlink_metadata(&link)
@@ -375,15 +855,189 @@ mod tests {
         assert!(list(&root).unwrap().entries.is_empty());
     }
 
+    /// Swaps the names `a` and `b` under `root` (through a third name).
+    fn swap(root: &Path, a: &str, b: &str) {
+        let tmp = root.join("swap-tmp");
+        fs::rename(root.join(a), &tmp).unwrap();
+        fs::rename(root.join(b), root.join(a)).unwrap();
+        fs::rename(&tmp, root.join(b)).unwrap();
+    }
+
+    fn before_rename(f: impl Fn() + 'static) {
+        BEFORE_RENAME.with(|h| *h.borrow_mut() = Some(Box::new(f)));
+    }
+
+    fn no_hook() {
+        BEFORE_RENAME.with(|h| *h.borrow_mut() = None);
+    }
+
     #[test]
-    fn retire_refuses_a_trash_that_is_a_symlink() {
-        let (_tmp, root, outside) = fixture();
-        std::os::unix::fs::symlink(&outside, trash_path(&root)).unwrap();
+    fn a_directory_swapped_in_before_the_rename_is_put_back() {
+        let (_tmp, root, _outside) = fixture();
+        let clean = root.path().join("clean");
+        let dirty = root.path().join("dirty");
+        fs::create_dir_all(&clean).unwrap();
+        fs::create_dir_all(&dirty).unwrap();
+        fs::write(dirty.join("work.txt"), "work").unwrap();
+        let Pin::Pinned(pinned) = pin(&root, &clean).unwrap() else {
+            panic!("not pinned")
+        };
+        // Judged: clean. Then, between the last check and the rename, the
+        // dirty one takes its name.
+        let r = root.path().to_path_buf();
+        before_rename(move || swap(&r, "clean", "dirty"));
+        let got = retire(&root, &pinned, SystemTime::now());
+        no_hook();
+        let Ok(Retired::Changed { why }) = got else {
+            panic!("{got:?}")
+        };
+        assert!(why.contains("put back at"), "{why}");
+        // Put back where it was found: the dirty work is at the clean
+        // one's name, outside the trash; nothing is left in the trash.
+        assert_eq!(fs::read(clean.join("work.txt")).unwrap(), b"work");
+        assert!(dirty.is_dir());
+        let listing = list(&root).unwrap();
+        assert!(listing.entries.is_empty() && listing.foreign.is_empty());
+        assert_eq!(fs::read_dir(trash_path(&root)).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_directory_moved_away_before_the_rename_is_not_retired() {
+        let (_tmp, root, _outside) = fixture();
         let wt = root.path().join("w1");
         fs::create_dir_all(&wt).unwrap();
-        assert!(retire(&root, &wt, SystemTime::now()).is_err());
+        let Pin::Pinned(pinned) = pin(&root, &wt).unwrap() else {
+            panic!("not pinned")
+        };
+        // Moved away after the preflight: the pin says so at once.
+        fs::rename(&wt, root.path().join("w1-moved")).unwrap();
+        assert!(pinned.changed(&root).unwrap().is_some());
+        assert!(matches!(
+            retire(&root, &pinned, SystemTime::now()),
+            Ok(Retired::Changed { .. })
+        ));
+        // Another directory made at its name is not the one judged.
+        fs::create_dir(&wt).unwrap();
+        assert!(matches!(
+            retire(&root, &pinned, SystemTime::now()),
+            Ok(Retired::Changed { .. })
+        ));
+        assert!(wt.is_dir() && root.path().join("w1-moved").is_dir());
+        // Moved away between the last check and the rename.
+        let Pin::Pinned(pinned) = pin(&root, &wt).unwrap() else {
+            panic!("not pinned")
+        };
+        let (from, to) = (wt.clone(), root.path().join("w1-later"));
+        before_rename(move || fs::rename(&from, &to).unwrap());
+        let got = retire(&root, &pinned, SystemTime::now());
+        no_hook();
+        assert!(matches!(got, Ok(Retired::Changed { .. })), "{got:?}");
+        assert!(root.path().join("w1-later").is_dir());
+        assert_eq!(fs::read_dir(trash_path(&root)).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_directory_moved_away_and_back_while_judged_is_caught() {
+        let (_tmp, root, _outside) = fixture();
+        let wt = root.path().join("w1");
+        fs::create_dir_all(&wt).unwrap();
+        let Pin::Pinned(pinned) = pin(&root, &wt).unwrap() else {
+            panic!("not pinned")
+        };
+        assert_eq!(pinned.changed(&root).unwrap(), None);
+        // Away while the preflight looks at something else, then back:
+        // same device and inode at the name, but not what was judged.
+        std::thread::sleep(Duration::from_millis(20));
+        fs::rename(&wt, root.path().join("elsewhere")).unwrap();
+        fs::rename(root.path().join("elsewhere"), &wt).unwrap();
+        let why = pinned.changed(&root).unwrap().expect("caught");
+        assert!(why.contains("ctime"), "{why}");
+        assert!(matches!(
+            retire(&root, &pinned, SystemTime::now()),
+            Ok(Retired::Changed { .. })
+        ));
         assert!(wt.is_dir());
-        assert_eq!(fs::read_dir(&outside).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_planted_trash_is_never_used() {
+        let mallory = crate::testing::local_user(crate::testing::MALLORY);
+        type Plant<'a> = (&'a str, &'a dyn Fn(&Path, &Path));
+        let plants: [Plant; 4] = [
+            ("symlink", &|trash, outside| {
+                std::os::unix::fs::symlink(outside, trash).unwrap()
+            }),
+            ("regular file", &|trash, _| fs::write(trash, "x").unwrap()),
+            ("mallory", &|trash, _| {
+                fs::create_dir(trash).unwrap();
+                fs::set_permissions(trash, fs::Permissions::from_mode(0o700)).unwrap();
+                std::os::unix::fs::chown(trash, Some(mallory.uid), Some(mallory.gid)).unwrap();
+            }),
+            ("0777", &|trash, _| {
+                fs::create_dir(trash).unwrap();
+                fs::set_permissions(trash, fs::Permissions::from_mode(0o777)).unwrap();
+            }),
+        ];
+        for (what, plant) in plants {
+            let (_tmp, root, outside) = fixture();
+            let trash = trash_path(&root);
+            plant(&trash, &outside);
+            let wt = root.path().join("w1");
+            fs::create_dir_all(&wt).unwrap();
+            fs::write(wt.join("f"), "x").unwrap();
+            let err = retire_path(&root, &wt).unwrap_err().to_string();
+            assert!(err.contains(&trash.display().to_string()), "{what}: {err}");
+            let named = match what {
+                "symlink" => "symlink (to ".to_string(),
+                "regular file" => "regular file".into(),
+                "mallory" => format!("owned by {}", crate::testing::MALLORY),
+                _ => "mode 0777".into(),
+            };
+            assert!(err.contains(&named), "{what}: {err}");
+            assert!(err.contains("never followed nor used") || err.contains("Nothing is retired"));
+            assert_eq!(fs::read(wt.join("f")).unwrap(), b"x", "{what}: not moved");
+            assert!(list(&root).is_err(), "{what}: not listed either");
+            // Nothing went into it, nor through the symlink.
+            assert_eq!(fs::read_dir(&outside).unwrap().count(), 1, "{what}");
+            assert_eq!(fs::read(outside.join("keep.txt")).unwrap(), b"keep");
+            if fs::symlink_metadata(&trash).unwrap().is_dir() {
+                assert_eq!(fs::read_dir(&trash).unwrap().count(), 0, "{what}");
+            }
+        }
+    }
+
+    #[test]
+    fn only_names_with_a_record_of_their_directory_are_entries() {
+        let (_tmp, root, _outside) = fixture();
+        let wt = root.path().join("w1");
+        fs::create_dir_all(&wt).unwrap();
+        let Retired::Moved { entry } = retire_path(&root, &wt).unwrap() else {
+            panic!("not moved")
+        };
+        let trash = trash_path(&root);
+        // The right shape, no record; a record naming another directory;
+        // a record whose entry went long ago.
+        let planted = trash.join("w2.1764000000000000000");
+        fs::create_dir(&planted).unwrap();
+        let swapped = trash.join("w3.1764000000000000001");
+        fs::create_dir(&swapped).unwrap();
+        fs::write(
+            trash.join(record_name(swapped.file_name().unwrap())),
+            "1 2\n",
+        )
+        .unwrap();
+        let stale = OsString::from("w4.1764000000000000002");
+        fs::write(trash.join(record_name(&stale)), "1 2\n").unwrap();
+        let listing = list(&root).unwrap();
+        assert_eq!(
+            listing.entries.iter().map(|e| &e.path).collect::<Vec<_>>(),
+            [&entry]
+        );
+        assert_eq!(listing.foreign, vec![planted, swapped]);
+        assert_eq!(listing.stale_records, vec![stale.clone()]);
+        forget_stale_records(&root, &listing);
+        assert!(!trash.join(record_name(&stale)).exists());
+        assert!(trash.join(record_name(entry.file_name().unwrap())).exists());
     }
 
     #[test]
@@ -392,16 +1046,20 @@ mod tests {
         let wt = root.path().join("w1");
         fs::create_dir_all(&wt).unwrap();
         fs::create_dir_all(trash_path(&root)).unwrap();
+        fs::set_permissions(trash_path(&root), fs::Permissions::from_mode(0o700)).unwrap();
         let Some(tmpfs) = Tmpfs::mount(&trash_path(&root)) else {
             return;
         };
-        let r = retire(&root, &wt, SystemTime::now());
+        fs::set_permissions(trash_path(&root), fs::Permissions::from_mode(0o700)).unwrap();
+        let r = retire_path(&root, &wt);
+        let left = fs::read_dir(trash_path(&root)).unwrap().count();
         drop(tmpfs);
         assert!(
             matches!(&r, Ok(Retired::CannotRename { why }) if why.contains("EXDEV")),
             "{r:?}"
         );
         assert!(wt.is_dir());
+        assert_eq!(left, 0, "no record left behind");
     }
 
     #[test]

@@ -85,7 +85,7 @@ impl Executor {
             })
             .await?
         };
-        let reasons = match verdict {
+        let (reasons, pinned) = match verdict {
             Inspection::Refused(why) => return Ok((Outcome::Refused { why }, Detail::None)),
             Inspection::Gone => {
                 if let Some(id) = &wt.row_id {
@@ -96,21 +96,24 @@ impl Executor {
                 }
                 return Ok((done("directory already gone"), Detail::None));
             }
-            Inspection::Reasons(mut r) => {
+            Inspection::Reasons(mut r, pinned) => {
                 r.extend(in_use);
-                r
+                (r, pinned)
             }
         };
         let archive = !reasons.is_empty();
-        if archive && !(opts.force && reasons.iter().all(AtRisk::force_overrides)) {
-            return self.keep_at_risk(wt, reasons, git_before, checked_at).await;
-        }
+        let pinned = match pinned {
+            Some(p) if !archive || (opts.force && reasons.iter().all(AtRisk::force_overrides)) => p,
+            // Without a pinned directory there is always a reason nothing
+            // overrides.
+            _ => return self.keep_at_risk(wt, reasons, git_before, checked_at).await,
+        };
         // The preflight may have taken a while: ask again right before
         // destroying anything.
         if let Some(why) = self.worktree_claimed(action, wt).await? {
             return Ok(skipped(why));
         }
-        self.archive_and_retire(action, wt, archive, reasons, claim, intent)
+        self.archive_and_retire(action, wt, pinned, archive, reasons, claim, intent)
             .await
     }
 
@@ -154,11 +157,15 @@ impl Executor {
 
     /// The destructive step of a removal, write-ahead: the intent, then
     /// [`archive_and_remove`] on the blocking pool, then the row and the
-    /// opencode instance.
+    /// opencode instance. A directory that changed while it was being
+    /// removed is kept at risk (`changed_during_removal`) with no verdict
+    /// remembered: the next pass judges it again.
+    #[allow(clippy::too_many_arguments)]
     async fn archive_and_retire(
         &self,
         action: &Action,
         wt: &WorktreeTarget,
+        pinned: crate::act::trash::Pinned,
         archive: bool,
         reasons: Vec<AtRisk>,
         claim: &Claim,
@@ -167,17 +174,25 @@ impl Executor {
         let now = SystemTime::now();
         self.announce(
             action,
-            intent::removal(&self.root, wt, archive, now),
+            intent::removal(&self.root, wt, &pinned, archive, now),
             intent,
         )
         .await?;
         let (root, target, precious) = (self.root.clone(), wt.clone(), self.precious.clone());
         let (outcome, mut removal) = blocking_held(claim, move || {
             Ok(archive_and_remove(
-                &root, &target, &precious, archive, &reasons, now,
+                &root, &target, &pinned, &precious, archive, &reasons, now,
             ))
         })
         .await?;
+        if let Outcome::KeptAtRisk { reasons, .. } = &outcome {
+            if let Some(id) = &wt.row_id {
+                self.store
+                    .mark_worktree_at_risk(id, reasons)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
         if matches!(outcome, Outcome::Done { .. }) {
             if removal.trash.is_some() {
                 self.reclaimer.wake();

@@ -50,6 +50,9 @@ pub enum Kind {
     SocketAddr,
     /// A list of glob patterns, each of which must compile.
     GlobList,
+    /// A local user: a name the user database knows, or a numeric uid; an
+    /// empty string for none.
+    User,
 }
 
 impl Kind {
@@ -75,6 +78,9 @@ impl Kind {
             Kind::Secret => "a string",
             Kind::SocketAddr => "an address and port like 127.0.0.1:7878",
             Kind::GlobList => "a list of glob patterns",
+            Kind::User => {
+                "a user name of this host (as in /etc/passwd) or a numeric uid, or an empty string for none"
+            }
         }
     }
 }
@@ -174,7 +180,12 @@ const fn agrees(key: &Key) -> bool {
         Field::Int(..) => matches!(kind, Kind::PositiveInt),
         Field::Text(..) => matches!(
             kind,
-            Kind::Name | Kind::OptionalName | Kind::Label | Kind::Secret | Kind::DatabaseUrl
+            Kind::Name
+                | Kind::OptionalName
+                | Kind::Label
+                | Kind::Secret
+                | Kind::DatabaseUrl
+                | Kind::User
         ),
         Field::Path(..) => matches!(kind, Kind::AbsolutePath),
         Field::Url(..) => matches!(kind, Kind::HttpUrl),
@@ -239,6 +250,7 @@ pub(super) fn unset() -> Config {
         worktrees: Worktrees {
             enabled: false,
             root: PathBuf::new(),
+            owner: String::new(),
             orphan_min_age: Duration::ZERO,
             precious: Vec::new(),
             reclaim_parallel: 0,
@@ -381,6 +393,14 @@ const ROWS: &[Key] = &[
         default: DefaultValue::Text("/tmp/booworktrees"),
         doc: "Absolute directory holding the worktrees, <root>/<worktree id>; nothing outside it is ever removed.",
         field: field!(Path, worktrees.root),
+    },
+    Key {
+        section: "worktrees",
+        key: "owner",
+        kind: Kind::User,
+        default: DefaultValue::Text(""),
+        doc: "The orchestrator's user (a name or a uid) who may own worktrees.root besides root and the controller's own user; empty for none. The root must be writable by its owner only.",
+        field: field!(Text, worktrees.owner),
     },
     Key {
         section: "worktrees",

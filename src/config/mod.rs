@@ -180,12 +180,25 @@ pub struct Worktrees {
     /// Whether worktrees are removed and their rows updated.
     pub enabled: bool,
     pub root: PathBuf,
+    /// The orchestrator's user who may own the root (a name or a uid);
+    /// empty for none. Checked at load: see [`Worktrees::owner_uid`].
+    pub owner: String,
     pub orphan_min_age: Duration,
     pub precious: Vec<String>,
     pub reclaim_parallel: usize,
     /// The longest a kept worktree's verdict is reused without a full
     /// preflight, however unchanged its fingerprint.
     pub recheck_interval: Duration,
+}
+
+impl Worktrees {
+    /// The uid `owner` names, `None` when empty. A name that no longer
+    /// resolves (the user was deleted since the load) is an error naming
+    /// the setting.
+    pub fn owner_uid(&self) -> Result<Option<u32>, String> {
+        parse::user(&self.owner)
+            .map_err(|expected| format!("worktrees.owner = {:?}: expected {expected}", self.owner))
+    }
 }
 
 /// `[processes]`: how agent processes are recognised and stopped.

@@ -257,6 +257,7 @@ fn string(kind: Kind, text: &str) -> Result<String, &'static str> {
         Kind::Name => !text.is_empty() && !text.chars().any(char::is_whitespace),
         Kind::OptionalName => !text.chars().any(char::is_whitespace),
         Kind::Label => return label(text).map(str::to_owned),
+        Kind::User => return user(text).map(|_| text.to_owned()),
         Kind::DatabaseUrl => ["sqlite://", "postgres://", "postgresql://"]
             .iter()
             .any(|scheme| text.len() > scheme.len() && text.starts_with(scheme)),
@@ -266,6 +267,21 @@ fn string(kind: Kind, text: &str) -> Result<String, &'static str> {
         Ok(text.to_owned())
     } else {
         Err(kind.expected())
+    }
+}
+
+/// A [`Kind::User`]: its uid, `None` for an empty string; the error is
+/// what was expected.
+pub(super) fn user(text: &str) -> Result<Option<u32>, &'static str> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if let Ok(uid) = text.parse::<u32>() {
+        return Ok(Some(uid));
+    }
+    match nix::unistd::User::from_name(text) {
+        Ok(Some(u)) => Ok(Some(u.uid.as_raw())),
+        _ => Err("a user name this host knows (not found in its user database) or a numeric uid, or an empty string for none"),
     }
 }
 

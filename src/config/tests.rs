@@ -337,6 +337,12 @@ fn samples(kind: Kind) -> [(&'static str, &'static str, toml::Value); 3] {
             ("", " *.env1 , *.env2 ,", strs(&["*.env1", "*.env2"])),
             ("", "*.cli", strs(&["*.cli"])),
         ],
+        // Numeric uids need no user behind them; root exists everywhere.
+        Kind::User => [
+            ("\"root\"", "", V::from("root")),
+            ("", "1234", V::from("1234")),
+            ("", "4321", V::from("4321")),
+        ],
         Kind::SocketAddr => [
             ("\"127.0.0.1:1\"", "", V::from("127.0.0.1:1")),
             ("", "0.0.0.0:2", V::from("0.0.0.0:2")),
