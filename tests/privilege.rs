@@ -334,3 +334,51 @@ fn the_root_units_capabilities_are_enough() {
     assert!(refs.contains("refs/boo/archive/gone/"), "{refs}");
     assert_eq!(root_owned(&w.repo), Vec::<String>::new());
 }
+
+/// A root controller that cannot switch users (a unit without
+/// `CAP_SETUID`/`CAP_SETGID`) runs no git and writes nothing in another
+/// user's worktree: the worktree is kept as `preflight_failed` naming the
+/// capabilities (not `not_a_worktree`, which would blame the directory),
+/// also with `--force`, and the run exits 3.
+#[test]
+fn without_the_capabilities_to_switch_a_worktree_is_kept_naming_them() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let owner = local_user(OWNER);
+    let w = rt.block_on(async {
+        let w = World::new(Db::Sqlite).await;
+        w.session("s1", "archived").await;
+        w.chat("c1", "s1", "archived").await;
+        w.worktree("clean", "s1").await;
+        w
+    });
+    fs::set_permissions(w.tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    give_to(&w.repo, owner);
+    give_to(&w.root.join("clean"), owner);
+    for force in [&[][..], &["--force"][..]] {
+        let out = std::process::Command::new("setpriv")
+            .args(["--bounding-set", "-setuid,-setgid", "--inh-caps=-all", "--"])
+            .arg(env!("CARGO_BIN_EXE_boo-reconciler"))
+            .args(["--database-url", &w.url, "--host-id", common::HOST])
+            .arg("--worktree-root")
+            .arg(&w.root)
+            .args(["--set", "opencode.url=", "--set", "http.listen=127.0.0.1:1"])
+            .args(["--set", &format!("processes.chat_label={}", w.labels[0])])
+            .args(["--set", &format!("processes.session_label={}", w.labels[1])])
+            .args(["--set", &format!("processes.agent_label={}", w.labels[2])])
+            .args(["once", "--session", "s1"])
+            .args(force)
+            .current_dir(w.tmp.path())
+            .output()
+            .unwrap();
+        let shown = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(3), "{force:?}: {shown}");
+        assert!(shown.contains("preflight failed"), "{shown}");
+        assert!(shown.contains("CAP_SETUID"), "{shown}");
+        assert!(w.root.join("clean/README.md").exists(), "{shown}");
+    }
+    assert_eq!(root_owned(&w.repo), Vec::<String>::new());
+}

@@ -237,9 +237,21 @@ impl Git {
         input: &[u8],
     ) -> Result<(ExitStatus, Output), GitCliError> {
         let started = Instant::now();
-        let spawn_err = |source| GitCliError::Spawn {
+        let spawn_err = |source: std::io::Error| {
+            GitCliError::Spawn {
             dir: self.dir.clone(),
-            source,
+            source: match (&self.run_as, source.raw_os_error()) {
+                // The switch to the owner failed in the child.
+                (Some(r), Some(nix::libc::EPERM)) => std::io::Error::new(
+                    source.kind(),
+                    format!(
+                        "cannot switch to the owner (uid {}, gid {}): {source}; a root controller needs CAP_SETUID and CAP_SETGID (see the root unit)",
+                        r.uid, r.gid
+                    ),
+                ),
+                _ => source,
+            },
+        }
         };
         let mut child = self.command(args).spawn().map_err(spawn_err)?;
         let pgid = child.id() as i32;

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::{fs, io};
 
-use crate::git::cli::Git;
+use crate::git::cli::{Git, GitCliError};
 use crate::git::paths::{common_dir_of_admin, dot_git, read_line_file, DotGit};
 use crate::risk::AtRisk;
 
@@ -194,8 +194,14 @@ pub(super) fn git_agrees(
         "--git-common-dir",
     ]) {
         Ok(o) => o.stdout_str(),
-        Err(e) => {
+        // Git's own answer is a verdict on the directory; not getting one
+        // (git not started as the owner, or hung) says nothing about it.
+        Err(e @ GitCliError::Failed { .. }) => {
             not_a_worktree(out, format!("git cannot use it as a worktree: {e}"));
+            return None;
+        }
+        Err(e) => {
+            failed(out, "git", e);
             return None;
         }
     };
