@@ -235,9 +235,12 @@ impl PassReport {
             .collect();
     }
 
-    /// An error on any error, failure, refusal or deferral; else at risk
-    /// when something is kept at risk; else converged. A dry run answers by
-    /// its plan: converged when there is nothing to do, an error on errors.
+    /// An error on any error, failure, refusal or deferral, or a worktree
+    /// of an unsafe repository (a tree laid out to lead the controller's
+    /// writes elsewhere is someone's doing, not a state of work); else at
+    /// risk when something is kept at risk; else converged. A dry run
+    /// answers by its plan: converged when there is nothing to do, an error
+    /// on errors.
     pub fn result(&self) -> PassResult {
         let failed = !self.errors.is_empty()
             || self.results.iter().any(|r| {
@@ -245,6 +248,11 @@ impl PassReport {
                     r.outcome,
                     Outcome::Failed { .. } | Outcome::Refused { .. } | Outcome::Deferred { .. }
                 )
+            })
+            || self.at_risk.iter().any(|k| {
+                k.reasons
+                    .iter()
+                    .any(|r| matches!(r, crate::risk::AtRisk::UnsafeRepository { .. }))
             });
         if failed {
             PassResult::Error

@@ -191,6 +191,11 @@ async fn symlinks_planted_by_the_owner_lead_a_root_controller_nowhere(db: Db) {
                     assert!(clean.exists(), "{what}: a .git naming elsewhere is kept");
                 }
                 _ => {
+                    assert_eq!(
+                        first.result(),
+                        boo_reconciler::report::PassResult::Error,
+                        "{what}: a pass that meets an unsafe repository is an error (exit 1)"
+                    );
                     assert!(clean.exists(), "{what}: kept\n{first:?}");
                     let (state, reasons) = w.row_state("clean").await;
                     assert_eq!(state, "at_risk", "{what}");
