@@ -131,33 +131,81 @@ fn plant(w: &World, plant: Plant, victim: &Path, clean: &Path, owner: LocalUser)
     }
 }
 
-async fn symlinks_planted_by_the_owner_lead_a_root_controller_nowhere(db: Db) {
+/// Session s1 and chat c1 archived; worktrees `clean` and `dirty` (with an
+/// untracked draft) of it, and `gone`, deleted by hand after a commit only
+/// its detached HEAD reaches (a stale admin entry an ordinary pass
+/// archives and prunes). The repository and the worktrees belong to
+/// `owner`; the root stays root's.
+async fn owners_world(db: Db, owner: LocalUser) -> World {
     assert!(
         nix::unistd::geteuid().is_root(),
         "this test switches users: run the suite as root (as CI does)"
     );
+    let w = World::new(db).await;
+    w.session("s1", "archived").await;
+    w.chat("c1", "s1", "archived").await;
+    let clean = w.worktree("clean", "s1").await;
+    let dirty = w.worktree("dirty", "s1").await;
+    fs::write(dirty.join("draft.txt"), "the owner's draft\n").unwrap();
+    let gone = w.add_worktree("gone");
+    common::git(&gone, &["checkout", "-q", "--detach"]);
+    fs::write(gone.join("g.txt"), "g\n").unwrap();
+    common::git(&gone, &["add", "g.txt"]);
+    common::git(&gone, &["commit", "-q", "-m", "only gone's"]);
+    fs::remove_dir_all(&gone).unwrap();
+    fs::set_permissions(w.tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    give_to(&w.repo, owner);
+    for wt in [&clean, &dirty] {
+        give_to(wt, owner);
+    }
+    w
+}
+
+/// The archive refs of `w`'s repository.
+fn boo_refs(w: &World) -> String {
+    common::git(
+        &w.repo,
+        &[
+            "-c",
+            "safe.directory=*",
+            "for-each-ref",
+            "--format=%(refname)",
+            "refs/boo/",
+        ],
+    )
+}
+
+/// The binary, as root with the capability bounding set `bounding`
+/// (`setpriv` syntax), running `args` over `w`; its exit code and output.
+fn binary_with_capabilities(w: &World, bounding: &str, args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new("setpriv")
+        .args(["--bounding-set", bounding, "--inh-caps=-all", "--"])
+        .arg(env!("CARGO_BIN_EXE_boo-reconciler"))
+        .args(["--database-url", &w.url, "--host-id", common::HOST])
+        .arg("--worktree-root")
+        .arg(&w.root)
+        .args(["--set", "opencode.url=", "--set", "http.listen=127.0.0.1:1"])
+        .args(["--set", &format!("processes.chat_label={}", w.labels[0])])
+        .args(["--set", &format!("processes.session_label={}", w.labels[1])])
+        .args(["--set", &format!("processes.agent_label={}", w.labels[2])])
+        .args(args)
+        .current_dir(w.tmp.path())
+        .output()
+        .unwrap();
+    let shown = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), shown)
+}
+
+async fn symlinks_planted_by_the_owner_lead_a_root_controller_nowhere(db: Db) {
     let owner = local_user(OWNER);
     for &p in PLANTS {
         for force in [false, true] {
-            let w = World::new(db).await;
-            w.session("s1", "archived").await;
-            w.chat("c1", "s1", "archived").await;
-            let clean = w.worktree("clean", "s1").await;
-            let dirty = w.worktree("dirty", "s1").await;
-            fs::write(dirty.join("draft.txt"), "the owner's draft\n").unwrap();
-            // A worktree deleted by hand: its stale admin entry is archived
-            // and pruned by an ordinary pass.
-            let gone = w.add_worktree("gone");
-            fs::write(gone.join("g.txt"), "g\n").unwrap();
-            common::git(&gone, &["checkout", "-q", "--detach"]);
-            common::git(&gone, &["add", "g.txt"]);
-            common::git(&gone, &["commit", "-q", "-m", "only gone's"]);
-            fs::remove_dir_all(&gone).unwrap();
-            fs::set_permissions(w.tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
-            give_to(&w.repo, owner);
-            for wt in [&clean, &dirty] {
-                give_to(wt, owner);
-            }
+            let w = owners_world(db, owner).await;
+            let (clean, dirty) = (w.root.join("clean"), w.root.join("dirty"));
             let v = victim(&w);
             plant(&w, p, &v, &clean, owner);
             let before = snapshot(&v);
@@ -216,38 +264,15 @@ async fn symlinks_planted_by_the_owner_lead_a_root_controller_nowhere(db: Db) {
 /// the stale entry and removes the clean worktree, all as the owner:
 /// the attacks above are refused, not merely failing.
 async fn the_same_world_without_a_link_is_reconciled_as_the_owner(db: Db) {
-    let owner = local_user(OWNER);
-    let w = World::new(db).await;
-    w.session("s1", "archived").await;
-    w.chat("c1", "s1", "archived").await;
-    let clean = w.worktree("clean", "s1").await;
-    let dirty = w.worktree("dirty", "s1").await;
-    fs::write(dirty.join("draft.txt"), "the owner's draft\n").unwrap();
-    let gone = w.add_worktree("gone");
-    fs::write(gone.join("g.txt"), "g\n").unwrap();
-    common::git(&gone, &["checkout", "-q", "--detach"]);
-    common::git(&gone, &["add", "g.txt"]);
-    common::git(&gone, &["commit", "-q", "-m", "only gone's"]);
-    fs::remove_dir_all(&gone).unwrap();
-    fs::set_permissions(w.tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    give_to(&w.repo, owner);
-    for wt in [&clean, &dirty] {
-        give_to(wt, owner);
-    }
+    let w = owners_world(db, local_user(OWNER)).await;
     w.once(Scope::Session("s1".into()), true).await;
     let host = w.once(Scope::Host, false).await;
-    assert!(!clean.exists() && !dirty.exists(), "{host:?}");
-    assert!(!w.repo.join(".git/worktrees/gone").exists(), "{host:?}");
-    let refs = common::git(
-        &w.repo,
-        &[
-            "-c",
-            "safe.directory=*",
-            "for-each-ref",
-            "--format=%(refname) %(objectname)",
-            "refs/boo/",
-        ],
+    assert!(
+        !w.root.join("clean").exists() && !w.root.join("dirty").exists(),
+        "{host:?}"
     );
+    assert!(!w.repo.join(".git/worktrees/gone").exists(), "{host:?}");
+    let refs = boo_refs(&w);
     assert!(refs.contains("refs/boo/archive/dirty/"), "{refs}");
     assert!(refs.contains("refs/boo/archive/gone/"), "{refs}");
     assert_eq!(root_owned(&w.repo), Vec::<String>::new());
@@ -271,70 +296,18 @@ fn the_root_units_capabilities_are_enough() {
         .iter()
         .map(|(c, _)| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
         .collect();
+    let bounding = format!("-all,{}", caps.join(","));
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let owner = local_user(OWNER);
-    let w = rt.block_on(async {
-        let w = World::new(Db::Sqlite).await;
-        w.session("s1", "archived").await;
-        w.chat("c1", "s1", "archived").await;
-        w.worktree("clean", "s1").await;
-        let dirty = w.worktree("dirty", "s1").await;
-        fs::write(dirty.join("draft.txt"), "the owner's draft\n").unwrap();
-        w
-    });
-    let gone = w.add_worktree("gone");
-    common::git(&gone, &["checkout", "-q", "--detach"]);
-    fs::write(gone.join("g.txt"), "g\n").unwrap();
-    common::git(&gone, &["add", "g.txt"]);
-    common::git(&gone, &["commit", "-q", "-m", "only gone's"]);
-    fs::remove_dir_all(&gone).unwrap();
-    fs::set_permissions(w.tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    give_to(&w.repo, owner);
-    for id in ["clean", "dirty"] {
-        give_to(&w.root.join(id), owner);
+    let w = rt.block_on(owners_world(Db::Sqlite, local_user(OWNER)));
+    for args in [&["once", "--session", "s1", "--force"][..], &["once"][..]] {
+        let (code, shown) = binary_with_capabilities(&w, &bounding, args);
+        assert_eq!(code, Some(0), "{args:?}: {shown}");
     }
-    let once = |scope: &[&str]| {
-        let out = std::process::Command::new("setpriv")
-            .arg("--bounding-set")
-            .arg(format!("-all,{}", caps.join(",")))
-            .arg("--inh-caps=-all")
-            .arg("--")
-            .arg(env!("CARGO_BIN_EXE_boo-reconciler"))
-            .args(["--database-url", &w.url, "--host-id", common::HOST])
-            .arg("--worktree-root")
-            .arg(&w.root)
-            .args(["--set", "opencode.url=", "--set", "http.listen=127.0.0.1:1"])
-            .args(["--set", &format!("processes.chat_label={}", w.labels[0])])
-            .args(["--set", &format!("processes.session_label={}", w.labels[1])])
-            .args(["--set", &format!("processes.agent_label={}", w.labels[2])])
-            .arg("once")
-            .args(scope)
-            .current_dir(w.tmp.path())
-            .output()
-            .unwrap();
-        let shown = format!(
-            "{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(out.status.code(), Some(0), "{scope:?}: {shown}");
-    };
-    once(&["--session", "s1", "--force"]);
-    once(&[]);
     for id in ["clean", "dirty"] {
         assert!(!w.root.join(id).exists(), "{id} is still there");
     }
     assert!(!w.repo.join(".git/worktrees/gone").exists());
-    let refs = common::git(
-        &w.repo,
-        &[
-            "-c",
-            "safe.directory=*",
-            "for-each-ref",
-            "--format=%(refname)",
-            "refs/boo/",
-        ],
-    );
+    let refs = boo_refs(&w);
     assert!(refs.contains("refs/boo/archive/dirty/"), "{refs}");
     assert!(refs.contains("refs/boo/archive/gone/"), "{refs}");
     assert_eq!(root_owned(&w.repo), Vec::<String>::new());
@@ -348,42 +321,15 @@ fn the_root_units_capabilities_are_enough() {
 #[test]
 fn without_the_capabilities_to_switch_a_worktree_is_kept_naming_them() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let owner = local_user(OWNER);
-    let w = rt.block_on(async {
-        let w = World::new(Db::Sqlite).await;
-        w.session("s1", "archived").await;
-        w.chat("c1", "s1", "archived").await;
-        w.worktree("clean", "s1").await;
-        w
-    });
-    fs::set_permissions(w.tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    give_to(&w.repo, owner);
-    give_to(&w.root.join("clean"), owner);
+    let w = rt.block_on(owners_world(Db::Sqlite, local_user(OWNER)));
     for force in [&[][..], &["--force"][..]] {
-        let out = std::process::Command::new("setpriv")
-            .args(["--bounding-set", "-setuid,-setgid", "--inh-caps=-all", "--"])
-            .arg(env!("CARGO_BIN_EXE_boo-reconciler"))
-            .args(["--database-url", &w.url, "--host-id", common::HOST])
-            .arg("--worktree-root")
-            .arg(&w.root)
-            .args(["--set", "opencode.url=", "--set", "http.listen=127.0.0.1:1"])
-            .args(["--set", &format!("processes.chat_label={}", w.labels[0])])
-            .args(["--set", &format!("processes.session_label={}", w.labels[1])])
-            .args(["--set", &format!("processes.agent_label={}", w.labels[2])])
-            .args(["once", "--session", "s1"])
-            .args(force)
-            .current_dir(w.tmp.path())
-            .output()
-            .unwrap();
-        let shown = format!(
-            "{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(out.status.code(), Some(3), "{force:?}: {shown}");
+        let args = [&["once", "--session", "s1"][..], force].concat();
+        let (code, shown) = binary_with_capabilities(&w, "-setuid,-setgid", &args);
+        assert_eq!(code, Some(3), "{force:?}: {shown}");
         assert!(shown.contains("preflight failed"), "{shown}");
         assert!(shown.contains("CAP_SETUID"), "{shown}");
         assert!(w.root.join("clean/README.md").exists(), "{shown}");
+        assert!(w.root.join("dirty/draft.txt").exists(), "{shown}");
     }
     assert_eq!(root_owned(&w.repo), Vec::<String>::new());
 }
