@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -57,21 +56,7 @@ impl Daemon {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, messages) = mpsc::channel();
-        // A thread of its own: the log never ends while the daemon runs,
-        // and the test must never block on it.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let msg = serde_json::from_str::<Value>(&line)
-                    .ok()
-                    .and_then(|v| v["fields"]["message"].as_str().map(str::to_string))
-                    .unwrap_or(line);
-                if tx.send(msg).is_err() {
-                    break;
-                }
-            }
-        });
+        let messages = common::log_messages(child.stderr.take().unwrap());
         Daemon { child, messages }
     }
 

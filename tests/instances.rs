@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -120,19 +119,7 @@ impl Daemon {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, messages) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let msg = serde_json::from_str::<serde_json::Value>(&line)
-                    .ok()
-                    .and_then(|v| v["fields"]["message"].as_str().map(str::to_owned))
-                    .unwrap_or(line);
-                if tx.send(msg).is_err() {
-                    return;
-                }
-            }
-        });
+        let messages = common::log_messages(child.stderr.take().unwrap());
         Daemon { child, messages }
     }
 

@@ -727,3 +727,23 @@ pub fn labelled(label: &str, value: &str) -> Vec<i32> {
     }
     out
 }
+
+/// The message of each line a daemon logs (JSON lines: `fields.message`;
+/// any other line as it is), read on a thread of its own: the log never
+/// ends while the daemon runs, and a test must never block on it.
+pub fn log_messages(stderr: std::process::ChildStderr) -> std::sync::mpsc::Receiver<String> {
+    use std::io::{BufRead, BufReader};
+    let (tx, messages) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let msg = serde_json::from_str::<serde_json::Value>(&line)
+                .ok()
+                .and_then(|v| v["fields"]["message"].as_str().map(str::to_owned))
+                .unwrap_or(line);
+            if tx.send(msg).is_err() {
+                return;
+            }
+        }
+    });
+    messages
+}
