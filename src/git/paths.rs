@@ -3,9 +3,10 @@
 //! worktree root must never be mistaken for (or resolve into) a repository
 //! that merely encloses it.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -341,6 +342,45 @@ pub fn ref_component(s: &str) -> String {
     out
 }
 
+/// The directory that holds `rel` (a `/`-separated path below `base`, as
+/// git stores it), opened as a handle without following any symlink on
+/// the way (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`; where
+/// the kernel lacks it, one `openat(O_NOFOLLOW)` per component), with
+/// the last component's name: what a verdict reads of `rel` is then read
+/// relative to that handle. A symlink on the way is an error (`ELOOP`, or
+/// `ENOTDIR` for the last directory), never followed out of `base`.
+pub fn parent_beneath(base: &Path, rel: &[u8]) -> io::Result<(OwnedFd, OsString)> {
+    use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag, AT_FDCWD};
+    use nix::sys::stat::Mode;
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let (dir, name) = match rel.iter().rposition(|b| *b == b'/') {
+        Some(i) => (&rel[..i], &rel[i + 1..]),
+        None => (&b""[..], rel),
+    };
+    let base_fd = openat(AT_FDCWD, base, flags, Mode::empty())?;
+    let name = OsStr::from_bytes(name).to_os_string();
+    if dir.is_empty() {
+        return Ok((base_fd, name));
+    }
+    let how = OpenHow::new()
+        .flags(flags)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+    match openat2(&base_fd, OsStr::from_bytes(dir), how) {
+        Ok(fd) => Ok((fd, name)),
+        Err(nix::errno::Errno::ENOSYS) => {
+            let mut fd = base_fd;
+            for part in dir.split(|b| *b == b'/').filter(|p| !p.is_empty()) {
+                if part == b".." {
+                    return Err(io::Error::from(nix::errno::Errno::EXDEV));
+                }
+                fd = openat(&fd, OsStr::from_bytes(part), flags, Mode::empty())?;
+            }
+            Ok((fd, name))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,5 +428,37 @@ mod tests {
             read_head_file(&p).unwrap(),
             HeadFile::Detached(git2::Oid::from_str(oid).unwrap())
         );
+    }
+
+    #[test]
+    fn a_path_is_read_beneath_its_base_never_through_a_symlink() {
+        use std::os::unix::fs::symlink;
+        let d = tempfile::tempdir().unwrap();
+        let base = d.path().join("wt");
+        fs::create_dir_all(base.join("a/b")).unwrap();
+        fs::write(base.join("a/b/f"), "x").unwrap();
+        let elsewhere = d.path().join("elsewhere");
+        fs::create_dir_all(&elsewhere).unwrap();
+        fs::write(elsewhere.join("f"), "not the worktree's").unwrap();
+        let (parent, name) = parent_beneath(&base, b"a/b/f").unwrap();
+        assert_eq!(name, "f");
+        let st = nix::sys::stat::fstatat(
+            &parent,
+            name.as_os_str(),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .unwrap();
+        assert_eq!(st.st_size, 1);
+        let (_, top) = parent_beneath(&base, b"f").unwrap();
+        assert_eq!(top, "f");
+        // A directory on the way replaced by a symlink: refused, not followed.
+        fs::rename(base.join("a/b"), d.path().join("b-moved")).unwrap();
+        symlink(&elsewhere, base.join("a/b")).unwrap();
+        let e = parent_beneath(&base, b"a/b/f").unwrap_err();
+        assert!(
+            matches!(e.raw_os_error(), Some(nix::libc::ELOOP | nix::libc::ENOTDIR)),
+            "{e}"
+        );
+        assert!(parent_beneath(&base, b"../wt/a/b/f").is_err());
     }
 }

@@ -1,13 +1,14 @@
 //! Index changes git's status hides, and submodules' own work.
 
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::{fs, io};
 
 use crate::git::cli::Git;
 use crate::git::mode::octal::{EXEC, GITLINK, SYMLINK};
-use crate::git::paths::{join_rel, rel_str};
+use crate::git::paths::{join_rel, parent_beneath, rel_str};
+use nix::fcntl::{readlinkat, AtFlags};
+use nix::sys::stat::{fstatat, SFlag};
 
 use super::{index_entries, is_empty_dir, operations, rev_list, IndexEntry, MAX_SUBMODULE_DEPTH};
 
@@ -33,17 +34,26 @@ pub(super) fn hidden_changes(
         .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for e in hidden {
-        let path = join_rel(dir, &e.path);
-        let meta = match fs::symlink_metadata(&path) {
-            Ok(m) => m,
+        // Read through the handle of its directory: a symlink the owner
+        // put on the way is not followed out of the worktree.
+        let stat = parent_beneath(dir, &e.path).and_then(|(parent, name)| {
+            let st = fstatat(&parent, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)?;
+            let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+            let target = match kind {
+                SFlag::S_IFLNK => Some(readlinkat(&parent, name.as_os_str())?),
+                _ => None,
+            };
+            Ok((st.st_mode, kind, target))
+        });
+        let (mode, kind, target) = match stat {
+            Ok(s) => s,
             Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
             Err(err) => return Err(format!("{}: {err}", rel_str(&e.path))),
         };
-        let differs = if meta.file_type().is_symlink() {
-            let target = fs::read_link(&path).map_err(|err| err.to_string())?;
-            e.mode != SYMLINK || hash(git, &["--stdin"], target.as_os_str().as_bytes())? != e.object
-        } else if meta.is_file() {
-            let exec = meta.permissions().mode() & 0o100 != 0;
+        let differs = if let Some(target) = target {
+            e.mode != SYMLINK || hash(git, &["--stdin"], target.as_bytes())? != e.object
+        } else if kind == SFlag::S_IFREG {
+            let exec = mode & 0o100 != 0;
             let mode_differs = e.mode == SYMLINK || (filemode && exec != (e.mode == EXEC));
             let rel = std::ffi::OsStr::from_bytes(&e.path)
                 .to_string_lossy()
