@@ -150,4 +150,31 @@ mod tests {
         );
         assert_eq!(f.git(&f.repo, &["for-each-ref"]), refs);
     }
+
+    /// A detached HEAD commit whose patch main has with other whitespace,
+    /// with no HEAD reflog: the preflight rightly finds no work (patch ids
+    /// ignore whitespace), and the commit is still kept before removal.
+    #[test]
+    fn a_detached_head_commit_without_a_reflog_is_kept_whatever_its_patch_id() {
+        let f = Fixture::new();
+        write(&f.repo.join("p.txt"), "a b\n");
+        f.commit_all(&f.repo, "spaced on main");
+        let wt = f.detached("w", "main~1");
+        f.git(&wt, &["config", "core.logAllRefUpdates", "false"]);
+        write(&wt.join("p.txt"), "a  b\n");
+        let head = f.commit_all(&wt, "spaced otherwise, detached");
+        f.git(&f.repo, &["reflog", "expire", "--expire=now", "--all"]);
+        let lost = unreferenced_history(&wt, DEFAULT_TIMEOUT).unwrap();
+        assert_eq!(lost, vec![head.clone()]);
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        keep_history(&wt, "w", &lost, now, DEFAULT_TIMEOUT)
+            .unwrap()
+            .unwrap();
+        f.git(
+            &f.repo,
+            &["worktree", "remove", "--force", wt.to_str().unwrap()],
+        );
+        f.expire_and_gc();
+        assert_eq!(f.git(&f.repo, &["cat-file", "-t", &head]), "commit");
+    }
 }

@@ -456,7 +456,10 @@ mod tests {
         symlink(&elsewhere, base.join("a/b")).unwrap();
         let e = parent_beneath(&base, b"a/b/f").unwrap_err();
         assert!(
-            matches!(e.raw_os_error(), Some(nix::libc::ELOOP | nix::libc::ENOTDIR)),
+            matches!(
+                e.raw_os_error(),
+                Some(nix::libc::ELOOP | nix::libc::ENOTDIR)
+            ),
             "{e}"
         );
         assert!(parent_beneath(&base, b"../wt/a/b/f").is_err());

@@ -441,17 +441,23 @@ pub(super) fn drop_merged_elsewhere(
     Ok(())
 }
 
-/// The commits that only the worktree's HEAD reflog and its
+/// The commits that only the worktree's HEAD, its HEAD reflog and its
 /// `refs/worktree/*` reach: once the worktree goes, nothing would keep
-/// them from `git gc`. The removal keeps them under an archive ref first.
+/// them from `git gc`. The removal keeps them under a history ref first.
 /// These are not reasons to keep the worktree (every amended commit would
-/// be one).
+/// be one). HEAD's own commit counts whatever the preflight made of it: a
+/// detached commit whose patch the base has (with other whitespace, say,
+/// which patch ids ignore) is no reason to keep the worktree, and never a
+/// reason to drop the commit.
 pub fn unreferenced_history(worktree: &Path, timeout: Duration) -> Result<Vec<String>, String> {
     let DotGit::File { gitdir: admin } = dot_git(worktree) else {
         return Ok(Vec::new());
     };
     let git = Git::for_dir(worktree, timeout).map_err(|e| e.to_string())?;
-    let mut tips = head_reflog(&git, &admin)?;
+    // HEAD first: with no reflog (`core.logAllRefUpdates=false`, or one
+    // expired), nothing else names a detached HEAD's commit.
+    let mut tips = vec!["HEAD".to_string()];
+    tips.extend(head_reflog(&git, &admin)?);
     let per = git
         .run(&[
             "for-each-ref",
