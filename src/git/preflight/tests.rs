@@ -546,6 +546,24 @@ fn ignored_build_output_is_not_work_but_precious_files_are() {
     assert_eq!(the_reason(&wt), listing("precious_ignored", &precious));
 }
 
+/// A virtualenv named like a precious file (`python -m venv .env`) is
+/// regenerable: its files are not precious as a whole, though a precious
+/// file inside it still is; the same directory without `pyvenv.cfg` is.
+#[test]
+fn a_virtualenv_named_like_a_precious_file_is_not_precious() {
+    let (_f, wt) = worktree();
+    write(&wt.join(".env/pyvenv.cfg"), "home = /usr/bin\n");
+    write(&wt.join(".env/lib/python3/site.py"), "x\n");
+    assert_eq!(check(&wt), vec![]);
+    write(&wt.join(".env/bin/.env"), "SECRET=1\n");
+    assert_eq!(
+        the_reason(&wt),
+        listing("precious_ignored", &[".env/bin/.env"])
+    );
+    fs::remove_file(wt.join(".env/pyvenv.cfg")).unwrap();
+    assert_eq!(kinds(&check(&wt)), vec!["precious_ignored"]);
+}
+
 #[test]
 fn not_a_worktree_unless_empty_or_absent() {
     let f = Fixture::new();

@@ -261,9 +261,10 @@ pub(super) fn visit(
         if look.gitlinks.contains(&child) {
             return;
         }
-        let inside = frame
-            .ignored_dir
-            .or_else(|| look.ignored_dirs.get(child.as_slice()).copied());
+        let inside = frame.ignored_dir.or_else(|| {
+            let precious = *look.ignored_dirs.get(child.as_slice())?;
+            Some(precious && !is_virtualenv(handle, &e.name))
+        });
         stack.push(Frame {
             parent: Some(Rc::clone(handle)),
             path: frame.path.join(&e.name),
@@ -279,6 +280,17 @@ pub(super) fn visit(
     if precious_here {
         w.precious.push(rel_str(&child));
     }
+}
+
+/// Whether the directory `name` in `parent` is a Python virtualenv (it
+/// holds a `pyvenv.cfg`): what `python -m venv .env` makes is regenerable,
+/// however precious its name reads, so its files are judged one by one
+/// like any other ignored file.
+fn is_virtualenv(parent: &Dir, name: &std::ffi::OsStr) -> bool {
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    openat(parent, name, flags, Mode::empty())
+        .and_then(|d| fstatat(&d, "pyvenv.cfg", AtFlags::AT_SYMLINK_NOFOLLOW))
+        .is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG)
 }
 
 /// A relative path as a reason shows it: the worktree itself is `.`.
