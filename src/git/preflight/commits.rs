@@ -361,8 +361,8 @@ pub(super) fn tips_of(
 }
 
 /// HEAD names branch `b`, which does not exist: a reason when there is
-/// evidence it had commits. Returns the newest commit of the HEAD reflog,
-/// which then stands for HEAD.
+/// evidence it had commits that no other ref reaches. Returns the newest
+/// commit of the HEAD reflog, which then stands for HEAD.
 pub(super) fn deleted_branch(
     p: &Preflight<'_>,
     git: &Git,
@@ -377,7 +377,13 @@ pub(super) fn deleted_branch(
         None => None,
     };
     let row_says = p.branch.map(branch_ref) == Some(branch_ref(b));
-    if from_reflog.is_some() || row_says {
+    // A branch fast-forwarded into main and then deleted lost nothing:
+    // every commit it had, another ref reaches.
+    let reached_elsewhere = match &from_reflog {
+        Some(c) => rev_list(git, std::slice::from_ref(c), &keeper_args(None))?.is_empty(),
+        None => false,
+    };
+    if (from_reflog.is_some() || row_says) && !reached_elsewhere {
         out.push(AtRisk::BranchDeleted {
             branch: b.to_string(),
         });

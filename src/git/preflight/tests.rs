@@ -503,6 +503,17 @@ fn deleted_branch() {
     assert_eq!(check(&wt)[2], listing("staged", &["a.txt"]));
 }
 
+/// A branch fast-forwarded into main and then deleted: every commit it
+/// had, main reaches; nothing is at risk.
+#[test]
+fn a_deleted_branch_whose_commits_main_has_is_not_at_risk() {
+    let (f, wt) = worktree();
+    commit_file(&f, &wt, "a.txt", "a\n", "a");
+    f.git(&f.repo, &["merge", "-q", "--ff-only", "b"]);
+    f.git(&f.repo, &["update-ref", "-d", "refs/heads/b"]);
+    assert_eq!(check(&wt), vec![]);
+}
+
 /// A worktree whose branch `b` and `main` each have a commit of their
 /// own, `b` about to merge `main`.
 fn diverged() -> (Fixture, PathBuf) {
