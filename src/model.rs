@@ -350,6 +350,10 @@ pub struct WorktreeDir {
     /// worktree, its admin entry `<repo>/.git/worktrees/<name>`), if it has
     /// such a file.
     pub gitdir: Option<PathBuf>,
+    /// `(device, inode)` of the entry itself, not followed if a link: how a
+    /// row that spells its path otherwise (a symlink, a relative path) is
+    /// matched with it.
+    pub file_id: Option<(u64, u64)>,
 }
 
 /// A main repository's `.git/worktrees/<name>` entry whose `gitdir` points
@@ -481,6 +485,10 @@ pub struct ActualState {
     pub moved_admin_entries: Vec<MovedAdminEntry>,
     /// The verdict on each worktree row's path, by worktree row id.
     pub row_paths: HashMap<String, PathCheck>,
+    /// The directory each worktree row's path leads to, by row id, as
+    /// `(device, inode)`, whatever its spelling ([`crate::root::WorktreeRoot::resolve_claim`]):
+    /// a row claims that directory even when its path is refused.
+    pub row_targets: HashMap<String, (u64, u64)>,
     /// Live processes carrying the chat label.
     pub processes: Vec<AgentProcess>,
     /// What runs now at each pid recorded in an open `acp` row of this

@@ -374,6 +374,21 @@ impl WorktreeRoot {
         self.ino
     }
 
+    /// The directory `untrusted` (a row's path) leads to, as `(device,
+    /// inode)`, following symlinks, a relative path taken from the root:
+    /// `None` when it leads to no directory. Only ever used to keep a
+    /// directory (a row claims what its path resolves to, under any
+    /// spelling), never to act on one, so following a link here leads
+    /// nothing astray.
+    pub fn resolve_claim(&self, untrusted: &Path) -> Option<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        if untrusted.as_os_str().is_empty() {
+            return None;
+        }
+        let meta = fs::metadata(self.path().join(untrusted)).ok()?;
+        meta.is_dir().then(|| (meta.dev(), meta.ino()))
+    }
+
     /// Whether an untrusted path names a direct entry of the root.
     ///
     /// The path is normalized *lexically* (`.` and `..` are resolved without

@@ -29,6 +29,7 @@ both_databases!(
     locked_stale_admin_entry_is_pruned_only_with_force,
     a_path_claimed_by_a_live_row_is_never_removed,
     a_path_claimed_by_a_live_row_added_after_the_plan_is_never_removed,
+    a_live_row_claims_its_directory_under_every_spelling,
     admin_entry_of_a_moved_worktree_is_not_pruned,
     removal_retires_exactly_the_worktree_and_the_reclaimer_frees_only_it,
     the_trash_is_never_an_orphan,
@@ -466,6 +467,46 @@ async fn a_path_claimed_by_a_live_row_added_after_the_plan_is_never_removed(db: 
     assert!(audit.iter().any(|a| a.action == "remove_worktree"
         && a.outcome == "skipped"
         && a.reason.contains("row w2 of live session s2")));
+}
+
+/// A live row that names the directory through a symlink, or with a path
+/// relative to the root, beside an archived row naming it plainly: the
+/// directory stays, whether the live row is there when the pass plans or
+/// only appears before it acts.
+async fn a_live_row_claims_its_directory_under_every_spelling(db: Db) {
+    let w = World::new(db).await;
+    let path = w.chat_worktree("s1", "c1", "w1", "archived").await;
+    let before = files(&path);
+    let link = w.tmp.path().join("link-to-w1");
+    std::os::unix::fs::symlink(&path, &link).unwrap();
+    w.session("s2", "open").await;
+    w.chat("c2", "s2", "open").await;
+    w.worktree_row("w2", "s2", link.to_str().unwrap()).await;
+    let report = w.once(Scope::Host, false).await;
+    assert!(
+        report.pending.iter().any(|p| p
+            .why
+            .contains("row w2 of live session s2 names this directory too")),
+        "{report:?}"
+    );
+    assert_eq!(files(&path), before);
+
+    // Planned while only the archived row names it; a live row spelling it
+    // relative to the root appears before the removal.
+    w.sql("DELETE FROM worktrees WHERE id = 'w2'").await;
+    let controller = w.controller();
+    let mut notes = Default::default();
+    let (plan, _) = controller.plan(&Scope::Host, &mut notes).await.unwrap();
+    assert_eq!(plan.actions.len(), 1, "{:?}", plan.actions);
+    w.worktree_row("w3", "s2", "./w1/").await;
+    let results = execute_forced(&controller, &plan).await;
+    assert!(
+        matches!(&results[0].outcome, Outcome::Skipped { why }
+            if why.contains("row w3 of live session s2 names this directory too")),
+        "{:?}",
+        results[0].outcome
+    );
+    assert_eq!(files(&path), before);
 }
 
 async fn admin_entry_of_a_moved_worktree_is_not_pruned(db: Db) {

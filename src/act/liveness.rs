@@ -61,12 +61,43 @@ impl Executor {
             }
             return self.live_row_naming(wt).await;
         }
-        let rows = self
+        let mut rows = self
             .store
             .worktree_rows_naming(&wt.path.to_string_lossy(), &wt.name)
             .await
             .map_err(|e| e.to_string())?;
+        for (id, _) in self.rows_resolving_to(wt).await? {
+            if !rows.contains(&id) {
+                rows.push(id);
+            }
+        }
         Ok((!rows.is_empty()).then(|| format!("row {} now names this directory", rows.join(", "))))
+    }
+
+    /// `(id, session_id)` of this host's rows not yet removed whose path,
+    /// however spelled (a symlink, a relative path), leads to the very
+    /// directory at `wt.path` (by device and inode): a spelling no query
+    /// by text can match.
+    async fn rows_resolving_to(
+        &self,
+        wt: &WorktreeTarget,
+    ) -> Result<Vec<(String, String)>, String> {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(meta) = std::fs::symlink_metadata(&wt.path) else {
+            return Ok(Vec::new());
+        };
+        let here = (meta.dev(), meta.ino());
+        let rows = self
+            .store
+            .host_rows(&self.host)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(rows
+            .worktrees
+            .into_iter()
+            .filter(|r| self.root.resolve_claim(&r.path) == Some(here))
+            .map(|r| (r.id, r.session_id))
+            .collect())
     }
 
     /// `Some(why)` when a row of this host other than the one acted on
@@ -77,9 +108,10 @@ impl Executor {
     /// for its own session.
     ///
     /// The directory is looked up as spelled by the plan (lexically and
-    /// canonically, with and without a trailing `/`) and as `<root>/<id>`;
-    /// the planner compares every row through its confined path, so a
-    /// spelling missed here was already seen there.
+    /// canonically, with and without a trailing `/`) and as `<root>/<id>`,
+    /// and every row of this host is resolved (following its links, a
+    /// relative path from the root) and compared by device and inode, so a
+    /// row that spells the directory otherwise still claims it.
     async fn live_row_naming(&self, wt: &WorktreeTarget) -> Result<Option<String>, String> {
         let mut paths: Vec<String> = git::paths::spellings(&wt.path)
             .into_iter()
@@ -89,11 +121,16 @@ impl Executor {
         paths.extend(paths.clone().into_iter().map(|p| format!("{p}/")));
         paths.sort();
         paths.dedup();
-        let rows = self
+        let mut rows = self
             .store
             .host_worktree_rows_naming(&self.host, &paths, &wt.name)
             .await
             .map_err(|e| e.to_string())?;
+        for r in self.rows_resolving_to(wt).await? {
+            if !rows.contains(&r) {
+                rows.push(r);
+            }
+        }
         let now = SystemTime::now();
         for (id, session) in rows {
             if wt.row_id.as_deref() == Some(id.as_str()) {

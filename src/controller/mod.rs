@@ -184,6 +184,7 @@ impl Controller {
             stale_admin_entries: observed.stale_admin_entries,
             moved_admin_entries: observed.moved_admin_entries,
             row_paths: observed.row_paths.into_iter().collect(),
+            row_targets: observed.row_targets.into_iter().collect(),
             processes: scan.processes,
             recorded_pids,
             opencode,

@@ -18,6 +18,8 @@ use crate::root::WorktreeRoot;
 pub struct Observed {
     pub dirs: Vec<WorktreeDir>,
     pub row_paths: Vec<(String, PathCheck)>,
+    /// What each row's path resolves to (see [`WorktreeRoot::resolve_claim`]).
+    pub row_targets: Vec<(String, (u64, u64))>,
     pub stale_admin_entries: Vec<StaleAdminEntry>,
     pub moved_admin_entries: Vec<MovedAdminEntry>,
     /// Things that could not be read; the pass goes on without them.
@@ -63,6 +65,12 @@ pub fn observe(root: &WorktreeRoot, rows: &[WorktreeRow], repositories: &[PathBu
         }
     }
     out.row_paths = super::on_cores(rows, 32, |row| (row.id.clone(), root.check(&row.path)));
+    out.row_targets = super::on_cores(rows, 32, |row| {
+        root.resolve_claim(&row.path).map(|id| (row.id.clone(), id))
+    })
+    .into_iter()
+    .flatten()
+    .collect();
     out.dirs.sort_by(|a, b| a.name.cmp(&b.name));
 
     // Every main repository this host's worktrees belong to, by their own
@@ -146,5 +154,9 @@ fn entry_of(path: PathBuf, meta: &fs::Metadata) -> WorktreeDir {
         created,
         repo_path,
         gitdir,
+        file_id: Some((
+            std::os::unix::fs::MetadataExt::dev(meta),
+            std::os::unix::fs::MetadataExt::ino(meta),
+        )),
     }
 }

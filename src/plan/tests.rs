@@ -155,6 +155,7 @@ impl Fixture {
             created: t(created),
             repo_path: Some("/srv/repo".into()),
             gitdir: None,
+            file_id: Some((1, self.actual.dirs.len() as u64 + 1)),
         });
         // Rows planned earlier for this path now see it exist.
         for check in self.actual.row_paths.values_mut() {
@@ -368,6 +369,40 @@ fn a_path_claimed_by_a_live_row_is_never_removed() {
             ("remove_worktree", "worktree:/tmp/booworktrees/w1"),
             ("remove_worktree", "worktree:/tmp/booworktrees/w1"),
         ],
+    );
+}
+
+/// A live row that spells the directory otherwise (a symlink elsewhere, a
+/// relative path: refused as a path) still claims what it leads to, by
+/// device and inode: the archived row naming it plainly does not remove it.
+#[test]
+fn a_live_row_claims_the_directory_its_path_leads_to_under_any_spelling() {
+    let mut f = Fixture::new();
+    f.archived_with_worktree("s1", "w1")
+        .session("s2", Status::Open, 1, 1)
+        .row(
+            "w2",
+            "s2",
+            "/home/boo/link-to-w1".into(),
+            WorktreeState::Active,
+        );
+    let w1 = f
+        .actual
+        .dirs
+        .iter()
+        .find(|d| d.name == "w1")
+        .unwrap()
+        .file_id
+        .unwrap();
+    f.actual.row_targets.insert("w2".into(), w1);
+    let p = f.plan();
+    assert_actions(&p, []);
+    assert_first_pending(&p, "row w2 of live session s2");
+    // What the path leads to decides: another directory claims nothing here.
+    f.actual.row_targets.insert("w2".into(), (1, 999));
+    assert_actions(
+        &f.plan(),
+        [("remove_worktree", "worktree:/tmp/booworktrees/w1")],
     );
 }
 

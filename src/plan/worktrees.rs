@@ -29,9 +29,13 @@ pub(super) fn plan_worktree_rows(
             claimed.insert(path.clone());
         }
         // A directory named by the row's id belongs to the row even when the
-        // row's path is refused: it is not an orphan to reap.
+        // row's path is refused: it is not an orphan to reap. Nor is the one
+        // the row's path leads to, however it is spelled.
         if let Some(d) = actual.dirs.iter().find(|d| d.name == row.id) {
             claimed.insert(d.path.clone());
+        }
+        for d in resolved_dirs(actual, row) {
+            claimed.insert(d.clone());
         }
         let Some(reason) = worktree_released(desired, row, policy, now, out) else {
             continue;
@@ -218,8 +222,9 @@ pub(super) fn session_keeps_worktree(
 }
 
 /// The directories that rows of live sessions claim, with those rows: a
-/// row claims its confined path and the directory named after its id (the
-/// layout `<root>/<worktree id>`).
+/// row claims its confined path, the directory named after its id (the
+/// layout `<root>/<worktree id>`) and the directory its path leads to
+/// under any spelling (by device and inode).
 pub(super) fn live_claims<'a>(
     desired: &'a DesiredState,
     actual: &ActualState,
@@ -245,11 +250,32 @@ pub(super) fn live_claims<'a>(
                 paths.push(p);
             }
         }
+        // The directory its path leads to, under any spelling (a symlink, a
+        // relative path), refused or not.
+        for p in resolved_dirs(actual, row) {
+            if !paths.contains(&p) {
+                paths.push(p);
+            }
+        }
         for p in paths {
             out.entry(p.clone()).or_default().push(row);
         }
     }
     out
+}
+
+/// The entries under the root that `row`'s path leads to, by `(device,
+/// inode)`, however the path spells it.
+fn resolved_dirs<'a>(
+    actual: &'a ActualState,
+    row: &WorktreeRow,
+) -> impl Iterator<Item = &'a PathBuf> {
+    let target = actual.row_targets.get(&row.id).copied();
+    actual
+        .dirs
+        .iter()
+        .filter(move |d| target.is_some() && d.file_id == target)
+        .map(|d| &d.path)
 }
 
 /// Directories under the root that no row claims.
