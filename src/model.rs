@@ -489,6 +489,9 @@ pub struct ActualState {
     /// `(device, inode)`, whatever its spelling ([`crate::root::WorktreeRoot::resolve_claim`]):
     /// a row claims that directory even when its path is refused.
     pub row_targets: HashMap<String, (u64, u64)>,
+    /// Why the root was not observed (not the directory prepared: unmounted,
+    /// replaced); the planner then plans nothing under it.
+    pub root_held: Option<String>,
     /// Live processes carrying the chat label.
     pub processes: Vec<AgentProcess>,
     /// What runs now at each pid recorded in an open `acp` row of this

@@ -30,6 +30,7 @@ both_databases!(
     a_path_claimed_by_a_live_row_is_never_removed,
     a_path_claimed_by_a_live_row_added_after_the_plan_is_never_removed,
     a_live_row_claims_its_directory_under_every_spelling,
+    a_root_unmounted_for_one_pass_marks_nothing_removed_and_prunes_nothing,
     admin_entry_of_a_moved_worktree_is_not_pruned,
     removal_retires_exactly_the_worktree_and_the_reclaimer_frees_only_it,
     the_trash_is_never_an_orphan,
@@ -507,6 +508,71 @@ async fn a_live_row_claims_its_directory_under_every_spelling(db: Db) {
         results[0].outcome
     );
     assert_eq!(files(&path), before);
+}
+
+/// The root is a mount (here a bind mount) that goes away for one pass:
+/// the pass sees that the root is not itself and holds, instead of taking
+/// the empty directory under the mount point for removed worktrees. The
+/// kept worktree's row stays at risk, its admin entry (staged content,
+/// HEAD reflog) stays, and once the root is back the next pass keeps it.
+async fn a_root_unmounted_for_one_pass_marks_nothing_removed_and_prunes_nothing(db: Db) {
+    /// Unmounts (lazily) what is still mounted at its path when dropped,
+    /// a failed assertion included.
+    struct Unmount<'a>(&'a str);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .args(["-l", self.0])
+                .output();
+        }
+    }
+    let w = World::new(db).await;
+    let real = w.tmp.path().join("real");
+    fs::create_dir(&real).unwrap();
+    let mount = |args: &[&str]| {
+        let out = std::process::Command::new(args[0])
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        common::assert_succeeded(&out);
+    };
+    let (real_s, root_s) = (real.to_str().unwrap(), w.root.to_str().unwrap());
+    mount(&["mount", "--bind", real_s, root_s]);
+    let _unmount = Unmount(root_s);
+    let path = w.chat_worktree("s1", "c1", "w1", "archived").await;
+    fs::write(path.join("staged.txt"), "staged work\n").unwrap();
+    git(&path, &["add", "staged.txt"]);
+    let controller = w.controller();
+    let kept = common::act_pass(&controller, Scope::Host, false).await;
+    assert_eq!(w.row_state("w1").await.0, "at_risk", "{kept:?}");
+    let entry = w.repo.join(".git/worktrees/w1");
+
+    mount(&["umount", root_s]);
+    let held = common::act_pass(&controller, Scope::Host, false).await;
+    mount(&["mount", "--bind", real_s, root_s]);
+    assert_eq!(
+        held.result(),
+        boo_reconciler::report::PassResult::Error,
+        "{held:?}"
+    );
+    assert!(
+        held.pending
+            .iter()
+            .any(|p| p.why.contains("the worktree root is not itself")),
+        "{held:?}"
+    );
+    assert!(held.results.is_empty(), "{held:?}");
+    assert_eq!(w.row_state("w1").await.0, "at_risk");
+    assert!(entry.exists(), "the admin entry was pruned");
+
+    let again = common::act_pass(&controller, Scope::Host, false).await;
+    mount(&["umount", root_s]);
+    assert_eq!(w.row_state("w1").await.0, "at_risk", "{again:?}");
+    assert!(entry.exists());
+    assert_eq!(
+        fs::read_to_string(real.join("w1/staged.txt")).unwrap(),
+        "staged work\n"
+    );
 }
 
 async fn admin_entry_of_a_moved_worktree_is_not_pruned(db: Db) {

@@ -185,6 +185,7 @@ impl Controller {
             moved_admin_entries: observed.moved_admin_entries,
             row_paths: observed.row_paths.into_iter().collect(),
             row_targets: observed.row_targets.into_iter().collect(),
+            root_held: observed.root_held,
             processes: scan.processes,
             recorded_pids,
             opencode,

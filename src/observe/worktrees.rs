@@ -24,6 +24,11 @@ pub struct Observed {
     pub moved_admin_entries: Vec<MovedAdminEntry>,
     /// Things that could not be read; the pass goes on without them.
     pub errors: Vec<String>,
+    /// Why the root is not the directory the controller prepared (another
+    /// one is mounted or put at its path, or none: unmounted): nothing was
+    /// observed under it, and the pass must not take the missing
+    /// directories for removed ones.
+    pub root_held: Option<String>,
 }
 
 /// Observes the root and the rows of this host; `repositories` are main
@@ -32,6 +37,17 @@ pub struct Observed {
 /// blocking thread.
 pub fn observe(root: &WorktreeRoot, rows: &[WorktreeRow], repositories: &[PathBuf]) -> Observed {
     let mut out = Observed::default();
+    // An unmounted root shows the empty directory under its mount point:
+    // every worktree would look gone, every row removed, every admin entry
+    // stale. The root is read only while it is itself.
+    if let Err(e) = root.open_handle() {
+        let why = format!(
+            "the worktree root is not itself, so nothing under it is judged, marked removed or pruned this pass: {e}"
+        );
+        out.errors.push(why.clone());
+        out.root_held = Some(why);
+        return out;
+    }
     let paths: Vec<PathBuf> = match fs::read_dir(root.path()) {
         Ok(entries) => entries
             .filter_map(|entry| match entry {

@@ -88,14 +88,32 @@ pub fn plan(
     plan_processes(desired, actual, policy, now, &mut out);
     plan_agent_rows(desired, actual, now, &mut out);
     let waits = plan_opencode(desired, actual, policy, now, &mut out);
-    let claimed = plan_worktree_rows(desired, actual, policy, now, &waits, &mut out);
-    plan_orphan_dirs(actual, &claimed, policy, now, &waits, &mut out);
-    plan_admin_entries(desired, actual, policy, now, &mut out);
+    match &actual.root_held {
+        // What is under a root that is not itself was not seen: a row whose
+        // directory seems gone is not removed, an admin entry whose
+        // directory seems gone is not stale.
+        Some(why) => hold_worktrees(desired, why, &mut out),
+        None => {
+            let claimed = plan_worktree_rows(desired, actual, policy, now, &waits, &mut out);
+            plan_orphan_dirs(actual, &claimed, policy, now, &waits, &mut out);
+            plan_admin_entries(desired, actual, policy, now, &mut out);
+        }
+    }
     out.actions.retain(|a| in_scope(a, scope, desired));
     out.pending.retain(|_| *scope == Scope::Host);
     // Stable: within a stage, actions keep the order they were planned in.
     out.actions.sort_by_cached_key(|a| (a.group(), a.stage()));
     out
+}
+
+/// Every worktree row pending, with why the root holds them.
+fn hold_worktrees(desired: &DesiredState, why: &str, out: &mut Plan) {
+    for row in &desired.worktrees {
+        out.pending.push(Pending {
+            target: Target::WorktreeRow(row.id.clone()),
+            why: why.to_string(),
+        });
+    }
 }
 
 fn in_scope(action: &Action, scope: &Scope, desired: &DesiredState) -> bool {

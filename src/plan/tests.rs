@@ -406,6 +406,23 @@ fn a_live_row_claims_the_directory_its_path_leads_to_under_any_spelling() {
     );
 }
 
+/// A root that is not itself (unmounted, replaced) was not observed: a
+/// row whose directory seems gone is neither marked removed nor is a
+/// stale-looking admin entry pruned; every row is pending with why.
+#[test]
+fn nothing_under_a_held_root_is_planned() {
+    let mut f = Fixture::new();
+    f.session("s1", Status::Archived, 0, 1)
+        .row("w1", "s1", wt_path("w1"), WorktreeState::AtRisk)
+        .stale_admin("w1", Some("abc"));
+    f.actual.root_held = Some("the worktree root is not itself".into());
+    let p = f.plan();
+    assert_actions(&p, []);
+    assert_first_pending(&p, "the worktree root is not itself");
+    f.actual.root_held = None;
+    assert_ne!(f.plan().actions.len(), 0);
+}
+
 #[test]
 fn a_directory_named_after_a_live_row_is_claimed_whatever_its_path_says() {
     let mut f = Fixture::new();
