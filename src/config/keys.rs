@@ -254,6 +254,7 @@ pub(super) fn unset() -> Config {
             orphan_min_age: Duration::ZERO,
             precious: Vec::new(),
             reclaim_parallel: 0,
+            max_removals_per_pass: 0,
             recheck_interval: Duration::ZERO,
         },
         processes: Processes {
@@ -264,6 +265,7 @@ pub(super) fn unset() -> Config {
             instance: String::new(),
             instance_label: String::new(),
             orphan_min_age: Duration::ZERO,
+            max_terminations_per_pass: 0,
             term_grace: Duration::ZERO,
         },
         opencode: Opencode {
@@ -428,6 +430,14 @@ const ROWS: &[Key] = &[
     },
     Key {
         section: "worktrees",
+        key: "max_removals_per_pass",
+        kind: Kind::PositiveInt,
+        default: DefaultValue::Text("20"),
+        doc: "Most worktrees removed, or admin entries pruned, in one pass (1 or more); the rest wait for the next pass, pending with the reason: a wrong database or root cannot empty a host at once.",
+        field: field!(Int, worktrees.max_removals_per_pass),
+    },
+    Key {
+        section: "worktrees",
         key: "recheck_interval",
         kind: Kind::Duration,
         default: DefaultValue::Text("10m"),
@@ -491,6 +501,14 @@ const ROWS: &[Key] = &[
         default: DefaultValue::Text("2m"),
         doc: "A labelled process whose chat has no row is left alone while younger than this (the launcher may start it before the row is committed; at most 365d).",
         field: field!(Duration, processes.orphan_min_age),
+    },
+    Key {
+        section: "processes",
+        key: "max_terminations_per_pass",
+        kind: Kind::PositiveInt,
+        default: DefaultValue::Text("100"),
+        doc: "Most agent processes terminated in one pass (1 or more); the rest wait for the next pass, pending with the reason: a wrong database cannot stop every agent of a host at once.",
+        field: field!(Int, processes.max_terminations_per_pass),
     },
     Key {
         section: "processes",

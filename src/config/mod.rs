@@ -186,6 +186,8 @@ pub struct Worktrees {
     pub orphan_min_age: Duration,
     pub precious: Vec<String>,
     pub reclaim_parallel: usize,
+    /// The brake on one pass: removals and prunes beyond it wait.
+    pub max_removals_per_pass: usize,
     /// The longest a kept worktree's verdict is reused without a full
     /// preflight, however unchanged its fingerprint.
     pub recheck_interval: Duration,
@@ -222,6 +224,8 @@ pub struct Processes {
     /// than this.
     pub orphan_min_age: Duration,
     /// Time between SIGTERM and SIGKILL.
+    /// The brake on one pass: terminations beyond it wait.
+    pub max_terminations_per_pass: usize,
     pub term_grace: Duration,
 }
 

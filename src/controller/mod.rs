@@ -94,6 +94,8 @@ impl Controller {
             process_orphan_min_age: config.processes.orphan_min_age,
             opencode_orphan_min_age: config.opencode.orphan_min_age,
             instance: config.processes.instance().map(str::to_owned),
+            max_removals: config.worktrees.max_removals_per_pass,
+            max_terminations: config.processes.max_terminations_per_pass,
         };
         Controller {
             config,

@@ -32,6 +32,7 @@ use serde::Serialize;
 mod action;
 mod admin;
 mod agents;
+mod brake;
 mod opencode;
 mod processes;
 mod worktrees;
@@ -62,6 +63,12 @@ pub struct Policy {
     /// process whose instance label does not carry it is another
     /// controller's, never a candidate.
     pub instance: Option<String>,
+    /// The brake: at most this many removals and prunes of worktrees and
+    /// admin entries in one pass (`worktrees.max_removals_per_pass`).
+    pub max_removals: usize,
+    /// At most this many agent terminations in one pass
+    /// (`processes.max_terminations_per_pass`).
+    pub max_terminations: usize,
 }
 
 /// Which part of the host a pass looks at.
@@ -101,6 +108,7 @@ pub fn plan(
     }
     out.actions.retain(|a| in_scope(a, scope, desired));
     out.pending.retain(|_| *scope == Scope::Host);
+    brake::brake(&mut out, policy);
     // Stable: within a stage, actions keep the order they were planned in.
     out.actions.sort_by_cached_key(|a| (a.group(), a.stage()));
     out

@@ -25,6 +25,8 @@ fn policy() -> Policy {
         process_orphan_min_age: Duration::from_secs(120),
         opencode_orphan_min_age: Duration::from_secs(600),
         instance: None,
+        max_removals: 20,
+        max_terminations: 100,
     }
 }
 
@@ -421,6 +423,53 @@ fn nothing_under_a_held_root_is_planned() {
     assert_first_pending(&p, "the worktree root is not itself");
     f.actual.root_held = None;
     assert_ne!(f.plan().actions.len(), 0);
+}
+
+/// The brake: a pass that would remove more than
+/// `worktrees.max_removals_per_pass` removes that many, whole sessions at a
+/// time, and leaves the rest pending with the reason; within the limit
+/// nothing is held.
+#[test]
+fn a_pass_removes_at_most_the_brakes_limit_and_holds_the_rest() {
+    let mut f = Fixture::new();
+    for n in 0..25 {
+        f.archived_with_worktree(&format!("s{n:02}"), &format!("w{n:02}"));
+    }
+    let p = f.plan();
+    let removals = p
+        .actions
+        .iter()
+        .filter(|a| a.name() == "remove_worktree")
+        .count();
+    assert_eq!(removals, 20, "{:?}", p.actions);
+    let held: Vec<_> = p
+        .pending
+        .iter()
+        .filter(|x| x.why.contains("held by the brake"))
+        .collect();
+    assert_eq!(held.len(), 5, "{:?}", p.pending);
+    assert!(
+        held[0].why.contains("worktrees.max_removals_per_pass = 20"),
+        "{}",
+        held[0].why
+    );
+    let mut roomy = policy();
+    roomy.max_removals = 25;
+    let p = plan(&f.desired, &f.actual, &roomy, now(), &Scope::Host);
+    assert_eq!(p.actions.len(), 25);
+    assert!(p.pending.iter().all(|x| !x.why.contains("brake")));
+}
+
+/// One group is never split and the first is always let through: one
+/// session's teardown over the limit is not a mass removal.
+#[test]
+fn the_brake_lets_the_first_group_through_whole() {
+    let mut f = Fixture::new();
+    f.archived_with_worktree("s1", "w1");
+    let mut tight = policy();
+    tight.max_removals = 0;
+    let p = plan(&f.desired, &f.actual, &tight, now(), &Scope::Host);
+    assert_actions(&p, [("remove_worktree", "worktree:/tmp/booworktrees/w1")]);
 }
 
 #[test]
