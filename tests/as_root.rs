@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::Command;
 
 use boo_reconciler::plan::Scope;
-use common::{git, git_command, Db, World};
+use common::{archived_world, git, git_command, Db};
 
 const NOBODY: u32 = 65534;
 
@@ -43,18 +43,6 @@ fn root_owned(dir: &Path) -> Vec<String> {
         .filter(|e| e.metadata().unwrap().uid() == 0)
         .map(|e| e.path().display().to_string())
         .collect()
-}
-
-/// A world whose session s1 and chat c1 are archived, as root.
-async fn archived_world(db: Db) -> World {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "this test switches users: run the suite as root (as CI does)"
-    );
-    let w = World::new(db).await;
-    w.session("s1", "archived").await;
-    w.chat("c1", "s1", "archived").await;
-    w
 }
 
 async fn a_root_service_over_another_users_repositories_removes_clean_and_keeps_dirty(db: Db) {

@@ -137,13 +137,7 @@ fn plant(w: &World, plant: Plant, victim: &Path, clean: &Path, owner: LocalUser)
 /// archives and prunes). The repository and the worktrees belong to
 /// `owner`; the root stays root's.
 async fn owners_world(db: Db, owner: LocalUser) -> World {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "this test switches users: run the suite as root (as CI does)"
-    );
-    let w = World::new(db).await;
-    w.session("s1", "archived").await;
-    w.chat("c1", "s1", "archived").await;
+    let w = common::archived_world(db).await;
     let clean = w.worktree("clean", "s1").await;
     let dirty = w.worktree("dirty", "s1").await;
     fs::write(dirty.join("draft.txt"), "the owner's draft\n").unwrap();

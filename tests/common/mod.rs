@@ -747,3 +747,16 @@ pub fn log_messages(stderr: std::process::ChildStderr) -> std::sync::mpsc::Recei
     });
     messages
 }
+
+/// A world whose session s1 and chat c1 are archived, for the tests that
+/// switch users: they need root (as CI runs them).
+pub async fn archived_world(db: Db) -> World {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test switches users: run the suite as root (as CI does)"
+    );
+    let w = World::new(db).await;
+    w.session("s1", "archived").await;
+    w.chat("c1", "s1", "archived").await;
+    w
+}
