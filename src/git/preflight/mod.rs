@@ -90,6 +90,7 @@ mod commits;
 mod hidden;
 mod identity;
 mod listing;
+mod nested;
 mod operations;
 mod walk;
 
@@ -278,7 +279,12 @@ fn inspect(p: &Preflight<'_>, out: &mut Vec<AtRisk>) {
     let gitlinks = gitlinks_of(index.as_deref());
     if let Some(s) = &status {
         let staged = staged_of(&git, s, stand_in.as_deref(), out);
-        let walked = walk(dir, s, &gitlinks, p.precious);
+        let mut walked = walk(dir, s, &gitlinks, p.precious);
+        // A pristine clone (its remote covers every commit, nothing of its
+        // own in it) is not work, wherever the walk found it.
+        walked
+            .nested
+            .retain(|rel| !nested::pristine_clone(&git, dir, rel, p.precious));
         push_files(s, staged, &walked, out);
     }
     if done(out) {

@@ -708,6 +708,53 @@ fn a_nested_repository_inside_a_tracked_directory_is_found() {
     assert!(r.contains(&nested_at("src/inner")), "{r:?}");
 }
 
+/// A pristine clone in an ignored build directory (CMake FetchContent):
+/// its remote-tracking refs cover every commit and nothing of its own is
+/// in it, so it is no work. Each thing of its own makes it one again: a
+/// local commit, a stash, an untracked file, a precious ignored file.
+#[test]
+fn a_pristine_clone_in_an_ignored_directory_is_not_work() {
+    let (f, wt) = worktree();
+    let upstream = f.tmp.path().join("upstream");
+    init_repo(&f, &upstream);
+    commit_file(&f, &upstream, "u.txt", "u\n", "upstream");
+    let clone = wt.join("target/_deps/foo-src");
+    fs::create_dir_all(clone.parent().unwrap()).unwrap();
+    f.git(
+        &wt,
+        &[
+            "clone",
+            "-q",
+            upstream.to_str().unwrap(),
+            clone.to_str().unwrap(),
+        ],
+    );
+    write(&clone.join(".gitignore"), "build/\n");
+    f.git(&clone, &["add", ".gitignore"]);
+    f.git(&clone, &["commit", "-q", "-m", "mine"]);
+    let nested = vec![nested_at("target/_deps/foo-src")];
+    assert_eq!(check(&wt), nested, "a local commit is work");
+    f.git(
+        &clone,
+        &["push", "-q", "origin", "HEAD:refs/heads/main-copy"],
+    );
+    f.git(&clone, &["fetch", "-q"]);
+    // Its reflog still holds nothing the remote lacks: covered now.
+    assert_eq!(check(&wt), vec![]);
+    write(&clone.join("build/out.o"), "o\n");
+    assert_eq!(check(&wt), vec![], "build output is no work");
+    write(&clone.join("build/.env"), "SECRET=1\n");
+    assert_eq!(check(&wt), nested, "a precious file is work");
+    fs::remove_file(clone.join("build/.env")).unwrap();
+    write(&clone.join("notes.txt"), "n\n");
+    assert_eq!(check(&wt), nested, "an untracked file is work");
+    f.git(&clone, &["stash", "-q", "-u"]);
+    assert_eq!(check(&wt), nested, "a stash is work");
+    f.git(&clone, &["stash", "pop", "-q"]);
+    fs::remove_file(clone.join("notes.txt")).unwrap();
+    assert_eq!(check(&wt), vec![]);
+}
+
 #[test]
 fn untracked_files_are_found_whatever_status_show_untracked_files_says() {
     let (f, wt) = worktree();
