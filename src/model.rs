@@ -485,9 +485,11 @@ pub struct ActualState {
     pub moved_admin_entries: Vec<MovedAdminEntry>,
     /// The verdict on each worktree row's path, by worktree row id.
     pub row_paths: HashMap<String, PathCheck>,
-    /// The directory each worktree row's path leads to, by row id, as
-    /// `(device, inode)`, whatever its spelling ([`crate::root::WorktreeRoot::resolve_claim`]):
-    /// a row claims that directory even when its path is refused.
+    /// The directory each worktree row whose path is refused (a symlink, a
+    /// relative path, one outside the root) leads to, by row id, as
+    /// `(device, inode)` ([`crate::root::WorktreeRoot::resolve_claim`]): a
+    /// row claims that directory even so. A path the root takes in is
+    /// matched through [`ActualState::row_paths`].
     pub row_targets: HashMap<String, (u64, u64)>,
     /// Why the root was not observed (not the directory prepared: unmounted,
     /// replaced); the planner then plans nothing under it.

@@ -374,6 +374,20 @@ impl WorktreeRoot {
         self.ino
     }
 
+    /// Whether `untrusted` spells a direct entry of the root plainly: an
+    /// absolute path whose lexically normalized parent is the root (as
+    /// prepared or as configured). Any other spelling (relative, through a
+    /// link outside, with `..` leading elsewhere) is one a text match
+    /// cannot see. Reads nothing.
+    pub fn spelled_plainly(&self, untrusted: &Path) -> bool {
+        if !untrusted.is_absolute() {
+            return false;
+        }
+        let p = normalize_lexically(untrusted);
+        p.parent()
+            .is_some_and(|parent| parent == self.path() || parent == self.configured_path())
+    }
+
     /// The directory `untrusted` (a row's path) leads to, as `(device,
     /// inode)`, following symlinks, a relative path taken from the root:
     /// `None` when it leads to no directory. Only ever used to keep a
@@ -1326,5 +1340,18 @@ mod tests {
         assert_eq!(root.check(&t.path().join("alias/root/wt1")), want);
         assert_eq!(root.check(&t.path().join("x/../alias/root/wt1")), want);
         assert_eq!(root.check(&root.path().join("wt1")), want);
+    }
+
+    #[test]
+    fn a_plain_spelling_is_an_absolute_direct_entry() {
+        let t = tempfile::tempdir().unwrap();
+        let root = WorktreeRoot::prepare(&t.path().join("root")).unwrap();
+        let r = root.path().to_path_buf();
+        assert!(root.spelled_plainly(&r.join("w1")));
+        assert!(root.spelled_plainly(&r.join("x/../w1")));
+        assert!(!root.spelled_plainly(Path::new("w1")));
+        assert!(!root.spelled_plainly(Path::new("./w1/")));
+        assert!(!root.spelled_plainly(&t.path().join("link-to-w1")));
+        assert!(!root.spelled_plainly(&r.join("w1/deeper")));
     }
 }

@@ -92,9 +92,13 @@ impl Executor {
             .host_rows(&self.host)
             .await
             .map_err(|e| e.to_string())?;
+        // A plain `<root>/<name>` spelling was matched by text already (a
+        // symlink entry of the root is a refused path the planner
+        // resolves): only the other spellings are resolved, a stat each.
         Ok(rows
             .worktrees
             .into_iter()
+            .filter(|r| !self.root.spelled_plainly(&r.path))
             .filter(|r| self.root.resolve_claim(&r.path) == Some(here))
             .map(|r| (r.id, r.session_id))
             .collect())

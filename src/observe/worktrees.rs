@@ -81,7 +81,16 @@ pub fn observe(root: &WorktreeRoot, rows: &[WorktreeRow], repositories: &[PathBu
         }
     }
     out.row_paths = super::on_cores(rows, 32, |row| (row.id.clone(), root.check(&row.path)));
-    out.row_targets = super::on_cores(rows, 32, |row| {
+    // Only a refused path needs resolving: one the root takes in is
+    // matched by that path, and a stat per row would double the cost of
+    // every idle pass.
+    let refused: Vec<&WorktreeRow> = rows
+        .iter()
+        .zip(&out.row_paths)
+        .filter(|(_, (_, check))| matches!(check, PathCheck::Refused { .. }))
+        .map(|(row, _)| row)
+        .collect();
+    out.row_targets = super::on_cores(&refused, 32, |row| {
         root.resolve_claim(&row.path).map(|id| (row.id.clone(), id))
     })
     .into_iter()
