@@ -36,6 +36,24 @@ pub fn keep_history(
         return Ok(None);
     }
     let git = Git::for_dir(worktree, timeout).map_err(|e| e.to_string())?;
+    let message = format!(
+        "boo-reconciler: {} commit(s) of worktree {worktree_id} that only its HEAD reflog, \
+         refs/worktree/* or its submodules' git directories reached",
+        commits.len()
+    );
+    keep_commits(&git, worktree_id, commits, &message, now).map(Some)
+}
+
+/// Commits `commits` (all in the repository `git` runs in) under a new
+/// `refs/boo/history/<worktree id>/<unix seconds>[-<n>]`: one commit of the
+/// empty tree whose parents they are, with `message`.
+pub fn keep_commits(
+    git: &Git,
+    worktree_id: &str,
+    commits: &[String],
+    message: &str,
+    now: SystemTime,
+) -> Result<Archived, String> {
     let err = |e: super::cli::GitCliError| e.to_string();
     let empty = git
         .run(&["hash-object", "-w", "-t", "tree", "/dev/null"])
@@ -45,11 +63,6 @@ pub fn keep_history(
         .to_string();
     let name = format!("user.name={ARCHIVE_NAME}");
     let email = format!("user.email={ARCHIVE_EMAIL}");
-    let message = format!(
-        "boo-reconciler: {} commit(s) of worktree {worktree_id} that only its HEAD reflog or \
-         refs/worktree/* reached",
-        commits.len()
-    );
     let mut args: Vec<&str> = vec![
         "-c",
         &name,
@@ -58,7 +71,7 @@ pub fn keep_history(
         "commit-tree",
         &empty,
         "-m",
-        &message,
+        message,
     ];
     for c in commits {
         args.push("-p");
@@ -90,7 +103,7 @@ pub fn keep_history(
             )
             .map_err(err)?;
         if st.success() {
-            return Ok(Some(Archived { reference, commit }));
+            return Ok(Archived { reference, commit });
         }
         let (exists, _) = git
             .run_status(&["show-ref", "--verify", "-q", &reference], &[])
