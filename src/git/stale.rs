@@ -336,42 +336,6 @@ mod tests {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
     }
 
-    const FILE: &str = "protocol.file.allow=always";
-
-    /// A repository `sub` (one commit) beside the fixture's, added to
-    /// `main` as the submodule `sub`, and initialised in a new detached
-    /// worktree `<root>/<name>`: its git directory lives in the worktree's
-    /// admin entry.
-    fn worktree_with_submodule(f: &Fixture, name: &str) -> (PathBuf, PathBuf) {
-        let src = f.tmp.path().join("subsrc");
-        fs::create_dir_all(&src).unwrap();
-        f.git(&src, &["init", "-q"]);
-        write(&src.join("s.txt"), "s\n");
-        f.commit_all(&src, "sub initial");
-        f.git(
-            &f.repo,
-            &[
-                "-c",
-                FILE,
-                "submodule",
-                "add",
-                "-q",
-                src.to_str().unwrap(),
-                "sub",
-            ],
-        );
-        f.git(&f.repo, &["commit", "-q", "-m", "add sub"]);
-        let wt = f.detached(name, "main");
-        f.git(&wt, &["-c", FILE, "submodule", "update", "--init", "-q"]);
-        let sub = wt.join("sub");
-        let gitdir = f.git(&sub, &["rev-parse", "--absolute-git-dir"]);
-        assert!(
-            gitdir.contains(&format!("/worktrees/{name}/modules/")),
-            "{gitdir}"
-        );
-        (wt, sub)
-    }
-
     fn has(f: &Fixture, oid: &str) -> bool {
         f.has_object(oid)
     }
@@ -379,7 +343,7 @@ mod tests {
     #[test]
     fn everything_a_stale_entry_holds_survives_its_prune_and_gc() {
         let f = Fixture::new();
-        let (wt, sub) = worktree_with_submodule(&f, "det");
+        let (wt, sub) = f.worktree_with_submodule("det");
         // The worktree: a commit only HEAD reaches, one only the reflog
         // reaches, one only a per-worktree ref reaches, and a staged file.
         write(&wt.join("d.txt"), "d1\n");
