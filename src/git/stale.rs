@@ -325,7 +325,7 @@ pub fn keep_entry_work(
 #[cfg(test)]
 mod tests {
     use std::fs;
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
     use std::time::{Duration, SystemTime};
 
     use super::*;
