@@ -68,7 +68,7 @@ fn commit_of(git: &Git, rev: &str) -> Result<Option<String>, String> {
 /// The commits a reflog names, newest first; empty without one. The file
 /// is read by hand: git refuses to show the reflog of a HEAD whose branch
 /// is gone.
-fn reflog(git_dir: &Path, name: &str) -> Result<Vec<String>, String> {
+pub(crate) fn reflog(git_dir: &Path, name: &str) -> Result<Vec<String>, String> {
     match fs::read_to_string(git_dir.join("logs").join(name)) {
         Ok(text) => Ok(text
             .lines()
