@@ -53,7 +53,7 @@
 use std::ffi::OsStr;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -387,7 +387,7 @@ pub fn describe(what: &str, paths: Vec<String>) -> String {
 
 /// The handle [`take`] is given in the tests: the directory at `path`.
 #[cfg(test)]
-pub(crate) fn handle(path: &std::path::Path) -> OwnedFd {
+pub(crate) fn handle(path: &std::path::Path) -> std::os::fd::OwnedFd {
     nix::fcntl::open(
         path,
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,

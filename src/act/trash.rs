@@ -88,6 +88,7 @@ use nix::sys::stat::{fstat, fstatat, mkdirat, FileStat, Mode, SFlag};
 use nix::unistd::{unlinkat, Uid, UnlinkatFlags};
 
 use super::remove::{dir_flags, RemoveError};
+use super::stamp::{self, Stamp};
 use crate::model::PathCheck;
 use crate::root::{user_label, WorktreeRoot};
 
@@ -95,6 +96,10 @@ pub use crate::root::TRASH_DIR;
 
 /// The suffix of an entry's record: `<entry>.retired`.
 pub const RECORD_SUFFIX: &str = ".retired";
+
+/// The suffix of an entry's marker: `<entry>.checking`, there from
+/// before the rename until the retired entry is found as judged.
+pub const CHECKING_SUFFIX: &str = ".checking";
 
 /// A record older than this whose entry is gone is removed: its retire
 /// never renamed (a crash between the two) or its entry was reclaimed.
@@ -147,6 +152,13 @@ pub fn record_name(entry: &OsStr) -> OsString {
     r
 }
 
+/// The marker's name of an entry.
+pub fn marker_name(entry: &OsStr) -> OsString {
+    let mut r = entry.to_os_string();
+    r.push(CHECKING_SUFFIX);
+    r
+}
+
 /// The trash directory of `root`.
 pub fn trash_path(root: &WorktreeRoot) -> PathBuf {
     root.path().join(TRASH_DIR)
@@ -168,6 +180,9 @@ pub struct Pinned {
     /// while it was judged and brought back before the check is seen too:
     /// the preflight takes far longer than a timestamp's tick.
     ctime: (i64, i64),
+    /// Its tree when judged ([`Pinned::stamp_tree`]): what [`retire`]
+    /// compares the retired entry with.
+    stamp: Option<Stamp>,
 }
 
 impl Pinned {
@@ -189,6 +204,53 @@ impl Pinned {
     /// The name of its trash entry if retired at `at`.
     pub fn entry_name(&self, at: SystemTime) -> OsString {
         entry_name(&self.name, at)
+    }
+
+    /// Stamps the tree below the directory ([`stamp::take_settled`]),
+    /// through the pinned handle and with its owner's filesystem
+    /// credentials; [`retire`] compares the retired entry with it. Call
+    /// right after [`pin`], before the preflight. `Some` names the entries
+    /// being written while it was stamped: the tree is in use, and a
+    /// later change of them might not show.
+    pub fn stamp_tree(&mut self) -> Result<Option<String>, RemoveError> {
+        let (stamp, fresh) = self.as_owner(|fd| stamp::take_settled(fd))?;
+        self.stamp = Some(stamp);
+        Ok((!fresh.is_empty())
+            .then(|| stamp::describe("were being written while it was judged", fresh)))
+    }
+
+    /// `None` while the tree below the directory is as stamped; else what
+    /// changed. Wherever the directory is now: it is read through the
+    /// pinned handle.
+    pub fn tree_changed(&self) -> Result<Option<String>, RemoveError> {
+        let Some(before) = &self.stamp else {
+            return Err(RemoveError::Changed {
+                path: self.path.clone(),
+                why: "its tree was not stamped when it was judged".into(),
+            });
+        };
+        let now = self.as_owner(|fd| stamp::take(fd))?;
+        let changes = stamp::changes(before, &now);
+        Ok((!changes.is_empty()).then(|| stamp::describe("changed after it was judged", changes)))
+    }
+
+    /// `f` on the pinned handle, on a thread with the filesystem
+    /// credentials of the directory's owner (DESIGN rule 11): what the
+    /// owner planted below it can lead nowhere the owner could not go.
+    fn as_owner<T: Send>(
+        &self,
+        f: impl FnOnce(&OwnedFd) -> io::Result<T> + Send,
+    ) -> Result<T, RemoveError> {
+        let at = |e: io::Error| RemoveError::Io {
+            path: self.path.clone(),
+            source: e,
+        };
+        let owner = fstat(&self.fd).map_err(|e| io_at(&self.path, e))?.st_uid;
+        let who = crate::creds::who_for(owner, Uid::effective().as_raw())
+            .map_err(|e| at(io::Error::new(io::ErrorKind::PermissionDenied, e)))?;
+        crate::creds::with_fs_creds(who.as_ref(), || f(&self.fd))
+            .map_err(at)?
+            .map_err(at)
     }
 
     /// `None` while the name still holds the directory judged; else why
@@ -330,6 +392,7 @@ pub fn pin(root: &WorktreeRoot, dir: &Path) -> Result<Pin, RemoveError> {
         dev: st.st_dev,
         ino: st.st_ino,
         ctime: (st.st_ctime, st.st_ctime_nsec),
+        stamp: None,
     }))
 }
 
@@ -355,6 +418,12 @@ pub fn retire(
             why,
         });
     }
+    if pinned.stamp.is_none() {
+        return Err(RemoveError::Changed {
+            path: target.clone(),
+            why: "its tree was not stamped when it was judged: nothing is retired".into(),
+        });
+    }
     let root_fd = root_handle(root, target)?;
     match pinned.place(&root_fd)? {
         Place::Here => {}
@@ -363,8 +432,14 @@ pub fn retire(
     }
     let trash_fd = open_trash(root, &root_fd)?;
     let entry = pinned.entry_name(now);
-    write_record(&trash_fd, &entry, pinned.dev, pinned.ino)
-        .map_err(|e| io_at(&trash_path(root).join(record_name(&entry)), e))?;
+    let trash_at = |name: OsString| trash_path(root).join(name);
+    // The marker first: the record's `fsync` of the trash makes both
+    // names durable before the rename.
+    make_marker(&trash_fd, &entry).map_err(|e| io_at(&trash_at(marker_name(&entry)), e))?;
+    if let Err(e) = write_record(&trash_fd, &entry, pinned.dev, pinned.ino) {
+        forget_marker(&trash_fd, &entry);
+        return Err(io_at(&trash_at(record_name(&entry)), e));
+    }
     crate::crash_point!("trash.after_record");
     #[cfg(test)]
     BEFORE_RENAME.with(|h| {
@@ -381,6 +456,7 @@ pub fn retire(
     );
     if let Err(e) = renamed {
         forget_record(&trash_fd, &entry);
+        forget_marker(&trash_fd, &entry);
         return match e {
             Errno::ENOENT => Ok(match pinned.place(&root_fd)? {
                 Place::Deleted | Place::Here => Retired::Gone,
@@ -398,40 +474,66 @@ pub fn retire(
     }
     let moved = fstatat(&trash_fd, entry.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
         .map_err(|e| io_at(target, e))?;
-    if (moved.st_dev, moved.st_ino) == (pinned.dev, pinned.ino) {
-        return Ok(Retired::Moved {
-            entry: trash_path(root).join(entry),
+    if (moved.st_dev, moved.st_ino) != (pinned.dev, pinned.ino) {
+        // Swapped between the last check and the rename: what moved is
+        // not what was judged. It goes back where it was found, and its
+        // record goes (it names the directory judged, which is not in the
+        // trash).
+        let back = put_back(&trash_fd, &entry, &root_fd, &pinned.name, root);
+        forget_record(&trash_fd, &entry);
+        forget_marker(&trash_fd, &entry);
+        return Ok(Retired::Changed {
+            why: format!(
+                "another {} (device {}, inode {}) was renamed into {} just before it was \
+                 retired, not the directory judged (device {}, inode {}); {}",
+                kind_of(&moved),
+                moved.st_dev,
+                moved.st_ino,
+                target.display(),
+                pinned.dev,
+                pinned.ino,
+                back.unwrap_or_else(|e| e)
+            ),
         });
     }
-    // Swapped between the last check and the rename: what moved is not
-    // what was judged. It goes back where it was found, and its record
-    // goes (it names the directory judged, which is not in the trash).
+    // The very directory judged, in the trash, where nothing writes to
+    // it by its old path any more: its tree must be as it was judged.
+    let changed = match pinned.tree_changed() {
+        Ok(None) => {
+            // Settled: from here on, the entry is the reclaimer's.
+            forget_marker(&trash_fd, &entry);
+            return Ok(Retired::Moved {
+                entry: trash_at(entry),
+            });
+        }
+        Ok(Some(changed)) => changed,
+        Err(e) => format!("its tree could not be compared with the one judged ({e})"),
+    };
+    // Written to while it was judged: it goes back, with what was
+    // written. Its record goes either way: put back, the record is
+    // stale; not put back, the entry must never be reclaimed, and the
+    // marker stays to say so (a reclaimer that read the record before it
+    // went finds the marker still there).
     let back = put_back(&trash_fd, &entry, &root_fd, &pinned.name, root);
     forget_record(&trash_fd, &entry);
+    if back.is_ok() {
+        forget_marker(&trash_fd, &entry);
+    }
     Ok(Retired::Changed {
-        why: format!(
-            "another {} (device {}, inode {}) was renamed into {} just before it was retired, \
-             not the directory judged (device {}, inode {}); {back}",
-            kind_of(&moved),
-            moved.st_dev,
-            moved.st_ino,
-            target.display(),
-            pinned.dev,
-            pinned.ino
-        ),
+        why: format!("{changed}; {}", back.unwrap_or_else(|e| e)),
     })
 }
 
 /// Moves the trash entry `entry` back into the root: under `name`, or
 /// under `<name>.returned.<nanos>` when `name` is taken again; never over
-/// anything. Says where it went.
+/// anything. Says where it went, or (`Err`) that it stays in the trash.
 fn put_back(
     trash_fd: &OwnedFd,
     entry: &OsStr,
     root_fd: &OwnedFd,
     name: &OsStr,
     root: &WorktreeRoot,
-) -> String {
+) -> Result<String, String> {
     let mut tries = vec![name.to_os_string()];
     let mut other = name.to_os_string();
     let nanos = SystemTime::now()
@@ -449,18 +551,43 @@ fn put_back(
             to.as_os_str(),
             RenameFlags::RENAME_NOREPLACE,
         ) {
-            Ok(()) => return format!("put back at {}", root.path().join(&to).display()),
+            Ok(()) => return Ok(format!("put back at {}", root.path().join(&to).display())),
             Err(e) => last = Some(e),
         }
     }
     let e = last.map_or_else(String::new, |e| e.to_string());
     tracing::error!(entry = %trash_path(root).join(entry).display(), error = %e,
-        "cannot put back what was swapped in before a retirement; it stays in the trash, \
-         where the reclaimer never deletes it (no record names it)");
-    format!(
+        "cannot put back what was moved into the trash but must not be retired; it stays \
+         in the trash, where the reclaimer never deletes it (no record names it)");
+    Err(format!(
         "it could not be put back ({e}) and stays as {}, which the reclaimer leaves alone",
         trash_path(root).join(entry).display()
+    ))
+}
+
+/// Makes `<entry>.checking` (new, empty, mode `0600`): while it is there
+/// the entry is not the reclaimer's ([`list`]).
+fn make_marker(trash_fd: &OwnedFd, entry: &OsStr) -> Result<(), Errno> {
+    openat(
+        trash_fd,
+        marker_name(entry).as_os_str(),
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
     )
+    .map(drop)
+}
+
+/// Removes an entry's marker; one already gone is fine. Not made durable:
+/// a marker that comes back after a crash keeps an entry, never loses one.
+fn forget_marker(trash_fd: &OwnedFd, entry: &OsStr) {
+    match unlinkat(
+        trash_fd,
+        marker_name(entry).as_os_str(),
+        UnlinkatFlags::NoRemoveDir,
+    ) {
+        Ok(()) | Err(Errno::ENOENT) => {}
+        Err(e) => tracing::warn!(entry = ?entry, error = %e, "cannot remove a trash marker"),
+    }
 }
 
 /// Writes `<entry>.retired` (`"<dev> <ino>\n"`, new, mode `0600`), and
@@ -603,8 +730,9 @@ pub struct TrashEntry {
 
 /// What the trash holds: the entries the reclaimer may delete, the names
 /// it will not touch (not retired by the controller: no record, or a
-/// record naming another directory), and the records whose entry is gone
-/// since [`STALE_RECORD`] or more.
+/// record naming another directory, or a marker still beside it: its
+/// retirement was not concluded), and the names of entries gone since
+/// [`STALE_RECORD`] or more whose record or marker is still there.
 #[derive(Clone, Debug, Default)]
 pub struct Listing {
     pub entries: Vec<TrashEntry>,
@@ -631,7 +759,10 @@ pub fn list(root: &WorktreeRoot) -> io::Result<Listing> {
     let now = SystemTime::now();
     for name in &names {
         let bytes = name.as_bytes();
-        if let Some(stem) = bytes.strip_suffix(RECORD_SUFFIX.as_bytes()) {
+        let beside = bytes
+            .strip_suffix(RECORD_SUFFIX.as_bytes())
+            .or_else(|| bytes.strip_suffix(CHECKING_SUFFIX.as_bytes()));
+        if let Some(stem) = beside {
             let stem = OsStr::from_bytes(stem);
             if let Some((_, at)) = parse_entry(stem) {
                 let old = now.duration_since(at).is_ok_and(|age| age >= STALE_RECORD);
@@ -644,7 +775,14 @@ pub fn list(root: &WorktreeRoot) -> io::Result<Listing> {
         let ours = parse_entry(name).and_then(|(id, at)| {
             let (dev, ino) = read_record(&trash_fd, name)?;
             let st = fstatat(&trash_fd, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
-            ((st.st_dev, st.st_ino) == (dev, ino) && kind_of(&st) == "directory").then(|| {
+            // Looked at last: a marker gone now was gone once the entry
+            // was found as judged, or once what was not is put back.
+            let settled = matches!(
+                fstatat(&trash_fd, marker_name(name).as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW),
+                Err(Errno::ENOENT)
+            );
+            let ours = (st.st_dev, st.st_ino) == (dev, ino) && kind_of(&st) == "directory";
+            (ours && settled).then(|| {
                 TrashEntry {
                     path: dir.join(name),
                     worktree_id: id.to_string_lossy().into_owned(),
@@ -661,10 +799,13 @@ pub fn list(root: &WorktreeRoot) -> io::Result<Listing> {
     }
     out.entries.sort_by_key(|e| e.retired_at);
     out.foreign.sort();
+    out.stale_records.sort();
+    out.stale_records.dedup();
     Ok(out)
 }
 
-/// Removes the records of `listing.stale_records` (see [`STALE_RECORD`]).
+/// Removes the records and markers of `listing.stale_records` (see
+/// [`STALE_RECORD`]).
 pub fn forget_stale_records(root: &WorktreeRoot, listing: &Listing) {
     if listing.stale_records.is_empty() {
         return;
@@ -675,6 +816,7 @@ pub fn forget_stale_records(root: &WorktreeRoot, listing: &Listing) {
     if let Ok(Some(trash_fd)) = open_existing_trash(root, &root_fd) {
         for entry in &listing.stale_records {
             forget_record(&trash_fd, entry);
+            forget_marker(&trash_fd, entry);
         }
     }
 }
@@ -742,13 +884,26 @@ pub(crate) mod testing {
         dir: &Path,
     ) -> Result<super::Retired, super::RemoveError> {
         match super::pin(root, dir)? {
-            super::Pin::Pinned(p) => super::retire(root, &p, std::time::SystemTime::now()),
+            super::Pin::Pinned(mut p) => {
+                p.stamp_tree()?;
+                super::retire(root, &p, std::time::SystemTime::now())
+            }
             super::Pin::Gone => Ok(super::Retired::Gone),
             super::Pin::NotADirectory(why) => Err(super::RemoveError::OutsideRoot {
                 path: dir.to_path_buf(),
                 why,
             }),
         }
+    }
+
+    /// `dir` pinned, its tree stamped (settled), as a removal's
+    /// inspection leaves it.
+    pub(crate) fn pin_stamped(root: &WorktreeRoot, dir: &Path) -> super::Pinned {
+        let super::Pin::Pinned(mut p) = super::pin(root, dir).unwrap() else {
+            panic!("{} not pinned", dir.display())
+        };
+        assert_eq!(p.stamp_tree().unwrap(), None, "settled");
+        p
     }
 
     /// A tmpfs mounted at `at` until dropped. None where this run cannot
@@ -778,7 +933,7 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
-    use super::testing::{fixture, retire_path, Tmpfs};
+    use super::testing::{fixture, pin_stamped, retire_path, Tmpfs};
     use super::*;
     use std::fs;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -879,9 +1034,7 @@ mod tests {
         fs::create_dir_all(&clean).unwrap();
         fs::create_dir_all(&dirty).unwrap();
         fs::write(dirty.join("work.txt"), "work").unwrap();
-        let Pin::Pinned(pinned) = pin(&root, &clean).unwrap() else {
-            panic!("not pinned")
-        };
+        let pinned = pin_stamped(&root, &clean);
         // Judged: clean. Then, between the last check and the rename, the
         // dirty one takes its name.
         let r = root.path().to_path_buf();
@@ -906,9 +1059,7 @@ mod tests {
         let (_tmp, root, _outside) = fixture();
         let wt = root.path().join("w1");
         fs::create_dir_all(&wt).unwrap();
-        let Pin::Pinned(pinned) = pin(&root, &wt).unwrap() else {
-            panic!("not pinned")
-        };
+        let pinned = pin_stamped(&root, &wt);
         // Moved away after the preflight: the pin says so at once.
         fs::rename(&wt, root.path().join("w1-moved")).unwrap();
         assert!(pinned.changed(&root).unwrap().is_some());
@@ -924,9 +1075,7 @@ mod tests {
         ));
         assert!(wt.is_dir() && root.path().join("w1-moved").is_dir());
         // Moved away between the last check and the rename.
-        let Pin::Pinned(pinned) = pin(&root, &wt).unwrap() else {
-            panic!("not pinned")
-        };
+        let pinned = pin_stamped(&root, &wt);
         let (from, to) = (wt.clone(), root.path().join("w1-later"));
         before_rename(move || fs::rename(&from, &to).unwrap());
         let got = retire(&root, &pinned, SystemTime::now());
@@ -941,9 +1090,7 @@ mod tests {
         let (_tmp, root, _outside) = fixture();
         let wt = root.path().join("w1");
         fs::create_dir_all(&wt).unwrap();
-        let Pin::Pinned(pinned) = pin(&root, &wt).unwrap() else {
-            panic!("not pinned")
-        };
+        let pinned = pin_stamped(&root, &wt);
         assert_eq!(pinned.changed(&root).unwrap(), None);
         // Away while the preflight looks at something else, then back:
         // same device and inode at the name, but not what was judged.
