@@ -9,7 +9,10 @@
 //! root, a dot, and the time it was retired in nanoseconds since the epoch
 //! (decimal digits only). Beside each entry, its **record**
 //! `<entry>.retired` ([`RECORD_SUFFIX`]) holds the `(st_dev, st_ino)` of
-//! the directory the controller retired under that name.
+//! the directory the controller retired under that name. From before the
+//! rename until the retired tree is found as it was judged, a **marker**
+//! `<entry>.checking` ([`CHECKING_SUFFIX`]) is there too: while it is, the
+//! entry is not the reclaimer's ([`list`] counts it as foreign).
 //!
 //! # Why a record file, not the database
 //!
@@ -24,7 +27,15 @@
 //! trash, which only the controller's user can write to, before the rename,
 //! and made durable (`fsync` of the file and of the trash) before the
 //! directory moves: a crash at any point leaves either a record without an
-//! entry (removed once old, [`STALE_RECORD`]) or both.
+//! entry (removed once old, [`STALE_RECORD`]) or both. The marker is made
+//! before the record and is made durable with it; it goes (not durably:
+//! one that comes back keeps an entry, never loses one) once the retired
+//! tree is found as judged.
+//!
+//! Why a marker, not a lock: the reclaimer of another instance on the
+//! host may look at the trash while a retirement is being checked, and a
+//! crash in the middle of the check must not hand the entry to it either:
+//! what was written meanwhile was never judged.
 //!
 //! # The trash is checked, not trusted (DESIGN rule 11)
 //!
@@ -70,7 +81,28 @@
 //!    answer [`Retired::CannotRename`] with the reason: the caller deletes
 //!    in place, the pinned directory only, and says why (test
 //!    `retire_reports_cannot_rename_when_the_trash_is_another_file_system`).
-//! 5. **The trash is never a worktree.** [`WorktreeRoot::check`] refuses
+//! 6. **What was judged is what is reclaimed.** [`Pinned::stamp_tree`]
+//!    stamps the tree below the pinned directory ([`super::stamp`])
+//!    before the preflight; right after the rename, through the pinned
+//!    handle, the retired entry is stamped again and compared. Any entry
+//!    made, removed, renamed, written or changed in between (a process
+//!    that is not an agent writing into the worktree while it is judged)
+//!    puts the directory back at its name (or `<name>.returned.<nanos>`)
+//!    with what was written, and answers [`Retired::Changed`] naming the
+//!    entries. Until the comparison is done the marker keeps the
+//!    reclaimer off; an entry that cannot be put back stays in the trash
+//!    without its record, with its marker, and is never deleted. A
+//!    directory whose tree was not stamped is never retired (tests
+//!    `a_write_in_the_rename_window_is_put_back`,
+//!    `a_write_into_the_retired_entry_before_the_check_is_put_back`,
+//!    `a_tree_as_judged_is_retired_and_offered_to_the_reclaimer`,
+//!    `what_cannot_be_put_back_stays_in_the_trash_and_is_never_reclaimed`,
+//!    `retire_refuses_a_directory_whose_tree_was_not_stamped`). Limits: a
+//!    write through a descriptor opened before the rename can still land
+//!    after the comparison; a crash between the rename and the end of the
+//!    comparison leaves the entry with its marker, never reclaimed (it is
+//!    listed as foreign, for an operator to look at).
+//! 7. **The trash is never a worktree.** [`WorktreeRoot::check`] refuses
 //!    `<root>/.boo-trash` as a worktree path and the root observation skips
 //!    it (tests `the_trash_is_never_a_worktree_path` and
 //!    `the_trash_is_never_an_orphan`).
@@ -404,6 +436,14 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Runs right after the rename, before the retired tree is compared,
+    /// in this thread only, with the entry's path.
+    pub(crate) static AFTER_RENAME: std::cell::RefCell<Option<Box<dyn Fn(&Path)>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// Moves the pinned directory into the trash (see the module's
 /// guarantees). Creates the trash when missing.
 pub fn retire(
@@ -496,6 +536,12 @@ pub fn retire(
             ),
         });
     }
+    #[cfg(test)]
+    AFTER_RENAME.with(|h| {
+        if let Some(h) = h.borrow().as_ref() {
+            h(&trash_at(entry.clone()))
+        }
+    });
     // The very directory judged, in the trash, where nothing writes to
     // it by its old path any more: its tree must be as it was judged.
     let changed = match pinned.tree_changed() {
@@ -778,18 +824,20 @@ pub fn list(root: &WorktreeRoot) -> io::Result<Listing> {
             // Looked at last: a marker gone now was gone once the entry
             // was found as judged, or once what was not is put back.
             let settled = matches!(
-                fstatat(&trash_fd, marker_name(name).as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW),
+                fstatat(
+                    &trash_fd,
+                    marker_name(name).as_os_str(),
+                    AtFlags::AT_SYMLINK_NOFOLLOW
+                ),
                 Err(Errno::ENOENT)
             );
             let ours = (st.st_dev, st.st_ino) == (dev, ino) && kind_of(&st) == "directory";
-            (ours && settled).then(|| {
-                TrashEntry {
-                    path: dir.join(name),
-                    worktree_id: id.to_string_lossy().into_owned(),
-                    retired_at: at,
-                    dev,
-                    ino,
-                }
+            (ours && settled).then(|| TrashEntry {
+                path: dir.join(name),
+                worktree_id: id.to_string_lossy().into_owned(),
+                retired_at: at,
+                dev,
+                ino,
             })
         });
         match ours {
@@ -1052,6 +1100,174 @@ mod tests {
         let listing = list(&root).unwrap();
         assert!(listing.entries.is_empty() && listing.foreign.is_empty());
         assert_eq!(fs::read_dir(trash_path(&root)).unwrap().count(), 0);
+    }
+
+    fn after_rename(f: impl Fn(&Path) + 'static) {
+        AFTER_RENAME.with(|h| *h.borrow_mut() = Some(Box::new(f)));
+    }
+
+    fn no_after_rename() {
+        AFTER_RENAME.with(|h| *h.borrow_mut() = None);
+    }
+
+    fn append(path: &Path, what: &str) {
+        use std::io::Write;
+        fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .unwrap()
+            .write_all(what.as_bytes())
+            .unwrap();
+    }
+
+    /// A worktree-like tree: `sub/f.txt` ("x") and `sub/deeper/`.
+    fn small_tree(root: &WorktreeRoot) -> PathBuf {
+        let wt = root.path().join("w1");
+        fs::create_dir_all(wt.join("sub/deeper")).unwrap();
+        fs::write(wt.join("sub/f.txt"), "x").unwrap();
+        wt
+    }
+
+    #[test]
+    fn a_write_in_the_rename_window_is_put_back() {
+        let (_tmp, root, _outside) = fixture();
+        let wt = small_tree(&root);
+        let pinned = pin_stamped(&root, &wt);
+        // Judged; then, between the last check and the rename, a process
+        // writes deep inside (the top directory's ctime does not move).
+        let w = wt.clone();
+        before_rename(move || {
+            append(&w.join("sub/f.txt"), "+more");
+            fs::write(w.join("sub/deeper/new.o"), "o").unwrap();
+        });
+        let got = retire(&root, &pinned, SystemTime::now());
+        no_hook();
+        let Ok(Retired::Changed { why }) = got else {
+            panic!("{got:?}")
+        };
+        assert!(why.contains("changed after it was judged"), "{why}");
+        assert!(why.contains("sub/f.txt (written)"), "{why}");
+        assert!(why.contains("sub/deeper/new.o (new)"), "{why}");
+        assert!(
+            why.contains(&format!("put back at {}", wt.display())),
+            "{why}"
+        );
+        // Back at its name, with what was written; nothing left in the
+        // trash: no entry, no record, no marker.
+        assert_eq!(fs::read(wt.join("sub/f.txt")).unwrap(), b"x+more");
+        assert_eq!(fs::read(wt.join("sub/deeper/new.o")).unwrap(), b"o");
+        assert_eq!(fs::metadata(&wt).unwrap().ino(), pinned.ino());
+        assert_eq!(fs::read_dir(trash_path(&root)).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_write_into_the_retired_entry_before_the_check_is_put_back() {
+        let (_tmp, root, _outside) = fixture();
+        let wt = small_tree(&root);
+        let pinned = pin_stamped(&root, &wt);
+        // Through a descriptor opened before the rename, or a path into
+        // the trash: written after the move, before the check. Meanwhile
+        // the reclaimer is never offered the entry.
+        let r = root.clone();
+        after_rename(move |entry| {
+            let listing = list(&r).unwrap();
+            assert!(listing.entries.is_empty(), "{:?}", listing.entries);
+            assert_eq!(listing.foreign, vec![entry.to_path_buf()]);
+            fs::set_permissions(entry.join("sub/f.txt"), fs::Permissions::from_mode(0o600))
+                .unwrap();
+        });
+        let got = retire(&root, &pinned, SystemTime::now());
+        no_after_rename();
+        let Ok(Retired::Changed { why }) = got else {
+            panic!("{got:?}")
+        };
+        assert!(why.contains("sub/f.txt (changed)"), "{why}");
+        assert!(wt.join("sub/f.txt").is_file());
+        assert_eq!(fs::read_dir(trash_path(&root)).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_tree_as_judged_is_retired_and_offered_to_the_reclaimer() {
+        let (_tmp, root, _outside) = fixture();
+        let wt = small_tree(&root);
+        let pinned = pin_stamped(&root, &wt);
+        // Read, not written, meanwhile: nothing a stamp covers.
+        let w = wt.clone();
+        before_rename(move || drop(fs::read(w.join("sub/f.txt")).unwrap()));
+        let got = retire(&root, &pinned, SystemTime::now());
+        no_hook();
+        let Ok(Retired::Moved { entry }) = got else {
+            panic!("{got:?}")
+        };
+        let name = entry.file_name().unwrap();
+        assert!(!trash_path(&root).join(marker_name(name)).exists());
+        let listing = list(&root).unwrap();
+        assert_eq!(listing.entries.len(), 1);
+        assert!(listing.foreign.is_empty(), "{:?}", listing.foreign);
+    }
+
+    #[test]
+    fn what_cannot_be_put_back_stays_in_the_trash_and_is_never_reclaimed() {
+        let (_tmp, root, _outside) = fixture();
+        let wt = small_tree(&root);
+        let pinned = pin_stamped(&root, &wt);
+        // Written after the move, and the root made immutable: nothing can
+        // be renamed into it, so the entry cannot go back.
+        let r = root.path().to_path_buf();
+        let immutable = std::rc::Rc::new(std::cell::Cell::new(false));
+        let set = std::rc::Rc::clone(&immutable);
+        after_rename(move |entry| {
+            append(&entry.join("sub/f.txt"), "+late");
+            let ok = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(&r)
+                .status()
+                .is_ok_and(|s| s.success());
+            set.set(ok);
+        });
+        let got = retire(&root, &pinned, SystemTime::now());
+        no_after_rename();
+        if !immutable.get() {
+            eprintln!("skipping: cannot make the root immutable (chattr +i needs root on ext4)");
+            return;
+        }
+        let unset = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(root.path())
+            .status()
+            .unwrap();
+        assert!(unset.success());
+        let Ok(Retired::Changed { why }) = got else {
+            panic!("{got:?}")
+        };
+        assert!(why.contains("could not be put back"), "{why}");
+        assert!(!wt.exists());
+        // In the trash, with the late write, and never the reclaimer's:
+        // its record is gone and its marker stays.
+        let listing = list(&root).unwrap();
+        assert!(listing.entries.is_empty(), "{:?}", listing.entries);
+        assert_eq!(listing.foreign.len(), 1);
+        let entry = &listing.foreign[0];
+        assert_eq!(fs::read(entry.join("sub/f.txt")).unwrap(), b"x+late");
+        let name = entry.file_name().unwrap();
+        assert!(!trash_path(&root).join(record_name(name)).exists());
+        assert!(trash_path(&root).join(marker_name(name)).exists());
+    }
+
+    #[test]
+    fn retire_refuses_a_directory_whose_tree_was_not_stamped() {
+        let (_tmp, root, _outside) = fixture();
+        let wt = small_tree(&root);
+        let Pin::Pinned(pinned) = pin(&root, &wt).unwrap() else {
+            panic!("not pinned")
+        };
+        let got = retire(&root, &pinned, SystemTime::now());
+        assert!(
+            matches!(&got, Err(RemoveError::Changed { why, .. }) if why.contains("not stamped")),
+            "{got:?}"
+        );
+        assert!(wt.join("sub/f.txt").is_file());
+        assert!(!trash_path(&root).exists() || list(&root).unwrap().entries.is_empty());
     }
 
     #[test]
