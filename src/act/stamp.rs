@@ -367,8 +367,8 @@ fn how_changed(x: &Entry, y: &Entry) -> Option<&'static str> {
     Some(
         if (x.dev, x.ino) != (y.dev, y.ino) || kind(x.mode) != kind(y.mode) {
             "replaced"
-        } else if x.size != y.size
-            || (kind(x.mode) == SFlag::S_IFREG && x.ctime != y.ctime && x.mode == y.mode)
+        } else if kind(x.mode) == SFlag::S_IFREG
+            && (x.size != y.size || (x.ctime != y.ctime && x.mode == y.mode))
         {
             "written"
         } else {
@@ -544,12 +544,14 @@ mod tests {
         fs::write(elsewhere.path().join("x.txt"), "changed").unwrap();
         fs::write(elsewhere.path().join("y.txt"), "new").unwrap();
         assert_eq!(changes(&one, &again(t.path())), Vec::<String>::new());
-        // The link itself is an entry.
+        // The link itself is an entry. (The new link may get the freed
+        // inode number back: its ctime tells it apart.)
         fs::remove_file(t.path().join("out")).unwrap();
         std::os::unix::fs::symlink("/", t.path().join("out")).unwrap();
-        assert_eq!(
-            changes(&one, &again(t.path())),
-            vec!["out (replaced)".to_string()]
+        let got = changes(&one, &again(t.path()));
+        assert!(
+            got == ["out (replaced)"] || got == ["out (changed)"],
+            "{got:?}"
         );
     }
 
@@ -607,6 +609,38 @@ mod tests {
         assert_eq!(fresh, vec!["sub/b.txt".to_string()]);
         // Once the writes stop, it settles.
         assert!(take_settled(&handle(t.path())).unwrap().1.is_empty());
+    }
+
+    /// The cost of a stamp: a tree of 5,000 files in 250 directories,
+    /// stamped five times; prints the median. Not a check (wall-clock
+    /// depends on the machine):
+    /// `cargo test --release --lib stamp_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn stamp_cost() {
+        let t = tempfile::tempdir().unwrap();
+        for d in 0..250 {
+            let dir = t.path().join(format!("src/m{}/d{d}", d % 10));
+            fs::create_dir_all(&dir).unwrap();
+            for f in 0..20 {
+                fs::write(dir.join(format!("f{f}.rs")), "fn main() {}\n").unwrap();
+            }
+        }
+        let h = handle(t.path());
+        let mut took: Vec<Duration> = (0..5)
+            .map(|_| {
+                let at = std::time::Instant::now();
+                let s = take(&h).unwrap();
+                let took = at.elapsed();
+                assert_eq!(s.len(), 1 + 1 + 10 + 250 + 5000);
+                took
+            })
+            .collect();
+        took.sort();
+        eprintln!(
+            "stamp of 5,261 entries: median {:?} (min {:?}, max {:?})",
+            took[2], took[0], took[4]
+        );
     }
 
     #[test]
