@@ -151,13 +151,17 @@ pub fn inspect(
 ///    any process, agent or not) puts the directory back at its name
 ///    with what was written, and the answer is [`Outcome::KeptAtRisk`]
 ///    with `changed_during_removal` naming the entries; the next pass
-///    judges it again (tests
-///    `a_write_between_the_preflight_and_the_rename_is_put_back`,
-///    `a_write_in_the_rename_window_is_put_back` and, in `tests/writer.rs`,
+///    judges it again (tests `a_write_in_the_rename_window_is_put_back`
+///    and, in `tests/writer.rs`,
 ///    `a_write_after_the_preflight_keeps_the_worktree` and
-///    `a_writer_loop_never_loses_a_write`). Deleting in place (guarantee 4),
-///    the tree is compared right before the deletion: there the window is
-///    the walk's.
+///    `a_writer_loop_never_loses_a_write`). Deleting in place (guarantee
+///    4), the tree is compared right before the deletion: there the
+///    window is the walk's (test
+///    `deleting_in_place_a_write_after_the_preflight_keeps_the_worktree`).
+///    Neither the reflog history nor a force's archive writes into the
+///    worktree directory (only into the main repository), and the git
+///    preflight runs with `GIT_OPTIONAL_LOCKS=0`, its index in the admin
+///    entry: none of them changes what the stamp covers.
 #[allow(clippy::too_many_arguments)]
 pub fn archive_and_remove(
     root: &WorktreeRoot,
