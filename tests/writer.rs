@@ -498,3 +498,50 @@ async fn let_a_writer_write_through_passes(
         assert_eq!(written_in(&entry.join("target/out")), done);
     }
 }
+
+/// The steps of a removal that read the worktree (the git preflight to
+/// its last check: status, the walk, hidden changes, submodules, nested
+/// repositories; a force's archive and its check; the reflog history)
+/// change nothing its stamp covers: a forced pass over a worktree with
+/// all of them archives and retires it, no `changed_during_removal`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn git_s_own_steps_change_nothing_the_stamp_covers() {
+    let w = World::new(Db::Sqlite).await;
+    let wt = clean_worktree_with_build_output(&w).await;
+    let up = w.outside.join("up");
+    fs::create_dir_all(&up).unwrap();
+    common::git(&up, &["init", "-q", "-b", "main"]);
+    fs::write(up.join("lib.txt"), "lib\n").unwrap();
+    common::git(&up, &["add", "."]);
+    common::git(&up, &["commit", "-q", "-m", "lib"]);
+    common::git(
+        &wt,
+        &[
+            "-c",
+            "protocol.file.allow=always",
+            "submodule",
+            "add",
+            "-q",
+            up.to_str().unwrap(),
+            "sub",
+        ],
+    );
+    common::git(&wt, &["commit", "-q", "-m", "submodule"]);
+    append(&wt.join("sub/lib.txt"), "changed in the submodule\n");
+    let nested = wt.join("vendor/lib");
+    fs::create_dir_all(&nested).unwrap();
+    common::git(&nested, &["init", "-q", "-b", "main"]);
+    fs::write(nested.join("nested.txt"), "nested\n").unwrap();
+    common::git(&nested, &["add", "."]);
+    common::git(&nested, &["commit", "-q", "-m", "nested"]);
+    fs::write(wt.join("notes.txt"), "untracked\n").unwrap();
+    append(&wt.join("README.md"), "staged\n");
+    common::git(&wt, &["add", "README.md"]);
+    append(&wt.join("README.md"), "unstaged\n");
+    fs::write(wt.join(".env"), "SECRET=1\n").unwrap();
+
+    let report = w.once(Scope::Session("s1".into()), true).await;
+    assert!(changed_details(&report).is_empty(), "{}", report.render());
+    assert!(removed(&report, "w1"), "{}", report.render());
+    assert!(!wt.exists());
+}
