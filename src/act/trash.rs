@@ -245,7 +245,7 @@ impl Pinned {
     /// being written while it was stamped: the tree is in use, and a
     /// later change of them might not show.
     pub fn stamp_tree(&mut self) -> Result<Option<String>, RemoveError> {
-        let (stamp, fresh) = self.as_owner(|fd| stamp::take_settled(fd))?;
+        let (stamp, fresh) = self.as_owner(stamp::take_settled)?;
         self.stamp = Some(stamp);
         Ok((!fresh.is_empty())
             .then(|| stamp::describe("were being written while it was judged", fresh)))
@@ -261,7 +261,7 @@ impl Pinned {
                 why: "its tree was not stamped when it was judged".into(),
             });
         };
-        let now = self.as_owner(|fd| stamp::take(fd))?;
+        let now = self.as_owner(stamp::take)?;
         let changes = stamp::changes(before, &now);
         Ok((!changes.is_empty()).then(|| stamp::describe("changed after it was judged", changes)))
     }
@@ -436,11 +436,15 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
+/// A test's hook, given the trash entry's path.
+#[cfg(test)]
+pub(crate) type EntryHook = Box<dyn Fn(&Path)>;
+
 #[cfg(test)]
 thread_local! {
     /// Runs right after the rename, before the retired tree is compared,
     /// in this thread only, with the entry's path.
-    pub(crate) static AFTER_RENAME: std::cell::RefCell<Option<Box<dyn Fn(&Path)>>> =
+    pub(crate) static AFTER_RENAME: std::cell::RefCell<Option<EntryHook>> =
         const { std::cell::RefCell::new(None) };
 }
 
