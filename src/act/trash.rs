@@ -148,9 +148,10 @@ pub enum Retired {
     Gone,
     /// The rename is impossible here; the directory is untouched.
     CannotRename { why: String },
-    /// The name no longer held the directory judged (or what the rename
-    /// moved was not it); nothing was retired, and what moved was put
-    /// back (`why` says where).
+    /// The name no longer held the directory judged, what the rename
+    /// moved was not it, or its tree changed after it was stamped;
+    /// nothing was retired, and what moved was put back (`why` says
+    /// what changed and where it went).
     Changed { why: String },
 }
 
