@@ -35,7 +35,8 @@
 //!    device is an entry, never entered (tests `a_symlink_is_never_followed`
 //!    and `a_directory_swapped_for_a_symlink_mid_walk_is_not_followed`).
 //! 3. **Cheap.** One directory read per directory, one `fstatat` per
-//!    entry, no file opened.
+//!    entry, no file opened (about 11 ms for 5,261 entries in a release
+//!    build, warm cache: the ignored test `stamp_cost`).
 //! 4. **Settled, or said so.** A timestamp is taken from a coarse clock,
 //!    so a second write within the same tick as the first could leave
 //!    `st_ctime` where it was. An entry whose `st_ctime` is less than
@@ -45,10 +46,13 @@
 //!    when it cannot settle: the tree is being written now (test
 //!    `a_tree_written_while_stamped_is_not_settled`).
 //!
-//! Limits: what changes only an entry's contents through a descriptor
-//! opened earlier and keeps its size within one clock tick of the stamp's
-//! walk is what (4) guards against; a clock stepped back may make an
-//! entry look fresh (the worktree is then kept, never lost).
+//! Limits: only what the kernel records shows; a write that keeps the
+//! size shows by its `st_ctime` alone, hence (4). A clock stepped back
+//! may make an entry look fresh (the worktree is then kept, never lost),
+//! or, stepped back between two stamps, give a changed entry its old
+//! `st_ctime` again (its size, inode or mode must then change for it to
+//! show). An entry reused under the same name and inode number (a file
+//! removed and another made) shows by its `st_ctime`.
 
 use std::ffi::OsStr;
 use std::fmt;
