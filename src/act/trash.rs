@@ -81,7 +81,7 @@
 //!    answer [`Retired::CannotRename`] with the reason: the caller deletes
 //!    in place, the pinned directory only, and says why (test
 //!    `retire_reports_cannot_rename_when_the_trash_is_another_file_system`).
-//! 6. **What was judged is what is reclaimed.** [`Pinned::stamp_tree`]
+//! 5. **What was judged is what is reclaimed.** [`Pinned::stamp_tree`]
 //!    stamps the tree below the pinned directory ([`super::stamp`])
 //!    before the preflight; right after the rename, through the pinned
 //!    handle, the retired entry is stamped again and compared. Any entry
@@ -102,7 +102,7 @@
 //!    after the comparison; a crash between the rename and the end of the
 //!    comparison leaves the entry with its marker, never reclaimed (it is
 //!    listed as foreign, for an operator to look at).
-//! 7. **The trash is never a worktree.** [`WorktreeRoot::check`] refuses
+//! 6. **The trash is never a worktree.** [`WorktreeRoot::check`] refuses
 //!    `<root>/.boo-trash` as a worktree path and the root observation skips
 //!    it (tests `the_trash_is_never_a_worktree_path` and
 //!    `the_trash_is_never_an_orphan`).
