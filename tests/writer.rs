@@ -552,3 +552,47 @@ async fn git_s_own_steps_change_nothing_the_stamp_covers() {
     assert!(removed(&report, "w1"), "{}", report.render());
     assert!(!wt.exists());
 }
+
+/// Killed between the rename and the comparison, the controller never
+/// judged what may have been written meanwhile: the entry keeps its
+/// marker, and no later process deletes it (it is foreign, for an
+/// operator to look at), while the next pass converges on the row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_before_the_check_leaves_the_entry_to_an_operator() {
+    let w = World::new(Db::Sqlite).await;
+    let wt = clean_worktree_with_build_output(&w).await;
+    let once = |failpoints: Option<&str>| {
+        let mut c = common::world_command(&w, &w.url);
+        c.env_remove("FAILPOINTS");
+        if let Some(f) = failpoints {
+            c.env("FAILPOINTS", f);
+        }
+        common::set_all(&mut c, &w.label_settings());
+        common::set_all(&mut c, &[("http.listen", "127.0.0.1:9")]);
+        c.arg("once").output().unwrap()
+    };
+    let out = once(Some("trash.before_check=return"));
+    assert!(!out.status.success(), "aborted");
+    assert!(!wt.exists(), "renamed before the crash");
+    let entries = trash_entries(&w.root);
+    assert_eq!(entries.len(), 1);
+    let entry = &entries[0];
+    let mut marker = entry.clone().into_os_string();
+    marker.push(".checking");
+    assert!(Path::new(&marker).exists(), "the marker is there");
+
+    // The next process: the row converges, the entry stays (`once`
+    // reclaims the trash before it exits).
+    let out = once(None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(w.row_state("w1").await.0, "removed", "{text}");
+    assert_eq!(trash_entries(&w.root), entries, "{text}");
+    assert_eq!(
+        fs::read_to_string(entry.join("target/build.log")).unwrap(),
+        "start\n"
+    );
+    let controller = w.controller();
+    let status = controller.executor().reclaimer().status();
+    assert_eq!(status.foreign, entries, "reported");
+    assert_eq!(status.entries, 0);
+}

@@ -101,7 +101,9 @@
 //!    write through a descriptor opened before the rename can still land
 //!    after the comparison; a crash between the rename and the end of the
 //!    comparison leaves the entry with its marker, never reclaimed (it is
-//!    listed as foreign, for an operator to look at).
+//!    listed as foreign, for an operator to look at: test
+//!    `a_crash_before_the_check_leaves_the_entry_to_an_operator` in
+//!    `tests/writer.rs`).
 //! 6. **The trash is never a worktree.** [`WorktreeRoot::check`] refuses
 //!    `<root>/.boo-trash` as a worktree path and the root observation skips
 //!    it (tests `the_trash_is_never_a_worktree_path` and
@@ -541,6 +543,7 @@ pub fn retire(
             ),
         });
     }
+    crate::crash_point!("trash.before_check");
     #[cfg(test)]
     AFTER_RENAME.with(|h| {
         if let Some(h) = h.borrow().as_ref() {
