@@ -1649,9 +1649,10 @@ fn reclaim_throughput(
         let a = add_worktree(&host.repo, &host.root, &format!("rc-ctl-{run}"))?;
         let b = add_worktree(&host.repo, &host.root, &format!("rc-rm-{run}"))?;
         files = walkdir::WalkDir::new(&a).into_iter().count();
-        let act::trash::Pin::Pinned(pinned) = act::trash::pin(root, &a)? else {
+        let act::trash::Pin::Pinned(mut pinned) = act::trash::pin(root, &a)? else {
             bail!("{} cannot be pinned", a.display());
         };
+        pinned.stamp_tree()?;
         let entry = match act::trash::retire(root, &pinned, std::time::SystemTime::now())? {
             act::trash::Retired::Moved { entry } => entry,
             other => bail!("{} was not retired: {other:?}", a.display()),

@@ -15,6 +15,7 @@
 //! | name | where |
 //! | --- | --- |
 //! | `trash.after_record` | the trash's record of the directory is written; the rename not done |
+//! | `trash.before_check` | the worktree is in the trash, its tree not yet compared with its stamp |
 //! | `remove.after_rename` | the worktree is in the trash; admin entry, row and audit not yet written |
 //! | `remove.after_admin_prune` | the admin entry is pruned; row and audit not yet written |
 //! | `remove.before_row_update` | the removal is done on disk; the row still says `active` |

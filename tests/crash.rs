@@ -83,11 +83,15 @@ fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
 }
 
 /// What the trash holds but the records of what was retired
-/// (`<entry>.retired`).
+/// (`<entry>.retired`) and the markers of retirements being checked
+/// (`<entry>.checking`).
 fn trash_entries(w: &World) -> Vec<PathBuf> {
     trash_names(w)
         .into_iter()
-        .filter(|p| !p.to_string_lossy().ends_with(".retired"))
+        .filter(|p| {
+            let name = p.to_string_lossy();
+            !name.ends_with(".retired") && !name.ends_with(".checking")
+        })
         .collect()
 }
 

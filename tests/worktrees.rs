@@ -906,9 +906,10 @@ async fn the_trash_is_never_an_orphan(db: Db) {
     fs::create_dir_all(retired.join("src")).unwrap();
     fs::write(retired.join("src/a.txt"), "a\n").unwrap();
     let root = boo_reconciler::root::WorktreeRoot::prepare(&w.root).unwrap();
-    let act::trash::Pin::Pinned(pinned) = act::trash::pin(&root, &retired).unwrap() else {
+    let act::trash::Pin::Pinned(mut pinned) = act::trash::pin(&root, &retired).unwrap() else {
         panic!("not pinned")
     };
+    pinned.stamp_tree().unwrap();
     let act::trash::Retired::Moved { entry } =
         act::trash::retire(&root, &pinned, std::time::SystemTime::now()).unwrap()
     else {

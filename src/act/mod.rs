@@ -28,6 +28,7 @@ pub mod reclaim;
 pub mod removal;
 pub mod remove;
 mod session;
+pub mod stamp;
 pub mod terminate;
 pub mod trash;
 pub mod unpoisoned;

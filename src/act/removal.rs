@@ -27,10 +27,12 @@ pub enum Inspection {
 
 /// Confines the path again, pins the directory ([`trash::pin`]: what the
 /// preflight judges is what [`archive_and_remove`] may retire), and runs
-/// every check that decides whether it may go: mount points, then the git
-/// preflight, to `depth`. A name that no longer holds the pinned
-/// directory once the preflight is done is `changed_during_removal`: the
-/// verdict is not about what is there.
+/// every check that decides whether it may go: mount points, then the
+/// stamp of its tree ([`trash::Pinned::stamp_tree`]: anything written
+/// from here on shows when it is retired), then the git preflight, to
+/// `depth`. A name that no longer holds the pinned directory once the
+/// preflight is done, or a tree being written while it is stamped, is
+/// `changed_during_removal`: the verdict is not about what is there.
 pub fn inspect(
     root: &WorktreeRoot,
     wt: &WorktreeTarget,
@@ -45,7 +47,7 @@ pub fn inspect(
         PathCheck::Inside { exists: false, .. } => return Inspection::Gone,
         PathCheck::Inside { .. } => {}
     }
-    let pinned = match trash::pin(root, &wt.path) {
+    let mut pinned = match trash::pin(root, &wt.path) {
         Ok(trash::Pin::Pinned(p)) => p,
         Ok(trash::Pin::Gone) => return Inspection::Gone,
         Ok(trash::Pin::NotADirectory(detail)) => {
@@ -70,6 +72,18 @@ pub fn inspect(
             error: format!("looking for mount points: {e}"),
         }],
     };
+    // Before the preflight, so that what is written while git looks shows
+    // too; not below a mount point, which keeps the worktree whatever
+    // else is found (and a walk must not cross).
+    if reasons.is_empty() {
+        match pinned.stamp_tree() {
+            Ok(None) => {}
+            Ok(Some(detail)) => reasons.push(AtRisk::ChangedDuringRemoval { detail }),
+            Err(e) => reasons.push(AtRisk::PreflightFailed {
+                error: format!("stamping its tree: {e}"),
+            }),
+        }
+    }
     if depth == git::preflight::Depth::First && !reasons.is_empty() {
         return Inspection::Reasons(reasons, Some(pinned));
     }
@@ -129,6 +143,25 @@ pub fn inspect(
 ///    `a_directory_swapped_in_before_the_rename_is_put_back`); the deletion
 ///    in place deletes only the pinned directory
 ///    ([`remove::remove_dir_expecting`]).
+/// 6. **What was judged is what is reclaimed.** Once the rename has moved
+///    the pinned directory into the trash, and before anything is
+///    unlinked or the admin entry pruned, its tree is compared with the
+///    stamp [`inspect`] took before the preflight ([`trash::retire`]):
+///    any entry made, removed, renamed, written or changed meanwhile (by
+///    any process, agent or not) puts the directory back at its name
+///    with what was written, and the answer is [`Outcome::KeptAtRisk`]
+///    with `changed_during_removal` naming the entries; the next pass
+///    judges it again (tests `a_write_in_the_rename_window_is_put_back`
+///    and, in `tests/writer.rs`,
+///    `a_write_after_the_preflight_keeps_the_worktree` and
+///    `a_writer_loop_never_loses_a_write`). Deleting in place (guarantee
+///    4), the tree is compared right before the deletion: there the
+///    window is the walk's (test
+///    `deleting_in_place_a_write_after_the_preflight_keeps_the_worktree`).
+///    Neither the reflog history nor a force's archive writes into the
+///    worktree directory (only into the main repository), and the git
+///    preflight runs with `GIT_OPTIONAL_LOCKS=0`, its index in the admin
+///    entry: none of them changes what the stamp covers.
 #[allow(clippy::too_many_arguments)]
 pub fn archive_and_remove(
     root: &WorktreeRoot,
@@ -210,6 +243,16 @@ pub fn archive_and_remove(
         }
     }
     if let Some(why) = &in_place {
+        // Best effort: the deletion follows the walk, and what is written
+        // between the two is not seen.
+        match pinned.tree_changed() {
+            Ok(None) => {}
+            Ok(Some(why)) => return (changed(why), detail),
+            Err(e) => {
+                let error = e.to_string();
+                return (Outcome::Failed { error }, detail);
+            }
+        }
         let judged = Some((pinned.dev(), pinned.ino()));
         if let Err(e) = remove::remove_dir_expecting(root, &wt.path, judged) {
             if let remove::RemoveError::Changed { why, .. } = e {

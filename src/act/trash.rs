@@ -9,7 +9,10 @@
 //! root, a dot, and the time it was retired in nanoseconds since the epoch
 //! (decimal digits only). Beside each entry, its **record**
 //! `<entry>.retired` ([`RECORD_SUFFIX`]) holds the `(st_dev, st_ino)` of
-//! the directory the controller retired under that name.
+//! the directory the controller retired under that name. From before the
+//! rename until the retired tree is found as it was judged, a **marker**
+//! `<entry>.checking` ([`CHECKING_SUFFIX`]) is there too: while it is, the
+//! entry is not the reclaimer's ([`list`] counts it as foreign).
 //!
 //! # Why a record file, not the database
 //!
@@ -24,7 +27,15 @@
 //! trash, which only the controller's user can write to, before the rename,
 //! and made durable (`fsync` of the file and of the trash) before the
 //! directory moves: a crash at any point leaves either a record without an
-//! entry (removed once old, [`STALE_RECORD`]) or both.
+//! entry (removed once old, [`STALE_RECORD`]) or both. The marker is made
+//! before the record and is made durable with it; it goes (not durably:
+//! one that comes back keeps an entry, never loses one) once the retired
+//! tree is found as judged.
+//!
+//! Why a marker, not a lock: the reclaimer of another instance on the
+//! host may look at the trash while a retirement is being checked, and a
+//! crash in the middle of the check must not hand the entry to it either:
+//! what was written meanwhile was never judged.
 //!
 //! # The trash is checked, not trusted (DESIGN rule 11)
 //!
@@ -70,7 +81,30 @@
 //!    answer [`Retired::CannotRename`] with the reason: the caller deletes
 //!    in place, the pinned directory only, and says why (test
 //!    `retire_reports_cannot_rename_when_the_trash_is_another_file_system`).
-//! 5. **The trash is never a worktree.** [`WorktreeRoot::check`] refuses
+//! 5. **What was judged is what is reclaimed.** [`Pinned::stamp_tree`]
+//!    stamps the tree below the pinned directory ([`super::stamp`])
+//!    before the preflight; right after the rename, through the pinned
+//!    handle, the retired entry is stamped again and compared. Any entry
+//!    made, removed, renamed, written or changed in between (a process
+//!    that is not an agent writing into the worktree while it is judged)
+//!    puts the directory back at its name (or `<name>.returned.<nanos>`)
+//!    with what was written, and answers [`Retired::Changed`] naming the
+//!    entries. Until the comparison is done the marker keeps the
+//!    reclaimer off; an entry that cannot be put back stays in the trash
+//!    without its record, with its marker, and is never deleted. A
+//!    directory whose tree was not stamped is never retired (tests
+//!    `a_write_in_the_rename_window_is_put_back`,
+//!    `a_write_into_the_retired_entry_before_the_check_is_put_back`,
+//!    `a_tree_as_judged_is_retired_and_offered_to_the_reclaimer`,
+//!    `what_cannot_be_put_back_stays_in_the_trash_and_is_never_reclaimed`,
+//!    `retire_refuses_a_directory_whose_tree_was_not_stamped`). Limits: a
+//!    write through a descriptor opened before the rename can still land
+//!    after the comparison; a crash between the rename and the end of the
+//!    comparison leaves the entry with its marker, never reclaimed (it is
+//!    listed as foreign, for an operator to look at: test
+//!    `a_crash_before_the_check_leaves_the_entry_to_an_operator` in
+//!    `tests/writer.rs`).
+//! 6. **The trash is never a worktree.** [`WorktreeRoot::check`] refuses
 //!    `<root>/.boo-trash` as a worktree path and the root observation skips
 //!    it (tests `the_trash_is_never_a_worktree_path` and
 //!    `the_trash_is_never_an_orphan`).
@@ -88,6 +122,7 @@ use nix::sys::stat::{fstat, fstatat, mkdirat, FileStat, Mode, SFlag};
 use nix::unistd::{unlinkat, Uid, UnlinkatFlags};
 
 use super::remove::{dir_flags, RemoveError};
+use super::stamp::{self, Stamp};
 use crate::model::PathCheck;
 use crate::root::{user_label, WorktreeRoot};
 
@@ -95,6 +130,10 @@ pub use crate::root::TRASH_DIR;
 
 /// The suffix of an entry's record: `<entry>.retired`.
 pub const RECORD_SUFFIX: &str = ".retired";
+
+/// The suffix of an entry's marker: `<entry>.checking`, there from
+/// before the rename until the retired entry is found as judged.
+pub const CHECKING_SUFFIX: &str = ".checking";
 
 /// A record older than this whose entry is gone is removed: its retire
 /// never renamed (a crash between the two) or its entry was reclaimed.
@@ -111,9 +150,10 @@ pub enum Retired {
     Gone,
     /// The rename is impossible here; the directory is untouched.
     CannotRename { why: String },
-    /// The name no longer held the directory judged (or what the rename
-    /// moved was not it); nothing was retired, and what moved was put
-    /// back (`why` says where).
+    /// The name no longer held the directory judged, what the rename
+    /// moved was not it, or its tree changed after it was stamped;
+    /// nothing was retired, and what moved was put back (`why` says
+    /// what changed and where it went).
     Changed { why: String },
 }
 
@@ -147,6 +187,13 @@ pub fn record_name(entry: &OsStr) -> OsString {
     r
 }
 
+/// The marker's name of an entry.
+pub fn marker_name(entry: &OsStr) -> OsString {
+    let mut r = entry.to_os_string();
+    r.push(CHECKING_SUFFIX);
+    r
+}
+
 /// The trash directory of `root`.
 pub fn trash_path(root: &WorktreeRoot) -> PathBuf {
     root.path().join(TRASH_DIR)
@@ -168,6 +215,9 @@ pub struct Pinned {
     /// while it was judged and brought back before the check is seen too:
     /// the preflight takes far longer than a timestamp's tick.
     ctime: (i64, i64),
+    /// Its tree when judged ([`Pinned::stamp_tree`]): what [`retire`]
+    /// compares the retired entry with.
+    stamp: Option<Stamp>,
 }
 
 impl Pinned {
@@ -189,6 +239,53 @@ impl Pinned {
     /// The name of its trash entry if retired at `at`.
     pub fn entry_name(&self, at: SystemTime) -> OsString {
         entry_name(&self.name, at)
+    }
+
+    /// Stamps the tree below the directory ([`stamp::take_settled`]),
+    /// through the pinned handle and with its owner's filesystem
+    /// credentials; [`retire`] compares the retired entry with it. Call
+    /// right after [`pin`], before the preflight. `Some` names the entries
+    /// being written while it was stamped: the tree is in use, and a
+    /// later change of them might not show.
+    pub fn stamp_tree(&mut self) -> Result<Option<String>, RemoveError> {
+        let (stamp, fresh) = self.as_owner(stamp::take_settled)?;
+        self.stamp = Some(stamp);
+        Ok((!fresh.is_empty())
+            .then(|| stamp::describe("were being written while it was judged", fresh)))
+    }
+
+    /// `None` while the tree below the directory is as stamped; else what
+    /// changed. Wherever the directory is now: it is read through the
+    /// pinned handle.
+    pub fn tree_changed(&self) -> Result<Option<String>, RemoveError> {
+        let Some(before) = &self.stamp else {
+            return Err(RemoveError::Changed {
+                path: self.path.clone(),
+                why: "its tree was not stamped when it was judged".into(),
+            });
+        };
+        let now = self.as_owner(stamp::take)?;
+        let changes = stamp::changes(before, &now);
+        Ok((!changes.is_empty()).then(|| stamp::describe("changed after it was judged", changes)))
+    }
+
+    /// `f` on the pinned handle, on a thread with the filesystem
+    /// credentials of the directory's owner (DESIGN rule 11): what the
+    /// owner planted below it can lead nowhere the owner could not go.
+    fn as_owner<T: Send>(
+        &self,
+        f: impl FnOnce(&OwnedFd) -> io::Result<T> + Send,
+    ) -> Result<T, RemoveError> {
+        let at = |e: io::Error| RemoveError::Io {
+            path: self.path.clone(),
+            source: e,
+        };
+        let owner = fstat(&self.fd).map_err(|e| io_at(&self.path, e))?.st_uid;
+        let who = crate::creds::who_for(owner, Uid::effective().as_raw())
+            .map_err(|e| at(io::Error::new(io::ErrorKind::PermissionDenied, e)))?;
+        crate::creds::with_fs_creds(who.as_ref(), || f(&self.fd))
+            .map_err(at)?
+            .map_err(at)
     }
 
     /// `None` while the name still holds the directory judged; else why
@@ -330,6 +427,7 @@ pub fn pin(root: &WorktreeRoot, dir: &Path) -> Result<Pin, RemoveError> {
         dev: st.st_dev,
         ino: st.st_ino,
         ctime: (st.st_ctime, st.st_ctime_nsec),
+        stamp: None,
     }))
 }
 
@@ -338,6 +436,18 @@ thread_local! {
     /// Runs right before the rename, in this thread only: how the tests
     /// make the world move between the last check and the act.
     pub(crate) static BEFORE_RENAME: std::cell::RefCell<Option<Box<dyn Fn()>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// A test's hook, given the trash entry's path.
+#[cfg(test)]
+pub(crate) type EntryHook = Box<dyn Fn(&Path)>;
+
+#[cfg(test)]
+thread_local! {
+    /// Runs right after the rename, before the retired tree is compared,
+    /// in this thread only, with the entry's path.
+    pub(crate) static AFTER_RENAME: std::cell::RefCell<Option<EntryHook>> =
         const { std::cell::RefCell::new(None) };
 }
 
@@ -355,6 +465,12 @@ pub fn retire(
             why,
         });
     }
+    if pinned.stamp.is_none() {
+        return Err(RemoveError::Changed {
+            path: target.clone(),
+            why: "its tree was not stamped when it was judged: nothing is retired".into(),
+        });
+    }
     let root_fd = root_handle(root, target)?;
     match pinned.place(&root_fd)? {
         Place::Here => {}
@@ -363,8 +479,14 @@ pub fn retire(
     }
     let trash_fd = open_trash(root, &root_fd)?;
     let entry = pinned.entry_name(now);
-    write_record(&trash_fd, &entry, pinned.dev, pinned.ino)
-        .map_err(|e| io_at(&trash_path(root).join(record_name(&entry)), e))?;
+    let trash_at = |name: OsString| trash_path(root).join(name);
+    // The marker first: the record's `fsync` of the trash makes both
+    // names durable before the rename.
+    make_marker(&trash_fd, &entry).map_err(|e| io_at(&trash_at(marker_name(&entry)), e))?;
+    if let Err(e) = write_record(&trash_fd, &entry, pinned.dev, pinned.ino) {
+        forget_marker(&trash_fd, &entry);
+        return Err(io_at(&trash_at(record_name(&entry)), e));
+    }
     crate::crash_point!("trash.after_record");
     #[cfg(test)]
     BEFORE_RENAME.with(|h| {
@@ -381,6 +503,7 @@ pub fn retire(
     );
     if let Err(e) = renamed {
         forget_record(&trash_fd, &entry);
+        forget_marker(&trash_fd, &entry);
         return match e {
             Errno::ENOENT => Ok(match pinned.place(&root_fd)? {
                 Place::Deleted | Place::Here => Retired::Gone,
@@ -398,40 +521,73 @@ pub fn retire(
     }
     let moved = fstatat(&trash_fd, entry.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
         .map_err(|e| io_at(target, e))?;
-    if (moved.st_dev, moved.st_ino) == (pinned.dev, pinned.ino) {
-        return Ok(Retired::Moved {
-            entry: trash_path(root).join(entry),
+    if (moved.st_dev, moved.st_ino) != (pinned.dev, pinned.ino) {
+        // Swapped between the last check and the rename: what moved is
+        // not what was judged. It goes back where it was found, and its
+        // record goes (it names the directory judged, which is not in the
+        // trash).
+        let back = put_back(&trash_fd, &entry, &root_fd, &pinned.name, root);
+        forget_record(&trash_fd, &entry);
+        forget_marker(&trash_fd, &entry);
+        return Ok(Retired::Changed {
+            why: format!(
+                "another {} (device {}, inode {}) was renamed into {} just before it was \
+                 retired, not the directory judged (device {}, inode {}); {}",
+                kind_of(&moved),
+                moved.st_dev,
+                moved.st_ino,
+                target.display(),
+                pinned.dev,
+                pinned.ino,
+                back.unwrap_or_else(|e| e)
+            ),
         });
     }
-    // Swapped between the last check and the rename: what moved is not
-    // what was judged. It goes back where it was found, and its record
-    // goes (it names the directory judged, which is not in the trash).
+    crate::crash_point!("trash.before_check");
+    #[cfg(test)]
+    AFTER_RENAME.with(|h| {
+        if let Some(h) = h.borrow().as_ref() {
+            h(&trash_at(entry.clone()))
+        }
+    });
+    // The very directory judged, in the trash, where nothing writes to
+    // it by its old path any more: its tree must be as it was judged.
+    let changed = match pinned.tree_changed() {
+        Ok(None) => {
+            // Settled: from here on, the entry is the reclaimer's.
+            forget_marker(&trash_fd, &entry);
+            return Ok(Retired::Moved {
+                entry: trash_at(entry),
+            });
+        }
+        Ok(Some(changed)) => changed,
+        Err(e) => format!("its tree could not be compared with the one judged ({e})"),
+    };
+    // Written to while it was judged: it goes back, with what was
+    // written. Its record goes either way: put back, the record is
+    // stale; not put back, the entry must never be reclaimed, and the
+    // marker stays to say so (a reclaimer that read the record before it
+    // went finds the marker still there).
     let back = put_back(&trash_fd, &entry, &root_fd, &pinned.name, root);
     forget_record(&trash_fd, &entry);
+    if back.is_ok() {
+        forget_marker(&trash_fd, &entry);
+    }
     Ok(Retired::Changed {
-        why: format!(
-            "another {} (device {}, inode {}) was renamed into {} just before it was retired, \
-             not the directory judged (device {}, inode {}); {back}",
-            kind_of(&moved),
-            moved.st_dev,
-            moved.st_ino,
-            target.display(),
-            pinned.dev,
-            pinned.ino
-        ),
+        why: format!("{changed}; {}", back.unwrap_or_else(|e| e)),
     })
 }
 
 /// Moves the trash entry `entry` back into the root: under `name`, or
 /// under `<name>.returned.<nanos>` when `name` is taken again; never over
-/// anything. Says where it went.
+/// anything. Says where it went, or (`Err`) that it stays in the trash.
 fn put_back(
     trash_fd: &OwnedFd,
     entry: &OsStr,
     root_fd: &OwnedFd,
     name: &OsStr,
     root: &WorktreeRoot,
-) -> String {
+) -> Result<String, String> {
     let mut tries = vec![name.to_os_string()];
     let mut other = name.to_os_string();
     let nanos = SystemTime::now()
@@ -449,18 +605,43 @@ fn put_back(
             to.as_os_str(),
             RenameFlags::RENAME_NOREPLACE,
         ) {
-            Ok(()) => return format!("put back at {}", root.path().join(&to).display()),
+            Ok(()) => return Ok(format!("put back at {}", root.path().join(&to).display())),
             Err(e) => last = Some(e),
         }
     }
     let e = last.map_or_else(String::new, |e| e.to_string());
     tracing::error!(entry = %trash_path(root).join(entry).display(), error = %e,
-        "cannot put back what was swapped in before a retirement; it stays in the trash, \
-         where the reclaimer never deletes it (no record names it)");
-    format!(
+        "cannot put back what was moved into the trash but must not be retired; it stays \
+         in the trash, where the reclaimer never deletes it (no record names it)");
+    Err(format!(
         "it could not be put back ({e}) and stays as {}, which the reclaimer leaves alone",
         trash_path(root).join(entry).display()
+    ))
+}
+
+/// Makes `<entry>.checking` (new, empty, mode `0600`): while it is there
+/// the entry is not the reclaimer's ([`list`]).
+fn make_marker(trash_fd: &OwnedFd, entry: &OsStr) -> Result<(), Errno> {
+    openat(
+        trash_fd,
+        marker_name(entry).as_os_str(),
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
     )
+    .map(drop)
+}
+
+/// Removes an entry's marker; one already gone is fine. Not made durable:
+/// a marker that comes back after a crash keeps an entry, never loses one.
+fn forget_marker(trash_fd: &OwnedFd, entry: &OsStr) {
+    match unlinkat(
+        trash_fd,
+        marker_name(entry).as_os_str(),
+        UnlinkatFlags::NoRemoveDir,
+    ) {
+        Ok(()) | Err(Errno::ENOENT) => {}
+        Err(e) => tracing::warn!(entry = ?entry, error = %e, "cannot remove a trash marker"),
+    }
 }
 
 /// Writes `<entry>.retired` (`"<dev> <ino>\n"`, new, mode `0600`), and
@@ -603,8 +784,9 @@ pub struct TrashEntry {
 
 /// What the trash holds: the entries the reclaimer may delete, the names
 /// it will not touch (not retired by the controller: no record, or a
-/// record naming another directory), and the records whose entry is gone
-/// since [`STALE_RECORD`] or more.
+/// record naming another directory, or a marker still beside it: its
+/// retirement was not concluded), and the names of entries gone since
+/// [`STALE_RECORD`] or more whose record or marker is still there.
 #[derive(Clone, Debug, Default)]
 pub struct Listing {
     pub entries: Vec<TrashEntry>,
@@ -631,7 +813,10 @@ pub fn list(root: &WorktreeRoot) -> io::Result<Listing> {
     let now = SystemTime::now();
     for name in &names {
         let bytes = name.as_bytes();
-        if let Some(stem) = bytes.strip_suffix(RECORD_SUFFIX.as_bytes()) {
+        let beside = bytes
+            .strip_suffix(RECORD_SUFFIX.as_bytes())
+            .or_else(|| bytes.strip_suffix(CHECKING_SUFFIX.as_bytes()));
+        if let Some(stem) = beside {
             let stem = OsStr::from_bytes(stem);
             if let Some((_, at)) = parse_entry(stem) {
                 let old = now.duration_since(at).is_ok_and(|age| age >= STALE_RECORD);
@@ -644,14 +829,23 @@ pub fn list(root: &WorktreeRoot) -> io::Result<Listing> {
         let ours = parse_entry(name).and_then(|(id, at)| {
             let (dev, ino) = read_record(&trash_fd, name)?;
             let st = fstatat(&trash_fd, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
-            ((st.st_dev, st.st_ino) == (dev, ino) && kind_of(&st) == "directory").then(|| {
-                TrashEntry {
-                    path: dir.join(name),
-                    worktree_id: id.to_string_lossy().into_owned(),
-                    retired_at: at,
-                    dev,
-                    ino,
-                }
+            // Looked at last: a marker gone now was gone once the entry
+            // was found as judged, or once what was not is put back.
+            let settled = matches!(
+                fstatat(
+                    &trash_fd,
+                    marker_name(name).as_os_str(),
+                    AtFlags::AT_SYMLINK_NOFOLLOW
+                ),
+                Err(Errno::ENOENT)
+            );
+            let ours = (st.st_dev, st.st_ino) == (dev, ino) && kind_of(&st) == "directory";
+            (ours && settled).then(|| TrashEntry {
+                path: dir.join(name),
+                worktree_id: id.to_string_lossy().into_owned(),
+                retired_at: at,
+                dev,
+                ino,
             })
         });
         match ours {
@@ -661,10 +855,13 @@ pub fn list(root: &WorktreeRoot) -> io::Result<Listing> {
     }
     out.entries.sort_by_key(|e| e.retired_at);
     out.foreign.sort();
+    out.stale_records.sort();
+    out.stale_records.dedup();
     Ok(out)
 }
 
-/// Removes the records of `listing.stale_records` (see [`STALE_RECORD`]).
+/// Removes the records and markers of `listing.stale_records` (see
+/// [`STALE_RECORD`]).
 pub fn forget_stale_records(root: &WorktreeRoot, listing: &Listing) {
     if listing.stale_records.is_empty() {
         return;
@@ -675,6 +872,7 @@ pub fn forget_stale_records(root: &WorktreeRoot, listing: &Listing) {
     if let Ok(Some(trash_fd)) = open_existing_trash(root, &root_fd) {
         for entry in &listing.stale_records {
             forget_record(&trash_fd, entry);
+            forget_marker(&trash_fd, entry);
         }
     }
 }
@@ -742,13 +940,26 @@ pub(crate) mod testing {
         dir: &Path,
     ) -> Result<super::Retired, super::RemoveError> {
         match super::pin(root, dir)? {
-            super::Pin::Pinned(p) => super::retire(root, &p, std::time::SystemTime::now()),
+            super::Pin::Pinned(mut p) => {
+                p.stamp_tree()?;
+                super::retire(root, &p, std::time::SystemTime::now())
+            }
             super::Pin::Gone => Ok(super::Retired::Gone),
             super::Pin::NotADirectory(why) => Err(super::RemoveError::OutsideRoot {
                 path: dir.to_path_buf(),
                 why,
             }),
         }
+    }
+
+    /// `dir` pinned, its tree stamped (settled), as a removal's
+    /// inspection leaves it.
+    pub(crate) fn pin_stamped(root: &WorktreeRoot, dir: &Path) -> super::Pinned {
+        let super::Pin::Pinned(mut p) = super::pin(root, dir).unwrap() else {
+            panic!("{} not pinned", dir.display())
+        };
+        assert_eq!(p.stamp_tree().unwrap(), None, "settled");
+        p
     }
 
     /// A tmpfs mounted at `at` until dropped. None where this run cannot
@@ -778,7 +989,7 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
-    use super::testing::{fixture, retire_path, Tmpfs};
+    use super::testing::{fixture, pin_stamped, retire_path, Tmpfs};
     use super::*;
     use std::fs;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -879,9 +1090,7 @@ mod tests {
         fs::create_dir_all(&clean).unwrap();
         fs::create_dir_all(&dirty).unwrap();
         fs::write(dirty.join("work.txt"), "work").unwrap();
-        let Pin::Pinned(pinned) = pin(&root, &clean).unwrap() else {
-            panic!("not pinned")
-        };
+        let pinned = pin_stamped(&root, &clean);
         // Judged: clean. Then, between the last check and the rename, the
         // dirty one takes its name.
         let r = root.path().to_path_buf();
@@ -901,14 +1110,180 @@ mod tests {
         assert_eq!(fs::read_dir(trash_path(&root)).unwrap().count(), 0);
     }
 
+    fn after_rename(f: impl Fn(&Path) + 'static) {
+        AFTER_RENAME.with(|h| *h.borrow_mut() = Some(Box::new(f)));
+    }
+
+    fn no_after_rename() {
+        AFTER_RENAME.with(|h| *h.borrow_mut() = None);
+    }
+
+    fn append(path: &Path, what: &str) {
+        use std::io::Write;
+        fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .unwrap()
+            .write_all(what.as_bytes())
+            .unwrap();
+    }
+
+    /// A worktree-like tree: `sub/f.txt` ("x") and `sub/deeper/`.
+    fn small_tree(root: &WorktreeRoot) -> PathBuf {
+        let wt = root.path().join("w1");
+        fs::create_dir_all(wt.join("sub/deeper")).unwrap();
+        fs::write(wt.join("sub/f.txt"), "x").unwrap();
+        wt
+    }
+
+    #[test]
+    fn a_write_in_the_rename_window_is_put_back() {
+        let (_tmp, root, _outside) = fixture();
+        let wt = small_tree(&root);
+        let pinned = pin_stamped(&root, &wt);
+        // Judged; then, between the last check and the rename, a process
+        // writes deep inside (the top directory's ctime does not move).
+        let w = wt.clone();
+        before_rename(move || {
+            append(&w.join("sub/f.txt"), "+more");
+            fs::write(w.join("sub/deeper/new.o"), "o").unwrap();
+        });
+        let got = retire(&root, &pinned, SystemTime::now());
+        no_hook();
+        let Ok(Retired::Changed { why }) = got else {
+            panic!("{got:?}")
+        };
+        assert!(why.contains("changed after it was judged"), "{why}");
+        assert!(why.contains("sub/f.txt (written)"), "{why}");
+        assert!(why.contains("sub/deeper/new.o (new)"), "{why}");
+        assert!(
+            why.contains(&format!("put back at {}", wt.display())),
+            "{why}"
+        );
+        // Back at its name, with what was written; nothing left in the
+        // trash: no entry, no record, no marker.
+        assert_eq!(fs::read(wt.join("sub/f.txt")).unwrap(), b"x+more");
+        assert_eq!(fs::read(wt.join("sub/deeper/new.o")).unwrap(), b"o");
+        assert_eq!(fs::metadata(&wt).unwrap().ino(), pinned.ino());
+        assert_eq!(fs::read_dir(trash_path(&root)).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_write_into_the_retired_entry_before_the_check_is_put_back() {
+        let (_tmp, root, _outside) = fixture();
+        let wt = small_tree(&root);
+        let pinned = pin_stamped(&root, &wt);
+        // Through a descriptor opened before the rename, or a path into
+        // the trash: written after the move, before the check. Meanwhile
+        // the reclaimer is never offered the entry.
+        let r = root.clone();
+        after_rename(move |entry| {
+            let listing = list(&r).unwrap();
+            assert!(listing.entries.is_empty(), "{:?}", listing.entries);
+            assert_eq!(listing.foreign, vec![entry.to_path_buf()]);
+            fs::set_permissions(entry.join("sub/f.txt"), fs::Permissions::from_mode(0o600))
+                .unwrap();
+        });
+        let got = retire(&root, &pinned, SystemTime::now());
+        no_after_rename();
+        let Ok(Retired::Changed { why }) = got else {
+            panic!("{got:?}")
+        };
+        assert!(why.contains("sub/f.txt (changed)"), "{why}");
+        assert!(wt.join("sub/f.txt").is_file());
+        assert_eq!(fs::read_dir(trash_path(&root)).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_tree_as_judged_is_retired_and_offered_to_the_reclaimer() {
+        let (_tmp, root, _outside) = fixture();
+        let wt = small_tree(&root);
+        let pinned = pin_stamped(&root, &wt);
+        // Read, not written, meanwhile: nothing a stamp covers.
+        let w = wt.clone();
+        before_rename(move || drop(fs::read(w.join("sub/f.txt")).unwrap()));
+        let got = retire(&root, &pinned, SystemTime::now());
+        no_hook();
+        let Ok(Retired::Moved { entry }) = got else {
+            panic!("{got:?}")
+        };
+        let name = entry.file_name().unwrap();
+        assert!(!trash_path(&root).join(marker_name(name)).exists());
+        let listing = list(&root).unwrap();
+        assert_eq!(listing.entries.len(), 1);
+        assert!(listing.foreign.is_empty(), "{:?}", listing.foreign);
+    }
+
+    #[test]
+    fn what_cannot_be_put_back_stays_in_the_trash_and_is_never_reclaimed() {
+        let (_tmp, root, _outside) = fixture();
+        let wt = small_tree(&root);
+        let pinned = pin_stamped(&root, &wt);
+        // Written after the move, and the root made immutable: nothing can
+        // be renamed into it, so the entry cannot go back.
+        let r = root.path().to_path_buf();
+        let immutable = std::rc::Rc::new(std::cell::Cell::new(false));
+        let set = std::rc::Rc::clone(&immutable);
+        after_rename(move |entry| {
+            append(&entry.join("sub/f.txt"), "+late");
+            let ok = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(&r)
+                .status()
+                .is_ok_and(|s| s.success());
+            set.set(ok);
+        });
+        let got = retire(&root, &pinned, SystemTime::now());
+        no_after_rename();
+        if !immutable.get() {
+            eprintln!("skipping: cannot make the root immutable (chattr +i needs root on ext4)");
+            return;
+        }
+        let unset = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(root.path())
+            .status()
+            .unwrap();
+        assert!(unset.success());
+        let Ok(Retired::Changed { why }) = got else {
+            panic!("{got:?}")
+        };
+        assert!(why.contains("could not be put back"), "{why}");
+        assert!(!wt.exists());
+        // In the trash, with the late write, and never the reclaimer's:
+        // its record is gone and its marker stays.
+        let listing = list(&root).unwrap();
+        assert!(listing.entries.is_empty(), "{:?}", listing.entries);
+        assert_eq!(listing.foreign.len(), 1);
+        let entry = &listing.foreign[0];
+        assert_eq!(fs::read(entry.join("sub/f.txt")).unwrap(), b"x+late");
+        let name = entry.file_name().unwrap();
+        assert!(!trash_path(&root).join(record_name(name)).exists());
+        assert!(trash_path(&root).join(marker_name(name)).exists());
+    }
+
+    #[test]
+    fn retire_refuses_a_directory_whose_tree_was_not_stamped() {
+        let (_tmp, root, _outside) = fixture();
+        let wt = small_tree(&root);
+        let Pin::Pinned(pinned) = pin(&root, &wt).unwrap() else {
+            panic!("not pinned")
+        };
+        let got = retire(&root, &pinned, SystemTime::now());
+        assert!(
+            matches!(&got, Err(RemoveError::Changed { why, .. }) if why.contains("not stamped")),
+            "{got:?}"
+        );
+        assert!(wt.join("sub/f.txt").is_file());
+        assert!(!trash_path(&root).exists() || list(&root).unwrap().entries.is_empty());
+    }
+
     #[test]
     fn a_directory_moved_away_before_the_rename_is_not_retired() {
         let (_tmp, root, _outside) = fixture();
         let wt = root.path().join("w1");
         fs::create_dir_all(&wt).unwrap();
-        let Pin::Pinned(pinned) = pin(&root, &wt).unwrap() else {
-            panic!("not pinned")
-        };
+        let pinned = pin_stamped(&root, &wt);
         // Moved away after the preflight: the pin says so at once.
         fs::rename(&wt, root.path().join("w1-moved")).unwrap();
         assert!(pinned.changed(&root).unwrap().is_some());
@@ -924,9 +1299,7 @@ mod tests {
         ));
         assert!(wt.is_dir() && root.path().join("w1-moved").is_dir());
         // Moved away between the last check and the rename.
-        let Pin::Pinned(pinned) = pin(&root, &wt).unwrap() else {
-            panic!("not pinned")
-        };
+        let pinned = pin_stamped(&root, &wt);
         let (from, to) = (wt.clone(), root.path().join("w1-later"));
         before_rename(move || fs::rename(&from, &to).unwrap());
         let got = retire(&root, &pinned, SystemTime::now());
@@ -941,9 +1314,7 @@ mod tests {
         let (_tmp, root, _outside) = fixture();
         let wt = root.path().join("w1");
         fs::create_dir_all(&wt).unwrap();
-        let Pin::Pinned(pinned) = pin(&root, &wt).unwrap() else {
-            panic!("not pinned")
-        };
+        let pinned = pin_stamped(&root, &wt);
         assert_eq!(pinned.changed(&root).unwrap(), None);
         // Away while the preflight looks at something else, then back:
         // same device and inode at the name, but not what was judged.
