@@ -43,6 +43,17 @@
 //!    content, executable bit or symlink target, and the index holds `I`'s
 //!    entries; a nested repository comes back with its HEAD's commits and
 //!    its local branches. Tests: as for 2.
+//! 4. **Never inside a git directory.** A target inside a `.git`
+//!    directory, a bare repository, a linked worktree's admin entry or a
+//!    submodule's directory under `.git/modules` (as written or as the
+//!    kernel resolves it) is refused before anything is written.
+//!    Test: `a_target_inside_a_git_directory_is_refused_and_nothing_written`.
+//! 5. **Modes git does not keep come back exactly, never wider.** The
+//!    permission bits the archive recorded ([`super::archive::modes`]: a
+//!    `600` file, a `700` directory) are set again once everything else
+//!    is back, through handles and as the owner; until then the new
+//!    worktree's directory is `700`, so nothing is readable by others on
+//!    its way back. Test: `modes_git_does_not_keep_come_back_exactly`.
 //!
 //! Not restored: empty directories (git tracks none, and they hold
 //! nothing), index flags (assume-unchanged, skip-worktree), an
@@ -59,10 +70,12 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::archive::records::{self, NestedRecord, Records};
+use super::archive::modes;
+use super::archive::records::{self, ModeRecord, NestedRecord, Records};
 use super::cli::Git;
 use super::paths::{join_rel, rel_str};
 
@@ -81,6 +94,10 @@ pub struct Restored {
     /// What became of each nested repository whose commits the archive
     /// kept, in path order (those whose path was not recorded last).
     pub nested: Vec<NestedRestored>,
+    /// Each recorded file or directory whose permission bits could not be
+    /// set again (`<path>: <why>`); empty when all were.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub modes_not_set: Vec<String>,
 }
 
 /// One nested repository or submodule of a restore.
@@ -323,6 +340,7 @@ pub fn restore(
     to: &Path,
     timeout: Duration,
 ) -> Result<Restored, String> {
+    refuse_git_dir(to)?;
     refuse_anything_at(to)?;
     let git = Git::for_dir(main, timeout).map_err(|e| e.to_string())?;
     let p = parts(&git, reference)?;
@@ -337,6 +355,24 @@ pub fn restore(
     ])
     .map_err(|e| e.to_string())?;
     let wt = Git::for_dir(to, timeout).map_err(|e| e.to_string())?;
+    // Closed to everyone but the owner until the recorded modes are set:
+    // a secret is never readable by others on its way back.
+    let made = fs::symlink_metadata(to)
+        .map_err(|e| format!("{}: {e}", to.display()))?
+        .permissions()
+        .mode()
+        & 0o777;
+    let closed = ModeRecord {
+        path: Vec::new(),
+        mode: 0o700,
+        dir: true,
+    };
+    if let Some((_, why)) = modes::apply(to, &[closed], wt.run_as())?.first() {
+        return Err(format!(
+            "cannot close {} while restoring: {why}",
+            to.display()
+        ));
+    }
     check_out_files(&wt, &p)?;
     set_index(&wt, &p)?;
     let (head, unborn) = match &p.records.unborn {
@@ -344,13 +380,42 @@ pub fn restore(
         None => (attach(&git, &wt, &p)?, false),
     };
     let nested = restore_nested(&git, &wt, to, reference, &p.records)?;
+    let modes_not_set = set_modes(to, &p.records.modes, made, &wt)?;
     Ok(Restored {
         path: to.to_path_buf(),
         head,
         unborn,
         commit: p.head,
         nested,
+        modes_not_set,
     })
+}
+
+/// Sets the permission bits the archive recorded; the worktree's own
+/// directory, when none is recorded for it, gets back the bits it was made
+/// with. Returns each path whose bits could not be set, and why.
+fn set_modes(
+    to: &Path,
+    recorded: &[ModeRecord],
+    made: u32,
+    wt: &Git,
+) -> Result<Vec<String>, String> {
+    let mut all = recorded.to_vec();
+    if !all.iter().any(|m| m.path.is_empty()) {
+        all.push(ModeRecord {
+            path: Vec::new(),
+            mode: made,
+            dir: true,
+        });
+    }
+    let failed = modes::apply(to, &all, wt.run_as())?;
+    for (path, why) in &failed {
+        tracing::warn!(path = %path, "permission bits not restored: {why}");
+    }
+    Ok(failed
+        .into_iter()
+        .map(|(path, why)| format!("{path}: {why}"))
+        .collect())
 }
 
 /// Guarantee 1: a restore writes only into a new or an empty directory.
@@ -364,6 +429,38 @@ fn refuse_anything_at(to: &Path) -> Result<(), String> {
         }
     } else if fs::symlink_metadata(to).is_ok() {
         return Err(format!("{} exists and is not a directory", to.display()));
+    }
+    Ok(())
+}
+
+/// Whether `dir` is where git keeps a repository's state: a `.git`
+/// directory, a bare repository, a submodule's directory under
+/// `.git/modules`, a linked worktree's admin entry.
+fn is_git_dir(dir: &Path) -> bool {
+    let file = |n: &str| fs::metadata(dir.join(n)).is_ok_and(|m| m.is_file());
+    let dir_ = |n: &str| fs::metadata(dir.join(n)).is_ok_and(|m| m.is_dir());
+    file("HEAD") && ((dir_("objects") && dir_("refs")) || file("commondir"))
+}
+
+/// Guarantee 4: never inside a git directory, as written or as the kernel
+/// resolves it.
+fn refuse_git_dir(to: &Path) -> Result<(), String> {
+    let spellings = [
+        crate::root::normalize_lexically(to),
+        crate::root::resolve_existing(to),
+    ];
+    for spelled in &spellings {
+        for at in spelled.ancestors() {
+            if at.file_name() == Some(OsStr::new(".git")) || is_git_dir(at) {
+                return Err(format!(
+                    "the target {} is inside the git directory {}, where git keeps a \
+                     repository's own state: restore elsewhere (--to a path outside {})",
+                    to.display(),
+                    at.display(),
+                    at.display()
+                ));
+            }
+        }
     }
     Ok(())
 }
@@ -1014,6 +1111,137 @@ mod tests {
         // Not an archive at all.
         let e = restore(&f.repo, "main", &f.root.join("new"), DEFAULT_TIMEOUT).unwrap_err();
         assert!(e.contains("not an archive"), "{e}");
+    }
+
+    /// The permission bits of `rel` below `dir`.
+    fn mode_of(dir: &Path, rel: &str) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::symlink_metadata(dir.join(rel))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    }
+
+    fn chmod(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// Every path below `dir`, `.git` directories included.
+    fn all_paths(dir: &Path) -> Vec<PathBuf> {
+        walkdir::WalkDir::new(dir)
+            .follow_links(false)
+            .sort_by_file_name()
+            .into_iter()
+            .map(|e| e.unwrap().into_path())
+            .collect()
+    }
+
+    #[test]
+    fn modes_git_does_not_keep_come_back_exactly() {
+        let f = Fixture::new();
+        let wt = f.worktree("w", "b");
+        // A secret, a private directory with a group-readable file, a
+        // tracked file made private, a private script, an ordinary file, a
+        // private nested repository's file; the worktree itself 750.
+        write(&wt.join(".env"), "SECRET=1\n");
+        chmod(&wt.join(".env"), 0o600);
+        write(&wt.join("keys/id"), "key\n");
+        chmod(&wt.join("keys/id"), 0o640);
+        chmod(&wt.join("keys"), 0o700);
+        chmod(&wt.join("lib.txt"), 0o600);
+        write(&wt.join("run.sh"), "#!/bin/sh\n");
+        chmod(&wt.join("run.sh"), 0o700);
+        write(&wt.join("plain.txt"), "plain\n");
+        let lib = wt.join("vendor/lib");
+        init_repo(&f, &lib);
+        commit_file(&f, &lib, "x.txt", "x\n", "nested work");
+        write(&lib.join("token"), "t\n");
+        chmod(&lib.join("token"), 0o600);
+        chmod(&wt, 0o750);
+        let to = f.root.join("back");
+        let r = forced_and_restored(&f, &wt, &to);
+        assert!(r.modes_not_set.is_empty(), "{r:?}");
+        for (rel, mode) in [
+            (".env", 0o600),
+            ("keys", 0o700),
+            ("keys/id", 0o640),
+            ("lib.txt", 0o600),
+            ("run.sh", 0o700),
+            ("plain.txt", 0o644),
+            ("README", 0o644),
+            ("vendor/lib/token", 0o600),
+            ("vendor/lib/x.txt", 0o644),
+            ("", 0o750),
+        ] {
+            assert_eq!(mode_of(&to, rel), mode, "{rel}: {:o}", mode_of(&to, rel));
+        }
+        // Without a record the worktree's directory keeps the bits it was
+        // made with (it was closed only while the files came back).
+        let wt = f.worktree("w2", "b2");
+        let to = f.root.join("back2");
+        forced_and_restored(&f, &wt, &to);
+        assert_eq!(mode_of(&to, ""), 0o755);
+    }
+
+    #[test]
+    fn a_target_inside_a_git_directory_is_refused_and_nothing_written() {
+        let f = Fixture::new();
+        let wt = dirty(&f, "w");
+        let a = crate::git::archive::archive(&wt, "w", SystemTime::now(), &precious()).unwrap();
+        // A submodule gives the main repository a `.git/modules`.
+        let up = f.tmp.path().join("upstream");
+        init_repo(&f, &up);
+        commit_file(&f, &up, "lib.txt", "lib\n", "lib");
+        f.git(
+            &f.repo,
+            &["submodule", "add", "-q", up.to_str().unwrap(), "sub"],
+        );
+        let bare = f.tmp.path().join("bare.git");
+        f.git(
+            f.tmp.path(),
+            &["init", "-q", "--bare", bare.to_str().unwrap()],
+        );
+        let outside = f.tmp.path().join("outside");
+        fs::create_dir_all(&outside).unwrap();
+        symlink(f.repo.join(".git"), outside.join("link")).unwrap();
+        let git_dir = f.repo.join(".git");
+        for to in [
+            git_dir.join("restored"),
+            git_dir.join("worktrees/w/restored"),
+            git_dir.join("worktrees/w"),
+            git_dir.join("modules/sub/restored"),
+            bare.join("restored"),
+            bare.clone(),
+            outside.join("link/restored"),
+            f.root.join("x/../../repo/.git/refs/new"),
+        ] {
+            let before = all_paths(f.tmp.path());
+            let refs = f.git(&f.repo, &["for-each-ref"]);
+            let worktrees = f.git(&f.repo, &["worktree", "list", "--porcelain"]);
+            let e = restore(&f.repo, &a.reference, &to, DEFAULT_TIMEOUT).unwrap_err();
+            assert!(
+                e.contains("inside the git directory"),
+                "{}: {e}",
+                to.display()
+            );
+            assert!(!to.exists() || to.join("HEAD").exists(), "{}", to.display());
+            assert_eq!(all_paths(f.tmp.path()), before, "{}", to.display());
+            assert_eq!(f.git(&f.repo, &["for-each-ref"]), refs);
+            assert_eq!(
+                f.git(&f.repo, &["worktree", "list", "--porcelain"]),
+                worktrees
+            );
+        }
+        // Control: beside them, the same restore is made.
+        restore(
+            &f.repo,
+            &a.reference,
+            &outside.join("fine"),
+            DEFAULT_TIMEOUT,
+        )
+        .unwrap();
     }
 
     #[test]

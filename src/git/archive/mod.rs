@@ -35,8 +35,9 @@
 //! What the restore needs beyond the stash shape is recorded in W's
 //! message body, which `git stash apply` ignores ([`records`]): the path
 //! of each `n` whose commits were fetched (and whether its files are its
-//! HEAD's, a clean submodule's, rather than in U), and the branch an
-//! unborn HEAD named. Archives made before these records have none.
+//! HEAD's, a clean submodule's, rather than in U), the branch an
+//! unborn HEAD named, and the permission bits git would not give back
+//! ([`modes`]: a `600` file, a `700` directory). Archives made before these records have none.
 //!
 //! File contents are stored raw (no clean filters), which is what
 //! "byte for byte" means. Trees are built in memory (`git2::Index::new`);
@@ -50,6 +51,7 @@
 //! Nothing is referenced until all of it is written, so a failure anywhere
 //! before the ref leaves only unreachable objects behind.
 
+pub(crate) mod modes;
 mod nested;
 pub mod records;
 mod tree;
@@ -447,6 +449,30 @@ fn stash_commits(
         .id())
 }
 
+/// Every blob of `tree` (recursively; names are any bytes), with the
+/// mode it is stored with.
+fn tree_files(repo: &Repository, tree: Oid) -> Result<Vec<(Vec<u8>, u32)>, git2::Error> {
+    fn walk(
+        repo: &Repository,
+        tree: Oid,
+        prefix: &[u8],
+        out: &mut Vec<(Vec<u8>, u32)>,
+    ) -> Result<(), git2::Error> {
+        for e in repo.find_tree(tree)?.iter() {
+            let path = tree::prefixed(prefix, e.name_bytes());
+            match e.kind() {
+                Some(git2::ObjectType::Tree) => walk(repo, e.id(), &path, out)?,
+                Some(git2::ObjectType::Blob) => out.push((path, e.filemode() as u32)),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(repo, tree, b"", &mut out)?;
+    Ok(out)
+}
+
 /// Commits the full state of `worktree` (index, working tree, untracked and
 /// precious ignored files, HEAD) to an archive ref in its main repository.
 ///
@@ -484,9 +510,14 @@ fn archive_as_caller(
     let w_tree = worktree_tree(&b, &staged)?;
     let (u_idx, nested_repos) = untracked_part(&b, &index, precious)?;
     let kept = nested::to_keep(&b.workdir, &nested_repos)?;
+    let files = tree_files(&repo, w_tree)
+        .map_err(b.git("read worktree tree"))?
+        .into_iter()
+        .chain(u_idx.iter().map(|e| (e.path.clone(), e.mode)));
     let recorded = records::lines(&records::Records {
         unborn,
         nested: kept.clone(),
+        modes: modes::odd_modes(&b.workdir, files),
     });
     // Quoted, so that neither can add a line that reads as a record.
     let msg = format!(
