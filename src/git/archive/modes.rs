@@ -182,6 +182,58 @@ pub(crate) fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn bits(p: &Path) -> u32 {
+        fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_symlink_where_a_recorded_path_was_is_not_followed() {
+        let t = tempfile::tempdir().unwrap();
+        let victim = t.path().join("victim");
+        fs::create_dir_all(&victim).unwrap();
+        fs::write(victim.join("x"), "x\n").unwrap();
+        fs::write(victim.join("f"), "f\n").unwrap();
+        let to = t.path().join("to");
+        fs::create_dir_all(to.join("real")).unwrap();
+        fs::write(to.join("real/secret"), "s\n").unwrap();
+        symlink(victim.join("f"), to.join("link")).unwrap();
+        symlink(&victim, to.join("d")).unwrap();
+        let before: Vec<u32> = ["", "x", "f"]
+            .iter()
+            .map(|r| bits(&victim.join(r)))
+            .collect();
+        let rec = |p: &str, mode, dir| ModeRecord {
+            path: p.as_bytes().to_vec(),
+            mode,
+            dir,
+        };
+        let failed = apply(
+            &to,
+            &[
+                rec("link", 0o600, false),
+                rec("d/x", 0o600, false),
+                rec("d", 0o700, true),
+                rec("real/../d/x", 0o600, false),
+                rec("real/secret", 0o600, false),
+                rec("real", 0o700, true),
+            ],
+            None,
+        )
+        .unwrap();
+        let after: Vec<u32> = ["", "x", "f"]
+            .iter()
+            .map(|r| bits(&victim.join(r)))
+            .collect();
+        assert_eq!(after, before, "nothing through a link changed");
+        let mut names: Vec<&str> = failed.iter().map(|(p, _)| p.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["d", "d/x", "link", "real/../d/x"], "{failed:?}");
+        // What is there is set; a file is set before its directory closes.
+        assert_eq!(bits(&to.join("real/secret")), 0o600);
+        assert_eq!(bits(&to.join("real")), 0o700);
+    }
 
     #[test]
     fn parents_are_listed_nearest_first() {
