@@ -112,9 +112,24 @@ pub struct NestedRestored {
     pub placed: bool,
     /// The branches it has again.
     pub branches: Vec<String>,
+    /// Its other refs it has again (`refs/tags/v1`, `refs/notes/commits`,
+    /// …), `refs/stash` aside.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub refs: Vec<String>,
+    /// How many stash entries it has again, in their order.
+    #[serde(skip_serializing_if = "is_zero_usize")]
+    pub stash: usize,
+    /// How many commits only a reflog reached it has again, in HEAD's
+    /// reflog.
+    #[serde(skip_serializing_if = "is_zero_usize")]
+    pub reflog_only: usize,
     /// `refs/heads/<branch>` or `detached at <commit>` when placed; else
     /// why not.
     pub head: String,
+}
+
+fn is_zero_usize(n: &usize) -> bool {
+    *n == 0
 }
 
 impl NestedRestored {
@@ -122,10 +137,22 @@ impl NestedRestored {
     pub fn describe(&self) -> String {
         let name = self.path.as_deref().unwrap_or(&self.kept);
         if self.placed {
+            let plural = |n: usize, one: &str, many: &str| {
+                format!("{n} {}", if n == 1 { one } else { many })
+            };
+            let mut more = String::new();
+            for (n, one, many) in [
+                (self.refs.len(), "other ref", "other refs"),
+                (self.stash, "stash entry", "stash entries"),
+                (self.reflog_only, "reflog-only commit", "reflog-only commits"),
+            ] {
+                if n > 0 {
+                    more.push_str(&format!(", {}", plural(n, one, many)));
+                }
+            }
             format!(
-                "nested {name}: restored with {} branch{}, HEAD {}",
-                self.branches.len(),
-                if self.branches.len() == 1 { "" } else { "es" },
+                "nested {name}: restored with {}{more}, HEAD {}",
+                plural(self.branches.len(), "branch", "branches"),
                 match self.head.strip_prefix("refs/heads/") {
                     Some(b) => format!("on {b}"),
                     None => self.head.clone(),
@@ -569,13 +596,54 @@ fn checked_out_elsewhere(main: &Git, full: &str) -> Result<bool, String> {
     Ok(list.lines().any(|l| l == format!("branch {full}")))
 }
 
-/// The kept refs of one nested repository in the main repository.
+/// The kept refs of one nested repository in the main repository
+/// ([`super::archive`]'s `nested` layout).
 #[derive(Default)]
 struct KeptRefs {
     /// `<ref>-nested/<n>`'s commit: the nested repository's HEAD.
     head: Option<String>,
     /// Branch name → commit, from `<ref>-nested/<n>-heads/<branch>`.
     branches: Vec<(String, String)>,
+    /// `refs/<rest>` → object, from `<ref>-nested/<n>-refs/<rest>`
+    /// (`refs/stash` aside: its entries are `stash`).
+    refs: Vec<(String, String)>,
+    /// stash@{k} by `k`, from `<ref>-nested/<n>-stash/<k>`.
+    stash: std::collections::BTreeMap<usize, String>,
+    /// Reflog-only commits by `k` (0 the newest), from
+    /// `<ref>-nested/<n>-logs/<k>`.
+    logs: std::collections::BTreeMap<usize, String>,
+}
+
+/// One kept ref's name after `<ref>-nested/`: `n`, and what it keeps.
+fn kept_kind(rest: &str) -> Option<(usize, KeptKind<'_>)> {
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let n = rest[..digits].parse::<usize>().ok()?;
+    let tail = &rest[digits..];
+    let index = |s: &str| s.parse::<usize>().ok();
+    Some((
+        n,
+        if tail.is_empty() {
+            KeptKind::Head
+        } else if let Some(b) = tail.strip_prefix("-heads/") {
+            KeptKind::Branch(b)
+        } else if let Some(r) = tail.strip_prefix("-refs/") {
+            KeptKind::Ref(r)
+        } else if let Some(k) = tail.strip_prefix("-stash/") {
+            KeptKind::Stash(index(k)?)
+        } else if let Some(k) = tail.strip_prefix("-logs/") {
+            KeptKind::Log(index(k)?)
+        } else {
+            return None;
+        },
+    ))
+}
+
+enum KeptKind<'a> {
+    Head,
+    Branch(&'a str),
+    Ref(&'a str),
+    Stash(usize),
+    Log(usize),
 }
 
 /// Every `<reference>-nested/<n>…` ref of the main repository `git` runs
@@ -594,18 +662,22 @@ fn kept_refs(
         let Some((id, name)) = line.split_once(' ') else {
             continue;
         };
-        let Some(rest) = name.strip_prefix(&prefix) else {
+        let Some((n, kind)) = name.strip_prefix(&prefix).and_then(kept_kind) else {
             continue;
         };
-        let (n, branch) = match rest.split_once("-heads/") {
-            Some((n, b)) => (n, Some(b)),
-            None => (rest, None),
-        };
-        let Ok(n) = n.parse::<usize>() else { continue };
         let k = kept.entry(n).or_default();
-        match branch {
-            Some(b) => k.branches.push((b.to_string(), id.to_string())),
-            None => k.head = Some(id.to_string()),
+        let id = id.to_string();
+        match kind {
+            KeptKind::Head => k.head = Some(id),
+            KeptKind::Branch(b) => k.branches.push((b.to_string(), id)),
+            KeptKind::Ref("stash") => {}
+            KeptKind::Ref(r) => k.refs.push((format!("refs/{r}"), id)),
+            KeptKind::Stash(i) => {
+                k.stash.insert(i, id);
+            }
+            KeptKind::Log(i) => {
+                k.logs.insert(i, id);
+            }
         }
     }
     Ok(kept)
@@ -644,6 +716,9 @@ fn restore_nested(
             kept: refname.clone(),
             placed: false,
             branches: Vec::new(),
+            refs: Vec::new(),
+            stash: 0,
+            reflog_only: 0,
             head: String::new(),
         };
         match kept.remove(&r.n) {
@@ -652,6 +727,10 @@ fn restore_nested(
                 Ok((branches, head)) => {
                     done.placed = true;
                     done.branches = branches;
+                    done.refs = k.refs.iter().map(|(n, _)| n.clone()).collect();
+                    done.refs.sort();
+                    done.stash = k.stash.len();
+                    done.reflog_only = k.logs.len();
                     done.head = head;
                 }
                 Err(why) => done.head = why,
@@ -666,6 +745,9 @@ fn restore_nested(
             kept: format!("{reference}-nested/{n}"),
             placed: false,
             branches: Vec::new(),
+            refs: Vec::new(),
+            stash: 0,
+            reflog_only: 0,
             head: "its path is not recorded: the archive was made before paths were".into(),
         };
         tracing::warn!("{}", done.describe());
@@ -778,26 +860,38 @@ fn fill_nested(
     k: &KeptRefs,
     empty: bool,
 ) -> Result<String, String> {
-    let mut args: Vec<String> = [
-        "fetch",
-        "-q",
-        "--no-tags",
-        "--update-head-ok",
-        "--no-write-fetch-head",
-        url,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    if !k.branches.is_empty() {
-        args.push(format!("+{refname}-heads/*:refs/heads/*"));
+    // Every kept ref to its place, and the commits no ref of its own
+    // will name (HEAD, stash entries, reflog-only commits) for their
+    // objects only; on stdin, as there may be many.
+    let mut specs: Vec<String> = Vec::new();
+    for (b, _) in &k.branches {
+        specs.push(format!("+{refname}-heads/{b}:refs/heads/{b}"));
+    }
+    for (r, _) in &k.refs {
+        let rest = r.strip_prefix("refs/").unwrap_or(r);
+        specs.push(format!("+{refname}-refs/{rest}:{r}"));
     }
     if k.head.is_some() {
-        // Fetched for its objects only: a detached HEAD needs them.
-        args.push(refname.to_string());
+        specs.push(refname.to_string());
     }
-    g.run(&args)
-        .map_err(|e| format!("fetching its kept commits: {e}"))?;
+    specs.extend(k.stash.keys().map(|i| format!("{refname}-stash/{i}")));
+    specs.extend(k.logs.keys().map(|i| format!("{refname}-logs/{i}")));
+    let mut input = specs.join("\n");
+    input.push('\n');
+    g.run_with_input(
+        &[
+            "fetch",
+            "-q",
+            "--no-tags",
+            "--update-head-ok",
+            "--no-write-fetch-head",
+            "--stdin",
+            url,
+        ],
+        input.as_bytes(),
+    )
+    .map_err(|e| format!("fetching its kept commits: {e}"))?;
+    put_back_logs(g, k)?;
     let head = match &k.head {
         None => "unborn (the kept repository had no HEAD commit)".to_string(),
         Some(h) => {
@@ -827,6 +921,39 @@ fn fill_nested(
         let _ = g.run_status(&["update-index", "-q", "--refresh"], &[]);
     }
     Ok(head)
+}
+
+/// The stash entries, oldest first so that stash@{k} is what it was, and
+/// the reflog-only commits into HEAD's reflog, oldest first, each with a
+/// message saying where it came from (HEAD is set after).
+fn put_back_logs(g: &Git, k: &KeptRefs) -> Result<(), String> {
+    for id in k.logs.values().rev() {
+        g.run(&[
+            "update-ref",
+            "--no-deref",
+            "-m",
+            "boo-reconciler: a commit only a reflog reached, restored",
+            "HEAD",
+            id,
+        ])
+        .map_err(|e| format!("restoring its reflog: {e}"))?;
+    }
+    for id in k.stash.values().rev() {
+        let subject = g
+            .run(&["log", "-1", "--format=%s", id])
+            .map_err(|e| format!("reading a stash entry: {e}"))?
+            .stdout_str();
+        g.run(&[
+            "update-ref",
+            "--create-reflog",
+            "-m",
+            subject.trim(),
+            "refs/stash",
+            id,
+        ])
+        .map_err(|e| format!("restoring its stash: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Puts HEAD on the archived branch when that moves nothing.
@@ -1445,6 +1572,9 @@ mod tests {
                     kept: format!("{n}-nested/0"),
                     placed: true,
                     branches: vec!["main".into()],
+                    refs: Vec::new(),
+                    stash: 0,
+                    reflog_only: 0,
                     head: "refs/heads/main".into(),
                 },
                 NestedRestored {
@@ -1452,6 +1582,9 @@ mod tests {
                     kept: format!("{n}-nested/1"),
                     placed: true,
                     branches: vec!["main".into(), "topic".into()],
+                    refs: Vec::new(),
+                    stash: 0,
+                    reflog_only: 0,
                     head: "refs/heads/main".into(),
                 },
             ]
@@ -1530,6 +1663,7 @@ mod tests {
         let kept = KeptRefs {
             head: Some("0".repeat(40)),
             branches: vec![("main".into(), "0".repeat(40))],
+            ..KeptRefs::default()
         };
         let refname = "refs/boo/archive/w/1-nested/0";
         let e = restore_nested_one(&wt, &to, &url, "sha1", refname, &record, &kept).unwrap_err();
