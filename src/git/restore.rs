@@ -1595,6 +1595,108 @@ mod tests {
         );
     }
 
+    /// Gives `dir` (a nested repository on branch `main`) every kind of
+    /// ref: a second branch, a light and an annotated tag, a note, a ref
+    /// of its own, two stash entries, and a commit only the reflogs reach.
+    /// Returns that commit.
+    fn every_kind_of_ref(f: &Fixture, dir: &Path, tag: &str) -> String {
+        commit_file(f, dir, "x.txt", "x\n", "x");
+        f.git(dir, &["checkout", "-q", "-b", "topic"]);
+        commit_file(f, dir, "t.txt", "topic\n", "on topic");
+        f.git(dir, &["tag", "-a", "-m", "annotated", &format!("{tag}-annotated")]);
+        f.git(dir, &["checkout", "-q", "main"]);
+        commit_file(f, dir, "m.txt", "main\n", "on main");
+        f.git(dir, &["tag", &format!("{tag}-light")]);
+        f.git(dir, &["notes", "add", "-m", "a note", "HEAD"]);
+        f.git(dir, &["update-ref", "refs/keep/mine", "topic"]);
+        let lost = commit_file(f, dir, "lost.txt", "lost\n", "reset away");
+        f.git(dir, &["reset", "-q", "--hard", "HEAD~1"]);
+        write(&dir.join("x.txt"), "stashed first\n");
+        f.git(dir, &["stash", "push", "-q", "-m", "first"]);
+        write(&dir.join("x.txt"), "stashed second\n");
+        write(&dir.join("new.txt"), "untracked, stashed\n");
+        f.git(dir, &["stash", "push", "-q", "-u", "-m", "second"]);
+        lost
+    }
+
+    /// What a restore must bring back of a nested repository: every ref
+    /// but the remote-tracking ones, and the stash list.
+    fn kept_state(f: &Fixture, dir: &Path) -> (String, String) {
+        let refs = f.git(
+            dir,
+            &["for-each-ref", "--format=%(objectname) %(refname)", "refs/"],
+        );
+        let refs: Vec<&str> = refs
+            .lines()
+            .filter(|l| !l.contains(" refs/remotes/"))
+            .collect();
+        (
+            refs.join("\n"),
+            f.git(dir, &["stash", "list", "--format=%H %gs"]),
+        )
+    }
+
+    #[test]
+    fn every_ref_of_a_nested_repository_and_a_submodule_survives_gc_and_comes_back() {
+        let f = Fixture::new();
+        let wt = f.worktree("w", "b");
+        let lib = wt.join("vendor/lib");
+        init_repo(&f, &lib);
+        f.git(&lib, &["checkout", "-q", "-b", "main"]);
+        let lib_lost = every_kind_of_ref(&f, &lib, "lib");
+
+        // A submodule added in the linked worktree: its git directory is
+        // in the worktree's admin entry, and goes with it.
+        let up = f.tmp.path().join("upstream");
+        init_repo(&f, &up);
+        f.git(&up, &["checkout", "-q", "-b", "main"]);
+        commit_file(&f, &up, "lib.txt", "library\n", "lib");
+        f.git(
+            &wt,
+            &["submodule", "add", "-q", up.to_str().unwrap(), "sub"],
+        );
+        f.git(&wt, &["commit", "-q", "-m", "submodule"]);
+        let sub = wt.join("sub");
+        assert!(f.repo.join(".git/worktrees/w/modules/sub").is_dir());
+        let sub_lost = every_kind_of_ref(&f, &sub, "sub");
+
+        let before = [kept_state(&f, &lib), kept_state(&f, &sub)];
+        assert!(before[0].1.lines().count() == 2, "{before:?}");
+        let a = forced(&f, &wt);
+        assert!(!f.repo.join(".git/worktrees/w").exists());
+        f.expire_and_gc();
+        for lost in [&lib_lost, &sub_lost] {
+            assert!(f.has_object(lost), "{lost} lost by gc");
+        }
+
+        let to = f.root.join("back");
+        let r = restore(&f.repo, &a.reference, &to, DEFAULT_TIMEOUT).unwrap();
+        let (lib, sub) = (to.join("vendor/lib"), to.join("sub"));
+        assert_eq!([kept_state(&f, &lib), kept_state(&f, &sub)], before);
+        for (dir, lost, tag) in [(&lib, &lib_lost, "lib"), (&sub, &sub_lost, "sub")] {
+            let logged = f.git(dir, &["log", "-g", "--format=%H", "HEAD"]);
+            assert!(logged.lines().any(|l| l == lost), "{logged}");
+            assert_eq!(f.git(dir, &["notes", "show", "main"]), "a note");
+            assert_eq!(
+                f.git(dir, &["cat-file", "-t", &format!("{tag}-annotated")]),
+                "tag"
+            );
+            // The stash applies as it did.
+            f.git(dir, &["stash", "apply", "-q", "stash@{1}"]);
+            assert_eq!(fs::read_to_string(dir.join("x.txt")).unwrap(), "stashed first\n");
+        }
+        let lib_said = r
+            .nested
+            .iter()
+            .find(|n| n.path.as_deref() == Some("vendor/lib"))
+            .unwrap();
+        assert_eq!(
+            lib_said.describe(),
+            "nested vendor/lib: restored with 2 branches, 4 other refs, 2 stash entries, \
+             1 reflog-only commit, HEAD on main"
+        );
+    }
+
     /// A copy of the archive `reference` under `name` whose message is
     /// `message`, with the nested refs `-nested/<from>…` copied to
     /// `-nested/<to>…` for each pair: an archive as an older version, or
