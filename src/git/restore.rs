@@ -144,7 +144,11 @@ impl NestedRestored {
             for (n, one, many) in [
                 (self.refs.len(), "other ref", "other refs"),
                 (self.stash, "stash entry", "stash entries"),
-                (self.reflog_only, "reflog-only commit", "reflog-only commits"),
+                (
+                    self.reflog_only,
+                    "reflog-only commit",
+                    "reflog-only commits",
+                ),
             ] {
                 if n > 0 {
                     more.push_str(&format!(", {}", plural(n, one, many)));
@@ -1603,7 +1607,10 @@ mod tests {
         commit_file(f, dir, "x.txt", "x\n", "x");
         f.git(dir, &["checkout", "-q", "-b", "topic"]);
         commit_file(f, dir, "t.txt", "topic\n", "on topic");
-        f.git(dir, &["tag", "-a", "-m", "annotated", &format!("{tag}-annotated")]);
+        f.git(
+            dir,
+            &["tag", "-a", "-m", "annotated", &format!("{tag}-annotated")],
+        );
         f.git(dir, &["checkout", "-q", "main"]);
         commit_file(f, dir, "m.txt", "main\n", "on main");
         f.git(dir, &["tag", &format!("{tag}-light")]);
@@ -1683,7 +1690,10 @@ mod tests {
             );
             // The stash applies as it did.
             f.git(dir, &["stash", "apply", "-q", "stash@{1}"]);
-            assert_eq!(fs::read_to_string(dir.join("x.txt")).unwrap(), "stashed first\n");
+            assert_eq!(
+                fs::read_to_string(dir.join("x.txt")).unwrap(),
+                "stashed first\n"
+            );
         }
         let lib_said = r
             .nested

@@ -52,7 +52,7 @@
 //! before the ref leaves only unreachable objects behind.
 
 pub(crate) mod modes;
-mod nested;
+pub(crate) mod nested;
 pub mod records;
 mod tree;
 

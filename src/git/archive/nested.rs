@@ -121,7 +121,10 @@ pub(crate) fn read_refs(repo: &Repository) -> Result<NestedRefs, git2::Error> {
         let mut hide = r.tips(repo);
         hide.extend(&r.remotes);
         let lost: HashSet<Oid> = unreachable(repo, &candidates, &hide)?.into_iter().collect();
-        r.logs = candidates.into_iter().filter(|c| lost.contains(c)).collect();
+        r.logs = candidates
+            .into_iter()
+            .filter(|c| lost.contains(c))
+            .collect();
     }
     Ok(r)
 }
@@ -169,16 +172,17 @@ pub(super) fn to_keep(
 pub(crate) fn kept_name(base: &str, name: &str) -> String {
     match name.strip_prefix("refs/heads/") {
         Some(branch) => format!("{base}-heads/{branch}"),
-        None => format!(
-            "{base}-refs/{}",
-            name.strip_prefix("refs/").unwrap_or(name)
-        ),
+        None => format!("{base}-refs/{}", name.strip_prefix("refs/").unwrap_or(name)),
     }
 }
 
 /// Copies every object the kept refs of `nested` reach into `main`, as
 /// one pack.
-fn copy_objects(main: &Repository, nested: &Repository, refs: &NestedRefs) -> Result<(), git2::Error> {
+fn copy_objects(
+    main: &Repository,
+    nested: &Repository,
+    refs: &NestedRefs,
+) -> Result<(), git2::Error> {
     let mut pb = nested.packbuilder()?;
     let mut walk = nested.revwalk()?;
     for tip in refs.tips(nested) {
