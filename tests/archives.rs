@@ -154,11 +154,26 @@ async fn a_forced_nested_repository_comes_back_with_its_commits(db: Db) {
         &["commit", "-q", "-m", "only in the nested repository"],
     );
     git(&lib, &["branch", "side"]);
+    // A tag, a note, a stash entry and a commit only the reflog reaches.
+    git(&lib, &["tag", "-a", "-m", "release", "v1"]);
+    git(&lib, &["notes", "add", "-m", "a note", "HEAD"]);
+    fs::write(lib.join("x.txt"), "stashed\n").unwrap();
+    git(&lib, &["stash", "push", "-q", "-m", "kept aside"]);
+    fs::write(lib.join("lost.txt"), "lost\n").unwrap();
+    git(&lib, &["add", "lost.txt"]);
+    git(&lib, &["commit", "-q", "-m", "reset away"]);
+    let lost = git(&lib, &["rev-parse", "HEAD"]);
+    git(&lib, &["reset", "-q", "--hard", "HEAD~1"]);
     fs::write(lib.join("x.txt"), "x, edited\n").unwrap();
     let head = git(&lib, &["rev-parse", "HEAD"]);
+    let stash = git(&lib, &["stash", "list", "--format=%H %gs"]);
     let report = w.once(Scope::Host, true).await;
     assert_eq!(report.exit_code(), exit::CONVERGED, "{}", report.render());
     assert!(!path.exists());
+    // Nothing but the archive keeps them now.
+    git(&w.repo, &["worktree", "prune"]);
+    git(&w.repo, &["reflog", "expire", "--expire=now", "--all"]);
+    git(&w.repo, &["gc", "-q", "--prune=now"]);
 
     let config = w.config();
     let list = archives::list(&w.store, &config, &Filter::default())
@@ -188,6 +203,15 @@ async fn a_forced_nested_repository_comes_back_with_its_commits(db: Db) {
         fs::read_to_string(back.join("x.txt")).unwrap(),
         "x, edited\n"
     );
+    assert_eq!(git(&back, &["cat-file", "-t", "v1"]), "tag");
+    assert_eq!(git(&back, &["notes", "show", "HEAD"]), "a note");
+    assert_eq!(git(&back, &["stash", "list", "--format=%H %gs"]), stash);
+    assert!(
+        git(&back, &["log", "-g", "--format=%H", "HEAD"])
+            .lines()
+            .any(|l| l == lost),
+        "the commit only the reflog reached is in HEAD's reflog again"
+    );
     // Two branches at the kept HEAD: which one it was on is not known.
     assert!(!git_command(&back)
         .args(["symbolic-ref", "-q", "HEAD"])
@@ -198,7 +222,10 @@ async fn a_forced_nested_repository_comes_back_with_its_commits(db: Db) {
     // What the command prints and answers say so.
     let text = archives::render_restore(&r);
     assert!(
-        text.contains("nested vendor/lib: restored with 2 branches, HEAD detached at"),
+        text.contains(
+            "nested vendor/lib: restored with 2 branches, 2 other refs, 1 stash entry, \
+             1 reflog-only commit, HEAD detached at"
+        ),
         "{text}"
     );
     let json = serde_json::to_value(&r).unwrap();
