@@ -11,8 +11,11 @@
 //! and HEAD put on its branch when it can be. Last, each nested repository
 //! whose commits the archive kept is made again at the path the archive
 //! recorded ([`super::archive::records`]): `git init` there, its kept
-//! branches fetched from the main repository (`--no-tags
-//! --update-head-ok`) into its `refs/heads/*`, HEAD on the one branch at
+//! refs fetched from the main repository (`--no-tags --update-head-ok`)
+//! to where they were (branches to `refs/heads/*`, tags, notes and every
+//! other kept ref to its own name), the commits only a reflog reached
+//! put back in HEAD's reflog and the stash entries in their order
+//! (`refs/stash` and its reflog, oldest first), HEAD on the one branch at
 //! the kept HEAD (detached at the kept HEAD when no branch or several
 //! point there), its index set to HEAD's tree (`git read-tree HEAD`,
 //! which leaves the files `U` brought back alone) and refreshed. A clean
@@ -41,8 +44,11 @@
 //!    `nested_repositories_come_back_with_their_commits_and_branches`.
 //! 3. **Byte for byte.** Every file of `W` and `U` comes back with its
 //!    content, executable bit or symlink target, and the index holds `I`'s
-//!    entries; a nested repository comes back with its HEAD's commits and
-//!    its local branches. Tests: as for 2.
+//!    entries; a nested repository or submodule comes back with every ref
+//!    the archive kept: branches, tags, notes, any other ref but the
+//!    remote-tracking ones, its stash entries in order, and the commits
+//!    only a reflog reached (in HEAD's reflog). Tests: as for 2, and
+//!    `every_ref_of_a_nested_repository_and_a_submodule_survives_gc_and_comes_back`.
 //! 4. **Never inside a git directory.** A target inside a `.git`
 //!    directory, a bare repository, a linked worktree's admin entry or a
 //!    submodule's directory under `.git/modules` (as written or as the
@@ -60,9 +66,13 @@
 //! operation in progress (its state files are not archived); of a nested
 //! repository or submodule: its index (set to HEAD's tree, so what it
 //! had staged shows as changed files; content staged and then changed
-//! again on disk is not archived), its remotes, tags, stashes and configuration,
-//! and a submodule's link to its `.git/modules` directory (it comes back
-//! as a repository of its own, at the commit the worktree records). The
+//! again on disk is not archived), its remotes and remote-tracking refs,
+//! its configuration, the reflog messages of its branches (a commit only
+//! a reflog reached comes back in HEAD's reflog), and a submodule's link
+//! to its `.git/modules` directory (it comes back as a repository of its
+//! own, at the commit the worktree records). A nested repository whose
+//! every commit a remote-tracking ref reaches is not kept (its remote
+//! holds it; its files are in `U`): it comes back as plain files. The
 //! kept commits of a nested repository whose path the archive does not
 //! record (made before paths were) stay under `<ref>-nested/<n>` in the
 //! main repository, and [`Restored::nested`] lists them as not placed.

@@ -26,11 +26,17 @@
 //!   precious globs, and the working files of nested repositories and of
 //!   submodules with uncommitted changes (below their paths).
 //!
-//! Nested repositories and submodules whose HEAD or local branches hold
-//! commits that none of their remote-tracking refs reaches are also fetched
-//! into the main repository: `HEAD` to `<ref>-nested/<n>` and local
-//! branches to `<ref>-nested/<n>-heads/<branch>` (`n` counts the nested
-//! repositories and submodules of the worktree from 0, in path order).
+//! Nested repositories and submodules holding a commit that none of their
+//! remote-tracking refs reaches (from HEAD, a branch, a tag, a note, any
+//! other ref, a stash entry or a reflog) are also copied whole into the
+//! main repository ([`nested`]): HEAD to `<ref>-nested/<n>`, branches to
+//! `<ref>-nested/<n>-heads/<branch>`, every other ref but the
+//! remote-tracking ones to `<ref>-nested/<n>-refs/<rest>`, stash@{k} to
+//! `<ref>-nested/<n>-stash/<k>`, and the commits only a reflog reaches to
+//! `<ref>-nested/<n>-logs/<k>` (`n` counts the nested repositories and
+//! submodules of the worktree from 0, in path order). A submodule's git
+//! directory may live in the worktree's admin entry and go with it; it
+//! is read through the submodule's `.git` link wherever it is.
 //!
 //! What the restore needs beyond the stash shape is recorded in W's
 //! message body, which `git stash apply` ignores ([`records`]): the path
