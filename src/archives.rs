@@ -473,10 +473,9 @@ pub fn render(list: &[Listed]) -> String {
             a.untracked,
             a.precious,
             a.reference,
-            if a.nested.is_empty() {
-                String::new()
-            } else {
-                format!(" (+{} nested)", a.nested.len())
+            match a.nested_repositories() {
+                0 => String::new(),
+                n => format!(" (+{n} nested)"),
             }
         );
     }

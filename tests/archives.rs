@@ -180,7 +180,12 @@ async fn a_forced_nested_repository_comes_back_with_its_commits(db: Db) {
         .await
         .unwrap();
     assert_eq!(list.len(), 1, "{list:?}");
-    assert!(!list[0].archive.nested.is_empty(), "{list:?}");
+    assert_eq!(list[0].archive.nested_repositories(), 1, "{list:?}");
+    assert!(
+        archives::render(&list).contains("(+1 nested)"),
+        "{}",
+        archives::render(&list)
+    );
     let refs = git(&w.repo, &["for-each-ref"]);
     let to = w.outside.join("back");
     let r = archives::restore(&w.store, &config, "w1", Some(&to))

@@ -275,6 +275,19 @@ fn is_zero(n: &u32) -> bool {
 }
 
 impl Archive {
+    /// How many nested repositories and submodules it keeps (each has
+    /// several refs in [`Archive::nested`]).
+    pub fn nested_repositories(&self) -> usize {
+        let prefix = format!("{}-nested/", self.reference);
+        let ns: std::collections::BTreeSet<usize> = self
+            .nested
+            .iter()
+            .filter_map(|r| r.strip_prefix(&prefix).and_then(kept_kind))
+            .map(|(n, _)| n)
+            .collect();
+        ns.len()
+    }
+
     /// Newest first; ties (never expected) by name.
     pub fn newest_first(a: &Archive, b: &Archive) -> std::cmp::Ordering {
         (b.unix_secs, b.seq)
@@ -1484,6 +1497,33 @@ mod tests {
         );
         assert_eq!(archive_name("refs/boo/history/w-1/1700000000"), None);
         assert_eq!(archive_name("refs/boo/archive/1700000000"), None);
+    }
+
+    #[test]
+    fn kept_refs_are_told_apart_by_their_names() {
+        let kind = |s: &str| {
+            kept_kind(s).map(|(n, k)| {
+                let k = match k {
+                    KeptKind::Head => "head".to_string(),
+                    KeptKind::Branch(b) => format!("branch {b}"),
+                    KeptKind::Ref(r) => format!("ref {r}"),
+                    KeptKind::Stash(i) => format!("stash {i}"),
+                    KeptKind::Log(i) => format!("log {i}"),
+                };
+                (n, k)
+            })
+        };
+        assert_eq!(kind("0"), Some((0, "head".into())));
+        assert_eq!(
+            kind("12-heads/a-refs/b"),
+            Some((12, "branch a-refs/b".into()))
+        );
+        assert_eq!(kind("1-refs/tags/v1"), Some((1, "ref tags/v1".into())));
+        assert_eq!(kind("1-stash/3"), Some((1, "stash 3".into())));
+        assert_eq!(kind("2-logs/0"), Some((2, "log 0".into())));
+        for odd in ["", "x", "1-stash/x", "1-logs/", "1-other/x", "-heads/a"] {
+            assert!(kind(odd).is_none(), "{odd}");
+        }
     }
 
     #[test]
