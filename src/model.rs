@@ -371,6 +371,9 @@ pub struct StaleAdminEntry {
     /// The entry's `locked` file, if any: its reason (may be empty). git
     /// itself locks an entry while `git worktree add` runs.
     pub locked: Option<String>,
+    /// When a pass first saw the directory missing; `None` when that could
+    /// not be recorded (the entry then waits: never pruned on a guess).
+    pub missing_since: Option<SystemTime>,
 }
 
 /// A main repository's admin entry whose recorded directory is gone but

@@ -179,6 +179,7 @@ fn binary_with_capabilities(w: &World, bounding: &str, args: &[&str]) -> (Option
         .arg("--worktree-root")
         .arg(&w.root)
         .args(["--set", "opencode.url=", "--set", "http.listen=127.0.0.1:1"])
+        .args(["--set", "worktrees.stale_entry_grace=0s"])
         .args(["--set", &format!("processes.chat_label={}", w.labels[0])])
         .args(["--set", &format!("processes.session_label={}", w.labels[1])])
         .args(["--set", &format!("processes.agent_label={}", w.labels[2])])
@@ -268,7 +269,7 @@ async fn the_same_world_without_a_link_is_reconciled_as_the_owner(db: Db) {
     assert!(!w.repo.join(".git/worktrees/gone").exists(), "{host:?}");
     let refs = boo_refs(&w);
     assert!(refs.contains("refs/boo/archive/dirty/"), "{refs}");
-    assert!(refs.contains("refs/boo/archive/gone/"), "{refs}");
+    assert!(refs.contains("refs/boo/history/gone/"), "{refs}");
     assert_eq!(root_owned(&w.repo), Vec::<String>::new());
 }
 
@@ -303,7 +304,7 @@ fn the_root_units_capabilities_are_enough() {
     assert!(!w.repo.join(".git/worktrees/gone").exists());
     let refs = boo_refs(&w);
     assert!(refs.contains("refs/boo/archive/dirty/"), "{refs}");
-    assert!(refs.contains("refs/boo/archive/gone/"), "{refs}");
+    assert!(refs.contains("refs/boo/history/gone/"), "{refs}");
     assert_eq!(root_owned(&w.repo), Vec::<String>::new());
 }
 

@@ -27,6 +27,7 @@ both_databases!(
     worktree_of_live_session_survives,
     stale_admin_entry_keeps_its_lost_commits_under_an_archive_ref_then_is_pruned,
     locked_stale_admin_entry_is_pruned_only_with_force,
+    a_stale_admin_entry_waits_out_its_grace_across_restarts_then_keeps_what_it_held,
     a_path_claimed_by_a_live_row_is_never_removed,
     a_path_claimed_by_a_live_row_added_after_the_plan_is_never_removed,
     a_live_row_claims_its_directory_under_every_spelling,
@@ -352,10 +353,13 @@ async fn stale_admin_entry_keeps_its_lost_commits_under_an_archive_ref_then_is_p
         &[
             "for-each-ref",
             "--format=%(refname) %(objectname)",
-            "refs/boo/archive/",
+            "refs/boo/history/",
         ],
     );
-    assert!(refs.contains(&lost), "archive ref keeps {lost}: {refs}");
+    // The history ref's commit has the kept commits as its parents.
+    let kept = refs.split_whitespace().nth(1).expect("a history ref");
+    let parents = git(&w.repo, &["rev-list", "--parents", "-n1", kept]);
+    assert!(parents.contains(&lost), "history ref keeps {lost}: {refs}");
     git(&w.repo, &["gc", "-q", "--prune=now"]);
     assert!(git_ok(&w.repo, &["cat-file", "-e", &lost]));
     let audit = w.audit().await;
@@ -365,6 +369,76 @@ async fn stale_admin_entry_keeps_its_lost_commits_under_an_archive_ref_then_is_p
     assert!(audit
         .iter()
         .any(|a| a.action == "mark_worktree_removed" && a.outcome == "done"));
+}
+
+/// A directory deleted behind git's back: its admin entry waits out
+/// `worktrees.stale_entry_grace`, pending with how long it has been
+/// missing, across restarts (each `once` is a new controller: the clock is
+/// the database's); once the grace has passed it is pruned, and what only
+/// it held (here the staged index) survives `git gc`. A directory that
+/// comes back makes the pass forget when it went missing.
+async fn a_stale_admin_entry_waits_out_its_grace_across_restarts_then_keeps_what_it_held(db: Db) {
+    let mut w = World::new(db).await;
+    w.stale_entry_grace = std::time::Duration::from_secs(3600);
+    w.session("s1", "archived").await;
+    let path = w.worktree("w1", "s1").await;
+    fs::write(path.join("staged.txt"), "staged only\n").unwrap();
+    git(&path, &["add", "staged.txt"]);
+    let blob = git(&path, &["rev-parse", ":staged.txt"]);
+    // Kept at risk (staged), then someone deletes it by hand.
+    w.once(Scope::Host, false).await;
+    assert!(path.exists());
+    fs::remove_dir_all(&path).unwrap();
+    let entry = w.repo.join(".git/worktrees/w1");
+    let count = || async {
+        w.store
+            .query_strings("SELECT name FROM reconciler_missing_entries")
+            .await
+            .unwrap()
+            .len()
+    };
+    for _ in 0..2 {
+        let report = w.once(Scope::Host, false).await;
+        assert!(
+            entry.exists(),
+            "pruned within its grace: {}",
+            report.render()
+        );
+        let why = report
+            .pending
+            .iter()
+            .map(|p| p.why.clone())
+            .find(|why| why.contains("worktrees.stale_entry_grace"))
+            .unwrap_or_else(|| panic!("no pending grace: {}", report.render()));
+        assert!(why.contains("missing for"), "{why}");
+        assert_eq!(count().await, 1);
+    }
+    // The directory comes back for a pass: the clock is forgotten.
+    fs::create_dir(&path).unwrap();
+    fs::write(path.join(".git"), format!("gitdir: {}\n", entry.display())).unwrap();
+    let back = w.once(Scope::Host, false).await;
+    assert_eq!(count().await, 0, "{}", back.render());
+    fs::remove_dir_all(&path).unwrap();
+    w.once(Scope::Host, false).await;
+    assert!(entry.exists());
+    // An hour later.
+    w.sql("UPDATE reconciler_missing_entries SET first_missing_unix = first_missing_unix - 3600")
+        .await;
+    let report = w.once(Scope::Host, false).await;
+    assert!(
+        !entry.exists(),
+        "not pruned after its grace: {}",
+        report.render()
+    );
+    // The next pass, which no longer sees the entry, forgets its record.
+    w.once(Scope::Host, false).await;
+    assert_eq!(count().await, 0);
+    git(&w.repo, &["reflog", "expire", "--expire=now", "--all"]);
+    git(&w.repo, &["gc", "-q", "--prune=now"]);
+    assert!(
+        git_ok(&w.repo, &["cat-file", "-e", &blob]),
+        "the staged blob is lost"
+    );
 }
 
 async fn locked_stale_admin_entry_is_pruned_only_with_force(db: Db) {

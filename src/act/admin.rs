@@ -35,7 +35,7 @@ impl Executor {
     }
 }
 
-/// Keeps the commits only a stale admin entry's HEAD reaches, then prunes
+/// Keeps what only a stale admin entry holds ([`git::stale`]), then prunes
 /// it, unless a directory under `root` points at it now (a worktree moved
 /// since the observation: pruning would break it).
 fn prune(entry: &StaleAdminEntry, root: &Path, force: bool) -> Applied {
@@ -74,18 +74,28 @@ fn prune(entry: &StaleAdminEntry, root: &Path, force: bool) -> Applied {
         ));
     }
     let mut detail = Pruned::default();
-    let unreachable = git::admin::unreachable_commits(entry).map_err(|e| e.to_string())?;
-    if !unreachable.is_empty() {
-        let a = git::admin::archive_head(entry, SystemTime::now()).map_err(|e| e.to_string())?;
-        detail.archive = Some(a);
-        detail.unreachable_commits = Some(unreachable.clone());
+    let kept = git::stale::keep_entry_work(
+        &entry.repo_path,
+        &entry.name,
+        SystemTime::now(),
+        git::cli::DEFAULT_TIMEOUT,
+    )
+    .map_err(|e| {
+        format!(
+            "keeping what admin entry {} holds, nothing pruned: {e}",
+            entry.name
+        )
+    })?;
+    if let Some(k) = &kept {
+        detail.archive = Some(k.archived.clone());
+        detail.unreachable_commits = Some(k.commits.clone());
     }
     let n =
         git::admin::prune_for(&entry.repo_path, &entry.worktree_path).map_err(|e| e.to_string())?;
     let note = match &detail.archive {
         Some(a) => format!(
             "{} commit(s) kept under {}; {n} admin entry pruned",
-            unreachable.len(),
+            kept.as_ref().map_or(0, |k| k.commits.len()),
             a.reference
         ),
         None => format!("{n} admin entry pruned"),

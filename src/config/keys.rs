@@ -255,6 +255,7 @@ pub(super) fn unset() -> Config {
             precious: Vec::new(),
             reclaim_parallel: 0,
             max_removals_per_pass: 0,
+            stale_entry_grace: Duration::ZERO,
             recheck_interval: Duration::ZERO,
         },
         processes: Processes {
@@ -435,6 +436,14 @@ const ROWS: &[Key] = &[
         default: DefaultValue::Text("20"),
         doc: "Most worktrees removed, or admin entries pruned, in one pass (1 or more); the rest wait for the next pass, pending with the reason: a wrong database or root cannot empty a host at once.",
         field: field!(Int, worktrees.max_removals_per_pass),
+    },
+    Key {
+        section: "worktrees",
+        key: "stale_entry_grace",
+        kind: Kind::Duration,
+        default: DefaultValue::Text("1h"),
+        doc: "An admin entry (.git/worktrees/<id>) whose directory is gone is pruned only once the directory has been missing this long (at most 365d); what only the entry holds is kept under refs/boo/history first.",
+        field: field!(Duration, worktrees.stale_entry_grace),
     },
     Key {
         section: "worktrees",

@@ -188,6 +188,9 @@ pub struct Worktrees {
     pub reclaim_parallel: usize,
     /// The brake on one pass: removals and prunes beyond it wait.
     pub max_removals_per_pass: usize,
+    /// A stale admin entry is pruned only once its directory has been
+    /// missing this long.
+    pub stale_entry_grace: Duration,
     /// The longest a kept worktree's verdict is reused without a full
     /// preflight, however unchanged its fingerprint.
     pub recheck_interval: Duration,

@@ -95,6 +95,7 @@ impl Controller {
             opencode_orphan_min_age: config.opencode.orphan_min_age,
             instance: config.processes.instance().map(str::to_owned),
             max_removals: config.worktrees.max_removals_per_pass,
+            stale_entry_grace: config.worktrees.stale_entry_grace,
             max_terminations: config.processes.max_terminations_per_pass,
         };
         Controller {
@@ -111,7 +112,8 @@ impl Controller {
         &self.executor
     }
 
-    /// Reads both states and plans, writing nothing.
+    /// Reads both states and plans, writing nothing but when admin entries
+    /// were first seen missing ([`Controller::record_missing`]).
     pub async fn plan(
         &self,
         scope: &Scope,
@@ -150,7 +152,12 @@ impl Controller {
                 .iter()
                 .map(|u| format!("database {}: {u}", self.store.url())),
         );
+        // Only a full view of the admin entries may forget a record of one
+        // that went missing: a partial one would restart its grace.
+        let complete = observed.errors.is_empty() && observed.root_held.is_none();
         notes.errors.append(&mut observed.errors);
+        self.record_missing(&mut observed.stale_admin_entries, complete, notes)
+            .await;
         notes.errors.extend(opencode_notes.errors);
         notes.warnings.extend(opencode_notes.warnings);
         let counts = Observed {
@@ -196,6 +203,40 @@ impl Controller {
         let mut plan = crate::switches::Switches::from(&self.config).apply(plan);
         plan.observed_at = Some(observed_at);
         Ok((plan, counts))
+    }
+
+    /// Fills in when each stale admin entry was first seen missing, from
+    /// the database (recording this pass's first sightings). Written even
+    /// by a pass that acts on nothing: it is what the pass saw. When the
+    /// database cannot say, the entries stay unknown and wait.
+    async fn record_missing(
+        &self,
+        entries: &mut [crate::model::StaleAdminEntry],
+        complete: bool,
+        notes: &mut Notes,
+    ) {
+        let keys: Vec<(String, String)> = entries
+            .iter()
+            .map(|e| (e.repo_path.display().to_string(), e.name.clone()))
+            .collect();
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        match self
+            .store
+            .missing_since(&self.config.host.id, &keys, now, complete)
+            .await
+        {
+            Ok(since) => {
+                for (e, s) in entries.iter_mut().zip(since) {
+                    e.missing_since =
+                        Some(SystemTime::UNIX_EPOCH + Duration::from_secs(s.max(0) as u64));
+                }
+            }
+            Err(e) => notes.errors.push(format!(
+                "recording when admin entries went missing (they wait until it can be): {e}"
+            )),
+        }
     }
 
     /// The processes, the database and the worktrees, overlapped where one

@@ -15,16 +15,13 @@ use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use git2::{Oid, Repository};
 
-use super::archive::{archive_ref_base, create_archive_ref, Archived};
 use super::paths::{
     admin_entries, common_dir_of_admin, common_dir_of_repo, dot_git, is_inside, open_exact,
     read_head_file, same_location, spellings, workdir_of_common, AdminEntry, DotGit, HeadFile,
 };
-use super::reach::{ref_tips, unreachable};
 use super::GitError;
 use crate::model::{MovedAdminEntry, StaleAdminEntry};
 
@@ -227,6 +224,7 @@ pub fn scan_entries(repo: &Path, root: &Path, links: &Gitlinks) -> Result<AdminS
             locked: fs::read_to_string(entry.dir.join("locked"))
                 .ok()
                 .map(|r| r.trim().to_string()),
+            missing_since: None,
         });
     }
     Ok(out)
@@ -240,96 +238,6 @@ pub fn moved_to(entry: &StaleAdminEntry, root: &Path) -> Option<PathBuf> {
     Gitlinks::read(root)
         .pointing_at(&common.join("worktrees").join(&entry.name))
         .map(Path::to_path_buf)
-}
-
-/// The commits that keep things alive in the repository whose common git
-/// directory is `common`: every ref, the main worktree's HEAD, and the
-/// HEADs of linked worktrees that still exist, except the entry `except`.
-/// (A stale entry's HEAD is about to go, so it keeps nothing alive.)
-fn live_tips(repo: &Repository, common: &Path, except: &str) -> Result<Vec<Oid>, GitError> {
-    let op = |source| GitError::Op {
-        op: "list refs",
-        path: common.to_path_buf(),
-        source,
-    };
-    let mut tips = ref_tips(repo, &|_| false).map_err(op)?;
-    if let Ok(c) = repo.head().and_then(|h| h.peel_to_commit()) {
-        tips.push(c.id());
-    }
-    let entries = admin_entries(common).map_err(|e| io_invalid(common, "reading worktrees", e))?;
-    for e in entries {
-        if e.name == except || !e.worktree_exists() {
-            continue;
-        }
-        if let (Some(id), _) = entry_head(repo, &e) {
-            tips.push(id);
-        }
-    }
-    Ok(tips)
-}
-
-/// Commits reachable from the entry's HEAD and from no ref of the repository.
-///
-/// Every ref counts (branches, tags, remote refs, `refs/stash`,
-/// `refs/boo/archive/*`, …), and so do the HEADs of the main worktree and
-/// of the other linked worktrees whose directories still exist; the HEADs
-/// of other stale entries do not, since they are about to go too. Newest
-/// first; empty when the entry has no resolvable HEAD.
-pub fn unreachable_commits(entry: &StaleAdminEntry) -> Result<Vec<String>, GitError> {
-    let Some(head) = &entry.head else {
-        return Ok(Vec::new());
-    };
-    let common = common_dir(&entry.repo_path)?;
-    let repo = open_common(&common)?;
-    let head = Oid::from_str(head).map_err(|source| GitError::Op {
-        op: "parse head",
-        path: common.clone(),
-        source,
-    })?;
-    let hide = live_tips(&repo, &common, &entry.name)?;
-    let lost = unreachable(&repo, &[head], &hide).map_err(|source| GitError::Op {
-        op: "revwalk",
-        path: common.clone(),
-        source,
-    })?;
-    Ok(lost.iter().map(Oid::to_string).collect())
-}
-
-/// Keeps the entry's HEAD reachable under
-/// `refs/boo/archive/<entry name>/<unix seconds>` (a `-<n>` suffix when
-/// that ref exists already; characters a ref name cannot hold become `_`).
-pub fn archive_head(entry: &StaleAdminEntry, now: SystemTime) -> Result<Archived, GitError> {
-    let common = common_dir(&entry.repo_path)?;
-    let Some(head) = &entry.head else {
-        return Err(invalid(
-            &common,
-            format!("admin entry {} has no HEAD commit", entry.name),
-        ));
-    };
-    refuse_unsafe(&common, Some(&common.join("worktrees").join(&entry.name)))?;
-    let id = Oid::from_str(head).map_err(|source| GitError::Op {
-        op: "parse head",
-        path: common.clone(),
-        source,
-    })?;
-    let reference = as_owner_of(&common, "create archive ref", || {
-        let repo = open_common(&common)?;
-        create_archive_ref(
-            &repo,
-            &archive_ref_base(&entry.name, now),
-            id,
-            &format!("boo-reconciler: HEAD of stale worktree {}", entry.name),
-        )
-        .map_err(|source| GitError::Op {
-            op: "create archive ref",
-            path: common.clone(),
-            source,
-        })
-    })??;
-    Ok(Archived {
-        reference,
-        commit: id.to_string(),
-    })
 }
 
 /// Removes the admin entries of `repo` that point at `worktree_path`, once
@@ -367,14 +275,9 @@ pub fn prune_for(repo: &Path, worktree_path: &Path) -> Result<usize, GitError> {
 #[cfg(test)]
 mod tests {
     use std::fs;
-    use std::time::{Duration, SystemTime};
 
     use super::*;
     use crate::git::testutil::{write, Fixture};
-
-    fn now() -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
-    }
 
     #[test]
     fn main_repository_of_reads_the_gitfile_only() {
@@ -430,6 +333,7 @@ mod tests {
                     head: Some(d.clone()),
                     branch: None,
                     locked: None,
+                    missing_since: None,
                 },
                 StaleAdminEntry {
                     repo_path: f.repo.clone(),
@@ -438,6 +342,7 @@ mod tests {
                     head: Some(main.clone()),
                     branch: Some("g".into()),
                     locked: None,
+                    missing_since: None,
                 },
             ]
         );
@@ -488,6 +393,7 @@ mod tests {
             head: None,
             branch: None,
             locked: None,
+            missing_since: None,
         };
         assert_eq!(moved_to(&entry, &f.root), Some(b.clone()));
 
@@ -499,64 +405,6 @@ mod tests {
             stale.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
             ["a"]
         );
-    }
-
-    #[test]
-    fn unreachable_commits_of_stale_entries() {
-        let f = Fixture::new();
-        let det = f.detached("det", "main");
-        write(&det.join("d.txt"), "d\n");
-        let d1 = f.commit_all(&det, "d1");
-        write(&det.join("d.txt"), "d2\n");
-        let d2 = f.commit_all(&det, "d2");
-        let on_branch = f.worktree("br", "br");
-        write(&on_branch.join("x.txt"), "x\n");
-        f.commit_all(&on_branch, "on branch");
-        fs::remove_dir_all(&det).unwrap();
-        fs::remove_dir_all(&on_branch).unwrap();
-        let stale = stale_entries(&f.repo, &f.root).unwrap();
-        let by_name = |n: &str| stale.iter().find(|e| e.name == n).unwrap().clone();
-        assert_eq!(
-            unreachable_commits(&by_name("det")).unwrap(),
-            vec![d2.clone(), d1.clone()]
-        );
-        // The branch survives the entry.
-        assert_eq!(
-            unreachable_commits(&by_name("br")).unwrap(),
-            Vec::<String>::new()
-        );
-        // A live worktree whose HEAD is there keeps it.
-        f.detached("live", &d1);
-        assert_eq!(
-            unreachable_commits(&by_name("det")).unwrap(),
-            vec![d2.clone()]
-        );
-        // So does any ref.
-        f.git(&f.repo, &["tag", "t", &d2]);
-        assert_eq!(
-            unreachable_commits(&by_name("det")).unwrap(),
-            Vec::<String>::new()
-        );
-    }
-
-    #[test]
-    fn archive_head_keeps_the_commit_through_prune_and_gc() {
-        let f = Fixture::new();
-        let det = f.detached("det", "main");
-        write(&det.join("d.txt"), "d\n");
-        let d = f.commit_all(&det, "d");
-        fs::remove_dir_all(&det).unwrap();
-        let entry = stale_entries(&f.repo, &f.root).unwrap().remove(0);
-        let a = archive_head(&entry, now()).unwrap();
-        assert_eq!(a.reference, "refs/boo/archive/det/1700000000");
-        assert_eq!(a.commit, d);
-        let again = archive_head(&entry, now()).unwrap();
-        assert_eq!(again.reference, "refs/boo/archive/det/1700000000-1");
-        assert_eq!(unreachable_commits(&entry).unwrap(), Vec::<String>::new());
-
-        assert_eq!(prune_for(&f.repo, &det).unwrap(), 1);
-        f.expire_and_gc();
-        assert!(f.has_object(&d));
     }
 
     #[test]

@@ -78,6 +78,10 @@ pub struct Git {
     /// `GIT_INDEX_FILE`: an index of the caller's instead of the
     /// repository's own.
     index_file: Option<PathBuf>,
+    /// `GIT_DIR`: a git directory named outright, for one whose working
+    /// directory is gone (a stale admin entry) or never was (a submodule's
+    /// git directory kept inside it).
+    git_dir: Option<PathBuf>,
 }
 
 /// What a git command printed.
@@ -120,6 +124,7 @@ impl Git {
             run_as: run_as_for(dir, meta.uid(), me)?,
             timeout,
             index_file: None,
+            git_dir: None,
         })
     }
 
@@ -137,6 +142,15 @@ impl Git {
     pub fn with_index(&self, index: &Path) -> Git {
         Git {
             index_file: Some(index.to_path_buf()),
+            ..self.clone()
+        }
+    }
+
+    /// The same user and bound, on the git directory `git_dir` itself
+    /// (`GIT_DIR`): no discovery, no working directory.
+    pub fn with_git_dir(&self, git_dir: &Path) -> Git {
+        Git {
+            git_dir: Some(git_dir.to_path_buf()),
             ..self.clone()
         }
     }
@@ -171,6 +185,11 @@ impl Git {
         .env("PAGER", "cat")
         .env("LC_ALL", "C")
         .envs(self.index_file.iter().map(|i| ("GIT_INDEX_FILE", i)))
+        .envs(self.git_dir.iter().map(|d| ("GIT_DIR", d)))
+        // A submodule's `core.worktree` names a directory that may be gone;
+        // git would refuse to start rather than ignore it. Nothing run this
+        // way reads or writes a working tree.
+        .envs(self.git_dir.iter().map(|d| ("GIT_WORK_TREE", d)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -199,6 +218,24 @@ impl Git {
             }
         }
         c
+    }
+
+    /// The commit `rev` names (peeled), `None` when it names none.
+    pub fn commit_of(&self, rev: &str) -> Result<Option<String>, GitCliError> {
+        let (st, o) = self.run_status(
+            &[
+                "rev-parse",
+                "--verify",
+                "-q",
+                "--end-of-options",
+                &format!("{rev}^{{commit}}"),
+            ],
+            &[],
+        )?;
+        Ok(st
+            .success()
+            .then(|| o.stdout_str().trim().to_string())
+            .filter(|s| !s.is_empty()))
     }
 
     /// Runs `git <args>` and returns what it printed, or an error when it

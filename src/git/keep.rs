@@ -15,13 +15,19 @@
 //! 2. **Written by git as the repository's owner** ([`super::cli`]), so a
 //!    root controller leaves no root-owned object or ref file in another
 //!    user's repository.
+//! 3. **Submodules' git directories too.** A submodule initialised in the
+//!    worktree keeps its git directory in the worktree's admin entry
+//!    (`modules/<name>`), which the removal deletes: every commit of it that
+//!    none of its own remote-tracking refs reaches is copied into the main
+//!    repository and kept under the same ref ([`super::stale::keep_modules`]).
+//!    Test: `a_submodules_own_commits_survive_the_removal_of_its_worktree`.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use super::archive::{unix_secs, Archived, ARCHIVE_EMAIL, ARCHIVE_NAME};
 use super::cli::Git;
-use super::paths::ref_component;
+use super::paths::{common_dir_of_admin, dot_git, ref_component, DotGit};
 
 /// Commits `commits` (reachable from nothing that outlives the worktree)
 /// under a new archive ref; `Ok(None)` when there is nothing to keep.
@@ -32,10 +38,54 @@ pub fn keep_history(
     now: SystemTime,
     timeout: Duration,
 ) -> Result<Option<Archived>, String> {
-    if commits.is_empty() {
+    let mut all = commits.to_vec();
+    for c in module_history(worktree, timeout)? {
+        if !all.contains(&c) {
+            all.push(c);
+        }
+    }
+    if all.is_empty() {
         return Ok(None);
     }
     let git = Git::for_dir(worktree, timeout).map_err(|e| e.to_string())?;
+    let message = format!(
+        "boo-reconciler: {} commit(s) of worktree {worktree_id} that only its HEAD reflog, \
+         refs/worktree/* or its submodules' git directories reached",
+        all.len()
+    );
+    keep_commits(&git, worktree_id, &all, &message, now).map(Some)
+}
+
+/// The commits of the submodules initialised in the worktree whose git
+/// directories live in its admin entry (and go with it) that none of their
+/// own remote-tracking refs reaches, copied into the main repository
+/// ([`super::stale::keep_modules`]).
+fn module_history(worktree: &Path, timeout: Duration) -> Result<Vec<String>, String> {
+    let DotGit::File { gitdir: admin } = dot_git(worktree) else {
+        return Ok(Vec::new());
+    };
+    let Some(common) = common_dir_of_admin(&admin) else {
+        return Ok(Vec::new());
+    };
+    if std::fs::symlink_metadata(admin.join("modules")).is_err() {
+        return Ok(Vec::new());
+    }
+    let main = Git::for_dir(&common, timeout)
+        .map_err(|e| e.to_string())?
+        .with_git_dir(&common);
+    super::stale::keep_modules(&main, &admin, &common)
+}
+
+/// Commits `commits` (all in the repository `git` runs in) under a new
+/// `refs/boo/history/<worktree id>/<unix seconds>[-<n>]`: one commit of the
+/// empty tree whose parents they are, with `message`.
+pub fn keep_commits(
+    git: &Git,
+    worktree_id: &str,
+    commits: &[String],
+    message: &str,
+    now: SystemTime,
+) -> Result<Archived, String> {
     let err = |e: super::cli::GitCliError| e.to_string();
     let empty = git
         .run(&["hash-object", "-w", "-t", "tree", "/dev/null"])
@@ -45,11 +95,6 @@ pub fn keep_history(
         .to_string();
     let name = format!("user.name={ARCHIVE_NAME}");
     let email = format!("user.email={ARCHIVE_EMAIL}");
-    let message = format!(
-        "boo-reconciler: {} commit(s) of worktree {worktree_id} that only its HEAD reflog or \
-         refs/worktree/* reached",
-        commits.len()
-    );
     let mut args: Vec<&str> = vec![
         "-c",
         &name,
@@ -58,7 +103,7 @@ pub fn keep_history(
         "commit-tree",
         &empty,
         "-m",
-        &message,
+        message,
     ];
     for c in commits {
         args.push("-p");
@@ -90,7 +135,7 @@ pub fn keep_history(
             )
             .map_err(err)?;
         if st.success() {
-            return Ok(Some(Archived { reference, commit }));
+            return Ok(Archived { reference, commit });
         }
         let (exists, _) = git
             .run_status(&["show-ref", "--verify", "-q", &reference], &[])
@@ -137,6 +182,50 @@ mod tests {
         assert_eq!(f.git(&f.repo, &["show", &format!("{dropped}:x.txt")]), "x");
         // Nothing else moved.
         assert_eq!(f.rev(&f.repo, "b"), f.rev(&f.repo, "main"));
+    }
+
+    /// A submodule initialised in the worktree keeps its git directory in
+    /// the worktree's admin entry, which the removal deletes: its commits
+    /// no remote-tracking ref of its own reaches (a local branch, one only
+    /// its HEAD reflog reaches) are kept, with all they reach, before.
+    #[test]
+    fn a_submodules_own_commits_survive_the_removal_of_its_worktree() {
+        let f = Fixture::new();
+        let (wt, sub) = f.worktree_with_submodule("w");
+        f.git(&sub, &["checkout", "-q", "-b", "local"]);
+        write(&sub.join("b.txt"), "branch\n");
+        let on_branch = f.commit_all(&sub, "on a local branch");
+        write(&sub.join("b.txt"), "reflog\n");
+        let reflog_only = f.commit_all(&sub, "then reset away");
+        f.git(&sub, &["reset", "-q", "--hard", &on_branch]);
+        let upstream = f.rev(&sub, "origin/HEAD");
+        let a = keep_history(&wt, "w", &[], SystemTime::now(), DEFAULT_TIMEOUT)
+            .unwrap()
+            .expect("the submodule's commits are kept");
+        let parents = f.git(&f.repo, &["rev-list", "--parents", "-n1", &a.reference]);
+        assert!(parents.contains(&on_branch), "{parents}");
+        assert!(parents.contains(&reflog_only), "{parents}");
+        // What a remote-tracking ref reaches is the remote's to keep.
+        assert!(!parents.contains(&upstream), "{parents}");
+        f.git(
+            &f.repo,
+            &[
+                "worktree",
+                "remove",
+                "--force",
+                "--force",
+                wt.to_str().unwrap(),
+            ],
+        );
+        assert!(!f.repo.join(".git/worktrees/w").exists());
+        f.expire_and_gc();
+        for c in [&on_branch, &reflog_only, &upstream] {
+            assert_eq!(f.git(&f.repo, &["cat-file", "-t", c]), "commit", "{c}");
+        }
+        assert_eq!(
+            f.git(&f.repo, &["show", &format!("{reflog_only}:b.txt")]),
+            "reflog"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub(crate) mod reach;
 pub mod refs;
 pub mod restore;
 pub(crate) mod scan;
+pub mod stale;
 pub mod status;
 pub mod verify;
 

@@ -173,6 +173,37 @@ impl Fixture {
         self.git(&self.repo, &["gc", "-q", "--prune=now"]);
     }
 
+    /// A repository `subsrc` (one commit) beside the main one, added to
+    /// it as the submodule `sub` on `main`, and initialised in a new
+    /// detached worktree `<root>/<name>`: its git directory lives in the
+    /// worktree's admin entry (`.git/worktrees/<name>/modules/sub`).
+    /// Returns the worktree and the submodule's directory.
+    pub fn worktree_with_submodule(&self, name: &str) -> (PathBuf, PathBuf) {
+        const FILE: &str = "protocol.file.allow=always";
+        let src = self.tmp.path().join("subsrc");
+        if !src.exists() {
+            fs::create_dir_all(&src).unwrap();
+            self.git(&src, &["init", "-q"]);
+            write(&src.join("s.txt"), "s\n");
+            self.commit_all(&src, "sub initial");
+            let url = src.to_str().unwrap();
+            self.git(
+                &self.repo,
+                &["-c", FILE, "submodule", "add", "-q", url, "sub"],
+            );
+            self.git(&self.repo, &["commit", "-q", "-m", "add sub"]);
+        }
+        let wt = self.detached(name, "main");
+        self.git(&wt, &["-c", FILE, "submodule", "update", "--init", "-q"]);
+        let sub = wt.join("sub");
+        let gitdir = self.git(&sub, &["rev-parse", "--absolute-git-dir"]);
+        assert!(
+            gitdir.contains(&format!("/worktrees/{name}/modules/")),
+            "{gitdir}"
+        );
+        (wt, sub)
+    }
+
     /// Whether the main repository holds object `oid`.
     pub fn has_object(&self, oid: &str) -> bool {
         self.try_git(&self.repo, &["cat-file", "-e", oid])

@@ -1,6 +1,6 @@
 //! Stale and moved admin entries of the main repositories.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::model::{ActualState, DesiredState, PathCheck};
 
@@ -51,6 +51,16 @@ pub(super) fn plan_admin_entries(
             });
             continue;
         }
+        if let Some(why) = within_grace(entry, policy, now) {
+            out.pending.push(Pending {
+                target: Target::AdminEntry {
+                    repo: entry.repo_path.clone(),
+                    name: entry.name.clone(),
+                },
+                why,
+            });
+            continue;
+        }
         let session_id = desired
             .worktrees
             .iter()
@@ -73,4 +83,33 @@ pub(super) fn plan_admin_entries(
             ),
         });
     }
+}
+
+/// Why a stale entry waits: its directory has not been missing for
+/// `worktrees.stale_entry_grace` yet (someone may be moving it, or a root
+/// may be coming back), or when it went missing could not be recorded.
+fn within_grace(
+    entry: &crate::model::StaleAdminEntry,
+    policy: &Policy,
+    now: SystemTime,
+) -> Option<String> {
+    let grace = policy.stale_entry_grace;
+    let Some(since) = entry.missing_since else {
+        return Some(format!(
+            "directory {} is gone; when it went missing could not be recorded, so the entry \
+             waits (worktrees.stale_entry_grace = {})",
+            entry.worktree_path.display(),
+            humantime::format_duration(grace)
+        ));
+    };
+    let missing = now.duration_since(since).unwrap_or(Duration::ZERO);
+    (missing < grace).then(|| {
+        format!(
+            "directory {} missing for {}; pruned once it has been missing for {} \
+             (worktrees.stale_entry_grace)",
+            entry.worktree_path.display(),
+            humantime::format_duration(Duration::from_secs(missing.as_secs())),
+            humantime::format_duration(grace)
+        )
+    })
 }

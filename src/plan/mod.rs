@@ -69,6 +69,9 @@ pub struct Policy {
     /// At most this many agent terminations in one pass
     /// (`processes.max_terminations_per_pass`).
     pub max_terminations: usize,
+    /// A stale admin entry is pruned only once its directory has been
+    /// missing this long (`worktrees.stale_entry_grace`).
+    pub stale_entry_grace: Duration,
 }
 
 /// Which part of the host a pass looks at.

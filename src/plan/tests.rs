@@ -27,6 +27,7 @@ fn policy() -> Policy {
         instance: None,
         max_removals: 20,
         max_terminations: 100,
+        stale_entry_grace: Duration::from_secs(3600),
     }
 }
 
@@ -179,6 +180,8 @@ impl Fixture {
             head: head.map(Into::into),
             branch: None,
             locked: None,
+            // Missing for exactly the grace at `now()`.
+            missing_since: Some(t(0)),
         });
         self
     }
@@ -554,6 +557,44 @@ fn stale_admin_entry_is_pruned() {
         )],
     );
     assert!(p.actions[0].is_destructive());
+}
+
+/// `worktrees.stale_entry_grace`: an entry whose directory went missing
+/// less than the grace ago, or whose first sighting could not be recorded,
+/// waits, pending with the reason; once the grace has passed it is pruned.
+#[test]
+fn a_stale_admin_entry_waits_out_its_grace() {
+    let pending_why = |p: &Plan| {
+        p.pending
+            .iter()
+            .find(|x| x.target.to_string() == "admin-entry:/srv/repo/.git/worktrees/w9")
+            .map(|x| x.why.clone())
+    };
+    let mut f = Fixture::new();
+    f.stale_admin("w9", Some("abc"));
+    f.actual.stale_admin_entries[0].missing_since = Some(t(1));
+    let p = f.plan();
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    let why = pending_why(&p).expect("pending");
+    assert!(why.contains("missing for 59m 59s"), "{why}");
+    assert!(why.contains("worktrees.stale_entry_grace"), "{why}");
+
+    f.actual.stale_admin_entries[0].missing_since = None;
+    let p = f.plan();
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert!(pending_why(&p)
+        .expect("pending")
+        .contains("could not be recorded"));
+
+    f.actual.stale_admin_entries[0].missing_since = Some(t(0));
+    let p = f.plan();
+    assert_actions(
+        &p,
+        [(
+            "prune_admin_entry",
+            "admin-entry:/srv/repo/.git/worktrees/w9",
+        )],
+    );
 }
 
 #[test]

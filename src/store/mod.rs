@@ -108,6 +108,7 @@ macro_rules! with_pool {
 
 // Declared after `with_pool!`, which they use.
 pub mod archived;
+mod missing;
 #[doc(hidden)]
 pub mod testing;
 

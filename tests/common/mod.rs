@@ -385,6 +385,9 @@ pub struct World {
     /// `opencode.url`; off unless a test sets it.
     pub opencode_url: Option<String>,
     pub opencode_orphan_min_age: Duration,
+    /// `worktrees.stale_entry_grace`: none unless a test sets it, so that
+    /// a directory deleted behind git's back is pruned on the next pass.
+    pub stale_entry_grace: Duration,
     schema: Option<String>,
 }
 
@@ -432,6 +435,7 @@ impl World {
             },
             opencode_url: None,
             opencode_orphan_min_age: Duration::from_secs(600),
+            stale_entry_grace: Duration::ZERO,
             schema,
         }
     }
@@ -463,6 +467,7 @@ impl World {
             .as_ref()
             .map(|u| u.parse().expect("opencode URL"));
         c.opencode.orphan_min_age = self.opencode_orphan_min_age;
+        c.worktrees.stale_entry_grace = self.stale_entry_grace;
         // The real server answers in milliseconds; a loaded 2-core machine
         // (the whole suite at once) has been seen to take over 1 s.
         c.opencode.timeout = Duration::from_secs(3);

@@ -840,6 +840,9 @@ impl World {
             format!("host.id={HOST}"),
             format!("worktrees.root={}", self.root.display()),
             "worktrees.orphan_min_age=0s".to_string(),
+            // Stale admin entries pruned on the pass that finds them: the
+            // prune, and what it keeps, is what the oracle judges.
+            "worktrees.stale_entry_grace=0s".to_string(),
             "opencode.url=".to_string(),
             format!("processes.chat_label={}", self.label),
             "http.listen=127.0.0.1:1".to_string(),

@@ -23,20 +23,7 @@ pub(super) fn branch_ref(b: &str) -> String {
 
 /// The commit `rev` names, if it names one.
 pub(super) fn commit_of(git: &Git, rev: &str) -> Result<Option<String>, GitCliError> {
-    let (st, o) = git.run_status(
-        &[
-            "rev-parse",
-            "--verify",
-            "-q",
-            "--end-of-options",
-            &format!("{rev}^{{commit}}"),
-        ],
-        &[],
-    )?;
-    Ok(st
-        .success()
-        .then(|| o.stdout_str().trim().to_string())
-        .filter(|s| !s.is_empty()))
+    git.commit_of(rev)
 }
 
 /// The commits HEAD's reflog names, newest first. Read by git when HEAD

@@ -1,16 +1,16 @@
-//! Index changes git's status hides, and submodules' own work.
+//! Index changes git's status hides.
 
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::{fs, io};
 
 use crate::git::cli::Git;
 use crate::git::mode::octal::{EXEC, GITLINK, SYMLINK};
-use crate::git::paths::{join_rel, parent_beneath, rel_str};
+use crate::git::paths::{parent_beneath, rel_str};
 use nix::fcntl::{readlinkat, AtFlags};
 use nix::sys::stat::{fstatat, SFlag};
 
-use super::{index_entries, is_empty_dir, operations, rev_list, IndexEntry, MAX_SUBMODULE_DEPTH};
+use super::IndexEntry;
 
 /// Index entries marked assume-unchanged or skip-worktree whose file is
 /// present and differs from the index (mode or content).
@@ -86,94 +86,5 @@ pub(super) fn inside(path: &Path, dir: &Path) -> bool {
     match (fs::canonicalize(path), fs::canonicalize(dir)) {
         (Ok(p), Ok(d)) => p.starts_with(d),
         _ => false,
-    }
-}
-
-/// What a submodule checked out at `sub` would lose beyond what the
-/// superproject's status reports, as short phrases. `worktree` and `admin`
-/// are the superproject worktree and its git directory: a submodule git
-/// directory inside either goes away with the worktree, and only then do
-/// its local-only commits count.
-pub(super) fn submodule_problems(
-    git: &Git,
-    sub: &Path,
-    worktree: &Path,
-    admin: &Path,
-    depth: usize,
-    problems: &mut Vec<String>,
-) {
-    match fs::symlink_metadata(sub) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
-        Err(e) => return problems.push(format!("cannot stat: {e}")),
-        // A typechange; the superproject's status reports it.
-        Ok(m) if !m.is_dir() => return,
-        Ok(_) => {}
-    }
-    match is_empty_dir(sub) {
-        Err(e) => return problems.push(format!("cannot read directory: {e}")),
-        Ok(true) => return, // not initialized
-        Ok(false) => {}
-    }
-    if fs::symlink_metadata(sub.join(".git")).is_err() {
-        return problems.push("not initialized, but its directory holds files".into());
-    }
-    let g = git.at(sub);
-    let gitdir = match g.run(&["rev-parse", "--absolute-git-dir"]) {
-        Ok(o) => PathBuf::from(o.stdout_str().trim()),
-        Err(e) => return problems.push(format!("cannot open: {e}")),
-    };
-    let ops = operations(&gitdir);
-    if !ops.is_empty() {
-        problems.push(format!("{} in progress", ops.join(", ")));
-    }
-    if inside(&gitdir, worktree) || inside(&gitdir, admin) {
-        match rev_list(
-            &g,
-            &["HEAD".into(), "--branches".into()],
-            &["--not".into(), "--remotes".into()],
-        ) {
-            Ok(v) if v.is_empty() => {}
-            Ok(v) => problems.push(format!("{} commit(s) on no remote-tracking ref", v.len())),
-            Err(e) => problems.push(format!("commit check failed: {e}")),
-        }
-    }
-    if depth < MAX_SUBMODULE_DEPTH {
-        nested_submodule_problems(&g, sub, worktree, admin, depth, problems);
-    }
-}
-
-/// What the submodules of the submodule at `sub` (at `depth`, opened as
-/// `g`) would lose, each as one phrase: a submodule's own submodules go
-/// with it.
-pub(super) fn nested_submodule_problems(
-    g: &Git,
-    sub: &Path,
-    worktree: &Path,
-    admin: &Path,
-    depth: usize,
-    problems: &mut Vec<String>,
-) {
-    match index_entries(g) {
-        Ok(entries) => {
-            for e in entries.iter().filter(|e| e.mode == GITLINK && e.stage == 0) {
-                let mut inner = Vec::new();
-                submodule_problems(
-                    g,
-                    &join_rel(sub, &e.path),
-                    worktree,
-                    admin,
-                    depth + 1,
-                    &mut inner,
-                );
-                if !inner.is_empty() {
-                    problems.push(format!(
-                        "submodule {}: {}",
-                        rel_str(&e.path),
-                        inner.join(", ")
-                    ));
-                }
-            }
-        }
-        Err(e) => problems.push(format!("index: {e}")),
     }
 }

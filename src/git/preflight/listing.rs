@@ -11,7 +11,7 @@ use crate::git::status;
 use crate::git::status::Status;
 use crate::risk::{sample, AtRisk};
 
-use super::{failed, hidden_changes, push_files, submodule_problems};
+use super::{failed, hidden_changes, push_files, submodule_problems, Superproject};
 
 /// Per submodule, what git's status says of it and what the controller's
 /// own checks add, so that each submodule is one reason.
@@ -122,19 +122,19 @@ pub(super) fn push_hidden_changes(
 }
 
 /// Adds to each submodule's reason what the controller's own checks find
-/// beyond git's status.
+/// beyond git's status ([`super::submodule`]).
 pub(super) fn check_submodules(
     git: &Git,
-    dir: &Path,
-    admin: &Path,
-    gitlinks: &HashSet<Vec<u8>>,
+    sp: &Superproject<'_>,
+    index: &[IndexEntry],
     subs: &mut PerSubmodule,
 ) {
-    for path in gitlinks {
+    for e in index.iter().filter(|e| e.mode == GITLINK && e.stage == 0) {
         let mut problems = Vec::new();
-        submodule_problems(git, &join_rel(dir, path), dir, admin, 0, &mut problems);
+        let at = join_rel(sp.worktree, &e.path);
+        submodule_problems(git, &at, Some(&e.object), sp, 0, &mut problems);
         if !problems.is_empty() {
-            subs.entry(path.clone()).or_default().extend(problems);
+            subs.entry(e.path.clone()).or_default().extend(problems);
         }
     }
 }

@@ -65,11 +65,15 @@
 //! * **Operations**: merge, rebase (also stopped on a clean tree), am,
 //!   cherry-pick, revert (also a stopped sequence) and bisect, read from the
 //!   worktree's own git directory; `git worktree lock`.
-//! * **Submodules**: git's status says which have new commits, modified or
-//!   untracked content; the controller adds operations in progress and —
+//! * **Submodules** are judged like the worktree, recursively
+//!   ([`submodule`]): git's status says which have new commits, modified or
+//!   untracked content; the controller adds, inside each, git's own status
+//!   (with the paths), precious ignored files, nested repositories,
+//!   unreadable entries, hidden index changes, operations in progress and —
 //!   when the submodule's git directory goes away with the worktree —
-//!   commits of its HEAD and local branches that none of its remote-tracking
-//!   refs reaches.
+//!   commits of its HEAD, branches, tags and stash entries that neither its
+//!   remote-tracking refs nor the superproject's recorded commit reach. One
+//!   reason per submodule, naming its path.
 //! * **Not a worktree**: a non-empty directory with no `.git`, a standalone
 //!   repository, a `.git` file whose admin entry is gone. A directory that
 //!   does not exist, or is empty, has nothing to lose.
@@ -92,6 +96,7 @@ mod identity;
 mod listing;
 mod nested;
 mod operations;
+mod submodule;
 mod walk;
 
 pub use commits::unreferenced_history;
@@ -101,6 +106,7 @@ use identity::*;
 use listing::*;
 pub(crate) use listing::{git_status, index_entries};
 use operations::*;
+use submodule::*;
 pub(crate) use walk::walk;
 use walk::*;
 
@@ -295,7 +301,12 @@ fn inspect(p: &Preflight<'_>, out: &mut Vec<AtRisk>) {
         if done(out) {
             return;
         }
-        check_submodules(&git, dir, &admin, &gitlinks, &mut subs);
+        let sp = Superproject {
+            worktree: dir,
+            admin: &admin,
+            precious: p.precious,
+        };
+        check_submodules(&git, &sp, index, &mut subs);
     }
     push_submodules(subs, out);
 }

@@ -443,6 +443,124 @@ fn submodule_with_unpushed_commits() {
     );
 }
 
+/// The submodule's git directory (inside the worktree's admin entry).
+fn sub_gitdir(f: &Fixture, sub: &Path) -> PathBuf {
+    PathBuf::from(f.git(sub, &["rev-parse", "--absolute-git-dir"]))
+}
+
+/// A submodule is judged like the worktree: an ignored precious file in
+/// it keeps the worktree, with a reason naming the submodule and the file
+/// (git's status of the superproject shows nothing).
+#[test]
+fn a_precious_ignored_file_in_a_submodule_keeps_the_worktree() {
+    let f = Fixture::new();
+    let wt = with_submodule(&f);
+    let sub = wt.join("sub");
+    write(&sub_gitdir(&f, &sub).join("info/exclude"), ".env\nbuild/\n");
+    write(&sub.join("build/out.o"), "regenerable\n");
+    assert_eq!(check(&wt), vec![], "build output is not work");
+    write(&sub.join(".env"), "SECRET=1\n");
+    let r = check(&wt);
+    let detail = submodule_detail(&r);
+    assert!(
+        detail.contains("precious") && detail.contains(".env"),
+        "{detail}"
+    );
+}
+
+/// A nested repository in a submodule's ignored directory, and an
+/// assume-unchanged edit inside a submodule: each keeps the worktree.
+#[test]
+fn a_nested_repository_or_a_hidden_edit_in_a_submodule_keeps_the_worktree() {
+    let f = Fixture::new();
+    let wt = with_submodule(&f);
+    let sub = wt.join("sub");
+    write(&sub_gitdir(&f, &sub).join("info/exclude"), "deps/\n");
+    let nested = sub.join("deps/lib");
+    init_repo(&f, &nested);
+    commit_file(&f, &nested, "x.txt", "x\n", "nested work");
+    let r = check(&wt);
+    let detail = submodule_detail(&r);
+    assert!(detail.contains("nested repository at deps/lib"), "{detail}");
+    fs::remove_dir_all(sub.join("deps")).unwrap();
+    assert_eq!(check(&wt), vec![]);
+
+    f.git(&sub, &["update-index", "--assume-unchanged", "s.txt"]);
+    write(&sub.join("s.txt"), "hidden edit\n");
+    let r = check(&wt);
+    let detail = submodule_detail(&r);
+    assert!(detail.contains("s.txt"), "{detail}");
+    assert!(detail.contains("assume-unchanged"), "{detail}");
+}
+
+/// Commits only the submodule's git directory holds, reached by a tag or
+/// a stash entry rather than a branch: they go with the admin entry, so
+/// they keep the worktree.
+#[test]
+fn a_submodules_tag_only_commit_or_stash_keeps_the_worktree() {
+    let f = Fixture::new();
+    let wt = with_submodule(&f);
+    let sub = wt.join("sub");
+    f.git(&sub, &["checkout", "-q", "--detach"]);
+    commit_file(&f, &sub, "t.txt", "tagged\n", "tagged only");
+    f.git(&sub, &["tag", "kept"]);
+    f.git(&sub, &["checkout", "-q", "HEAD~1"]);
+    let r = check(&wt);
+    assert!(
+        submodule_detail(&r).contains("1 commit(s) on no remote-tracking ref"),
+        "{r:?}"
+    );
+    f.git(&sub, &["tag", "-d", "kept"]);
+    assert_eq!(check(&wt), vec![]);
+
+    write(&sub.join("s.txt"), "stashed\n");
+    f.git(&sub, &["stash", "-q"]);
+    write(&sub.join("s.txt"), "stashed earlier\n");
+    f.git(&sub, &["stash", "-q"]);
+    // The newer entry dropped: the older one, still in the stash's
+    // reflog, is work too.
+    f.git(&sub, &["stash", "drop", "-q", "stash@{0}"]);
+    let r = check(&wt);
+    let detail = submodule_detail(&r);
+    assert!(
+        detail.contains("commit(s) on no remote-tracking ref"),
+        "{detail}"
+    );
+}
+
+/// A submodule of a submodule is judged the same way, named by its path
+/// inside the outer one.
+#[test]
+fn a_submodule_inside_a_submodule_is_judged_too() {
+    let f = Fixture::new();
+    let inner = f.tmp.path().join("inner");
+    init_repo(&f, &inner);
+    commit_file(&f, &inner, "i.txt", "i\n", "inner initial");
+    let outer = f.tmp.path().join("subrepo");
+    init_repo(&f, &outer);
+    commit_file(&f, &outer, "s.txt", "s\n", "outer initial");
+    f.git(
+        &outer,
+        &["submodule", "add", "-q", inner.to_str().unwrap(), "in"],
+    );
+    f.commit_all(&outer, "add inner");
+    f.git(
+        &f.repo,
+        &["submodule", "add", "-q", outer.to_str().unwrap(), "sub"],
+    );
+    f.commit_all(&f.repo, "add submodule");
+    let wt = f.worktree("w", "b");
+    f.git(&wt, &["submodule", "update", "-q", "--init", "--recursive"]);
+    assert_eq!(check(&wt), vec![]);
+    let deep = wt.join("sub/in");
+    write(&sub_gitdir(&f, &deep).join("info/exclude"), ".env\n");
+    write(&deep.join(".env"), "SECRET=2\n");
+    let r = check(&wt);
+    let detail = submodule_detail(&r);
+    assert!(detail.contains("submodule in:"), "{detail}");
+    assert!(detail.contains(".env"), "{detail}");
+}
+
 #[test]
 fn staged_submodule_pointer_is_staged() {
     let f = Fixture::new();
