@@ -1757,6 +1757,57 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_repository_inside_a_nested_one_or_a_submodule_is_kept_and_comes_back() {
+        let f = Fixture::new();
+        let wt = f.worktree("w", "b");
+        // vendor/lib holds vendor/lib/inner, a repository of its own.
+        let lib = wt.join("vendor/lib");
+        init_repo(&f, &lib);
+        commit_file(&f, &lib, "x.txt", "x\n", "outer");
+        let inner = lib.join("inner");
+        init_repo(&f, &inner);
+        commit_file(&f, &inner, "i.txt", "i\n", "inner work");
+        f.git(&inner, &["tag", "inner-tag"]);
+        write(&inner.join("i.txt"), "stashed\n");
+        f.git(&inner, &["stash", "-q"]);
+        // A submodule holding a repository of its own.
+        let up = f.tmp.path().join("upstream");
+        init_repo(&f, &up);
+        commit_file(&f, &up, "lib.txt", "library\n", "lib");
+        f.git(
+            &wt,
+            &["submodule", "add", "-q", up.to_str().unwrap(), "sub"],
+        );
+        f.git(&wt, &["commit", "-q", "-m", "submodule"]);
+        let deep = wt.join("sub/deep");
+        init_repo(&f, &deep);
+        commit_file(&f, &deep, "d.txt", "d\n", "deep work");
+
+        let before = [kept_state(&f, &inner), kept_state(&f, &deep)];
+        let a = crate::git::archive::archive(&wt, "w", SystemTime::now(), &precious()).unwrap();
+        crate::git::verify::check_archive(&wt, &a.reference, &precious(), DEFAULT_TIMEOUT).unwrap();
+        f.git(
+            &f.repo,
+            &["worktree", "remove", "--force", wt.to_str().unwrap()],
+        );
+        f.expire_and_gc();
+        let to = f.root.join("back");
+        let r = restore(&f.repo, &a.reference, &to, DEFAULT_TIMEOUT).unwrap();
+        let (inner, deep) = (to.join("vendor/lib/inner"), to.join("sub/deep"));
+        assert_eq!(
+            [kept_state(&f, &inner), kept_state(&f, &deep)],
+            before,
+            "{r:?}"
+        );
+        assert_eq!(f.git(&inner, &["log", "-1", "--format=%s"]), "inner work");
+        assert_eq!(f.git(&deep, &["log", "-1", "--format=%s"]), "deep work");
+        assert_eq!(
+            f.git(&to.join("vendor/lib"), &["log", "-1", "--format=%s"]),
+            "outer"
+        );
+    }
+
     /// A copy of the archive `reference` under `name` whose message is
     /// `message`, with the nested refs `-nested/<from>…` copied to
     /// `-nested/<to>…` for each pair: an archive as an older version, or

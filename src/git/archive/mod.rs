@@ -34,9 +34,10 @@
 //! remote-tracking ones to `<ref>-nested/<n>-refs/<rest>`, stash@{k} to
 //! `<ref>-nested/<n>-stash/<k>`, and the commits only a reflog reaches to
 //! `<ref>-nested/<n>-logs/<k>` (`n` counts the nested repositories and
-//! submodules of the worktree from 0, in path order). A submodule's git
-//! directory may live in the worktree's admin entry and go with it; it
-//! is read through the submodule's `.git` link wherever it is.
+//! submodules of the worktree from 0, in path order, those inside nested
+//! repositories and submodules included). A submodule's git directory may
+//! live in the worktree's admin entry and go with it; it is read through
+//! the submodule's `.git` link wherever it is.
 //!
 //! What the restore needs beyond the stash shape is recorded in W's
 //! message body, which `git stash apply` ignores ([`records`]): the path
@@ -58,6 +59,7 @@
 //! before the ref leaves only unreachable objects behind.
 
 pub(crate) mod modes;
+pub(crate) use tree::MAX_NESTING;
 pub(crate) mod nested;
 pub mod records;
 mod tree;
@@ -426,7 +428,62 @@ fn untracked_part(
         let in_u = nested.get(&e.path).is_some_and(|clean| !clean);
         nested.insert(e.path.clone(), !dirty && !in_u);
     }
+    let top: Vec<Nested> = nested.iter().map(|(p, c)| (p.clone(), *c)).collect();
+    for (rel, clean) in top {
+        inner_repos(&b.workdir, &rel, clean, precious, 1, &mut nested);
+    }
     Ok((idx, nested.into_iter().collect()))
+}
+
+/// The nested repositories and initialized submodules inside the one at
+/// `rel` (below `workdir`), recursively, each with whether its working
+/// files are left out of U: a clean submodule inside one whose files are
+/// (their files are their HEADs'); the files of every other one are in U
+/// with those of the repository holding it.
+fn inner_repos(
+    workdir: &Path,
+    rel: &[u8],
+    clean: bool,
+    precious: &GlobSet,
+    depth: usize,
+    out: &mut BTreeMap<Vec<u8>, bool>,
+) {
+    if depth >= tree::MAX_NESTING {
+        return;
+    }
+    let Ok(repo) = open_exact(&join_rel(workdir, rel)) else {
+        return;
+    };
+    let mut found: Vec<Nested> = match scan(&repo, precious, false) {
+        Ok(s) => s
+            .nested
+            .iter()
+            .map(|r| (tree::prefixed(rel, r), false))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    if let Ok(index) = repo.index() {
+        for e in index.iter() {
+            if e.mode != GITLINK || e.flags & STAGE_MASK != 0 {
+                continue;
+            }
+            let path = tree::prefixed(rel, &e.path);
+            let dir = join_rel(workdir, &path);
+            if !has_dot_git(&dir) {
+                continue;
+            }
+            let sub_clean =
+                clean && open_exact(&dir).is_ok_and(|sub| !submodule_is_dirty(&sub, precious));
+            found.push((path, sub_clean));
+        }
+    }
+    for (path, c) in found {
+        if out.contains_key(&path) {
+            continue;
+        }
+        out.insert(path.clone(), c);
+        inner_repos(workdir, &path, c, precious, depth + 1, out);
+    }
 }
 
 /// U (only when something is untracked), I on H, and W on H, I and U: the
