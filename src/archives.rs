@@ -440,6 +440,12 @@ pub fn render_restore(r: &RestoreReport) -> String {
     for n in &r.restored.nested {
         let _ = writeln!(s, "{}", n.describe());
     }
+    for m in &r.restored.modes_not_set {
+        let _ = writeln!(
+            s,
+            "permission bits not set again (as git wrote them; set them by hand): {m}"
+        );
+    }
     let _ = writeln!(s, "{}", r.note);
     s
 }
