@@ -1313,6 +1313,18 @@ mod tests {
         commit_file(&f, &lib, "x.txt", "x\n", "nested work");
         write(&lib.join("token"), "t\n");
         chmod(&lib.join("token"), 0o600);
+        // A clean submodule with a commit of its own and a private file:
+        // its files come back from its HEAD, with their bits.
+        let up = f.tmp.path().join("upstream");
+        init_repo(&f, &up);
+        commit_file(&f, &up, "lib.txt", "library\n", "lib");
+        f.git(
+            &wt,
+            &["submodule", "add", "-q", up.to_str().unwrap(), "sub"],
+        );
+        f.git(&wt, &["commit", "-q", "-m", "submodule"]);
+        commit_file(&f, &wt.join("sub"), "lib.txt", "changed\n", "only here");
+        chmod(&wt.join("sub/lib.txt"), 0o600);
         chmod(&wt, 0o750);
         let to = f.root.join("back");
         let r = forced_and_restored(&f, &wt, &to);
@@ -1327,6 +1339,7 @@ mod tests {
             ("README", 0o644),
             ("vendor/lib/token", 0o600),
             ("vendor/lib/x.txt", 0o644),
+            ("sub/lib.txt", 0o600),
             ("", 0o750),
         ] {
             assert_eq!(mode_of(&to, rel), mode, "{rel}: {:o}", mode_of(&to, rel));

@@ -512,6 +512,26 @@ fn stash_commits(
         .id())
 }
 
+/// The tracked files of each clean submodule the archive keeps (neither W
+/// nor U holds them: the restore checks them out from its HEAD), as paths
+/// below `workdir` with their index modes: what [`modes::odd_modes`] looks
+/// at for them.
+fn clean_submodule_files(workdir: &Path, kept: &[records::NestedRecord]) -> Vec<(Vec<u8>, u32)> {
+    let mut out = Vec::new();
+    for k in kept.iter().filter(|k| k.clean) {
+        let Ok(index) = open_exact(&join_rel(workdir, &k.path)).and_then(|r| r.index()) else {
+            continue;
+        };
+        out.extend(
+            index
+                .iter()
+                .filter(|e| e.mode != GITLINK)
+                .map(|e| (tree::prefixed(&k.path, &e.path), e.mode)),
+        );
+    }
+    out
+}
+
 /// Every blob of `tree` (recursively; names are any bytes), with the
 /// mode it is stored with.
 fn tree_files(repo: &Repository, tree: Oid) -> Result<Vec<(Vec<u8>, u32)>, git2::Error> {
@@ -576,7 +596,8 @@ fn archive_as_caller(
     let files = tree_files(&repo, w_tree)
         .map_err(b.git("read worktree tree"))?
         .into_iter()
-        .chain(u_idx.iter().map(|e| (e.path.clone(), e.mode)));
+        .chain(u_idx.iter().map(|e| (e.path.clone(), e.mode)))
+        .chain(clean_submodule_files(&b.workdir, &kept));
     let recorded = records::lines(&records::Records {
         unborn,
         nested: kept.clone(),
