@@ -3,6 +3,31 @@
 //! (`boo-reconciler restore`). Listing reads only; a restore writes a new
 //! worktree and, for a live session, its row — never a ref, never over
 //! anything.
+//!
+//! # Guarantees of a restore
+//!
+//! Each refusal names the target and what to do, and comes before
+//! anything is written (no directory, no row):
+//!
+//! 1. **Not into the trash** (however spelled): the reclaimer deletes
+//!    what is there. Test (`tests/archives.rs`):
+//!    `refused_targets_are_named_and_nothing_is_written`.
+//! 2. **Not inside a git directory** (a `.git`, a bare repository, an
+//!    admin entry, `.git/modules`; [`crate::git::restore`]). Test: as 1.
+//! 3. **Not a path a worktree row names**, live or not, compared where
+//!    the kernel resolves both: the controller would take the restored
+//!    worktree for that row's. Test: as 1.
+//! 4. **A row never makes a later pass fail.** The row written for a live
+//!    session names a directory directly under the root (spelled with
+//!    the canonical root); a target elsewhere is refused for a live
+//!    session, naming `worktrees.root` and the fix, since the controller
+//!    refuses (exit 1, every pass) a row naming anything else. Test:
+//!    `a_live_sessions_restore_outside_the_root_is_refused_and_later_passes_pass`.
+//! 5. **Two restores of one worktree in one second get two rows.** The
+//!    new row's id `<worktree id>-restored-<secs>` takes the first free
+//!    `-<n>` suffix (no row of any host has it, and, restoring to the
+//!    default `<root>/<id>`, no directory is there). Test:
+//!    `two_restores_in_one_second_get_a_row_each`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -125,33 +150,42 @@ pub async fn restore(
     what: &str,
     to: Option<&Path>,
 ) -> anyhow::Result<RestoreReport> {
-    if let Some(p) = to {
-        let target = std::path::absolute(p)
-            .with_context(|| format!("cannot make {} absolute", p.display()))?;
-        // The reclaimer deletes what is retired there: a worktree restored
-        // into the trash would be work put where nothing is kept.
-        if crate::root::in_trash(&config.worktrees.root, &target) {
-            anyhow::bail!(
-                "the target {} is inside the controller's trash {}, whose entries are \
-                 deleted; restore elsewhere (--to a path outside {})",
-                target.display(),
-                config.worktrees.root.join(crate::root::TRASH_DIR).display(),
-                config.worktrees.root.join(crate::root::TRASH_DIR).display()
-            );
-        }
+    restore_at(store, config, what, to, SystemTime::now()).await
+}
+
+/// [`restore`] at `now`, which names the new row (`<id>-restored-<secs>`).
+/// Every refusal comes before anything is written.
+pub async fn restore_at(
+    store: &Store,
+    config: &Config,
+    what: &str,
+    to: Option<&Path>,
+    now: SystemTime,
+) -> anyhow::Result<RestoreReport> {
+    // Absolute: it is what a row records and what the root is compared with.
+    let target = to
+        .map(|p| {
+            std::path::absolute(p).with_context(|| format!("cannot make {} absolute", p.display()))
+        })
+        .transpose()?;
+    if let Some(target) = &target {
+        refuse_trash(config, target)?;
     }
     let (all, rows) = list_with_rows(store, config, &Filter::default()).await?;
     let chosen = chosen(all, what, &config.host.id)?;
-    let secs = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
-    let new_id = format!("{}-restored-{secs}", chosen.archive.worktree_id);
-    // Absolute: it is what a row records and what the root is compared with.
-    let to: PathBuf = match to {
-        Some(p) => std::path::absolute(p)
-            .with_context(|| format!("cannot make {} absolute", p.display()))?,
-        None => config.worktrees.root.join(&new_id),
+    let live = live_session(store, &chosen).await?;
+    let base = format!(
+        "{}-restored-{}",
+        chosen.archive.worktree_id,
+        crate::git::archive::unix_secs(now)
+    );
+    let root = &config.worktrees.root;
+    let new_id = free_id(store, &base, target.is_none().then_some(root.as_path())).await?;
+    let to = target.unwrap_or_else(|| root.join(&new_id));
+    refuse_claimed(&to, &rows, root)?;
+    let row_path = match &live {
+        Some(session) => Some(row_path(config, &to, session, &chosen.archive.worktree_id)?),
+        None => None,
     };
     let restored = {
         let (repo, reference, to) = (
@@ -166,7 +200,17 @@ pub async fn restore(
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("restoring {}", chosen.archive.reference))?
     };
-    let (row, note) = row_for(store, config, &chosen, rows, new_id, &to, &restored).await?;
+    let (row, note) = match (live, row_path) {
+        (Some(session), Some(path)) => {
+            let note = format!("session {session} is live: row {new_id} added for it");
+            let id = write_row(
+                store, config, &chosen, rows, new_id, session, path, &restored,
+            )
+            .await?;
+            (Some(id), note)
+        }
+        _ => (None, no_row_note(config, &chosen, &to)),
+    };
     Ok(RestoreReport {
         reference: chosen.archive.reference,
         repository: chosen.repository,
@@ -174,6 +218,140 @@ pub async fn restore(
         row,
         note,
     })
+}
+
+/// The reclaimer deletes what is retired in the trash: a worktree restored
+/// there would be work put where nothing is kept.
+fn refuse_trash(config: &Config, target: &Path) -> anyhow::Result<()> {
+    let trash = config.worktrees.root.join(crate::root::TRASH_DIR);
+    if crate::root::in_trash(&config.worktrees.root, target) {
+        anyhow::bail!(
+            "the target {} is inside the controller's trash {}, whose entries are \
+             deleted; restore elsewhere (--to a path outside {})",
+            target.display(),
+            trash.display(),
+            trash.display()
+        );
+    }
+    Ok(())
+}
+
+/// The archived worktree's session, when it is live (then the restored
+/// worktree gets a row of it).
+async fn live_session(store: &Store, chosen: &Listed) -> anyhow::Result<Option<String>> {
+    let Some(s) = &chosen.session_id else {
+        return Ok(None);
+    };
+    let live = store
+        .session_liveness(s, SystemTime::now(), Duration::ZERO)
+        .await?
+        .live;
+    Ok(live.then(|| s.clone()))
+}
+
+/// `base`, or `base-1`, `base-2`, … : the first id no worktree row has
+/// (of any host), and, when the restore goes to `<root>/<id>`, whose
+/// directory does not exist. Two restores of one worktree in one second
+/// get two ids.
+async fn free_id(store: &Store, base: &str, root: Option<&Path>) -> anyhow::Result<String> {
+    for n in 0..1000u32 {
+        let id = if n == 0 {
+            base.to_string()
+        } else {
+            format!("{base}-{n}")
+        };
+        if store.worktree_row_exists(&id).await? {
+            continue;
+        }
+        if root.is_some_and(|r| std::fs::symlink_metadata(r.join(&id)).is_ok()) {
+            continue;
+        }
+        return Ok(id);
+    }
+    anyhow::bail!("no free worktree id of the form {base}-<n>")
+}
+
+/// A row's path as a path: relative ones are taken from the root, as
+/// the controller takes them.
+fn row_dir(row: &WorktreeRow, root: &Path) -> PathBuf {
+    let p = Path::new(&row.path);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        root.join(p)
+    }
+}
+
+/// Refuses a target that a worktree row of this host names (any row,
+/// removed ones too), compared where the kernel resolves both: the
+/// controller would take the restored directory for that row's worktree.
+fn refuse_claimed(to: &Path, rows: &[WorktreeRow], root: &Path) -> anyhow::Result<()> {
+    let spellings = |p: &Path| {
+        [
+            crate::root::normalize_lexically(p),
+            crate::root::resolve_existing(p),
+        ]
+    };
+    let target = spellings(to);
+    for row in rows {
+        let named = spellings(&row_dir(row, root));
+        if named.iter().any(|n| target.contains(n)) {
+            anyhow::bail!(
+                "the target {} is the directory worktree row {} (session {}, {}) names \
+                 (path = {}): the controller would take the restored worktree for that \
+                 row's; restore elsewhere (another --to)",
+                to.display(),
+                row.id,
+                row.session_id,
+                row.state,
+                row.path
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The path the row of a live session's restored worktree records: the
+/// controller manages only directories directly under the root, and
+/// refuses (an error, every pass) a row naming anything else; so a
+/// target elsewhere is refused here, before anything is written.
+fn row_path(config: &Config, to: &Path, session: &str, id: &str) -> anyhow::Result<String> {
+    let root = &config.worktrees.root;
+    let checked = crate::root::WorktreeRoot::open(root)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("checking the worktree root {}", root.display()))?
+        // Where the kernel puts it: a row names that place, however the
+        // operator spelled it.
+        .check(&crate::root::resolve_existing(to));
+    match checked {
+        crate::model::PathCheck::Inside { path, .. } => Ok(path.display().to_string()),
+        crate::model::PathCheck::Refused { why } => anyhow::bail!(
+            "session {session} is live, so the restored worktree would get a row of it, and \
+             the controller manages only a directory directly under the worktree root \
+             (worktrees.root = {}); the target {} is not one ({why}). Restore without --to \
+             (to {}/{id}-restored-<unix seconds>), or with --to {}/<name>",
+            root.display(),
+            to.display(),
+            root.display(),
+            root.display()
+        ),
+    }
+}
+
+/// Why a restore added no row, and what becomes of the directory.
+fn no_row_note(config: &Config, chosen: &Listed, to: &Path) -> String {
+    let why = match &chosen.session_id {
+        Some(s) => format!("session {s} is not live"),
+        None => "no row names the archived worktree".into(),
+    };
+    let orphan = if to.starts_with(&config.worktrees.root) {
+        "; under the root, the controller treats the directory as an orphan and \
+         removes it once clean and older than worktrees.orphan_min_age — restore with \
+         --to outside the root to keep it out of reach"
+    } else {
+        ""
+    };
+    format!("no row added: {why}{orphan}")
 }
 
 /// The archive `what` names: a ref by its name, a worktree id by its
@@ -196,51 +374,27 @@ fn chosen(all: Vec<Listed>, what: &str, host: &str) -> anyhow::Result<Listed> {
         })
 }
 
-/// The row of the restored worktree, when its session is live (then the
-/// controller keeps it as that session's); otherwise none, and why.
-async fn row_for(
+/// Writes the row of the worktree restored at `path` for the live
+/// `session`; returns its id.
+#[allow(clippy::too_many_arguments)]
+async fn write_row(
     store: &Store,
     config: &Config,
     chosen: &Listed,
     rows: Vec<WorktreeRow>,
-    new_id: String,
-    to: &Path,
+    id: String,
+    session: String,
+    path: String,
     restored: &Restored,
-) -> anyhow::Result<(Option<String>, String)> {
-    let live = match &chosen.session_id {
-        Some(s) => {
-            store
-                .session_liveness(s, SystemTime::now(), Duration::ZERO)
-                .await?
-                .live
-        }
-        None => false,
-    };
-    let session = match (&chosen.session_id, live) {
-        (Some(session), true) => session,
-        (session, _) => {
-            let why = match session {
-                Some(s) => format!("session {s} is not live"),
-                None => "no row names the archived worktree".into(),
-            };
-            let orphan = if to.starts_with(&config.worktrees.root) {
-                "; under the root, the controller treats the directory as an orphan and \
-                 removes it once clean and older than worktrees.orphan_min_age — restore with \
-                 --to outside the root to keep it out of reach"
-            } else {
-                ""
-            };
-            return Ok((None, format!("no row added: {why}{orphan}")));
-        }
-    };
+) -> anyhow::Result<String> {
     let old = rows
         .into_iter()
         .find(|r| r.repo_path == chosen.repository && names(r, &chosen.archive.worktree_id));
     let row = WorktreeRow {
-        id: new_id,
-        session_id: session.clone(),
+        id,
+        session_id: session,
         repo_path: chosen.repository.clone(),
-        path: to.display().to_string(),
+        path,
         branch: restored
             .head
             .strip_prefix("refs/heads/")
@@ -248,9 +402,18 @@ async fn row_for(
         base_ref: old.and_then(|o| o.base_ref),
         state: "active".into(),
     };
-    store.insert_worktree_row(&config.host.id, &row).await?;
-    let note = format!("session {session} is live: row {} added for it", row.id);
-    Ok((Some(row.id), note))
+    store
+        .insert_worktree_row(&config.host.id, &row)
+        .await
+        .with_context(|| {
+            format!(
+                "{} is restored, but its row {} could not be written: the controller takes \
+                 it for an orphan; add the row by hand, or move the directory out of the root",
+                restored.path.display(),
+                row.id
+            )
+        })?;
+    Ok(row.id)
 }
 
 /// What a restore did, for a person: where, HEAD, each nested repository,
@@ -276,6 +439,12 @@ pub fn render_restore(r: &RestoreReport) -> String {
     );
     for n in &r.restored.nested {
         let _ = writeln!(s, "{}", n.describe());
+    }
+    for m in &r.restored.modes_not_set {
+        let _ = writeln!(
+            s,
+            "permission bits not set again (as git wrote them; set them by hand): {m}"
+        );
     }
     let _ = writeln!(s, "{}", r.note);
     s
@@ -310,10 +479,9 @@ pub fn render(list: &[Listed]) -> String {
             a.untracked,
             a.precious,
             a.reference,
-            if a.nested.is_empty() {
-                String::new()
-            } else {
-                format!(" (+{} nested)", a.nested.len())
+            match a.nested_repositories() {
+                0 => String::new(),
+                n => format!(" (+{n} nested)"),
             }
         );
     }

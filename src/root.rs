@@ -596,7 +596,7 @@ fn home_dirs() -> Vec<Home> {
 /// now: its longest existing ancestor canonicalized, the missing rest
 /// appended as written. A path whose ancestors cannot be resolved at all
 /// comes back lexically normalized.
-fn resolve_existing(path: &Path) -> PathBuf {
+pub fn resolve_existing(path: &Path) -> PathBuf {
     let path = normalize_lexically(path);
     let mut missing = Vec::new();
     let mut existing = path.as_path();

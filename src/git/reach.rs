@@ -4,25 +4,6 @@
 
 use git2::{Oid, Repository, Sort};
 
-/// The commits that every ref of `repo` except those `skip` names points
-/// at (tags peeled; refs that do not lead to a commit are ignored).
-pub fn ref_tips(repo: &Repository, skip: &dyn Fn(&str) -> bool) -> Result<Vec<Oid>, git2::Error> {
-    let mut out = Vec::new();
-    for r in repo.references()? {
-        let Ok(r) = r else { continue };
-        let Ok(name) = r.name() else { continue };
-        if skip(name) {
-            continue;
-        }
-        if let Ok(c) = r.peel_to_commit() {
-            out.push(c.id());
-        }
-    }
-    out.sort();
-    out.dedup();
-    Ok(out)
-}
-
 /// Commits reachable from `tips` and from none of `hide`, newest first.
 pub fn unreachable(repo: &Repository, tips: &[Oid], hide: &[Oid]) -> Result<Vec<Oid>, git2::Error> {
     if tips.is_empty() {

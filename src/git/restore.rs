@@ -11,8 +11,11 @@
 //! and HEAD put on its branch when it can be. Last, each nested repository
 //! whose commits the archive kept is made again at the path the archive
 //! recorded ([`super::archive::records`]): `git init` there, its kept
-//! branches fetched from the main repository (`--no-tags
-//! --update-head-ok`) into its `refs/heads/*`, HEAD on the one branch at
+//! refs fetched from the main repository (`--no-tags --update-head-ok`)
+//! to where they were (branches to `refs/heads/*`, tags, notes and every
+//! other kept ref to its own name), the commits only a reflog reached
+//! put back in HEAD's reflog and the stash entries in their order
+//! (`refs/stash` and its reflog, oldest first), HEAD on the one branch at
 //! the kept HEAD (detached at the kept HEAD when no branch or several
 //! point there), its index set to HEAD's tree (`git read-tree HEAD`,
 //! which leaves the files `U` brought back alone) and refreshed. A clean
@@ -41,17 +44,35 @@
 //!    `nested_repositories_come_back_with_their_commits_and_branches`.
 //! 3. **Byte for byte.** Every file of `W` and `U` comes back with its
 //!    content, executable bit or symlink target, and the index holds `I`'s
-//!    entries; a nested repository comes back with its HEAD's commits and
-//!    its local branches. Tests: as for 2.
+//!    entries; a nested repository or submodule comes back with every ref
+//!    the archive kept: branches, tags, notes, any other ref but the
+//!    remote-tracking ones, its stash entries in order, and the commits
+//!    only a reflog reached (in HEAD's reflog). Tests: as for 2, and
+//!    `every_ref_of_a_nested_repository_and_a_submodule_survives_gc_and_comes_back`.
+//! 4. **Never inside a git directory.** A target inside a `.git`
+//!    directory, a bare repository, a linked worktree's admin entry or a
+//!    submodule's directory under `.git/modules` (as written or as the
+//!    kernel resolves it) is refused before anything is written.
+//!    Test: `a_target_inside_a_git_directory_is_refused_and_nothing_written`.
+//! 5. **Modes git does not keep come back exactly, never wider.** The
+//!    permission bits the archive recorded ([`super::archive::modes`]: a
+//!    `600` file, a `700` directory) are set again once everything else
+//!    is back, through handles and as the owner; until then the new
+//!    worktree's directory is `700`, so nothing is readable by others on
+//!    its way back. Test: `modes_git_does_not_keep_come_back_exactly`.
 //!
 //! Not restored: empty directories (git tracks none, and they hold
 //! nothing), index flags (assume-unchanged, skip-worktree), an
 //! operation in progress (its state files are not archived); of a nested
 //! repository or submodule: its index (set to HEAD's tree, so what it
 //! had staged shows as changed files; content staged and then changed
-//! again on disk is not archived), its remotes, tags, stashes and configuration,
-//! and a submodule's link to its `.git/modules` directory (it comes back
-//! as a repository of its own, at the commit the worktree records). The
+//! again on disk is not archived), its remotes and remote-tracking refs,
+//! its configuration, the reflog messages of its branches (a commit only
+//! a reflog reached comes back in HEAD's reflog), and a submodule's link
+//! to its `.git/modules` directory (it comes back as a repository of its
+//! own, at the commit the worktree records). A nested repository whose
+//! every commit a remote-tracking ref reaches is not kept (its remote
+//! holds it; its files are in `U`): it comes back as plain files. The
 //! kept commits of a nested repository whose path the archive does not
 //! record (made before paths were) stay under `<ref>-nested/<n>` in the
 //! main repository, and [`Restored::nested`] lists them as not placed.
@@ -59,10 +80,12 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::archive::records::{self, NestedRecord, Records};
+use super::archive::modes;
+use super::archive::records::{self, ModeRecord, NestedRecord, Records};
 use super::cli::Git;
 use super::paths::{join_rel, rel_str};
 
@@ -81,6 +104,10 @@ pub struct Restored {
     /// What became of each nested repository whose commits the archive
     /// kept, in path order (those whose path was not recorded last).
     pub nested: Vec<NestedRestored>,
+    /// Each recorded file or directory whose permission bits could not be
+    /// set again (`<path>: <why>`); empty when all were.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub modes_not_set: Vec<String>,
 }
 
 /// One nested repository or submodule of a restore.
@@ -95,9 +122,24 @@ pub struct NestedRestored {
     pub placed: bool,
     /// The branches it has again.
     pub branches: Vec<String>,
+    /// Its other refs it has again (`refs/tags/v1`, `refs/notes/commits`,
+    /// …), `refs/stash` aside.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub refs: Vec<String>,
+    /// How many stash entries it has again, in their order.
+    #[serde(skip_serializing_if = "is_zero_usize")]
+    pub stash: usize,
+    /// How many commits only a reflog reached it has again, in HEAD's
+    /// reflog.
+    #[serde(skip_serializing_if = "is_zero_usize")]
+    pub reflog_only: usize,
     /// `refs/heads/<branch>` or `detached at <commit>` when placed; else
     /// why not.
     pub head: String,
+}
+
+fn is_zero_usize(n: &usize) -> bool {
+    *n == 0
 }
 
 impl NestedRestored {
@@ -105,10 +147,26 @@ impl NestedRestored {
     pub fn describe(&self) -> String {
         let name = self.path.as_deref().unwrap_or(&self.kept);
         if self.placed {
+            let plural = |n: usize, one: &str, many: &str| {
+                format!("{n} {}", if n == 1 { one } else { many })
+            };
+            let mut more = String::new();
+            for (n, one, many) in [
+                (self.refs.len(), "other ref", "other refs"),
+                (self.stash, "stash entry", "stash entries"),
+                (
+                    self.reflog_only,
+                    "reflog-only commit",
+                    "reflog-only commits",
+                ),
+            ] {
+                if n > 0 {
+                    more.push_str(&format!(", {}", plural(n, one, many)));
+                }
+            }
             format!(
-                "nested {name}: restored with {} branch{}, HEAD {}",
-                self.branches.len(),
-                if self.branches.len() == 1 { "" } else { "es" },
+                "nested {name}: restored with {}{more}, HEAD {}",
+                plural(self.branches.len(), "branch", "branches"),
                 match self.head.strip_prefix("refs/heads/") {
                     Some(b) => format!("on {b}"),
                     None => self.head.clone(),
@@ -217,6 +275,19 @@ fn is_zero(n: &u32) -> bool {
 }
 
 impl Archive {
+    /// How many nested repositories and submodules it keeps (each has
+    /// several refs in [`Archive::nested`]).
+    pub fn nested_repositories(&self) -> usize {
+        let prefix = format!("{}-nested/", self.reference);
+        let ns: std::collections::BTreeSet<usize> = self
+            .nested
+            .iter()
+            .filter_map(|r| r.strip_prefix(&prefix).and_then(kept_kind))
+            .map(|(n, _)| n)
+            .collect();
+        ns.len()
+    }
+
     /// Newest first; ties (never expected) by name.
     pub fn newest_first(a: &Archive, b: &Archive) -> std::cmp::Ordering {
         (b.unix_secs, b.seq)
@@ -323,6 +394,7 @@ pub fn restore(
     to: &Path,
     timeout: Duration,
 ) -> Result<Restored, String> {
+    refuse_git_dir(to)?;
     refuse_anything_at(to)?;
     let git = Git::for_dir(main, timeout).map_err(|e| e.to_string())?;
     let p = parts(&git, reference)?;
@@ -337,6 +409,24 @@ pub fn restore(
     ])
     .map_err(|e| e.to_string())?;
     let wt = Git::for_dir(to, timeout).map_err(|e| e.to_string())?;
+    // Closed to everyone but the owner until the recorded modes are set:
+    // a secret is never readable by others on its way back.
+    let made = fs::symlink_metadata(to)
+        .map_err(|e| format!("{}: {e}", to.display()))?
+        .permissions()
+        .mode()
+        & 0o777;
+    let closed = ModeRecord {
+        path: Vec::new(),
+        mode: 0o700,
+        dir: true,
+    };
+    if let Some((_, why)) = modes::apply(to, &[closed], wt.run_as())?.first() {
+        return Err(format!(
+            "cannot close {} while restoring: {why}",
+            to.display()
+        ));
+    }
     check_out_files(&wt, &p)?;
     set_index(&wt, &p)?;
     let (head, unborn) = match &p.records.unborn {
@@ -344,13 +434,42 @@ pub fn restore(
         None => (attach(&git, &wt, &p)?, false),
     };
     let nested = restore_nested(&git, &wt, to, reference, &p.records)?;
+    let modes_not_set = set_modes(to, &p.records.modes, made, &wt)?;
     Ok(Restored {
         path: to.to_path_buf(),
         head,
         unborn,
         commit: p.head,
         nested,
+        modes_not_set,
     })
+}
+
+/// Sets the permission bits the archive recorded; the worktree's own
+/// directory, when none is recorded for it, gets back the bits it was made
+/// with. Returns each path whose bits could not be set, and why.
+fn set_modes(
+    to: &Path,
+    recorded: &[ModeRecord],
+    made: u32,
+    wt: &Git,
+) -> Result<Vec<String>, String> {
+    let mut all = recorded.to_vec();
+    if !all.iter().any(|m| m.path.is_empty()) {
+        all.push(ModeRecord {
+            path: Vec::new(),
+            mode: made,
+            dir: true,
+        });
+    }
+    let failed = modes::apply(to, &all, wt.run_as())?;
+    for (path, why) in &failed {
+        tracing::warn!(path = %path, "permission bits not restored: {why}");
+    }
+    Ok(failed
+        .into_iter()
+        .map(|(path, why)| format!("{path}: {why}"))
+        .collect())
 }
 
 /// Guarantee 1: a restore writes only into a new or an empty directory.
@@ -364,6 +483,38 @@ fn refuse_anything_at(to: &Path) -> Result<(), String> {
         }
     } else if fs::symlink_metadata(to).is_ok() {
         return Err(format!("{} exists and is not a directory", to.display()));
+    }
+    Ok(())
+}
+
+/// Whether `dir` is where git keeps a repository's state: a `.git`
+/// directory, a bare repository, a submodule's directory under
+/// `.git/modules`, a linked worktree's admin entry.
+fn is_git_dir(dir: &Path) -> bool {
+    let file = |n: &str| fs::metadata(dir.join(n)).is_ok_and(|m| m.is_file());
+    let dir_ = |n: &str| fs::metadata(dir.join(n)).is_ok_and(|m| m.is_dir());
+    file("HEAD") && ((dir_("objects") && dir_("refs")) || file("commondir"))
+}
+
+/// Guarantee 4: never inside a git directory, as written or as the kernel
+/// resolves it.
+fn refuse_git_dir(to: &Path) -> Result<(), String> {
+    let spellings = [
+        crate::root::normalize_lexically(to),
+        crate::root::resolve_existing(to),
+    ];
+    for spelled in &spellings {
+        for at in spelled.ancestors() {
+            if at.file_name() == Some(OsStr::new(".git")) || is_git_dir(at) {
+                return Err(format!(
+                    "the target {} is inside the git directory {}, where git keeps a \
+                     repository's own state: restore elsewhere (--to a path outside {})",
+                    to.display(),
+                    at.display(),
+                    at.display()
+                ));
+            }
+        }
     }
     Ok(())
 }
@@ -472,13 +623,54 @@ fn checked_out_elsewhere(main: &Git, full: &str) -> Result<bool, String> {
     Ok(list.lines().any(|l| l == format!("branch {full}")))
 }
 
-/// The kept refs of one nested repository in the main repository.
+/// The kept refs of one nested repository in the main repository
+/// ([`super::archive`]'s `nested` layout).
 #[derive(Default)]
 struct KeptRefs {
     /// `<ref>-nested/<n>`'s commit: the nested repository's HEAD.
     head: Option<String>,
     /// Branch name → commit, from `<ref>-nested/<n>-heads/<branch>`.
     branches: Vec<(String, String)>,
+    /// `refs/<rest>` → object, from `<ref>-nested/<n>-refs/<rest>`
+    /// (`refs/stash` aside: its entries are `stash`).
+    refs: Vec<(String, String)>,
+    /// stash@{k} by `k`, from `<ref>-nested/<n>-stash/<k>`.
+    stash: std::collections::BTreeMap<usize, String>,
+    /// Reflog-only commits by `k` (0 the newest), from
+    /// `<ref>-nested/<n>-logs/<k>`.
+    logs: std::collections::BTreeMap<usize, String>,
+}
+
+/// One kept ref's name after `<ref>-nested/`: `n`, and what it keeps.
+fn kept_kind(rest: &str) -> Option<(usize, KeptKind<'_>)> {
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let n = rest[..digits].parse::<usize>().ok()?;
+    let tail = &rest[digits..];
+    let index = |s: &str| s.parse::<usize>().ok();
+    Some((
+        n,
+        if tail.is_empty() {
+            KeptKind::Head
+        } else if let Some(b) = tail.strip_prefix("-heads/") {
+            KeptKind::Branch(b)
+        } else if let Some(r) = tail.strip_prefix("-refs/") {
+            KeptKind::Ref(r)
+        } else if let Some(k) = tail.strip_prefix("-stash/") {
+            KeptKind::Stash(index(k)?)
+        } else if let Some(k) = tail.strip_prefix("-logs/") {
+            KeptKind::Log(index(k)?)
+        } else {
+            return None;
+        },
+    ))
+}
+
+enum KeptKind<'a> {
+    Head,
+    Branch(&'a str),
+    Ref(&'a str),
+    Stash(usize),
+    Log(usize),
 }
 
 /// Every `<reference>-nested/<n>…` ref of the main repository `git` runs
@@ -497,18 +689,22 @@ fn kept_refs(
         let Some((id, name)) = line.split_once(' ') else {
             continue;
         };
-        let Some(rest) = name.strip_prefix(&prefix) else {
+        let Some((n, kind)) = name.strip_prefix(&prefix).and_then(kept_kind) else {
             continue;
         };
-        let (n, branch) = match rest.split_once("-heads/") {
-            Some((n, b)) => (n, Some(b)),
-            None => (rest, None),
-        };
-        let Ok(n) = n.parse::<usize>() else { continue };
         let k = kept.entry(n).or_default();
-        match branch {
-            Some(b) => k.branches.push((b.to_string(), id.to_string())),
-            None => k.head = Some(id.to_string()),
+        let id = id.to_string();
+        match kind {
+            KeptKind::Head => k.head = Some(id),
+            KeptKind::Branch(b) => k.branches.push((b.to_string(), id)),
+            KeptKind::Ref("stash") => {}
+            KeptKind::Ref(r) => k.refs.push((format!("refs/{r}"), id)),
+            KeptKind::Stash(i) => {
+                k.stash.insert(i, id);
+            }
+            KeptKind::Log(i) => {
+                k.logs.insert(i, id);
+            }
         }
     }
     Ok(kept)
@@ -547,6 +743,9 @@ fn restore_nested(
             kept: refname.clone(),
             placed: false,
             branches: Vec::new(),
+            refs: Vec::new(),
+            stash: 0,
+            reflog_only: 0,
             head: String::new(),
         };
         match kept.remove(&r.n) {
@@ -555,6 +754,10 @@ fn restore_nested(
                 Ok((branches, head)) => {
                     done.placed = true;
                     done.branches = branches;
+                    done.refs = k.refs.iter().map(|(n, _)| n.clone()).collect();
+                    done.refs.sort();
+                    done.stash = k.stash.len();
+                    done.reflog_only = k.logs.len();
                     done.head = head;
                 }
                 Err(why) => done.head = why,
@@ -569,6 +772,9 @@ fn restore_nested(
             kept: format!("{reference}-nested/{n}"),
             placed: false,
             branches: Vec::new(),
+            refs: Vec::new(),
+            stash: 0,
+            reflog_only: 0,
             head: "its path is not recorded: the archive was made before paths were".into(),
         };
         tracing::warn!("{}", done.describe());
@@ -681,26 +887,38 @@ fn fill_nested(
     k: &KeptRefs,
     empty: bool,
 ) -> Result<String, String> {
-    let mut args: Vec<String> = [
-        "fetch",
-        "-q",
-        "--no-tags",
-        "--update-head-ok",
-        "--no-write-fetch-head",
-        url,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    if !k.branches.is_empty() {
-        args.push(format!("+{refname}-heads/*:refs/heads/*"));
+    // Every kept ref to its place, and the commits no ref of its own
+    // will name (HEAD, stash entries, reflog-only commits) for their
+    // objects only; on stdin, as there may be many.
+    let mut specs: Vec<String> = Vec::new();
+    for (b, _) in &k.branches {
+        specs.push(format!("+{refname}-heads/{b}:refs/heads/{b}"));
+    }
+    for (r, _) in &k.refs {
+        let rest = r.strip_prefix("refs/").unwrap_or(r);
+        specs.push(format!("+{refname}-refs/{rest}:{r}"));
     }
     if k.head.is_some() {
-        // Fetched for its objects only: a detached HEAD needs them.
-        args.push(refname.to_string());
+        specs.push(refname.to_string());
     }
-    g.run(&args)
-        .map_err(|e| format!("fetching its kept commits: {e}"))?;
+    specs.extend(k.stash.keys().map(|i| format!("{refname}-stash/{i}")));
+    specs.extend(k.logs.keys().map(|i| format!("{refname}-logs/{i}")));
+    let mut input = specs.join("\n");
+    input.push('\n');
+    g.run_with_input(
+        &[
+            "fetch",
+            "-q",
+            "--no-tags",
+            "--update-head-ok",
+            "--no-write-fetch-head",
+            "--stdin",
+            url,
+        ],
+        input.as_bytes(),
+    )
+    .map_err(|e| format!("fetching its kept commits: {e}"))?;
+    put_back_logs(g, k)?;
     let head = match &k.head {
         None => "unborn (the kept repository had no HEAD commit)".to_string(),
         Some(h) => {
@@ -730,6 +948,39 @@ fn fill_nested(
         let _ = g.run_status(&["update-index", "-q", "--refresh"], &[]);
     }
     Ok(head)
+}
+
+/// The stash entries, oldest first so that stash@{k} is what it was, and
+/// the reflog-only commits into HEAD's reflog, oldest first, each with a
+/// message saying where it came from (HEAD is set after).
+fn put_back_logs(g: &Git, k: &KeptRefs) -> Result<(), String> {
+    for id in k.logs.values().rev() {
+        g.run(&[
+            "update-ref",
+            "--no-deref",
+            "-m",
+            "boo-reconciler: a commit only a reflog reached, restored",
+            "HEAD",
+            id,
+        ])
+        .map_err(|e| format!("restoring its reflog: {e}"))?;
+    }
+    for id in k.stash.values().rev() {
+        let subject = g
+            .run(&["log", "-1", "--format=%s", id])
+            .map_err(|e| format!("reading a stash entry: {e}"))?
+            .stdout_str();
+        g.run(&[
+            "update-ref",
+            "--create-reflog",
+            "-m",
+            subject.trim(),
+            "refs/stash",
+            id,
+        ])
+        .map_err(|e| format!("restoring its stash: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Puts HEAD on the archived branch when that moves nothing.
@@ -1016,6 +1267,150 @@ mod tests {
         assert!(e.contains("not an archive"), "{e}");
     }
 
+    /// The permission bits of `rel` below `dir`.
+    fn mode_of(dir: &Path, rel: &str) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::symlink_metadata(dir.join(rel))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    }
+
+    fn chmod(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// Every path below `dir`, `.git` directories included.
+    fn all_paths(dir: &Path) -> Vec<PathBuf> {
+        walkdir::WalkDir::new(dir)
+            .follow_links(false)
+            .sort_by_file_name()
+            .into_iter()
+            .map(|e| e.unwrap().into_path())
+            .collect()
+    }
+
+    #[test]
+    fn modes_git_does_not_keep_come_back_exactly() {
+        let f = Fixture::new();
+        let wt = f.worktree("w", "b");
+        // A secret, a private directory with a group-readable file, a
+        // tracked file made private, a private script, an ordinary file, a
+        // private nested repository's file; the worktree itself 750.
+        write(&wt.join(".env"), "SECRET=1\n");
+        chmod(&wt.join(".env"), 0o600);
+        write(&wt.join("keys/id"), "key\n");
+        chmod(&wt.join("keys/id"), 0o640);
+        chmod(&wt.join("keys"), 0o700);
+        chmod(&wt.join("lib.txt"), 0o600);
+        write(&wt.join("run.sh"), "#!/bin/sh\n");
+        chmod(&wt.join("run.sh"), 0o700);
+        write(&wt.join("plain.txt"), "plain\n");
+        let lib = wt.join("vendor/lib");
+        init_repo(&f, &lib);
+        commit_file(&f, &lib, "x.txt", "x\n", "nested work");
+        write(&lib.join("token"), "t\n");
+        chmod(&lib.join("token"), 0o600);
+        // A clean submodule with a commit of its own and a private file:
+        // its files come back from its HEAD, with their bits.
+        let up = f.tmp.path().join("upstream");
+        init_repo(&f, &up);
+        commit_file(&f, &up, "lib.txt", "library\n", "lib");
+        f.git(
+            &wt,
+            &["submodule", "add", "-q", up.to_str().unwrap(), "sub"],
+        );
+        f.git(&wt, &["commit", "-q", "-m", "submodule"]);
+        commit_file(&f, &wt.join("sub"), "lib.txt", "changed\n", "only here");
+        chmod(&wt.join("sub/lib.txt"), 0o600);
+        chmod(&wt, 0o750);
+        let to = f.root.join("back");
+        let r = forced_and_restored(&f, &wt, &to);
+        assert!(r.modes_not_set.is_empty(), "{r:?}");
+        for (rel, mode) in [
+            (".env", 0o600),
+            ("keys", 0o700),
+            ("keys/id", 0o640),
+            ("lib.txt", 0o600),
+            ("run.sh", 0o700),
+            ("plain.txt", 0o644),
+            ("README", 0o644),
+            ("vendor/lib/token", 0o600),
+            ("vendor/lib/x.txt", 0o644),
+            ("sub/lib.txt", 0o600),
+            ("", 0o750),
+        ] {
+            assert_eq!(mode_of(&to, rel), mode, "{rel}: {:o}", mode_of(&to, rel));
+        }
+        // Without a record the worktree's directory keeps the bits it was
+        // made with (it was closed only while the files came back).
+        let wt = f.worktree("w2", "b2");
+        let to = f.root.join("back2");
+        forced_and_restored(&f, &wt, &to);
+        assert_eq!(mode_of(&to, ""), 0o755);
+    }
+
+    #[test]
+    fn a_target_inside_a_git_directory_is_refused_and_nothing_written() {
+        let f = Fixture::new();
+        let wt = dirty(&f, "w");
+        let a = crate::git::archive::archive(&wt, "w", SystemTime::now(), &precious()).unwrap();
+        // A submodule gives the main repository a `.git/modules`.
+        let up = f.tmp.path().join("upstream");
+        init_repo(&f, &up);
+        commit_file(&f, &up, "lib.txt", "lib\n", "lib");
+        f.git(
+            &f.repo,
+            &["submodule", "add", "-q", up.to_str().unwrap(), "sub"],
+        );
+        let bare = f.tmp.path().join("bare.git");
+        f.git(
+            f.tmp.path(),
+            &["init", "-q", "--bare", bare.to_str().unwrap()],
+        );
+        let outside = f.tmp.path().join("outside");
+        fs::create_dir_all(&outside).unwrap();
+        symlink(f.repo.join(".git"), outside.join("link")).unwrap();
+        let git_dir = f.repo.join(".git");
+        for to in [
+            git_dir.join("restored"),
+            git_dir.join("worktrees/w/restored"),
+            git_dir.join("worktrees/w"),
+            git_dir.join("modules/sub/restored"),
+            bare.join("restored"),
+            bare.clone(),
+            outside.join("link/restored"),
+            f.root.join("x/../../repo/.git/refs/new"),
+        ] {
+            let before = all_paths(f.tmp.path());
+            let refs = f.git(&f.repo, &["for-each-ref"]);
+            let worktrees = f.git(&f.repo, &["worktree", "list", "--porcelain"]);
+            let e = restore(&f.repo, &a.reference, &to, DEFAULT_TIMEOUT).unwrap_err();
+            assert!(
+                e.contains("inside the git directory"),
+                "{}: {e}",
+                to.display()
+            );
+            assert!(!to.exists() || to.join("HEAD").exists(), "{}", to.display());
+            assert_eq!(all_paths(f.tmp.path()), before, "{}", to.display());
+            assert_eq!(f.git(&f.repo, &["for-each-ref"]), refs);
+            assert_eq!(
+                f.git(&f.repo, &["worktree", "list", "--porcelain"]),
+                worktrees
+            );
+        }
+        // Control: beside them, the same restore is made.
+        restore(
+            &f.repo,
+            &a.reference,
+            &outside.join("fine"),
+            DEFAULT_TIMEOUT,
+        )
+        .unwrap();
+    }
+
     #[test]
     fn archives_taken_in_one_second_are_all_listed_the_later_first() {
         let f = Fixture::new();
@@ -1118,6 +1513,33 @@ mod tests {
     }
 
     #[test]
+    fn kept_refs_are_told_apart_by_their_names() {
+        let kind = |s: &str| {
+            kept_kind(s).map(|(n, k)| {
+                let k = match k {
+                    KeptKind::Head => "head".to_string(),
+                    KeptKind::Branch(b) => format!("branch {b}"),
+                    KeptKind::Ref(r) => format!("ref {r}"),
+                    KeptKind::Stash(i) => format!("stash {i}"),
+                    KeptKind::Log(i) => format!("log {i}"),
+                };
+                (n, k)
+            })
+        };
+        assert_eq!(kind("0"), Some((0, "head".into())));
+        assert_eq!(
+            kind("12-heads/a-refs/b"),
+            Some((12, "branch a-refs/b".into()))
+        );
+        assert_eq!(kind("1-refs/tags/v1"), Some((1, "ref tags/v1".into())));
+        assert_eq!(kind("1-stash/3"), Some((1, "stash 3".into())));
+        assert_eq!(kind("2-logs/0"), Some((2, "log 0".into())));
+        for odd in ["", "x", "1-stash/x", "1-logs/", "1-other/x", "-heads/a"] {
+            assert!(kind(odd).is_none(), "{odd}");
+        }
+    }
+
+    #[test]
     fn the_branch_is_read_from_the_archive_subject() {
         assert_eq!(
             branch_of("WIP on boo/x: abc1234 fix: it"),
@@ -1217,6 +1639,9 @@ mod tests {
                     kept: format!("{n}-nested/0"),
                     placed: true,
                     branches: vec!["main".into()],
+                    refs: Vec::new(),
+                    stash: 0,
+                    reflog_only: 0,
                     head: "refs/heads/main".into(),
                 },
                 NestedRestored {
@@ -1224,6 +1649,9 @@ mod tests {
                     kept: format!("{n}-nested/1"),
                     placed: true,
                     branches: vec!["main".into(), "topic".into()],
+                    refs: Vec::new(),
+                    stash: 0,
+                    reflog_only: 0,
                     head: "refs/heads/main".into(),
                 },
             ]
@@ -1231,6 +1659,165 @@ mod tests {
         assert_eq!(
             r.nested[1].describe(),
             "nested vendor/lib: restored with 2 branches, HEAD on main"
+        );
+    }
+
+    /// Gives `dir` (a nested repository on branch `main`) every kind of
+    /// ref: a second branch, a light and an annotated tag, a note, a ref
+    /// of its own, two stash entries, and a commit only the reflogs reach.
+    /// Returns that commit.
+    fn every_kind_of_ref(f: &Fixture, dir: &Path, tag: &str) -> String {
+        commit_file(f, dir, "x.txt", "x\n", "x");
+        f.git(dir, &["checkout", "-q", "-b", "topic"]);
+        commit_file(f, dir, "t.txt", "topic\n", "on topic");
+        f.git(
+            dir,
+            &["tag", "-a", "-m", "annotated", &format!("{tag}-annotated")],
+        );
+        f.git(dir, &["checkout", "-q", "main"]);
+        commit_file(f, dir, "m.txt", "main\n", "on main");
+        f.git(dir, &["tag", &format!("{tag}-light")]);
+        f.git(dir, &["notes", "add", "-m", "a note", "HEAD"]);
+        f.git(dir, &["update-ref", "refs/keep/mine", "topic"]);
+        let lost = commit_file(f, dir, "lost.txt", "lost\n", "reset away");
+        f.git(dir, &["reset", "-q", "--hard", "HEAD~1"]);
+        write(&dir.join("x.txt"), "stashed first\n");
+        f.git(dir, &["stash", "push", "-q", "-m", "first"]);
+        write(&dir.join("x.txt"), "stashed second\n");
+        write(&dir.join("new.txt"), "untracked, stashed\n");
+        f.git(dir, &["stash", "push", "-q", "-u", "-m", "second"]);
+        lost
+    }
+
+    /// What a restore must bring back of a nested repository: every ref
+    /// but the remote-tracking ones, and the stash list.
+    fn kept_state(f: &Fixture, dir: &Path) -> (String, String) {
+        let refs = f.git(
+            dir,
+            &["for-each-ref", "--format=%(objectname) %(refname)", "refs/"],
+        );
+        let refs: Vec<&str> = refs
+            .lines()
+            .filter(|l| !l.contains(" refs/remotes/"))
+            .collect();
+        (
+            refs.join("\n"),
+            f.git(dir, &["stash", "list", "--format=%H %gs"]),
+        )
+    }
+
+    #[test]
+    fn every_ref_of_a_nested_repository_and_a_submodule_survives_gc_and_comes_back() {
+        let f = Fixture::new();
+        let wt = f.worktree("w", "b");
+        let lib = wt.join("vendor/lib");
+        init_repo(&f, &lib);
+        f.git(&lib, &["checkout", "-q", "-b", "main"]);
+        let lib_lost = every_kind_of_ref(&f, &lib, "lib");
+
+        // A submodule added in the linked worktree: its git directory is
+        // in the worktree's admin entry, and goes with it.
+        let up = f.tmp.path().join("upstream");
+        init_repo(&f, &up);
+        f.git(&up, &["checkout", "-q", "-b", "main"]);
+        commit_file(&f, &up, "lib.txt", "library\n", "lib");
+        f.git(
+            &wt,
+            &["submodule", "add", "-q", up.to_str().unwrap(), "sub"],
+        );
+        f.git(&wt, &["commit", "-q", "-m", "submodule"]);
+        let sub = wt.join("sub");
+        assert!(f.repo.join(".git/worktrees/w/modules/sub").is_dir());
+        let sub_lost = every_kind_of_ref(&f, &sub, "sub");
+
+        let before = [kept_state(&f, &lib), kept_state(&f, &sub)];
+        assert!(before[0].1.lines().count() == 2, "{before:?}");
+        let a = forced(&f, &wt);
+        assert!(!f.repo.join(".git/worktrees/w").exists());
+        f.expire_and_gc();
+        for lost in [&lib_lost, &sub_lost] {
+            assert!(f.has_object(lost), "{lost} lost by gc");
+        }
+
+        let to = f.root.join("back");
+        let r = restore(&f.repo, &a.reference, &to, DEFAULT_TIMEOUT).unwrap();
+        let (lib, sub) = (to.join("vendor/lib"), to.join("sub"));
+        assert_eq!([kept_state(&f, &lib), kept_state(&f, &sub)], before);
+        for (dir, lost, tag) in [(&lib, &lib_lost, "lib"), (&sub, &sub_lost, "sub")] {
+            let logged = f.git(dir, &["log", "-g", "--format=%H", "HEAD"]);
+            assert!(logged.lines().any(|l| l == lost), "{logged}");
+            assert_eq!(f.git(dir, &["notes", "show", "main"]), "a note");
+            assert_eq!(
+                f.git(dir, &["cat-file", "-t", &format!("{tag}-annotated")]),
+                "tag"
+            );
+            // The stash applies as it did.
+            f.git(dir, &["stash", "apply", "-q", "stash@{1}"]);
+            assert_eq!(
+                fs::read_to_string(dir.join("x.txt")).unwrap(),
+                "stashed first\n"
+            );
+        }
+        let lib_said = r
+            .nested
+            .iter()
+            .find(|n| n.path.as_deref() == Some("vendor/lib"))
+            .unwrap();
+        assert_eq!(
+            lib_said.describe(),
+            "nested vendor/lib: restored with 2 branches, 4 other refs, 2 stash entries, \
+             1 reflog-only commit, HEAD on main"
+        );
+    }
+
+    #[test]
+    fn a_repository_inside_a_nested_one_or_a_submodule_is_kept_and_comes_back() {
+        let f = Fixture::new();
+        let wt = f.worktree("w", "b");
+        // vendor/lib holds vendor/lib/inner, a repository of its own.
+        let lib = wt.join("vendor/lib");
+        init_repo(&f, &lib);
+        commit_file(&f, &lib, "x.txt", "x\n", "outer");
+        let inner = lib.join("inner");
+        init_repo(&f, &inner);
+        commit_file(&f, &inner, "i.txt", "i\n", "inner work");
+        f.git(&inner, &["tag", "inner-tag"]);
+        write(&inner.join("i.txt"), "stashed\n");
+        f.git(&inner, &["stash", "-q"]);
+        // A submodule holding a repository of its own.
+        let up = f.tmp.path().join("upstream");
+        init_repo(&f, &up);
+        commit_file(&f, &up, "lib.txt", "library\n", "lib");
+        f.git(
+            &wt,
+            &["submodule", "add", "-q", up.to_str().unwrap(), "sub"],
+        );
+        f.git(&wt, &["commit", "-q", "-m", "submodule"]);
+        let deep = wt.join("sub/deep");
+        init_repo(&f, &deep);
+        commit_file(&f, &deep, "d.txt", "d\n", "deep work");
+
+        let before = [kept_state(&f, &inner), kept_state(&f, &deep)];
+        let a = crate::git::archive::archive(&wt, "w", SystemTime::now(), &precious()).unwrap();
+        crate::git::verify::check_archive(&wt, &a.reference, &precious(), DEFAULT_TIMEOUT).unwrap();
+        f.git(
+            &f.repo,
+            &["worktree", "remove", "--force", wt.to_str().unwrap()],
+        );
+        f.expire_and_gc();
+        let to = f.root.join("back");
+        let r = restore(&f.repo, &a.reference, &to, DEFAULT_TIMEOUT).unwrap();
+        let (inner, deep) = (to.join("vendor/lib/inner"), to.join("sub/deep"));
+        assert_eq!(
+            [kept_state(&f, &inner), kept_state(&f, &deep)],
+            before,
+            "{r:?}"
+        );
+        assert_eq!(f.git(&inner, &["log", "-1", "--format=%s"]), "inner work");
+        assert_eq!(f.git(&deep, &["log", "-1", "--format=%s"]), "deep work");
+        assert_eq!(
+            f.git(&to.join("vendor/lib"), &["log", "-1", "--format=%s"]),
+            "outer"
         );
     }
 
@@ -1302,6 +1889,7 @@ mod tests {
         let kept = KeptRefs {
             head: Some("0".repeat(40)),
             branches: vec![("main".into(), "0".repeat(40))],
+            ..KeptRefs::default()
         };
         let refname = "refs/boo/archive/w/1-nested/0";
         let e = restore_nested_one(&wt, &to, &url, "sha1", refname, &record, &kept).unwrap_err();

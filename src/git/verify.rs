@@ -15,6 +15,18 @@
 //!    `git~1`, `.git.`, `.git `) cannot be restored by git from any
 //!    archive, so a worktree holding one is kept with the reason.
 //!    Test: `paths_git_refuses_are_named`.
+//! 3. **Every ref of a nested repository or submodule is kept.** For
+//!    each nested repository and initialised submodule whose commits git
+//!    finds unreached by any remote-tracking ref (`git rev-list --all
+//!    --reflog --not --remotes`: branches, tags, notes, every stash
+//!    entry, commits only a reflog reaches), the archive must record it,
+//!    keep each of its refs (remote-tracking ones aside) with the same
+//!    object, and git must find each of those commits in the main
+//!    repository, reachable from the archive's refs. Repositories inside
+//!    nested repositories and submodules are looked at too, as deep as
+//!    the archive looks. Otherwise nothing is removed.
+//!    Tests: `a_nested_commit_the_archive_lacks_is_refused`,
+//!    `restore.rs` `a_repository_inside_a_nested_one_or_a_submodule_is_kept_and_comes_back`.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -24,9 +36,11 @@ use std::time::Duration;
 
 use globset::GlobSet;
 
+use super::archive::nested::kept_name;
+use super::archive::MAX_NESTING;
 use super::cli::Git;
 use super::mode::octal::GITLINK;
-use super::paths::{join_rel, rel_str};
+use super::paths::{has_dot_git, join_rel, rel_str};
 use super::preflight::{git_status, index_entries, walk};
 
 /// Whether git refuses `path` (a `/`-separated path relative to the
@@ -185,6 +199,20 @@ pub fn check_archive(
     } else {
         HashMap::new()
     };
+    let mut nested: Vec<Vec<u8>> = walked
+        .nested
+        .iter()
+        .map(|p| p.as_bytes().to_vec())
+        .collect();
+    nested.extend(
+        gitlinks
+            .iter()
+            .filter(|p| has_dot_git(&join_rel(worktree, p)))
+            .cloned(),
+    );
+    nested.sort();
+    nested.dedup();
+    check_nested(&git, worktree, reference, nested, precious)?;
     let w = tree_blobs(&git, &format!("{reference}^{{tree}}"))?;
     for (list, tree, what) in [
         (&untracked, &u, "untracked"),
@@ -208,6 +236,162 @@ pub fn check_archive(
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// `objectname refname` lines as pairs.
+fn ref_lines(out: &str) -> Vec<(String, String)> {
+    out.lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(id, name)| (id.to_string(), name.to_string()))
+        .collect()
+}
+
+/// Guarantee 3, for the nested repositories and submodules at `nested`
+/// (relative to `worktree`); `git` runs in the worktree, whose refs are
+/// the main repository's.
+/// The nested repositories and initialised submodules git shows inside
+/// the repository `n_git` runs in (at `rel` in the worktree), as paths
+/// relative to the worktree.
+fn inner_repos(
+    n_git: &Git,
+    worktree: &Path,
+    rel: &[u8],
+    precious: &GlobSet,
+) -> Result<Vec<Vec<u8>>, String> {
+    let dir = join_rel(worktree, rel);
+    let (status, _) = git_status(n_git)?;
+    let gitlinks: HashSet<Vec<u8>> = index_entries(n_git)?
+        .into_iter()
+        .filter(|e| e.mode == GITLINK)
+        .map(|e| e.path)
+        .collect();
+    let walked = walk(&dir, &status, &gitlinks, precious);
+    let mut out: Vec<Vec<u8>> = walked
+        .nested
+        .iter()
+        .map(|p| p.as_bytes().to_vec())
+        .chain(
+            gitlinks
+                .into_iter()
+                .filter(|p| has_dot_git(&join_rel(&dir, p))),
+        )
+        .map(|p| {
+            let mut full = rel.to_vec();
+            full.push(b'/');
+            full.extend_from_slice(&p);
+            full
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+fn check_nested(
+    git: &Git,
+    worktree: &Path,
+    reference: &str,
+    mut nested: Vec<Vec<u8>>,
+    precious: &GlobSet,
+) -> Result<(), String> {
+    let mut records = None;
+    let mut depth = 0;
+    // Nested repositories inside nested repositories and submodules too,
+    // level by level, as deep as the archive looks.
+    while !nested.is_empty() && depth < MAX_NESTING {
+        let mut inner = Vec::new();
+        for rel in &nested {
+            let n_git = git.at(&join_rel(worktree, rel));
+            inner.extend(inner_repos(&n_git, worktree, rel, precious)?);
+            check_nested_one(git, &n_git, reference, rel, &mut records)?;
+        }
+        nested = inner;
+        depth += 1;
+    }
+    Ok(())
+}
+
+/// Guarantee 3 for the repository `n_git` runs in, at `rel`; `records`
+/// are the archive's, read once when first needed.
+fn check_nested_one(
+    git: &Git,
+    n_git: &Git,
+    reference: &str,
+    rel: &[u8],
+    records: &mut Option<super::archive::records::Records>,
+) -> Result<(), String> {
+    let local = n_git
+        .run(&["rev-list", "--all", "--reflog", "--not", "--remotes"])
+        .map_err(|e| format!("nested repository {}: {e}", rel_str(rel)))?
+        .stdout_str();
+    if local.trim().is_empty() {
+        return Ok(());
+    }
+    let records = match records {
+        Some(r) => r,
+        None => records.insert(super::restore::parts(git, reference)?.records),
+    };
+    let Some(record) = records.nested.iter().find(|r| r.path == *rel) else {
+        return Err(format!(
+            "nested repository {} holds commits no remote-tracking ref reaches, and the \
+             archive does not keep it",
+            rel_str(rel)
+        ));
+    };
+    let base = format!("{reference}-nested/{}", record.n);
+    let kept = ref_lines(
+        &git.run(&[
+            "for-each-ref",
+            "--format=%(objectname) %(refname)",
+            &format!("{reference}-nested/"),
+        ])
+        .map_err(|e| e.to_string())?
+        .stdout_str(),
+    );
+    let kept: Vec<(String, String)> = kept
+        .into_iter()
+        .filter(|(_, name)| *name == base || name.starts_with(&format!("{base}-")))
+        .collect();
+    let theirs = ref_lines(
+        &n_git
+            .run(&["for-each-ref", "--format=%(objectname) %(refname)", "refs/"])
+            .map_err(|e| e.to_string())?
+            .stdout_str(),
+    );
+    for (id, name) in theirs
+        .iter()
+        .filter(|(_, n)| !n.starts_with("refs/remotes/"))
+    {
+        let want = kept_name(&base, name);
+        if !kept.iter().any(|(i, n)| *n == want && i == id) {
+            return Err(format!(
+                "the archive does not keep {name} of nested repository {} as {want}",
+                rel_str(rel)
+            ));
+        }
+    }
+    // Each commit, reachable from the kept refs in the main repository
+    // (a missing one is an error of git's own).
+    let mut input = local;
+    for (_, name) in &kept {
+        input.push_str(&format!("^{name}\n"));
+    }
+    let unkept = git
+        .run_with_input(&["rev-list", "--stdin"], input.as_bytes())
+        .map_err(|e| {
+            format!(
+                "the main repository lacks commits of nested repository {}: {e}",
+                rel_str(rel)
+            )
+        })?
+        .stdout_str();
+    if let Some(c) = unkept.lines().next() {
+        return Err(format!(
+            "commit {c} of nested repository {} is not reachable from the archive's refs",
+            rel_str(rel)
+        ));
     }
     Ok(())
 }
@@ -246,6 +430,71 @@ mod tests {
         write(&wt.join(".env"), "SECRET=1\n");
         let a = archive(&wt, "w", SystemTime::now(), &precious()).unwrap();
         check_archive(&wt, &a.reference, &precious(), DEFAULT_TIMEOUT).unwrap();
+    }
+
+    #[test]
+    fn a_nested_commit_the_archive_lacks_is_refused() {
+        use crate::git::scenes::{commit_file, init_repo};
+        let f = Fixture::new();
+        let wt = f.worktree("w", "b");
+        let lib = wt.join("vendor/lib");
+        init_repo(&f, &lib);
+        commit_file(&f, &lib, "x.txt", "x\n", "x");
+        f.git(&lib, &["tag", "-a", "-m", "t", "v1"]);
+        write(&lib.join("x.txt"), "stashed\n");
+        f.git(&lib, &["stash", "-q"]);
+        // A clean clone of it: every commit reached by a remote-tracking
+        // ref, nothing to keep.
+        f.git(&wt, &["clone", "-q", lib.to_str().unwrap(), "vendor/clone"]);
+        let a = archive(&wt, "w", SystemTime::now(), &precious()).unwrap();
+        check_archive(&wt, &a.reference, &precious(), DEFAULT_TIMEOUT).unwrap();
+
+        // A ref made after the archive.
+        f.git(&lib, &["tag", "v2"]);
+        let e = check_archive(&wt, &a.reference, &precious(), DEFAULT_TIMEOUT).unwrap_err();
+        assert!(e.contains("does not keep refs/tags/v2"), "{e}");
+        f.git(&lib, &["tag", "-d", "v2"]);
+        // A commit only the reflog reaches, made after the archive.
+        commit_file(&f, &lib, "y.txt", "y\n", "late");
+        f.git(&lib, &["reset", "-q", "--hard", "HEAD~1"]);
+        let e = check_archive(&wt, &a.reference, &precious(), DEFAULT_TIMEOUT).unwrap_err();
+        assert!(
+            e.contains("lacks commits of nested repository vendor/lib"),
+            "{e}"
+        );
+        let a = archive(&wt, "w", SystemTime::now(), &precious()).unwrap();
+        check_archive(&wt, &a.reference, &precious(), DEFAULT_TIMEOUT).unwrap();
+        // The kept refs gone: nothing keeps the commits.
+        let kept = f.git(
+            &f.repo,
+            &[
+                "for-each-ref",
+                "--format=%(refname)",
+                &format!("{}-nested/", a.reference),
+            ],
+        );
+        for r in kept.lines().filter(|r| r.contains("-logs/")) {
+            f.git(&f.repo, &["update-ref", "-d", r]);
+        }
+        let e = check_archive(&wt, &a.reference, &precious(), DEFAULT_TIMEOUT).unwrap_err();
+        assert!(e.contains("not reachable from the archive's refs"), "{e}");
+        // A nested repository the archive does not record at all.
+        let old = "refs/boo/archive/w/1";
+        let subject = f.git(&f.repo, &["log", "-1", "--format=%s", &a.reference]);
+        let parents = f.git(&f.repo, &["rev-list", "--parents", "-n1", &a.reference]);
+        let mut args = vec![
+            "commit-tree".to_string(),
+            format!("{}^{{tree}}", a.reference),
+        ];
+        for p in parents.split(' ').skip(1) {
+            args.extend(["-p".to_string(), p.to_string()]);
+        }
+        args.extend(["-m".to_string(), subject]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let commit = f.git(&f.repo, &args);
+        f.git(&f.repo, &["update-ref", old, &commit]);
+        let e = check_archive(&wt, old, &precious(), DEFAULT_TIMEOUT).unwrap_err();
+        assert!(e.contains("the archive does not keep it"), "{e}");
     }
 
     #[test]

@@ -78,6 +78,23 @@ impl Store {
         .await
     }
 
+    /// Whether any worktree row (of any host, in any state) has the id
+    /// `id`: a restored worktree's row must not collide with one.
+    pub async fn worktree_row_exists(&self, id: &str) -> Result<bool, StoreError> {
+        const WHAT: &str = "looking up a worktree row id";
+        self.bounded(WHAT, async move {
+            with_pool!(self, p => {
+                sqlx::query("SELECT id FROM worktrees WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(p)
+                    .await
+                    .map(|r| r.is_some())
+            })
+            .map_err(|e| self.query_err(WHAT, e))
+        })
+        .await
+    }
+
     /// The row of a worktree restored for a live session.
     pub async fn insert_worktree_row(
         &self,

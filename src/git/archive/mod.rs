@@ -26,17 +26,25 @@
 //!   precious globs, and the working files of nested repositories and of
 //!   submodules with uncommitted changes (below their paths).
 //!
-//! Nested repositories and submodules whose HEAD or local branches hold
-//! commits that none of their remote-tracking refs reaches are also fetched
-//! into the main repository: `HEAD` to `<ref>-nested/<n>` and local
-//! branches to `<ref>-nested/<n>-heads/<branch>` (`n` counts the nested
-//! repositories and submodules of the worktree from 0, in path order).
+//! Nested repositories and submodules holding a commit that none of their
+//! remote-tracking refs reaches (from HEAD, a branch, a tag, a note, any
+//! other ref, a stash entry or a reflog) are also copied whole into the
+//! main repository ([`nested`]): HEAD to `<ref>-nested/<n>`, branches to
+//! `<ref>-nested/<n>-heads/<branch>`, every other ref but the
+//! remote-tracking ones to `<ref>-nested/<n>-refs/<rest>`, stash@{k} to
+//! `<ref>-nested/<n>-stash/<k>`, and the commits only a reflog reaches to
+//! `<ref>-nested/<n>-logs/<k>` (`n` counts the nested repositories and
+//! submodules of the worktree from 0, in path order, those inside nested
+//! repositories and submodules included). A submodule's git directory may
+//! live in the worktree's admin entry and go with it; it is read through
+//! the submodule's `.git` link wherever it is.
 //!
 //! What the restore needs beyond the stash shape is recorded in W's
 //! message body, which `git stash apply` ignores ([`records`]): the path
 //! of each `n` whose commits were fetched (and whether its files are its
-//! HEAD's, a clean submodule's, rather than in U), and the branch an
-//! unborn HEAD named. Archives made before these records have none.
+//! HEAD's, a clean submodule's, rather than in U), the branch an
+//! unborn HEAD named, and the permission bits git would not give back
+//! ([`modes`]: a `600` file, a `700` directory). Archives made before these records have none.
 //!
 //! File contents are stored raw (no clean filters), which is what
 //! "byte for byte" means. Trees are built in memory (`git2::Index::new`);
@@ -50,7 +58,9 @@
 //! Nothing is referenced until all of it is written, so a failure anywhere
 //! before the ref leaves only unreachable objects behind.
 
-mod nested;
+pub(crate) mod modes;
+pub(crate) use tree::MAX_NESTING;
+pub(crate) mod nested;
 pub mod records;
 mod tree;
 
@@ -418,7 +428,62 @@ fn untracked_part(
         let in_u = nested.get(&e.path).is_some_and(|clean| !clean);
         nested.insert(e.path.clone(), !dirty && !in_u);
     }
+    let top: Vec<Nested> = nested.iter().map(|(p, c)| (p.clone(), *c)).collect();
+    for (rel, clean) in top {
+        inner_repos(&b.workdir, &rel, clean, precious, 1, &mut nested);
+    }
     Ok((idx, nested.into_iter().collect()))
+}
+
+/// The nested repositories and initialized submodules inside the one at
+/// `rel` (below `workdir`), recursively, each with whether its working
+/// files are left out of U: a clean submodule inside one whose files are
+/// (their files are their HEADs'); the files of every other one are in U
+/// with those of the repository holding it.
+fn inner_repos(
+    workdir: &Path,
+    rel: &[u8],
+    clean: bool,
+    precious: &GlobSet,
+    depth: usize,
+    out: &mut BTreeMap<Vec<u8>, bool>,
+) {
+    if depth >= tree::MAX_NESTING {
+        return;
+    }
+    let Ok(repo) = open_exact(&join_rel(workdir, rel)) else {
+        return;
+    };
+    let mut found: Vec<Nested> = match scan(&repo, precious, false) {
+        Ok(s) => s
+            .nested
+            .iter()
+            .map(|r| (tree::prefixed(rel, r), false))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    if let Ok(index) = repo.index() {
+        for e in index.iter() {
+            if e.mode != GITLINK || e.flags & STAGE_MASK != 0 {
+                continue;
+            }
+            let path = tree::prefixed(rel, &e.path);
+            let dir = join_rel(workdir, &path);
+            if !has_dot_git(&dir) {
+                continue;
+            }
+            let sub_clean =
+                clean && open_exact(&dir).is_ok_and(|sub| !submodule_is_dirty(&sub, precious));
+            found.push((path, sub_clean));
+        }
+    }
+    for (path, c) in found {
+        if out.contains_key(&path) {
+            continue;
+        }
+        out.insert(path.clone(), c);
+        inner_repos(workdir, &path, c, precious, depth + 1, out);
+    }
 }
 
 /// U (only when something is untracked), I on H, and W on H, I and U: the
@@ -445,6 +510,50 @@ fn stash_commits(
     parents.extend(&u_commit);
     Ok(b.commit(w_tree, "write worktree tree", w_msg, &parents)?
         .id())
+}
+
+/// The tracked files of each clean submodule the archive keeps (neither W
+/// nor U holds them: the restore checks them out from its HEAD), as paths
+/// below `workdir` with their index modes: what [`modes::odd_modes`] looks
+/// at for them.
+fn clean_submodule_files(workdir: &Path, kept: &[records::NestedRecord]) -> Vec<(Vec<u8>, u32)> {
+    let mut out = Vec::new();
+    for k in kept.iter().filter(|k| k.clean) {
+        let Ok(index) = open_exact(&join_rel(workdir, &k.path)).and_then(|r| r.index()) else {
+            continue;
+        };
+        out.extend(
+            index
+                .iter()
+                .filter(|e| e.mode != GITLINK)
+                .map(|e| (tree::prefixed(&k.path, &e.path), e.mode)),
+        );
+    }
+    out
+}
+
+/// Every blob of `tree` (recursively; names are any bytes), with the
+/// mode it is stored with.
+fn tree_files(repo: &Repository, tree: Oid) -> Result<Vec<(Vec<u8>, u32)>, git2::Error> {
+    fn walk(
+        repo: &Repository,
+        tree: Oid,
+        prefix: &[u8],
+        out: &mut Vec<(Vec<u8>, u32)>,
+    ) -> Result<(), git2::Error> {
+        for e in repo.find_tree(tree)?.iter() {
+            let path = tree::prefixed(prefix, e.name_bytes());
+            match e.kind() {
+                Some(git2::ObjectType::Tree) => walk(repo, e.id(), &path, out)?,
+                Some(git2::ObjectType::Blob) => out.push((path, e.filemode() as u32)),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(repo, tree, b"", &mut out)?;
+    Ok(out)
 }
 
 /// Commits the full state of `worktree` (index, working tree, untracked and
@@ -484,9 +593,15 @@ fn archive_as_caller(
     let w_tree = worktree_tree(&b, &staged)?;
     let (u_idx, nested_repos) = untracked_part(&b, &index, precious)?;
     let kept = nested::to_keep(&b.workdir, &nested_repos)?;
+    let files = tree_files(&repo, w_tree)
+        .map_err(b.git("read worktree tree"))?
+        .into_iter()
+        .chain(u_idx.iter().map(|e| (e.path.clone(), e.mode)))
+        .chain(clean_submodule_files(&b.workdir, &kept));
     let recorded = records::lines(&records::Records {
         unborn,
         nested: kept.clone(),
+        modes: modes::odd_modes(&b.workdir, files),
     });
     // Quoted, so that neither can add a line that reads as a record.
     let msg = format!(

@@ -6,13 +6,19 @@
 //! unborn "refs/heads/<branch>"
 //! nested <n> "<path>"
 //! nested <n> "<path>" clean
+//! mode <octal> file "<path>"
+//! mode <octal> dir "<path>"
 //! ```
 //!
 //! `unborn`: HEAD named that branch and it had no commit (the archive's
 //! `H` is an empty stand-in). `nested`: the nested repository or
 //! submodule whose commits were fetched to `<ref>-nested/<n>`, at `path`
 //! (relative to the worktree); `clean` when its working files are its
-//! HEAD's and so are not in `U`. Paths are any bytes: each is written
+//! HEAD's and so are not in `U`. `mode`: the permission bits of a file
+//! or directory of the worktree (`""`: the worktree's own directory)
+//! that git would not give back: git stores only `644` or `755` for a
+//! file and nothing for a directory, so only the others are recorded
+//! (a `600` secret, a `700` directory). Paths are any bytes: each is written
 //! C-quoted, `\ooo` for every byte outside printable ASCII, so that a
 //! record is always one line of ASCII. Everything else the message holds
 //! that a user could choose (the worktree's id and path) is quoted the
@@ -25,6 +31,17 @@ pub struct Records {
     /// `refs/heads/<branch>` an unborn HEAD named.
     pub unborn: Option<String>,
     pub nested: Vec<NestedRecord>,
+    pub modes: Vec<ModeRecord>,
+}
+
+/// The permission bits of one file or directory, which git does not keep.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModeRecord {
+    /// Relative to the worktree; empty for the worktree's directory.
+    pub path: Vec<u8>,
+    /// `0o777` at most: no set-id or sticky bit is ever recorded.
+    pub mode: u32,
+    pub dir: bool,
 }
 
 /// Where one nested repository's kept commits belong.
@@ -127,7 +144,23 @@ pub fn lines(r: &Records) -> String {
             if n.clean { " clean" } else { "" }
         ));
     }
+    for m in &r.modes {
+        s.push_str(&format!(
+            "mode {:03o} {} {}\n",
+            m.mode,
+            if m.dir { "dir" } else { "file" },
+            quote(&m.path)
+        ));
+    }
     s
+}
+
+/// A `mode` record's value: octal, permission bits only.
+fn parse_mode(s: &str) -> Option<u32> {
+    if s.is_empty() || s.len() > 4 || !s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return None;
+    }
+    u32::from_str_radix(s, 8).ok().filter(|m| *m <= 0o777)
 }
 
 /// The records in an archive commit's `message`. An archive made before
@@ -159,6 +192,24 @@ pub fn parse(message: &[u8]) -> Records {
             if !r.nested.iter().any(|x| x.n == n) {
                 r.nested.push(NestedRecord { n, path, clean });
             }
+        } else if let Some(rest) = line.strip_prefix("mode ") {
+            let Some((mode, rest)) = rest.split_once(' ') else {
+                continue;
+            };
+            let Some(mode) = parse_mode(mode) else {
+                continue;
+            };
+            let (dir, rest) = match rest.split_once(' ') {
+                Some(("dir", rest)) => (true, rest),
+                Some(("file", rest)) => (false, rest),
+                _ => continue,
+            };
+            let Some((path, "")) = unquote(rest) else {
+                continue;
+            };
+            if !r.modes.iter().any(|x| x.path == path) {
+                r.modes.push(ModeRecord { path, mode, dir });
+            }
         }
     }
     r
@@ -178,7 +229,8 @@ mod tests {
             proptest::prop_assert_eq!(unquote(&q), Some((bytes.clone(), "")));
             let r = Records {
                 unborn: None,
-                nested: vec![NestedRecord { n: 3, path: bytes, clean: true }],
+                nested: vec![NestedRecord { n: 3, path: bytes.clone(), clean: true }],
+                modes: vec![ModeRecord { path: bytes, mode: 0o600, dir: false }],
             };
             let msg = format!("WIP on x: 1234567 y\n\nbody\n\n{}", lines(&r));
             proptest::prop_assert_eq!(parse(msg.as_bytes()), r);
@@ -201,6 +253,23 @@ mod tests {
                     clean: true,
                 },
             ],
+            modes: vec![
+                ModeRecord {
+                    path: Vec::new(),
+                    mode: 0o700,
+                    dir: true,
+                },
+                ModeRecord {
+                    path: b"config/.env".to_vec(),
+                    mode: 0o600,
+                    dir: false,
+                },
+                ModeRecord {
+                    path: b"odd\n\xff".to_vec(),
+                    mode: 0o000,
+                    dir: false,
+                },
+            ],
         };
         let msg = format!("WIP on (no branch): 1234567 x\n\nbody\n\n{}", lines(&r));
         assert_eq!(parse(msg.as_bytes()), r);
@@ -211,6 +280,11 @@ mod tests {
             "nested x \"vendor/lib\"",
             "nested 0 \"a\\q\"",
             "unborn \"HEAD\"",
+            "mode 600 \".env\"",
+            "mode 4755 file \"setuid\"",
+            "mode 6OO file \"x\"",
+            "mode 600 link \"x\"",
+            "mode 600 file x",
         ] {
             let msg = format!("WIP on x: 1 y\n\n{bad}\n");
             assert_eq!(parse(msg.as_bytes()), Records::default(), "{bad}");

@@ -311,6 +311,7 @@ fn archive_records_the_paths_of_the_nested_repositories_it_kept_and_an_unborn_br
                     clean: false,
                 },
             ],
+            modes: Vec::new(),
         },
         "{msg}"
     );

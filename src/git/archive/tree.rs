@@ -19,7 +19,7 @@ use super::super::GitError;
 
 /// How deep [`Builder::add_repo_files`] follows repositories inside
 /// repositories before it takes the rest as plain directories.
-const MAX_NESTING: usize = 8;
+pub(crate) const MAX_NESTING: usize = 8;
 
 /// An index entry for `path` whose stat data is blank: the in-memory index
 /// only ever becomes a tree, so only path, object and mode count.
