@@ -235,6 +235,16 @@ impl Controller {
                 ))
             }
         };
+        // A worktree this controller retired itself (its removal cut short
+        // before the row was marked) is in the trash, not gone from the
+        // root: its row does not count.
+        let retired: std::collections::HashSet<std::ffi::OsString> =
+            std::fs::read_dir(crate::act::trash::trash_path(&self.root))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| crate::act::trash::parse_entry(&e.file_name()).map(|(id, _)| id))
+                .collect();
         let seen = crate::root_record::RootSeen {
             path: self.root.path().display().to_string(),
             mount,
@@ -242,7 +252,12 @@ impl Controller {
             rows: observed
                 .row_paths
                 .iter()
-                .filter(|(_, c)| matches!(c, crate::model::PathCheck::Inside { .. }))
+                .filter(|(_, c)| match c {
+                    crate::model::PathCheck::Inside { path, .. } => {
+                        path.file_name().is_none_or(|n| !retired.contains(n))
+                    }
+                    _ => false,
+                })
                 .count(),
         };
         let recorded = match self.store.root_record(host).await {

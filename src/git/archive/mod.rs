@@ -196,6 +196,10 @@ fn open(worktree: &Path) -> Result<Opened, GitError> {
 /// The newest commit HEAD's reflog recorded, if the reflog has one that
 /// still exists.
 fn reflog_head(repo: &Repository) -> Option<Oid> {
+    // libgit2 would create a missing reflog on reading it: a write.
+    if !repo.path().join("logs/HEAD").is_file() {
+        return None;
+    }
     let log = repo.reflog("HEAD").ok()?;
     log.iter()
         .map(|e| e.id_new())

@@ -64,7 +64,15 @@ impl NestedRefs {
 
 /// The commits the reflog `name` of `repo` records, the newest first;
 /// entries whose commit is gone are left out.
+///
+/// Only a reflog that exists is read: libgit2 creates an empty one for a
+/// ref that has none when asked for it, a write into the repository (and
+/// a change to the tree the removal has stamped) that reading must not
+/// make.
 fn reflog_commits(repo: &Repository, name: &str) -> Vec<Oid> {
+    if !repo.path().join("logs").join(name).is_file() {
+        return Vec::new();
+    }
     let Ok(log) = repo.reflog(name) else {
         return Vec::new();
     };
