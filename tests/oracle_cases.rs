@@ -434,7 +434,8 @@ fn a_hidden_edit_inside_a_submodule_survives_forced_removal() {
 
 /// What only the admin entry holds of a worktree someone else deleted or
 /// moved out of the root: HEAD and reflog commits, a per-worktree ref,
-/// staged content, a submodule's tag-only and stash-only commits.
+/// staged content, a submodule's tag-only and stash-only commits and its
+/// staged content.
 fn gone_by_hand(moved_out: bool) -> Vec<Op> {
     vec![
         Op::CommitDetached { wt: 0 },
@@ -448,6 +449,10 @@ fn gone_by_hand(moved_out: bool) -> Vec<Op> {
         Op::InSubmodule {
             wt: 0,
             step: SubStep::Stash,
+        },
+        Op::InSubmodule {
+            wt: 0,
+            step: SubStep::StagedOnly,
         },
         Op::WorktreeGone { wt: 0, moved_out },
     ]

@@ -184,6 +184,9 @@ pub struct DirSnap {
     pub nested: Vec<PathBuf>,
     /// What git says of each of `nested` that is a repository of its own.
     pub nested_repos: BTreeMap<PathBuf, NestedState>,
+    /// Stage-0 index entries of each of `nested_repos` (submodules
+    /// included), by path below this directory: their staged content.
+    pub nested_index: BTreeSet<(PathBuf, Entry)>,
     /// Commits of HEAD, its branch, the HEAD reflog, `refs/worktree/*`, and
     /// of every nested repository (HEAD, refs, reflog).
     pub commits: BTreeSet<String>,
@@ -229,6 +232,9 @@ pub struct AdminSnap {
     /// ref, HEAD, the HEAD reflog and every stash entry), by its path
     /// relative to the entry.
     pub modules: BTreeMap<PathBuf, BTreeSet<String>>,
+    /// Stage-0 entries of those submodules' indexes: (git directory, path
+    /// in the submodule, entry).
+    pub module_index: BTreeSet<(PathBuf, PathBuf, Entry)>,
     /// The index's staged entries at stage 0, intent-to-add markers (the
     /// empty blob) aside.
     pub index: BTreeSet<(PathBuf, Entry)>,
@@ -548,8 +554,10 @@ fn module_dirs(gd: &Path) -> Vec<PathBuf> {
 }
 
 /// Every admin entry of `main`'s repository.
+/// The empty blob: what an intent-to-add entry stages.
+const EMPTY_BLOB: &str = "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391";
+
 pub fn snapshot_admins(main: &Path) -> Vec<AdminSnap> {
-    const EMPTY: &str = "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391";
     let mut out = Vec::new();
     let Ok(rd) = std::fs::read_dir(main.join(".git/worktrees")) else {
         return out;
@@ -565,19 +573,32 @@ pub fn snapshot_admins(main: &Path) -> Vec<AdminSnap> {
             .map(|b| parse_index(&b))
             .unwrap_or_default()
             .into_iter()
-            .filter(|(_, e)| e.blob != EMPTY)
+            .filter(|(_, e)| e.blob != EMPTY_BLOB)
+            .collect();
+        let modules = module_dirs(&gd);
+        let module_index = modules
+            .iter()
+            .flat_map(|m| {
+                gitdir_ok(&gd.join(m), &["ls-files", "-s", "-z"])
+                    .map(|b| parse_index(&b))
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|(_, e)| e.blob != EMPTY_BLOB)
+                    .map(move |(p, e)| (m.clone(), p, e))
+            })
             .collect();
         out.push(AdminSnap {
             main: main.to_path_buf(),
             name: de.file_name().to_string_lossy().to_string(),
             commits: admin_commits(&gd),
-            modules: module_dirs(&gd)
+            modules: modules
                 .into_iter()
                 .map(|m| {
                     let c = module_commits(&gd.join(&m));
                     (m, c)
                 })
                 .collect(),
+            module_index,
             index,
             path: gd,
         });
@@ -647,6 +668,7 @@ pub fn snapshot_dir(path: &Path, main_repos: &[PathBuf]) -> DirSnap {
         }
     }
     let mut nested_repos = BTreeMap::new();
+    let mut nested_index = BTreeSet::new();
     for n in &nested {
         let nd = path.join(n);
         let top = git_ok(&nd, &["rev-parse", "--show-toplevel"])
@@ -654,6 +676,14 @@ pub fn snapshot_dir(path: &Path, main_repos: &[PathBuf]) -> DirSnap {
         if top.as_deref() == Some(canon(&nd).as_path()) {
             commits.extend(repo_commits(&nd));
             nested_repos.insert(n.clone(), nested_state(&nd));
+            if !n.as_os_str().is_empty() {
+                nested_index.extend(
+                    index_entries(&nd)
+                        .into_iter()
+                        .filter(|(_, e)| e.blob != EMPTY_BLOB)
+                        .map(|(p, e)| (n.join(p), e)),
+                );
+            }
         }
     }
     let index = match &status {
@@ -673,6 +703,7 @@ pub fn snapshot_dir(path: &Path, main_repos: &[PathBuf]) -> DirSnap {
         all,
         nested,
         nested_repos,
+        nested_index,
         commits,
         branch,
         locked,
@@ -1195,6 +1226,28 @@ pub fn check(
             });
         }
 
+        // Staged content of nested repositories and submodules: in place,
+        // committed (below the repository's path), or archived as a file.
+        for (p, e) in &d.nested_index {
+            let item = (p.clone(), e.clone());
+            let committed = d
+                .nested
+                .iter()
+                .filter_map(|n| p.strip_prefix(n).ok())
+                .any(|rel| hold.committed.contains(&(rel.to_path_buf(), e.clone())));
+            if kept.is_some_and(|k| k.nested_index.contains(&item))
+                || committed
+                || restored.iter().any(|r| r.files.get(p) == Some(e))
+            {
+                continue;
+            }
+            violations.push(Violation::StagedLost {
+                dir: d.name.clone(),
+                path: p.clone(),
+                entry: e.clone(),
+            });
+        }
+
         // (b) every commit is still reachable.
         for c in &d.commits {
             if !hold.reachable.contains(c) {
@@ -1256,6 +1309,26 @@ pub fn check(
             .filter_map(|n| hold.archives.get(n))
             .flatten()
             .collect();
+        // A submodule's staged content in a worktree under the root is
+        // judged with the directory; here, that of an entry whose
+        // directory is gone or elsewhere.
+        let judged_with_dir = before
+            .dirs
+            .iter()
+            .any(|d| d.proper && d.admin_name.as_deref() == Some(a.name.as_str()));
+        for item in a.module_index.iter().filter(|_| !judged_with_dir) {
+            let (_, p, e) = item;
+            if kept.is_some_and(|k| k.module_index.contains(item))
+                || hold.committed.contains(&(p.clone(), e.clone()))
+            {
+                continue;
+            }
+            violations.push(Violation::StagedLost {
+                dir: format!("{label} {}", item.0.display()),
+                path: p.clone(),
+                entry: e.clone(),
+            });
+        }
         for item in &a.index {
             if kept.is_some_and(|k| k.index.contains(item))
                 || hold.committed.contains(item)
