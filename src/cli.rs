@@ -114,6 +114,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Record the worktree root as it is now, after a pass held because it
+    /// was not what was recorded (another mount, or emptied while rows say
+    /// worktrees are in it) and the change is meant: a new disk, a root
+    /// wiped on purpose. Passes then judge it again; rows whose worktrees
+    /// are gone are marked removed.
+    AcceptRoot,
     /// Show what the running controller sees (its GET /status).
     Status {
         /// The controller's HTTP address [default: http://<http.listen>]

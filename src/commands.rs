@@ -39,6 +39,7 @@ pub async fn dispatch(
     let own_files = OwnFiles::of(&config, config_file);
     match command {
         Command::Migrate => migrate(&config).await,
+        Command::AcceptRoot => accept_root(config, &own_files).await,
         Command::Archives {
             worktree,
             session,
@@ -57,6 +58,37 @@ async fn migrate(config: &Config) -> Result<u8, Error> {
     let store = Store::open_with(&config.database.url, true, (&config.database).into()).await?;
     store.migrate().await?;
     println!("migrations applied to {}", store.url());
+    Ok(0)
+}
+
+/// `accept-root`: the root as it is now becomes its record.
+async fn accept_root(config: Config, own_files: &OwnFiles) -> Result<u8, Error> {
+    let (controller, _scan_lock) = start(config, own_files).await?;
+    let (before, now) = controller.accept_root().await?;
+    match before {
+        Some(b) if b == now => println!("the worktree root was recorded as it is already"),
+        Some(b) => println!(
+            "was: {} on {}{}",
+            b.path,
+            b.mount,
+            if b.held_entries {
+                ", holding worktrees"
+            } else {
+                ", empty"
+            }
+        ),
+        None => println!("was: not recorded"),
+    }
+    println!(
+        "now: {} on {}{}",
+        now.path,
+        now.mount,
+        if now.held_entries {
+            ", holding worktrees"
+        } else {
+            ", empty"
+        }
+    );
     Ok(0)
 }
 

@@ -42,6 +42,7 @@ pub struct Metrics {
     pub actions_total: IntCounterVec,
     pub drift_items: IntGaugeVec,
     pub worktrees_at_risk: IntGauge,
+    pub root_held: IntGauge,
     pub workqueue_depth: IntGauge,
     pub nudges_total: IntCounterVec,
     pub leader: IntGauge,
@@ -100,6 +101,12 @@ impl Metrics {
             &["kind"],
         )
         .expect("metric");
+        let root_held = IntGauge::new(
+            "root_held",
+            "1 while the worktree root is not what was recorded (unmounted, another file system, \
+             emptied): nothing under it is judged, marked removed or pruned.",
+        )
+        .expect("metric");
         let worktrees_at_risk = IntGauge::new(
             "worktrees_at_risk",
             "Worktrees kept at risk by the last host pass.",
@@ -153,6 +160,7 @@ impl Metrics {
             Box::new(actions_total.clone()),
             Box::new(drift_items.clone()),
             Box::new(worktrees_at_risk.clone()),
+            Box::new(root_held.clone()),
             Box::new(workqueue_depth.clone()),
             Box::new(nudges_total.clone()),
             Box::new(leader.clone()),
@@ -184,6 +192,7 @@ impl Metrics {
             actions_total,
             drift_items,
             worktrees_at_risk,
+            root_held,
             workqueue_depth,
             nudges_total,
             leader,
@@ -211,6 +220,10 @@ impl Metrics {
             self.actions_total
                 .with_label_values(&[a.action.name(), a.outcome.name()])
                 .inc();
+        }
+        if r.scope == crate::plan::Scope::Host {
+            self.root_held
+                .set(i64::from(r.observed.root_held.is_some()));
         }
         if r.scope == crate::plan::Scope::Host && !r.dry_run {
             for k in ACTION_KINDS {

@@ -114,6 +114,10 @@ pub struct Observed {
     pub stale_admin_entries: usize,
     /// Retired worktrees waiting in the trash for the reclaimer.
     pub trash: crate::act::reclaim::TrashStatus,
+    /// Why nothing under the worktree root was judged this pass (it is
+    /// not what it was recorded as): `None` while it is itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root_held: Option<String>,
 }
 
 /// A worktree kept because removing it would lose work.

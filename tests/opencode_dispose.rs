@@ -166,7 +166,7 @@ async fn a_session_started_after_the_plan_keeps_the_instance() {
     let (path, ses) = archived_with_a_session(&w, &oc).await;
     let c: Controller = w.controller();
     let (plan, _) = c
-        .plan(&Scope::Host, &mut Notes::default())
+        .plan(&Scope::Host, true, &mut Notes::default())
         .await
         .expect("plan");
     // Between the observation and the removal, a session starts in the

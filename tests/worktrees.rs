@@ -32,6 +32,8 @@ both_databases!(
     a_path_claimed_by_a_live_row_added_after_the_plan_is_never_removed,
     a_live_row_claims_its_directory_under_every_spelling,
     a_root_unmounted_for_one_pass_marks_nothing_removed_and_prunes_nothing,
+    a_controller_started_while_its_root_is_elsewhere_holds_until_it_is_back,
+    a_root_emptied_while_rows_say_worktrees_are_there_holds_until_accepted,
     admin_entry_of_a_moved_worktree_is_not_pruned,
     removal_retires_exactly_the_worktree_and_the_reclaimer_frees_only_it,
     the_trash_is_never_an_orphan,
@@ -267,7 +269,10 @@ async fn session_reopened_between_plan_and_act_keeps_its_worktree(db: Db) {
     let path = w.chat_worktree("s1", "c1", "w1", "archived").await;
     let controller = w.controller();
     let mut notes = Default::default();
-    let (plan, _) = controller.plan(&Scope::Host, &mut notes).await.unwrap();
+    let (plan, _) = controller
+        .plan(&Scope::Host, true, &mut notes)
+        .await
+        .unwrap();
     assert_eq!(plan.actions.len(), 1);
 
     w.sql("UPDATE sessions SET status = 'open' WHERE id = 's1'")
@@ -331,6 +336,10 @@ async fn second_pass_after_convergence_does_nothing_and_plan_writes_nothing(db: 
 
 async fn stale_admin_entry_keeps_its_lost_commits_under_an_archive_ref_then_is_pruned(db: Db) {
     let w = World::new(db).await;
+    // A live worktree beside it: a root emptied while rows say worktrees
+    // are there holds (a_root_emptied_or_remounted_elsewhere_holds...).
+    w.session("live", "open").await;
+    w.worktree("live", "live").await;
     w.session("s1", "archived").await;
     let path = w.worktree("w1", "s1").await;
     git(&path, &["checkout", "-q", "--detach"]);
@@ -380,6 +389,8 @@ async fn stale_admin_entry_keeps_its_lost_commits_under_an_archive_ref_then_is_p
 async fn a_stale_admin_entry_waits_out_its_grace_across_restarts_then_keeps_what_it_held(db: Db) {
     let mut w = World::new(db).await;
     w.stale_entry_grace = std::time::Duration::from_secs(3600);
+    w.session("live", "open").await;
+    w.worktree("live", "live").await;
     w.session("s1", "archived").await;
     let path = w.worktree("w1", "s1").await;
     fs::write(path.join("staged.txt"), "staged only\n").unwrap();
@@ -521,7 +532,10 @@ async fn a_path_claimed_by_a_live_row_added_after_the_plan_is_never_removed(db: 
     let before = files(&path);
     let controller = w.controller();
     let mut notes = Default::default();
-    let (plan, _) = controller.plan(&Scope::Host, &mut notes).await.unwrap();
+    let (plan, _) = controller
+        .plan(&Scope::Host, true, &mut notes)
+        .await
+        .unwrap();
     assert_eq!(plan.actions.len(), 1, "{:?}", plan.actions);
 
     // A live session's row claims the directory while the pass runs.
@@ -571,7 +585,10 @@ async fn a_live_row_claims_its_directory_under_every_spelling(db: Db) {
     w.sql("DELETE FROM worktrees WHERE id = 'w2'").await;
     let controller = w.controller();
     let mut notes = Default::default();
-    let (plan, _) = controller.plan(&Scope::Host, &mut notes).await.unwrap();
+    let (plan, _) = controller
+        .plan(&Scope::Host, true, &mut notes)
+        .await
+        .unwrap();
     assert_eq!(plan.actions.len(), 1, "{:?}", plan.actions);
     w.worktree_row("w3", "s2", "./w1/").await;
     let results = execute_forced(&controller, &plan).await;
@@ -590,16 +607,6 @@ async fn a_live_row_claims_its_directory_under_every_spelling(db: Db) {
 /// kept worktree's row stays at risk, its admin entry (staged content,
 /// HEAD reflog) stays, and once the root is back the next pass keeps it.
 async fn a_root_unmounted_for_one_pass_marks_nothing_removed_and_prunes_nothing(db: Db) {
-    /// Unmounts (lazily) what is still mounted at its path when dropped,
-    /// a failed assertion included.
-    struct Unmount<'a>(&'a str);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .args(["-l", self.0])
-                .output();
-        }
-    }
     let w = World::new(db).await;
     let real = w.tmp.path().join("real");
     fs::create_dir(&real).unwrap();
@@ -647,6 +654,128 @@ async fn a_root_unmounted_for_one_pass_marks_nothing_removed_and_prunes_nothing(
         fs::read_to_string(real.join("w1/staged.txt")).unwrap(),
         "staged work\n"
     );
+}
+
+/// Unmounts (lazily) what is still mounted at its path when dropped, a
+/// failed assertion included.
+struct Unmount<'a>(&'a str);
+
+impl Drop for Unmount<'_> {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .args(["-l", self.0])
+            .output();
+    }
+}
+
+fn run_ok(args: &[&str]) {
+    let out = std::process::Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap();
+    common::assert_succeeded(&out);
+}
+
+/// The root's record (`reconciler_roots`): a controller that starts while
+/// its root is unmounted, or with another directory mounted there, sees
+/// that the root is not the one recorded and holds: no row marked removed,
+/// no admin entry pruned, the reason in the report and the `root_held`
+/// metric. Once the real root is back, the next controller goes on.
+async fn a_controller_started_while_its_root_is_elsewhere_holds_until_it_is_back(db: Db) {
+    let w = World::new(db).await;
+    let (real, other) = (w.tmp.path().join("real"), w.tmp.path().join("other"));
+    fs::create_dir(&real).unwrap();
+    fs::create_dir(&other).unwrap();
+    let (real_s, other_s, root_s) = (
+        real.to_str().unwrap(),
+        other.to_str().unwrap(),
+        w.root.to_str().unwrap(),
+    );
+    run_ok(&["mount", "--bind", real_s, root_s]);
+    let _unmount = Unmount(root_s);
+    let path = w.chat_worktree("s1", "c1", "w1", "archived").await;
+    fs::write(path.join("staged.txt"), "staged work\n").unwrap();
+    git(&path, &["add", "staged.txt"]);
+    let kept = common::act_pass(&w.controller(), Scope::Host, false).await;
+    assert_eq!(w.row_state("w1").await.0, "at_risk", "{kept:?}");
+    assert_eq!(kept.observed.root_held, None);
+    let entry = w.repo.join(".git/worktrees/w1");
+
+    for (what, mount_other) in [("unmounted", false), ("another directory", true)] {
+        run_ok(&["umount", root_s]);
+        if mount_other {
+            run_ok(&["mount", "--bind", other_s, root_s]);
+        }
+        // A new controller: it prepares the root as it finds it.
+        let held = common::act_pass(&w.controller(), Scope::Host, false).await;
+        let why = held.observed.root_held.clone().unwrap_or_default();
+        assert!(why.contains("was recorded on"), "{what}: {held:?}");
+        assert!(held.errors.iter().any(|e| e == &why), "{what}: {held:?}");
+        assert!(held.results.is_empty(), "{what}: {held:?}");
+        assert_eq!(w.row_state("w1").await.0, "at_risk", "{what}");
+        assert!(entry.exists(), "{what}: the admin entry was pruned");
+        let metrics = boo_reconciler::metrics::Metrics::new();
+        metrics.observe_pass(&held);
+        assert!(
+            metrics.render().contains("boo_reconciler_root_held 1"),
+            "{what}"
+        );
+        if mount_other {
+            run_ok(&["umount", root_s]);
+        }
+        run_ok(&["mount", "--bind", real_s, root_s]);
+    }
+    let back = common::act_pass(&w.controller(), Scope::Host, false).await;
+    assert_eq!(back.observed.root_held, None, "{back:?}");
+    assert_eq!(w.row_state("w1").await.0, "at_risk");
+    assert_eq!(
+        fs::read_to_string(real.join("w1/staged.txt")).unwrap(),
+        "staged work\n"
+    );
+}
+
+/// Every worktree of the root gone at once while rows still name them (a
+/// root wiped, a tmpfs after a reboot): the pass holds rather than mark
+/// every row removed; `accept-root` (the binary) records the root as it
+/// is, and the next pass marks the rows removed and prunes the entries,
+/// keeping what they held.
+async fn a_root_emptied_while_rows_say_worktrees_are_there_holds_until_accepted(db: Db) {
+    let w = World::new(db).await;
+    let path = w.chat_worktree("s1", "c1", "w1", "archived").await;
+    fs::write(path.join("staged.txt"), "staged work\n").unwrap();
+    git(&path, &["add", "staged.txt"]);
+    let blob = git(&path, &["rev-parse", ":staged.txt"]);
+    let kept = w.once(Scope::Host, false).await;
+    assert_eq!(w.row_state("w1").await.0, "at_risk", "{}", kept.render());
+    fs::remove_dir_all(&path).unwrap();
+    let entry = w.repo.join(".git/worktrees/w1");
+
+    let held = w.once(Scope::Host, false).await;
+    let why = held.observed.root_held.clone().unwrap_or_default();
+    assert!(why.contains("is empty while 1 row(s)"), "{}", held.render());
+    assert!(why.contains("accept-root"), "{why}");
+    assert_eq!(held.exit_code(), exit::ERROR);
+    assert_eq!(w.row_state("w1").await.0, "at_risk");
+    assert!(entry.exists());
+
+    let out = common::world_command(&w, &w.url)
+        .arg("accept-root")
+        .output()
+        .unwrap();
+    common::assert_succeeded(&out);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("holding worktrees") && said.contains(", empty"),
+        "{said}"
+    );
+
+    let after = w.once(Scope::Host, false).await;
+    assert_eq!(after.observed.root_held, None, "{}", after.render());
+    assert_eq!(w.row_state("w1").await.0, "removed", "{}", after.render());
+    assert!(!entry.exists(), "{}", after.render());
+    git(&w.repo, &["reflog", "expire", "--expire=now", "--all"]);
+    git(&w.repo, &["gc", "-q", "--prune=now"]);
+    assert!(git_ok(&w.repo, &["cat-file", "-e", &blob]));
 }
 
 async fn admin_entry_of_a_moved_worktree_is_not_pruned(db: Db) {

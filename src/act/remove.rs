@@ -55,8 +55,6 @@ pub enum RemoveError {
     },
 }
 
-const MOUNTINFO: &str = "/proc/self/mountinfo";
-
 /// Mount points at or below `dir`.
 ///
 /// Two sources, merged and sorted:
@@ -82,7 +80,7 @@ pub fn mount_points_inside(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let dir = resolve_parent(dir)?;
     let meta = fs::symlink_metadata(&dir)?;
     let mut found = std::collections::BTreeSet::new();
-    for mount in parse_mountinfo(&fs::read(MOUNTINFO)?) {
+    for mount in parse_mountinfo(&fs::read(crate::mounts::MOUNTINFO)?) {
         if mount.starts_with(&dir) {
             found.insert(mount);
         }
@@ -550,30 +548,8 @@ fn parse_mountinfo(text: &[u8]) -> Vec<PathBuf> {
     text.split(|&b| b == b'\n')
         .filter_map(|line| line.split(|&b| b == b' ').nth(4))
         .filter(|field| field.starts_with(b"/"))
-        .map(|field| PathBuf::from(OsString::from_vec(unescape_octal(field))))
+        .map(|field| PathBuf::from(OsString::from_vec(crate::mounts::unescape_octal(field))))
         .collect()
-}
-
-/// Decodes the kernel's `\ooo` escapes (space, tab, newline, backslash).
-fn unescape_octal(field: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(field.len());
-    let mut i = 0;
-    while i < field.len() {
-        let octal = field.get(i + 1..i + 4).filter(|d| {
-            field[i] == b'\\' && d[0] <= b'3' && d.iter().all(|c| (b'0'..=b'7').contains(c))
-        });
-        match octal {
-            Some(d) => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
-                i += 4;
-            }
-            None => {
-                out.push(field[i]);
-                i += 1;
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -1004,9 +980,12 @@ mod tests {
 
     #[test]
     fn unescape_octal_decodes_mountinfo_escapes() {
-        assert_eq!(unescape_octal(br"/tmp/a\040b\011c\134d"), b"/tmp/a b\tc\\d");
-        assert_eq!(unescape_octal(br"/x\08"), br"/x\08");
-        assert_eq!(unescape_octal(br"/x\"), br"/x\");
+        assert_eq!(
+            crate::mounts::unescape_octal(br"/tmp/a\040b\011c\134d"),
+            b"/tmp/a b\tc\\d"
+        );
+        assert_eq!(crate::mounts::unescape_octal(br"/x\08"), br"/x\08");
+        assert_eq!(crate::mounts::unescape_octal(br"/x\"), br"/x\");
         let info = b"27 1 254:0 / / rw - ext4 /dev/vda rw\n\
                      42 27 0:39 / /tmp/w\\040t/m rw,relatime - tmpfs tmpfs rw\n";
         assert_eq!(

@@ -112,11 +112,14 @@ impl Controller {
         &self.executor
     }
 
-    /// Reads both states and plans, writing nothing but when admin entries
-    /// were first seen missing ([`Controller::record_missing`]).
+    /// Reads both states and plans. With `record`, it writes what the pass
+    /// saw that later passes judge by: when admin entries were first seen
+    /// missing ([`Controller::record_missing`]) and what the root is
+    /// ([`Controller::check_root`]); without, it writes nothing.
     pub async fn plan(
         &self,
         scope: &Scope,
+        record: bool,
         notes: &mut Notes,
     ) -> Result<(Plan, Observed), crate::store::StoreError> {
         let mut interest = Interest::default();
@@ -152,11 +155,18 @@ impl Controller {
                 .iter()
                 .map(|u| format!("database {}: {u}", self.store.url())),
         );
+        if observed.root_held.is_none() {
+            if let Some(why) = self.check_root(&observed, record).await {
+                tracing::warn!(root = %self.root.path().display(), "{why}");
+                notes.errors.push(why.clone());
+                observed.root_held = Some(why);
+            }
+        }
         // Only a full view of the admin entries may forget a record of one
         // that went missing: a partial one would restart its grace.
         let complete = observed.errors.is_empty() && observed.root_held.is_none();
         notes.errors.append(&mut observed.errors);
-        self.record_missing(&mut observed.stale_admin_entries, complete, notes)
+        self.record_missing(&mut observed.stale_admin_entries, complete, record, notes)
             .await;
         notes.errors.extend(opencode_notes.errors);
         notes.warnings.extend(opencode_notes.warnings);
@@ -169,6 +179,7 @@ impl Controller {
             worktree_rows: desired.worktrees.len(),
             agent_rows: desired.agent_sessions.len(),
             root_entries: observed.dirs.len(),
+            root_held: observed.root_held.clone(),
             stale_admin_entries: observed.stale_admin_entries.len(),
             trash: {
                 let reclaimer = std::sync::Arc::clone(self.executor.reclaimer());
@@ -205,6 +216,99 @@ impl Controller {
         Ok((plan, counts))
     }
 
+    /// Whether the root is what its record says ([`crate::root_record`]):
+    /// why not, or `None` (recording what the pass saw when it differs
+    /// from the record). A root whose mount or record cannot be read is
+    /// not judged on a guess: it holds.
+    async fn check_root(
+        &self,
+        observed: &observe::worktrees::Observed,
+        record: bool,
+    ) -> Option<String> {
+        let host = &self.config.host.id;
+        let mount = match crate::mounts::mount_of(self.root.path()) {
+            Ok(m) => m.identity(),
+            Err(e) => {
+                return Some(format!(
+                    "the worktree root's mount cannot be read ({e}); nothing under it is judged, \
+                     marked removed or pruned"
+                ))
+            }
+        };
+        let seen = crate::root_record::RootSeen {
+            path: self.root.path().display().to_string(),
+            mount,
+            entries: observed.dirs.len(),
+            rows: observed
+                .row_paths
+                .iter()
+                .filter(|(_, c)| matches!(c, crate::model::PathCheck::Inside { .. }))
+                .count(),
+        };
+        let recorded = match self.store.root_record(host).await {
+            Ok(r) => r,
+            Err(e) => {
+                return Some(format!(
+                    "the worktree root's record cannot be read ({e}); nothing under it is \
+                     judged, marked removed or pruned"
+                ))
+            }
+        };
+        match crate::root_record::judge(recorded.as_ref(), &seen) {
+            crate::root_record::Verdict::Hold(why) => Some(why),
+            crate::root_record::Verdict::Record(r) => {
+                if record && recorded.as_ref() != Some(&r) {
+                    let now = SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs() as i64);
+                    if let Err(e) = self.store.record_root(host, &r, now).await {
+                        tracing::warn!("recording the worktree root: {e}");
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    /// Records the root as it is now (`accept-root`): what was recorded
+    /// before, and what is now.
+    pub async fn accept_root(
+        &self,
+    ) -> anyhow::Result<(
+        Option<crate::root_record::RootRecord>,
+        crate::root_record::RootRecord,
+    )> {
+        let host = &self.config.host.id;
+        let rows = self.store.host_rows(host).await?;
+        let root = self.root.clone();
+        let seen = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let entries = std::fs::read_dir(root.path())?
+                .flatten()
+                .filter(|e| e.file_name() != crate::root::TRASH_DIR)
+                .count();
+            let rows = rows
+                .worktrees
+                .iter()
+                .filter(|r| matches!(root.check(&r.path), crate::model::PathCheck::Inside { .. }))
+                .count();
+            Ok(crate::root_record::RootSeen {
+                path: root.path().display().to_string(),
+                mount: crate::mounts::mount_of(root.path())?.identity(),
+                entries,
+                rows,
+            })
+        })
+        .await??;
+        let before = self.store.root_record(host).await?;
+        let now = seen.record();
+        let secs = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        self.store.record_root(host, &now, secs).await?;
+        tracing::warn!(root = %now.path, mount = %now.mount, "the worktree root is recorded as it is now");
+        Ok((before, now))
+    }
+
     /// Fills in when each stale admin entry was first seen missing, from
     /// the database (recording this pass's first sightings). Written even
     /// by a pass that acts on nothing: it is what the pass saw. When the
@@ -213,6 +317,7 @@ impl Controller {
         &self,
         entries: &mut [crate::model::StaleAdminEntry],
         complete: bool,
+        record: bool,
         notes: &mut Notes,
     ) {
         let keys: Vec<(String, String)> = entries
@@ -224,13 +329,13 @@ impl Controller {
             .map_or(0, |d| d.as_secs() as i64);
         match self
             .store
-            .missing_since(&self.config.host.id, &keys, now, complete)
+            .missing_since(&self.config.host.id, &keys, now, complete, record)
             .await
         {
             Ok(since) => {
                 for (e, s) in entries.iter_mut().zip(since) {
                     e.missing_since =
-                        Some(SystemTime::UNIX_EPOCH + Duration::from_secs(s.max(0) as u64));
+                        s.map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s.max(0) as u64));
                 }
             }
             Err(e) => notes.errors.push(format!(
@@ -303,7 +408,7 @@ impl Controller {
             mode
         };
         let mut state_unreadable = None;
-        let (plan, observed) = match self.plan(&scope, &mut notes).await {
+        let (plan, observed) = match self.plan(&scope, mode != Mode::DryRun, &mut notes).await {
             Ok(p) => p,
             Err(e) => {
                 state_unreadable = Some(StateUnreadable::of(&e));
@@ -399,7 +504,7 @@ impl Controller {
                 return;
             }
             let mut fresh = Notes::default();
-            let plan = match self.plan(scope, &mut fresh).await {
+            let plan = match self.plan(scope, true, &mut fresh).await {
                 Ok((plan, _)) => plan,
                 Err(e) => {
                     notes.errors.push(format!(

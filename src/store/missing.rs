@@ -22,24 +22,29 @@ impl Store {
     /// order: `now` for one seen for the first time. With `complete` (the
     /// pass saw every admin entry of the host), the records of entries not
     /// among them are forgotten: pruned, or their directory is back.
+    /// Without `write` (a pass that writes nothing) it only reads: an entry
+    /// never recorded is `None`.
     pub async fn missing_since(
         &self,
         host: &str,
         entries: &[EntryKey],
         now: i64,
         complete: bool,
-    ) -> Result<Vec<i64>, StoreError> {
+        write: bool,
+    ) -> Result<Vec<Option<i64>>, StoreError> {
         const WHAT: &str = "recording when admin entries went missing";
         self.bounded(WHAT, async move {
             let mut since = Vec::with_capacity(entries.len());
             for (repo, name) in entries {
-                with_pool!(self, p => sqlx::query(RECORD).bind(host).bind(repo).bind(name).bind(now).execute(p).await.map(drop))
+                if write {
+                    with_pool!(self, p => sqlx::query(RECORD).bind(host).bind(repo).bind(name).bind(now).execute(p).await.map(drop))
+                        .map_err(|e| self.query_err(WHAT, e))?;
+                }
+                let t: Option<(i64,)> = with_pool!(self, p => sqlx::query_as(READ).bind(host).bind(repo).bind(name).fetch_optional(p).await)
                     .map_err(|e| self.query_err(WHAT, e))?;
-                let (t,): (i64,) = with_pool!(self, p => sqlx::query_as(READ).bind(host).bind(repo).bind(name).fetch_one(p).await)
-                    .map_err(|e| self.query_err(WHAT, e))?;
-                since.push(t);
+                since.push(t.map(|(t,)| t));
             }
-            if complete {
+            if complete && write {
                 let known: Vec<(String, String)> =
                     with_pool!(self, p => sqlx::query_as(ALL).bind(host).fetch_all(p).await)
                         .map_err(|e| self.query_err(WHAT, e))?;

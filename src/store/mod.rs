@@ -109,6 +109,7 @@ macro_rules! with_pool {
 // Declared after `with_pool!`, which they use.
 pub mod archived;
 mod missing;
+mod root;
 #[doc(hidden)]
 pub mod testing;
 
