@@ -414,6 +414,23 @@ fn steps_inside_a_submodule_of_a_linked_worktree_are_kept_or_archived() {
     }
 }
 
+/// Found by the oracle: content staged inside a submodule initialised in
+/// the linked worktree, its file then deleted, is only in the submodule's
+/// index, inside the admin entry; a forced removal (and a stale entry's
+/// prune) keeps that index as a commit with the submodule's commits.
+#[test]
+fn a_submodules_staged_only_content_survives_forced_removal() {
+    safe(
+        1,
+        &[Op::InSubmodule {
+            wt: 0,
+            step: SubStep::StagedOnly,
+        }],
+        &archived(),
+        true,
+    );
+}
+
 /// Found by the oracle: an `--assume-unchanged` edit inside a submodule
 /// initialised in the linked worktree. The submodule looks clean to `git
 /// status`, so a forced removal's archive takes its files as its HEAD's
