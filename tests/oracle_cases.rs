@@ -551,9 +551,39 @@ fn a_root_unmounted_between_passes_keeps_every_worktree_linked() {
     safe(1, &[Op::Remount], &[RowSpec::gone(Owner::Live)], false);
 }
 
+/// A writer with the worktree as its working directory is in use; one
+/// whose first write is before the pass makes it untracked work; one
+/// writing directly in its top directory moves its ctime.
 #[test]
 fn a_writer_that_is_not_an_agent_loses_nothing_it_wrote_during_the_pass() {
     for inside in [true, false] {
-        safe_both(&[Op::Writer { wt: 0, inside }]);
+        safe_both(&[Op::Writer {
+            wt: 0,
+            inside,
+            delay: 0,
+        }]);
+    }
+    safe_both(&[Op::Writer {
+        wt: 0,
+        inside: true,
+        delay: 5,
+    }]);
+}
+
+/// Found by the oracle: a writer that is not an agent, outside the
+/// worktree and naming it nowhere the controller looks (arguments,
+/// environment, working directory), starts writing into `src/` of a clean
+/// worktree while the pass judges it: judged clean, it is removed, and the
+/// files written between the judgement and the retirement go with the
+/// trash. Several worlds make the race show.
+#[test]
+#[ignore = "loses work: files a non-agent writer makes below a clean worktree during the pass are retired with it; see report"]
+fn a_writer_starting_during_the_pass_loses_nothing() {
+    for delay in 1..16 {
+        safe_both(&[Op::Writer {
+            wt: 0,
+            inside: false,
+            delay,
+        }]);
     }
 }

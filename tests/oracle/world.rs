@@ -284,6 +284,9 @@ pub enum Op {
     Writer {
         wt: u8,
         inside: bool,
+        /// Its first write this many 10 ms after the pass starts (0: one
+        /// before it starts).
+        delay: u8,
     },
 }
 
@@ -372,7 +375,11 @@ impl Op {
             40 => Op::GcExpire { wt },
             41 => Op::WhitespaceMerged { wt, detached: b },
             42 => Op::Remount,
-            _ => Op::Writer { wt, inside: b },
+            _ => Op::Writer {
+                wt,
+                inside: b,
+                delay: (x / 2) % 16,
+            },
         }
     }
 }
@@ -438,9 +445,9 @@ pub struct World {
     counter: u32,
     /// Unmount the root for one pass before the judged one.
     remount: bool,
-    /// The worktree a non-agent writer writes into during the pass, and
-    /// whether it runs inside it.
-    writer: Option<(u8, bool)>,
+    /// The worktree a non-agent writer writes into during the pass,
+    /// whether it runs inside it, and its first write's delay.
+    writer: Option<(u8, bool, u8)>,
     /// Where the root's contents live while it is a bind mount.
     mounted: Option<PathBuf>,
     /// Worktrees someone else deleted or moved out: their rows stay.
@@ -642,9 +649,9 @@ impl World {
                 g(&main, &["branch", "-q", "-D", &branch]);
             }
             Op::Remount => self.remount = true,
-            Op::Writer { wt, inside } => {
+            Op::Writer { wt, inside, delay } => {
                 if self.wt(wt).is_some() {
-                    self.writer = Some((wt, inside));
+                    self.writer = Some((wt, inside, delay));
                 }
             }
             Op::GcExpire { wt } => {
@@ -1418,8 +1425,8 @@ impl World {
         let outside = self.outside_files();
         let writer = self
             .writer
-            .and_then(|(wt, inside)| self.wt(wt).map(|p| (self.id(wt), p, inside)))
-            .map(|(name, p, inside)| Writer::start(&self.base, &p, name, inside));
+            .and_then(|(wt, inside, delay)| self.wt(wt).map(|p| (self.id(wt), p, inside, delay)))
+            .map(|(name, p, inside, delay)| Writer::start(&self.base, &p, name, inside, delay));
         let mut refs = Vec::new();
         if self.remount {
             refs = self.remount_passes(force);
@@ -1489,26 +1496,35 @@ struct Writer {
 }
 
 impl Writer {
-    const SCRIPT: &'static str = r#"i=0
+    /// Where to write is read from a file: neither its arguments, its
+    /// environment nor (from outside) its working directory name the
+    /// worktree, as with a sync daemon or an editor's background save. It
+    /// writes into `src/`, a directory below the worktree's top.
+    const SCRIPT: &'static str = r#"DIR=$(cat "$CONF")
+sleep "$DELAY"
+i=0
 while [ ! -e "$STOP" ]; do
   i=$((i+1))
-  printf 'writer %s\n' "$i" > "$DIR/writer-$i.txt" && echo "writer-$i.txt" >> "$LOG"
+  printf 'writer %s\n' "$i" > "$DIR/src/writer-$i.txt" && echo "src/writer-$i.txt" >> "$LOG"
   sleep 0.02
 done"#;
 
-    fn start(base: &Path, dir: &Path, name: String, inside: bool) -> Writer {
+    fn start(base: &Path, dir: &Path, name: String, inside: bool, delay: u8) -> Writer {
         let log = base.join("writer.log");
         let stop = base.join("writer.stop");
+        let conf = base.join("writer.conf");
         let (cwd, target) = if inside {
             (dir, Path::new("."))
         } else {
             (base, dir)
         };
+        write(&conf, &target.to_string_lossy());
         let child = Command::new("sh")
             .arg("-c")
             .arg(Self::SCRIPT)
             .current_dir(cwd)
-            .env("DIR", target)
+            .env("CONF", &conf)
+            .env("DELAY", format!("{}.{:02}", delay / 100, delay % 100))
             .env("LOG", &log)
             .env("STOP", &stop)
             .stdin(Stdio::null())
@@ -1516,9 +1532,9 @@ done"#;
             .stderr(Stdio::null())
             .spawn()
             .expect("sh runs");
-        // Running before the pass starts: its first file is written.
+        // Without a delay, its first file is written before the pass.
         for _ in 0..200 {
-            if log.exists() {
+            if delay > 0 || log.exists() {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
@@ -1551,7 +1567,7 @@ done"#;
         let written = log
             .lines()
             .filter_map(|f| {
-                let i = f.strip_prefix("writer-")?.strip_suffix(".txt")?;
+                let i = f.strip_prefix("src/writer-")?.strip_suffix(".txt")?;
                 Some((
                     PathBuf::from(f),
                     Entry {
