@@ -188,6 +188,43 @@ fn oracle_reports_what_only_a_stale_admin_entry_held_pruned_by_hand() {
     );
 }
 
+/// The oracle can fail: a committed file whose blob is gone from the
+/// object store is not held by the commit naming it.
+#[test]
+fn oracle_reports_a_committed_file_whose_blob_is_missing() {
+    let w = World::new(1);
+    let wt = w.root.join("w0");
+    std::fs::write(wt.join("notes.txt"), "only here\n").unwrap();
+    let before = w.snapshot();
+    assert!(oracle::world::g(&wt, &["add", "notes.txt"]));
+    assert!(oracle::world::g(&wt, &["commit", "-q", "-m", "notes"]));
+    std::fs::remove_file(wt.join("notes.txt")).unwrap();
+    let held = w.snapshot();
+    let after_commit = check(&before, &held, &[], &[]);
+    assert!(
+        after_commit.as_ref().map_or_else(
+            |v| !v.iter().any(|v| matches!(v, Violation::WorkLost { .. })),
+            |_| true
+        ),
+        "{after_commit:?}"
+    );
+    let blob = oracle::blob_id(b"only here\n");
+    let loose = w
+        .main
+        .join(".git/objects")
+        .join(&blob[..2])
+        .join(&blob[2..]);
+    std::fs::remove_file(&loose).expect("a loose blob");
+    let after = w.snapshot();
+    let err = check(&before, &after, &[], &[]).expect_err("the missing blob is reported");
+    assert!(
+        err.iter()
+            .any(|v| matches!(v, Violation::WorkLost { path, .. }
+            if path.as_os_str() == "notes.txt")),
+        "{err:?}"
+    );
+}
+
 /// The oracle can fail: a worktree whose admin entry is deleted from
 /// under it is reported, though every byte of it is still there.
 #[test]

@@ -1042,6 +1042,44 @@ fn tree_files(repo: &Path, commits: &BTreeSet<String>, out: &mut BTreeSet<(PathB
     }
 }
 
+/// Of `ids`, the objects `repo` has (one `git cat-file --batch-check`).
+fn present_objects<'a>(repo: &Path, ids: impl Iterator<Item = &'a str>) -> BTreeSet<String> {
+    use std::io::Write;
+    let ids: BTreeSet<&str> = ids.collect();
+    if ids.is_empty() {
+        return BTreeSet::new();
+    }
+    let Ok(mut child) = git_cmd(repo)
+        .args(["cat-file", "--batch-check=%(objectname)"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        return BTreeSet::new();
+    };
+    let mut input = String::new();
+    for id in &ids {
+        input.push_str(id);
+        input.push('\n');
+    }
+    let mut stdin = child.stdin.take().expect("piped");
+    // Written from another thread: git answers while it reads.
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let out = child
+        .wait_with_output()
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    let _ = writer.join();
+    // A missing object is answered `<id> missing`.
+    lines(&out)
+        .into_iter()
+        .filter(|l| !l.ends_with(" missing") && ids.contains(l.as_str()))
+        .collect()
+}
+
 /// The archive's name component: `refs/boo/archive/<name>/<secs>`; the
 /// `-nested` refs beside it are not archives of their own.
 pub fn archive_name(reference: &str) -> Option<String> {
@@ -1139,7 +1177,13 @@ pub fn check(
         archives: HashMap::new(),
     };
     for repo in before.main_repos.iter().chain(stores) {
-        tree_files(repo, &repo_reachable(repo, false), &mut hold.committed);
+        let mut files = BTreeSet::new();
+        tree_files(repo, &repo_reachable(repo, false), &mut files);
+        // A tree naming a blob the repository lacks holds nothing: what
+        // `git gc` keeps is what is reachable and there.
+        let present = present_objects(repo, files.iter().map(|(_, e)| e.blob.as_str()));
+        hold.committed
+            .extend(files.into_iter().filter(|(_, e)| present.contains(&e.blob)));
         hold.reachable.extend(repo_reachable(repo, true));
     }
     // What still stands keeps its own commits: directories, admin entries
