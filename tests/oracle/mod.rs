@@ -5,6 +5,23 @@
 //! by restoring archives with the README's recipe and comparing bytes. The
 //! controller is driven only through its binary (see `world`).
 //!
+//! What it counts as held (each proved able to fail in tests/oracle.rs):
+//!
+//! - a file in place, in an archive the recipe restores, or in a commit a
+//!   ref reaches whose blob the repository has (what `git gc --prune=now`
+//!   keeps with every reflog expired):
+//!   `oracle_reports_an_untracked_file_deleted_by_hand`,
+//!   `oracle_reports_a_committed_file_whose_blob_is_missing`;
+//! - a commit of a worktree, of a nested repository or submodule (every
+//!   ref, HEAD reflog, every stash entry), of an admin entry (HEAD, HEAD
+//!   reflog, per-worktree refs) or of a submodule git directory under its
+//!   `modules/`, reachable afterwards from a ref of a main repository (its
+//!   objects there) or still where it was; staged content likewise:
+//!   `oracle_reports_a_worktree_deleted_by_hand`,
+//!   `oracle_reports_what_only_a_stale_admin_entry_held_pruned_by_hand`;
+//! - a worktree still there is byte-identical and still linked to its
+//!   admin entry: `oracle_reports_a_worktree_unlinked_from_its_admin_entry`.
+//!
 //! Two test targets include this module and each uses a different part.
 #![allow(dead_code)]
 
