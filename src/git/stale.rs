@@ -19,9 +19,10 @@
 //!    index's staged tree as a commit (parent HEAD), and every commit of a
 //!    submodule git directory inside the entry that none of that
 //!    submodule's remote-tracking refs reaches (its HEAD, reflog, branches,
-//!    tags, notes, stash and stash entries), fetched into the main
-//!    repository as a pack of their own. Test:
-//!    `everything_a_stale_entry_holds_survives_its_prune_and_gc`.
+//!    tags, notes, stash and stash entries, its index's staged tree as a
+//!    commit), fetched into the main repository as a pack of their own.
+//!    Tests: `everything_a_stale_entry_holds_survives_its_prune_and_gc`,
+//!    `a_submodules_staged_content_survives_its_entrys_prune_and_gc`.
 //! 2. **No guess.** An index git cannot write as a tree (unmerged entries,
 //!    a missing object), a submodule git directory git cannot read or
 //!    fetch from: an error naming it, and the entry is not pruned. Test:
@@ -217,7 +218,8 @@ fn collect_modules(dir: &Path, prefix: &str, depth: usize, out: &mut Vec<(String
 
 /// The commits of the submodule git directory `module` that none of its
 /// remote-tracking refs reaches: its HEAD and HEAD reflog, branches, tags,
-/// notes, the stash and its entries.
+/// notes, the stash and its entries, and what its index has staged (as a
+/// commit, parent HEAD: the index goes with the git directory).
 pub fn module_commits(main: &Git, module: &Path) -> Result<Vec<String>, String> {
     let git = main.with_git_dir(module);
     let mut tips = vec!["HEAD".to_string()];
@@ -227,7 +229,9 @@ pub fn module_commits(main: &Git, module: &Path) -> Result<Vec<String>, String> 
         &["refs/heads/", "refs/tags/", "refs/notes/", "refs/stash"],
     )?);
     tips.extend(reflog(module, "refs/stash")?);
-    let tips = commits(&git, &tips)?;
+    let mut tips = commits(&git, &tips)?;
+    let head = commit_of(&git, "HEAD")?;
+    tips.extend(staged_commit(&git, module, head.as_deref())?);
     unreached(&git, tips, &["--not", "--remotes"])
 }
 
@@ -404,6 +408,25 @@ mod tests {
             keep_entry_work(&f.repo, "det", now(), DEFAULT_TIMEOUT).unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn a_submodules_staged_content_survives_its_entrys_prune_and_gc() {
+        let f = Fixture::new();
+        let (wt, sub) = f.worktree_with_submodule("st");
+        // Staged in the submodule, then deleted from the disk: only the
+        // submodule's index (inside the admin entry) has it.
+        write(&sub.join("only-staged.txt"), "staged in the submodule\n");
+        f.git(&sub, &["add", "only-staged.txt"]);
+        let blob = f.git(&sub, &["rev-parse", ":only-staged.txt"]);
+        fs::remove_file(sub.join("only-staged.txt")).unwrap();
+        fs::remove_dir_all(&wt).unwrap();
+        keep_entry_work(&f.repo, "st", now(), DEFAULT_TIMEOUT)
+            .unwrap()
+            .expect("the submodule's index holds work");
+        assert_eq!(crate::git::admin::prune_for(&f.repo, &wt).unwrap(), 1);
+        f.expire_and_gc();
+        assert!(has(&f, &blob), "the submodule's staged blob {blob} lost");
     }
 
     #[test]

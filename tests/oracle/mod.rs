@@ -5,6 +5,23 @@
 //! by restoring archives with the README's recipe and comparing bytes. The
 //! controller is driven only through its binary (see `world`).
 //!
+//! What it counts as held (each proved able to fail in tests/oracle.rs):
+//!
+//! - a file in place, in an archive the recipe restores, or in a commit a
+//!   ref reaches whose blob the repository has (what `git gc --prune=now`
+//!   keeps with every reflog expired):
+//!   `oracle_reports_an_untracked_file_deleted_by_hand`,
+//!   `oracle_reports_a_committed_file_whose_blob_is_missing`;
+//! - a commit of a worktree, of a nested repository or submodule (every
+//!   ref, HEAD reflog, every stash entry), of an admin entry (HEAD, HEAD
+//!   reflog, per-worktree refs) or of a submodule git directory under its
+//!   `modules/`, reachable afterwards from a ref of a main repository (its
+//!   objects there) or still where it was; staged content likewise:
+//!   `oracle_reports_a_worktree_deleted_by_hand`,
+//!   `oracle_reports_what_only_a_stale_admin_entry_held_pruned_by_hand`;
+//! - a worktree still there is byte-identical and still linked to its
+//!   admin entry: `oracle_reports_a_worktree_unlinked_from_its_admin_entry`.
+//!
 //! Two test targets include this module and each uses a different part.
 #![allow(dead_code)]
 
@@ -184,6 +201,9 @@ pub struct DirSnap {
     pub nested: Vec<PathBuf>,
     /// What git says of each of `nested` that is a repository of its own.
     pub nested_repos: BTreeMap<PathBuf, NestedState>,
+    /// Stage-0 index entries of each of `nested_repos` (submodules
+    /// included), by path below this directory: their staged content.
+    pub nested_index: BTreeSet<(PathBuf, Entry)>,
     /// Commits of HEAD, its branch, the HEAD reflog, `refs/worktree/*`, and
     /// of every nested repository (HEAD, refs, reflog).
     pub commits: BTreeSet<String>,
@@ -197,12 +217,44 @@ pub struct Snapshot {
     pub root: PathBuf,
     pub main_repos: Vec<PathBuf>,
     pub dirs: Vec<DirSnap>,
+    /// Every admin entry (`.git/worktrees/<name>`) of the main
+    /// repositories, whether or not its directory is under the root.
+    pub admins: Vec<AdminSnap>,
 }
 
 impl Snapshot {
     pub fn dir(&self, name: &str) -> Option<&DirSnap> {
         self.dirs.iter().find(|d| d.name == name)
     }
+
+    pub fn admin(&self, main: &Path, name: &str) -> Option<&AdminSnap> {
+        self.admins
+            .iter()
+            .find(|a| a.main == main && a.name == name)
+    }
+}
+
+/// One admin entry, as git keeps it: what only it holds must survive its
+/// worktree (in place, or reachable in the main repository afterwards).
+#[derive(Clone, Debug)]
+pub struct AdminSnap {
+    /// The main repository's working directory.
+    pub main: PathBuf,
+    pub name: String,
+    pub path: PathBuf,
+    /// Commits of HEAD, the HEAD reflog and the per-worktree refs
+    /// (`refs/worktree/*`, `refs/bisect/*`, `refs/rewritten/*`).
+    pub commits: BTreeSet<String>,
+    /// Commits of each submodule git directory under `modules/` (every
+    /// ref, HEAD, the HEAD reflog and every stash entry), by its path
+    /// relative to the entry.
+    pub modules: BTreeMap<PathBuf, BTreeSet<String>>,
+    /// Stage-0 entries of those submodules' indexes: (git directory, path
+    /// in the submodule, entry).
+    pub module_index: BTreeSet<(PathBuf, PathBuf, Entry)>,
+    /// The index's staged entries at stage 0, intent-to-add markers (the
+    /// empty blob) aside.
+    pub index: BTreeSet<(PathBuf, Entry)>,
 }
 
 fn canon(p: &Path) -> PathBuf {
@@ -295,10 +347,14 @@ fn is_ignored(rel: &Path, ignored: &[Vec<u8>]) -> bool {
 }
 
 fn index_entries(dir: &Path) -> BTreeSet<(PathBuf, Entry)> {
+    git_ok(dir, &["ls-files", "-s", "-z"])
+        .map(|b| parse_index(&b))
+        .unwrap_or_default()
+}
+
+/// `git ls-files -s -z` output: stage-0 files and symlinks.
+fn parse_index(bytes: &[u8]) -> BTreeSet<(PathBuf, Entry)> {
     let mut out = BTreeSet::new();
-    let Some(bytes) = git_ok(dir, &["ls-files", "-s", "-z"]) else {
-        return out;
-    };
     for rec in bytes.split(|b| *b == 0).filter(|r| !r.is_empty()) {
         // `<mode> <blob> <stage>\t<path>`
         let Some(tab) = rec.iter().position(|b| *b == b'\t') else {
@@ -384,7 +440,187 @@ fn repo_commits(dir: &Path) -> BTreeSet<String> {
             .map(|o| lines(&o))
             .unwrap_or_default(),
     );
+    // Every stash entry, not only the newest the ref names.
+    if let Some(gd) = git_dir(dir) {
+        starts.extend(reflog_by_hand(&gd, "refs/stash"));
+    }
     rev_list(dir, &starts)
+}
+
+/// The commits a reflog file names; read by hand because git refuses to
+/// show the reflog of a HEAD whose branch is gone.
+fn reflog_by_hand(git_dir: &Path, name: &str) -> Vec<String> {
+    std::fs::read_to_string(git_dir.join("logs").join(name))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1))
+        .filter(|id| id.len() >= 40 && id.bytes().any(|b| b != b'0'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A git command on the git directory `gd` itself (an admin entry or a
+/// submodule's git directory), whatever working tree it has or had: a
+/// submodule's `core.worktree` may name a directory that is gone.
+fn gitdir_ok(gd: &Path, args: &[&str]) -> Option<Vec<u8>> {
+    let out = git_cmd(gd)
+        .arg("--git-dir=.")
+        .env("GIT_WORK_TREE", gd)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("git runs");
+    out.status.success().then_some(out.stdout)
+}
+
+fn gitdir_rev_list(gd: &Path, starts: &[String]) -> BTreeSet<String> {
+    let one = |s: &[&str]| {
+        let mut args = vec!["rev-list"];
+        args.extend_from_slice(s);
+        gitdir_ok(gd, &args).map(|o| lines(&o))
+    };
+    if starts.is_empty() {
+        return BTreeSet::new();
+    }
+    let all: Vec<&str> = starts.iter().map(String::as_str).collect();
+    match one(&all) {
+        Some(l) => l.into_iter().collect(),
+        None => starts
+            .iter()
+            .flat_map(|s| one(&[s.as_str()]).unwrap_or_default())
+            .collect(),
+    }
+}
+
+/// HEAD's commit as the git directory's `HEAD` file names it: a branch
+/// (when it still exists) or a commit id.
+fn gitdir_head(gd: &Path) -> Option<String> {
+    gitdir_ok(gd, &["rev-parse", "-q", "--verify", "HEAD^{commit}"])
+        .and_then(|o| lines(&o).into_iter().next())
+        .or_else(|| {
+            let text = std::fs::read_to_string(gd.join("HEAD")).ok()?;
+            let t = text.trim();
+            (t.len() >= 40 && !t.starts_with("ref:")).then(|| t.to_string())
+        })
+}
+
+/// Commits only an admin entry holds: HEAD, its reflog, per-worktree refs.
+fn admin_commits(gd: &Path) -> BTreeSet<String> {
+    let mut starts: Vec<String> = gitdir_head(gd).into_iter().collect();
+    starts.extend(reflog_by_hand(gd, "HEAD"));
+    starts.extend(
+        gitdir_ok(
+            gd,
+            &[
+                "for-each-ref",
+                "--format=%(objectname)",
+                "refs/worktree/",
+                "refs/bisect/",
+                "refs/rewritten/",
+            ],
+        )
+        .map(|o| lines(&o))
+        .unwrap_or_default(),
+    );
+    gitdir_rev_list(gd, &starts)
+}
+
+/// Commits of a submodule's git directory: HEAD, every ref (branches,
+/// tags, remote-tracking refs, the stash), the HEAD reflog, every stash
+/// entry.
+fn module_commits(gd: &Path) -> BTreeSet<String> {
+    let mut starts: Vec<String> = gitdir_head(gd).into_iter().collect();
+    starts.extend(
+        gitdir_ok(gd, &["for-each-ref", "--format=%(objectname)"])
+            .map(|o| lines(&o))
+            .unwrap_or_default(),
+    );
+    starts.extend(reflog_by_hand(gd, "HEAD"));
+    starts.extend(reflog_by_hand(gd, "refs/stash"));
+    gitdir_rev_list(gd, &starts)
+}
+
+/// Git directories below `<gd>/modules`, submodules of submodules too, by
+/// path relative to `gd`.
+fn module_dirs(gd: &Path) -> Vec<PathBuf> {
+    fn into(gd: &Path, rel: &Path, out: &mut Vec<PathBuf>, depth: usize) {
+        if depth > 8 {
+            return;
+        }
+        let Ok(rd) = std::fs::read_dir(gd.join(rel)) else {
+            return;
+        };
+        for de in rd.flatten() {
+            if !de.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let r = rel.join(de.file_name());
+            let d = gd.join(&r);
+            if d.join("HEAD").is_file() && d.join("objects").is_dir() {
+                out.push(r.clone());
+                into(gd, &r.join("modules"), out, depth + 1);
+            } else {
+                into(gd, &r, out, depth + 1);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    into(gd, Path::new("modules"), &mut out, 0);
+    out
+}
+
+/// Every admin entry of `main`'s repository.
+/// The empty blob: what an intent-to-add entry stages.
+const EMPTY_BLOB: &str = "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391";
+
+pub fn snapshot_admins(main: &Path) -> Vec<AdminSnap> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(main.join(".git/worktrees")) else {
+        return out;
+    };
+    let mut entries: Vec<_> = rd.flatten().collect();
+    entries.sort_by_key(|d| d.file_name());
+    for de in entries {
+        let gd = de.path();
+        if !gd.is_dir() {
+            continue;
+        }
+        let index = gitdir_ok(&gd, &["ls-files", "-s", "-z"])
+            .map(|b| parse_index(&b))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, e)| e.blob != EMPTY_BLOB)
+            .collect();
+        let modules = module_dirs(&gd);
+        let module_index = modules
+            .iter()
+            .flat_map(|m| {
+                gitdir_ok(&gd.join(m), &["ls-files", "-s", "-z"])
+                    .map(|b| parse_index(&b))
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|(_, e)| e.blob != EMPTY_BLOB)
+                    .map(move |(p, e)| (m.clone(), p, e))
+            })
+            .collect();
+        out.push(AdminSnap {
+            main: main.to_path_buf(),
+            name: de.file_name().to_string_lossy().to_string(),
+            commits: admin_commits(&gd),
+            modules: modules
+                .into_iter()
+                .map(|m| {
+                    let c = module_commits(&gd.join(&m));
+                    (m, c)
+                })
+                .collect(),
+            module_index,
+            index,
+            path: gd,
+        });
+    }
+    out
 }
 
 fn git_dir(dir: &Path) -> Option<PathBuf> {
@@ -449,6 +685,7 @@ pub fn snapshot_dir(path: &Path, main_repos: &[PathBuf]) -> DirSnap {
         }
     }
     let mut nested_repos = BTreeMap::new();
+    let mut nested_index = BTreeSet::new();
     for n in &nested {
         let nd = path.join(n);
         let top = git_ok(&nd, &["rev-parse", "--show-toplevel"])
@@ -456,6 +693,14 @@ pub fn snapshot_dir(path: &Path, main_repos: &[PathBuf]) -> DirSnap {
         if top.as_deref() == Some(canon(&nd).as_path()) {
             commits.extend(repo_commits(&nd));
             nested_repos.insert(n.clone(), nested_state(&nd));
+            if !n.as_os_str().is_empty() {
+                nested_index.extend(
+                    index_entries(&nd)
+                        .into_iter()
+                        .filter(|(_, e)| e.blob != EMPTY_BLOB)
+                        .map(|(p, e)| (n.join(p), e)),
+                );
+            }
         }
     }
     let index = match &status {
@@ -475,6 +720,7 @@ pub fn snapshot_dir(path: &Path, main_repos: &[PathBuf]) -> DirSnap {
         all,
         nested,
         nested_repos,
+        nested_index,
         commits,
         branch,
         locked,
@@ -600,6 +846,7 @@ pub fn snapshot(root: &Path, main_repos: &[PathBuf]) -> Snapshot {
         root: root.to_path_buf(),
         main_repos: main_repos.to_vec(),
         dirs,
+        admins: main_repos.iter().flat_map(|m| snapshot_admins(m)).collect(),
     }
 }
 
@@ -636,6 +883,9 @@ pub enum Violation {
     },
     /// A live session's row names it, and it was removed.
     LiveRemoved { dir: String },
+    /// A linked worktree still there is no longer one: its admin entry
+    /// (HEAD, index, per-worktree refs) was pruned from under it.
+    Unlinked { dir: String },
     /// Locked or mid-operation, and removed without `--force`.
     RemovedUnforced { dir: String, why: String },
     /// An archive ref that the recipe cannot restore.
@@ -809,6 +1059,44 @@ fn tree_files(repo: &Path, commits: &BTreeSet<String>, out: &mut BTreeSet<(PathB
     }
 }
 
+/// Of `ids`, the objects `repo` has (one `git cat-file --batch-check`).
+fn present_objects<'a>(repo: &Path, ids: impl Iterator<Item = &'a str>) -> BTreeSet<String> {
+    use std::io::Write;
+    let ids: BTreeSet<&str> = ids.collect();
+    if ids.is_empty() {
+        return BTreeSet::new();
+    }
+    let Ok(mut child) = git_cmd(repo)
+        .args(["cat-file", "--batch-check=%(objectname)"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        return BTreeSet::new();
+    };
+    let mut input = String::new();
+    for id in &ids {
+        input.push_str(id);
+        input.push('\n');
+    }
+    let mut stdin = child.stdin.take().expect("piped");
+    // Written from another thread: git answers while it reads.
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let out = child
+        .wait_with_output()
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    let _ = writer.join();
+    // A missing object is answered `<id> missing`.
+    lines(&out)
+        .into_iter()
+        .filter(|l| !l.ends_with(" missing") && ids.contains(l.as_str()))
+        .collect()
+}
+
 /// The archive's name component: `refs/boo/archive/<name>/<secs>`; the
 /// `-nested` refs beside it are not archives of their own.
 pub fn archive_name(reference: &str) -> Option<String> {
@@ -906,12 +1194,25 @@ pub fn check(
         archives: HashMap::new(),
     };
     for repo in before.main_repos.iter().chain(stores) {
-        tree_files(repo, &repo_reachable(repo, false), &mut hold.committed);
+        let mut files = BTreeSet::new();
+        tree_files(repo, &repo_reachable(repo, false), &mut files);
+        // A tree naming a blob the repository lacks holds nothing: what
+        // `git gc` keeps is what is reachable and there.
+        let present = present_objects(repo, files.iter().map(|(_, e)| e.blob.as_str()));
+        hold.committed
+            .extend(files.into_iter().filter(|(_, e)| present.contains(&e.blob)));
         hold.reachable.extend(repo_reachable(repo, true));
     }
-    // What still stands keeps its own commits.
+    // What still stands keeps its own commits: directories, admin entries
+    // and the submodule git directories inside them.
     for d in &after.dirs {
         hold.reachable.extend(d.commits.iter().cloned());
+    }
+    for a in &after.admins {
+        hold.reachable.extend(a.commits.iter().cloned());
+        for c in a.modules.values() {
+            hold.reachable.extend(c.iter().cloned());
+        }
     }
     for (main, reference) in &refs {
         let Some(name) = archive_name(reference) else {
@@ -986,6 +1287,28 @@ pub fn check(
             });
         }
 
+        // Staged content of nested repositories and submodules: in place,
+        // committed (below the repository's path), or archived as a file.
+        for (p, e) in &d.nested_index {
+            let item = (p.clone(), e.clone());
+            let committed = d
+                .nested
+                .iter()
+                .filter_map(|n| p.strip_prefix(n).ok())
+                .any(|rel| hold.committed.contains(&(rel.to_path_buf(), e.clone())));
+            if kept.is_some_and(|k| k.nested_index.contains(&item))
+                || committed
+                || restored.iter().any(|r| r.files.get(p) == Some(e))
+            {
+                continue;
+            }
+            violations.push(Violation::StagedLost {
+                dir: d.name.clone(),
+                path: p.clone(),
+                entry: e.clone(),
+            });
+        }
+
         // (b) every commit is still reachable.
         for c in &d.commits {
             if !hold.reachable.contains(c) {
@@ -996,7 +1319,12 @@ pub fn check(
             }
         }
 
-        // (c) kept means byte-identical.
+        // (c) kept means byte-identical, and still a worktree.
+        if kept.is_some_and(|k| d.proper && !k.proper) {
+            violations.push(Violation::Unlinked {
+                dir: d.name.clone(),
+            });
+        }
         if let Some(k) = kept {
             let paths: BTreeSet<&PathBuf> = d.all.keys().chain(k.all.keys()).collect();
             for p in paths {
@@ -1010,6 +1338,70 @@ pub fn check(
                     });
                 }
             }
+        }
+    }
+
+    // (d) what only an admin entry held: its commits, its submodules'
+    // commits (whose objects must now be in a main repository when the
+    // git directory is gone), and its staged content.
+    for a in &before.admins {
+        let label = format!("admin entry {}", a.name);
+        let all = a.commits.iter().chain(a.modules.values().flatten());
+        for c in all.collect::<BTreeSet<_>>() {
+            if !hold.reachable.contains(c) {
+                violations.push(Violation::CommitLost {
+                    dir: label.clone(),
+                    commit: c.clone(),
+                });
+            }
+        }
+        let kept = after.admin(&a.main, &a.name);
+        // The archives of the directories this entry was the admin of.
+        let mut names = vec![a.name.clone()];
+        names.extend(
+            before
+                .dirs
+                .iter()
+                .filter(|d| d.admin_name.as_deref() == Some(a.name.as_str()))
+                .map(|d| d.name.clone()),
+        );
+        let restored: Vec<&Restored> = names
+            .iter()
+            .filter_map(|n| hold.archives.get(n))
+            .flatten()
+            .collect();
+        // A submodule's staged content in a worktree under the root is
+        // judged with the directory; here, that of an entry whose
+        // directory is gone or elsewhere.
+        let judged_with_dir = before
+            .dirs
+            .iter()
+            .any(|d| d.proper && d.admin_name.as_deref() == Some(a.name.as_str()));
+        for item in a.module_index.iter().filter(|_| !judged_with_dir) {
+            let (_, p, e) = item;
+            if kept.is_some_and(|k| k.module_index.contains(item))
+                || hold.committed.contains(&(p.clone(), e.clone()))
+            {
+                continue;
+            }
+            violations.push(Violation::StagedLost {
+                dir: format!("{label} {}", item.0.display()),
+                path: p.clone(),
+                entry: e.clone(),
+            });
+        }
+        for item in &a.index {
+            if kept.is_some_and(|k| k.index.contains(item))
+                || hold.committed.contains(item)
+                || restored.iter().any(|r| r.index.contains(item))
+            {
+                continue;
+            }
+            violations.push(Violation::StagedLost {
+                dir: label.clone(),
+                path: item.0.clone(),
+                entry: item.1.clone(),
+            });
         }
     }
 

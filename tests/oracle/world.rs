@@ -79,6 +79,45 @@ pub enum Link {
     FileToDir,
 }
 
+/// A step applied inside worktree `wt`'s submodule `sub`, initialised in
+/// the linked worktree first when it is not (its git directory then lives
+/// in the admin entry, under `modules/sub`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubStep {
+    /// A tracked file edited.
+    Edit,
+    /// An untracked file.
+    Untracked,
+    /// A `.env` the submodule's `info/exclude` ignores: precious.
+    DotEnv,
+    /// A commit on the submodule's branch.
+    Commit,
+    /// Tracked changes stashed: a commit only the stash holds.
+    Stash,
+    /// A commit only a tag reaches.
+    TagOnly,
+    /// A commit only the submodule's HEAD reflog reaches.
+    ReflogOnly,
+    /// An edit under `--assume-unchanged`.
+    HiddenEdit,
+    /// Staged content whose file is then deleted: only the index has it.
+    StagedOnly,
+}
+
+impl SubStep {
+    pub const ALL: [SubStep; 9] = [
+        SubStep::Edit,
+        SubStep::Untracked,
+        SubStep::DotEnv,
+        SubStep::Commit,
+        SubStep::Stash,
+        SubStep::TagOnly,
+        SubStep::ReflogOnly,
+        SubStep::HiddenEdit,
+        SubStep::StagedOnly,
+    ];
+}
+
 /// One step that changes the world; `wt` picks a worktree (modulo their
 /// number). A step that does not apply (its worktree is gone, git refuses)
 /// changes nothing or what git left.
@@ -212,15 +251,62 @@ pub enum Op {
     ShareHead {
         wt: u8,
     },
+    /// A step inside the worktree's submodule (initialised first).
+    InSubmodule {
+        wt: u8,
+        step: SubStep,
+    },
+    /// Someone else deletes the worktree's directory, or moves it out of
+    /// the root (into `outside/`): its admin entry is left stale.
+    WorktreeGone {
+        wt: u8,
+        moved_out: bool,
+    },
+    /// Every reflog expired and `git gc --prune=now` in the main
+    /// repository (and in the worktree's submodule): what only a reflog
+    /// held before is gone before the pass, as on a host that runs gc.
+    GcExpire {
+        wt: u8,
+    },
+    /// A commit in the worktree (on its branch, or detached) whose change
+    /// `main` then gets with other whitespace: the same patch to a
+    /// whitespace-blind eye, other bytes.
+    WhitespaceMerged {
+        wt: u8,
+        detached: bool,
+    },
+    /// The root is unmounted for one pass (its mount point an empty
+    /// directory) and mounted again before the judged pass.
+    Remount,
+    /// A process that is not an agent writes new files into the worktree
+    /// all through the pass, from inside it (its working directory) or
+    /// from outside the root (by absolute path, as a sync daemon would).
+    Writer {
+        wt: u8,
+        inside: bool,
+        /// Its first write this many 10 ms after the pass starts (0: one
+        /// before it starts).
+        delay: u8,
+    },
 }
 
 impl Op {
-    pub const KINDS: u8 = 38;
+    pub const KINDS: u8 = 44;
 
     /// The variant's name, as `Debug` prints it.
     pub fn kind(&self) -> String {
         let d = format!("{self:?}");
         d.split([' ', '{']).next().unwrap_or_default().to_string()
+    }
+
+    /// The names `BOO_ORACLE_WITHOUT` knows the step by: its kind, and for
+    /// a step inside a submodule also `InSubmodule.<step>`.
+    pub fn names(&self) -> Vec<String> {
+        let mut v = vec![self.kind()];
+        if let Op::InSubmodule { step, .. } = self {
+            v.push(format!("InSubmodule.{step:?}"));
+        }
+        v
     }
 
     /// Op number `kind` with its parameters drawn from `wt` and `x`; low
@@ -280,7 +366,20 @@ impl Op {
             34 => Op::SymlinkOutside { wt },
             35 => Op::StagedOnly { wt },
             36 => Op::IntentToAdd { wt },
-            _ => Op::RootSymlink,
+            37 => Op::RootSymlink,
+            38 => Op::InSubmodule {
+                wt,
+                step: SubStep::ALL[x as usize % SubStep::ALL.len()],
+            },
+            39 => Op::WorktreeGone { wt, moved_out: b },
+            40 => Op::GcExpire { wt },
+            41 => Op::WhitespaceMerged { wt, detached: b },
+            42 => Op::Remount,
+            _ => Op::Writer {
+                wt,
+                inside: b,
+                delay: (x / 2) % 16,
+            },
         }
     }
 }
@@ -344,6 +443,24 @@ pub struct World {
     pub live: Vec<String>,
     label: String,
     counter: u32,
+    /// Unmount the root for one pass before the judged one.
+    remount: bool,
+    /// The worktree a non-agent writer writes into during the pass,
+    /// whether it runs inside it, and its first write's delay.
+    writer: Option<(u8, bool, u8)>,
+    /// Where the root's contents live while it is a bind mount.
+    mounted: Option<PathBuf>,
+    /// Worktrees someone else deleted or moved out: their rows stay.
+    gone: Vec<String>,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        // Nothing may stay mounted inside a directory about to be deleted.
+        if self.mounted.is_some() {
+            let _ = Command::new("umount").arg("-l").arg(&self.root).output();
+        }
+    }
 }
 
 /// Runs git for a step; a refusal is part of the world, not an error.
@@ -363,6 +480,13 @@ fn append(path: &Path, text: &str) {
     if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(path) {
         let _ = f.write_all(text.as_bytes());
     }
+}
+
+/// Every reflog expired, then `git gc --prune=now`: what only a reflog
+/// held is gone.
+fn gc_expire(dir: &Path) {
+    g(dir, &["reflog", "expire", "--expire=now", "--all"]);
+    g(dir, &["gc", "-q", "--prune=now"]);
 }
 
 fn commit_all(dir: &Path, msg: &str) -> bool {
@@ -424,6 +548,10 @@ impl World {
             live: Vec::new(),
             label: format!("BOO_ORACLE_CHAT_{:016X}", fastrand::u64(..)),
             counter: 0,
+            remount: false,
+            writer: None,
+            mounted: None,
+            gone: Vec::new(),
         }
     }
 
@@ -520,6 +648,20 @@ impl World {
                 }
                 g(&main, &["branch", "-q", "-D", &branch]);
             }
+            Op::Remount => self.remount = true,
+            Op::Writer { wt, inside, delay } => {
+                if self.wt(wt).is_some() {
+                    self.writer = Some((wt, inside, delay));
+                }
+            }
+            Op::GcExpire { wt } => {
+                if let Some(s) = self.wt(wt).map(|w| w.join("sub")) {
+                    if s.join(".git").exists() {
+                        gc_expire(&s);
+                    }
+                }
+                gc_expire(&main);
+            }
             _ => {
                 let wt = match *op {
                     Op::EditTracked { wt, .. }
@@ -554,12 +696,18 @@ impl World {
                     | Op::NegatedIgnore { wt }
                     | Op::SymlinkOutside { wt }
                     | Op::StagedOnly { wt }
-                    | Op::IntentToAdd { wt } => wt,
+                    | Op::IntentToAdd { wt }
+                    | Op::InSubmodule { wt, .. }
+                    | Op::WorktreeGone { wt, .. }
+                    | Op::WhitespaceMerged { wt, .. } => wt,
                     Op::ShowUntrackedNo
                     | Op::RootSymlink
                     | Op::IntoMain { .. }
                     | Op::DeleteBranch { .. }
-                    | Op::ShareHead { .. } => unreachable!(),
+                    | Op::ShareHead { .. }
+                    | Op::Remount
+                    | Op::Writer { .. }
+                    | Op::GcExpire { .. } => unreachable!(),
                 };
                 if let Some(w) = self.wt(wt) {
                     self.apply_in(op, &w);
@@ -786,11 +934,112 @@ impl World {
                 write(&w.join(&f), &format!("intent to add {n}\n"));
                 g(w, &["add", "-N", "--", &f]);
             }
+            Op::InSubmodule { step, .. } => {
+                if let Some(s) = self.submodule(w) {
+                    self.sub_step(&s, step, n);
+                }
+            }
+            Op::WorktreeGone { moved_out, .. } => {
+                if let Some(name) = w.file_name() {
+                    self.gone.push(name.to_string_lossy().to_string());
+                }
+                if moved_out {
+                    let to = self.outside().join(format!("moved-out-{n}"));
+                    // `mv`: the root may be another mount than `outside/`.
+                    let _ = Command::new("mv").arg(w).arg(&to).status();
+                } else {
+                    let _ = std::fs::remove_dir_all(w);
+                }
+            }
+            Op::WhitespaceMerged { detached, .. } => {
+                if detached {
+                    g(w, &["checkout", "-q", "--detach"]);
+                }
+                let f = format!("ws-{n}.txt");
+                write(&w.join(&f), &format!("fn f() {{\n\tlet x = {n};\n}}\n"));
+                g(w, &["add", "--", &f]);
+                if g(w, &["commit", "-q", "--no-verify", "-m", &format!("ws{n}")]) {
+                    let m = self.main.clone();
+                    write(&m.join(&f), &format!("fn f() {{\n    let  x = {n}; \n}}\n"));
+                    g(&m, &["add", "--", &f]);
+                    g(
+                        &m,
+                        &["commit", "-q", "--no-verify", "-m", &format!("ws{n}")],
+                    );
+                }
+            }
             Op::ShowUntrackedNo
             | Op::RootSymlink
             | Op::IntoMain { .. }
             | Op::DeleteBranch { .. }
-            | Op::ShareHead { .. } => {}
+            | Op::ShareHead { .. }
+            | Op::Remount
+            | Op::Writer { .. }
+            | Op::GcExpire { .. } => {}
+        }
+    }
+
+    /// The worktree's submodule `sub`, added (and committed) first when it
+    /// is not there: `None` when git refuses.
+    fn submodule(&mut self, w: &Path) -> Option<PathBuf> {
+        let s = w.join("sub");
+        if !s.join(".git").exists() {
+            self.apply_in(
+                &Op::Submodule {
+                    wt: 0,
+                    commit: true,
+                },
+                w,
+            );
+        }
+        s.join(".git").exists().then_some(s)
+    }
+
+    fn sub_step(&mut self, s: &Path, step: SubStep, n: u32) {
+        match step {
+            SubStep::Edit => append(&s.join("lib.txt"), &format!("sub edit {n}\n")),
+            SubStep::Untracked => write(
+                &s.join(format!("sub-untracked-{n}.txt")),
+                &format!("u {n}\n"),
+            ),
+            SubStep::DotEnv => {
+                let out = git_out(s, &["rev-parse", "--git-path", "info/exclude"]);
+                let exclude = s.join(String::from_utf8_lossy(&out.stdout).trim());
+                write(&exclude, ".env\n");
+                write(&s.join(".env"), &format!("SUB_SECRET={n}\n"));
+            }
+            SubStep::Commit => {
+                append(&s.join("lib.txt"), &format!("sub change {n}\n"));
+                g(s, &["commit", "-q", "--no-verify", "-am", "sub"]);
+            }
+            SubStep::Stash => {
+                append(&s.join("lib.txt"), &format!("sub stashed {n}\n"));
+                g(s, &["stash", "-q"]);
+            }
+            SubStep::TagOnly => {
+                append(&s.join("lib.txt"), &format!("sub tagged {n}\n"));
+                if g(s, &["commit", "-q", "--no-verify", "-am", "tagged"]) {
+                    g(s, &["tag", &format!("t{n}")]);
+                    g(s, &["reset", "-q", "--hard", "HEAD~1"]);
+                }
+            }
+            SubStep::ReflogOnly => {
+                g(s, &["checkout", "-q", "--detach"]);
+                append(&s.join("lib.txt"), &format!("sub reflog {n}\n"));
+                if g(s, &["commit", "-q", "--no-verify", "-am", "reflog"]) {
+                    g(s, &["reset", "-q", "--hard", "HEAD~1"]);
+                }
+            }
+            SubStep::HiddenEdit => {
+                g(s, &["update-index", "--assume-unchanged", "lib.txt"]);
+                append(&s.join("lib.txt"), &format!("sub hidden {n}\n"));
+            }
+            SubStep::StagedOnly => {
+                let f = format!("sub-staged-{n}.txt");
+                write(&s.join(&f), &format!("only in the sub's index {n}\n"));
+                g(s, &["add", "--", &f]);
+                let _ = std::fs::remove_file(s.join(&f));
+            }
         }
     }
 
@@ -868,6 +1117,14 @@ impl World {
         // Symlinks under the root get rows too: paths are untrusted input.
         let mut names = self.dir_names();
         names.extend(self.symlink_names());
+        // A worktree someone else took away still has its row.
+        names.extend(
+            self.gone
+                .iter()
+                .filter(|g| !names.contains(g))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
         for (i, name) in names.iter().enumerate() {
             let spec = rows[i % rows.len()];
             let path = self.root.join(name);
@@ -961,14 +1218,18 @@ impl World {
         }
     }
 
-    /// One `once --json` pass; the archive refs it reported and its output.
-    pub fn pass(&self, force: bool) -> (Vec<String>, String) {
+    fn once(&self, force: bool) -> std::process::Output {
         let mut c = self.bin();
         c.args(["once", "--json"]);
         if force {
             c.arg("--force");
         }
-        let out = c.output().expect("controller runs");
+        c.output().expect("controller runs")
+    }
+
+    /// One `once --json` pass; the archive refs it reported and its output.
+    pub fn pass(&self, force: bool) -> (Vec<String>, String) {
+        let out = self.once(force);
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
         let mut refs = Vec::new();
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(&stdout) {
@@ -1117,11 +1378,72 @@ impl World {
         String::from_utf8_lossy(&out.stdout).trim() != "0"
     }
 
-    /// Snapshot, one pass, and the oracle's verdict.
-    pub fn judge(&self, force: bool) -> Result<(), Failure> {
-        let before = self.snapshot();
+    fn mount_root(&self, dev: &Path) -> bool {
+        Command::new("mount")
+            .arg("--bind")
+            .arg(dev)
+            .arg(&self.root)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    /// The root made a bind mount of its contents, a pass, the root
+    /// unmounted (its mount point an empty directory), a pass, and the
+    /// root mounted again; the archive refs those passes reported. Without
+    /// the privilege to mount, nothing.
+    fn remount_passes(&mut self, force: bool) -> Vec<String> {
+        let dev = self.base.join("root-dev");
+        if std::fs::rename(&self.root, &dev).is_err() {
+            return Vec::new();
+        }
+        std::fs::create_dir(&self.root).expect("a mount point");
+        if !self.mount_root(&dev) {
+            let _ = std::fs::remove_dir(&self.root);
+            std::fs::rename(&dev, &self.root).expect("the root's contents move back");
+            return Vec::new();
+        }
+        self.mounted = Some(dev.clone());
+        let (refs, _) = self.pass(force);
+        let unmounted = Command::new("umount")
+            .arg(&self.root)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if unmounted {
+            // Whatever it exits with, the judged pass and the snapshots
+            // say what it did.
+            let _ = self.once(force);
+            assert!(self.mount_root(&dev), "the root mounts again");
+        }
+        refs
+    }
+
+    /// Snapshot, one pass (with `Op::Remount`, after a pass over the root
+    /// mounted and one over it unmounted; with `Op::Writer`, a writer
+    /// running), and the oracle's verdict.
+    pub fn judge(&mut self, force: bool) -> Result<(), Failure> {
+        let mut before = self.snapshot();
         let outside = self.outside_files();
-        let (refs, output) = self.pass(force);
+        let writer = self
+            .writer
+            .and_then(|(wt, inside, delay)| self.wt(wt).map(|p| (self.id(wt), p, inside, delay)))
+            .map(|(name, p, inside, delay)| Writer::start(&self.base, &p, name, inside, delay));
+        let mut refs = Vec::new();
+        if self.remount {
+            refs = self.remount_passes(force);
+        }
+        let (last, output) = self.pass(force);
+        refs.extend(last);
+        if let Some(w) = writer {
+            // What the writer wrote is work as the files before the pass
+            // are: in place, or recoverable.
+            let (name, written) = w.stop();
+            if let Some(d) = before.dirs.iter_mut().find(|d| d.name == name) {
+                for (p, e) in written {
+                    d.work.insert(p.clone(), e.clone());
+                    d.all.insert(p, e);
+                }
+            }
+        }
         let after = self.snapshot();
         let outside_after = self.outside_files();
         let mut violations = check(&before, &after, &refs, &self.stores())
@@ -1160,6 +1482,102 @@ impl World {
         } else {
             Err(Failure { violations, output })
         }
+    }
+}
+
+/// A process that is not an agent (no chat label) writing new files into a
+/// worktree, its working directory, until told to stop: each file is
+/// logged, outside the root, only once it is written.
+struct Writer {
+    child: std::process::Child,
+    name: String,
+    log: PathBuf,
+    stop: PathBuf,
+}
+
+impl Writer {
+    /// Where to write is read from a file: neither its arguments, its
+    /// environment nor (from outside) its working directory name the
+    /// worktree, as with a sync daemon or an editor's background save. It
+    /// writes into `src/`, a directory below the worktree's top.
+    const SCRIPT: &'static str = r#"DIR=$(cat "$CONF")
+sleep "$DELAY"
+i=0
+while [ ! -e "$STOP" ]; do
+  i=$((i+1))
+  printf 'writer %s\n' "$i" > "$DIR/src/writer-$i.txt" && echo "src/writer-$i.txt" >> "$LOG"
+  sleep 0.02
+done"#;
+
+    fn start(base: &Path, dir: &Path, name: String, inside: bool, delay: u8) -> Writer {
+        let log = base.join("writer.log");
+        let stop = base.join("writer.stop");
+        let conf = base.join("writer.conf");
+        let (cwd, target) = if inside {
+            (dir, Path::new("."))
+        } else {
+            (base, dir)
+        };
+        write(&conf, &target.to_string_lossy());
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(Self::SCRIPT)
+            .current_dir(cwd)
+            .env("CONF", &conf)
+            .env("DELAY", format!("{}.{:02}", delay / 100, delay % 100))
+            .env("LOG", &log)
+            .env("STOP", &stop)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sh runs");
+        // Without a delay, its first file is written before the pass.
+        for _ in 0..200 {
+            if delay > 0 || log.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Writer {
+            child,
+            name,
+            log,
+            stop,
+        }
+    }
+
+    /// Stops the writer (its last write finished); the directory's name
+    /// and every file it wrote, as git would store it.
+    fn stop(mut self) -> (String, Vec<(PathBuf, Entry)>) {
+        write(&self.stop, "");
+        let mut done = false;
+        for _ in 0..500 {
+            if self.child.try_wait().ok().flatten().is_some() {
+                done = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        if !done {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let written = log
+            .lines()
+            .filter_map(|f| {
+                let i = f.strip_prefix("src/writer-")?.strip_suffix(".txt")?;
+                Some((
+                    PathBuf::from(f),
+                    Entry {
+                        mode: "100644",
+                        blob: super::blob_id(format!("writer {i}\n").as_bytes()),
+                    },
+                ))
+            })
+            .collect();
+        (self.name.clone(), written)
     }
 }
 
