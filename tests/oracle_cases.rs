@@ -436,7 +436,6 @@ fn a_submodules_staged_only_content_survives_forced_removal() {
 /// status`, so a forced removal's archive takes its files as its HEAD's
 /// and the edit is gone with the worktree.
 #[test]
-#[ignore = "loses work: a hidden edit inside a submodule is not in a forced removal's archive; see report"]
 fn a_hidden_edit_inside_a_submodule_survives_forced_removal() {
     safe(
         1,
@@ -577,7 +576,6 @@ fn a_writer_that_is_not_an_agent_loses_nothing_it_wrote_during_the_pass() {
 /// files written between the judgement and the retirement go with the
 /// trash. Several worlds make the race show.
 #[test]
-#[ignore = "loses work: files a non-agent writer makes below a clean worktree during the pass are retired with it; see report"]
 fn a_writer_starting_during_the_pass_loses_nothing() {
     for delay in 1..16 {
         safe_both(&[Op::Writer {

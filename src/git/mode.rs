@@ -33,6 +33,8 @@ pub const SKIP_WORKTREE: u16 = 1 << 14;
 /// Intent-to-add (`flags_extended`): the path is announced, its content is
 /// not staged.
 pub const INTENT_TO_ADD: u16 = 1 << 13;
+/// Assume-unchanged (`flags`): git's status does not look at the file.
+pub const ASSUME_VALID: u16 = 0x8000;
 
 #[cfg(test)]
 mod tests {

@@ -73,7 +73,7 @@ use std::time::SystemTime;
 use git2::{Commit, ErrorCode, Index, Oid, Repository};
 use globset::GlobSet;
 
-use super::mode::{GITLINK, INTENT_TO_ADD, SKIP_WORKTREE, STAGE_MASK};
+use super::mode::{ASSUME_VALID, GITLINK, INTENT_TO_ADD, SKIP_WORKTREE, STAGE_MASK};
 use super::paths::{
     common_dir_of_admin, dot_git, has_dot_git, is_inside, join_rel, open_exact, ref_component,
     DotGit,
@@ -384,11 +384,20 @@ fn worktree_tree(b: &Builder<'_>, staged: &Staged) -> Result<Oid, GitError> {
 }
 
 /// Whether the submodule `sub` holds anything its commit does not; when
-/// that cannot be told, it does.
+/// that cannot be told, it does. An index entry marked assume-unchanged
+/// or skip-worktree hides its file from the scan, so such a submodule's
+/// files are archived whole.
 fn submodule_is_dirty(sub: &Repository, precious: &GlobSet) -> bool {
-    scan(sub, precious, false)
-        .map(|s| !s.is_clean())
-        .unwrap_or(true)
+    let hides = match sub.index() {
+        Ok(index) => index
+            .iter()
+            .any(|e| e.flags & ASSUME_VALID != 0 || e.flags_extended & SKIP_WORKTREE != 0),
+        Err(_) => true,
+    };
+    hides
+        || scan(sub, precious, false)
+            .map(|s| !s.is_clean())
+            .unwrap_or(true)
 }
 
 /// A nested repository's or submodule's path, and whether its working
