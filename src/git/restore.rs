@@ -1770,6 +1770,33 @@ mod tests {
         );
     }
 
+    /// A nested clone whose every commit its remote has still holds an
+    /// annotated tag of its own (its message is nowhere else): it is kept
+    /// whole, and comes back.
+    #[test]
+    fn a_local_annotated_tag_on_a_pushed_commit_is_kept_and_comes_back() {
+        let f = Fixture::new();
+        let up = f.tmp.path().join("upstream");
+        init_repo(&f, &up);
+        commit_file(&f, &up, "lib.txt", "library\n", "lib");
+        let wt = f.worktree("w", "b");
+        let lib = wt.join("vendor/lib");
+        f.git(&wt, &["clone", "-q", up.to_str().unwrap(), "vendor/lib"]);
+        f.git(&lib, &["tag", "-a", "-m", "why this release", "mine"]);
+        let tag = f.git(&lib, &["rev-parse", "mine"]);
+        let a = forced(&f, &wt);
+        f.expire_and_gc();
+        assert!(f.has_object(&tag), "the tag object was lost");
+        let to = f.root.join("back");
+        restore(&f.repo, &a.reference, &to, DEFAULT_TIMEOUT).unwrap();
+        let back = to.join("vendor/lib");
+        assert_eq!(f.git(&back, &["rev-parse", "mine"]), tag);
+        assert_eq!(
+            f.git(&back, &["tag", "-l", "--format=%(contents:subject)", "mine"]),
+            "why this release"
+        );
+    }
+
     #[test]
     fn a_repository_inside_a_nested_one_or_a_submodule_is_kept_and_comes_back() {
         let f = Fixture::new();

@@ -138,9 +138,19 @@ pub(crate) fn read_refs(repo: &Repository) -> Result<NestedRefs, git2::Error> {
 }
 
 /// Commits of `repo` that a kept ref or reflog reaches and no
-/// remote-tracking ref does.
+/// remote-tracking ref does, plus its refs to objects that are not
+/// commits (an annotated tag: its message and tagger are its own, wherever
+/// its commit is; whether the remote has it cannot be told, so it counts).
 fn local_only_commits(repo: &Repository, refs: &NestedRefs) -> Result<usize, git2::Error> {
-    Ok(unreachable(repo, &refs.tips(repo), &refs.remotes)?.len())
+    let tag_objects = refs
+        .refs
+        .iter()
+        .filter(|(_, id)| {
+            repo.find_object(*id, None)
+                .map_or(true, |o| o.kind() != Some(ObjectType::Commit))
+        })
+        .count();
+    Ok(unreachable(repo, &refs.tips(repo), &refs.remotes)?.len() + tag_objects)
 }
 
 /// Those of `nested` (paths below `workdir`, in path order, each with
