@@ -488,6 +488,28 @@ fn a_worktree_deleted_or_moved_out_by_someone_else_loses_nothing_its_entry_held(
     }
 }
 
+/// Found by the oracle (its own mistake): a stale entry holding a
+/// reflog-only commit and staged content is kept under a history ref
+/// whose commit has three parents, the shape of an archive; the pass
+/// reports it, and the oracle asked `boo-reconciler restore` for it. A
+/// history ref is commits kept, not a state to restore.
+#[test]
+fn a_stale_entrys_history_ref_is_not_restored_as_an_archive() {
+    safe(
+        3,
+        &[
+            Op::ReflogOnly { wt: 2 },
+            Op::AddStaged { wt: 2 },
+            Op::WorktreeGone {
+                wt: 2,
+                moved_out: false,
+            },
+        ],
+        &archived(),
+        false,
+    );
+}
+
 #[test]
 fn reflog_expiry_and_gc_between_steps_lose_nothing() {
     safe_both(&[
