@@ -433,8 +433,9 @@ fn a_submodules_staged_only_content_survives_forced_removal() {
 
 /// Found by the oracle: an `--assume-unchanged` edit inside a submodule
 /// initialised in the linked worktree. The submodule looks clean to `git
-/// status`, so a forced removal's archive takes its files as its HEAD's
-/// and the edit is gone with the worktree.
+/// status`, so a forced removal's archive took its files as its HEAD's and
+/// the edit went with the worktree; a submodule whose index hides a file
+/// now has its files archived whole.
 #[test]
 fn a_hidden_edit_inside_a_submodule_survives_forced_removal() {
     safe(
@@ -485,6 +486,28 @@ fn a_worktree_deleted_or_moved_out_by_someone_else_loses_nothing_its_entry_held(
             }
         }
     }
+}
+
+/// Found by the oracle (its own mistake): a stale entry holding a
+/// reflog-only commit and staged content is kept under a history ref
+/// whose commit has three parents, the shape of an archive; the pass
+/// reports it, and the oracle asked `boo-reconciler restore` for it. A
+/// history ref is commits kept, not a state to restore.
+#[test]
+fn a_stale_entrys_history_ref_is_not_restored_as_an_archive() {
+    safe(
+        3,
+        &[
+            Op::ReflogOnly { wt: 2 },
+            Op::AddStaged { wt: 2 },
+            Op::WorktreeGone {
+                wt: 2,
+                moved_out: false,
+            },
+        ],
+        &archived(),
+        false,
+    );
 }
 
 #[test]
@@ -572,9 +595,10 @@ fn a_writer_that_is_not_an_agent_loses_nothing_it_wrote_during_the_pass() {
 /// Found by the oracle: a writer that is not an agent, outside the
 /// worktree and naming it nowhere the controller looks (arguments,
 /// environment, working directory), starts writing into `src/` of a clean
-/// worktree while the pass judges it: judged clean, it is removed, and the
-/// files written between the judgement and the retirement go with the
-/// trash. Several worlds make the race show.
+/// worktree while the pass judges it: judged clean, it was removed, and
+/// the files written between the judgement and the retirement went with
+/// the trash. The tree stamp now sees them. Several worlds make the race
+/// show.
 #[test]
 fn a_writer_starting_during_the_pass_loses_nothing() {
     for delay in 1..16 {
