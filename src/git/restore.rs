@@ -1792,7 +1792,10 @@ mod tests {
         let back = to.join("vendor/lib");
         assert_eq!(f.git(&back, &["rev-parse", "mine"]), tag);
         assert_eq!(
-            f.git(&back, &["tag", "-l", "--format=%(contents:subject)", "mine"]),
+            f.git(
+                &back,
+                &["tag", "-l", "--format=%(contents:subject)", "mine"]
+            ),
             "why this release"
         );
     }
