@@ -120,6 +120,32 @@ pub enum Command {
     /// wiped on purpose. Passes then judge it again; rows whose worktrees
     /// are gone are marked removed.
     AcceptRoot,
+    /// Start an agent the controller can always stop: labelled, leading its
+    /// process group, in a cgroup of its own under
+    /// processes.cgroup_parent; then become it (exec), standard input and
+    /// output untouched.
+    ///
+    /// Exit codes: only on failure: 2 bad input or cgroup parent, 127 the
+    /// command cannot be run.
+    Launch {
+        /// The agent's chat (the chat label's value)
+        #[arg(long, value_name = "ID")]
+        chat: String,
+        /// The agent's session (the session label's value)
+        #[arg(long, value_name = "ID")]
+        session: Option<String>,
+        /// The agent's name, e.g. qwen or opencode (the agent label's value)
+        #[arg(long, value_name = "NAME")]
+        agent: String,
+        /// The agent's command and its arguments (after --)
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CMD"
+        )]
+        command: Vec<std::ffi::OsString>,
+    },
     /// Show what the running controller sees (its GET /status).
     Status {
         /// The controller's HTTP address [default: http://<http.listen>]
@@ -157,7 +183,12 @@ impl Cli {
         let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
         let mut cli = Cli::try_parse_from(&args)?;
         let flags = global_flags();
-        let seen = occurrences(&args[1.min(args.len())..], &flags);
+        // An agent's own arguments are not this program's flags.
+        let end = match &cli.command {
+            Command::Launch { command, .. } => args.len().saturating_sub(command.len()),
+            _ => args.len(),
+        };
+        let seen = occurrences(&args[1.min(end)..end], &flags);
         cli.global.set = seen
             .iter()
             .filter(|(flag, _)| flag == "--set")

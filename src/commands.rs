@@ -38,6 +38,10 @@ pub async fn dispatch(
 ) -> Result<u8, Error> {
     let own_files = OwnFiles::of(&config, config_file);
     match command {
+        // main.rs execs the agent before any runtime exists.
+        Command::Launch { .. } => Err(Error::Usage(
+            "launch runs before the runtime starts; it cannot be dispatched".into(),
+        )),
         Command::Migrate => migrate(&config).await,
         Command::AcceptRoot => accept_root(config, &own_files).await,
         Command::Archives {

@@ -8,6 +8,7 @@
 
 pub mod act;
 pub mod archives;
+pub mod cgroup;
 pub mod cli;
 pub mod client;
 pub mod commands;
@@ -17,6 +18,7 @@ pub mod creds;
 pub mod failpoint;
 pub mod git;
 pub mod http;
+pub mod launch;
 pub mod metrics;
 pub mod model;
 pub mod mounts;

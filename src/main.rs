@@ -33,6 +33,29 @@ fn main() -> ExitCode {
         );
     }
 
+    // The launcher becomes the agent: no runtime, no database.
+    if let boo_reconciler::cli::Command::Launch {
+        chat,
+        session,
+        agent,
+        command,
+    } = cli.command
+    {
+        let launch = boo_reconciler::launch::Launch {
+            chat,
+            session,
+            agent,
+            command,
+        };
+        return match boo_reconciler::launch::run(&config, &launch) {
+            boo_reconciler::launch::Error::Usage(e) => usage(&e),
+            boo_reconciler::launch::Error::Exec(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(127)
+            }
+        };
+    }
+
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -499,10 +499,28 @@ pub struct ActualState {
     pub root_held: Option<String>,
     /// Live processes carrying the chat label.
     pub processes: Vec<AgentProcess>,
+    /// The agent cgroups under `processes.cgroup_parent` of this
+    /// controller's instance ([`crate::observe::cgroups`]).
+    pub cgroups: Vec<AgentCgroup>,
     /// What runs now at each pid recorded in an open `acp` row of this
     /// host: `None` when nothing (or only a zombie) does.
     pub recorded_pids: HashMap<i32, Option<PidIdentity>>,
     pub opencode: OpencodeView,
+}
+
+/// An agent's cgroup ([`crate::cgroup`]), as observed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AgentCgroup {
+    pub path: PathBuf,
+    /// What its name records, or why the name does not read as a record
+    /// (then it is reported and never acted on).
+    pub record: Result<crate::cgroup::Record, String>,
+    /// The pids in it and below it.
+    pub members: Vec<i32>,
+    /// When it was made (its directory's modification time: the kernel
+    /// sets it at creation and changes it only when a child cgroup is
+    /// made or removed).
+    pub created: SystemTime,
 }
 
 /// Who a pid is right now.

@@ -69,7 +69,9 @@ impl Switches {
         let worktrees = (!self.worktrees).then_some("worktrees.enabled");
         let opencode = (!self.opencode).then_some("opencode.enabled");
         match &action.kind {
-            ActionKind::TerminateProcess { .. } => processes,
+            ActionKind::TerminateProcess { .. }
+            | ActionKind::StopCgroup { .. }
+            | ActionKind::RemoveCgroup { .. } => processes,
             ActionKind::CloseAgentRow {
                 backend: Backend::Acp,
                 ..

@@ -370,6 +370,8 @@ impl Executor {
             ActionKind::TerminateProcess { process } => {
                 self.terminate_process(action, process, intent).await
             }
+            ActionKind::StopCgroup { cgroup } => self.stop_cgroup(action, cgroup, intent).await,
+            ActionKind::RemoveCgroup { path } => self.remove_cgroup(path).await,
             ActionKind::DeleteOpencodeSession { session } => {
                 self.delete_opencode_session(action, session, intent).await
             }

@@ -257,6 +257,16 @@ fn found_now(root: &WorktreeRoot, labels: &processes::LabelNames, i: &OpenIntent
                 n => format!("{place}; {n} trash entr(ies) of it wait for reclaim"),
             }
         }
+        "stop_cgroup" => match i.detail["path"].as_str() {
+            Some(path) => match crate::cgroup::members(std::path::Path::new(path)) {
+                Ok(m) if !m.is_empty() => format!(
+                    "{} process(es) still in {path} (planned again like any agent)",
+                    m.len()
+                ),
+                _ => format!("{path} is empty or gone"),
+            },
+            None => "no path recorded".into(),
+        },
         "delete_opencode_session" => {
             "the session is deleted by a later pass if the server still lists it".into()
         }

@@ -16,6 +16,7 @@
 mod admin;
 mod audit;
 pub mod backoff;
+pub mod cgroup;
 pub mod claim;
 pub mod dispose;
 pub mod executor;

@@ -112,6 +112,8 @@ pub enum Detail {
     None,
     /// What a termination signalled, and what became of each process.
     Terminated(terminate::Terminated),
+    /// What stopping an agent's cgroup signalled, spared and left.
+    CgroupStopped(super::cgroup::Stopped),
     /// A worktree kept at risk: when its verdict was reached.
     Kept(Checked),
     /// A worktree removed, or the steps of a removal that failed.

@@ -53,6 +53,9 @@ pub enum Kind {
     /// A local user: a name the user database knows, or a numeric uid; an
     /// empty string for none.
     User,
+    /// Where agent cgroups are made: `auto`, `off`, or an absolute path in
+    /// the cgroup v2 hierarchy.
+    CgroupParent,
 }
 
 impl Kind {
@@ -80,6 +83,9 @@ impl Kind {
             Kind::GlobList => "a list of glob patterns",
             Kind::User => {
                 "a user name of this host (as in /etc/passwd) or a numeric uid, or an empty string for none"
+            }
+            Kind::CgroupParent => {
+                "auto, off, or an absolute path of a directory in the cgroup v2 hierarchy like /sys/fs/cgroup/boo-agents"
             }
         }
     }
@@ -186,6 +192,7 @@ const fn agrees(key: &Key) -> bool {
                 | Kind::Secret
                 | Kind::DatabaseUrl
                 | Kind::User
+                | Kind::CgroupParent
         ),
         Field::Path(..) => matches!(kind, Kind::AbsolutePath),
         Field::Url(..) => matches!(kind, Kind::HttpUrl),
@@ -268,6 +275,7 @@ pub(super) fn unset() -> Config {
             orphan_min_age: Duration::ZERO,
             max_terminations_per_pass: 0,
             term_grace: Duration::ZERO,
+            cgroup_parent: String::new(),
         },
         opencode: Opencode {
             enabled: false,
@@ -526,6 +534,16 @@ const ROWS: &[Key] = &[
         default: DefaultValue::Text("5s"),
         doc: "Time an agent and its descendants get to exit after SIGTERM before whatever survives gets SIGKILL (at most 365d).",
         field: field!(Duration, processes.term_grace),
+    },
+    Key {
+        section: "processes",
+        key: "cgroup_parent",
+        kind: Kind::CgroupParent,
+        // Root can make a subtree of its own; any other user needs one
+        // delegated to it, which only the operator can name.
+        default: DefaultValue::Text("auto"),
+        doc: "Where `launch` makes a cgroup per agent and where the controller looks for them: auto (as root, boo-agents at the top of the cgroup v2 hierarchy; otherwise none), off, or the absolute path of a directory in the v2 hierarchy (for a non-root user, a subtree delegated to it).",
+        field: field!(Text, processes.cgroup_parent),
     },
     Key {
         section: "opencode",

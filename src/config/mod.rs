@@ -230,6 +230,8 @@ pub struct Processes {
     /// The brake on one pass: terminations beyond it wait.
     pub max_terminations_per_pass: usize,
     pub term_grace: Duration,
+    /// `auto`, `off` or a path: see [`crate::cgroup::Parent`].
+    pub cgroup_parent: String,
 }
 
 impl Processes {

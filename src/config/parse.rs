@@ -258,6 +258,7 @@ fn string(kind: Kind, text: &str) -> Result<String, &'static str> {
         Kind::OptionalName => !text.chars().any(char::is_whitespace),
         Kind::Label => return label(text).map(str::to_owned),
         Kind::User => return user(text).map(|_| text.to_owned()),
+        Kind::CgroupParent => matches!(text, "auto" | "off") || Path::new(text).is_absolute(),
         Kind::DatabaseUrl => ["sqlite://", "postgres://", "postgresql://"]
             .iter()
             .any(|scheme| text.len() > scheme.len() && text.starts_with(scheme)),

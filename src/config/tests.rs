@@ -307,6 +307,11 @@ fn samples(kind: Kind) -> [(&'static str, &'static str, toml::Value); 3] {
             ("", "env-host", V::from("env-host")),
             ("", "cli-host", V::from("cli-host")),
         ],
+        Kind::CgroupParent => [
+            ("\"off\"", "", V::from("off")),
+            ("", "/sys/fs/cgroup/env", V::from("/sys/fs/cgroup/env")),
+            ("", "/sys/fs/cgroup/cli", V::from("/sys/fs/cgroup/cli")),
+        ],
         Kind::AbsolutePath => [
             ("\"/srv/file\"", "", V::from("/srv/file")),
             ("", "/srv/env", V::from("/srv/env")),

@@ -142,6 +142,7 @@ impl Controller {
         );
         let HostView {
             scan,
+            cgroups,
             desired,
             recorded_pids,
             mut observed,
@@ -207,6 +208,7 @@ impl Controller {
             row_targets: observed.row_targets.into_iter().collect(),
             root_held: observed.root_held,
             processes: scan.processes,
+            cgroups,
             recorded_pids,
             opencode,
         };
@@ -372,6 +374,11 @@ impl Controller {
             let labels = labels.clone();
             tokio::task::spawn_blocking(move || processes::scan(&labels))
         };
+        let cgroups_task = {
+            let setting = self.config.processes.cgroup_parent.clone();
+            let instance = labels.instance.clone();
+            tokio::task::spawn_blocking(move || observe_cgroups(&setting, instance.as_deref()))
+        };
         let rows = self.store.host_rows(&self.config.host.id).await?;
         let observe_task = {
             let root = self.root.clone();
@@ -388,6 +395,18 @@ impl Controller {
         interest
             .chats
             .extend(scan.processes.iter().map(|p| p.chat_id.clone()));
+        let (cgroups, cgroup_error) = cgroups_task.await.unwrap_or_else(|e| {
+            (
+                Vec::new(),
+                Some(format!("observing agent cgroups failed: {e}")),
+            )
+        });
+        errors.extend(cgroup_error);
+        interest.chats.extend(
+            cgroups
+                .iter()
+                .filter_map(|c| c.record.as_ref().ok().map(|r| r.chat.clone())),
+        );
         let desired = self.store.liveness(rows, &interest).await?;
         let recorded_pids = recorded_pids(&scan, &desired, labels).await;
         let observed = observe_task
@@ -398,6 +417,7 @@ impl Controller {
             });
         Ok(HostView {
             scan,
+            cgroups,
             desired,
             recorded_pids,
             observed,
@@ -656,11 +676,30 @@ impl Controller {
 /// What one observation of the host found.
 struct HostView {
     scan: processes::Scan,
+    cgroups: Vec<crate::model::AgentCgroup>,
     desired: crate::model::DesiredState,
     recorded_pids: HashMap<i32, Option<crate::model::PidIdentity>>,
     observed: observe::worktrees::Observed,
     /// Observations that failed; the pass goes on without them.
     errors: Vec<String>,
+}
+
+/// The agent cgroups of this instance, and why some could not be seen:
+/// an error of the pass (agents there are not seen), never taken for "no
+/// agents".
+fn observe_cgroups(
+    setting: &str,
+    instance: Option<&str>,
+) -> (Vec<crate::model::AgentCgroup>, Option<String>) {
+    let is_root = nix::unistd::geteuid().is_root();
+    match crate::cgroup::Parent::resolve(setting, is_root) {
+        Ok(crate::cgroup::Parent::At { path, .. }) => {
+            let seen = observe::cgroups::observe(&path, instance);
+            (seen.cgroups, seen.error)
+        }
+        Ok(_) => (Vec::new(), None),
+        Err(e) => (Vec::new(), Some(e)),
+    }
 }
 
 /// Who each pid recorded in an open agent row is now. A pid the scan just

@@ -2,6 +2,7 @@
 //! resource and never fails the whole pass for one unreadable item: what
 //! cannot be read is reported and left out.
 
+pub mod cgroups;
 pub mod processes;
 pub mod worktrees;
 

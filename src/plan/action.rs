@@ -42,6 +42,20 @@ pub struct ProcessTarget {
     pub age_secs: u64,
 }
 
+/// An agent's cgroup to stop ([`crate::cgroup`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CgroupTarget {
+    pub path: PathBuf,
+    pub chat_id: String,
+    pub agent: String,
+    /// The agent's pid as the launcher recorded it.
+    pub pid: i32,
+    /// How many processes were in it when observed.
+    pub members: usize,
+    /// Seconds since it was made, when observed.
+    pub age_secs: u64,
+}
+
 /// The process an `agent_sessions` row records, as the row records it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct RecordedProcess {
@@ -74,6 +88,12 @@ pub enum ActionKind {
     /// Stop a labelled agent process and every descendant: SIGTERM, a
     /// grace, SIGKILL; identity re-checked before every signal.
     TerminateProcess { process: ProcessTarget },
+    /// Stop every process of an agent's cgroup: SIGTERM to each, a grace,
+    /// the chat's liveness read again, `cgroup.kill`; then remove the
+    /// empty cgroup.
+    StopCgroup { cgroup: CgroupTarget },
+    /// Remove an agent cgroup no process is in any more.
+    RemoveCgroup { path: PathBuf },
     /// Abort, then delete, a session on the opencode server; "not found"
     /// counts as done.
     DeleteOpencodeSession { session: OpencodeTarget },
@@ -139,6 +159,8 @@ impl Action {
     pub fn name(&self) -> &'static str {
         match self.kind {
             ActionKind::TerminateProcess { .. } => "terminate_process",
+            ActionKind::StopCgroup { .. } => "stop_cgroup",
+            ActionKind::RemoveCgroup { .. } => "remove_cgroup",
             ActionKind::DeleteOpencodeSession { .. } => "delete_opencode_session",
             ActionKind::CloseAgentRow { .. } => "close_agent_row",
             ActionKind::RemoveWorktree { .. } => "remove_worktree",
@@ -156,6 +178,8 @@ impl Action {
                 pid: process.pid,
                 start_time: process.start_time,
             },
+            ActionKind::StopCgroup { cgroup } => Target::Cgroup(cgroup.path.clone()),
+            ActionKind::RemoveCgroup { path } => Target::Cgroup(path.clone()),
             ActionKind::CloseAgentRow { row_id, .. } => Target::AgentRow(row_id.clone()),
             ActionKind::DeleteOpencodeSession { session } => Target::Opencode(session.id.clone()),
             ActionKind::RemoveWorktree { worktree } => Target::Worktree(worktree.path.clone()),
@@ -173,7 +197,9 @@ impl Action {
 
     pub fn stage(&self) -> Stage {
         match self.kind {
-            ActionKind::TerminateProcess { .. } => Stage::Processes,
+            ActionKind::TerminateProcess { .. }
+            | ActionKind::StopCgroup { .. }
+            | ActionKind::RemoveCgroup { .. } => Stage::Processes,
             ActionKind::DeleteOpencodeSession { .. } => Stage::Opencode,
             ActionKind::CloseAgentRow { .. }
             | ActionKind::MarkWorktreeActive { .. }
@@ -208,6 +234,7 @@ impl Action {
         matches!(
             self.kind,
             ActionKind::TerminateProcess { .. }
+                | ActionKind::StopCgroup { .. }
                 | ActionKind::DeleteOpencodeSession { .. }
                 | ActionKind::CloseAgentRow { .. }
                 | ActionKind::RemoveWorktree { .. }
@@ -223,6 +250,8 @@ impl Action {
 pub enum Target {
     /// `process:<pid>@<start time>`: a pid alone may be reused.
     Process { pid: i32, start_time: u64 },
+    /// `cgroup:<path>`: an agent's cgroup.
+    Cgroup(PathBuf),
     /// `agent-row:<id>`.
     AgentRow(String),
     /// `opencode:<session id>`.
@@ -239,6 +268,7 @@ impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Target::Process { pid, start_time } => write!(f, "process:{pid}@{start_time}"),
+            Target::Cgroup(path) => write!(f, "cgroup:{}", path.display()),
             Target::AgentRow(id) => write!(f, "agent-row:{id}"),
             Target::Opencode(id) => write!(f, "opencode:{id}"),
             Target::Worktree(path) => write!(f, "worktree:{}", path.display()),

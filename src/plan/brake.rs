@@ -19,7 +19,7 @@ use super::Policy;
 fn weight(a: &Action) -> (usize, usize) {
     match a.kind {
         ActionKind::RemoveWorktree { .. } | ActionKind::PruneAdminEntry { .. } => (1, 0),
-        ActionKind::TerminateProcess { .. } => (0, 1),
+        ActionKind::TerminateProcess { .. } | ActionKind::StopCgroup { .. } => (0, 1),
         _ => (0, 0),
     }
 }

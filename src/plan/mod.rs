@@ -33,6 +33,7 @@ mod action;
 mod admin;
 mod agents;
 mod brake;
+mod cgroups;
 mod opencode;
 mod processes;
 mod worktrees;
@@ -40,6 +41,7 @@ mod worktrees;
 pub use action::*;
 use admin::plan_admin_entries;
 use agents::plan_agent_rows;
+use cgroups::plan_cgroups;
 use opencode::plan_opencode;
 use processes::plan_processes;
 use worktrees::{plan_orphan_dirs, plan_worktree_rows};
@@ -96,6 +98,7 @@ pub fn plan(
 ) -> Plan {
     let mut out = Plan::default();
     plan_processes(desired, actual, policy, now, &mut out);
+    plan_cgroups(desired, actual, policy, now, &mut out);
     plan_agent_rows(desired, actual, now, &mut out);
     let waits = plan_opencode(desired, actual, policy, now, &mut out);
     match &actual.root_held {

@@ -34,6 +34,10 @@ pub(super) fn plan_processes(
         if !of_this_instance(p, policy) {
             continue;
         }
+        // Its agent's cgroup is stopped as a whole.
+        if super::cgroups::contained(actual, p.pid, &p.chat_id) {
+            continue;
+        }
         let state = desired.chats.get(&p.chat_id);
         if state.is_some_and(|s| s.is_live()) {
             continue;
