@@ -106,6 +106,10 @@ pub(super) fn recorded_process_stopped(
         Some(id) if id.chat_label.as_deref() == Some(row.chat_id.as_str()) => {
             Ok(format!("agent pid {pid} stopped first"))
         }
+        // In the cgroup recording this chat: stopped with it, labels or not.
+        Some(_) if super::cgroups::in_chat_cgroup(actual, pid, &row.chat_id) => {
+            Ok(format!("agent pid {pid} stopped first with its cgroup"))
+        }
         // The recorded process runs but does not carry this chat's label:
         // it is never signalled, and the row stays open as evidence until
         // it exits.

@@ -116,9 +116,9 @@ fn target(cg: &AgentCgroup, record: &crate::cgroup::Record, up: Duration) -> Cgr
     }
 }
 
-/// Whether the labelled process `pid` of chat `chat` is left to its
-/// cgroup's teardown: it is in an agent cgroup recording that chat.
-pub(super) fn contained(actual: &ActualState, pid: i32, chat: &str) -> bool {
+/// Whether `pid` is in an agent cgroup recording chat `chat`: left to
+/// that cgroup's teardown, labels or not.
+pub(super) fn in_chat_cgroup(actual: &ActualState, pid: i32, chat: &str) -> bool {
     actual.cgroups.iter().any(|cg| {
         cg.record.as_ref().is_ok_and(|r| r.chat == chat) && cg.members.binary_search(&pid).is_ok()
     })

@@ -35,7 +35,7 @@ pub(super) fn plan_processes(
             continue;
         }
         // Its agent's cgroup is stopped as a whole.
-        if super::cgroups::contained(actual, p.pid, &p.chat_id) {
+        if super::cgroups::in_chat_cgroup(actual, p.pid, &p.chat_id) {
             continue;
         }
         let state = desired.chats.get(&p.chat_id);

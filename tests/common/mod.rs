@@ -121,6 +121,10 @@ pub fn bin_command() -> Command {
             c.env_remove(k);
         }
     }
+    // Tests run at once as root: none may see another's agent cgroups
+    // under the shared default parent. A test that wants them names a
+    // parent of its own (`--set` wins over the environment).
+    c.env("BOO_RECONCILER_PROCESSES_CGROUP_PARENT", "off");
     c
 }
 
@@ -388,6 +392,9 @@ pub struct World {
     /// `worktrees.stale_entry_grace`: none unless a test sets it, so that
     /// a directory deleted behind git's back is pruned on the next pass.
     pub stale_entry_grace: Duration,
+    /// `processes.cgroup_parent`: off unless a test names a parent of its
+    /// own (tests run at once; none may see another's agents).
+    pub cgroup_parent: String,
     schema: Option<String>,
 }
 
@@ -436,6 +443,7 @@ impl World {
             opencode_url: None,
             opencode_orphan_min_age: Duration::from_secs(600),
             stale_entry_grace: Duration::ZERO,
+            cgroup_parent: "off".into(),
             schema,
         }
     }
@@ -468,6 +476,7 @@ impl World {
             .map(|u| u.parse().expect("opencode URL"));
         c.opencode.orphan_min_age = self.opencode_orphan_min_age;
         c.worktrees.stale_entry_grace = self.stale_entry_grace;
+        c.processes.cgroup_parent = self.cgroup_parent.clone();
         // The real server answers in milliseconds; a loaded 2-core machine
         // (the whole suite at once) has been seen to take over 1 s.
         c.opencode.timeout = Duration::from_secs(3);

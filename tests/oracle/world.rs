@@ -1094,6 +1094,8 @@ impl World {
             "worktrees.stale_entry_grace=0s".to_string(),
             "opencode.url=".to_string(),
             format!("processes.chat_label={}", self.label),
+            // No other test's agent cgroups.
+            "processes.cgroup_parent=off".to_string(),
             "http.listen=127.0.0.1:1".to_string(),
         ] {
             c.arg("--set").arg(s);
