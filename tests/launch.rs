@@ -250,7 +250,61 @@ both_databases!(
     one_pass_stops_every_escape_of_a_launched_agent_and_nothing_else,
     a_live_chats_launched_agent_runs_on_and_an_empty_cgroup_is_removed,
     a_cgroup_whose_record_cannot_be_read_is_reported_and_left_alone,
+    a_chat_reopened_during_the_grace_keeps_its_launched_agent,
 );
+
+async fn a_chat_reopened_during_the_grace_keeps_its_launched_agent(db: Db) {
+    let mut w = World::new(db).await;
+    let parent = Parent::new("reopen");
+    w.cgroup_parent = parent.0.display().to_string();
+    w.term_grace = Duration::from_secs(3);
+    w.session("s1", "open").await;
+    w.chat("c", "s1", "archived").await;
+    let mut agent = spawn_launched(
+        &w,
+        &parent,
+        "c",
+        "trap '' TERM; while :; do sleep 0.05; done",
+    );
+    wait_for("the agent in its cgroup", || {
+        parent
+            .agent_cgroups()
+            .first()
+            .is_some_and(|c| !cgroup::members(c).unwrap().is_empty())
+    });
+    let controller = w.controller();
+    let pass = tokio::spawn(async move { common::act_pass(&controller, Scope::Host, false).await });
+    // The user reopens the chat while the agent has its TERM.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    w.sql("UPDATE chats SET status = 'open' WHERE id = 'c'")
+        .await;
+    let report = pass.await.unwrap();
+
+    let stop = report
+        .results
+        .iter()
+        .find(|r| r.action.name() == "stop_cgroup")
+        .unwrap_or_else(|| panic!("no stop_cgroup: {}", report.render()));
+    assert_eq!(stop.outcome.name(), "skipped", "{}", report.render());
+    assert!(
+        stop.outcome.text().contains("live again") && stop.outcome.text().contains("had SIGTERM"),
+        "{}",
+        report.render()
+    );
+    assert!(
+        alive(agent.id() as i32),
+        "the reopened chat's agent was killed"
+    );
+    let audit = w.audit().await;
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.action == "stop_cgroup" && a.outcome == "skipped"),
+        "{audit:?}"
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
+}
 
 /// Every escape of the table that a cgroup contains: TERM
 /// ignored, a double-forked `env -i` grandchild in its own session, a

@@ -343,6 +343,7 @@ fn disposed(results: &[ActionResult], chat: &str) -> Vec<String> {
                 None => continue,
             },
             ActionKind::TerminateProcess { process } => (process_name(process), 2),
+            ActionKind::StopCgroup { cgroup } => (cgroup.agent.clone(), 2),
             _ => continue,
         };
         parts.entry(name).or_default()[part] += 1;

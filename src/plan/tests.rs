@@ -1217,3 +1217,137 @@ mod opencode {
         assert!(p.actions[0].reason.contains("opencode is off"));
     }
 }
+
+mod cgroups {
+    use super::*;
+    use crate::cgroup::Record;
+    use crate::model::{AgentCgroup, AgentProcess};
+
+    fn cg(chat: &str, members: &[i32], created: u64) -> AgentCgroup {
+        let record = Record {
+            chat: chat.into(),
+            session: Some("s1".into()),
+            agent: "qwen".into(),
+            instance: None,
+            pid: members.first().copied().unwrap_or(42),
+        };
+        AgentCgroup {
+            path: PathBuf::from("/sys/fs/cgroup/boo-agents").join(record.name().unwrap()),
+            record: Ok(record),
+            members: members.to_vec(),
+            created: t(created),
+        }
+    }
+
+    fn labelled(pid: i32, chat: &str) -> AgentProcess {
+        AgentProcess {
+            pid,
+            ppid: 1,
+            pgid: pid,
+            sid: pid,
+            start_time: 7000,
+            started_at: t(0),
+            state: 'S',
+            chat_id: chat.into(),
+            session_id: Some("s1".into()),
+            agent: Some("qwen".into()),
+            instance: None,
+            command: "qwen --acp".into(),
+            cwd: None,
+        }
+    }
+
+    #[test]
+    fn a_cgroup_of_a_chat_that_is_not_live_is_stopped_once_not_also_its_labelled_members() {
+        let mut f = Fixture::new();
+        f.archived_chat("gone").live_chat("live");
+        f.actual.cgroups = vec![cg("gone", &[10, 11], 0), cg("live", &[20], 0)];
+        f.actual.processes = vec![labelled(10, "gone"), labelled(20, "live")];
+        let p = f.plan();
+        let kinds: Vec<&str> = p.actions.iter().map(|a| a.name()).collect();
+        assert_eq!(kinds, ["stop_cgroup"], "{p:#?}");
+        assert!(p.actions[0].key().to_string().contains("chat=gone,"));
+        assert_eq!(p.actions[0].owner.chat_id.as_deref(), Some("gone"));
+    }
+
+    #[test]
+    fn a_labelled_process_of_another_chat_inside_a_cgroup_is_judged_by_its_label() {
+        let mut f = Fixture::new();
+        f.live_chat("live").archived_chat("gone");
+        // In the live chat's cgroup, but labelled for a chat that is gone.
+        f.actual.cgroups = vec![cg("live", &[20, 21], 0)];
+        f.actual.processes = vec![labelled(21, "gone")];
+        let p = f.plan();
+        let kinds: Vec<&str> = p.actions.iter().map(|a| a.name()).collect();
+        assert_eq!(kinds, ["terminate_process"], "{p:#?}");
+    }
+
+    #[test]
+    fn an_unreadable_chat_or_a_young_orphan_keeps_its_cgroup_pending() {
+        let mut f = Fixture::new();
+        f.actual.cgroups = vec![cg("no-row", &[30], 3590)];
+        let p = f.plan();
+        assert!(p.actions.is_empty(), "{p:#?}");
+        assert!(p.pending[0].why.contains("has no row"), "{p:#?}");
+        // Old enough, a chat without a row is stopped.
+        f.actual.cgroups = vec![cg("no-row", &[30], 0)];
+        assert_eq!(f.plan().actions[0].name(), "stop_cgroup");
+        // A chat whose row cannot be read is never stopped on a guess.
+        f.desired.unreadable.push(crate::model::UnreadableRow {
+            table: crate::model::Table::Chats,
+            id: Some("no-row".into()),
+            why: "bad row".into(),
+        });
+        let p = f.plan();
+        assert!(p.actions.is_empty(), "{p:#?}");
+        assert!(p.pending[0].why.contains("bad row"), "{p:#?}");
+    }
+
+    #[test]
+    fn a_cgroup_whose_name_is_no_record_is_reported_once_old_never_acted_on() {
+        let mut f = Fixture::new();
+        let mut odd = cg("x", &[40], 0);
+        odd.record = Err("no chat recorded".into());
+        f.actual.cgroups = vec![odd.clone()];
+        let p = f.plan();
+        assert!(p.actions.is_empty(), "{p:#?}");
+        assert!(p.pending[0].why.contains("not guessed"), "{p:#?}");
+        odd.created = t(3599);
+        f.actual.cgroups = vec![odd];
+        assert!(
+            f.plan().pending.is_empty(),
+            "a young one is not reported yet"
+        );
+    }
+
+    #[test]
+    fn an_empty_cgroup_of_any_chat_is_removed_once_old() {
+        let mut f = Fixture::new();
+        f.live_chat("live");
+        f.actual.cgroups = vec![cg("live", &[], 0), cg("live", &[], 3599)];
+        f.actual.cgroups[1].path = PathBuf::from("/sys/fs/cgroup/boo-agents/young");
+        let p = f.plan();
+        let kinds: Vec<&str> = p.actions.iter().map(|a| a.name()).collect();
+        assert_eq!(kinds, ["remove_cgroup"], "{p:#?}");
+    }
+
+    #[test]
+    fn the_brake_counts_a_cgroup_as_a_termination() {
+        let mut f = Fixture::new();
+        // Chats without rows, of no session: five groups of one.
+        f.actual.cgroups = (0..5)
+            .map(|i| {
+                let mut c = cg(&format!("c{i}"), &[100 + i], 0);
+                if let Ok(r) = &mut c.record {
+                    r.session = None;
+                }
+                c
+            })
+            .collect();
+        let mut policy = policy();
+        policy.max_terminations = 2;
+        let p = plan(&f.desired, &f.actual, &policy, now(), &Scope::Host);
+        assert_eq!(p.actions.len(), 2, "{p:#?}");
+        assert_eq!(p.pending.len(), 3, "{p:#?}");
+    }
+}
