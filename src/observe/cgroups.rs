@@ -5,7 +5,7 @@
 //! name does not read as a record is listed with why, for the report: it
 //! is never acted on.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::cgroup::{self, Record};
@@ -63,4 +63,56 @@ pub fn observe(parent: &Path, instance: Option<&str>) -> Cgroups {
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_this_instances_cgroups_are_listed_and_a_name_that_is_no_record_is_kept_with_why() {
+        let mount = cgroup::v2_mount().expect("the cgroup v2 hierarchy (run as root)");
+        let parent = mount.join(format!("boo-unit-observe-{}", fastrand::u32(..)));
+        std::fs::create_dir(&parent).expect("a writable cgroup v2 hierarchy (run as root)");
+        let record = |instance: Option<&str>| Record {
+            chat: "c1".into(),
+            session: None,
+            agent: "qwen".into(),
+            instance: instance.map(Into::into),
+            pid: 77,
+        };
+        let blue = parent.join(record(Some("blue")).name().unwrap());
+        let none = parent.join(record(None).name().unwrap());
+        let odd = parent.join("made-by-hand");
+        for d in [&blue, &none, &odd] {
+            std::fs::create_dir(d).unwrap();
+        }
+        let names = |seen: &Cgroups| -> Vec<PathBuf> {
+            let mut v: Vec<PathBuf> = seen.cgroups.iter().map(|c| c.path.clone()).collect();
+            v.sort();
+            v
+        };
+        let as_blue = observe(&parent, Some("blue"));
+        let as_none = observe(&parent, None);
+        let gone = observe(&parent.join("not-there"), None);
+        for d in [&blue, &none, &odd] {
+            std::fs::remove_dir(d).unwrap();
+        }
+        std::fs::remove_dir(&parent).unwrap();
+
+        assert_eq!(names(&as_blue), {
+            let mut v = vec![blue.clone(), odd.clone()];
+            v.sort();
+            v
+        });
+        assert_eq!(names(&as_none), {
+            let mut v = vec![none.clone(), odd.clone()];
+            v.sort();
+            v
+        });
+        let odd_seen = as_none.cgroups.iter().find(|c| c.path == odd).unwrap();
+        assert!(odd_seen.record.is_err());
+        assert!(odd_seen.members.is_empty());
+        assert!(as_none.error.is_none() && gone.error.is_none() && gone.cgroups.is_empty());
+    }
 }
