@@ -5,7 +5,7 @@
 //! name does not read as a record is listed with why, for the report: it
 //! is never acted on.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::SystemTime;
 
 use crate::cgroup::{self, Record};
@@ -67,6 +67,8 @@ pub fn observe(parent: &Path, instance: Option<&str>) -> Cgroups {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     #[test]
