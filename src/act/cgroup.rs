@@ -371,6 +371,11 @@ async fn wait_empty(path: &Path, spared: &BTreeSet<i32>, limit: Duration) -> BTr
 async fn left_in(path: &Path, spared: &BTreeSet<i32>) -> BTreeMap<i32, char> {
     let (path, spared) = (path.to_path_buf(), spared.clone());
     run_blocking(move || {
+        // The kernel's own word first (`populated 0` in cgroup.events);
+        // the members are listed only while it says some are left.
+        if spared.is_empty() && cgroup::populated(&path).is_ok_and(|p| !p) {
+            return BTreeMap::new();
+        }
         cgroup::members(&path)
             .unwrap_or_default()
             .into_iter()
