@@ -14,6 +14,8 @@ use crate::report::{PassReport, PassResult, Trigger};
 /// Every action kind, as label values.
 pub const ACTION_KINDS: &[&str] = &[
     "terminate_process",
+    "stop_cgroup",
+    "remove_cgroup",
     "close_agent_row",
     "delete_opencode_session",
     "remove_worktree",
