@@ -180,6 +180,24 @@ async fn a_cgroup_parent_that_is_missing_or_not_a_cgroup_is_exit_2_saying_what_t
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("not in the cgroup v2 hierarchy"), "{err}");
 
+    // A parent this user may not write: root's, launched as nobody.
+    let parent = Parent::new("notwritable");
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_boo-reconciler"))
+        .args(["--set", &parent.setting()])
+        .args(["launch", "--chat", "c", "--agent", "a", "--", "echo", "ran"])
+        .current_dir("/")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("not writable by uid 65534") && err.contains("chown"),
+        "{err}"
+    );
+    assert!(parent.agent_cgroups().is_empty());
+
     let out = launcher(&w, &["processes.cgroup_parent=somewhere"], "c", "echo ran")
         .output()
         .unwrap();
