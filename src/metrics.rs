@@ -54,6 +54,12 @@ pub struct Metrics {
     pub trash_bytes: IntGauge,
     pub trash_reclaim_time: Histogram,
     pub trash_reclaim_failures: IntCounter,
+    /// Processes whose environment the last pass could not read: whether
+    /// they are agents is unknown. No uid label, so that the series stay
+    /// few whatever the host runs; the uids are in `/status`.
+    pub processes_unreadable: IntGauge,
+    /// How many users (real uids) those processes belong to.
+    pub processes_unreadable_users: IntGauge,
 }
 
 impl Default for Metrics {
@@ -149,8 +155,23 @@ impl Metrics {
             "Attempts to delete a trash entry that failed (the entry backs off and is retried).",
         )
         .expect("metric");
+        let processes_unreadable = IntGauge::new(
+            "processes_unreadable",
+            "Processes whose environment the last pass could not read (other users' processes \
+             and setuid programs, for a controller that is not root): an agent among them is \
+             invisible. Processes gone mid-scan are not counted.",
+        )
+        .expect("metric");
+        let processes_unreadable_users = IntGauge::new(
+            "processes_unreadable_users",
+            "Users (real uids) the processes of processes_unreadable belong to; /status lists \
+             them.",
+        )
+        .expect("metric");
         for c in [
-            Box::new(trash_entries.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(processes_unreadable.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(processes_unreadable_users.clone()),
+            Box::new(trash_entries.clone()),
             Box::new(trash_bytes.clone()),
             Box::new(trash_reclaim_time.clone()),
             Box::new(trash_reclaim_failures.clone()),
@@ -200,6 +221,8 @@ impl Metrics {
             trash_bytes,
             trash_reclaim_time,
             trash_reclaim_failures,
+            processes_unreadable,
+            processes_unreadable_users,
         }
     }
 
@@ -220,6 +243,14 @@ impl Metrics {
             self.actions_total
                 .with_label_values(&[a.action.name(), a.outcome.name()])
                 .inc();
+        }
+        // Every pass scans the whole host, whatever its scope; a pass that
+        // could not read its state scanned nothing.
+        if r.state_unreadable.is_none() {
+            self.processes_unreadable
+                .set(r.observed.unreadable_processes as i64);
+            self.processes_unreadable_users
+                .set(r.observed.unreadable_by_uid.len() as i64);
         }
         if r.scope == crate::plan::Scope::Host {
             self.root_held

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::http::answer::NudgeAnswer;
 use crate::plan::Scope;
-use crate::report::Trigger;
+use crate::report::{PassResult, Trigger};
 use crate::service::{Role, Status};
 
 /// `/status` as this command reads it: the service's own [`Status`], with
@@ -28,9 +28,54 @@ pub struct PassSummary {
     /// Absent when empty.
     #[serde(default)]
     pub planned: Vec<IgnoredAny>,
-    pub results: Vec<IgnoredAny>,
+    pub results: Vec<ResultSummary>,
+    /// Absent from a controller of an earlier version.
+    #[serde(default)]
+    pub at_risk: Vec<KeptSummary>,
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
+    #[serde(default)]
+    pub observed: ObservedSummary,
+}
+
+impl PassSummary {
+    /// The pass's errors as [`crate::report::PassReport::error_count`]
+    /// counts them: its own, and every action and kept worktree that makes
+    /// its result `error`.
+    pub fn error_count(&self) -> usize {
+        crate::report::count_errors(
+            self.errors.len(),
+            self.results.iter().map(|r| r.outcome.as_str()),
+            self.at_risk
+                .iter()
+                .flat_map(|k| k.reasons.iter().map(|r| r.kind.as_str())),
+        )
+    }
+
+    /// Its result, as [`crate::report::PassReport::result`] has it.
+    pub fn result(&self) -> PassResult {
+        PassResult::of(self.error_count(), self.at_risk.len())
+    }
+}
+
+/// What the status shows of an action's result.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ResultSummary {
+    pub outcome: String,
+    pub target: String,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub why: Option<String>,
+}
+
+/// What the status shows of what a pass observed.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ObservedSummary {
+    #[serde(default)]
+    pub unreadable_processes: usize,
+    #[serde(default)]
+    pub unreadable_by_uid: std::collections::BTreeMap<u32, usize>,
 }
 
 /// What the status shows of the trash.
@@ -222,14 +267,45 @@ fn last_host_pass(out: &mut String, p: &PassSummary) {
     };
     let _ = writeln!(
         out,
-        "last host pass: {} ({}), {} ms, {count} {what}, {} error(s)",
+        "last host pass: {} ({}), {} ms, {count} {what}, result {}, {} error(s)",
         p.started_at,
         p.trigger,
         p.duration_ms,
-        p.errors.len(),
+        p.result(),
+        p.error_count(),
     );
+    for r in &p.results {
+        if let Some(error) = &r.error {
+            let _ = writeln!(out, "  failed: {}: {error}", r.target);
+        } else if crate::report::ERROR_OUTCOMES.contains(&r.outcome.as_str()) {
+            let why = r.why.as_deref().unwrap_or("");
+            let _ = writeln!(out, "  {}: {}: {why}", r.outcome, r.target);
+        }
+    }
+    for k in &p.at_risk {
+        if k.reasons
+            .iter()
+            .any(|r| r.kind == crate::report::ERROR_AT_RISK)
+        {
+            let _ = writeln!(
+                out,
+                "  kept as an unsafe repository: {}",
+                k.target
+            );
+        }
+    }
     for e in &p.errors {
         let _ = writeln!(out, "  error: {e}");
+    }
+    let o = &p.observed;
+    if o.unreadable_processes > 0 {
+        let _ = writeln!(
+            out,
+            "  {} process(es) whose environment could not be read ({}): an agent among them is \
+             invisible to this controller",
+            o.unreadable_processes,
+            crate::report::by_uid(&o.unreadable_by_uid),
+        );
     }
     for w in &p.warnings {
         let _ = writeln!(out, "  warning: {w}");
@@ -267,9 +343,18 @@ pub fn render_answer(base: &str, answer: &Value) -> String {
 
 fn answer_lines(base: &str, answer: &AnswerSummary) -> String {
     let mut out = String::new();
+    let errors = crate::report::count_errors(
+        answer.errors.len(),
+        answer.actions.iter().map(|a| a.outcome.as_str()),
+        answer
+            .at_risk
+            .iter()
+            .flat_map(|k| k.reasons.iter().map(|r| r.kind.as_str())),
+    );
     let _ = writeln!(
         out,
-        "reconciled by the running controller at {base} ({} {}) in {} ms: {}, {} action(s)",
+        "reconciled by the running controller at {base} ({} {}) in {} ms: {}, {} action(s), \
+         {errors} error(s)",
         answer.scope.as_str(),
         or_dash(answer.subject.id()),
         answer.duration_ms,

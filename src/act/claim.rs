@@ -60,11 +60,13 @@ pub struct Claim {
 struct Held {
     claims: Arc<Claims>,
     target: Target,
+    /// Cleared by [`Claim::unused`]: nothing was done to the target.
+    acted: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        {
+        if self.acted.load(std::sync::atomic::Ordering::Relaxed) {
             let mut acted = lock(&self.claims.acted);
             let now = tokio::time::Instant::now();
             // Only plans older than a pass timeout could still be running:
@@ -74,6 +76,18 @@ impl Drop for Held {
         }
         lock(&self.claims.inflight).remove(&self.target);
         self.claims.released.notify_waiters();
+    }
+}
+
+impl Claim {
+    /// Releases a claim whose action never started (the pass ran out of
+    /// time while it waited for a permit): the target is not remembered as
+    /// acted on, so that a run whose plan predates this release still
+    /// acts on it rather than leaving it to a run that did nothing.
+    pub fn unused(self) {
+        self._inner
+            .acted
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -98,6 +112,7 @@ impl Claims {
                         _inner: Arc::new(Held {
                             claims: Arc::clone(self),
                             target: target.clone(),
+                            acted: std::sync::atomic::AtomicBool::new(true),
                         }),
                     });
                 }
