@@ -290,7 +290,9 @@ impl PassReport {
     pub fn left_for_next_pass(&self) -> Vec<&ActionResult> {
         self.results
             .iter()
-            .filter(|r| matches!(&r.outcome, Outcome::Deferred { why } if why.contains(PASS_TIMEOUT)))
+            .filter(
+                |r| matches!(&r.outcome, Outcome::Deferred { why } if why.contains(PASS_TIMEOUT)),
+            )
             .collect()
     }
 

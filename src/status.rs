@@ -287,11 +287,7 @@ fn last_host_pass(out: &mut String, p: &PassSummary) {
             .iter()
             .any(|r| r.kind == crate::report::ERROR_AT_RISK)
         {
-            let _ = writeln!(
-                out,
-                "  kept as an unsafe repository: {}",
-                k.target
-            );
+            let _ = writeln!(out, "  kept as an unsafe repository: {}", k.target);
         }
     }
     for e in &p.errors {

@@ -17,13 +17,34 @@ both_databases!(
     no_termination_starts_after_the_pass_timeout,
 );
 
+/// One of these tests at a time: each runs up to 300 processes and 100
+/// terminations, and two at once on a small machine measure the machine.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// An agent and two children, all three ignoring SIGTERM (an ignored
 /// signal stays ignored across fork and exec).
 const THREE_IGNORING_TERM: &str = "trap '' TERM; sleep 1000 & sleep 1000 & wait";
 
+/// The test's agents. A test that fails leaves none of their processes
+/// behind: each agent leads its own group, and the group is killed while
+/// its leader is still this test's unreaped child, so that its id cannot
+/// name anyone else's group.
+struct Agents(Vec<Agent>);
+
+impl Drop for Agents {
+    fn drop(&mut self) {
+        for a in &self.0 {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(a.pid()),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 /// `n` agents of chats `c<i>` (sessions `s<i>`), archived, each running
 /// `script`; returned once each has `per_agent` labelled processes.
-async fn archived_agents(w: &World, n: usize, script: &str, per_agent: usize) -> Vec<Agent> {
+async fn archived_agents(w: &World, n: usize, script: &str, per_agent: usize) -> Agents {
     let mut agents = Vec::new();
     for i in 0..n {
         let (s, c) = (format!("s{i}"), format!("c{i}"));
@@ -34,11 +55,14 @@ async fn archived_agents(w: &World, n: usize, script: &str, per_agent: usize) ->
     let deadline = Instant::now() + Duration::from_secs(30);
     for i in 0..n {
         while labelled(&w.labels[0], &format!("c{i}")).len() < per_agent {
-            assert!(Instant::now() < deadline, "agent c{i} never started its children");
+            assert!(
+                Instant::now() < deadline,
+                "agent c{i} never started its children"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
     }
-    agents
+    Agents(agents)
 }
 
 /// Every live process of chats `c0..c<n>`, as (pid, start time).
@@ -51,6 +75,7 @@ fn processes_of(w: &World, n: usize) -> Vec<(i32, u64)> {
 
 async fn a_hundred_term_ignoring_agents_are_stopped_within_one_grace(db: Db) {
     const AGENTS: usize = 100;
+    let _turn = TURN.lock().await;
     let mut w = World::new(db).await;
     w.term_grace = Duration::from_secs(2);
     let _agents = archived_agents(&w, AGENTS, THREE_IGNORING_TERM, 3).await;
@@ -62,8 +87,12 @@ async fn a_hundred_term_ignoring_agents_are_stopped_within_one_grace(db: Db) {
     assert_eq!(config.r#loop.max_parallel_actions, 4);
 
     let t0 = Instant::now();
-    let report = common::act_pass(&w.controller_with(config, w.store.clone()), Scope::Host, false)
-        .await;
+    let report = common::act_pass(
+        &w.controller_with(config, w.store.clone()),
+        Scope::Host,
+        false,
+    )
+    .await;
     let took = t0.elapsed();
 
     let terminations: Vec<_> = report
@@ -89,7 +118,12 @@ async fn a_hundred_term_ignoring_agents_are_stopped_within_one_grace(db: Db) {
     for (pid, start) in &before {
         assert!(!alive(*pid, *start), "pid {pid} survived the pass");
     }
-    assert_eq!(report.result(), PassResult::Converged, "{}", report.render());
+    assert_eq!(
+        report.result(),
+        PassResult::Converged,
+        "{}",
+        report.render()
+    );
     // One grace at a time per slot of loop.max_parallel_actions would take
     // 100 / 4 × 2 s = 50 s; one grace for all takes about 2 s. The bound
     // proves concurrency on a loaded debug build, not speed.
@@ -104,18 +138,23 @@ async fn a_hundred_term_ignoring_agents_are_stopped_within_one_grace(db: Db) {
 async fn no_termination_starts_after_the_pass_timeout(db: Db) {
     const AGENTS: usize = 40;
     const SLOTS: usize = 4;
+    let _turn = TURN.lock().await;
     let mut w = World::new(db).await;
     w.term_grace = Duration::from_secs(6);
     let agents = archived_agents(&w, AGENTS, "trap '' TERM; while :; do sleep 1; done", 1).await;
-    let ids: Vec<(i32, u64)> = agents.iter().map(|a| (a.pid(), a.start_time())).collect();
+    let ids: Vec<(i32, u64)> = agents.0.iter().map(|a| (a.pid(), a.start_time())).collect();
     let mut config = w.config();
     config.r#loop.pass_timeout = Duration::from_secs(3);
     // Few slots, so that most terminations wait for one when time runs out.
     config.processes.max_parallel_terminations = SLOTS;
 
     let t0 = Instant::now();
-    let report = common::act_pass(&w.controller_with(config, w.store.clone()), Scope::Host, false)
-        .await;
+    let report = common::act_pass(
+        &w.controller_with(config, w.store.clone()),
+        Scope::Host,
+        false,
+    )
+    .await;
     let took = t0.elapsed();
 
     let (started, left): (Vec<_>, Vec<_>) = report
@@ -144,13 +183,22 @@ async fn no_termination_starts_after_the_pass_timeout(db: Db) {
         .map(|a| a.target.clone())
         .collect();
     let started_targets: BTreeSet<String> = started.iter().map(|r| r.target.to_string()).collect();
-    assert_eq!(intents, started_targets, "no termination started after the deadline");
-    let stopped = ids.iter().filter(|(pid, start)| !alive(*pid, *start)).count();
+    assert_eq!(
+        intents, started_targets,
+        "no termination started after the deadline"
+    );
+    let stopped = ids
+        .iter()
+        .filter(|(pid, start)| !alive(*pid, *start))
+        .count();
     assert_eq!(stopped, SLOTS, "only the started ones were stopped");
 
     // The pass ended when the started ones did (grace, then SIGKILL), not
     // when ten rounds of them would have.
-    assert!(took >= w.term_grace, "{took:?}: the started ones were waited for");
+    assert!(
+        took >= w.term_grace,
+        "{took:?}: the started ones were waited for"
+    );
     let bound = w.term_grace + Duration::from_secs(10);
     assert!(took < bound, "{took:?} (bound {bound:?})");
 

@@ -521,10 +521,7 @@ impl Controller {
                 .filter(|r| left_to_concurrent_run(r))
                 .map(|r| r.action.group())
                 .collect();
-            if groups.is_empty()
-                || cancel.is_cancelled()
-                || Instant::now() >= deadline.at
-            {
+            if groups.is_empty() || cancel.is_cancelled() || Instant::now() >= deadline.at {
                 return;
             }
             let mut fresh = Notes::default();

@@ -171,7 +171,9 @@ enum Seen {
     Gone,
     /// Not ours to read (or failing to read for another reason): by the
     /// real uid of the process.
-    Unreadable { uid: u32 },
+    Unreadable {
+        uid: u32,
+    },
 }
 
 /// The `PF_KTHREAD` bit of the flags in `/proc/<pid>/stat`.
@@ -559,6 +561,9 @@ fn started_at(boot: Option<u64>, start_time: u64) -> SystemTime {
         + Duration::from_nanos((start_time % tps) * 1_000_000_000 / tps);
     SystemTime::UNIX_EPOCH + Duration::from_secs(boot) + since_boot
 }
+
+#[cfg(test)]
+mod unreadable_tests;
 
 #[cfg(test)]
 pub(crate) mod tests {
