@@ -305,6 +305,55 @@ mod tests {
     }
 
     #[test]
+    fn the_processes_a_pass_could_not_read_are_gauged_until_a_pass_reads_its_state() {
+        let m = Metrics::new();
+        let text = m.render();
+        assert!(
+            text.contains("boo_reconciler_processes_unreadable 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("boo_reconciler_processes_unreadable_users 0"),
+            "{text}"
+        );
+        let mut r = PassReport {
+            trigger: Trigger::Nudge,
+            scope: crate::plan::Scope::Chat("c1".into()),
+            dry_run: false,
+            force: false,
+            started_at: std::time::UNIX_EPOCH,
+            duration_ms: 1,
+            observed: Default::default(),
+            planned: Vec::new(),
+            results: Vec::new(),
+            pending: Vec::new(),
+            at_risk: Vec::new(),
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            state_unreadable: None,
+        };
+        r.observed.unreadable_processes = 5;
+        r.observed.unreadable_by_uid = [(0, 2), (1001, 3)].into_iter().collect();
+        // Every pass scans the whole host, whatever its scope.
+        m.observe_pass(&r);
+        let text = m.render();
+        assert!(
+            text.contains("boo_reconciler_processes_unreadable 5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("boo_reconciler_processes_unreadable_users 2"),
+            "{text}"
+        );
+        // A pass that could not read its state scanned nothing: the last
+        // count stands.
+        r.observed = Default::default();
+        r.state_unreadable = Some(crate::report::StateUnreadable::DatabaseUnreachable);
+        m.observe_pass(&r);
+        assert!(m.render().contains("boo_reconciler_processes_unreadable 5"));
+    }
+
+    #[test]
     fn label_values_are_the_serialized_names() {
         assert_eq!(
             Trigger::ALL.map(Trigger::as_str),

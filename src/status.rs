@@ -553,6 +553,198 @@ mod tests {
         );
     }
 
+    /// A pass report with one action per outcome in `outcomes` (by
+    /// name), `errors` errors of its own, and a worktree kept as an unsafe
+    /// repository when `unsafe_repo`.
+    fn report_with(
+        outcomes: &[&str],
+        errors: usize,
+        unsafe_repo: bool,
+    ) -> crate::report::PassReport {
+        use crate::act::{ActionResult, Detail, Outcome};
+        use crate::plan::{Action, ActionKind, Owner};
+        let result = |i: usize, outcome: Outcome| {
+            let action = Action {
+                kind: ActionKind::CloseAgentRow {
+                    row_id: format!("r{i}"),
+                    backend: crate::model::Backend::Acp,
+                    agent: "goose".into(),
+                    why: "chat archived".into(),
+                    recorded_process: None,
+                },
+                owner: Owner::default(),
+                reason: "chat archived".into(),
+            };
+            ActionResult {
+                target: action.key(),
+                action,
+                outcome,
+                detail: Detail::None,
+                duration_ms: 1,
+                intent_id: None,
+                audit_error: None,
+            }
+        };
+        let mut results: Vec<ActionResult> = outcomes
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                let outcome = match *o {
+                    "done" => Outcome::Done { note: "row closed".into() },
+                    "skipped" => Outcome::Skipped { why: "live again".into() },
+                    "deferred" => Outcome::Deferred { why: "not started: loop.pass_timeout (3s) ran out before it could start; left for the next pass".into() },
+                    "refused" => Outcome::Refused { why: "outside the root".into() },
+                    "failed" => Outcome::Failed { error: "database gone".into() },
+                    "kept_at_risk" => Outcome::KeptAtRisk {
+                        reasons: vec![crate::risk::AtRisk::Untracked { count: 1, paths: vec!["a".into()] }],
+                        unchanged: false,
+                    },
+                    other => panic!("no outcome {other}"),
+                };
+                result(i, outcome)
+            })
+            .collect();
+        if unsafe_repo {
+            results.push(result(
+                99,
+                Outcome::KeptAtRisk {
+                    reasons: vec![crate::risk::AtRisk::UnsafeRepository {
+                        detail: "a link".into(),
+                    }],
+                    unchanged: false,
+                },
+            ));
+        }
+        let mut report = crate::report::PassReport {
+            trigger: Trigger::Command,
+            scope: Scope::Host,
+            dry_run: false,
+            force: false,
+            started_at: std::time::UNIX_EPOCH,
+            duration_ms: 3,
+            observed: Default::default(),
+            planned: Vec::new(),
+            results,
+            pending: Vec::new(),
+            at_risk: Vec::new(),
+            errors: (0..errors).map(|i| format!("pass error {i}")).collect(),
+            warnings: Vec::new(),
+            state_unreadable: None,
+        };
+        report.collect_at_risk();
+        report
+    }
+
+    /// The report as `/status` carries it and `status` reads it back.
+    fn summary_of(report: &crate::report::PassReport) -> PassSummary {
+        serde_json::from_value(serde_json::to_value(report).unwrap()).expect("reads back")
+    }
+
+    #[test]
+    fn every_summary_counts_the_errors_that_make_the_result_error() {
+        let outcomes = [
+            "done",
+            "skipped",
+            "deferred",
+            "refused",
+            "failed",
+            "kept_at_risk",
+        ];
+        for first in outcomes {
+            for second in outcomes {
+                for errors in [0, 2] {
+                    for unsafe_repo in [false, true] {
+                        let r = report_with(&[first, second], errors, unsafe_repo);
+                        let case =
+                            format!("{first}, {second}, {errors} error(s), unsafe {unsafe_repo}");
+                        let expected = errors
+                            + [first, second]
+                                .iter()
+                                .filter(|o| ["failed", "refused", "deferred"].contains(o))
+                                .count()
+                            + usize::from(unsafe_repo);
+                        assert_eq!(r.error_count(), expected, "{case}");
+                        assert_eq!(
+                            r.result() == PassResult::Error,
+                            expected > 0,
+                            "{case}: {:?}",
+                            r.result()
+                        );
+                        let s = summary_of(&r);
+                        assert_eq!(
+                            (s.error_count(), s.result()),
+                            (r.error_count(), r.result()),
+                            "{case}: the status reads what the report says"
+                        );
+                        let line = format!("result: {}, {expected} error(s)", r.result());
+                        assert!(r.render().contains(&line), "{case}: {}", r.render());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_pass_with_failed_and_deferred_actions_never_reads_0_errors() {
+        let report = report_with(&["failed", "deferred", "done"], 0, false);
+        assert!(report.errors.is_empty(), "no error of the pass itself");
+        let mut s = doc(serde_json::json!({}));
+        s.last_host_pass = Some(summary_of(&report));
+        let text = render(&s);
+        assert!(text.contains("result error, 2 error(s)"), "{text}");
+        assert!(
+            text.contains("failed: agent-row:r0: database gone"),
+            "{text}"
+        );
+        assert!(
+            text.contains("deferred: agent-row:r1: not started: loop.pass_timeout (3s)"),
+            "{text}"
+        );
+        assert!(
+            report.render().contains(
+                "1 action(s) not started: loop.pass_timeout ran out; left for the next pass"
+            ),
+            "{}",
+            report.render()
+        );
+
+        // The daemon's answer to `once`, as `once` prints it.
+        let answer = crate::http::answer::NudgeAnswer::of(
+            &report,
+            crate::http::answer::Subject::Host {},
+            Vec::new(),
+        );
+        let shown = render_answer(
+            "http://127.0.0.1:7878",
+            &serde_json::to_value(answer).unwrap(),
+        );
+        assert!(
+            shown.contains(": error, 3 action(s), 2 error(s)"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn what_the_scan_could_not_read_is_shown_with_its_users() {
+        let mut report = report_with(&["done"], 0, false);
+        report.observed.unreadable_processes = 4;
+        report.observed.unreadable_by_uid = [(0, 1), (1001, 3)].into_iter().collect();
+        let mut s = doc(serde_json::json!({}));
+        s.last_host_pass = Some(summary_of(&report));
+        let line = "4 process(es) whose environment could not be read (uid 0: 1, uid 1001: 3)";
+        assert!(render(&s).contains(line), "{}", render(&s));
+        assert!(
+            report.render().contains(
+                "4 process(es) whose environment could not be read (by uid: uid 0: 1, uid 1001: 3)"
+            ),
+            "{}",
+            report.render()
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["observed"]["unreadable_processes"], 4);
+        assert_eq!(json["observed"]["unreadable_by_uid"]["1001"], 3);
+    }
+
     #[test]
     fn an_answer_renders_each_action_and_what_was_kept() {
         let a = serde_json::json!({
