@@ -34,8 +34,8 @@
 //!   concluded by a later pass with what it found ([`Executor::settle`]).
 //! - A failing target backs off on its own ([`super::backoff`]); others go on.
 //! - Once cancelled, or past the run's [`Deadline`] (`loop.pass_timeout`),
-//!   no new action starts, not even one already waiting for a slot or a
-//!   claim: it is deferred, named in the report as left for the next pass;
+//!   no new action starts, not even one already waiting for a slot: it is
+//!   deferred, named in the report as left for the next pass;
 //!   those in flight finish (test
 //!   `no_termination_starts_after_the_pass_timeout`).
 //! - Two runs (a nudge beside the interval pass) never act on the same
@@ -232,7 +232,7 @@ impl Executor {
     }
 
     /// [`Executor::execute`], starting no action after `deadline`: those
-    /// not started by then (waiting for a slot or a claim included) are
+    /// not started by then (those waiting for a slot included) are
     /// deferred, left for the next pass.
     pub async fn execute_until(
         self: &Arc<Self>,
@@ -336,14 +336,10 @@ impl Executor {
         // target: wait for it, then leave the target to it. The plan this
         // action came from predates that run's effect; a forced pass plans
         // again from what that run left.
-        // Time running out while the other run holds the target leaves it
-        // to that run all the same: a forced pass answers "busy".
-        let claimed = tokio::select! {
-            biased;
-            c = self.claims.claim(&target, observed_at) => c,
-            () = stop.stopped() => None,
-        };
-        let Some(claim) = claimed else {
+        // Not cut short by the deadline: a claim waited for is never taken
+        // (the target is left to the run that held it), so nothing starts
+        // after the wait; and the answer then reflects that run's effect.
+        let Some(claim) = self.claims.claim(&target, observed_at).await else {
             let why = HANDLED_BY_CONCURRENT_RUN.into();
             return ActionResult::not_run(action, Outcome::Skipped { why });
         };

@@ -7,7 +7,7 @@
 //!   and losing it only means an earlier retry).
 //! - A pass is bounded by `loop.pass_timeout`, counted from its start: when
 //!   it runs out, no new action starts (not even one already waiting for a
-//!   slot or a claim), the pass ends once the actions in flight finish, and
+//!   slot), the pass ends once the actions in flight finish, and
 //!   the report names each action left for the next pass (test
 //!   `no_termination_starts_after_the_pass_timeout`).
 //! - Once cancelled (SIGINT/SIGTERM), the loop starts no new pass and no new
