@@ -207,6 +207,19 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_claim_released_unused_leaves_no_mark_of_an_action() {
+        let claims = Arc::new(Claims::default());
+        let before = observed();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        claims.claim(&t("a"), before).await.unwrap().unused();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(
+            claims.claim(&t("a"), before).await.is_some(),
+            "nothing was done to it: an older plan still acts"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_last_release_is_forgotten_after_the_acted_memory() {
         let claims = Arc::new(Claims::default());
         let before = observed();
