@@ -54,10 +54,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::OwnedSemaphorePermit;
-
 use globset::GlobSet;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -335,18 +333,16 @@ impl Executor {
         // Another run (a nudge beside the interval pass) acting on the same
         // target: wait for it, then leave the target to it. The plan this
         // action came from predates that run's effect; a forced pass plans
-        // again from what that run left.
-        // Not cut short by the deadline: a claim waited for is never taken
-        // (the target is left to the run that held it), so nothing starts
-        // after the wait; and the answer then reflects that run's effect.
+        // again from what that run left. The wait is not cut short by the
+        // deadline: a claim waited for is never taken, so nothing starts
+        // after it, and the answer then reflects that run's effect.
         let Some(claim) = self.claims.claim(&target, observed_at).await else {
             let why = HANDLED_BY_CONCURRENT_RUN.into();
             return ActionResult::not_run(action, Outcome::Skipped { why });
         };
         let Some(permit) = self.slot(&action.kind, stop).await else {
             claim.unused();
-            let why = stop.why().unwrap_or_default();
-            return self.deferred(action, why);
+            return self.deferred(action, stop.why_stopped());
         };
         let action_copy = action.clone();
         // Once started, the action runs to its end on a task of its own,
@@ -481,8 +477,8 @@ impl Deadline {
     /// and says it waits for the next pass.
     pub fn why(&self) -> String {
         format!(
-            "not started: loop.pass_timeout ({}) ran out before it could start; left for the next \
-             pass",
+            "not started: {} ({}) ran out before it could start; left for the next pass",
+            crate::report::PASS_TIMEOUT,
             humantime::format_duration(self.pass_timeout)
         )
     }
@@ -505,6 +501,16 @@ impl Stop {
         self.deadline
             .filter(|d| Instant::now() >= d.at)
             .map(|d| d.why())
+    }
+
+    /// Why no action may start, once [`Stop::stopped`] resolved (or
+    /// [`Stop::why`] said so): the cancellation, else the deadline.
+    fn why_stopped(&self) -> String {
+        match (self.why(), self.deadline) {
+            (Some(why), _) => why,
+            (None, Some(d)) => d.why(),
+            (None, None) => "the controller is stopping".into(),
+        }
     }
 
     /// Resolves once no action may start any more.
