@@ -56,6 +56,12 @@ pub struct Metrics {
     pub trash_bytes: IntGauge,
     pub trash_reclaim_time: Histogram,
     pub trash_reclaim_failures: IntCounter,
+    /// Processes whose environment the last pass could not read: whether
+    /// they are agents is unknown. No uid label, so that the series stay
+    /// few whatever the host runs; the uids are in `/status`.
+    pub processes_unreadable: IntGauge,
+    /// How many users (real uids) those processes belong to.
+    pub processes_unreadable_users: IntGauge,
 }
 
 impl Default for Metrics {
@@ -151,8 +157,23 @@ impl Metrics {
             "Attempts to delete a trash entry that failed (the entry backs off and is retried).",
         )
         .expect("metric");
+        let processes_unreadable = IntGauge::new(
+            "processes_unreadable",
+            "Processes whose environment the last pass could not read (other users' processes \
+             and setuid programs, for a controller that is not root): an agent among them is \
+             invisible. Processes gone mid-scan are not counted.",
+        )
+        .expect("metric");
+        let processes_unreadable_users = IntGauge::new(
+            "processes_unreadable_users",
+            "Users (real uids) the processes of processes_unreadable belong to; /status lists \
+             them.",
+        )
+        .expect("metric");
         for c in [
-            Box::new(trash_entries.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(processes_unreadable.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(processes_unreadable_users.clone()),
+            Box::new(trash_entries.clone()),
             Box::new(trash_bytes.clone()),
             Box::new(trash_reclaim_time.clone()),
             Box::new(trash_reclaim_failures.clone()),
@@ -202,6 +223,8 @@ impl Metrics {
             trash_bytes,
             trash_reclaim_time,
             trash_reclaim_failures,
+            processes_unreadable,
+            processes_unreadable_users,
         }
     }
 
@@ -222,6 +245,14 @@ impl Metrics {
             self.actions_total
                 .with_label_values(&[a.action.name(), a.outcome.name()])
                 .inc();
+        }
+        // Every pass scans the whole host, whatever its scope; a pass that
+        // could not read its state scanned nothing.
+        if r.state_unreadable.is_none() {
+            self.processes_unreadable
+                .set(r.observed.unreadable_processes as i64);
+            self.processes_unreadable_users
+                .set(r.observed.unreadable_by_uid.len() as i64);
         }
         if r.scope == crate::plan::Scope::Host {
             self.root_held
@@ -273,6 +304,55 @@ mod tests {
         assert!(text.contains("boo_reconciler_trash_bytes 0"));
         assert!(text.contains("boo_reconciler_trash_reclaim_failures_total 0"));
         assert!(text.contains("# TYPE boo_reconciler_trash_reclaim_time_seconds histogram"));
+    }
+
+    #[test]
+    fn the_processes_a_pass_could_not_read_are_gauged_until_a_pass_reads_its_state() {
+        let m = Metrics::new();
+        let text = m.render();
+        assert!(
+            text.contains("boo_reconciler_processes_unreadable 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("boo_reconciler_processes_unreadable_users 0"),
+            "{text}"
+        );
+        let mut r = PassReport {
+            trigger: Trigger::Nudge,
+            scope: crate::plan::Scope::Chat("c1".into()),
+            dry_run: false,
+            force: false,
+            started_at: std::time::UNIX_EPOCH,
+            duration_ms: 1,
+            observed: Default::default(),
+            planned: Vec::new(),
+            results: Vec::new(),
+            pending: Vec::new(),
+            at_risk: Vec::new(),
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            state_unreadable: None,
+        };
+        r.observed.unreadable_processes = 5;
+        r.observed.unreadable_by_uid = [(0, 2), (1001, 3)].into_iter().collect();
+        // Every pass scans the whole host, whatever its scope.
+        m.observe_pass(&r);
+        let text = m.render();
+        assert!(
+            text.contains("boo_reconciler_processes_unreadable 5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("boo_reconciler_processes_unreadable_users 2"),
+            "{text}"
+        );
+        // A pass that could not read its state scanned nothing: the last
+        // count stands.
+        r.observed = Default::default();
+        r.state_unreadable = Some(crate::report::StateUnreadable::DatabaseUnreachable);
+        m.observe_pass(&r);
+        assert!(m.render().contains("boo_reconciler_processes_unreadable 5"));
     }
 
     #[test]

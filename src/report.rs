@@ -1,6 +1,7 @@
 //! What a pass saw and did, for people (tables) and programs (JSON), and
 //! the exit code it maps to.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
@@ -88,6 +89,18 @@ impl PassResult {
         }
     }
 
+    /// The result of a pass with `errors` errors (as [`count_errors`]
+    /// counts them) and `at_risk` worktrees kept at risk.
+    pub const fn of(errors: usize, at_risk: usize) -> PassResult {
+        if errors > 0 {
+            PassResult::Error
+        } else if at_risk > 0 {
+            PassResult::AtRisk
+        } else {
+            PassResult::Converged
+        }
+    }
+
     pub const fn exit_code(self) -> u8 {
         match self {
             PassResult::Converged => exit::CONVERGED,
@@ -112,6 +125,15 @@ pub struct Observed {
     pub agent_rows: usize,
     pub root_entries: usize,
     pub stale_admin_entries: usize,
+    /// Processes whose environment this controller could not read, so
+    /// that it cannot tell whether they are agents: other users'
+    /// processes and setuid programs, for a controller that is not root.
+    /// Processes gone mid-scan are not counted; kernel threads neither.
+    pub unreadable_processes: usize,
+    /// Those processes by real uid (the user who started them; a setuid
+    /// program counts under its caller).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub unreadable_by_uid: BTreeMap<u32, usize>,
     /// Retired worktrees waiting in the trash for the reclaimer.
     pub trash: crate::act::reclaim::TrashStatus,
     /// Why nothing under the worktree root was judged this pass (it is
@@ -246,25 +268,32 @@ impl PassReport {
     /// answers by its plan: converged when there is nothing to do, an error
     /// on errors.
     pub fn result(&self) -> PassResult {
-        let failed = !self.errors.is_empty()
-            || self.results.iter().any(|r| {
-                matches!(
-                    r.outcome,
-                    Outcome::Failed { .. } | Outcome::Refused { .. } | Outcome::Deferred { .. }
-                )
-            })
-            || self.at_risk.iter().any(|k| {
-                k.reasons
-                    .iter()
-                    .any(|r| matches!(r, crate::risk::AtRisk::UnsafeRepository { .. }))
-            });
-        if failed {
-            PassResult::Error
-        } else if !self.at_risk.is_empty() {
-            PassResult::AtRisk
-        } else {
-            PassResult::Converged
-        }
+        PassResult::of(self.error_count(), self.at_risk.len())
+    }
+
+    /// What makes [`PassReport::result`] `error`, counted: see
+    /// [`count_errors`]. Every summary that shows a count of errors shows
+    /// this one, so that a pass whose result is `error` never reads as
+    /// "0 error(s)".
+    pub fn error_count(&self) -> usize {
+        count_errors(
+            self.errors.len(),
+            self.results.iter().map(|r| r.outcome.name()),
+            self.at_risk
+                .iter()
+                .flat_map(|k| k.reasons.iter().map(crate::risk::AtRisk::kind)),
+        )
+    }
+
+    /// The actions not started because the pass ran out of time
+    /// (`loop.pass_timeout`): left for the next pass.
+    pub fn left_for_next_pass(&self) -> Vec<&ActionResult> {
+        self.results
+            .iter()
+            .filter(
+                |r| matches!(&r.outcome, Outcome::Deferred { why } if why.contains(PASS_TIMEOUT)),
+            )
+            .collect()
     }
 
     /// The targets of a forced pass's actions that did not happen because
@@ -371,8 +400,72 @@ impl PassReport {
         for e in &self.errors {
             let _ = writeln!(s, "  error: {e}");
         }
+        let left = self.left_for_next_pass().len();
+        if left > 0 {
+            let _ = writeln!(
+                s,
+                "{left} action(s) not started: {PASS_TIMEOUT} ran out; left for the next pass"
+            );
+        }
+        if self.observed.unreadable_processes > 0 {
+            let _ = writeln!(
+                s,
+                "{} process(es) whose environment could not be read (by uid: {}): an agent among \
+                 them is invisible to this controller",
+                self.observed.unreadable_processes,
+                by_uid(&self.observed.unreadable_by_uid),
+            );
+        }
+        let _ = writeln!(
+            s,
+            "result: {}, {} error(s)",
+            self.result(),
+            self.error_count()
+        );
         s
     }
+}
+
+/// The setting that bounds a pass, as deferred actions name it.
+pub const PASS_TIMEOUT: &str = "loop.pass_timeout";
+
+/// The outcomes ([`Outcome::name`]) that make a pass's result `error`.
+pub const ERROR_OUTCOMES: [&str; 3] = ["failed", "refused", "deferred"];
+
+/// The at-risk reason ([`crate::risk::AtRisk::kind`]) that makes a pass's
+/// result `error`: a tree laid out to lead the controller's writes
+/// elsewhere is someone's doing, not a state of work.
+pub const ERROR_AT_RISK: &str = "unsafe_repository";
+
+/// How many errors a pass had, from what a summary of it shows: its own
+/// `errors`, each action whose outcome (by name) failed, was refused or
+/// deferred, and each worktree kept as an unsafe repository (by reason
+/// kind). The result is `error` exactly when this is not 0.
+pub fn count_errors<'a>(
+    errors: usize,
+    outcomes: impl IntoIterator<Item = &'a str>,
+    at_risk_kinds: impl IntoIterator<Item = &'a str>,
+) -> usize {
+    errors
+        + outcomes
+            .into_iter()
+            .filter(|o| ERROR_OUTCOMES.contains(o))
+            .count()
+        + at_risk_kinds
+            .into_iter()
+            .filter(|k| *k == ERROR_AT_RISK)
+            .count()
+}
+
+/// `uid 1000: 3, uid 1001: 1`, or `-` for none.
+pub fn by_uid(m: &BTreeMap<u32, usize>) -> String {
+    if m.is_empty() {
+        return "-".into();
+    }
+    m.iter()
+        .map(|(uid, n)| format!("uid {uid}: {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn scope_text(scope: &Scope) -> String {

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::http::answer::NudgeAnswer;
 use crate::plan::Scope;
-use crate::report::Trigger;
+use crate::report::{PassResult, Trigger};
 use crate::service::{Role, Status};
 
 /// `/status` as this command reads it: the service's own [`Status`], with
@@ -28,9 +28,54 @@ pub struct PassSummary {
     /// Absent when empty.
     #[serde(default)]
     pub planned: Vec<IgnoredAny>,
-    pub results: Vec<IgnoredAny>,
+    pub results: Vec<ResultSummary>,
+    /// Absent from a controller of an earlier version.
+    #[serde(default)]
+    pub at_risk: Vec<KeptSummary>,
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
+    #[serde(default)]
+    pub observed: ObservedSummary,
+}
+
+impl PassSummary {
+    /// The pass's errors as [`crate::report::PassReport::error_count`]
+    /// counts them: its own, and every action and kept worktree that makes
+    /// its result `error`.
+    pub fn error_count(&self) -> usize {
+        crate::report::count_errors(
+            self.errors.len(),
+            self.results.iter().map(|r| r.outcome.as_str()),
+            self.at_risk
+                .iter()
+                .flat_map(|k| k.reasons.iter().map(|r| r.kind.as_str())),
+        )
+    }
+
+    /// Its result, as [`crate::report::PassReport::result`] has it.
+    pub fn result(&self) -> PassResult {
+        PassResult::of(self.error_count(), self.at_risk.len())
+    }
+}
+
+/// What the status shows of an action's result.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ResultSummary {
+    pub outcome: String,
+    pub target: String,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub why: Option<String>,
+}
+
+/// What the status shows of what a pass observed.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ObservedSummary {
+    #[serde(default)]
+    pub unreadable_processes: usize,
+    #[serde(default)]
+    pub unreadable_by_uid: std::collections::BTreeMap<u32, usize>,
 }
 
 /// What the status shows of the trash.
@@ -222,14 +267,41 @@ fn last_host_pass(out: &mut String, p: &PassSummary) {
     };
     let _ = writeln!(
         out,
-        "last host pass: {} ({}), {} ms, {count} {what}, {} error(s)",
+        "last host pass: {} ({}), {} ms, {count} {what}, result {}, {} error(s)",
         p.started_at,
         p.trigger,
         p.duration_ms,
-        p.errors.len(),
+        p.result(),
+        p.error_count(),
     );
+    for r in &p.results {
+        if let Some(error) = &r.error {
+            let _ = writeln!(out, "  failed: {}: {error}", r.target);
+        } else if crate::report::ERROR_OUTCOMES.contains(&r.outcome.as_str()) {
+            let why = r.why.as_deref().unwrap_or("");
+            let _ = writeln!(out, "  {}: {}: {why}", r.outcome, r.target);
+        }
+    }
+    for k in &p.at_risk {
+        if k.reasons
+            .iter()
+            .any(|r| r.kind == crate::report::ERROR_AT_RISK)
+        {
+            let _ = writeln!(out, "  kept as an unsafe repository: {}", k.target);
+        }
+    }
     for e in &p.errors {
         let _ = writeln!(out, "  error: {e}");
+    }
+    let o = &p.observed;
+    if o.unreadable_processes > 0 {
+        let _ = writeln!(
+            out,
+            "  {} process(es) whose environment could not be read ({}): an agent among them is \
+             invisible to this controller",
+            o.unreadable_processes,
+            crate::report::by_uid(&o.unreadable_by_uid),
+        );
     }
     for w in &p.warnings {
         let _ = writeln!(out, "  warning: {w}");
@@ -267,9 +339,18 @@ pub fn render_answer(base: &str, answer: &Value) -> String {
 
 fn answer_lines(base: &str, answer: &AnswerSummary) -> String {
     let mut out = String::new();
+    let errors = crate::report::count_errors(
+        answer.errors.len(),
+        answer.actions.iter().map(|a| a.outcome.as_str()),
+        answer
+            .at_risk
+            .iter()
+            .flat_map(|k| k.reasons.iter().map(|r| r.kind.as_str())),
+    );
     let _ = writeln!(
         out,
-        "reconciled by the running controller at {base} ({} {}) in {} ms: {}, {} action(s)",
+        "reconciled by the running controller at {base} ({} {}) in {} ms: {}, {} action(s), \
+         {errors} error(s)",
         answer.scope.as_str(),
         or_dash(answer.subject.id()),
         answer.duration_ms,
@@ -470,6 +551,198 @@ mod tests {
             text.contains("error: /r/.boo-trash/w1.1 cannot be reclaimed (2 failure(s), next attempt in 9s): mount point inside"),
             "{text}"
         );
+    }
+
+    /// A pass report with one action per outcome in `outcomes` (by
+    /// name), `errors` errors of its own, and a worktree kept as an unsafe
+    /// repository when `unsafe_repo`.
+    fn report_with(
+        outcomes: &[&str],
+        errors: usize,
+        unsafe_repo: bool,
+    ) -> crate::report::PassReport {
+        use crate::act::{ActionResult, Detail, Outcome};
+        use crate::plan::{Action, ActionKind, Owner};
+        let result = |i: usize, outcome: Outcome| {
+            let action = Action {
+                kind: ActionKind::CloseAgentRow {
+                    row_id: format!("r{i}"),
+                    backend: crate::model::Backend::Acp,
+                    agent: "goose".into(),
+                    why: "chat archived".into(),
+                    recorded_process: None,
+                },
+                owner: Owner::default(),
+                reason: "chat archived".into(),
+            };
+            ActionResult {
+                target: action.key(),
+                action,
+                outcome,
+                detail: Detail::None,
+                duration_ms: 1,
+                intent_id: None,
+                audit_error: None,
+            }
+        };
+        let mut results: Vec<ActionResult> = outcomes
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                let outcome = match *o {
+                    "done" => Outcome::Done { note: "row closed".into() },
+                    "skipped" => Outcome::Skipped { why: "live again".into() },
+                    "deferred" => Outcome::Deferred { why: "not started: loop.pass_timeout (3s) ran out before it could start; left for the next pass".into() },
+                    "refused" => Outcome::Refused { why: "outside the root".into() },
+                    "failed" => Outcome::Failed { error: "database gone".into() },
+                    "kept_at_risk" => Outcome::KeptAtRisk {
+                        reasons: vec![crate::risk::AtRisk::Untracked { count: 1, paths: vec!["a".into()] }],
+                        unchanged: false,
+                    },
+                    other => panic!("no outcome {other}"),
+                };
+                result(i, outcome)
+            })
+            .collect();
+        if unsafe_repo {
+            results.push(result(
+                99,
+                Outcome::KeptAtRisk {
+                    reasons: vec![crate::risk::AtRisk::UnsafeRepository {
+                        detail: "a link".into(),
+                    }],
+                    unchanged: false,
+                },
+            ));
+        }
+        let mut report = crate::report::PassReport {
+            trigger: Trigger::Command,
+            scope: Scope::Host,
+            dry_run: false,
+            force: false,
+            started_at: std::time::UNIX_EPOCH,
+            duration_ms: 3,
+            observed: Default::default(),
+            planned: Vec::new(),
+            results,
+            pending: Vec::new(),
+            at_risk: Vec::new(),
+            errors: (0..errors).map(|i| format!("pass error {i}")).collect(),
+            warnings: Vec::new(),
+            state_unreadable: None,
+        };
+        report.collect_at_risk();
+        report
+    }
+
+    /// The report as `/status` carries it and `status` reads it back.
+    fn summary_of(report: &crate::report::PassReport) -> PassSummary {
+        serde_json::from_value(serde_json::to_value(report).unwrap()).expect("reads back")
+    }
+
+    #[test]
+    fn every_summary_counts_the_errors_that_make_the_result_error() {
+        let outcomes = [
+            "done",
+            "skipped",
+            "deferred",
+            "refused",
+            "failed",
+            "kept_at_risk",
+        ];
+        for first in outcomes {
+            for second in outcomes {
+                for errors in [0, 2] {
+                    for unsafe_repo in [false, true] {
+                        let r = report_with(&[first, second], errors, unsafe_repo);
+                        let case =
+                            format!("{first}, {second}, {errors} error(s), unsafe {unsafe_repo}");
+                        let expected = errors
+                            + [first, second]
+                                .iter()
+                                .filter(|o| ["failed", "refused", "deferred"].contains(o))
+                                .count()
+                            + usize::from(unsafe_repo);
+                        assert_eq!(r.error_count(), expected, "{case}");
+                        assert_eq!(
+                            r.result() == PassResult::Error,
+                            expected > 0,
+                            "{case}: {:?}",
+                            r.result()
+                        );
+                        let s = summary_of(&r);
+                        assert_eq!(
+                            (s.error_count(), s.result()),
+                            (r.error_count(), r.result()),
+                            "{case}: the status reads what the report says"
+                        );
+                        let line = format!("result: {}, {expected} error(s)", r.result());
+                        assert!(r.render().contains(&line), "{case}: {}", r.render());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_pass_with_failed_and_deferred_actions_never_reads_0_errors() {
+        let report = report_with(&["failed", "deferred", "done"], 0, false);
+        assert!(report.errors.is_empty(), "no error of the pass itself");
+        let mut s = doc(serde_json::json!({}));
+        s.last_host_pass = Some(summary_of(&report));
+        let text = render(&s);
+        assert!(text.contains("result error, 2 error(s)"), "{text}");
+        assert!(
+            text.contains("failed: agent-row:r0: database gone"),
+            "{text}"
+        );
+        assert!(
+            text.contains("deferred: agent-row:r1: not started: loop.pass_timeout (3s)"),
+            "{text}"
+        );
+        assert!(
+            report.render().contains(
+                "1 action(s) not started: loop.pass_timeout ran out; left for the next pass"
+            ),
+            "{}",
+            report.render()
+        );
+
+        // The daemon's answer to `once`, as `once` prints it.
+        let answer = crate::http::answer::NudgeAnswer::of(
+            &report,
+            crate::http::answer::Subject::Host {},
+            Vec::new(),
+        );
+        let shown = render_answer(
+            "http://127.0.0.1:7878",
+            &serde_json::to_value(answer).unwrap(),
+        );
+        assert!(
+            shown.contains(": error, 3 action(s), 2 error(s)"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn what_the_scan_could_not_read_is_shown_with_its_users() {
+        let mut report = report_with(&["done"], 0, false);
+        report.observed.unreadable_processes = 4;
+        report.observed.unreadable_by_uid = [(0, 1), (1001, 3)].into_iter().collect();
+        let mut s = doc(serde_json::json!({}));
+        s.last_host_pass = Some(summary_of(&report));
+        let line = "4 process(es) whose environment could not be read (uid 0: 1, uid 1001: 3)";
+        assert!(render(&s).contains(line), "{}", render(&s));
+        assert!(
+            report.render().contains(
+                "4 process(es) whose environment could not be read (by uid: uid 0: 1, uid 1001: 3)"
+            ),
+            "{}",
+            report.render()
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["observed"]["unreadable_processes"], 4);
+        assert_eq!(json["observed"]["unreadable_by_uid"]["1001"], 3);
     }
 
     #[test]

@@ -60,11 +60,13 @@ pub struct Claim {
 struct Held {
     claims: Arc<Claims>,
     target: Target,
+    /// Cleared by [`Claim::unused`]: nothing was done to the target.
+    acted: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        {
+        if self.acted.load(std::sync::atomic::Ordering::Relaxed) {
             let mut acted = lock(&self.claims.acted);
             let now = tokio::time::Instant::now();
             // Only plans older than a pass timeout could still be running:
@@ -74,6 +76,18 @@ impl Drop for Held {
         }
         lock(&self.claims.inflight).remove(&self.target);
         self.claims.released.notify_waiters();
+    }
+}
+
+impl Claim {
+    /// Releases a claim whose action never started (the pass ran out of
+    /// time while it waited for a permit): the target is not remembered as
+    /// acted on, so that a run whose plan predates this release still
+    /// acts on it rather than leaving it to a run that did nothing.
+    pub fn unused(self) {
+        self._inner
+            .acted
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -98,6 +112,7 @@ impl Claims {
                         _inner: Arc::new(Held {
                             claims: Arc::clone(self),
                             target: target.clone(),
+                            acted: std::sync::atomic::AtomicBool::new(true),
                         }),
                     });
                 }
@@ -189,6 +204,19 @@ mod tests {
         let after = observed();
         assert!(claims.claim(&t("a"), after).await.is_some(), "fresh plan");
         assert!(claims.claim(&t("b"), before).await.is_some(), "per target");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_claim_released_unused_leaves_no_mark_of_an_action() {
+        let claims = Arc::new(Claims::default());
+        let before = observed();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        claims.claim(&t("a"), before).await.unwrap().unused();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(
+            claims.claim(&t("a"), before).await.is_some(),
+            "nothing was done to it: an older plan still acts"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -2,9 +2,14 @@
 //! many groups at once.
 //!
 //! # Guarantees
-//! - At most `max_parallel_actions` actions run at once; groups (sessions,
-//!   orphans) run concurrently, and within a group each [`Stage`] starts only
-//!   once the previous one finished without failing.
+//! - At most `loop.max_parallel_actions` actions run at once, terminations
+//!   apart: those take a slot of `processes.max_parallel_terminations`
+//!   ([`ActionKind::waits_on_a_grace`]), so that every termination of a pass
+//!   gets SIGTERM at once and they wait out one grace together, not one
+//!   grace per slot (test
+//!   `a_hundred_term_ignoring_agents_are_stopped_within_one_grace`). Groups
+//!   (sessions, orphans) run concurrently, and within a group each
+//!   [`Stage`] starts only once the previous one finished without failing.
 //! - Liveness is re-read from the database right before every destructive
 //!   action, and again after the preflight: a chat reopened mid-pass keeps
 //!   everything.
@@ -28,7 +33,11 @@
 //!   An intent left without an outcome (a crash, a lost database) is
 //!   concluded by a later pass with what it found ([`Executor::settle`]).
 //! - A failing target backs off on its own ([`super::backoff`]); others go on.
-//! - Once cancelled, no new action starts; those in flight finish.
+//! - Once cancelled, or past the run's [`Deadline`] (`loop.pass_timeout`),
+//!   no new action starts, not even one already waiting for a slot: it is
+//!   deferred, named in the report as left for the next pass;
+//!   those in flight finish (test
+//!   `no_termination_starts_after_the_pass_timeout`).
 //! - Two runs (a nudge beside the interval pass) never act on the same
 //!   target at once: the later one waits, then leaves the target to the
 //!   first ([`super::claim`]), with the outcome
@@ -46,7 +55,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use globset::GlobSet;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -109,7 +118,13 @@ pub struct Executor {
     /// `opencode.enabled`: whether a removed worktree's opencode instance
     /// is disposed of ([`dispose`]).
     pub dispose_opencode_instances: bool,
+    /// `loop.max_parallel_actions`: every action but those that wait on a
+    /// grace.
     limit: Arc<Semaphore>,
+    /// `processes.max_parallel_terminations`: the actions that wait on a
+    /// grace, apart from the others so that they never hold their slots
+    /// through it.
+    terminations: Arc<Semaphore>,
     backoff: Mutex<Backoff<Target>>,
     /// The last verdict recorded per target, so that the audit table gets
     /// changes, not repeats.
@@ -148,6 +163,9 @@ impl Executor {
             opencode: crate::opencode::Client::new(&config.opencode),
             dispose_opencode_instances: config.opencode.enabled,
             limit: Arc::new(Semaphore::new(config.r#loop.max_parallel_actions.max(1))),
+            terminations: Arc::new(Semaphore::new(
+                config.processes.max_parallel_terminations.max(1),
+            )),
             backoff: Mutex::new(Backoff::default()),
             recorded: audit::Recorded::default(),
             claims: Arc::new(Claims::default()),
@@ -208,6 +226,23 @@ impl Executor {
         opts: RunOptions,
         cancel: &CancellationToken,
     ) -> Vec<ActionResult> {
+        self.execute_until(plan, opts, cancel, None).await
+    }
+
+    /// [`Executor::execute`], starting no action after `deadline`: those
+    /// not started by then (those waiting for a slot included) are
+    /// deferred, left for the next pass.
+    pub async fn execute_until(
+        self: &Arc<Self>,
+        plan: &Plan,
+        opts: RunOptions,
+        cancel: &CancellationToken,
+        deadline: Option<Deadline>,
+    ) -> Vec<ActionResult> {
+        let stop = Stop {
+            cancel: cancel.clone(),
+            deadline,
+        };
         let opts = RunOptions {
             pass: self.passes.fetch_add(1, Ordering::Relaxed),
             ..opts
@@ -220,8 +255,8 @@ impl Executor {
         let mut set = JoinSet::new();
         for (_, actions) in groups {
             let me = Arc::clone(self);
-            let cancel = cancel.clone();
-            set.spawn(async move { me.run_group(actions, opts, observed_at, cancel).await });
+            let stop = stop.clone();
+            set.spawn(async move { me.run_group(actions, opts, observed_at, stop).await });
         }
         let mut results: Vec<(usize, ActionResult)> = Vec::with_capacity(plan.actions.len());
         while let Some(done) = set.join_next().await {
@@ -242,7 +277,7 @@ impl Executor {
         actions: Vec<(usize, Action)>,
         opts: RunOptions,
         observed_at: Instant,
-        cancel: CancellationToken,
+        stop: Stop,
     ) -> Vec<(usize, ActionResult)> {
         let mut stages: BTreeMap<Stage, Vec<(usize, Action)>> = BTreeMap::new();
         for (i, a) in actions {
@@ -258,8 +293,8 @@ impl Executor {
                     continue;
                 }
                 let me = Arc::clone(&self);
-                let cancel = cancel.clone();
-                set.spawn(async move { (i, me.run_one(action, opts, observed_at, &cancel).await) });
+                let stop = stop.clone();
+                set.spawn(async move { (i, me.run_one(action, opts, observed_at, &stop).await) });
             }
             while let Some(done) = set.join_next().await {
                 let Ok((i, r)) = done else { continue };
@@ -283,11 +318,11 @@ impl Executor {
         action: Action,
         opts: RunOptions,
         observed_at: Instant,
-        cancel: &CancellationToken,
+        stop: &Stop,
     ) -> ActionResult {
         let target = action.key();
-        if cancel.is_cancelled() {
-            return self.deferred(action, "the controller is stopping".into());
+        if let Some(why) = stop.why() {
+            return self.deferred(action, why);
         }
         let held_back = lock(&self.backoff)
             .blocking(&target, Instant::now())
@@ -298,16 +333,18 @@ impl Executor {
         // Another run (a nudge beside the interval pass) acting on the same
         // target: wait for it, then leave the target to it. The plan this
         // action came from predates that run's effect; a forced pass plans
-        // again from what that run left.
+        // again from what that run left. The wait is not cut short by the
+        // deadline: a claim waited for is never taken, so nothing starts
+        // after it, and the answer then reflects that run's effect.
         let Some(claim) = self.claims.claim(&target, observed_at).await else {
             let why = HANDLED_BY_CONCURRENT_RUN.into();
             return ActionResult::not_run(action, Outcome::Skipped { why });
         };
+        let Some(permit) = self.slot(&action.kind, stop).await else {
+            claim.unused();
+            return self.deferred(action, stop.why_stopped());
+        };
         let action_copy = action.clone();
-        let permit = Arc::clone(&self.limit)
-            .acquire_owned()
-            .await
-            .expect("semaphore never closed");
         // Once started, the action runs to its end on a task of its own,
         // holding its claim and its permit: a run abandoned by a timeout or
         // a shutdown drops only its wait for the answer, never the removal
@@ -355,6 +392,25 @@ impl Executor {
                 },
             ),
         }
+    }
+
+    /// A slot to run an action of `kind` in, from its own limit; `None`
+    /// when the run stops (cancelled, or past its deadline) before one is
+    /// free, or at the very moment one came free.
+    async fn slot(&self, kind: &ActionKind, stop: &Stop) -> Option<OwnedSemaphorePermit> {
+        let limit = if kind.waits_on_a_grace() {
+            &self.terminations
+        } else {
+            &self.limit
+        };
+        let permit = tokio::select! {
+            biased;
+            () = stop.stopped() => return None,
+            p = Arc::clone(limit).acquire_owned() => p.expect("semaphore never closed"),
+        };
+        // A slot freed in the same instant as the deadline passed must not
+        // start the action: look once more.
+        stop.why().is_none().then_some(permit)
     }
 
     /// Runs the body of `action`; a destructive step is announced first
@@ -405,6 +461,68 @@ impl Executor {
                 },
                 Detail::None,
             )),
+        }
+    }
+}
+
+/// When a run stops starting actions: `loop.pass_timeout` after its pass
+/// began.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deadline {
+    pub at: Instant,
+    /// The setting it comes from, for the reason deferred actions carry.
+    pub pass_timeout: Duration,
+}
+
+impl Deadline {
+    /// Why an action not started by `self` was left: names the setting
+    /// and says it waits for the next pass.
+    pub fn why(&self) -> String {
+        format!(
+            "not started: {} ({}) ran out before it could start; left for the next pass",
+            crate::report::PASS_TIMEOUT,
+            humantime::format_duration(self.pass_timeout)
+        )
+    }
+}
+
+/// What stops a run from starting actions: a cancellation (shutdown, or
+/// the caller's own timeout) or its deadline.
+#[derive(Clone)]
+struct Stop {
+    cancel: CancellationToken,
+    deadline: Option<Deadline>,
+}
+
+impl Stop {
+    /// Why no action may start now; `None` while they may.
+    fn why(&self) -> Option<String> {
+        if self.cancel.is_cancelled() {
+            return Some("the controller is stopping".into());
+        }
+        self.deadline
+            .filter(|d| Instant::now() >= d.at)
+            .map(|d| d.why())
+    }
+
+    /// Why no action may start, once [`Stop::stopped`] resolved (or
+    /// [`Stop::why`] said so): the cancellation, else the deadline.
+    fn why_stopped(&self) -> String {
+        match (self.why(), self.deadline) {
+            (Some(why), _) => why,
+            (None, Some(d)) => d.why(),
+            (None, None) => "the controller is stopping".into(),
+        }
+    }
+
+    /// Resolves once no action may start any more.
+    async fn stopped(&self) {
+        match self.deadline {
+            Some(d) => tokio::select! {
+                () = self.cancel.cancelled() => {}
+                () = tokio::time::sleep_until(d.at.into()) => {}
+            },
+            None => self.cancel.cancelled().await,
         }
     }
 }

@@ -274,6 +274,7 @@ pub(super) fn unset() -> Config {
             instance_label: String::new(),
             orphan_min_age: Duration::ZERO,
             max_terminations_per_pass: 0,
+            max_parallel_terminations: 0,
             term_grace: Duration::ZERO,
             cgroup_parent: String::new(),
         },
@@ -526,6 +527,16 @@ const ROWS: &[Key] = &[
         default: DefaultValue::Text("100"),
         doc: "Most agent processes terminated in one pass (1 or more); the rest wait for the next pass, pending with the reason: a wrong database cannot stop every agent of a host at once.",
         field: field!(Int, processes.max_terminations_per_pass),
+    },
+    Key {
+        section: "processes",
+        key: "max_parallel_terminations",
+        kind: Kind::PositiveInt,
+        // As many as the brake lets through in one pass: the pass's
+        // terminations then take one grace in all.
+        default: DefaultValue::Text("100"),
+        doc: "Most agent terminations waiting out processes.term_grace at the same time (1 or more), apart from loop.max_parallel_actions: every termination of a pass gets SIGTERM at once and they share one grace; beyond it they wait for a slot.",
+        field: field!(Int, processes.max_parallel_terminations),
     },
     Key {
         section: "processes",

@@ -229,6 +229,9 @@ pub struct Processes {
     /// Time between SIGTERM and SIGKILL.
     /// The brake on one pass: terminations beyond it wait.
     pub max_terminations_per_pass: usize,
+    /// Most terminations waiting out their grace at once; apart from
+    /// `loop.max_parallel_actions`.
+    pub max_parallel_terminations: usize,
     pub term_grace: Duration,
     /// `auto`, `off` or a path: see [`crate::cgroup::Parent`].
     pub cgroup_parent: String,

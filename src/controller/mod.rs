@@ -5,8 +5,11 @@
 //! - A pass needs no memory of earlier passes: restarted anywhere, the next
 //!   pass converges (the backoff of failing targets is the only state kept,
 //!   and losing it only means an earlier retry).
-//! - A pass is bounded by `loop.pass_timeout`: when it runs out, no new
-//!   action starts and the pass ends once the actions in flight finish.
+//! - A pass is bounded by `loop.pass_timeout`, counted from its start: when
+//!   it runs out, no new action starts (not even one already waiting for a
+//!   slot), the pass ends once the actions in flight finish, and
+//!   the report names each action left for the next pass (test
+//!   `no_termination_starts_after_the_pass_timeout`).
 //! - Once cancelled (SIGINT/SIGTERM), the loop starts no new pass and no new
 //!   action; the actions in flight finish.
 //! - A forced pass never leaves its step to another run. An action whose
@@ -28,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::act::executor::left_to_concurrent_run;
+use crate::act::executor::{left_to_concurrent_run, Deadline};
 use crate::act::unpoisoned::lock;
 use crate::act::{ActionResult, Executor, RunOptions};
 use crate::config::Config;
@@ -177,6 +180,8 @@ impl Controller {
                 _ => 0,
             },
             processes: scan.processes.len(),
+            unreadable_processes: scan.skipped,
+            unreadable_by_uid: scan.unreadable_by_uid.clone(),
             worktree_rows: desired.worktrees.len(),
             agent_rows: desired.agent_sessions.len(),
             root_entries: observed.dirs.len(),
@@ -435,6 +440,10 @@ impl Controller {
     ) -> PassReport {
         let started_at = SystemTime::now();
         let t0 = Instant::now();
+        let deadline = Deadline {
+            at: t0 + self.config.r#loop.pass_timeout,
+            pass_timeout: self.config.r#loop.pass_timeout,
+        };
         let mut notes = Notes::default();
         // Observe-only overrules every caller: nudges and `once` included.
         let mode = if self.config.r#loop.dry_run {
@@ -462,9 +471,9 @@ impl Controller {
                     Ok(lines) => notes.warnings.extend(lines),
                     Err(e) => notes.errors.push(e),
                 }
-                let mut results = self.act(&plan, opts, cancel).await;
+                let mut results = self.act(&plan, opts, cancel, deadline).await;
                 if opts.force {
-                    self.retake_forced(&scope, &mut results, opts, cancel, t0, &mut notes)
+                    self.retake_forced(&scope, &mut results, opts, cancel, deadline, &mut notes)
                         .await;
                 }
                 (Vec::new(), results)
@@ -523,7 +532,7 @@ impl Controller {
         results: &mut Vec<ActionResult>,
         opts: RunOptions,
         cancel: &CancellationToken,
-        started: Instant,
+        deadline: Deadline,
         notes: &mut Notes,
     ) {
         for _ in 0..FORCED_RETAKES {
@@ -532,10 +541,7 @@ impl Controller {
                 .filter(|r| left_to_concurrent_run(r))
                 .map(|r| r.action.group())
                 .collect();
-            if groups.is_empty()
-                || cancel.is_cancelled()
-                || started.elapsed() >= self.config.r#loop.pass_timeout
-            {
+            if groups.is_empty() || cancel.is_cancelled() || Instant::now() >= deadline.at {
                 return;
             }
             let mut fresh = Notes::default();
@@ -569,7 +575,7 @@ impl Controller {
                 ..plan
             };
             results.retain(|r| !left_to_concurrent_run(r));
-            for r in self.act(&plan, opts, cancel).await {
+            for r in self.act(&plan, opts, cancel, deadline).await {
                 match results.iter_mut().find(|old| old.target == r.target) {
                     Some(old) => *old = r,
                     None => results.push(r),
@@ -578,23 +584,25 @@ impl Controller {
         }
     }
 
-    /// Executes a plan within the pass timeout: when time runs out, no new
-    /// action starts and the ones in flight are waited for.
+    /// Executes a plan until the pass's deadline: from then on no action
+    /// starts (those still waiting are deferred, left for the next pass)
+    /// and the ones in flight are waited for.
     async fn act(
         &self,
         plan: &Plan,
         opts: RunOptions,
         cancel: &CancellationToken,
+        deadline: Deadline,
     ) -> Vec<ActionResult> {
-        let stop = cancel.child_token();
-        let run = self.executor.execute(plan, opts, &stop);
+        let run = self
+            .executor
+            .execute_until(plan, opts, cancel, Some(deadline));
         tokio::pin!(run);
         tokio::select! {
             r = &mut run => r,
-            _ = tokio::time::sleep(self.config.r#loop.pass_timeout) => {
-                tracing::warn!(timeout = %humantime::format_duration(self.config.r#loop.pass_timeout),
+            _ = tokio::time::sleep_until(deadline.at.into()) => {
+                tracing::warn!(timeout = %humantime::format_duration(deadline.pass_timeout),
                     "pass timed out: no new actions, waiting for those in flight");
-                stop.cancel();
                 run.await
             }
         }
@@ -773,7 +781,10 @@ pub fn log_summary(r: &PassReport, repeats: &mut repeats::Repeats) {
         outcomes = ?counts,
         at_risk = r.at_risk.len(),
         pending = r.pending.len(),
-        errors = r.errors.len(),
+        result = %r.result(),
+        errors = r.error_count(),
+        left_for_next_pass = r.left_for_next_pass().len(),
+        unreadable_processes = r.observed.unreadable_processes,
         "pass finished"
     );
     let now = Instant::now();

@@ -17,8 +17,13 @@
 //!
 //! Everything here is a best-effort read of a moving target: a process that
 //! vanishes mid-read, belongs to a user we may not inspect, or is otherwise
-//! unreadable is left out (logged at debug level and counted), never an
-//! error. Zombies (`Z`) and dead tasks (`X`) are not alive and are never
+//! unreadable is left out (logged at debug level), never an error. What
+//! could not be read is counted, by the real uid of the process
+//! ([`Scan::skipped`], [`Scan::unreadable_by_uid`]): a controller that is
+//! not root cannot read other users' environments nor a setuid program's,
+//! and an agent among those is invisible to it. A process gone mid-read is
+//! counted apart ([`Scan::gone`]); a kernel thread (whose environment only
+//! root may open, and which is never an agent) not at all. Zombies (`Z`) and dead tasks (`X`) are not alive and are never
 //! listed. The calling process itself is never listed.
 //!
 //! Cost: [`scan`] runs every pass on hosts with thousands of processes. It
@@ -86,8 +91,16 @@ impl From<&crate::config::Processes> for LabelNames {
 pub struct Scan {
     /// Every live process carrying the chat label, by pid.
     pub processes: Vec<AgentProcess>,
-    /// Processes that could not be read (gone mid-scan, no permission).
+    /// Processes still there whose environment (or, labelled, whose
+    /// `stat`) could not be read: permission denied, most often. Whether
+    /// they are agents is unknown.
     pub skipped: usize,
+    /// [`Scan::skipped`] by the real uid of each process (`u32::MAX` when
+    /// even that could not be read).
+    pub unreadable_by_uid: std::collections::BTreeMap<u32, usize>,
+    /// Processes that exited between the listing of `/proc` and their
+    /// read: nothing is unknown about them.
+    pub gone: usize,
 }
 
 /// A fresh read of one process, for the re-check right before a signal.
@@ -129,7 +142,11 @@ pub fn scan(labels: &LabelNames) -> Scan {
         match seen {
             Seen::Agent(agent) => out.processes.push(*agent),
             Seen::NotAnAgent => {}
-            Seen::Skipped => out.skipped += 1,
+            Seen::Gone => out.gone += 1,
+            Seen::Unreadable { uid } => {
+                out.skipped += 1;
+                *out.unreadable_by_uid.entry(uid).or_default() += 1;
+            }
         }
     }
     out.processes.sort_by_key(|p| p.pid);
@@ -148,19 +165,51 @@ fn list_pids() -> std::io::Result<Vec<i32>> {
 /// What the scan made of one pid.
 enum Seen {
     Agent(Box<AgentProcess>),
-    /// Unlabelled, or a zombie.
+    /// Unlabelled, a zombie, or a kernel thread.
     NotAnAgent,
-    /// Gone mid-read, or not ours to read.
-    Skipped,
+    /// Gone mid-read.
+    Gone,
+    /// Not ours to read (or failing to read for another reason): by the
+    /// real uid of the process.
+    Unreadable {
+        uid: u32,
+    },
+}
+
+/// The `PF_KTHREAD` bit of the flags in `/proc/<pid>/stat`.
+const PF_KTHREAD: u32 = 0x0020_0000;
+
+/// What a failed read of `pid` through `process` means: the process is
+/// gone, is a kernel thread, or is there and unreadable (by its real uid).
+/// `stat` and `status` are readable by anyone while the process exists,
+/// so they tell these apart.
+fn unread(process: Option<&Process>, pid: i32, error: &dyn std::fmt::Display) -> Seen {
+    let opened;
+    let process = match process {
+        Some(p) => p,
+        None => match Process::new(pid) {
+            Ok(p) => {
+                opened = p;
+                &opened
+            }
+            Err(_) => return Seen::Gone,
+        },
+    };
+    match process.stat() {
+        Err(_) => return Seen::Gone,
+        Ok(stat) if !is_alive_state(stat.state) => return Seen::NotAnAgent,
+        Ok(stat) if stat.flags & PF_KTHREAD != 0 => return Seen::NotAnAgent,
+        Ok(_) => {}
+    }
+    let uid = process.status().map_or(u32::MAX, |s| s.ruid);
+    tracing::debug!(pid, uid, error = %error, "process unreadable; counted, not judged");
+    Seen::Unreadable { uid }
 }
 
 fn scan_one(pid: i32, labels: &LabelNames, boot: Option<u64>) -> Seen {
     let process = match Process::new(pid) {
         Ok(p) => p,
-        Err(e) => {
-            tracing::debug!(pid, error = %e, "process vanished or unreadable; skipped");
-            return Seen::Skipped;
-        }
+        Err(e) => return unread(None, pid, &e),
     };
     thread_local! {
         // One buffer per scanning thread: most processes are not agents,
@@ -169,8 +218,7 @@ fn scan_one(pid: i32, labels: &LabelNames, boot: Option<u64>) -> Seen {
     }
     ENVIRON.with_borrow_mut(|environ| {
         if let Err(e) = read_environ(&process, environ) {
-            tracing::debug!(pid, error = %e, "environment unreadable; skipped");
-            return Seen::Skipped;
+            return unread(Some(&process), pid, &e);
         }
         let Some(chat_id) = agent_chat(environ, labels) else {
             return Seen::NotAnAgent;
@@ -190,10 +238,7 @@ fn agent_of(
     match read_agent(process, chat_id, environ, labels, boot) {
         Ok(Some(agent)) => Seen::Agent(Box::new(agent)),
         Ok(None) => Seen::NotAnAgent, // a zombie
-        Err(e) => {
-            tracing::debug!(pid, error = %e, "labelled process unreadable; skipped");
-            Seen::Skipped
-        }
+        Err(e) => unread(Some(process), pid, &e),
     }
 }
 
@@ -516,6 +561,9 @@ fn started_at(boot: Option<u64>, start_time: u64) -> SystemTime {
         + Duration::from_nanos((start_time % tps) * 1_000_000_000 / tps);
     SystemTime::UNIX_EPOCH + Duration::from_secs(boot) + since_boot
 }
+
+#[cfg(test)]
+mod unreadable_tests;
 
 #[cfg(test)]
 pub(crate) mod tests {

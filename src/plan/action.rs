@@ -132,6 +132,17 @@ pub enum ActionKind {
     },
 }
 
+impl ActionKind {
+    /// Whether the action spends most of its time waiting out a grace
+    /// (SIGTERM, then up to `processes.term_grace` before SIGKILL): such
+    /// actions take a permit of `processes.max_parallel_terminations`
+    /// instead of `loop.max_parallel_actions`, so that a pass's
+    /// terminations share one grace instead of waiting out one per slot.
+    pub fn waits_on_a_grace(&self) -> bool {
+        matches!(self, ActionKind::TerminateProcess { .. })
+    }
+}
+
 /// The order of work within one group (one session, or one orphan): each
 /// stage starts only when the one before it has finished. Processes go
 /// before opencode sessions, those before rows, rows before the worktree.
