@@ -139,7 +139,10 @@ impl ActionKind {
     /// instead of `loop.max_parallel_actions`, so that a pass's
     /// terminations share one grace instead of waiting out one per slot.
     pub fn waits_on_a_grace(&self) -> bool {
-        matches!(self, ActionKind::TerminateProcess { .. })
+        matches!(
+            self,
+            ActionKind::TerminateProcess { .. } | ActionKind::StopCgroup { .. }
+        )
     }
 }
 
