@@ -40,6 +40,12 @@ pub struct ProcessTarget {
     pub command: String,
     /// Seconds the process had been running when observed.
     pub age_secs: u64,
+    /// The `agent_sessions` row that recorded this pid and start time,
+    /// when the target comes from it rather than from a labelled process:
+    /// the process no longer carries its labels, and the recorded start
+    /// time alone says it is the same process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded_by_row: Option<String>,
 }
 
 /// The process an `agent_sessions` row records, as the row records it.

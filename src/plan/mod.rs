@@ -96,7 +96,7 @@ pub fn plan(
 ) -> Plan {
     let mut out = Plan::default();
     plan_processes(desired, actual, policy, now, &mut out);
-    plan_agent_rows(desired, actual, now, &mut out);
+    plan_agent_rows(desired, actual, policy, now, &mut out);
     let waits = plan_opencode(desired, actual, policy, now, &mut out);
     match &actual.root_held {
         // What is under a root that is not itself was not seen: a row whose

@@ -742,6 +742,7 @@ mod processes {
             let identity = PidIdentity {
                 start_time: start,
                 chat_label: label.map(Into::into),
+                unlabelled: false,
             };
             self.actual.recorded_pids.insert(pid, Some(identity));
             self
