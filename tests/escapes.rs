@@ -16,6 +16,7 @@ both_databases!(
     a_chat_reopened_during_the_grace_keeps_its_agent_and_the_audit_says_it_had_sigterm,
     an_agent_that_re_execs_without_its_labels_during_the_grace_is_killed,
     agents_that_cleared_or_zeroed_their_environment_are_stopped_through_their_rows,
+    a_live_chats_process_below_an_archived_chats_agent_is_left_alone_and_named,
 );
 
 /// A file whose appearance tells an agent's script to go on.
@@ -178,4 +179,76 @@ async fn agents_that_cleared_or_zeroed_their_environment_are_stopped_through_the
         assert!(done, "no termination of {pid} done: {audit:?}");
     }
     assert!(report.pending.is_empty(), "{}", report.render());
+}
+
+/// Kills a process group the test started when the test ends, pass or
+/// fail: its processes ignore SIGTERM and some are not the test's
+/// children.
+struct KillGroup(i32);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.0),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+async fn a_live_chats_process_below_an_archived_chats_agent_is_left_alone_and_named(db: Db) {
+    let mut w = World::new(db).await;
+    w.term_grace = Duration::from_millis(500);
+    w.session("s1", "open").await;
+    w.chat("c1", "s1", "archived").await;
+    w.chat("c2", "s1", "open").await;
+    let a = w.agent(
+        "c1",
+        "s1",
+        &format!(
+            "trap '' TERM; sleep 1001 & {}=c2 sh -c 'sleep 1002 & wait' & wait",
+            w.labels[0]
+        ),
+        w.tmp.path(),
+    );
+    let _group = KillGroup(a.pid());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while common::labelled(&w.labels[0], "c2").len() < 2 {
+        assert!(Instant::now() < deadline, "chat c2's processes never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let of_c2: Vec<(i32, u64)> = common::labelled(&w.labels[0], "c2")
+        .into_iter()
+        .map(|p| (p, common::start_time_of(p).unwrap()))
+        .collect();
+    let of_c1: Vec<(i32, u64)> = common::labelled(&w.labels[0], "c1")
+        .into_iter()
+        .map(|p| (p, common::start_time_of(p).unwrap()))
+        .collect();
+    assert_eq!(of_c1.len(), 2, "the agent and its own child: {of_c1:?}");
+
+    let report = w.once(Scope::Host, false).await;
+    assert_eq!(report.exit_code(), exit::CONVERGED, "{}", report.render());
+    for (p, s) in &of_c1 {
+        assert!(!alive(*p, *s), "chat c1's pid {p} runs on");
+    }
+    for (p, s) in &of_c2 {
+        assert!(alive(*p, *s), "live chat c2's pid {p} was stopped");
+    }
+    let detail = serde_json::to_value(&report.results[0].detail).unwrap();
+    // Both carry chat c2's label: each is named.
+    let spared: Vec<(i64, String)> = detail["spared"]
+        .as_array()
+        .expect("spared listed")
+        .iter()
+        .map(|s| (s["pid"].as_i64().unwrap(), s["chat_id"].as_str().unwrap().to_owned()))
+        .collect();
+    let want: Vec<(i64, String)> = of_c2.iter().map(|(p, _)| (*p as i64, "c2".into())).collect();
+    assert_eq!(spared, want, "{detail}");
+    let audit = w.audit().await;
+    let term = audit
+        .iter()
+        .find(|r| r.action == "terminate_process" && r.outcome == "done")
+        .unwrap_or_else(|| panic!("no termination done: {audit:?}"));
+    let said = format!("{} {}", term.reason, term.detail);
+    assert!(said.contains("left alone below it") && said.contains("chat c2 is live"), "{said}");
 }
