@@ -118,7 +118,11 @@ async fn an_agent_that_re_execs_without_its_labels_during_the_grace_is_killed(db
             .is_some_and(|k| k.contains(&serde_json::json!(pid))),
         "{detail}"
     );
-    assert_eq!(detail["identity_changed"], serde_json::json!([]), "{detail}");
+    assert_eq!(
+        detail["identity_changed"],
+        serde_json::json!([]),
+        "{detail}"
+    );
 }
 
 async fn agents_that_cleared_or_zeroed_their_environment_are_stopped_through_their_rows(db: Db) {
@@ -131,7 +135,12 @@ async fn agents_that_cleared_or_zeroed_their_environment_are_stopped_through_the
     // One re-execs itself with an empty environment; the other overwrites
     // its environment block in place, as setproctitle() does (its
     // /proc/<pid>/environ then reads as zeros), and waits on a fifo.
-    let cleared = w.agent("c1", "s1", "sleep 0.2; exec env -i sleep 1000", w.tmp.path());
+    let cleared = w.agent(
+        "c1",
+        "s1",
+        "sleep 0.2; exec env -i sleep 1000",
+        w.tmp.path(),
+    );
     let zeroed = w.agent(
         "c1",
         "s1",
@@ -144,7 +153,12 @@ async fn agents_that_cleared_or_zeroed_their_environment_are_stopped_through_the
         w.tmp.path(),
     );
     // The live chat's agent, cleared the same way, runs on.
-    let live = w.agent("c2", "s1", "sleep 0.2; exec env -i sleep 1000", w.tmp.path());
+    let live = w.agent(
+        "c2",
+        "s1",
+        "sleep 0.2; exec env -i sleep 1000",
+        w.tmp.path(),
+    );
     let agents = [("a1", &cleared), ("a2", &zeroed), ("a3", &live)];
     for (row, a) in agents {
         wait_unlabelled(a.pid(), &w.labels[0]);
@@ -163,8 +177,14 @@ async fn agents_that_cleared_or_zeroed_their_environment_are_stopped_through_the
 
     let report = w.once(Scope::Host, false).await;
     assert_eq!(report.exit_code(), exit::CONVERGED, "{}", report.render());
-    assert!(!alive(cp, cs), "the agent that cleared its environment runs on");
-    assert!(!alive(zp, zs), "the agent that zeroed its environment runs on");
+    assert!(
+        !alive(cp, cs),
+        "the agent that cleared its environment runs on"
+    );
+    assert!(
+        !alive(zp, zs),
+        "the agent that zeroed its environment runs on"
+    );
     assert!(alive(lp, ls), "the live chat's agent was stopped");
     assert_eq!(w.agent_row("a1").await, ("closed".into(), true));
     assert_eq!(w.agent_row("a2").await, ("closed".into(), true));
@@ -213,7 +233,10 @@ async fn a_live_chats_process_below_an_archived_chats_agent_is_left_alone_and_na
     let _group = KillGroup(a.pid());
     let deadline = Instant::now() + Duration::from_secs(10);
     while common::labelled(&w.labels[0], "c2").len() < 2 {
-        assert!(Instant::now() < deadline, "chat c2's processes never started");
+        assert!(
+            Instant::now() < deadline,
+            "chat c2's processes never started"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let of_c2: Vec<(i32, u64)> = common::labelled(&w.labels[0], "c2")
@@ -240,9 +263,17 @@ async fn a_live_chats_process_below_an_archived_chats_agent_is_left_alone_and_na
         .as_array()
         .expect("spared listed")
         .iter()
-        .map(|s| (s["pid"].as_i64().unwrap(), s["chat_id"].as_str().unwrap().to_owned()))
+        .map(|s| {
+            (
+                s["pid"].as_i64().unwrap(),
+                s["chat_id"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
-    let want: Vec<(i64, String)> = of_c2.iter().map(|(p, _)| (*p as i64, "c2".into())).collect();
+    let want: Vec<(i64, String)> = of_c2
+        .iter()
+        .map(|(p, _)| (*p as i64, "c2".into()))
+        .collect();
     assert_eq!(spared, want, "{detail}");
     let audit = w.audit().await;
     let term = audit
@@ -250,5 +281,8 @@ async fn a_live_chats_process_below_an_archived_chats_agent_is_left_alone_and_na
         .find(|r| r.action == "terminate_process" && r.outcome == "done")
         .unwrap_or_else(|| panic!("no termination done: {audit:?}"));
     let said = format!("{} {}", term.reason, term.detail);
-    assert!(said.contains("left alone below it") && said.contains("chat c2 is live"), "{said}");
+    assert!(
+        said.contains("left alone below it") && said.contains("chat c2 is live"),
+        "{said}"
+    );
 }

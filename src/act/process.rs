@@ -118,9 +118,9 @@ pub(super) fn terminated_outcome(t: &terminate::Terminated) -> Outcome {
         },
         // Reopened during the grace: the chat keeps its agent, which had
         // SIGTERM (the text says so).
-        (None, Some(terminate::KeptAlive::LiveAgain { .. })) => Outcome::Skipped {
-            why: t.to_string(),
-        },
+        (None, Some(terminate::KeptAlive::LiveAgain { .. })) => {
+            Outcome::Skipped { why: t.to_string() }
+        }
         (None, Some(terminate::KeptAlive::LivenessUnknown { .. })) => Outcome::Failed {
             error: format!("{t}; retried next pass"),
         },

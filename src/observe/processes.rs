@@ -263,9 +263,7 @@ pub(crate) fn identity_of(process: &Process, labels: &LabelNames) -> Option<Iden
     // A zombie's environment reads empty; any error means no label either.
     let mut environ = Vec::new();
     let readable = read_environ(process, &mut environ).is_ok();
-    let chat_label = readable
-        .then(|| agent_chat(&environ, labels))
-        .flatten();
+    let chat_label = readable.then(|| agent_chat(&environ, labels)).flatten();
     let env_chat = match readable.then(|| label(&environ, &labels.chat)) {
         None => EnvChat::Unreadable,
         Some(None) => EnvChat::Absent,
@@ -857,6 +855,24 @@ pub(crate) mod tests {
         assert_eq!(identity(-1, &LabelNames::default()), None);
         // An unused pid (pid_max is at most 2^22).
         assert_eq!(identity(i32::MAX, &LabelNames::default()), None);
+    }
+
+    #[test]
+    fn identity_tells_a_cleared_environment_from_another_label() {
+        let labels = LabelNames::default();
+        let chat = unique("chat");
+        // The chat label without the agent label: not an agent, but its
+        // environment names a chat.
+        let chat_only = sleeper(&[("BOO_CHAT_ID", &chat)], None);
+        let id = identity(chat_only.0.id() as i32, &labels).unwrap();
+        assert_eq!(id.chat_label, None);
+        assert_eq!(id.env_chat, EnvChat::Present(chat.clone()));
+        // An environment with no label at all.
+        let plain = sleeper(&[("BOO_SESSION_ID", &chat)], None);
+        let id = identity(plain.0.id() as i32, &labels).unwrap();
+        assert_eq!(id.env_chat, EnvChat::Absent);
+        // Zeroed in place (setproctitle) reads as no label either.
+        assert_eq!(label(&[0u8; 64], "BOO_CHAT_ID"), None);
     }
 
     #[test]

@@ -261,7 +261,11 @@ pub(super) fn spared_subtrees(track: &Tracking, snap: &Snapshot) -> HashSet<i32>
     let mut out = HashSet::new();
     for (&pid, &start) in &track.spared {
         out.insert(pid);
-        if snap.entries.get(&pid).is_some_and(|e| e.start_time == start) {
+        if snap
+            .entries
+            .get(&pid)
+            .is_some_and(|e| e.start_time == start)
+        {
             out.extend(snap.descendants_of(pid).into_iter().map(|(p, _)| p));
         }
     }

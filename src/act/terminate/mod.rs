@@ -20,9 +20,9 @@ use serde::Serialize;
 
 use crate::observe::processes::{is_alive_state, LabelNames, Snapshot};
 use collect::{Answers, Tracking};
-use signal::{Label, Me};
 #[cfg(test)]
 use signal::{guard_group, send_group};
+use signal::{Label, Me};
 
 /// The longest wait between two checks for exit.
 const POLL: Duration = Duration::from_millis(50);

@@ -379,4 +379,3 @@ fn pidfd_send_signal(fd: &OwnedFd, sig: Signal) -> Result<(), Errno> {
     };
     Errno::result(r).map(drop)
 }
-

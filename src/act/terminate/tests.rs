@@ -1,13 +1,13 @@
 use super::*;
-use crate::observe::processes::{descendants, identity};
 use crate::observe::processes::EnvChat;
+use crate::observe::processes::{descendants, identity};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A process spawned by the test, killed (if need be) and reaped when
 /// the test ends, pass or fail: it is the test's child, so once dead it
@@ -144,7 +144,13 @@ async fn identity_is_rechecked_before_every_signal_a_reused_pid_is_never_signall
         chat_id: "another-chat".into(),
         ..right.clone()
     };
-    let out = terminate(&other_chat, Duration::from_millis(200), &labels(), &not_live).await;
+    let out = terminate(
+        &other_chat,
+        Duration::from_millis(200),
+        &labels(),
+        &not_live,
+    )
+    .await;
     assert_eq!(
         out.not_signalled,
         Some(NotSignalled::LabelDiffers {
@@ -164,7 +170,13 @@ async fn identity_is_rechecked_before_every_signal_a_reused_pid_is_never_signall
         chat_id: chat.clone(),
         recorded_by_row: None,
     };
-    let out = terminate(&plain_target, Duration::from_millis(200), &labels(), &not_live).await;
+    let out = terminate(
+        &plain_target,
+        Duration::from_millis(200),
+        &labels(),
+        &not_live,
+    )
+    .await;
     assert!(
         matches!(
             &out.not_signalled,
@@ -194,9 +206,15 @@ async fn identity_is_rechecked_before_every_signal_including_the_kill() {
     let kids = wait_for_descendants(target.pid, 1).await;
     let (kid, kid_start) = kids[0];
 
-    let out = run(&target, Duration::from_millis(300), &labels(), &not_live, |t: &mut Tracking| {
-        *t.procs.get_mut(&kid).unwrap() += 1;
-    })
+    let out = run(
+        &target,
+        Duration::from_millis(300),
+        &labels(),
+        &not_live,
+        |t: &mut Tracking| {
+            *t.procs.get_mut(&kid).unwrap() += 1;
+        },
+    )
     .await;
     assert_eq!(out.identity_changed, vec![kid], "{out:?}");
     assert!(!out.killed.contains(&kid), "{out:?}");
@@ -245,11 +263,9 @@ impl Go {
         format!("while [ ! -e '{}' ]; do sleep 0.02; done", self.0.display())
     }
 
-    fn after(&self, delay: Duration) -> impl std::future::Future<Output = ()> + '_ {
-        async move {
-            tokio::time::sleep(delay).await;
-            std::fs::write(&self.0, b"").unwrap();
-        }
+    async fn after(&self, delay: Duration) {
+        tokio::time::sleep(delay).await;
+        std::fs::write(&self.0, b"").unwrap();
     }
 }
 
@@ -338,7 +354,13 @@ async fn a_row_target_without_labels_is_stopped_but_never_one_with_another_chats
         recorded_by_row: None,
         ..t.clone()
     };
-    let out = terminate(&as_labelled, Duration::from_millis(200), &labels(), &not_live).await;
+    let out = terminate(
+        &as_labelled,
+        Duration::from_millis(200),
+        &labels(),
+        &not_live,
+    )
+    .await;
     assert!(
         matches!(
             out.not_signalled,
@@ -356,7 +378,10 @@ async fn a_row_target_without_labels_is_stopped_but_never_one_with_another_chats
 // -- guarantee 5 and 6: live chats ---------------------------------
 
 /// Chat `chat` becomes live once `flag` is set.
-fn live_once<'a>(chat: &'a str, flag: &'a AtomicBool) -> impl Fn(&str) -> Result<bool, String> + Sync + 'a {
+fn live_once<'a>(
+    chat: &'a str,
+    flag: &'a AtomicBool,
+) -> impl Fn(&str) -> Result<bool, String> + Sync + 'a {
     move |c: &str| Ok(c == chat && flag.load(Ordering::SeqCst))
 }
 
@@ -420,10 +445,7 @@ async fn a_chat_reopened_during_the_grace_keeps_its_agent_even_when_the_answer_f
         down.store(true, Ordering::SeqCst);
     };
     let l = labels();
-    let (out, ()) = tokio::join!(
-        terminate(&target, Duration::from_secs(1), &l, &live),
-        fail
-    );
+    let (out, ()) = tokio::join!(terminate(&target, Duration::from_secs(1), &l, &live), fail);
     assert_eq!(out.signalled, vec![target.pid], "{out:?}");
     assert!(out.killed.is_empty(), "{out:?}");
     assert!(
@@ -433,7 +455,11 @@ async fn a_chat_reopened_during_the_grace_keeps_its_agent_even_when_the_answer_f
     assert!(alive(target.pid, target.start_time));
     let outcome = crate::act::process::terminated_outcome(&out);
     assert_eq!(outcome.name(), "failed", "{outcome:?}");
-    assert!(outcome.text().contains("never sent on a guess"), "{}", outcome.text());
+    assert!(
+        outcome.text().contains("never sent on a guess"),
+        "{}",
+        outcome.text()
+    );
 }
 
 /// Kills the process group the test started (its processes ignore
@@ -483,7 +509,7 @@ async fn agent_with_a_child_of_another_chat(
     let group = KillGroupOnDrop(target.pid);
     wait_for_descendants(target.pid, 3).await;
     let own = below(target.pid, "sleep 1001");
-    let of_b = below(target.pid, &format!("sh -c env -u BOO_CHAT_ID sleep 1002 & wait"));
+    let of_b = below(target.pid, "sh -c env -u BOO_CHAT_ID sleep 1002 & wait");
     let b_child = below(of_b.0, "sleep 1002");
     ((agent, group), target, own, of_b, b_child)
 }
@@ -504,8 +530,14 @@ async fn a_live_chats_process_below_the_agent_is_left_alone_and_reported() {
     assert!(!alive(target.pid, target.start_time) && !alive(own.0, own.1));
     // B's process and its unlabelled child were never signalled.
     assert_eq!(out.signalled, mine, "{out:?}");
-    assert!(alive(of_b.0, of_b.1), "chat B's process was stopped: {out:?}");
-    assert!(alive(b_child.0, b_child.1), "its child was stopped: {out:?}");
+    assert!(
+        alive(of_b.0, of_b.1),
+        "chat B's process was stopped: {out:?}"
+    );
+    assert!(
+        alive(b_child.0, b_child.1),
+        "its child was stopped: {out:?}"
+    );
     assert_eq!(
         out.spared,
         vec![Spared {
@@ -516,7 +548,13 @@ async fn a_live_chats_process_below_the_agent_is_left_alone_and_reported() {
     );
     assert!(out.to_string().contains("left alone below it"), "{out}");
     let outcome = crate::act::process::terminated_outcome(&out);
-    assert!(outcome.text().contains(&format!("{} (chat {b} is live)", of_b.0)), "{}", outcome.text());
+    assert!(
+        outcome
+            .text()
+            .contains(&format!("{} (chat {b} is live)", of_b.0)),
+        "{}",
+        outcome.text()
+    );
 
     // The same tree, chat B not live: all of it goes, as one group.
     let (_agent, target, own, of_b, b_child) = agent_with_a_child_of_another_chat(&a, &b).await;
@@ -541,9 +579,15 @@ async fn a_process_of_a_chat_whose_liveness_cannot_be_read_is_left_alone() {
     };
     let out = terminate(&target, Duration::from_millis(300), &labels(), &live).await;
     assert!(!alive(target.pid, target.start_time) && !alive(own.0, own.1));
-    assert!(alive(of_b.0, of_b.1) && alive(b_child.0, b_child.1), "{out:?}");
+    assert!(
+        alive(of_b.0, of_b.1) && alive(b_child.0, b_child.1),
+        "{out:?}"
+    );
     assert_eq!(out.spared.len(), 1, "{out:?}");
-    assert!(out.spared[0].why.contains("never signalled on a guess"), "{out:?}");
+    assert!(
+        out.spared[0].why.contains("never signalled on a guess"),
+        "{out:?}"
+    );
 }
 
 #[tokio::test]
@@ -563,12 +607,22 @@ async fn a_chat_below_the_agent_reopened_during_the_grace_keeps_its_process() {
         terminate(&target, Duration::from_millis(600), &l, &live),
         reopen
     );
-    assert!(out.signalled.contains(&of_b.0), "B was not live at SIGTERM: {out:?}");
+    assert!(
+        out.signalled.contains(&of_b.0),
+        "B was not live at SIGTERM: {out:?}"
+    );
     assert!(!alive(target.pid, target.start_time) && !alive(own.0, own.1));
-    assert!(alive(of_b.0, of_b.1) && alive(b_child.0, b_child.1), "{out:?}");
+    assert!(
+        alive(of_b.0, of_b.1) && alive(b_child.0, b_child.1),
+        "{out:?}"
+    );
     assert_eq!(out.spared.len(), 1, "{out:?}");
     assert!(out.spared[0].why.contains("already had SIGTERM"), "{out:?}");
-    assert_eq!(out.group, Some(target.pid), "SIGTERM went to the group: {out:?}");
+    assert_eq!(
+        out.group,
+        Some(target.pid),
+        "SIGTERM went to the group: {out:?}"
+    );
 }
 
 #[tokio::test]
