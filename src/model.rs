@@ -514,7 +514,6 @@ pub struct PidIdentity {
     /// Its environment was read and carries no chat label at all (cleared
     /// by `exec env -i`, zeroed by `setproctitle()`); `false` when it could
     /// not be read, or carries a label this controller does not take.
-    #[serde(default)]
     pub unlabelled: bool,
 }
 

@@ -48,7 +48,7 @@ pub struct Target {
     /// the first check then accepts the process without any chat label
     /// (an agent that cleared its environment is still the process the
     /// row recorded), though never with another chat's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub recorded_by_row: Option<String>,
 }
 
@@ -209,14 +209,14 @@ pub struct Terminated {
     /// Why the agent itself was not signalled; `None` when it was.
     pub not_signalled: Option<NotSignalled>,
     /// Why SIGKILL was withheld after the grace; `None` when it was not.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub kept_alive: Option<KeptAlive>,
     /// With [`Terminated::kept_alive`]: the processes still running then.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub kept: Vec<i32>,
     /// Processes below the agent left alone: they carry a live chat's
     /// label.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub spared: Vec<Spared>,
 }
 

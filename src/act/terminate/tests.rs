@@ -894,6 +894,40 @@ fn outcome_is_a_serializable_report() {
     let v = serde_json::to_value(&refused).unwrap();
     assert_eq!(v["not_signalled"]["reason"], "start_time_differs");
     assert_eq!(v["not_signalled"]["found"], 5);
+
+    // SIGKILL withheld, and a live chat's process left alone: both named.
+    let kept = Terminated {
+        pid: 10,
+        group: Some(10),
+        signalled: vec![10, 11],
+        kept_alive: Some(KeptAlive::LiveAgain {
+            chat_id: "c1".into(),
+        }),
+        kept: vec![10, 11],
+        spared: vec![Spared {
+            pid: 12,
+            chat_id: "c2".into(),
+            why: "chat c2 is live".into(),
+        }],
+        ..Terminated::default()
+    };
+    assert!(!kept.all_gone());
+    assert_eq!(
+        kept.to_string(),
+        "pid 10: SIGTERM to 2 process(es) (group 10); 0 exited; chat c1 is live again: \
+         SIGKILL withheld; it already had SIGTERM; still running: 10, 11; \
+         left alone below it: 12 (chat c2 is live)"
+    );
+    let v = serde_json::to_value(&kept).unwrap();
+    assert_eq!(v["kept_alive"]["reason"], "live_again");
+    assert_eq!(v["kept"], serde_json::json!([10, 11]));
+    assert_eq!(v["spared"][0]["chat_id"], "c2");
+    // Nothing kept or spared: the fields are left out of the record.
+    let v = serde_json::to_value(&out).unwrap();
+    assert!(
+        v.get("kept_alive").is_none() && v.get("spared").is_none(),
+        "{v}"
+    );
 }
 
 // -- a real ACP agent -------------------------------------------------
