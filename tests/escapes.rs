@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use boo_reconciler::plan::Scope;
@@ -18,16 +17,6 @@ both_databases!(
     agents_that_cleared_or_zeroed_their_environment_are_stopped_through_their_rows,
     a_live_chats_process_below_an_archived_chats_agent_is_left_alone_and_named,
 );
-
-/// A file whose appearance tells an agent's script to go on.
-fn go_file(w: &World) -> PathBuf {
-    w.tmp.path().join("go")
-}
-
-/// Shell that waits (ignoring SIGTERM meanwhile) for `go`.
-fn wait_for(go: &Path) -> String {
-    format!("while [ ! -e '{}' ]; do sleep 0.02; done", go.display())
-}
 
 /// Whether `pid`'s environment no longer carries `label` (cleared by an
 /// exec, or overwritten in place).
@@ -53,11 +42,26 @@ async fn a_chat_reopened_during_the_grace_keeps_its_agent_and_the_audit_says_it_
     w.term_grace = Duration::from_secs(2);
     w.session("s1", "open").await;
     w.chat("c1", "s1", "archived").await;
-    let a = w.agent("c1", "s1", "trap '' TERM; exec sleep 1000", w.tmp.path());
+    // The agent catches TERM and says so with a file; the chat is reopened
+    // as soon as the agent has had it, well within the grace.
+    let termed = w.tmp.path().join("termed");
+    let a = w.agent(
+        "c1",
+        "s1",
+        &format!(
+            "trap \"touch '{}'\" TERM; while :; do sleep 0.05; done",
+            termed.display()
+        ),
+        w.tmp.path(),
+    );
     let (pid, start) = (a.pid(), a.start_time());
 
     let reopen = async {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !termed.exists() {
+            assert!(Instant::now() < deadline, "the agent never had SIGTERM");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         w.sql("UPDATE chats SET status = 'open' WHERE id = 'c1'")
             .await;
     };
@@ -87,28 +91,22 @@ async fn an_agent_that_re_execs_without_its_labels_during_the_grace_is_killed(db
     w.term_grace = Duration::from_secs(2);
     w.session("s1", "archived").await;
     w.chat("c1", "s1", "archived").await;
-    let go = go_file(&w);
+    // Once it had SIGTERM (it catches it), it re-execs itself without its
+    // labels, ignoring TERM from then on.
     let a = w.agent(
         "c1",
         "s1",
-        &format!(
-            "trap '' TERM; {}; exec env -i sh -c \"trap '' TERM; while :; do sleep 0.05; done\"",
-            wait_for(&go)
-        ),
+        "trap 'T=1' TERM; while [ -z \"$T\" ]; do sleep 0.02; done; \
+         exec env -i sh -c \"trap '' TERM; while :; do sleep 0.05; done\"",
         w.tmp.path(),
     );
     let (pid, start) = (a.pid(), a.start_time());
-    let relabel = async {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        std::fs::write(&go, b"").unwrap();
-        tokio::task::spawn_blocking({
-            let label = w.labels[0].clone();
-            move || wait_unlabelled(pid, &label)
-        })
-        .await
-        .unwrap();
-    };
-    let (report, ()) = tokio::join!(w.once(Scope::Host, false), relabel);
+    let relabelled = tokio::task::spawn_blocking({
+        let label = w.labels[0].clone();
+        move || wait_unlabelled(pid, &label)
+    });
+    let report = w.once(Scope::Host, false).await;
+    relabelled.await.unwrap();
     assert!(!alive(pid, start), "the agent lives on without its labels");
     assert_eq!(report.exit_code(), exit::CONVERGED, "{}", report.render());
     let detail = serde_json::to_value(&report.results[0].detail).unwrap();

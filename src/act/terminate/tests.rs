@@ -7,7 +7,6 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A process spawned by the test, killed (if need be) and reaped when
 /// the test ends, pass or fail: it is the test's child, so once dead it
@@ -248,27 +247,6 @@ async fn identity_is_rechecked_before_every_signal_including_the_kill() {
     assert!(!alive(kid, kid_start));
 }
 
-/// A file whose appearance tells an agent's script to go on (in a
-/// directory removed with it).
-struct Go(PathBuf, #[allow(dead_code)] tempfile::TempDir);
-
-impl Go {
-    fn new() -> Go {
-        let dir = tempfile::tempdir().unwrap();
-        Go(dir.path().join("go"), dir)
-    }
-
-    /// Shell that waits (ignoring SIGTERM meanwhile) for the file.
-    fn wait(&self) -> String {
-        format!("while [ ! -e '{}' ]; do sleep 0.02; done", self.0.display())
-    }
-
-    async fn after(&self, delay: Duration) {
-        tokio::time::sleep(delay).await;
-        std::fs::write(&self.0, b"").unwrap();
-    }
-}
-
 /// Waits until `pid`'s environment carries no chat label (it re-exec'd
 /// itself with none), or panics.
 fn wait_unlabelled(pid: i32) {
@@ -281,29 +259,24 @@ fn wait_unlabelled(pid: i32) {
 
 #[tokio::test]
 async fn an_agent_that_drops_its_labels_during_the_grace_is_killed() {
-    // It ignores TERM and, once it had it, re-execs itself without its
-    // labels: same pid, same start time, the same process.
+    // Once it had SIGTERM (it catches it), it re-execs itself without its
+    // labels, ignoring TERM from then on: same pid, same start time, the
+    // same process.
     let (chat, _sweep) = new_chat();
-    let go = Go::new();
     let a = agent(
-        &format!(
-            "trap '' TERM; {}; exec env -i sh -c \"trap '' TERM; while :; do sleep 0.05; done\"",
-            go.wait()
-        ),
+        "trap 'T=1' TERM; while [ -z \"$T\" ]; do sleep 0.02; done; \
+         exec env -i sh -c \"trap '' TERM; while :; do sleep 0.05; done\"",
         &chat,
     );
     let target = target_of(&a, &chat);
-    let l = labels();
-    let (out, ()) = tokio::join!(
-        run(
-            &target,
-            Duration::from_millis(1500),
-            &l,
-            &not_live,
-            |_: &mut Tracking| wait_unlabelled(target.pid),
-        ),
-        go.after(Duration::from_millis(300)),
-    );
+    let out = run(
+        &target,
+        Duration::from_millis(1500),
+        &labels(),
+        &not_live,
+        |_: &mut Tracking| wait_unlabelled(target.pid),
+    )
+    .await;
     assert_eq!(out.not_signalled, None, "{out:?}");
     assert!(out.identity_changed.is_empty(), "{out:?}");
     assert!(out.killed.contains(&target.pid), "{out:?}");
@@ -377,32 +350,48 @@ async fn a_row_target_without_labels_is_stopped_but_never_one_with_another_chats
 
 // -- guarantee 5 and 6: live chats ---------------------------------
 
-/// Chat `chat` becomes live once `flag` is set.
-fn live_once<'a>(
-    chat: &'a str,
-    flag: &'a AtomicBool,
-) -> impl Fn(&str) -> Result<bool, String> + Sync + 'a {
-    move |c: &str| Ok(c == chat && flag.load(Ordering::SeqCst))
+/// Every question a termination asks, with when it was asked.
+#[derive(Default)]
+struct Asked(std::sync::Mutex<Vec<(String, Instant)>>);
+
+impl Asked {
+    /// Records a question about `chat`; how many came before it.
+    fn ask(&self, chat: &str) -> usize {
+        let mut all = self.0.lock().unwrap();
+        let before = all.iter().filter(|(c, _)| c == chat).count();
+        all.push((chat.to_owned(), Instant::now()));
+        before
+    }
+
+    fn all(&self) -> Vec<(String, Instant)> {
+        self.0.lock().unwrap().clone()
+    }
 }
 
 #[tokio::test]
 async fn a_chat_reopened_during_the_grace_keeps_its_agent_and_says_it_had_sigterm() {
+    // The executor found the chat not live and the termination began; by
+    // the end of the grace the chat is live again.
     let (chat, _sweep) = new_chat();
     let a = agent("trap '' TERM; sleep 1000 & wait", &chat);
     let target = target_of(&a, &chat);
     let (kid, kid_start) = wait_for_descendants(target.pid, 1).await[0];
-    let reopened = AtomicBool::new(false);
-    let live = live_once(&chat, &reopened);
-    let reopen = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        reopened.store(true, Ordering::SeqCst);
+    let asked = Asked::default();
+    let live = |c: &str| {
+        asked.ask(c);
+        Ok(c == chat)
     };
-    let l = labels();
-    let (out, ()) = tokio::join!(
-        terminate(&target, Duration::from_secs(1), &l, &live),
-        reopen
+    let grace = Duration::from_secs(1);
+    let started = Instant::now();
+    let out = terminate(&target, grace, &labels(), &live).await;
+    // Asked once, after the grace: right before SIGKILL.
+    let asked = asked.all();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert!(
+        asked[0].1 - started >= grace,
+        "asked before the grace ran out"
     );
-    // It had SIGTERM (the chat was not live then), never SIGKILL.
+    // It had SIGTERM, never SIGKILL.
     assert_eq!(out.signalled.len(), 2, "{out:?}");
     assert!(out.killed.is_empty(), "{out:?}");
     assert_eq!(
@@ -427,25 +416,13 @@ async fn a_chat_reopened_during_the_grace_keeps_its_agent_and_says_it_had_sigter
 
 #[tokio::test]
 async fn a_chat_reopened_during_the_grace_keeps_its_agent_even_when_the_answer_fails() {
-    // The database goes away during the grace: nothing is killed on a
+    // The database is down at the end of the grace: nothing is killed on a
     // guess, and the termination is a failure to retry, not "done".
     let (chat, _sweep) = new_chat();
     let a = agent("trap '' TERM; exec sleep 1000", &chat);
     let target = target_of(&a, &chat);
-    let down = AtomicBool::new(false);
-    let live = |_: &str| {
-        if down.load(Ordering::SeqCst) {
-            Err("connection refused".to_owned())
-        } else {
-            Ok(false)
-        }
-    };
-    let fail = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        down.store(true, Ordering::SeqCst);
-    };
-    let l = labels();
-    let (out, ()) = tokio::join!(terminate(&target, Duration::from_secs(1), &l, &live), fail);
+    let live = |_: &str| Err("connection refused".to_owned());
+    let out = terminate(&target, Duration::from_millis(300), &labels(), &live).await;
     assert_eq!(out.signalled, vec![target.pid], "{out:?}");
     assert!(out.killed.is_empty(), "{out:?}");
     assert!(
@@ -595,18 +572,11 @@ async fn a_chat_below_the_agent_reopened_during_the_grace_keeps_its_process() {
     let ((a, _sa), (b, _sb)) = (new_chat(), new_chat());
     let (_agent, target, own, of_b, b_child) = agent_with_a_child_of_another_chat(&a, &b).await;
     // B's shell ignores TERM too (inherited): it is still there after the
-    // grace, when B is asked again.
-    let reopened = AtomicBool::new(false);
-    let live = live_once(&b, &reopened);
-    let reopen = async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        reopened.store(true, Ordering::SeqCst);
-    };
-    let l = labels();
-    let (out, ()) = tokio::join!(
-        terminate(&target, Duration::from_millis(600), &l, &live),
-        reopen
-    );
+    // grace, when B is asked again. B is not live when first asked, live
+    // from then on.
+    let asked = Asked::default();
+    let live = |c: &str| Ok(asked.ask(c) > 0 && c == b);
+    let out = terminate(&target, Duration::from_millis(600), &labels(), &live).await;
     assert!(
         out.signalled.contains(&of_b.0),
         "B was not live at SIGTERM: {out:?}"
