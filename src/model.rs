@@ -529,6 +529,10 @@ pub struct PidIdentity {
     pub start_time: u64,
     /// The value of the chat label in its environment, if any.
     pub chat_label: Option<String>,
+    /// Its environment was read and carries no chat label at all (cleared
+    /// by `exec env -i`, zeroed by `setproctitle()`); `false` when it could
+    /// not be read, or carries a label this controller does not take.
+    pub unlabelled: bool,
 }
 
 /// `now - then`, zero when `then` is in the future (clock skew between the

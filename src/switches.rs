@@ -139,6 +139,7 @@ mod tests {
                 agent: Some("goose".into()),
                 command: "goose acp".into(),
                 age_secs: 600,
+                recorded_by_row: None,
             },
         })
     }

@@ -35,8 +35,9 @@ use nix::libc;
 use nix::sys::signal::Signal;
 use serde::Serialize;
 
-use super::executor::{blocking, skipped, Applied, Executor};
+use super::executor::{blocking, skipped, Applied, Executor, Gate};
 use super::outcome::{Detail, Outcome};
+use super::terminate::ChatLiveness;
 use crate::cgroup;
 use crate::observe::processes::{self, LabelNames};
 use crate::plan::{Action, CgroupTarget};
@@ -47,12 +48,6 @@ const POLL: Duration = Duration::from_millis(50);
 const FIRST_POLL: Duration = Duration::from_millis(1);
 /// How long `cgroup.kill` is given before what is left is a survivor.
 const KILL_WAIT: Duration = Duration::from_secs(1);
-
-/// Whether a chat is live now: asked right before the kill, and of the
-/// chats whose labels a member carries.
-pub trait Liveness {
-    fn chat_is_live(&self, chat: &str) -> impl std::future::Future<Output = Result<bool, String>>;
-}
 
 /// A member left alone: it carries the labels of another chat, which is
 /// live.
@@ -150,13 +145,16 @@ impl std::fmt::Display for Stopped {
 }
 
 /// Stops every process of the agent cgroup `path` of chat `chat`: see the
-/// module's guarantees.
+/// module's guarantees. `live` answers whether a chat is live (asked right
+/// before the kill, and for the chats whose labels a member carries);
+/// `after_term` is called once SIGTERM is sent.
 pub async fn stop(
     path: &Path,
     chat: &str,
     grace: Duration,
     labels: &LabelNames,
-    live: &impl Liveness,
+    live: &dyn ChatLiveness,
+    after_term: &(dyn Fn() + Sync),
 ) -> Stopped {
     let mut out = Stopped {
         cgroup: path.to_path_buf(),
@@ -181,12 +179,13 @@ pub async fn stop(
         .filter(|p| !spared.contains_key(p))
         .collect();
     out.signalled = signal_members(&rel, targets, Signal::SIGTERM).await;
+    after_term();
     let spared_pids: BTreeSet<i32> = spared.keys().copied().collect();
     if wait_empty(path, &spared_pids, grace).await.is_empty() {
         out.removed = remove_if_empty(path, &spared_pids).await;
         return out;
     }
-    match live.chat_is_live(chat).await {
+    match live.is_live(chat).await {
         Ok(false) => {}
         Ok(true) => {
             out.not_killed = Some(NotKilled::LiveAgain {
@@ -258,7 +257,7 @@ async fn read_members(path: &Path, labels: &LabelNames) -> BTreeMap<i32, Member>
 async fn spared(
     members: &BTreeMap<i32, Member>,
     chat: &str,
-    live: &impl Liveness,
+    live: &dyn ChatLiveness,
 ) -> BTreeMap<i32, String> {
     let mut verdicts: HashMap<&str, bool> = HashMap::new();
     let mut out = BTreeMap::new();
@@ -271,7 +270,7 @@ async fn spared(
             None => {
                 // Unreadable is not live: a member of this cgroup is this
                 // agent's unless another chat is known to want it.
-                let v = live.chat_is_live(other).await.unwrap_or(false);
+                let v = live.is_live(other).await.unwrap_or(false);
                 verdicts.insert(other, v);
                 v
             }
@@ -437,12 +436,6 @@ fn pidfd_send_signal(fd: &OwnedFd, sig: Signal) -> Result<(), Errno> {
     Errno::result(r).map(drop)
 }
 
-impl Liveness for Executor {
-    async fn chat_is_live(&self, chat: &str) -> Result<bool, String> {
-        Executor::chat_is_live(self, chat).await
-    }
-}
-
 impl Executor {
     /// Stops an agent's cgroup, write-ahead, unless its chat is live again.
     pub(super) async fn stop_cgroup(
@@ -450,12 +443,22 @@ impl Executor {
         action: &Action,
         cg: &CgroupTarget,
         intent: &mut Option<i64>,
+        gate: &Gate,
     ) -> Applied {
         if let Some(why) = self.owner_is_live(action).await? {
             return Ok(skipped(why));
         }
         self.announce(action, serde_json::json!(cg), intent).await?;
-        let s = stop(&cg.path, &cg.chat_id, self.term_grace, &self.labels, self).await;
+        let open = || gate.open();
+        let s = stop(
+            &cg.path,
+            &cg.chat_id,
+            self.term_grace,
+            &self.labels,
+            self,
+            &open,
+        )
+        .await;
         Ok((stopped_outcome(&s), Detail::CgroupStopped(s)))
     }
 

@@ -340,7 +340,7 @@ impl Executor {
             let why = HANDLED_BY_CONCURRENT_RUN.into();
             return ActionResult::not_run(action, Outcome::Skipped { why });
         };
-        let Some(permit) = self.slot(&action.kind, stop).await else {
+        let Some((permit, gate)) = self.slot(&action.kind, stop).await else {
             claim.unused();
             return self.deferred(action, stop.why_stopped());
         };
@@ -354,7 +354,8 @@ impl Executor {
             let _permit = permit;
             let started = Instant::now();
             let mut intent = None;
-            let (outcome, detail) = match me.apply(&action, opts, &claim, &mut intent).await {
+            let (outcome, detail) = match me.apply(&action, opts, &claim, &mut intent, &gate).await
+            {
                 Ok(r) => r,
                 Err(error) => (Outcome::Failed { error }, Detail::None),
             };
@@ -394,23 +395,37 @@ impl Executor {
         }
     }
 
-    /// A slot to run an action of `kind` in, from its own limit; `None`
-    /// when the run stops (cancelled, or past its deadline) before one is
-    /// free, or at the very moment one came free.
-    async fn slot(&self, kind: &ActionKind, stop: &Stop) -> Option<OwnedSemaphorePermit> {
-        let limit = if kind.waits_on_a_grace() {
-            &self.terminations
-        } else {
-            &self.limit
+    /// A slot to run an action of `kind` in, from its own limit, and the
+    /// gate it holds until its SIGTERM is sent; `None` when the run stops
+    /// (cancelled, or past its deadline) before both are free, or at the
+    /// very moment they came free.
+    ///
+    /// A termination holds a slot of `loop.max_parallel_actions` (the gate)
+    /// only while it writes its intent, reads `/proc` and sends SIGTERM, and
+    /// one of `processes.max_parallel_terminations` through its grace: a
+    /// pass's terminations share one grace, and no more of them than of
+    /// any other action read `/proc` or write to the database at once.
+    async fn slot(&self, kind: &ActionKind, stop: &Stop) -> Option<(OwnedSemaphorePermit, Gate)> {
+        let acquire = |limit: &Arc<Semaphore>| {
+            let limit = Arc::clone(limit);
+            async move {
+                tokio::select! {
+                    biased;
+                    () = stop.stopped() => None,
+                    p = limit.acquire_owned() => Some(p.expect("semaphore never closed")),
+                }
+            }
         };
-        let permit = tokio::select! {
-            biased;
-            () = stop.stopped() => return None,
-            p = Arc::clone(limit).acquire_owned() => p.expect("semaphore never closed"),
+        let (permit, gate) = if kind.waits_on_a_grace() {
+            let permit = acquire(&self.terminations).await?;
+            let gate = acquire(&self.limit).await?;
+            (permit, Gate(Mutex::new(Some(gate))))
+        } else {
+            (acquire(&self.limit).await?, Gate::default())
         };
         // A slot freed in the same instant as the deadline passed must not
         // start the action: look once more.
-        stop.why().is_none().then_some(permit)
+        stop.why().is_none().then_some((permit, gate))
     }
 
     /// Runs the body of `action`; a destructive step is announced first
@@ -421,12 +436,15 @@ impl Executor {
         opts: RunOptions,
         claim: &Claim,
         intent: &mut Option<i64>,
+        gate: &Gate,
     ) -> Applied {
         match &action.kind {
             ActionKind::TerminateProcess { process } => {
-                self.terminate_process(action, process, intent).await
+                self.terminate_process(action, process, intent, gate).await
             }
-            ActionKind::StopCgroup { cgroup } => self.stop_cgroup(action, cgroup, intent).await,
+            ActionKind::StopCgroup { cgroup } => {
+                self.stop_cgroup(action, cgroup, intent, gate).await
+            }
             ActionKind::RemoveCgroup { path } => self.remove_cgroup(path).await,
             ActionKind::DeleteOpencodeSession { session } => {
                 self.delete_opencode_session(action, session, intent).await
@@ -524,6 +542,19 @@ impl Stop {
             },
             None => self.cancel.cancelled().await,
         }
+    }
+}
+
+/// The slot of `loop.max_parallel_actions` a termination holds until its
+/// SIGTERM is sent ([`Executor::slot`]); empty for other actions, and once
+/// opened.
+#[derive(Default)]
+pub(super) struct Gate(Mutex<Option<OwnedSemaphorePermit>>);
+
+impl Gate {
+    /// Lets the next action start: this one only waits now.
+    pub(super) fn open(&self) {
+        lock(&self.0).take();
     }
 }
 

@@ -159,7 +159,7 @@ impl Executor {
         let confirmed = self.fence.confirm().await;
         let (outcome, note) = match &confirmed {
             Ok(()) => {
-                let t = terminate::terminate(target, self.term_grace, &self.labels).await;
+                let t = self.stop_agent(target).await;
                 let o = terminated_outcome(&t);
                 let note = o.text();
                 (o, note)

@@ -6,6 +6,7 @@
 use std::time::SystemTime;
 
 use super::executor::Executor;
+use super::terminate::{ChatLiveness, LiveAnswer};
 use crate::git;
 use crate::plan::{Action, WorktreeTarget};
 
@@ -147,5 +148,13 @@ impl Executor {
             }
         }
         Ok(None)
+    }
+}
+
+/// A termination asks the store, right before SIGKILL, whether a chat is
+/// live again ([`Executor::chat_is_live`]).
+impl ChatLiveness for Executor {
+    fn is_live<'a>(&'a self, chat_id: &'a str) -> LiveAnswer<'a> {
+        Box::pin(self.chat_is_live(chat_id))
     }
 }

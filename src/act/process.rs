@@ -1,6 +1,6 @@
 //! The bodies of the actions on agent processes and their rows.
 
-use super::executor::{blocking, skipped, Applied, Executor};
+use super::executor::{blocking, skipped, Applied, Executor, Gate};
 use super::outcome::{Detail, Outcome};
 use super::terminate;
 use crate::observe::processes;
@@ -13,6 +13,7 @@ impl Executor {
         action: &Action,
         process: &ProcessTarget,
         intent: &mut Option<i64>,
+        gate: &Gate,
     ) -> Applied {
         if let Some(why) = self.owner_is_live(action).await? {
             return Ok(skipped(why));
@@ -21,11 +22,21 @@ impl Executor {
             pid: process.pid,
             start_time: process.start_time,
             chat_id: process.chat_id.clone(),
+            recorded_by_row: process.recorded_by_row.clone(),
         };
         self.announce(action, serde_json::json!(target), intent)
             .await?;
-        let t = terminate::terminate(&target, self.term_grace, &self.labels).await;
+        let open = || gate.open();
+        let t =
+            terminate::terminate_then(&target, self.term_grace, &self.labels, self, &open).await;
         Ok((terminated_outcome(&t), Detail::Terminated(t)))
+    }
+
+    /// [`terminate::terminate`] with this executor's grace and labels; the
+    /// store answers, right before SIGKILL, whether the agent's chat (or
+    /// the chat of a process below it) is live.
+    pub(super) async fn stop_agent(&self, target: &terminate::Target) -> terminate::Terminated {
+        terminate::terminate(target, self.term_grace, &self.labels, self).await
     }
 
     /// Closes an agent row whose process is gone, unless its chat is live
@@ -94,21 +105,31 @@ fn row_closed(closed: bool, why_not: &str) -> Outcome {
     }
 }
 
-/// What a termination came to, as an outcome.
+/// What a termination came to, as an outcome. `Done` only when nothing
+/// tracked of the agent is left: a survivor, or SIGKILL withheld with
+/// processes still running, is never done.
 pub(super) fn terminated_outcome(t: &terminate::Terminated) -> Outcome {
-    match &t.not_signalled {
-        Some(terminate::NotSignalled::Gone) => Outcome::Done {
+    match (&t.not_signalled, &t.kept_alive) {
+        (Some(terminate::NotSignalled::Gone), _) => Outcome::Done {
             note: format!("pid {} already gone", t.pid),
         },
-        Some(terminate::NotSignalled::Protected { why }) => Outcome::Refused {
+        (Some(terminate::NotSignalled::Protected { why }), _) => Outcome::Refused {
             why: format!("pid {}: {why}", t.pid),
         },
-        Some(other) => Outcome::Skipped {
+        (Some(other), _) => Outcome::Skipped {
             why: format!("pid {}: {other}", t.pid),
         },
-        None if !t.survivors.is_empty() => Outcome::Failed {
+        // Reopened during the grace: the chat keeps its agent, which had
+        // SIGTERM (the text says so).
+        (None, Some(terminate::KeptAlive::LiveAgain { .. })) => {
+            Outcome::Skipped { why: t.to_string() }
+        }
+        (None, Some(terminate::KeptAlive::LivenessUnknown { .. })) => Outcome::Failed {
+            error: format!("{t}; retried next pass"),
+        },
+        (None, None) if !t.survivors.is_empty() => Outcome::Failed {
             error: format!(
-                "{} process(es) survived SIGKILL: {}; retried next pass",
+                "{} process(es) survived SIGKILL: {}; retried next pass ({t})",
                 t.survivors.len(),
                 t.survivors
                     .iter()
@@ -117,7 +138,7 @@ pub(super) fn terminated_outcome(t: &terminate::Terminated) -> Outcome {
                     .join(", ")
             ),
         },
-        None => Outcome::Done {
+        (None, None) => Outcome::Done {
             note: t.to_string(),
         },
     }

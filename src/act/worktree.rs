@@ -266,6 +266,7 @@ impl Executor {
                 pid,
                 start_time: id.start_time,
                 chat_id: chat,
+                recorded_by_row: None,
             };
             self.terminate_inside(action, &target).await?;
             stopped_any = true;

@@ -727,6 +727,7 @@ async fn recorded_pids(
                 crate::model::PidIdentity {
                     start_time: p.start_time,
                     chat_label: Some(p.chat_id.clone()),
+                    unlabelled: false,
                 },
             )
         })
@@ -752,6 +753,7 @@ async fn recorded_pids(
                     .map(|id| crate::model::PidIdentity {
                         start_time: id.start_time,
                         chat_label: id.chat_label,
+                        unlabelled: id.env_chat == processes::EnvChat::Absent,
                     });
                 (pid, id)
             })

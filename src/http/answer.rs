@@ -525,6 +525,7 @@ mod tests {
                 agent: agent.map(Into::into),
                 command: command.into(),
                 age_secs: 60,
+                recorded_by_row: None,
             },
         }
     }

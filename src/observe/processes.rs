@@ -114,8 +114,27 @@ pub struct Identity {
     /// agent label, both non-empty (a zombie's environment cannot be read:
     /// `None`).
     pub chat_label: Option<String>,
+    /// The chat label alone, read raw (whatever the agent and instance
+    /// labels say): how a process that no longer carries its labels is told
+    /// from one whose environment cannot be read at all.
+    pub env_chat: EnvChat,
     pub ppid: i32,
     pub pgid: i32,
+}
+
+/// What a process's environment says of the chat label, read raw.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "environ", content = "chat", rename_all = "snake_case")]
+pub enum EnvChat {
+    /// The environment could not be read (another user's process, a
+    /// process gone mid-read): nothing is known of its labels.
+    Unreadable,
+    /// Read, with no non-empty chat label in it: never set, cleared by
+    /// `exec env -i`, or overwritten in place (`setproctitle()` leaves
+    /// `/proc/<pid>/environ` reading as zeros).
+    Absent,
+    /// The chat label's value.
+    Present(String),
 }
 
 /// Whether a state letter of `/proc/<pid>/stat` belongs to a live process:
@@ -288,13 +307,18 @@ pub(crate) fn identity_of(process: &Process, labels: &LabelNames) -> Option<Iden
     let stat = process.stat().ok()?;
     // A zombie's environment reads empty; any error means no label either.
     let mut environ = Vec::new();
-    let chat_label = read_environ(process, &mut environ)
-        .ok()
-        .and_then(|()| agent_chat(&environ, labels));
+    let readable = read_environ(process, &mut environ).is_ok();
+    let chat_label = readable.then(|| agent_chat(&environ, labels)).flatten();
+    let env_chat = match readable.then(|| label(&environ, &labels.chat)) {
+        None => EnvChat::Unreadable,
+        Some(None) => EnvChat::Absent,
+        Some(Some(chat)) => EnvChat::Present(chat),
+    };
     Some(Identity {
         start_time: stat.starttime,
         state: stat.state,
         chat_label,
+        env_chat,
         ppid: stat.ppid,
         pgid: stat.pgrp,
     })
@@ -879,6 +903,24 @@ pub(crate) mod tests {
         assert_eq!(identity(-1, &LabelNames::default()), None);
         // An unused pid (pid_max is at most 2^22).
         assert_eq!(identity(i32::MAX, &LabelNames::default()), None);
+    }
+
+    #[test]
+    fn identity_tells_a_cleared_environment_from_another_label() {
+        let labels = LabelNames::default();
+        let chat = unique("chat");
+        // The chat label without the agent label: not an agent, but its
+        // environment names a chat.
+        let chat_only = sleeper(&[("BOO_CHAT_ID", &chat)], None);
+        let id = identity(chat_only.0.id() as i32, &labels).unwrap();
+        assert_eq!(id.chat_label, None);
+        assert_eq!(id.env_chat, EnvChat::Present(chat.clone()));
+        // An environment with no label at all.
+        let plain = sleeper(&[("BOO_SESSION_ID", &chat)], None);
+        let id = identity(plain.0.id() as i32, &labels).unwrap();
+        assert_eq!(id.env_chat, EnvChat::Absent);
+        // Zeroed in place (setproctitle) reads as no label either.
+        assert_eq!(label(&[0u8; 64], "BOO_CHAT_ID"), None);
     }
 
     #[test]

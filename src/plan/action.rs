@@ -40,6 +40,12 @@ pub struct ProcessTarget {
     pub command: String,
     /// Seconds the process had been running when observed.
     pub age_secs: u64,
+    /// The `agent_sessions` row that recorded this pid and start time,
+    /// when the target comes from it rather than from a labelled process:
+    /// the process no longer carries its labels, and the recorded start
+    /// time alone says it is the same process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recorded_by_row: Option<String>,
 }
 
 /// An agent's cgroup to stop ([`crate::cgroup`]).
@@ -75,7 +81,7 @@ pub struct OpencodeTarget {
     /// The chat whose rows name it, if any.
     pub chat_id: Option<String>,
     /// The agent of the row that names it, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
     /// Seconds since the server created it, when listed.
     pub age_secs: Option<u64>,

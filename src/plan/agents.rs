@@ -1,20 +1,31 @@
-//! `acp` agent rows: closed once their process is stopped or gone.
+//! `acp` agent rows: closed once their process is stopped or gone; the
+//! process a row records is stopped first when it runs without its labels.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use crate::model::{ActualState, AgentSessionRow, Backend, DesiredState, Table};
+use crate::model::{age, ActualState, AgentSessionRow, Backend, DesiredState, PidIdentity, Table};
 
-use super::{Action, ActionKind, Owner, Pending, Plan, RecordedProcess, Target};
+use super::{
+    Action, ActionKind, Owner, Pending, Plan, Policy, ProcessTarget, RecordedProcess, Target,
+};
 
 /// Open `acp` rows whose recorded process no longer exists (its pid is
 /// gone, or runs another process: the start time differs), whatever their
 /// chat's liveness; and open `acp` rows of chats that are not live, closed
 /// once the chat's processes are stopped (a later stage of the same group).
-/// A recorded pid is never signalled on the row's word alone: only a
-/// labelled process is, and one whose start time differs never is.
+///
+/// A recorded pid is signalled on the row's word only when the row
+/// records its start time too, the process there has exactly that start
+/// time (the same process, DESIGN.md), and its environment was read and
+/// carries no chat label at all: an agent that cleared its environment
+/// (`exec env -i`, `setproctitle()`) is still the agent the row recorded,
+/// and the label scan can no longer see it. One whose start time differs,
+/// whose environment cannot be read, or that carries another label, never
+/// is; nor is one recorded without a start time.
 pub(super) fn plan_agent_rows(
     desired: &DesiredState,
     actual: &ActualState,
+    policy: &Policy,
     now: SystemTime,
     out: &mut Plan,
 ) {
@@ -31,6 +42,26 @@ pub(super) fn plan_agent_rows(
         let Some(why) = chat_not_live(desired, row, now, "the row stays open", out) else {
             continue;
         };
+        if let Some((pid, start)) = recorded_and_unlabelled(row, actual)
+            // In its chat's cgroup it is stopped with the cgroup.
+            .filter(|(pid, _)| !super::cgroups::in_chat_cgroup(actual, *pid, &row.chat_id))
+        {
+            match stop_unlabelled(desired, row, (pid, start), &why, policy, now) {
+                Ok(stop) => {
+                    let detail = format!("agent pid {pid} stopped first");
+                    // Two rows may record one process: one termination.
+                    if !out.actions.iter().any(|a| a.key() == stop.key()) {
+                        out.actions.push(stop);
+                    }
+                    out.actions.push(close_row(row, &why, detail, None));
+                }
+                Err(why) => out.pending.push(Pending {
+                    target: Target::AgentRow(row.id.clone()),
+                    why,
+                }),
+            }
+            continue;
+        }
         match recorded_process_stopped(row, actual, &why) {
             Ok(detail) => out.actions.push(close_row(row, &why, detail, None)),
             Err(why) => out.pending.push(Pending {
@@ -39,6 +70,77 @@ pub(super) fn plan_agent_rows(
             }),
         }
     }
+}
+
+/// The row's recorded `(pid, start time)`, when the process there is the
+/// very one the row recorded (pid and start time both) and its
+/// environment carries no chat label at all.
+fn recorded_and_unlabelled(row: &AgentSessionRow, actual: &ActualState) -> Option<(i32, u64)> {
+    let pid = row.pid?;
+    let start = row.pid_start_time?;
+    let now_at_pid: &PidIdentity = actual.recorded_pids.get(&pid)?.as_ref()?;
+    (now_at_pid.start_time == start && now_at_pid.unlabelled && now_at_pid.chat_label.is_none())
+        .then_some((pid, start))
+}
+
+/// The termination of the process `row` records, which runs without its
+/// labels; or, `Err`, why the row waits instead.
+fn stop_unlabelled(
+    desired: &DesiredState,
+    row: &AgentSessionRow,
+    (pid, start_time): (i32, u64),
+    why: &str,
+    policy: &Policy,
+    now: SystemTime,
+) -> Result<Action, String> {
+    if let Some(instance) = &policy.instance {
+        // Another controller's agents may be recorded in the same table,
+        // and a process without labels cannot say whose it is.
+        return Err(format!(
+            "{why}; recorded pid {pid} runs without any label, and with instance {instance} \
+             configured a row alone cannot say it is this instance's: never signalled; \
+             the row stays open until it exits"
+        ));
+    }
+    let row_age = age(now, row.created_at);
+    let has_chat_row = desired
+        .chats
+        .get(&row.chat_id)
+        .is_some_and(|s| s.chat.is_some());
+    if !has_chat_row && row_age < policy.process_orphan_min_age {
+        // As for a labelled process: the chat's row may not be committed
+        // yet.
+        return Err(format!(
+            "{why}; recorded pid {pid} runs without its labels, its row {} old: \
+             stopped once {} old",
+            humantime::format_duration(Duration::from_secs(row_age.as_secs())),
+            humantime::format_duration(policy.process_orphan_min_age)
+        ));
+    }
+    Ok(Action {
+        kind: ActionKind::TerminateProcess {
+            process: ProcessTarget {
+                pid,
+                start_time,
+                // Not observed: the row records no group.
+                pgid: 0,
+                chat_id: row.chat_id.clone(),
+                agent: Some(row.agent.clone()),
+                command: String::new(),
+                age_secs: row_age.as_secs(),
+                recorded_by_row: Some(row.id.clone()),
+            },
+        },
+        owner: Owner {
+            session_id: Some(row.session_id.clone()),
+            chat_id: Some(row.chat_id.clone()),
+        },
+        reason: format!(
+            "{why}; {} pid {pid} recorded by row {} runs without its labels, \
+             with the recorded start time {}: the same process",
+            row.agent, row.id, start_time
+        ),
+    })
 }
 
 /// How the chat of a row whose process is gone stands, for the reason:

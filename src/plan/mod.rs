@@ -99,7 +99,7 @@ pub fn plan(
     let mut out = Plan::default();
     plan_processes(desired, actual, policy, now, &mut out);
     plan_cgroups(desired, actual, policy, now, &mut out);
-    plan_agent_rows(desired, actual, now, &mut out);
+    plan_agent_rows(desired, actual, policy, now, &mut out);
     let waits = plan_opencode(desired, actual, policy, now, &mut out);
     match &actual.root_held {
         // What is under a root that is not itself was not seen: a row whose

@@ -115,5 +115,6 @@ pub(super) fn process_target(p: &AgentProcess, up: Duration) -> ProcessTarget {
         agent: p.agent.clone(),
         command: p.command.clone(),
         age_secs: up.as_secs(),
+        recorded_by_row: None,
     }
 }

@@ -742,6 +742,19 @@ mod processes {
             let identity = PidIdentity {
                 start_time: start,
                 chat_label: label.map(Into::into),
+                unlabelled: false,
+            };
+            self.actual.recorded_pids.insert(pid, Some(identity));
+            self
+        }
+
+        /// A recorded pid looked up and found running a process started at
+        /// `start` whose environment was read and carries no chat label.
+        fn recorded_unlabelled(&mut self, pid: i32, start: u64) -> &mut Self {
+            let identity = PidIdentity {
+                start_time: start,
+                chat_label: None,
+                unlabelled: true,
             };
             self.actual.recorded_pids.insert(pid, Some(identity));
             self
@@ -922,6 +935,121 @@ mod processes {
         let p = f.plan();
         assert!(p.actions.is_empty());
         assert_first_pending(&p, "never signalled");
+    }
+
+    #[test]
+    fn an_agent_a_row_records_that_dropped_its_labels_is_stopped_then_its_row_closed() {
+        let mut f = Fixture::new();
+        f.archived_chat("c1")
+            .acp("a1", "c1", Some(7), Some(70))
+            .recorded_unlabelled(7, 70);
+        let p = f.plan();
+        assert_actions(
+            &p,
+            [
+                ("terminate_process", "process:7@70"),
+                ("close_agent_row", "agent-row:a1"),
+            ],
+        );
+        let ActionKind::TerminateProcess { process } = &p.actions[0].kind else {
+            panic!("{:?}", p.actions[0])
+        };
+        assert_eq!(process.recorded_by_row.as_deref(), Some("a1"));
+        assert_eq!(process.chat_id, "c1");
+        assert_eq!(process.agent.as_deref(), Some("goose"));
+        assert!(
+            p.actions[0].reason.starts_with("chat c1 archived 4m ago; ")
+                && p.actions[0].reason.contains("runs without its labels"),
+            "{}",
+            p.actions[0].reason
+        );
+        assert_eq!(p.actions[0].group(), p.actions[1].group());
+        assert!(p.actions[0].stage() < p.actions[1].stage());
+        assert!(p.pending.is_empty(), "{:?}", p.pending);
+    }
+
+    #[test]
+    fn an_unlabelled_process_is_never_stopped_on_a_rows_word_alone_otherwise() {
+        // Without a recorded start time: the row alone.
+        let mut f = Fixture::new();
+        f.archived_chat("c1")
+            .acp("a1", "c1", Some(7), None)
+            .recorded_unlabelled(7, 70);
+        let p = f.plan();
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        assert_first_pending(&p, "never signalled");
+
+        // Another start time: another process; the row is closed.
+        let mut f = Fixture::new();
+        f.archived_chat("c1")
+            .acp("a1", "c1", Some(7), Some(71))
+            .recorded_unlabelled(7, 70);
+        assert_actions(&f.plan(), [("close_agent_row", "agent-row:a1")]);
+
+        // An environment that could not be read says nothing of labels.
+        let mut f = Fixture::new();
+        f.archived_chat("c1")
+            .acp("a1", "c1", Some(7), Some(70))
+            .recorded_pid(7, 70, None);
+        assert!(f.plan().actions.is_empty());
+
+        // The chat is live: its agent runs on, labels or not.
+        let mut f = Fixture::new();
+        f.live_chat("c1")
+            .acp("a1", "c1", Some(7), Some(70))
+            .recorded_unlabelled(7, 70);
+        let p = f.plan();
+        assert!(p.actions.is_empty() && p.pending.is_empty(), "{p:?}");
+
+        // With an instance, a process without labels cannot be told to be
+        // this controller's.
+        let mut f = Fixture::new();
+        f.archived_chat("c1")
+            .acp("a1", "c1", Some(7), Some(70))
+            .recorded_unlabelled(7, 70);
+        let mine = Policy {
+            instance: Some("blue".into()),
+            ..policy()
+        };
+        let p = plan(&f.desired, &f.actual, &mine, now(), &Scope::Host);
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        assert_first_pending(&p, "instance blue");
+    }
+
+    #[test]
+    fn an_unlabelled_agent_of_a_chat_without_a_row_waits_for_the_minimum_age() {
+        let mut f = Fixture::new();
+        let mut young = acp_row("a1", "ghost", Some(7), Some(70));
+        young.created_at = t(3590);
+        let old = acp_row("a2", "ghost", Some(8), Some(80));
+        f.desired.agent_sessions.extend([young, old]);
+        f.recorded_unlabelled(7, 70).recorded_unlabelled(8, 80);
+        let p = f.plan();
+        assert_actions(
+            &p,
+            [
+                ("terminate_process", "process:8@80"),
+                ("close_agent_row", "agent-row:a2"),
+            ],
+        );
+        assert_first_pending(&p, "10s old");
+    }
+
+    #[test]
+    fn two_rows_recording_one_unlabelled_agent_stop_it_once() {
+        let mut f = Fixture::new();
+        f.archived_chat("c1")
+            .acp("a1", "c1", Some(7), Some(70))
+            .acp("a2", "c1", Some(7), Some(70))
+            .recorded_unlabelled(7, 70);
+        assert_actions(
+            &f.plan(),
+            [
+                ("terminate_process", "process:7@70"),
+                ("close_agent_row", "agent-row:a1"),
+                ("close_agent_row", "agent-row:a2"),
+            ],
+        );
     }
 
     #[test]

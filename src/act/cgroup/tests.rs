@@ -102,15 +102,20 @@ struct Chats {
     asked: Mutex<Vec<String>>,
 }
 
-impl Liveness for Chats {
-    async fn chat_is_live(&self, chat: &str) -> Result<bool, String> {
+impl ChatLiveness for Chats {
+    fn is_live<'a>(&'a self, chat: &'a str) -> super::super::terminate::LiveAnswer<'a> {
         self.asked.lock().unwrap().push(chat.to_owned());
-        if self.error.load(Ordering::SeqCst) {
-            return Err("database unreachable".into());
-        }
-        Ok(self.live.lock().unwrap().contains(chat))
+        let answer = if self.error.load(Ordering::SeqCst) {
+            Err("database unreachable".into())
+        } else {
+            Ok(self.live.lock().unwrap().contains(chat))
+        };
+        Box::pin(std::future::ready(answer))
     }
 }
+
+/// No gate to open.
+fn nothing() {}
 
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -163,6 +168,7 @@ async fn every_escape_of_a_launched_agent_is_stopped_with_its_cgroup() {
         Duration::from_millis(300),
         &labels,
         &chats,
+        &nothing,
     )
     .await;
 
@@ -191,7 +197,7 @@ async fn an_agent_that_exits_on_term_is_not_killed_and_its_cgroup_removed() {
     let mut agent = spawn_in(&cg, &[], "exec sleep 1000");
     wait_for("the agent", || !cgroup::members(&cg).unwrap().is_empty());
     let chats = Chats::default();
-    let s = stop(&cg, "c", Duration::from_secs(10), &labels, &chats).await;
+    let s = stop(&cg, "c", Duration::from_secs(10), &labels, &chats, &nothing).await;
     assert_eq!(s.signalled, vec![agent.id() as i32], "{s}");
     assert!(!s.killed, "{s}");
     assert!(s.removed, "{s}");
@@ -217,7 +223,15 @@ async fn a_chat_reopened_during_the_grace_keeps_its_agent() {
             chats.live.lock().unwrap().insert("c".into());
         })
     };
-    let s = stop(&cg, "c", Duration::from_millis(500), &labels, &*chats).await;
+    let s = stop(
+        &cg,
+        "c",
+        Duration::from_millis(500),
+        &labels,
+        &*chats,
+        &nothing,
+    )
+    .await;
     reopen.await.unwrap();
     assert_eq!(
         s.not_killed,
@@ -243,7 +257,15 @@ async fn a_liveness_that_cannot_be_read_kills_nothing() {
     wait_for("the agent", || !cgroup::members(&cg).unwrap().is_empty());
     let chats = Chats::default();
     chats.error.store(true, Ordering::SeqCst);
-    let s = stop(&cg, "c", Duration::from_millis(200), &labels, &chats).await;
+    let s = stop(
+        &cg,
+        "c",
+        Duration::from_millis(200),
+        &labels,
+        &chats,
+        &nothing,
+    )
+    .await;
     assert!(
         matches!(s.not_killed, Some(NotKilled::LivenessUnknown { .. })),
         "{s}"
@@ -285,7 +307,15 @@ async fn a_live_chats_process_inside_another_agents_cgroup_is_spared() {
     });
     let chats = Chats::default();
     chats.live.lock().unwrap().insert("live".into());
-    let s = stop(&cg, "dead", Duration::from_millis(200), &labels, &chats).await;
+    let s = stop(
+        &cg,
+        "dead",
+        Duration::from_millis(200),
+        &labels,
+        &chats,
+        &nothing,
+    )
+    .await;
     assert!(!alive(dead.id() as i32), "{s}");
     assert!(alive(live.id() as i32), "{s}");
     let spared: Vec<i32> = s.spared.iter().map(|x| x.pid).collect();
@@ -350,7 +380,9 @@ async fn a_hundred_agents_that_ignore_term_fall_within_one_grace_each_in_its_cgr
     let mut set = tokio::task::JoinSet::new();
     for (i, cg) in cgroups.iter().enumerate() {
         let (cg, labels, chats) = (cg.clone(), labels.clone(), Arc::clone(&chats));
-        set.spawn(async move { stop(&cg, &format!("chat-{i}"), grace, &labels, &*chats).await });
+        set.spawn(async move {
+            stop(&cg, &format!("chat-{i}"), grace, &labels, &*chats, &nothing).await
+        });
     }
     let all = set.join_all().await;
     let took = started.elapsed();

@@ -1,23 +1,28 @@
 //! Stopping an agent process and everything it started.
 //!
-//! See [`terminate`] for the guarantees. The two failures this module
-//! exists to prevent: killing only the direct child (which left hundreds of
-//! orphaned MCP servers behind), and signalling a stale pid (which killed an
-//! unrelated process).
+//! See [`terminate`] for the guarantees. The failures this module exists
+//! to prevent: killing only the direct child (which left hundreds of
+//! orphaned MCP servers behind), signalling a stale pid (which killed an
+//! unrelated process), killing the agent of a chat reopened during the
+//! grace, and saying "done" while the agent lives on without its labels.
+
+mod collect;
+mod signal;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
-use nix::libc;
-use nix::sys::signal::Signal;
-use nix::unistd::Pid;
 use procfs::process::Process;
 use serde::Serialize;
 
 use crate::observe::processes::{is_alive_state, LabelNames, Snapshot};
+use collect::{Answers, Tracking};
+#[cfg(test)]
+use signal::{guard_group, send_group};
+use signal::{Label, Me};
 
 /// The longest wait between two checks for exit.
 const POLL: Duration = Duration::from_millis(50);
@@ -35,8 +40,16 @@ pub struct Target {
     pub pid: i32,
     /// Field 22 of `/proc/<pid>/stat` when the process was observed.
     pub start_time: u64,
-    /// The value of the chat label when the process was observed.
+    /// The value of the chat label when the process was observed; for a
+    /// target recorded by a row, the row's chat.
     pub chat_id: String,
+    /// The `agent_sessions` row that recorded this pid and start time,
+    /// when the target comes from it rather than from a labelled process:
+    /// the first check then accepts the process without any chat label
+    /// (an agent that cleared its environment is still the process the
+    /// row recorded), though never with another chat's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recorded_by_row: Option<String>,
 }
 
 impl Target {
@@ -58,7 +71,31 @@ impl From<&crate::model::AgentProcess> for Target {
             pid: p.pid,
             start_time: p.start_time,
             chat_id: p.chat_id.clone(),
+            recorded_by_row: None,
         }
+    }
+}
+
+/// The answer of [`ChatLiveness::is_live`].
+pub type LiveAnswer<'a> = Pin<Box<dyn Future<Output = Result<bool, String>> + Send + 'a>>;
+
+/// Whether a chat is live right now, asked during a termination: right
+/// before SIGKILL for the agent's own chat, and for every other chat whose
+/// label a process below the agent carries. `Err` when it cannot be known
+/// (the database is down): then nothing of that chat is signalled.
+pub trait ChatLiveness: Sync {
+    fn is_live<'a>(&'a self, chat_id: &'a str) -> LiveAnswer<'a>;
+}
+
+/// A plain function answers at once (tests, and callers that already
+/// know).
+impl<F> ChatLiveness for F
+where
+    F: Fn(&str) -> Result<bool, String> + Sync,
+{
+    fn is_live<'a>(&'a self, chat_id: &'a str) -> LiveAnswer<'a> {
+        let answer = self(chat_id);
+        Box::pin(std::future::ready(answer))
     }
 }
 
@@ -71,7 +108,8 @@ pub enum NotSignalled {
     /// The pid belongs to a process that started at another time: the pid
     /// was reused by an unrelated process.
     StartTimeDiffers { found: u64, expected: u64 },
-    /// The process's chat label is not the one observed (or is missing).
+    /// At the first SIGTERM, the process's chat label is not the one
+    /// observed (or is missing, for a target the label scan found).
     LabelDiffers {
         found: Option<String>,
         expected: String,
@@ -101,6 +139,44 @@ impl fmt::Display for NotSignalled {
     }
 }
 
+/// Why SIGKILL was withheld after the grace: the agent had SIGTERM, and
+/// what is still running of it is left running.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum KeptAlive {
+    /// The agent's chat is live again: a reopened chat keeps its agent.
+    LiveAgain { chat_id: String },
+    /// Whether the chat is live could not be read: never killed on a guess.
+    LivenessUnknown { chat_id: String, error: String },
+}
+
+impl fmt::Display for KeptAlive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeptAlive::LiveAgain { chat_id } => write!(
+                f,
+                "chat {chat_id} is live again: SIGKILL withheld; it already had SIGTERM"
+            ),
+            KeptAlive::LivenessUnknown { chat_id, error } => write!(
+                f,
+                "chat {chat_id}'s liveness cannot be read ({error}): SIGKILL withheld, \
+                 never sent on a guess; it already had SIGTERM"
+            ),
+        }
+    }
+}
+
+/// A process below the agent left alone, with its descendants: it carries
+/// the label of another chat, which is live (or whose liveness cannot be
+/// read).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Spared {
+    pub pid: i32,
+    /// The chat its label names.
+    pub chat_id: String,
+    pub why: String,
+}
+
 /// A process still there after SIGKILL and [`KILL_WAIT`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Survivor {
@@ -126,11 +202,22 @@ pub struct Terminated {
     pub killed: Vec<i32>,
     /// Still there after SIGKILL: not forgotten, reported.
     pub survivors: Vec<Survivor>,
-    /// Tracked processes whose pid belonged to another process (or whose
-    /// label changed) at a later re-check, and so were not signalled again.
+    /// Tracked processes whose pid belonged to another process (another
+    /// start time) at a later re-check: they were gone, and were not
+    /// signalled again. A label alone never puts a process here.
     pub identity_changed: Vec<i32>,
     /// Why the agent itself was not signalled; `None` when it was.
     pub not_signalled: Option<NotSignalled>,
+    /// Why SIGKILL was withheld after the grace; `None` when it was not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept_alive: Option<KeptAlive>,
+    /// With [`Terminated::kept_alive`]: the processes still running then.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<i32>,
+    /// Processes below the agent left alone: they carry a live chat's
+    /// label.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub spared: Vec<Spared>,
 }
 
 impl Terminated {
@@ -145,7 +232,9 @@ impl Terminated {
     /// processes, or it was already gone.
     #[cfg(test)]
     pub fn all_gone(&self) -> bool {
-        self.survivors.is_empty() && matches!(self.not_signalled, None | Some(NotSignalled::Gone))
+        self.survivors.is_empty()
+            && self.kept_alive.is_none()
+            && matches!(self.not_signalled, None | Some(NotSignalled::Gone))
     }
 }
 
@@ -167,6 +256,12 @@ impl fmt::Display for Terminated {
         if !self.killed.is_empty() {
             write!(f, ", {} killed after the grace", self.killed.len())?;
         }
+        if let Some(kept) = &self.kept_alive {
+            write!(f, "; {kept}")?;
+            if !self.kept.is_empty() {
+                write!(f, "; still running: {}", join(&self.kept))?;
+            }
+        }
         if !self.survivors.is_empty() {
             let s: Vec<String> = self
                 .survivors
@@ -175,26 +270,50 @@ impl fmt::Display for Terminated {
                 .collect();
             write!(f, "; still there after SIGKILL: {}", s.join(", "))?;
         }
+        if !self.spared.is_empty() {
+            let s: Vec<String> = self
+                .spared
+                .iter()
+                .map(|s| format!("{} ({})", s.pid, s.why))
+                .collect();
+            write!(f, "; left alone below it: {}", s.join(", "))?;
+        }
         Ok(())
     }
 }
 
+fn join(pids: &[i32]) -> String {
+    pids.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Stops the agent `target` and every process it started: SIGTERM, up to
-/// `grace` to exit, then SIGKILL for whatever is left.
+/// `grace` to exit, then — unless its chat is live again — SIGKILL for
+/// whatever is left. `live` answers whether a chat is live.
 ///
 /// # Guarantees
 ///
-/// 1. **Identity is re-checked right before every signal.** The agent is
-///    signalled only while its pid names a process with the observed start
-///    time (field 22 of `/proc/<pid>/stat`) *and* the observed chat label
-///    value (`labels.chat`); a pid reused by another process, or whose
-///    label changed, is never signalled, and [`Terminated::not_signalled`]
-///    says why. Every other process is re-identified by (pid, start time)
-///    before each signal. The check and the signal go through one pidfd
-///    (`pidfd_open` before the check, `pidfd_send_signal` after it), so a
-///    pid reused between the two cannot be hit; kernels without pidfds
-///    (before 5.3) fall back to `kill(2)` right after the check.
-///    Test: `identity_is_rechecked_before_every_signal_*`.
+/// 1. **Identity is re-checked right before every signal.** Every process
+///    is signalled only while its pid names a process with the observed
+///    start time (field 22 of `/proc/<pid>/stat`); a pid reused by another
+///    process is never signalled. The check and the signal go through one
+///    pidfd (`pidfd_open` before the check, `pidfd_send_signal` after it),
+///    so a pid reused between the two cannot be hit; kernels without
+///    pidfds (before 5.3) fall back to `kill(2)` right after the check.
+///    The agent's first SIGTERM also requires the observed chat label
+///    (`labels.chat`): a process relabelled before it is not the one
+///    observed, and [`Terminated::not_signalled`] says why. A target a row
+///    recorded ([`Target::recorded_by_row`]) may carry that chat's label
+///    or none at all, never another chat's. After that first SIGTERM the
+///    label no longer matters: the same pid and start time are the same
+///    process whatever its environment says, so an agent that re-exec'd
+///    itself without its labels (or rewrote its environment) during the
+///    grace still gets SIGKILL. Tests:
+///    `identity_is_rechecked_before_every_signal_*`,
+///    `an_agent_that_drops_its_labels_during_the_grace_is_killed`,
+///    `a_row_target_without_labels_is_stopped_but_never_one_with_another_chats_label`.
 ///
 /// 2. **The whole process group and every descendant.** When the agent
 ///    leads its group (pgid == pid, the launcher contract), the group is
@@ -235,25 +354,57 @@ impl fmt::Display for Terminated {
 ///    `D` state may hold for as long as it likes. Tests: `term_then_grace_then_kill_*`,
 ///    `exits_on_sigterm_is_reported_exited_on_term`.
 ///
-/// 5. **A full report.** [`Terminated`] lists what was signalled, what
-///    exited on SIGTERM, what was killed, what survived and why the agent
-///    was not signalled; it serializes for reports and audit records.
-///    Test: `outcome_is_a_serializable_report`.
+/// 5. **Never a live chat's agent.** The agent's chat is asked about again
+///    right before SIGKILL (after the grace, when it may have been
+///    reopened): live again, nothing is killed, and
+///    [`Terminated::kept_alive`] says so (the agent already had SIGTERM);
+///    an answer that cannot be had (the database is down) withholds SIGKILL
+///    too, never killing on a guess. Test:
+///    `a_chat_reopened_during_the_grace_keeps_its_agent_*`.
+///
+/// 6. **Never a live chat's process below another chat's agent.** A
+///    descendant or group member carrying the chat label of another chat
+///    is signalled only while that chat is not live (asked when it is
+///    collected, and again right before SIGKILL); otherwise it and its
+///    descendants are left alone — the group is then signalled member by
+///    member, never with `killpg` — and reported in
+///    [`Terminated::spared`]. Test:
+///    `a_live_chats_process_below_the_agent_is_left_alone_and_reported`.
+///
+/// 7. **A full report, never "gone" while something stays.**
+///    [`Terminated`] lists what was signalled, what exited on SIGTERM,
+///    what was killed, what survived, what was spared and kept, and why
+///    the agent was not signalled; it serializes for reports and audit
+///    records. Every tracked process still there after SIGKILL is a
+///    survivor: only a process whose pid now names another start time
+///    leaves the tracking, the agent included. An agent gone before its
+///    SIGTERM still leaves its observed descendants signalled. Tests:
+///    `outcome_is_a_serializable_report`,
+///    `descendants_of_an_agent_gone_before_its_sigterm_are_still_stopped`.
 ///
 /// Anything that still escapes (a process forked after the last
 /// collection into a new session) keeps the inherited chat label and is
 /// found by the next pass's scan.
-pub async fn terminate(target: &Target, grace: Duration, labels: &LabelNames) -> Terminated {
-    run(target, grace, labels, |_| {}).await
+pub async fn terminate(
+    target: &Target,
+    grace: Duration,
+    labels: &LabelNames,
+    live: &dyn ChatLiveness,
+) -> Terminated {
+    run(target, grace, labels, live, &|| {}, |_| {}).await
 }
 
-/// What is being stopped: the expected identities.
-#[derive(Clone)]
-struct Tracking {
-    /// The chat label value the agent must still carry.
-    chat_id: String,
-    /// pid -> start time, the agent included.
-    procs: BTreeMap<i32, u64>,
+/// [`terminate`], calling `after_term` once SIGTERM is sent (or it is
+/// known that none will be): the executor then lets the next termination
+/// start while this one waits out its grace.
+pub async fn terminate_then(
+    target: &Target,
+    grace: Duration,
+    labels: &LabelNames,
+    live: &dyn ChatLiveness,
+    after_term: &(dyn Fn() + Sync),
+) -> Terminated {
+    run(target, grace, labels, live, after_term, |_| {}).await
 }
 
 /// [`terminate`], with a hook run right before the SIGKILL phase (tests
@@ -262,6 +413,8 @@ async fn run(
     target: &Target,
     grace: Duration,
     labels: &LabelNames,
+    live: &dyn ChatLiveness,
+    after_term: &(dyn Fn() + Sync),
     before_kill: impl FnOnce(&mut Tracking),
 ) -> Terminated {
     let mut out = Terminated::new(target.pid);
@@ -273,9 +426,13 @@ async fn run(
             return out;
         }
     };
-    let (mut track, group) = tracking(target, &snap, &ancestors, &me);
-    let Some((group, signalled)) = term_step(target, &track, labels, group, me, &mut out).await
-    else {
+    let (mut track, group) =
+        collect::tracking(target, &snap, &ancestors, &me, labels, live, &mut out).await;
+    let group = group.filter(|g| !collect::spared_in_group(&track, &snap, *g));
+    let termed = term_step(target, &track, labels, group, me, &mut out).await;
+    after_term();
+    let Some((group, signalled)) = termed else {
+        out.spared.clear();
         return out;
     };
 
@@ -290,7 +447,12 @@ async fn run(
     }
 
     before_kill(&mut track);
-    let sent_kill = kill_step(&mut track, target, labels, group, ancestors, me, &mut out).await;
+    let Some(sent_kill) = kill_step(&mut track, labels, live, group, ancestors, me, &mut out).await
+    else {
+        out.kept = still_alive(&track).await.into_keys().collect();
+        tracing::warn!(pid = target.pid, kept = ?out.kept, why = %out.kept_alive.as_ref().map(ToString::to_string).unwrap_or_default(), "SIGKILL withheld");
+        return out;
+    };
     let alive = wait_kill(&track).await;
     out.killed = sent_kill
         .iter()
@@ -313,7 +475,7 @@ async fn refuse_protected(
     target: &Target,
     me: &Me,
 ) -> Result<(Snapshot, HashSet<i32>), NotSignalled> {
-    if let Err(why) = guard(target.pid, me) {
+    if let Err(why) = signal::guard(target.pid, me) {
         return Err(NotSignalled::Protected { why });
     }
     let snap = snapshot().await;
@@ -329,45 +491,9 @@ async fn refuse_protected(
     Ok((snap, ancestors))
 }
 
-/// Whom to stop, collected before the first signal so that descendants
-/// re-parented to pid 1 when their parent dies are still known; and the
-/// group, if it may be signalled.
-fn tracking(
-    target: &Target,
-    snap: &Snapshot,
-    ancestors: &HashSet<i32>,
-    me: &Me,
-) -> (Tracking, Option<i32>) {
-    // Whom to track: the agent, its descendants, and its group if it leads
-    // one, as the snapshot shows them. Parent links are only meaningful if
-    // the snapshot saw the same agent process.
-    let mut track = Tracking {
-        chat_id: target.chat_id.clone(),
-        procs: BTreeMap::from([(target.pid, target.start_time)]),
-    };
-    let seen = snap.entries.get(&target.pid).copied();
-    let same = seen.is_some_and(|e| e.start_time == target.start_time);
-    let mut group = None;
-    if same {
-        track.procs.extend(snap.descendants_of(target.pid));
-        if seen.is_some_and(|e| e.pgid == target.pid) {
-            match guard_group(target.pid, me, snap, ancestors) {
-                Ok(()) => {
-                    group = Some(target.pid);
-                    track.procs.extend(snap.group_members(target.pid));
-                }
-                Err(why) => tracing::warn!(pid = target.pid, %why, "group not signalled"),
-            }
-        }
-    }
-    track
-        .procs
-        .retain(|pid, _| *pid > 1 && *pid != me.pid && !ancestors.contains(pid));
-    (track, group)
-}
-
-/// [`sigterm`] on the blocking pool, recorded in `out`: the group and the
-/// processes signalled, or `None` when the agent was not (`out` says why).
+/// [`signal::sigterm`] on the blocking pool, recorded in `out`: the group
+/// and the processes signalled, or `None` when nothing was (`out` says
+/// why).
 async fn term_step(
     target: &Target,
     track: &Tracking,
@@ -379,9 +505,15 @@ async fn term_step(
     // SIGTERM. Verify everything first (pidfds pin the processes), the
     // agent last, right before the group signal.
     let term = {
-        let (track, labels) = (track.clone(), labels.clone());
-        let (pid, start) = (target.pid, target.start_time);
-        off_thread(move || sigterm(&track, pid, start, &labels, group, &me)).await
+        let (track, labels, target) = (track.clone(), labels.clone(), target.clone());
+        off_thread(move || {
+            let label = match target.recorded_by_row {
+                Some(_) => Label::IsOrAbsent(&target.chat_id, &labels),
+                None => Label::Is(&target.chat_id, &labels),
+            };
+            signal::sigterm(&track, target.start_time, label, group, &me)
+        })
+        .await
     };
     out.identity_changed.extend(term.changed);
     let (group, signalled) = match term.sent {
@@ -411,65 +543,64 @@ async fn wait_grace(track: &Tracking, grace: Duration) -> BTreeMap<i32, char> {
     alive
 }
 
-/// [`sigkill`] on the blocking pool after the grace; the pids it found
-/// reused leave `track`, so that they are never reported as survivors.
-/// Returns the processes sent SIGKILL.
+/// [`signal::sigkill`] on the blocking pool after the grace, unless the
+/// agent's chat is live again (or that cannot be known: `out.kept_alive`
+/// says which, and `None` is returned). The pids found reused leave
+/// `track`, so that they are never reported as survivors. Returns the
+/// processes sent SIGKILL.
 async fn kill_step(
     track: &mut Tracking,
-    target: &Target,
     labels: &LabelNames,
+    live: &dyn ChatLiveness,
     group: Option<i32>,
     ancestors: HashSet<i32>,
     me: Me,
     out: &mut Terminated,
-) -> Vec<i32> {
-    // SIGKILL. Children forked during the grace are collected too.
+) -> Option<Vec<i32>> {
+    // Children forked during the grace are collected too; the other chats
+    // are asked again (any may have been reopened), the agent's own last,
+    // right before the signal.
     let snap = snapshot().await;
-    track_late_descendants(track, &snap, target.pid, group, &ancestors, &me);
+    let mut answers = Answers::new();
+    collect::track_late_descendants(
+        track,
+        &snap,
+        group,
+        &ancestors,
+        &me,
+        labels,
+        live,
+        &mut answers,
+        out,
+    )
+    .await;
+    collect::ask_again(track, &snap, live, &mut answers, out).await;
+    let chat_id = track.chat_id.clone();
+    match live.is_live(&chat_id).await {
+        Ok(false) => {}
+        Ok(true) => {
+            out.kept_alive = Some(KeptAlive::LiveAgain { chat_id });
+            return None;
+        }
+        Err(error) => {
+            out.kept_alive = Some(KeptAlive::LivenessUnknown { chat_id, error });
+            return None;
+        }
+    }
+    let group = group.filter(|g| !collect::spared_in_group(track, &snap, *g));
     let kill = {
-        let (track, labels) = (track.clone(), labels.clone());
-        let pid = target.pid;
-        off_thread(move || sigkill(&track, pid, &labels, group, &snap, &ancestors, &me)).await
+        let track = track.clone();
+        off_thread(move || signal::sigkill(&track, group, &snap, &ancestors, &me)).await
     };
     let (kill_group, sent_kill, changed) = (kill.group, kill.sent, kill.changed);
-    tracing::warn!(pid = target.pid, group = ?kill_group, processes = ?sent_kill, "SIGKILL sent after the grace");
+    tracing::warn!(pid = track.agent, group = ?kill_group, processes = ?sent_kill, "SIGKILL sent after the grace");
     for pid in &changed {
         track.procs.remove(pid);
     }
     out.identity_changed.extend(changed);
     out.identity_changed.sort_unstable();
     out.identity_changed.dedup();
-    sent_kill
-}
-
-/// Children forked (or group members joined) during the grace are the
-/// agent's too, and get SIGKILL; protected pids stay untracked.
-fn track_late_descendants(
-    track: &mut Tracking,
-    snap: &Snapshot,
-    agent: i32,
-    group: Option<i32>,
-    ancestors: &HashSet<i32>,
-    me: &Me,
-) {
-    let mut more = Vec::new();
-    for (&pid, &start) in &track.procs {
-        if snap
-            .entries
-            .get(&pid)
-            .is_some_and(|e| e.start_time == start && is_alive_state(e.state))
-        {
-            more.extend(snap.descendants_of(pid));
-            if group.is_some() && snap.entries[&pid].pgid == agent {
-                more.extend(snap.group_members(agent));
-            }
-        }
-    }
-    for (pid, start) in more {
-        if pid > 1 && pid != me.pid && !ancestors.contains(&pid) {
-            track.procs.entry(pid).or_insert(start);
-        }
-    }
+    Some(sent_kill)
 }
 
 /// Gives SIGKILL [`KILL_WAIT`] to take effect, so that only what it cannot
@@ -486,115 +617,6 @@ async fn wait_kill(track: &Tracking) -> BTreeMap<i32, char> {
     alive
 }
 
-/// What the SIGTERM step did: the group signalled and the processes
-/// signalled, or why the agent was not; the pids found reused either way.
-struct TermStep {
-    sent: Result<(Option<i32>, Vec<i32>), NotSignalled>,
-    changed: Vec<i32>,
-}
-
-/// Verifies every tracked process, the agent last, and sends SIGTERM to
-/// the agent's group (when `group` is still the one it leads) or to the
-/// agent, then to every other verified process outside that group. Runs on
-/// the blocking pool: each check reads `/proc/<pid>/stat` and the agent's
-/// `environ`, which wait on the process's memory-map lock, and each signal
-/// must follow its check at once.
-fn sigterm(
-    track: &Tracking,
-    agent: i32,
-    start_time: u64,
-    labels: &LabelNames,
-    group: Option<i32>,
-    me: &Me,
-) -> TermStep {
-    let mut changed = Vec::new();
-    let others = verify_all(track, agent, me, &mut changed);
-    let leader = match verify_agent(agent, start_time, &track.chat_id, labels, me) {
-        Ok(v) => v,
-        Err(why) => {
-            return TermStep {
-                sent: Err(why),
-                changed,
-            }
-        }
-    };
-    let group = group.filter(|g| leader.pgid == *g);
-    let mut signalled = vec![agent];
-    match group {
-        Some(g) => send_group(g, Signal::SIGTERM, me),
-        None => send(&leader, Signal::SIGTERM),
-    }
-    for v in &others {
-        if group != Some(v.pgid) {
-            send(v, Signal::SIGTERM);
-        }
-        signalled.push(v.pid);
-    }
-    drop(others);
-    signalled.sort_unstable();
-    TermStep {
-        sent: Ok((group, signalled)),
-        changed,
-    }
-}
-
-/// What the SIGKILL step did.
-struct KillStep {
-    group: Option<i32>,
-    sent: Vec<i32>,
-    changed: Vec<i32>,
-}
-
-/// [`sigterm`]'s twin after the grace, with SIGKILL: the group again only
-/// while the agent still leads it and [`guard_group`] allows it. On the
-/// blocking pool for the same reasons.
-fn sigkill(
-    track: &Tracking,
-    agent: i32,
-    labels: &LabelNames,
-    group: Option<i32>,
-    snap: &Snapshot,
-    ancestors: &HashSet<i32>,
-    me: &Me,
-) -> KillStep {
-    let mut changed = Vec::new();
-    let others = verify_all(track, agent, me, &mut changed);
-    let mut kill_group = None;
-    let mut sent_kill: Vec<i32> = others.iter().map(|v| v.pid).collect();
-    if let Some(&start) = track.procs.get(&agent) {
-        match verify_agent(agent, start, &track.chat_id, labels, me) {
-            Ok(leader) => {
-                // The group again (processes that joined it during the
-                // grace are the agent's too), if the agent still leads it.
-                kill_group = group
-                    .filter(|g| leader.pgid == *g && guard_group(*g, me, snap, ancestors).is_ok());
-                match kill_group {
-                    Some(g) => send_group(g, Signal::SIGKILL, me),
-                    None => send(&leader, Signal::SIGKILL),
-                }
-                sent_kill.push(agent);
-            }
-            Err(NotSignalled::Gone) => {}
-            Err(why) => {
-                tracing::warn!(pid = agent, %why, "agent not killed");
-                changed.push(agent);
-            }
-        }
-    }
-    for v in &others {
-        if kill_group != Some(v.pgid) {
-            send(v, Signal::SIGKILL);
-        }
-    }
-    drop(others);
-    sent_kill.sort_unstable();
-    KillStep {
-        group: kill_group,
-        sent: sent_kill,
-        changed,
-    }
-}
-
 /// Runs `f` on the blocking pool as if it were called here: its panic is
 /// the caller's.
 async fn off_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -602,232 +624,6 @@ async fn off_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -
         Ok(v) => v,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
-}
-
-/// This process: never signalled, nor its group.
-#[derive(Clone, Copy)]
-struct Me {
-    pid: i32,
-    pgid: i32,
-}
-
-impl Me {
-    fn current() -> Me {
-        Me {
-            pid: std::process::id() as i32,
-            pgid: nix::unistd::getpgrp().as_raw(),
-        }
-    }
-}
-
-/// Refuses the pids that are never signalled alone: 0 and negatives
-/// (`kill(2)` reads them as groups), 1 (init), and this process.
-fn guard(pid: i32, me: &Me) -> Result<(), String> {
-    if pid <= 0 {
-        Err(format!(
-            "pid {pid} names no single process (0 and negative pids address process groups)"
-        ))
-    } else if pid == 1 {
-        Err("pid 1 is init".to_owned())
-    } else if pid == me.pid {
-        Err(format!("pid {pid} is this controller"))
-    } else {
-        Ok(())
-    }
-}
-
-/// Refuses the groups that are never signalled: 0, 1 and negatives, this
-/// process's own group, and a group holding one of its ancestors.
-fn guard_group(
-    pgid: i32,
-    me: &Me,
-    snap: &Snapshot,
-    ancestors: &HashSet<i32>,
-) -> Result<(), String> {
-    if pgid <= 1 {
-        return Err(format!("process group {pgid} is never signalled"));
-    }
-    if pgid == me.pgid || pgid == me.pid {
-        return Err(format!(
-            "process group {pgid} is this controller's own (pid {})",
-            me.pid
-        ));
-    }
-    if let Some(a) = snap
-        .entries
-        .values()
-        .find(|e| e.pgid == pgid && (ancestors.contains(&e.pid) || e.pid == me.pid))
-    {
-        return Err(format!(
-            "process group {pgid} holds pid {}, an ancestor of this controller",
-            a.pid
-        ));
-    }
-    Ok(())
-}
-
-/// A process verified to be the one expected, with a pidfd on it when the
-/// kernel has them: a signal sent through it reaches that process or none.
-struct Verified {
-    pid: i32,
-    pidfd: Option<OwnedFd>,
-    pgid: i32,
-}
-
-enum Check {
-    Same(Verified),
-    Gone,
-    Differs(NotSignalled),
-}
-
-/// Opens a pidfd on `pid`, then checks through `/proc` that it is still
-/// the process that started at `start_time`, alive, and (for the agent)
-/// carrying the chat label `chat`. Opening first makes the check bind the
-/// pidfd: had the pid been reused before the open, the check would see the
-/// other process's start time.
-fn check(pid: i32, start_time: u64, chat: Option<(&str, &LabelNames)>, me: &Me) -> Check {
-    if let Err(why) = guard(pid, me) {
-        return Check::Differs(NotSignalled::Protected { why });
-    }
-    let pidfd = match pidfd_open(pid) {
-        Ok(fd) => Some(fd),
-        Err(Errno::ESRCH) => return Check::Gone,
-        Err(e) => {
-            tracing::debug!(pid, error = %e, "pidfd_open failed; falling back to kill(2)");
-            None
-        }
-    };
-    let Ok(process) = Process::new(pid) else {
-        return Check::Gone;
-    };
-    let Ok(stat) = process.stat() else {
-        return Check::Gone;
-    };
-    if stat.starttime != start_time {
-        return Check::Differs(NotSignalled::StartTimeDiffers {
-            found: stat.starttime,
-            expected: start_time,
-        });
-    }
-    if !is_alive_state(stat.state) {
-        return Check::Gone;
-    }
-    if let Some((expected, labels)) = chat {
-        let found = process.environ().ok().and_then(|env| {
-            env.get(std::ffi::OsStr::new(&labels.chat))
-                .and_then(|v| v.to_str())
-                .filter(|v| !v.is_empty())
-                .map(str::to_owned)
-        });
-        if found.as_deref() != Some(expected) {
-            // A process that exits while being read loses its environment.
-            if crate::observe::processes::identity_of(&process, labels)
-                .is_none_or(|i| !is_alive_state(i.state))
-            {
-                return Check::Gone;
-            }
-            return Check::Differs(NotSignalled::LabelDiffers {
-                found,
-                expected: expected.to_owned(),
-            });
-        }
-    }
-    Check::Same(Verified {
-        pid,
-        pidfd,
-        pgid: stat.pgrp,
-    })
-}
-
-fn verify_agent(
-    pid: i32,
-    start_time: u64,
-    chat: &str,
-    labels: &LabelNames,
-    me: &Me,
-) -> Result<Verified, NotSignalled> {
-    match check(pid, start_time, Some((chat, labels)), me) {
-        Check::Same(v) => Ok(v),
-        Check::Gone => Err(NotSignalled::Gone),
-        Check::Differs(why) => Err(why),
-    }
-}
-
-/// Verifies every tracked process but the agent; those whose pid now names
-/// another process are added to `changed`.
-fn verify_all(track: &Tracking, agent: i32, me: &Me, changed: &mut Vec<i32>) -> Vec<Verified> {
-    let mut out = Vec::new();
-    for (&pid, &start) in &track.procs {
-        if pid == agent {
-            continue;
-        }
-        match check(pid, start, None, me) {
-            Check::Same(v) => out.push(v),
-            Check::Gone => {}
-            Check::Differs(why) => {
-                tracing::info!(pid, %why, "not signalled");
-                changed.push(pid);
-            }
-        }
-    }
-    out
-}
-
-/// Sends `sig` to a verified process. Failure (it exited meanwhile, or we
-/// may not signal it) is logged; what survives is reported by the caller.
-fn send(v: &Verified, sig: Signal) {
-    let result = match &v.pidfd {
-        Some(fd) => pidfd_send_signal(fd, sig).map_err(|e| e.to_string()),
-        None => nix::sys::signal::kill(Pid::from_raw(v.pid), sig).map_err(|e| e.to_string()),
-    };
-    if let Err(error) = result {
-        tracing::debug!(pid = v.pid, signal = %sig, %error, "signal not delivered");
-    }
-}
-
-/// `killpg(pgid, sig)`, refused for the groups [`guard_group`] protects
-/// (checked again here, so no code path can signal our own group).
-fn send_group(pgid: i32, sig: Signal, me: &Me) {
-    if pgid <= 1 || pgid == me.pgid || pgid == me.pid {
-        tracing::error!(pgid, "refusing to signal a protected process group");
-        return;
-    }
-    if let Err(error) = nix::sys::signal::killpg(Pid::from_raw(pgid), sig) {
-        tracing::debug!(pgid, signal = %sig, %error, "group signal not delivered");
-    }
-}
-
-/// `pidfd_open(2)`: a descriptor that names this process and no later
-/// holder of its pid. nix has no wrapper for it.
-fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {
-    if pid <= 0 {
-        return Err(Errno::ESRCH);
-    }
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
-    // or -1; no memory is passed.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(Errno::last());
-    }
-    // SAFETY: the kernel just returned this descriptor, owned by no one else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
-/// `pidfd_send_signal(2)` with no `siginfo`: the signal reaches the process
-/// `fd` names, or nothing if it has exited.
-fn pidfd_send_signal(fd: &OwnedFd, sig: Signal) -> Result<(), Errno> {
-    // SAFETY: a live descriptor, a signal number, a null siginfo (allowed:
-    // the kernel then fills it in as for kill(2)) and no flags.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            fd.as_raw_fd(),
-            sig as libc::c_int,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
-    Errno::result(r).map(drop)
 }
 
 /// The tracked processes still alive (same start time, not a zombie), with

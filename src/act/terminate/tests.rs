@@ -1,5 +1,8 @@
 use super::*;
+use crate::observe::processes::EnvChat;
 use crate::observe::processes::{descendants, identity};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -53,6 +56,11 @@ fn labels() -> LabelNames {
     LabelNames::default()
 }
 
+/// No chat is live: the answer of a world where every chat was archived.
+fn not_live(_: &str) -> Result<bool, String> {
+    Ok(false)
+}
+
 /// `sh -c script` started as a launcher starts an agent: its own
 /// process group, the labels in its environment.
 fn agent(script: &str, chat: &str) -> Spawned {
@@ -78,6 +86,7 @@ fn target_of(child: &Spawned, chat: &str) -> Target {
         pid: child.pid(),
         start_time: id.start_time,
         chat_id: chat.to_owned(),
+        recorded_by_row: None,
     }
 }
 
@@ -113,7 +122,7 @@ async fn identity_is_rechecked_before_every_signal_a_reused_pid_is_never_signall
         start_time: right.start_time - 1,
         ..right.clone()
     };
-    let out = terminate(&reused, Duration::from_millis(200), &labels()).await;
+    let out = terminate(&reused, Duration::from_millis(200), &labels(), &not_live).await;
     assert_eq!(
         out.not_signalled,
         Some(NotSignalled::StartTimeDiffers {
@@ -134,7 +143,13 @@ async fn identity_is_rechecked_before_every_signal_a_reused_pid_is_never_signall
         chat_id: "another-chat".into(),
         ..right.clone()
     };
-    let out = terminate(&other_chat, Duration::from_millis(200), &labels()).await;
+    let out = terminate(
+        &other_chat,
+        Duration::from_millis(200),
+        &labels(),
+        &not_live,
+    )
+    .await;
     assert_eq!(
         out.not_signalled,
         Some(NotSignalled::LabelDiffers {
@@ -152,8 +167,15 @@ async fn identity_is_rechecked_before_every_signal_a_reused_pid_is_never_signall
         pid: plain.pid(),
         start_time: identity(plain.pid(), &labels()).unwrap().start_time,
         chat_id: chat.clone(),
+        recorded_by_row: None,
     };
-    let out = terminate(&plain_target, Duration::from_millis(200), &labels()).await;
+    let out = terminate(
+        &plain_target,
+        Duration::from_millis(200),
+        &labels(),
+        &not_live,
+    )
+    .await;
     assert!(
         matches!(
             &out.not_signalled,
@@ -164,7 +186,7 @@ async fn identity_is_rechecked_before_every_signal_a_reused_pid_is_never_signall
     assert!(alive(plain_target.pid, plain_target.start_time));
 
     // And the right identity is stopped.
-    let out = terminate(&right, Duration::from_secs(2), &labels()).await;
+    let out = terminate(&right, Duration::from_secs(2), &labels(), &not_live).await;
     assert_eq!(out.not_signalled, None);
     assert!(!alive(right.pid, right.start_time));
 }
@@ -183,9 +205,16 @@ async fn identity_is_rechecked_before_every_signal_including_the_kill() {
     let kids = wait_for_descendants(target.pid, 1).await;
     let (kid, kid_start) = kids[0];
 
-    let out = run(&target, Duration::from_millis(300), &labels(), |t| {
-        *t.procs.get_mut(&kid).unwrap() += 1;
-    })
+    let out = run(
+        &target,
+        Duration::from_millis(300),
+        &labels(),
+        &not_live,
+        &|| {},
+        |t: &mut Tracking| {
+            *t.procs.get_mut(&kid).unwrap() += 1;
+        },
+    )
     .await;
     assert_eq!(out.identity_changed, vec![kid], "{out:?}");
     assert!(!out.killed.contains(&kid), "{out:?}");
@@ -194,23 +223,403 @@ async fn identity_is_rechecked_before_every_signal_including_the_kill() {
     nix::sys::signal::kill(Pid::from_raw(kid), Signal::SIGKILL).unwrap();
 
     // The agent execs into a TERM-ignoring sleep, so that it outlives
-    // its child.
+    // its child; the hook makes the agent's own pid look reused.
     let (chat, _sweep) = new_chat();
     let a = agent("trap '' TERM; sleep 1000 & exec sleep 1000", &chat);
     let target = target_of(&a, &chat);
     let (kid, kid_start) = wait_for_descendants(target.pid, 1).await[0];
-    let out = run(&target, Duration::from_millis(300), &labels(), |t| {
-        t.chat_id = "relabelled".into();
-    })
+    let out = run(
+        &target,
+        Duration::from_millis(300),
+        &labels(),
+        &not_live,
+        &|| {},
+        |t: &mut Tracking| {
+            *t.procs.get_mut(&t.agent).unwrap() += 1;
+        },
+    )
     .await;
     assert_eq!(out.identity_changed, vec![target.pid], "{out:?}");
     assert!(
         alive(target.pid, target.start_time),
-        "relabelled: not killed"
+        "another start time: not killed"
     );
     // No killpg either: the descendant was killed on its own identity.
     assert_eq!(out.killed, vec![kid], "{out:?}");
     assert!(!alive(kid, kid_start));
+}
+
+/// Waits until `pid`'s environment carries no chat label (it re-exec'd
+/// itself with none), or panics.
+fn wait_unlabelled(pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while identity(pid, &labels()).map(|i| i.env_chat) != Some(EnvChat::Absent) {
+        assert!(Instant::now() < deadline, "pid {pid} kept its labels");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[tokio::test]
+async fn an_agent_that_drops_its_labels_during_the_grace_is_killed() {
+    // Once it had SIGTERM (it catches it), it re-execs itself without its
+    // labels, ignoring TERM from then on: same pid, same start time, the
+    // same process.
+    let (chat, _sweep) = new_chat();
+    let a = agent(
+        "trap 'T=1' TERM; while [ -z \"$T\" ]; do sleep 0.02; done; \
+         exec env -i sh -c \"trap '' TERM; while :; do sleep 0.05; done\"",
+        &chat,
+    );
+    let target = target_of(&a, &chat);
+    let out = run(
+        &target,
+        Duration::from_millis(1500),
+        &labels(),
+        &not_live,
+        &|| {},
+        |_: &mut Tracking| wait_unlabelled(target.pid),
+    )
+    .await;
+    assert_eq!(out.not_signalled, None, "{out:?}");
+    assert!(out.identity_changed.is_empty(), "{out:?}");
+    assert!(out.killed.contains(&target.pid), "{out:?}");
+    assert!(out.all_gone(), "{out:?}");
+    assert!(!alive(target.pid, target.start_time), "the agent lives on");
+    let outcome = crate::act::process::terminated_outcome(&out);
+    assert_eq!(outcome.name(), "done", "{outcome:?}");
+}
+
+#[tokio::test]
+async fn a_row_target_without_labels_is_stopped_but_never_one_with_another_chats_label() {
+    let (chat, _sweep) = new_chat();
+    let row = |pid: i32| Target {
+        pid,
+        start_time: identity(pid, &labels()).unwrap().start_time,
+        chat_id: chat.clone(),
+        recorded_by_row: Some("a1".into()),
+    };
+    // Another chat's label: a row's word never overrides it.
+    let (other, _other_sweep) = new_chat();
+    let labelled = agent("exec sleep 1000", &other);
+    let t = row(labelled.pid());
+    let out = terminate(&t, Duration::from_millis(200), &labels(), &not_live).await;
+    assert_eq!(
+        out.not_signalled,
+        Some(NotSignalled::LabelDiffers {
+            found: Some(other.clone()),
+            expected: chat.clone()
+        })
+    );
+    assert!(alive(t.pid, t.start_time));
+
+    // No label at all: as a labelled target it is not the one observed;
+    // as the row's, it is the process the row recorded.
+    let mut cmd = Command::new("sleep");
+    cmd.arg("1000").process_group(0).env_clear();
+    // Its environment reads empty for good: wait for its command line.
+    let cleared = Spawned(cmd.spawn().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read(format!("/proc/{}/cmdline", cleared.pid())).unwrap_or_default()
+        != b"sleep\x001000\x00"
+    {
+        assert!(Instant::now() < deadline, "sleep never started");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let t = row(cleared.pid());
+    let as_labelled = Target {
+        recorded_by_row: None,
+        ..t.clone()
+    };
+    let out = terminate(
+        &as_labelled,
+        Duration::from_millis(200),
+        &labels(),
+        &not_live,
+    )
+    .await;
+    assert!(
+        matches!(
+            out.not_signalled,
+            Some(NotSignalled::LabelDiffers { found: None, .. })
+        ),
+        "{out:?}"
+    );
+    assert!(alive(t.pid, t.start_time));
+    let out = terminate(&t, Duration::from_secs(2), &labels(), &not_live).await;
+    assert_eq!(out.not_signalled, None, "{out:?}");
+    assert_eq!(out.exited_on_term, vec![t.pid], "{out:?}");
+    assert!(!alive(t.pid, t.start_time));
+}
+
+// -- guarantee 5 and 6: live chats ---------------------------------
+
+/// Every question a termination asks, with when it was asked.
+#[derive(Default)]
+struct Asked(std::sync::Mutex<Vec<(String, Instant)>>);
+
+impl Asked {
+    /// Records a question about `chat`; how many came before it.
+    fn ask(&self, chat: &str) -> usize {
+        let mut all = self.0.lock().unwrap();
+        let before = all.iter().filter(|(c, _)| c == chat).count();
+        all.push((chat.to_owned(), Instant::now()));
+        before
+    }
+
+    fn all(&self) -> Vec<(String, Instant)> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test]
+async fn a_chat_reopened_during_the_grace_keeps_its_agent_and_says_it_had_sigterm() {
+    // The executor found the chat not live and the termination began; by
+    // the end of the grace the chat is live again.
+    let (chat, _sweep) = new_chat();
+    let a = agent("trap '' TERM; sleep 1000 & wait", &chat);
+    let target = target_of(&a, &chat);
+    let (kid, kid_start) = wait_for_descendants(target.pid, 1).await[0];
+    let asked = Asked::default();
+    let live = |c: &str| {
+        asked.ask(c);
+        Ok(c == chat)
+    };
+    let grace = Duration::from_secs(1);
+    let started = Instant::now();
+    let out = terminate(&target, grace, &labels(), &live).await;
+    // Asked once, after the grace: right before SIGKILL.
+    let asked = asked.all();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert!(
+        asked[0].1 - started >= grace,
+        "asked before the grace ran out"
+    );
+    // It had SIGTERM, never SIGKILL.
+    assert_eq!(out.signalled.len(), 2, "{out:?}");
+    assert!(out.killed.is_empty(), "{out:?}");
+    assert_eq!(
+        out.kept_alive,
+        Some(KeptAlive::LiveAgain {
+            chat_id: chat.clone()
+        })
+    );
+    let mut both = vec![target.pid, kid];
+    both.sort();
+    assert_eq!(out.kept, both, "{out:?}");
+    assert!(alive(target.pid, target.start_time) && alive(kid, kid_start));
+    assert!(!out.all_gone());
+    let outcome = crate::act::process::terminated_outcome(&out);
+    assert_eq!(outcome.name(), "skipped", "{outcome:?}");
+    assert!(
+        outcome.text().contains("is live again") && outcome.text().contains("already had SIGTERM"),
+        "{}",
+        outcome.text()
+    );
+}
+
+#[tokio::test]
+async fn a_chat_reopened_during_the_grace_keeps_its_agent_even_when_the_answer_fails() {
+    // The database is down at the end of the grace: nothing is killed on a
+    // guess, and the termination is a failure to retry, not "done".
+    let (chat, _sweep) = new_chat();
+    let a = agent("trap '' TERM; exec sleep 1000", &chat);
+    let target = target_of(&a, &chat);
+    let live = |_: &str| Err("connection refused".to_owned());
+    let out = terminate(&target, Duration::from_millis(300), &labels(), &live).await;
+    assert_eq!(out.signalled, vec![target.pid], "{out:?}");
+    assert!(out.killed.is_empty(), "{out:?}");
+    assert!(
+        matches!(&out.kept_alive, Some(KeptAlive::LivenessUnknown { error, .. }) if error == "connection refused"),
+        "{out:?}"
+    );
+    assert!(alive(target.pid, target.start_time));
+    let outcome = crate::act::process::terminated_outcome(&out);
+    assert_eq!(outcome.name(), "failed", "{outcome:?}");
+    assert!(
+        outcome.text().contains("never sent on a guess"),
+        "{}",
+        outcome.text()
+    );
+}
+
+/// Kills the process group the test started (its processes ignore
+/// SIGTERM, and some are not the test's children) when the test ends,
+/// pass or fail.
+struct KillGroupOnDrop(i32);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(Pid::from_raw(self.0), Signal::SIGKILL);
+    }
+}
+
+/// The one live process below `pid` whose command line is `cmd`.
+fn below(pid: i32, cmd: &str) -> (i32, u64) {
+    let found: Vec<(i32, u64)> = descendants(pid)
+        .into_iter()
+        .filter(|(p, _)| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).replace('\0', " ").trim() == cmd)
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "{cmd} below {pid}: {found:?}");
+    found[0]
+}
+
+/// An agent of chat A (TERM ignored, so that SIGKILL is needed) with a
+/// child of its own and, in its group, a child labelled chat B whose own
+/// child carries no label: `(agent, A's child, B's child, B's grandchild)`.
+async fn agent_with_a_child_of_another_chat(
+    a: &str,
+    b: &str,
+) -> (
+    (Spawned, KillGroupOnDrop),
+    Target,
+    (i32, u64),
+    (i32, u64),
+    (i32, u64),
+) {
+    let agent = agent(
+        &format!(
+            "trap '' TERM; sleep 1001 & BOO_CHAT_ID={b} sh -c 'env -u BOO_CHAT_ID sleep 1002 & wait' & wait"
+        ),
+        a,
+    );
+    let target = target_of(&agent, a);
+    let group = KillGroupOnDrop(target.pid);
+    wait_for_descendants(target.pid, 3).await;
+    let own = below(target.pid, "sleep 1001");
+    let of_b = below(target.pid, "sh -c env -u BOO_CHAT_ID sleep 1002 & wait");
+    let b_child = below(of_b.0, "sleep 1002");
+    ((agent, group), target, own, of_b, b_child)
+}
+
+#[tokio::test]
+async fn a_live_chats_process_below_the_agent_is_left_alone_and_reported() {
+    let ((a, _sa), (b, _sb)) = (new_chat(), new_chat());
+    let (_agent, target, own, of_b, b_child) = agent_with_a_child_of_another_chat(&a, &b).await;
+    let live = |c: &str| Ok(c == b);
+    let out = terminate(&target, Duration::from_millis(500), &labels(), &live).await;
+    assert_eq!(out.not_signalled, None, "{out:?}");
+    // A's processes are gone, killed one by one: a group signal would
+    // have reached B's too.
+    assert_eq!(out.group, None, "{out:?}");
+    let mut mine = vec![target.pid, own.0];
+    mine.sort();
+    assert_eq!(out.killed, mine, "{out:?}");
+    assert!(!alive(target.pid, target.start_time) && !alive(own.0, own.1));
+    // B's process and its unlabelled child were never signalled.
+    assert_eq!(out.signalled, mine, "{out:?}");
+    assert!(
+        alive(of_b.0, of_b.1),
+        "chat B's process was stopped: {out:?}"
+    );
+    assert!(
+        alive(b_child.0, b_child.1),
+        "its child was stopped: {out:?}"
+    );
+    assert_eq!(
+        out.spared,
+        vec![Spared {
+            pid: of_b.0,
+            chat_id: b.clone(),
+            why: format!("chat {b} is live"),
+        }]
+    );
+    assert!(out.to_string().contains("left alone below it"), "{out}");
+    let outcome = crate::act::process::terminated_outcome(&out);
+    assert!(
+        outcome
+            .text()
+            .contains(&format!("{} (chat {b} is live)", of_b.0)),
+        "{}",
+        outcome.text()
+    );
+
+    // The same tree, chat B not live: all of it goes, as one group.
+    let (_agent, target, own, of_b, b_child) = agent_with_a_child_of_another_chat(&a, &b).await;
+    let out = terminate(&target, Duration::from_millis(500), &labels(), &not_live).await;
+    assert_eq!(out.group, Some(target.pid), "{out:?}");
+    assert!(out.spared.is_empty() && out.all_gone(), "{out:?}");
+    for (p, s) in [(target.pid, target.start_time), own, of_b, b_child] {
+        assert!(!alive(p, s), "pid {p} survived: {out:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_process_of_a_chat_whose_liveness_cannot_be_read_is_left_alone() {
+    let ((a, _sa), (b, _sb)) = (new_chat(), new_chat());
+    let (_agent, target, own, of_b, b_child) = agent_with_a_child_of_another_chat(&a, &b).await;
+    let live = |c: &str| {
+        if c == b {
+            Err("database down".to_owned())
+        } else {
+            Ok(false)
+        }
+    };
+    let out = terminate(&target, Duration::from_millis(300), &labels(), &live).await;
+    assert!(!alive(target.pid, target.start_time) && !alive(own.0, own.1));
+    assert!(
+        alive(of_b.0, of_b.1) && alive(b_child.0, b_child.1),
+        "{out:?}"
+    );
+    assert_eq!(out.spared.len(), 1, "{out:?}");
+    assert!(
+        out.spared[0].why.contains("never signalled on a guess"),
+        "{out:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_chat_below_the_agent_reopened_during_the_grace_keeps_its_process() {
+    let ((a, _sa), (b, _sb)) = (new_chat(), new_chat());
+    let (_agent, target, own, of_b, b_child) = agent_with_a_child_of_another_chat(&a, &b).await;
+    // B's shell ignores TERM too (inherited): it is still there after the
+    // grace, when B is asked again. B is not live when first asked, live
+    // from then on.
+    let asked = Asked::default();
+    let live = |c: &str| Ok(asked.ask(c) > 0 && c == b);
+    let out = terminate(&target, Duration::from_millis(600), &labels(), &live).await;
+    assert!(
+        out.signalled.contains(&of_b.0),
+        "B was not live at SIGTERM: {out:?}"
+    );
+    assert!(!alive(target.pid, target.start_time) && !alive(own.0, own.1));
+    assert!(
+        alive(of_b.0, of_b.1) && alive(b_child.0, b_child.1),
+        "{out:?}"
+    );
+    assert_eq!(out.spared.len(), 1, "{out:?}");
+    assert!(out.spared[0].why.contains("already had SIGTERM"), "{out:?}");
+    assert_eq!(
+        out.group,
+        Some(target.pid),
+        "SIGTERM went to the group: {out:?}"
+    );
+}
+
+#[tokio::test]
+async fn descendants_of_an_agent_gone_before_its_sigterm_are_still_stopped() {
+    // The agent exits between the snapshot and its SIGTERM (here: while
+    // chat B, below it, is asked about); its observed descendants are
+    // still signalled, and the result is not "already gone".
+    let ((a, _sa), (b, _sb)) = (new_chat(), new_chat());
+    let ((mut agent, _group), target, own, of_b, b_child) =
+        agent_with_a_child_of_another_chat(&a, &b).await;
+    let agent_pid = target.pid;
+    let live = |_: &str| {
+        nix::sys::signal::kill(Pid::from_raw(agent_pid), Signal::SIGKILL).unwrap();
+        Ok(false)
+    };
+    let out = terminate(&target, Duration::from_millis(300), &labels(), &live).await;
+    let _ = agent.0.wait();
+    assert_eq!(out.not_signalled, None, "{out:?}");
+    assert!(!out.signalled.contains(&target.pid), "{out:?}");
+    for (p, s) in [own, of_b, b_child] {
+        assert!(!alive(p, s), "pid {p} outlived its agent: {out:?}");
+        assert!(out.signalled.contains(&p), "{out:?}");
+    }
+    assert!(out.all_gone(), "{out:?}");
 }
 
 // -- guarantee 2 ----------------------------------------------------
@@ -237,7 +646,7 @@ async fn whole_group_and_every_descendant_are_signalled_even_those_that_called_s
         .count();
     assert_eq!(own_sessions, 2, "two setsid descendants: {kids:?}");
 
-    let out = terminate(&target, Duration::from_secs(1), &labels()).await;
+    let out = terminate(&target, Duration::from_secs(1), &labels(), &not_live).await;
     assert_eq!(out.not_signalled, None);
     assert_eq!(out.group, Some(target.pid));
     assert!(out.survivors.is_empty(), "{out:?}");
@@ -263,7 +672,7 @@ async fn whole_group_and_every_descendant_are_signalled_and_nothing_else() {
     let target = target_of(&a, &chat);
     wait_for_descendants(target.pid, 1).await;
 
-    let out = terminate(&target, Duration::from_secs(2), &labels()).await;
+    let out = terminate(&target, Duration::from_secs(2), &labels(), &not_live).await;
     assert!(out.all_gone(), "{out:?}");
     assert!(!out.signalled.contains(&sibling.pid()));
     assert!(alive(sibling.pid(), sib_start), "the sibling must survive");
@@ -283,7 +692,7 @@ async fn whole_group_and_every_descendant_are_signalled_but_not_a_group_the_agen
     let a = spawned(&mut cmd);
     let target = target_of(&a, &chat);
     let kids = wait_for_descendants(target.pid, 1).await;
-    let out = terminate(&target, Duration::from_secs(2), &labels()).await;
+    let out = terminate(&target, Duration::from_secs(2), &labels(), &not_live).await;
     assert_eq!(out.group, None, "{out:?}");
     assert!(out.all_gone(), "{out:?}");
     assert!(!alive(kids[0].0, kids[0].1));
@@ -305,9 +714,11 @@ async fn never_signals_pid_1_0_negatives_itself_its_ancestors_or_its_own_group()
                 pid,
                 start_time: start,
                 chat_id: "c".into(),
+                recorded_by_row: None,
             },
             Duration::from_millis(100),
             &labels(),
+            &not_live,
         )
         .await;
         assert!(
@@ -339,7 +750,7 @@ async fn exits_on_sigterm_is_reported_exited_on_term() {
     let target = target_of(&a, &chat);
     let kids = wait_for_descendants(target.pid, 1).await;
     let started = Instant::now();
-    let out = terminate(&target, Duration::from_secs(5), &labels()).await;
+    let out = terminate(&target, Duration::from_secs(5), &labels(), &not_live).await;
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "{:?}",
@@ -366,7 +777,10 @@ async fn term_then_grace_then_kill_and_concurrent_terminations_take_one_grace() 
 
     let started = Instant::now();
     let l = labels();
-    let (o1, o2) = tokio::join!(terminate(&t1, grace, &l), terminate(&t2, grace, &l));
+    let (o1, o2) = tokio::join!(
+        terminate(&t1, grace, &l, &not_live),
+        terminate(&t2, grace, &l, &not_live)
+    );
     let took = started.elapsed();
     assert!(took >= grace, "SIGKILL came before the grace: {took:?}");
     assert!(
@@ -398,9 +812,11 @@ async fn term_then_grace_then_kill_reports_an_already_gone_agent() {
             pid,
             start_time: 1,
             chat_id: chat,
+            recorded_by_row: None,
         },
         Duration::from_millis(100),
         &labels(),
+        &not_live,
     )
     .await;
     // Gone, or (if the pid was taken already) another process.
@@ -429,6 +845,7 @@ fn outcome_is_a_serializable_report() {
         }],
         identity_changed: vec![],
         not_signalled: None,
+        ..Terminated::default()
     };
     let v = serde_json::to_value(&out).unwrap();
     assert_eq!(v["survivors"][0]["state"], "D");
@@ -450,6 +867,40 @@ fn outcome_is_a_serializable_report() {
     let v = serde_json::to_value(&refused).unwrap();
     assert_eq!(v["not_signalled"]["reason"], "start_time_differs");
     assert_eq!(v["not_signalled"]["found"], 5);
+
+    // SIGKILL withheld, and a live chat's process left alone: both named.
+    let kept = Terminated {
+        pid: 10,
+        group: Some(10),
+        signalled: vec![10, 11],
+        kept_alive: Some(KeptAlive::LiveAgain {
+            chat_id: "c1".into(),
+        }),
+        kept: vec![10, 11],
+        spared: vec![Spared {
+            pid: 12,
+            chat_id: "c2".into(),
+            why: "chat c2 is live".into(),
+        }],
+        ..Terminated::default()
+    };
+    assert!(!kept.all_gone());
+    assert_eq!(
+        kept.to_string(),
+        "pid 10: SIGTERM to 2 process(es) (group 10); 0 exited; chat c1 is live again: \
+         SIGKILL withheld; it already had SIGTERM; still running: 10, 11; \
+         left alone below it: 12 (chat c2 is live)"
+    );
+    let v = serde_json::to_value(&kept).unwrap();
+    assert_eq!(v["kept_alive"]["reason"], "live_again");
+    assert_eq!(v["kept"], serde_json::json!([10, 11]));
+    assert_eq!(v["spared"][0]["chat_id"], "c2");
+    // Nothing kept or spared: the fields are left out of the record.
+    let v = serde_json::to_value(&out).unwrap();
+    assert!(
+        v.get("kept_alive").is_none() && v.get("spared").is_none(),
+        "{v}"
+    );
 }
 
 // -- a real ACP agent -------------------------------------------------
@@ -569,7 +1020,7 @@ async fn real_qwen_acp_agent_and_its_relaunched_child_are_both_gone() {
     assert_eq!(id.ppid, target.pid);
     assert_eq!(id.pgid, target.pid, "in the agent's group");
 
-    let out = terminate(&target, Duration::from_secs(5), &labels()).await;
+    let out = terminate(&target, Duration::from_secs(5), &labels(), &not_live).await;
     eprintln!("qwen: {out}");
     assert_eq!(out.not_signalled, None, "{out:?}");
     assert!(out.survivors.is_empty(), "{out:?}");
