@@ -26,18 +26,16 @@
 //!    a populated one).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::libc;
 use nix::sys::signal::Signal;
 use serde::Serialize;
 
 use super::executor::{blocking, skipped, Applied, Executor, Gate};
 use super::outcome::{Detail, Outcome};
-use super::terminate::ChatLiveness;
+use super::terminate::{pidfd_open, pidfd_send_signal, ChatLiveness};
 use crate::cgroup;
 use crate::observe::processes::{self, LabelNames};
 use crate::plan::{Action, CgroupTarget};
@@ -409,31 +407,6 @@ async fn run_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
         Ok(v) => v,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
-}
-
-/// `pidfd_open(2)`: nix has no wrapper.
-fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {
-    // SAFETY: a pid and flags in, a new descriptor or -1 out.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(Errno::last());
-    }
-    // SAFETY: the kernel just returned this descriptor, owned by no one else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
-fn pidfd_send_signal(fd: &OwnedFd, sig: Signal) -> Result<(), Errno> {
-    // SAFETY: a live descriptor, a signal number, a null siginfo, no flags.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            fd.as_raw_fd(),
-            sig as libc::c_int,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
-    Errno::result(r).map(drop)
 }
 
 impl Executor {

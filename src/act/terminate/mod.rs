@@ -9,6 +9,8 @@
 mod collect;
 mod signal;
 
+pub(super) use signal::{pidfd_open, pidfd_send_signal};
+
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::future::Future;

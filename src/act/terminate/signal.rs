@@ -349,7 +349,7 @@ pub(super) fn send_group(pgid: i32, sig: Signal, me: &Me) {
 
 /// `pidfd_open(2)`: a descriptor that names this process and no later
 /// holder of its pid. nix has no wrapper for it.
-fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {
+pub(in crate::act) fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {
     if pid <= 0 {
         return Err(Errno::ESRCH);
     }
@@ -365,7 +365,7 @@ fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {
 
 /// `pidfd_send_signal(2)` with no `siginfo`: the signal reaches the process
 /// `fd` names, or nothing if it has exited.
-fn pidfd_send_signal(fd: &OwnedFd, sig: Signal) -> Result<(), Errno> {
+pub(in crate::act) fn pidfd_send_signal(fd: &OwnedFd, sig: Signal) -> Result<(), Errno> {
     // SAFETY: a live descriptor, a signal number, a null siginfo (allowed:
     // the kernel then fills it in as for kill(2)) and no flags.
     let r = unsafe {
