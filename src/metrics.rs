@@ -60,6 +60,8 @@ pub struct Metrics {
     /// they are agents is unknown. No uid label, so that the series stay
     /// few whatever the host runs; the uids are in `/status`.
     pub processes_unreadable: IntGauge,
+    /// Processes still there after a termination's kill, every pass.
+    pub agent_survivors: IntCounter,
     /// How many users (real uids) those processes belong to.
     pub processes_unreadable_users: IntGauge,
 }
@@ -157,6 +159,13 @@ impl Metrics {
             "Attempts to delete a trash entry that failed (the entry backs off and is retried).",
         )
         .expect("metric");
+        let agent_survivors = IntCounter::new(
+            "agent_survivors_total",
+            "Processes still there after a termination's SIGKILL or cgroup.kill (a process in \
+             uninterruptible sleep, say): each pass's answer, the audit and /status name them; \
+             retried next pass.",
+        )
+        .expect("metric");
         let processes_unreadable = IntGauge::new(
             "processes_unreadable",
             "Processes whose environment the last pass could not read (other users' processes \
@@ -171,7 +180,8 @@ impl Metrics {
         )
         .expect("metric");
         for c in [
-            Box::new(processes_unreadable.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(agent_survivors.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(processes_unreadable.clone()),
             Box::new(processes_unreadable_users.clone()),
             Box::new(trash_entries.clone()),
             Box::new(trash_bytes.clone()),
@@ -223,6 +233,7 @@ impl Metrics {
             trash_bytes,
             trash_reclaim_time,
             trash_reclaim_failures,
+            agent_survivors,
             processes_unreadable,
             processes_unreadable_users,
         }
@@ -241,6 +252,7 @@ impl Metrics {
         if result == PassResult::Error {
             self.reconcile_errors.with_label_values(&[trigger]).inc();
         }
+        self.agent_survivors.inc_by(r.survivors().len() as u64);
         for a in &r.results {
             self.actions_total
                 .with_label_values(&[a.action.name(), a.outcome.name()])

@@ -296,6 +296,30 @@ impl PassReport {
             .collect()
     }
 
+    /// Every process still there after its termination's kill (SIGKILL, or
+    /// `cgroup.kill`), with the target it belonged to and its state: never
+    /// forgotten, always named.
+    pub fn survivors(&self) -> Vec<(String, i32, char)> {
+        let mut out = Vec::new();
+        for r in &self.results {
+            let listed: Vec<(i32, char)> = match &r.detail {
+                crate::act::Detail::Terminated(t) => {
+                    t.survivors.iter().map(|s| (s.pid, s.state)).collect()
+                }
+                crate::act::Detail::CgroupStopped(c) => {
+                    c.survivors.iter().map(|s| (s.pid, s.state)).collect()
+                }
+                _ => continue,
+            };
+            out.extend(
+                listed
+                    .into_iter()
+                    .map(|(pid, state)| (r.target.to_string(), pid, state)),
+            );
+        }
+        out
+    }
+
     /// The targets of a forced pass's actions that did not happen because
     /// another run was acting on them throughout (the pass waited for it
     /// and read the state again, as often as it could): "busy, retry"
@@ -405,6 +429,19 @@ impl PassReport {
             let _ = writeln!(
                 s,
                 "{left} action(s) not started: {PASS_TIMEOUT} ran out; left for the next pass"
+            );
+        }
+        let survivors = self.survivors();
+        if !survivors.is_empty() {
+            let named: Vec<String> = survivors
+                .iter()
+                .map(|(target, pid, state)| format!("pid {pid} (state {state}) of {target}"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "{} process(es) still there after the kill: {}",
+                survivors.len(),
+                named.join(", ")
             );
         }
         if self.observed.unreadable_processes > 0 {
