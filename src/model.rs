@@ -502,6 +502,9 @@ pub struct ActualState {
     /// The agent cgroups under `processes.cgroup_parent` of this
     /// controller's instance ([`crate::observe::cgroups`]).
     pub cgroups: Vec<AgentCgroup>,
+    /// Processes tied to a chat by fork lineage that carry no labels now
+    /// ([`crate::observe::lineage`]; empty unless `processes.lineage`).
+    pub tied: Vec<crate::observe::lineage::Tied>,
     /// What runs now at each pid recorded in an open `acp` row of this
     /// host: `None` when nothing (or only a zombie) does.
     pub recorded_pids: HashMap<i32, Option<PidIdentity>>,

@@ -140,6 +140,7 @@ mod tests {
                 command: "goose acp".into(),
                 age_secs: 600,
                 recorded_by_row: None,
+                tied_to: None,
             },
         })
     }

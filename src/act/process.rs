@@ -23,6 +23,7 @@ impl Executor {
             start_time: process.start_time,
             chat_id: process.chat_id.clone(),
             recorded_by_row: process.recorded_by_row.clone(),
+            tied_to: process.tied_to,
         };
         self.announce(action, serde_json::json!(target), intent)
             .await?;

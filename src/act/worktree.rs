@@ -267,6 +267,7 @@ impl Executor {
                 start_time: id.start_time,
                 chat_id: chat,
                 recorded_by_row: None,
+                tied_to: None,
             };
             self.terminate_inside(action, &target).await?;
             stopped_any = true;

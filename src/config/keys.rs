@@ -277,6 +277,7 @@ pub(super) fn unset() -> Config {
             max_parallel_terminations: 0,
             term_grace: Duration::ZERO,
             cgroup_parent: String::new(),
+            lineage: false,
         },
         opencode: Opencode {
             enabled: false,
@@ -545,6 +546,16 @@ const ROWS: &[Key] = &[
         default: DefaultValue::Text("5s"),
         doc: "Time an agent and its descendants get to exit after SIGTERM before whatever survives gets SIGKILL (at most 365d).",
         field: field!(Duration, processes.term_grace),
+    },
+    Key {
+        section: "processes",
+        key: "lineage",
+        kind: Kind::Bool,
+        // It needs CAP_NET_ADMIN and AF_NETLINK, which the shipped units do
+        // not grant: an operator turns it on with them.
+        default: DefaultValue::Text("false"),
+        doc: "Follow every fork and exec on the host (the kernel's process connector; needs CAP_NET_ADMIN and AF_NETLINK): a process forked by a labelled agent stays that agent's after it clears its environment or leaves the tree, for agents not started through launch.",
+        field: field!(Bool, processes.lineage),
     },
     Key {
         section: "processes",

@@ -235,6 +235,8 @@ pub struct Processes {
     pub term_grace: Duration,
     /// `auto`, `off` or a path: see [`crate::cgroup::Parent`].
     pub cgroup_parent: String,
+    /// Whether the fork lineage is followed ([`crate::observe::lineage`]).
+    pub lineage: bool,
 }
 
 impl Processes {

@@ -80,6 +80,8 @@ pub struct Controller {
     policy: Policy,
     /// The opencode part backs off as a whole while its server fails.
     opencode_backoff: std::sync::Mutex<crate::act::backoff::Backoff<&'static str>>,
+    /// The fork lineage (`processes.lineage`), or why it could not start.
+    lineage: Option<Result<observe::lineage::Lineage, String>>,
 }
 
 /// What a pass noticed besides its plan: errors (exit 1) and warnings.
@@ -101,6 +103,14 @@ impl Controller {
             stale_entry_grace: config.worktrees.stale_entry_grace,
             max_terminations: config.processes.max_terminations_per_pass,
         };
+        let lineage = config.processes.lineage.then(|| {
+            observe::lineage::Lineage::start(LabelNames::from(&config.processes)).map_err(|e| {
+                format!(
+                    "processes.lineage: the process connector cannot be opened ({e}); it needs \
+                     CAP_NET_ADMIN and AF_NETLINK: only labels are seen"
+                )
+            })
+        });
         Controller {
             config,
             store,
@@ -108,6 +118,7 @@ impl Controller {
             executor,
             policy,
             opencode_backoff: Default::default(),
+            lineage,
         }
     }
 
@@ -145,6 +156,7 @@ impl Controller {
         );
         let HostView {
             scan,
+            tied,
             cgroups,
             desired,
             recorded_pids,
@@ -214,6 +226,7 @@ impl Controller {
             root_held: observed.root_held,
             processes: scan.processes,
             cgroups,
+            tied,
             recorded_pids,
             opencode,
         };
@@ -400,6 +413,7 @@ impl Controller {
         interest
             .chats
             .extend(scan.processes.iter().map(|p| p.chat_id.clone()));
+        let tied = self.tied(&scan, &mut errors);
         let (cgroups, cgroup_error) = cgroups_task.await.unwrap_or_else(|e| {
             (
                 Vec::new(),
@@ -407,6 +421,9 @@ impl Controller {
             )
         });
         errors.extend(cgroup_error);
+        interest
+            .chats
+            .extend(tied.iter().map(|t| t.chat_id.clone()));
         interest.chats.extend(
             cgroups
                 .iter()
@@ -422,12 +439,37 @@ impl Controller {
             });
         Ok(HostView {
             scan,
+            tied,
             cgroups,
             desired,
             recorded_pids,
             observed,
             errors,
         })
+    }
+
+    /// The processes tied to a chat by fork lineage that the scan did not
+    /// see labelled; the scan's labelled processes seed the lineage. What
+    /// the lineage lost, or why it is not running, is an error of the pass.
+    fn tied(
+        &self,
+        scan: &processes::Scan,
+        errors: &mut Vec<String>,
+    ) -> Vec<observe::lineage::Tied> {
+        match &self.lineage {
+            None => Vec::new(),
+            Some(Err(why)) => {
+                errors.push(why.clone());
+                Vec::new()
+            }
+            Some(Ok(lineage)) => {
+                lineage.seed(&scan.processes);
+                let labelled = scan.processes.iter().map(|p| p.pid).collect();
+                let (tied, note) = lineage.hidden(&labelled);
+                errors.extend(note);
+                tied
+            }
+        }
     }
 
     /// One pass over `scope`.
@@ -684,6 +726,7 @@ impl Controller {
 /// What one observation of the host found.
 struct HostView {
     scan: processes::Scan,
+    tied: Vec<observe::lineage::Tied>,
     cgroups: Vec<crate::model::AgentCgroup>,
     desired: crate::model::DesiredState,
     recorded_pids: HashMap<i32, Option<crate::model::PidIdentity>>,

@@ -526,6 +526,7 @@ mod tests {
                 command: command.into(),
                 age_secs: 60,
                 recorded_by_row: None,
+                tied_to: None,
             },
         }
     }

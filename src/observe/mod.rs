@@ -3,6 +3,7 @@
 //! cannot be read is reported and left out.
 
 pub mod cgroups;
+pub mod lineage;
 pub mod processes;
 pub mod worktrees;
 

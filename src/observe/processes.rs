@@ -564,7 +564,7 @@ fn command_line(process: &Process, stat: &Stat) -> String {
     }
 }
 
-fn boot_time() -> Option<u64> {
+pub(crate) fn boot_time() -> Option<u64> {
     match procfs::boot_time_secs() {
         Ok(b) => Some(b),
         Err(e) => {
@@ -576,7 +576,7 @@ fn boot_time() -> Option<u64> {
 
 /// Boot time + `start_time` clock ticks; the epoch when the boot time is
 /// unknown.
-fn started_at(boot: Option<u64>, start_time: u64) -> SystemTime {
+pub(crate) fn started_at(boot: Option<u64>, start_time: u64) -> SystemTime {
     let Some(boot) = boot else {
         return SystemTime::UNIX_EPOCH;
     };

@@ -46,6 +46,12 @@ pub struct ProcessTarget {
     /// time alone says it is the same process.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recorded_by_row: Option<String>,
+    /// The labelled process this one was forked from, when the target
+    /// comes from the fork lineage ([`crate::observe::lineage`]) rather
+    /// than from its own labels: the first check then accepts it without
+    /// any chat label, never with another chat's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tied_to: Option<i32>,
 }
 
 /// An agent's cgroup to stop ([`crate::cgroup`]).

@@ -129,6 +129,7 @@ fn stop_unlabelled(
                 command: String::new(),
                 age_secs: row_age.as_secs(),
                 recorded_by_row: Some(row.id.clone()),
+                tied_to: None,
             },
         },
         owner: Owner {

@@ -5,7 +5,7 @@
 //! holds to it as well, so that a process another controller owns can
 //! never become an action, whatever the observation handed in.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use crate::model::{age, ActualState, AgentProcess, DesiredState, Table};
@@ -20,14 +20,15 @@ pub(super) fn plan_processes(
     now: SystemTime,
     out: &mut Plan,
 ) {
+    // Processes tied to a chat by fork lineage that carry no labels now
+    // are that chat's agents too, under the same rules.
+    let tied: Vec<AgentProcess> = actual.tied.iter().map(|t| as_agent(t, policy)).collect();
+    let vias: HashMap<i32, i32> = actual.tied.iter().map(|t| (t.pid, t.via)).collect();
+    let all: Vec<&AgentProcess> = actual.processes.iter().chain(&tied).collect();
     // Stopping a process stops its descendants: target the top of each
     // chat's labelled tree only (a child whose leader died becomes a top).
-    let labelled: HashSet<(i32, &str)> = actual
-        .processes
-        .iter()
-        .map(|p| (p.pid, p.chat_id.as_str()))
-        .collect();
-    for p in &actual.processes {
+    let labelled: HashSet<(i32, &str)> = all.iter().map(|p| (p.pid, p.chat_id.as_str())).collect();
+    for p in all.iter().copied() {
         if labelled.contains(&(p.ppid, p.chat_id.as_str())) {
             continue;
         }
@@ -78,9 +79,16 @@ pub(super) fn plan_processes(
         let why = state
             .and_then(|s| s.not_live_because(now))
             .unwrap_or_else(|| format!("chat {} has no row", p.chat_id));
+        let via = vias.get(&p.pid).copied();
+        let lineage = via
+            .map(|v| format!(" (forked from pid {v}, now without its labels)"))
+            .unwrap_or_default();
         out.actions.push(Action {
             kind: ActionKind::TerminateProcess {
-                process: process_target(p, up),
+                process: ProcessTarget {
+                    tied_to: via,
+                    ..process_target(p, up)
+                },
             },
             owner: Owner {
                 session_id: state
@@ -89,11 +97,32 @@ pub(super) fn plan_processes(
                 chat_id: Some(p.chat_id.clone()),
             },
             reason: format!(
-                "{why}; {} pid {} up {up_text}",
+                "{why}; {} pid {}{lineage} up {up_text}",
                 p.agent.as_deref().unwrap_or("agent"),
                 p.pid
             ),
         });
+    }
+}
+
+/// A tied process as the agent it is: its chat from its lineage; its
+/// instance this controller's (only this instance's labelled processes are
+/// followed).
+fn as_agent(t: &crate::observe::lineage::Tied, policy: &Policy) -> AgentProcess {
+    AgentProcess {
+        pid: t.pid,
+        ppid: t.ppid,
+        pgid: t.pgid,
+        sid: 0,
+        start_time: t.start_time,
+        started_at: t.started_at,
+        state: 'S',
+        chat_id: t.chat_id.clone(),
+        session_id: None,
+        agent: None,
+        instance: policy.instance.clone(),
+        command: t.command.clone(),
+        cwd: None,
     }
 }
 
@@ -116,5 +145,6 @@ pub(super) fn process_target(p: &AgentProcess, up: Duration) -> ProcessTarget {
         command: p.command.clone(),
         age_secs: up.as_secs(),
         recorded_by_row: None,
+        tied_to: None,
     }
 }

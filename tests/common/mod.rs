@@ -395,6 +395,8 @@ pub struct World {
     /// `processes.cgroup_parent`: off unless a test names a parent of its
     /// own (tests run at once; none may see another's agents).
     pub cgroup_parent: String,
+    /// `processes.lineage`: off unless a test turns it on.
+    pub lineage: bool,
     schema: Option<String>,
 }
 
@@ -444,6 +446,7 @@ impl World {
             opencode_orphan_min_age: Duration::from_secs(600),
             stale_entry_grace: Duration::ZERO,
             cgroup_parent: "off".into(),
+            lineage: false,
             schema,
         }
     }
@@ -477,6 +480,7 @@ impl World {
         c.opencode.orphan_min_age = self.opencode_orphan_min_age;
         c.worktrees.stale_entry_grace = self.stale_entry_grace;
         c.processes.cgroup_parent = self.cgroup_parent.clone();
+        c.processes.lineage = self.lineage;
         // The real server answers in milliseconds; a loaded 2-core machine
         // (the whole suite at once) has been seen to take over 1 s.
         c.opencode.timeout = Duration::from_secs(3);

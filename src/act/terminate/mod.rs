@@ -52,6 +52,11 @@ pub struct Target {
     /// row recorded), though never with another chat's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recorded_by_row: Option<String>,
+    /// The labelled process this one was forked from, when the target
+    /// comes from the fork lineage: accepted without any chat label as
+    /// for [`Target::recorded_by_row`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tied_to: Option<i32>,
 }
 
 impl Target {
@@ -74,6 +79,7 @@ impl From<&crate::model::AgentProcess> for Target {
             start_time: p.start_time,
             chat_id: p.chat_id.clone(),
             recorded_by_row: None,
+            tied_to: None,
         }
     }
 }
@@ -509,9 +515,11 @@ async fn term_step(
     let term = {
         let (track, labels, target) = (track.clone(), labels.clone(), target.clone());
         off_thread(move || {
-            let label = match target.recorded_by_row {
-                Some(_) => Label::IsOrAbsent(&target.chat_id, &labels),
-                None => Label::Is(&target.chat_id, &labels),
+            let vouched = target.recorded_by_row.is_some() || target.tied_to.is_some();
+            let label = if vouched {
+                Label::IsOrAbsent(&target.chat_id, &labels)
+            } else {
+                Label::Is(&target.chat_id, &labels)
             };
             signal::sigterm(&track, target.start_time, label, group, &me)
         })

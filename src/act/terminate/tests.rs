@@ -87,6 +87,7 @@ fn target_of(child: &Spawned, chat: &str) -> Target {
         start_time: id.start_time,
         chat_id: chat.to_owned(),
         recorded_by_row: None,
+        tied_to: None,
     }
 }
 
@@ -168,6 +169,7 @@ async fn identity_is_rechecked_before_every_signal_a_reused_pid_is_never_signall
         start_time: identity(plain.pid(), &labels()).unwrap().start_time,
         chat_id: chat.clone(),
         recorded_by_row: None,
+        tied_to: None,
     };
     let out = terminate(
         &plain_target,
@@ -297,6 +299,7 @@ async fn a_row_target_without_labels_is_stopped_but_never_one_with_another_chats
         start_time: identity(pid, &labels()).unwrap().start_time,
         chat_id: chat.clone(),
         recorded_by_row: Some("a1".into()),
+        tied_to: None,
     };
     // Another chat's label: a row's word never overrides it.
     let (other, _other_sweep) = new_chat();
@@ -328,6 +331,7 @@ async fn a_row_target_without_labels_is_stopped_but_never_one_with_another_chats
     let t = row(cleared.pid());
     let as_labelled = Target {
         recorded_by_row: None,
+        tied_to: None,
         ..t.clone()
     };
     let out = terminate(
@@ -609,6 +613,19 @@ async fn descendants_of_an_agent_gone_before_its_sigterm_are_still_stopped() {
     let agent_pid = target.pid;
     let live = |_: &str| {
         nix::sys::signal::kill(Pid::from_raw(agent_pid), Signal::SIGKILL).unwrap();
+        // SIGKILL takes effect when the process next runs: on a loaded
+        // machine that can be after this answer; wait until it is a zombie.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while Process::new(agent_pid)
+            .and_then(|p| p.stat())
+            .is_ok_and(|s| is_alive_state(s.state))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "SIGKILL never took effect"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
         Ok(false)
     };
     let out = terminate(&target, Duration::from_millis(300), &labels(), &live).await;
@@ -715,6 +732,7 @@ async fn never_signals_pid_1_0_negatives_itself_its_ancestors_or_its_own_group()
                 start_time: start,
                 chat_id: "c".into(),
                 recorded_by_row: None,
+                tied_to: None,
             },
             Duration::from_millis(100),
             &labels(),
@@ -813,6 +831,7 @@ async fn term_then_grace_then_kill_reports_an_already_gone_agent() {
             start_time: 1,
             chat_id: chat,
             recorded_by_row: None,
+            tied_to: None,
         },
         Duration::from_millis(100),
         &labels(),
