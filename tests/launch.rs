@@ -269,7 +269,63 @@ both_databases!(
     a_live_chats_launched_agent_runs_on_and_an_empty_cgroup_is_removed,
     a_cgroup_whose_record_cannot_be_read_is_reported_and_left_alone,
     a_chat_reopened_during_the_grace_keeps_its_launched_agent,
+    a_cgroup_left_with_only_a_live_chats_process_is_left_alone_quietly,
 );
+
+async fn a_cgroup_left_with_only_a_live_chats_process_is_left_alone_quietly(db: Db) {
+    let mut w = World::new(db).await;
+    let parent = Parent::new("spared");
+    w.cgroup_parent = parent.0.display().to_string();
+    w.session("s1", "open").await;
+    w.chat("gone", "s1", "archived").await;
+    w.chat("live", "s1", "open").await;
+    // The archived chat's cgroup holds only a process labelled for the
+    // live chat (started below the archived chat's agent, say).
+    let mut child = spawn_launched(
+        &w,
+        &parent,
+        "gone",
+        &format!(
+            "exec env {}=live {}=goose sleep 1000",
+            w.labels[0], w.labels[2]
+        ),
+    );
+    wait_for("the process in its cgroup", || {
+        parent
+            .agent_cgroups()
+            .first()
+            .is_some_and(|c| !cgroup::members(c).unwrap().is_empty())
+    });
+    // One controller, as a daemon's passes share one.
+    let controller = w.controller();
+    for _ in 0..2 {
+        let report = common::act_pass(&controller, Scope::Host, false).await;
+        let stop = report
+            .results
+            .iter()
+            .find(|r| r.action.name() == "stop_cgroup")
+            .unwrap_or_else(|| panic!("no stop_cgroup: {}", report.render()));
+        assert_eq!(stop.outcome.name(), "skipped", "{}", report.render());
+        assert!(
+            stop.outcome.text().contains("only processes of live chats"),
+            "{}",
+            report.render()
+        );
+        assert!(
+            stop.intent_id.is_none(),
+            "nothing announced: nothing is signalled"
+        );
+        assert!(alive(child.id() as i32));
+    }
+    let audit = w.audit().await;
+    assert_eq!(
+        audit.iter().filter(|a| a.action == "stop_cgroup").count(),
+        1,
+        "recorded once, not every pass: {audit:?}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
 
 async fn a_chat_reopened_during_the_grace_keeps_its_launched_agent(db: Db) {
     let mut w = World::new(db).await;

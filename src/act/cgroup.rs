@@ -211,6 +211,24 @@ pub async fn stop(
     out
 }
 
+/// The members of `path`, when every one of them is spared (see
+/// [`stop`]): `None` when any is this chat's to stop, or none is left.
+async fn only_spared(
+    path: &Path,
+    chat: &str,
+    labels: &LabelNames,
+    live: &dyn ChatLiveness,
+) -> Option<Vec<Spared>> {
+    let members = read_members(path, labels).await;
+    let spared = spared(&members, chat, live).await;
+    (!members.is_empty() && spared.len() == members.len()).then(|| {
+        spared
+            .into_iter()
+            .map(|(pid, chat_id)| Spared { pid, chat_id })
+            .collect()
+    })
+}
+
 /// One member: its parent and the chat label it carries, if any.
 struct Member {
     ppid: i32,
@@ -420,6 +438,17 @@ impl Executor {
     ) -> Applied {
         if let Some(why) = self.owner_is_live(action).await? {
             return Ok(skipped(why));
+        }
+        // Only processes of live chats left: nothing to signal, and no
+        // intent (nor audit record) every pass for it.
+        if let Some(left) = only_spared(&cg.path, &cg.chat_id, &self.labels, self).await {
+            return Ok(skipped(format!(
+                "only processes of live chats are left in it: {}; left alone",
+                left.iter()
+                    .map(|s| format!("pid {} (chat {})", s.pid, s.chat_id))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
         }
         self.announce(action, serde_json::json!(cg), intent).await?;
         let open = || gate.open();
