@@ -9,8 +9,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::model::{age, ActualState, AgentCgroup, DesiredState, Table};
+use crate::model::{age, ActualState, AgentCgroup, DesiredState};
 
+use super::processes::{judge_chat, Chat};
 use super::{Action, ActionKind, CgroupTarget, Owner, Pending, Plan, Policy, Target};
 
 pub(super) fn plan_cgroups(
@@ -61,35 +62,32 @@ pub(super) fn plan_cgroups(
             }
             continue;
         }
-        let state = desired.chats.get(&record.chat);
-        if state.is_some_and(|s| s.is_live()) {
-            continue;
-        }
-        if let Some(u) = desired.unreadable(Table::Chats, &record.chat) {
-            out.pending.push(Pending {
-                target: Target::Cgroup(cg.path.clone()),
-                why: format!("its agent's chat {}: {u}; kept", record.chat),
-            });
-            continue;
-        }
         let up_text = humantime::format_duration(Duration::from_secs(up.as_secs()));
-        let has_row = state.is_some_and(|s| s.chat.is_some());
-        if !has_row && !old_enough {
-            out.pending.push(Pending {
-                target: Target::Cgroup(cg.path.clone()),
-                why: format!(
-                    "the cgroup of {} records chat {} which has no row, {up_text} old: stopped \
-                     once {} old",
-                    record.agent,
-                    record.chat,
-                    humantime::format_duration(policy.process_orphan_min_age)
-                ),
-            });
-            continue;
-        }
-        let why = state
-            .and_then(|s| s.not_live_because(now))
-            .unwrap_or_else(|| format!("chat {} has no row", record.chat));
+        let key = Target::Cgroup(cg.path.clone());
+        let why = match judge_chat(desired, &record.chat, up, policy, now) {
+            Chat::Live => continue,
+            Chat::Unreadable(u) => {
+                out.pending.push(Pending {
+                    target: key,
+                    why: format!("its agent's chat {}: {u}; kept", record.chat),
+                });
+                continue;
+            }
+            Chat::NoRowYet => {
+                out.pending.push(Pending {
+                    target: key,
+                    why: format!(
+                        "the cgroup of {} records chat {} which has no row, {up_text} old: \
+                         stopped once {} old",
+                        record.agent,
+                        record.chat,
+                        humantime::format_duration(policy.process_orphan_min_age)
+                    ),
+                });
+                continue;
+            }
+            Chat::Done(why) => why,
+        };
         out.actions.push(Action {
             kind: ActionKind::StopCgroup {
                 cgroup: target(cg, record, up),

@@ -40,45 +40,40 @@ pub(super) fn plan_processes(
             continue;
         }
         let state = desired.chats.get(&p.chat_id);
-        if state.is_some_and(|s| s.is_live()) {
-            continue;
-        }
-        if let Some(u) = desired.unreadable(Table::Chats, &p.chat_id) {
-            out.pending.push(Pending {
-                target: Target::Process {
-                    pid: p.pid,
-                    start_time: p.start_time,
-                },
-                why: format!(
-                    "pid {} is labelled with chat {}: {u}; kept",
-                    p.pid, p.chat_id
-                ),
-            });
-            continue;
-        }
         let up = age(now, p.started_at);
         let up_text = humantime::format_duration(Duration::from_secs(up.as_secs()));
-        let has_row = state.is_some_and(|s| s.chat.is_some());
-        if !has_row && up < policy.process_orphan_min_age {
-            out.pending.push(Pending {
-                target: Target::Process {
-                    pid: p.pid,
-                    start_time: p.start_time,
-                },
-                why: format!(
-                    "pid {} ({}) is labelled with chat {} which has no row, {up_text} old: \
-                     stopped once {} old",
-                    p.pid,
-                    p.agent.as_deref().unwrap_or("agent"),
-                    p.chat_id,
-                    humantime::format_duration(policy.process_orphan_min_age)
-                ),
-            });
-            continue;
-        }
-        let why = state
-            .and_then(|s| s.not_live_because(now))
-            .unwrap_or_else(|| format!("chat {} has no row", p.chat_id));
+        let target = Target::Process {
+            pid: p.pid,
+            start_time: p.start_time,
+        };
+        let why = match judge_chat(desired, &p.chat_id, up, policy, now) {
+            Chat::Live => continue,
+            Chat::Unreadable(u) => {
+                out.pending.push(Pending {
+                    target,
+                    why: format!(
+                        "pid {} is labelled with chat {}: {u}; kept",
+                        p.pid, p.chat_id
+                    ),
+                });
+                continue;
+            }
+            Chat::NoRowYet => {
+                out.pending.push(Pending {
+                    target,
+                    why: format!(
+                        "pid {} ({}) is labelled with chat {} which has no row, {up_text} old: \
+                         stopped once {} old",
+                        p.pid,
+                        p.agent.as_deref().unwrap_or("agent"),
+                        p.chat_id,
+                        humantime::format_duration(policy.process_orphan_min_age)
+                    ),
+                });
+                continue;
+            }
+            Chat::Done(why) => why,
+        };
         let via = vias.get(&p.pid).copied();
         let lineage = via
             .map(|v| format!(" (forked from pid {v}, now without its labels)"))
@@ -103,6 +98,46 @@ pub(super) fn plan_processes(
             ),
         });
     }
+}
+
+/// How an agent's chat stands: the one rule for labelled processes, tied
+/// processes and agent cgroups.
+pub(super) enum Chat {
+    /// Live: its agent runs on.
+    Live,
+    /// Its row cannot be read: what it may own is kept.
+    Unreadable(String),
+    /// No row, and the agent younger than `processes.orphan_min_age`: the
+    /// row may not be committed yet.
+    NoRowYet,
+    /// Done with, for this reason: its agent is stopped.
+    Done(String),
+}
+
+/// [`Chat`] of `chat`, for an agent up for `up`.
+pub(super) fn judge_chat(
+    desired: &DesiredState,
+    chat: &str,
+    up: Duration,
+    policy: &Policy,
+    now: SystemTime,
+) -> Chat {
+    let state = desired.chats.get(chat);
+    if state.is_some_and(|s| s.is_live()) {
+        return Chat::Live;
+    }
+    if let Some(u) = desired.unreadable(Table::Chats, chat) {
+        return Chat::Unreadable(u.to_string());
+    }
+    let has_row = state.is_some_and(|s| s.chat.is_some());
+    if !has_row && up < policy.process_orphan_min_age {
+        return Chat::NoRowYet;
+    }
+    Chat::Done(
+        state
+            .and_then(|s| s.not_live_because(now))
+            .unwrap_or_else(|| format!("chat {chat} has no row")),
+    )
 }
 
 /// A tied process as the agent it is: its chat from its lineage; its
