@@ -133,9 +133,11 @@ impl Lineage {
     /// labelled (`labelled`): checked by pid and start time; the dead are
     /// forgotten. With what was lost or went wrong, for the pass's report.
     pub fn hidden(&self, labelled: &HashSet<i32>) -> (Vec<Tied>, Option<String>) {
+        // The labelled ones the scan has just read are not read again.
         let ties: Vec<(i32, Tie)> = lock(&self.state)
             .tied
             .iter()
+            .filter(|(p, _)| !labelled.contains(p))
             .map(|(p, t)| (*p, t.clone()))
             .collect();
         let boot = processes::boot_time();
@@ -148,18 +150,16 @@ impl Lineage {
                 Ok((s, cmd))
                     if s.starttime == tie.start_time && processes::is_alive_state(s.state) =>
                 {
-                    if !labelled.contains(&pid) {
-                        out.push(Tied {
-                            pid,
-                            ppid: s.ppid,
-                            pgid: s.pgrp,
-                            start_time: s.starttime,
-                            started_at: processes::started_at(boot, s.starttime),
-                            chat_id: tie.chat_id,
-                            via: tie.via,
-                            command: cmd.join(" "),
-                        });
-                    }
+                    out.push(Tied {
+                        pid,
+                        ppid: s.ppid,
+                        pgid: s.pgrp,
+                        start_time: s.starttime,
+                        started_at: processes::started_at(boot, s.starttime),
+                        chat_id: tie.chat_id,
+                        via: tie.via,
+                        command: cmd.join(" "),
+                    });
                 }
                 _ => dead.push((pid, tie.start_time)),
             }
