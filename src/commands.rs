@@ -416,6 +416,13 @@ async fn start(
     own_files: &OwnFiles,
 ) -> Result<(Controller, crate::scan_lock::ScanLock), Error> {
     let owner = config.worktrees.owner_uid().map_err(Error::Usage)?;
+    // A named cgroup parent outside the v2 hierarchy is a typo to fix, not
+    // an error for every pass to repeat.
+    crate::cgroup::Parent::resolve(
+        &config.processes.cgroup_parent,
+        nix::unistd::geteuid().is_root(),
+    )
+    .map_err(Error::Usage)?;
     let root = WorktreeRoot::prepare_apart_from(&config.worktrees.root, &own_files.kept(), owner)
         .map_err(root_refused)?;
     let store = Store::open_with(&config.database.url, true, (&config.database).into()).await?;

@@ -198,6 +198,20 @@ async fn a_cgroup_parent_that_is_missing_or_not_a_cgroup_is_exit_2_saying_what_t
     );
     assert!(parent.agent_cgroups().is_empty());
 
+    // `once` (and `run`) refuse it at start the same way.
+    let mut once = common::world_command(&w, &w.url);
+    once.args(["--set", "opencode.url="])
+        .arg("--set")
+        .arg(format!(
+            "processes.cgroup_parent={}",
+            w.tmp.path().display()
+        ))
+        .arg("once");
+    let out = once.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("not in the cgroup v2 hierarchy"), "{err}");
+
     let out = launcher(&w, &["processes.cgroup_parent=somewhere"], "c", "echo ran")
         .output()
         .unwrap();
