@@ -22,6 +22,7 @@
 //! | `remove.between_entries` | between two unlinks of a directory removal (a reclaim in progress) |
 //! | `archive.midway` | a force archive has written its objects but not its ref |
 //! | `remove.before_retire` | right before the rename (a slow step, with `sleep`) |
+//! | `stop_cgroup.after_term` | an agent cgroup's members have SIGTERM; the grace not waited, nothing killed |
 
 /// Arms the points named in `FAILPOINTS`, once, for the life of the
 /// process. A no-op when they are not compiled in.

@@ -64,6 +64,9 @@ pub struct Metrics {
     pub agent_survivors: IntCounter,
     /// How many users (real uids) those processes belong to.
     pub processes_unreadable_users: IntGauge,
+    /// 1 while the fork lineage is followed, 0 when it is off or could
+    /// not start.
+    pub lineage_active: IntGauge,
 }
 
 impl Default for Metrics {
@@ -179,8 +182,16 @@ impl Metrics {
              them.",
         )
         .expect("metric");
+        let lineage_active = IntGauge::new(
+            "lineage_active",
+            "1 while the fork lineage (processes.lineage) follows every fork and exec; 0 when it \
+             is off or could not start (/status says why): agents not started through launch \
+             are then seen by their labels alone.",
+        )
+        .expect("metric");
         for c in [
             Box::new(agent_survivors.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(lineage_active.clone()),
             Box::new(processes_unreadable.clone()),
             Box::new(processes_unreadable_users.clone()),
             Box::new(trash_entries.clone()),
@@ -236,6 +247,7 @@ impl Metrics {
             agent_survivors,
             processes_unreadable,
             processes_unreadable_users,
+            lineage_active,
         }
     }
 
@@ -265,6 +277,9 @@ impl Metrics {
                 .set(r.observed.unreadable_processes as i64);
             self.processes_unreadable_users
                 .set(r.observed.unreadable_by_uid.len() as i64);
+            self.lineage_active.set(i64::from(
+                r.observed.lineage.state == crate::report::LineageRun::On,
+            ));
         }
         if r.scope == crate::plan::Scope::Host {
             self.root_held
@@ -348,9 +363,11 @@ mod tests {
         };
         r.observed.unreadable_processes = 5;
         r.observed.unreadable_by_uid = [(0, 2), (1001, 3)].into_iter().collect();
+        r.observed.lineage.state = crate::report::LineageRun::On;
         // Every pass scans the whole host, whatever its scope.
         m.observe_pass(&r);
         let text = m.render();
+        assert!(text.contains("boo_reconciler_lineage_active 1"), "{text}");
         assert!(
             text.contains("boo_reconciler_processes_unreadable 5"),
             "{text}"
@@ -365,6 +382,11 @@ mod tests {
         r.state_unreadable = Some(crate::report::StateUnreadable::DatabaseUnreachable);
         m.observe_pass(&r);
         assert!(m.render().contains("boo_reconciler_processes_unreadable 5"));
+        assert!(m.render().contains("boo_reconciler_lineage_active 1"));
+        r.state_unreadable = None;
+        r.observed.lineage.state = crate::report::LineageRun::Unavailable;
+        m.observe_pass(&r);
+        assert!(m.render().contains("boo_reconciler_lineage_active 0"));
     }
 
     #[test]

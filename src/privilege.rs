@@ -58,14 +58,31 @@ pub const ROOT_CAPABILITIES: &[(&str, &str)] = &[
         "CAP_DAC_READ_SEARCH",
         "walk other users' trees for the verdict (fingerprints, identity checks) without being able to write them",
     ),
+    (
+        // The kernel's process connector (`crate::observe::lineage`) takes
+        // a listener only from a holder of CAP_NET_ADMIN in the initial
+        // user namespace: without it, an agent not started through
+        // `launch` that forks a child into a session of its own with an
+        // empty environment is invisible to the label scan. The socket is
+        // the only use: nothing configures the network.
+        "CAP_NET_ADMIN",
+        "listen to the kernel's process connector (every fork, exec and exit) for the fork lineage, processes.lineage",
+    ),
 ];
+
+/// The address families the root unit allows beyond the own-user unit's,
+/// each with why.
+pub const ROOT_ADDRESS_FAMILIES: &[(&str, &str)] = &[(
+    "AF_NETLINK",
+    "the kernel's process connector (NETLINK_CONNECTOR) for the fork lineage, with CAP_NET_ADMIN",
+)];
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
     use std::time::Duration;
 
-    use super::ROOT_CAPABILITIES;
+    use super::{ROOT_ADDRESS_FAMILIES, ROOT_CAPABILITIES};
     use crate::config::Config;
 
     const OWN_USER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/boo-reconciler.service");
@@ -133,7 +150,7 @@ mod tests {
             .collect();
         assert_eq!(want.len(), ROOT_CAPABILITIES.len(), "a capability twice");
         assert_eq!(capabilities(&root, "CapabilityBoundingSet"), Some(want));
-        for never in ["CAP_CHOWN", "CAP_FOWNER", "CAP_SYS_ADMIN"] {
+        for never in ["CAP_CHOWN", "CAP_FOWNER", "CAP_SYS_ADMIN", "CAP_NET_RAW"] {
             assert!(
                 !ROOT_CAPABILITIES.iter().any(|(c, _)| *c == never),
                 "{never}"
@@ -168,6 +185,7 @@ mod tests {
             "Group",
             "CapabilityBoundingSet",
             "AmbientCapabilities",
+            "RestrictAddressFamilies",
         ];
         let common = |path| {
             settings(path)
@@ -176,6 +194,21 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(common(OWN_USER), common(ROOT));
+        // The root unit allows exactly the own-user unit's families and
+        // those the lineage needs.
+        let families = |path| -> BTreeSet<String> {
+            values(&settings(path), "RestrictAddressFamilies")
+                .iter()
+                .flat_map(|v| v.split_whitespace().map(str::to_owned))
+                .collect()
+        };
+        let mut want = families(OWN_USER);
+        assert_eq!(
+            want,
+            ["AF_INET", "AF_INET6", "AF_UNIX"].map(str::to_owned).into()
+        );
+        want.extend(ROOT_ADDRESS_FAMILIES.iter().map(|(f, _)| (*f).to_owned()));
+        assert_eq!(families(ROOT), want);
     }
 
     #[test]

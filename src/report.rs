@@ -140,6 +140,31 @@ pub struct Observed {
     /// not what it was recorded as): `None` while it is itself.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub root_held: Option<String>,
+    /// Whether the fork lineage (`processes.lineage`) is followed.
+    pub lineage: LineageView,
+}
+
+/// The fork lineage as a pass saw it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineageView {
+    pub state: LineageRun,
+    /// Why it is not running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+    /// Times the kernel's queue overflowed since the controller started:
+    /// what was forked then is not followed.
+    #[serde(default)]
+    pub lost_events: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LineageRun {
+    On,
+    #[default]
+    Off,
+    /// Asked for (`auto` or `true`) and not running.
+    Unavailable,
 }
 
 /// A worktree kept because removing it would lose work.
@@ -443,6 +468,9 @@ impl PassReport {
                 survivors.len(),
                 named.join(", ")
             );
+        }
+        if let Some(why) = self.observed.lineage.why.as_deref() {
+            let _ = writeln!(s, "fork lineage unavailable: {why}");
         }
         if self.observed.unreadable_processes > 0 {
             let _ = writeln!(

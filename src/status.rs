@@ -76,6 +76,8 @@ pub struct ObservedSummary {
     pub unreadable_processes: usize,
     #[serde(default)]
     pub unreadable_by_uid: std::collections::BTreeMap<u32, usize>,
+    #[serde(default)]
+    pub lineage: crate::report::LineageView,
 }
 
 /// What the status shows of the trash.
@@ -294,6 +296,9 @@ fn last_host_pass(out: &mut String, p: &PassSummary) {
         let _ = writeln!(out, "  error: {e}");
     }
     let o = &p.observed;
+    if let Some(why) = o.lineage.why.as_deref() {
+        let _ = writeln!(out, "  fork lineage unavailable: {why}");
+    }
     if o.unreadable_processes > 0 {
         let _ = writeln!(
             out,

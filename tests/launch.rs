@@ -284,7 +284,108 @@ both_databases!(
     a_cgroup_whose_record_cannot_be_read_is_reported_and_left_alone,
     a_chat_reopened_during_the_grace_keeps_its_launched_agent,
     a_cgroup_left_with_only_a_live_chats_process_is_left_alone_quietly,
+    a_crash_in_the_middle_of_a_stop_cgroup_is_settled_and_the_next_pass_stops_it,
 );
+
+/// The controller is killed (abort, as `kill -9`) after the members of an
+/// agent cgroup had SIGTERM and before the kill. The next run concludes
+/// the open intent, saying what is left of the cgroup, and stops it; the
+/// live chat's agent beside it is untouched throughout.
+async fn a_crash_in_the_middle_of_a_stop_cgroup_is_settled_and_the_next_pass_stops_it(db: Db) {
+    let w = World::new(db).await;
+    let parent = Parent::new("crash");
+    w.session("s1", "open").await;
+    w.chat("gone", "s1", "archived").await;
+    w.chat("live", "s1", "open").await;
+    let mut agent = spawn_launched(
+        &w,
+        &parent,
+        "gone",
+        "trap '' TERM; while :; do sleep 1; done",
+    );
+    let mut bystander = spawn_launched(&w, &parent, "live", "exec sleep 1000");
+    wait_for("two agent cgroups", || parent.agent_cgroups().len() == 2);
+    let cg = parent
+        .agent_cgroups()
+        .into_iter()
+        .find(|c| c.to_string_lossy().contains("chat=gone,"))
+        .unwrap();
+    let once = |failpoints: Option<&str>| {
+        let mut c = common::world_command(&w, &w.url);
+        set_all(&mut c, &w.label_settings());
+        set_all(
+            &mut c,
+            &[("opencode.url", ""), ("processes.term_grace", "500ms")],
+        );
+        c.arg("--set").arg(parent.setting()).arg("once");
+        c.env_remove("FAILPOINTS");
+        if let Some(f) = failpoints {
+            c.env("FAILPOINTS", f);
+        }
+        c.output().unwrap()
+    };
+    let explain = |o: &std::process::Output| {
+        format!(
+            "status {:?}\nstdout:\n{}\nstderr:\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+
+    let crashed = once(Some("stop_cgroup.after_term=return"));
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&crashed.status),
+        Some(nix::sys::signal::Signal::SIGABRT as i32),
+        "the crash point did not kill the process: {}",
+        explain(&crashed)
+    );
+    // The agent ignores TERM: it runs on, in its cgroup, with an open
+    // intent recorded.
+    assert!(alive(agent.id() as i32), "{}", explain(&crashed));
+    assert!(cg.exists());
+    let open: Vec<_> = w
+        .audit()
+        .await
+        .into_iter()
+        .filter(|a| a.action == "stop_cgroup" && a.outcome == "intent")
+        .collect();
+    assert_eq!(open.len(), 1, "{open:?}");
+
+    let next = once(None);
+    let out = explain(&next);
+    assert_eq!(next.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains("process(es) still in") && out.contains("planned again like any agent"),
+        "the open intent is concluded with what is left: {out}"
+    );
+    wait_for("the agent to be gone", || !alive(agent.id() as i32));
+    assert!(!cg.exists(), "{out}");
+    assert!(
+        alive(bystander.id() as i32),
+        "the live chat's agent runs on"
+    );
+    let audit = w.audit().await;
+    let concluded = audit
+        .iter()
+        .find(|a| a.action == "stop_cgroup" && a.outcome == "interrupted")
+        .unwrap_or_else(|| panic!("the intent is not concluded: {audit:?}"));
+    assert!(concluded.intent_id.is_some(), "{concluded:?}");
+    assert_eq!(concluded.target, open[0].target, "{concluded:?}");
+    assert!(
+        concluded.reason.contains("process(es) still in"),
+        "{concluded:?}"
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.action == "stop_cgroup" && a.outcome == "done"),
+        "{audit:?}"
+    );
+    let _ = agent.wait();
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+}
 
 async fn a_cgroup_left_with_only_a_live_chats_process_is_left_alone_quietly(db: Db) {
     let mut w = World::new(db).await;

@@ -37,6 +37,30 @@ fn agent_of(w: &common::World, uid: u32, gid: u32) -> common::Agent {
     common::Agent(child)
 }
 
+/// `c` with `args` after its own, run as `user` (its uid and group only)
+/// in a clean environment.
+fn as_user(
+    c: &std::process::Command,
+    user: &boo_reconciler::testing::LocalUser,
+    args: &[&str],
+) -> std::process::Output {
+    std::process::Command::new("setpriv")
+        .args([
+            &format!("--reuid={}", user.uid),
+            &format!("--regid={}", user.gid),
+            "--clear-groups",
+            "--",
+        ])
+        .arg(c.get_program())
+        .args(c.get_args())
+        .args(args)
+        .current_dir(c.get_current_dir().expect("a command with a directory"))
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .expect("run the controller as another user")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_controller_running_as_another_user_counts_the_agent_it_cannot_read() {
     let w = common::archived_world(Db::Postgres).await;
@@ -63,23 +87,7 @@ async fn a_controller_running_as_another_user_counts_the_agent_it_cannot_read() 
     let mut c = world_command(&w, &w.url);
     set_all(&mut c, &w.label_settings());
     set_all(&mut c, &[("opencode.url", "")]);
-    let bin = c.get_program().to_owned();
-    let args: Vec<_> = c.get_args().map(ToOwned::to_owned).collect();
-    let out = std::process::Command::new("setpriv")
-        .args([
-            &format!("--reuid={}", mallory.uid),
-            &format!("--regid={}", mallory.gid),
-            "--clear-groups",
-            "--",
-        ])
-        .arg(bin)
-        .args(args)
-        .args(["plan", "--json"])
-        .current_dir(w.tmp.path())
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .output()
-        .expect("run the controller as mallory");
+    let out = as_user(&c, &mallory, &["plan", "--json"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let shown = format!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_str(&stdout)
@@ -110,5 +118,30 @@ async fn a_controller_running_as_another_user_counts_the_agent_it_cannot_read() 
             .is_none(),
         "mallory's own processes are readable to it: {observed}"
     );
+    // Nor can it follow the fork lineage (no CAP_NET_ADMIN): with the
+    // default, auto, that is said, not an error.
+    assert_eq!(observed["lineage"]["state"], "unavailable", "{shown}");
+    let why = observed["lineage"]["why"].as_str().unwrap_or_default();
+    assert!(why.contains("CAP_NET_ADMIN"), "{shown}");
+    let errors = report["errors"].to_string();
+    assert!(!errors.contains("processes.lineage"), "{shown}");
+    // Asked for outright, its absence is an error of the pass.
+    let required = as_user(
+        &c,
+        &mallory,
+        &["--set", "processes.lineage=true", "plan", "--json"],
+    );
+    let stdout = String::from_utf8_lossy(&required.stdout);
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {stdout}\n{}",
+            String::from_utf8_lossy(&required.stderr)
+        )
+    });
+    assert!(
+        report["errors"].to_string().contains("processes.lineage"),
+        "{stdout}"
+    );
+    assert_eq!(required.status.code(), Some(1), "{stdout}");
     drop(agent);
 }

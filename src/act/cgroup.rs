@@ -177,6 +177,7 @@ pub async fn stop(
         .filter(|p| !spared.contains_key(p))
         .collect();
     out.signalled = signal_members(&rel, targets, Signal::SIGTERM).await;
+    crate::crash_point!("stop_cgroup.after_term");
     after_term();
     let spared_pids: BTreeSet<i32> = spared.keys().copied().collect();
     if wait_empty(path, &spared_pids, grace).await.is_empty() {

@@ -56,6 +56,9 @@ pub enum Kind {
     /// Where agent cgroups are made: `auto`, `off`, or an absolute path in
     /// the cgroup v2 hierarchy.
     CgroupParent,
+    /// `auto`, or a [`Kind::Bool`] word: on wherever it can be, or always
+    /// (its absence then an error), or never.
+    AutoBool,
 }
 
 impl Kind {
@@ -87,6 +90,7 @@ impl Kind {
             Kind::CgroupParent => {
                 "auto, off, or an absolute path of a directory in the cgroup v2 hierarchy like /sys/fs/cgroup/boo-agents"
             }
+            Kind::AutoBool => "auto, or a boolean: true/false, 1/0, yes/no or on/off",
         }
     }
 }
@@ -193,6 +197,7 @@ const fn agrees(key: &Key) -> bool {
                 | Kind::DatabaseUrl
                 | Kind::User
                 | Kind::CgroupParent
+                | Kind::AutoBool
         ),
         Field::Path(..) => matches!(kind, Kind::AbsolutePath),
         Field::Url(..) => matches!(kind, Kind::HttpUrl),
@@ -277,7 +282,7 @@ pub(super) fn unset() -> Config {
             max_parallel_terminations: 0,
             term_grace: Duration::ZERO,
             cgroup_parent: String::new(),
-            lineage: false,
+            lineage: String::new(),
         },
         opencode: Opencode {
             enabled: false,
@@ -550,12 +555,13 @@ const ROWS: &[Key] = &[
     Key {
         section: "processes",
         key: "lineage",
-        kind: Kind::Bool,
-        // It needs CAP_NET_ADMIN and AF_NETLINK, which the shipped units do
-        // not grant: an operator turns it on with them.
-        default: DefaultValue::Text("false"),
-        doc: "Follow every fork and exec on the host (the kernel's process connector; needs CAP_NET_ADMIN and AF_NETLINK): a process forked by a labelled agent stays that agent's after it clears its environment or leaves the tree, for agents not started through launch.",
-        field: field!(Bool, processes.lineage),
+        kind: Kind::AutoBool,
+        // It needs CAP_NET_ADMIN: root has it (the root unit grants it);
+        // any other user does not, and `auto` then says so once and goes
+        // on with labels alone, as `true` would not.
+        default: DefaultValue::Text("auto"),
+        doc: "Follow every fork and exec on the host (the kernel's process connector; needs CAP_NET_ADMIN and AF_NETLINK): a process forked by a labelled agent stays that agent's after it clears its environment or leaves the tree, for agents not started through launch. auto: on wherever the connector opens (as root), otherwise said once at start and in /status; true: a connector that cannot be opened is an error of every pass; false: labels alone.",
+        field: field!(Text, processes.lineage),
     },
     Key {
         section: "processes",

@@ -235,8 +235,19 @@ pub struct Processes {
     pub term_grace: Duration,
     /// `auto`, `off` or a path: see [`crate::cgroup::Parent`].
     pub cgroup_parent: String,
-    /// Whether the fork lineage is followed ([`crate::observe::lineage`]).
-    pub lineage: bool,
+    /// Whether the fork lineage is followed ([`crate::observe::lineage`]):
+    /// `auto`, `true` or `false` (see [`Processes::lineage`]).
+    pub lineage: String,
+}
+
+/// Whether the fork lineage is followed (`processes.lineage`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lineage {
+    /// Wherever the connector opens; where it does not, said once.
+    Auto,
+    /// Always: a connector that cannot be opened is an error of every pass.
+    On,
+    Off,
 }
 
 impl Processes {
@@ -245,6 +256,15 @@ impl Processes {
     /// value, is not this controller's.
     pub fn instance(&self) -> Option<&str> {
         (!self.instance.is_empty()).then_some(self.instance.as_str())
+    }
+
+    /// `processes.lineage`, as parsed (`auto`, `true` or `false`).
+    pub fn lineage(&self) -> Lineage {
+        match self.lineage.as_str() {
+            "true" => Lineage::On,
+            "false" => Lineage::Off,
+            _ => Lineage::Auto,
+        }
     }
 }
 

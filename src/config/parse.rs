@@ -158,6 +158,10 @@ impl Key {
                 *set(config) = self.list(strings.ok_or_else(|| wrong(ARRAY))?, origin)?;
             }
             (Field::List(..), _) => return Err(wrong(ARRAY)),
+            // `lineage = true` as well as `lineage = "auto"`.
+            (Field::Text(_, set), toml::Value::Boolean(b)) if self.kind == Kind::AutoBool => {
+                *set(config) = b.to_string()
+            }
             (_, toml::Value::String(s)) => return self.set_text(config, s, origin),
             _ => {
                 return Err(wrong(&format!(
@@ -259,6 +263,12 @@ fn string(kind: Kind, text: &str) -> Result<String, &'static str> {
         Kind::Label => return label(text).map(str::to_owned),
         Kind::User => return user(text).map(|_| text.to_owned()),
         Kind::CgroupParent => matches!(text, "auto" | "off") || Path::new(text).is_absolute(),
+        Kind::AutoBool => {
+            return match text {
+                "auto" => Ok("auto".to_owned()),
+                _ => boolean(text).map(|b| b.to_string()).ok_or(kind.expected()),
+            };
+        }
         Kind::DatabaseUrl => ["sqlite://", "postgres://", "postgresql://"]
             .iter()
             .any(|scheme| text.len() > scheme.len() && text.starts_with(scheme)),

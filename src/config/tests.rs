@@ -307,6 +307,11 @@ fn samples(kind: Kind) -> [(&'static str, &'static str, toml::Value); 3] {
             ("", "env-host", V::from("env-host")),
             ("", "cli-host", V::from("cli-host")),
         ],
+        Kind::AutoBool => [
+            ("false", "", V::from("false")),
+            ("", "yes", V::from("true")),
+            ("", "off", V::from("false")),
+        ],
         Kind::CgroupParent => [
             ("\"off\"", "", V::from("off")),
             ("", "/sys/fs/cgroup/env", V::from("/sys/fs/cgroup/env")),
@@ -786,6 +791,22 @@ fn bad_values_name_key_value_and_source() {
         "maybe",
         o,
         "a boolean: true/false, 1/0, yes/no or on/off",
+    );
+    let (e, o) = cli("processes.lineage", "maybe");
+    assert_invalid(
+        e,
+        "processes.lineage",
+        "maybe",
+        o,
+        Kind::AutoBool.expected(),
+    );
+    let (e, o) = file("[processes]\nlineage = 1\n");
+    assert_invalid(
+        e,
+        "processes.lineage",
+        "1",
+        o,
+        &format!("{} (a quoted TOML string)", Kind::AutoBool.expected()),
     );
     let (e, o) = file("[database]\nauto_migrate = \"yes\"\n");
     assert_invalid(

@@ -50,6 +50,14 @@ const OPENCODE: &str = "opencode";
 /// held one of its targets; each time it waited for that run to finish.
 pub const FORCED_RETAKES: usize = 3;
 
+/// How many more rounds a pass gives to what a stopped agent forked while
+/// it was being stopped (a fork loop through its grace).
+pub const FORK_SWEEPS: usize = 3;
+
+/// How long a sweep waits for the lineage to apply what the kernel has
+/// queued.
+const SWEEP_CATCH_UP: Duration = Duration::from_millis(500);
+
 pub use crate::report::Trigger;
 
 /// Plan only, or plan and act.
@@ -81,7 +89,19 @@ pub struct Controller {
     /// The opencode part backs off as a whole while its server fails.
     opencode_backoff: std::sync::Mutex<crate::act::backoff::Backoff<&'static str>>,
     /// The fork lineage (`processes.lineage`), or why it could not start.
-    lineage: Option<Result<observe::lineage::Lineage, String>>,
+    lineage: LineageState,
+}
+
+/// The fork lineage as this controller runs it.
+enum LineageState {
+    Off,
+    Running(observe::lineage::Lineage),
+    /// The connector could not be opened; `required` (`true`, not `auto`)
+    /// makes that an error of every pass.
+    Unavailable {
+        why: String,
+        required: bool,
+    },
 }
 
 /// What a pass noticed besides its plan: errors (exit 1) and warnings.
@@ -103,14 +123,7 @@ impl Controller {
             stale_entry_grace: config.worktrees.stale_entry_grace,
             max_terminations: config.processes.max_terminations_per_pass,
         };
-        let lineage = config.processes.lineage.then(|| {
-            observe::lineage::Lineage::start(LabelNames::from(&config.processes)).map_err(|e| {
-                format!(
-                    "processes.lineage: the process connector cannot be opened ({e}); it needs \
-                     CAP_NET_ADMIN and AF_NETLINK: only labels are seen"
-                )
-            })
-        });
+        let lineage = start_lineage(&config);
         Controller {
             config,
             store,
@@ -198,6 +211,7 @@ impl Controller {
             agent_rows: desired.agent_sessions.len(),
             root_entries: observed.dirs.len(),
             root_held: observed.root_held.clone(),
+            lineage: self.lineage_view(),
             stale_admin_entries: observed.stale_admin_entries.len(),
             trash: {
                 let reclaimer = std::sync::Arc::clone(self.executor.reclaimer());
@@ -448,6 +462,24 @@ impl Controller {
         })
     }
 
+    /// Whether the fork lineage runs, for the report.
+    fn lineage_view(&self) -> crate::report::LineageView {
+        use crate::report::{LineageRun, LineageView};
+        match &self.lineage {
+            LineageState::Off => LineageView::default(),
+            LineageState::Running(l) => LineageView {
+                state: LineageRun::On,
+                why: None,
+                lost_events: l.lost(),
+            },
+            LineageState::Unavailable { why, .. } => LineageView {
+                state: LineageRun::Unavailable,
+                why: Some(why.clone()),
+                lost_events: 0,
+            },
+        }
+    }
+
     /// The processes tied to a chat by fork lineage that the scan did not
     /// see labelled; the scan's labelled processes seed the lineage. What
     /// the lineage lost, or why it is not running, is an error of the pass.
@@ -457,12 +489,14 @@ impl Controller {
         errors: &mut Vec<String>,
     ) -> Vec<observe::lineage::Tied> {
         match &self.lineage {
-            None => Vec::new(),
-            Some(Err(why)) => {
-                errors.push(why.clone());
+            LineageState::Off => Vec::new(),
+            LineageState::Unavailable { why, required } => {
+                if *required {
+                    errors.push(why.clone());
+                }
                 Vec::new()
             }
-            Some(Ok(lineage)) => {
+            LineageState::Running(lineage) => {
                 lineage.seed(&scan.processes);
                 let labelled = scan.processes.iter().map(|p| p.pid).collect();
                 let (tied, note) = lineage.hidden(&labelled);
@@ -518,6 +552,8 @@ impl Controller {
                     self.retake_forced(&scope, &mut results, opts, cancel, deadline, &mut notes)
                         .await;
                 }
+                self.sweep_forked(&scope, &mut results, opts, cancel, deadline, &mut notes)
+                    .await;
                 (Vec::new(), results)
             }
         };
@@ -586,28 +622,12 @@ impl Controller {
             if groups.is_empty() || cancel.is_cancelled() || Instant::now() >= deadline.at {
                 return;
             }
-            let mut fresh = Notes::default();
-            let plan = match self.plan(scope, true, &mut fresh).await {
-                Ok((plan, _)) => plan,
-                Err(e) => {
-                    notes.errors.push(format!(
-                        "cannot read the state again for the forced actions another run held: {e}"
-                    ));
-                    return;
-                }
+            let Some(plan) = self
+                .plan_again(scope, "the forced actions another run held", notes)
+                .await
+            else {
+                return;
             };
-            // The first reading's notes are already there: add only what
-            // is new.
-            for e in fresh.errors {
-                if !notes.errors.contains(&e) {
-                    notes.errors.push(e);
-                }
-            }
-            for w in fresh.warnings {
-                if !notes.warnings.contains(&w) {
-                    notes.warnings.push(w);
-                }
-            }
             let plan = Plan {
                 actions: plan
                     .actions
@@ -623,6 +643,136 @@ impl Controller {
                     None => results.push(r),
                 }
             }
+        }
+    }
+
+    /// The state read and planned again within a pass, for `what`: the
+    /// notes of that reading are added where they are new (the first
+    /// reading's are already there); a reading that fails is an error of
+    /// the pass, and `None`.
+    async fn plan_again(&self, scope: &Scope, what: &str, notes: &mut Notes) -> Option<Plan> {
+        let mut fresh = Notes::default();
+        let plan = match self.plan(scope, true, &mut fresh).await {
+            Ok((plan, _)) => plan,
+            Err(e) => {
+                notes
+                    .errors
+                    .push(format!("cannot read the state again for {what}: {e}"));
+                return None;
+            }
+        };
+        for e in fresh.errors {
+            if !notes.errors.contains(&e) {
+                notes.errors.push(e);
+            }
+        }
+        for w in fresh.warnings {
+            if !notes.warnings.contains(&w) {
+                notes.warnings.push(w);
+            }
+        }
+        Some(plan)
+    }
+
+    /// What the agents this pass stopped forked while they were being
+    /// stopped — after the scan, so in no action of the plan: a fork loop
+    /// through the grace, each child in a session of its own. The lineage
+    /// ties those children to the chat; the state is read again and they
+    /// are stopped under the same rules, up to [`FORK_SWEEPS`] more rounds
+    /// within the pass's time. What the last reading would still stop is
+    /// an error of the pass, named: never a pass that says done while they
+    /// run.
+    async fn sweep_forked(
+        &self,
+        scope: &Scope,
+        results: &mut Vec<ActionResult>,
+        opts: RunOptions,
+        cancel: &CancellationToken,
+        deadline: Deadline,
+        notes: &mut Notes,
+    ) {
+        let LineageState::Running(lineage) = &self.lineage else {
+            return;
+        };
+        let stopped: BTreeSet<String> = results
+            .iter()
+            .filter(|r| r.action.kind.waits_on_a_grace())
+            .filter(|r| matches!(r.outcome.name(), "done" | "failed"))
+            .filter_map(|r| r.action.owner.chat_id.clone())
+            .collect();
+        if stopped.is_empty() {
+            return;
+        }
+        for round in 0..=FORK_SWEEPS {
+            // What they forked before dying may still be on its way from
+            // the kernel.
+            let l = lineage.clone();
+            let caught_up = tokio::task::spawn_blocking(move || l.caught_up(SWEEP_CATCH_UP))
+                .await
+                .unwrap_or(false);
+            if !caught_up {
+                tracing::warn!(
+                    "the fork lineage is still applying events after {}: what a stopped agent \
+                     forked last may be left to the next pass",
+                    humantime::format_duration(SWEEP_CATCH_UP)
+                );
+            }
+            let left: BTreeSet<(i32, u64)> = lineage
+                .hidden(&Default::default())
+                .0
+                .into_iter()
+                .filter(|t| stopped.contains(&t.chat_id))
+                .map(|t| (t.pid, t.start_time))
+                .collect();
+            if left.is_empty() {
+                return;
+            }
+            let Some(plan) = self
+                .plan_again(scope, "what a stopped agent forked", notes)
+                .await
+            else {
+                return;
+            };
+            let done: std::collections::HashSet<&plan::Target> =
+                results.iter().map(|r| &r.target).collect();
+            let actions: Vec<plan::Action> = plan
+                .actions
+                .into_iter()
+                .filter(|a| match &a.kind {
+                    plan::ActionKind::TerminateProcess { process } => {
+                        left.contains(&(process.pid, process.start_time))
+                            && !done.contains(&a.key())
+                    }
+                    _ => false,
+                })
+                .collect();
+            if actions.is_empty() {
+                return;
+            }
+            if round == FORK_SWEEPS || cancel.is_cancelled() || Instant::now() >= deadline.at {
+                let named: Vec<String> = actions
+                    .iter()
+                    .map(|a| format!("{} ({})", a.key(), a.reason))
+                    .collect();
+                notes.errors.push(format!(
+                    "{} process(es) forked by a stopped agent while it was being stopped are \
+                     still there after {round} more round(s) within this pass; the next pass \
+                     stops them: {}",
+                    named.len(),
+                    named.join("; ")
+                ));
+                return;
+            }
+            tracing::info!(
+                round = round + 1,
+                processes = actions.len(),
+                "stopping what stopped agents forked while they were being stopped"
+            );
+            let plan = Plan {
+                actions,
+                ..Plan::default()
+            };
+            results.extend(self.act(&plan, opts, cancel, deadline).await);
         }
     }
 
@@ -720,6 +870,32 @@ impl Controller {
             fastrand::u64(0..jitter_ms)
         };
         l.interval + Duration::from_millis(extra)
+    }
+}
+
+/// Starts the fork lineage as `processes.lineage` asks. Where `auto`
+/// cannot open the connector (a controller that is not root), why is
+/// logged once here and shown with every pass; it is not an error.
+fn start_lineage(config: &Config) -> LineageState {
+    let required = match config.processes.lineage() {
+        crate::config::Lineage::Off => return LineageState::Off,
+        crate::config::Lineage::On => true,
+        crate::config::Lineage::Auto => false,
+    };
+    match observe::lineage::Lineage::start(LabelNames::from(&config.processes)) {
+        Ok(lineage) => {
+            tracing::info!("fork lineage: following every fork and exec on the host");
+            LineageState::Running(lineage)
+        }
+        Err(e) => {
+            let why = format!(
+                "processes.lineage: the process connector cannot be opened ({e}); it needs \
+                 CAP_NET_ADMIN and AF_NETLINK: only labels are seen, and an agent not started \
+                 through launch that clears its labels is not"
+            );
+            tracing::warn!("{why}");
+            LineageState::Unavailable { why, required }
+        }
     }
 }
 

@@ -14,9 +14,12 @@
 //! - A process is tied only by what was seen: its labels at an exec, the
 //!   scan's labels (which seed the processes started before this
 //!   controller), or a fork by a process tied already. A tie is keyed by
-//!   pid *and* start time, and a fork counts only while the forking pid
-//!   still has the start time it was tied with: a pid reused after a lost
-//!   exit event ties nothing.
+//!   pid *and* start time. Events come in order, so a parent's exit (which
+//!   removes its tie) follows its forks: a fork by a tied pid is that
+//!   process's, even when it has exited by the time the event is read (the
+//!   intermediate of a double fork). When events are lost, every tie whose
+//!   pid no longer has its start time is dropped at once: a pid reused
+//!   after a lost exit event ties nothing.
 //! - Nothing is guessed: what was forked while the controller was not
 //!   listening (before it started, or while events were lost) is not
 //!   tied; lost events are counted and reported with each pass.
@@ -41,6 +44,13 @@ use crate::act::unpoisoned::lock;
 /// The connector's process-events channel (`CN_IDX_PROC`, `CN_VAL_PROC`).
 const CN_IDX_PROC: u32 = 1;
 const CN_VAL_PROC: u32 = 1;
+/// The socket's queue: a host that forks in bursts while the thread waits
+/// for a lock loses fewer events with a large one.
+const QUEUE: libc::c_int = 8 << 20;
+/// The start time of a tie whose process had exited when its fork was
+/// read: no live process has it (start times count from boot, and a
+/// process started at 0 is the kernel's own).
+const GONE: u64 = 0;
 /// `PROC_CN_MCAST_LISTEN`.
 const MCAST_LISTEN: u32 = 1;
 const PROC_EVENT_FORK: u32 = 0x1;
@@ -80,12 +90,16 @@ struct State {
     lost: u64,
     /// Why the connector stopped, if it did.
     error: Option<String>,
+    /// The thread has taken a datagram off the socket and not yet applied
+    /// it (see [`Lineage::caught_up`]).
+    handling: bool,
 }
 
 /// The lineage listener; it stops when the last handle is dropped.
 #[derive(Clone)]
 pub struct Lineage {
     state: Arc<Mutex<State>>,
+    fd: Arc<OwnedFd>,
 }
 
 impl Lineage {
@@ -93,10 +107,13 @@ impl Lineage {
     /// its own; an error when the socket cannot be opened (no
     /// `CAP_NET_ADMIN`, no `AF_NETLINK`).
     pub fn start(labels: LabelNames) -> io::Result<Lineage> {
-        let fd = subscribe()?;
+        let fd = Arc::new(subscribe(QUEUE)?);
         let state = Arc::new(Mutex::new(State::default()));
         let weak = Arc::downgrade(&state);
-        let lineage = Lineage { state };
+        let lineage = Lineage {
+            state,
+            fd: Arc::clone(&fd),
+        };
         let seeded = lineage.clone();
         std::thread::Builder::new()
             .name("boo-lineage".into())
@@ -127,6 +144,31 @@ impl Lineage {
                 }
             }
         }
+    }
+
+    /// Whether every event the kernel has queued so far is applied, waiting
+    /// up to `within` for the thread to get there: a caller that has just
+    /// seen processes die (a teardown) then reads ties that include what
+    /// they forked before dying.
+    pub fn caught_up(&self, within: std::time::Duration) -> bool {
+        let until = std::time::Instant::now() + within;
+        loop {
+            // The thread marks a datagram taken before it takes it (after
+            // poll): either it is marked, or it is still in the queue.
+            let handling = lock(&self.state).handling;
+            if !handling && !queued(&self.fd) {
+                return true;
+            }
+            if std::time::Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    /// Times events were lost since the start.
+    pub fn lost(&self) -> u64 {
+        lock(&self.state).lost
     }
 
     /// The tied processes alive now that the scan did not list as
@@ -161,6 +203,8 @@ impl Lineage {
                         command: cmd.join(" "),
                     });
                 }
+                // Its exit event, still on its way, removes it.
+                _ if tie.start_time == GONE => {}
                 _ => dead.push((pid, tie.start_time)),
             }
         }
@@ -183,8 +227,9 @@ impl Lineage {
     }
 }
 
-/// A netlink socket subscribed to the process events.
-fn subscribe() -> io::Result<OwnedFd> {
+/// A netlink socket subscribed to the process events, with a queue of
+/// `queue` bytes.
+fn subscribe(queue: libc::c_int) -> io::Result<OwnedFd> {
     // SAFETY: plain socket(2); the descriptor is owned below.
     let raw = unsafe {
         libc::socket(
@@ -213,14 +258,9 @@ fn subscribe() -> io::Result<OwnedFd> {
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
-    // A timeout lets the thread notice that its owner is gone; a large
-    // queue loses fewer events on a host that forks in bursts.
-    let timeout = libc::timeval {
-        tv_sec: 0,
-        tv_usec: 500_000,
-    };
-    set_option(&fd, libc::SO_RCVTIMEO, &timeout)?;
-    let _ = set_option(&fd, libc::SO_RCVBUFFORCE, &(8 << 20 as libc::c_int));
+    if set_option(&fd, libc::SO_RCVBUFFORCE, &queue).is_err() {
+        let _ = set_option(&fd, libc::SO_RCVBUF, &queue);
+    }
     let mut msg = Vec::with_capacity(40);
     msg.extend_from_slice(&40u32.to_ne_bytes()); // nlmsg_len
     msg.extend_from_slice(&(libc::NLMSG_DONE as u16).to_ne_bytes());
@@ -259,27 +299,84 @@ fn set_option<T>(fd: &OwnedFd, name: libc::c_int, value: &T) -> io::Result<()> {
     Ok(())
 }
 
-fn follow(fd: OwnedFd, state: Weak<Mutex<State>>, labels: LabelNames) {
+fn follow(fd: Arc<OwnedFd>, state: Weak<Mutex<State>>, labels: LabelNames) {
     let mut buf = vec![0u8; 8192];
     loop {
-        // SAFETY: a buffer of the length given.
-        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
         let Some(state) = state.upgrade() else {
             return;
         };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EAGAIN | libc::EINTR) => continue,
-                Some(libc::ENOBUFS) => lock(&state).lost += 1,
-                _ => {
-                    lock(&state).error = Some(e.to_string());
-                    return;
-                }
-            }
+        // The timeout lets the thread notice that its owner is gone.
+        let mut ready = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&mut ready, 1, 500) } <= 0 {
             continue;
         }
-        handle(&buf[..n as usize], &state, &labels);
+        lock(&state).handling = true;
+        let got = receive(&fd, &mut buf, &state, &labels);
+        lock(&state).handling = false;
+        if got == Received::Failed {
+            return;
+        }
+    }
+}
+
+/// Whether a datagram (or an error) waits on the socket.
+fn queued(fd: &OwnedFd) -> bool {
+    let mut byte = [0u8; 1];
+    // SAFETY: a buffer of the length given; nothing is taken off.
+    let n = unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            byte.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN)
+}
+
+/// What one receive brought.
+#[derive(Debug, PartialEq, Eq)]
+enum Received {
+    Events,
+    /// Nothing queued.
+    Idle,
+    /// The kernel's queue overflowed: events were dropped, counted.
+    Lost,
+    /// The socket failed; why is kept and the lineage stops.
+    Failed,
+}
+
+fn receive(fd: &OwnedFd, buf: &mut [u8], state: &Mutex<State>, labels: &LabelNames) -> Received {
+    // SAFETY: a buffer of the length given.
+    let n = unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n >= 0 {
+        handle(&buf[..n as usize], state, labels);
+        return Received::Events;
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EAGAIN | libc::EINTR) => Received::Idle,
+        Some(libc::ENOBUFS) => {
+            lock(state).lost += 1;
+            revalidate(state);
+            Received::Lost
+        }
+        _ => {
+            lock(state).error = Some(e.to_string());
+            Received::Failed
+        }
     }
 }
 
@@ -309,22 +406,27 @@ fn event(m: &[u8], state: &Mutex<State>, labels: &LabelNames) {
             if child != child_tgid {
                 return; // a thread
             }
+            // The parent's exit comes after its forks in the stream, and
+            // removes its tie: a pid found tied here is still the process
+            // tied, even when it has exited since (an intermediate of a
+            // double fork exits at once; reading its start time now would
+            // lose its child). Only lost events break that order, and
+            // they revalidate every tie ([`revalidate`]).
             let Some(tie) = lock(state).tied.get(&parent).cloned() else {
                 return;
             };
-            // The forking pid must still be the process tied.
-            if start_time(parent) != Some(tie.start_time) {
-                return;
-            }
-            if let Some(start) = start_time(child) {
-                lock(state).tied.insert(
-                    child,
-                    Tie {
-                        start_time: start,
-                        ..tie
-                    },
-                );
-            }
+            // A child gone already (the intermediate of a double fork) is
+            // still tied, so that its own forks, further down the stream,
+            // are: with no start time (`GONE`), it never matches a live
+            // process, and its exit event removes it.
+            let start = start_time(child).unwrap_or(GONE);
+            lock(state).tied.insert(
+                child,
+                Tie {
+                    start_time: start,
+                    ..tie
+                },
+            );
         }
         PROC_EVENT_EXEC => {
             let Some(pid) = arg(0) else { return };
@@ -354,6 +456,222 @@ fn event(m: &[u8], state: &Mutex<State>, labels: &LabelNames) {
     }
 }
 
+/// After lost events, exits may be missing and their pids reused: only
+/// the ties whose pid still has the start time tied are kept.
+fn revalidate(state: &Mutex<State>) {
+    let ties: Vec<(i32, u64)> = lock(state)
+        .tied
+        .iter()
+        .map(|(p, t)| (*p, t.start_time))
+        .collect();
+    let stale: Vec<(i32, u64)> = ties
+        .into_iter()
+        .filter(|(pid, start)| start_time(*pid) != Some(*start))
+        .collect();
+    let mut st = lock(state);
+    for (pid, start) in stale {
+        if st.tied.get(&pid).is_some_and(|t| t.start_time == start) {
+            st.tied.remove(&pid);
+        }
+    }
+}
+
 fn start_time(pid: i32) -> Option<u64> {
     Process::new(pid).ok()?.stat().ok().map(|s| s.starttime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels() -> LabelNames {
+        LabelNames {
+            chat: "BOO_LINEAGE_TEST_CHAT".into(),
+            session: "BOO_LINEAGE_TEST_SESSION".into(),
+            agent: "BOO_LINEAGE_TEST_AGENT".into(),
+            instance_label: "BOO_LINEAGE_TEST_INSTANCE".into(),
+            instance: None,
+        }
+    }
+
+    /// Events dropped by a full queue are counted and said with every
+    /// pass: the lineage never passes for complete when it is not.
+    #[test]
+    fn events_lost_to_a_full_queue_are_counted_and_said() {
+        // The smallest queue the kernel allows, not read while the host
+        // forks: it overflows.
+        let fd = subscribe(1).expect("the connector (needs CAP_NET_ADMIN: run as root)");
+        for _ in 0..200 {
+            std::process::Command::new("true").status().unwrap();
+        }
+        let state = Arc::new(Mutex::new(State::default()));
+        let mut buf = vec![0u8; 8192];
+        let mut lost = 0;
+        loop {
+            match receive(&fd, &mut buf, &state, &labels()) {
+                Received::Events => {}
+                Received::Lost => lost += 1,
+                Received::Idle => break,
+                Received::Failed => panic!("{:?}", lock(&state).error),
+            }
+        }
+        assert!(lost >= 1, "200 forks did not overflow the smallest queue");
+        let lineage = Lineage {
+            state,
+            fd: Arc::new(fd),
+        };
+        assert_eq!(lineage.lost(), lost);
+        let (_, note) = lineage.hidden(&HashSet::new());
+        let note = note.expect("lost events are said");
+        assert!(
+            note.contains(&format!("lost events {lost} time(s)")),
+            "{note}"
+        );
+    }
+
+    /// A fork by a tied process ties the child; a fork by a pid the
+    /// lineage does not know ties nothing; an exec with a chat's label
+    /// ties that process.
+    #[test]
+    fn a_fork_of_a_tied_process_is_tied_and_nothing_else_is() {
+        let labels = labels();
+        let lineage = Lineage::start(labels.clone()).expect("the connector (run as root)");
+        // Labelled at exec: tied. It forks an unlabelled grandchild into a
+        // session of its own, which is tied through it.
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("grandchild");
+        let mut agent = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "sleep 0.3; (setsid env -i sh -c 'echo $$ > {}; exec sleep 1000' &); exec sleep 1000",
+                out.display()
+            ))
+            .env(&labels.chat, "lineage-chat")
+            .env(&labels.agent, "test-agent")
+            .spawn()
+            .unwrap();
+        let mut stranger = std::process::Command::new("env")
+            .args(["-i", "sleep", "1000"])
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let grandchild: i32 = loop {
+            if let Some(pid) = std::fs::read_to_string(&out)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                break pid;
+            }
+            assert!(std::time::Instant::now() < deadline, "no grandchild");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        assert!(lineage.caught_up(std::time::Duration::from_secs(5)));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let tied = loop {
+            let (tied, note) = lineage.hidden(&HashSet::from([agent.id() as i32]));
+            assert_eq!(note, None);
+            if tied.iter().any(|t| t.pid == grandchild) {
+                break tied;
+            }
+            assert!(std::time::Instant::now() < deadline, "{tied:?}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        let g = tied.iter().find(|t| t.pid == grandchild).unwrap();
+        assert_eq!(g.chat_id, "lineage-chat");
+        assert!(
+            !tied.iter().any(|t| t.pid == stranger.id() as i32),
+            "an unrelated process is not tied: {tied:?}"
+        );
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(grandchild),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        for c in [&mut agent, &mut stranger] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The intermediate of a double fork exits at once; when the lineage
+    /// reads the fork events only after that (a busy host), the grandchild
+    /// is tied all the same.
+    #[test]
+    fn a_grandchild_is_tied_though_its_parent_exited_before_the_event_was_read() {
+        let labels = labels();
+        let lineage = Lineage::start(labels.clone()).expect("the connector (run as root)");
+        let dir = tempfile::tempdir().unwrap();
+        let (go, out) = (dir.path().join("go"), dir.path().join("grandchild"));
+        let mut agent = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "while [ ! -e {go} ]; do sleep 0.01; done; \
+                 (setsid env -i sh -c 'echo $$ > {out}; exec sleep 1000' &); exec sleep 1000",
+                go = go.display(),
+                out = out.display()
+            ))
+            .env(&labels.chat, "lineage-chat")
+            .env(&labels.agent, "test-agent")
+            .spawn()
+            .unwrap();
+        let wait = |what: &str, f: &dyn Fn() -> bool| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !f() {
+                assert!(std::time::Instant::now() < deadline, "{what}");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        };
+        wait("the agent tied", &|| {
+            lineage.caught_up(std::time::Duration::from_secs(1))
+                && lock(&lineage.state).tied.contains_key(&(agent.id() as i32))
+        });
+        // The thread cannot apply events while this is held: the double
+        // fork happens, and its intermediate exits, before they are read.
+        let held = lock(&lineage.state);
+        std::fs::write(&go, "").unwrap();
+        let grandchild: i32 = {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                if let Some(pid) = std::fs::read_to_string(&out)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+                {
+                    break pid;
+                }
+                assert!(std::time::Instant::now() < deadline, "no grandchild");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        };
+        // Its parent, the subshell, is gone (reparented to the reaper).
+        let ppid_is_not_agent = || {
+            Process::new(grandchild)
+                .and_then(|p| p.stat())
+                .is_ok_and(|s| s.ppid != agent.id() as i32 && s.ppid != 0)
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !ppid_is_not_agent() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the subshell never exited"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        drop(held);
+        assert!(lineage.caught_up(std::time::Duration::from_secs(5)));
+        let (tied, _) = lineage.hidden(&HashSet::new());
+        let kill = |pid: i32| {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        };
+        kill(grandchild);
+        let _ = agent.kill();
+        let _ = agent.wait();
+        assert!(
+            tied.iter()
+                .any(|t| t.pid == grandchild && t.chat_id == "lineage-chat"),
+            "the grandchild {grandchild} is not tied: {tied:?}"
+        );
+    }
 }

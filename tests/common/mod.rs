@@ -480,7 +480,7 @@ impl World {
         c.opencode.orphan_min_age = self.opencode_orphan_min_age;
         c.worktrees.stale_entry_grace = self.stale_entry_grace;
         c.processes.cgroup_parent = self.cgroup_parent.clone();
-        c.processes.lineage = self.lineage;
+        c.processes.lineage = self.lineage.to_string();
         // The real server answers in milliseconds; a loaded 2-core machine
         // (the whole suite at once) has been seen to take over 1 s.
         c.opencode.timeout = Duration::from_secs(3);
