@@ -75,9 +75,12 @@ pub(super) fn plan_processes(
             Chat::Done(why) => why,
         };
         let via = vias.get(&p.pid).copied();
-        let lineage = via
-            .map(|v| format!(" (forked from pid {v}, now without its labels)"))
-            .unwrap_or_default();
+        let lineage = match via {
+            // Tied when it exec'd with its labels, then dropped them.
+            Some(v) if v == p.pid => " (labelled when it started, now without its labels)".into(),
+            Some(v) => format!(" (forked from pid {v}, now without its labels)"),
+            None => String::new(),
+        };
         out.actions.push(Action {
             kind: ActionKind::TerminateProcess {
                 process: ProcessTarget {
