@@ -3,11 +3,13 @@
 //!
 //! The shape of a pass: [`store`] reads the desired state, [`observe`] the
 //! actual state, [`plan`] (pure) turns both into ordered actions with
-//! reasons, [`act`] carries them out, [`controller`] runs passes on an
-//! interval and on demand.
+//! reasons, [`act`] carries them out; [`controller`] runs one pass over a
+//! scope, and [`service`] runs them on an interval and on demand (its
+//! `run_loop`), with [`http`] as its door.
 
 pub mod act;
 pub mod archives;
+pub mod backoff;
 pub mod cgroup;
 pub mod cli;
 pub mod client;

@@ -60,12 +60,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::audit;
-use super::backoff::Backoff;
 use super::claim::{Claim, Claims};
 use super::kept;
 use super::outcome::{ActionResult, Detail, Outcome};
 use super::reclaim::Reclaimer;
 use super::unpoisoned::lock;
+use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::git;
 use crate::observe::processes::LabelNames;

@@ -15,7 +15,6 @@
 
 mod admin;
 mod audit;
-pub mod backoff;
 pub mod cgroup;
 pub mod claim;
 pub mod dispose;

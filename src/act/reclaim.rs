@@ -43,10 +43,10 @@ use serde::Serialize;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::backoff::Backoff;
 use super::remove;
 use super::trash;
 use super::unpoisoned::lock;
+use crate::backoff::Backoff;
 use crate::root::WorktreeRoot;
 
 /// How often `run` looks at the trash when nothing wakes it: entries left

@@ -32,19 +32,15 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 use crate::act::executor::{left_to_concurrent_run, Deadline};
-use crate::act::unpoisoned::lock;
 use crate::act::{ActionResult, Executor, RunOptions};
 use crate::config::Config;
-use crate::model::{OpencodeSession, OpencodeView};
+use crate::model::OpencodeView;
 use crate::observe;
 use crate::observe::processes::{self, LabelNames};
 use crate::plan::{self, Plan, Policy, Scope};
 use crate::report::{Observed, PassReport, StateUnreadable};
 use crate::root::WorktreeRoot;
 use crate::store::{Interest, Store};
-
-/// The opencode server's key in its backoff: one server per host.
-const OPENCODE: &str = "opencode";
 
 /// How many times a forced pass reads the state again after another run
 /// held one of its targets; each time it waited for that run to finish.
@@ -86,8 +82,9 @@ pub struct Controller {
     pub root: WorktreeRoot,
     executor: Arc<Executor>,
     policy: Policy,
-    /// The opencode part backs off as a whole while its server fails.
-    opencode_backoff: std::sync::Mutex<crate::act::backoff::Backoff<&'static str>>,
+    /// Lists the opencode server's sessions; it backs off as a whole while
+    /// the server fails.
+    opencode: observe::opencode::SessionLister,
     /// The fork lineage (`processes.lineage`), or why it could not start.
     lineage: LineageState,
 }
@@ -130,7 +127,7 @@ impl Controller {
             root,
             executor,
             policy,
-            opencode_backoff: Default::default(),
+            opencode: Default::default(),
             lineage,
         }
     }
@@ -162,11 +159,16 @@ impl Controller {
         let observed_at = std::time::Instant::now();
         let labels = LabelNames::from(&self.config.processes);
         // The opencode server is asked while the host is observed.
-        let mut opencode_notes = Notes::default();
-        let (host, opencode) = tokio::join!(
+        let (host, listing) = tokio::join!(
             self.observe_host(interest, labels),
-            self.observe_opencode(&mut opencode_notes)
+            self.opencode
+                .list(self.executor.opencode.as_ref(), &self.root)
         );
+        let opencode_notes = Notes {
+            errors: listing.error.into_iter().collect(),
+            warnings: listing.warning.into_iter().collect(),
+        };
+        let opencode = listing.view;
         let HostView {
             scan,
             tied,
@@ -798,67 +800,6 @@ impl Controller {
                 run.await
             }
         }
-    }
-
-    /// The sessions the opencode server has under the root. A server that
-    /// is not running is a warning (nothing waits on it); one that fails is
-    /// an error, and is not asked again until its backoff has passed.
-    async fn observe_opencode(&self, notes: &mut Notes) -> OpencodeView {
-        let Some(client) = &self.executor().opencode else {
-            return OpencodeView::Off;
-        };
-        let held_back = lock(&self.opencode_backoff)
-            .blocking(&OPENCODE, Instant::now())
-            .map(|e| e.why(Instant::now()));
-        if let Some(why) = held_back {
-            notes.errors.push(format!("opencode: {why}"));
-            return OpencodeView::Failing { why };
-        }
-        let listed = client.list_all_sessions().await;
-        let mut backoff = lock(&self.opencode_backoff);
-        match listed {
-            Ok(all) => {
-                backoff.succeeded(&OPENCODE);
-                OpencodeView::Listed {
-                    sessions: all
-                        .into_iter()
-                        .filter_map(|s| {
-                            let worktree_dir = self.root_entry_of(&s.directory)?;
-                            Some(OpencodeSession {
-                                id: s.id,
-                                directory: s.directory,
-                                parent_id: s.parent_id,
-                                created: s.created,
-                                worktree_dir,
-                            })
-                        })
-                        .collect(),
-                }
-            }
-            Err(e) if e.kind() == crate::opencode::FailureKind::NotRunning => {
-                backoff.succeeded(&OPENCODE);
-                notes.warnings.push(e.to_string());
-                OpencodeView::NotRunning { why: e.to_string() }
-            }
-            Err(e) => {
-                backoff.failed(&OPENCODE, Instant::now(), &e.to_string());
-                notes.errors.push(format!("opencode: {e}"));
-                OpencodeView::Failing { why: e.to_string() }
-            }
-        }
-    }
-
-    /// `<root>/<entry>` when `dir` is that entry or below it (as the root is
-    /// configured or canonically); `None` for anything outside the root.
-    fn root_entry_of(&self, dir: &std::path::Path) -> Option<std::path::PathBuf> {
-        let dir = crate::root::normalize_lexically(dir);
-        [self.root.configured_path(), self.root.path()]
-            .into_iter()
-            .find_map(|root| {
-                let rel = dir.strip_prefix(root).ok()?;
-                let first = rel.components().next()?;
-                Some(self.root.path().join(first))
-            })
     }
 
     pub fn next_delay(&self) -> Duration {

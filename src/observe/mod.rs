@@ -4,6 +4,7 @@
 
 pub mod cgroups;
 pub mod lineage;
+pub mod opencode;
 pub mod processes;
 pub mod worktrees;
 
