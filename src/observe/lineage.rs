@@ -128,7 +128,10 @@ impl Lineage {
     }
 
     /// Ties the labelled processes a scan found (each to its own chat), so
-    /// that what they fork from now on is followed.
+    /// that what they fork from now on is followed. A process's labels
+    /// outrank its lineage: one forked by another chat's agent that now
+    /// carries a chat's labels is that chat's from here on, as the label
+    /// scan spares it with its descendants.
     pub fn seed(&self, labelled: &[crate::model::AgentProcess]) {
         let mut st = lock(&self.state);
         for p in labelled {
@@ -138,7 +141,7 @@ impl Lineage {
                 via: p.pid,
             };
             match st.tied.get(&p.pid) {
-                Some(t) if t.start_time == p.start_time => {}
+                Some(t) if t.start_time == p.start_time && t.chat_id == p.chat_id => {}
                 _ => {
                     st.tied.insert(p.pid, tie);
                 }
@@ -673,5 +676,47 @@ mod tests {
                 .any(|t| t.pid == grandchild && t.chat_id == "lineage-chat"),
             "the grandchild {grandchild} is not tied: {tied:?}"
         );
+    }
+
+    /// A process tied to one chat by its lineage that the scan finds
+    /// labelled with another is that other chat's: labels outrank lineage.
+    #[test]
+    fn a_scan_label_outranks_a_lineage_tie() {
+        let lineage = Lineage {
+            state: Arc::new(Mutex::new(State::default())),
+            fd: Arc::new(subscribe(1).expect("the connector (run as root)")),
+        };
+        let me = std::process::id() as i32;
+        let start = start_time(me).unwrap();
+        lock(&lineage.state).tied.insert(
+            me,
+            Tie {
+                start_time: start,
+                chat_id: "gone".into(),
+                via: 1,
+            },
+        );
+        let labelled = crate::model::AgentProcess {
+            pid: me,
+            ppid: 1,
+            pgid: me,
+            sid: me,
+            start_time: start,
+            started_at: std::time::SystemTime::now(),
+            state: 'S',
+            chat_id: "live".into(),
+            session_id: None,
+            agent: None,
+            instance: None,
+            command: String::new(),
+            cwd: None,
+        };
+        lineage.seed(std::slice::from_ref(&labelled));
+        let tie = lock(&lineage.state).tied.get(&me).cloned().unwrap();
+        assert_eq!(tie.chat_id, "live");
+        assert_eq!(tie.via, me);
+        // The same chat again keeps the tie as it was.
+        lineage.seed(std::slice::from_ref(&labelled));
+        assert_eq!(lock(&lineage.state).tied.get(&me), Some(&tie));
     }
 }
