@@ -26,7 +26,8 @@ use boo_reconciler::act::{self, Inspection, Outcome, RunOptions};
 use boo_reconciler::config::Config;
 use boo_reconciler::controller::{Controller, Mode, Trigger};
 use boo_reconciler::git::preflight::Depth;
-use boo_reconciler::plan::{Scope, WorktreeTarget};
+use boo_reconciler::model::Scope;
+use boo_reconciler::plan::WorktreeTarget;
 use boo_reconciler::report::PassReport;
 use boo_reconciler::root::WorktreeRoot;
 use boo_reconciler::store::Store;
@@ -817,7 +818,7 @@ async fn idle(
 /// pass runs it (medians, logged).
 async fn breakdown(host: &Host, db: &Db, c: &Controller, runs: usize) -> anyhow::Result<()> {
     use boo_reconciler::observe::{processes, worktrees};
-    let labels = processes::LabelNames::from(&c.config.processes);
+    let labels = processes::LabelNames::from(&c.config().processes);
     let mut t_scan = Vec::new();
     let mut t_db = Vec::new();
     let mut t_pids = Vec::new();
@@ -842,7 +843,7 @@ async fn breakdown(host: &Host, db: &Db, c: &Controller, runs: usize) -> anyhow:
         t_pids.push(ms(t.elapsed()));
         let t = Instant::now();
         std::hint::black_box(worktrees::observe(
-            &c.root,
+            c.root(),
             &desired.worktrees,
             &desired.repositories,
         ));
@@ -1193,8 +1194,7 @@ async fn nudges(args: &Args, host: &Host, db: &Db, table: &mut Table) -> anyhow:
     ));
     // The reclaimer frees the retired worktrees meanwhile, as in `run`:
     // the nudges pay for sharing the disk with it.
-    let reclaimer =
-        tokio::spawn(Arc::clone(service.controller.executor().reclaimer()).run(shutdown.clone()));
+    let reclaimer = service.start_reclaimer(shutdown.clone());
     let client = reqwest::Client::new();
     let tag = format!("{}-nudge", db.kind);
     let mut samples = Vec::new();

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::plan::Scope;
+use crate::model::Scope;
 use crate::report::{exit, PassResult};
 
 /// A running controller's HTTP API at `base` (with the bearer token, if

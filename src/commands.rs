@@ -6,7 +6,7 @@ use crate::cli::{Command, ScopeArgs};
 use crate::client::{Client, ClientError};
 use crate::config::Config;
 use crate::controller::{Controller, Mode, Trigger};
-use crate::plan::Scope;
+use crate::model::Scope;
 use crate::report::PassReport;
 use crate::root::{Kept, WorktreeRoot};
 use crate::service::{leader, Service};
@@ -187,13 +187,13 @@ async fn once(
     // Never act beside a running controller of the same host: ask
     // it to do the work, or wait for it to let go.
     let lock = match controller
-        .store
-        .try_lock_host(&controller.config.host.id)
+        .store()
+        .try_lock_host(&controller.config().host.id)
         .await?
     {
         Some(lock) => Some(lock),
         None => {
-            if let Some(code) = nudge_daemon(&controller.config, &scope, force, json).await? {
+            if let Some(code) = nudge_daemon(controller.config(), &scope, force, json).await? {
                 stop.abort();
                 return Ok(code);
             }
@@ -261,23 +261,22 @@ async fn run(config: Config, own_files: &OwnFiles) -> Result<u8, Error> {
     let cancel = CancellationToken::new();
     let _stop = shutdown_on_signal(cancel.clone());
     tracing::info!(
-        host = %controller.config.host.id,
-        database = %controller.store.url(),
-        root = %controller.root.path().display(),
-        listen = %controller.config.http.listen,
-        interval = %humantime::format_duration(controller.config.r#loop.interval),
-        dry_run = controller.config.r#loop.dry_run,
-        switched_off = %crate::switches::Switches::from(&controller.config).off().join(","),
+        host = %controller.config().host.id,
+        database = %controller.store().url(),
+        root = %controller.root().path().display(),
+        listen = %controller.config().http.listen,
+        interval = %humantime::format_duration(controller.config().r#loop.interval),
+        dry_run = controller.config().r#loop.dry_run,
+        switched_off = %crate::switches::Switches::from(controller.config()).off().join(","),
         "controller started"
     );
-    if controller.config.r#loop.dry_run {
+    if controller.config().r#loop.dry_run {
         tracing::warn!(
             "observe only (loop.dry_run): every pass plans and reports, nothing is acted on"
         );
     }
     let service = Service::new(controller, cancel.clone());
-    let reclaimer =
-        tokio::spawn(Arc::clone(service.controller.executor().reclaimer()).run(cancel.clone()));
+    let reclaimer = service.start_reclaimer(cancel.clone());
     let server = tokio::spawn(crate::http::serve(
         listener,
         crate::http::router(Arc::clone(&service), token),
@@ -364,13 +363,13 @@ async fn wait_for_host_lock(
     controller: &Controller,
     cancel: &CancellationToken,
 ) -> Result<Option<crate::store::lock::HostLock>, Error> {
-    let host = &controller.config.host.id;
+    let host = &controller.config().host.id;
     let mut waiting = Waiting {
         host,
         cancel,
         said: false,
     };
-    leader::wait_for_host_lock(&controller.store, host, &mut waiting).await
+    leader::wait_for_host_lock(controller.store(), host, &mut waiting).await
 }
 
 /// `once`'s wait for the lock: said once, given up on the first failure

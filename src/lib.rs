@@ -21,6 +21,8 @@ pub mod failpoint;
 pub mod git;
 pub mod http;
 pub mod launch;
+#[cfg(test)]
+mod layers_tests;
 pub mod metrics;
 pub mod model;
 pub mod mounts;

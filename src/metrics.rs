@@ -281,11 +281,11 @@ impl Metrics {
                 r.observed.lineage.state == crate::report::LineageRun::On,
             ));
         }
-        if r.scope == crate::plan::Scope::Host {
+        if r.scope == crate::model::Scope::Host {
             self.root_held
                 .set(i64::from(r.observed.root_held.is_some()));
         }
-        if r.scope == crate::plan::Scope::Host && !r.dry_run {
+        if r.scope == crate::model::Scope::Host && !r.dry_run {
             for k in ACTION_KINDS {
                 let n = r.results.iter().filter(|a| a.action.name() == *k).count();
                 self.drift_items.with_label_values(&[k]).set(n as i64);
@@ -347,7 +347,7 @@ mod tests {
         );
         let mut r = PassReport {
             trigger: Trigger::Nudge,
-            scope: crate::plan::Scope::Chat("c1".into()),
+            scope: crate::model::Scope::Chat("c1".into()),
             dry_run: false,
             force: false,
             started_at: std::time::UNIX_EPOCH,

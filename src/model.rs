@@ -504,11 +504,25 @@ pub struct ActualState {
     pub cgroups: Vec<AgentCgroup>,
     /// Processes tied to a chat by fork lineage that carry no labels now
     /// ([`crate::observe::lineage`]; empty unless `processes.lineage`).
-    pub tied: Vec<crate::observe::lineage::Tied>,
+    pub tied: Vec<Tied>,
     /// What runs now at each pid recorded in an open `acp` row of this
     /// host: `None` when nothing (or only a zombie) does.
     pub recorded_pids: HashMap<i32, Option<PidIdentity>>,
     pub opencode: OpencodeView,
+}
+
+/// A process tied to a chat by fork lineage ([`crate::observe::lineage`]),
+/// alive now without its chat's labels.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Tied {
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgid: i32,
+    pub start_time: u64,
+    pub started_at: std::time::SystemTime,
+    pub chat_id: String,
+    pub via: i32,
+    pub command: String,
 }
 
 /// An agent's cgroup ([`crate::cgroup`]), as observed.
@@ -551,6 +565,67 @@ pub fn ago(now: SystemTime, then: SystemTime) -> String {
         "{} ago",
         humantime::format_duration(Duration::from_secs(secs))
     )
+}
+
+/// Which part of the host a pass looks at.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "scope", content = "id", rename_all = "snake_case")]
+pub enum Scope {
+    /// Everything on the host.
+    Host,
+    /// One chat, and its session's worktree if that chat was its last.
+    Chat(String),
+    /// Every chat of one session, and its worktree.
+    Session(String),
+}
+
+impl Scope {
+    /// Its kind, without the id.
+    pub fn kind(&self) -> ScopeKind {
+        match self {
+            Scope::Host => ScopeKind::Host,
+            Scope::Chat(_) => ScopeKind::Chat,
+            Scope::Session(_) => ScopeKind::Session,
+        }
+    }
+
+    /// The chat's or session's id; `None` for the host.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            Scope::Host => None,
+            Scope::Chat(id) | Scope::Session(id) => Some(id),
+        }
+    }
+
+    /// The scope of `kind` over `id`; `id` is not used for the host.
+    pub fn of(kind: ScopeKind, id: String) -> Scope {
+        match kind {
+            ScopeKind::Host => Scope::Host,
+            ScopeKind::Chat => Scope::Chat(id),
+            ScopeKind::Session => Scope::Session(id),
+        }
+    }
+}
+
+/// A [`Scope`] without its id: what a nudge's answer names, what a route's
+/// id is of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScopeKind {
+    Host,
+    Chat,
+    Session,
+}
+
+impl ScopeKind {
+    /// The word, as serialized.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ScopeKind::Host => "host",
+            ScopeKind::Chat => "chat",
+            ScopeKind::Session => "session",
+        }
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::act::{ActionResult, Detail, Outcome};
-use crate::plan::{Action, Pending, Scope};
+use crate::config::PASS_TIMEOUT;
+use crate::model::Scope;
+use crate::plan::{Action, Pending};
 use crate::risk::AtRisk;
 use crate::store::StoreError;
 
@@ -490,9 +492,6 @@ impl PassReport {
         s
     }
 }
-
-/// The setting that bounds a pass, as deferred actions name it.
-pub const PASS_TIMEOUT: &str = "loop.pass_timeout";
 
 /// The outcomes ([`Outcome::name`]) that make a pass's result `error`.
 pub const ERROR_OUTCOMES: [&str; 3] = ["failed", "refused", "deferred"];

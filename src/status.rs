@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::http::answer::NudgeAnswer;
-use crate::plan::Scope;
+use crate::model::Scope;
 use crate::report::{PassResult, Trigger};
 use crate::service::{Role, Status};
 

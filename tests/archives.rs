@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use boo_reconciler::archives::{self, Filter};
-use boo_reconciler::plan::Scope;
+use boo_reconciler::model::Scope;
 use boo_reconciler::report::exit;
 use common::{git, git_command, world_command, Db, World};
 

@@ -13,7 +13,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
-use boo_reconciler::plan::Scope;
+use boo_reconciler::model::Scope;
 use common::{archived_world, git, git_command, Db};
 
 const NOBODY: u32 = 65534;

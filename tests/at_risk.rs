@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use boo_reconciler::plan::Scope;
+use boo_reconciler::model::Scope;
 use boo_reconciler::report::exit;
 use common::{detached_worktree, git, git_command, git_ok, Db, World};
 

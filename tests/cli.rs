@@ -592,7 +592,7 @@ fn run_dry_run_plans_reports_and_answers_nudges_and_acts_on_nothing() {
         boo_reconciler::client::Client::new(&base, None, std::time::Duration::from_secs(60))
             .unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let session = boo_reconciler::plan::Scope::Session("s1".into());
+    let session = boo_reconciler::model::Scope::Session("s1".into());
     let answer = rt.block_on(client.nudge(&session, false)).unwrap();
     assert_eq!(answer["dry_run"], true, "{answer}");
     let kinds: Vec<&str> = answer["actions"]
@@ -720,11 +720,10 @@ async fn once_force_exits_4_when_its_forced_action_did_not_happen() {
     // Another run of the daemon holds the worktree until past the time of
     // the forced pass `once` asks for.
     let target = Target::Worktree(path.clone());
-    let executor = service.controller.executor();
-    let held = executor.hold(&target).await.expect("free");
+    let held = service.hold(&target).await.expect("free");
     let nudged = || {
         service
-            .metrics
+            .metrics()
             .nudges_total
             .with_label_values(&["chat"])
             .get()

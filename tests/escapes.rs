@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use boo_reconciler::plan::Scope;
+use boo_reconciler::model::Scope;
 use boo_reconciler::report::exit;
 use common::{alive, Db, World};
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use boo_reconciler::act::Outcome;
 use boo_reconciler::controller::queue::QueueError;
 use boo_reconciler::controller::{Controller, Mode, Trigger};
-use boo_reconciler::plan::Scope;
+use boo_reconciler::model::Scope;
 use boo_reconciler::report::exit;
 use boo_reconciler::root::WorktreeRoot;
 use boo_reconciler::service::{Role, Service};

@@ -808,7 +808,7 @@ async fn a_forced_request_waits_for_the_run_holding_its_worktree_then_archives_i
 
     // Another run acts on the worktree (and, being without force, would
     // keep it): the forced request must wait for it, not skip it.
-    let other_run = srv.service.controller.executor().hold(&target).await;
+    let other_run = srv.service.hold(&target).await;
     let other_run = other_run.expect("nothing else holds the worktree");
     let forced = forced_in_background(&srv, "/reconcile/c1?force=true");
     let plain = forced_in_background(&srv, "/api/chats/c1/close");
@@ -864,7 +864,7 @@ async fn a_forced_request_held_past_the_pass_timeout_answers_409_busy(db: Db) {
 
     // The other run holds the worktree past the pass's time (and within
     // the queue's bound, twice that): the forced action cannot be taken.
-    let other_run = srv.service.controller.executor().hold(&target).await;
+    let other_run = srv.service.hold(&target).await;
     let other_run = other_run.expect("nothing else holds the worktree");
     let forced = forced_in_background(&srv, "/api/sessions/s1/close?force=true");
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use boo_reconciler::act::RunOptions;
 use boo_reconciler::controller::{Controller, Mode, Trigger};
-use boo_reconciler::plan::Scope;
+use boo_reconciler::model::Scope;
 use boo_reconciler::report::{exit, KeptWorktree, PassReport};
 use common::{git, git_command, Db, World};
 use tokio_util::sync::CancellationToken;

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use boo_reconciler::cgroup;
-use boo_reconciler::plan::Scope;
+use boo_reconciler::model::Scope;
 use common::{bin_command, set_all, Db, World};
 
 /// A cgroup parent of this test's own, emptied and removed on drop.

@@ -10,7 +10,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use boo_reconciler::plan::Scope;
+use boo_reconciler::model::Scope;
 use common::{Db, World};
 
 both_databases!(

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use boo_reconciler::act::Outcome;
-use boo_reconciler::plan::Scope;
+use boo_reconciler::model::Scope;
 use boo_reconciler::report::PassResult;
 use common::{alive, labelled, Agent, Db, World};
 

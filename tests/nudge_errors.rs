@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use boo_reconciler::controller::Controller;
 use boo_reconciler::http;
-use boo_reconciler::plan::Scope;
+use boo_reconciler::model::Scope;
 use boo_reconciler::service::Service;
 use boo_reconciler::store::listen::Notice;
 use boo_reconciler::store::{Store, Timeouts};

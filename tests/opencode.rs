@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use boo_reconciler::act::RunOptions;
 use boo_reconciler::controller::{Controller, Mode, Trigger};
-use boo_reconciler::plan::Scope;
+use boo_reconciler::model::Scope;
 use boo_reconciler::report::{exit, PassReport};
 use common::{alive, Db, World};
 use opencode_world::world_with_server;

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use boo_reconciler::act::RunOptions;
 use boo_reconciler::controller::{Controller, Notes};
-use boo_reconciler::plan::Scope;
+use boo_reconciler::model::Scope;
 use boo_reconciler::report::{exit, PassReport};
 use common::{act_pass, Db, World};
 use opencode_server::{Events, OpencodeServer};

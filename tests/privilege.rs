@@ -16,7 +16,7 @@ use std::fs;
 use std::os::unix::fs::{lchown, symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use boo_reconciler::plan::Scope;
+use boo_reconciler::model::Scope;
 use boo_reconciler::testing::{local_user, LocalUser, OWNER};
 use common::{Db, World};
 use sha1::{Digest, Sha1};

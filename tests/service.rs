@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use boo_reconciler::controller::queue::QueueError;
 use boo_reconciler::controller::{Mode, Trigger};
-use boo_reconciler::plan::Scope;
+use boo_reconciler::model::Scope;
 use boo_reconciler::service::Role;
 use common::{eventually, ready_within, spawn_service, Db, World};
 

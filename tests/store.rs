@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use boo_reconciler::act::RunOptions;
 use boo_reconciler::controller::{Mode, Trigger};
+use boo_reconciler::model::Scope;
 use boo_reconciler::model::{Status, WorktreeState};
-use boo_reconciler::plan::Scope;
 use boo_reconciler::report::exit;
 use boo_reconciler::store::{AuditRecord, Interest, Store, Timeouts};
 use common::{through, upstream, world_command, Db, World, HOST};

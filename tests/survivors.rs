@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use boo_reconciler::cgroup;
 use boo_reconciler::metrics::Metrics;
-use boo_reconciler::plan::Scope;
+use boo_reconciler::model::Scope;
 use common::{Db, World};
 
 const FREEZER: &str = "/sys/fs/cgroup/freezer";

@@ -17,7 +17,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use boo_reconciler::act::Outcome;
-use boo_reconciler::plan::Scope;
+use boo_reconciler::model::Scope;
 use boo_reconciler::testing::{local_user, LocalUser, MALLORY, OWNER};
 use common::{set_all, world_command, Db, World};
 use tokio_util::sync::CancellationToken;

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use boo_reconciler::act::Outcome;
-use boo_reconciler::plan::Scope;
+use boo_reconciler::model::Scope;
 use boo_reconciler::risk::AtRisk;
 use boo_reconciler::testing::{local_user, LocalUser, OWNER};
 use common::{Db, World};

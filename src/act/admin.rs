@@ -25,7 +25,8 @@ impl Executor {
         if let Some(why) = self.owner_is_live(action).await? {
             return Ok(skipped(why));
         }
-        self.announce(action, serde_json::json!(entry), intent)
+        self.audit
+            .announce(action, serde_json::json!(entry), intent)
             .await?;
         let (entry, root) = (entry.clone(), self.root.clone());
         let force = opts.force;

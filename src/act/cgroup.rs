@@ -451,7 +451,9 @@ impl Executor {
                     .join(", ")
             )));
         }
-        self.announce(action, serde_json::json!(cg), intent).await?;
+        self.audit
+            .announce(action, serde_json::json!(cg), intent)
+            .await?;
         let open = || gate.open();
         let s = stop(
             &cg.path,

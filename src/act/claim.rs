@@ -28,12 +28,12 @@
 //! the plan's `observed_at`.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use super::unpoisoned::lock;
 use crate::plan::Target;
 
 /// How long the table remembers that a target was acted on: longer than
@@ -67,14 +67,14 @@ struct Held {
 impl Drop for Held {
     fn drop(&mut self) {
         if self.acted.load(std::sync::atomic::Ordering::Relaxed) {
-            let mut acted = lock(&self.claims.acted);
+            let mut acted = self.claims.acted.lock();
             let now = tokio::time::Instant::now();
             // Only plans older than a pass timeout could still be running:
             // forget older entries so that the map stays small.
             acted.retain(|_, t| now.duration_since(*t) < ACTED_MEMORY);
             acted.insert(self.target.clone(), now);
         }
-        lock(&self.claims.inflight).remove(&self.target);
+        self.claims.inflight.lock().remove(&self.target);
         self.claims.released.notify_waiters();
     }
 }
@@ -99,9 +99,11 @@ impl Claims {
         loop {
             let notified = self.released.notified();
             {
-                let mut inflight = lock(&self.inflight);
+                let mut inflight = self.inflight.lock();
                 if !inflight.contains(target) {
-                    let acted_since = lock(&self.acted)
+                    let acted_since = self
+                        .acted
+                        .lock()
                         .get(target)
                         .is_some_and(|t| t.into_std() > observed_at);
                     if waited || acted_since {
@@ -124,7 +126,9 @@ impl Claims {
 
     /// The targets held now, as text, sorted.
     pub fn held(&self) -> Vec<String> {
-        let mut v: Vec<String> = lock(&self.inflight)
+        let mut v: Vec<String> = self
+            .inflight
+            .lock()
             .iter()
             .map(ToString::to_string)
             .collect();

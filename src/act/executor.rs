@@ -49,22 +49,22 @@
 //!   the run that started it is abandoned by a timeout or a shutdown (test
 //!   `a_removal_that_outlasts_the_run_timeout_is_never_started_twice`).
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use globset::GlobSet;
+use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::audit;
+use super::audit::Audit;
 use super::claim::{Claim, Claims};
 use super::kept;
 use super::outcome::{ActionResult, Detail, Outcome};
 use super::reclaim::Reclaimer;
-use super::unpoisoned::lock;
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::git;
@@ -126,9 +126,6 @@ pub struct Executor {
     /// through it.
     terminations: Arc<Semaphore>,
     backoff: Mutex<Backoff<Target>>,
-    /// The last verdict recorded per target, so that the audit table gets
-    /// changes, not repeats.
-    pub(super) recorded: audit::Recorded,
     /// Targets an action is running on now, across concurrent runs, held
     /// until their blocking work ends.
     claims: Arc<Claims>,
@@ -139,15 +136,9 @@ pub struct Executor {
     pub(super) refs: Arc<git::refs::RefsCache>,
     /// Runs started, for [`RunOptions::pass`].
     passes: AtomicU64,
-    /// The host lock, confirmed before every destructive step.
-    pub(super) fence: Arc<Fence>,
-    /// Intents written by actions still running: never concluded as
-    /// interrupted.
-    pub(super) in_flight: Mutex<HashSet<i64>>,
-    /// Whether some intent may be left without an outcome: at start (a
-    /// previous process may have crashed) and after an outcome record
-    /// failed to be written.
-    pub(super) settle_needed: AtomicBool,
+    /// The audit record of each action and the write-ahead intents, with
+    /// the host lock they are confirmed against.
+    pub(super) audit: Audit,
 }
 
 impl Executor {
@@ -167,22 +158,23 @@ impl Executor {
                 config.processes.max_parallel_terminations.max(1),
             )),
             backoff: Mutex::new(Backoff::default()),
-            recorded: audit::Recorded::default(),
             claims: Arc::new(Claims::default()),
             reclaimer: Arc::new(Reclaimer::new(root, config.worktrees.reclaim_parallel)),
             kept: Arc::new(kept::KeptVerdicts::new(config.worktrees.recheck_interval)),
             refs: Arc::default(),
             passes: AtomicU64::new(0),
-            fence: Arc::new(Fence::new(store.timeouts().query)),
-            in_flight: Mutex::new(Default::default()),
-            settle_needed: AtomicBool::new(true),
+            audit: Audit::new(
+                store.clone(),
+                config.host.id.clone(),
+                Arc::new(Fence::new(store.timeouts().query)),
+            ),
             store,
         }
     }
 
     /// The host lock every destructive step is confirmed against.
     pub fn fence(&self) -> &Arc<Fence> {
-        &self.fence
+        self.audit.fence()
     }
 
     /// The reclaimer of this root's trash.
@@ -206,7 +198,9 @@ impl Executor {
     /// Targets currently backing off, by target.
     pub fn backoff_snapshot(&self) -> Vec<BackingOff> {
         let now = Instant::now();
-        let mut v: Vec<BackingOff> = lock(&self.backoff)
+        let mut v: Vec<BackingOff> = self
+            .backoff
+            .lock()
             .entries()
             .map(|(target, e)| BackingOff {
                 target: target.to_string(),
@@ -324,7 +318,9 @@ impl Executor {
         if let Some(why) = stop.why() {
             return self.deferred(action, why);
         }
-        let held_back = lock(&self.backoff)
+        let held_back = self
+            .backoff
+            .lock()
             .blocking(&target, Instant::now())
             .map(|e| e.why(Instant::now()));
         if let Some(why) = held_back {
@@ -360,7 +356,7 @@ impl Executor {
                 Err(error) => (Outcome::Failed { error }, Detail::None),
             };
             {
-                let mut b = lock(&me.backoff);
+                let mut b = me.backoff.lock();
                 match &outcome {
                     Outcome::Failed { error } => {
                         b.failed(&target, Instant::now(), error);
@@ -377,10 +373,7 @@ impl Executor {
                 intent_id: intent,
                 audit_error: None,
             };
-            result.audit_error = me.record(&result, &target).await;
-            if let Some(id) = intent {
-                lock(&me.in_flight).remove(&id);
-            }
+            result.audit_error = me.audit.record(&result, &target).await;
             drop(claim);
             result
         });
@@ -498,7 +491,7 @@ impl Deadline {
     pub fn why(&self) -> String {
         format!(
             "not started: {} ({}) ran out before it could start; left for the next pass",
-            crate::report::PASS_TIMEOUT,
+            crate::config::PASS_TIMEOUT,
             humantime::format_duration(self.pass_timeout)
         )
     }
@@ -554,7 +547,7 @@ pub(super) struct Gate(Mutex<Option<OwnedSemaphorePermit>>);
 impl Gate {
     /// Lets the next action start: this one only waits now.
     pub(super) fn open(&self) {
-        lock(&self.0).take();
+        self.0.lock().take();
     }
 }
 

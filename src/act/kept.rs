@@ -40,10 +40,10 @@ use std::fs;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::unpoisoned::lock;
+use parking_lot::Mutex;
+
 use crate::risk::AtRisk;
 
 /// What a kept verdict rests on: the git state around the worktree (read
@@ -101,19 +101,19 @@ impl KeptVerdicts {
     /// [`refs_state`] of the repository at `common`, read at most once in
     /// pass number `pass`.
     pub fn refs_stamp(&self, common: &Path, pass: u64) -> u64 {
-        if let Some(&(p, stamp)) = lock(&self.refs).get(common) {
+        if let Some(&(p, stamp)) = self.refs.lock().get(common) {
             if p == pass {
                 return stamp;
             }
         }
         let stamp = refs_state(common);
-        lock(&self.refs).insert(common.to_path_buf(), (pass, stamp));
+        self.refs.lock().insert(common.to_path_buf(), (pass, stamp));
         stamp
     }
 
     /// The verdict on `dir` if it is recent enough to be reused.
     pub fn candidate(&self, dir: &Path) -> Option<Candidate> {
-        let kept = lock(&self.kept);
+        let kept = self.kept.lock();
         let k = kept.get(dir)?;
         (k.checked.elapsed() < self.recheck).then(|| Candidate {
             reasons: k.reasons.clone(),
@@ -131,7 +131,7 @@ impl KeptVerdicts {
         reasons: &[AtRisk],
         checked_at: SystemTime,
     ) {
-        let mut kept = lock(&self.kept);
+        let mut kept = self.kept.lock();
         match fingerprint {
             Some(fingerprint) => {
                 kept.insert(
@@ -153,7 +153,7 @@ impl KeptVerdicts {
     /// Drops the verdict on `dir` (removed, skipped, refused: anything but
     /// kept).
     pub fn forget(&self, dir: &Path) {
-        lock(&self.kept).remove(dir);
+        self.kept.lock().remove(dir);
     }
 }
 

@@ -5,8 +5,10 @@
 //! - [`executor`]: groups and stages, the parallelism bound, backoff, and
 //!   the task each action runs to its end on (its guarantees are there).
 //! - [`claim`]: two runs never act on one target at once.
-//! - [`audit`]: the audit record of each change of verdict; [`intent`]: the
-//!   write-ahead record before each destructive step.
+//! - [`audit`]: the [`audit::Audit`], which owns the audit record of each
+//!   change of verdict, the write-ahead intent before each destructive step
+//!   and the host lock it confirms; [`intent`]: what an intent records, and
+//!   what a later pass finds of one a crash left open.
 //! - [`liveness`]: the re-checks of liveness right before destroying.
 //! - The action bodies, per resource: [`process`], [`session`],
 //!   [`worktree`] (with [`removal`], [`kept`], [`dispose`]) and [`admin`].
@@ -14,7 +16,7 @@
 //!   [`terminate`], [`trash`], [`remove`], [`reclaim`].
 
 mod admin;
-mod audit;
+pub mod audit;
 pub mod cgroup;
 pub mod claim;
 pub mod dispose;
@@ -31,7 +33,6 @@ mod session;
 pub mod stamp;
 pub mod terminate;
 pub mod trash;
-pub mod unpoisoned;
 mod worktree;
 
 pub use executor::{BackingOff, Executor, RunOptions};

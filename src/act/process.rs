@@ -5,6 +5,7 @@ use super::outcome::{Detail, Outcome};
 use super::terminate;
 use crate::observe::processes;
 use crate::plan::{Action, ProcessTarget, RecordedProcess};
+use crate::store::AuditRecord;
 
 impl Executor {
     /// Stops an agent process, write-ahead, unless its chat is live again.
@@ -25,7 +26,8 @@ impl Executor {
             recorded_by_row: process.recorded_by_row.clone(),
             tied_to: process.tied_to,
         };
-        self.announce(action, serde_json::json!(target), intent)
+        self.audit
+            .announce(action, serde_json::json!(target), intent)
             .await?;
         let open = || gate.open();
         let t =
@@ -38,6 +40,57 @@ impl Executor {
     /// the chat of a process below it) is live.
     pub(super) async fn stop_agent(&self, target: &terminate::Target) -> terminate::Terminated {
         terminate::terminate(target, self.term_grace, &self.labels, self).await
+    }
+
+    /// Terminates an agent found inside a worktree about to be removed,
+    /// write-ahead like any signal: intent, lock confirmed, signal,
+    /// outcome.
+    pub(super) async fn terminate_inside(
+        &self,
+        action: &Action,
+        target: &terminate::Target,
+    ) -> Result<(), String> {
+        let name = "terminate_process";
+        let what = target.key().to_string();
+        let reason = format!(
+            "an agent of chat {} inside a worktree being removed",
+            target.chat_id
+        );
+        let id = self
+            .audit
+            .intend(
+                &action.owner,
+                name,
+                &what,
+                &reason,
+                serde_json::json!(target),
+            )
+            .await?;
+        let confirmed = self.audit.confirm().await;
+        let (outcome, note) = match &confirmed {
+            Ok(()) => {
+                let t = self.stop_agent(target).await;
+                let o = terminated_outcome(&t);
+                let note = o.text();
+                (o, note)
+            }
+            Err(e) => (Outcome::Failed { error: e.clone() }, e.clone()),
+        };
+        let record = AuditRecord {
+            host: self.host.clone(),
+            chat_id: action.owner.chat_id.clone(),
+            session_id: action.owner.session_id.clone(),
+            action: name.into(),
+            target: what,
+            outcome: outcome.name().into(),
+            reason: format!("{reason}: {note}"),
+            detail: serde_json::json!({ "outcome": &outcome }),
+            intent_id: Some(id),
+        };
+        // An outcome that could not be written is concluded by a later
+        // settle; the removal goes on by what happened.
+        let _ = self.audit.conclude(Some(id), &record).await;
+        confirmed
     }
 
     /// Closes an agent row whose process is gone, unless its chat is live

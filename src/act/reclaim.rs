@@ -36,16 +36,16 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::remove;
 use super::trash;
-use super::unpoisoned::lock;
 use crate::backoff::Backoff;
 use crate::root::WorktreeRoot;
 
@@ -209,7 +209,7 @@ impl Reclaimer {
         };
         trash::forget_stale_records(&self.root, &listing);
         let now = Instant::now();
-        let mut st = lock(&self.state);
+        let mut st = self.state.lock();
         let mut out = Vec::new();
         for e in listing.entries {
             let key = e.path.display().to_string();
@@ -225,10 +225,10 @@ impl Reclaimer {
     /// Measures (once) and deletes one entry. Blocking.
     fn reclaim_one(&self, entry: &trash::TrashEntry) -> Result<(), String> {
         let path = entry.path.as_path();
-        let known = lock(&self.state).sizes.contains_key(path);
+        let known = self.state.lock().sizes.contains_key(path);
         if !known {
             let bytes = trash::estimate_bytes(path);
-            lock(&self.state).sizes.insert(path.to_path_buf(), bytes);
+            self.state.lock().sizes.insert(path.to_path_buf(), bytes);
             self.update_gauges();
         }
         // The trash is the root of its entries: the same checks as a
@@ -263,7 +263,7 @@ impl Reclaimer {
 
     fn finished(&self, entry: &std::path::Path, r: &Result<(), String>, took: Duration) {
         let key = entry.display().to_string();
-        let mut st = lock(&self.state);
+        let mut st = self.state.lock();
         st.running.remove(entry);
         match r {
             Ok(()) => {
@@ -305,7 +305,7 @@ impl Reclaimer {
             }
         };
         let unknown: Vec<PathBuf> = {
-            let st = lock(&self.state);
+            let st = self.state.lock();
             listing
                 .entries
                 .iter()
@@ -321,7 +321,7 @@ impl Reclaimer {
             })
             .collect();
         let now = Instant::now();
-        let mut st = lock(&self.state);
+        let mut st = self.state.lock();
         st.sizes.extend(measured);
         let present: HashSet<&PathBuf> = listing.entries.iter().map(|e| &e.path).collect();
         st.sizes.retain(|p, _| present.contains(p));
@@ -362,7 +362,7 @@ impl Reclaimer {
         let entries = trash::list(&self.root)
             .map(|l| l.entries.len())
             .unwrap_or(0);
-        let bytes: u64 = lock(&self.state).sizes.values().sum();
+        let bytes: u64 = self.state.lock().sizes.values().sum();
         if let Some(m) = self.metrics.get() {
             m.entries.set(entries as i64);
             m.bytes.set(bytes.min(i64::MAX as u64) as i64);

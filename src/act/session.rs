@@ -38,12 +38,13 @@ impl Executor {
                 )));
             }
         }
-        self.announce(
-            action,
-            serde_json::json!({ "session": &session.id }),
-            intent,
-        )
-        .await?;
+        self.audit
+            .announce(
+                action,
+                serde_json::json!({ "session": &session.id }),
+                intent,
+            )
+            .await?;
         client.abort(&session.id).await.map_err(|e| e.to_string())?;
         let note = match client
             .delete(&session.id)

@@ -172,12 +172,13 @@ impl Executor {
         intent: &mut Option<i64>,
     ) -> Applied {
         let now = SystemTime::now();
-        self.announce(
-            action,
-            intent::removal(&self.root, wt, &pinned, archive, now),
-            intent,
-        )
-        .await?;
+        self.audit
+            .announce(
+                action,
+                intent::removal(&self.root, wt, &pinned, archive, now),
+                intent,
+            )
+            .await?;
         let (root, target, precious) = (self.root.clone(), wt.clone(), self.precious.clone());
         let (outcome, mut removal) = blocking_held(claim, move || {
             Ok(archive_and_remove(

@@ -123,6 +123,10 @@ pub use keys::{DefaultValue, Key, Kind, ENV_FALLBACKS, KEYS};
 pub use parse::{MAX_DURATION, ORDINARY_VARIABLES};
 pub use redact::{display_url, redact_url};
 
+/// The setting that bounds a pass, as deferred actions and reports name
+/// it.
+pub const PASS_TIMEOUT: &str = "loop.pass_timeout";
+
 /// The config file read when [`Sources::file`] is `None`, relative to the
 /// working directory; not finding it there is not an error.
 pub const DEFAULT_FILE: &str = "config/boo-reconciler.toml";

@@ -34,10 +34,11 @@ use tokio_util::sync::CancellationToken;
 use crate::act::executor::{left_to_concurrent_run, Deadline};
 use crate::act::{ActionResult, Executor, RunOptions};
 use crate::config::Config;
-use crate::model::OpencodeView;
+use crate::model::Scope;
+use crate::model::{OpencodeView, Tied};
 use crate::observe;
 use crate::observe::processes::{self, LabelNames};
-use crate::plan::{self, Plan, Policy, Scope};
+use crate::plan::{self, Plan, Policy};
 use crate::report::{Observed, PassReport, StateUnreadable};
 use crate::root::WorktreeRoot;
 use crate::store::{Interest, Store};
@@ -77,9 +78,9 @@ impl Mode {
 
 /// The controller of one host.
 pub struct Controller {
-    pub config: Config,
-    pub store: Store,
-    pub root: WorktreeRoot,
+    config: Config,
+    store: Store,
+    root: WorktreeRoot,
     executor: Arc<Executor>,
     policy: Policy,
     /// Lists the opencode server's sessions; it backs off as a whole while
@@ -134,6 +135,21 @@ impl Controller {
 
     pub fn executor(&self) -> &Arc<Executor> {
         &self.executor
+    }
+
+    /// The configuration it was made with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The database it reads the desired state from and records in.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The worktree root it watches.
+    pub fn root(&self) -> &WorktreeRoot {
+        &self.root
     }
 
     /// Reads both states and plans. With `record`, it writes what the pass
@@ -485,11 +501,7 @@ impl Controller {
     /// The processes tied to a chat by fork lineage that the scan did not
     /// see labelled; the scan's labelled processes seed the lineage. What
     /// the lineage lost, or why it is not running, is an error of the pass.
-    fn tied(
-        &self,
-        scan: &processes::Scan,
-        errors: &mut Vec<String>,
-    ) -> Vec<observe::lineage::Tied> {
+    fn tied(&self, scan: &processes::Scan, errors: &mut Vec<String>) -> Vec<Tied> {
         match &self.lineage {
             LineageState::Off => Vec::new(),
             LineageState::Unavailable { why, required } => {
@@ -843,7 +855,7 @@ fn start_lineage(config: &Config) -> LineageState {
 /// What one observation of the host found.
 struct HostView {
     scan: processes::Scan,
-    tied: Vec<observe::lineage::Tied>,
+    tied: Vec<Tied>,
     cgroups: Vec<crate::model::AgentCgroup>,
     desired: crate::model::DesiredState,
     recorded_pids: HashMap<i32, Option<crate::model::PidIdentity>>,

@@ -28,10 +28,10 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::act::unpoisoned::lock;
+use parking_lot::Mutex;
 use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
 
@@ -134,7 +134,7 @@ where
     pub fn request(&self, key: K, trigger: T) -> impl Future<Output = Answer<R>> + Send {
         let (tx, rx) = oneshot::channel();
         let start = {
-            let mut slots = lock(&self.inner.slots);
+            let mut slots = self.inner.slots.lock();
             match slots.get_mut(&key) {
                 Some(Slot::Pending(w)) => {
                     w.waiters.push(tx);
@@ -172,7 +172,7 @@ where
 
     /// Keys waiting to start (not counting those running).
     pub fn depth(&self) -> usize {
-        let slots = lock(&self.inner.slots);
+        let slots = self.inner.slots.lock();
         slots
             .values()
             .map(|s| match s {
@@ -194,7 +194,7 @@ where
         // Take the pending run and mark the key running, in one step, so
         // that a request from now on waits for a follow-up.
         let waiting = {
-            let mut slots = lock(&inner.slots);
+            let mut slots = inner.slots.lock();
             match slots.remove(&key) {
                 Some(Slot::Pending(w)) => {
                     slots.insert(key.clone(), Slot::Running(None));
@@ -222,7 +222,7 @@ where
             // A waiter that gave up (dropped its future) is fine.
             let _ = w.send(answer.clone());
         }
-        let mut slots = lock(&inner.slots);
+        let mut slots = inner.slots.lock();
         match slots.remove(&key) {
             Some(Slot::Running(Some(mut next))) => {
                 next.overlapped = answer.ok();

@@ -27,8 +27,10 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
 
 use super::cli::Git;
 
@@ -51,7 +53,7 @@ impl RefsCache {
     pub fn survivors(&self, git: &Git, common: &Path) -> Result<Survivors, String> {
         let (stamp, settled) = stamp(common, SystemTime::now());
         if settled {
-            let lists = self.lists.lock().unwrap_or_else(|e| e.into_inner());
+            let lists = self.lists.lock();
             if let Some((s, list)) = lists.get(common) {
                 if *s == stamp {
                     return Ok(Arc::clone(list));
@@ -59,7 +61,7 @@ impl RefsCache {
             }
         }
         let list: Survivors = Arc::new(list_survivors(git)?);
-        let mut lists = self.lists.lock().unwrap_or_else(|e| e.into_inner());
+        let mut lists = self.lists.lock();
         if settled {
             lists.insert(common.to_path_buf(), (stamp, Arc::clone(&list)));
         } else {

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use crate::act::{ActionResult, Outcome};
-use crate::plan::{self, Action, ActionKind, Scope};
+use crate::model::ScopeKind;
+use crate::plan::{self, Action, ActionKind};
 use crate::report::{KeptWorktree, PassReport, PassResult, Trigger};
 use crate::risk::AtRisk;
 
@@ -42,36 +43,6 @@ pub struct Readiness {
     pub ready: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-}
-
-/// Which kind of scope a nudge reconciled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ScopeKind {
-    Host,
-    Chat,
-    Session,
-}
-
-impl ScopeKind {
-    /// The word, as serialized.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            ScopeKind::Host => "host",
-            ScopeKind::Chat => "chat",
-            ScopeKind::Session => "session",
-        }
-    }
-}
-
-impl From<&Scope> for ScopeKind {
-    fn from(s: &Scope) -> ScopeKind {
-        match s {
-            Scope::Host => ScopeKind::Host,
-            Scope::Chat(_) => ScopeKind::Chat,
-            Scope::Session(_) => ScopeKind::Session,
-        }
-    }
 }
 
 /// Who a nudge was about, and whether they are live now (`null` when that
@@ -169,7 +140,7 @@ impl NudgeAnswer {
             report.results.iter().map(ActionAnswer::taken).collect()
         };
         NudgeAnswer {
-            scope: ScopeKind::from(&report.scope),
+            scope: report.scope.kind(),
             subject,
             ok: result != PassResult::Error,
             result,
@@ -371,6 +342,7 @@ fn process_name(p: &plan::ProcessTarget) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Scope;
 
     fn report() -> PassReport {
         PassReport {

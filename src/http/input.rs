@@ -9,8 +9,9 @@ use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
 
 use super::answer::{json, ErrorAnswer};
-use super::routes::{self, empty_id_route, IdOf};
+use super::routes::{self, empty_id_route};
 use super::{MAX_ID_BYTES, PARAMS};
+use crate::model::ScopeKind;
 
 pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     json(
@@ -26,8 +27,8 @@ pub(super) fn bad_request(message: impl Into<String>) -> Response {
 }
 
 /// 1 to [`MAX_ID_BYTES`] bytes of `[A-Za-z0-9_.:-]`.
-pub(super) fn validate_id(of: IdOf, id: &str) -> Result<(), String> {
-    let what = of.name();
+pub(super) fn validate_id(of: ScopeKind, id: &str) -> Result<(), String> {
+    let what = of.as_str();
     if id.is_empty() {
         return Err(format!("{what} id is empty"));
     }
@@ -51,7 +52,7 @@ pub(super) fn validate_id(of: IdOf, id: &str) -> Result<(), String> {
 
 /// The id of a path, decoded and validated; else the message of the 400.
 pub(super) fn path_id(
-    of: IdOf,
+    of: ScopeKind,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<String, String> {
     let id = match path {
@@ -64,10 +65,10 @@ pub(super) fn path_id(
         {
             return Err(format!(
                 "{} id is not valid UTF-8 after percent-decoding",
-                of.name()
+                of.as_str()
             ))
         }
-        Err(e) => return Err(format!("{} id: {}", of.name(), e.body_text())),
+        Err(e) => return Err(format!("{} id: {}", of.as_str(), e.body_text())),
     };
     validate_id(of, &id)?;
     Ok(id)
@@ -129,7 +130,7 @@ pub(super) fn truncate(s: &str, max: usize) -> String {
 pub(super) async fn not_found(method: Method, uri: Uri) -> Response {
     if let Some(of) = empty_id_route(uri.path()) {
         if method == Method::POST {
-            return bad_request(format!("{} id is empty", of.name()));
+            return bad_request(format!("{} id is empty", of.as_str()));
         }
         return method_not_allowed(method, uri).await;
     }
@@ -164,20 +165,20 @@ mod tests {
 
     #[test]
     fn ids_are_checked_by_each_rule() {
-        assert!(validate_id(IdOf::Chat, "c1").is_ok());
-        assert!(validate_id(IdOf::Chat, "A-z_0.9:x").is_ok());
-        assert!(validate_id(IdOf::Chat, &"a".repeat(128)).is_ok());
-        assert!(validate_id(IdOf::Chat, "")
+        assert!(validate_id(ScopeKind::Chat, "c1").is_ok());
+        assert!(validate_id(ScopeKind::Chat, "A-z_0.9:x").is_ok());
+        assert!(validate_id(ScopeKind::Chat, &"a".repeat(128)).is_ok());
+        assert!(validate_id(ScopeKind::Chat, "")
             .unwrap_err()
             .contains("chat id is empty"));
-        assert!(validate_id(IdOf::Session, &"a".repeat(129))
+        assert!(validate_id(ScopeKind::Session, &"a".repeat(129))
             .unwrap_err()
             .contains("129 bytes long: at most 128"));
-        let e = validate_id(IdOf::Chat, "a/b").unwrap_err();
+        let e = validate_id(ScopeKind::Chat, "a/b").unwrap_err();
         assert!(e.contains("'/' at byte 1"), "{e}");
-        assert!(validate_id(IdOf::Chat, "é").is_err());
-        assert!(validate_id(IdOf::Chat, "a b").is_err());
-        assert!(validate_id(IdOf::Chat, "a\0").is_err());
+        assert!(validate_id(ScopeKind::Chat, "é").is_err());
+        assert!(validate_id(ScopeKind::Chat, "a b").is_err());
+        assert!(validate_id(ScopeKind::Chat, "a\0").is_err());
     }
 
     #[test]
@@ -203,10 +204,13 @@ mod tests {
 
     #[test]
     fn empty_ids_of_known_routes_are_recognised() {
-        assert!(matches!(empty_id_route("/reconcile/"), Some(IdOf::Chat)));
+        assert!(matches!(
+            empty_id_route("/reconcile/"),
+            Some(ScopeKind::Chat)
+        ));
         assert!(matches!(
             empty_id_route("/sessions//reconcile"),
-            Some(IdOf::Session)
+            Some(ScopeKind::Session)
         ));
         assert!(empty_id_route("/nope").is_none());
     }

@@ -1,8 +1,6 @@
 //! The nudges: a pass now for a chat, a session or the host, answered
 //! with what it did.
 
-use std::time::SystemTime;
-
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -11,14 +9,13 @@ use axum::Json;
 use serde::Serialize;
 
 use crate::controller::queue::QueueError;
-use crate::controller::{Mode, Trigger};
-use crate::plan::Scope;
+use crate::controller::Mode;
+use crate::model::{Scope, ScopeKind};
 use crate::report::StateUnreadable;
-use crate::service::Service;
+use crate::service::Liveness;
 
 use super::answer::{json, Health, Legacy, NudgeAnswer, Readiness, Subject};
 use super::input::{bad_request, error, parse_flags, path_id, Flags};
-use super::routes::IdOf;
 use super::{App, METRICS_CONTENT_TYPE};
 
 pub(super) async fn reconcile_host(State(app): State<App>, RawQuery(query): RawQuery) -> Response {
@@ -31,7 +28,7 @@ pub(super) async fn reconcile_host(State(app): State<App>, RawQuery(query): RawQ
 
 pub(super) async fn nudge_by_id(
     app: App,
-    of: IdOf,
+    of: ScopeKind,
     path: Result<Path<String>, PathRejection>,
     query: Option<String>,
     label: &'static str,
@@ -45,10 +42,7 @@ pub(super) async fn nudge_by_id(
         Ok(f) => f,
         Err(e) => return bad_request(e),
     };
-    let scope = match of {
-        IdOf::Chat => Scope::Chat(id),
-        IdOf::Session => Scope::Session(id),
-    };
+    let scope = Scope::of(of, id);
     nudge(app, scope, flags, label, legacy).await
 }
 
@@ -68,7 +62,7 @@ pub(super) async fn nudge(
     }
     let service = &app.service;
     service
-        .metrics
+        .metrics()
         .nudges_total
         .with_label_values(&[label])
         .inc();
@@ -77,29 +71,28 @@ pub(super) async fn nudge(
     } else {
         Mode::act(flags.force)
     };
-    let report = match service.reconcile(scope.clone(), mode, Trigger::Nudge).await {
-        Ok(r) => r,
+    let outcome = match service.nudge(scope.clone(), mode).await {
+        Ok(o) => o,
         Err(e) => return queue_error(&e),
     };
-    let (subject, mut errors) = subject(service, &scope).await;
+    let report = &outcome.report;
+    let (subject, mut errors) = subject(&scope, outcome.liveness);
     let legacy = match (&scope, legacy) {
         (_, false) | (Scope::Host, _) => None,
-        (Scope::Chat(id), true) => Some(Legacy::chat(&report, id)),
+        (Scope::Chat(id), true) => Some(Legacy::chat(report, id)),
         (Scope::Session(id), true) => {
-            let chats = match service.controller.store.chats_of_session(id).await {
-                Ok(chats) => chats,
-                Err(e) => {
-                    errors.push(format!(
-                        "cannot read the chats of session {id}: {e}; \
-                         only those the pass acted for are answered for"
-                    ));
+            let chats = match outcome.chats {
+                Some(Ok(chats)) => chats,
+                Some(Err(e)) => {
+                    errors.push(e);
                     Vec::new()
                 }
+                None => Vec::new(),
             };
-            Some(Legacy::session(&report, id, &chats))
+            Some(Legacy::session(report, id, &chats))
         }
     };
-    let mut body = NudgeAnswer::of(&report, subject, errors);
+    let mut body = NudgeAnswer::of(report, subject, errors);
     body.legacy = legacy;
     if !body.busy.is_empty() {
         return busy_response(&body);
@@ -144,37 +137,21 @@ pub(super) fn busy_response(body: &NudgeAnswer) -> Response {
 
 /// Who the nudge was about and whether they are live now, by the store's
 /// one reading of liveness; why that could not be read, if it could not.
-pub(super) async fn subject(service: &Service, scope: &Scope) -> (Subject, Vec<String>) {
-    let store = &service.controller.store;
-    let (of, id, read) = match scope {
-        Scope::Host => return (Subject::Host {}, Vec::new()),
-        Scope::Chat(id) => (IdOf::Chat, id, store.chat_liveness(id).await),
-        Scope::Session(id) => {
-            let young = service.controller.config.worktrees.orphan_min_age;
-            let read = store.session_liveness(id, SystemTime::now(), young).await;
-            (IdOf::Session, id, read)
-        }
-    };
+fn subject(scope: &Scope, read: Option<Result<Liveness, String>>) -> (Subject, Vec<String>) {
     let (live, known, errors) = match read {
-        Ok(l) => (Some(l.live), Some(l.known), Vec::new()),
-        Err(e) => (
-            None,
-            None,
-            vec![format!(
-                "cannot read whether {} {id} is live: {e}",
-                of.name()
-            )],
-        ),
+        None => (None, None, Vec::new()),
+        Some(Ok(l)) => (Some(l.live), Some(l.known), Vec::new()),
+        Some(Err(e)) => (None, None, vec![e]),
     };
-    let id = id.clone();
-    let subject = match of {
-        IdOf::Chat => Subject::Chat {
-            chat_id: id,
+    let subject = match scope {
+        Scope::Host => Subject::Host {},
+        Scope::Chat(id) => Subject::Chat {
+            chat_id: id.clone(),
             live,
             known,
         },
-        IdOf::Session => Subject::Session {
-            session_id: id,
+        Scope::Session(id) => Subject::Session {
+            session_id: id.clone(),
             live,
             known,
         },
@@ -250,7 +227,7 @@ pub(super) async fn readyz(State(app): State<App>) -> Response {
 pub(super) async fn metrics(State(app): State<App>) -> Response {
     (
         [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
-        app.service.metrics.render(),
+        app.service.metrics().render(),
     )
         .into_response()
 }

@@ -2,6 +2,8 @@
 //! labels and the documentation (checked against this table by test
 //! `every_route_is_documented_where_it_is_listed`) all read [`ROUTES`].
 
+use crate::model::ScopeKind;
+
 /// The method a route answers (`GET` routes answer `HEAD` too).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verb {
@@ -26,29 +28,13 @@ impl Verb {
     }
 }
 
-/// What an id in a path names, in messages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IdOf {
-    Chat,
-    Session,
-}
-
-impl IdOf {
-    pub fn name(self) -> &'static str {
-        match self {
-            IdOf::Chat => "chat",
-            IdOf::Session => "session",
-        }
-    }
-}
-
 /// What serves a route.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Handler {
     /// A nudge of one chat or session, with its `nudges_total` label and
     /// whether it answers with the close hook's legacy keys too.
     NudgeId {
-        of: IdOf,
+        of: ScopeKind,
         label: &'static str,
         legacy: bool,
     },
@@ -80,7 +66,7 @@ impl Route {
 
     /// The path with its id left empty (`/reconcile/`), and what the id
     /// names; `None` for a route without an id.
-    pub fn empty_id(&self) -> Option<(String, IdOf)> {
+    pub fn empty_id(&self) -> Option<(String, ScopeKind)> {
         let Handler::NudgeId { of, .. } = self.handler else {
             return None;
         };
@@ -88,8 +74,8 @@ impl Route {
     }
 }
 
-const CHAT: IdOf = IdOf::Chat;
-const SESSION: IdOf = IdOf::Session;
+const CHAT: ScopeKind = ScopeKind::Chat;
+const SESSION: ScopeKind = ScopeKind::Session;
 
 /// Every route, in the order the documentation lists them.
 pub const ROUTES: &[Route] = &[
@@ -185,7 +171,7 @@ pub fn listing() -> String {
 }
 
 /// The route that takes an id, matched with the id left empty.
-pub fn empty_id_route(path: &str) -> Option<IdOf> {
+pub fn empty_id_route(path: &str) -> Option<ScopeKind> {
     ROUTES
         .iter()
         .filter_map(Route::empty_id)

@@ -33,13 +33,14 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 
 use nix::libc;
+use parking_lot::Mutex;
 use procfs::process::Process;
 
 use super::processes::{self, LabelNames};
-use crate::act::unpoisoned::lock;
+use crate::model::Tied;
 
 /// The connector's process-events channel (`CN_IDX_PROC`, `CN_VAL_PROC`).
 const CN_IDX_PROC: u32 = 1;
@@ -68,19 +69,6 @@ pub struct Tie {
     pub chat_id: String,
     /// The labelled process it descends from (itself when labelled).
     pub via: i32,
-}
-
-/// A tied process alive now without its chat's labels.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Tied {
-    pub pid: i32,
-    pub ppid: i32,
-    pub pgid: i32,
-    pub start_time: u64,
-    pub started_at: std::time::SystemTime,
-    pub chat_id: String,
-    pub via: i32,
-    pub command: String,
 }
 
 #[derive(Default)]
@@ -133,7 +121,7 @@ impl Lineage {
     /// carries a chat's labels is that chat's from here on, as the label
     /// scan spares it with its descendants.
     pub fn seed(&self, labelled: &[crate::model::AgentProcess]) {
-        let mut st = lock(&self.state);
+        let mut st = self.state.lock();
         for p in labelled {
             let tie = Tie {
                 start_time: p.start_time,
@@ -158,7 +146,7 @@ impl Lineage {
         loop {
             // The thread marks a datagram taken before it takes it (after
             // poll): either it is marked, or it is still in the queue.
-            let handling = lock(&self.state).handling;
+            let handling = self.state.lock().handling;
             if !handling && !queued(&self.fd) {
                 return true;
             }
@@ -171,7 +159,7 @@ impl Lineage {
 
     /// Times events were lost since the start.
     pub fn lost(&self) -> u64 {
-        lock(&self.state).lost
+        self.state.lock().lost
     }
 
     /// The tied processes alive now that the scan did not list as
@@ -179,7 +167,9 @@ impl Lineage {
     /// forgotten. With what was lost or went wrong, for the pass's report.
     pub fn hidden(&self, labelled: &HashSet<i32>) -> (Vec<Tied>, Option<String>) {
         // The labelled ones the scan has just read are not read again.
-        let ties: Vec<(i32, Tie)> = lock(&self.state)
+        let ties: Vec<(i32, Tie)> = self
+            .state
+            .lock()
             .tied
             .iter()
             .filter(|(p, _)| !labelled.contains(p))
@@ -211,7 +201,7 @@ impl Lineage {
                 _ => dead.push((pid, tie.start_time)),
             }
         }
-        let mut st = lock(&self.state);
+        let mut st = self.state.lock();
         for (pid, start) in dead {
             if st.tied.get(&pid).is_some_and(|t| t.start_time == start) {
                 st.tied.remove(&pid);
@@ -318,9 +308,9 @@ fn follow(fd: Arc<OwnedFd>, state: Weak<Mutex<State>>, labels: LabelNames) {
         if unsafe { libc::poll(&mut ready, 1, 500) } <= 0 {
             continue;
         }
-        lock(&state).handling = true;
+        state.lock().handling = true;
         let got = receive(&fd, &mut buf, &state, &labels);
-        lock(&state).handling = false;
+        state.lock().handling = false;
         if got == Received::Failed {
             return;
         }
@@ -372,12 +362,12 @@ fn receive(fd: &OwnedFd, buf: &mut [u8], state: &Mutex<State>, labels: &LabelNam
     match e.raw_os_error() {
         Some(libc::EAGAIN | libc::EINTR) => Received::Idle,
         Some(libc::ENOBUFS) => {
-            lock(state).lost += 1;
+            state.lock().lost += 1;
             revalidate(state);
             Received::Lost
         }
         _ => {
-            lock(state).error = Some(e.to_string());
+            state.lock().error = Some(e.to_string());
             Received::Failed
         }
     }
@@ -415,7 +405,7 @@ fn event(m: &[u8], state: &Mutex<State>, labels: &LabelNames) {
             // double fork exits at once; reading its start time now would
             // lose its child). Only lost events break that order, and
             // they revalidate every tie ([`revalidate`]).
-            let Some(tie) = lock(state).tied.get(&parent).cloned() else {
+            let Some(tie) = state.lock().tied.get(&parent).cloned() else {
                 return;
             };
             // A child gone already (the intermediate of a double fork) is
@@ -423,7 +413,7 @@ fn event(m: &[u8], state: &Mutex<State>, labels: &LabelNames) {
             // are: with no start time (`GONE`), it never matches a live
             // process, and its exit event removes it.
             let start = start_time(child).unwrap_or(GONE);
-            lock(state).tied.insert(
+            state.lock().tied.insert(
                 child,
                 Tie {
                     start_time: start,
@@ -437,7 +427,7 @@ fn event(m: &[u8], state: &Mutex<State>, labels: &LabelNames) {
                 return;
             };
             if let Some(chat) = id.chat_label {
-                lock(state).tied.insert(
+                state.lock().tied.insert(
                     pid,
                     Tie {
                         start_time: id.start_time,
@@ -452,7 +442,7 @@ fn event(m: &[u8], state: &Mutex<State>, labels: &LabelNames) {
                 return;
             };
             if pid == tgid {
-                lock(state).tied.remove(&pid);
+                state.lock().tied.remove(&pid);
             }
         }
         _ => {}
@@ -462,7 +452,8 @@ fn event(m: &[u8], state: &Mutex<State>, labels: &LabelNames) {
 /// After lost events, exits may be missing and their pids reused: only
 /// the ties whose pid still has the start time tied are kept.
 fn revalidate(state: &Mutex<State>) {
-    let ties: Vec<(i32, u64)> = lock(state)
+    let ties: Vec<(i32, u64)> = state
+        .lock()
         .tied
         .iter()
         .map(|(p, t)| (*p, t.start_time))
@@ -471,7 +462,7 @@ fn revalidate(state: &Mutex<State>) {
         .into_iter()
         .filter(|(pid, start)| start_time(*pid) != Some(*start))
         .collect();
-    let mut st = lock(state);
+    let mut st = state.lock();
     for (pid, start) in stale {
         if st.tied.get(&pid).is_some_and(|t| t.start_time == start) {
             st.tied.remove(&pid);
@@ -515,7 +506,7 @@ mod tests {
                 Received::Events => {}
                 Received::Lost => lost += 1,
                 Received::Idle => break,
-                Received::Failed => panic!("{:?}", lock(&state).error),
+                Received::Failed => panic!("{:?}", state.lock().error),
             }
         }
         assert!(lost >= 1, "200 forks did not overflow the smallest queue");
@@ -625,11 +616,11 @@ mod tests {
         };
         wait("the agent tied", &|| {
             lineage.caught_up(std::time::Duration::from_secs(1))
-                && lock(&lineage.state).tied.contains_key(&(agent.id() as i32))
+                && lineage.state.lock().tied.contains_key(&(agent.id() as i32))
         });
         // The thread cannot apply events while this is held: the double
         // fork happens, and its intermediate exits, before they are read.
-        let held = lock(&lineage.state);
+        let held = lineage.state.lock();
         std::fs::write(&go, "").unwrap();
         let grandchild: i32 = {
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -688,7 +679,7 @@ mod tests {
         };
         let me = std::process::id() as i32;
         let start = start_time(me).unwrap();
-        lock(&lineage.state).tied.insert(
+        lineage.state.lock().tied.insert(
             me,
             Tie {
                 start_time: start,
@@ -712,11 +703,11 @@ mod tests {
             cwd: None,
         };
         lineage.seed(std::slice::from_ref(&labelled));
-        let tie = lock(&lineage.state).tied.get(&me).cloned().unwrap();
+        let tie = lineage.state.lock().tied.get(&me).cloned().unwrap();
         assert_eq!(tie.chat_id, "live");
         assert_eq!(tie.via, me);
         // The same chat again keeps the tie as it was.
         lineage.seed(std::slice::from_ref(&labelled));
-        assert_eq!(lock(&lineage.state).tied.get(&me), Some(&tie));
+        assert_eq!(lineage.state.lock().tied.get(&me), Some(&tie));
     }
 }

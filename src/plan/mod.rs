@@ -27,8 +27,6 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
-
 mod action;
 mod admin;
 mod agents;
@@ -46,7 +44,7 @@ use opencode::plan_opencode;
 use processes::plan_processes;
 use worktrees::{plan_orphan_dirs, plan_worktree_rows};
 
-use crate::model::{ActualState, DesiredState};
+use crate::model::{ActualState, DesiredState, Scope};
 
 /// The settings the planner applies.
 #[derive(Clone, Debug)]
@@ -74,18 +72,6 @@ pub struct Policy {
     /// A stale admin entry is pruned only once its directory has been
     /// missing this long (`worktrees.stale_entry_grace`).
     pub stale_entry_grace: Duration,
-}
-
-/// Which part of the host a pass looks at.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(tag = "scope", content = "id", rename_all = "snake_case")]
-pub enum Scope {
-    /// Everything on the host.
-    Host,
-    /// One chat, and its session's worktree if that chat was its last.
-    Chat(String),
-    /// Every chat of one session, and its worktree.
-    Session(String),
 }
 
 /// Plans the actions of one pass. Pure.

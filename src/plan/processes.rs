@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
-use crate::model::{age, ActualState, AgentProcess, DesiredState, Table};
+use crate::model::{age, ActualState, AgentProcess, DesiredState, Table, Tied};
 
 use super::{Action, ActionKind, Owner, Pending, Plan, Policy, ProcessTarget, Target};
 
@@ -146,7 +146,7 @@ pub(super) fn judge_chat(
 /// A tied process as the agent it is: its chat from its lineage; its
 /// instance this controller's (only this instance's labelled processes are
 /// followed).
-fn as_agent(t: &crate::observe::lineage::Tied, policy: &Policy) -> AgentProcess {
+fn as_agent(t: &Tied, policy: &Policy) -> AgentProcess {
     AgentProcess {
         pid: t.pid,
         ppid: t.ppid,

@@ -150,7 +150,7 @@ impl Service {
             repeats,
             said: None,
         };
-        match wait_for_host_lock(&self.controller.store, host, &mut standby).await {
+        match wait_for_host_lock(self.controller.store(), host, &mut standby).await {
             Ok(lock) => lock,
             Err(never) => match never {},
         }
@@ -166,7 +166,7 @@ impl Service {
         let mut holder = None;
         if let FenceState::Lost { why } = fence.state() {
             let old = fence.lost_backend();
-            match self.controller.store.lock_holder(host).await {
+            match self.controller.store().lock_holder(host).await {
                 Ok(Some(pid)) if Some(pid) == old => {
                     return Role::Unsure {
                         why: format!(

@@ -39,9 +39,10 @@ use tokio_util::task::TaskTracker;
 use crate::controller::queue::{Queue, QueueError};
 use crate::controller::{Controller, Mode, Trigger};
 use crate::metrics::Metrics;
-use crate::plan::Scope;
+use crate::model::Scope;
 use crate::report::PassReport;
 use crate::store::listen::Notice;
+pub use crate::store::live::Liveness;
 
 pub use leader::{Role, STANDBY_RETRY};
 pub use snapshot::{Backoff, DriftItem, RecentPass, Status};
@@ -53,10 +54,22 @@ pub struct Key {
     pub force: bool,
 }
 
+/// What a nudge came to: the pass, and what the database says of its
+/// subject right after it.
+pub struct NudgeOutcome {
+    pub report: Arc<PassReport>,
+    /// Whether the chat or session nudged is live now, or why that could
+    /// not be read; `None` for the host.
+    pub liveness: Option<Result<Liveness, String>>,
+    /// The chats of a nudged session, or why they could not be read;
+    /// `None` for a chat or the host.
+    pub chats: Option<Result<Vec<String>, String>>,
+}
+
 /// The service of one host.
 pub struct Service {
-    pub controller: Arc<Controller>,
-    pub metrics: Arc<Metrics>,
+    controller: Arc<Controller>,
+    metrics: Arc<Metrics>,
     queue: Queue<Key, Trigger, PassReport>,
     state: Arc<Mutex<snapshot::State>>,
     role: Arc<Mutex<Role>>,
@@ -150,13 +163,68 @@ impl Service {
         }
     }
 
+    /// A pass over `scope` asked for from outside (`POST /reconcile/…`,
+    /// `once` sent to a running daemon), and what the database says of
+    /// the scope's chat or session once it is done: the one door through
+    /// which the HTTP API reaches the controller and the store.
+    pub async fn nudge(&self, scope: Scope, mode: Mode) -> Result<NudgeOutcome, QueueError> {
+        let report = self.reconcile(scope.clone(), mode, Trigger::Nudge).await?;
+        let store = &self.controller.store();
+        let (liveness, chats) = match &scope {
+            Scope::Host => (None, None),
+            Scope::Chat(id) => (Some(store.chat_liveness(id).await), None),
+            Scope::Session(id) => {
+                let young = self.controller.config().worktrees.orphan_min_age;
+                let live = store.session_liveness(id, SystemTime::now(), young).await;
+                let chats = store.chats_of_session(id).await.map_err(|e| {
+                    format!(
+                        "cannot read the chats of session {id}: {e}; \
+                         only those the pass acted for are answered for"
+                    )
+                });
+                (Some(live), Some(chats))
+            }
+        };
+        let liveness = liveness.map(|read| {
+            read.map_err(|e| {
+                let kind = scope.kind().as_str();
+                let id = scope.id().unwrap_or_default();
+                format!("cannot read whether {kind} {id} is live: {e}")
+            })
+        });
+        Ok(NudgeOutcome {
+            report,
+            liveness,
+            chats,
+        })
+    }
+
+    /// The service's metrics: what `/metrics` renders and the HTTP API
+    /// counts nudges in.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Runs the reclaimer of the root's trash on a task of its own until
+    /// `cancel` fires.
+    pub fn start_reclaimer(&self, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(Arc::clone(self.controller.executor().reclaimer()).run(cancel))
+    }
+
+    /// Holds `target` as an action of a run does, until the claim is
+    /// dropped: what a test plays another run with.
+    #[doc(hidden)]
+    pub async fn hold(&self, target: &crate::plan::Target) -> Option<crate::act::claim::Claim> {
+        self.controller.executor().hold(target).await
+    }
+
     /// Turns database notifications on `channel` into requests until
     /// cancelled (PostgreSQL only; returns at once with SQLite). After a
     /// lost connection it asks for a full pass.
     pub async fn listen(self: &Arc<Self>, channel: &str) {
         let me = Arc::clone(self);
         self.controller
-            .store
+            .store()
             .listen(channel, self.cancel.clone(), move |notice| {
                 let scope = match notice {
                     Notice::Reconcile(scope) => scope,
@@ -200,7 +268,7 @@ fn queue(
 ) -> Queue<Key, Trigger, PassReport> {
     // A run may take the pass timeout plus the actions in flight after
     // it: bound the wait at twice the pass timeout.
-    let bound = controller.config.r#loop.pass_timeout * 2;
+    let bound = controller.config().r#loop.pass_timeout * 2;
     let (c, m, s, cancel) = (
         Arc::clone(controller),
         Arc::clone(metrics),

@@ -17,7 +17,7 @@ use super::leader::Role;
 use super::Service;
 use crate::controller::repeats::Repeats;
 use crate::controller::{Mode, Trigger};
-use crate::plan::Scope;
+use crate::model::Scope;
 
 impl Service {
     /// Acts for the host until cancelled: takes the host's lock (standing by
@@ -26,7 +26,7 @@ impl Service {
     /// systemd READY=1 after the first pass and pets its watchdog from the
     /// loop (no-ops without systemd).
     pub async fn run(&self) {
-        let host = self.controller.config.host.id.clone();
+        let host = self.controller.config().host.id.clone();
         let mut ready_sent = false;
         let mut trigger = Trigger::Startup;
         let mut repeats = Repeats::default();

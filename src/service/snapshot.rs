@@ -20,7 +20,8 @@ use super::leader::Role;
 use super::Service;
 use crate::act::reclaim::TrashStatus;
 use crate::act::{ActionResult, Outcome};
-use crate::plan::{Pending, Scope};
+use crate::model::Scope;
+use crate::plan::Pending;
 use crate::report::{KeptWorktree, PassReport, PassResult, Trigger};
 
 /// How many recent passes `/status` lists.
@@ -83,7 +84,7 @@ impl RecentPass {
 mod scope_wire {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    use crate::plan::Scope;
+    use crate::model::Scope;
 
     #[derive(Deserialize)]
     #[serde(tag = "scope", content = "id", rename_all = "snake_case")]
@@ -207,8 +208,8 @@ impl Service {
         }
         // A readiness probe gives up within a second or two: answer
         // before it does, however long a query may take.
-        let bound = READY_PING.min(self.controller.config.database.query_timeout);
-        match tokio::time::timeout(bound, self.controller.store.ping()).await {
+        let bound = READY_PING.min(self.controller.config().database.query_timeout);
+        match tokio::time::timeout(bound, self.controller.store().ping()).await {
             Ok(r) => r.map_err(|e| e.to_string())?,
             Err(_) => {
                 return Err(format!(
@@ -218,7 +219,7 @@ impl Service {
             }
         }
         let last = self.state.lock().last_host_pass_done;
-        fresh(last, self.controller.config.r#loop.interval * 3)
+        fresh(last, self.controller.config().r#loop.interval * 3)
     }
 
     /// Everything `/status` shows.
@@ -228,11 +229,11 @@ impl Service {
         let executor = self.controller.executor();
         Status {
             version: env!("CARGO_PKG_VERSION").into(),
-            host: self.controller.config.host.id.clone(),
+            host: self.controller.config().host.id.clone(),
             role: self.role(),
             started_at: humantime::format_rfc3339_seconds(self.started_at).to_string(),
             uptime_secs: self.started.elapsed().as_secs(),
-            config: serde_json::to_value(self.controller.config.summary())
+            config: serde_json::to_value(self.controller.config().summary())
                 .unwrap_or(serde_json::Value::Null),
             last_pass: st.last_pass.clone(),
             last_host_pass: host.clone(),

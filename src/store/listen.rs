@@ -32,7 +32,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use tokio_util::sync::CancellationToken;
 
 use super::{Pool, Store};
-use crate::plan::Scope;
+use crate::model::Scope;
 
 /// How long a listener hears nothing before it checks that its connection
 /// still answers: three query bounds, and at least 5 s, so that a quiet

@@ -9,7 +9,7 @@ use std::time::Duration;
 use boo_reconciler::act::RunOptions;
 use boo_reconciler::config::Config;
 use boo_reconciler::controller::{Controller, Mode, Trigger};
-use boo_reconciler::plan::Scope;
+use boo_reconciler::model::Scope;
 use boo_reconciler::report::PassReport;
 use boo_reconciler::root::WorktreeRoot;
 use boo_reconciler::store::Store;

@@ -5,8 +5,10 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use super::*;
 
@@ -104,11 +106,11 @@ struct Chats {
 
 impl ChatLiveness for Chats {
     fn is_live<'a>(&'a self, chat: &'a str) -> super::super::terminate::LiveAnswer<'a> {
-        self.asked.lock().unwrap().push(chat.to_owned());
+        self.asked.lock().push(chat.to_owned());
         let answer = if self.error.load(Ordering::SeqCst) {
             Err("database unreachable".into())
         } else {
-            Ok(self.live.lock().unwrap().contains(chat))
+            Ok(self.live.lock().contains(chat))
         };
         Box::pin(std::future::ready(answer))
     }
@@ -183,7 +185,7 @@ async fn every_escape_of_a_launched_agent_is_stopped_with_its_cgroup() {
         alive(bystander.id() as i32),
         "a process outside the cgroup is never signalled"
     );
-    assert_eq!(*chats.asked.lock().unwrap(), vec!["gone-chat".to_owned()]);
+    assert_eq!(*chats.asked.lock(), vec!["gone-chat".to_owned()]);
     let _ = agent.wait();
     let _ = bystander.kill();
     let _ = bystander.wait();
@@ -202,7 +204,7 @@ async fn an_agent_that_exits_on_term_is_not_killed_and_its_cgroup_removed() {
     assert!(!s.killed, "{s}");
     assert!(s.removed, "{s}");
     assert!(
-        chats.asked.lock().unwrap().is_empty(),
+        chats.asked.lock().is_empty(),
         "nothing left to kill: liveness not needed"
     );
     let _ = agent.wait();
@@ -220,7 +222,7 @@ async fn a_chat_reopened_during_the_grace_keeps_its_agent() {
         let chats = Arc::clone(&chats);
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            chats.live.lock().unwrap().insert("c".into());
+            chats.live.lock().insert("c".into());
         })
     };
     let s = stop(
@@ -306,7 +308,7 @@ async fn a_live_chats_process_inside_another_agents_cgroup_is_spared() {
             .any(|&p| ppid(p).is_ok_and(|pp| pp == live_pid))
     });
     let chats = Chats::default();
-    chats.live.lock().unwrap().insert("live".into());
+    chats.live.lock().insert("live".into());
     let s = stop(
         &cg,
         "dead",

@@ -359,19 +359,19 @@ async fn a_row_target_without_labels_is_stopped_but_never_one_with_another_chats
 
 /// Every question a termination asks, with when it was asked.
 #[derive(Default)]
-struct Asked(std::sync::Mutex<Vec<(String, Instant)>>);
+struct Asked(parking_lot::Mutex<Vec<(String, Instant)>>);
 
 impl Asked {
     /// Records a question about `chat`; how many came before it.
     fn ask(&self, chat: &str) -> usize {
-        let mut all = self.0.lock().unwrap();
+        let mut all = self.0.lock();
         let before = all.iter().filter(|(c, _)| c == chat).count();
         all.push((chat.to_owned(), Instant::now()));
         before
     }
 
     fn all(&self) -> Vec<(String, Instant)> {
-        self.0.lock().unwrap().clone()
+        self.0.lock().clone()
     }
 }
 
