@@ -35,8 +35,9 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 
 use crate::config::Config;
+use crate::git::archive::list::{archives, Archive};
 use crate::git::cli::{Git, DEFAULT_TIMEOUT};
-use crate::git::restore::{self, Archive, Restored};
+use crate::git::restore::{self, Restored};
 use crate::store::archived::{ArchiveAudit, WorktreeRow};
 use crate::store::Store;
 
@@ -82,7 +83,7 @@ async fn list_with_rows(
             tokio::task::spawn_blocking(move || {
                 let git =
                     Git::for_dir(Path::new(&repo), DEFAULT_TIMEOUT).map_err(|e| e.to_string())?;
-                restore::archives(&git, &precious)
+                archives(&git, &precious)
             })
             .await?
         };

@@ -1,6 +1,8 @@
 //! Everything that reads or writes git state: the git CLI where git's own
-//! view decides ([`cli`], [`preflight`], [`keep`], [`verify`]), libgit2
-//! (git2) where reading and building serve ([`archive`], [`admin`]).
+//! view decides ([`cli`], [`preflight`], [`keep`], [`verify`], the restore
+//! of an archive in [`restore`] and the listing of archives in
+//! [`archive::list`]), libgit2 (git2) where reading and building serve
+//! (the writing of an archive in [`archive`], [`admin`]).
 
 pub mod admin;
 pub mod archive;

@@ -331,7 +331,7 @@ fn check_nested_one(
     }
     let records = match records {
         Some(r) => r,
-        None => records.insert(super::restore::parts(git, reference)?.records),
+        None => records.insert(super::archive::list::parts(git, reference)?.records),
     };
     let Some(record) = records.nested.iter().find(|r| r.path == *rel) else {
         return Err(format!(

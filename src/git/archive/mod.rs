@@ -58,6 +58,8 @@
 //! Nothing is referenced until all of it is written, so a failure anywhere
 //! before the ref leaves only unreachable objects behind.
 
+/// Reading archives back is the git CLI's job, as for the restore built on it.
+pub mod list;
 pub(crate) mod modes;
 pub(crate) use tree::MAX_NESTING;
 pub(crate) mod nested;
