@@ -5,13 +5,14 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use super::claim::Claim;
-use super::executor::{blocking_held, skipped, Applied, Executor, RunOptions};
+use super::executor::{blocking_held, skipped, Applied, RunOptions};
 use super::outcome::{Detail, Outcome, Pruned};
+use super::worktree::WorktreeActor;
 use crate::git;
 use crate::model::StaleAdminEntry;
 use crate::plan::Action;
 
-impl Executor {
+impl WorktreeActor {
     /// Prunes a stale admin entry, write-ahead, unless its owner is live
     /// again.
     pub(super) async fn prune_admin_entry(
@@ -22,7 +23,7 @@ impl Executor {
         claim: &Claim,
         intent: &mut Option<i64>,
     ) -> Applied {
-        if let Some(why) = self.owner_is_live(action).await? {
+        if let Some(why) = self.recheck.owner_is_live(action).await? {
             return Ok(skipped(why));
         }
         self.audit

@@ -33,8 +33,9 @@ use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use serde::Serialize;
 
-use super::executor::{blocking, skipped, Applied, Executor, Gate};
+use super::executor::{blocking, skipped, Applied, Gate};
 use super::outcome::{Detail, Outcome};
+use super::process::ProcessActor;
 use super::terminate::{pidfd_open, pidfd_send_signal, ChatLiveness};
 use crate::cgroup;
 use crate::observe::processes::{self, LabelNames};
@@ -428,7 +429,7 @@ async fn run_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
     }
 }
 
-impl Executor {
+impl ProcessActor {
     /// Stops an agent's cgroup, write-ahead, unless its chat is live again.
     pub(super) async fn stop_cgroup(
         &self,
@@ -437,12 +438,12 @@ impl Executor {
         intent: &mut Option<i64>,
         gate: &Gate,
     ) -> Applied {
-        if let Some(why) = self.owner_is_live(action).await? {
+        if let Some(why) = self.recheck.owner_is_live(action).await? {
             return Ok(skipped(why));
         }
         // Only processes of live chats left: nothing to signal, and no
         // intent (nor audit record) every pass for it.
-        if let Some(left) = only_spared(&cg.path, &cg.chat_id, &self.labels, self).await {
+        if let Some(left) = only_spared(&cg.path, &cg.chat_id, &self.labels, &*self.recheck).await {
             return Ok(skipped(format!(
                 "only processes of live chats are left in it: {}; left alone",
                 left.iter()
@@ -460,7 +461,7 @@ impl Executor {
             &cg.chat_id,
             self.term_grace,
             &self.labels,
-            self,
+            &*self.recheck,
             &open,
         )
         .await;

@@ -24,20 +24,20 @@
 
 use std::path::PathBuf;
 
-use super::executor::Executor;
 use crate::opencode::{Client, Error, FailureKind};
 use crate::plan::WorktreeTarget;
 use crate::root::WorktreeRoot;
 
 /// Disposes of the instance for the removed worktree `wt` unless a session
-/// still works in it, and says what became of it; `None` while the executor
-/// has no opencode or `opencode.enabled` is off.
-pub async fn after_removal(executor: &Executor, wt: &WorktreeTarget) -> Option<String> {
-    let client = executor
-        .opencode
-        .as_ref()
-        .filter(|_| executor.dispose_opencode_instances)?;
-    let said = dispose(client, &directories(&executor.root, wt)).await;
+/// still works in it, and says what became of it; `None` without a
+/// `client` (no opencode, or `opencode.enabled` off).
+pub async fn after_removal(
+    client: Option<&Client>,
+    root: &WorktreeRoot,
+    wt: &WorktreeTarget,
+) -> Option<String> {
+    let client = client?;
+    let said = dispose(client, &directories(root, wt)).await;
     if said.starts_with("error: ") {
         tracing::warn!(worktree = %wt.path.display(), opencode = client.url(),
             "removed, but its opencode instance was not disposed of: {said}");

@@ -54,7 +54,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use globset::GlobSet;
 use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -63,11 +62,14 @@ use tokio_util::sync::CancellationToken;
 use super::audit::Audit;
 use super::claim::{Claim, Claims};
 use super::kept;
+use super::liveness::Recheck;
 use super::outcome::{ActionResult, Detail, Outcome};
+use super::process::ProcessActor;
 use super::reclaim::Reclaimer;
+use super::session::SessionActor;
+use super::worktree::WorktreeActor;
 use crate::backoff::Backoff;
 use crate::config::Config;
-use crate::git;
 use crate::observe::processes::LabelNames;
 use crate::plan::{Action, ActionKind, Plan, Stage, Target};
 use crate::root::WorktreeRoot;
@@ -101,23 +103,11 @@ pub struct RunOptions {
     pub pass: u64,
 }
 
-/// Everything the executor needs; cheap to share between passes.
+/// The scheduling of a plan's actions: groups, stages, the limits,
+/// backoff and claims. What an action does is its resource's actor's
+/// ([`ProcessActor`], [`SessionActor`], [`WorktreeActor`]), each with the narrow
+/// context it needs; the [`Audit`] and the [`Recheck`] are shared by all.
 pub struct Executor {
-    pub store: Store,
-    pub root: WorktreeRoot,
-    pub host: String,
-    pub precious: GlobSet,
-    pub orphan_min_age: Duration,
-    pub labels: LabelNames,
-    pub term_grace: Duration,
-    /// `processes.enabled`: whether an agent inside a worktree about to be
-    /// removed is terminated; otherwise it keeps the worktree.
-    pub terminate_agents: bool,
-    /// `None` when this host has no opencode (`opencode.url` empty).
-    pub opencode: Option<crate::opencode::Client>,
-    /// `opencode.enabled`: whether a removed worktree's opencode instance
-    /// is disposed of ([`dispose`]).
-    pub dispose_opencode_instances: bool,
     /// `loop.max_parallel_actions`: every action but those that wait on a
     /// grace.
     limit: Arc<Semaphore>,
@@ -129,46 +119,69 @@ pub struct Executor {
     /// Targets an action is running on now, across concurrent runs, held
     /// until their blocking work ends.
     claims: Arc<Claims>,
-    pub(super) reclaimer: Arc<Reclaimer>,
-    /// Verdicts that keep worktrees, reused while their fingerprint holds.
-    pub(super) kept: Arc<kept::KeptVerdicts>,
-    /// Each repository's surviving refs, listed once while unchanged.
-    pub(super) refs: Arc<git::refs::RefsCache>,
     /// Runs started, for [`RunOptions::pass`].
     passes: AtomicU64,
     /// The audit record of each action and the write-ahead intents, with
     /// the host lock they are confirmed against.
-    pub(super) audit: Audit,
+    audit: Arc<Audit>,
+    processes: Arc<ProcessActor>,
+    sessions: SessionActor,
+    worktrees: WorktreeActor,
 }
 
 impl Executor {
     pub fn new(store: Store, root: WorktreeRoot, config: &Config) -> Executor {
-        Executor {
+        let host = config.host.id.clone();
+        let fence = Arc::new(Fence::new(store.timeouts().query));
+        let audit = Arc::new(Audit::new(store.clone(), host.clone(), fence));
+        let recheck = Arc::new(Recheck {
+            store: store.clone(),
             root: root.clone(),
-            host: config.host.id.clone(),
-            precious: config.precious_globs(),
+            host: host.clone(),
             orphan_min_age: config.worktrees.orphan_min_age,
+        });
+        let opencode = crate::opencode::Client::new(&config.opencode);
+        let processes = Arc::new(ProcessActor {
+            store: store.clone(),
+            host,
             labels: LabelNames::from(&config.processes),
             term_grace: config.processes.term_grace,
+            audit: Arc::clone(&audit),
+            recheck: Arc::clone(&recheck),
+        });
+        let worktrees = WorktreeActor {
+            store: store.clone(),
+            root: root.clone(),
+            precious: config.precious_globs(),
             terminate_agents: config.processes.enabled,
-            opencode: crate::opencode::Client::new(&config.opencode),
-            dispose_opencode_instances: config.opencode.enabled,
+            kept: Arc::new(kept::KeptVerdicts::new(config.worktrees.recheck_interval)),
+            refs: Arc::default(),
+            reclaimer: Arc::new(Reclaimer::new(root, config.worktrees.reclaim_parallel)),
+            // `opencode.enabled`: whether a removed worktree's opencode
+            // instance is disposed of.
+            dispose: opencode.clone().filter(|_| config.opencode.enabled),
+            audit: Arc::clone(&audit),
+            recheck: Arc::clone(&recheck),
+            processes: Arc::clone(&processes),
+        };
+        let sessions = SessionActor {
+            opencode,
+            store,
+            audit: Arc::clone(&audit),
+            recheck,
+        };
+        Executor {
             limit: Arc::new(Semaphore::new(config.r#loop.max_parallel_actions.max(1))),
             terminations: Arc::new(Semaphore::new(
                 config.processes.max_parallel_terminations.max(1),
             )),
             backoff: Mutex::new(Backoff::default()),
             claims: Arc::new(Claims::default()),
-            reclaimer: Arc::new(Reclaimer::new(root, config.worktrees.reclaim_parallel)),
-            kept: Arc::new(kept::KeptVerdicts::new(config.worktrees.recheck_interval)),
-            refs: Arc::default(),
             passes: AtomicU64::new(0),
-            audit: Audit::new(
-                store.clone(),
-                config.host.id.clone(),
-                Arc::new(Fence::new(store.timeouts().query)),
-            ),
-            store,
+            audit,
+            processes,
+            sessions,
+            worktrees,
         }
     }
 
@@ -179,7 +192,13 @@ impl Executor {
 
     /// The reclaimer of this root's trash.
     pub fn reclaimer(&self) -> &Arc<Reclaimer> {
-        &self.reclaimer
+        &self.worktrees.reclaimer
+    }
+
+    /// The opencode server's client the actions use, `None` without one:
+    /// the controller lists sessions with the same connections.
+    pub fn opencode(&self) -> Option<&crate::opencode::Client> {
+        self.sessions.opencode.as_ref()
     }
 
     /// The targets an action (or its blocking work) is running on now.
@@ -431,39 +450,40 @@ impl Executor {
         intent: &mut Option<i64>,
         gate: &Gate,
     ) -> Applied {
+        let (p, w) = (&self.processes, &self.worktrees);
         match &action.kind {
             ActionKind::TerminateProcess { process } => {
-                self.terminate_process(action, process, intent, gate).await
+                p.terminate_process(action, process, intent, gate).await
             }
-            ActionKind::StopCgroup { cgroup } => {
-                self.stop_cgroup(action, cgroup, intent, gate).await
-            }
-            ActionKind::RemoveCgroup { path } => self.remove_cgroup(path).await,
+            ActionKind::StopCgroup { cgroup } => p.stop_cgroup(action, cgroup, intent, gate).await,
+            ActionKind::RemoveCgroup { path } => p.remove_cgroup(path).await,
             ActionKind::DeleteOpencodeSession { session } => {
-                self.delete_opencode_session(action, session, intent).await
+                self.sessions
+                    .delete_opencode_session(action, session, intent)
+                    .await
             }
             ActionKind::CloseAgentRow {
                 row_id,
                 recorded_process: Some(recorded),
                 ..
-            } => self.close_row_of_gone_process(row_id, *recorded).await,
-            ActionKind::CloseAgentRow { row_id, .. } => self.close_agent_row(action, row_id).await,
+            } => p.close_row_of_gone_process(row_id, *recorded).await,
+            ActionKind::CloseAgentRow { row_id, .. } => p.close_agent_row(action, row_id).await,
             ActionKind::RemoveWorktree { worktree } => {
-                self.remove_worktree(action, worktree, opts, claim, intent)
+                w.remove_worktree(action, worktree, opts, claim, intent)
                     .await
             }
             ActionKind::MarkWorktreeRemoved { worktree_id, path } => {
-                self.mark_worktree_removed(action, worktree_id, path).await
+                w.mark_worktree_removed(action, worktree_id, path).await
             }
             ActionKind::MarkWorktreeActive { worktree_id } => {
-                self.store
+                w.store
                     .mark_worktree_active(worktree_id)
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok((done("row marked active"), Detail::None))
             }
             ActionKind::PruneAdminEntry { entry } => {
-                self.prune_admin_entry(action, entry, opts, claim, intent)
+                w.prune_admin_entry(action, entry, opts, claim, intent)
                     .await
             }
             ActionKind::RefusePath { why, path, .. } => Ok((
@@ -473,6 +493,25 @@ impl Executor {
                 Detail::None,
             )),
         }
+    }
+
+    /// Concludes the intents left without an outcome
+    /// ([`Audit::settle`]), each with what is found of its target now
+    /// ([`super::intent::found_now`]).
+    pub async fn settle(&self) -> Result<Vec<String>, String> {
+        let (root, labels) = (&self.worktrees.root, &self.processes.labels);
+        self.audit
+            .settle(|i| {
+                let (root, labels) = (root.clone(), labels.clone());
+                async move {
+                    tokio::task::spawn_blocking(move || {
+                        super::intent::found_now(&root, &labels, &i)
+                    })
+                    .await
+                    .unwrap_or_else(|e| format!("cannot look: {e}"))
+                }
+            })
+            .await
     }
 }
 

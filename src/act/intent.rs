@@ -4,36 +4,18 @@
 //!
 //! # Guarantees
 //! - An intent left open is concluded with what is found of its target now
-//!   ([`Executor::settle`]; test
+//!   ([`super::executor::Executor::settle`]; test
 //!   `an_intent_left_by_a_crash_is_concluded_with_what_was_found`, and the
 //!   crash tests of `tests/crash.rs`).
 
 use std::time::SystemTime;
 
-use super::executor::Executor;
 use super::trash;
 use crate::git;
 use crate::observe::processes;
 use crate::plan::WorktreeTarget;
 use crate::root::WorktreeRoot;
 use crate::store::OpenIntent;
-
-impl Executor {
-    /// Concludes the intents left without an outcome ([`super::audit::Audit::settle`]),
-    /// each with what is found of its target now.
-    pub async fn settle(&self) -> Result<Vec<String>, String> {
-        self.audit
-            .settle(|i| {
-                let (root, labels) = (self.root.clone(), self.labels.clone());
-                async move {
-                    tokio::task::spawn_blocking(move || found_now(&root, &labels, &i))
-                        .await
-                        .unwrap_or_else(|e| format!("cannot look: {e}"))
-                }
-            })
-            .await
-    }
-}
 
 /// What the intent of a worktree removal records: the directory, where it
 /// is retired to, and for a force the archive ref it is about to write.
@@ -63,7 +45,11 @@ pub(super) fn removal(
 }
 
 /// What is there now of the target of `i`, looked up without acting.
-fn found_now(root: &WorktreeRoot, labels: &processes::LabelNames, i: &OpenIntent) -> String {
+pub(super) fn found_now(
+    root: &WorktreeRoot,
+    labels: &processes::LabelNames,
+    i: &OpenIntent,
+) -> String {
     match i.action.as_str() {
         "terminate_process" => {
             let pid = i.detail["pid"].as_i64().unwrap_or(0) as i32;

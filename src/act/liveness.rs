@@ -3,14 +3,27 @@
 //! The rule itself is the store's ([`crate::store::live`]); these apply it
 //! to an action.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use super::executor::Executor;
 use super::terminate::{ChatLiveness, LiveAnswer};
 use crate::git;
 use crate::plan::{Action, WorktreeTarget};
+use crate::root::WorktreeRoot;
+use crate::store::Store;
 
-impl Executor {
+/// What the re-checks read: the store's liveness, and the rows of this
+/// host that may name a directory, resolved under the root. Every actor
+/// that destroys asks it right before.
+pub(super) struct Recheck {
+    pub(super) store: Store,
+    pub(super) root: WorktreeRoot,
+    pub(super) host: String,
+    /// `worktrees.orphan_min_age`: a session without a chat row yet keeps
+    /// its worktree while younger.
+    pub(super) orphan_min_age: Duration,
+}
+
+impl Recheck {
     /// `Some(why)` when the action's owner became live again since the plan:
     /// the chat for a chat's action, else the session (any live chat of it)
     /// for a session's action.
@@ -107,7 +120,7 @@ impl Executor {
 
     /// `Some(why)` when a row of this host other than the one acted on
     /// names the same directory and its session keeps its worktree (the
-    /// rule of [`Executor::owner_is_live`]): a path claimed by any live row
+    /// rule of [`Recheck::owner_is_live`]): a path claimed by any live row
     /// is never removed. Two rows may name one directory (the orchestrator
     /// reusing a path, a row copied by hand); the row acted on speaks only
     /// for its own session.
@@ -152,8 +165,8 @@ impl Executor {
 }
 
 /// A termination asks the store, right before SIGKILL, whether a chat is
-/// live again ([`Executor::chat_is_live`]).
-impl ChatLiveness for Executor {
+/// live again ([`Recheck::chat_is_live`]).
+impl ChatLiveness for Recheck {
     fn is_live<'a>(&'a self, chat_id: &'a str) -> LiveAnswer<'a> {
         Box::pin(self.chat_is_live(chat_id))
     }

@@ -1,13 +1,31 @@
-//! The bodies of the actions on agent processes and their rows.
+//! The processes actor: the bodies of the actions on agent processes,
+//! their cgroups ([`super::cgroup`]) and their rows, with what they need
+//! and nothing else.
 
-use super::executor::{blocking, skipped, Applied, Executor, Gate};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::audit::Audit;
+use super::executor::{blocking, skipped, Applied, Gate};
+use super::liveness::Recheck;
 use super::outcome::{Detail, Outcome};
 use super::terminate;
 use crate::observe::processes;
 use crate::plan::{Action, ProcessTarget, RecordedProcess};
-use crate::store::AuditRecord;
+use crate::store::{AuditRecord, Store};
 
-impl Executor {
+/// Stops agents and closes their rows.
+pub(super) struct ProcessActor {
+    pub(super) store: Store,
+    pub(super) host: String,
+    pub(super) labels: processes::LabelNames,
+    /// `processes.term_grace`: how long SIGTERM is given before SIGKILL.
+    pub(super) term_grace: Duration,
+    pub(super) audit: Arc<Audit>,
+    pub(super) recheck: Arc<Recheck>,
+}
+
+impl ProcessActor {
     /// Stops an agent process, write-ahead, unless its chat is live again.
     pub(super) async fn terminate_process(
         &self,
@@ -16,7 +34,7 @@ impl Executor {
         intent: &mut Option<i64>,
         gate: &Gate,
     ) -> Applied {
-        if let Some(why) = self.owner_is_live(action).await? {
+        if let Some(why) = self.recheck.owner_is_live(action).await? {
             return Ok(skipped(why));
         }
         let target = terminate::Target {
@@ -30,8 +48,14 @@ impl Executor {
             .announce(action, serde_json::json!(target), intent)
             .await?;
         let open = || gate.open();
-        let t =
-            terminate::terminate_then(&target, self.term_grace, &self.labels, self, &open).await;
+        let t = terminate::terminate_then(
+            &target,
+            self.term_grace,
+            &self.labels,
+            &*self.recheck,
+            &open,
+        )
+        .await;
         Ok((terminated_outcome(&t), Detail::Terminated(t)))
     }
 
@@ -39,7 +63,7 @@ impl Executor {
     /// store answers, right before SIGKILL, whether the agent's chat (or
     /// the chat of a process below it) is live.
     pub(super) async fn stop_agent(&self, target: &terminate::Target) -> terminate::Terminated {
-        terminate::terminate(target, self.term_grace, &self.labels, self).await
+        terminate::terminate(target, self.term_grace, &self.labels, &*self.recheck).await
     }
 
     /// Terminates an agent found inside a worktree about to be removed,
@@ -96,7 +120,7 @@ impl Executor {
     /// Closes an agent row whose process is gone, unless its chat is live
     /// again.
     pub(super) async fn close_agent_row(&self, action: &Action, row_id: &str) -> Applied {
-        if let Some(why) = self.owner_is_live(action).await? {
+        if let Some(why) = self.recheck.owner_is_live(action).await? {
             return Ok(skipped(why));
         }
         let closed = self

@@ -1,11 +1,25 @@
-//! The body of the action on opencode sessions.
+//! The sessions actor: the body of the action on opencode sessions.
 
-use super::executor::{done, skipped, Applied, Executor};
+use std::sync::Arc;
+
+use super::audit::Audit;
+use super::executor::{done, skipped, Applied};
+use super::liveness::Recheck;
 use super::outcome::Detail;
-use crate::opencode::Deleted;
+use crate::opencode::{Client, Deleted};
 use crate::plan::{Action, OpencodeTarget};
+use crate::store::Store;
 
-impl Executor {
+/// Deletes opencode sessions no live chat owns.
+pub(super) struct SessionActor {
+    /// `None` when this host has no opencode (`opencode.url` empty).
+    pub(super) opencode: Option<Client>,
+    pub(super) store: Store,
+    pub(super) audit: Arc<Audit>,
+    pub(super) recheck: Arc<Recheck>,
+}
+
+impl SessionActor {
     /// Aborts, then deletes, a session on the opencode server, once sure
     /// that no live chat owns it now.
     pub(super) async fn delete_opencode_session(
@@ -21,7 +35,7 @@ impl Executor {
         // owner session only orders it before that session's worktree: the
         // session itself may well be live.)
         if session.chat_id.is_some() {
-            if let Some(why) = self.owner_is_live(action).await? {
+            if let Some(why) = self.recheck.owner_is_live(action).await? {
                 return Ok(skipped(why));
             }
         }
@@ -32,7 +46,7 @@ impl Executor {
             .await
             .map_err(|e| e.to_string())?
         {
-            if self.chat_is_live(&chat).await? {
+            if self.recheck.chat_is_live(&chat).await? {
                 return Ok(skipped(format!(
                     "live chat {chat} has an open row naming it"
                 )));

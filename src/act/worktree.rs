@@ -1,21 +1,55 @@
-//! The bodies of the actions on worktree directories and their rows: the
-//! re-checks, the preflight, the verdict kept or the removal.
+//! The worktrees actor: the bodies of the actions on worktree directories,
+//! their rows and stale admin entries ([`super::admin`]): the re-checks,
+//! the preflight, the verdict kept or the removal. It owns what only they
+//! need: the root, the precious globs, the verdicts that keep, the refs
+//! listed once per pass, the trash's reclaimer and the disposal of the
+//! opencode instance.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use globset::GlobSet;
+
+use super::audit::Audit;
 use super::claim::Claim;
-use super::executor::{blocking, blocking_held, done, skipped, Applied, Executor, RunOptions};
+use super::executor::{blocking, blocking_held, done, skipped, Applied, RunOptions};
+use super::liveness::Recheck;
 use super::outcome::{Checked, Detail, Outcome};
+use super::process::ProcessActor;
+use super::reclaim::Reclaimer;
 use super::removal::{archive_and_remove, inspect, Inspection};
 use super::{dispose, intent, kept, terminate};
 use crate::git;
 use crate::observe::processes;
 use crate::plan::{Action, WorktreeTarget};
 use crate::risk::AtRisk;
+use crate::root::WorktreeRoot;
+use crate::store::Store;
 
-impl Executor {
+/// Removes worktrees no live owner needs, or keeps them at risk.
+pub(super) struct WorktreeActor {
+    pub(super) store: Store,
+    pub(super) root: WorktreeRoot,
+    pub(super) precious: GlobSet,
+    /// `processes.enabled`: whether an agent inside a worktree about to be
+    /// removed is terminated; otherwise it keeps the worktree.
+    pub(super) terminate_agents: bool,
+    /// Verdicts that keep worktrees, reused while their fingerprint holds.
+    pub(super) kept: Arc<kept::KeptVerdicts>,
+    /// Each repository's surviving refs, listed once while unchanged.
+    pub(super) refs: Arc<git::refs::RefsCache>,
+    pub(super) reclaimer: Arc<Reclaimer>,
+    /// The opencode server whose instance for a removed worktree is
+    /// disposed of; `None` without opencode or with `opencode.enabled` off.
+    pub(super) dispose: Option<crate::opencode::Client>,
+    pub(super) audit: Arc<Audit>,
+    pub(super) recheck: Arc<Recheck>,
+    /// Stops the agents found inside a worktree being removed.
+    pub(super) processes: Arc<ProcessActor>,
+}
+
+impl WorktreeActor {
     /// Marks a row removed whose directory is gone, unless its owner is
     /// live again or the directory is back.
     pub(super) async fn mark_worktree_removed(
@@ -24,7 +58,7 @@ impl Executor {
         worktree_id: &str,
         path: &Path,
     ) -> Applied {
-        if let Some(why) = self.owner_is_live(action).await? {
+        if let Some(why) = self.recheck.owner_is_live(action).await? {
             return Ok(skipped(why));
         }
         // A stat: on the blocking pool, as every file system call here (a
@@ -66,7 +100,7 @@ impl Executor {
             })
             .await?
         };
-        if let Some(why) = self.worktree_claimed(action, wt).await? {
+        if let Some(why) = self.recheck.worktree_claimed(action, wt).await? {
             return Ok(skipped(why));
         }
         let in_use = self.clear_worktree_of_agents(action, wt).await?;
@@ -110,7 +144,7 @@ impl Executor {
         };
         // The preflight may have taken a while: ask again right before
         // destroying anything.
-        if let Some(why) = self.worktree_claimed(action, wt).await? {
+        if let Some(why) = self.recheck.worktree_claimed(action, wt).await? {
             return Ok(skipped(why));
         }
         self.archive_and_retire(action, wt, pinned, archive, reasons, claim, intent)
@@ -205,7 +239,8 @@ impl Executor {
                     .await
                     .map_err(|e| e.to_string())?;
             }
-            removal.opencode_instance = dispose::after_removal(self, wt).await;
+            removal.opencode_instance =
+                dispose::after_removal(self.dispose.as_ref(), &self.root, wt).await;
         }
         Ok((outcome, Detail::Removed(removal)))
     }
@@ -252,13 +287,13 @@ impl Executor {
             &[]
         };
         for (pid, command) in agents {
-            let labels = self.labels.clone();
+            let labels = self.processes.labels.clone();
             let pid = *pid;
             let Some(id) = blocking(move || Ok(processes::identity(pid, &labels))).await? else {
                 continue;
             };
             let Some(chat) = id.chat_label else { continue };
-            if self.chat_is_live(&chat).await? {
+            if self.recheck.chat_is_live(&chat).await? {
                 continue;
             }
             tracing::info!(pid, command = %command, chat = %chat, worktree = %wt.path.display(),
@@ -270,7 +305,7 @@ impl Executor {
                 recorded_by_row: None,
                 tied_to: None,
             };
-            self.terminate_inside(action, &target).await?;
+            self.processes.terminate_inside(action, &target).await?;
             stopped_any = true;
         }
         let remaining = if stopped_any {

@@ -177,8 +177,7 @@ impl Controller {
         // The opencode server is asked while the host is observed.
         let (host, listing) = tokio::join!(
             self.observe_host(interest, labels),
-            self.opencode
-                .list(self.executor.opencode.as_ref(), &self.root)
+            self.opencode.list(self.executor.opencode(), &self.root)
         );
         let opencode_notes = Notes {
             errors: listing.error.into_iter().collect(),
