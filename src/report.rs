@@ -137,7 +137,7 @@ pub struct Observed {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub unreadable_by_uid: BTreeMap<u32, usize>,
     /// Retired worktrees waiting in the trash for the reclaimer.
-    pub trash: crate::act::reclaim::TrashStatus,
+    pub trash: crate::act::trash::reclaim::TrashStatus,
     /// Why nothing under the worktree root was judged this pass (it is
     /// not what it was recorded as): `None` while it is itself.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -253,7 +253,7 @@ impl PassReport {
         // A forced run answers for itself what an earlier one left to
         // another run: this one read the state after it.
         if self.force {
-            results.retain(|r| !crate::act::executor::left_to_concurrent_run(r));
+            results.retain(|r| !crate::act::run::executor::left_to_concurrent_run(r));
         }
         results.append(&mut self.results);
         self.results = results;
@@ -358,7 +358,7 @@ impl PassReport {
         }
         self.results
             .iter()
-            .filter(|r| crate::act::executor::left_to_concurrent_run(r))
+            .filter(|r| crate::act::run::executor::left_to_concurrent_run(r))
             .map(|r| r.target.to_string())
             .collect()
     }

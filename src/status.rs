@@ -457,7 +457,7 @@ mod tests {
 
     #[test]
     fn the_status_the_service_serializes_reads_back() {
-        let trash = crate::act::reclaim::TrashStatus::default();
+        let trash = crate::act::trash::reclaim::TrashStatus::default();
         let t: TrashSummary = serde_json::from_value(serde_json::to_value(&trash).unwrap())
             .expect("the trash reads back");
         assert_eq!((t.entries, t.reclaiming), (0, 0));

@@ -330,7 +330,7 @@ async fn an_agent_stopped_inside_a_removed_worktree_is_audited_by_pid_and_start_
 /// tests/agents), started as a launcher would — its own process group, the
 /// labels, stdin piped. `qwen --acp` relaunches itself as a second node
 /// process, and SIGTERM to the parent alone would leave that child alive
-/// under pid 1 (see act::terminate's tests). Archiving the chat and running
+/// under pid 1 (see act::process::terminate's tests). Archiving the chat and running
 /// a pass must leave neither.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_qwen_agent_and_its_relaunched_child_are_gone_after_the_chat_is_archived() {

@@ -8,7 +8,7 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::sync::Arc;
 use std::time::Duration;
 
-use boo_reconciler::act::reclaim::Swept;
+use boo_reconciler::act::trash::reclaim::Swept;
 use boo_reconciler::act::{self, ActionResult, Outcome, RunOptions};
 use boo_reconciler::controller::Controller;
 use boo_reconciler::model::Scope;

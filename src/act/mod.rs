@@ -1,40 +1,31 @@
 //! Effects: carrying out a [`crate::plan::Plan`] against the host without
-//! ever losing work.
+//! ever losing work. The folders show who does what:
 //!
-//! One concern per file:
-//! - [`executor`]: groups and stages, the parallelism bound, backoff, and
-//!   the task each action runs to its end on (its guarantees are there).
-//! - [`claim`]: two runs never act on one target at once.
-//! - [`audit`]: the [`audit::Audit`], which owns the audit record of each
-//!   change of verdict, the write-ahead intent before each destructive step
-//!   and the host lock it confirms; [`intent`]: what an intent records, and
-//!   what a later pass finds of one a crash left open.
-//! - [`liveness`]: the re-checks of liveness right before destroying.
-//! - The action bodies, per resource: [`process`], [`session`],
-//!   [`worktree`] (with [`removal`], [`kept`], [`dispose`]) and [`admin`].
-//! - The destructive primitives, each with numbered guarantees:
-//!   [`terminate`], [`trash`], [`remove`], [`reclaim`].
+//! - [`run`]: the executor (groups and stages, the parallelism bounds,
+//!   backoff, the task each action runs to its end on; its guarantees are
+//!   there), the claim per target, the [`run::audit::Audit`] (the record of
+//!   each change of verdict, the write-ahead intent before each destructive
+//!   step and the host lock it confirms), what an intent records, the typed
+//!   outcomes, and the re-checks of liveness right before destroying.
+//! - One actor per resource, each with only the context it needs:
+//!   [`process`] (agents, their cgroups and rows; `terminate` the signals),
+//!   `session` (opencode sessions) and [`worktree`] (directories, their rows
+//!   and stale admin entries: the removal, the verdicts that keep, the
+//!   disposal of the opencode instance).
+//! - [`trash`]: the retirement of a worktree with one rename, the stamp that
+//!   sees a writer, the safe deletion and the reclaimer that frees the
+//!   space later.
+//!
+//! Words, one step each: a worktree is *retired* when one rename moves it
+//! into the trash; a trash entry is *reclaimed* when its space is freed;
+//! *remove* is the action (`remove_worktree`) that judges, then retires.
 
-mod admin;
-pub mod audit;
-pub mod cgroup;
-pub mod claim;
-pub mod dispose;
-pub mod executor;
-mod intent;
-pub mod kept;
-mod liveness;
-pub mod outcome;
-mod process;
-pub mod reclaim;
-pub mod removal;
-pub mod remove;
+pub mod process;
+pub mod run;
 mod session;
-pub mod stamp;
-pub mod terminate;
 pub mod trash;
-mod worktree;
+pub mod worktree;
 
-pub use executor::{BackingOff, Executor, RunOptions};
-pub use outcome::{ActionResult, Detail, Outcome};
-pub use removal::{archive_and_remove, inspect, Inspection};
+pub use run::executor::{BackingOff, Executor, RunOptions};
+pub use run::outcome::{ActionResult, Detail, Outcome};
+pub use worktree::removal::{archive_and_remove, inspect, Inspection};

@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use super::audit::Audit;
-use super::executor::{done, skipped, Applied};
-use super::liveness::Recheck;
-use super::outcome::Detail;
+use crate::act::run::audit::Audit;
+use crate::act::run::executor::{done, skipped, Applied};
+use crate::act::run::liveness::Recheck;
+use crate::act::run::outcome::Detail;
 use crate::opencode::{Client, Deleted};
 use crate::plan::{Action, OpencodeTarget};
 use crate::store::Store;

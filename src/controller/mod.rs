@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::act::executor::{left_to_concurrent_run, Deadline};
+use crate::act::run::executor::{left_to_concurrent_run, Deadline};
 use crate::act::{ActionResult, Executor, RunOptions};
 use crate::config::Config;
 use crate::model::Scope;

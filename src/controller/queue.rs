@@ -16,7 +16,7 @@
 //! - Each run is bounded by a timeout; on timeout its waiters get an error
 //!   and the key is free again. Only the wait is abandoned: an action the
 //!   run started goes on to its end holding its claim
-//!   ([`crate::act::claim`]), so a follow-up never acts on its target
+//!   ([`crate::act::run::claim`]), so a follow-up never acts on its target
 //!   meanwhile.
 //! - Every task the queue spawns is on its [`TaskTracker`], for a shutdown
 //!   to wait on.

@@ -533,7 +533,7 @@ mod tests {
                 row("a1", "goose"),
                 Some("c1"),
                 Outcome::Skipped {
-                    why: crate::act::executor::HANDLED_BY_CONCURRENT_RUN.into(),
+                    why: crate::act::run::executor::HANDLED_BY_CONCURRENT_RUN.into(),
                 },
             )
         };

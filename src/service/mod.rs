@@ -214,7 +214,10 @@ impl Service {
     /// Holds `target` as an action of a run does, until the claim is
     /// dropped: what a test plays another run with.
     #[doc(hidden)]
-    pub async fn hold(&self, target: &crate::plan::Target) -> Option<crate::act::claim::Claim> {
+    pub async fn hold(
+        &self,
+        target: &crate::plan::Target,
+    ) -> Option<crate::act::run::claim::Claim> {
         self.controller.executor().hold(target).await
     }
 
@@ -246,8 +249,8 @@ impl Service {
 }
 
 /// The reclaimer's series, shared with the service's registry.
-fn reclaim_metrics(metrics: &Metrics) -> crate::act::reclaim::ReclaimMetrics {
-    crate::act::reclaim::ReclaimMetrics {
+fn reclaim_metrics(metrics: &Metrics) -> crate::act::trash::reclaim::ReclaimMetrics {
+    crate::act::trash::reclaim::ReclaimMetrics {
         entries: metrics.trash_entries.clone(),
         bytes: metrics.trash_bytes.clone(),
         duration: metrics.trash_reclaim_time.clone(),

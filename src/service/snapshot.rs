@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::leader::Role;
 use super::Service;
-use crate::act::reclaim::TrashStatus;
+use crate::act::trash::reclaim::TrashStatus;
 use crate::act::{ActionResult, Outcome};
 use crate::model::Scope;
 use crate::plan::Pending;

@@ -33,10 +33,10 @@ use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use serde::Serialize;
 
-use super::executor::{blocking, skipped, Applied, Gate};
-use super::outcome::{Detail, Outcome};
-use super::process::ProcessActor;
-use super::terminate::{pidfd_open, pidfd_send_signal, ChatLiveness};
+use crate::act::process::terminate::{pidfd_open, pidfd_send_signal, ChatLiveness};
+use crate::act::process::ProcessActor;
+use crate::act::run::executor::{blocking, skipped, Applied, Gate};
+use crate::act::run::outcome::{Detail, Outcome};
 use crate::cgroup;
 use crate::observe::processes::{self, LabelNames};
 use crate::plan::{Action, CgroupTarget};
@@ -431,7 +431,7 @@ async fn run_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
 
 impl ProcessActor {
     /// Stops an agent's cgroup, write-ahead, unless its chat is live again.
-    pub(super) async fn stop_cgroup(
+    pub(in crate::act) async fn stop_cgroup(
         &self,
         action: &Action,
         cg: &CgroupTarget,
@@ -470,7 +470,7 @@ impl ProcessActor {
 
     /// Removes an agent cgroup found empty; one a process entered since is
     /// left (the kernel refuses it).
-    pub(super) async fn remove_cgroup(&self, path: &Path) -> Applied {
+    pub(in crate::act) async fn remove_cgroup(&self, path: &Path) -> Applied {
         let p = path.to_path_buf();
         blocking(move || match cgroup::populated(&p) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

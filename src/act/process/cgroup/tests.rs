@@ -105,7 +105,7 @@ struct Chats {
 }
 
 impl ChatLiveness for Chats {
-    fn is_live<'a>(&'a self, chat: &'a str) -> super::super::terminate::LiveAnswer<'a> {
+    fn is_live<'a>(&'a self, chat: &'a str) -> crate::act::process::terminate::LiveAnswer<'a> {
         self.asked.lock().push(chat.to_owned());
         let answer = if self.error.load(Ordering::SeqCst) {
             Err("database unreachable".into())

@@ -4,10 +4,10 @@
 use std::path::Path;
 use std::time::SystemTime;
 
-use super::claim::Claim;
-use super::executor::{blocking_held, skipped, Applied, RunOptions};
-use super::outcome::{Detail, Outcome, Pruned};
-use super::worktree::WorktreeActor;
+use crate::act::run::claim::Claim;
+use crate::act::run::executor::{blocking_held, skipped, Applied, RunOptions};
+use crate::act::run::outcome::{Detail, Outcome, Pruned};
+use crate::act::worktree::WorktreeActor;
 use crate::git;
 use crate::model::StaleAdminEntry;
 use crate::plan::Action;
@@ -15,7 +15,7 @@ use crate::plan::Action;
 impl WorktreeActor {
     /// Prunes a stale admin entry, write-ahead, unless its owner is live
     /// again.
-    pub(super) async fn prune_admin_entry(
+    pub(in crate::act) async fn prune_admin_entry(
         &self,
         action: &Action,
         entry: &StaleAdminEntry,

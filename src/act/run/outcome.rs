@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use super::terminate;
+use crate::act::process::terminate;
 use crate::git::archive::Archived;
 use crate::plan::{Action, Target};
 use crate::risk::AtRisk;
@@ -89,7 +89,7 @@ pub struct ActionResult {
 
 impl ActionResult {
     /// The result of an action whose body did not run (or did not end).
-    pub(super) fn not_run(action: Action, outcome: Outcome) -> ActionResult {
+    pub(in crate::act) fn not_run(action: Action, outcome: Outcome) -> ActionResult {
         ActionResult {
             target: action.key(),
             action,
@@ -113,7 +113,7 @@ pub enum Detail {
     /// What a termination signalled, and what became of each process.
     Terminated(terminate::Terminated),
     /// What stopping an agent's cgroup signalled, spared and left.
-    CgroupStopped(super::cgroup::Stopped),
+    CgroupStopped(crate::act::process::cgroup::Stopped),
     /// A worktree kept at risk: when its verdict was reached.
     Kept(Checked),
     /// A worktree removed, or the steps of a removal that failed.
@@ -167,7 +167,7 @@ pub struct Removal {
     /// Where the commits only its reflog reached are kept.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<Archived>,
-    /// What became of its opencode instance ([`super::dispose`]).
+    /// What became of its opencode instance ([`crate::act::worktree::dispose`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub opencode_instance: Option<String>,
     /// The trash entry it was retired to.

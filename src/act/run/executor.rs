@@ -40,7 +40,7 @@
 //!   `no_termination_starts_after_the_pass_timeout`).
 //! - Two runs (a nudge beside the interval pass) never act on the same
 //!   target at once: the later one waits, then leaves the target to the
-//!   first ([`super::claim`]), with the outcome
+//!   first ([`crate::act::run::claim`]), with the outcome
 //!   [`HANDLED_BY_CONCURRENT_RUN`]. A forced run does not stop there: the
 //!   other run may have kept the worktree that force is for, so the
 //!   controller reads the state again and takes its own step
@@ -59,15 +59,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::audit::Audit;
-use super::claim::{Claim, Claims};
-use super::kept;
-use super::liveness::Recheck;
-use super::outcome::{ActionResult, Detail, Outcome};
-use super::process::ProcessActor;
-use super::reclaim::Reclaimer;
-use super::session::SessionActor;
-use super::worktree::WorktreeActor;
+use crate::act::process::ProcessActor;
+use crate::act::run::audit::Audit;
+use crate::act::run::claim::{Claim, Claims};
+use crate::act::run::liveness::Recheck;
+use crate::act::run::outcome::{ActionResult, Detail, Outcome};
+use crate::act::session::SessionActor;
+use crate::act::trash::reclaim::Reclaimer;
+use crate::act::worktree::kept;
+use crate::act::worktree::WorktreeActor;
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::observe::processes::LabelNames;
@@ -78,7 +78,7 @@ use crate::store::Store;
 
 /// What an action's body comes to: its outcome and what it found, or an
 /// error that fails it.
-pub(super) type Applied = Result<(Outcome, Detail), String>;
+pub(in crate::act) type Applied = Result<(Outcome, Detail), String>;
 
 /// A target backing off after failures.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -497,7 +497,7 @@ impl Executor {
 
     /// Concludes the intents left without an outcome
     /// ([`Audit::settle`]), each with what is found of its target now
-    /// ([`super::intent::found_now`]).
+    /// ([`crate::act::run::intent::found_now`]).
     pub async fn settle(&self) -> Result<Vec<String>, String> {
         let (root, labels) = (&self.worktrees.root, &self.processes.labels);
         self.audit
@@ -505,7 +505,7 @@ impl Executor {
                 let (root, labels) = (root.clone(), labels.clone());
                 async move {
                     tokio::task::spawn_blocking(move || {
-                        super::intent::found_now(&root, &labels, &i)
+                        crate::act::run::intent::found_now(&root, &labels, &i)
                     })
                     .await
                     .unwrap_or_else(|e| format!("cannot look: {e}"))
@@ -581,11 +581,11 @@ impl Stop {
 /// SIGTERM is sent ([`Executor::slot`]); empty for other actions, and once
 /// opened.
 #[derive(Default)]
-pub(super) struct Gate(Mutex<Option<OwnedSemaphorePermit>>);
+pub(in crate::act) struct Gate(Mutex<Option<OwnedSemaphorePermit>>);
 
 impl Gate {
     /// Lets the next action start: this one only waits now.
-    pub(super) fn open(&self) {
+    pub(in crate::act) fn open(&self) {
         self.0.lock().take();
     }
 }
@@ -602,19 +602,19 @@ pub fn left_to_concurrent_run(result: &ActionResult) -> bool {
 }
 
 /// Done, with `note`.
-pub(super) fn done(note: &str) -> Outcome {
+pub(in crate::act) fn done(note: &str) -> Outcome {
     Outcome::Done { note: note.into() }
 }
 
 /// Skipped, because `why`.
-pub(super) fn skipped(why: String) -> (Outcome, Detail) {
+pub(in crate::act) fn skipped(why: String) -> (Outcome, Detail) {
     (Outcome::Skipped { why }, Detail::None)
 }
 
 /// [`blocking`], holding `claim` until `f` returns: the target stays
 /// claimed even when the caller's future is dropped first (a timeout, a
 /// shutdown).
-pub(super) async fn blocking_held<T: Send + 'static>(
+pub(in crate::act) async fn blocking_held<T: Send + 'static>(
     claim: &Claim,
     f: impl FnOnce() -> Result<T, String> + Send + 'static,
 ) -> Result<T, String> {
@@ -628,7 +628,7 @@ pub(super) async fn blocking_held<T: Send + 'static>(
 
 /// Runs `f` on the blocking pool: file system and `/proc` work never
 /// holds an async thread.
-pub(super) async fn blocking<T: Send + 'static>(
+pub(in crate::act) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, String> + Send + 'static,
 ) -> Result<T, String> {
     tokio::task::spawn_blocking(f)

@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::outcome::{ActionResult, Outcome};
+use crate::act::run::outcome::{ActionResult, Outcome};
 use crate::plan::{Action, Owner, Target};
 use crate::store::lock::Fence;
 use crate::store::{AuditRecord, OpenIntent, Store};

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::terminate::{ChatLiveness, LiveAnswer};
+use crate::act::process::terminate::{ChatLiveness, LiveAnswer};
 use crate::git;
 use crate::plan::{Action, WorktreeTarget};
 use crate::root::WorktreeRoot;
@@ -14,20 +14,23 @@ use crate::store::Store;
 /// What the re-checks read: the store's liveness, and the rows of this
 /// host that may name a directory, resolved under the root. Every actor
 /// that destroys asks it right before.
-pub(super) struct Recheck {
-    pub(super) store: Store,
-    pub(super) root: WorktreeRoot,
-    pub(super) host: String,
+pub(in crate::act) struct Recheck {
+    pub(in crate::act) store: Store,
+    pub(in crate::act) root: WorktreeRoot,
+    pub(in crate::act) host: String,
     /// `worktrees.orphan_min_age`: a session without a chat row yet keeps
     /// its worktree while younger.
-    pub(super) orphan_min_age: Duration,
+    pub(in crate::act) orphan_min_age: Duration,
 }
 
 impl Recheck {
     /// `Some(why)` when the action's owner became live again since the plan:
     /// the chat for a chat's action, else the session (any live chat of it)
     /// for a session's action.
-    pub(super) async fn owner_is_live(&self, action: &Action) -> Result<Option<String>, String> {
+    pub(in crate::act) async fn owner_is_live(
+        &self,
+        action: &Action,
+    ) -> Result<Option<String>, String> {
         if let Some(chat) = &action.owner.chat_id {
             let live = self.chat_is_live(chat).await?;
             return Ok(live.then(|| format!("chat {chat} is live again")));
@@ -41,7 +44,7 @@ impl Recheck {
     }
 
     /// Whether chat `id` is live now ([`crate::store::Store::chat_liveness`]).
-    pub(super) async fn chat_is_live(&self, id: &str) -> Result<bool, String> {
+    pub(in crate::act) async fn chat_is_live(&self, id: &str) -> Result<bool, String> {
         let l = self
             .store
             .chat_liveness(id)
@@ -64,7 +67,7 @@ impl Recheck {
     /// `Some(why)` when the worktree must be kept after all: its owner is
     /// live again, another row of a live session names the same directory,
     /// or, for an orphan, a row now names it.
-    pub(super) async fn worktree_claimed(
+    pub(in crate::act) async fn worktree_claimed(
         &self,
         action: &Action,
         wt: &WorktreeTarget,

@@ -6,8 +6,9 @@ use std::time::SystemTime;
 
 use globset::GlobSet;
 
-use super::outcome::{Outcome, Removal};
-use super::{remove, trash};
+use crate::act::run::outcome::{Outcome, Removal};
+use crate::act::trash;
+use crate::act::trash::remove;
 use crate::git;
 use crate::model::PathCheck;
 use crate::plan::WorktreeTarget;

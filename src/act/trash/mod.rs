@@ -1,5 +1,5 @@
 //! The controller's trash: where a worktree goes, with one rename, when it
-//! is removed; the [`super::reclaim`] reclaimer frees the space later.
+//! is removed; the [`crate::act::trash::reclaim`] reclaimer frees the space later.
 //!
 //! # Layout
 //!
@@ -82,7 +82,7 @@
 //!    in place, the pinned directory only, and says why (test
 //!    `retire_reports_cannot_rename_when_the_trash_is_another_file_system`).
 //! 5. **What was judged is what is reclaimed.** [`Pinned::stamp_tree`]
-//!    stamps the tree below the pinned directory ([`super::stamp`])
+//!    stamps the tree below the pinned directory ([`crate::act::trash::stamp`])
 //!    before the preflight; right after the rename, through the pinned
 //!    handle, the retired entry is stamped again and compared. Any entry
 //!    made, removed, renamed, written or changed in between (a process
@@ -109,6 +109,10 @@
 //!    it (tests `the_trash_is_never_a_worktree_path` and
 //!    `the_trash_is_never_an_orphan`).
 
+pub mod reclaim;
+pub mod remove;
+pub mod stamp;
+
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -121,8 +125,8 @@ use nix::fcntl::{openat, renameat2, AtFlags, OFlag, RenameFlags};
 use nix::sys::stat::{fstat, fstatat, mkdirat, FileStat, Mode, SFlag};
 use nix::unistd::{unlinkat, Uid, UnlinkatFlags};
 
-use super::remove::{dir_flags, RemoveError};
-use super::stamp::{self, Stamp};
+use self::stamp::Stamp;
+use crate::act::trash::remove::{dir_flags, RemoveError};
 use crate::model::PathCheck;
 use crate::root::{user_label, WorktreeRoot};
 

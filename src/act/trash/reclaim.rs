@@ -1,5 +1,5 @@
 //! The reclaimer: frees the space of retired worktrees in the trash
-//! ([`super::trash`]), in the background, a bounded number at once.
+//! ([`crate::act::trash`]), in the background, a bounded number at once.
 //!
 //! # Guarantees
 //! 1. **Only the controller's own entries.** An entry is deleted only when
@@ -44,8 +44,8 @@ use serde::Serialize;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::remove;
-use super::trash;
+use crate::act::trash;
+use crate::act::trash::remove;
 use crate::backoff::Backoff;
 use crate::root::WorktreeRoot;
 

@@ -9,7 +9,7 @@
 mod collect;
 mod signal;
 
-pub(super) use signal::{pidfd_open, pidfd_send_signal};
+pub(in crate::act) use signal::{pidfd_open, pidfd_send_signal};
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;

@@ -4,7 +4,7 @@
 //!
 //! A removal stamps the worktree right after pinning it, before the git
 //! preflight, and again once the rename has moved it into the trash
-//! ([`super::trash`]): a process that is not an agent (no labels, its
+//! ([`crate::act::trash`]): a process that is not an agent (no labels, its
 //! working directory elsewhere) writing into the worktree while it is
 //! judged is seen, and its writes are put back, not reclaimed.
 //!

@@ -1,16 +1,16 @@
 //! What the write-ahead intents of destructive steps record, and what a
 //! later pass finds of the target of one a crash left open. Writing and
-//! concluding them is the [`super::audit::Audit`]'s.
+//! concluding them is the [`crate::act::run::audit::Audit`]'s.
 //!
 //! # Guarantees
 //! - An intent left open is concluded with what is found of its target now
-//!   ([`super::executor::Executor::settle`]; test
+//!   ([`crate::act::run::executor::Executor::settle`]; test
 //!   `an_intent_left_by_a_crash_is_concluded_with_what_was_found`, and the
 //!   crash tests of `tests/crash.rs`).
 
 use std::time::SystemTime;
 
-use super::trash;
+use crate::act::trash;
 use crate::git;
 use crate::observe::processes;
 use crate::plan::WorktreeTarget;
@@ -23,7 +23,7 @@ use crate::store::OpenIntent;
 /// directory judged, which is the only directory that may move there
 /// (the trash's own record of it is what the reclaimer goes by, see
 /// [`trash`]).
-pub(super) fn removal(
+pub(in crate::act) fn removal(
     root: &WorktreeRoot,
     wt: &WorktreeTarget,
     pinned: &trash::Pinned,
@@ -45,7 +45,7 @@ pub(super) fn removal(
 }
 
 /// What is there now of the target of `i`, looked up without acting.
-pub(super) fn found_now(
+pub(in crate::act) fn found_now(
     root: &WorktreeRoot,
     labels: &processes::LabelNames,
     i: &OpenIntent,

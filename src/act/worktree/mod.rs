@@ -1,9 +1,14 @@
 //! The worktrees actor: the bodies of the actions on worktree directories,
-//! their rows and stale admin entries ([`super::admin`]): the re-checks,
+//! their rows and stale admin entries ([`crate::act::worktree::admin`]): the re-checks,
 //! the preflight, the verdict kept or the removal. It owns what only they
 //! need: the root, the precious globs, the verdicts that keep, the refs
 //! listed once per pass, the trash's reclaimer and the disposal of the
 //! opencode instance.
+
+mod admin;
+pub mod dispose;
+pub mod kept;
+pub mod removal;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,15 +16,16 @@ use std::time::SystemTime;
 
 use globset::GlobSet;
 
-use super::audit::Audit;
-use super::claim::Claim;
-use super::executor::{blocking, blocking_held, done, skipped, Applied, RunOptions};
-use super::liveness::Recheck;
-use super::outcome::{Checked, Detail, Outcome};
-use super::process::ProcessActor;
-use super::reclaim::Reclaimer;
-use super::removal::{archive_and_remove, inspect, Inspection};
-use super::{dispose, intent, kept, terminate};
+use crate::act::process::terminate;
+use crate::act::process::ProcessActor;
+use crate::act::run::audit::Audit;
+use crate::act::run::claim::Claim;
+use crate::act::run::executor::{blocking, blocking_held, done, skipped, Applied, RunOptions};
+use crate::act::run::intent;
+use crate::act::run::liveness::Recheck;
+use crate::act::run::outcome::{Checked, Detail, Outcome};
+use crate::act::trash::reclaim::Reclaimer;
+use crate::act::worktree::removal::{archive_and_remove, inspect, Inspection};
 use crate::git;
 use crate::observe::processes;
 use crate::plan::{Action, WorktreeTarget};

@@ -1,15 +1,17 @@
 //! The processes actor: the bodies of the actions on agent processes,
-//! their cgroups ([`super::cgroup`]) and their rows, with what they need
+//! their cgroups ([`crate::act::process::cgroup`]) and their rows, with what they need
 //! and nothing else.
+
+pub mod cgroup;
+pub mod terminate;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::audit::Audit;
-use super::executor::{blocking, skipped, Applied, Gate};
-use super::liveness::Recheck;
-use super::outcome::{Detail, Outcome};
-use super::terminate;
+use crate::act::run::audit::Audit;
+use crate::act::run::executor::{blocking, skipped, Applied, Gate};
+use crate::act::run::liveness::Recheck;
+use crate::act::run::outcome::{Detail, Outcome};
 use crate::observe::processes;
 use crate::plan::{Action, ProcessTarget, RecordedProcess};
 use crate::store::{AuditRecord, Store};

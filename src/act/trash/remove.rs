@@ -945,7 +945,7 @@ mod tests {
         let out = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "act::remove::tests::unprivileged_removal_child",
+                "act::trash::remove::tests::unprivileged_removal_child",
                 "--nocapture",
                 "--test-threads=1",
             ])
