@@ -81,8 +81,7 @@ async fn list_with_rows(
         let found = {
             let (repo, precious) = (repo.clone(), precious.clone());
             tokio::task::spawn_blocking(move || {
-                let git =
-                    Git::for_dir(Path::new(&repo), DEFAULT_TIMEOUT).map_err(|e| e.to_string())?;
+                let git = Git::for_dir(Path::new(&repo), DEFAULT_TIMEOUT)?;
                 archives(&git, &precious)
             })
             .await?
@@ -198,6 +197,8 @@ pub async fn restore_at(
             restore::restore(Path::new(&repo), &reference, &to, DEFAULT_TIMEOUT)
         })
         .await?
+        // Its text only: it already holds its sources' text, which `{:#}`
+        // would print again as a chain.
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("restoring {}", chosen.archive.reference))?
     };

@@ -86,11 +86,73 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::archive::list::{kept_kind, parts, KeptKind, Parts};
-use super::archive::modes;
+use super::archive::list::{kept_kind, parts, ArchiveReadError, KeptKind, Parts};
+use super::archive::modes::{self, ModeError};
 use super::archive::records::{ModeRecord, NestedRecord, Records};
-use super::cli::Git;
+use super::cli::{Git, GitCliError};
 use super::paths::{join_rel, rel_str};
+
+/// Why a restore, or the placing of one nested repository in it, did not
+/// happen. Typed so that a caller can tell a refusal (nothing written:
+/// the target is taken, or inside a git directory) from a failure on the
+/// way, and a nested repository left alone from one that could not be
+/// filled; git's, the system's and the archive reading's own errors stay
+/// with it as its source.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(
+        "the target {to} is inside the git directory {git_dir}, where git keeps a \
+         repository's own state: restore elsewhere (--to a path outside {git_dir})"
+    )]
+    InsideGitDir { to: PathBuf, git_dir: PathBuf },
+    #[error("{to} is not empty: a restore writes only into a new or empty directory")]
+    NotEmpty { to: PathBuf },
+    #[error("{to} exists and is not a directory")]
+    NotADirectory { to: PathBuf },
+    /// `what`: `target` or `nested`.
+    #[error("the {what} path is not UTF-8")]
+    NotUtf8 { what: &'static str, path: PathBuf },
+    #[error(transparent)]
+    Read(#[from] ArchiveReadError),
+    #[error(transparent)]
+    Git(#[from] GitCliError),
+    /// A git command of a named step of the restore failed.
+    #[error("{step}: {source}")]
+    Step {
+        step: &'static str,
+        source: GitCliError,
+    },
+    #[error("{path}: {source}")]
+    Stat {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}: {source}")]
+    ReadDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Modes(#[from] ModeError),
+    /// The new worktree's directory could not be closed to others before
+    /// anything was checked out into it.
+    #[error("cannot close {to} while restoring: {source}")]
+    Close { to: PathBuf, source: ModeError },
+    #[error("the recorded path is not a plain relative path")]
+    NestedNotPlain,
+    #[error("the recorded path is empty")]
+    NestedEmpty,
+    #[error("{path} is not a directory after the files came back")]
+    NestedNotADirectory { path: PathBuf },
+    #[error("{path} does not exist after the files came back")]
+    NestedMissing {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Never made over what is there.
+    #[error("{path} already has a .git: left as it is")]
+    NestedHasGit { path: PathBuf },
+}
 
 /// What a restore made.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -192,12 +254,15 @@ pub fn restore(
     reference: &str,
     to: &Path,
     timeout: Duration,
-) -> Result<Restored, String> {
+) -> Result<Restored, RestoreError> {
     refuse_git_dir(to)?;
     refuse_anything_at(to)?;
-    let git = Git::for_dir(main, timeout).map_err(|e| e.to_string())?;
+    let git = Git::for_dir(main, timeout)?;
     let p = parts(&git, reference)?;
-    let to_s = to.to_str().ok_or("the target path is not UTF-8")?;
+    let to_s = to.to_str().ok_or_else(|| RestoreError::NotUtf8 {
+        what: "target",
+        path: to.to_path_buf(),
+    })?;
     git.run(&[
         "worktree",
         "add",
@@ -205,13 +270,15 @@ pub fn restore(
         "--detach",
         to_s,
         &p.head,
-    ])
-    .map_err(|e| e.to_string())?;
-    let wt = Git::for_dir(to, timeout).map_err(|e| e.to_string())?;
+    ])?;
+    let wt = Git::for_dir(to, timeout)?;
     // Closed to everyone but the owner until the recorded modes are set:
     // a secret is never readable by others on its way back.
     let made = fs::symlink_metadata(to)
-        .map_err(|e| format!("{}: {e}", to.display()))?
+        .map_err(|source| RestoreError::Stat {
+            path: to.to_path_buf(),
+            source,
+        })?
         .permissions()
         .mode()
         & 0o777;
@@ -220,11 +287,11 @@ pub fn restore(
         mode: 0o700,
         dir: true,
     };
-    if let Some((_, why)) = modes::apply(to, &[closed], wt.run_as())?.first() {
-        return Err(format!(
-            "cannot close {} while restoring: {why}",
-            to.display()
-        ));
+    if let Some((_, why)) = modes::apply(to, &[closed], wt.run_as())?.into_iter().next() {
+        return Err(RestoreError::Close {
+            to: to.to_path_buf(),
+            source: why,
+        });
     }
     check_out_files(&wt, &p)?;
     set_index(&wt, &p)?;
@@ -252,7 +319,7 @@ fn set_modes(
     recorded: &[ModeRecord],
     made: u32,
     wt: &Git,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, RestoreError> {
     let mut all = recorded.to_vec();
     if !all.iter().any(|m| m.path.is_empty()) {
         all.push(ModeRecord {
@@ -272,16 +339,17 @@ fn set_modes(
 }
 
 /// Guarantee 1: a restore writes only into a new or an empty directory.
-fn refuse_anything_at(to: &Path) -> Result<(), String> {
+fn refuse_anything_at(to: &Path) -> Result<(), RestoreError> {
     if let Ok(mut entries) = fs::read_dir(to) {
         if entries.next().is_some() {
-            return Err(format!(
-                "{} is not empty: a restore writes only into a new or empty directory",
-                to.display()
-            ));
+            return Err(RestoreError::NotEmpty {
+                to: to.to_path_buf(),
+            });
         }
     } else if fs::symlink_metadata(to).is_ok() {
-        return Err(format!("{} exists and is not a directory", to.display()));
+        return Err(RestoreError::NotADirectory {
+            to: to.to_path_buf(),
+        });
     }
     Ok(())
 }
@@ -297,7 +365,7 @@ fn is_git_dir(dir: &Path) -> bool {
 
 /// Guarantee 4: never inside a git directory, as written or as the kernel
 /// resolves it.
-fn refuse_git_dir(to: &Path) -> Result<(), String> {
+fn refuse_git_dir(to: &Path) -> Result<(), RestoreError> {
     let spellings = [
         crate::root::normalize_lexically(to),
         crate::root::resolve_existing(to),
@@ -305,13 +373,10 @@ fn refuse_git_dir(to: &Path) -> Result<(), String> {
     for spelled in &spellings {
         for at in spelled.ancestors() {
             if at.file_name() == Some(OsStr::new(".git")) || is_git_dir(at) {
-                return Err(format!(
-                    "the target {} is inside the git directory {}, where git keeps a \
-                     repository's own state: restore elsewhere (--to a path outside {})",
-                    to.display(),
-                    at.display(),
-                    at.display()
-                ));
+                return Err(RestoreError::InsideGitDir {
+                    to: to.to_path_buf(),
+                    git_dir: at.to_path_buf(),
+                });
             }
         }
     }
@@ -321,19 +386,16 @@ fn refuse_git_dir(to: &Path) -> Result<(), String> {
 /// The working tree `W`, then the untracked part `U`, each checked out
 /// from its tree through a scratch index, so that git writes modes and
 /// symlinks as it does.
-fn check_out_files(wt: &Git, p: &Parts) -> Result<(), String> {
+fn check_out_files(wt: &Git, p: &Parts) -> Result<(), RestoreError> {
     // The scratch indexes live in the new worktree's own git directory:
     // the owner git runs as can write there.
-    let admin = wt
-        .run(&["rev-parse", "--absolute-git-dir"])
-        .map_err(|e| e.to_string())?
-        .stdout_str();
+    let admin = wt.run(&["rev-parse", "--absolute-git-dir"])?.stdout_str();
     let admin = PathBuf::from(admin.trim());
-    let mut trees = vec![("working tree", p.worktree.as_str())];
+    let mut trees = vec![("restoring the working tree", p.worktree.as_str())];
     if let Some(u) = &p.untracked {
-        trees.push(("untracked files", u));
+        trees.push(("restoring the untracked files", u));
     }
-    for (n, (what, commit)) in trees.iter().enumerate() {
+    for (n, (doing, commit)) in trees.into_iter().enumerate() {
         let index = admin.join(format!("boo-restore-index{n}"));
         let g = wt.with_index(&index);
         let done = g
@@ -341,15 +403,15 @@ fn check_out_files(wt: &Git, p: &Parts) -> Result<(), String> {
             .and_then(|_| g.run(&["checkout-index", "--all", "--force"]));
         // Removed as the user git wrote it as: the path is the owner's.
         let _ = crate::creds::with_fs_creds(wt.run_as(), || fs::remove_file(&index));
-        done.map_err(|e| format!("restoring the {what}: {e}"))?;
+        done.map_err(step(doing))?;
     }
     Ok(())
 }
 
 /// The index `I`, its intent-to-add entries, and its stat data.
-fn set_index(wt: &Git, p: &Parts) -> Result<(), String> {
+fn set_index(wt: &Git, p: &Parts) -> Result<(), RestoreError> {
     wt.run(&["read-tree", &format!("{}^{{tree}}", p.index)])
-        .map_err(|e| format!("restoring the index: {e}"))?;
+        .map_err(step("restoring the index"))?;
     // A tracked file in the working tree that the index part lacks was
     // added with intent to add (`git add -N`): the archive leaves such an
     // entry out of the index part, as `git stash` must; it is one again.
@@ -364,7 +426,7 @@ fn set_index(wt: &Git, p: &Parts) -> Result<(), String> {
             &p.index,
             &p.worktree,
         ])
-        .map_err(|e| format!("reading intent-to-add entries: {e}"))?
+        .map_err(step("reading intent-to-add entries"))?
         .stdout;
     let intended: Vec<&OsStr> = intended
         .split(|b| *b == 0)
@@ -378,7 +440,7 @@ fn set_index(wt: &Git, p: &Parts) -> Result<(), String> {
             .collect();
         args.extend(intended);
         wt.run(&args)
-            .map_err(|e| format!("restoring intent-to-add entries: {e}"))?;
+            .map_err(step("restoring intent-to-add entries"))?;
     }
     // The index's stat data, so that what is unchanged shows as unchanged;
     // a non-zero exit only says that some file differs from the index.
@@ -389,16 +451,19 @@ fn set_index(wt: &Git, p: &Parts) -> Result<(), String> {
 /// Puts HEAD back on the unborn branch `full` when no branch of that name
 /// exists and no other worktree is on it; detached at the stand-in `H`
 /// otherwise. Returns what HEAD is, and whether it is unborn.
-fn attach_unborn(main: &Git, wt: &Git, p: &Parts, full: &str) -> Result<(String, bool), String> {
+fn attach_unborn(
+    main: &Git,
+    wt: &Git,
+    p: &Parts,
+    full: &str,
+) -> Result<(String, bool), GitCliError> {
     let detached = |why: &str| {
         format!(
             "detached at {} (the empty stand-in for the unborn {full}: {why})",
             p.head
         )
     };
-    let (st, _) = main
-        .run_status(&["rev-parse", "--verify", "-q", full], &[])
-        .map_err(|e| e.to_string())?;
+    let (st, _) = main.run_status(&["rev-parse", "--verify", "-q", full], &[])?;
     if st.success() {
         return Ok((detached("that branch exists now"), false));
     }
@@ -407,18 +472,14 @@ fn attach_unborn(main: &Git, wt: &Git, p: &Parts, full: &str) -> Result<(String,
     }
     // What `worktree add --orphan` would make, with any git: HEAD names a
     // branch that has no commit, the index and files stay as restored.
-    wt.run(&["symbolic-ref", "HEAD", full])
-        .map_err(|e| e.to_string())?;
+    wt.run(&["symbolic-ref", "HEAD", full])?;
     Ok((full.to_string(), true))
 }
 
 /// Whether a worktree of the main repository `main` has `full` checked out
 /// (unborn there or not).
-fn checked_out_elsewhere(main: &Git, full: &str) -> Result<bool, String> {
-    let list = main
-        .run(&["worktree", "list", "--porcelain"])
-        .map_err(|e| e.to_string())?
-        .stdout_str();
+fn checked_out_elsewhere(main: &Git, full: &str) -> Result<bool, GitCliError> {
+    let list = main.run(&["worktree", "list", "--porcelain"])?.stdout_str();
     Ok(list.lines().any(|l| l == format!("branch {full}")))
 }
 
@@ -445,11 +506,10 @@ struct KeptRefs {
 fn kept_refs(
     git: &Git,
     reference: &str,
-) -> Result<std::collections::BTreeMap<usize, KeptRefs>, String> {
+) -> Result<std::collections::BTreeMap<usize, KeptRefs>, GitCliError> {
     let prefix = format!("{reference}-nested/");
     let out = git
-        .run(&["for-each-ref", "--format=%(objectname) %(refname)", &prefix])
-        .map_err(|e| e.to_string())?
+        .run(&["for-each-ref", "--format=%(objectname) %(refname)", &prefix])?
         .stdout_str();
     let mut kept: std::collections::BTreeMap<usize, KeptRefs> = Default::default();
     for line in out.lines() {
@@ -486,19 +546,17 @@ fn restore_nested(
     to: &Path,
     reference: &str,
     records: &Records,
-) -> Result<Vec<NestedRestored>, String> {
+) -> Result<Vec<NestedRestored>, RestoreError> {
     let mut kept = kept_refs(main, reference)?;
     let mut recorded = records.nested.clone();
     recorded.sort_by(|a, b| a.path.cmp(&b.path));
     let url = main
-        .run(&["rev-parse", "--path-format=absolute", "--git-common-dir"])
-        .map_err(|e| e.to_string())?
+        .run(&["rev-parse", "--path-format=absolute", "--git-common-dir"])?
         .stdout_str()
         .trim()
         .to_string();
     let format = main
-        .run(&["rev-parse", "--show-object-format"])
-        .map_err(|e| e.to_string())?
+        .run(&["rev-parse", "--show-object-format"])?
         .stdout_str()
         .trim()
         .to_string();
@@ -527,7 +585,7 @@ fn restore_nested(
                     done.reflog_only = k.logs.len();
                     done.head = head;
                 }
-                Err(why) => done.head = why,
+                Err(why) => done.head = why.to_string(),
             },
         }
         tracing::info!("{}", done.describe());
@@ -553,34 +611,24 @@ fn restore_nested(
 /// The directory a recorded nested path names below `to`, when it is a
 /// plain directory reached through plain directories only: a symlink on
 /// the way could lead out of the worktree.
-fn nested_dir(to: &Path, rel: &[u8]) -> Result<PathBuf, String> {
+fn nested_dir(to: &Path, rel: &[u8]) -> Result<PathBuf, RestoreError> {
     let path = Path::new(OsStr::from_bytes(rel));
     let mut at = to.to_path_buf();
     let mut any = false;
     for c in path.components() {
         let std::path::Component::Normal(c) = c else {
-            return Err("the recorded path is not a plain relative path".into());
+            return Err(RestoreError::NestedNotPlain);
         };
         at.push(c);
         any = true;
         match fs::symlink_metadata(&at) {
             Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                return Err(format!(
-                    "{} is not a directory after the files came back",
-                    at.display()
-                ))
-            }
-            Err(_) => {
-                return Err(format!(
-                    "{} does not exist after the files came back",
-                    at.display()
-                ))
-            }
+            Ok(_) => return Err(RestoreError::NestedNotADirectory { path: at }),
+            Err(source) => return Err(RestoreError::NestedMissing { path: at, source }),
         }
     }
     if !any {
-        return Err("the recorded path is empty".into());
+        return Err(RestoreError::NestedEmpty);
     }
     Ok(join_rel(to, rel))
 }
@@ -600,19 +648,22 @@ fn restore_nested_one(
     refname: &str,
     r: &NestedRecord,
     k: &KeptRefs,
-) -> Result<(Vec<String>, String), String> {
+) -> Result<(Vec<String>, String), RestoreError> {
     let dir = nested_dir(to, &r.path)?;
     if fs::symlink_metadata(dir.join(".git")).is_ok() {
-        return Err(format!(
-            "{} already has a .git: left as it is",
-            dir.display()
-        ));
+        return Err(RestoreError::NestedHasGit { path: dir });
     }
     let empty = fs::read_dir(&dir)
-        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+        .map_err(|source| RestoreError::ReadDir {
+            path: dir.clone(),
+            source,
+        })?
         .next()
         .is_none();
-    let dir_s = dir.to_str().ok_or("the nested path is not UTF-8")?;
+    let dir_s = dir.to_str().ok_or_else(|| RestoreError::NotUtf8 {
+        what: "nested",
+        path: dir.clone(),
+    })?;
     wt.at(to)
         .run(&[
             "init",
@@ -621,7 +672,7 @@ fn restore_nested_one(
             "--",
             dir_s,
         ])
-        .map_err(|e| format!("git init: {e}"))?;
+        .map_err(step("git init"))?;
     let g = wt.at(&dir);
     let made = fill_nested(&g, url, refname, r, k, empty);
     match made {
@@ -653,7 +704,7 @@ fn fill_nested(
     r: &NestedRecord,
     k: &KeptRefs,
     empty: bool,
-) -> Result<String, String> {
+) -> Result<String, RestoreError> {
     // Every kept ref to its place, and the commits no ref of its own
     // will name (HEAD, stash entries, reflog-only commits) for their
     // objects only; on stdin, as there may be many.
@@ -684,7 +735,7 @@ fn fill_nested(
         ],
         input.as_bytes(),
     )
-    .map_err(|e| format!("fetching its kept commits: {e}"))?;
+    .map_err(step("fetching its kept commits"))?;
     put_back_logs(g, k)?;
     let head = match &k.head {
         None => "unborn (the kept repository had no HEAD commit)".to_string(),
@@ -692,12 +743,10 @@ fn fill_nested(
             let on: Vec<&(String, String)> = k.branches.iter().filter(|(_, id)| id == h).collect();
             if let [(b, _)] = on.as_slice() {
                 let full = format!("refs/heads/{b}");
-                g.run(&["symbolic-ref", "HEAD", &full])
-                    .map_err(|e| e.to_string())?;
+                g.run(&["symbolic-ref", "HEAD", &full])?;
                 full
             } else {
-                g.run(&["update-ref", "--no-deref", "HEAD", h])
-                    .map_err(|e| e.to_string())?;
+                g.run(&["update-ref", "--no-deref", "HEAD", h])?;
                 format!(
                     "detached at {h} ({} branches point there)",
                     if on.is_empty() { "no" } else { "several" }
@@ -707,10 +756,10 @@ fn fill_nested(
     };
     if k.head.is_some() {
         g.run(&["read-tree", "HEAD"])
-            .map_err(|e| format!("setting its index: {e}"))?;
+            .map_err(step("setting its index"))?;
         if r.clean && empty {
             g.run(&["checkout-index", "--all"])
-                .map_err(|e| format!("checking out its files: {e}"))?;
+                .map_err(step("checking out its files"))?;
         }
         let _ = g.run_status(&["update-index", "-q", "--refresh"], &[]);
     }
@@ -720,7 +769,7 @@ fn fill_nested(
 /// The stash entries, oldest first so that stash@{k} is what it was, and
 /// the reflog-only commits into HEAD's reflog, oldest first, each with a
 /// message saying where it came from (HEAD is set after).
-fn put_back_logs(g: &Git, k: &KeptRefs) -> Result<(), String> {
+fn put_back_logs(g: &Git, k: &KeptRefs) -> Result<(), RestoreError> {
     for id in k.logs.values().rev() {
         g.run(&[
             "update-ref",
@@ -730,12 +779,12 @@ fn put_back_logs(g: &Git, k: &KeptRefs) -> Result<(), String> {
             "HEAD",
             id,
         ])
-        .map_err(|e| format!("restoring its reflog: {e}"))?;
+        .map_err(step("restoring its reflog"))?;
     }
     for id in k.stash.values().rev() {
         let subject = g
             .run(&["log", "-1", "--format=%s", id])
-            .map_err(|e| format!("reading a stash entry: {e}"))?
+            .map_err(step("reading a stash entry"))?
             .stdout_str();
         g.run(&[
             "update-ref",
@@ -745,13 +794,13 @@ fn put_back_logs(g: &Git, k: &KeptRefs) -> Result<(), String> {
             "refs/stash",
             id,
         ])
-        .map_err(|e| format!("restoring its stash: {e}"))?;
+        .map_err(step("restoring its stash"))?;
     }
     Ok(())
 }
 
 /// Puts HEAD on the archived branch when that moves nothing.
-fn attach(main: &Git, wt: &Git, p: &Parts) -> Result<String, String> {
+fn attach(main: &Git, wt: &Git, p: &Parts) -> Result<String, GitCliError> {
     let detached = |why: &str| format!("detached at {} ({why})", p.head);
     let Some(branch) = &p.branch else {
         return Ok(detached(
@@ -759,9 +808,7 @@ fn attach(main: &Git, wt: &Git, p: &Parts) -> Result<String, String> {
         ));
     };
     let full = format!("refs/heads/{branch}");
-    let (st, o) = main
-        .run_status(&["rev-parse", "--verify", "-q", &full], &[])
-        .map_err(|e| e.to_string())?;
+    let (st, o) = main.run_status(&["rev-parse", "--verify", "-q", &full], &[])?;
     if !st.success() {
         return Ok(detached(&format!("{full} no longer exists")));
     }
@@ -773,9 +820,13 @@ fn attach(main: &Git, wt: &Git, p: &Parts) -> Result<String, String> {
             "{full} is checked out in another worktree"
         )));
     }
-    wt.run(&["symbolic-ref", "HEAD", &full])
-        .map_err(|e| e.to_string())?;
+    wt.run(&["symbolic-ref", "HEAD", &full])?;
     Ok(full)
+}
+
+/// A git failure in the named step of the restore.
+fn step(step: &'static str) -> impl FnOnce(GitCliError) -> RestoreError {
+    move |source| RestoreError::Step { step, source }
 }
 
 #[cfg(test)]
@@ -1005,12 +1056,16 @@ mod tests {
             crate::git::archive::archive(&wt, "w", SystemTime::now(), &precious()).unwrap();
         let to = f.root.join("taken");
         write(&to.join("mine.txt"), "mine\n");
-        let e = restore(&f.repo, &archived.reference, &to, DEFAULT_TIMEOUT).unwrap_err();
+        let e = restore(&f.repo, &archived.reference, &to, DEFAULT_TIMEOUT)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not empty"), "{e}");
         assert_eq!(fs::read_to_string(to.join("mine.txt")).unwrap(), "mine\n");
         assert_eq!(fs::read_dir(&to).unwrap().count(), 1);
         // Not an archive at all.
-        let e = restore(&f.repo, "main", &f.root.join("new"), DEFAULT_TIMEOUT).unwrap_err();
+        let e = restore(&f.repo, "main", &f.root.join("new"), DEFAULT_TIMEOUT)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not an archive"), "{e}");
     }
 
@@ -1134,7 +1189,9 @@ mod tests {
             let before = all_paths(f.tmp.path());
             let refs = f.git(&f.repo, &["for-each-ref"]);
             let worktrees = f.git(&f.repo, &["worktree", "list", "--porcelain"]);
-            let e = restore(&f.repo, &a.reference, &to, DEFAULT_TIMEOUT).unwrap_err();
+            let e = restore(&f.repo, &a.reference, &to, DEFAULT_TIMEOUT)
+                .unwrap_err()
+                .to_string();
             assert!(
                 e.contains("inside the git directory"),
                 "{}: {e}",
@@ -1557,7 +1614,9 @@ mod tests {
             ..KeptRefs::default()
         };
         let refname = "refs/boo/archive/w/1-nested/0";
-        let e = restore_nested_one(&wt, &to, &url, "sha1", refname, &record, &kept).unwrap_err();
+        let e = restore_nested_one(&wt, &to, &url, "sha1", refname, &record, &kept)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("fetching its kept commits"), "{e}");
         assert!(
             !to.join("vendor/lib/.git").exists(),

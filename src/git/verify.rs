@@ -331,7 +331,11 @@ fn check_nested_one(
     }
     let records = match records {
         Some(r) => r,
-        None => records.insert(super::archive::list::parts(git, reference)?.records),
+        None => records.insert(
+            super::archive::list::parts(git, reference)
+                .map_err(|e| e.to_string())?
+                .records,
+        ),
     };
     let Some(record) = records.nested.iter().find(|r| r.path == *rel) else {
         return Err(format!(

@@ -301,7 +301,8 @@ fn force_archive(
 /// reach, under a ref of their own; `None` when there are none.
 fn keep_reflog_history(wt: &WorktreeTarget) -> Result<Option<git::archive::Archived>, String> {
     let timeout = git::cli::DEFAULT_TIMEOUT;
-    let commits = git::preflight::unreferenced_history(&wt.path, timeout)?;
+    let commits =
+        git::preflight::unreferenced_history(&wt.path, timeout).map_err(|e| e.to_string())?;
     git::keep::keep_history(&wt.path, &wt.name, &commits, SystemTime::now(), timeout)
 }
 

@@ -14,6 +14,18 @@ use super::super::cli::{Git, GitCliError};
 use super::super::scan::is_precious;
 use super::records::{self, Records};
 
+/// Why an archive could not be read back: the reading the restore, the
+/// check of a removal and the listing share. Typed so that a caller can
+/// tell a ref that is no archive from git failing, and git's failure
+/// keeps its command, exit status and stderr as its source.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveReadError {
+    #[error(transparent)]
+    Git(#[from] GitCliError),
+    #[error("{reference} is not an archive: a commit with two or three parents is")]
+    NotAnArchive { reference: String },
+}
+
 /// The parts of an archive commit, as its parents name them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Parts {
@@ -31,8 +43,7 @@ pub struct Parts {
 
 /// Reads the parts of the archive `reference` in the main repository
 /// `git` runs in.
-pub fn parts(git: &Git, reference: &str) -> Result<Parts, String> {
-    let err = |e: GitCliError| e.to_string();
+pub fn parts(git: &Git, reference: &str) -> Result<Parts, ArchiveReadError> {
     let line = git
         .run(&[
             "rev-list",
@@ -40,20 +51,16 @@ pub fn parts(git: &Git, reference: &str) -> Result<Parts, String> {
             "-n1",
             &format!("{reference}^{{commit}}"),
             "--",
-        ])
-        .map_err(err)?
+        ])?
         .stdout_str();
     let ids: Vec<&str> = line.split_whitespace().collect();
     if !(3..=4).contains(&ids.len()) {
-        return Err(format!(
-            "{reference} is not an archive: a commit with two or three parents is"
-        ));
+        return Err(ArchiveReadError::NotAnArchive {
+            reference: reference.to_string(),
+        });
     }
     // Raw, as written: no re-encoding of the message on the way.
-    let raw = git
-        .run(&["cat-file", "commit", ids[0]])
-        .map_err(err)?
-        .stdout;
+    let raw = git.run(&["cat-file", "commit", ids[0]])?.stdout;
     let message = raw
         .windows(2)
         .position(|w| w == b"\n\n")
@@ -130,11 +137,9 @@ impl Archive {
 }
 
 /// Every archive in the main repository `git` runs in, newest first.
-pub fn archives(git: &Git, precious: &globset::GlobSet) -> Result<Vec<Archive>, String> {
-    let err = |e: GitCliError| e.to_string();
+pub fn archives(git: &Git, precious: &globset::GlobSet) -> Result<Vec<Archive>, ArchiveReadError> {
     let refs = git
-        .run(&["for-each-ref", "--format=%(refname)", "refs/boo/archive/"])
-        .map_err(err)?
+        .run(&["for-each-ref", "--format=%(refname)", "refs/boo/archive/"])?
         .stdout_str();
     let names: Vec<&str> = refs.lines().collect();
     let mut out = Vec::new();
@@ -148,10 +153,9 @@ pub fn archives(git: &Git, precious: &globset::GlobSet) -> Result<Vec<Archive>, 
             tracing::debug!(reference = %name, "not a stash-shaped archive: not listed");
             continue;
         };
-        let changed = |a: &str, b: &str| -> Result<usize, String> {
+        let changed = |a: &str, b: &str| -> Result<usize, GitCliError> {
             Ok(git
-                .run(&["diff-tree", "-r", "--name-only", "-z", "--no-renames", a, b])
-                .map_err(err)?
+                .run(&["diff-tree", "-r", "--name-only", "-z", "--no-renames", a, b])?
                 .stdout
                 .split(|b| *b == 0)
                 .filter(|f| !f.is_empty())
@@ -159,10 +163,7 @@ pub fn archives(git: &Git, precious: &globset::GlobSet) -> Result<Vec<Archive>, 
         };
         let (mut untracked, mut kept) = (0, 0);
         if let Some(u) = &p.untracked {
-            let files = git
-                .run(&["ls-tree", "-r", "-z", "--name-only", u])
-                .map_err(err)?
-                .stdout;
+            let files = git.run(&["ls-tree", "-r", "-z", "--name-only", u])?.stdout;
             for f in files.split(|b| *b == 0).filter(|f| !f.is_empty()) {
                 if is_precious(precious, f) {
                     kept += 1;

@@ -28,14 +28,49 @@ use std::fs;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
 use nix::fcntl::{openat, OFlag, AT_FDCWD};
 use nix::sys::stat::{fchmod, fstat, Mode, SFlag};
 
 use super::super::mode::{EXEC, REGULAR};
 use super::super::paths::join_rel;
 use super::records::ModeRecord;
+
+/// Why recorded permission bits could not be set: for one path (kept
+/// with it in what [`apply`] returns, the rest are still set), or for
+/// the whole pass. Typed so that a caller can tell a planted symlink or
+/// a changed type from the system refusing, and the errno or I/O error
+/// stays with it as its source.
+#[derive(Debug, thiserror::Error)]
+pub enum ModeError {
+    #[error("not a plain relative path")]
+    NotPlain,
+    #[error("cannot open {path}: {source}")]
+    Open { path: PathBuf, source: Errno },
+    /// The type the record names is not what is there now.
+    #[error("not a {} any more", type_named(.dir))]
+    Changed { dir: bool },
+    /// The handle of the restored worktree's directory could not be
+    /// duplicated.
+    #[error(transparent)]
+    Dup(std::io::Error),
+    #[error(transparent)]
+    Stat(Errno),
+    #[error(transparent)]
+    Chmod(Errno),
+    #[error("cannot act as the owner: {source}")]
+    Owner { source: std::io::Error },
+}
+
+fn type_named(dir: &bool) -> &'static str {
+    if *dir {
+        "directory"
+    } else {
+        "regular file"
+    }
+}
 
 /// What git writes for a file of `git_mode`, or for a directory.
 fn git_default(git_mode: Option<u32>) -> u32 {
@@ -107,17 +142,17 @@ pub(super) fn odd_modes(
 
 /// Opens `rel` below the directory `top` without following a symlink at
 /// any step; `dir`: it must be a directory, else a regular file.
-fn open_below(top: &OwnedFd, rel: &[u8], dir: bool) -> Result<OwnedFd, String> {
+fn open_below(top: &OwnedFd, rel: &[u8], dir: bool) -> Result<OwnedFd, ModeError> {
     let names: Vec<&[u8]> = rel
         .split(|b| *b == b'/')
         .filter(|c| !c.is_empty())
         .collect();
     let plain = |c: &[u8]| c != b"." && c != b"..";
     if !names.iter().all(|c| plain(c)) {
-        return Err("not a plain relative path".into());
+        return Err(ModeError::NotPlain);
     }
     let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let mut at = top.try_clone().map_err(|e| e.to_string())?;
+    let mut at = top.try_clone().map_err(ModeError::Dup)?;
     for (i, c) in names.iter().enumerate() {
         let last = i + 1 == names.len();
         let flags = if last && !dir {
@@ -126,17 +161,17 @@ fn open_below(top: &OwnedFd, rel: &[u8], dir: bool) -> Result<OwnedFd, String> {
         } else {
             dir_flags
         };
-        at = openat(at.as_fd(), OsStr::from_bytes(c), flags, Mode::empty())
-            .map_err(|e| format!("cannot open {}: {e}", String::from_utf8_lossy(c)))?;
+        let name = OsStr::from_bytes(c);
+        at = openat(at.as_fd(), name, flags, Mode::empty()).map_err(|source| ModeError::Open {
+            path: PathBuf::from(name),
+            source,
+        })?;
     }
-    let st = fstat(at.as_fd()).map_err(|e| e.to_string())?;
+    let st = fstat(at.as_fd()).map_err(ModeError::Stat)?;
     let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
     let want = if dir { SFlag::S_IFDIR } else { SFlag::S_IFREG };
     if kind != want {
-        return Err(format!(
-            "not a {} any more",
-            if dir { "directory" } else { "regular file" }
-        ));
+        return Err(ModeError::Changed { dir });
     }
     Ok(at)
 }
@@ -149,7 +184,7 @@ pub(crate) fn apply(
     to: &Path,
     modes: &[ModeRecord],
     who: Option<&crate::creds::RunAs>,
-) -> Result<Vec<(String, String)>, String> {
+) -> Result<Vec<(String, ModeError)>, ModeError> {
     let mut order: Vec<&ModeRecord> = modes.iter().collect();
     order.sort_by_key(|m| {
         (
@@ -164,11 +199,14 @@ pub(crate) fn apply(
             OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| format!("cannot open {}: {e}", to.display()))?;
+        .map_err(|source| ModeError::Open {
+            path: to.to_path_buf(),
+            source,
+        })?;
         let mut failed = Vec::new();
         for m in order {
             let set = open_below(&top, &m.path, m.dir).and_then(|fd| {
-                fchmod(fd.as_fd(), Mode::from_bits_truncate(m.mode)).map_err(|e| e.to_string())
+                fchmod(fd.as_fd(), Mode::from_bits_truncate(m.mode)).map_err(ModeError::Chmod)
             });
             if let Err(why) = set {
                 failed.push((String::from_utf8_lossy(&m.path).into_owned(), why));
@@ -176,7 +214,7 @@ pub(crate) fn apply(
         }
         Ok(failed)
     })
-    .map_err(|e| format!("cannot act as the owner: {e}"))?
+    .map_err(|source| ModeError::Owner { source })?
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use crate::git::refs::RefsCache;
 use crate::git::status::Status;
 use crate::risk::{AtRisk, SAMPLE};
 
-use super::Preflight;
+use super::{Preflight, PreflightError};
 
 pub(super) fn branch_ref(b: &str) -> String {
     if b.starts_with("refs/") {
@@ -29,20 +29,17 @@ pub(super) fn commit_of(git: &Git, rev: &str) -> Result<Option<String>, GitCliEr
 /// The commits HEAD's reflog names, newest first. Read by git when HEAD
 /// resolves; when it does not (its branch was deleted), git refuses to
 /// show the reflog, and the file it keeps is read instead.
-pub(super) fn head_reflog(git: &Git, admin: &Path) -> Result<Vec<String>, String> {
-    let (st, o) = git
-        .run_status(&["reflog", "show", "--format=%H", "HEAD", "--"], &[])
-        .map_err(|e| e.to_string())?;
+pub(super) fn head_reflog(git: &Git, admin: &Path) -> Result<Vec<String>, PreflightError> {
+    let (st, o) = git.run_status(&["reflog", "show", "--format=%H", "HEAD", "--"], &[])?;
     if st.success() {
         return Ok(o.stdout_str().lines().map(str::to_string).collect());
     }
-    let (exists, _) = git
-        .run_status(&["reflog", "exists", "HEAD"], &[])
-        .map_err(|e| e.to_string())?;
+    let (exists, _) = git.run_status(&["reflog", "exists", "HEAD"], &[])?;
     if !exists.success() {
         return Ok(Vec::new());
     }
-    match fs::read_to_string(admin.join("logs/HEAD")) {
+    let path = admin.join("logs/HEAD");
+    match fs::read_to_string(&path) {
         Ok(text) => Ok(text
             .lines()
             .rev()
@@ -50,7 +47,7 @@ pub(super) fn head_reflog(git: &Git, admin: &Path) -> Result<Vec<String>, String
             .filter(|id| id.bytes().any(|b| b != b'0'))
             .map(str::to_string)
             .collect()),
-        Err(e) => Err(format!("HEAD has a reflog git will not show, and: {e}")),
+        Err(source) => Err(PreflightError::HeadReflog { path, source }),
     }
 }
 
@@ -68,11 +65,15 @@ pub(super) fn keeper_args(except: Option<&str>) -> Vec<String> {
     v
 }
 
-pub(super) fn rev_list(git: &Git, tips: &[String], rest: &[String]) -> Result<Vec<String>, String> {
+pub(super) fn rev_list(
+    git: &Git,
+    tips: &[String],
+    rest: &[String],
+) -> Result<Vec<String>, GitCliError> {
     let mut args: Vec<String> = vec!["rev-list".into()];
     args.extend(tips.iter().cloned());
     args.extend(rest.iter().cloned());
-    let o = git.run(&args).map_err(|e| e.to_string())?;
+    let o = git.run(&args)?;
     Ok(o.stdout_str().lines().map(str::to_string).collect())
 }
 
@@ -116,8 +117,7 @@ pub(super) fn not_in_base(
     lost: &[String],
     tip: &str,
     base: &str,
-) -> Result<Vec<String>, String> {
-    let err = |e: GitCliError| e.to_string();
+) -> Result<Vec<String>, GitCliError> {
     let merges: HashSet<String> = rev_list(
         git,
         &[tip.to_string()],
@@ -125,7 +125,7 @@ pub(super) fn not_in_base(
     )?
     .into_iter()
     .collect();
-    let cherry = git.run(&["cherry", base, tip]).map_err(err)?;
+    let cherry = git.run(&["cherry", base, tip])?;
     let equivalent: HashSet<String> = cherry
         .stdout_str()
         .lines()
@@ -153,7 +153,7 @@ pub(super) fn not_in_base(
 }
 
 /// Whether merge commit `c` is exactly what merging its two parents gives.
-pub(super) fn clean_merge(git: &Git, c: &str) -> Result<bool, String> {
+pub(super) fn clean_merge(git: &Git, c: &str) -> Result<bool, GitCliError> {
     let parents = rev_list(git, &[c.to_string()], &["--parents".into(), "-n1".into()])?;
     let ids: Vec<&str> = parents
         .first()
@@ -162,18 +162,16 @@ pub(super) fn clean_merge(git: &Git, c: &str) -> Result<bool, String> {
     if ids.len() != 3 {
         return Ok(false);
     }
-    let (st, o) = git
-        .run_status(
-            &[
-                "merge-tree",
-                "--write-tree",
-                "--no-messages",
-                ids[1],
-                ids[2],
-            ],
-            &[],
-        )
-        .map_err(|e| e.to_string())?;
+    let (st, o) = git.run_status(
+        &[
+            "merge-tree",
+            "--write-tree",
+            "--no-messages",
+            ids[1],
+            ids[2],
+        ],
+        &[],
+    )?;
     if !st.success() {
         return Ok(false);
     }
@@ -181,49 +179,39 @@ pub(super) fn clean_merge(git: &Git, c: &str) -> Result<bool, String> {
     Ok(commit_tree(git, c)? == merged)
 }
 
-pub(super) fn commit_tree(git: &Git, c: &str) -> Result<String, String> {
+pub(super) fn commit_tree(git: &Git, c: &str) -> Result<String, GitCliError> {
     Ok(git
-        .run(&["rev-parse", "--verify", &format!("{c}^{{tree}}")])
-        .map_err(|e| e.to_string())?
+        .run(&["rev-parse", "--verify", &format!("{c}^{{tree}}")])?
         .stdout_str()
         .trim()
         .to_string())
 }
 
 /// Whether the whole `merge-base..tip` diff is one commit of `base`.
-pub(super) fn squashed(git: &Git, tip: &str, base: &str) -> Result<bool, String> {
-    let err = |e: GitCliError| e.to_string();
-    let mb = git.run(&["merge-base", base, tip]).map_err(err)?;
+pub(super) fn squashed(git: &Git, tip: &str, base: &str) -> Result<bool, GitCliError> {
+    let mb = git.run(&["merge-base", base, tip])?;
     let mb = mb.stdout_str().trim().to_string();
     if mb.is_empty() {
         return Ok(false);
     }
-    let diff = git
-        .run(&["diff-tree", "-p", "--no-color", "--no-ext-diff", &mb, tip])
-        .map_err(err)?;
-    let id = git
-        .run_with_input(&["patch-id", "--stable"], &diff.stdout)
-        .map_err(err)?;
+    let diff = git.run(&["diff-tree", "-p", "--no-color", "--no-ext-diff", &mb, tip])?;
+    let id = git.run_with_input(&["patch-id", "--stable"], &diff.stdout)?;
     let Some(want) = id.stdout_str().split(' ').next().map(str::to_string) else {
         return Ok(false);
     };
     if want.trim().is_empty() {
         return Ok(false);
     }
-    let log = git
-        .run(&[
-            "log",
-            "--no-merges",
-            "-p",
-            "--no-color",
-            "--no-ext-diff",
-            "--format=commit %H",
-            &format!("{mb}..{base}"),
-        ])
-        .map_err(err)?;
-    let ids = git
-        .run_with_input(&["patch-id", "--stable"], &log.stdout)
-        .map_err(err)?;
+    let log = git.run(&[
+        "log",
+        "--no-merges",
+        "-p",
+        "--no-color",
+        "--no-ext-diff",
+        "--format=commit %H",
+        &format!("{mb}..{base}"),
+    ])?;
+    let ids = git.run_with_input(&["patch-id", "--stable"], &log.stdout)?;
     Ok(ids
         .stdout_str()
         .lines()
@@ -239,7 +227,7 @@ pub(super) fn commits(
     common: &Path,
     s: &Status,
     out: &mut Vec<AtRisk>,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, PreflightError> {
     let Tips {
         mut tips,
         own,
@@ -265,7 +253,7 @@ pub(super) fn commits(
     let bases = if lost.is_empty() {
         Vec::new()
     } else {
-        bases(p, git).map_err(|e| e.to_string())?
+        bases(p, git)?
     };
     if !bases.is_empty() {
         let mut rest = keepers.clone();
@@ -306,7 +294,7 @@ pub(super) fn tips_of(
     admin: &Path,
     s: &Status,
     out: &mut Vec<AtRisk>,
-) -> Result<Tips, String> {
+) -> Result<Tips, PreflightError> {
     let mut tips: Vec<String> = Vec::new();
     let mut stand_in = None;
     let own: Option<String>;
@@ -325,11 +313,11 @@ pub(super) fn tips_of(
         (None, head) => {
             let head = match head {
                 Some(h) => h.clone(),
-                None => return Err("detached HEAD without a commit".into()),
+                None => return Err(PreflightError::DetachedWithoutCommit),
             };
             tips.push(head);
             own = match p.branch.map(branch_ref) {
-                Some(b) => match commit_of(git, &b).map_err(|e| e.to_string())? {
+                Some(b) => match commit_of(git, &b)? {
                     Some(id) => {
                         tips.push(id);
                         Some(b)
@@ -356,11 +344,11 @@ pub(super) fn deleted_branch(
     admin: &Path,
     b: &str,
     out: &mut Vec<AtRisk>,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, PreflightError> {
     let reflog = head_reflog(git, admin)?;
     let newest = reflog.first().cloned();
     let from_reflog = match newest {
-        Some(id) => commit_of(git, &id).map_err(|e| e.to_string())?,
+        Some(id) => commit_of(git, &id)?,
         None => None,
     };
     let row_says = p.branch.map(branch_ref) == Some(branch_ref(b));
@@ -387,8 +375,8 @@ pub(super) fn all_named(
     common: &Path,
     tips: &[String],
     own: Option<&String>,
-) -> Result<bool, String> {
-    let refs = cache.survivors(git, common)?;
+) -> Result<bool, PreflightError> {
+    let refs = cache.survivors(git, common).map_err(PreflightError::Refs)?;
     let ids: HashSet<&str> = refs
         .iter()
         .filter(|(name, _)| Some(name) != own)
@@ -405,7 +393,7 @@ pub(super) fn drop_merged_elsewhere(
     keepers: &[String],
     bases: &[String],
     lost: &mut Vec<String>,
-) -> Result<(), String> {
+) -> Result<(), GitCliError> {
     // Which lost commits each tip reaches: the same for every base.
     let mut of_tips: Vec<(&String, HashSet<String>)> = Vec::new();
     if !lost.is_empty() && !bases.is_empty() {
@@ -442,28 +430,29 @@ pub(super) fn drop_merged_elsewhere(
 /// detached commit whose patch the base has (with other whitespace, say,
 /// which patch ids ignore) is no reason to keep the worktree, and never a
 /// reason to drop the commit.
-pub fn unreferenced_history(worktree: &Path, timeout: Duration) -> Result<Vec<String>, String> {
+pub fn unreferenced_history(
+    worktree: &Path,
+    timeout: Duration,
+) -> Result<Vec<String>, PreflightError> {
     let DotGit::File { gitdir: admin } = dot_git(worktree) else {
         return Ok(Vec::new());
     };
-    let git = Git::for_dir(worktree, timeout).map_err(|e| e.to_string())?;
+    let git = Git::for_dir(worktree, timeout)?;
     // HEAD first: with no reflog (`core.logAllRefUpdates=false`, or one
     // expired), nothing else names a detached HEAD's commit.
     let mut tips = vec!["HEAD".to_string()];
     tips.extend(head_reflog(&git, &admin)?);
-    let per = git
-        .run(&[
-            "for-each-ref",
-            "--format=%(objectname)",
-            "refs/worktree/",
-            "refs/bisect/",
-            "refs/rewritten/",
-        ])
-        .map_err(|e| e.to_string())?;
+    let per = git.run(&[
+        "for-each-ref",
+        "--format=%(objectname)",
+        "refs/worktree/",
+        "refs/bisect/",
+        "refs/rewritten/",
+    ])?;
     tips.extend(per.stdout_str().lines().map(str::to_string));
     let mut commits = Vec::new();
     for t in tips {
-        if let Some(c) = commit_of(&git, &t).map_err(|e| e.to_string())? {
+        if let Some(c) = commit_of(&git, &t)? {
             if !commits.contains(&c) {
                 commits.push(c);
             }

@@ -4,13 +4,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::{fs, io};
 
-use crate::git::cli::Git;
+use crate::git::cli::{Git, GitCliError};
 use crate::git::mode::octal::{EXEC, GITLINK, SYMLINK};
 use crate::git::paths::{parent_beneath, rel_str};
 use nix::fcntl::{readlinkat, AtFlags};
 use nix::sys::stat::{fstatat, SFlag};
 
-use super::IndexEntry;
+use super::{IndexEntry, PreflightError};
 
 /// Index entries marked assume-unchanged or skip-worktree whose file is
 /// present and differs from the index (mode or content).
@@ -18,7 +18,7 @@ pub(super) fn hidden_changes(
     git: &Git,
     dir: &Path,
     index: &[IndexEntry],
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, PreflightError> {
     let hidden: Vec<&IndexEntry> = index
         .iter()
         .filter(|e| e.tag.is_ascii_lowercase() || e.tag == b'S')
@@ -30,8 +30,7 @@ pub(super) fn hidden_changes(
     }
     let filemode = git
         .run_status(&["config", "--type=bool", "core.filemode"], &[])
-        .map(|(st, o)| !st.success() || o.stdout_str().trim() != "false")
-        .map_err(|e| e.to_string())?;
+        .map(|(st, o)| !st.success() || o.stdout_str().trim() != "false")?;
     let mut out = Vec::new();
     for e in hidden {
         // Read through the handle of its directory: a symlink the owner
@@ -48,7 +47,12 @@ pub(super) fn hidden_changes(
         let (mode, kind, target) = match stat {
             Ok(s) => s,
             Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
-            Err(err) => return Err(format!("{}: {err}", rel_str(&e.path))),
+            Err(source) => {
+                return Err(PreflightError::HiddenFile {
+                    path: rel_str(&e.path),
+                    source,
+                })
+            }
         };
         let differs = if let Some(target) = target {
             e.mode != SYMLINK || hash(git, &["--stdin"], target.as_bytes())? != e.object
@@ -69,12 +73,11 @@ pub(super) fn hidden_changes(
     Ok(out)
 }
 
-pub(super) fn hash(git: &Git, args: &[&str], input: &[u8]) -> Result<String, String> {
+pub(super) fn hash(git: &Git, args: &[&str], input: &[u8]) -> Result<String, GitCliError> {
     let mut a = vec!["hash-object"];
     a.extend_from_slice(args);
     Ok(git
-        .run_with_input(&a, input)
-        .map_err(|e| e.to_string())?
+        .run_with_input(&a, input)?
         .stdout_str()
         .trim()
         .to_string())

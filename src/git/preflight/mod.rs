@@ -110,6 +110,39 @@ use submodule::*;
 pub(crate) use walk::walk;
 use walk::*;
 
+/// Why a step of the preflight could not finish: the commit check, the
+/// hidden index changes, a submodule's own commits, and the commits only
+/// the worktree's reflog reaches that a removal keeps. Typed so that a
+/// caller can tell git failing from what the repository holds, and git's
+/// or the system's error stays with it as its source; the preflight
+/// itself turns each into a reason ([`AtRisk::PreflightFailed`]).
+#[derive(Debug, thiserror::Error)]
+pub enum PreflightError {
+    #[error(transparent)]
+    Git(#[from] super::cli::GitCliError),
+    #[error("detached HEAD without a commit")]
+    DetachedWithoutCommit,
+    /// Git refuses to show HEAD's reflog (its branch is gone) and the
+    /// file it keeps cannot be read either.
+    #[error("HEAD has a reflog git will not show, and: {source}")]
+    HeadReflog {
+        path: std::path::PathBuf,
+        source: io::Error,
+    },
+    /// The file of an assume-unchanged or skip-worktree entry, which
+    /// git's status does not look at, could not be looked at either.
+    #[error("{path}: {source}")]
+    HiddenFile { path: String, source: io::Error },
+    /// The repository's surviving refs could not be listed
+    /// ([`RefsCache::survivors`], whose failures are text).
+    #[error("{0}")]
+    Refs(String),
+    /// A submodule's stash reflog could not be read (`stale::reflog`,
+    /// whose failures are text).
+    #[error("{0}")]
+    Reflog(String),
+}
+
 /// What the preflight needs to know about one worktree.
 pub struct Preflight<'a> {
     /// The worktree directory (already confined to the root by the caller).

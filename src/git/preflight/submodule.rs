@@ -32,7 +32,7 @@ use crate::risk::{sample, AtRisk};
 
 use super::{
     git_status, gitlinks_of, hidden_changes, index_entries, inside, is_empty_dir, nested,
-    operations, push_files, rev_list, walk, MAX_SUBMODULE_DEPTH,
+    operations, push_files, rev_list, walk, PreflightError, MAX_SUBMODULE_DEPTH,
 };
 
 /// The superproject worktree a submodule is judged for.
@@ -144,12 +144,12 @@ fn own_work(
 /// How many commits of the submodule's HEAD, branches, tags and stash
 /// entries neither a remote-tracking ref nor the superproject's recorded
 /// commit reaches.
-fn own_commits(g: &Git, gitdir: &Path, recorded: Option<&str>) -> Result<usize, String> {
+fn own_commits(g: &Git, gitdir: &Path, recorded: Option<&str>) -> Result<usize, PreflightError> {
     let mut tips: Vec<String> = ["HEAD", "--branches", "--tags"].map(String::from).to_vec();
-    tips.extend(crate::git::stale::reflog(gitdir, "refs/stash")?);
+    tips.extend(crate::git::stale::reflog(gitdir, "refs/stash").map_err(PreflightError::Reflog)?);
     let mut hide = vec!["--not".to_string(), "--remotes".to_string()];
     if let Some(r) = recorded {
-        if g.commit_of(r).map_err(|e| e.to_string())?.is_some() {
+        if g.commit_of(r)?.is_some() {
             hide.push(r.to_string());
         }
     }
