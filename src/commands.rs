@@ -6,7 +6,7 @@ use crate::cli::{Command, ScopeArgs};
 use crate::client::{Client, ClientError};
 use crate::config::Config;
 use crate::controller::{Controller, Mode, Trigger};
-use crate::model::Scope;
+use crate::model::{Force, Scope};
 use crate::report::PassReport;
 use crate::root::{Kept, WorktreeRoot};
 use crate::service::{leader, Service};
@@ -206,7 +206,7 @@ async fn once(
     // Every destructive step confirms it first.
     controller.executor().fence().install(lock);
     let report = controller
-        .pass(scope, Mode::act(force), Trigger::Command, &cancel)
+        .pass(scope, Mode::act(Force::from(force)), Trigger::Command, &cancel)
         .await;
     print_report(&report, json)?;
     say_busy(&report.busy());

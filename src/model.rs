@@ -607,6 +607,32 @@ impl Scope {
     }
 }
 
+/// Whether a pass archives, then removes, worktrees kept at risk (and
+/// prunes locked admin entries): `?force=true`, `once --force`. One type
+/// from the request to the removal.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Force {
+    #[default]
+    Off,
+    On,
+}
+
+impl Force {
+    pub fn is_on(self) -> bool {
+        self == Force::On
+    }
+}
+
+impl From<bool> for Force {
+    fn from(on: bool) -> Force {
+        if on {
+            Force::On
+        } else {
+            Force::Off
+        }
+    }
+}
+
 /// A [`Scope`] without its id: what a nudge's answer names, what a route's
 /// id is of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use boo_reconciler::act::Outcome;
 use boo_reconciler::controller::queue::QueueError;
 use boo_reconciler::controller::{Controller, Mode, Trigger};
-use boo_reconciler::model::Scope;
+use boo_reconciler::model::{Force, Scope};
 use boo_reconciler::report::exit;
 use boo_reconciler::root::WorktreeRoot;
 use boo_reconciler::service::{Role, Service};
@@ -348,7 +348,7 @@ async fn a_frozen_leader_never_acts_after_another_instance_took_the_lock() {
     terminate_backend(&w, &holder).await;
     let stalled = tokio::time::timeout(
         Duration::from_secs(30),
-        first.reconcile(Scope::Chat("c1".into()), Mode::act(false), Trigger::Nudge),
+        first.reconcile(Scope::Chat("c1".into()), Mode::act(Force::Off), Trigger::Nudge),
     )
     .await
     .expect("a nudge during the stall is answered within its bounds");
@@ -368,7 +368,7 @@ async fn a_frozen_leader_never_acts_after_another_instance_took_the_lock() {
         .await;
     proxy.thaw();
     let report = first
-        .reconcile(Scope::Chat("c1".into()), Mode::act(false), Trigger::Nudge)
+        .reconcile(Scope::Chat("c1".into()), Mode::act(Force::Off), Trigger::Nudge)
         .await
         .expect("still believed to lead");
     let removal = report
@@ -395,7 +395,7 @@ async fn a_frozen_leader_never_acts_after_another_instance_took_the_lock() {
     assert!(first.ready().await.is_err());
     assert!(matches!(
         first
-            .reconcile(Scope::Chat("c1".into()), Mode::act(false), Trigger::Nudge)
+            .reconcile(Scope::Chat("c1".into()), Mode::act(Force::Off), Trigger::Nudge)
             .await,
         Err(QueueError::Standby(_))
     ));
@@ -403,7 +403,7 @@ async fn a_frozen_leader_never_acts_after_another_instance_took_the_lock() {
 
     // The leader does the work, once.
     let done = second
-        .reconcile(Scope::Chat("c1".into()), Mode::act(false), Trigger::Nudge)
+        .reconcile(Scope::Chat("c1".into()), Mode::act(Force::Off), Trigger::Nudge)
         .await
         .unwrap();
     assert_eq!(done.exit_code(), exit::CONVERGED, "{}", done.render());
@@ -477,7 +477,7 @@ async fn a_lock_still_held_by_this_instances_frozen_session_keeps_it_unsure_nami
     assert!(service.ready().await.is_err());
     assert!(matches!(
         service
-            .reconcile(Scope::Host, Mode::act(false), Trigger::Nudge)
+            .reconcile(Scope::Host, Mode::act(Force::Off), Trigger::Nudge)
             .await,
         Err(QueueError::Standby(_))
     ));

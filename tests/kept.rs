@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use boo_reconciler::act::RunOptions;
 use boo_reconciler::controller::{Controller, Mode, Trigger};
-use boo_reconciler::model::Scope;
+use boo_reconciler::model::{Force, Scope};
 use boo_reconciler::report::{exit, KeptWorktree, PassReport};
 use common::{git, git_command, Db, World};
 use tokio_util::sync::CancellationToken;
@@ -28,10 +28,7 @@ both_databases!(
 async fn pass(c: &Controller, scope: Scope, force: bool) -> PassReport {
     c.pass(
         scope,
-        Mode::Act(RunOptions {
-            force,
-            ..Default::default()
-        }),
+        Mode::Act(RunOptions::new(Force::from(force))),
         Trigger::Interval,
         &CancellationToken::new(),
     )

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use boo_reconciler::controller::queue::QueueError;
 use boo_reconciler::controller::{Mode, Trigger};
-use boo_reconciler::model::Scope;
+use boo_reconciler::model::{Force, Scope};
 use boo_reconciler::service::Role;
 use common::{eventually, ready_within, spawn_service, Db, World};
 
@@ -40,7 +40,7 @@ async fn second_instance_with_the_same_host_acts_only_after_the_first_stops(db: 
     w.sql("UPDATE sessions SET status = 'archived' WHERE id = 's1'")
         .await;
     let refused = second
-        .reconcile(Scope::Chat("c1".into()), Mode::act(false), Trigger::Nudge)
+        .reconcile(Scope::Chat("c1".into()), Mode::act(Force::Off), Trigger::Nudge)
         .await;
     assert!(
         matches!(refused, Err(QueueError::Standby(_))),

@@ -11,7 +11,7 @@ use std::time::Duration;
 use boo_reconciler::act::trash::reclaim::Swept;
 use boo_reconciler::act::{self, ActionResult, Outcome, RunOptions};
 use boo_reconciler::controller::Controller;
-use boo_reconciler::model::Scope;
+use boo_reconciler::model::{Force, Scope};
 use boo_reconciler::plan::Plan;
 use boo_reconciler::report::exit;
 use common::{detached_worktree, git, git_ok, worktree_listed, Db, Tree, World};
@@ -60,10 +60,7 @@ async fn execute_forced(controller: &Controller, plan: &Plan) -> Vec<ActionResul
     Arc::clone(controller.executor())
         .execute(
             plan,
-            RunOptions {
-                force: true,
-                ..Default::default()
-            },
+            RunOptions::new(Force::On),
             &CancellationToken::new(),
         )
         .await

@@ -34,8 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::act::run::executor::{left_to_concurrent_run, Deadline};
 use crate::act::{ActionResult, Executor, RunOptions};
 use crate::config::Config;
-use crate::model::Scope;
-use crate::model::{OpencodeView, Tied};
+use crate::model::{Force, OpencodeView, Scope, Tied};
 use crate::observe;
 use crate::observe::processes::{self, LabelNames};
 use crate::plan::{self, Plan, Policy};
@@ -68,11 +67,8 @@ pub enum Mode {
 impl Mode {
     /// Acting, with or without force; the rest of the options are the
     /// pass's and the executor's to set.
-    pub fn act(force: bool) -> Mode {
-        Mode::Act(RunOptions {
-            force,
-            ..Default::default()
-        })
+    pub fn act(force: Force) -> Mode {
+        Mode::Act(RunOptions::new(force))
     }
 }
 
@@ -561,7 +557,7 @@ impl Controller {
                     Err(e) => notes.errors.push(e),
                 }
                 let mut results = self.act(&plan, opts, cancel, deadline).await;
-                if opts.force {
+                if opts.force.is_on() {
                     self.retake_forced(&scope, &mut results, opts, cancel, deadline, &mut notes)
                         .await;
                 }
@@ -572,7 +568,7 @@ impl Controller {
         };
         // What a forced pass could not take from another run is said, by
         // target: the caller answers "busy, retry", never a quiet skip.
-        let forced = matches!(mode, Mode::Act(o) if o.force);
+        let forced = matches!(mode, Mode::Act(o) if o.force.is_on());
         let busy = results
             .iter()
             .filter(|r| forced && left_to_concurrent_run(r))
@@ -594,7 +590,7 @@ impl Controller {
             trigger,
             scope,
             dry_run: mode == Mode::DryRun,
-            force: matches!(mode, Mode::Act(o) if o.force),
+            force: matches!(mode, Mode::Act(o) if o.force.is_on()),
             started_at,
             duration_ms: t0.elapsed().as_millis() as u64,
             observed,

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::controller::queue::QueueError;
 use crate::controller::Mode;
-use crate::model::{Scope, ScopeKind};
+use crate::model::{Force, Scope, ScopeKind};
 use crate::report::StateUnreadable;
 use crate::service::Liveness;
 
@@ -69,7 +69,7 @@ pub(super) async fn nudge(
     let mode = if flags.dry_run {
         Mode::DryRun
     } else {
-        Mode::act(flags.force)
+        Mode::act(Force::from(flags.force))
     };
     let outcome = match service.nudge(scope.clone(), mode).await {
         Ok(o) => o,

@@ -39,7 +39,7 @@ use tokio_util::task::TaskTracker;
 use crate::controller::queue::{Queue, QueueError};
 use crate::controller::{Controller, Mode, Trigger};
 use crate::metrics::Metrics;
-use crate::model::Scope;
+use crate::model::{Force, Scope};
 use crate::report::PassReport;
 use crate::store::listen::Notice;
 pub use crate::store::live::Liveness;
@@ -51,7 +51,7 @@ pub use snapshot::{Backoff, DriftItem, RecentPass, Status};
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Key {
     pub scope: Scope,
-    pub force: bool,
+    pub force: Force,
 }
 
 /// What a nudge came to: the pass, and what the database says of its
@@ -237,7 +237,7 @@ impl Service {
                 me.tasks.clone().spawn(async move {
                     tracing::debug!(?scope, "notification");
                     if let Err(e) = me
-                        .reconcile(scope.clone(), Mode::act(false), Trigger::Notification)
+                        .reconcile(scope.clone(), Mode::act(Force::Off), Trigger::Notification)
                         .await
                     {
                         tracing::warn!(?scope, error = %e, "notification not acted on");

@@ -17,7 +17,7 @@ use super::leader::Role;
 use super::Service;
 use crate::controller::repeats::Repeats;
 use crate::controller::{Mode, Trigger};
-use crate::model::Scope;
+use crate::model::{Force, Scope};
 
 impl Service {
     /// Acts for the host until cancelled: takes the host's lock (standing by
@@ -68,7 +68,7 @@ impl Service {
 
     /// One pass of the loop, its summary (or why it did not finish) logged.
     async fn host_pass(&self, trigger: Trigger, repeats: &mut Repeats) {
-        match self.reconcile(Scope::Host, Mode::act(false), trigger).await {
+        match self.reconcile(Scope::Host, Mode::act(Force::Off), trigger).await {
             Ok(report) => crate::controller::log_summary(&report, repeats),
             Err(e) => {
                 if let Some(line) = repeats.note(&e.to_string(), Instant::now()) {

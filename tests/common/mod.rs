@@ -9,7 +9,7 @@ use std::time::Duration;
 use boo_reconciler::act::RunOptions;
 use boo_reconciler::config::Config;
 use boo_reconciler::controller::{Controller, Mode, Trigger};
-use boo_reconciler::model::Scope;
+use boo_reconciler::model::{Force, Scope};
 use boo_reconciler::report::PassReport;
 use boo_reconciler::root::WorktreeRoot;
 use boo_reconciler::store::Store;
@@ -71,10 +71,7 @@ pub async fn act_pass(controller: &Controller, scope: Scope, force: bool) -> Pas
     controller
         .pass(
             scope,
-            Mode::Act(RunOptions {
-                force,
-                ..Default::default()
-            }),
+            Mode::Act(RunOptions::new(Force::from(force))),
             Trigger::Command,
             &CancellationToken::new(),
         )
@@ -84,7 +81,7 @@ pub async fn act_pass(controller: &Controller, scope: Scope, force: bool) -> Pas
 /// `service`'s start-up pass: once it is done the service is ready.
 pub async fn startup_pass(service: &boo_reconciler::service::Service) {
     service
-        .reconcile(Scope::Host, Mode::act(false), Trigger::Startup)
+        .reconcile(Scope::Host, Mode::act(Force::Off), Trigger::Startup)
         .await
         .expect("start-up pass");
 }

@@ -70,6 +70,7 @@ use crate::act::worktree::kept;
 use crate::act::worktree::WorktreeActor;
 use crate::backoff::Backoff;
 use crate::config::Config;
+use crate::model::Force;
 use crate::observe::processes::LabelNames;
 use crate::plan::{Action, ActionKind, Plan, Stage, Target};
 use crate::root::WorktreeRoot;
@@ -93,14 +94,24 @@ pub struct BackingOff {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RunOptions {
     /// Archive, then remove, worktrees that are at risk.
-    pub force: bool,
+    pub force: Force,
     /// Run the full preflight of kept worktrees even when their verdict
     /// could be reused: the pass was asked for by name (a nudge, a
     /// notification, `once --chat`).
     pub recheck_kept: bool,
-    /// The number of the run, set by [`Executor::execute`]: what is read
-    /// once per run (a repository's refs) is keyed by it.
-    pub pass: u64,
+    /// The number of the run, set by [`Executor::execute`] and by nothing
+    /// else: what is read once per run (a repository's refs) is keyed by it.
+    pub(in crate::act) pass: u64,
+}
+
+impl RunOptions {
+    /// Acting, with or without force.
+    pub fn new(force: Force) -> RunOptions {
+        RunOptions {
+            force,
+            ..RunOptions::default()
+        }
+    }
 }
 
 /// The scheduling of a plan's actions: groups, stages, the limits,

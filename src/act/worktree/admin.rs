@@ -9,7 +9,7 @@ use crate::act::run::executor::{blocking_held, skipped, Applied, RunOptions};
 use crate::act::run::outcome::{Detail, Outcome, Pruned};
 use crate::act::worktree::WorktreeActor;
 use crate::git;
-use crate::model::StaleAdminEntry;
+use crate::model::{Force, StaleAdminEntry};
 use crate::plan::Action;
 
 impl WorktreeActor {
@@ -40,8 +40,8 @@ impl WorktreeActor {
 /// Keeps what only a stale admin entry holds ([`git::stale`]), then prunes
 /// it, unless a directory under `root` points at it now (a worktree moved
 /// since the observation: pruning would break it).
-fn prune(entry: &StaleAdminEntry, root: &Path, force: bool) -> Applied {
-    if let (Some(reason), false) = (&entry.locked, force) {
+fn prune(entry: &StaleAdminEntry, root: &Path, force: Force) -> Applied {
+    if let (Some(reason), Force::Off) = (&entry.locked, force) {
         return Ok((
             Outcome::Skipped {
                 why: format!(

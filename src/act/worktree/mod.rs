@@ -89,7 +89,7 @@ impl WorktreeActor {
         claim: &Claim,
         intent: &mut Option<i64>,
     ) -> Applied {
-        if !opts.force && !opts.recheck_kept {
+        if !opts.force.is_on() && !opts.recheck_kept {
             if let Some(reused) = self.reuse_kept(wt, opts.pass).await {
                 return Ok(reused);
             }
@@ -112,7 +112,7 @@ impl WorktreeActor {
         let in_use = self.clear_worktree_of_agents(action, wt).await?;
         // A report (a pass asked for by name) and a force weigh every
         // reason; the interval's pass needs only whether there is one.
-        let depth = if opts.force || opts.recheck_kept {
+        let depth = if opts.force.is_on() || opts.recheck_kept {
             git::preflight::Depth::All
         } else {
             git::preflight::Depth::First
@@ -143,7 +143,7 @@ impl WorktreeActor {
         };
         let archive = !reasons.is_empty();
         let pinned = match pinned {
-            Some(p) if !archive || (opts.force && reasons.iter().all(AtRisk::force_overrides)) => p,
+            Some(p) if !archive || (opts.force.is_on() && reasons.iter().all(AtRisk::force_overrides)) => p,
             // Without a pinned directory there is always a reason nothing
             // overrides.
             _ => return self.keep_at_risk(wt, reasons, git_before, checked_at).await,
