@@ -206,7 +206,12 @@ async fn once(
     // Every destructive step confirms it first.
     controller.executor().fence().install(lock);
     let report = controller
-        .pass(scope, Mode::act(Force::from(force)), Trigger::Command, &cancel)
+        .pass(
+            scope,
+            Mode::act(Force::from(force)),
+            Trigger::Command,
+            &cancel,
+        )
         .await;
     print_report(&report, json)?;
     say_busy(&report.busy());

@@ -348,7 +348,11 @@ async fn a_frozen_leader_never_acts_after_another_instance_took_the_lock() {
     terminate_backend(&w, &holder).await;
     let stalled = tokio::time::timeout(
         Duration::from_secs(30),
-        first.reconcile(Scope::Chat("c1".into()), Mode::act(Force::Off), Trigger::Nudge),
+        first.reconcile(
+            Scope::Chat("c1".into()),
+            Mode::act(Force::Off),
+            Trigger::Nudge,
+        ),
     )
     .await
     .expect("a nudge during the stall is answered within its bounds");
@@ -368,7 +372,11 @@ async fn a_frozen_leader_never_acts_after_another_instance_took_the_lock() {
         .await;
     proxy.thaw();
     let report = first
-        .reconcile(Scope::Chat("c1".into()), Mode::act(Force::Off), Trigger::Nudge)
+        .reconcile(
+            Scope::Chat("c1".into()),
+            Mode::act(Force::Off),
+            Trigger::Nudge,
+        )
         .await
         .expect("still believed to lead");
     let removal = report
@@ -395,7 +403,11 @@ async fn a_frozen_leader_never_acts_after_another_instance_took_the_lock() {
     assert!(first.ready().await.is_err());
     assert!(matches!(
         first
-            .reconcile(Scope::Chat("c1".into()), Mode::act(Force::Off), Trigger::Nudge)
+            .reconcile(
+                Scope::Chat("c1".into()),
+                Mode::act(Force::Off),
+                Trigger::Nudge
+            )
             .await,
         Err(QueueError::Standby(_))
     ));
@@ -403,7 +415,11 @@ async fn a_frozen_leader_never_acts_after_another_instance_took_the_lock() {
 
     // The leader does the work, once.
     let done = second
-        .reconcile(Scope::Chat("c1".into()), Mode::act(Force::Off), Trigger::Nudge)
+        .reconcile(
+            Scope::Chat("c1".into()),
+            Mode::act(Force::Off),
+            Trigger::Nudge,
+        )
         .await
         .unwrap();
     assert_eq!(done.exit_code(), exit::CONVERGED, "{}", done.render());

@@ -40,7 +40,11 @@ async fn second_instance_with_the_same_host_acts_only_after_the_first_stops(db: 
     w.sql("UPDATE sessions SET status = 'archived' WHERE id = 's1'")
         .await;
     let refused = second
-        .reconcile(Scope::Chat("c1".into()), Mode::act(Force::Off), Trigger::Nudge)
+        .reconcile(
+            Scope::Chat("c1".into()),
+            Mode::act(Force::Off),
+            Trigger::Nudge,
+        )
         .await;
     assert!(
         matches!(refused, Err(QueueError::Standby(_))),

@@ -58,11 +58,7 @@ async fn sweep(controller: &Controller) -> Swept {
 /// that planned it earlier would.
 async fn execute_forced(controller: &Controller, plan: &Plan) -> Vec<ActionResult> {
     Arc::clone(controller.executor())
-        .execute(
-            plan,
-            RunOptions::new(Force::On),
-            &CancellationToken::new(),
-        )
+        .execute(plan, RunOptions::new(Force::On), &CancellationToken::new())
         .await
 }
 

@@ -40,12 +40,7 @@ impl SessionActor {
             }
         }
         // An orphan may have been claimed by a row since the plan.
-        for chat in self
-            .store
-            .chats_with_open_rows_naming(&session.id)
-            .await
-            .map_err(|e| e.to_string())?
-        {
+        for chat in self.store.chats_with_open_rows_naming(&session.id).await? {
             if self.recheck.chat_is_live(&chat).await? {
                 return Ok(skipped(format!(
                     "live chat {chat} has an open row naming it"
@@ -59,12 +54,8 @@ impl SessionActor {
                 intent,
             )
             .await?;
-        client.abort(&session.id).await.map_err(|e| e.to_string())?;
-        let note = match client
-            .delete(&session.id)
-            .await
-            .map_err(|e| e.to_string())?
-        {
+        client.abort(&session.id).await?;
+        let note = match client.delete(&session.id).await? {
             Deleted::Deleted => "aborted and deleted (with its child sessions)",
             Deleted::AlreadyGone => "already gone on the server (404)",
         };

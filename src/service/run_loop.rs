@@ -68,7 +68,10 @@ impl Service {
 
     /// One pass of the loop, its summary (or why it did not finish) logged.
     async fn host_pass(&self, trigger: Trigger, repeats: &mut Repeats) {
-        match self.reconcile(Scope::Host, Mode::act(Force::Off), trigger).await {
+        match self
+            .reconcile(Scope::Host, Mode::act(Force::Off), trigger)
+            .await
+        {
             Ok(report) => crate::controller::log_summary(&report, repeats),
             Err(e) => {
                 if let Some(line) = repeats.note(&e.to_string(), Instant::now()) {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::act::run::audit::Audit;
 use crate::act::run::executor::{blocking, skipped, Applied, Gate};
 use crate::act::run::liveness::Recheck;
-use crate::act::run::outcome::{Detail, Outcome};
+use crate::act::run::outcome::{ActError, Detail, Outcome};
 use crate::observe::processes;
 use crate::plan::{Action, ProcessTarget, RecordedProcess};
 use crate::store::{AuditRecord, Store};
@@ -75,7 +75,7 @@ impl ProcessActor {
         &self,
         action: &Action,
         target: &terminate::Target,
-    ) -> Result<(), String> {
+    ) -> Result<(), ActError> {
         let name = "terminate_process";
         let what = target.key().to_string();
         let reason = format!(
@@ -100,7 +100,12 @@ impl ProcessActor {
                 let note = o.text();
                 (o, note)
             }
-            Err(e) => (Outcome::Failed { error: e.clone() }, e.clone()),
+            Err(e) => (
+                Outcome::Failed {
+                    error: e.to_string(),
+                },
+                e.to_string(),
+            ),
         };
         let record = AuditRecord {
             host: self.host.clone(),
@@ -125,11 +130,7 @@ impl ProcessActor {
         if let Some(why) = self.recheck.owner_is_live(action).await? {
             return Ok(skipped(why));
         }
-        let closed = self
-            .store
-            .close_agent_row(row_id)
-            .await
-            .map_err(|e| e.to_string())?;
+        let closed = self.store.close_agent_row(row_id).await?;
         Ok((row_closed(closed, "row already closed"), Detail::None))
     }
 
@@ -159,8 +160,7 @@ impl ProcessActor {
         let closed = self
             .store
             .close_agent_row_recording(row_id, recorded.pid, recorded.start_time)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         Ok((
             row_closed(
                 closed,

@@ -29,10 +29,10 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::act::run::outcome::{ActionResult, Outcome};
+use crate::act::run::outcome::{ActError, ActionResult, Outcome};
 use crate::plan::{Action, Owner, Target};
 use crate::store::lock::Fence;
-use crate::store::{AuditRecord, OpenIntent, Store};
+use crate::store::{AuditRecord, OpenIntent, Store, StoreError};
 
 /// The verdict last recorded per target.
 #[derive(Default)]
@@ -175,7 +175,7 @@ impl Audit {
         action: &Action,
         detail: serde_json::Value,
         intent: &mut Option<i64>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ActError> {
         let id = self
             .intend(
                 &action.owner,
@@ -198,7 +198,7 @@ impl Audit {
         target: &str,
         reason: &str,
         detail: serde_json::Value,
-    ) -> Result<i64, String> {
+    ) -> Result<i64, ActError> {
         let id = self
             .store
             .append_audit(&AuditRecord {
@@ -213,26 +213,25 @@ impl Audit {
                 intent_id: None,
             })
             .await
-            .map_err(|e| {
-                format!("not acting: the intent audit record could not be written first: {e}")
-            })?;
+            .map_err(ActError::IntentNotWritten)?;
         self.in_flight.lock().insert(id);
         Ok(id)
     }
 
     /// Confirms the host lock: an error means no destructive step may be
     /// taken now.
-    pub async fn confirm(&self) -> Result<(), String> {
-        self.fence
-            .confirm()
-            .await
-            .map_err(|e| format!("not acting: {e}"))
+    pub async fn confirm(&self) -> Result<(), ActError> {
+        self.fence.confirm().await.map_err(ActError::NotConfirmed)
     }
 
     /// Appends `record`, the outcome of the intent `intent` (if any): that
     /// intent is no longer in flight, and when the record cannot be
     /// written it is left for [`Audit::settle`] to conclude.
-    pub async fn conclude(&self, intent: Option<i64>, record: &AuditRecord) -> Result<(), String> {
+    pub async fn conclude(
+        &self,
+        intent: Option<i64>,
+        record: &AuditRecord,
+    ) -> Result<(), StoreError> {
         let written = self.store.append_audit(record).await;
         if let Some(id) = intent {
             if written.is_err() {
@@ -242,7 +241,7 @@ impl Audit {
             }
             self.in_flight.lock().remove(&id);
         }
-        written.map(|_| ()).map_err(|e| e.to_string())
+        written.map(|_| ())
     }
 
     /// Concludes the intents left without an outcome (by a previous
@@ -432,9 +431,11 @@ mod tests {
             .announce(&action(), serde_json::json!({}), &mut intent)
             .await;
         let e = e.unwrap_err();
+        assert!(matches!(e, ActError::NotConfirmed(_)), "{e:?}");
+        let text = e.to_string();
         assert!(
-            e.starts_with("not acting: ") && e.contains("does not hold the host lock"),
-            "{e}"
+            text.starts_with("not acting: ") && text.contains("does not hold the host lock"),
+            "{text}"
         );
         let written = intent.expect("the intent is written before the lock is asked");
         assert_eq!(outcomes(&store).await, [("intent".to_string(), None)]);
@@ -447,9 +448,12 @@ mod tests {
             .announce(&action(), serde_json::json!({}), &mut intent)
             .await;
         let e = e.unwrap_err();
+        assert!(matches!(e, ActError::IntentNotWritten(_)), "{e:?}");
+        let text = e.to_string();
         assert!(
-            e.contains("intent audit record could not be written first"),
-            "{e}"
+            text.starts_with("not acting: the intent audit record could not be written first: ")
+                && text.contains("injected"),
+            "{text}"
         );
         assert_eq!(intent, None);
         heal(&raw).await;
@@ -521,7 +525,7 @@ mod tests {
         let id = intend(&audit, "x").await;
         refuse(&raw, "NEW.outcome <> 'intent'").await;
         let e = audit.conclude(Some(id), &outcome_of(id)).await.unwrap_err();
-        assert!(e.contains("injected"), "{e}");
+        assert!(e.to_string().contains("injected"), "{e}");
         // While the database refuses, the intent stays to be settled.
         assert!(audit.settle(|_| async { "gone".into() }).await.is_err());
         heal(&raw).await;

@@ -63,7 +63,7 @@ use crate::act::process::ProcessActor;
 use crate::act::run::audit::Audit;
 use crate::act::run::claim::{Claim, Claims};
 use crate::act::run::liveness::Recheck;
-use crate::act::run::outcome::{ActionResult, Detail, Outcome};
+use crate::act::run::outcome::{ActError, ActionResult, Detail, Outcome};
 use crate::act::session::SessionActor;
 use crate::act::trash::reclaim::Reclaimer;
 use crate::act::worktree::kept;
@@ -79,7 +79,7 @@ use crate::store::Store;
 
 /// What an action's body comes to: its outcome and what it found, or an
 /// error that fails it.
-pub(in crate::act) type Applied = Result<(Outcome, Detail), String>;
+pub(in crate::act) type Applied = Result<(Outcome, Detail), ActError>;
 
 /// A target backing off after failures.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -383,7 +383,12 @@ impl Executor {
             let (outcome, detail) = match me.apply(&action, opts, &claim, &mut intent, &gate).await
             {
                 Ok(r) => r,
-                Err(error) => (Outcome::Failed { error }, Detail::None),
+                Err(error) => (
+                    Outcome::Failed {
+                        error: error.to_string(),
+                    },
+                    Detail::None,
+                ),
             };
             {
                 let mut b = me.backoff.lock();
@@ -487,10 +492,7 @@ impl Executor {
                 w.mark_worktree_removed(action, worktree_id, path).await
             }
             ActionKind::MarkWorktreeActive { worktree_id } => {
-                w.store
-                    .mark_worktree_active(worktree_id)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                w.store.mark_worktree_active(worktree_id).await?;
                 Ok((done("row marked active"), Detail::None))
             }
             ActionKind::PruneAdminEntry { entry } => {
@@ -628,7 +630,7 @@ pub(in crate::act) fn skipped(why: String) -> (Outcome, Detail) {
 pub(in crate::act) async fn blocking_held<T: Send + 'static>(
     claim: &Claim,
     f: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
+) -> Result<T, ActError> {
     let held = claim.clone();
     blocking(move || {
         let _held = held;
@@ -641,8 +643,9 @@ pub(in crate::act) async fn blocking_held<T: Send + 'static>(
 /// holds an async thread.
 pub(in crate::act) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
+) -> Result<T, ActError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| format!("worker thread failed: {e}"))?
+        .map_err(ActError::Worker)?
+        .map_err(ActError::Step)
 }

@@ -6,6 +6,7 @@
 use std::time::{Duration, SystemTime};
 
 use crate::act::process::terminate::{ChatLiveness, LiveAnswer};
+use crate::act::run::outcome::ActError;
 use crate::git;
 use crate::plan::{Action, WorktreeTarget};
 use crate::root::WorktreeRoot;
@@ -30,7 +31,7 @@ impl Recheck {
     pub(in crate::act) async fn owner_is_live(
         &self,
         action: &Action,
-    ) -> Result<Option<String>, String> {
+    ) -> Result<Option<String>, ActError> {
         if let Some(chat) = &action.owner.chat_id {
             let live = self.chat_is_live(chat).await?;
             return Ok(live.then(|| format!("chat {chat} is live again")));
@@ -44,23 +45,18 @@ impl Recheck {
     }
 
     /// Whether chat `id` is live now ([`crate::store::Store::chat_liveness`]).
-    pub(in crate::act) async fn chat_is_live(&self, id: &str) -> Result<bool, String> {
-        let l = self
-            .store
-            .chat_liveness(id)
-            .await
-            .map_err(|e| e.to_string())?;
+    pub(in crate::act) async fn chat_is_live(&self, id: &str) -> Result<bool, ActError> {
+        let l = self.store.chat_liveness(id).await?;
         Ok(l.live)
     }
 
     /// Whether session `id` keeps its worktree at `now`
     /// ([`crate::store::Store::session_liveness`]).
-    async fn session_is_live(&self, id: &str, now: SystemTime) -> Result<bool, String> {
+    async fn session_is_live(&self, id: &str, now: SystemTime) -> Result<bool, ActError> {
         let l = self
             .store
             .session_liveness(id, now, self.orphan_min_age)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         Ok(l.live)
     }
 
@@ -71,7 +67,7 @@ impl Recheck {
         &self,
         action: &Action,
         wt: &WorktreeTarget,
-    ) -> Result<Option<String>, String> {
+    ) -> Result<Option<String>, ActError> {
         if wt.row_id.is_some() {
             if let Some(why) = self.owner_is_live(action).await? {
                 return Ok(Some(why));
@@ -81,8 +77,7 @@ impl Recheck {
         let mut rows = self
             .store
             .worktree_rows_naming(&wt.path.to_string_lossy(), &wt.name)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         for (id, _) in self.rows_resolving_to(wt).await? {
             if !rows.contains(&id) {
                 rows.push(id);
@@ -98,17 +93,13 @@ impl Recheck {
     async fn rows_resolving_to(
         &self,
         wt: &WorktreeTarget,
-    ) -> Result<Vec<(String, String)>, String> {
+    ) -> Result<Vec<(String, String)>, ActError> {
         use std::os::unix::fs::MetadataExt;
         let Ok(meta) = std::fs::symlink_metadata(&wt.path) else {
             return Ok(Vec::new());
         };
         let here = (meta.dev(), meta.ino());
-        let rows = self
-            .store
-            .host_rows(&self.host)
-            .await
-            .map_err(|e| e.to_string())?;
+        let rows = self.store.host_rows(&self.host).await?;
         // A plain `<root>/<name>` spelling was matched by text already (a
         // symlink entry of the root is a refused path the planner
         // resolves): only the other spellings are resolved, a stat each.
@@ -133,7 +124,7 @@ impl Recheck {
     /// and every row of this host is resolved (following its links, a
     /// relative path from the root) and compared by device and inode, so a
     /// row that spells the directory otherwise still claims it.
-    async fn live_row_naming(&self, wt: &WorktreeTarget) -> Result<Option<String>, String> {
+    async fn live_row_naming(&self, wt: &WorktreeTarget) -> Result<Option<String>, ActError> {
         let mut paths: Vec<String> = git::paths::spellings(&wt.path)
             .into_iter()
             .chain([self.root.path().join(&wt.name)])
@@ -145,8 +136,7 @@ impl Recheck {
         let mut rows = self
             .store
             .host_worktree_rows_naming(&self.host, &paths, &wt.name)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         for r in self.rows_resolving_to(wt).await? {
             if !rows.contains(&r) {
                 rows.push(r);
@@ -171,6 +161,6 @@ impl Recheck {
 /// live again ([`Recheck::chat_is_live`]).
 impl ChatLiveness for Recheck {
     fn is_live<'a>(&'a self, chat_id: &'a str) -> LiveAnswer<'a> {
-        Box::pin(self.chat_is_live(chat_id))
+        Box::pin(async move { self.chat_is_live(chat_id).await.map_err(|e| e.to_string()) })
     }
 }

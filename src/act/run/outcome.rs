@@ -183,3 +183,35 @@ pub struct Pruned {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unreachable_commits: Option<Vec<String>>,
 }
+
+/// Why an action failed. The executor makes its text once, into
+/// [`Outcome::Failed`], where it is recorded and answered; until then the
+/// source is kept, so that a caller can tell a database that did not answer
+/// from a refusal.
+#[derive(Debug, thiserror::Error)]
+pub enum ActError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Opencode(#[from] crate::opencode::Error),
+    /// No destructive step was taken: the intent could not be written
+    /// first, so nothing may be.
+    #[error("not acting: the intent audit record could not be written first: {0}")]
+    IntentNotWritten(#[source] crate::store::StoreError),
+    /// No destructive step was taken: the host lock could not be
+    /// confirmed (its own text says why).
+    #[error("not acting: {0}")]
+    NotConfirmed(String),
+    /// The blocking pool could not run the step.
+    #[error("worker thread failed: {0}")]
+    Worker(#[source] tokio::task::JoinError),
+    /// What a file system or `/proc` step said, as it said it.
+    #[error("{0}")]
+    Step(String),
+}
+
+impl From<String> for ActError {
+    fn from(why: String) -> ActError {
+        ActError::Step(why)
+    }
+}

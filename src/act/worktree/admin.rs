@@ -40,7 +40,9 @@ impl WorktreeActor {
 /// Keeps what only a stale admin entry holds ([`git::stale`]), then prunes
 /// it, unless a directory under `root` points at it now (a worktree moved
 /// since the observation: pruning would break it).
-fn prune(entry: &StaleAdminEntry, root: &Path, force: Force) -> Applied {
+/// What a prune on the blocking pool comes to: a file system or git step
+/// fails it with what that step said.
+fn prune(entry: &StaleAdminEntry, root: &Path, force: Force) -> Result<(Outcome, Detail), String> {
     if let (Some(reason), Force::Off) = (&entry.locked, force) {
         return Ok((
             Outcome::Skipped {

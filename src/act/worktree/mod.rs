@@ -23,7 +23,7 @@ use crate::act::run::claim::Claim;
 use crate::act::run::executor::{blocking, blocking_held, done, skipped, Applied, RunOptions};
 use crate::act::run::intent;
 use crate::act::run::liveness::Recheck;
-use crate::act::run::outcome::{Checked, Detail, Outcome};
+use crate::act::run::outcome::{ActError, Checked, Detail, Outcome};
 use crate::act::trash::reclaim::Reclaimer;
 use crate::act::worktree::removal::{archive_and_remove, inspect, Inspection};
 use crate::git;
@@ -73,10 +73,7 @@ impl WorktreeActor {
         if blocking(move || Ok(dir.exists() || dir.is_symlink())).await? {
             return Ok(skipped(format!("{} exists again", path.display())));
         }
-        self.store
-            .mark_worktree_removed(worktree_id)
-            .await
-            .map_err(|e| e.to_string())?;
+        self.store.mark_worktree_removed(worktree_id).await?;
         Ok((done("row marked removed"), Detail::None))
     }
 
@@ -129,10 +126,7 @@ impl WorktreeActor {
             Inspection::Refused(why) => return Ok((Outcome::Refused { why }, Detail::None)),
             Inspection::Gone => {
                 if let Some(id) = &wt.row_id {
-                    self.store
-                        .mark_worktree_removed(id)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    self.store.mark_worktree_removed(id).await?;
                 }
                 return Ok((done("directory already gone"), Detail::None));
             }
@@ -143,7 +137,12 @@ impl WorktreeActor {
         };
         let archive = !reasons.is_empty();
         let pinned = match pinned {
-            Some(p) if !archive || (opts.force.is_on() && reasons.iter().all(AtRisk::force_overrides)) => p,
+            Some(p)
+                if !archive
+                    || (opts.force.is_on() && reasons.iter().all(AtRisk::force_overrides)) =>
+            {
+                p
+            }
             // Without a pinned directory there is always a reason nothing
             // overrides.
             _ => return self.keep_at_risk(wt, reasons, git_before, checked_at).await,
@@ -168,11 +167,7 @@ impl WorktreeActor {
         checked_at: SystemTime,
     ) -> Applied {
         let changed = match &wt.row_id {
-            Some(id) => self
-                .store
-                .mark_worktree_at_risk(id, &reasons)
-                .await
-                .map_err(|e| e.to_string())?,
+            Some(id) => self.store.mark_worktree_at_risk(id, &reasons).await?,
             // No row to compare with: the executor's memory of what it
             // recorded decides.
             None => true,
@@ -228,10 +223,7 @@ impl WorktreeActor {
         .await?;
         if let Outcome::KeptAtRisk { reasons, .. } = &outcome {
             if let Some(id) = &wt.row_id {
-                self.store
-                    .mark_worktree_at_risk(id, reasons)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                self.store.mark_worktree_at_risk(id, reasons).await?;
             }
         }
         if matches!(outcome, Outcome::Done { .. }) {
@@ -240,10 +232,7 @@ impl WorktreeActor {
             }
             crate::crash_point!("remove.before_row_update");
             if let Some(id) = &wt.row_id {
-                self.store
-                    .mark_worktree_removed(id)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                self.store.mark_worktree_removed(id).await?;
             }
             removal.opencode_instance =
                 dispose::after_removal(self.dispose.as_ref(), &self.root, wt).await;
@@ -282,7 +271,7 @@ impl WorktreeActor {
         &self,
         action: &Action,
         wt: &WorktreeTarget,
-    ) -> Result<Vec<AtRisk>, String> {
+    ) -> Result<Vec<AtRisk>, ActError> {
         let dir = wt.path.clone();
         let users = blocking(move || Ok(processes::processes_in(&dir))).await?;
         let mut stopped_any = false;
