@@ -39,7 +39,7 @@ use crate::model::{OpencodeView, Tied};
 use crate::observe;
 use crate::observe::processes::{self, LabelNames};
 use crate::plan::{self, Plan, Policy};
-use crate::report::{Observed, PassReport, StateUnreadable};
+use crate::report::{ObservedCounts, PassReport, StateUnreadable};
 use crate::root::WorktreeRoot;
 use crate::store::{Interest, Store};
 
@@ -161,7 +161,7 @@ impl Controller {
         scope: &Scope,
         record: bool,
         notes: &mut Notes,
-    ) -> Result<(Plan, Observed), crate::store::StoreError> {
+    ) -> Result<(Plan, ObservedCounts), crate::store::StoreError> {
         let mut interest = Interest::default();
         match scope {
             Scope::Host => {}
@@ -217,7 +217,7 @@ impl Controller {
             .await;
         notes.errors.extend(opencode_notes.errors);
         notes.warnings.extend(opencode_notes.warnings);
-        let counts = Observed {
+        let counts = ObservedCounts {
             opencode_sessions: match &opencode {
                 OpencodeView::Listed { sessions } => sessions.len(),
                 _ => 0,
@@ -274,7 +274,7 @@ impl Controller {
     /// not judged on a guess: it holds.
     async fn check_root(
         &self,
-        observed: &observe::worktrees::Observed,
+        observed: &observe::worktrees::RootView,
         record: bool,
     ) -> Option<String> {
         let host = &self.config.host.id;
@@ -465,7 +465,7 @@ impl Controller {
         let recorded_pids = recorded_pids(&scan, &desired, labels).await;
         let observed = observe_task
             .await
-            .unwrap_or_else(|e| observe::worktrees::Observed {
+            .unwrap_or_else(|e| observe::worktrees::RootView {
                 errors: vec![format!("observing worktrees failed: {e}")],
                 ..Default::default()
             });
@@ -547,7 +547,7 @@ impl Controller {
             Err(e) => {
                 state_unreadable = Some(StateUnreadable::of(&e));
                 notes.errors.push(e.to_string());
-                (Plan::default(), Observed::default())
+                (Plan::default(), ObservedCounts::default())
             }
         };
         let (planned, results) = match mode {
@@ -859,7 +859,7 @@ struct HostView {
     cgroups: Vec<crate::model::AgentCgroup>,
     desired: crate::model::DesiredState,
     recorded_pids: HashMap<i32, Option<crate::model::PidIdentity>>,
-    observed: observe::worktrees::Observed,
+    observed: observe::worktrees::RootView,
     /// Observations that failed; the pass goes on without them.
     errors: Vec<String>,
 }
