@@ -1,12 +1,14 @@
 //! Talking to a running controller over its HTTP API: `status` reads
 //! `/status`; `once` beside a live daemon nudges it instead of acting.
-//! [`crate::status`] renders what comes back for people.
+//! [`crate::status`] renders what comes back for people. Each request's
+//! method and path are those of its route in [`crate::http::routes::ROUTES`].
 
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::http::routes::{self, Handler, Route, Verb};
 use crate::model::Scope;
 use crate::report::{exit, PassResult};
 
@@ -67,8 +69,13 @@ impl Client {
 
     /// `GET /status`.
     pub async fn status(&self) -> Result<Value, ClientError> {
-        self.send(self.http.get(format!("{}/status", self.base)))
-            .await
+        self.send(self.status_request()).await
+    }
+
+    /// The request of the status, on its route.
+    fn status_request(&self) -> reqwest::RequestBuilder {
+        let route = routes::route_of(Handler::Status);
+        self.request(route, route.pattern)
     }
 
     /// Asks the controller to reconcile `scope` now and returns its answer.
@@ -78,18 +85,29 @@ impl Client {
     /// a 503 with only `{"error": …}` is the controller not running the
     /// pass at all (stopping, standing by, timed out).
     pub async fn nudge(&self, scope: &Scope, force: bool) -> Result<Value, ClientError> {
-        let path = match scope {
-            Scope::Host => "/reconcile".to_string(),
-            Scope::Chat(id) => format!("/reconcile/{id}"),
-            Scope::Session(id) => format!("/sessions/{id}/reconcile"),
-        };
-        let url = format!("{}{path}?force={force}", self.base);
-        match self.send(self.http.post(url)).await {
+        match self.send(self.nudge_request(scope, force)).await {
             Err(ClientError::Refused { url, status, body }) => {
                 pass_answer(&body).ok_or(ClientError::Refused { url, status, body })
             }
             r => r,
         }
+    }
+
+    /// The nudge of `scope`, on the scope's own route.
+    fn nudge_request(&self, scope: &Scope, force: bool) -> reqwest::RequestBuilder {
+        let route = routes::nudge_route(scope.kind());
+        let path = route.with_id(scope.id().unwrap_or_default());
+        self.request(route, &format!("{path}?force={force}"))
+    }
+
+    /// A request to `route` at `path` (with its id, and any query), with
+    /// the route's method.
+    fn request(&self, route: &Route, path: &str) -> reqwest::RequestBuilder {
+        let method = match route.verb {
+            Verb::Get => reqwest::Method::GET,
+            Verb::Post => reqwest::Method::POST,
+        };
+        self.http.request(method, format!("{}{path}", self.base))
     }
 
     async fn send(&self, mut req: reqwest::RequestBuilder) -> Result<Value, ClientError> {
@@ -194,6 +212,62 @@ mod tests {
             Client::base_for("10.1.2.3:80".parse().unwrap()),
             "http://10.1.2.3:80"
         );
+    }
+
+    /// The route of the table a request of `method` on `path` reaches, as
+    /// the router matches it (`{id}` stands for one non-empty segment),
+    /// with the id it names.
+    fn routed(method: &reqwest::Method, path: &str) -> Option<(&'static Route, Option<String>)> {
+        routes::ROUTES
+            .iter()
+            .filter(|r| r.verb.as_str() == method.as_str())
+            .find_map(|r| {
+                let (want, got): (Vec<_>, Vec<_>) =
+                    (r.pattern.split('/').collect(), path.split('/').collect());
+                if want.len() != got.len() {
+                    return None;
+                }
+                let mut id = None;
+                for (w, g) in want.iter().zip(&got) {
+                    if *w == "{id}" && !g.is_empty() {
+                        id = Some(g.to_string());
+                    } else if w != g {
+                        return None;
+                    }
+                }
+                Some((r, id))
+            })
+    }
+
+    #[test]
+    fn every_request_of_the_client_is_a_route_of_the_table_with_its_method() {
+        let client = Client::new("http://127.0.0.1:7878/", None, Duration::from_secs(1)).unwrap();
+        for scope in [
+            Scope::Host,
+            Scope::Chat("c1".into()),
+            Scope::Session("s1".into()),
+        ] {
+            for force in [false, true] {
+                let req = client.nudge_request(&scope, force).build().unwrap();
+                let line = format!("{} {}", req.method(), req.url());
+                let (route, id) = routed(req.method(), req.url().path())
+                    .unwrap_or_else(|| panic!("{line} is no route"));
+                let nudged = match route.handler {
+                    Handler::NudgeId { of, legacy, .. } => {
+                        assert!(!legacy, "{line}: the close hook's alias");
+                        of
+                    }
+                    Handler::NudgeHost => crate::model::ScopeKind::Host,
+                    _ => panic!("{line} is not a nudge"),
+                };
+                assert_eq!(nudged, scope.kind(), "{line}");
+                assert_eq!(id.as_deref(), scope.id(), "{line}");
+                assert_eq!(req.url().query(), Some(format!("force={force}").as_str()));
+            }
+        }
+        let req = client.status_request().build().unwrap();
+        let (route, _) = routed(req.method(), req.url().path()).expect("/status is a route");
+        assert_eq!(route.handler, Handler::Status);
     }
 
     #[test]

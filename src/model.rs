@@ -12,32 +12,32 @@ use serde::{Deserialize, Serialize};
 /// Lifecycle of a session or chat row, as the orchestrator writes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Status {
+pub enum RowStatus {
     Open,
     Archived,
     Deleted,
 }
 
-impl Status {
-    pub fn parse(s: &str) -> Option<Status> {
+impl RowStatus {
+    pub fn parse(s: &str) -> Option<RowStatus> {
         match s {
-            "open" => Some(Status::Open),
-            "archived" => Some(Status::Archived),
-            "deleted" => Some(Status::Deleted),
+            "open" => Some(RowStatus::Open),
+            "archived" => Some(RowStatus::Archived),
+            "deleted" => Some(RowStatus::Deleted),
             _ => None,
         }
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Status::Open => "open",
-            Status::Archived => "archived",
-            Status::Deleted => "deleted",
+            RowStatus::Open => "open",
+            RowStatus::Archived => "archived",
+            RowStatus::Deleted => "deleted",
         }
     }
 }
 
-impl fmt::Display for Status {
+impl fmt::Display for RowStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -47,7 +47,7 @@ impl fmt::Display for Status {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SessionRow {
     pub id: String,
-    pub status: Status,
+    pub status: RowStatus,
     pub created_at: SystemTime,
     pub updated_at: SystemTime,
 }
@@ -57,7 +57,7 @@ pub struct SessionRow {
 pub struct ChatRow {
     pub id: String,
     pub session_id: String,
-    pub status: Status,
+    pub status: RowStatus,
     pub created_at: SystemTime,
     pub updated_at: SystemTime,
 }
@@ -78,7 +78,7 @@ impl ChatState {
     pub fn is_live(&self) -> bool {
         matches!(
             (&self.chat, &self.session),
-            (Some(c), Some(s)) if c.status == Status::Open && s.status == Status::Open
+            (Some(c), Some(s)) if c.status == RowStatus::Open && s.status == RowStatus::Open
         )
     }
 
@@ -87,7 +87,7 @@ impl ChatState {
     pub fn not_live_because(&self, now: SystemTime) -> Option<String> {
         match (&self.chat, &self.session) {
             (None, _) => Some(format!("chat {} has no row", self.chat_id)),
-            (Some(c), _) if c.status != Status::Open => Some(format!(
+            (Some(c), _) if c.status != RowStatus::Open => Some(format!(
                 "chat {} {} {}",
                 c.id,
                 c.status,
@@ -97,7 +97,7 @@ impl ChatState {
                 "session {} of chat {} has no row",
                 c.session_id, c.id
             )),
-            (Some(c), Some(s)) if s.status != Status::Open => Some(format!(
+            (Some(c), Some(s)) if s.status != RowStatus::Open => Some(format!(
                 "session {} of chat {} {} {}",
                 s.id,
                 c.id,
@@ -130,7 +130,7 @@ impl SessionState {
     /// chat row is committed.
     pub fn keeps_worktree(&self, now: SystemTime, young: Duration) -> bool {
         match &self.session {
-            Some(s) if s.status == Status::Open => {
+            Some(s) if s.status == RowStatus::Open => {
                 self.open_chats > 0 || (self.total_chats == 0 && age(now, s.created_at) < young)
             }
             _ => false,
@@ -145,7 +145,7 @@ impl SessionState {
         }
         Some(match &self.session {
             None => format!("session {} has no row", self.session_id),
-            Some(s) if s.status != Status::Open => {
+            Some(s) if s.status != RowStatus::Open => {
                 format!("session {} {} {}", s.id, s.status, ago(now, s.updated_at))
             }
             Some(s) if self.total_chats == 0 => format!(
@@ -662,7 +662,7 @@ mod tests {
         SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
     }
 
-    fn session(status: Status) -> SessionRow {
+    fn session(status: RowStatus) -> SessionRow {
         SessionRow {
             id: "s1".into(),
             status,
@@ -671,7 +671,7 @@ mod tests {
         }
     }
 
-    fn chat(status: Status) -> ChatRow {
+    fn chat(status: RowStatus) -> ChatRow {
         ChatRow {
             id: "c1".into(),
             session_id: "s1".into(),
@@ -684,13 +684,13 @@ mod tests {
     #[test]
     fn chat_is_live_only_when_chat_and_session_are_open() {
         let cases = [
-            (Some(Status::Open), Some(Status::Open), true),
-            (Some(Status::Archived), Some(Status::Open), false),
-            (Some(Status::Deleted), Some(Status::Open), false),
-            (Some(Status::Open), Some(Status::Archived), false),
-            (Some(Status::Open), Some(Status::Deleted), false),
-            (Some(Status::Open), None, false),
-            (None, Some(Status::Open), false),
+            (Some(RowStatus::Open), Some(RowStatus::Open), true),
+            (Some(RowStatus::Archived), Some(RowStatus::Open), false),
+            (Some(RowStatus::Deleted), Some(RowStatus::Open), false),
+            (Some(RowStatus::Open), Some(RowStatus::Archived), false),
+            (Some(RowStatus::Open), Some(RowStatus::Deleted), false),
+            (Some(RowStatus::Open), None, false),
+            (None, Some(RowStatus::Open), false),
             (None, None, false),
         ];
         for (c, s, live) in cases {
@@ -708,8 +708,8 @@ mod tests {
     fn reason_names_the_chat_and_its_age() {
         let st = ChatState {
             chat_id: "c1".into(),
-            chat: Some(chat(Status::Archived)),
-            session: Some(session(Status::Open)),
+            chat: Some(chat(RowStatus::Archived)),
+            session: Some(session(RowStatus::Open)),
         };
         assert_eq!(
             st.not_live_because(t(1300)).unwrap(),
@@ -721,7 +721,7 @@ mod tests {
     fn open_session_without_chats_keeps_worktree_only_while_young() {
         let st = SessionState {
             session_id: "s1".into(),
-            session: Some(session(Status::Open)),
+            session: Some(session(RowStatus::Open)),
             open_chats: 0,
             total_chats: 0,
             last_chat_change: None,
@@ -735,7 +735,7 @@ mod tests {
     fn session_with_only_closed_chats_releases_worktree() {
         let st = SessionState {
             session_id: "s1".into(),
-            session: Some(session(Status::Open)),
+            session: Some(session(RowStatus::Open)),
             open_chats: 0,
             total_chats: 2,
             last_chat_change: Some(t(1060)),

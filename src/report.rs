@@ -120,7 +120,7 @@ impl std::fmt::Display for PassResult {
 
 /// Counts of what a pass observed, by kind.
 #[derive(Clone, Debug, Default, Serialize)]
-pub struct Observed {
+pub struct ObservedCounts {
     pub processes: usize,
     pub opencode_sessions: usize,
     pub worktree_rows: usize,
@@ -194,7 +194,7 @@ pub struct PassReport {
     #[serde(serialize_with = "rfc3339")]
     pub started_at: SystemTime,
     pub duration_ms: u64,
-    pub observed: Observed,
+    pub observed: ObservedCounts,
     /// Planned actions (dry run only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub planned: Vec<Action>,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use boo_reconciler::act::RunOptions;
 use boo_reconciler::controller::{Mode, Trigger};
 use boo_reconciler::model::Scope;
-use boo_reconciler::model::{Status, WorktreeState};
+use boo_reconciler::model::{RowStatus, WorktreeState};
 use boo_reconciler::report::exit;
 use boo_reconciler::store::{AuditRecord, Interest, Store, Timeouts};
 use common::{through, upstream, world_command, Db, World, HOST};
@@ -303,7 +303,7 @@ async fn desired_state_reads_this_hosts_rows_and_liveness(db: Db) {
     // c3 is open but its session is archived: not live.
     let c3 = &d.chats["c3"];
     assert!(!c3.is_live());
-    assert_eq!(c3.session.as_ref().unwrap().status, Status::Archived);
+    assert_eq!(c3.session.as_ref().unwrap().status, RowStatus::Archived);
     assert!(d.chats["nobody"].chat.is_none());
 
     let s1 = &d.sessions["s1"];
@@ -312,7 +312,7 @@ async fn desired_state_reads_this_hosts_rows_and_liveness(db: Db) {
     assert!(d.sessions["ghost"].session.is_none());
     assert_eq!(
         d.sessions["s2"].session.as_ref().unwrap().status,
-        Status::Archived
+        RowStatus::Archived
     );
 
     // Timestamps defaulted by the database come back as recent times.

@@ -10,7 +10,7 @@
 
 /// One working tree as git's status reports it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Status {
+pub struct GitStatus {
     /// `# branch.oid`: the commit HEAD names, `None` when unborn.
     pub head_oid: Option<String>,
     /// `# branch.head`: the branch HEAD names, `None` when detached.
@@ -85,7 +85,7 @@ fn submodule_field(f: &[u8]) -> Result<Option<SubmoduleState>, ParseError> {
     }
 }
 
-impl Status {
+impl GitStatus {
     fn changed(&mut self, xy: &[u8], sub: &[u8], path: &[u8]) -> Result<(), ParseError> {
         let [x, y] = xy else { return Err(bad(xy)) };
         if *x != b'.' {
@@ -113,8 +113,8 @@ impl Status {
 
 /// Parses the whole output of
 /// `git status --porcelain=v2 -z --branch [--ignored=…] [-u…]`.
-pub fn parse(out: &[u8]) -> Result<Status, ParseError> {
-    let mut s = Status::default();
+pub fn parse(out: &[u8]) -> Result<GitStatus, ParseError> {
+    let mut s = GitStatus::default();
     let mut it = out.split(|b| *b == 0).filter(|f| !f.is_empty());
     while let Some(entry) = it.next() {
         match entry.first() {

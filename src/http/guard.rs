@@ -11,6 +11,7 @@ use http_body_util::BodyExt;
 use subtle::ConstantTimeEq;
 
 use super::input::{bad_request, error};
+use super::routes::{route_of, Handler};
 use super::{App, ServeOptions, DRAIN_BYTES, MAX_BODY_BYTES};
 
 /// How long a body may take; set by [`serve_with`].
@@ -90,7 +91,7 @@ pub(super) async fn authorize(State(app): State<App>, req: Request, next: Next) 
     let Some(token) = &app.token else {
         return next.run(req).await;
     };
-    if req.uri().path() == "/healthz" {
+    if req.uri().path() == route_of(Handler::Healthz).pattern {
         return next.run(req).await;
     }
     let presented = req

@@ -1,5 +1,6 @@
 //! The routes, once: the router, the 404 and 405 answers, the nudge metric
-//! labels and the documentation (checked against this table by test
+//! labels, the client of a running daemon ([`crate::client`]) and the
+//! documentation (checked against this table by test
 //! `every_route_is_documented_where_it_is_listed`) all read [`ROUTES`].
 
 use crate::model::ScopeKind;
@@ -64,13 +65,31 @@ impl Route {
         format!("{} {}", self.verb.as_str(), self.path)
     }
 
+    /// The path with `id` in the place of its `{id}` (`/reconcile/c1`);
+    /// a route without an id is its pattern.
+    pub fn with_id(&self, id: &str) -> String {
+        self.pattern.replace("{id}", id)
+    }
+
     /// The path with its id left empty (`/reconcile/`), and what the id
     /// names; `None` for a route without an id.
     pub fn empty_id(&self) -> Option<(String, ScopeKind)> {
         let Handler::NudgeId { of, .. } = self.handler else {
             return None;
         };
-        Some((self.pattern.replace("{id}", ""), of))
+        Some((self.with_id(""), of))
+    }
+
+    /// The scope a nudge on this route covers, where this is the scope's
+    /// own route (not the close hook's alias of it).
+    fn nudges(&self) -> Option<ScopeKind> {
+        match self.handler {
+            Handler::NudgeId {
+                of, legacy: false, ..
+            } => Some(of),
+            Handler::NudgeHost => Some(ScopeKind::Host),
+            _ => None,
+        }
     }
 }
 
@@ -188,6 +207,23 @@ pub fn verb_of(path: &str) -> Verb {
         .map_or(Verb::Post, |r| r.verb)
 }
 
+/// The route that nudges a scope of `kind`: the scope's own, not the close
+/// hook's alias of it.
+pub fn nudge_route(kind: ScopeKind) -> &'static Route {
+    ROUTES
+        .iter()
+        .find(|r| r.nudges() == Some(kind))
+        .expect("ROUTES has a nudge route of every scope (test every_scope_has_its_nudge_route)")
+}
+
+/// The route `handler` serves; the first, where it serves several.
+pub fn route_of(handler: Handler) -> &'static Route {
+    ROUTES
+        .iter()
+        .find(|r| r.handler == handler)
+        .expect("every handler serves a route of ROUTES")
+}
+
 /// The `nudges_total` label of every nudge route.
 pub fn nudge_labels() -> impl Iterator<Item = &'static str> {
     ROUTES.iter().filter_map(|r| match r.handler {
@@ -234,6 +270,17 @@ mod tests {
         assert_eq!(verb_of("/metrics").allow(), "GET, HEAD");
         assert_eq!(verb_of("/reconcile").allow(), "POST");
         assert_eq!(verb_of("/reconcile/c1").allow(), "POST");
+    }
+
+    #[test]
+    fn every_scope_has_its_nudge_route() {
+        for kind in [ScopeKind::Host, ScopeKind::Chat, ScopeKind::Session] {
+            let route = nudge_route(kind);
+            assert_eq!(route.verb, Verb::Post, "{}", route.line());
+            assert!(route.pattern.contains("{id}") == (kind != ScopeKind::Host));
+        }
+        assert_eq!(nudge_route(ScopeKind::Chat).with_id("c1"), "/reconcile/c1");
+        assert_eq!(route_of(Handler::Status).line(), "GET /status");
     }
 
     #[test]

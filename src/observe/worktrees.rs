@@ -15,7 +15,7 @@ use crate::root::WorktreeRoot;
 
 /// What one observation of the worktree root found.
 #[derive(Debug, Default)]
-pub struct Observed {
+pub struct RootView {
     pub dirs: Vec<WorktreeDir>,
     pub row_paths: Vec<(String, PathCheck)>,
     /// What each row's path resolves to (see [`WorktreeRoot::resolve_claim`]).
@@ -35,8 +35,8 @@ pub struct Observed {
 /// repositories known from elsewhere (rows of removed worktrees, earlier
 /// passes) whose admin entries are checked too. Blocking: call it from a
 /// blocking thread.
-pub fn observe(root: &WorktreeRoot, rows: &[WorktreeRow], repositories: &[PathBuf]) -> Observed {
-    let mut out = Observed::default();
+pub fn observe(root: &WorktreeRoot, rows: &[WorktreeRow], repositories: &[PathBuf]) -> RootView {
+    let mut out = RootView::default();
     // An unmounted root shows the empty directory under its mount point:
     // every worktree would look gone, every row removed, every admin entry
     // stale. The root is read only while it is itself.

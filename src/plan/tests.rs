@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use super::*;
 use crate::model::{
-    ChatRow, ChatState, EntryKind, PathCheck, SessionRow, SessionState, StaleAdminEntry, Status,
+    ChatRow, ChatState, EntryKind, PathCheck, RowStatus, SessionRow, SessionState, StaleAdminEntry,
     WorktreeDir, WorktreeRow, WorktreeState,
 };
 
@@ -50,7 +50,7 @@ impl Fixture {
 
     /// A session with `open` open chats out of `total`, in `status`,
     /// updated at t(3360) (4m before now).
-    fn session(&mut self, id: &str, status: Status, open: u64, total: u64) -> &mut Self {
+    fn session(&mut self, id: &str, status: RowStatus, open: u64, total: u64) -> &mut Self {
         self.desired.sessions.insert(
             id.into(),
             SessionState {
@@ -69,7 +69,7 @@ impl Fixture {
         self
     }
 
-    fn chat(&mut self, id: &str, session: &str, status: Status) -> &mut Self {
+    fn chat(&mut self, id: &str, session: &str, status: RowStatus) -> &mut Self {
         let s = self.desired.sessions[session].session.clone();
         self.desired.chats.insert(
             id.into(),
@@ -90,28 +90,28 @@ impl Fixture {
 
     /// An open chat of the open session s1, counted in its chats.
     fn live_chat(&mut self, id: &str) -> &mut Self {
-        self.chat_of_s1(id, Status::Open)
+        self.chat_of_s1(id, RowStatus::Open)
     }
 
     /// An archived chat of the open session s1, counted in its chats:
     /// the chat alone is dead, not its session.
     fn archived_chat(&mut self, id: &str) -> &mut Self {
-        self.chat_of_s1(id, Status::Archived)
+        self.chat_of_s1(id, RowStatus::Archived)
     }
 
-    fn chat_of_s1(&mut self, id: &str, status: Status) -> &mut Self {
+    fn chat_of_s1(&mut self, id: &str, status: RowStatus) -> &mut Self {
         let (open, total) = match self.desired.sessions.get("s1") {
             Some(s) => (s.open_chats, s.total_chats),
             None => (0, 0),
         };
-        let open = open + u64::from(status == Status::Open);
-        self.session("s1", Status::Open, open, total + 1)
+        let open = open + u64::from(status == RowStatus::Open);
+        self.session("s1", RowStatus::Open, open, total + 1)
             .chat(id, "s1", status)
     }
 
     /// An archived session whose only chat closed, with its worktree.
     fn archived_with_worktree(&mut self, session: &str, worktree: &str) -> &mut Self {
-        self.session(session, Status::Archived, 0, 1)
+        self.session(session, RowStatus::Archived, 0, 1)
             .worktree(worktree, session)
     }
 
@@ -229,14 +229,15 @@ fn has_pending(p: &Plan, target: &str, why: &str) -> bool {
 #[test]
 fn live_session_keeps_its_worktree() {
     let mut f = Fixture::new();
-    f.session("s1", Status::Open, 1, 1).worktree("w1", "s1");
+    f.session("s1", RowStatus::Open, 1, 1).worktree("w1", "s1");
     assert_eq!(f.plan(), Plan::default());
 }
 
 #[test]
 fn archived_session_worktree_is_removed_with_reason() {
     let mut f = Fixture::new();
-    f.session("s1", Status::Archived, 1, 1).worktree("w1", "s1");
+    f.session("s1", RowStatus::Archived, 1, 1)
+        .worktree("w1", "s1");
     let p = f.plan();
     assert_actions(&p, [("remove_worktree", "worktree:/tmp/booworktrees/w1")]);
     assert_eq!(p.actions[0].reason, "session s1 archived 4m ago");
@@ -252,7 +253,8 @@ fn archived_session_worktree_is_removed_with_reason() {
 #[test]
 fn deleted_session_worktree_is_removed() {
     let mut f = Fixture::new();
-    f.session("s1", Status::Deleted, 0, 1).worktree("w1", "s1");
+    f.session("s1", RowStatus::Deleted, 0, 1)
+        .worktree("w1", "s1");
     assert_eq!(f.plan().actions[0].reason, "session s1 deleted 4m ago");
 }
 
@@ -280,7 +282,7 @@ fn worktree_of_session_without_row_waits_while_the_row_is_young() {
 #[test]
 fn open_session_whose_chats_are_all_closed_releases_worktree() {
     let mut f = Fixture::new();
-    f.session("s1", Status::Open, 0, 2).worktree("w1", "s1");
+    f.session("s1", RowStatus::Open, 0, 2).worktree("w1", "s1");
     let p = f.plan();
     assert_eq!(
         p.actions[0].reason,
@@ -291,7 +293,7 @@ fn open_session_whose_chats_are_all_closed_releases_worktree() {
 #[test]
 fn open_session_without_any_chat_keeps_worktree_while_young() {
     let mut f = Fixture::new();
-    f.session("s1", Status::Open, 0, 0).worktree("w1", "s1");
+    f.session("s1", RowStatus::Open, 0, 0).worktree("w1", "s1");
     // Created at t(0), now is t(3600): older than 10m, so released.
     assert_eq!(f.plan().actions.len(), 1);
     f.desired
@@ -308,8 +310,12 @@ fn open_session_without_any_chat_keeps_worktree_while_young() {
 #[test]
 fn row_whose_directory_is_gone_is_marked_removed() {
     let mut f = Fixture::new();
-    f.session("s1", Status::Archived, 0, 1)
-        .row("w1", "s1", wt_path("w1"), WorktreeState::Active);
+    f.session("s1", RowStatus::Archived, 0, 1).row(
+        "w1",
+        "s1",
+        wt_path("w1"),
+        WorktreeState::Active,
+    );
     let p = f.plan();
     assert_actions(&p, [("mark_worktree_removed", "worktree-row:w1")]);
     assert_eq!(
@@ -326,7 +332,7 @@ fn row_path_outside_root_is_only_refused() {
         "/tmp/booworktrees/a/b",
     ] {
         let mut f = Fixture::new();
-        f.session("s1", Status::Archived, 0, 1).row(
+        f.session("s1", RowStatus::Archived, 0, 1).row(
             "w1",
             "s1",
             PathBuf::from(path),
@@ -345,7 +351,7 @@ fn row_path_outside_root_is_only_refused() {
 #[test]
 fn directory_named_by_a_refused_row_is_not_reaped_as_orphan() {
     let mut f = Fixture::new();
-    f.session("s1", Status::Archived, 0, 1)
+    f.session("s1", RowStatus::Archived, 0, 1)
         .row("w1", "s1", "/etc".into(), WorktreeState::Active)
         .dir("w1", 0);
     assert_actions(&f.plan(), [("refuse_path", "worktree-row:w1")]);
@@ -355,7 +361,7 @@ fn directory_named_by_a_refused_row_is_not_reaped_as_orphan() {
 fn a_path_claimed_by_a_live_row_is_never_removed() {
     let mut f = Fixture::new();
     f.archived_with_worktree("s1", "w1")
-        .session("s2", Status::Open, 1, 1)
+        .session("s2", RowStatus::Open, 1, 1)
         .row("w2", "s2", wt_path("w1"), WorktreeState::Active);
     let p = f.plan();
     assert_actions(&p, []);
@@ -367,7 +373,7 @@ fn a_path_claimed_by_a_live_row_is_never_removed() {
     );
 
     // Once the other session lets go too, the directory goes.
-    f.session("s2", Status::Archived, 0, 1);
+    f.session("s2", RowStatus::Archived, 0, 1);
     assert_actions(
         &f.plan(),
         [
@@ -384,7 +390,7 @@ fn a_path_claimed_by_a_live_row_is_never_removed() {
 fn a_live_row_claims_the_directory_its_path_leads_to_under_any_spelling() {
     let mut f = Fixture::new();
     f.archived_with_worktree("s1", "w1")
-        .session("s2", Status::Open, 1, 1)
+        .session("s2", RowStatus::Open, 1, 1)
         .row(
             "w2",
             "s2",
@@ -417,7 +423,7 @@ fn a_live_row_claims_the_directory_its_path_leads_to_under_any_spelling() {
 #[test]
 fn nothing_under_a_held_root_is_planned() {
     let mut f = Fixture::new();
-    f.session("s1", Status::Archived, 0, 1)
+    f.session("s1", RowStatus::Archived, 0, 1)
         .row("w1", "s1", wt_path("w1"), WorktreeState::AtRisk)
         .stale_admin("w1", Some("abc"));
     f.actual.root_held = Some("the worktree root is not itself".into());
@@ -478,8 +484,8 @@ fn the_brake_lets_the_first_group_through_whole() {
 #[test]
 fn a_directory_named_after_a_live_row_is_claimed_whatever_its_path_says() {
     let mut f = Fixture::new();
-    f.session("s1", Status::Archived, 0, 1)
-        .session("s2", Status::Open, 1, 1)
+    f.session("s1", RowStatus::Archived, 0, 1)
+        .session("s2", RowStatus::Open, 1, 1)
         .row("w1", "s1", wt_path("w2"), WorktreeState::Active)
         .dir("w2", 0)
         .row("w2", "s2", "/elsewhere/w2".into(), WorktreeState::Active);
@@ -491,7 +497,7 @@ fn a_directory_named_after_a_live_row_is_claimed_whatever_its_path_says() {
 #[test]
 fn at_risk_worktree_of_live_session_is_marked_active_again() {
     let mut f = Fixture::new();
-    f.session("s1", Status::Open, 1, 1)
+    f.session("s1", RowStatus::Open, 1, 1)
         .row("w1", "s1", wt_path("w1"), WorktreeState::AtRisk)
         .dir("w1", 0);
     let p = f.plan();
@@ -502,7 +508,7 @@ fn at_risk_worktree_of_live_session_is_marked_active_again() {
 #[test]
 fn at_risk_worktree_of_dead_session_is_planned_again_every_pass() {
     let mut f = Fixture::new();
-    f.session("s1", Status::Archived, 0, 1)
+    f.session("s1", RowStatus::Archived, 0, 1)
         .row("w1", "s1", wt_path("w1"), WorktreeState::AtRisk)
         .dir("w1", 0);
     assert_eq!(names(&f.plan())[0].0, "remove_worktree");
@@ -632,7 +638,7 @@ fn admin_entry_of_a_moved_worktree_is_not_pruned() {
 #[test]
 fn stale_admin_entry_of_live_session_is_left_pending() {
     let mut f = Fixture::new();
-    f.session("s1", Status::Open, 1, 1)
+    f.session("s1", RowStatus::Open, 1, 1)
         .row("w9", "s1", wt_path("w9"), WorktreeState::Active)
         .stale_admin("w9", None);
     let p = f.plan();
@@ -644,7 +650,7 @@ fn stale_admin_entry_of_live_session_is_left_pending() {
 fn chat_scope_takes_its_sessions_worktree_only() {
     let mut f = Fixture::new();
     f.archived_with_worktree("s1", "w1")
-        .chat("c1", "s1", Status::Archived)
+        .chat("c1", "s1", RowStatus::Archived)
         .archived_with_worktree("s2", "w2")
         .dir("stray", 0);
     let p = f.plan_scoped(&Scope::Chat("c1".into()));
@@ -836,8 +842,8 @@ mod processes {
     #[test]
     fn process_of_open_chat_in_archived_session_is_terminated() {
         let mut f = Fixture::new();
-        f.session("s1", Status::Archived, 1, 1)
-            .chat("c1", "s1", Status::Open)
+        f.session("s1", RowStatus::Archived, 1, 1)
+            .chat("c1", "s1", RowStatus::Open)
             .process(100, "c1", 0);
         let p = f.plan();
         assert_eq!(p.actions.len(), 1);
@@ -885,7 +891,7 @@ mod processes {
     /// Chat c1, live or archived, whose acp row a1 records pid 7, now gone:
     /// the row is closed for `reason`, and nothing else is done.
     #[track_caller]
-    fn gone_pid_closes_the_row(chat: Status, start: u64, reason: &str) -> Plan {
+    fn gone_pid_closes_the_row(chat: RowStatus, start: u64, reason: &str) -> Plan {
         let mut f = Fixture::new();
         f.chat_of_s1("c1", chat)
             .acp("a1", "c1", Some(7), Some(start))
@@ -900,7 +906,7 @@ mod processes {
     /// `recorded`, which now runs a process started at `running`: the row
     /// is closed, and nothing else is done.
     #[track_caller]
-    fn reused_pid_closes_the_row(chat: Status, pid: i32, recorded: u64, running: u64) -> Plan {
+    fn reused_pid_closes_the_row(chat: RowStatus, pid: i32, recorded: u64, running: u64) -> Plan {
         let mut f = Fixture::new();
         f.chat_of_s1("c1", chat)
             .acp("a1", "c1", Some(pid), Some(recorded))
@@ -913,7 +919,7 @@ mod processes {
     #[test]
     fn row_whose_pid_is_gone_is_closed_with_that_reason() {
         gone_pid_closes_the_row(
-            Status::Archived,
+            RowStatus::Archived,
             1,
             "chat c1 archived 4m ago; recorded pid 7 is gone",
         );
@@ -921,7 +927,7 @@ mod processes {
 
     #[test]
     fn reused_pid_is_never_signalled_and_its_row_is_closed() {
-        let p = reused_pid_closes_the_row(Status::Archived, 7, 1, 999);
+        let p = reused_pid_closes_the_row(RowStatus::Archived, 7, 1, 999);
         assert!(p.actions[0].reason.contains("recorded pid 7 was reused"));
         assert!(p.actions.iter().all(|a| a.name() != "terminate_process"));
     }
@@ -1054,8 +1060,11 @@ mod processes {
 
     #[test]
     fn row_of_live_chat_whose_process_is_gone_is_closed_with_a_reason() {
-        let p =
-            gone_pid_closes_the_row(Status::Open, 70, "chat c1 is live; recorded pid 7 is gone");
+        let p = gone_pid_closes_the_row(
+            RowStatus::Open,
+            70,
+            "chat c1 is live; recorded pid 7 is gone",
+        );
         let ActionKind::CloseAgentRow {
             recorded_process, ..
         } = &p.actions[0].kind
@@ -1075,7 +1084,7 @@ mod processes {
     #[test]
     fn row_of_live_chat_whose_pid_runs_another_process_is_closed_and_never_signalled() {
         // pid 1 is always running, with a start time the row did not record.
-        let p = reused_pid_closes_the_row(Status::Open, 1, 123_456, 1);
+        let p = reused_pid_closes_the_row(RowStatus::Open, 1, 123_456, 1);
         assert!(
             p.actions[0].reason.contains("recorded pid 1 was reused"),
             "{}",
@@ -1086,7 +1095,7 @@ mod processes {
 
     #[test]
     fn row_of_archived_chat_whose_pid_runs_another_process_is_closed_not_pending() {
-        let p = reused_pid_closes_the_row(Status::Archived, 1, 123_456, 1);
+        let p = reused_pid_closes_the_row(RowStatus::Archived, 1, 123_456, 1);
         assert!(p.pending.is_empty(), "{:?}", p.pending);
     }
 
@@ -1203,8 +1212,8 @@ mod opencode {
         /// row r1 naming opencode session ses_abc.
         fn archived_chat_with_session() -> Fixture {
             let mut f = Fixture::new();
-            f.session("s1", Status::Archived, 0, 1)
-                .chat("c1", "s1", Status::Archived)
+            f.session("s1", RowStatus::Archived, 0, 1)
+                .chat("c1", "s1", RowStatus::Archived)
                 .worktree("w1", "s1");
             f.desired
                 .agent_sessions
@@ -1326,8 +1335,8 @@ mod opencode {
     fn session_named_by_a_live_chats_row_is_kept_and_keeps_its_directory() {
         let mut f = Fixture::new();
         f.archived_with_worktree("s1", "w1")
-            .session("s2", Status::Open, 1, 1)
-            .chat("c2", "s2", Status::Open)
+            .session("s2", RowStatus::Open, 1, 1)
+            .chat("c2", "s2", RowStatus::Open)
             .listing([listed("ses_live", "w1", 0, None)]);
         f.desired
             .agent_sessions

@@ -45,7 +45,7 @@ use crate::store::listen::Notice;
 pub use crate::store::live::Liveness;
 
 pub use leader::{Role, STANDBY_RETRY};
-pub use snapshot::{Backoff, DriftItem, RecentPass, Status};
+pub use snapshot::{BackoffItem, DriftItem, RecentPass, Status};
 
 /// What the queue runs: a scope, with or without force.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -149,17 +149,17 @@ impl DriftItem {
 
 /// A target backing off after failures.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Backoff {
+pub struct BackoffItem {
     pub target: String,
     pub failures: u32,
     pub next_attempt_in_secs: u64,
     pub last_error: String,
 }
 
-impl Backoff {
+impl BackoffItem {
     /// An entry of [`crate::act::Executor::backoff_snapshot`].
-    fn of(b: crate::act::BackingOff) -> Backoff {
-        Backoff {
+    fn of(b: crate::act::BackingOff) -> BackoffItem {
+        BackoffItem {
             target: b.target,
             failures: b.failures,
             next_attempt_in_secs: b.next_attempt_in.as_secs(),
@@ -184,7 +184,7 @@ pub struct Status<Pass = Arc<PassReport>, Trash = TrashStatus> {
     pub last_host_pass: Option<Pass>,
     pub pending_drift: Vec<DriftItem>,
     pub at_risk: Vec<KeptWorktree>,
-    pub backoff: Vec<Backoff>,
+    pub backoff: Vec<BackoffItem>,
     pub next_pass_at: Option<String>,
     pub queue_depth: usize,
     pub recent_passes: Vec<RecentPass>,
@@ -242,7 +242,7 @@ impl Service {
             backoff: executor
                 .backoff_snapshot()
                 .into_iter()
-                .map(Backoff::of)
+                .map(BackoffItem::of)
                 .collect(),
             next_pass_at: st
                 .next_pass_at
@@ -298,7 +298,7 @@ mod tests {
 
     #[test]
     fn a_backoff_entry_counts_whole_seconds_to_the_next_attempt() {
-        let b = Backoff::of(crate::act::BackingOff {
+        let b = BackoffItem::of(crate::act::BackingOff {
             target: "process:1".into(),
             failures: 3,
             next_attempt_in: Duration::from_millis(2900),

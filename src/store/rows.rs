@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use sqlx::{ColumnIndex, Decode, FromRow, Row, Type};
 
 use crate::model::{
-    AgentSessionRow, Backend, ChatRow, ChatState, SessionRow, SessionState, Status, Table,
+    AgentSessionRow, Backend, ChatRow, ChatState, RowStatus, SessionRow, SessionState, Table,
     UnreadableRow, WorktreeRow, WorktreeState,
 };
 
@@ -173,11 +173,11 @@ impl ChatColumns {
             id: Some(id),
             why,
         };
-        let Some(status) = Status::parse(&self.status) else {
+        let Some(status) = RowStatus::parse(&self.status) else {
             return Err(bad(self.id, format!("unknown status {:?}", self.status)));
         };
         let session = match self.s_status {
-            Some(s) => match Status::parse(&s) {
+            Some(s) => match RowStatus::parse(&s) {
                 Some(st) => Some(SessionRow {
                     id: self.session_id.clone(),
                     status: st,
@@ -222,7 +222,7 @@ pub(super) struct SessionColumns {
 impl SessionColumns {
     pub(super) fn into_state(self) -> Result<SessionState, UnreadableRow> {
         let session = match self.status {
-            Some(s) => match Status::parse(&s) {
+            Some(s) => match RowStatus::parse(&s) {
                 Some(st) => Some(SessionRow {
                     id: self.id.clone(),
                     status: st,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::git::cli::{Git, GitCliError};
 use crate::git::paths::{dot_git, DotGit};
 use crate::git::refs::RefsCache;
-use crate::git::status::Status;
+use crate::git::status::GitStatus;
 use crate::risk::{AtRisk, SAMPLE};
 
 use super::{Preflight, PreflightError};
@@ -225,7 +225,7 @@ pub(super) fn commits(
     git: &Git,
     admin: &Path,
     common: &Path,
-    s: &Status,
+    s: &GitStatus,
     out: &mut Vec<AtRisk>,
 ) -> Result<Option<String>, PreflightError> {
     let Tips {
@@ -292,7 +292,7 @@ pub(super) fn tips_of(
     p: &Preflight<'_>,
     git: &Git,
     admin: &Path,
-    s: &Status,
+    s: &GitStatus,
     out: &mut Vec<AtRisk>,
 ) -> Result<Tips, PreflightError> {
     let mut tips: Vec<String> = Vec::new();

@@ -8,7 +8,7 @@ use crate::git::cli::Git;
 use crate::git::mode::octal::GITLINK;
 use crate::git::paths::{join_rel, rel_str};
 use crate::git::status;
-use crate::git::status::Status;
+use crate::git::status::GitStatus;
 use crate::risk::{sample, AtRisk};
 
 use super::{failed, hidden_changes, push_files, submodule_problems, Superproject};
@@ -19,7 +19,7 @@ pub(super) type PerSubmodule = std::collections::BTreeMap<Vec<u8>, Vec<String>>;
 
 /// Git's status of the worktree; `None` when git cannot give it (a reason
 /// then), so that the checks that do not need it still run.
-pub(super) fn status_of(git: &Git, out: &mut Vec<AtRisk>) -> Option<Status> {
+pub(super) fn status_of(git: &Git, out: &mut Vec<AtRisk>) -> Option<GitStatus> {
     match git_status(git) {
         Ok((s, unreadable)) => {
             if !unreadable.is_empty() {
@@ -36,7 +36,7 @@ pub(super) fn status_of(git: &Git, out: &mut Vec<AtRisk>) -> Option<Status> {
 }
 
 /// What git's status says of each submodule: the start of its reason.
-pub(super) fn submodules_in_status(status: Option<&Status>) -> PerSubmodule {
+pub(super) fn submodules_in_status(status: Option<&GitStatus>) -> PerSubmodule {
     let mut subs = PerSubmodule::default();
     for (path, state) in status.iter().flat_map(|s| s.submodules.iter()) {
         subs.entry(path.clone()).or_default().push(state.describe());
@@ -47,7 +47,7 @@ pub(super) fn submodules_in_status(status: Option<&Status>) -> PerSubmodule {
 /// What git's status alone says, pushed before any costlier check so that
 /// `Depth::First` can stop at it. Staged is final unless HEAD is unborn
 /// (its branch deleted: the commit check decides).
-pub(super) fn what_status_says(s: &Status, out: &mut Vec<AtRisk>) {
+pub(super) fn what_status_says(s: &GitStatus, out: &mut Vec<AtRisk>) {
     let staged = if s.head_oid.is_some() {
         s.staged.clone()
     } else {
@@ -90,7 +90,7 @@ pub(super) fn gitlinks_of(index: Option<&[IndexEntry]>) -> HashSet<Vec<u8>> {
 /// branch's last commit, not the whole index.
 pub(super) fn staged_of(
     git: &Git,
-    s: &Status,
+    s: &GitStatus,
     stand_in: Option<&str>,
     out: &mut Vec<AtRisk>,
 ) -> Vec<Vec<u8>> {
@@ -150,7 +150,7 @@ pub(super) fn push_submodules(subs: PerSubmodule, out: &mut Vec<AtRisk>) {
 
 /// `git status` as the owner sees it, and the directories it could not
 /// read.
-pub(crate) fn git_status(git: &Git) -> Result<(Status, Vec<String>), String> {
+pub(crate) fn git_status(git: &Git) -> Result<(GitStatus, Vec<String>), String> {
     let o = git
         .run(&[
             "status",

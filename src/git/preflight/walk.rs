@@ -17,7 +17,7 @@ use globset::GlobSet;
 
 use crate::git::paths::rel_str;
 use crate::git::scan::is_precious;
-use crate::git::status::Status;
+use crate::git::status::GitStatus;
 use crate::risk::{sample, AtRisk};
 
 use super::Walked;
@@ -41,7 +41,7 @@ use super::Walked;
 /// (the tree changed under the walk; the next pass judges it again).
 pub(crate) fn walk(
     dir: &Path,
-    s: &Status,
+    s: &GitStatus,
     gitlinks: &HashSet<Vec<u8>>,
     precious: &GlobSet,
 ) -> Walked {
@@ -124,7 +124,7 @@ pub(super) struct Lookups<'a> {
 }
 
 impl<'a> Lookups<'a> {
-    fn new(s: &'a Status, gitlinks: &'a HashSet<Vec<u8>>, precious: &'a GlobSet) -> Self {
+    fn new(s: &'a GitStatus, gitlinks: &'a HashSet<Vec<u8>>, precious: &'a GlobSet) -> Self {
         let ignored_files: HashSet<&[u8]> = s
             .ignored
             .iter()
@@ -302,7 +302,7 @@ pub(super) fn shown(rel: &[u8]) -> String {
     }
 }
 
-pub(super) fn push_files(s: &Status, staged: Vec<Vec<u8>>, w: &Walked, out: &mut Vec<AtRisk>) {
+pub(super) fn push_files(s: &GitStatus, staged: Vec<Vec<u8>>, w: &Walked, out: &mut Vec<AtRisk>) {
     let strs = |v: &[Vec<u8>]| v.iter().map(|p| rel_str(p)).collect::<Vec<_>>();
     let lists = [
         (strs(&staged), 0),
@@ -369,9 +369,9 @@ mod tests {
         std::fs::create_dir_all(wt.join("a")).unwrap();
         std::fs::create_dir_all(elsewhere.join(".git")).unwrap();
         std::fs::write(elsewhere.join(".env"), "not the worktree's").unwrap();
-        let status = Status {
+        let status = GitStatus {
             ignored: vec![b"a/.env".to_vec()],
-            ..Status::default()
+            ..GitStatus::default()
         };
         let (gitlinks, globs) = (HashSet::new(), precious());
         let look = Lookups::new(&status, &gitlinks, &globs);
