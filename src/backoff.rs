@@ -10,6 +10,34 @@ pub const BASE: Duration = Duration::from_secs(5);
 /// No target waits longer than this between attempts.
 pub const MAX: Duration = Duration::from_secs(600);
 
+/// A key backing off after failures, as `/status` shows it: when the next
+/// attempt is, in whole seconds from now.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BackingOff {
+    pub target: String,
+    pub failures: u32,
+    pub next_attempt_in_secs: u64,
+    pub last_error: String,
+}
+
+impl BackingOff {
+    /// `target`, backing off for `next_attempt_in` more (rounded down to
+    /// whole seconds).
+    pub fn new(
+        target: String,
+        failures: u32,
+        next_attempt_in: Duration,
+        last_error: String,
+    ) -> BackingOff {
+        BackingOff {
+            target,
+            failures,
+            next_attempt_in_secs: next_attempt_in.as_secs(),
+            last_error,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Entry {
     pub failures: u32,

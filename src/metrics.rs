@@ -312,6 +312,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_action_kind_is_a_label_value_in_the_planner_s_order() {
+        let names = crate::plan::ActionName::ALL.map(|n| n.as_str());
+        assert_eq!(ACTION_KINDS, names);
+        for n in crate::plan::ActionName::ALL {
+            assert_eq!(crate::plan::ActionName::parse(n.as_str()), Some(n));
+        }
+        assert_eq!(crate::plan::ActionName::parse("remove"), None);
+    }
+
+    #[test]
     fn every_series_exists_from_start_up() {
         let text = Metrics::new().render();
         for t in Trigger::ALL.map(Trigger::as_str) {

@@ -312,6 +312,33 @@ impl PassReport {
         )
     }
 
+    /// Every error of the pass, a line each, as a nudge's answer lists
+    /// them: the pass's own, then each action that failed, was refused or
+    /// deferred (with what it says), then each worktree kept as an unsafe
+    /// repository. As many as [`PassReport::error_count`] counts.
+    pub fn all_errors(&self) -> Vec<String> {
+        let actions = self
+            .results
+            .iter()
+            .filter(|r| ERROR_OUTCOMES.contains(&r.outcome.name()))
+            .map(|r| {
+                let (outcome, kind) = (r.outcome.name(), r.action.name());
+                format!("{kind} {}: {outcome}: {}", r.target, r.outcome.text())
+            });
+        let unsafe_repositories = self.at_risk.iter().flat_map(|k| {
+            k.reasons
+                .iter()
+                .filter(|reason| reason.kind() == ERROR_AT_RISK)
+                .map(|reason| format!("{} kept at risk: {reason}", k.target))
+        });
+        self.errors
+            .iter()
+            .cloned()
+            .chain(actions)
+            .chain(unsafe_repositories)
+            .collect()
+    }
+
     /// The actions not started because the pass ran out of time
     /// (`loop.pass_timeout`): left for the next pass.
     pub fn left_for_next_pass(&self) -> Vec<&ActionResult> {

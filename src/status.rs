@@ -344,14 +344,8 @@ pub fn render_answer(base: &str, answer: &Value) -> String {
 
 fn answer_lines(base: &str, answer: &AnswerSummary) -> String {
     let mut out = String::new();
-    let errors = crate::report::count_errors(
-        answer.errors.len(),
-        answer.actions.iter().map(|a| a.outcome.as_str()),
-        answer
-            .at_risk
-            .iter()
-            .flat_map(|k| k.reasons.iter().map(|r| r.kind.as_str())),
-    );
+    // The answer lists every error of the pass, its actions' included.
+    let errors = answer.errors.len();
     let _ = writeln!(
         out,
         "reconciled by the running controller at {base} ({} {}) in {} ms: {}, {} action(s), \
@@ -683,6 +677,23 @@ mod tests {
                         );
                         let line = format!("result: {}, {expected} error(s)", r.result());
                         assert!(r.render().contains(&line), "{case}: {}", r.render());
+                        let answer = crate::http::answer::NudgeAnswer::of(
+                            &r,
+                            crate::http::answer::Subject::Host {},
+                            Vec::new(),
+                        );
+                        assert_eq!(
+                            answer.errors.len(),
+                            expected,
+                            "{case}: the answer lists every error: {:?}",
+                            answer.errors
+                        );
+                        let shown =
+                            render_answer("http://h", &serde_json::to_value(answer).unwrap());
+                        assert!(
+                            shown.contains(&format!(", {expected} error(s)")),
+                            "{case}: {shown}"
+                        );
                     }
                 }
             }

@@ -26,6 +26,6 @@ mod session;
 pub mod trash;
 pub mod worktree;
 
-pub use run::executor::{BackingOff, Executor, RunOptions};
+pub use run::executor::{Executor, RunOptions};
 pub use run::outcome::{ActionResult, Detail, Outcome};
 pub use worktree::removal::{archive_and_remove, inspect, Inspection};

@@ -126,8 +126,10 @@ fn nudged() -> Trigger {
 }
 
 impl NudgeAnswer {
-    /// The answer for `report`; `errors` are the nudge's own (reading
-    /// liveness), and make it an error whatever the pass came to.
+    /// The answer for `report`: its `errors` are every error of the pass
+    /// ([`PassReport::all_errors`], a refused or failed action's included),
+    /// then the nudge's own (reading liveness), which make it an error
+    /// whatever the pass came to.
     pub fn of(report: &PassReport, subject: Subject, errors: Vec<String>) -> NudgeAnswer {
         let result = if errors.is_empty() {
             report.result()
@@ -152,7 +154,7 @@ impl NudgeAnswer {
             actions,
             at_risk: report.at_risk.clone(),
             pending: report.pending.clone(),
-            errors: report.errors.iter().cloned().chain(errors).collect(),
+            errors: report.all_errors().into_iter().chain(errors).collect(),
             busy: report.busy(),
             legacy: None,
         }
@@ -286,7 +288,9 @@ fn closed(report: &PassReport, chat: &str) -> ChatClosed {
     ChatClosed {
         chat_id: chat.to_string(),
         disposed: disposed(&report.results, chat),
-        worktree_removed: done.clone().any(|r| r.action.name() == "remove_worktree"),
+        worktree_removed: done
+            .clone()
+            .any(|r| r.action.kind.name() == plan::ActionName::RemoveWorktree),
         worktree_at_risk: !report.at_risk.is_empty(),
     }
 }

@@ -180,21 +180,82 @@ pub struct Action {
     pub reason: String,
 }
 
+/// An action's kind without its data: what the audit table, the metrics
+/// and the answers name it by, and what an intent read back from the
+/// database is matched on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ActionName {
+    TerminateProcess,
+    StopCgroup,
+    RemoveCgroup,
+    DeleteOpencodeSession,
+    CloseAgentRow,
+    RemoveWorktree,
+    MarkWorktreeRemoved,
+    MarkWorktreeActive,
+    PruneAdminEntry,
+    RefusePath,
+}
+
+impl ActionName {
+    pub const ALL: [ActionName; 10] = [
+        ActionName::TerminateProcess,
+        ActionName::StopCgroup,
+        ActionName::RemoveCgroup,
+        ActionName::CloseAgentRow,
+        ActionName::DeleteOpencodeSession,
+        ActionName::RemoveWorktree,
+        ActionName::MarkWorktreeRemoved,
+        ActionName::MarkWorktreeActive,
+        ActionName::PruneAdminEntry,
+        ActionName::RefusePath,
+    ];
+
+    /// The short name used in the audit table and metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ActionName::TerminateProcess => "terminate_process",
+            ActionName::StopCgroup => "stop_cgroup",
+            ActionName::RemoveCgroup => "remove_cgroup",
+            ActionName::DeleteOpencodeSession => "delete_opencode_session",
+            ActionName::CloseAgentRow => "close_agent_row",
+            ActionName::RemoveWorktree => "remove_worktree",
+            ActionName::MarkWorktreeRemoved => "mark_worktree_removed",
+            ActionName::MarkWorktreeActive => "mark_worktree_active",
+            ActionName::PruneAdminEntry => "prune_admin_entry",
+            ActionName::RefusePath => "refuse_path",
+        }
+    }
+
+    /// The kind a recorded name stands for; `None` for a name this
+    /// version does not know.
+    pub fn parse(name: &str) -> Option<ActionName> {
+        ActionName::ALL.into_iter().find(|n| n.as_str() == name)
+    }
+}
+
+impl ActionKind {
+    /// Its kind, without its data.
+    pub fn name(&self) -> ActionName {
+        match self {
+            ActionKind::TerminateProcess { .. } => ActionName::TerminateProcess,
+            ActionKind::StopCgroup { .. } => ActionName::StopCgroup,
+            ActionKind::RemoveCgroup { .. } => ActionName::RemoveCgroup,
+            ActionKind::DeleteOpencodeSession { .. } => ActionName::DeleteOpencodeSession,
+            ActionKind::CloseAgentRow { .. } => ActionName::CloseAgentRow,
+            ActionKind::RemoveWorktree { .. } => ActionName::RemoveWorktree,
+            ActionKind::MarkWorktreeRemoved { .. } => ActionName::MarkWorktreeRemoved,
+            ActionKind::MarkWorktreeActive { .. } => ActionName::MarkWorktreeActive,
+            ActionKind::PruneAdminEntry { .. } => ActionName::PruneAdminEntry,
+            ActionKind::RefusePath { .. } => ActionName::RefusePath,
+        }
+    }
+}
+
 impl Action {
     /// The short name used in the audit table and metrics.
     pub fn name(&self) -> &'static str {
-        match self.kind {
-            ActionKind::TerminateProcess { .. } => "terminate_process",
-            ActionKind::StopCgroup { .. } => "stop_cgroup",
-            ActionKind::RemoveCgroup { .. } => "remove_cgroup",
-            ActionKind::DeleteOpencodeSession { .. } => "delete_opencode_session",
-            ActionKind::CloseAgentRow { .. } => "close_agent_row",
-            ActionKind::RemoveWorktree { .. } => "remove_worktree",
-            ActionKind::MarkWorktreeRemoved { .. } => "mark_worktree_removed",
-            ActionKind::MarkWorktreeActive { .. } => "mark_worktree_active",
-            ActionKind::PruneAdminEntry { .. } => "prune_admin_entry",
-            ActionKind::RefusePath { .. } => "refuse_path",
-        }
+        self.kind.name().as_str()
     }
 
     /// What the action acts on: the key of its backoff, claim and audit.

@@ -44,8 +44,9 @@ use crate::report::PassReport;
 use crate::store::listen::Notice;
 pub use crate::store::live::Liveness;
 
+pub use crate::backoff::BackingOff;
 pub use leader::{Role, STANDBY_RETRY};
-pub use snapshot::{BackoffItem, DriftItem, RecentPass, Status};
+pub use snapshot::{DriftItem, RecentPass, Status};
 
 /// What the queue runs: a scope, with or without force.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

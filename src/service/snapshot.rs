@@ -20,6 +20,7 @@ use super::leader::Role;
 use super::Service;
 use crate::act::trash::reclaim::TrashStatus;
 use crate::act::{ActionResult, Outcome};
+use crate::backoff::BackingOff;
 use crate::model::Scope;
 use crate::plan::Pending;
 use crate::report::{KeptWorktree, PassReport, PassResult, Trigger};
@@ -147,27 +148,6 @@ impl DriftItem {
     }
 }
 
-/// A target backing off after failures.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BackoffItem {
-    pub target: String,
-    pub failures: u32,
-    pub next_attempt_in_secs: u64,
-    pub last_error: String,
-}
-
-impl BackoffItem {
-    /// An entry of [`crate::act::Executor::backoff_snapshot`].
-    fn of(b: crate::act::BackingOff) -> BackoffItem {
-        BackoffItem {
-            target: b.target,
-            failures: b.failures,
-            next_attempt_in_secs: b.next_attempt_in.as_secs(),
-            last_error: b.last_error,
-        }
-    }
-}
-
 /// The `/status` document. The service shows its own pass reports and
 /// trash; a reader picks the types it reads them as.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -184,7 +164,7 @@ pub struct Status<Pass = Arc<PassReport>, Trash = TrashStatus> {
     pub last_host_pass: Option<Pass>,
     pub pending_drift: Vec<DriftItem>,
     pub at_risk: Vec<KeptWorktree>,
-    pub backoff: Vec<BackoffItem>,
+    pub backoff: Vec<BackingOff>,
     pub next_pass_at: Option<String>,
     pub queue_depth: usize,
     pub recent_passes: Vec<RecentPass>,
@@ -239,11 +219,7 @@ impl Service {
             last_host_pass: host.clone(),
             pending_drift: host.as_deref().map(DriftItem::left_by).unwrap_or_default(),
             at_risk: host.map(|r| r.at_risk.clone()).unwrap_or_default(),
-            backoff: executor
-                .backoff_snapshot()
-                .into_iter()
-                .map(BackoffItem::of)
-                .collect(),
+            backoff: executor.backoff_snapshot(),
             next_pass_at: st
                 .next_pass_at
                 .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
@@ -298,12 +274,12 @@ mod tests {
 
     #[test]
     fn a_backoff_entry_counts_whole_seconds_to_the_next_attempt() {
-        let b = BackoffItem::of(crate::act::BackingOff {
-            target: "process:1".into(),
-            failures: 3,
-            next_attempt_in: Duration::from_millis(2900),
-            last_error: "x".into(),
-        });
+        let b = BackingOff::new(
+            "process:1".into(),
+            3,
+            Duration::from_millis(2900),
+            "x".into(),
+        );
         assert_eq!(
             serde_json::to_string(&b).unwrap(),
             r#"{"target":"process:1","failures":3,"next_attempt_in_secs":2,"last_error":"x"}"#

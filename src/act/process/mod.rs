@@ -13,7 +13,7 @@ use crate::act::run::executor::{blocking, skipped, Applied, Gate};
 use crate::act::run::liveness::Recheck;
 use crate::act::run::outcome::{ActError, Detail, Outcome};
 use crate::observe::processes;
-use crate::plan::{Action, ProcessTarget, RecordedProcess};
+use crate::plan::{Action, ActionName, ProcessTarget, RecordedProcess};
 use crate::store::{AuditRecord, Store};
 
 /// Stops agents and closes their rows.
@@ -39,7 +39,7 @@ impl ProcessActor {
         if let Some(why) = self.recheck.owner_is_live(action).await? {
             return Ok(skipped(why));
         }
-        let target = terminate::Target {
+        let target = terminate::Agent {
             pid: process.pid,
             start_time: process.start_time,
             chat_id: process.chat_id.clone(),
@@ -64,7 +64,7 @@ impl ProcessActor {
     /// [`terminate::terminate`] with this executor's grace and labels; the
     /// store answers, right before SIGKILL, whether the agent's chat (or
     /// the chat of a process below it) is live.
-    pub(super) async fn stop_agent(&self, target: &terminate::Target) -> terminate::Terminated {
+    pub(super) async fn stop_agent(&self, target: &terminate::Agent) -> terminate::Terminated {
         terminate::terminate(target, self.term_grace, &self.labels, &*self.recheck).await
     }
 
@@ -74,9 +74,9 @@ impl ProcessActor {
     pub(super) async fn terminate_inside(
         &self,
         action: &Action,
-        target: &terminate::Target,
+        target: &terminate::Agent,
     ) -> Result<(), ActError> {
-        let name = "terminate_process";
+        let name = ActionName::TerminateProcess.as_str();
         let what = target.key().to_string();
         let reason = format!(
             "an agent of chat {} inside a worktree being removed",

@@ -68,7 +68,7 @@ use crate::act::session::SessionActor;
 use crate::act::trash::reclaim::Reclaimer;
 use crate::act::worktree::kept;
 use crate::act::worktree::WorktreeActor;
-use crate::backoff::Backoff;
+use crate::backoff::{BackingOff, Backoff};
 use crate::config::Config;
 use crate::model::Force;
 use crate::observe::processes::LabelNames;
@@ -80,15 +80,6 @@ use crate::store::Store;
 /// What an action's body comes to: its outcome and what it found, or an
 /// error that fails it.
 pub(in crate::act) type Applied = Result<(Outcome, Detail), ActError>;
-
-/// A target backing off after failures.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BackingOff {
-    pub target: String,
-    pub failures: u32,
-    pub next_attempt_in: Duration,
-    pub last_error: String,
-}
 
 /// Per-run choices.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -232,11 +223,13 @@ impl Executor {
             .backoff
             .lock()
             .entries()
-            .map(|(target, e)| BackingOff {
-                target: target.to_string(),
-                failures: e.failures,
-                next_attempt_in: e.next_attempt.saturating_duration_since(now),
-                last_error: e.last_error.clone(),
+            .map(|(target, e)| {
+                BackingOff::new(
+                    target.to_string(),
+                    e.failures,
+                    e.next_attempt.saturating_duration_since(now),
+                    e.last_error.clone(),
+                )
             })
             .collect();
         v.sort_by(|a, b| a.target.cmp(&b.target));

@@ -10,10 +10,13 @@
 
 use std::time::SystemTime;
 
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
 use crate::act::trash;
 use crate::git;
 use crate::observe::processes;
-use crate::plan::WorktreeTarget;
+use crate::plan::{ActionName, WorktreeTarget};
 use crate::root::WorktreeRoot;
 use crate::store::OpenIntent;
 
@@ -23,6 +26,34 @@ use crate::store::OpenIntent;
 /// directory judged, which is the only directory that may move there
 /// (the trash's own record of it is what the reclaimer goes by, see
 /// [`trash`]).
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub(in crate::act) struct RemovalIntent {
+    pub path: Option<String>,
+    pub trash: String,
+    pub trash_entry: String,
+    pub dev: u64,
+    pub ino: u64,
+    pub force_archive: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_ref: Option<String>,
+}
+
+/// What the intent of a signal records that a later pass reads back: the
+/// process, by pid and start time (the rest is for the operator).
+#[derive(Debug, Default, Deserialize)]
+struct SignalIntent {
+    pid: i64,
+    start_time: Option<u64>,
+}
+
+/// What the intent of a cgroup's stop records that a later pass reads
+/// back.
+#[derive(Debug, Default, Deserialize)]
+struct CgroupIntent {
+    path: Option<String>,
+}
+
+/// The intent of removing `wt`, pinned as `pinned`, to be retired at `now`.
 pub(in crate::act) fn removal(
     root: &WorktreeRoot,
     wt: &WorktreeTarget,
@@ -30,18 +61,22 @@ pub(in crate::act) fn removal(
     archive: bool,
     now: SystemTime,
 ) -> serde_json::Value {
-    let mut v = serde_json::json!({
-        "path": wt.path.display().to_string(),
-        "trash": trash::trash_path(root).display().to_string(),
-        "trash_entry": pinned.entry_name(now).to_string_lossy(),
-        "dev": pinned.dev(),
-        "ino": pinned.ino(),
-        "force_archive": archive,
-    });
-    if archive {
-        v["archive_ref"] = git::archive::archive_ref_base(&wt.name, now).into();
-    }
-    v
+    let intent = RemovalIntent {
+        path: Some(wt.path.display().to_string()),
+        trash: trash::trash_path(root).display().to_string(),
+        trash_entry: pinned.entry_name(now).to_string_lossy().into_owned(),
+        dev: pinned.dev(),
+        ino: pinned.ino(),
+        force_archive: archive,
+        archive_ref: archive.then(|| git::archive::archive_ref_base(&wt.name, now)),
+    };
+    serde_json::to_value(intent).unwrap_or_default()
+}
+
+/// An intent's detail read through its type; what does not read as one
+/// (an older or damaged record) reads as nothing recorded.
+fn read<T: DeserializeOwned + Default>(detail: &serde_json::Value) -> T {
+    T::deserialize(detail).unwrap_or_default()
 }
 
 /// What is there now of the target of `i`, looked up without acting.
@@ -50,19 +85,22 @@ pub(in crate::act) fn found_now(
     labels: &processes::LabelNames,
     i: &OpenIntent,
 ) -> String {
-    match i.action.as_str() {
-        "terminate_process" => {
-            let pid = i.detail["pid"].as_i64().unwrap_or(0) as i32;
-            let start = i.detail["start_time"].as_u64();
+    match ActionName::parse(&i.action) {
+        Some(ActionName::TerminateProcess) => {
+            let SignalIntent { pid, start_time } = read(&i.detail);
+            let pid = pid as i32;
             match processes::identity(pid, labels) {
-                Some(id) if processes::is_alive_state(id.state) && Some(id.start_time) == start => {
+                Some(id)
+                    if processes::is_alive_state(id.state) && Some(id.start_time) == start_time =>
+                {
                     format!("pid {pid} still runs (planned again like any agent)")
                 }
                 _ => format!("pid {pid} is gone"),
             }
         }
-        "remove_worktree" => {
-            let Some(path) = i.detail["path"].as_str().map(std::path::PathBuf::from) else {
+        Some(ActionName::RemoveWorktree) => {
+            let RemovalIntent { path, .. } = read(&i.detail);
+            let Some(path) = path.map(std::path::PathBuf::from) else {
                 return "no path recorded".into();
             };
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
@@ -84,8 +122,8 @@ pub(in crate::act) fn found_now(
                 n => format!("{place}; {n} trash entr(ies) of it wait for reclaim"),
             }
         }
-        "stop_cgroup" => match i.detail["path"].as_str() {
-            Some(path) => match crate::cgroup::members(std::path::Path::new(path)) {
+        Some(ActionName::StopCgroup) => match read::<CgroupIntent>(&i.detail).path {
+            Some(path) => match crate::cgroup::members(std::path::Path::new(&path)) {
                 Ok(m) if !m.is_empty() => format!(
                     "{} process(es) still in {path} (planned again like any agent)",
                     m.len()
@@ -94,9 +132,57 @@ pub(in crate::act) fn found_now(
             },
             None => "no path recorded".into(),
         },
-        "delete_opencode_session" => {
+        Some(ActionName::DeleteOpencodeSession) => {
             "the session is deleted by a later pass if the server still lists it".into()
         }
         _ => "the target is planned again like any other".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_removal_intent_is_written_as_before_and_read_back_through_its_type() {
+        for archive_ref in [None, Some("refs/boo/archive/w1/1".to_string())] {
+            let intent = RemovalIntent {
+                path: Some("/tmp/booworktrees/w1".into()),
+                trash: "/tmp/booworktrees/.boo-trash".into(),
+                trash_entry: "w1.17".into(),
+                dev: 2049,
+                ino: 77,
+                force_archive: archive_ref.is_some(),
+                archive_ref: archive_ref.clone(),
+            };
+            let written = serde_json::to_value(&intent).unwrap();
+            // The shape every earlier record has, which `interrupted`
+            // records and operators read.
+            let mut before = serde_json::json!({
+                "path": "/tmp/booworktrees/w1",
+                "trash": "/tmp/booworktrees/.boo-trash",
+                "trash_entry": "w1.17",
+                "dev": 2049,
+                "ino": 77,
+                "force_archive": archive_ref.is_some(),
+            });
+            if let Some(r) = &archive_ref {
+                before["archive_ref"] = r.clone().into();
+            }
+            assert_eq!(written.to_string(), before.to_string());
+            assert_eq!(read::<RemovalIntent>(&written), intent);
+        }
+    }
+
+    #[test]
+    fn a_detail_that_does_not_read_as_its_type_reads_as_nothing_recorded() {
+        let odd = serde_json::json!({ "pid": "seven", "path": 3 });
+        let SignalIntent { pid, start_time } = read(&odd);
+        assert_eq!((pid, start_time), (0, None));
+        assert_eq!(read::<CgroupIntent>(&odd).path, None);
+        let signal = read::<SignalIntent>(&serde_json::json!({
+            "pid": 42, "start_time": 9, "chat_id": "c1"
+        }));
+        assert_eq!((signal.pid, signal.start_time), (42, Some(9)));
     }
 }

@@ -293,7 +293,7 @@ impl WorktreeActor {
             }
             tracing::info!(pid, command = %command, chat = %chat, worktree = %wt.path.display(),
                 "stopping an agent of a chat that is not live before removing its worktree");
-            let target = terminate::Target {
+            let target = terminate::Agent {
                 pid,
                 start_time: id.start_time,
                 chat_id: chat,

@@ -127,6 +127,18 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Whether `pid` ignores SIGTERM now: its script's `trap '' TERM` has
+/// run. Being in the cgroup is not enough: the shell enters it before it
+/// reads its script, and a SIGTERM before the trap would end it.
+fn ignores_term(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (nix::libc::SIGTERM - 1)) != 0)
+}
+
 fn alive(pid: i32) -> bool {
     procfs::process::Process::new(pid)
         .and_then(|p| p.stat())
@@ -216,7 +228,7 @@ async fn a_chat_reopened_during_the_grace_keeps_its_agent() {
     let cg = parent.agent("c");
     let labels = labels();
     let mut agent = spawn_in(&cg, &[], "trap '' TERM; while :; do sleep 0.05; done");
-    wait_for("the agent", || !cgroup::members(&cg).unwrap().is_empty());
+    wait_for("the agent to ignore TERM", || ignores_term(agent.id()));
     let chats = Arc::new(Chats::default());
     let reopen = {
         let chats = Arc::clone(&chats);
@@ -256,7 +268,7 @@ async fn a_liveness_that_cannot_be_read_kills_nothing() {
     let cg = parent.agent("c");
     let labels = labels();
     let mut agent = spawn_in(&cg, &[], "trap '' TERM; while :; do sleep 0.05; done");
-    wait_for("the agent", || !cgroup::members(&cg).unwrap().is_empty());
+    wait_for("the agent to ignore TERM", || ignores_term(agent.id()));
     let chats = Chats::default();
     chats.error.store(true, Ordering::SeqCst);
     let s = stop(
@@ -301,6 +313,9 @@ async fn a_live_chats_process_inside_another_agents_cgroup_is_spared() {
             .and_then(|p| p.stat())
             .map(|s| s.ppid)
     };
+    wait_for("the dead chat's agent to ignore TERM", || {
+        ignores_term(dead.id())
+    });
     wait_for("the live chat's child", || {
         cgroup::members(&cg)
             .unwrap()

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::signal::{guard_group, Me};
-use super::{off_thread, ChatLiveness, Spared, Target, Terminated};
+use super::{off_thread, Agent, ChatLiveness, Spared, Terminated};
 use crate::observe::processes::{identity, is_alive_state, EnvChat, LabelNames, Snapshot};
 
 /// What is being stopped: the expected identities.
@@ -36,7 +36,7 @@ pub(super) type Answers = HashMap<String, Result<bool, String>>;
 /// signalled. Parent links are only meaningful if the snapshot saw the
 /// same agent process.
 pub(super) async fn tracking(
-    target: &Target,
+    target: &Agent,
     snap: &Snapshot,
     ancestors: &HashSet<i32>,
     me: &Me,

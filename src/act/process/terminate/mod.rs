@@ -38,7 +38,7 @@ const KILL_WAIT: Duration = Duration::from_secs(1);
 
 /// The agent process to stop, as observed: the pid alone is never enough.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Target {
+pub struct Agent {
     pub pid: i32,
     /// Field 22 of `/proc/<pid>/stat` when the process was observed.
     pub start_time: u64,
@@ -54,12 +54,12 @@ pub struct Target {
     pub recorded_by_row: Option<String>,
     /// The labelled process this one was forked from, when the target
     /// comes from the fork lineage: accepted without any chat label as
-    /// for [`Target::recorded_by_row`].
+    /// for [`Agent::recorded_by_row`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tied_to: Option<i32>,
 }
 
-impl Target {
+impl Agent {
     /// What the audit, the claims and the backoff know this process by:
     /// the key [`crate::plan::Action::key`] gives a planned termination of
     /// it, so that a stop decided during a removal reads as one planned
@@ -72,9 +72,9 @@ impl Target {
     }
 }
 
-impl From<&crate::model::AgentProcess> for Target {
+impl From<&crate::model::AgentProcess> for Agent {
     fn from(p: &crate::model::AgentProcess) -> Self {
-        Target {
+        Agent {
             pid: p.pid,
             start_time: p.start_time,
             chat_id: p.chat_id.clone(),
@@ -313,7 +313,7 @@ fn join(pids: &[i32]) -> String {
 ///    The agent's first SIGTERM also requires the observed chat label
 ///    (`labels.chat`): a process relabelled before it is not the one
 ///    observed, and [`Terminated::not_signalled`] says why. A target a row
-///    recorded ([`Target::recorded_by_row`]) may carry that chat's label
+///    recorded ([`Agent::recorded_by_row`]) may carry that chat's label
 ///    or none at all, never another chat's. After that first SIGTERM the
 ///    label no longer matters: the same pid and start time are the same
 ///    process whatever its environment says, so an agent that re-exec'd
@@ -394,7 +394,7 @@ fn join(pids: &[i32]) -> String {
 /// collection into a new session) keeps the inherited chat label and is
 /// found by the next pass's scan.
 pub async fn terminate(
-    target: &Target,
+    target: &Agent,
     grace: Duration,
     labels: &LabelNames,
     live: &dyn ChatLiveness,
@@ -406,7 +406,7 @@ pub async fn terminate(
 /// known that none will be): the executor then lets the next termination
 /// start while this one waits out its grace.
 pub async fn terminate_then(
-    target: &Target,
+    target: &Agent,
     grace: Duration,
     labels: &LabelNames,
     live: &dyn ChatLiveness,
@@ -418,7 +418,7 @@ pub async fn terminate_then(
 /// [`terminate`], with a hook run right before the SIGKILL phase (tests
 /// use it to simulate a pid being reused during the grace).
 async fn run(
-    target: &Target,
+    target: &Agent,
     grace: Duration,
     labels: &LabelNames,
     live: &dyn ChatLiveness,
@@ -480,7 +480,7 @@ async fn run(
 /// Guarantee 3 for the agent, before anything is tracked; the snapshot
 /// and ancestors it reads are returned for tracking.
 async fn refuse_protected(
-    target: &Target,
+    target: &Agent,
     me: &Me,
 ) -> Result<(Snapshot, HashSet<i32>), NotSignalled> {
     if let Err(why) = signal::guard(target.pid, me) {
@@ -503,7 +503,7 @@ async fn refuse_protected(
 /// and the processes signalled, or `None` when nothing was (`out` says
 /// why).
 async fn term_step(
-    target: &Target,
+    target: &Agent,
     track: &Tracking,
     labels: &LabelNames,
     group: Option<i32>,

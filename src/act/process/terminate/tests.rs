@@ -80,9 +80,9 @@ fn spawned(cmd: &mut Command) -> Spawned {
     child
 }
 
-fn target_of(child: &Spawned, chat: &str) -> Target {
+fn target_of(child: &Spawned, chat: &str) -> Agent {
     let id = identity(child.pid(), &labels()).expect("agent is running");
-    Target {
+    Agent {
         pid: child.pid(),
         start_time: id.start_time,
         chat_id: chat.to_owned(),
@@ -119,7 +119,7 @@ async fn identity_is_rechecked_before_every_signal_a_reused_pid_is_never_signall
     let right = target_of(&a, &chat);
 
     // The pid now names a process that started at another time.
-    let reused = Target {
+    let reused = Agent {
         start_time: right.start_time - 1,
         ..right.clone()
     };
@@ -140,7 +140,7 @@ async fn identity_is_rechecked_before_every_signal_a_reused_pid_is_never_signall
     );
 
     // Right start time, another chat's label.
-    let other_chat = Target {
+    let other_chat = Agent {
         chat_id: "another-chat".into(),
         ..right.clone()
     };
@@ -164,7 +164,7 @@ async fn identity_is_rechecked_before_every_signal_a_reused_pid_is_never_signall
     let mut cmd = Command::new("sleep");
     cmd.arg("1000").process_group(0).env_remove("BOO_CHAT_ID");
     let plain = spawned(&mut cmd);
-    let plain_target = Target {
+    let plain_target = Agent {
         pid: plain.pid(),
         start_time: identity(plain.pid(), &labels()).unwrap().start_time,
         chat_id: chat.clone(),
@@ -294,7 +294,7 @@ async fn an_agent_that_drops_its_labels_during_the_grace_is_killed() {
 #[tokio::test]
 async fn a_row_target_without_labels_is_stopped_but_never_one_with_another_chats_label() {
     let (chat, _sweep) = new_chat();
-    let row = |pid: i32| Target {
+    let row = |pid: i32| Agent {
         pid,
         start_time: identity(pid, &labels()).unwrap().start_time,
         chat_id: chat.clone(),
@@ -329,7 +329,7 @@ async fn a_row_target_without_labels_is_stopped_but_never_one_with_another_chats
         std::thread::sleep(Duration::from_millis(2));
     }
     let t = row(cleared.pid());
-    let as_labelled = Target {
+    let as_labelled = Agent {
         recorded_by_row: None,
         tied_to: None,
         ..t.clone()
@@ -478,7 +478,7 @@ async fn agent_with_a_child_of_another_chat(
     b: &str,
 ) -> (
     (Spawned, KillGroupOnDrop),
-    Target,
+    Agent,
     (i32, u64),
     (i32, u64),
     (i32, u64),
@@ -727,7 +727,7 @@ async fn never_signals_pid_1_0_negatives_itself_its_ancestors_or_its_own_group()
     for pid in [0, -1, -me.pgid, 1, me.pid, parent] {
         let start = identity(pid, &labels()).map_or(0, |i| i.start_time);
         let out = terminate(
-            &Target {
+            &Agent {
                 pid,
                 start_time: start,
                 chat_id: "c".into(),
@@ -826,7 +826,7 @@ async fn term_then_grace_then_kill_reports_an_already_gone_agent() {
     let pid = a.pid();
     a.0.wait().unwrap();
     let out = terminate(
-        &Target {
+        &Agent {
             pid,
             start_time: 1,
             chat_id: chat,
