@@ -1479,7 +1479,7 @@ fn preflight_breakdown(host: &Host, config: &Config, table: &mut Table) -> anyho
     for (_, path) in &host.live {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let t = Instant::now();
-        std::hint::black_box(act::trash::remove::mount_points_inside(path)?);
+        std::hint::black_box(act::trash::delete::mount_points_inside(path)?);
         mounts.push(ms(t.elapsed()));
         let (reasons, cost) = preflight_costed(&Preflight {
             worktree: path,
@@ -1585,7 +1585,7 @@ async fn preflight_and_removal(
                     Inspection::Reasons(r, Some(pinned)) if r.is_empty() => pinned,
                     other => bail!("{} is not clean: {other:?}", a.display()),
                 };
-                let (outcome, _) = act::archive_and_remove(
+                let (outcome, _) = act::archive_then_retire(
                     &root,
                     &wt,
                     &pinned,
@@ -1662,7 +1662,7 @@ fn reclaim_throughput(
             if first {
                 let trash = WorktreeRoot::open(&act::trash::trash_path(root))?;
                 let t = Instant::now();
-                act::trash::remove::remove_dir(&trash, &entry)?;
+                act::trash::delete::delete_dir(&trash, &entry)?;
                 ours.push(ms(t.elapsed()));
             } else {
                 let t = Instant::now();

@@ -19,7 +19,7 @@
 ///   wrote as root into an owner's repository (`git::owner`), which goes
 ///   away now that those writes are made as the owner.
 /// - `CAP_FOWNER`: the one permission fix, `fchmod`/`fchmodat` giving
-///   `u+rwx` to a directory that refuses an unlink (`act::trash::remove`), is made
+///   `u+rwx` to a directory that refuses an unlink (`act::trash::delete`), is made
 ///   on the owner's own directories with the owner's credentials, which
 ///   needs no capability. Where it still runs as root on another user's
 ///   directory, the kernel refuses it (`EPERM`): that entry is kept and

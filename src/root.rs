@@ -2,7 +2,7 @@
 //! Paths from the database are untrusted; this module decides whether one
 //! names an entry of the root.
 //!
-//! Two rules of DESIGN.md live here and in [`crate::act::trash::remove`]: "never act
+//! Two rules of DESIGN.md live here and in [`crate::act::trash::delete`]: "never act
 //! outside the root" and "symlinks are never followed when deleting".
 //!
 //! - [`WorktreeRoot::prepare`] refuses a root whose entries must never be
@@ -417,7 +417,7 @@ impl WorktreeRoot {
     /// inspected, the controller's trash ([`TRASH_DIR`]).
     ///
     /// A regular file entry is `Inside` (it is not a symlink);
-    /// [`crate::act::trash::remove::remove_dir`] refuses to delete it as a
+    /// [`crate::act::trash::delete::delete_dir`] refuses to delete it as a
     /// directory.
     pub fn check(&self, untrusted: &Path) -> PathCheck {
         let refused = |why: String| PathCheck::Refused { why };

@@ -28,4 +28,4 @@ pub mod worktree;
 
 pub use run::executor::{Executor, RunOptions};
 pub use run::outcome::{ActionResult, Detail, Outcome};
-pub use worktree::removal::{archive_and_remove, inspect, Inspection};
+pub use worktree::removal::{archive_then_retire, inspect, Inspection};

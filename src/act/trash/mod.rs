@@ -44,7 +44,7 @@
 //! judged on that handle: a directory owned by the controller's effective
 //! user, mode `0700`. A symlink, a file, another user's directory or one
 //! others may enter is an error naming it, its owner and mode and what to
-//! do ([`RemoveError::UnsafeTrash`]): never followed, never used (tests
+//! do ([`DeleteError::UnsafeTrash`]): never followed, never used (tests
 //! `a_planted_trash_is_never_used`, and `tests/trash_safety.rs` with a
 //! real second user).
 //!
@@ -109,8 +109,8 @@
 //!    it (tests `the_trash_is_never_a_worktree_path` and
 //!    `the_trash_is_never_an_orphan`).
 
+pub mod delete;
 pub mod reclaim;
-pub mod remove;
 pub mod stamp;
 
 use std::ffi::{OsStr, OsString};
@@ -126,7 +126,7 @@ use nix::sys::stat::{fstat, fstatat, mkdirat, FileStat, Mode, SFlag};
 use nix::unistd::{unlinkat, Uid, UnlinkatFlags};
 
 use self::stamp::Stamp;
-use crate::act::trash::remove::{dir_flags, RemoveError};
+use crate::act::trash::delete::{dir_flags, DeleteError};
 use crate::model::PathCheck;
 use crate::root::{user_label, WorktreeRoot};
 
@@ -251,7 +251,7 @@ impl Pinned {
     /// right after [`pin`], before the preflight. `Some` names the entries
     /// being written while it was stamped: the tree is in use, and a
     /// later change of them might not show.
-    pub fn stamp_tree(&mut self) -> Result<Option<String>, RemoveError> {
+    pub fn stamp_tree(&mut self) -> Result<Option<String>, DeleteError> {
         let (stamp, fresh) = self.as_owner(stamp::take_settled)?;
         self.stamp = Some(stamp);
         Ok((!fresh.is_empty())
@@ -261,9 +261,9 @@ impl Pinned {
     /// `None` while the tree below the directory is as stamped; else what
     /// changed. Wherever the directory is now: it is read through the
     /// pinned handle.
-    pub fn tree_changed(&self) -> Result<Option<String>, RemoveError> {
+    pub fn tree_changed(&self) -> Result<Option<String>, DeleteError> {
         let Some(before) = &self.stamp else {
-            return Err(RemoveError::Changed {
+            return Err(DeleteError::Changed {
                 path: self.path.clone(),
                 why: "its tree was not stamped when it was judged".into(),
             });
@@ -279,8 +279,8 @@ impl Pinned {
     fn as_owner<T: Send>(
         &self,
         f: impl FnOnce(&OwnedFd) -> io::Result<T> + Send,
-    ) -> Result<T, RemoveError> {
-        let at = |e: io::Error| RemoveError::Io {
+    ) -> Result<T, DeleteError> {
+        let at = |e: io::Error| DeleteError::Io {
             path: self.path.clone(),
             source: e,
         };
@@ -294,7 +294,7 @@ impl Pinned {
 
     /// `None` while the name still holds the directory judged; else why
     /// not (moved away, deleted, or another directory in its place).
-    pub fn changed(&self, root: &WorktreeRoot) -> Result<Option<String>, RemoveError> {
+    pub fn changed(&self, root: &WorktreeRoot) -> Result<Option<String>, DeleteError> {
         let root_fd = root_handle(root, &self.path)?;
         Ok(match self.place(&root_fd)? {
             Place::Here => None,
@@ -304,7 +304,7 @@ impl Pinned {
     }
 
     /// Where the pinned directory is now, seen from the root's handle.
-    fn place(&self, root_fd: &OwnedFd) -> Result<Place, RemoveError> {
+    fn place(&self, root_fd: &OwnedFd) -> Result<Place, DeleteError> {
         match fstatat(root_fd, self.name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) if (st.st_dev, st.st_ino) == (self.dev, self.ino) => {
                 return Ok(if (st.st_ctime, st.st_ctime_nsec) == self.ctime {
@@ -363,8 +363,8 @@ pub enum Pin {
     NotADirectory(String),
 }
 
-fn io_at(path: &Path, e: Errno) -> RemoveError {
-    RemoveError::Io {
+fn io_at(path: &Path, e: Errno) -> DeleteError {
+    DeleteError::Io {
         path: path.to_path_buf(),
         source: io::Error::from(e),
     }
@@ -381,8 +381,8 @@ fn kind_of(st: &FileStat) -> &'static str {
 
 /// The root's checked handle ([`WorktreeRoot::open_handle`]); a refusal
 /// is a refusal of `path`.
-fn root_handle(root: &WorktreeRoot, path: &Path) -> Result<OwnedFd, RemoveError> {
-    root.open_handle().map_err(|e| RemoveError::OutsideRoot {
+fn root_handle(root: &WorktreeRoot, path: &Path) -> Result<OwnedFd, DeleteError> {
+    root.open_handle().map_err(|e| DeleteError::OutsideRoot {
         path: path.to_path_buf(),
         why: e.to_string(),
     })
@@ -391,10 +391,10 @@ fn root_handle(root: &WorktreeRoot, path: &Path) -> Result<OwnedFd, RemoveError>
 /// Pins `dir`, a direct entry of `root`, for [`retire`]: opens it without
 /// following a link, relative to the root's checked handle. Call before
 /// the preflight: its verdict is then about this directory.
-pub fn pin(root: &WorktreeRoot, dir: &Path) -> Result<Pin, RemoveError> {
+pub fn pin(root: &WorktreeRoot, dir: &Path) -> Result<Pin, DeleteError> {
     let path = match root.check(dir) {
         PathCheck::Refused { why } => {
-            return Err(RemoveError::OutsideRoot {
+            return Err(DeleteError::OutsideRoot {
                 path: dir.to_path_buf(),
                 why,
             })
@@ -403,7 +403,7 @@ pub fn pin(root: &WorktreeRoot, dir: &Path) -> Result<Pin, RemoveError> {
         PathCheck::Inside { path, .. } => path,
     };
     let Some(name) = path.file_name().map(OsStr::to_os_string) else {
-        return Err(RemoveError::OutsideRoot {
+        return Err(DeleteError::OutsideRoot {
             path: dir.to_path_buf(),
             why: "no entry name".into(),
         });
@@ -461,16 +461,16 @@ pub fn retire(
     root: &WorktreeRoot,
     pinned: &Pinned,
     now: SystemTime,
-) -> Result<Retired, RemoveError> {
+) -> Result<Retired, DeleteError> {
     let target = &pinned.path;
     if let PathCheck::Refused { why } = root.check(target) {
-        return Err(RemoveError::OutsideRoot {
+        return Err(DeleteError::OutsideRoot {
             path: target.clone(),
             why,
         });
     }
     if pinned.stamp.is_none() {
-        return Err(RemoveError::Changed {
+        return Err(DeleteError::Changed {
             path: target.clone(),
             why: "its tree was not stamped when it was judged: nothing is retired".into(),
         });
@@ -708,7 +708,7 @@ fn read_record(trash_fd: &OwnedFd, entry: &OsStr) -> Option<(u64, u64)> {
 
 /// Opens the trash below the root's handle, creating it (mode `0700`)
 /// when missing, and checks it on its handle.
-fn open_trash(root: &WorktreeRoot, root_fd: &OwnedFd) -> Result<OwnedFd, RemoveError> {
+fn open_trash(root: &WorktreeRoot, root_fd: &OwnedFd) -> Result<OwnedFd, DeleteError> {
     match mkdirat(root_fd, TRASH_DIR, Mode::from_bits_truncate(0o700)) {
         Ok(()) | Err(Errno::EEXIST) => {}
         Err(e) => return Err(io_at(&trash_path(root), e)),
@@ -722,9 +722,9 @@ fn open_trash(root: &WorktreeRoot, root_fd: &OwnedFd) -> Result<OwnedFd, RemoveE
 pub fn open_existing_trash(
     root: &WorktreeRoot,
     root_fd: &OwnedFd,
-) -> Result<Option<OwnedFd>, RemoveError> {
+) -> Result<Option<OwnedFd>, DeleteError> {
     let path = trash_path(root);
-    let unsafe_trash = |why: String| RemoveError::UnsafeTrash {
+    let unsafe_trash = |why: String| DeleteError::UnsafeTrash {
         path: path.clone(),
         why,
     };
@@ -803,7 +803,7 @@ pub struct Listing {
 pub fn list(root: &WorktreeRoot) -> io::Result<Listing> {
     let dir = trash_path(root);
     let mut out = Listing::default();
-    let as_io = |e: RemoveError| io::Error::other(e.to_string());
+    let as_io = |e: DeleteError| io::Error::other(e.to_string());
     let root_fd = root_handle(root, &dir).map_err(as_io)?;
     let Some(trash_fd) = open_existing_trash(root, &root_fd).map_err(as_io)? else {
         return Ok(out);
@@ -942,14 +942,14 @@ pub(crate) mod testing {
     pub(crate) fn retire_path(
         root: &WorktreeRoot,
         dir: &Path,
-    ) -> Result<super::Retired, super::RemoveError> {
+    ) -> Result<super::Retired, super::DeleteError> {
         match super::pin(root, dir)? {
             super::Pin::Pinned(mut p) => {
                 p.stamp_tree()?;
                 super::retire(root, &p, std::time::SystemTime::now())
             }
             super::Pin::Gone => Ok(super::Retired::Gone),
-            super::Pin::NotADirectory(why) => Err(super::RemoveError::OutsideRoot {
+            super::Pin::NotADirectory(why) => Err(super::DeleteError::OutsideRoot {
                 path: dir.to_path_buf(),
                 why,
             }),
@@ -1060,7 +1060,7 @@ mod tests {
         std::os::unix::fs::symlink(&outside, &link).unwrap();
         assert!(matches!(
             pin(&root, &link),
-            Err(RemoveError::OutsideRoot { .. })
+            Err(DeleteError::OutsideRoot { .. })
         ));
         assert!(fs::symlink_metadata(&link)
             .unwrap()
@@ -1275,7 +1275,7 @@ mod tests {
         };
         let got = retire(&root, &pinned, SystemTime::now());
         assert!(
-            matches!(&got, Err(RemoveError::Changed { why, .. }) if why.contains("not stamped")),
+            matches!(&got, Err(DeleteError::Changed { why, .. }) if why.contains("not stamped")),
             "{got:?}"
         );
         assert!(wt.join("sub/f.txt").is_file());

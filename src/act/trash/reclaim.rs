@@ -7,7 +7,7 @@
 //!    record, written by [`trash::retire`] before the rename, names the
 //!    very directory at that name (same `(st_dev, st_ino)`); the deletion
 //!    checks that identity again on the entry's handle
-//!    ([`remove::remove_dir_expecting`]). Any other name — one of the right
+//!    ([`delete::delete_dir_expecting`]). Any other name — one of the right
 //!    shape that the controller did not retire, or whose directory is not
 //!    the one recorded — is listed as foreign (`TrashStatus::foreign`) and
 //!    left alone (tests `reclaim_deletes_only_entries_of_the_pattern`,
@@ -17,7 +17,7 @@
 //!    a record without an entry (a crash between the two) goes once
 //!    [`trash::STALE_RECORD`] old.
 //! 2. **The safe removal, nothing new.** Each entry is deleted with
-//!    [`remove::remove_dir`] with the trash as its root: no symlink
+//!    [`delete::delete_dir`] with the trash as its root: no symlink
 //!    followed, no mount point crossed, nothing outside the entry touched
 //!    (test `reclaim_never_follows_a_symlink_out_of_the_trash`).
 //! 3. **Bounded.** At most `worktrees.reclaim_parallel` entries are deleted
@@ -45,7 +45,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::act::trash;
-use crate::act::trash::remove;
+use crate::act::trash::delete;
 use crate::backoff::Backoff;
 use crate::root::WorktreeRoot;
 
@@ -236,7 +236,7 @@ impl Reclaimer {
         // and only the directory the record names (the listing found it
         // there, and the deletion checks it again on its handle).
         let trash_root = self.trash_root()?;
-        remove::remove_dir_expecting(&trash_root, path, Some((entry.dev, entry.ino)))
+        delete::delete_dir_expecting(&trash_root, path, Some((entry.dev, entry.ino)))
             .map_err(|e| e.to_string())?;
         trash::forget_record_of(&self.root, path);
         Ok(())

@@ -25,7 +25,7 @@ use crate::act::run::intent;
 use crate::act::run::liveness::Recheck;
 use crate::act::run::outcome::{ActError, Checked, Detail, Outcome};
 use crate::act::trash::reclaim::Reclaimer;
-use crate::act::worktree::removal::{archive_and_remove, inspect, Inspection};
+use crate::act::worktree::removal::{archive_then_retire, inspect, Inspection};
 use crate::git;
 use crate::observe::processes;
 use crate::plan::{Action, WorktreeTarget};
@@ -152,7 +152,7 @@ impl WorktreeActor {
         if let Some(why) = self.recheck.worktree_claimed(action, wt).await? {
             return Ok(skipped(why));
         }
-        self.archive_and_retire(action, wt, pinned, archive, reasons, claim, intent)
+        self.retire(action, wt, pinned, archive, reasons, claim, intent)
             .await
     }
 
@@ -191,12 +191,12 @@ impl WorktreeActor {
     }
 
     /// The destructive step of a removal, write-ahead: the intent, then
-    /// [`archive_and_remove`] on the blocking pool, then the row and the
+    /// [`archive_then_retire`] on the blocking pool, then the row and the
     /// opencode instance. A directory that changed while it was being
     /// removed is kept at risk (`changed_during_removal`) with no verdict
     /// remembered: the next pass judges it again.
     #[allow(clippy::too_many_arguments)]
-    async fn archive_and_retire(
+    async fn retire(
         &self,
         action: &Action,
         wt: &WorktreeTarget,
@@ -216,7 +216,7 @@ impl WorktreeActor {
             .await?;
         let (root, target, precious) = (self.root.clone(), wt.clone(), self.precious.clone());
         let (outcome, mut removal) = blocking_held(claim, move || {
-            Ok(archive_and_remove(
+            Ok(archive_then_retire(
                 &root, &target, &pinned, &precious, archive, &reasons, now,
             ))
         })

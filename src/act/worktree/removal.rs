@@ -8,7 +8,7 @@ use globset::GlobSet;
 
 use crate::act::run::outcome::{Outcome, Removal};
 use crate::act::trash;
-use crate::act::trash::remove;
+use crate::act::trash::delete;
 use crate::git;
 use crate::model::PathCheck;
 use crate::plan::WorktreeTarget;
@@ -27,7 +27,7 @@ pub enum Inspection {
 }
 
 /// Confines the path again, pins the directory ([`trash::pin`]: what the
-/// preflight judges is what [`archive_and_remove`] may retire), and runs
+/// preflight judges is what [`archive_then_retire`] may retire), and runs
 /// every check that decides whether it may go: mount points, then the
 /// stamp of its tree ([`trash::Pinned::stamp_tree`]: anything written
 /// from here on shows when it is retired), then the git preflight, to
@@ -54,7 +54,7 @@ pub fn inspect(
         Ok(trash::Pin::NotADirectory(detail)) => {
             return Inspection::Reasons(vec![AtRisk::NotAWorktree { detail }], None)
         }
-        Err(e @ remove::RemoveError::OutsideRoot { .. }) => {
+        Err(e @ delete::DeleteError::OutsideRoot { .. }) => {
             return Inspection::Refused(e.to_string())
         }
         Err(e) => {
@@ -62,7 +62,7 @@ pub fn inspect(
             return Inspection::Reasons(vec![AtRisk::PreflightFailed { error }], None);
         }
     };
-    let mut reasons = match remove::mount_points_inside(&wt.path) {
+    let mut reasons = match delete::mount_points_inside(&wt.path) {
         Ok(mounts) => mounts
             .into_iter()
             .map(|m| AtRisk::MountPoint {
@@ -110,7 +110,7 @@ pub fn inspect(
 
 /// Archives the worktree when asked to, keeps the commits only its reflog
 /// reaches, then retires the directory into the trash with one rename
-/// ([`trash::retire`]; in place with [`remove::remove_dir`] where the
+/// ([`trash::retire`]; in place with [`delete::delete_dir`] where the
 /// rename is impossible, `EXDEV` or `EBUSY`) and prunes its admin entry.
 /// Call only after [`inspect`] has cleared the worktree (or `archive`
 /// keeps what it found).
@@ -130,10 +130,10 @@ pub fn inspect(
 ///    `a_crash_after_the_admin_prune_converges`,
 ///    `a_crash_before_the_row_update_converges`).
 /// 4. **Falls back, and says so.** Where the rename is impossible (`EXDEV`,
-///    `EBUSY`) the directory is deleted in place with [`remove::remove_dir`]
+///    `EBUSY`) the directory is deleted in place with [`delete::delete_dir`]
 ///    and a log line gives the reason (test
 ///    `retire_reports_cannot_rename_when_the_trash_is_another_file_system`
-///    for the verdict; the deletion is `remove_dir`'s, with its own tests).
+///    for the verdict; the deletion is `delete_dir`'s, with its own tests).
 /// 5. **What was judged (and archived) is what is retired.** `pinned` is
 ///    the directory [`inspect`] pinned before its preflight: after the
 ///    force archive and the history are written it must still be at its
@@ -143,7 +143,7 @@ pub fn inspect(
 ///    `changed_during_removal` (tests in `tests/trash_safety.rs`, and
 ///    `a_directory_swapped_in_before_the_rename_is_put_back`); the deletion
 ///    in place deletes only the pinned directory
-///    ([`remove::remove_dir_expecting`]).
+///    ([`delete::delete_dir_expecting`]).
 /// 6. **What was judged is what is reclaimed.** Once the rename has moved
 ///    the pinned directory into the trash, and before anything is
 ///    unlinked or the admin entry pruned, its tree is compared with the
@@ -164,7 +164,7 @@ pub fn inspect(
 ///    preflight runs with `GIT_OPTIONAL_LOCKS=0`, its index in the admin
 ///    entry: none of them changes what the stamp covers.
 #[allow(clippy::too_many_arguments)]
-pub fn archive_and_remove(
+pub fn archive_then_retire(
     root: &WorktreeRoot,
     wt: &WorktreeTarget,
     pinned: &trash::Pinned,
@@ -255,8 +255,8 @@ pub fn archive_and_remove(
             }
         }
         let judged = Some((pinned.dev(), pinned.ino()));
-        if let Err(e) = remove::remove_dir_expecting(root, &wt.path, judged) {
-            if let remove::RemoveError::Changed { why, .. } = e {
+        if let Err(e) = delete::delete_dir_expecting(root, &wt.path, judged) {
+            if let delete::DeleteError::Changed { why, .. } = e {
                 return (changed(why), detail);
             }
             return (

@@ -37,7 +37,7 @@ use crate::model::PathCheck;
 use crate::root::{normalize_lexically, WorktreeRoot};
 
 #[derive(Debug, thiserror::Error)]
-pub enum RemoveError {
+pub enum DeleteError {
     #[error("{path} is not a direct entry of the worktree root: {why}")]
     OutsideRoot { path: PathBuf, why: String },
     #[error("mount point inside {path}: {mount}")]
@@ -73,7 +73,7 @@ pub enum RemoveError {
 /// reported, wherever it points. `dir` is made absolute and lexically
 /// normalized, and its parent canonicalized, to compare with mountinfo's
 /// resolved paths; its last component is not resolved. Directories the walk
-/// cannot read are skipped ([`remove_dir`] checks each directory again as
+/// cannot read are skipped ([`delete_dir`] checks each directory again as
 /// it deletes). Errors: `dir` cannot be inspected (e.g. `NotFound`), or
 /// mountinfo cannot be read.
 pub fn mount_points_inside(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
@@ -119,7 +119,7 @@ pub fn mount_points_inside(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 ///    [`WorktreeRoot::check`] (lexical normalization, then
 ///    `symlink_metadata`) right before deleting; a path outside the root, the
 ///    root itself, a nested path, or a symlink entry is refused with
-///    [`RemoveError::OutsideRoot`] and nothing is touched. The deletion then
+///    [`DeleteError::OutsideRoot`] and nothing is touched. The deletion then
 ///    works from a descriptor of the root opened with `O_NOFOLLOW` whose
 ///    `(st_dev, st_ino)` must still be the prepared root's, and opens the
 ///    entry by name relative to it with `O_NOFOLLOW | O_DIRECTORY`, so a
@@ -127,7 +127,7 @@ pub fn mount_points_inside(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 ///    A regular file entry is refused (`ENOTDIR`).
 /// 2. **No mount point inside.** Any mount point at or below the entry
 ///    ([`mount_points_inside`]: mountinfo and an `st_dev` walk) refuses the
-///    whole removal with [`RemoveError::MountPoint`] before anything is
+///    whole removal with [`DeleteError::MountPoint`] before anything is
 ///    deleted.
 /// 3. **Symlinks are never followed.** Every directory is opened relative to
 ///    its parent's descriptor with `openat(O_NOFOLLOW | O_DIRECTORY)`; a
@@ -139,7 +139,7 @@ pub fn mount_points_inside(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// 4. **Never leaves the file system.** Independently of (2), each directory
 ///    is compared, once opened, with the entry: same `st_dev` and same mount
 ///    id (`/proc/self/fdinfo`). A mount point that appears during the
-///    deletion stops it with [`RemoveError::MountPoint`] before anything on
+///    deletion stops it with [`DeleteError::MountPoint`] before anything on
 ///    the other mount is touched (what was already deleted stays deleted).
 /// 5. **Inside the entry, only what its owner could delete.** A root
 ///    controller empties an entry owned by another user on a thread with
@@ -161,25 +161,25 @@ pub fn mount_points_inside(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// than the descriptor limit fails with an I/O error (and is left partly
 /// deleted, never anything outside it). Needs `/proc` (mountinfo, fdinfo,
 /// and `/proc/self/fd/N` to list an opened directory).
-pub fn remove_dir(root: &WorktreeRoot, dir: &Path) -> Result<(), RemoveError> {
-    remove_dir_expecting(root, dir, None)
+pub fn delete_dir(root: &WorktreeRoot, dir: &Path) -> Result<(), DeleteError> {
+    delete_dir_expecting(root, dir, None)
 }
 
-/// [`remove_dir`], of exactly the directory `expected` names by
+/// [`delete_dir`], of exactly the directory `expected` names by
 /// `(st_dev, st_ino)`: once the entry is opened (relative to the root's
 /// handle, without following a link), anything else there is refused with
-/// [`RemoveError::Changed`] before anything is deleted, and the walk then
+/// [`DeleteError::Changed`] before anything is deleted, and the walk then
 /// empties the directory through that very handle. What a rename swaps
 /// into the name afterwards is at most an empty directory removed by name
 /// (`rmdir` refuses one that holds anything).
-pub fn remove_dir_expecting(
+pub fn delete_dir_expecting(
     root: &WorktreeRoot,
     dir: &Path,
     expected: Option<(u64, u64)>,
-) -> Result<(), RemoveError> {
+) -> Result<(), DeleteError> {
     let target = match root.check(dir) {
         PathCheck::Refused { why } => {
-            return Err(RemoveError::OutsideRoot {
+            return Err(DeleteError::OutsideRoot {
                 path: dir.to_path_buf(),
                 why,
             })
@@ -190,7 +190,7 @@ pub fn remove_dir_expecting(
     let name = match target.file_name() {
         Some(name) => name.to_owned(),
         None => {
-            return Err(RemoveError::OutsideRoot {
+            return Err(DeleteError::OutsideRoot {
                 path: dir.to_path_buf(),
                 why: "no entry name".into(),
             })
@@ -199,7 +199,7 @@ pub fn remove_dir_expecting(
     match mount_points_inside(&target) {
         Ok(mounts) => {
             if let Some(mount) = mounts.into_iter().next() {
-                return Err(RemoveError::MountPoint {
+                return Err(DeleteError::MountPoint {
                     path: target,
                     mount,
                 });
@@ -207,7 +207,7 @@ pub fn remove_dir_expecting(
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(source) => {
-            return Err(RemoveError::Io {
+            return Err(DeleteError::Io {
                 path: target,
                 source,
             })
@@ -216,15 +216,15 @@ pub fn remove_dir_expecting(
     delete_entry(root, &name, &target, expected)
 }
 
-/// The deletion proper, after [`remove_dir`]'s checks (guarantees 1, 3, 4;
-/// 2 is `remove_dir`'s pre-check).
+/// The deletion proper, after [`delete_dir`]'s checks (guarantees 1, 3, 4;
+/// 2 is `delete_dir`'s pre-check).
 fn delete_entry(
     root: &WorktreeRoot,
     name: &OsStr,
     target: &Path,
     expected: Option<(u64, u64)>,
-) -> Result<(), RemoveError> {
-    let io_at = |path: &Path, e: io::Error| RemoveError::Io {
+) -> Result<(), DeleteError> {
+    let io_at = |path: &Path, e: io::Error| DeleteError::Io {
         path: path.to_path_buf(),
         source: e,
     };
@@ -232,7 +232,7 @@ fn delete_entry(
         .map_err(|e| io_at(root.path(), e.into()))?;
     let root_st = fstat(&root_fd).map_err(|e| io_at(root.path(), e.into()))?;
     if (root_st.st_dev, root_st.st_ino) != (root.dev(), root.ino()) {
-        return Err(RemoveError::OutsideRoot {
+        return Err(DeleteError::OutsideRoot {
             path: target.to_path_buf(),
             why: format!(
                 "the worktree root {} was replaced since it was prepared",
@@ -262,7 +262,7 @@ fn delete_entry(
                 Err(Errno::ENOENT) => return Ok(()),
                 Err(e) => return Err(io_at(target, e.into())),
             };
-            return Err(RemoveError::OutsideRoot {
+            return Err(DeleteError::OutsideRoot {
                 path: target.to_path_buf(),
                 why,
             });
@@ -271,7 +271,7 @@ fn delete_entry(
     if let Some((dev, ino)) = expected {
         let st = fstat(&entry_fd).map_err(|e| io_at(target, e.into()))?;
         if (st.st_dev, st.st_ino) != (dev, ino) {
-            return Err(RemoveError::Changed {
+            return Err(DeleteError::Changed {
                 path: target.to_path_buf(),
                 why: format!(
                     "it is device {}, inode {}; the directory judged was device {dev}, inode {ino}",
@@ -281,7 +281,7 @@ fn delete_entry(
         }
     }
     if FsId::of(&entry_fd).map_err(|e| io_at(target, e))? != root_fs {
-        return Err(RemoveError::MountPoint {
+        return Err(DeleteError::MountPoint {
             path: target.to_path_buf(),
             mount: target.to_path_buf(),
         });
@@ -317,8 +317,8 @@ struct Level {
 /// Empties the directory `top` (opened with [`dir_flags`]), depth first,
 /// with an explicit stack; every directory must be on the file system and
 /// mount `fs`.
-fn remove_contents(top: OwnedFd, top_path: &Path, fs: FsId) -> Result<(), RemoveError> {
-    let io_at = |path: &Path, e: io::Error| RemoveError::Io {
+fn remove_contents(top: OwnedFd, top_path: &Path, fs: FsId) -> Result<(), DeleteError> {
+    let io_at = |path: &Path, e: io::Error| DeleteError::Io {
         path: path.to_path_buf(),
         source: e,
     };
@@ -353,7 +353,7 @@ fn remove_contents(top: OwnedFd, top_path: &Path, fs: FsId) -> Result<(), Remove
                 .map_err(|e| io_at(&path, e.into()))?,
             Child::Dir(fd) => {
                 if FsId::of(&fd).map_err(|e| io_at(&path, e))? != fs {
-                    return Err(RemoveError::MountPoint {
+                    return Err(DeleteError::MountPoint {
                         path: top_path.to_path_buf(),
                         mount: path,
                     });
@@ -652,7 +652,7 @@ mod tests {
     #[test]
     fn remove_dir_removes_the_entry_and_everything_below() {
         let f = Fixture::new();
-        remove_dir(&f.root, &f.wt1()).unwrap();
+        delete_dir(&f.root, &f.wt1()).unwrap();
         assert!(gone(&f.wt1()));
         assert!(f.root.path().is_dir());
     }
@@ -663,7 +663,7 @@ mod tests {
         symlink(f.outside().join("precious"), f.wt1().join("abs")).unwrap();
         symlink("../../../outside/precious", f.wt1().join("a/rel")).unwrap();
         symlink(f.outside().join("precious"), f.wt1().join("a/b/deep")).unwrap();
-        remove_dir(&f.root, &f.wt1()).unwrap();
+        delete_dir(&f.root, &f.wt1()).unwrap();
         assert!(gone(&f.wt1()));
         f.assert_outside_intact();
     }
@@ -677,7 +677,7 @@ mod tests {
         // To the temporary directory holding both the root and `outside`
         // (never to `/`: a regression would then delete the host).
         symlink("../../../..", f.wt1().join("a/b/top")).unwrap();
-        remove_dir(&f.root, &f.wt1()).unwrap();
+        delete_dir(&f.root, &f.wt1()).unwrap();
         assert!(gone(&f.wt1()));
         assert!(f.outside().join("sub").is_dir());
         f.assert_outside_intact();
@@ -720,7 +720,7 @@ mod tests {
         symlink("..", f.wt1().join("up")).unwrap();
         symlink(f.wt1(), f.wt1().join("a/itself")).unwrap();
         symlink(f.root.path(), f.wt1().join("a/b/root")).unwrap();
-        remove_dir(&f.root, &f.wt1()).unwrap();
+        delete_dir(&f.root, &f.wt1()).unwrap();
         assert!(gone(&f.wt1()));
         assert!(f.root.path().is_dir());
         f.assert_outside_intact();
@@ -736,7 +736,7 @@ mod tests {
         symlink(f.root.path().join("wt2"), f.wt1().join("to-wt2")).unwrap();
         symlink("../wt2/src", f.wt1().join("a/b/rel-wt2")).unwrap();
         symlink("..", f.wt1().join("parent")).unwrap();
-        remove_dir(&f.root, &f.wt1()).unwrap();
+        delete_dir(&f.root, &f.wt1()).unwrap();
         assert!(gone(&f.wt1()));
         assert_eq!(
             fs::read_to_string(f.root.path().join("wt2/src/work")).unwrap(),
@@ -762,8 +762,8 @@ mod tests {
             PathBuf::from(""),
         ];
         for p in cases {
-            match remove_dir(&f.root, &p) {
-                Err(RemoveError::OutsideRoot { .. }) => {}
+            match delete_dir(&f.root, &p) {
+                Err(DeleteError::OutsideRoot { .. }) => {}
                 other => panic!("{}: expected OutsideRoot, got {other:?}", p.display()),
             }
         }
@@ -778,8 +778,8 @@ mod tests {
         symlink(f.wt1(), f.root.path().join("alias")).unwrap();
         for name in ["evil", "alias"] {
             let p = f.root.path().join(name);
-            match remove_dir(&f.root, &p) {
-                Err(RemoveError::OutsideRoot { why, .. }) => {
+            match delete_dir(&f.root, &p) {
+                Err(DeleteError::OutsideRoot { why, .. }) => {
                     assert!(why.starts_with("symlink to "), "{why}")
                 }
                 other => panic!("{name}: expected OutsideRoot, got {other:?}"),
@@ -797,7 +797,7 @@ mod tests {
         let p = f.root.path().join("evil");
         symlink(f.outside(), &p).unwrap();
         match delete_entry(&f.root, OsStr::new("evil"), &p, None) {
-            Err(RemoveError::OutsideRoot { why, .. }) => {
+            Err(DeleteError::OutsideRoot { why, .. }) => {
                 assert_eq!(why, format!("symlink to {}", f.outside().display()))
             }
             other => panic!("expected OutsideRoot, got {other:?}"),
@@ -811,8 +811,8 @@ mod tests {
         let f = Fixture::new();
         let p = f.root.path().join("stray");
         fs::write(&p, "x").unwrap();
-        match remove_dir(&f.root, &p) {
-            Err(RemoveError::Io { source, .. }) => {
+        match delete_dir(&f.root, &p) {
+            Err(DeleteError::Io { source, .. }) => {
                 assert_eq!(source.raw_os_error(), Some(nix::libc::ENOTDIR))
             }
             other => panic!("expected Io(ENOTDIR), got {other:?}"),
@@ -826,8 +826,8 @@ mod tests {
         let root = WorktreeRoot::prepare(&t.path().join("root")).unwrap();
         fs::rename(root.path(), t.path().join("old-root")).unwrap();
         fs::create_dir_all(t.path().join("root/wt1")).unwrap();
-        match remove_dir(&root, &root.path().join("wt1")) {
-            Err(RemoveError::OutsideRoot { why, .. }) => assert!(why.contains("replaced"), "{why}"),
+        match delete_dir(&root, &root.path().join("wt1")) {
+            Err(DeleteError::OutsideRoot { why, .. }) => assert!(why.contains("replaced"), "{why}"),
             other => panic!("expected OutsideRoot, got {other:?}"),
         }
         assert!(t.path().join("root/wt1").is_dir());
@@ -836,9 +836,9 @@ mod tests {
     #[test]
     fn remove_dir_is_idempotent_on_missing_dir() {
         let f = Fixture::new();
-        remove_dir(&f.root, &f.root.path().join("never-existed")).unwrap();
-        remove_dir(&f.root, &f.wt1()).unwrap();
-        remove_dir(&f.root, &f.wt1()).unwrap();
+        delete_dir(&f.root, &f.root.path().join("never-existed")).unwrap();
+        delete_dir(&f.root, &f.wt1()).unwrap();
+        delete_dir(&f.root, &f.wt1()).unwrap();
         assert!(gone(&f.wt1()));
     }
 
@@ -874,7 +874,7 @@ mod tests {
         let f = Fixture::new();
         build_read_only_tree(&f);
         lock_read_only_tree(&f);
-        remove_dir(&f.root, &f.wt1()).unwrap();
+        delete_dir(&f.root, &f.wt1()).unwrap();
         assert!(gone(&f.wt1()));
         f.assert_outside_intact();
         assert_eq!(fs::metadata(f.outside()).unwrap().mode() & 0o777, 0o500);
@@ -906,7 +906,7 @@ mod tests {
         for p in [&theirs, &theirs.join("kept")] {
             lchown(p, Some(mallory.uid), Some(mallory.gid)).unwrap();
         }
-        let e = remove_dir(&f.root, &f.wt1()).unwrap_err();
+        let e = delete_dir(&f.root, &f.wt1()).unwrap_err();
         assert!(
             e.to_string().contains("zz-mallory/kept") && e.to_string().contains("denied"),
             "{e}"
@@ -919,7 +919,7 @@ mod tests {
         // Once mallory's directory is gone, the same removal finishes: what
         // the owner could delete, it did delete (the chmod path included).
         fs::remove_dir_all(&theirs).unwrap();
-        remove_dir(&f.root, &f.wt1()).unwrap();
+        delete_dir(&f.root, &f.wt1()).unwrap();
         assert!(gone(&f.wt1()));
         f.assert_outside_intact();
     }
@@ -945,7 +945,7 @@ mod tests {
         let out = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "act::trash::remove::tests::unprivileged_removal_child",
+                "act::trash::delete::tests::unprivileged_removal_child",
                 "--nocapture",
                 "--test-threads=1",
             ])
@@ -974,7 +974,7 @@ mod tests {
         };
         assert!(!nix::unistd::geteuid().is_root());
         let root = WorktreeRoot::prepare(Path::new(&root)).unwrap();
-        remove_dir(&root, &root.path().join("wt1")).unwrap();
+        delete_dir(&root, &root.path().join("wt1")).unwrap();
         println!("unprivileged removal done");
     }
 
@@ -1037,8 +1037,8 @@ mod tests {
         // The walk removes `a/zz` before it reaches `a/mnt` (descending
         // order): only the pre-check keeps it.
         fs::write(f.wt1().join("a/zz"), "x").unwrap();
-        match remove_dir(&f.root, &f.wt1()) {
-            Err(RemoveError::MountPoint { mount, .. }) => assert_eq!(mount, mnt),
+        match delete_dir(&f.root, &f.wt1()) {
+            Err(DeleteError::MountPoint { mount, .. }) => assert_eq!(mount, mnt),
             other => panic!("expected MountPoint, got {other:?}"),
         }
         // Refused before anything was deleted.
@@ -1046,7 +1046,7 @@ mod tests {
         assert!(f.wt1().join("a/zz").exists());
         assert!(f.wt1().join("a/b/file").exists());
         drop(m);
-        remove_dir(&f.root, &f.wt1()).unwrap();
+        delete_dir(&f.root, &f.wt1()).unwrap();
         assert!(gone(&f.wt1()));
     }
 
@@ -1066,8 +1066,8 @@ mod tests {
             fs::metadata(&at).unwrap().dev(),
             fs::metadata(f.wt1()).unwrap().dev()
         );
-        match remove_dir(&f.root, &f.wt1()) {
-            Err(RemoveError::MountPoint { mount, .. }) => assert_eq!(mount, at),
+        match delete_dir(&f.root, &f.wt1()) {
+            Err(DeleteError::MountPoint { mount, .. }) => assert_eq!(mount, at),
             other => panic!("expected MountPoint, got {other:?}"),
         }
         f.assert_outside_intact();
@@ -1083,8 +1083,8 @@ mod tests {
             return;
         };
         fs::write(f.wt1().join("precious"), "keep").unwrap();
-        match remove_dir(&f.root, &f.wt1()) {
-            Err(RemoveError::MountPoint { mount, .. }) => assert_eq!(mount, f.wt1()),
+        match delete_dir(&f.root, &f.wt1()) {
+            Err(DeleteError::MountPoint { mount, .. }) => assert_eq!(mount, f.wt1()),
             other => panic!("expected MountPoint, got {other:?}"),
         }
         assert!(f.wt1().join("precious").exists());
@@ -1107,7 +1107,7 @@ mod tests {
         };
         fs::write(mnt.join("precious"), "keep").unwrap();
         match delete_entry(&f.root, OsStr::new("wt1"), &f.wt1(), None) {
-            Err(RemoveError::MountPoint { mount, .. }) => assert_eq!(mount, mnt),
+            Err(DeleteError::MountPoint { mount, .. }) => assert_eq!(mount, mnt),
             other => panic!("expected MountPoint, got {other:?}"),
         }
         assert_eq!(fs::read_to_string(mnt.join("precious")).unwrap(), "keep");
@@ -1115,7 +1115,7 @@ mod tests {
 
         let _b = Mount::bind(&f.outside(), &mnt).unwrap();
         match delete_entry(&f.root, OsStr::new("wt1"), &f.wt1(), None) {
-            Err(RemoveError::MountPoint { mount, .. }) => assert_eq!(mount, mnt),
+            Err(DeleteError::MountPoint { mount, .. }) => assert_eq!(mount, mnt),
             other => panic!("expected MountPoint, got {other:?}"),
         }
         f.assert_outside_intact();
