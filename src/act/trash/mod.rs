@@ -110,12 +110,14 @@
 //!    `the_trash_is_never_an_orphan`).
 
 pub mod delete;
+mod listing;
 pub mod reclaim;
+mod record;
 pub mod stamp;
 
 use std::ffi::{OsStr, OsString};
-use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -123,8 +125,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use nix::errno::Errno;
 use nix::fcntl::{openat, renameat2, AtFlags, OFlag, RenameFlags};
 use nix::sys::stat::{fstat, fstatat, mkdirat, FileStat, Mode, SFlag};
-use nix::unistd::{unlinkat, Uid, UnlinkatFlags};
+use nix::unistd::Uid;
 
+pub use self::listing::{
+    estimate_bytes, forget_record_of, forget_stale_records, list, Listing, TrashEntry,
+};
+pub(crate) use self::record::forget_record;
+use self::record::{forget_marker, make_marker, write_record};
 use self::stamp::Stamp;
 use crate::act::trash::delete::{dir_flags, DeleteError};
 use crate::model::PathCheck;
@@ -623,89 +630,6 @@ fn put_back(
     ))
 }
 
-/// Makes `<entry>.checking` (new, empty, mode `0600`): while it is there
-/// the entry is not the reclaimer's ([`list`]).
-fn make_marker(trash_fd: &OwnedFd, entry: &OsStr) -> Result<(), Errno> {
-    openat(
-        trash_fd,
-        marker_name(entry).as_os_str(),
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::from_bits_truncate(0o600),
-    )
-    .map(drop)
-}
-
-/// Removes an entry's marker; one already gone is fine. Not made durable:
-/// a marker that comes back after a crash keeps an entry, never loses one.
-fn forget_marker(trash_fd: &OwnedFd, entry: &OsStr) {
-    match unlinkat(
-        trash_fd,
-        marker_name(entry).as_os_str(),
-        UnlinkatFlags::NoRemoveDir,
-    ) {
-        Ok(()) | Err(Errno::ENOENT) => {}
-        Err(e) => tracing::warn!(entry = ?entry, error = %e, "cannot remove a trash marker"),
-    }
-}
-
-/// Writes `<entry>.retired` (`"<dev> <ino>\n"`, new, mode `0600`), and
-/// makes it and its name durable before the rename it announces.
-fn write_record(trash_fd: &OwnedFd, entry: &OsStr, dev: u64, ino: u64) -> Result<(), Errno> {
-    let fd = openat(
-        trash_fd,
-        record_name(entry).as_os_str(),
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::from_bits_truncate(0o600),
-    )?;
-    let mut file = std::fs::File::from(fd);
-    let written = file
-        .write_all(format!("{dev} {ino}\n").as_bytes())
-        .and_then(|()| file.sync_all());
-    if let Err(e) = written {
-        drop(file);
-        forget_record(trash_fd, entry);
-        return Err(Errno::from_raw(e.raw_os_error().unwrap_or(nix::libc::EIO)));
-    }
-    nix::unistd::fsync(trash_fd)
-}
-
-/// Removes an entry's record; one already gone is fine.
-pub(crate) fn forget_record(trash_fd: &OwnedFd, entry: &OsStr) {
-    match unlinkat(
-        trash_fd,
-        record_name(entry).as_os_str(),
-        UnlinkatFlags::NoRemoveDir,
-    ) {
-        Ok(()) | Err(Errno::ENOENT) => {}
-        Err(e) => tracing::warn!(entry = ?entry, error = %e, "cannot remove a trash record"),
-    }
-}
-
-/// The `(dev, ino)` an entry's record names; `None` when there is no
-/// readable, well-formed record.
-fn read_record(trash_fd: &OwnedFd, entry: &OsStr) -> Option<(u64, u64)> {
-    let fd = openat(
-        trash_fd,
-        record_name(entry).as_os_str(),
-        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
-        Mode::empty(),
-    )
-    .ok()?;
-    let st = fstat(&fd).ok()?;
-    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
-        return None;
-    }
-    let mut text = String::new();
-    std::fs::File::from(fd)
-        .take(64)
-        .read_to_string(&mut text)
-        .ok()?;
-    let mut it = text.trim_end_matches('\n').split(' ');
-    let dev = it.next()?.parse().ok()?;
-    let ino = it.next()?.parse().ok()?;
-    it.next().is_none().then_some((dev, ino))
-}
-
 /// Opens the trash below the root's handle, creating it (mode `0700`)
 /// when missing, and checks it on its handle.
 fn open_trash(root: &WorktreeRoot, root_fd: &OwnedFd) -> Result<OwnedFd, DeleteError> {
@@ -773,149 +697,6 @@ pub fn open_existing_trash(
         )));
     }
     Ok(Some(fd))
-}
-
-/// One entry waiting in the trash, retired by the controller itself.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TrashEntry {
-    pub path: PathBuf,
-    pub worktree_id: String,
-    pub retired_at: SystemTime,
-    /// The `(st_dev, st_ino)` its record names, which it has.
-    pub dev: u64,
-    pub ino: u64,
-}
-
-/// What the trash holds: the entries the reclaimer may delete, the names
-/// it will not touch (not retired by the controller: no record, or a
-/// record naming another directory, or a marker still beside it: its
-/// retirement was not concluded), and the names of entries gone since
-/// [`STALE_RECORD`] or more whose record or marker is still there.
-#[derive(Clone, Debug, Default)]
-pub struct Listing {
-    pub entries: Vec<TrashEntry>,
-    pub foreign: Vec<PathBuf>,
-    pub stale_records: Vec<OsString>,
-}
-
-/// Lists the trash of `root` through its checked handle; a missing trash
-/// is empty, an unsafe one an error.
-pub fn list(root: &WorktreeRoot) -> io::Result<Listing> {
-    let dir = trash_path(root);
-    let mut out = Listing::default();
-    let as_io = |e: DeleteError| io::Error::other(e.to_string());
-    let root_fd = root_handle(root, &dir).map_err(as_io)?;
-    let Some(trash_fd) = open_existing_trash(root, &root_fd).map_err(as_io)? else {
-        return Ok(out);
-    };
-    // `/proc/self/fd/N` is the directory the handle holds, not a path
-    // looked up again.
-    let names: Vec<OsString> =
-        std::fs::read_dir(format!("/proc/self/fd/{}", trash_fd.as_raw_fd()))?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<io::Result<_>>()?;
-    let now = SystemTime::now();
-    for name in &names {
-        let bytes = name.as_bytes();
-        let beside = bytes
-            .strip_suffix(RECORD_SUFFIX.as_bytes())
-            .or_else(|| bytes.strip_suffix(CHECKING_SUFFIX.as_bytes()));
-        if let Some(stem) = beside {
-            let stem = OsStr::from_bytes(stem);
-            if let Some((_, at)) = parse_entry(stem) {
-                let old = now.duration_since(at).is_ok_and(|age| age >= STALE_RECORD);
-                if old && !names.iter().any(|n| n == stem) {
-                    out.stale_records.push(stem.to_os_string());
-                }
-                continue;
-            }
-        }
-        let ours = parse_entry(name).and_then(|(id, at)| {
-            let (dev, ino) = read_record(&trash_fd, name)?;
-            let st = fstatat(&trash_fd, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
-            // Looked at last: a marker gone now was gone once the entry
-            // was found as judged, or once what was not is put back.
-            let settled = matches!(
-                fstatat(
-                    &trash_fd,
-                    marker_name(name).as_os_str(),
-                    AtFlags::AT_SYMLINK_NOFOLLOW
-                ),
-                Err(Errno::ENOENT)
-            );
-            let ours = (st.st_dev, st.st_ino) == (dev, ino) && kind_of(&st) == "directory";
-            (ours && settled).then(|| TrashEntry {
-                path: dir.join(name),
-                worktree_id: id.to_string_lossy().into_owned(),
-                retired_at: at,
-                dev,
-                ino,
-            })
-        });
-        match ours {
-            Some(e) => out.entries.push(e),
-            None => out.foreign.push(dir.join(name)),
-        }
-    }
-    out.entries.sort_by_key(|e| e.retired_at);
-    out.foreign.sort();
-    out.stale_records.sort();
-    out.stale_records.dedup();
-    Ok(out)
-}
-
-/// Removes the records and markers of `listing.stale_records` (see
-/// [`STALE_RECORD`]).
-pub fn forget_stale_records(root: &WorktreeRoot, listing: &Listing) {
-    if listing.stale_records.is_empty() {
-        return;
-    }
-    let Ok(root_fd) = root.open_handle() else {
-        return;
-    };
-    if let Ok(Some(trash_fd)) = open_existing_trash(root, &root_fd) {
-        for entry in &listing.stale_records {
-            forget_record(&trash_fd, entry);
-            forget_marker(&trash_fd, entry);
-        }
-    }
-}
-
-/// Removes the record of an entry the reclaimer has deleted.
-pub fn forget_record_of(root: &WorktreeRoot, entry: &Path) {
-    let Some(name) = entry.file_name() else {
-        return;
-    };
-    let Ok(root_fd) = root.open_handle() else {
-        return;
-    };
-    if let Ok(Some(trash_fd)) = open_existing_trash(root, &root_fd) {
-        // Only once the entry itself is gone: a record outliving its entry
-        // is harmless, an entry without one is never reclaimed.
-        if matches!(
-            fstatat(&trash_fd, name, AtFlags::AT_SYMLINK_NOFOLLOW),
-            Err(Errno::ENOENT)
-        ) {
-            forget_record(&trash_fd, name);
-        }
-    }
-}
-
-/// An estimate of the space an entry holds: the allocated blocks
-/// (`st_blocks * 512`) of every file and directory below it, walked
-/// without following a symlink or crossing into another file system. A
-/// file with several links counts fully each time; what cannot be read
-/// counts as zero.
-pub fn estimate_bytes(path: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    walkdir::WalkDir::new(path)
-        .follow_links(false)
-        .same_file_system(true)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter_map(|e| e.metadata().ok())
-        .map(|m| m.blocks() * 512)
-        .sum()
 }
 
 /// What the trash's tests and the reclaimer's share.
