@@ -62,3 +62,11 @@ impl SessionActor {
         Ok((done(note), Detail::None))
     }
 }
+
+impl SessionActor {
+    /// What an interrupted deletion's intent leaves to do: a later pass
+    /// deletes the session if the server still lists it.
+    pub(in crate::act) fn found_after_deletion() -> String {
+        "the session is deleted by a later pass if the server still lists it".into()
+    }
+}

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::act::run::audit::Audit;
 use crate::act::run::executor::{blocking, skipped, Applied, Gate};
+use crate::act::run::intent::{self, CgroupIntent, SignalIntent};
 use crate::act::run::liveness::Recheck;
 use crate::act::run::outcome::{ActError, Detail, Outcome};
 use crate::observe::processes;
@@ -221,5 +222,36 @@ pub(super) fn terminated_outcome(t: &terminate::Terminated) -> Outcome {
         (None, None) => Outcome::Done {
             note: t.to_string(),
         },
+    }
+}
+
+impl ProcessActor {
+    /// What is there now of the process an interrupted signal's intent
+    /// names, looked up without acting.
+    pub(in crate::act) fn found_after_signal(&self, detail: &serde_json::Value) -> String {
+        let SignalIntent { pid, start_time } = intent::read(detail);
+        let pid = pid as i32;
+        match processes::identity(pid, &self.labels) {
+            Some(id)
+                if processes::is_alive_state(id.state) && Some(id.start_time) == start_time =>
+            {
+                format!("pid {pid} still runs (planned again like any agent)")
+            }
+            _ => format!("pid {pid} is gone"),
+        }
+    }
+
+    /// What is there now of the cgroup an interrupted stop's intent names.
+    pub(in crate::act) fn found_after_cgroup_stop(detail: &serde_json::Value) -> String {
+        match intent::read::<CgroupIntent>(detail).path {
+            Some(path) => match crate::cgroup::members(std::path::Path::new(&path)) {
+                Ok(m) if !m.is_empty() => format!(
+                    "{} process(es) still in {path} (planned again like any agent)",
+                    m.len()
+                ),
+                _ => format!("{path} is empty or gone"),
+            },
+            None => "no path recorded".into(),
+        }
     }
 }

@@ -72,9 +72,10 @@ use crate::backoff::{BackingOff, Backoff};
 use crate::config::Config;
 use crate::model::Force;
 use crate::observe::processes::LabelNames;
-use crate::plan::{Action, ActionKind, Plan, Stage, Target};
+use crate::plan::{Action, ActionKind, ActionName, Plan, Stage, Target};
 use crate::root::WorktreeRoot;
 use crate::store::lock::Fence;
+use crate::store::OpenIntent;
 use crate::store::Store;
 
 /// What an action's body comes to: its outcome and what it found, or an
@@ -503,21 +504,30 @@ impl Executor {
 
     /// Concludes the intents left without an outcome
     /// ([`Audit::settle`]), each with what is found of its target now
-    /// ([`crate::act::run::intent::found_now`]).
-    pub async fn settle(&self) -> Result<Vec<String>, String> {
-        let (root, labels) = (&self.worktrees.root, &self.processes.labels);
+    /// (by the actor of its resource).
+    pub async fn settle(self: &Arc<Self>) -> Result<Vec<String>, String> {
         self.audit
             .settle(|i| {
-                let (root, labels) = (root.clone(), labels.clone());
+                let me = Arc::clone(self);
                 async move {
-                    tokio::task::spawn_blocking(move || {
-                        crate::act::run::intent::found_now(&root, &labels, &i)
-                    })
-                    .await
-                    .unwrap_or_else(|e| format!("cannot look: {e}"))
+                    tokio::task::spawn_blocking(move || me.found_now(&i))
+                        .await
+                        .unwrap_or_else(|e| format!("cannot look: {e}"))
                 }
             })
             .await
+    }
+
+    /// What is there now of the target of `i`, by the actor of its
+    /// resource, looked up without acting (on the blocking pool).
+    fn found_now(&self, i: &OpenIntent) -> String {
+        match ActionName::parse(&i.action) {
+            Some(ActionName::TerminateProcess) => self.processes.found_after_signal(&i.detail),
+            Some(ActionName::StopCgroup) => ProcessActor::found_after_cgroup_stop(&i.detail),
+            Some(ActionName::RemoveWorktree) => self.worktrees.found_after_removal(&i.detail),
+            Some(ActionName::DeleteOpencodeSession) => SessionActor::found_after_deletion(),
+            _ => "the target is planned again like any other".into(),
+        }
     }
 }
 

@@ -15,10 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::act::trash;
 use crate::git;
-use crate::observe::processes;
-use crate::plan::{ActionName, WorktreeTarget};
+use crate::plan::WorktreeTarget;
 use crate::root::WorktreeRoot;
-use crate::store::OpenIntent;
 
 /// What the intent of a worktree removal records: the directory, where it
 /// is retired to, and for a force the archive ref it is about to write.
@@ -41,16 +39,16 @@ pub(in crate::act) struct RemovalIntent {
 /// What the intent of a signal records that a later pass reads back: the
 /// process, by pid and start time (the rest is for the operator).
 #[derive(Debug, Default, Deserialize)]
-struct SignalIntent {
-    pid: i64,
-    start_time: Option<u64>,
+pub(in crate::act) struct SignalIntent {
+    pub pid: i64,
+    pub start_time: Option<u64>,
 }
 
 /// What the intent of a cgroup's stop records that a later pass reads
 /// back.
 #[derive(Debug, Default, Deserialize)]
-struct CgroupIntent {
-    path: Option<String>,
+pub(in crate::act) struct CgroupIntent {
+    pub path: Option<String>,
 }
 
 /// The intent of removing `wt`, pinned as `pinned`, to be retired at `now`.
@@ -75,68 +73,8 @@ pub(in crate::act) fn removal(
 
 /// An intent's detail read through its type; what does not read as one
 /// (an older or damaged record) reads as nothing recorded.
-fn read<T: DeserializeOwned + Default>(detail: &serde_json::Value) -> T {
+pub(in crate::act) fn read<T: DeserializeOwned + Default>(detail: &serde_json::Value) -> T {
     T::deserialize(detail).unwrap_or_default()
-}
-
-/// What is there now of the target of `i`, looked up without acting.
-pub(in crate::act) fn found_now(
-    root: &WorktreeRoot,
-    labels: &processes::LabelNames,
-    i: &OpenIntent,
-) -> String {
-    match ActionName::parse(&i.action) {
-        Some(ActionName::TerminateProcess) => {
-            let SignalIntent { pid, start_time } = read(&i.detail);
-            let pid = pid as i32;
-            match processes::identity(pid, labels) {
-                Some(id)
-                    if processes::is_alive_state(id.state) && Some(id.start_time) == start_time =>
-                {
-                    format!("pid {pid} still runs (planned again like any agent)")
-                }
-                _ => format!("pid {pid} is gone"),
-            }
-        }
-        Some(ActionName::RemoveWorktree) => {
-            let RemovalIntent { path, .. } = read(&i.detail);
-            let Some(path) = path.map(std::path::PathBuf::from) else {
-                return "no path recorded".into();
-            };
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-            let in_trash = trash::list(root)
-                .map(|l| {
-                    l.entries
-                        .iter()
-                        .filter(|e| Some(&e.worktree_id) == name.as_ref())
-                        .count()
-                })
-                .unwrap_or(0);
-            let place = if path.symlink_metadata().is_ok() {
-                format!("{} is still in place (judged again)", path.display())
-            } else {
-                format!("{} is gone", path.display())
-            };
-            match in_trash {
-                0 => place,
-                n => format!("{place}; {n} trash entr(ies) of it wait for reclaim"),
-            }
-        }
-        Some(ActionName::StopCgroup) => match read::<CgroupIntent>(&i.detail).path {
-            Some(path) => match crate::cgroup::members(std::path::Path::new(&path)) {
-                Ok(m) if !m.is_empty() => format!(
-                    "{} process(es) still in {path} (planned again like any agent)",
-                    m.len()
-                ),
-                _ => format!("{path} is empty or gone"),
-            },
-            None => "no path recorded".into(),
-        },
-        Some(ActionName::DeleteOpencodeSession) => {
-            "the session is deleted by a later pass if the server still lists it".into()
-        }
-        _ => "the target is planned again like any other".into(),
-    }
 }
 
 #[cfg(test)]

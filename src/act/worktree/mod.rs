@@ -315,3 +315,33 @@ impl WorktreeActor {
             .collect())
     }
 }
+
+impl WorktreeActor {
+    /// What is there now of the worktree an interrupted removal's intent
+    /// names: still in place, gone, and how many trash entries of it wait
+    /// for reclaim.
+    pub(in crate::act) fn found_after_removal(&self, detail: &serde_json::Value) -> String {
+        let intent::RemovalIntent { path, .. } = intent::read(detail);
+        let Some(path) = path.map(std::path::PathBuf::from) else {
+            return "no path recorded".into();
+        };
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let in_trash = crate::act::trash::list(&self.root)
+            .map(|l| {
+                l.entries
+                    .iter()
+                    .filter(|e| Some(&e.worktree_id) == name.as_ref())
+                    .count()
+            })
+            .unwrap_or(0);
+        let place = if path.symlink_metadata().is_ok() {
+            format!("{} is still in place (judged again)", path.display())
+        } else {
+            format!("{} is gone", path.display())
+        };
+        match in_trash {
+            0 => place,
+            n => format!("{place}; {n} trash entr(ies) of it wait for reclaim"),
+        }
+    }
+}
