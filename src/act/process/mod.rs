@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::act::run::audit::Audit;
 use crate::act::run::executor::{blocking, skipped, Applied, Gate};
-use crate::act::run::intent::{self, CgroupIntent, SignalIntent};
+use crate::act::run::intent::{self, PathIntent, SignalIntent};
 use crate::act::run::liveness::Recheck;
 use crate::act::run::outcome::{ActError, Detail, Outcome};
 use crate::observe::processes;
@@ -230,7 +230,7 @@ impl ProcessActor {
     /// names, looked up without acting.
     pub(in crate::act) fn found_after_signal(&self, detail: &serde_json::Value) -> String {
         let SignalIntent { pid, start_time } = intent::read(detail);
-        let pid = pid as i32;
+        let pid = pid.unwrap_or(0) as i32;
         match processes::identity(pid, &self.labels) {
             Some(id)
                 if processes::is_alive_state(id.state) && Some(id.start_time) == start_time =>
@@ -243,7 +243,7 @@ impl ProcessActor {
 
     /// What is there now of the cgroup an interrupted stop's intent names.
     pub(in crate::act) fn found_after_cgroup_stop(detail: &serde_json::Value) -> String {
-        match intent::read::<CgroupIntent>(detail).path {
+        match intent::read::<PathIntent>(detail).path {
             Some(path) => match crate::cgroup::members(std::path::Path::new(&path)) {
                 Ok(m) if !m.is_empty() => format!(
                     "{} process(es) still in {path} (planned again like any agent)",

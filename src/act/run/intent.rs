@@ -24,31 +24,46 @@ use crate::root::WorktreeRoot;
 /// directory judged, which is the only directory that may move there
 /// (the trash's own record of it is what the reclaimer goes by, see
 /// [`trash`]).
-#[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, PartialEq, Eq)]
 pub(in crate::act) struct RemovalIntent {
-    pub path: Option<String>,
+    pub path: String,
     pub trash: String,
     pub trash_entry: String,
     pub dev: u64,
     pub ino: u64,
     pub force_archive: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub archive_ref: Option<String>,
 }
 
-/// What the intent of a signal records that a later pass reads back: the
-/// process, by pid and start time (the rest is for the operator).
+/// What a later pass reads back of the intent of a removal or of a
+/// cgroup's stop: the path it names.
+#[derive(Debug, Default, Deserialize)]
+pub(in crate::act) struct PathIntent {
+    #[serde(default, deserialize_with = "lenient")]
+    pub path: Option<String>,
+}
+
+/// What a later pass reads back of the intent of a signal: the process, by
+/// pid and start time (the rest is for the operator).
 #[derive(Debug, Default, Deserialize)]
 pub(in crate::act) struct SignalIntent {
-    pub pid: i64,
+    #[serde(default, deserialize_with = "lenient")]
+    pub pid: Option<i64>,
+    #[serde(default, deserialize_with = "lenient")]
     pub start_time: Option<u64>,
 }
 
-/// What the intent of a cgroup's stop records that a later pass reads
-/// back.
-#[derive(Debug, Default, Deserialize)]
-pub(in crate::act) struct CgroupIntent {
-    pub path: Option<String>,
+/// A field of a recorded intent that is missing or not of its type reads
+/// as not recorded, and leaves the other fields readable: a record written
+/// by an older version, or edited by hand, is still concluded.
+fn lenient<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(T::deserialize(v).ok())
 }
 
 /// The intent of removing `wt`, pinned as `pinned`, to be retired at `now`.
@@ -60,7 +75,7 @@ pub(in crate::act) fn removal(
     now: SystemTime,
 ) -> serde_json::Value {
     let intent = RemovalIntent {
-        path: Some(wt.path.display().to_string()),
+        path: wt.path.display().to_string(),
         trash: trash::trash_path(root).display().to_string(),
         trash_entry: pinned.entry_name(now).to_string_lossy().into_owned(),
         dev: pinned.dev(),
@@ -85,7 +100,7 @@ mod tests {
     fn a_removal_intent_is_written_as_before_and_read_back_through_its_type() {
         for archive_ref in [None, Some("refs/boo/archive/w1/1".to_string())] {
             let intent = RemovalIntent {
-                path: Some("/tmp/booworktrees/w1".into()),
+                path: "/tmp/booworktrees/w1".into(),
                 trash: "/tmp/booworktrees/.boo-trash".into(),
                 trash_entry: "w1.17".into(),
                 dev: 2049,
@@ -108,19 +123,26 @@ mod tests {
                 before["archive_ref"] = r.clone().into();
             }
             assert_eq!(written.to_string(), before.to_string());
-            assert_eq!(read::<RemovalIntent>(&written), intent);
+            let back = read::<PathIntent>(&written);
+            assert_eq!(back.path.as_deref(), Some("/tmp/booworktrees/w1"));
         }
     }
 
     #[test]
-    fn a_detail_that_does_not_read_as_its_type_reads_as_nothing_recorded() {
-        let odd = serde_json::json!({ "pid": "seven", "path": 3 });
-        let SignalIntent { pid, start_time } = read(&odd);
-        assert_eq!((pid, start_time), (0, None));
-        assert_eq!(read::<CgroupIntent>(&odd).path, None);
+    fn each_field_of_an_intent_reads_on_its_own() {
+        // A record with only the path (an older version's) reads its path.
+        let old = serde_json::json!({ "path": "/w" });
+        assert_eq!(read::<PathIntent>(&old).path.as_deref(), Some("/w"));
+        // A field not of its type reads as not recorded, and only it.
+        let odd = serde_json::json!({ "pid": 42, "start_time": "x", "path": 3 });
+        let s = read::<SignalIntent>(&odd);
+        assert_eq!((s.pid, s.start_time), (Some(42), None));
+        assert_eq!(read::<PathIntent>(&odd).path, None);
         let signal = read::<SignalIntent>(&serde_json::json!({
             "pid": 42, "start_time": 9, "chat_id": "c1"
         }));
-        assert_eq!((signal.pid, signal.start_time), (42, Some(9)));
+        assert_eq!((signal.pid, signal.start_time), (Some(42), Some(9)));
+        let none = read::<SignalIntent>(&serde_json::json!("not an object"));
+        assert_eq!((none.pid, none.start_time), (None, None));
     }
 }

@@ -321,7 +321,7 @@ impl WorktreeActor {
     /// names: still in place, gone, and how many trash entries of it wait
     /// for reclaim.
     pub(in crate::act) fn found_after_removal(&self, detail: &serde_json::Value) -> String {
-        let intent::RemovalIntent { path, .. } = intent::read(detail);
+        let intent::PathIntent { path } = intent::read(detail);
         let Some(path) = path.map(std::path::PathBuf::from) else {
             return "no path recorded".into();
         };
