@@ -9,7 +9,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
-use super::{Acting, Controller, Notes};
+use super::{Acting, Controller, Notes, PassError};
 use crate::act::ActionResult;
 use crate::config::Config;
 use crate::model::{Scope, Tied};
@@ -183,13 +183,10 @@ impl Controller {
                     .iter()
                     .map(|a| format!("{} ({})", a.key(), a.reason))
                     .collect();
-                notes.errors.push(format!(
-                    "{} process(es) forked by a stopped agent while it was being stopped are \
-                     still there after {round} more round(s) within this pass; the next pass \
-                     stops them: {}",
-                    named.len(),
-                    named.join("; ")
-                ));
+                notes.errors.push(PassError::ForkedLeft {
+                    rounds: round,
+                    named,
+                });
                 return;
             }
             tracing::info!(

@@ -107,10 +107,90 @@ impl Acting<'_> {
 }
 
 /// What a pass noticed besides its plan: errors (exit 1) and warnings.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct Notes {
-    pub errors: Vec<String>,
+    pub errors: Vec<PassError>,
     pub warnings: Vec<String>,
+}
+
+impl Notes {
+    /// Adds `e` unless an error of the same text is there: a reading of
+    /// the state taken again finds again what the first one found.
+    fn add_once(&mut self, e: PassError) {
+        let text = e.to_string();
+        if !self.errors.iter().any(|x| x.to_string() == text) {
+            self.errors.push(e);
+        }
+    }
+}
+
+/// An error of a pass: its result is `error` (exit 1). Typed while the
+/// pass runs, with its source; its text is made once, into the report.
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    /// The state could not be read: nothing was planned.
+    #[error(transparent)]
+    State(#[from] crate::store::StoreError),
+    /// The state could not be read again, for `what`.
+    #[error("cannot read the state again for {what}: {source}")]
+    StateAgain {
+        what: String,
+        #[source]
+        source: crate::store::StoreError,
+    },
+    /// What observing the host could not see (processes, cgroups, the
+    /// fork lineage, the worktree root, the opencode server), as the
+    /// observer says it.
+    #[error("{0}")]
+    Observe(String),
+    /// A row of the database that does not read; the pass goes on.
+    #[error("database {url}: {row}")]
+    UnreadableRow { url: String, row: String },
+    /// The worktree root is not what was recorded: nothing under it is
+    /// acted on.
+    #[error("{0}")]
+    RootHeld(String),
+    #[error("recording when admin entries went missing (they wait until it can be): {0}")]
+    MissingSince(#[source] crate::store::StoreError),
+    #[error(
+        "trash entry {} cannot be reclaimed ({failures} failure(s), next attempt in {next_attempt_in_s}s): {error}",
+        path.display()
+    )]
+    TrashEntry {
+        path: std::path::PathBuf,
+        failures: u32,
+        next_attempt_in_s: u64,
+        error: String,
+    },
+    /// An action's audit record could not be written.
+    #[error("{0}")]
+    AuditRecord(String),
+    /// Intents a crash left open could not be concluded.
+    #[error("{0}")]
+    Settle(String),
+    /// A forced action that did not happen because another run held its
+    /// target throughout.
+    #[error(
+        "busy, retry: the forced action on {target} did not happen: another run was \
+         acting on it until after this pass's time (loop.pass_timeout {}) or {} times in \
+         a row; nothing was done to it by this pass",
+        humantime::format_duration(*pass_timeout),
+        FORCED_RETAKES + 1
+    )]
+    Busy {
+        target: String,
+        pass_timeout: Duration,
+    },
+    /// Processes a stopped agent forked during its grace, still there
+    /// after the sweeps of this pass.
+    #[error(
+        "{} process(es) forked by a stopped agent while it was being stopped are \
+         still there after {rounds} more round(s) within this pass; the next pass \
+         stops them: {}",
+        named.len(),
+        named.join("; ")
+    )]
+    ForkedLeft { rounds: usize, named: Vec<String> },
 }
 
 impl Controller {
@@ -193,7 +273,7 @@ impl Controller {
             Ok(p) => p,
             Err(e) => {
                 state_unreadable = Some(StateUnreadable::of(&e));
-                notes.errors.push(e.to_string());
+                notes.errors.push(PassError::State(e));
                 (Plan::default(), ObservedCounts::default())
             }
         };
@@ -206,7 +286,7 @@ impl Controller {
                 // Intents a crash left open are concluded before new ones.
                 match self.executor.settle().await {
                     Ok(lines) => notes.warnings.extend(lines),
-                    Err(e) => notes.errors.push(e),
+                    Err(e) => notes.errors.push(PassError::Settle(e)),
                 }
                 let how = Acting {
                     opts,
@@ -231,18 +311,18 @@ impl Controller {
             .filter(|r| forced && left_to_concurrent_run(r))
             .map(|r| r.target.to_string());
         for target in busy {
-            notes.errors.push(format!(
-                "busy, retry: the forced action on {target} did not happen: another run was \
-                 acting on it until after this pass's time (loop.pass_timeout {}) or {} times in \
-                 a row; nothing was done to it by this pass",
-                humantime::format_duration(self.config.r#loop.pass_timeout),
-                FORCED_RETAKES + 1,
-            ));
+            notes.errors.push(PassError::Busy {
+                target,
+                pass_timeout: self.config.r#loop.pass_timeout,
+            });
         }
         // An action whose record is missing is an error of the pass.
-        notes
-            .errors
-            .extend(results.iter().filter_map(|r| r.audit_error.clone()));
+        notes.errors.extend(
+            results
+                .iter()
+                .filter_map(|r| r.audit_error.clone())
+                .map(PassError::AuditRecord),
+        );
         let mut report = PassReport {
             trigger,
             scope,
@@ -255,7 +335,7 @@ impl Controller {
             results,
             pending: plan.pending,
             at_risk: Vec::new(),
-            errors: notes.errors,
+            errors: notes.errors.iter().map(ToString::to_string).collect(),
             warnings: notes.warnings,
             state_unreadable,
         };
@@ -318,17 +398,16 @@ impl Controller {
         let mut fresh = Notes::default();
         let plan = match self.plan(scope, true, &mut fresh).await {
             Ok((plan, _)) => plan,
-            Err(e) => {
-                notes
-                    .errors
-                    .push(format!("cannot read the state again for {what}: {e}"));
+            Err(source) => {
+                notes.errors.push(PassError::StateAgain {
+                    what: what.to_string(),
+                    source,
+                });
                 return None;
             }
         };
         for e in fresh.errors {
-            if !notes.errors.contains(&e) {
-                notes.errors.push(e);
-            }
+            notes.add_once(e);
         }
         for w in fresh.warnings {
             if !notes.warnings.contains(&w) {
@@ -378,4 +457,67 @@ fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The texts a pass's errors had when they were built as strings: the
+    /// report, the answers and the logs say exactly what they said.
+    #[test]
+    fn a_pass_error_says_what_its_string_said() {
+        let busy = PassError::Busy {
+            target: "worktree:/w".into(),
+            pass_timeout: Duration::from_secs(90),
+        };
+        assert_eq!(
+            busy.to_string(),
+            format!(
+                "busy, retry: the forced action on worktree:/w did not happen: another run was \
+                 acting on it until after this pass's time (loop.pass_timeout 1m 30s) or {} times \
+                 in a row; nothing was done to it by this pass",
+                FORCED_RETAKES + 1
+            )
+        );
+        let forked = PassError::ForkedLeft {
+            rounds: 3,
+            named: vec!["process:7@1 (a)".into(), "process:8@2 (b)".into()],
+        };
+        assert_eq!(
+            forked.to_string(),
+            "2 process(es) forked by a stopped agent while it was being stopped are still there \
+             after 3 more round(s) within this pass; the next pass stops them: process:7@1 (a); \
+             process:8@2 (b)"
+        );
+        let trash = PassError::TrashEntry {
+            path: "/r/.boo-trash/w.1".into(),
+            failures: 2,
+            next_attempt_in_s: 9,
+            error: "EBUSY".into(),
+        };
+        assert_eq!(
+            trash.to_string(),
+            "trash entry /r/.boo-trash/w.1 cannot be reclaimed (2 failure(s), next attempt in \
+             9s): EBUSY"
+        );
+        let row = PassError::UnreadableRow {
+            url: "sqlite:///db".into(),
+            row: "worktrees w1: path is not text".into(),
+        };
+        assert_eq!(
+            row.to_string(),
+            "database sqlite:///db: worktrees w1: path is not text"
+        );
+    }
+
+    #[test]
+    fn an_error_found_again_by_a_second_reading_is_noted_once() {
+        let mut notes = Notes::default();
+        notes.add_once(PassError::Observe("scanning processes failed: x".into()));
+        notes.add_once(PassError::Observe("scanning processes failed: x".into()));
+        notes.add_once(PassError::Settle("scanning processes failed: x".into()));
+        notes.add_once(PassError::RootHeld("held".into()));
+        assert_eq!(notes.errors.len(), 2, "by its text: {:?}", notes.errors);
+    }
 }

@@ -9,7 +9,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, SystemTime};
 
-use super::{root_check, unix_now, Controller, Notes};
+use super::{root_check, unix_now, Controller, Notes, PassError};
 use crate::model::{OpencodeView, Scope, Tied};
 use crate::observe;
 use crate::observe::processes::{self, LabelNames};
@@ -46,7 +46,7 @@ impl Controller {
             self.opencode.list(self.executor.opencode(), &self.root)
         );
         let opencode_notes = Notes {
-            errors: listing.error.into_iter().collect(),
+            errors: listing.error.into_iter().map(PassError::Observe).collect(),
             warnings: listing.warning.into_iter().collect(),
         };
         let opencode = listing.view;
@@ -59,28 +59,32 @@ impl Controller {
             mut observed,
             errors,
         } = host?;
-        notes.errors.extend(errors);
+        notes
+            .errors
+            .extend(errors.into_iter().map(PassError::Observe));
         // One bad row is an error of the pass, never the end of it.
-        notes.errors.extend(
-            desired
-                .unreadable
-                .iter()
-                .map(|u| format!("database {}: {u}", self.store.url())),
-        );
+        notes
+            .errors
+            .extend(desired.unreadable.iter().map(|u| PassError::UnreadableRow {
+                url: self.store.url().to_string(),
+                row: u.to_string(),
+            }));
         if observed.root_held.is_none() {
             let host = &self.config.host.id;
             if let Some(why) =
                 root_check::check(&self.store, &self.root, host, &observed, record).await
             {
                 tracing::warn!(root = %self.root.path().display(), "{why}");
-                notes.errors.push(why.clone());
+                notes.errors.push(PassError::RootHeld(why.clone()));
                 observed.root_held = Some(why);
             }
         }
         // Only a full view of the admin entries may forget a record of one
         // that went missing: a partial one would restart its grace.
         let complete = observed.errors.is_empty() && observed.root_held.is_none();
-        notes.errors.append(&mut observed.errors);
+        notes
+            .errors
+            .extend(observed.errors.drain(..).map(PassError::Observe));
         self.record_missing(&mut observed.stale_admin_entries, complete, record, notes)
             .await;
         notes.errors.extend(opencode_notes.errors);
@@ -109,13 +113,12 @@ impl Controller {
         // An entry the reclaimer cannot delete is an error of every pass
         // until it is gone: never left silently.
         for e in &counts.trash.errors {
-            notes.errors.push(format!(
-                "trash entry {} cannot be reclaimed ({} failure(s), next attempt in {}s): {}",
-                e.path.display(),
-                e.failures,
-                e.next_attempt_in_s,
-                e.error
-            ));
+            notes.errors.push(PassError::TrashEntry {
+                path: e.path.clone(),
+                failures: e.failures,
+                next_attempt_in_s: e.next_attempt_in_s,
+                error: e.error.clone(),
+            });
         }
         let actual = crate::model::ActualState {
             dirs: observed.dirs,
@@ -163,9 +166,7 @@ impl Controller {
                         s.map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s.max(0) as u64));
                 }
             }
-            Err(e) => notes.errors.push(format!(
-                "recording when admin entries went missing (they wait until it can be): {e}"
-            )),
+            Err(e) => notes.errors.push(PassError::MissingSince(e)),
         }
     }
 
