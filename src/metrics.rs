@@ -44,6 +44,9 @@ pub struct Metrics {
     pub actions_total: IntCounterVec,
     pub drift_items: IntGaugeVec,
     pub worktrees_at_risk: IntGauge,
+    pub kept_bytes: IntGauge,
+    pub root_free_bytes: IntGauge,
+    pub root_size_bytes: IntGauge,
     pub root_held: IntGauge,
     pub workqueue_depth: IntGauge,
     pub nudges_total: IntCounterVec,
@@ -125,6 +128,22 @@ impl Metrics {
             "Worktrees kept at risk by the last host pass.",
         )
         .expect("metric");
+        let kept_bytes = IntGauge::new(
+            "kept_bytes",
+            "What the worktrees kept at risk by the last host pass hold on disk (allocated \
+             blocks), measured when each verdict was reached.",
+        )
+        .expect("metric");
+        let root_free_bytes = IntGauge::new(
+            "root_free_bytes",
+            "Space an unprivileged user may still write on the file system of the worktree root.",
+        )
+        .expect("metric");
+        let root_size_bytes = IntGauge::new(
+            "root_size_bytes",
+            "Size of the file system of the worktree root.",
+        )
+        .expect("metric");
         let workqueue_depth =
             IntGauge::new("workqueue_depth", "Keys waiting to be reconciled.").expect("metric");
         let nudges_total = IntCounterVec::new(
@@ -204,6 +223,9 @@ impl Metrics {
             Box::new(actions_total.clone()),
             Box::new(drift_items.clone()),
             Box::new(worktrees_at_risk.clone()),
+            Box::new(kept_bytes.clone()),
+            Box::new(root_free_bytes.clone()),
+            Box::new(root_size_bytes.clone()),
             Box::new(root_held.clone()),
             Box::new(workqueue_depth.clone()),
             Box::new(nudges_total.clone()),
@@ -236,6 +258,9 @@ impl Metrics {
             actions_total,
             drift_items,
             worktrees_at_risk,
+            kept_bytes,
+            root_free_bytes,
+            root_size_bytes,
             root_held,
             workqueue_depth,
             nudges_total,
@@ -280,6 +305,10 @@ impl Metrics {
             self.lineage_active.set(i64::from(
                 r.observed.lineage.state == crate::report::LineageRun::On,
             ));
+            if let Some(space) = r.observed.root_space {
+                self.root_free_bytes.set(gauge(space.free_bytes));
+                self.root_size_bytes.set(gauge(space.total_bytes));
+            }
         }
         if r.scope == crate::model::Scope::Host {
             self.root_held
@@ -294,6 +323,8 @@ impl Metrics {
                 .with_label_values(&["pending"])
                 .set(r.pending.len() as i64);
             self.worktrees_at_risk.set(r.at_risk.len() as i64);
+            let kept: u64 = r.at_risk.iter().filter_map(|k| k.bytes).sum();
+            self.kept_bytes.set(gauge(kept));
         }
     }
 
@@ -305,6 +336,11 @@ impl Metrics {
             .expect("text encoding cannot fail");
         String::from_utf8(buf).expect("text format is UTF-8")
     }
+}
+
+/// A byte count as a gauge's value, saturating rather than wrapping.
+fn gauge(bytes: u64) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

@@ -144,6 +144,31 @@ pub struct ObservedCounts {
     pub root_held: Option<String>,
     /// Whether the fork lineage (`processes.lineage`) is followed.
     pub lineage: LineageView,
+    /// The space of the file system holding the worktree root; absent
+    /// when it could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root_space: Option<RootSpace>,
+}
+
+/// The space of the file system holding the worktree root (`statvfs`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootSpace {
+    /// What an unprivileged user may still write.
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+}
+
+impl RootSpace {
+    /// The space of the file system holding `path`; `None` when it cannot
+    /// be read.
+    pub fn of(path: &std::path::Path) -> Option<RootSpace> {
+        let st = nix::sys::statvfs::statvfs(path).ok()?;
+        let unit = st.fragment_size() as u64;
+        Some(RootSpace {
+            free_bytes: (st.blocks_available() as u64).saturating_mul(unit),
+            total_bytes: (st.blocks() as u64).saturating_mul(unit),
+        })
+    }
 }
 
 /// The fork lineage as a pass saw it.
@@ -181,6 +206,10 @@ pub struct KeptWorktree {
     pub checked_at: String,
     /// Whether this pass reused an earlier verdict instead of a preflight.
     pub verdict_reused: bool,
+    /// What it holds on disk (allocated blocks), measured with the
+    /// verdict; absent when it could not be walked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
 }
 
 /// One pass, start to end.
@@ -282,6 +311,10 @@ impl PassReport {
                         _ => humantime::format_rfc3339_seconds(started_at).to_string(),
                     },
                     verdict_reused: matches!(&r.detail, Detail::Kept(c) if c.verdict_reused),
+                    bytes: match &r.detail {
+                        Detail::Kept(c) => c.bytes,
+                        _ => None,
+                    },
                 }),
                 _ => None,
             })

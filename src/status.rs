@@ -78,6 +78,9 @@ pub struct ObservedSummary {
     pub unreadable_by_uid: std::collections::BTreeMap<u32, usize>,
     #[serde(default)]
     pub lineage: crate::report::LineageView,
+    /// Absent from a controller of an earlier version.
+    #[serde(default)]
+    pub root_space: Option<crate::report::RootSpace>,
 }
 
 /// What the status shows of the trash.
@@ -185,15 +188,17 @@ pub fn render(s: &StatusDoc) -> String {
     if let Some(p) = &s.last_host_pass {
         last_host_pass(&mut out, p);
     }
+    kept_cost(&mut out, s);
     table(
         &mut out,
         "WORKTREES AT RISK",
-        &["TARGET", "SESSION", "REASONS"],
+        &["TARGET", "SESSION", "BYTES", "REASONS"],
         s.at_risk.iter().map(|w| {
             let reasons: Vec<&str> = w.reasons.iter().map(|r| r.kind()).collect();
             vec![
                 w.target.clone(),
                 or_dash(w.session_id.as_deref()),
+                w.bytes.map_or_else(|| "-".to_string(), |b| b.to_string()),
                 reasons.join(", "),
             ]
         }),
@@ -259,6 +264,24 @@ fn trash(out: &mut String, t: &TrashSummary) {
             e.path, e.failures, e.next_attempt_in_s, e.error,
         );
     }
+}
+
+/// What the kept worktrees hold, and the space left where they are.
+fn kept_cost(out: &mut String, s: &StatusDoc) {
+    let bytes: u64 = s.at_risk.iter().filter_map(|k| k.bytes).sum();
+    let space = s
+        .last_host_pass
+        .as_ref()
+        .and_then(|p| p.observed.root_space)
+        .map_or_else(
+            || "-".to_string(),
+            |r| format!("{} of {} bytes free", r.free_bytes, r.total_bytes),
+        );
+    let _ = writeln!(
+        out,
+        "kept at risk: {} worktree(s), {bytes} bytes on disk; worktree root's file system: {space}",
+        s.at_risk.len(),
+    );
 }
 
 fn last_host_pass(out: &mut String, p: &PassSummary) {
@@ -487,7 +510,7 @@ mod tests {
             "at_risk": [{"target": "worktree:/r/w1", "worktree_id": "w1", "session_id": "s1",
                 "reasons": [{"kind": "untracked", "count": 1, "paths": ["a"]},
                     {"kind": "locked", "reason": null}],
-                "checked_at": "t", "verdict_reused": false}],
+                "checked_at": "t", "verdict_reused": false, "bytes": 123456}],
             "pending_drift": [], "backoff": [],
             "recent_passes": [{"started_at": "t", "trigger": "nudge",
                 "scope": {"scope": "chat", "id": "c1"}, "duration_ms": 4, "actions": 2,
@@ -497,7 +520,13 @@ mod tests {
         assert!(text.contains("host h1 — leader"), "{text}");
         assert!(text.contains("error: opencode: answered 500"), "{text}");
         assert!(
-            text.contains("worktree:/r/w1  s1       untracked, locked"),
+            text.contains("worktree:/r/w1  s1       123456  untracked, locked"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "kept at risk: 1 worktree(s), 123456 bytes on disk; worktree root's file system: -"
+            ),
             "{text}"
         );
         assert!(text.contains("PENDING DRIFT\n  (none)"), "{text}");

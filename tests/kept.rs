@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 both_databases!(
     a_kept_worktree_is_not_checked_again_while_nothing_changes,
     an_unchanged_fingerprint_never_lets_a_stale_verdict_remove_anything,
+    what_a_kept_worktree_holds_is_measured_with_its_verdict,
 );
 
 /// A pass as the loop's timer runs it (`Trigger::Interval`). Not
@@ -231,5 +232,58 @@ async fn an_unchanged_fingerprint_never_lets_a_stale_verdict_remove_anything(db:
     assert_eq!(
         fs::read_to_string(wt.join("README.md")).unwrap(),
         "hello\nmore work\n"
+    );
+}
+
+/// What a kept worktree costs is in the report, `/status`'s document and
+/// the metrics: measured with the verdict (allocated blocks, nothing
+/// outside the worktree), and carried with it when it is reused.
+async fn what_a_kept_worktree_holds_is_measured_with_its_verdict(db: Db) {
+    let (w, wt) = world_on(World::new(db).await).await;
+    // 4 MiB of untracked work, written (not sparse), so that it holds blocks.
+    fs::write(wt.join("big.bin"), vec![7u8; 4 << 20]).unwrap();
+    // Beside the worktree, under the root: not its to count.
+    let beside = wt.parent().unwrap().join("not-a-worktree");
+    fs::create_dir_all(&beside).unwrap();
+    fs::write(beside.join("other.bin"), vec![1u8; 8 << 20]).unwrap();
+    let c = w.controller();
+    let first = host(&c).await;
+    let bytes = kept(&first).bytes.expect("measured");
+    assert!(
+        (4 << 20..8 << 20).contains(&bytes),
+        "the 4 MiB file and the checkout, not the 8 MiB beside it: {bytes}"
+    );
+    let space = first
+        .observed
+        .root_space
+        .expect("the root's file system is read");
+    assert!(
+        space.free_bytes > 0 && space.free_bytes <= space.total_bytes,
+        "{space:?}"
+    );
+    let again = host(&c).await;
+    assert!(kept(&again).verdict_reused, "{}", again.render());
+    assert_eq!(
+        kept(&again).bytes,
+        Some(bytes),
+        "carried with the reused verdict"
+    );
+    let metrics = boo_reconciler::metrics::Metrics::new();
+    metrics.observe_pass(&again);
+    let text = metrics.render();
+    assert!(
+        text.contains(&format!("boo_reconciler_kept_bytes {bytes}")),
+        "{text}"
+    );
+    let now = again.observed.root_space.expect("read again");
+    assert!(
+        text.contains(&format!(
+            "boo_reconciler_root_free_bytes {}",
+            now.free_bytes
+        )) && text.contains(&format!(
+            "boo_reconciler_root_size_bytes {}",
+            now.total_bytes
+        )),
+        "{text}"
     );
 }

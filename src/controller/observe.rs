@@ -14,7 +14,7 @@ use crate::model::{OpencodeView, Scope, Tied};
 use crate::observe;
 use crate::observe::processes::{self, LabelNames};
 use crate::plan::{self, Plan};
-use crate::report::ObservedCounts;
+use crate::report::{ObservedCounts, RootSpace};
 use crate::store::Interest;
 
 impl Controller {
@@ -108,6 +108,14 @@ impl Controller {
                 tokio::task::spawn_blocking(move || reclaimer.status())
                     .await
                     .unwrap_or_default()
+            },
+            root_space: {
+                // A hung mount must not hold an async thread.
+                let root = self.root.path().to_path_buf();
+                tokio::task::spawn_blocking(move || RootSpace::of(&root))
+                    .await
+                    .ok()
+                    .flatten()
             },
         };
         // An entry the reclaimer cannot delete is an error of every pass

@@ -139,13 +139,18 @@ impl Detail {
 pub struct Checked {
     pub checked_at: String,
     pub verdict_reused: bool,
+    /// What the worktree holds on disk (allocated blocks, one walk when
+    /// the verdict was reached); `None` when it could not be walked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
 }
 
 impl Checked {
-    pub fn new(at: SystemTime, reused: bool) -> Checked {
+    pub fn new(at: SystemTime, reused: bool, bytes: Option<u64>) -> Checked {
         Checked {
             checked_at: humantime::format_rfc3339_seconds(at).to_string(),
             verdict_reused: reused,
+            bytes,
         }
     }
 }

@@ -156,6 +156,7 @@ pub fn estimate_bytes(path: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     walkdir::WalkDir::new(path)
         .follow_links(false)
+        .follow_root_links(false)
         .same_file_system(true)
         .into_iter()
         .filter_map(Result::ok)

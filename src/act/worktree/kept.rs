@@ -58,6 +58,8 @@ pub struct Fingerprint {
 struct Kept {
     fingerprint: Fingerprint,
     reasons: Vec<AtRisk>,
+    /// What the worktree held on disk when the verdict was reached.
+    bytes: Option<u64>,
     checked_at: SystemTime,
     checked: Instant,
 }
@@ -78,6 +80,7 @@ pub struct KeptVerdicts {
 /// A verdict that may be reused if the fingerprint still matches.
 pub struct Candidate {
     pub reasons: Vec<AtRisk>,
+    pub bytes: Option<u64>,
     pub checked_at: SystemTime,
     fingerprint: Fingerprint,
 }
@@ -117,6 +120,7 @@ impl KeptVerdicts {
         let k = kept.get(dir)?;
         (k.checked.elapsed() < self.recheck).then(|| Candidate {
             reasons: k.reasons.clone(),
+            bytes: k.bytes,
             checked_at: k.checked_at,
             fingerprint: k.fingerprint,
         })
@@ -129,6 +133,7 @@ impl KeptVerdicts {
         dir: &Path,
         fingerprint: Option<Fingerprint>,
         reasons: &[AtRisk],
+        bytes: Option<u64>,
         checked_at: SystemTime,
     ) {
         let mut kept = self.kept.lock();
@@ -139,6 +144,7 @@ impl KeptVerdicts {
                     Kept {
                         fingerprint,
                         reasons: reasons.to_vec(),
+                        bytes,
                         checked_at,
                         checked: Instant::now(),
                     },
@@ -442,17 +448,30 @@ mod tests {
         };
         let dir = Path::new("/x/w1");
         let v = KeptVerdicts::new(Duration::from_secs(600));
-        v.remember(dir, Some(fp), &untracked("a"), SystemTime::now());
+        v.remember(
+            dir,
+            Some(fp),
+            &untracked("a"),
+            Some(4096),
+            SystemTime::now(),
+        );
         let c = v.candidate(dir).expect("fresh");
+        assert_eq!(c.bytes, Some(4096), "what it costs comes with the verdict");
         assert!(c.still(Some(fp)));
         assert!(!c.still(Some(Fingerprint { git: 9, ..fp })));
         assert!(!c.still(None));
         v.forget(dir);
         assert!(v.candidate(dir).is_none());
         let never = KeptVerdicts::new(Duration::ZERO);
-        never.remember(dir, Some(fp), &untracked("a"), SystemTime::now());
+        never.remember(
+            dir,
+            Some(fp),
+            &untracked("a"),
+            Some(4096),
+            SystemTime::now(),
+        );
         assert!(never.candidate(dir).is_none(), "interval passed");
-        v.remember(dir, None, &untracked("a"), SystemTime::now());
+        v.remember(dir, None, &untracked("a"), Some(4096), SystemTime::now());
         assert!(
             v.candidate(dir).is_none(),
             "uncovered verdicts are not kept"

@@ -172,21 +172,30 @@ impl WorktreeActor {
             // recorded decides.
             None => true,
         };
-        let found = {
+        // What it costs to keep is measured once per verdict, with the
+        // findings, and reused with the verdict.
+        let (found, bytes) = {
             let (dir, r) = (wt.path.clone(), reasons.clone());
-            blocking(move || Ok(kept::findings(&dir, &r))).await?
+            blocking(move || {
+                Ok((
+                    kept::findings(&dir, &r),
+                    crate::act::trash::estimate_bytes(&dir),
+                ))
+            })
+            .await?
         };
+        let bytes = Some(bytes);
         let fingerprint = git_before
             .zip(found)
             .map(|(git, findings)| kept::Fingerprint { git, findings });
         self.kept
-            .remember(&wt.path, fingerprint, &reasons, checked_at);
+            .remember(&wt.path, fingerprint, &reasons, bytes, checked_at);
         Ok((
             Outcome::KeptAtRisk {
                 reasons,
                 unchanged: !changed,
             },
-            Detail::Kept(Checked::new(checked_at, false)),
+            Detail::Kept(Checked::new(checked_at, false, bytes)),
         ))
     }
 
@@ -258,7 +267,7 @@ impl WorktreeActor {
                     reasons: c.reasons,
                     unchanged: true,
                 },
-                Detail::Kept(Checked::new(c.checked_at, true)),
+                Detail::Kept(Checked::new(c.checked_at, true, c.bytes)),
             )
         })
     }
