@@ -71,7 +71,7 @@ pub(super) async fn nudge(
     } else {
         Mode::act(Force::from(flags.force))
     };
-    let outcome = match service.nudge(scope.clone(), mode).await {
+    let outcome = match service.nudge(scope.clone(), mode, legacy).await {
         Ok(o) => o,
         Err(e) => return queue_error(&e),
     };

@@ -63,7 +63,7 @@ pub struct NudgeOutcome {
     /// not be read; `None` for the host.
     pub liveness: Option<Result<Liveness, String>>,
     /// The chats of a nudged session, or why they could not be read;
-    /// `None` for a chat or the host.
+    /// `None` for a chat or the host, or when not asked for.
     pub chats: Option<Result<Vec<String>, String>>,
 }
 
@@ -167,23 +167,33 @@ impl Service {
     /// A pass over `scope` asked for from outside (`POST /reconcile/…`,
     /// `once` sent to a running daemon), and what the database says of
     /// the scope's chat or session once it is done: the one door through
-    /// which the HTTP API reaches the controller and the store.
-    pub async fn nudge(&self, scope: Scope, mode: Mode) -> Result<NudgeOutcome, QueueError> {
+    /// which the HTTP API reaches the controller and the store. With
+    /// `session_chats`, a nudged session's chats are read too (the close
+    /// hook's answer names them); otherwise that query is not made.
+    pub async fn nudge(
+        &self,
+        scope: Scope,
+        mode: Mode,
+        session_chats: bool,
+    ) -> Result<NudgeOutcome, QueueError> {
         let report = self.reconcile(scope.clone(), mode, Trigger::Nudge).await?;
-        let store = &self.controller.store();
+        let store = self.controller.store();
         let (liveness, chats) = match &scope {
             Scope::Host => (None, None),
             Scope::Chat(id) => (Some(store.chat_liveness(id).await), None),
             Scope::Session(id) => {
                 let young = self.controller.config().worktrees.orphan_min_age;
                 let live = store.session_liveness(id, SystemTime::now(), young).await;
-                let chats = store.chats_of_session(id).await.map_err(|e| {
-                    format!(
-                        "cannot read the chats of session {id}: {e}; \
-                         only those the pass acted for are answered for"
-                    )
-                });
-                (Some(live), Some(chats))
+                let chats = match session_chats {
+                    true => Some(store.chats_of_session(id).await.map_err(|e| {
+                        format!(
+                            "cannot read the chats of session {id}: {e}; \
+                             only those the pass acted for are answered for"
+                        )
+                    })),
+                    false => None,
+                };
+                (Some(live), chats)
             }
         };
         let liveness = liveness.map(|read| {
