@@ -75,6 +75,9 @@ pub struct KeptVerdicts {
     /// can only make a keep verdict be reused once more or rechecked once
     /// more, never let anything be removed.
     refs: Mutex<HashMap<PathBuf, (u64, u64)>>,
+    /// What worktrees whose verdict the fingerprint cannot cover held on
+    /// disk, and when that was measured ([`KeptVerdicts::bytes`]).
+    sizes: Mutex<HashMap<PathBuf, (u64, Instant)>>,
 }
 
 /// A verdict that may be reused if the fingerprint still matches.
@@ -98,7 +101,32 @@ impl KeptVerdicts {
             kept: Mutex::new(HashMap::new()),
             recheck,
             refs: Mutex::new(HashMap::new()),
+            sizes: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// What the worktree at `dir` holds on disk, by `measure` (a walk).
+    /// A verdict the fingerprint covers is reused while nothing changes,
+    /// so its walk happens once per change. One it cannot cover (`covered`
+    /// false) is reached afresh every pass: its worktree is walked at most
+    /// once per `recheck` interval, and the last measure stands between.
+    pub fn bytes(&self, dir: &Path, covered: bool, measure: impl FnOnce() -> u64) -> u64 {
+        if !covered {
+            if let Some(&(bytes, at)) = self.sizes.lock().get(dir) {
+                if at.elapsed() < self.recheck {
+                    return bytes;
+                }
+            }
+        }
+        let bytes = measure();
+        let mut sizes = self.sizes.lock();
+        sizes.retain(|_, (_, at)| at.elapsed() < self.recheck);
+        if covered {
+            sizes.remove(dir);
+        } else {
+            sizes.insert(dir.to_path_buf(), (bytes, Instant::now()));
+        }
+        bytes
     }
 
     /// [`refs_state`] of the repository at `common`, read at most once in
@@ -476,5 +504,28 @@ mod tests {
             v.candidate(dir).is_none(),
             "uncovered verdicts are not kept"
         );
+    }
+
+    #[test]
+    fn a_worktree_the_fingerprint_cannot_cover_is_walked_once_per_interval() {
+        let dir = Path::new("/x/w1");
+        let walks = std::cell::Cell::new(0);
+        let walk = || {
+            walks.set(walks.get() + 1);
+            100 * walks.get() as u64
+        };
+        let v = KeptVerdicts::new(Duration::from_secs(600));
+        assert_eq!(v.bytes(dir, false, walk), 100);
+        assert_eq!(v.bytes(dir, false, walk), 100, "the last measure stands");
+        assert_eq!(walks.get(), 1);
+        // A covered verdict is measured each time it is reached (once per
+        // change), and its measure replaces the stand-in.
+        assert_eq!(v.bytes(dir, true, walk), 200);
+        assert_eq!(v.bytes(dir, false, walk), 300);
+        assert_eq!(walks.get(), 3);
+        let every = KeptVerdicts::new(Duration::ZERO);
+        every.bytes(dir, false, walk);
+        every.bytes(dir, false, walk);
+        assert_eq!(walks.get(), 5, "the interval passed: walked again");
     }
 }

@@ -175,12 +175,13 @@ impl WorktreeActor {
         // What it costs to keep is measured once per verdict, with the
         // findings, and reused with the verdict.
         let (found, bytes) = {
-            let (dir, r) = (wt.path.clone(), reasons.clone());
+            let (dir, r, kept) = (wt.path.clone(), reasons.clone(), Arc::clone(&self.kept));
+            let covered = git_before.is_some();
             blocking(move || {
-                Ok((
-                    kept::findings(&dir, &r),
-                    crate::act::trash::estimate_bytes(&dir),
-                ))
+                let found = kept::findings(&dir, &r);
+                let covered = covered && found.is_some();
+                let bytes = kept.bytes(&dir, covered, || crate::act::trash::estimate_bytes(&dir));
+                Ok((found, bytes))
             })
             .await?
         };
